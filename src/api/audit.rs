@@ -1,0 +1,80 @@
+//! `/api/v1/audit`: the audit log, filtered and paginated, and its chain check.
+
+use actix_web::{HttpResponse, get, web};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::audit::{self, AuditPage, AuditQuery, VerifyReport};
+use crate::auth::extract::ApiCaller;
+use crate::context::Context;
+use crate::error::{AppResult, ErrorBody};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_audit).service(verify_audit);
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AuditParams {
+    /// Tenant slug.
+    tenant: Option<String>,
+    /// Exact action (`tenant.suspend`) or a prefix ending in a dot (`tenant.`).
+    action: Option<String>,
+    /// Actor (`admin`, `token:ci`, `cli:root`, `system`).
+    actor: Option<String>,
+    /// From this time (RFC 3339), inclusive.
+    since: Option<DateTime<Utc>>,
+    /// Until this time (RFC 3339), exclusive.
+    until: Option<DateTime<Utc>>,
+    /// `next_before` of the previous page.
+    before: Option<i64>,
+    /// Page size, 1–500 (default 50).
+    limit: Option<i64>,
+}
+
+/// Audit records, newest first.
+#[utoipa::path(
+    tag = "audit",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "A page of audit records", body = AuditPage),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/audit")]
+async fn list_audit(ctx: web::Data<Context>, caller: ApiCaller, params: web::Query<AuditParams>) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    let p = params.into_inner();
+    let page = audit::list(
+        &ctx.db,
+        &AuditQuery {
+            tenant: p.tenant,
+            action: p.action,
+            actor: p.actor,
+            since: p.since.map(|t| t.naive_utc()),
+            until: p.until.map(|t| t.naive_utc()),
+            before: p.before,
+            limit: p.limit,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Check the whole hash chain: a changed, removed or reordered record is reported.
+#[utoipa::path(
+    tag = "audit",
+    responses(
+        (status = 200, description = "The outcome (ok or the first broken record)", body = VerifyReport),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/audit/verify")]
+async fn verify_audit(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    Ok(HttpResponse::Ok().json(audit::verify(&ctx.db).await?))
+}

@@ -1,0 +1,108 @@
+//! `ApiJson<T>`: the JSON body extractor of the API. Over the size limit → 413; not JSON → 415;
+//! malformed JSON → 400; well-formed JSON of the wrong shape → 422 naming the field.
+
+use actix_web::dev::Payload;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::error::{AppError, FieldError};
+
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<Context>>()
+            .map_or(256 * 1024, |ctx| ctx.config.max_body_bytes);
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|len| len > limit) {
+                return Err(AppError::PayloadTooLarge { limit });
+            }
+            let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if mime != "application/json" && !mime.ends_with("+json") {
+                return Err(AppError::UnsupportedMediaType(format!(
+                    "expected Content-Type: application/json, got `{}`",
+                    if content_type.is_empty() { "nothing" } else { &content_type }
+                )));
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| AppError::BadRequest(format!("reading the request body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(AppError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse(&body).map(ApiJson)
+        })
+    }
+}
+
+/// Parses a JSON document into `T`, telling syntax errors (400) from shape errors (422).
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize::<_, T>(&mut de);
+    if parsed.is_ok()
+        && let Err(err) = de.end()
+    {
+        return Err(AppError::BadRequest(format!("malformed JSON: {err}")));
+    }
+    match parsed {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => {
+                    Err(AppError::BadRequest(format!("malformed JSON: {inner}")))
+                }
+                Category::Data => {
+                    let message = inner.to_string();
+                    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+                    let (field, rule) = if let Some(name) = message
+                        .strip_prefix("unknown field `")
+                        .and_then(|rest| rest.split('`').next())
+                    {
+                        (join_path(&path, name), "unknown_field")
+                    } else if let Some(name) = message
+                        .strip_prefix("missing field `")
+                        .and_then(|rest| rest.split('`').next())
+                    {
+                        (join_path(&path, name), "required")
+                    } else {
+                        (if path == "." { "body".to_owned() } else { path }, "type")
+                    };
+                    Err(AppError::Validation(vec![FieldError::new(field, rule, message)]))
+                }
+            }
+        }
+    }
+}
+
+fn join_path(path: &str, name: &str) -> String {
+    if path.is_empty() || path == "." {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}

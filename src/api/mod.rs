@@ -1,0 +1,117 @@
+//! The JSON API under `/api/v1`, and the OpenAPI document generated from its handlers.
+//!
+//! Handlers are thin: extract, check who is asking, call one service, return. Routes are
+//! registered through `utoipa-actix-web`, so a handler that is served is also documented.
+
+pub mod admin;
+pub mod audit;
+pub mod body;
+pub mod ops;
+pub mod tenants;
+
+use actix_web::{HttpRequest, HttpResponse};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::{AppExt as _, scope};
+
+use crate::error::{AppError, FieldError};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tenantry",
+        description = "Multi-tenant platform control plane: tenant registry, lifecycle, audit.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tenants", description = "The tenant registry and lifecycle"),
+        (name = "audit", description = "The hash-chained audit log"),
+        (name = "admin", description = "Platform API tokens"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token: tny_<prefix>_<secret>"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Registers every API route (documented ones through utoipa).
+fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(
+        scope::scope("/api/v1")
+            .configure(tenants::routes)
+            .configure(audit::routes)
+            .configure(admin::routes)
+            .service(openapi_json),
+    )
+    .configure(ops::routes);
+}
+
+/// Adds the API to an actix `App` and returns it; the OpenAPI document is served at
+/// `/api/v1/openapi.json`.
+pub fn mount<T>(app: actix_web::App<T>) -> actix_web::App<T>
+where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+{
+    let (app, _) = app.into_utoipa_app().openapi(ApiDoc::openapi()).configure(configure).split_for_parts();
+    app
+}
+
+/// The OpenAPI document of the API as served.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(configure)
+        .split_for_parts();
+    api
+}
+
+/// This document.
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
+    security(("bearer" = []))
+)]
+#[actix_web::get("/openapi.json")]
+async fn openapi_json(_caller: crate::auth::extract::ApiCaller) -> HttpResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| openapi().to_pretty_json().expect("OpenAPI document serialises"));
+    HttpResponse::Ok().content_type("application/json").body(doc.as_str())
+}
+
+/// Maps a malformed query string to a 400 that names the parameter.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let message = err.to_string();
+    let field = message
+        .split('`')
+        .nth(1)
+        .map(str::to_owned)
+        .unwrap_or_else(|| "query".into());
+    AppError::Validation(vec![FieldError::new(field, "query", message)]).into()
+}
+
+/// 404 for anything not routed, as a JSON error under `/api/`.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found("route", req.path()))
+}

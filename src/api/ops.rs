@@ -1,0 +1,83 @@
+//! `/health`, `/health/ready` and `/metrics`: the only routes without authentication.
+
+use std::time::Instant;
+
+use actix_web::{HttpResponse, get, web};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::context::Context;
+use crate::tenants;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(health).service(ready).service(metrics);
+}
+
+/// Readiness of the server's dependencies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    pub database: DatabaseHealth,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabaseHealth {
+    /// `connected` or `unreachable`.
+    pub status: String,
+    pub backend: String,
+    pub response_time_ms: f64,
+    pub error: Option<String>,
+}
+
+/// The process is up.
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Up")))]
+#[get("/health")]
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "healthy", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// The server can serve: a database round trip, with its time.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "A dependency is down", body = Readiness),
+    )
+)]
+#[get("/health/ready")]
+async fn ready(ctx: web::Data<Context>) -> HttpResponse {
+    let started = Instant::now();
+    let result = ctx.db.ping().await;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    let ok = result.is_ok();
+    let body = Readiness {
+        status: if ok { "ready" } else { "unavailable" }.into(),
+        database: DatabaseHealth {
+            status: if ok { "connected" } else { "unreachable" }.into(),
+            backend: ctx.db.backend().to_string(),
+            response_time_ms: (elapsed * 1000.0).round() / 1000.0,
+            error: result.err().map(|e| e.to_string()),
+        },
+    };
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
+#[get("/metrics")]
+async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
+    match tenants::counts(&ctx).await {
+        Ok(counts) => ctx.metrics.set_tenant_counts(&counts),
+        Err(err) => tracing::warn!("metrics: counting tenants failed: {err}"),
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(ctx.metrics.render())
+}

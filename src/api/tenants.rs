@@ -1,0 +1,274 @@
+//! `/api/v1/tenant…`: the registry and the lifecycle.
+
+use actix_web::{HttpResponse, delete, get, patch, post, web};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::body::ApiJson;
+use crate::auth::extract::ApiCaller;
+use crate::context::Context;
+use crate::error::{AppResult, ErrorBody};
+use crate::telemetry::record_tenant;
+use crate::tenants::{self, NewTenant, StatusChange, Tenant, TenantPage, TenantPatch, TenantQuery, Transition};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(create_tenant)
+        .service(list_tenants)
+        .service(get_tenant)
+        .service(update_tenant)
+        .service(delete_tenant)
+        .service(suspend_tenant)
+        .service(reactivate_tenant)
+        .service(cancel_tenant)
+        .service(restore_tenant)
+        .service(rollback_client_secret)
+        .service(tenant_history);
+}
+
+/// Create a tenant.
+#[utoipa::path(
+    tag = "tenants",
+    request_body = NewTenant,
+    responses(
+        (status = 201, description = "Created", body = Tenant),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "Not allowed", body = ErrorBody),
+        (status = 409, description = "Slug taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenant")]
+async fn create_tenant(ctx: web::Data<Context>, caller: ApiCaller, body: ApiJson<NewTenant>) -> AppResult<HttpResponse> {
+    caller.principal.require_admin()?;
+    record_tenant(&body.0.slug);
+    let tenant = tenants::create(&ctx, &caller.actor, &body.0).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/tenant/{}", tenant.slug)))
+        .json(tenant))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Only tenants in this status.
+    status: Option<String>,
+    /// Only tenants on this tier.
+    tier: Option<String>,
+    /// Substring of the slug or the name (case-insensitive).
+    q: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1–200 (default 50).
+    limit: Option<i64>,
+}
+
+/// List tenants, in slug order, a page at a time.
+#[utoipa::path(
+    tag = "tenants",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of tenants", body = TenantPage),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 422, description = "A filter is invalid", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant")]
+async fn list_tenants(ctx: web::Data<Context>, caller: ApiCaller, params: web::Query<ListParams>) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    let params = params.into_inner();
+    let page = tenants::list(
+        &ctx,
+        &TenantQuery {
+            status: params.status,
+            tier: params.tier,
+            q: params.q,
+            cursor: params.cursor,
+            limit: params.limit,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Show a tenant (secrets only as set/fingerprint).
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}")]
+async fn get_tenant(ctx: web::Data<Context>, caller: ApiCaller, slug: web::Path<String>) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    record_tenant(&slug);
+    Ok(HttpResponse::Ok().json(tenants::get(&ctx, &slug).await?))
+}
+
+/// Change a tenant: fields, OAuth settings (a new client secret keeps the previous one for a
+/// rollback) and `is_active` (false suspends, true reactivates).
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    request_body = TenantPatch,
+    responses(
+        (status = 200, description = "The changed tenant", body = Tenant),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "Illegal status change, or changed concurrently", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/tenant/{slug}")]
+async fn update_tenant(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+    body: ApiJson<TenantPatch>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_admin()?;
+    record_tenant(&slug);
+    Ok(HttpResponse::Ok().json(tenants::update(&ctx, &caller.actor, &slug, &body.0).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeleteParams {
+    /// Purge (hard delete) instead of a soft delete.
+    #[serde(default)]
+    hard: bool,
+    /// With `hard`: purge before the retention period has passed.
+    #[serde(default)]
+    force: bool,
+    /// Why (recorded in the status history and the audit log).
+    reason: Option<String>,
+}
+
+/// Delete a tenant: soft (restorable), or with `hard=true` purge it (only from canceled, deleted
+/// or failed, and after the retention period unless `force=true`).
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug"), DeleteParams),
+    responses(
+        (status = 200, description = "Soft-deleted", body = Tenant),
+        (status = 204, description = "Purged"),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "Not allowed in the current status or retention period", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/tenant/{slug}")]
+async fn delete_tenant(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+    params: web::Query<DeleteParams>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_admin()?;
+    record_tenant(&slug);
+    if params.hard {
+        let reason = params.reason.clone().unwrap_or_else(|| "purged through the API".into());
+        tenants::purge(&ctx, &caller.actor, &slug, params.force, &reason).await?;
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    let reason = params.reason.clone().unwrap_or_else(|| "deleted through the API".into());
+    let tenant = tenants::transition(&ctx, &caller.actor, &slug, Transition::Delete, &reason).await?;
+    Ok(HttpResponse::Ok().json(tenant))
+}
+
+/// Body of a lifecycle action.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRequest {
+    /// Why (required; recorded in the status history and the audit log).
+    pub reason: String,
+}
+
+async fn lifecycle(
+    ctx: &Context,
+    caller: &ApiCaller,
+    slug: &str,
+    transition: Transition,
+    body: &LifecycleRequest,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_admin()?;
+    record_tenant(slug);
+    let tenant = tenants::transition(ctx, &caller.actor, slug, transition, &body.reason).await?;
+    Ok(HttpResponse::Ok().json(tenant))
+}
+
+macro_rules! lifecycle_route {
+    ($fn:ident, $path:literal, $transition:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(
+            tag = "tenants",
+            params(("slug" = String, Path, description = "The tenant's slug")),
+            request_body = LifecycleRequest,
+            responses(
+                (status = 200, description = "The tenant in its new status", body = Tenant),
+                (status = 404, description = "No such tenant", body = ErrorBody),
+                (status = 409, description = "Not allowed from the current status (named in the error)", body = ErrorBody),
+                (status = 422, description = "Missing reason", body = ErrorBody),
+            ),
+            security(("bearer" = []))
+        )]
+        #[post($path)]
+        async fn $fn(
+            ctx: web::Data<Context>,
+            caller: ApiCaller,
+            slug: web::Path<String>,
+            body: ApiJson<LifecycleRequest>,
+        ) -> AppResult<HttpResponse> {
+            lifecycle(&ctx, &caller, &slug, $transition, &body.0).await
+        }
+    };
+}
+
+lifecycle_route!(suspend_tenant, "/tenant/{slug}/suspend", Transition::Suspend, "Suspend a trial or active tenant.");
+lifecycle_route!(reactivate_tenant, "/tenant/{slug}/reactivate", Transition::Reactivate, "Reactivate a suspended tenant.");
+lifecycle_route!(cancel_tenant, "/tenant/{slug}/cancel", Transition::Cancel, "Cancel a tenant: its retention period starts.");
+lifecycle_route!(restore_tenant, "/tenant/{slug}/restore", Transition::Restore, "Restore a canceled or deleted tenant.");
+
+/// Roll the OAuth client secret back to the one before the last rotation.
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "The tenant with the previous secret restored", body = Tenant),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "No previous secret", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenant/{slug}/client-secret/rollback")]
+async fn rollback_client_secret(ctx: web::Data<Context>, caller: ApiCaller, slug: web::Path<String>) -> AppResult<HttpResponse> {
+    caller.principal.require_admin()?;
+    record_tenant(&slug);
+    Ok(HttpResponse::Ok().json(tenants::rollback_client_secret(&ctx, &caller.actor, &slug).await?))
+}
+
+/// A tenant's status history, newest first.
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "Status changes", body = [StatusChange]),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/history")]
+async fn tenant_history(ctx: web::Data<Context>, caller: ApiCaller, slug: web::Path<String>) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(tenants::history(&ctx, &tenant).await?))
+}

@@ -1,0 +1,192 @@
+//! Start-up and the HTTP server: configuration → keyring → database (migrated) → platform tenant
+//! and bootstrap administrator → actix-web with the API, the portal, metrics and request logging.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Instant;
+
+use actix_web::dev::{Service as _, ServerHandle};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{App, HttpMessage as _, HttpServer, web};
+use anyhow::Context as _;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::{self, BootstrapAdmin};
+use crate::config::Config;
+use crate::context::Context;
+use crate::secrets::{Keyring, KeyringNotes};
+use crate::store::Db;
+use crate::telemetry::TenantRootSpan;
+use crate::{api, tenants, web as portal};
+
+/// What start-up did that the operator should hear about.
+#[derive(Debug)]
+pub struct StartupReport {
+    pub keyring: KeyringNotes,
+    pub admin: BootstrapAdmin,
+    pub admin_tenant_created: bool,
+    pub migrations: Vec<String>,
+}
+
+/// Opens everything the server and the CLI need, running migrations and the start-up tasks
+/// (platform tenant, bootstrap administrator).
+pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
+    let (keyring, notes) = Keyring::load(&config)?;
+    let ctx = open_with_keyring(config, keyring).await?;
+    let migrations = ctx.db.migrate().await?;
+    let admin_tenant_created = tenants::ensure_admin_tenant(&ctx).await?;
+    let admin = auth::ensure_bootstrap_admin(&ctx).await?;
+    Ok((
+        ctx,
+        StartupReport {
+            keyring: notes,
+            admin,
+            admin_tenant_created,
+            migrations,
+        },
+    ))
+}
+
+/// Connects to the database (without start-up tasks) with a given keyring.
+pub async fn open_with_keyring(config: Config, keyring: Keyring) -> anyhow::Result<Context> {
+    if crate::store::sqlite_path(&config.database_url()).is_some() && config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    }
+    let db = Db::connect_without_migrations(&config.database_url(), config.database_pool_size).await?;
+    Ok(Context::new(db, keyring, config))
+}
+
+/// A running HTTP server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `listener` and serves until stopped.
+pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    portal::templates()?;
+    let server = HttpServer::new(move || {
+        let metrics = ctx.metrics.clone();
+        let app = App::new()
+            .app_data(web::Data::new(ctx.clone()))
+            .app_data(web::QueryConfig::default().error_handler(api::query_error))
+            .app_data(web::FormConfig::default().limit(ctx.config.max_body_bytes))
+            .app_data(web::PathConfig::default());
+        portal::mount(api::mount(app))
+            .default_service(web::to(portal::not_found))
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "same-origin"))
+                    .add((
+                        "Content-Security-Policy",
+                        "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+                    )),
+            )
+            .wrap_fn(move |req, srv| {
+                let started = Instant::now();
+                let method = req.method().to_string();
+                // The request runs as a task of its own on the worker: a client that goes away
+                // does not cancel it halfway through a database call (diesel-async's SQLite
+                // wrapper cannot be cancelled on actix's single-threaded worker runtimes).
+                let fut = actix_web::rt::spawn(srv.call(req));
+                let metrics = metrics.clone();
+                async move {
+                    let mut res = fut.await.map_err(actix_web::error::ErrorInternalServerError)??;
+                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let status = res.status().as_u16().to_string();
+                    metrics.http_requests.with_label_values(&[&route, &method, &status]).inc();
+                    metrics
+                        .http_duration
+                        .with_label_values(&[&route, &method])
+                        .observe(started.elapsed().as_secs_f64());
+                    let request_id = res
+                        .request()
+                        .extensions()
+                        .get::<tracing_actix_web::RequestId>()
+                        .map(|id| id.to_string());
+                    if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+                        res.headers_mut().insert(HeaderName::from_static("x-request-id"), id);
+                    }
+                    Ok(res)
+                }
+            })
+            .wrap(TracingLogger::<TenantRootSpan>::new())
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .disable_signals()
+    .run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(RunningServer { addr, handle, task })
+}
+
+/// `tenantry serve`: starts, tells the operator where and how, and serves until Ctrl-C/SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let bind = config.bind.clone();
+    let (ctx, report) = open(config).await?;
+    let listener = TcpListener::bind(&bind).with_context(|| format!("cannot listen on {bind}"))?;
+    let running = start(ctx.clone(), listener)?;
+    let base = ctx
+        .config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", running.addr));
+    if let Some(path) = &report.keyring.generated_dev_key {
+        tracing::warn!(
+            "generated a development master key at {} (mode 0600); set TENANTRY_MASTER_KEY or TENANTRY_MASTER_KEY_FILE in production and keep the key safe",
+            path.display()
+        );
+    }
+    if let Some(path) = &report.keyring.loose_permissions {
+        tracing::warn!("master key file {} is readable by other users; chmod 600 it", path.display());
+    }
+    for migration in &report.migrations {
+        tracing::info!(migration = %migration, "applied migration");
+    }
+    println!("tenantry {} listening on {base}", env!("CARGO_PKG_VERSION"));
+    println!("database: {} ({})", ctx.db.display_url(), ctx.db.backend());
+    println!("admin portal: {base}/   API: {base}/api/v1   OpenAPI: {base}/api/v1/openapi.json");
+    match &report.admin {
+        BootstrapAdmin::Generated(path) => {
+            println!(
+                "first start: log in to {base}/login as `admin` with the password in {} \
+                 (change it with `tenantry admin set-password`)",
+                path.display()
+            );
+            println!("API token for scripts: tenantry admin token create --name NAME");
+        }
+        BootstrapAdmin::FromConfig => {
+            println!("log in to {base}/login as `admin` with TENANTRY_BOOTSTRAP_ADMIN_PASSWORD");
+        }
+        BootstrapAdmin::Existing => {}
+    }
+    let handle = running.handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        handle.stop(true).await;
+    });
+    running.task.await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,477 @@
+//! Who is asking: the bootstrap administrator (argon2 password, portal sessions) and hashed API
+//! tokens (`Authorization: Bearer tny_<prefix>_<secret>`).
+//!
+//! A token is looked up by its prefix and its secret compared as a SHA-256 digest in constant time
+//! (tokens are 190 bits of randomness: a slow hash adds nothing). Passwords are argon2id.
+
+pub mod extract;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::{DateTime, Utc};
+use rand::Rng as _;
+use rand::distributions::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+use utoipa::ToSchema;
+
+use crate::audit::{self, Actor, AuditEvent};
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::models::{AdminUserRow, ApiKeyRow, SessionRow};
+use crate::store;
+use crate::transaction;
+
+/// The bootstrap administrator's user name.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything on the platform.
+    PlatformAdmin,
+    /// Read-only access to everything on the platform (dashboards, monitoring, audits).
+    PlatformViewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::PlatformAdmin => "platform-admin",
+            Role::PlatformViewer => "platform-viewer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "platform-admin" => Some(Role::PlatformAdmin),
+            "platform-viewer" => Some(Role::PlatformViewer),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// `admin` for the bootstrap administrator, `token:<name>` for an API token.
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// Refuses (403) anyone who may not change things.
+    pub fn require_admin(&self) -> AppResult<()> {
+        match self.role {
+            Role::PlatformAdmin => Ok(()),
+            Role::PlatformViewer => Err(AppError::forbidden(format!(
+                "`{}` has the {} role, which may only read",
+                self.name,
+                self.role.as_str()
+            ))),
+        }
+    }
+
+    /// Refuses (403) anyone who may not read platform-wide data.
+    pub fn require_platform(&self) -> AppResult<()> {
+        match self.role {
+            Role::PlatformAdmin | Role::PlatformViewer => Ok(()),
+        }
+    }
+}
+
+fn random_string(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bootstrap administrator
+
+/// Checks the rules an administrator password must follow.
+pub fn check_password(password: &str) -> Result<(), FieldError> {
+    if password.chars().count() < 12 {
+        return Err(FieldError::new("password", "length", "must be at least 12 characters long"));
+    }
+    if password.len() > 1024 {
+        return Err(FieldError::new("password", "length", "must be at most 1024 bytes"));
+    }
+    Ok(())
+}
+
+fn hash_password(password: &str) -> AppResult<String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AppError::internal(anyhow::anyhow!("hashing a password: {e}")))
+}
+
+fn password_matches(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
+}
+
+/// Sets the bootstrap administrator's password (argon2id), audited.
+pub async fn set_admin_password(ctx: &Context, actor: &Actor, password: &str) -> AppResult<()> {
+    check_password(password).map_err(|e| AppError::Validation(vec![e]))?;
+    let hash = hash_password(password)?;
+    let now = clock::now();
+    transaction!(ctx.db, |tx| {
+        store::admin::upsert_admin(
+            tx,
+            &AdminUserRow {
+                username: BOOTSTRAP_ADMIN.into(),
+                password_hash: hash,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .await?;
+        audit::record(tx, actor, AuditEvent::platform("admin.password_set", json!({ "username": BOOTSTRAP_ADMIN }))).await?;
+        Ok(())
+    })
+}
+
+/// What happened to the bootstrap administrator at start.
+#[derive(Debug)]
+pub enum BootstrapAdmin {
+    /// A password already existed and none was configured.
+    Existing,
+    /// The configured password was applied.
+    FromConfig,
+    /// First start without a configured password: one was generated into this file.
+    Generated(std::path::PathBuf),
+}
+
+/// Applies `bootstrap_admin_password` when configured; on a first start without one, generates a
+/// password into `<data_dir>/initial-admin-password` (mode 0600) so that the operator can log in.
+pub async fn ensure_bootstrap_admin(ctx: &Context) -> AppResult<BootstrapAdmin> {
+    let existing = {
+        let mut conn = ctx.db.conn().await?;
+        store::admin::find_admin(&mut conn, BOOTSTRAP_ADMIN).await?
+    };
+    if let Some(password) = &ctx.config.bootstrap_admin_password {
+        let unchanged = existing.as_ref().is_some_and(|row| password_matches(password, &row.password_hash));
+        if !unchanged {
+            set_admin_password(ctx, &Actor::system(), password).await.map_err(|err| {
+                AppError::internal(anyhow::anyhow!("TENANTRY_BOOTSTRAP_ADMIN_PASSWORD: {err}"))
+            })?;
+        }
+        return Ok(BootstrapAdmin::FromConfig);
+    }
+    if existing.is_some() {
+        return Ok(BootstrapAdmin::Existing);
+    }
+    let password = random_string(24);
+    let path = ctx.config.data_dir.join("initial-admin-password");
+    std::fs::create_dir_all(&ctx.config.data_dir).map_err(AppError::internal)?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(AppError::internal)?;
+        writeln!(file, "{password}").map_err(AppError::internal)?;
+    }
+    set_admin_password(ctx, &Actor::system(), &password).await?;
+    Ok(BootstrapAdmin::Generated(path))
+}
+
+/// Checks a portal login. Always spends one argon2 verification, known user or not.
+pub async fn verify_admin_login(ctx: &Context, username: &str, password: &str) -> AppResult<Option<Principal>> {
+    let row = {
+        let mut conn = ctx.db.conn().await?;
+        store::admin::find_admin(&mut conn, username).await?
+    };
+    let hash = row.as_ref().map(|r| r.password_hash.clone()).unwrap_or_else(|| {
+        // A fixed, valid hash of a random password, so an unknown user costs as much as a known one.
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        DUMMY.get_or_init(|| hash_password(&random_string(24)).unwrap_or_default()).clone()
+    });
+    let password = password.to_owned();
+    let ok = tokio::task::spawn_blocking(move || password_matches(&password, &hash))
+        .await
+        .map_err(AppError::internal)?;
+    Ok((ok && row.is_some()).then(|| Principal {
+        name: username.to_owned(),
+        role: Role::PlatformAdmin,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// API tokens
+
+/// An API token as listed (never its secret).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiTokenInfo {
+    pub id: String,
+    pub name: String,
+    /// The public part of the token (`tny_<prefix>_…`), to recognise it.
+    pub prefix: String,
+    pub role: Role,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiTokenInfo {
+    fn from_row(row: &ApiKeyRow) -> Self {
+        ApiTokenInfo {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            prefix: row.prefix.clone(),
+            role: Role::parse(&row.role).unwrap_or(Role::PlatformViewer),
+            created_by: row.created_by.clone(),
+            created_at: clock::to_utc(row.created_at),
+            expires_at: row.expires_at.map(clock::to_utc),
+            last_used_at: row.last_used_at.map(clock::to_utc),
+            revoked_at: row.revoked_at.map(clock::to_utc),
+        }
+    }
+}
+
+/// A newly created token: the only time its secret is shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NewApiToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: ApiTokenInfo,
+}
+
+/// Creates a platform API token.
+pub async fn create_platform_token(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    role: Role,
+    expires_in_days: Option<u32>,
+) -> AppResult<NewApiToken> {
+    let name = crate::tenants::input::check_text("name", name, 100).map_err(|e| AppError::Validation(vec![e]))?;
+    if expires_in_days == Some(0) {
+        return Err(AppError::invalid("expires_in_days", "range", "must be at least 1"));
+    }
+    let prefix = random_string(8).to_lowercase();
+    let secret = random_string(32);
+    let token = format!("tny_{prefix}_{secret}");
+    let now = clock::now();
+    let row = ApiKeyRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        tenant_id: None,
+        name: name.clone(),
+        prefix: prefix.clone(),
+        secret_hash: sha256_hex(&secret),
+        role: role.as_str().into(),
+        created_by: actor.name.clone(),
+        created_at: now,
+        expires_at: expires_in_days.map(|d| now + chrono::Duration::days(d.into())),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    transaction!(ctx.db, |tx| {
+        if store::admin::platform_key_name_taken(tx, &name).await? {
+            return Err(AppError::conflict(
+                "name_taken",
+                format!("a live token named `{name}` already exists; revoke it or pick another name"),
+                json!({ "field": "name" }),
+            ));
+        }
+        store::admin::insert_key(tx, &row).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                "admin.token_create",
+                json!({ "id": row.id, "name": row.name, "prefix": row.prefix, "role": row.role }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })?;
+    Ok(NewApiToken {
+        token,
+        info: ApiTokenInfo::from_row(&row),
+    })
+}
+
+pub async fn list_platform_tokens(ctx: &Context) -> AppResult<Vec<ApiTokenInfo>> {
+    let mut conn = ctx.db.conn().await?;
+    let rows = store::admin::list_platform_keys(&mut conn).await?;
+    Ok(rows.iter().map(ApiTokenInfo::from_row).collect())
+}
+
+/// Revokes a platform token by id or name.
+pub async fn revoke_platform_token(ctx: &Context, actor: &Actor, id_or_name: &str) -> AppResult<ApiTokenInfo> {
+    let now = clock::now();
+    let row = transaction!(ctx.db, |tx| {
+        let row = store::admin::revoke_platform_key(tx, id_or_name, now)
+            .await?
+            .ok_or_else(|| AppError::not_found("token", id_or_name))?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform("admin.token_revoke", json!({ "id": row.id, "name": row.name, "prefix": row.prefix })),
+        )
+        .await?;
+        Ok(row)
+    })?;
+    let mut info = ApiTokenInfo::from_row(&row);
+    info.revoked_at = Some(clock::to_utc(now));
+    Ok(info)
+}
+
+/// Resolves a bearer token to its principal; `None` for anything not a live token.
+pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
+    let Some((prefix, secret)) = token.strip_prefix("tny_").and_then(|rest| rest.split_once('_')) else {
+        return Ok(None);
+    };
+    if prefix.len() != 8 || secret.len() != 32 {
+        return Ok(None);
+    }
+    let mut conn = ctx.db.conn().await?;
+    let Some(row) = store::admin::find_key_by_prefix(&mut conn, prefix).await? else {
+        return Ok(None);
+    };
+    let now = clock::now();
+    if !constant_time_eq(&sha256_hex(secret), &row.secret_hash)
+        || row.revoked_at.is_some()
+        || row.expires_at.is_some_and(|at| at <= now)
+        || row.tenant_id.is_some()
+    {
+        return Ok(None);
+    }
+    let Some(role) = Role::parse(&row.role) else {
+        return Ok(None);
+    };
+    // Last-used time, at most once a minute per key: not a write on every request.
+    if row.last_used_at.is_none_or(|at| now - at > chrono::Duration::minutes(1)) {
+        drop(conn);
+        let id = row.id.clone();
+        let db = ctx.db.clone();
+        let _ = transaction!(db, |tx| { store::admin::touch_key(tx, &id, now).await });
+    }
+    Ok(Some(Principal {
+        name: format!("token:{}", row.name),
+        role,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Portal sessions
+
+/// A live portal session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Hash of the cookie value (what the database stores).
+    pub id: String,
+    pub principal: Principal,
+    pub csrf_token: String,
+}
+
+/// Starts a session; returns the cookie value (shown to the browser only) and the session.
+pub async fn start_session(
+    ctx: &Context,
+    principal: &Principal,
+    actor: &Actor,
+    user_agent: Option<&str>,
+) -> AppResult<(String, Session)> {
+    let cookie = random_string(43);
+    let now = clock::now();
+    let row = SessionRow {
+        id: sha256_hex(&cookie),
+        principal: principal.name.clone(),
+        role: principal.role.as_str().into(),
+        tenant_id: None,
+        csrf_token: random_string(32),
+        source_ip: actor.source_ip.clone(),
+        user_agent: user_agent.map(|ua| ua.chars().take(300).collect()),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + chrono::Duration::hours(ctx.config.session_absolute_hours.into()),
+    };
+    transaction!(ctx.db, |tx| {
+        store::sessions::delete_expired(tx, now).await?;
+        store::sessions::insert(tx, &row).await?;
+        audit::record(tx, actor, AuditEvent::platform("admin.login", json!({ "username": principal.name }))).await?;
+        Ok(())
+    })?;
+    Ok((
+        cookie,
+        Session {
+            id: row.id,
+            principal: principal.clone(),
+            csrf_token: row.csrf_token,
+        },
+    ))
+}
+
+/// The session behind a cookie value, if it is live (absolute and idle expiry).
+pub async fn load_session(ctx: &Context, cookie: &str) -> AppResult<Option<Session>> {
+    let id = sha256_hex(cookie);
+    let now = clock::now();
+    let mut conn = ctx.db.conn().await?;
+    let Some(row) = store::sessions::find_live(&mut conn, &id, now).await? else {
+        return Ok(None);
+    };
+    let idle = chrono::Duration::minutes(ctx.config.session_idle_minutes.into());
+    if now - row.last_seen_at > idle {
+        return Ok(None);
+    }
+    let Some(role) = Role::parse(&row.role) else {
+        return Ok(None);
+    };
+    if now - row.last_seen_at > chrono::Duration::minutes(1) {
+        drop(conn);
+        let db = ctx.db.clone();
+        let _ = transaction!(db, |tx| { store::sessions::touch(tx, &id, now).await });
+    }
+    Ok(Some(Session {
+        id: row.id,
+        principal: Principal {
+            name: row.principal,
+            role,
+        },
+        csrf_token: row.csrf_token,
+    }))
+}
+
+/// Ends a session (logout), audited.
+pub async fn end_session(ctx: &Context, session: &Session, actor: &Actor) -> AppResult<()> {
+    transaction!(ctx.db, |tx| {
+        store::sessions::delete(tx, &session.id).await?;
+        audit::record(tx, actor, AuditEvent::platform("admin.logout", json!({ "username": session.principal.name }))).await?;
+        Ok(())
+    })
+}
+
+/// Compares a submitted CSRF token with the expected one in constant time.
+pub fn csrf_matches(expected: &str, submitted: &str) -> bool {
+    !expected.is_empty() && constant_time_eq(expected, submitted)
+}
+
+/// A fresh random token (login-form CSRF, request ids).
+pub fn new_token() -> String {
+    random_string(32)
+}

@@ -1,0 +1,628 @@
+//! The `tenantry` command line. Commands other than `serve` work on the database directly, through
+//! the same services as the API (so every change is validated and audited the same way), with the
+//! actor `cli:<user>`.
+
+use std::io::{BufRead as _, IsTerminal as _, Read as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::app;
+use crate::audit::{self, Actor, AuditQuery};
+use crate::auth::{self, Role};
+use crate::config::Config;
+use crate::context::Context;
+use crate::error::AppError;
+use crate::key_rotation;
+use crate::tenants::input::Scopes;
+use crate::tenants::model::Contact;
+use crate::tenants::{self, NewTenant, Tenant, TenantPatch, TenantQuery, Transition};
+
+#[derive(Debug, Parser)]
+#[command(name = "tenantry", version, about = "Multi-tenant platform control plane", propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML); default: $TENANTRY_CONFIG, else ./tenantry.toml when present.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format of commands that print data.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (API, admin portal, metrics).
+    Serve {
+        /// Address to listen on (overrides TENANTRY_BIND).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage platform administration (bootstrap password, API tokens).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Read and check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Manage the master key that seals secrets at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Print the OpenAPI document of the API.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create(CreateArgs),
+    /// List tenants (filtered, a page at a time).
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+        /// Substring of the slug or the name.
+        #[arg(long)]
+        search: Option<String>,
+        /// Page size (1–200).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Continue after this cursor (the `next_cursor` of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one tenant with its status history.
+    Show { slug: String },
+    /// Change a tenant's fields or OAuth settings.
+    Update(UpdateArgs),
+    /// Suspend a trial or active tenant.
+    Suspend(ReasonArgs),
+    /// Reactivate a suspended tenant.
+    Reactivate(ReasonArgs),
+    /// Cancel a tenant (its retention period starts).
+    Cancel(ReasonArgs),
+    /// Soft-delete a tenant, or purge it with --hard.
+    Delete {
+        slug: String,
+        /// Purge for good (only canceled/deleted/failed tenants, after retention unless --force).
+        #[arg(long)]
+        hard: bool,
+        /// With --hard: purge before the retention period has passed.
+        #[arg(long, requires = "hard")]
+        force: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Restore a canceled or deleted tenant.
+    Restore(ReasonArgs),
+    /// Roll the OAuth client secret back to the one before the last rotation.
+    RollbackSecret { slug: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
+    pub slug: String,
+    /// Why (recorded in the status history and the audit log).
+    #[arg(long)]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub slug: String,
+    #[arg(long)]
+    pub name: String,
+    /// free, starter, professional, enterprise or custom.
+    #[arg(long)]
+    pub tier: Option<String>,
+    #[arg(long)]
+    pub trial_days: Option<i64>,
+    #[command(flatten)]
+    pub fields: TenantFieldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub slug: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub tier: Option<String>,
+    #[command(flatten)]
+    pub fields: TenantFieldArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantFieldArgs {
+    #[arg(long)]
+    pub contact_name: Option<String>,
+    #[arg(long)]
+    pub contact_email: Option<String>,
+    #[arg(long)]
+    pub contact_phone: Option<String>,
+    /// A JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
+    #[arg(long)]
+    pub oauth_issuer: Option<String>,
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// File holding the OAuth client secret (`-` for standard input); never pass secrets as arguments.
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Comma-separated scopes (must include openid).
+    #[arg(long)]
+    pub scopes: Option<String>,
+    /// File holding the database URI (`-` for standard input): it carries a password.
+    #[arg(long, value_name = "FILE")]
+    pub db_uri_file: Option<PathBuf>,
+    #[arg(long)]
+    pub default_schema: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set the bootstrap administrator's password (read from the terminal or standard input).
+    SetPassword,
+    /// Manage platform API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value_t = CliRole::PlatformAdmin)]
+        role: CliRole,
+        /// Days until the token stops working (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id or name.
+    Revoke { id_or_name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CliRole {
+    PlatformAdmin,
+    PlatformViewer,
+}
+
+impl From<CliRole> for Role {
+    fn from(role: CliRole) -> Self {
+        match role {
+            CliRole::PlatformAdmin => Role::PlatformAdmin,
+            CliRole::PlatformViewer => Role::PlatformViewer,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit records, newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Exact action, or a prefix ending in a dot (`tenant.`).
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// RFC 3339 time, inclusive.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// RFC 3339 time, exclusive.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Records older than this sequence number (the `next_before` of the previous page).
+        #[arg(long)]
+        before: Option<i64>,
+    },
+    /// Check the hash chain; exits non-zero when a record was changed or removed.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every secret under a new master key.
+    RotateKey {
+        /// The new key (base64 of 32 bytes). Without it, a key is generated into the managed key file.
+        #[arg(long, value_name = "FILE")]
+        new_key_file: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line; errors come back to `main`, which prints one line and exits non-zero.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    let out = cli.output;
+    match cli.command {
+        Command::Serve { bind } => {
+            if let Some(bind) = bind {
+                config.bind = bind;
+            }
+            crate::telemetry::init(&config);
+            app::serve(config).await
+        }
+        Command::Openapi => {
+            println!("{}", crate::api::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Command::Migrate => {
+            crate::telemetry::init(&config);
+            let (keyring, _) = crate::secrets::Keyring::load(&config)?;
+            let ctx = app::open_with_keyring(config, keyring).await?;
+            let applied = ctx.db.migrate().await?;
+            print(out, &serde_json::json!({ "applied": applied, "database": ctx.db.display_url() }), || {
+                if applied.is_empty() {
+                    format!("{}: schema is up to date", ctx.db.display_url())
+                } else {
+                    format!("{}: applied {}", ctx.db.display_url(), applied.join(", "))
+                }
+            })
+        }
+        command => {
+            // CLI commands log warnings only: their output is the data they print.
+            config.log_level = std::env::var("TENANTRY_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
+            crate::telemetry::init(&config);
+            let ctx = open_for_cli(config).await?;
+            let actor = Actor::cli();
+            match command {
+                Command::Tenant(cmd) => tenant_command(&ctx, &actor, out, cmd).await,
+                Command::Admin(cmd) => admin_command(&ctx, &actor, out, cmd).await,
+                Command::Audit(cmd) => audit_command(&ctx, out, cmd).await,
+                Command::Secrets(SecretsCommand::RotateKey { new_key_file }) => {
+                    let report = key_rotation::rotate(&ctx, &actor, new_key_file.as_deref()).await?;
+                    print(out, &report, || {
+                        let mut text = format!(
+                            "re-sealed {} secrets: key {} → {}",
+                            report.resealed, report.old_key_id, report.new_key_id
+                        );
+                        match &report.key_file {
+                            Some(path) => text.push_str(&format!(
+                                "\nthe new key is in {}; restart running servers so that they seal with it",
+                                path.display()
+                            )),
+                            None => text.push_str(
+                                "\nnow point TENANTRY_MASTER_KEY / TENANTRY_MASTER_KEY_FILE at the new key and restart the servers",
+                            ),
+                        }
+                        text
+                    })
+                }
+                Command::Serve { .. } | Command::Migrate | Command::Openapi => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// Opens the database for a command: migrated, with the platform tenant in place.
+async fn open_for_cli(config: Config) -> anyhow::Result<Context> {
+    let (keyring, _) = crate::secrets::Keyring::load(&config)?;
+    let ctx = app::open_with_keyring(config, keyring).await?;
+    ctx.db.migrate().await?;
+    tenants::ensure_admin_tenant(&ctx).await.map_err(app_error)?;
+    Ok(ctx)
+}
+
+/// An application error as one line for the terminal.
+pub fn app_error(err: AppError) -> anyhow::Error {
+    match err {
+        AppError::Internal(inner) => inner,
+        other => anyhow::anyhow!(other.to_string()),
+    }
+}
+
+fn print<T: Serialize>(out: Output, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match out {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Text => println!("{}", text()),
+    }
+    Ok(())
+}
+
+fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+impl TenantFieldArgs {
+    fn contact(&self) -> Option<Contact> {
+        (self.contact_name.is_some() || self.contact_email.is_some() || self.contact_phone.is_some()).then(|| Contact {
+            name: self.contact_name.clone(),
+            email: self.contact_email.clone(),
+            phone: self.contact_phone.clone(),
+        })
+    }
+
+    fn metadata(&self) -> anyhow::Result<Option<Map<String, Value>>> {
+        self.metadata
+            .as_deref()
+            .map(|m| serde_json::from_str(m).context("--metadata must be a JSON object"))
+            .transpose()
+    }
+
+    fn secrets(&self) -> anyhow::Result<(Option<String>, Option<String>)> {
+        Ok((
+            self.client_secret_file.as_deref().map(read_secret_file).transpose()?,
+            self.db_uri_file.as_deref().map(read_secret_file).transpose()?,
+        ))
+    }
+}
+
+fn tenant_text(tenant: &Tenant) -> String {
+    let secret = |s: &tenants::model::SecretStatus| match &s.fingerprint {
+        Some(fp) if s.set => format!("set ({fp})"),
+        _ => "not set".to_owned(),
+    };
+    let mut lines = vec![
+        format!("slug:           {}", tenant.slug),
+        format!("name:           {}", tenant.name),
+        format!("status:         {}{}", tenant.status, tenant.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()),
+        format!("tier:           {}", tenant.tier),
+        format!("id:             {}", tenant.id),
+        format!("oauth_issuer:   {}", tenant.oauth_issuer.as_deref().unwrap_or("-")),
+        format!("client_id:      {}", tenant.client_id.as_deref().unwrap_or("-")),
+        format!("client_secret:  {}", secret(&tenant.client_secret)),
+        format!("scopes:         {}", tenant.scopes.join(",")),
+        format!("db_uri:         {}", secret(&tenant.db_uri)),
+        format!("default_schema: {}", tenant.default_schema.as_deref().unwrap_or("-")),
+        format!("created_at:     {}", tenant.created_at.to_rfc3339()),
+    ];
+    if let Some(at) = tenant.trial_ends_at {
+        lines.push(format!("trial_ends_at:  {}", at.to_rfc3339()));
+    }
+    if let Some(at) = tenant.retention_ends_at {
+        lines.push(format!("retention_ends: {}", at.to_rfc3339()));
+    }
+    lines.join("\n")
+}
+
+async fn tenant_command(ctx: &Context, actor: &Actor, out: Output, cmd: TenantCommand) -> anyhow::Result<()> {
+    let transition = |slug: String, t: Transition, reason: String| async move {
+        let tenant = tenants::transition(ctx, actor, &slug, t, &reason).await.map_err(app_error)?;
+        print(out, &tenant, || format!("tenant {} is now {}", tenant.slug, tenant.status))
+    };
+    match cmd {
+        TenantCommand::Create(args) => {
+            let (client_secret, db_uri) = args.fields.secrets()?;
+            let request = NewTenant {
+                slug: args.slug,
+                name: args.name,
+                tier: args.tier,
+                trial_days: args.trial_days,
+                contact: args.fields.contact(),
+                metadata: args.fields.metadata()?,
+                oauth_issuer: args.fields.oauth_issuer.clone(),
+                client_id: args.fields.client_id.clone(),
+                client_secret,
+                scopes: args.fields.scopes.clone().map(Scopes::Text),
+                db_uri,
+                default_schema: args.fields.default_schema.clone(),
+            };
+            let tenant = tenants::create(ctx, actor, &request).await.map_err(app_error)?;
+            print(out, &tenant, || format!("created tenant {} ({})", tenant.slug, tenant.status))
+        }
+        TenantCommand::List { status, tier, search, limit, cursor } => {
+            let page = tenants::list(ctx, &TenantQuery { status, tier, q: search, cursor, limit: Some(limit) })
+                .await
+                .map_err(app_error)?;
+            print(out, &page, || {
+                let mut lines = vec![format!("{:<28} {:<12} {:<13} {}", "SLUG", "STATUS", "TIER", "NAME")];
+                lines.extend(page.items.iter().map(|t| format!("{:<28} {:<12} {:<13} {}", t.slug, t.status, t.tier, t.name)));
+                if let Some(cursor) = &page.next_cursor {
+                    lines.push(format!("more: --cursor {cursor}"));
+                }
+                lines.join("\n")
+            })
+        }
+        TenantCommand::Show { slug } => {
+            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
+            let history = tenants::history(ctx, &tenant).await.map_err(app_error)?;
+            #[derive(Serialize)]
+            struct Shown<'a> {
+                #[serde(flatten)]
+                tenant: &'a Tenant,
+                history: &'a [tenants::StatusChange],
+            }
+            print(out, &Shown { tenant: &tenant, history: &history }, || {
+                let mut text = tenant_text(&tenant);
+                text.push_str("\nhistory:");
+                for h in &history {
+                    text.push_str(&format!(
+                        "\n  {}  {} → {}  by {}: {}",
+                        h.at.to_rfc3339(),
+                        h.from.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                        h.to,
+                        h.actor,
+                        h.reason
+                    ));
+                }
+                text
+            })
+        }
+        TenantCommand::Update(args) => {
+            let (client_secret, db_uri) = args.fields.secrets()?;
+            let patch = TenantPatch {
+                name: args.name,
+                tier: args.tier,
+                contact: args.fields.contact().map(Some),
+                metadata: args.fields.metadata()?,
+                oauth_issuer: args.fields.oauth_issuer.clone().map(Some),
+                client_id: args.fields.client_id.clone().map(Some),
+                client_secret: client_secret.map(Some),
+                scopes: args.fields.scopes.clone().map(Scopes::Text),
+                db_uri: db_uri.map(Some),
+                default_schema: args.fields.default_schema.clone().map(Some),
+                ..TenantPatch::default()
+            };
+            let tenant = tenants::update(ctx, actor, &args.slug, &patch).await.map_err(app_error)?;
+            print(out, &tenant, || format!("updated tenant {} (version {})", tenant.slug, tenant.version))
+        }
+        TenantCommand::Suspend(a) => transition(a.slug, Transition::Suspend, a.reason).await,
+        TenantCommand::Reactivate(a) => transition(a.slug, Transition::Reactivate, a.reason).await,
+        TenantCommand::Cancel(a) => transition(a.slug, Transition::Cancel, a.reason).await,
+        TenantCommand::Restore(a) => transition(a.slug, Transition::Restore, a.reason).await,
+        TenantCommand::Delete { slug, hard, force, reason } => {
+            if hard {
+                let reason = reason.unwrap_or_else(|| "purged from the command line".into());
+                tenants::purge(ctx, actor, &slug, force, &reason).await.map_err(app_error)?;
+                print(out, &serde_json::json!({ "purged": slug }), || format!("tenant {slug} purged"))
+            } else {
+                let reason = reason.unwrap_or_else(|| "deleted from the command line".into());
+                transition(slug, Transition::Delete, reason).await
+            }
+        }
+        TenantCommand::RollbackSecret { slug } => {
+            let tenant = tenants::rollback_client_secret(ctx, actor, &slug).await.map_err(app_error)?;
+            print(out, &tenant, || {
+                format!(
+                    "tenant {} client secret rolled back to {}",
+                    tenant.slug,
+                    tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
+                )
+            })
+        }
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New password for admin: ")?;
+        let second = rpassword::prompt_password("Repeat it: ")?;
+        anyhow::ensure!(first == second, "the two passwords differ");
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    }
+}
+
+async fn admin_command(ctx: &Context, actor: &Actor, out: Output, cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::SetPassword => {
+            let password = read_password()?;
+            auth::set_admin_password(ctx, actor, &password).await.map_err(app_error)?;
+            print(out, &serde_json::json!({ "username": auth::BOOTSTRAP_ADMIN, "password_set": true }), || {
+                "password of `admin` set".into()
+            })
+        }
+        AdminCommand::Token(TokenCommand::Create { name, role, expires_in_days }) => {
+            let token = auth::create_platform_token(ctx, actor, &name, role.into(), expires_in_days)
+                .await
+                .map_err(app_error)?;
+            print(out, &token, || {
+                format!(
+                    "{}\n(token `{}`, role {}; shown once — store it now)",
+                    token.token,
+                    token.info.name,
+                    token.info.role.as_str()
+                )
+            })
+        }
+        AdminCommand::Token(TokenCommand::List) => {
+            let tokens = auth::list_platform_tokens(ctx).await.map_err(app_error)?;
+            print(out, &tokens, || {
+                let mut lines = vec![format!("{:<36} {:<20} {:<10} {:<16} {}", "ID", "NAME", "PREFIX", "ROLE", "STATE")];
+                lines.extend(tokens.iter().map(|t| {
+                    let state = if t.revoked_at.is_some() {
+                        "revoked".to_owned()
+                    } else if t.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+                        "expired".to_owned()
+                    } else {
+                        "live".to_owned()
+                    };
+                    format!("{:<36} {:<20} {:<10} {:<16} {}", t.id, t.name, t.prefix, t.role.as_str(), state)
+                }));
+                lines.join("\n")
+            })
+        }
+        AdminCommand::Token(TokenCommand::Revoke { id_or_name }) => {
+            let token = auth::revoke_platform_token(ctx, actor, &id_or_name).await.map_err(app_error)?;
+            print(out, &token, || format!("token `{}` revoked", token.name))
+        }
+    }
+}
+
+async fn audit_command(ctx: &Context, out: Output, cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::List { tenant, action, actor, since, until, limit, before } => {
+            let page = audit::list(
+                &ctx.db,
+                &AuditQuery {
+                    tenant,
+                    action,
+                    actor,
+                    since: since.map(|t| t.naive_utc()),
+                    until: until.map(|t| t.naive_utc()),
+                    before,
+                    limit: Some(limit),
+                },
+            )
+            .await
+            .map_err(app_error)?;
+            print(out, &page, || {
+                let mut lines: Vec<String> = page
+                    .items
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{:>6}  {}  {:<16} {:<28} {:<20} {}",
+                            r.seq,
+                            r.at.format("%Y-%m-%d %H:%M:%S"),
+                            r.actor,
+                            r.action,
+                            r.tenant.as_deref().unwrap_or("-"),
+                            r.details
+                        )
+                    })
+                    .collect();
+                if let Some(before) = page.next_before {
+                    lines.push(format!("more: --before {before}"));
+                }
+                lines.join("\n")
+            })
+        }
+        AuditCommand::Verify => {
+            let report = audit::verify(&ctx.db).await.map_err(app_error)?;
+            print(out, &report, || {
+                if report.ok {
+                    format!("audit chain intact: {} records", report.records)
+                } else {
+                    format!("audit chain BROKEN: {}", report.problem.clone().unwrap_or_default())
+                }
+            })?;
+            anyhow::ensure!(report.ok, "audit chain is broken at record {}", report.first_broken_seq.unwrap_or(0));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `TENANTRY_*` environment
+//! variables and `DATABASE_URL`. Unknown keys are an error so that a typo never silently falls
+//! back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The platform's own `admin` tenant, created at start (seed 000, "Setup Admin Tenant").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminTenantConfig {
+    pub name: String,
+    pub oauth_issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub scopes: String,
+    pub db_uri: Option<String>,
+    pub default_schema: Option<String>,
+}
+
+impl Default for AdminTenantConfig {
+    fn default() -> Self {
+        Self {
+            name: "Platform Administration".into(),
+            oauth_issuer: None,
+            client_id: None,
+            client_secret: None,
+            scopes: "openid,profile,email".into(),
+            db_uri: None,
+            default_schema: None,
+        }
+    }
+}
+
+/// Everything the server and the CLI read from the outside world.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: String,
+    /// Directory for the embedded database, the dev master key and other local state.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; default: `sqlite://<data_dir>/tenantry.db`.
+    pub database_url: Option<String>,
+    /// Maximum connections in the database pool.
+    pub database_pool_size: usize,
+    /// Password of the bootstrap administrator (`admin`), applied at start when set.
+    pub bootstrap_admin_password: Option<String>,
+    /// Base64 of a 32-byte master key that seals secrets at rest.
+    pub master_key: Option<String>,
+    /// File holding the master key (base64); default `<data_dir>/master.key`, generated if absent.
+    pub master_key_file: Option<PathBuf>,
+    /// Older master keys (base64), only used to open secrets sealed before a rotation.
+    pub previous_master_keys: Vec<String>,
+    /// Days a canceled or deleted tenant is kept before it may be purged without `force`.
+    pub retention_days: u32,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `tenantry=debug,info`.
+    pub log_level: String,
+    /// Public base URL of the server (used for links and to decide on `Secure` cookies).
+    pub public_url: Option<String>,
+    /// Minutes of inactivity after which a portal session ends.
+    pub session_idle_minutes: u32,
+    /// Hours after which a portal session ends regardless of activity.
+    pub session_absolute_hours: u32,
+    /// The platform's own tenant.
+    pub admin_tenant: AdminTenantConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_pool_size: 8,
+            bootstrap_admin_password: None,
+            master_key: None,
+            master_key_file: None,
+            previous_master_keys: Vec::new(),
+            retention_days: 30,
+            max_body_bytes: 256 * 1024,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            public_url: None,
+            session_idle_minutes: 60,
+            session_absolute_hours: 12,
+            admin_tenant: AdminTenantConfig::default(),
+        }
+    }
+}
+
+/// Environment variables read by [`Config::load`] that are not configuration keys themselves.
+const ENV_NOT_KEYS: &[&str] = &["config"];
+
+impl Config {
+    /// Loads defaults, then `file` (or `$TENANTRY_CONFIG`, or `tenantry.toml` when it exists),
+    /// then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("TENANTRY_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match &file {
+            Some(path) => {
+                anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+                figment = figment.merge(Toml::file(path));
+            }
+            None if Path::new("tenantry.toml").is_file() => {
+                figment = figment.merge(Toml::file("tenantry.toml"));
+            }
+            None => {}
+        }
+        figment = figment
+            .merge(Env::prefixed("TENANTRY_").ignore(ENV_NOT_KEYS).split("__"))
+            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()));
+        let config: Config = figment.extract().map_err(|err| {
+            // figment's message names the key and its source (file or variable).
+            anyhow::anyhow!("invalid configuration: {}", err.to_string().replace('\n', "; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.bind
+            .parse::<SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("invalid configuration: bind `{}` is not an address like 127.0.0.1:8080", self.bind))?;
+        anyhow::ensure!(
+            self.database_pool_size >= 1,
+            "invalid configuration: database_pool_size must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_body_bytes >= 1024,
+            "invalid configuration: max_body_bytes must be at least 1024"
+        );
+        if let Some(url) = &self.public_url {
+            url::Url::parse(url)
+                .map_err(|err| anyhow::anyhow!("invalid configuration: public_url: {err}"))?;
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("tenantry.db").display()),
+        }
+    }
+
+    /// Whether cookies must carry `Secure` (the server is reached over TLS).
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+    }
+}

@@ -1,0 +1,135 @@
+//! `tenantry secrets rotate-key`: re-seals every secret at rest under a new master key, in one
+//! transaction (all or nothing), then switches the key file.
+//!
+//! Crash safety: the new key is written beside the old one (`master.key.next`) before the
+//! database changes; the key files are renamed only after the commit. Whatever the moment of a
+//! crash, the keys on disk open every value in the database ([`crate::secrets::Keyring::load`]
+//! loads the `.next` and `.retired-*` companions too).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::audit::{self, Actor, AuditEvent};
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::secrets::{Keyring, MasterKey};
+use crate::store;
+use crate::tenants::secret_context;
+use crate::transaction;
+
+/// What a rotation did.
+#[derive(Debug, Serialize)]
+pub struct RotationReport {
+    pub old_key_id: String,
+    pub new_key_id: String,
+    /// Sealed values re-sealed.
+    pub resealed: usize,
+    /// Where the new key now is, when tenantry manages the key file.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Re-seals every sealed value under `new_key` in one transaction.
+pub async fn reseal_all(ctx: &Context, actor: &Actor, new_key: &MasterKey) -> AppResult<usize> {
+    let old: &Keyring = &ctx.keyring;
+    let ring = old.rotated_to(new_key.clone());
+    transaction!(ctx.db, |tx| {
+        let mut resealed = 0;
+        let mut after = String::new();
+        loop {
+            let page = store::tenants::page_after(tx, &after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.slug.clone();
+            for row in &page {
+                let context = secret_context(&row.id, "client_secret");
+                let mut reseal = |sealed: &Option<String>, context: &str| -> AppResult<Option<String>> {
+                    match sealed {
+                        None => Ok(None),
+                        Some(sealed) => {
+                            let plain = ring.open(sealed, context)?;
+                            resealed += 1;
+                            Ok(Some(ring.seal(&plain, context)))
+                        }
+                    }
+                };
+                let client_secret = reseal(&row.client_secret, &context)?;
+                let previous = reseal(&row.client_secret_previous, &context)?;
+                let db_uri = reseal(&row.db_uri, &secret_context(&row.id, "db_uri"))?;
+                store::tenants::update_sealed(tx, &row.id, client_secret, previous, db_uri).await?;
+            }
+        }
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                "secrets.rotate_key",
+                json!({ "from_key": old.primary_id(), "to_key": new_key.id(), "resealed": resealed }),
+            ),
+        )
+        .await?;
+        Ok(resealed)
+    })
+}
+
+/// Rotates to a freshly generated key kept in the managed key file (default
+/// `<data_dir>/master.key`), or to `new_key_file` when the operator supplies the key.
+pub async fn rotate(ctx: &Context, actor: &Actor, new_key_file: Option<&Path>) -> anyhow::Result<RotationReport> {
+    let old_id = ctx.keyring.primary_id().to_owned();
+    if let Some(path) = new_key_file {
+        let new_key = MasterKey::read_file(path)?;
+        anyhow::ensure!(new_key.id() != old_id, "the new key is the key already in use");
+        let resealed = reseal_all(ctx, actor, &new_key).await.map_err(app_to_anyhow)?;
+        return Ok(RotationReport {
+            old_key_id: old_id,
+            new_key_id: new_key.id().to_owned(),
+            resealed,
+            key_file: None,
+        });
+    }
+    let Some(current) = ctx.keyring.key_file.clone() else {
+        anyhow::bail!(
+            "the master key comes from TENANTRY_MASTER_KEY: generate a new key (e.g. `openssl rand -base64 32 > new.key`), \
+             run `tenantry secrets rotate-key --new-key-file new.key`, then set TENANTRY_MASTER_KEY to it"
+        );
+    };
+    let next = with_suffix(&current, ".next");
+    let new_key = MasterKey::generate();
+    if next.exists() {
+        anyhow::bail!(
+            "{} exists: an earlier rotation did not finish; move it away after checking `tenantry audit list --action secrets.rotate_key`",
+            next.display()
+        );
+    }
+    new_key.write_new_file(&next)?;
+    let resealed = match reseal_all(ctx, actor, &new_key).await {
+        Ok(n) => n,
+        Err(err) => {
+            let _ = std::fs::remove_file(&next);
+            return Err(app_to_anyhow(err));
+        }
+    };
+    let retired = with_suffix(&current, &format!(".retired-{old_id}"));
+    std::fs::rename(&current, &retired).with_context(|| format!("retiring {}", current.display()))?;
+    std::fs::rename(&next, &current).with_context(|| format!("installing {}", current.display()))?;
+    Ok(RotationReport {
+        old_key_id: old_id,
+        new_key_id: new_key.id().to_owned(),
+        resealed,
+        key_file: Some(current),
+    })
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn app_to_anyhow(err: AppError) -> anyhow::Error {
+    match err {
+        AppError::Internal(inner) => inner,
+        other => anyhow::anyhow!(other.to_string()),
+    }
+}

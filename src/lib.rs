@@ -1,0 +1,20 @@
+//! tenantry: a multi-tenant platform control plane.
+//!
+//! See `ARCHITECTURE.md` for the map of this crate.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod key_rotation;
+pub mod metrics;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;
+pub mod tenants;
+pub mod web;

@@ -1,0 +1,71 @@
+//! Prometheus metrics. Request counters are updated by the HTTP middleware; tenant gauges are
+//! read from the database when `/metrics` is scraped (one indexed GROUP BY, not a scan per tenant).
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub tenants: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("tenantry_http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("metric definition");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("tenantry_http_request_duration_seconds", "HTTP request latency by route")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["route", "method"],
+        )
+        .expect("metric definition");
+        let tenants = IntGaugeVec::new(
+            Opts::new("tenantry_tenants", "Tenants by status and tier"),
+            &["status", "tier"],
+        )
+        .expect("metric definition");
+        registry.register(Box::new(http_requests.clone())).expect("register");
+        registry.register(Box::new(http_duration.clone())).expect("register");
+        registry.register(Box::new(tenants.clone())).expect("register");
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            tenants,
+        }
+    }
+
+    /// Sets the tenant gauges from fresh counts (every known status × tier, zero when absent).
+    pub fn set_tenant_counts(&self, counts: &[(String, String, i64)]) {
+        use crate::tenants::{TenantStatus, Tier};
+        for status in TenantStatus::ALL {
+            for tier in Tier::ALL {
+                let n = counts
+                    .iter()
+                    .find(|(s, t, _)| s == status.as_str() && t == tier.as_str())
+                    .map_or(0, |c| c.2);
+                self.tenants.with_label_values(&[status.as_str(), tier.as_str()]).set(n);
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding metrics into memory");
+        String::from_utf8(buffer).expect("metrics are UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

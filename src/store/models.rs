@@ -1,0 +1,105 @@
+//! Rows as stored. Services turn them into domain types; the API never serialises a row directly.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{admin_users, api_keys, audit_log, sessions, tenant_status_history, tenants};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, Identifiable)]
+#[diesel(table_name = tenants, treat_none_as_null = true)]
+pub struct TenantRow {
+    pub id: String,
+    pub slug: String,
+    pub name: String,
+    pub tier: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub status_changed_at: NaiveDateTime,
+    pub trial_ends_at: Option<NaiveDateTime>,
+    pub contact: String,
+    pub metadata: String,
+    pub oauth_issuer: Option<String>,
+    pub client_id: Option<String>,
+    /// Sealed ([`crate::secrets`]); never plaintext.
+    pub client_secret: Option<String>,
+    pub client_secret_fp: Option<String>,
+    /// Sealed; the secret before the last rotation, kept for rollback.
+    pub client_secret_previous: Option<String>,
+    pub client_secret_previous_fp: Option<String>,
+    pub scopes: String,
+    /// Sealed; database URIs carry passwords.
+    pub db_uri: Option<String>,
+    pub db_uri_fp: Option<String>,
+    pub default_schema: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = tenant_status_history)]
+pub struct StatusChangeRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub reason: String,
+    pub actor: String,
+    pub at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_log)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: NaiveDateTime,
+    pub actor: String,
+    pub tenant_id: Option<String>,
+    pub tenant_slug: Option<String>,
+    pub action: String,
+    pub details: String,
+    pub source_ip: Option<String>,
+    pub request_id: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = admin_users)]
+pub struct AdminUserRow {
+    pub username: String,
+    pub password_hash: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub name: String,
+    pub prefix: String,
+    pub secret_hash: String,
+    pub role: String,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = sessions)]
+pub struct SessionRow {
+    pub id: String,
+    pub principal: String,
+    pub role: String,
+    pub tenant_id: Option<String>,
+    pub csrf_token: String,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub last_seen_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}

@@ -1,0 +1,108 @@
+//! Diesel table definitions, one set for both backends (the schema is portable on purpose).
+
+diesel::table! {
+    tenants (id) {
+        id -> Text,
+        slug -> Text,
+        name -> Text,
+        tier -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        status_changed_at -> Timestamp,
+        trial_ends_at -> Nullable<Timestamp>,
+        contact -> Text,
+        metadata -> Text,
+        oauth_issuer -> Nullable<Text>,
+        client_id -> Nullable<Text>,
+        client_secret -> Nullable<Text>,
+        client_secret_fp -> Nullable<Text>,
+        client_secret_previous -> Nullable<Text>,
+        client_secret_previous_fp -> Nullable<Text>,
+        scopes -> Text,
+        db_uri -> Nullable<Text>,
+        db_uri_fp -> Nullable<Text>,
+        default_schema -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    tenant_status_history (id) {
+        id -> Text,
+        tenant_id -> Text,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        reason -> Text,
+        actor -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_log (seq) {
+        seq -> BigInt,
+        at -> Timestamp,
+        actor -> Text,
+        tenant_id -> Nullable<Text>,
+        tenant_slug -> Nullable<Text>,
+        action -> Text,
+        details -> Text,
+        source_ip -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    audit_head (id) {
+        id -> BigInt,
+        seq -> BigInt,
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    admin_users (username) {
+        username -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        tenant_id -> Nullable<Text>,
+        name -> Text,
+        prefix -> Text,
+        secret_hash -> Text,
+        role -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        principal -> Text,
+        role -> Text,
+        tenant_id -> Nullable<Text>,
+        csrf_token -> Text,
+        source_ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(tenant_status_history -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(tenants, tenant_status_history, audit_log);

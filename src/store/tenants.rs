@@ -1,0 +1,163 @@
+//! SQL of the tenant registry and its status history.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::Conn;
+use super::models::{StatusChangeRow, TenantRow};
+use super::schema::{tenant_status_history, tenants};
+use crate::error::AppResult;
+use crate::with_conn;
+
+/// Filters and page position of a tenant listing.
+#[derive(Debug, Default, Clone)]
+pub struct TenantFilter {
+    pub status: Option<String>,
+    pub tier: Option<String>,
+    /// Case-insensitive substring of the slug or the name.
+    pub search: Option<String>,
+    /// Return tenants whose slug sorts after this one (keyset pagination).
+    pub after_slug: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn insert(conn: &mut Conn, row: &TenantRow) -> Result<(), diesel::result::Error> {
+    with_conn!(conn, |c| diesel::insert_into(tenants::table).values(row).execute(c).await)?;
+    Ok(())
+}
+
+pub async fn find_by_slug(conn: &mut Conn, slug: &str) -> AppResult<Option<TenantRow>> {
+    let row = with_conn!(conn, |c| tenants::table
+        .filter(tenants::slug.eq(slug))
+        .select(TenantRow::as_select())
+        .first(c)
+        .await
+        .optional())?;
+    Ok(row)
+}
+
+/// Writes `row` if the stored version is still `row.version - 1` (optimistic concurrency).
+/// Returns false when someone else changed the tenant in between.
+pub async fn update(conn: &mut Conn, row: &TenantRow) -> AppResult<bool> {
+    let n = with_conn!(conn, |c| diesel::update(
+        tenants::table
+            .filter(tenants::id.eq(&row.id))
+            .filter(tenants::version.eq(row.version - 1))
+    )
+    .set(row)
+    .execute(c)
+    .await)?;
+    Ok(n == 1)
+}
+
+/// Removes the tenant; its status history, keys and sessions go with it (ON DELETE CASCADE).
+pub async fn delete(conn: &mut Conn, id: &str) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::delete(tenants::table.filter(tenants::id.eq(id)))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+pub async fn list(conn: &mut Conn, filter: &TenantFilter) -> AppResult<Vec<TenantRow>> {
+    let rows = with_conn!(conn, |c| {
+        let mut query = tenants::table.select(TenantRow::as_select()).into_boxed();
+        if let Some(status) = &filter.status {
+            query = query.filter(tenants::status.eq(status.clone()));
+        }
+        if let Some(tier) = &filter.tier {
+            query = query.filter(tenants::tier.eq(tier.clone()));
+        }
+        if let Some(search) = &filter.search {
+            let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+            query = query.filter(
+                lower(tenants::slug)
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower(tenants::name).like(pattern).escape('\\')),
+            );
+        }
+        if let Some(after) = &filter.after_slug {
+            query = query.filter(tenants::slug.gt(after.clone()));
+        }
+        query
+            .order(tenants::slug.asc())
+            .limit(filter.limit)
+            .load(c)
+            .await
+    })?;
+    Ok(rows)
+}
+
+/// Number of tenants per (status, tier), for the dashboard and the metrics.
+pub async fn count_by_status_and_tier(conn: &mut Conn) -> AppResult<Vec<(String, String, i64)>> {
+    let rows = with_conn!(conn, |c| tenants::table
+        .group_by((tenants::status, tenants::tier))
+        .select((tenants::status, tenants::tier, diesel::dsl::count_star()))
+        .load::<(String, String, i64)>(c)
+        .await)?;
+    Ok(rows)
+}
+
+/// Every tenant row in slug order, a page at a time (for key rotation and exports).
+pub async fn page_after(conn: &mut Conn, after_slug: &str, limit: i64) -> AppResult<Vec<TenantRow>> {
+    list(
+        conn,
+        &TenantFilter {
+            after_slug: Some(after_slug.to_owned()),
+            limit,
+            ..TenantFilter::default()
+        },
+    )
+    .await
+}
+
+pub async fn insert_status_change(conn: &mut Conn, row: &StatusChangeRow) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(tenant_status_history::table)
+        .values(row)
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+pub async fn status_history(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<StatusChangeRow>> {
+    let rows = with_conn!(conn, |c| tenant_status_history::table
+        .filter(tenant_status_history::tenant_id.eq(tenant_id))
+        .order((tenant_status_history::at.desc(), tenant_status_history::id.desc()))
+        .select(StatusChangeRow::as_select())
+        .load(c)
+        .await)?;
+    Ok(rows)
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// Escapes `%`, `_` and `\` so that user input matches literally inside a LIKE pattern.
+pub fn escape_like(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for ch in input.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Rewrites the sealed columns of one tenant (master key rotation; not a change of the tenant).
+pub async fn update_sealed(
+    conn: &mut Conn,
+    id: &str,
+    client_secret: Option<String>,
+    client_secret_previous: Option<String>,
+    db_uri: Option<String>,
+) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(tenants::table.filter(tenants::id.eq(id)))
+        .set((
+            tenants::client_secret.eq(client_secret.clone()),
+            tenants::client_secret_previous.eq(client_secret_previous.clone()),
+            tenants::db_uri.eq(db_uri.clone()),
+        ))
+        .execute(c)
+        .await)?;
+    Ok(())
+}

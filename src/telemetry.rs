@@ -1,0 +1,40 @@
+//! Logging: `tracing` with a request id and the tenant's slug on every request span, human-
+//! readable lines by default, JSON by setting `log_format = "json"`.
+
+use actix_web::Error;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+
+/// Installs the global subscriber. Logs go to stderr; stdout is kept for command output.
+pub fn init(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The root span of each request: tracing-actix-web's fields plus `tenant`, recorded by the
+/// handlers that act on a tenant.
+pub struct TenantRootSpan;
+
+impl RootSpanBuilder for TenantRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        tracing_actix_web::root_span!(request, tenant = tracing::field::Empty)
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// Records the tenant a request acts on, on the request's root span.
+pub fn record_tenant(slug: &str) {
+    Span::current().record("tenant", slug);
+}

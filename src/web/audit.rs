@@ -1,0 +1,54 @@
+//! The portal's audit page: filters by tenant, action and actor; newest first.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use super::session::PortalSession;
+use super::{error_page, render, tera};
+use crate::audit::{self, AuditQuery};
+use crate::context::Context;
+
+#[derive(Debug, Deserialize)]
+pub struct AuditFilterForm {
+    tenant: Option<String>,
+    action: Option<String>,
+    actor: Option<String>,
+    before: Option<i64>,
+    /// Check the whole hash chain (walks every record: on request only).
+    verify: Option<String>,
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+pub async fn list(ctx: web::Data<Context>, portal: PortalSession, query: web::Query<AuditFilterForm>) -> HttpResponse {
+    let result = async {
+        let page = audit::list(
+            &ctx.db,
+            &AuditQuery {
+                tenant: non_empty(&query.tenant),
+                action: non_empty(&query.action),
+                actor: non_empty(&query.actor),
+                before: query.before,
+                limit: Some(50),
+                ..AuditQuery::default()
+            },
+        )
+        .await?;
+        let verify = match query.verify.as_deref() {
+            Some("1" | "on" | "true") => Some(audit::verify(&ctx.db).await?),
+            _ => None,
+        };
+        let mut context = tera::Context::new();
+        context.insert("page", &page);
+        context.insert("tenant", &non_empty(&query.tenant).unwrap_or_default());
+        context.insert("action", &non_empty(&query.action).unwrap_or_default());
+        context.insert("actor", &non_empty(&query.actor).unwrap_or_default());
+        context.insert("verify", &verify);
+        context.insert("nav", "audit");
+        render(tera(), "audit.html", Some(&portal), portal.flash.clone(), context)
+    }
+    .await;
+    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+}

@@ -1,0 +1,188 @@
+//! The admin portal: server-rendered tera pages that work without JavaScript, with every asset
+//! served by this server. Sessions live in the database; every form carries a CSRF token bound
+//! to the session (the login form: a double-submit cookie). POST handlers end with a flash
+//! message and a 303 redirect.
+
+mod audit;
+mod pages;
+mod session;
+mod tenants;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use tera::Tera;
+
+pub use session::PortalSession;
+
+use crate::error::AppError;
+
+/// Templates and static assets are compiled into the binary: the server runs from any directory.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/base.html")),
+    ("macros.html", include_str!("../../templates/macros.html")),
+    ("login.html", include_str!("../../templates/login.html")),
+    ("dashboard.html", include_str!("../../templates/dashboard.html")),
+    ("tenants/list.html", include_str!("../../templates/tenants/list.html")),
+    ("tenants/detail.html", include_str!("../../templates/tenants/detail.html")),
+    ("tenants/form.html", include_str!("../../templates/tenants/form.html")),
+    ("audit.html", include_str!("../../templates/audit.html")),
+    ("error.html", include_str!("../../templates/error.html")),
+];
+
+const STYLESHEET: &str = include_str!("../../static/app.css");
+const FAVICON: &str = include_str!("../../static/favicon.svg");
+
+/// The parsed templates, shared by every worker (parsed on first use; start-up checks them).
+pub fn tera() -> &'static Tera {
+    static TERA: std::sync::OnceLock<Tera> = std::sync::OnceLock::new();
+    TERA.get_or_init(|| templates().expect("portal templates are checked at start"))
+}
+
+/// Parses the portal's templates.
+pub fn templates() -> anyhow::Result<Tera> {
+    let mut tera = Tera::default();
+    tera.add_raw_templates(TEMPLATES.to_vec())
+        .map_err(|e| anyhow::anyhow!("portal templates: {e:?}"))?;
+    tera.autoescape_on(vec![".html"]);
+    Ok(tera)
+}
+
+/// Adds the portal's routes to an actix `App`.
+pub fn mount<T>(app: actix_web::App<T>) -> actix_web::App<T>
+where
+    T: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Error = actix_web::Error,
+            InitError = (),
+        >,
+{
+    app.route("/static/app.css", web::get().to(stylesheet))
+        .route("/favicon.svg", web::get().to(favicon))
+        .route("/login", web::get().to(pages::login_form))
+        .route("/login", web::post().to(pages::login))
+        .route("/logout", web::post().to(pages::logout))
+        .route("/", web::get().to(pages::dashboard))
+        .route("/tenants", web::get().to(tenants::list))
+        .route("/tenants", web::post().to(tenants::create))
+        .route("/tenants/new", web::get().to(tenants::new_form))
+        .route("/tenants/{slug}", web::get().to(tenants::detail))
+        .route("/tenants/{slug}/edit", web::get().to(tenants::edit_form))
+        .route("/tenants/{slug}/edit", web::post().to(tenants::update))
+        .route("/tenants/{slug}/lifecycle", web::post().to(tenants::lifecycle))
+        .route("/tenants/{slug}/purge", web::post().to(tenants::purge))
+        .route("/audit", web::get().to(audit::list))
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(STYLESHEET)
+}
+
+async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header(("Cache-Control", "public, max-age=86400"))
+        .body(FAVICON)
+}
+
+/// Renders a page with the common context (who is logged in, CSRF token, flash message).
+pub fn render(
+    tera: &Tera,
+    template: &str,
+    session: Option<&PortalSession>,
+    flash: Option<Flash>,
+    mut context: tera::Context,
+) -> Result<HttpResponse, AppError> {
+    render_status(tera, template, StatusCode::OK, session, flash, &mut context)
+}
+
+pub fn render_status(
+    tera: &Tera,
+    template: &str,
+    status: StatusCode,
+    session: Option<&PortalSession>,
+    flash: Option<Flash>,
+    context: &mut tera::Context,
+) -> Result<HttpResponse, AppError> {
+    if let Some(session) = session {
+        context.insert("user", &session.session.principal.name);
+        context.insert("role", session.session.principal.role.as_str());
+        context.insert("csrf", &session.session.csrf_token);
+    }
+    context.insert("flash", &flash);
+    context.insert("version", env!("CARGO_PKG_VERSION"));
+    let html = tera
+        .render(template, context)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("rendering {template}: {e:?}")))?;
+    let mut response = HttpResponse::build(status);
+    response
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"));
+    if flash.is_some() {
+        response.cookie(session::clear_flash_cookie());
+    }
+    Ok(response.body(html))
+}
+
+/// A one-time message shown on the next page (after a redirect).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Flash {
+    /// `success` or `error`.
+    pub kind: String,
+    pub message: String,
+}
+
+impl Flash {
+    pub fn success(message: impl Into<String>) -> Self {
+        Self {
+            kind: "success".into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            kind: "error".into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// 303 See Other to `location`, with a flash message for the next page.
+pub fn redirect_with(location: &str, flash: Flash) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header(("Location", location))
+        .cookie(session::flash_cookie(&flash))
+        .finish()
+}
+
+/// An error as a portal page.
+pub fn error_page(tera: &Tera, session: Option<&PortalSession>, err: &AppError) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    if let AppError::Internal(inner) = err {
+        tracing::error!("internal error: {inner:#}");
+    }
+    let mut context = tera::Context::new();
+    context.insert("status", &err.status_code().as_u16());
+    context.insert("message", &if matches!(err, AppError::Internal(_)) {
+        "Something went wrong on our side. The error was logged.".to_owned()
+    } else {
+        err.to_string()
+    });
+    render_status(tera, "error.html", err.status_code(), session, None, &mut context)
+        .unwrap_or_else(|_| HttpResponse::InternalServerError().body("internal error"))
+}
+
+/// Unrouted paths: JSON under `/api/`, a page elsewhere.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    let err = AppError::not_found("page", req.path());
+    if req.path().starts_with("/api/") {
+        use actix_web::ResponseError as _;
+        return err.error_response();
+    }
+    error_page(tera(), None, &err)
+}

@@ -1,0 +1,401 @@
+//! Portal pages of the tenant registry: list, detail, create and edit forms, lifecycle actions.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::session::PortalSession;
+use super::{Flash, error_page, redirect_with, render, render_status, tera};
+use crate::audit::{self, AuditQuery};
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::tenants::input::Scopes;
+use crate::tenants::model::Contact;
+use crate::tenants::{self, NewTenant, TenantPatch, TenantQuery, TenantStatus, Tier, Transition};
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    q: Option<String>,
+    status: Option<String>,
+    tier: Option<String>,
+    cursor: Option<String>,
+}
+
+fn choices() -> (Vec<&'static str>, Vec<&'static str>) {
+    (
+        TenantStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        Tier::ALL.iter().map(|t| t.as_str()).collect(),
+    )
+}
+
+pub async fn list(ctx: web::Data<Context>, portal: PortalSession, query: web::Query<ListQuery>) -> HttpResponse {
+    let query = query.into_inner();
+    let result = async {
+        let page = tenants::list(
+            &ctx,
+            &TenantQuery {
+                status: query.status.clone(),
+                tier: query.tier.clone(),
+                q: query.q.clone(),
+                cursor: query.cursor.clone(),
+                limit: Some(25),
+            },
+        )
+        .await?;
+        let (statuses, tiers) = choices();
+        let mut context = tera::Context::new();
+        context.insert("page", &page);
+        context.insert("q", &query.q.unwrap_or_default());
+        context.insert("status", &query.status.unwrap_or_default());
+        context.insert("tier", &query.tier.unwrap_or_default());
+        context.insert("is_first_page", &query.cursor.as_deref().unwrap_or("").is_empty());
+        context.insert("statuses", &statuses);
+        context.insert("tiers", &tiers);
+        context.insert("nav", "tenants");
+        render(tera(), "tenants/list.html", Some(&portal), portal.flash.clone(), context)
+    }
+    .await;
+    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+}
+
+/// The fields of the create and edit forms, as typed (secrets are never sent back to the page).
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub struct TenantForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    tier: String,
+    #[serde(default)]
+    trial_days: String,
+    #[serde(default)]
+    contact_name: String,
+    #[serde(default)]
+    contact_email: String,
+    #[serde(default)]
+    contact_phone: String,
+    #[serde(default)]
+    oauth_issuer: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default, skip_serializing)]
+    client_secret: String,
+    #[serde(default)]
+    scopes: String,
+    #[serde(default, skip_serializing)]
+    db_uri: String,
+    #[serde(default)]
+    default_schema: String,
+    #[serde(default)]
+    metadata: String,
+}
+
+fn opt(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+impl TenantForm {
+    fn contact(&self) -> Contact {
+        Contact {
+            name: opt(&self.contact_name),
+            email: opt(&self.contact_email),
+            phone: opt(&self.contact_phone),
+        }
+    }
+
+    fn metadata(&self) -> AppResult<Option<Map<String, Value>>> {
+        match opt(&self.metadata) {
+            None => Ok(None),
+            Some(text) => serde_json::from_str::<Map<String, Value>>(&text)
+                .map(Some)
+                .map_err(|_| AppError::invalid("metadata", "json", "must be a JSON object like {\"region\": \"eu\"}")),
+        }
+    }
+
+    fn to_new_tenant(&self) -> AppResult<NewTenant> {
+        let trial_days = match opt(&self.trial_days) {
+            None => None,
+            Some(days) => Some(
+                days.parse::<i64>()
+                    .map_err(|_| AppError::invalid("trial_days", "integer", "must be a whole number of days"))?,
+            ),
+        };
+        Ok(NewTenant {
+            slug: self.slug.trim().to_owned(),
+            name: self.name.clone(),
+            tier: opt(&self.tier),
+            trial_days,
+            contact: Some(self.contact()),
+            metadata: self.metadata()?,
+            oauth_issuer: opt(&self.oauth_issuer),
+            client_id: opt(&self.client_id),
+            client_secret: (!self.client_secret.is_empty()).then(|| self.client_secret.clone()),
+            scopes: opt(&self.scopes).map(Scopes::Text),
+            db_uri: opt(&self.db_uri),
+            default_schema: opt(&self.default_schema),
+        })
+    }
+
+    /// A PATCH from the edit form: empty secret fields leave the secrets as they are.
+    fn to_patch(&self) -> AppResult<TenantPatch> {
+        Ok(TenantPatch {
+            name: Some(self.name.clone()),
+            tier: opt(&self.tier),
+            contact: Some(Some(self.contact())),
+            metadata: Some(self.metadata()?.unwrap_or_default()),
+            oauth_issuer: Some(opt(&self.oauth_issuer)),
+            client_id: Some(opt(&self.client_id)),
+            client_secret: (!self.client_secret.is_empty()).then(|| Some(self.client_secret.clone())),
+            scopes: opt(&self.scopes).map(Scopes::Text),
+            db_uri: (!self.db_uri.is_empty()).then(|| Some(self.db_uri.clone())),
+            default_schema: Some(opt(&self.default_schema)),
+            ..TenantPatch::default()
+        })
+    }
+
+    fn from_tenant(tenant: &tenants::Tenant) -> Self {
+        TenantForm {
+            slug: tenant.slug.clone(),
+            name: tenant.name.clone(),
+            tier: tenant.tier.to_string(),
+            contact_name: tenant.contact.name.clone().unwrap_or_default(),
+            contact_email: tenant.contact.email.clone().unwrap_or_default(),
+            contact_phone: tenant.contact.phone.clone().unwrap_or_default(),
+            oauth_issuer: tenant.oauth_issuer.clone().unwrap_or_default(),
+            client_id: tenant.client_id.clone().unwrap_or_default(),
+            scopes: tenant.scopes.join(","),
+            default_schema: tenant.default_schema.clone().unwrap_or_default(),
+            metadata: if tenant.metadata.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string_pretty(&tenant.metadata).unwrap_or_default()
+            },
+            ..TenantForm::default()
+        }
+    }
+}
+
+/// Renders the create or edit form with the values typed and the errors per field.
+fn form_page(
+    portal: &PortalSession,
+    mode: &str,
+    form: &TenantForm,
+    tenant: Option<&tenants::Tenant>,
+    err: Option<&AppError>,
+) -> HttpResponse {
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(err) = err {
+        for field in err.field_errors() {
+            let key = field.field.replace("contact.", "contact_");
+            errors.entry(key).or_insert_with(|| field.message.clone());
+        }
+        if let AppError::Conflict { details, .. } = err
+            && details.get("field").and_then(Value::as_str) == Some("slug")
+        {
+            errors.insert("slug".into(), "is already taken by another tenant".into());
+        }
+    }
+    let (_, tiers) = choices();
+    let mut context = tera::Context::new();
+    context.insert("mode", mode);
+    context.insert("form", form);
+    context.insert("tenant", &tenant);
+    context.insert("errors", &errors);
+    context.insert("tiers", &tiers);
+    context.insert("nav", "tenants");
+    let status = match err {
+        None => StatusCode::OK,
+        Some(AppError::Validation(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        Some(err) => actix_web::ResponseError::status_code(err),
+    };
+    let flash = err
+        .filter(|e| !matches!(e, AppError::Validation(_)) && errors.is_empty())
+        .map(|e| Flash::error(e.to_string()));
+    let flash = flash.or_else(|| err.is_some().then(|| Flash::error("Please correct the fields marked below.")));
+    render_status(tera(), "tenants/form.html", status, Some(portal), flash, &mut context)
+        .unwrap_or_else(|e| error_page(tera(), Some(portal), &e))
+}
+
+pub async fn new_form(portal: PortalSession) -> HttpResponse {
+    let form = TenantForm {
+        tier: "free".into(),
+        scopes: "openid,profile,email".into(),
+        ..TenantForm::default()
+    };
+    form_page(&portal, "create", &form, None, None)
+}
+
+pub async fn create(ctx: web::Data<Context>, portal: PortalSession, form: web::Form<TenantForm>) -> HttpResponse {
+    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    let result = match form.to_new_tenant() {
+        Ok(request) => tenants::create(&ctx, &portal.actor, &request).await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(tenant) => redirect_with(
+            &format!("/tenants/{}", tenant.slug),
+            Flash::success(format!("Tenant {} created.", tenant.slug)),
+        ),
+        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
+            form_page(&portal, "create", &form, None, Some(&err))
+        }
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+/// A lifecycle action the detail page offers for the tenant's status.
+#[derive(Debug, Serialize)]
+struct ActionView {
+    action: &'static str,
+    label: &'static str,
+    danger: bool,
+}
+
+pub async fn detail(ctx: web::Data<Context>, portal: PortalSession, slug: web::Path<String>) -> HttpResponse {
+    let result = async {
+        let tenant = tenants::get(&ctx, &slug).await?;
+        let history = tenants::history(&ctx, &tenant).await?;
+        let events = audit::list(
+            &ctx.db,
+            &AuditQuery {
+                tenant: Some(tenant.slug.clone()),
+                limit: Some(20),
+                ..AuditQuery::default()
+            },
+        )
+        .await?;
+        let actions: Vec<ActionView> = Transition::ALL
+            .iter()
+            .filter(|t| t.target(tenant.status, false).is_some())
+            .filter(|_| tenant.slug != tenants::ADMIN_SLUG)
+            .map(|t| ActionView {
+                action: t.as_str(),
+                label: match t {
+                    Transition::Suspend => "Suspend",
+                    Transition::Reactivate => "Reactivate",
+                    Transition::Cancel => "Cancel",
+                    Transition::Delete => "Delete",
+                    Transition::Restore => "Restore",
+                },
+                danger: matches!(t, Transition::Suspend | Transition::Cancel | Transition::Delete),
+            })
+            .collect();
+        let mut context = tera::Context::new();
+        context.insert("tenant", &tenant);
+        context.insert("history", &history);
+        context.insert("events", &events.items);
+        context.insert("actions", &actions);
+        context.insert("can_purge", &(tenant.status.is_purgeable() && tenant.slug != tenants::ADMIN_SLUG));
+        context.insert("nav", "tenants");
+        render(tera(), "tenants/detail.html", Some(&portal), portal.flash.clone(), context)
+    }
+    .await;
+    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+}
+
+pub async fn edit_form(ctx: web::Data<Context>, portal: PortalSession, slug: web::Path<String>) -> HttpResponse {
+    match tenants::get(&ctx, &slug).await {
+        Ok(tenant) => form_page(&portal, "edit", &TenantForm::from_tenant(&tenant), Some(&tenant), None),
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+pub async fn update(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+    form: web::Form<TenantForm>,
+) -> HttpResponse {
+    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    let result = match form.to_patch() {
+        Ok(patch) => tenants::update(&ctx, &portal.actor, &slug, &patch).await,
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(tenant) => redirect_with(
+            &format!("/tenants/{}", tenant.slug),
+            Flash::success(format!("Tenant {} saved.", tenant.slug)),
+        ),
+        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
+            let tenant = tenants::get(&ctx, &slug).await.ok();
+            let mut form = form.into_inner();
+            form.slug = slug.to_string();
+            form_page(&portal, "edit", &form, tenant.as_ref(), Some(&err))
+        }
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LifecycleForm {
+    csrf: String,
+    action: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn lifecycle(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+    form: web::Form<LifecycleForm>,
+) -> HttpResponse {
+    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    let location = format!("/tenants/{slug}");
+    let Ok(transition) = form.action.parse::<Transition>() else {
+        return redirect_with(&location, Flash::error(format!("Unknown action `{}`.", form.action)));
+    };
+    match tenants::transition(&ctx, &portal.actor, &slug, transition, &form.reason).await {
+        Ok(tenant) => redirect_with(
+            &location,
+            Flash::success(format!("Tenant {} is now {}.", tenant.slug, tenant.status)),
+        ),
+        Err(err @ AppError::Validation(_)) => redirect_with(
+            &location,
+            Flash::error(format!("Please give a reason to {} the tenant ({err}).", transition.as_str())),
+        ),
+        Err(err @ AppError::Conflict { .. }) => redirect_with(&location, Flash::error(err.to_string())),
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PurgeForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    force: Option<String>,
+}
+
+pub async fn purge(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+    form: web::Form<PurgeForm>,
+) -> HttpResponse {
+    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    let force = form.force.as_deref().is_some_and(|f| f == "on" || f == "true");
+    match tenants::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
+        Ok(()) => redirect_with("/tenants", Flash::success(format!("Tenant {slug} was purged."))),
+        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
+            redirect_with(&format!("/tenants/{slug}"), Flash::error(err.to_string()))
+        }
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
