@@ -9,7 +9,7 @@ pub mod body;
 pub mod ops;
 pub mod tenants;
 
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, get};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -93,7 +93,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
     security(("bearer" = []))
 )]
-#[actix_web::get("/openapi.json")]
+#[get("/openapi.json")]
 async fn openapi_json(_caller: crate::auth::extract::ApiCaller) -> HttpResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let doc = DOC.get_or_init(|| openapi().to_pretty_json().expect("OpenAPI document serialises"));
