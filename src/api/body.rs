@@ -79,11 +79,10 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
                 Category::Data => {
                     let message = inner.to_string();
                     let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-                    let (field, rule) = if let Some(name) = message
-                        .strip_prefix("unknown field `")
-                        .and_then(|rest| rest.split('`').next())
-                    {
-                        (join_path(&path, name), "unknown_field")
+                    // serde_path_to_error's path already ends in an unknown field's name; for a
+                    // missing field it is the path of the object that lacks it.
+                    let (field, rule) = if message.starts_with("unknown field `") {
+                        (path, "unknown_field")
                     } else if let Some(name) = message
                         .strip_prefix("missing field `")
                         .and_then(|rest| rest.split('`').next())

@@ -253,12 +253,12 @@ impl Db {
                     let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)?;
                     diesel::connection::SimpleConnection::batch_execute(
                         &mut conn,
-                        "SELECT pg_advisory_lock(7369756e74727900)",
+                        "SELECT pg_advisory_lock(736975665)",
                     )?;
                     let result = run_migrations(&mut conn, POSTGRES_MIGRATIONS);
                     diesel::connection::SimpleConnection::batch_execute(
                         &mut conn,
-                        "SELECT pg_advisory_unlock(7369756e74727900)",
+                        "SELECT pg_advisory_unlock(736975665)",
                     )?;
                     result
                 })
