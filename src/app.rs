@@ -87,6 +87,7 @@ pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServe
                         "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
                     )),
             )
+            .wrap(actix_web::middleware::from_fn(auth::extract::authenticate))
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
                 let method = req.method().to_string();

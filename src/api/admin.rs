@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::body::ApiJson;
-use crate::auth::extract::ApiCaller;
+use crate::auth::extract::ApiAdmin;
 use crate::auth::{self, ApiTokenInfo, NewApiToken, Role};
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
@@ -39,8 +39,7 @@ pub struct NewTokenRequest {
     security(("bearer" = []))
 )]
 #[get("/admin/tokens")]
-async fn list_tokens(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
+async fn list_tokens(ctx: web::Data<Context>, _caller: ApiAdmin) -> AppResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(auth::list_platform_tokens(&ctx).await?))
 }
 
@@ -57,8 +56,7 @@ async fn list_tokens(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<Ht
     security(("bearer" = []))
 )]
 #[post("/admin/tokens")]
-async fn create_token(ctx: web::Data<Context>, caller: ApiCaller, body: ApiJson<NewTokenRequest>) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
+async fn create_token(ctx: web::Data<Context>, caller: ApiAdmin, body: ApiJson<NewTokenRequest>) -> AppResult<HttpResponse> {
     let body = body.0;
     let token = auth::create_platform_token(
         &ctx,
@@ -83,8 +81,7 @@ async fn create_token(ctx: web::Data<Context>, caller: ApiCaller, body: ApiJson<
     security(("bearer" = []))
 )]
 #[delete("/admin/tokens/{id}")]
-async fn revoke_token(ctx: web::Data<Context>, caller: ApiCaller, id: web::Path<String>) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
+async fn revoke_token(ctx: web::Data<Context>, caller: ApiAdmin, id: web::Path<String>) -> AppResult<HttpResponse> {
     auth::revoke_platform_token(&ctx, &caller.actor, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::body::ApiJson;
-use crate::auth::extract::ApiCaller;
+use crate::auth::extract::{ApiAdmin, ApiCaller};
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
 use crate::telemetry::record_tenant;
@@ -42,8 +42,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
     security(("bearer" = []))
 )]
 #[post("/tenant")]
-async fn create_tenant(ctx: web::Data<Context>, caller: ApiCaller, body: ApiJson<NewTenant>) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
+async fn create_tenant(ctx: web::Data<Context>, caller: ApiAdmin, body: ApiJson<NewTenant>) -> AppResult<HttpResponse> {
     record_tenant(&body.0.slug);
     let tenant = tenants::create(&ctx, &caller.actor, &body.0).await?;
     Ok(HttpResponse::Created()
@@ -130,11 +129,10 @@ async fn get_tenant(ctx: web::Data<Context>, caller: ApiCaller, slug: web::Path<
 #[patch("/tenant/{slug}")]
 async fn update_tenant(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
+    caller: ApiAdmin,
     slug: web::Path<String>,
     body: ApiJson<TenantPatch>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
     record_tenant(&slug);
     Ok(HttpResponse::Ok().json(tenants::update(&ctx, &caller.actor, &slug, &body.0).await?))
 }
@@ -168,11 +166,10 @@ struct DeleteParams {
 #[delete("/tenant/{slug}")]
 async fn delete_tenant(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
+    caller: ApiAdmin,
     slug: web::Path<String>,
     params: web::Query<DeleteParams>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
     record_tenant(&slug);
     if params.hard {
         let reason = params.reason.clone().unwrap_or_else(|| "purged through the API".into());
@@ -194,12 +191,11 @@ pub struct LifecycleRequest {
 
 async fn lifecycle(
     ctx: &Context,
-    caller: &ApiCaller,
+    caller: &ApiAdmin,
     slug: &str,
     transition: Transition,
     body: &LifecycleRequest,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
     record_tenant(slug);
     let tenant = tenants::transition(ctx, &caller.actor, slug, transition, &body.reason).await?;
     Ok(HttpResponse::Ok().json(tenant))
@@ -223,7 +219,7 @@ macro_rules! lifecycle_route {
         #[post($path)]
         async fn $fn(
             ctx: web::Data<Context>,
-            caller: ApiCaller,
+            caller: ApiAdmin,
             slug: web::Path<String>,
             body: ApiJson<LifecycleRequest>,
         ) -> AppResult<HttpResponse> {
@@ -249,8 +245,7 @@ lifecycle_route!(restore_tenant, "/tenant/{slug}/restore", Transition::Restore, 
     security(("bearer" = []))
 )]
 #[post("/tenant/{slug}/client-secret/rollback")]
-async fn rollback_client_secret(ctx: web::Data<Context>, caller: ApiCaller, slug: web::Path<String>) -> AppResult<HttpResponse> {
-    caller.principal.require_admin()?;
+async fn rollback_client_secret(ctx: web::Data<Context>, caller: ApiAdmin, slug: web::Path<String>) -> AppResult<HttpResponse> {
     record_tenant(&slug);
     Ok(HttpResponse::Ok().json(tenants::rollback_client_secret(&ctx, &caller.actor, &slug).await?))
 }

@@ -1,9 +1,15 @@
-//! actix-web extractors for the API: who is calling, and the request facts every audit record
-//! carries (source address, request id).
+//! actix-web middleware and extractors for the API: who is calling, and the request facts every
+//! audit record carries (source address, request id).
+//!
+//! Authentication runs as middleware, before any extractor: a request without a valid token is
+//! answered 401 before its body is even read, so a malformed body never tells an anonymous
+//! caller anything, and the token lookup is never cancelled by a failing sibling extractor.
 
-use actix_web::dev::Payload;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{Ready, ready};
 
 use super::Principal;
 use crate::audit::Actor;
@@ -28,34 +34,66 @@ pub fn actor_for(req: &HttpRequest, name: &str) -> Actor {
     }
 }
 
+/// Middleware: resolves the bearer token of `/api/` requests into a [`Principal`] kept in the
+/// request's extensions, where [`ApiCaller`] finds it.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.path().starts_with("/api/") {
+        let token = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(|t| t.trim().to_owned());
+        if let (Some(token), Some(ctx)) = (token, req.app_data::<web::Data<Context>>().cloned()) {
+            match super::authenticate_token(&ctx, &token).await {
+                Ok(Some(principal)) => {
+                    req.extensions_mut().insert(principal);
+                }
+                Ok(None) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    next.call(req).await
+}
+
 impl FromRequest for ApiCaller {
     type Error = AppError;
-    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+    type Future = Ready<Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        // A task of its own: when a sibling extractor (the body) fails first, actix drops this
-        // future; the database lookup must still run to its end (see `app::start`).
-        let task = actix_web::rt::spawn(async move {
-            let ctx = req
-                .app_data::<web::Data<Context>>()
-                .ok_or_else(|| AppError::internal(anyhow::anyhow!("context missing")))?
-                .clone();
-            let header = req
-                .headers()
-                .get(actix_web::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or(AppError::Unauthorized)?;
-            let token = header
-                .strip_prefix("Bearer ")
-                .or_else(|| header.strip_prefix("bearer "))
-                .ok_or(AppError::Unauthorized)?;
-            let principal = super::authenticate_token(&ctx, token.trim())
-                .await?
-                .ok_or(AppError::Unauthorized)?;
-            let actor = actor_for(&req, &principal.name);
-            Ok(ApiCaller { principal, actor })
-        });
-        Box::pin(async move { task.await.map_err(|e| AppError::internal(anyhow::anyhow!("authentication task: {e}")))? })
+        let principal = req.extensions().get::<Principal>().cloned();
+        ready(principal.ok_or(AppError::Unauthorized).map(|principal| ApiCaller {
+            actor: actor_for(req, &principal.name),
+            principal,
+        }))
+    }
+}
+
+/// An API caller allowed to change things (platform-admin); 401 without a token, 403 for a
+/// read-only one — decided before the request body is read.
+pub struct ApiAdmin(pub ApiCaller);
+
+impl std::ops::Deref for ApiAdmin {
+    type Target = ApiCaller;
+
+    fn deref(&self) -> &ApiCaller {
+        &self.0
+    }
+}
+
+impl FromRequest for ApiAdmin {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = ApiCaller::from_request(req, payload).into_inner();
+        ready(caller.and_then(|caller| {
+            caller.principal.require_admin()?;
+            Ok(ApiAdmin(caller))
+        }))
     }
 }

@@ -52,8 +52,12 @@ fn login_page(
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
+    #[serde(default)]
     username: String,
+    #[serde(default)]
     password: String,
+    /// Missing counts as wrong: refused like any bad token, not as a malformed form.
+    #[serde(default)]
     csrf: String,
     next: Option<String>,
 }
@@ -96,6 +100,7 @@ pub async fn login(req: HttpRequest, ctx: web::Data<Context>, form: web::Form<Lo
 
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 

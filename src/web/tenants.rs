@@ -339,7 +339,9 @@ pub async fn update(
 
 #[derive(Debug, Deserialize)]
 pub struct LifecycleForm {
+    #[serde(default)]
     csrf: String,
+    #[serde(default)]
     action: String,
     #[serde(default)]
     reason: String,
@@ -374,6 +376,7 @@ pub async fn lifecycle(
 
 #[derive(Debug, Deserialize)]
 pub struct PurgeForm {
+    #[serde(default)]
     csrf: String,
     #[serde(default)]
     reason: String,
