@@ -9,6 +9,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpMessage as _, HttpServer, web};
 use anyhow::Context as _;
+use tracing::Instrument as _;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{self, BootstrapAdmin};
@@ -94,10 +95,13 @@ pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServe
                 // The request runs as a task of its own on the worker: a client that goes away
                 // does not cancel it halfway through a database call (diesel-async's SQLite
                 // wrapper cannot be cancelled on actix's single-threaded worker runtimes).
-                let fut = actix_web::rt::spawn(srv.call(req));
+                let fut = actix_web::rt::spawn(srv.call(req).instrument(tracing::Span::current()));
                 let metrics = metrics.clone();
                 async move {
                     let mut res = fut.await.map_err(actix_web::error::ErrorInternalServerError)??;
+                    if let Some(slug) = res.request().match_info().get("slug") {
+                        crate::telemetry::record_tenant(slug);
+                    }
                     let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
                     let status = res.status().as_u16().to_string();
                     metrics.http_requests.with_label_values(&[&route, &method, &status]).inc();
