@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod health;
 pub mod key_rotation;
 pub mod metrics;
 pub mod secrets;

@@ -27,7 +27,10 @@ async fn documented_routes(app: &TestApp) -> Vec<(Method, String)> {
         for method in ["get", "post", "patch", "put", "delete"] {
             if item.get(method).is_some() {
                 let concrete = path.replace("{slug}", "acme").replace("{id}", "nothing");
-                routes.push((Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), concrete));
+                routes.push((
+                    Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    concrete,
+                ));
             }
         }
     }
@@ -35,7 +38,7 @@ async fn documented_routes(app: &TestApp) -> Vec<(Method, String)> {
     routes
 }
 
-const PUBLIC: &[&str] = &["/health", "/health/ready", "/metrics"];
+const PUBLIC: &[&str] = &["/health", "/health/ready", "/metrics", "/t/acme/health"];
 
 async fn every_api_route_needs_a_token_except_health_and_metrics(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -49,9 +52,17 @@ async fn every_api_route_needs_a_token_except_health_and_metrics(backend: Backen
             .await
             .unwrap();
         if PUBLIC.contains(&path.as_str()) {
-            assert_eq!(response.status(), StatusCode::OK, "{method} {path} is public");
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "{method} {path} is public"
+            );
         } else {
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method} {path} without a token");
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} without a token"
+            );
             let (_, body) = common::into_json(response).await;
             assert_eq!(body["error"]["code"], "unauthorized");
         }
@@ -62,7 +73,9 @@ async fn every_api_route_needs_a_token_except_health_and_metrics(backend: Backen
 async fn a_viewer_token_reads_but_every_change_is_403(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
-    let viewer = app.token_with_role("dashboards", Role::PlatformViewer).await;
+    let viewer = app
+        .token_with_role("dashboards", Role::PlatformViewer)
+        .await;
     for (method, path) in documented_routes(&app).await {
         if PUBLIC.contains(&path.as_str()) {
             continue;
@@ -77,11 +90,22 @@ async fn a_viewer_token_reads_but_every_change_is_403(backend: Backend) {
             .unwrap();
         let status = response.status();
         let (_, body): (StatusCode, Value) = common::into_json(response).await;
-        let reads_tenant_data = method == Method::GET && !path.starts_with("/api/v1/admin/");
+        // Tokens and exports (which carry sealed secrets) are for administrators only.
+        let reads_tenant_data = method == Method::GET
+            && !path.starts_with("/api/v1/admin/")
+            && !path.ends_with("/export");
         if reads_tenant_data {
-            assert_eq!(status, StatusCode::OK, "{method} {path} is readable by a viewer: {body}");
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{method} {path} is readable by a viewer: {body}"
+            );
         } else {
-            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} is refused to a viewer: {body}");
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} is refused to a viewer: {body}"
+            );
             assert_eq!(body["error"]["code"], "forbidden");
         }
     }
@@ -93,22 +117,54 @@ async fn a_viewer_token_reads_but_every_change_is_403(backend: Backend) {
 async fn revoked_and_unknown_tokens_are_401(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token_with_role("temp", Role::PlatformAdmin).await;
-    let ok = app.client.get(app.url("/api/v1/tenant")).bearer_auth(&token).send().await.unwrap();
+    let ok = app
+        .client
+        .get(app.url("/api/v1/tenant"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     let (status, _) = app.delete("/api/v1/admin/tokens/temp").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let refused = app.client.get(app.url("/api/v1/tenant")).bearer_auth(&token).send().await.unwrap();
+    let refused = app
+        .client
+        .get(app.url("/api/v1/tenant"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     // Right prefix, wrong secret.
     let forged = format!("{}{}", &token[..13], "A".repeat(32));
-    let refused = app.client.get(app.url("/api/v1/tenant")).bearer_auth(&forged).send().await.unwrap();
+    let refused = app
+        .client
+        .get(app.url("/api/v1/tenant"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-    let refused = app.client.get(app.url("/api/v1/tenant")).bearer_auth("not-a-token").send().await.unwrap();
+    let refused = app
+        .client
+        .get(app.url("/api/v1/tenant"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let (_, tokens) = app.get("/api/v1/admin/tokens").await;
-    let temp = tokens.as_array().unwrap().iter().find(|t| t["name"] == "temp").unwrap();
+    let temp = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "temp")
+        .unwrap();
     assert!(temp["revoked_at"].is_string());
-    assert!(temp.get("token").is_none() && !tokens.to_string().contains(&token[14..]), "secrets are never listed");
+    assert!(
+        temp.get("token").is_none() && !tokens.to_string().contains(&token[14..]),
+        "secrets are never listed"
+    );
     app.stop().await;
 }
 
@@ -118,22 +174,41 @@ async fn every_documented_route_is_served(backend: Backend) {
     for (method, path) in documented_routes(&app).await {
         let (status, body) = app.call(method.clone(), &path, Some(json!({}))).await;
         let unrouted = status == StatusCode::NOT_FOUND
-            && matches!(body["error"]["details"]["resource"].as_str(), Some("route" | "page"));
-        assert!(!unrouted && status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path} is documented but not served: {status} {body}");
+            && matches!(
+                body["error"]["details"]["resource"].as_str(),
+                Some("route" | "page")
+            );
+        assert!(
+            !unrouted && status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is documented but not served: {status} {body}"
+        );
     }
     app.stop().await;
 }
 
 async fn ready_reports_the_database_round_trip(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let response = app.client.get(app.url("/health/ready")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (_, body) = common::into_json(response).await;
     assert_eq!(body["status"], "ready");
     assert_eq!(body["database"]["status"], "connected");
-    assert_eq!(body["database"]["backend"], if backend == Backend::Sqlite { "sqlite" } else { "postgres" });
+    assert_eq!(
+        body["database"]["backend"],
+        if backend == Backend::Sqlite {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
     assert!(body["database"]["response_time_ms"].as_f64().unwrap() >= 0.0);
-    let (_, health) = common::into_json(app.client.get(app.url("/health")).send().await.unwrap()).await;
+    let (_, health) =
+        common::into_json(app.client.get(app.url("/health")).send().await.unwrap()).await;
     assert_eq!(health["status"], "healthy");
     app.stop().await;
 }
@@ -149,18 +224,52 @@ async fn metrics_count_tenants_by_status_and_tier_and_requests_by_route(backend:
     let app = TestApp::spawn(backend).await;
     app.create_tenant("one").await;
     app.create_tenant("two").await;
-    app.post("/api/v1/tenant/two/suspend", json!({ "reason": "late payment" })).await;
+    app.post(
+        "/api/v1/tenant/two/suspend",
+        json!({ "reason": "late payment" }),
+    )
+    .await;
     app.get("/api/v1/tenant/one").await;
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert_eq!(metric_value(&text, "tenantry_tenants{status=\"active\",tier=\"free\"}"), Some(1.0), "{text}");
-    assert_eq!(metric_value(&text, "tenantry_tenants{status=\"suspended\",tier=\"free\"}"), Some(1.0));
-    assert_eq!(metric_value(&text, "tenantry_tenants{status=\"active\",tier=\"enterprise\"}"), Some(1.0), "the admin tenant");
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(
-        metric_value(&text, "tenantry_http_requests_total{method=\"GET\",route=\"/api/v1/tenant/{slug}\",status=\"200\"}"),
+        metric_value(&text, "tenantry_tenants{status=\"active\",tier=\"free\"}"),
         Some(1.0),
         "{text}"
     );
-    assert!(text.contains("tenantry_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v1/tenant\""));
+    assert_eq!(
+        metric_value(
+            &text,
+            "tenantry_tenants{status=\"suspended\",tier=\"free\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "tenantry_tenants{status=\"active\",tier=\"enterprise\"}"
+        ),
+        Some(1.0),
+        "the admin tenant"
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "tenantry_http_requests_total{method=\"GET\",route=\"/api/v1/tenant/{slug}\",status=\"200\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains(
+        "tenantry_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v1/tenant\""
+    ));
     app.stop().await;
 }
 
@@ -169,27 +278,55 @@ async fn audit_api_filters_by_tenant_action_actor_and_time_and_paginates(backend
     let start = chrono::Utc::now();
     for slug in ["alpha", "beta"] {
         app.create_tenant(slug).await;
-        app.post(&format!("/api/v1/tenant/{slug}/suspend"), json!({ "reason": "r" })).await;
+        app.post(
+            &format!("/api/v1/tenant/{slug}/suspend"),
+            json!({ "reason": "r" }),
+        )
+        .await;
     }
     let (_, page) = app.get("/api/v1/audit?tenant=alpha").await;
-    let actions: Vec<&str> = page["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, vec!["tenant.suspend", "tenant.create"]);
     let (_, page) = app.get("/api/v1/audit?action=tenant.suspend").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let (_, page) = app.get("/api/v1/audit?actor=token:test").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
     let since = urlencode(&start.to_rfc3339());
-    let (_, page) = app.get(&format!("/api/v1/audit?since={since}&action=tenant.")).await;
+    let (_, page) = app
+        .get(&format!("/api/v1/audit?since={since}&action=tenant."))
+        .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
-    let (_, page) = app.get(&format!("/api/v1/audit?until={since}&action=tenant.")).await;
-    let before_start: Vec<&str> = page["items"].as_array().unwrap().iter().map(|r| r["tenant"].as_str().unwrap()).collect();
-    assert_eq!(before_start, vec!["admin"], "only the platform tenant existed before");
+    let (_, page) = app
+        .get(&format!("/api/v1/audit?until={since}&action=tenant."))
+        .await;
+    let before_start: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        before_start,
+        vec!["admin"],
+        "only the platform tenant existed before"
+    );
 
     let mut seqs = Vec::new();
     let mut before = String::new();
     loop {
         let (_, page) = app.get(&format!("/api/v1/audit?limit=2{before}")).await;
-        seqs.extend(page["items"].as_array().unwrap().iter().map(|r| r["seq"].as_i64().unwrap()));
+        seqs.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["seq"].as_i64().unwrap()),
+        );
         match page["next_before"].as_i64() {
             Some(next) => before = format!("&before={next}"),
             None => break,
@@ -220,7 +357,10 @@ async fn audit_records_carry_actor_source_and_request_id(backend: Backend) {
         .send()
         .await
         .unwrap();
-    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(response.status(), StatusCode::CREATED);
     let (_, page) = app.get("/api/v1/audit?tenant=acme").await;
     let record = &page["items"][0];
@@ -229,6 +369,9 @@ async fn audit_records_carry_actor_source_and_request_id(backend: Backend) {
     assert_eq!(record["source_ip"], "127.0.0.1");
     assert_eq!(record["request_id"], request_id);
     assert_eq!(record["details"]["client_secret_set"], true);
-    assert!(!page.to_string().contains("hunter2"), "no secret in audit details");
+    assert!(
+        !page.to_string().contains("hunter2"),
+        "no secret in audit details"
+    );
     app.stop().await;
 }

@@ -24,6 +24,10 @@ backend_tests!(
     purge_after_retention_removes_the_tenant,
     platform_tenant_exists_and_cannot_be_suspended,
     unknown_tenant_is_404,
+    export_then_purge_then_import_restores_the_tenant,
+    import_refuses_a_bundle_sealed_with_a_key_the_server_lacks,
+    tenant_database_health_reports_the_round_trip,
+    tenant_health_is_public_and_unavailable_when_suspended,
 );
 
 async fn create_returns_the_tenant_with_secrets_only_as_fingerprints(backend: Backend) {
@@ -57,7 +61,10 @@ async fn create_returns_the_tenant_with_secrets_only_as_fingerprints(backend: Ba
     assert_eq!(body["metadata"]["industry"], "Manufacturing");
     assert_eq!(body["scopes"], json!(["openid", "profile", "email"]));
     assert_eq!(body["client_secret"]["set"], true);
-    assert_eq!(body["client_secret"]["fingerprint"].as_str().unwrap().len(), 8);
+    assert_eq!(
+        body["client_secret"]["fingerprint"].as_str().unwrap().len(),
+        8
+    );
     assert_eq!(body["db_uri"]["set"], true);
     let text = body.to_string();
     assert!(!text.contains("secret-123"), "secret leaked: {text}");
@@ -114,7 +121,9 @@ async fn slug_rules_are_422_naming_the_rule_and_store_nothing(backend: Backend) 
         ("www", "reserved"),
     ];
     for (slug, rule) in cases {
-        let (status, body) = app.post("/api/v1/tenant", json!({ "slug": slug, "name": "X" })).await;
+        let (status, body) = app
+            .post("/api/v1/tenant", json!({ "slug": slug, "name": "X" }))
+            .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{slug}: {body}");
         assert_eq!(body["error"]["code"], "validation_failed");
         assert!(
@@ -142,7 +151,10 @@ async fn slug_rules_are_422_naming_the_rule_and_store_nothing(backend: Backend) 
         ("oauth_issuer", "https"),
         ("default_schema", "identifier"),
     ] {
-        assert!(rules.contains(&(expected.0.to_owned(), expected.1.to_owned())), "{expected:?} missing in {body}");
+        assert!(
+            rules.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} missing in {body}"
+        );
     }
     assert_eq!(tenant_count(&app).await, before, "nothing stored");
     app.stop().await;
@@ -151,14 +163,25 @@ async fn slug_rules_are_422_naming_the_rule_and_store_nothing(backend: Backend) 
 async fn duplicate_slug_is_409_and_stores_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
-    let (status, body) = app.post("/api/v1/tenant", json!({ "slug": "acme", "name": "Other" })).await;
+    let (status, body) = app
+        .post("/api/v1/tenant", json!({ "slug": "acme", "name": "Other" }))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "slug_taken");
     assert!(body["error"]["message"].as_str().unwrap().contains("acme"));
     let (_, shown) = app.get("/api/v1/tenant/acme").await;
-    assert_eq!(shown["name"], "Tenant acme", "the first tenant is unchanged");
-    let (_, audit) = app.get("/api/v1/audit?tenant=acme&action=tenant.create").await;
-    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "no audit record for the refused create");
+    assert_eq!(
+        shown["name"], "Tenant acme",
+        "the first tenant is unchanged"
+    );
+    let (_, audit) = app
+        .get("/api/v1/audit?tenant=acme&action=tenant.create")
+        .await;
+    assert_eq!(
+        audit["items"].as_array().unwrap().len(),
+        1,
+        "no audit record for the refused create"
+    );
     app.stop().await;
 }
 
@@ -175,19 +198,37 @@ async fn malformed_json_is_400_and_unknown_field_is_422(backend: Backend) {
     let (status, body) = common::into_json(response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "bad_request");
-    assert!(body["error"]["message"].as_str().unwrap().contains("malformed JSON"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON")
+    );
 
-    let (status, body) = app.post("/api/v1/tenant", json!({ "slug": "acme", "name": "A", "colour": "red" })).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "A", "colour": "red" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(field_rules(&body), vec![("colour".to_owned(), "unknown_field".to_owned())]);
+    assert_eq!(
+        field_rules(&body),
+        vec![("colour".to_owned(), "unknown_field".to_owned())]
+    );
 
-    let (status, body) = app.post("/api/v1/tenant", json!({ "slug": "acme", "name": 5 })).await;
+    let (status, body) = app
+        .post("/api/v1/tenant", json!({ "slug": "acme", "name": 5 }))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(field_rules(&body)[0].0, "name");
 
     let (status, body) = app.post("/api/v1/tenant", json!({ "name": "A" })).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(field_rules(&body), vec![("slug".to_owned(), "required".to_owned())]);
+    assert_eq!(
+        field_rules(&body),
+        vec![("slug".to_owned(), "required".to_owned())]
+    );
 
     let response = app
         .request(Method::POST, "/api/v1/tenant")
@@ -221,12 +262,18 @@ async fn list_paginates_with_a_cursor_and_filters_by_status_tier_and_search(back
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    app.post("/api/v1/tenant/shop-3/suspend", json!({ "reason": "payment failure" })).await;
+    app.post(
+        "/api/v1/tenant/shop-3/suspend",
+        json!({ "reason": "payment failure" }),
+    )
+    .await;
 
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let (status, page) = app.get(&format!("/api/v1/tenant?q=shop&limit=3&cursor={cursor}")).await;
+        let (status, page) = app
+            .get(&format!("/api/v1/tenant?q=shop&limit=3&cursor={cursor}"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 3);
@@ -236,21 +283,42 @@ async fn list_paginates_with_a_cursor_and_filters_by_status_tier_and_search(back
             None => break,
         }
     }
-    assert_eq!(seen, (0..7).map(|i| format!("shop-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        (0..7).map(|i| format!("shop-{i}")).collect::<Vec<_>>()
+    );
 
     let (_, page) = app.get("/api/v1/tenant?status=suspended").await;
-    let slugs: Vec<&str> = page["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
+    let slugs: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
     assert_eq!(slugs, vec!["shop-3"]);
 
     let (_, page) = app.get("/api/v1/tenant?tier=starter&q=shop").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
 
     let (_, page) = app.get("/api/v1/tenant?q=NUMBER%205").await;
-    let slugs: Vec<&str> = page["items"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap()).collect();
-    assert_eq!(slugs, vec!["shop-5"], "search is case-insensitive on the name");
+    let slugs: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        slugs,
+        vec!["shop-5"],
+        "search is case-insensitive on the name"
+    );
 
     let (_, page) = app.get("/api/v1/tenant?q=%25").await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 0, "LIKE wildcards in the search match literally");
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        0,
+        "LIKE wildcards in the search match literally"
+    );
     app.stop().await;
 }
 
@@ -258,7 +326,10 @@ async fn list_with_a_bad_filter_is_422(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (status, body) = app.get("/api/v1/tenant?status=sleeping").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(field_rules(&body), vec![("status".to_owned(), "one_of".to_owned())]);
+    assert_eq!(
+        field_rules(&body),
+        vec![("status".to_owned(), "one_of".to_owned())]
+    );
     let (status, body) = app.get("/api/v1/tenant?limit=0").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(field_rules(&body)[0].0, "limit");
@@ -267,7 +338,9 @@ async fn list_with_a_bad_filter_is_422(backend: Backend) {
     app.stop().await;
 }
 
-async fn patch_changes_fields_and_rotating_the_secret_keeps_the_previous_for_rollback(backend: Backend) {
+async fn patch_changes_fields_and_rotating_the_secret_keeps_the_previous_for_rollback(
+    backend: Backend,
+) {
     let app = TestApp::spawn(backend).await;
     let (_, created) = app
         .post(
@@ -289,37 +362,55 @@ async fn patch_changes_fields_and_rotating_the_secret_keeps_the_previous_for_rol
     assert_eq!(body["version"], 2);
     let new_fp = body["client_secret"]["fingerprint"].clone();
 
-    let (_, audit) = app.get("/api/v1/audit?tenant=acme&action=tenant.update").await;
+    let (_, audit) = app
+        .get("/api/v1/audit?tenant=acme&action=tenant.update")
+        .await;
     let details = &audit["items"][0]["details"];
     assert_eq!(details["client_secret"]["rotated"], true);
     assert!(!audit.to_string().contains("new-secret-456"));
 
-    let (status, body) = app.post("/api/v1/tenant/acme/client-secret/rollback", json!({})).await;
+    let (status, body) = app
+        .post("/api/v1/tenant/acme/client-secret/rollback", json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["client_secret"]["fingerprint"], old_fp);
     assert_eq!(body["client_secret_previous"]["fingerprint"], new_fp);
 
     // The sealed value really is the old secret again.
-    let tenant = tenantry::store::tenants::find_by_slug(&mut app.ctx.db.conn().await.unwrap(), "acme")
-        .await
-        .unwrap()
-        .unwrap();
+    let tenant =
+        tenantry::store::tenants::find_by_slug(&mut app.ctx.db.conn().await.unwrap(), "acme")
+            .await
+            .unwrap()
+            .unwrap();
     let opened = app
         .ctx
         .keyring
-        .open(tenant.client_secret.as_deref().unwrap(), &tenantry::tenants::secret_context(&tenant.id, "client_secret"))
+        .open(
+            tenant.client_secret.as_deref().unwrap(),
+            &tenantry::tenants::secret_context(&tenant.id, "client_secret"),
+        )
         .unwrap();
     assert_eq!(opened, "old-secret-123");
 
     // A bad value changes nothing.
-    let (status, body) = app.patch("/api/v1/tenant/acme", json!({ "name": "Renamed", "tier": "platinum" })).await;
+    let (status, body) = app
+        .patch(
+            "/api/v1/tenant/acme",
+            json!({ "name": "Renamed", "tier": "platinum" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(field_rules(&body), vec![("tier".to_owned(), "one_of".to_owned())]);
+    assert_eq!(
+        field_rules(&body),
+        vec![("tier".to_owned(), "one_of".to_owned())]
+    );
     let (_, shown) = app.get("/api/v1/tenant/acme").await;
     assert_eq!(shown["name"], "Acme Inc");
 
     // null clears a clearable field; client_id without issuer is refused.
-    let (status, body) = app.patch("/api/v1/tenant/acme", json!({ "oauth_issuer": null })).await;
+    let (status, body) = app
+        .patch("/api/v1/tenant/acme", json!({ "oauth_issuer": null }))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(field_rules(&body)[0].0, "oauth_issuer");
     app.stop().await;
@@ -328,16 +419,28 @@ async fn patch_changes_fields_and_rotating_the_secret_keeps_the_previous_for_rol
 async fn patch_is_active_false_suspends_and_true_reactivates(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
-    let (status, body) = app.patch("/api/v1/tenant/acme", json!({ "is_active": false })).await;
+    let (status, body) = app
+        .patch("/api/v1/tenant/acme", json!({ "is_active": false }))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "suspended");
     assert_eq!(body["is_active"], false);
-    let (status, body) = app.patch("/api/v1/tenant/acme", json!({ "is_active": true, "reason": "paid" })).await;
+    let (status, body) = app
+        .patch(
+            "/api/v1/tenant/acme",
+            json!({ "is_active": true, "reason": "paid" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "active");
     assert_eq!(body["status_reason"], "paid");
     let (_, history) = app.get("/api/v1/tenant/acme/history").await;
-    let statuses: Vec<&str> = history.as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["to"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, vec!["active", "suspended", "active"]);
     app.stop().await;
 }
@@ -353,16 +456,26 @@ async fn lifecycle_follows_the_state_machine_and_keeps_history(backend: Backend)
     ];
     for (action, expected) in steps {
         let (status, body) = app
-            .post(&format!("/api/v1/tenant/acme/{action}"), json!({ "reason": format!("test {action}") }))
+            .post(
+                &format!("/api/v1/tenant/acme/{action}"),
+                json!({ "reason": format!("test {action}") }),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{action}: {body}");
         assert_eq!(body["status"], expected);
     }
-    let (status, body) = app.delete("/api/v1/tenant/acme?reason=customer%20left").await;
+    let (status, body) = app
+        .delete("/api/v1/tenant/acme?reason=customer%20left")
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "deleted");
     assert!(body["retention_ends_at"].is_string());
-    let (_, body) = app.post("/api/v1/tenant/acme/restore", json!({ "reason": "came back" })).await;
+    let (_, body) = app
+        .post(
+            "/api/v1/tenant/acme/restore",
+            json!({ "reason": "came back" }),
+        )
+        .await;
     assert_eq!(body["status"], "active");
 
     let (_, history) = app.get("/api/v1/tenant/acme/history").await;
@@ -374,11 +487,21 @@ async fn lifecycle_follows_the_state_machine_and_keeps_history(backend: Backend)
     assert!(history.iter().all(|h| h["actor"] == "token:test"));
 
     let (_, audit) = app.get("/api/v1/audit?tenant=acme&action=tenant.").await;
-    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         actions,
         vec![
-            "tenant.restore", "tenant.delete", "tenant.restore", "tenant.cancel", "tenant.reactivate", "tenant.suspend",
+            "tenant.restore",
+            "tenant.delete",
+            "tenant.restore",
+            "tenant.cancel",
+            "tenant.reactivate",
+            "tenant.suspend",
             "tenant.create"
         ]
     );
@@ -388,27 +511,48 @@ async fn lifecycle_follows_the_state_machine_and_keeps_history(backend: Backend)
 async fn illegal_transition_is_409_naming_the_current_state(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
-    let (status, body) = app.post("/api/v1/tenant/acme/reactivate", json!({ "reason": "x" })).await;
+    let (status, body) = app
+        .post("/api/v1/tenant/acme/reactivate", json!({ "reason": "x" }))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "illegal_transition");
     assert_eq!(body["error"]["details"]["current_status"], "active");
-    assert!(body["error"]["message"].as_str().unwrap().contains("it is active"));
-    let (status, body) = app.post("/api/v1/tenant/acme/restore", json!({ "reason": "x" })).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is active")
+    );
+    let (status, body) = app
+        .post("/api/v1/tenant/acme/restore", json!({ "reason": "x" }))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (_, history) = app.get("/api/v1/tenant/acme/history").await;
-    assert_eq!(history.as_array().unwrap().len(), 1, "refused transitions leave no history");
+    assert_eq!(
+        history.as_array().unwrap().len(),
+        1,
+        "refused transitions leave no history"
+    );
     app.stop().await;
 }
 
 async fn lifecycle_needs_a_reason(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
-    let (status, body) = app.post("/api/v1/tenant/acme/suspend", json!({ "reason": "  " })).await;
+    let (status, body) = app
+        .post("/api/v1/tenant/acme/suspend", json!({ "reason": "  " }))
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(field_rules(&body), vec![("reason".to_owned(), "required".to_owned())]);
+    assert_eq!(
+        field_rules(&body),
+        vec![("reason".to_owned(), "required".to_owned())]
+    );
     let (status, body) = app.post("/api/v1/tenant/acme/suspend", json!({})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(field_rules(&body), vec![("reason".to_owned(), "required".to_owned())]);
+    assert_eq!(
+        field_rules(&body),
+        vec![("reason".to_owned(), "required".to_owned())]
+    );
     let (_, tenant) = app.get("/api/v1/tenant/acme").await;
     assert_eq!(tenant["status"], "active");
     app.stop().await;
@@ -418,20 +562,32 @@ async fn purge_waits_for_the_retention_period_unless_forced(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
     let (status, body) = app.delete("/api/v1/tenant/acme?hard=true").await;
-    assert_eq!(status, StatusCode::CONFLICT, "an active tenant is not purged: {body}");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an active tenant is not purged: {body}"
+    );
     assert_eq!(body["error"]["details"]["current_status"], "active");
 
-    app.post("/api/v1/tenant/acme/cancel", json!({ "reason": "contract ended" })).await;
+    app.post(
+        "/api/v1/tenant/acme/cancel",
+        json!({ "reason": "contract ended" }),
+    )
+    .await;
     let (status, body) = app.delete("/api/v1/tenant/acme?hard=true").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "retention_period");
     assert!(body["error"]["details"]["retention_ends_at"].is_string());
 
-    let (status, _) = app.delete("/api/v1/tenant/acme?hard=true&force=true&reason=gdpr%20request").await;
+    let (status, _) = app
+        .delete("/api/v1/tenant/acme?hard=true&force=true&reason=gdpr%20request")
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = app.get("/api/v1/tenant/acme").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, audit) = app.get("/api/v1/audit?tenant=acme&action=tenant.purge").await;
+    let (_, audit) = app
+        .get("/api/v1/audit?tenant=acme&action=tenant.purge")
+        .await;
     let record = &audit["items"][0];
     assert_eq!(record["details"]["forced"], true);
     assert_eq!(record["details"]["reason"], "gdpr request");
@@ -457,7 +613,9 @@ async fn platform_tenant_exists_and_cannot_be_suspended(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(admin["name"], "Platform Administration");
     assert_eq!(admin["status"], "active");
-    let (status, body) = app.post("/api/v1/tenant/admin/suspend", json!({ "reason": "oops" })).await;
+    let (status, body) = app
+        .post("/api/v1/tenant/admin/suspend", json!({ "reason": "oops" }))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "platform_tenant");
     app.stop().await;
@@ -467,13 +625,213 @@ async fn unknown_tenant_is_404(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for (method, path, body) in [
         (Method::GET, "/api/v1/tenant/nope", None),
-        (Method::PATCH, "/api/v1/tenant/nope", Some(json!({ "name": "x" }))),
-        (Method::POST, "/api/v1/tenant/nope/suspend", Some(json!({ "reason": "x" }))),
+        (
+            Method::PATCH,
+            "/api/v1/tenant/nope",
+            Some(json!({ "name": "x" })),
+        ),
+        (
+            Method::POST,
+            "/api/v1/tenant/nope/suspend",
+            Some(json!({ "reason": "x" })),
+        ),
         (Method::DELETE, "/api/v1/tenant/nope", None),
     ] {
         let (status, body): (StatusCode, Value) = app.call(method.clone(), path, body).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
         assert_eq!(body["error"]["code"], "not_found");
     }
+    app.stop().await;
+}
+
+async fn export_then_purge_then_import_restores_the_tenant(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, created) = app
+        .post(
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "Acme", "oauth_issuer": "https://idp.example.com", "client_id": "c",
+                    "client_secret": "s3cret-value", "db_uri": "postgresql://u:p@h/db", "trial_days": 7 }),
+        )
+        .await;
+    app.post("/api/v1/tenant/acme/suspend", json!({ "reason": "unpaid" }))
+        .await;
+    let (status, bundle) = app.get("/api/v1/tenant/acme/export").await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+    assert_eq!(bundle["format"], "tenantry.tenant-bundle/v1");
+    assert!(
+        !bundle.to_string().contains("s3cret-value"),
+        "secrets stay sealed in the bundle"
+    );
+    assert_eq!(bundle["status_history"].as_array().unwrap().len(), 2);
+
+    let (status, body) = app.post("/api/v1/tenant/import", bundle.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the tenant still exists: {body}"
+    );
+
+    app.delete("/api/v1/tenant/acme?reason=leaving").await;
+    let (status, _) = app.delete("/api/v1/tenant/acme?hard=true&force=true").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (status, restored) = app.post("/api/v1/tenant/import", bundle).await;
+    assert_eq!(status, StatusCode::CREATED, "{restored}");
+    assert_eq!(restored["id"], created["id"]);
+    assert_eq!(restored["status"], "suspended");
+    assert_eq!(
+        restored["client_secret"]["fingerprint"],
+        created["client_secret"]["fingerprint"]
+    );
+    let (_, history) = app.get("/api/v1/tenant/acme/history").await;
+    let reasons: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, vec!["unpaid", "created"]);
+    // Its lifecycle goes on from there, and its secret still opens.
+    let (status, _) = app
+        .post(
+            "/api/v1/tenant/acme/reactivate",
+            json!({ "reason": "paid" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let row = tenantry::store::tenants::find_by_slug(&mut app.ctx.db.conn().await.unwrap(), "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let secret = app
+        .ctx
+        .keyring
+        .open(
+            row.client_secret.as_deref().unwrap(),
+            &tenantry::tenants::secret_context(&row.id, "client_secret"),
+        )
+        .unwrap();
+    assert_eq!(secret, "s3cret-value");
+    let (_, audit) = app.get("/api/v1/audit?tenant=acme&limit=3").await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["tenant.reactivate", "tenant.import", "tenant.purge"]
+    );
+    app.stop().await;
+}
+
+async fn import_refuses_a_bundle_sealed_with_a_key_the_server_lacks(backend: Backend) {
+    let source = TestApp::spawn(backend).await;
+    source
+        .post(
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "Acme", "oauth_issuer": "https://idp.example.com", "client_id": "c",
+                    "client_secret": "s3cret-value" }),
+        )
+        .await;
+    let (_, bundle) = source.get("/api/v1/tenant/acme/export").await;
+    source.stop().await;
+
+    let target = TestApp::spawn(backend).await;
+    let (status, body) = target.post("/api/v1/tenant/import", bundle.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        field_rules(&body),
+        vec![("tenant.client_secret".to_owned(), "sealed_key".to_owned())]
+    );
+    let mut wrong = bundle;
+    wrong["format"] = json!("something/v9");
+    wrong["tenant"]["client_secret"] = Value::Null;
+    wrong["tenant"]["slug"] = json!("Not A Slug");
+    let (status, body) = target.post("/api/v1/tenant/import", wrong).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let rules = field_rules(&body);
+    assert!(
+        rules.contains(&("format".to_owned(), "one_of".to_owned())),
+        "{body}"
+    );
+    assert!(
+        rules.contains(&("tenant.slug".to_owned(), "charset".to_owned())),
+        "{body}"
+    );
+    let (status, _) = target.get("/api/v1/tenant/acme").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing imported");
+    target.stop().await;
+}
+
+async fn tenant_database_health_reports_the_round_trip(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let reachable = common::postgres_admin_url().replace("postgres://", "postgresql+psycopg2://");
+    for (slug, uri) in [
+        ("good", Some(reachable.as_str())),
+        ("down", Some("postgresql://u:topsecret@127.0.0.1:1/db")),
+        ("none", None),
+    ] {
+        let mut body = json!({ "slug": slug, "name": slug });
+        if let Some(uri) = uri {
+            body["db_uri"] = json!(uri);
+        }
+        let (status, _) = app.post("/api/v1/tenant", body).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, good) = app.get("/api/v1/tenant/good/health/database").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(good["status"], "connected", "{good}");
+    assert!(good["response_time_ms"].as_f64().unwrap() > 0.0);
+    let (_, down) = app.get("/api/v1/tenant/down/health/database").await;
+    assert_eq!(down["status"], "unreachable", "{down}");
+    assert!(!down.to_string().contains("topsecret"));
+    let (_, none) = app.get("/api/v1/tenant/none/health/database").await;
+    assert_eq!(none["status"], "not_configured");
+    app.stop().await;
+}
+
+async fn tenant_health_is_public_and_unavailable_when_suspended(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.post(
+        "/api/v1/tenant",
+        json!({ "slug": "acme", "name": "Acme", "db_uri": "postgresql://u:p@h/db" }),
+    )
+    .await;
+    let response = app
+        .client
+        .get(app.url("/t/acme/health"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({ "status": "healthy", "tenant": "acme", "tenant_status": "active",
+                             "database": "configured", "oauth": "not_configured" })
+    );
+    app.post("/api/v1/tenant/acme/suspend", json!({ "reason": "unpaid" }))
+        .await;
+    let (status, body) = common::into_json(
+        app.client
+            .get(app.url("/t/acme/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["tenant_status"], "suspended");
+    let (status, _) = common::into_json(
+        app.client
+            .get(app.url("/t/nobody/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;
 }

@@ -12,7 +12,9 @@ use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(list_tokens).service(create_token).service(revoke_token);
+    cfg.service(list_tokens)
+        .service(create_token)
+        .service(revoke_token);
 }
 
 /// Body of a token creation.
@@ -56,7 +58,11 @@ async fn list_tokens(ctx: web::Data<Context>, _caller: ApiAdmin) -> AppResult<Ht
     security(("bearer" = []))
 )]
 #[post("/admin/tokens")]
-async fn create_token(ctx: web::Data<Context>, caller: ApiAdmin, body: ApiJson<NewTokenRequest>) -> AppResult<HttpResponse> {
+async fn create_token(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    body: ApiJson<NewTokenRequest>,
+) -> AppResult<HttpResponse> {
     let body = body.0;
     let token = auth::create_platform_token(
         &ctx,
@@ -81,7 +87,11 @@ async fn create_token(ctx: web::Data<Context>, caller: ApiAdmin, body: ApiJson<N
     security(("bearer" = []))
 )]
 #[delete("/admin/tokens/{id}")]
-async fn revoke_token(ctx: web::Data<Context>, caller: ApiAdmin, id: web::Path<String>) -> AppResult<HttpResponse> {
+async fn revoke_token(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    id: web::Path<String>,
+) -> AppResult<HttpResponse> {
     auth::revoke_platform_token(&ctx, &caller.actor, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -45,7 +45,11 @@ struct AuditParams {
     security(("bearer" = []))
 )]
 #[get("/audit")]
-async fn list_audit(ctx: web::Data<Context>, caller: ApiCaller, params: web::Query<AuditParams>) -> AppResult<HttpResponse> {
+async fn list_audit(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    params: web::Query<AuditParams>,
+) -> AppResult<HttpResponse> {
     caller.principal.require_platform()?;
     let p = params.into_inner();
     let page = audit::list(

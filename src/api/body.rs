@@ -37,16 +37,26 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             if declared.is_some_and(|len| len > limit) {
                 return Err(AppError::PayloadTooLarge { limit });
             }
-            let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let mime = content_type
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if mime != "application/json" && !mime.ends_with("+json") {
                 return Err(AppError::UnsupportedMediaType(format!(
                     "expected Content-Type: application/json, got `{}`",
-                    if content_type.is_empty() { "nothing" } else { &content_type }
+                    if content_type.is_empty() {
+                        "nothing"
+                    } else {
+                        &content_type
+                    }
                 )));
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| AppError::BadRequest(format!("reading the request body: {e}")))?;
+                let chunk = chunk
+                    .map_err(|e| AppError::BadRequest(format!("reading the request body: {e}")))?;
                 if body.len() + chunk.len() > limit {
                     return Err(AppError::PayloadTooLarge { limit });
                 }
@@ -78,7 +88,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
                 }
                 Category::Data => {
                     let message = inner.to_string();
-                    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+                    let message = message
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or(&message)
+                        .to_owned();
                     // serde_path_to_error's path already ends in an unknown field's name; for a
                     // missing field it is the path of the object that lacks it.
                     let (field, rule) = if message.starts_with("unknown field `") {
@@ -91,7 +105,9 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
                     } else {
                         (if path == "." { "body".to_owned() } else { path }, "type")
                     };
-                    Err(AppError::Validation(vec![FieldError::new(field, rule, message)]))
+                    Err(AppError::Validation(vec![FieldError::new(
+                        field, rule, message,
+                    )]))
                 }
             }
         }

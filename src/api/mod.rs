@@ -73,7 +73,11 @@ where
             InitError = (),
         >,
 {
-    let (app, _) = app.into_utoipa_app().openapi(ApiDoc::openapi()).configure(configure).split_for_parts();
+    let (app, _) = app
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(configure)
+        .split_for_parts();
     app
 }
 
@@ -96,12 +100,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[get("/openapi.json")]
 async fn openapi_json(_caller: crate::auth::extract::ApiCaller) -> HttpResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| openapi().to_pretty_json().expect("OpenAPI document serialises"));
-    HttpResponse::Ok().content_type("application/json").body(doc.as_str())
+    let doc = DOC.get_or_init(|| {
+        openapi()
+            .to_pretty_json()
+            .expect("OpenAPI document serialises")
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.as_str())
 }
 
 /// Maps a malformed query string to a 400 that names the parameter.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
     let message = err.to_string();
     let field = message
         .split('`')

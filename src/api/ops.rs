@@ -12,7 +12,10 @@ use crate::context::Context;
 use crate::tenants;
 
 pub fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(health).service(ready).service(metrics);
+    cfg.service(health)
+        .service(ready)
+        .service(metrics)
+        .service(tenant_health);
 }
 
 /// Readiness of the server's dependencies.
@@ -80,4 +83,28 @@ async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(ctx.metrics.render())
+}
+
+/// Public liveness of one tenant: whether it is serving, and whether its database and single
+/// sign-on are configured (never their values).
+#[utoipa::path(
+    tag = "operations",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "The tenant is trial or active", body = crate::health::TenantHealth),
+        (status = 404, description = "No such tenant", body = crate::error::ErrorBody),
+        (status = 503, description = "The tenant is suspended, canceled, deleted or failed", body = crate::health::TenantHealth),
+    )
+)]
+#[get("/t/{slug}/health")]
+async fn tenant_health(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+) -> Result<HttpResponse, crate::error::AppError> {
+    let report = crate::health::tenant(&ctx, &slug).await?;
+    Ok(if report.status == "healthy" {
+        HttpResponse::Ok().json(report)
+    } else {
+        HttpResponse::ServiceUnavailable().json(report)
+    })
 }

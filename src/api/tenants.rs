@@ -9,8 +9,12 @@ use super::body::ApiJson;
 use crate::auth::extract::{ApiAdmin, ApiCaller};
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
+use crate::health::{self, TenantDatabaseHealth};
 use crate::telemetry::record_tenant;
-use crate::tenants::{self, NewTenant, StatusChange, Tenant, TenantPage, TenantPatch, TenantQuery, Transition};
+use crate::tenants::bundle::{self, TenantBundle};
+use crate::tenants::{
+    self, NewTenant, StatusChange, Tenant, TenantPage, TenantPatch, TenantQuery, Transition,
+};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(create_tenant)
@@ -23,7 +27,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(cancel_tenant)
         .service(restore_tenant)
         .service(rollback_client_secret)
-        .service(tenant_history);
+        .service(tenant_history)
+        .service(export_tenant)
+        .service(import_tenant)
+        .service(tenant_database_health);
 }
 
 /// Create a tenant.
@@ -42,7 +49,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
     security(("bearer" = []))
 )]
 #[post("/tenant")]
-async fn create_tenant(ctx: web::Data<Context>, caller: ApiAdmin, body: ApiJson<NewTenant>) -> AppResult<HttpResponse> {
+async fn create_tenant(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    body: ApiJson<NewTenant>,
+) -> AppResult<HttpResponse> {
     record_tenant(&body.0.slug);
     let tenant = tenants::create(&ctx, &caller.actor, &body.0).await?;
     Ok(HttpResponse::Created()
@@ -77,7 +88,11 @@ struct ListParams {
     security(("bearer" = []))
 )]
 #[get("/tenant")]
-async fn list_tenants(ctx: web::Data<Context>, caller: ApiCaller, params: web::Query<ListParams>) -> AppResult<HttpResponse> {
+async fn list_tenants(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    params: web::Query<ListParams>,
+) -> AppResult<HttpResponse> {
     caller.principal.require_platform()?;
     let params = params.into_inner();
     let page = tenants::list(
@@ -106,7 +121,11 @@ async fn list_tenants(ctx: web::Data<Context>, caller: ApiCaller, params: web::Q
     security(("bearer" = []))
 )]
 #[get("/tenant/{slug}")]
-async fn get_tenant(ctx: web::Data<Context>, caller: ApiCaller, slug: web::Path<String>) -> AppResult<HttpResponse> {
+async fn get_tenant(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
     caller.principal.require_platform()?;
     record_tenant(&slug);
     Ok(HttpResponse::Ok().json(tenants::get(&ctx, &slug).await?))
@@ -172,12 +191,19 @@ async fn delete_tenant(
 ) -> AppResult<HttpResponse> {
     record_tenant(&slug);
     if params.hard {
-        let reason = params.reason.clone().unwrap_or_else(|| "purged through the API".into());
+        let reason = params
+            .reason
+            .clone()
+            .unwrap_or_else(|| "purged through the API".into());
         tenants::purge(&ctx, &caller.actor, &slug, params.force, &reason).await?;
         return Ok(HttpResponse::NoContent().finish());
     }
-    let reason = params.reason.clone().unwrap_or_else(|| "deleted through the API".into());
-    let tenant = tenants::transition(&ctx, &caller.actor, &slug, Transition::Delete, &reason).await?;
+    let reason = params
+        .reason
+        .clone()
+        .unwrap_or_else(|| "deleted through the API".into());
+    let tenant =
+        tenants::transition(&ctx, &caller.actor, &slug, Transition::Delete, &reason).await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -228,10 +254,30 @@ macro_rules! lifecycle_route {
     };
 }
 
-lifecycle_route!(suspend_tenant, "/tenant/{slug}/suspend", Transition::Suspend, "Suspend a trial or active tenant.");
-lifecycle_route!(reactivate_tenant, "/tenant/{slug}/reactivate", Transition::Reactivate, "Reactivate a suspended tenant.");
-lifecycle_route!(cancel_tenant, "/tenant/{slug}/cancel", Transition::Cancel, "Cancel a tenant: its retention period starts.");
-lifecycle_route!(restore_tenant, "/tenant/{slug}/restore", Transition::Restore, "Restore a canceled or deleted tenant.");
+lifecycle_route!(
+    suspend_tenant,
+    "/tenant/{slug}/suspend",
+    Transition::Suspend,
+    "Suspend a trial or active tenant."
+);
+lifecycle_route!(
+    reactivate_tenant,
+    "/tenant/{slug}/reactivate",
+    Transition::Reactivate,
+    "Reactivate a suspended tenant."
+);
+lifecycle_route!(
+    cancel_tenant,
+    "/tenant/{slug}/cancel",
+    Transition::Cancel,
+    "Cancel a tenant: its retention period starts."
+);
+lifecycle_route!(
+    restore_tenant,
+    "/tenant/{slug}/restore",
+    Transition::Restore,
+    "Restore a canceled or deleted tenant."
+);
 
 /// Roll the OAuth client secret back to the one before the last rotation.
 #[utoipa::path(
@@ -245,7 +291,11 @@ lifecycle_route!(restore_tenant, "/tenant/{slug}/restore", Transition::Restore, 
     security(("bearer" = []))
 )]
 #[post("/tenant/{slug}/client-secret/rollback")]
-async fn rollback_client_secret(ctx: web::Data<Context>, caller: ApiAdmin, slug: web::Path<String>) -> AppResult<HttpResponse> {
+async fn rollback_client_secret(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
     record_tenant(&slug);
     Ok(HttpResponse::Ok().json(tenants::rollback_client_secret(&ctx, &caller.actor, &slug).await?))
 }
@@ -261,9 +311,84 @@ async fn rollback_client_secret(ctx: web::Data<Context>, caller: ApiAdmin, slug:
     security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/history")]
-async fn tenant_history(ctx: web::Data<Context>, caller: ApiCaller, slug: web::Path<String>) -> AppResult<HttpResponse> {
+async fn tenant_history(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
     caller.principal.require_platform()?;
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
     Ok(HttpResponse::Ok().json(tenants::history(&ctx, &tenant).await?))
+}
+
+/// Export a tenant as a self-contained bundle (its record with secrets still sealed, and its
+/// status history), to restore later with `POST /api/v1/tenant/import`.
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "The bundle", body = TenantBundle),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/export")]
+async fn export_tenant(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    let bundle = bundle::export(&ctx, &caller.actor, &slug).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"tenant-{slug}.json\""),
+        ))
+        .json(bundle))
+}
+
+/// Restore a tenant from an export bundle (same id, status and history).
+#[utoipa::path(
+    tag = "tenants",
+    request_body = TenantBundle,
+    responses(
+        (status = 201, description = "Restored", body = Tenant),
+        (status = 409, description = "The slug or id exists", body = ErrorBody),
+        (status = 422, description = "Not a valid bundle, or sealed with a key this server lacks", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenant/import")]
+async fn import_tenant(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    body: ApiJson<TenantBundle>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&body.0.tenant.slug);
+    let tenant = bundle::import(&ctx, &caller.actor, &body.0).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/tenant/{}", tenant.slug)))
+        .json(tenant))
+}
+
+/// Round trip to the tenant's own database (its `db_uri`), with the time it took.
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "connected, unreachable, not_configured or unsupported", body = TenantDatabaseHealth),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/health/database")]
+async fn tenant_database_health(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    Ok(HttpResponse::Ok().json(health::tenant_database(&ctx, &slug).await?))
 }

@@ -2,10 +2,21 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::schema::{admin_users, api_keys, audit_log, sessions, tenant_status_history, tenants};
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, Identifiable)]
+#[derive(
+    Debug,
+    Clone,
+    Queryable,
+    Selectable,
+    Insertable,
+    AsChangeset,
+    Identifiable,
+    Serialize,
+    Deserialize,
+)]
 #[diesel(table_name = tenants, treat_none_as_null = true)]
 pub struct TenantRow {
     pub id: String,
@@ -36,7 +47,7 @@ pub struct TenantRow {
     pub version: i64,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = tenant_status_history)]
 pub struct StatusChangeRow {
     pub id: String,

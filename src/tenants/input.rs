@@ -88,7 +88,11 @@ pub struct TenantPatch {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub scopes: Option<Scopes>,
-    #[serde(default, deserialize_with = "double_option", alias = "db_sqlalchemy_uri")]
+    #[serde(
+        default,
+        deserialize_with = "double_option",
+        alias = "db_sqlalchemy_uri"
+    )]
     #[schema(value_type = Option<String>)]
     pub db_uri: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -153,7 +157,10 @@ impl Checks {
     }
 
     pub fn tier(&mut self, tier: &str) -> Option<Tier> {
-        self.keep(tier.parse::<Tier>().map_err(|m| FieldError::new("tier", "one_of", m)))
+        self.keep(
+            tier.parse::<Tier>()
+                .map_err(|m| FieldError::new("tier", "one_of", m)),
+        )
     }
 
     pub fn contact(&mut self, contact: &Contact) -> Option<Contact> {
@@ -162,7 +169,11 @@ impl Checks {
 
     pub fn metadata(&mut self, metadata: &Map<String, Value>) {
         if serde_json::to_string(metadata).map_or(0, |s| s.len()) > 16 * 1024 {
-            self.push(FieldError::new("metadata", "size", "must be at most 16 KiB of JSON"));
+            self.push(FieldError::new(
+                "metadata",
+                "size",
+                "must be at most 16 KiB of JSON",
+            ));
         }
     }
 
@@ -204,13 +215,20 @@ impl NewTenant {
         let tier = checks.tier(self.tier.as_deref().unwrap_or("free"));
         let trial_days = self.trial_days.unwrap_or(0);
         if !(0..=365).contains(&trial_days) {
-            checks.push(FieldError::new("trial_days", "range", "must be between 0 and 365"));
+            checks.push(FieldError::new(
+                "trial_days",
+                "range",
+                "must be between 0 and 365",
+            ));
         }
         let contact = checks.contact(self.contact.as_ref().unwrap_or(&Contact::default()));
         let metadata = self.metadata.clone().unwrap_or_default();
         checks.metadata(&metadata);
         let issuer = self.oauth_issuer.as_deref().map(|i| checks.issuer(i));
-        let client_id = self.client_id.as_deref().map(|c| checks.text("client_id", c, 255));
+        let client_id = self
+            .client_id
+            .as_deref()
+            .map(|c| checks.text("client_id", c, 255));
         let client_secret = self
             .client_secret
             .as_deref()
@@ -222,10 +240,18 @@ impl NewTenant {
         let db_uri = self.db_uri.as_deref().map(|u| checks.db_uri(u));
         let default_schema = self.default_schema.as_deref().map(|s| checks.schema(s));
         if client_secret.is_some() && self.client_id.is_none() {
-            checks.push(FieldError::new("client_id", "required", "is required when client_secret is set"));
+            checks.push(FieldError::new(
+                "client_id",
+                "required",
+                "is required when client_secret is set",
+            ));
         }
         if self.client_id.is_some() && self.oauth_issuer.is_none() {
-            checks.push(FieldError::new("oauth_issuer", "required", "is required when client_id is set"));
+            checks.push(FieldError::new(
+                "oauth_issuer",
+                "required",
+                "is required when client_id is set",
+            ));
         }
         checks.finish()?;
         Ok(ValidTenant {
@@ -257,10 +283,18 @@ fn check_name(name: &str) -> Result<String, FieldError> {
         return Err(FieldError::new("name", "required", "must not be empty"));
     }
     if name.chars().count() > 200 {
-        return Err(FieldError::new("name", "length", "must be at most 200 characters"));
+        return Err(FieldError::new(
+            "name",
+            "length",
+            "must be at most 200 characters",
+        ));
     }
     if has_control(name) {
-        return Err(FieldError::new("name", "charset", "must not contain control characters"));
+        return Err(FieldError::new(
+            "name",
+            "charset",
+            "must not contain control characters",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -271,10 +305,18 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, FieldE
         return Err(FieldError::new(field, "required", "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(FieldError::new(field, "length", format!("must be at most {max} characters")));
+        return Err(FieldError::new(
+            field,
+            "length",
+            format!("must be at most {max} characters"),
+        ));
     }
     if has_control(value) {
-        return Err(FieldError::new(field, "charset", "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "charset",
+            "must not contain control characters",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -285,27 +327,39 @@ pub fn check_secret(field: &str, value: &str) -> Result<String, FieldError> {
         return Err(FieldError::new(field, "required", "must not be empty"));
     }
     if value.len() > 4096 {
-        return Err(FieldError::new(field, "length", "must be at most 4096 bytes"));
+        return Err(FieldError::new(
+            field,
+            "length",
+            "must be at most 4096 bytes",
+        ));
     }
     Ok(value.to_owned())
 }
 
 fn check_contact(contact: &Contact) -> Result<Contact, FieldError> {
-    let clean = |field: &str, value: &Option<String>, max: usize| -> Result<Option<String>, FieldError> {
-        match value.as_deref().map(str::trim) {
-            None | Some("") => Ok(None),
-            Some(v) => check_text(field, v, max).map(Some),
-        }
-    };
+    let clean =
+        |field: &str, value: &Option<String>, max: usize| -> Result<Option<String>, FieldError> {
+            match value.as_deref().map(str::trim) {
+                None | Some("") => Ok(None),
+                Some(v) => check_text(field, v, max).map(Some),
+            }
+        };
     let email = clean("contact.email", &contact.email, 254)?;
     if let Some(email) = &email {
         let valid = email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
                 && !email.contains(char::is_whitespace)
                 && !domain.contains('@')
         });
         if !valid {
-            return Err(FieldError::new("contact.email", "email", "must be an e-mail address like ops@example.com"));
+            return Err(FieldError::new(
+                "contact.email",
+                "email",
+                "must be an e-mail address like ops@example.com",
+            ));
         }
     }
     Ok(Contact {
@@ -318,19 +372,38 @@ fn check_contact(contact: &Contact) -> Result<Contact, FieldError> {
 fn check_issuer(issuer: &str) -> Result<String, FieldError> {
     let field = "oauth_issuer";
     let issuer = issuer.trim();
-    let url = url::Url::parse(issuer)
-        .map_err(|_| FieldError::new(field, "url", "must be an absolute URL like https://idp.example.com"))?;
+    let url = url::Url::parse(issuer).map_err(|_| {
+        FieldError::new(
+            field,
+            "url",
+            "must be an absolute URL like https://idp.example.com",
+        )
+    })?;
     let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
-        _ => return Err(FieldError::new(field, "https", "must use https (http only for localhost)")),
+        _ => {
+            return Err(FieldError::new(
+                field,
+                "https",
+                "must use https (http only for localhost)",
+            ));
+        }
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(FieldError::new(field, "url", "must not have a query or fragment"));
+        return Err(FieldError::new(
+            field,
+            "url",
+            "must not have a query or fragment",
+        ));
     }
     if issuer.len() > 2048 {
-        return Err(FieldError::new(field, "length", "must be at most 2048 characters"));
+        return Err(FieldError::new(
+            field,
+            "length",
+            "must be at most 2048 characters",
+        ));
     }
     // The issuer is compared exactly at login: keep it as written.
     Ok(issuer.to_owned())
@@ -339,14 +412,24 @@ fn check_issuer(issuer: &str) -> Result<String, FieldError> {
 fn check_scopes(items: &[String]) -> Result<String, FieldError> {
     let field = "scopes";
     if items.is_empty() {
-        return Err(FieldError::new(field, "required", "must list at least `openid`"));
+        return Err(FieldError::new(
+            field,
+            "required",
+            "must list at least `openid`",
+        ));
     }
     for scope in items {
         // RFC 6749 §3.3 scope-token.
         let valid = !scope.is_empty()
-            && scope.chars().all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c));
+            && scope
+                .chars()
+                .all(|c| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c));
         if !valid {
-            return Err(FieldError::new(field, "scope_token", format!("`{scope}` is not a valid scope")));
+            return Err(FieldError::new(
+                field,
+                "scope_token",
+                format!("`{scope}` is not a valid scope"),
+            ));
         }
     }
     if !items.iter().any(|s| s == "openid") {
@@ -364,20 +447,35 @@ fn check_scopes(items: &[String]) -> Result<String, FieldError> {
 fn check_db_uri(uri: &str) -> Result<String, FieldError> {
     let field = "db_uri";
     if uri.len() > 2048 {
-        return Err(FieldError::new(field, "length", "must be at most 2048 characters"));
+        return Err(FieldError::new(
+            field,
+            "length",
+            "must be at most 2048 characters",
+        ));
     }
     // The value is never echoed back: it may hold a password.
-    let parsed = url::Url::parse(uri)
-        .map_err(|_| FieldError::new(field, "url", "must be a database URL like postgresql://user:pass@host:5432/db"))?;
+    let parsed = url::Url::parse(uri).map_err(|_| {
+        FieldError::new(
+            field,
+            "url",
+            "must be a database URL like postgresql://user:pass@host:5432/db",
+        )
+    })?;
     if parsed.cannot_be_a_base() && parsed.scheme() != "sqlite" {
-        return Err(FieldError::new(field, "url", "must be a database URL like postgresql://user:pass@host:5432/db"));
+        return Err(FieldError::new(
+            field,
+            "url",
+            "must be a database URL like postgresql://user:pass@host:5432/db",
+        ));
     }
     Ok(uri.to_owned())
 }
 
 fn check_schema(schema: &str) -> Result<String, FieldError> {
     let mut chars = schema.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && schema.len() <= 63;
     if !valid {

@@ -1,6 +1,7 @@
 //! The tenant registry and its lifecycle. Business rules live here; SQL lives in
 //! [`crate::store::tenants`]; HTTP lives in `api/` and `web/`.
 
+pub mod bundle;
 pub mod input;
 pub mod model;
 
@@ -51,7 +52,12 @@ pub async fn create(ctx: &Context, actor: &Actor, input: &NewTenant) -> AppResul
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 
-async fn insert_valid(ctx: &Context, actor: &Actor, valid: input::ValidTenant, reason: &str) -> AppResult<TenantRow> {
+async fn insert_valid(
+    ctx: &Context,
+    actor: &Actor,
+    valid: input::ValidTenant,
+    reason: &str,
+) -> AppResult<TenantRow> {
     let now = clock::now();
     let id = uuid::Uuid::now_v7().to_string();
     let status = if valid.trial_days > 0 {
@@ -60,7 +66,12 @@ async fn insert_valid(ctx: &Context, actor: &Actor, valid: input::ValidTenant, r
         TenantStatus::Active
     };
     let seal = |value: &Option<String>, field: &str| {
-        value.as_ref().map(|v| (ctx.keyring.seal(v, &secret_context(&id, field)), fingerprint(v)))
+        value.as_ref().map(|v| {
+            (
+                ctx.keyring.seal(v, &secret_context(&id, field)),
+                fingerprint(v),
+            )
+        })
     };
     let client_secret = seal(&valid.oauth.client_secret, "client_secret");
     let db_uri = seal(&valid.db_uri, "db_uri");
@@ -72,7 +83,8 @@ async fn insert_valid(ctx: &Context, actor: &Actor, valid: input::ValidTenant, r
         status: status.to_string(),
         status_reason: Some(reason.to_owned()),
         status_changed_at: now,
-        trial_ends_at: (valid.trial_days > 0).then(|| now + chrono::Duration::days(valid.trial_days)),
+        trial_ends_at: (valid.trial_days > 0)
+            .then(|| now + chrono::Duration::days(valid.trial_days)),
         contact: serde_json::to_string(&valid.contact).map_err(AppError::internal)?,
         metadata: serde_json::Value::Object(valid.metadata).to_string(),
         oauth_issuer: valid.oauth.issuer,
@@ -158,15 +170,27 @@ pub async fn history(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<StatusChan
 /// A page of tenants in slug order, filtered.
 pub async fn list(ctx: &Context, query: &TenantQuery) -> AppResult<TenantPage> {
     let mut checks = Checks::default();
-    let status = query.status.as_deref().filter(|s| !s.is_empty()).and_then(|s| {
-        s.parse::<TenantStatus>()
-            .map_err(|m| checks.push(FieldError::new("status", "one_of", m)))
-            .ok()
-    });
-    let tier = query.tier.as_deref().filter(|s| !s.is_empty()).and_then(|t| checks.tier(t));
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .and_then(|s| {
+            s.parse::<TenantStatus>()
+                .map_err(|m| checks.push(FieldError::new("status", "one_of", m)))
+                .ok()
+        });
+    let tier = query
+        .tier
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .and_then(|t| checks.tier(t));
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        checks.push(FieldError::new("limit", "range", "must be between 1 and 200"));
+        checks.push(FieldError::new(
+            "limit",
+            "range",
+            "must be between 1 and 200",
+        ));
     }
     checks.finish()?;
     let mut conn = ctx.db.conn().await?;
@@ -175,7 +199,12 @@ pub async fn list(ctx: &Context, query: &TenantQuery) -> AppResult<TenantPage> {
         &TenantFilter {
             status: status.map(|s| s.to_string()),
             tier: tier.map(|t| t.to_string()),
-            search: query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned),
+            search: query
+                .q
+                .as_deref()
+                .map(str::trim)
+                .filter(|q| !q.is_empty())
+                .map(str::to_owned),
             after_slug: query.cursor.clone().filter(|c| !c.is_empty()),
             limit: limit + 1,
         },
@@ -187,7 +216,11 @@ pub async fn list(ctx: &Context, query: &TenantQuery) -> AppResult<TenantPage> {
         .take(limit as usize)
         .map(|row| Tenant::from_row(row, ctx.config.retention_days))
         .collect::<AppResult<Vec<_>>>()?;
-    let next_cursor = if more { items.last().map(|t| t.slug.clone()) } else { None };
+    let next_cursor = if more {
+        items.last().map(|t| t.slug.clone())
+    } else {
+        None
+    };
     Ok(TenantPage { items, next_cursor })
 }
 
@@ -199,7 +232,12 @@ pub async fn counts(ctx: &Context) -> AppResult<Vec<(String, String, i64)>> {
 
 /// Applies a PATCH: fields, OAuth settings (a new secret keeps the old one for rollback) and
 /// `is_active` (suspend/reactivate), all in one transaction with one audit record per effect.
-pub async fn update(ctx: &Context, actor: &Actor, slug: &str, patch: &TenantPatch) -> AppResult<Tenant> {
+pub async fn update(
+    ctx: &Context,
+    actor: &Actor,
+    slug: &str,
+    patch: &TenantPatch,
+) -> AppResult<Tenant> {
     let mut checks = Checks::default();
     let name = patch.name.as_deref().map(|n| checks.name(n));
     let tier = patch.tier.as_deref().map(|t| checks.tier(t));
@@ -210,15 +248,30 @@ pub async fn update(ctx: &Context, actor: &Actor, slug: &str, patch: &TenantPatc
     if let Some(metadata) = &patch.metadata {
         checks.metadata(metadata);
     }
-    let issuer = patch.oauth_issuer.as_ref().map(|i| i.as_deref().map(|i| checks.issuer(i)));
-    let client_id = patch.client_id.as_ref().map(|c| c.as_deref().map(|c| checks.text("client_id", c, 255)));
-    let secret = patch
-        .client_secret
+    let issuer = patch
+        .oauth_issuer
         .as_ref()
-        .map(|s| s.as_deref().map(|s| input::check_secret("client_secret", s).map_err(|e| checks.push(e)).ok()));
+        .map(|i| i.as_deref().map(|i| checks.issuer(i)));
+    let client_id = patch
+        .client_id
+        .as_ref()
+        .map(|c| c.as_deref().map(|c| checks.text("client_id", c, 255)));
+    let secret = patch.client_secret.as_ref().map(|s| {
+        s.as_deref().map(|s| {
+            input::check_secret("client_secret", s)
+                .map_err(|e| checks.push(e))
+                .ok()
+        })
+    });
     let scopes = patch.scopes.as_ref().map(|s| checks.scopes(s));
-    let db_uri = patch.db_uri.as_ref().map(|u| u.as_deref().map(|u| checks.db_uri(u)));
-    let schema = patch.default_schema.as_ref().map(|s| s.as_deref().map(|s| checks.schema(s)));
+    let db_uri = patch
+        .db_uri
+        .as_ref()
+        .map(|u| u.as_deref().map(|u| checks.db_uri(u)));
+    let schema = patch
+        .default_schema
+        .as_ref()
+        .map(|s| s.as_deref().map(|s| checks.schema(s)));
     let reason = match &patch.reason {
         Some(r) => checks.text("reason", r, 500),
         None => None,
@@ -305,19 +358,33 @@ pub async fn update(ctx: &Context, actor: &Actor, slug: &str, patch: &TenantPatc
             }
         }
         if row.client_secret.is_some() && row.client_id.is_none() {
-            return Err(AppError::invalid("client_id", "required", "is required when client_secret is set"));
+            return Err(AppError::invalid(
+                "client_id",
+                "required",
+                "is required when client_secret is set",
+            ));
         }
         if row.client_id.is_some() && row.oauth_issuer.is_none() {
-            return Err(AppError::invalid("oauth_issuer", "required", "is required when client_id is set"));
+            return Err(AppError::invalid(
+                "oauth_issuer",
+                "required",
+                "is required when client_id is set",
+            ));
         }
 
         let transition = match patch.is_active {
             Some(false) if status_of(&row)?.is_active() => Some(Transition::Suspend),
-            Some(true) if status_of(&row)? == TenantStatus::Suspended => Some(Transition::Reactivate),
+            Some(true) if status_of(&row)? == TenantStatus::Suspended => {
+                Some(Transition::Reactivate)
+            }
             Some(active) if active != status_of(&row)?.is_active() => {
                 return Err(illegal(
                     &row,
-                    if active { Transition::Reactivate } else { Transition::Suspend },
+                    if active {
+                        Transition::Reactivate
+                    } else {
+                        Transition::Suspend
+                    },
                 ));
             }
             _ => None,
@@ -331,11 +398,19 @@ pub async fn update(ctx: &Context, actor: &Actor, slug: &str, patch: &TenantPatc
             if let Some((from, to)) = &secret_rotated {
                 details["client_secret"] = json!({ "rotated": true, "from": from, "to": to });
             }
-            audit::record(tx, actor, AuditEvent::tenant("tenant.update", &row.id, &row.slug, details)).await?;
+            audit::record(
+                tx,
+                actor,
+                AuditEvent::tenant("tenant.update", &row.id, &row.slug, details),
+            )
+            .await?;
         }
         if let Some(transition) = transition {
             let reason = reason.clone().unwrap_or_else(|| {
-                format!("is_active set to {} by PATCH", transition == Transition::Reactivate)
+                format!(
+                    "is_active set to {} by PATCH",
+                    transition == Transition::Reactivate
+                )
             });
             row = apply_transition(tx, actor, row, transition, &reason).await?;
         }
@@ -367,7 +442,10 @@ pub async fn rollback_client_secret(ctx: &Context, actor: &Actor, slug: &str) ->
             ));
         }
         std::mem::swap(&mut row.client_secret, &mut row.client_secret_previous);
-        std::mem::swap(&mut row.client_secret_fp, &mut row.client_secret_previous_fp);
+        std::mem::swap(
+            &mut row.client_secret_fp,
+            &mut row.client_secret_previous_fp,
+        );
         row.updated_at = clock::now();
         row.version += 1;
         save(tx, &row).await?;
@@ -395,7 +473,8 @@ pub async fn transition(
     transition: Transition,
     reason: &str,
 ) -> AppResult<Tenant> {
-    let reason = input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))?;
+    let reason =
+        input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))?;
     let row = transaction!(ctx.db, |tx| {
         let row = find_in(tx, slug).await?;
         apply_transition(tx, actor, row, transition, &reason).await
@@ -404,13 +483,21 @@ pub async fn transition(
 }
 
 fn status_of(row: &TenantRow) -> AppResult<TenantStatus> {
-    row.status
-        .parse()
-        .map_err(|e| AppError::internal(anyhow::anyhow!("tenant {} has status {}: {e}", row.slug, row.status)))
+    row.status.parse().map_err(|e| {
+        AppError::internal(anyhow::anyhow!(
+            "tenant {} has status {}: {e}",
+            row.slug,
+            row.status
+        ))
+    })
 }
 
 fn illegal(row: &TenantRow, transition: Transition) -> AppError {
-    let allowed: Vec<&str> = transition.allowed_from().iter().map(|s| s.as_str()).collect();
+    let allowed: Vec<&str> = transition
+        .allowed_from()
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
     AppError::conflict(
         "illegal_transition",
         format!(
@@ -430,17 +517,25 @@ async fn apply_transition(
     transition: Transition,
     reason: &str,
 ) -> AppResult<TenantRow> {
-    if row.slug == ADMIN_SLUG && transition != Transition::Reactivate && transition != Transition::Restore {
+    if row.slug == ADMIN_SLUG
+        && transition != Transition::Reactivate
+        && transition != Transition::Restore
+    {
         return Err(AppError::conflict(
             "platform_tenant",
-            format!("the platform's own tenant `{ADMIN_SLUG}` cannot be {}ed", transition.as_str().trim_end_matches('e')),
+            format!(
+                "the platform's own tenant `{ADMIN_SLUG}` cannot be {}ed",
+                transition.as_str().trim_end_matches('e')
+            ),
             json!({ "current_status": row.status }),
         ));
     }
     let from = status_of(&row)?;
     let now = clock::now();
     let in_trial = row.trial_ends_at.is_some_and(|end| end > now);
-    let to = transition.target(from, in_trial).ok_or_else(|| illegal(&row, transition))?;
+    let to = transition
+        .target(from, in_trial)
+        .ok_or_else(|| illegal(&row, transition))?;
     row.status = to.to_string();
     row.status_reason = Some(reason.to_owned());
     row.status_changed_at = now;
@@ -464,8 +559,15 @@ async fn apply_transition(
 
 /// Removes a canceled, deleted or failed tenant for good, once its retention period has passed
 /// (or at once with `force`). The audit log keeps the record of it.
-pub async fn purge(ctx: &Context, actor: &Actor, slug: &str, force: bool, reason: &str) -> AppResult<()> {
-    let reason = input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))?;
+pub async fn purge(
+    ctx: &Context,
+    actor: &Actor,
+    slug: &str,
+    force: bool,
+    reason: &str,
+) -> AppResult<()> {
+    let reason =
+        input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))?;
     let retention_days = ctx.config.retention_days;
     transaction!(ctx.db, |tx| {
         let row = find_in(tx, slug).await?;
@@ -518,7 +620,10 @@ async fn save(tx: &mut Conn, row: &TenantRow) -> AppResult<()> {
     if !store::tenants::update(tx, row).await? {
         return Err(AppError::conflict(
             "concurrent_update",
-            format!("tenant `{}` was changed by someone else meanwhile; retry", row.slug),
+            format!(
+                "tenant `{}` was changed by someone else meanwhile; retry",
+                row.slug
+            ),
             json!({}),
         ));
     }
@@ -574,12 +679,23 @@ pub async fn ensure_admin_tenant(ctx: &Context) -> AppResult<bool> {
                 default_schema: config.default_schema.clone(),
             };
             let valid = request.validate(false).map_err(|err| {
-                AppError::internal(anyhow::anyhow!("admin_tenant configuration is invalid: {err}"))
+                AppError::internal(anyhow::anyhow!(
+                    "admin_tenant configuration is invalid: {err}"
+                ))
             })?;
-            match insert_valid(ctx, &actor, valid, "platform tenant created from configuration").await {
+            match insert_valid(
+                ctx,
+                &actor,
+                valid,
+                "platform tenant created from configuration",
+            )
+            .await
+            {
                 Ok(_) => Ok(true),
                 // Another replica created it first.
-                Err(AppError::Conflict { code: "slug_taken", .. }) => Ok(false),
+                Err(AppError::Conflict {
+                    code: "slug_taken", ..
+                }) => Ok(false),
                 Err(err) => Err(err),
             }
         }
@@ -610,9 +726,13 @@ pub async fn ensure_admin_tenant(ctx: &Context) -> AppResult<bool> {
             if row.default_schema != config.default_schema && config.default_schema.is_some() {
                 patch.default_schema = Some(config.default_schema.clone());
             }
-            update(ctx, &actor, ADMIN_SLUG, &patch).await.map_err(|err| {
-                AppError::internal(anyhow::anyhow!("admin_tenant configuration is invalid: {err}"))
-            })?;
+            update(ctx, &actor, ADMIN_SLUG, &patch)
+                .await
+                .map_err(|err| {
+                    AppError::internal(anyhow::anyhow!(
+                        "admin_tenant configuration is invalid: {err}"
+                    ))
+                })?;
             Ok(false)
         }
     }

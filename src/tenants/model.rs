@@ -15,9 +15,33 @@ use crate::store::models::TenantRow;
 
 /// Slugs the platform keeps for itself (host names, paths and the platform's own tenant).
 pub const RESERVED_SLUGS: &[&str] = &[
-    "admin", "api", "app", "assets", "auth", "billing", "docs", "health", "help", "internal", "login",
-    "logout", "mail", "metrics", "new", "null", "oauth", "portal", "public", "root", "static", "status",
-    "support", "system", "tenantry", "undefined", "www",
+    "admin",
+    "api",
+    "app",
+    "assets",
+    "auth",
+    "billing",
+    "docs",
+    "health",
+    "help",
+    "internal",
+    "login",
+    "logout",
+    "mail",
+    "metrics",
+    "new",
+    "null",
+    "oauth",
+    "portal",
+    "public",
+    "root",
+    "static",
+    "status",
+    "support",
+    "system",
+    "tenantry",
+    "undefined",
+    "www",
 ];
 
 /// The slug of the platform's own tenant.
@@ -36,8 +60,14 @@ impl TenantSlug {
         if !(3..=63).contains(&len) {
             return err("length", "must be 3 to 63 characters long");
         }
-        if !input.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return err("charset", "may contain only lowercase letters a-z, digits 0-9 and hyphens");
+        if !input
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return err(
+                "charset",
+                "may contain only lowercase letters a-z, digits 0-9 and hyphens",
+            );
         }
         if input.starts_with('-') || input.ends_with('-') {
             return err("hyphen_edge", "must not start or end with a hyphen");
@@ -124,7 +154,10 @@ impl TenantStatus {
 
     /// States from which a tenant may be purged (once its retention period has passed).
     pub fn is_purgeable(self) -> bool {
-        matches!(self, TenantStatus::Canceled | TenantStatus::Deleted | TenantStatus::Failed)
+        matches!(
+            self,
+            TenantStatus::Canceled | TenantStatus::Deleted | TenantStatus::Failed
+        )
     }
 }
 
@@ -236,16 +269,24 @@ pub struct Tenant {
 
 impl Tenant {
     pub fn from_row(row: &TenantRow, retention_days: u32) -> Result<Self, AppError> {
-        let status: TenantStatus = row
-            .status
-            .parse()
-            .map_err(|e| AppError::internal(anyhow::anyhow!("tenant {} has status {}: {e}", row.slug, row.status)))?;
-        let tier: Tier = row
-            .tier
-            .parse()
-            .map_err(|e| AppError::internal(anyhow::anyhow!("tenant {} has tier {}: {e}", row.slug, row.tier)))?;
+        let status: TenantStatus = row.status.parse().map_err(|e| {
+            AppError::internal(anyhow::anyhow!(
+                "tenant {} has status {}: {e}",
+                row.slug,
+                row.status
+            ))
+        })?;
+        let tier: Tier = row.tier.parse().map_err(|e| {
+            AppError::internal(anyhow::anyhow!(
+                "tenant {} has tier {}: {e}",
+                row.slug,
+                row.tier
+            ))
+        })?;
         let retention_ends_at = matches!(status, TenantStatus::Canceled | TenantStatus::Deleted)
-            .then(|| clock::to_utc(row.status_changed_at) + chrono::Duration::days(retention_days.into()));
+            .then(|| {
+                clock::to_utc(row.status_changed_at) + chrono::Duration::days(retention_days.into())
+            });
         Ok(Tenant {
             id: row.id.clone(),
             slug: row.slug.clone(),
@@ -262,7 +303,10 @@ impl Tenant {
             oauth_issuer: row.oauth_issuer.clone(),
             client_id: row.client_id.clone(),
             client_secret: SecretStatus::of(&row.client_secret, &row.client_secret_fp),
-            client_secret_previous: SecretStatus::of(&row.client_secret_previous, &row.client_secret_previous_fp),
+            client_secret_previous: SecretStatus::of(
+                &row.client_secret_previous,
+                &row.client_secret_previous_fp,
+            ),
             scopes: split_scopes(&row.scopes),
             db_uri: SecretStatus::of(&row.db_uri, &row.db_uri_fp),
             default_schema: row.default_schema.clone(),

@@ -1,0 +1,156 @@
+//! Export and import of one tenant as a self-contained bundle: its registry record (secrets stay
+//! sealed, as stored) and its status history. A bundle restores the tenant on the same platform, or
+//! on another one that has loaded the master key named in the bundle — including after a purge.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::{Tenant, TenantSlug, TenantStatus, Tier, secret_context};
+use crate::audit::{self, Actor, AuditEvent};
+use crate::context::Context;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::models::{StatusChangeRow, TenantRow};
+use crate::{store, transaction};
+
+pub const BUNDLE_FORMAT: &str = "tenantry.tenant-bundle/v1";
+
+/// One tenant, as exported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantBundle {
+    /// Always `tenantry.tenant-bundle/v1`.
+    pub format: String,
+    pub exported_at: DateTime<Utc>,
+    /// The registry record; secret columns hold sealed values (`tsk1:<key id>:…`).
+    #[schema(value_type = Object)]
+    pub tenant: TenantRow,
+    #[schema(value_type = Vec<Object>)]
+    pub status_history: Vec<StatusChangeRow>,
+}
+
+/// Builds the bundle of a tenant; the export itself is audited (it carries sealed secrets).
+pub async fn export(ctx: &Context, actor: &Actor, slug: &str) -> AppResult<TenantBundle> {
+    transaction!(ctx.db, |tx| {
+        let tenant = store::tenants::find_by_slug(tx, slug)
+            .await?
+            .ok_or_else(|| AppError::not_found("tenant", slug))?;
+        let mut status_history = store::tenants::status_history(tx, &tenant.id).await?;
+        status_history.reverse();
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::tenant(
+                "tenant.export",
+                &tenant.id,
+                &tenant.slug,
+                json!({ "history": status_history.len() }),
+            ),
+        )
+        .await?;
+        Ok(TenantBundle {
+            format: BUNDLE_FORMAT.into(),
+            exported_at: Utc::now(),
+            tenant,
+            status_history,
+        })
+    })
+}
+
+/// Recreates a tenant from its bundle, with its id, status and history.
+pub async fn import(ctx: &Context, actor: &Actor, bundle: &TenantBundle) -> AppResult<Tenant> {
+    let mut errors = Vec::new();
+    if bundle.format != BUNDLE_FORMAT {
+        errors.push(FieldError::new(
+            "format",
+            "one_of",
+            format!("must be `{BUNDLE_FORMAT}`"),
+        ));
+    }
+    let row = &bundle.tenant;
+    if let Err(mut e) = TenantSlug::parse(&row.slug, true) {
+        e.field = "tenant.slug".into();
+        errors.push(e);
+    }
+    if row.tier.parse::<Tier>().is_err() {
+        errors.push(FieldError::new(
+            "tenant.tier",
+            "one_of",
+            "is not a known tier",
+        ));
+    }
+    if row.status.parse::<TenantStatus>().is_err() {
+        errors.push(FieldError::new(
+            "tenant.status",
+            "one_of",
+            "is not a known status",
+        ));
+    }
+    if uuid::Uuid::parse_str(&row.id).is_err() {
+        errors.push(FieldError::new("tenant.id", "uuid", "must be a UUID"));
+    }
+    for (field, sealed, place) in [
+        ("tenant.client_secret", &row.client_secret, "client_secret"),
+        (
+            "tenant.client_secret_previous",
+            &row.client_secret_previous,
+            "client_secret",
+        ),
+        ("tenant.db_uri", &row.db_uri, "db_uri"),
+    ] {
+        if let Some(sealed) = sealed
+            && ctx
+                .keyring
+                .open(sealed, &secret_context(&row.id, place))
+                .is_err()
+        {
+            let kid = sealed.split(':').nth(1).unwrap_or("?");
+            errors.push(FieldError::new(
+                field,
+                "sealed_key",
+                format!("is sealed with master key {kid}, which this server has not loaded (or the value was altered)"),
+            ));
+        }
+    }
+    if bundle.status_history.iter().any(|h| h.tenant_id != row.id) {
+        errors.push(FieldError::new(
+            "status_history",
+            "tenant_id",
+            "belongs to another tenant",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    transaction!(ctx.db, |tx| {
+        store::tenants::insert(tx, row).await.map_err(|err| {
+            store::unique_violation(err, || {
+                AppError::conflict(
+                    "slug_taken",
+                    format!(
+                        "a tenant with slug `{}` or id `{}` already exists",
+                        row.slug, row.id
+                    ),
+                    json!({ "field": "slug", "slug": row.slug }),
+                )
+            })
+        })?;
+        for change in &bundle.status_history {
+            store::tenants::insert_status_change(tx, change).await?;
+        }
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::tenant(
+                "tenant.import",
+                &row.id,
+                &row.slug,
+                json!({ "status": row.status, "exported_at": bundle.exported_at, "history": bundle.status_history.len() }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })?;
+    Tenant::from_row(row, ctx.config.retention_days)
+}
