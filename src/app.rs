@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Instant;
 
-use actix_web::dev::{Service as _, ServerHandle};
+use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpMessage as _, HttpServer, web};
@@ -50,11 +50,13 @@ pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
 
 /// Connects to the database (without start-up tasks) with a given keyring.
 pub async fn open_with_keyring(config: Config, keyring: Keyring) -> anyhow::Result<Context> {
-    if crate::store::sqlite_path(&config.database_url()).is_some() && config.database_url.is_none() {
+    if crate::store::sqlite_path(&config.database_url()).is_some() && config.database_url.is_none()
+    {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    let db = Db::connect_without_migrations(&config.database_url(), config.database_pool_size).await?;
+    let db =
+        Db::connect_without_migrations(&config.database_url(), config.database_pool_size).await?;
     Ok(Context::new(db, keyring, config))
 }
 
@@ -149,7 +151,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &report.keyring.loose_permissions {
-        tracing::warn!("master key file {} is readable by other users; chmod 600 it", path.display());
+        tracing::warn!(
+            "master key file {} is readable by other users; chmod 600 it",
+            path.display()
+        );
     }
     for migration in &report.migrations {
         tracing::info!(migration = %migration, "applied migration");

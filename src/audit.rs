@@ -179,13 +179,25 @@ pub async fn verify(db: &Db) -> AppResult<VerifyReport> {
         for row in page {
             let checked = expected_seq - 1;
             if row.seq != expected_seq {
-                return Ok(broken(expected_seq, format!("record {expected_seq} is missing"), checked));
+                return Ok(broken(
+                    expected_seq,
+                    format!("record {expected_seq} is missing"),
+                    checked,
+                ));
             }
             if row.prev_hash != prev_hash {
-                return Ok(broken(row.seq, format!("record {} does not link to record {}", row.seq, row.seq - 1), checked));
+                return Ok(broken(
+                    row.seq,
+                    format!("record {} does not link to record {}", row.seq, row.seq - 1),
+                    checked,
+                ));
             }
             if chain_hash(&row) != row.hash {
-                return Ok(broken(row.seq, format!("record {} was changed after it was written", row.seq), checked));
+                return Ok(broken(
+                    row.seq,
+                    format!("record {} was changed after it was written", row.seq),
+                    checked,
+                ));
             }
             prev_hash = row.hash;
             expected_seq += 1;
@@ -195,7 +207,9 @@ pub async fn verify(db: &Db) -> AppResult<VerifyReport> {
     if records != head_seq || prev_hash != head_hash {
         return Ok(broken(
             records + 1,
-            format!("the chain ends at record {records} but its head says {head_seq}: records were removed"),
+            format!(
+                "the chain ends at record {records} but its head says {head_seq}: records were removed"
+            ),
             records,
         ));
     }
@@ -243,7 +257,15 @@ pub async fn list(db: &Db, query: &AuditQuery) -> AppResult<AuditPage> {
     )
     .await?;
     let more = rows.len() as i64 > limit;
-    let items: Vec<AuditRecord> = rows.into_iter().take(limit as usize).map(AuditRecord::from).collect();
-    let next_before = if more { items.last().map(|r| r.seq) } else { None };
+    let items: Vec<AuditRecord> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(AuditRecord::from)
+        .collect();
+    let next_before = if more {
+        items.last().map(|r| r.seq)
+    } else {
+        None
+    };
     Ok(AuditPage { items, next_before })
 }

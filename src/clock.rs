@@ -13,5 +13,6 @@ pub fn to_utc(at: NaiveDateTime) -> DateTime<Utc> {
 
 /// RFC 3339 with microseconds, the form hashed into the audit chain.
 pub fn rfc3339(at: NaiveDateTime) -> String {
-    at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    at.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

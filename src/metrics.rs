@@ -1,7 +1,9 @@
 //! Prometheus metrics. Request counters are updated by the HTTP middleware; tenant gauges are
 //! read from the database when `/metrics` is scraped (one indexed GROUP BY, not a scan per tenant).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -14,13 +16,21 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("tenantry_http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "tenantry_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("metric definition");
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("tenantry_http_request_duration_seconds", "HTTP request latency by route")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "tenantry_http_request_duration_seconds",
+                "HTTP request latency by route",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["route", "method"],
         )
         .expect("metric definition");
@@ -29,9 +39,15 @@ impl Metrics {
             &["status", "tier"],
         )
         .expect("metric definition");
-        registry.register(Box::new(http_requests.clone())).expect("register");
-        registry.register(Box::new(http_duration.clone())).expect("register");
-        registry.register(Box::new(tenants.clone())).expect("register");
+        registry
+            .register(Box::new(http_requests.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(http_duration.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(tenants.clone()))
+            .expect("register");
         Self {
             registry,
             http_requests,
@@ -49,7 +65,9 @@ impl Metrics {
                     .iter()
                     .find(|(s, t, _)| s == status.as_str() && t == tier.as_str())
                     .map_or(0, |c| c.2);
-                self.tenants.with_label_values(&[status.as_str(), tier.as_str()]).set(n);
+                self.tenants
+                    .with_label_values(&[status.as_str(), tier.as_str()])
+                    .set(n);
             }
         }
     }

@@ -59,9 +59,9 @@ impl MasterKey {
         let bytes = STANDARD
             .decode(text.trim())
             .map_err(|_| anyhow::anyhow!("a master key must be base64"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("a master key must be 32 bytes (base64 of 32 random bytes)"))?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+            anyhow::anyhow!("a master key must be 32 bytes (base64 of 32 random bytes)")
+        })?;
         Ok(Self::from_bytes(bytes))
     }
 
@@ -133,7 +133,11 @@ impl Keyring {
         }
         let path = match &config.master_key_file {
             Some(path) => {
-                anyhow::ensure!(path.is_file(), "master key file {} does not exist", path.display());
+                anyhow::ensure!(
+                    path.is_file(),
+                    "master key file {} does not exist",
+                    path.display()
+                );
                 path.clone()
             }
             None => {
@@ -179,14 +183,21 @@ impl Keyring {
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&ciphertext);
-        format!("{PREFIX}:{}:{}", self.primary.id, URL_SAFE_NO_PAD.encode(blob))
+        format!(
+            "{PREFIX}:{}:{}",
+            self.primary.id,
+            URL_SAFE_NO_PAD.encode(blob)
+        )
     }
 
     /// Opens a value sealed by [`Keyring::seal`] for the same `context`.
     pub fn open(&self, sealed: &str, context: &str) -> AppResult<String> {
         let mut parts = sealed.splitn(3, ':');
-        let (Some(PREFIX), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(AppError::internal(anyhow::anyhow!("a sealed value at {context} is malformed")));
+        let (Some(PREFIX), Some(kid), Some(body)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "a sealed value at {context} is malformed"
+            )));
         };
         let key = std::iter::once(&self.primary)
             .chain(&self.others)
@@ -196,11 +207,13 @@ impl Keyring {
                     "the secret at {context} is sealed with master key {kid}, which is not loaded"
                 ))
             })?;
-        let blob = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| AppError::internal(anyhow::anyhow!("a sealed value at {context} is malformed")))?;
+        let blob = URL_SAFE_NO_PAD.decode(body).map_err(|_| {
+            AppError::internal(anyhow::anyhow!("a sealed value at {context} is malformed"))
+        })?;
         if blob.len() <= 12 {
-            return Err(AppError::internal(anyhow::anyhow!("a sealed value at {context} is truncated")));
+            return Err(AppError::internal(anyhow::anyhow!(
+                "a sealed value at {context} is truncated"
+            )));
         }
         let (nonce, ciphertext) = blob.split_at(12);
         let plaintext = key
@@ -217,8 +230,9 @@ impl Keyring {
                     "the secret at {context} does not open with master key {kid} (tampered or misplaced)"
                 ))
             })?;
-        String::from_utf8(plaintext)
-            .map_err(|_| AppError::internal(anyhow::anyhow!("the secret at {context} is not UTF-8")))
+        String::from_utf8(plaintext).map_err(|_| {
+            AppError::internal(anyhow::anyhow!("the secret at {context} is not UTF-8"))
+        })
     }
 
     /// A copy of this ring with `primary` sealing and every current key still opening.
@@ -236,10 +250,18 @@ impl Keyring {
 /// Keys left beside the key file by a rotation (`.next` while it runs, `.retired-<id>` after): they
 /// open values sealed before a rotation, or by one interrupted between commit and file rename.
 fn companion_keys(path: &Path) -> anyhow::Result<Vec<MasterKey>> {
-    let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()).or(Some(Path::new("."))) else {
+    let Some(dir) = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .or(Some(Path::new(".")))
+    else {
         return Ok(Vec::new());
     };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
     let mut keys = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;

@@ -42,7 +42,14 @@ async fn concurrent_changes_all_land_and_the_audit_chain_stays_intact(backend: B
         let url = app.url("/api/v1/tenant/contended/suspend");
         let token = app.token.clone();
         suspends.push(tokio::spawn(async move {
-            client.post(url).bearer_auth(token).json(&json!({ "reason": "race" })).send().await.unwrap().status()
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({ "reason": "race" }))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     for task in tasks {
@@ -52,8 +59,17 @@ async fn concurrent_changes_all_land_and_the_audit_chain_stays_intact(backend: B
     for task in suspends {
         outcomes.push(task.await.unwrap());
     }
-    assert_eq!(outcomes.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{outcomes:?}");
-    assert!(outcomes.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT), "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{outcomes:?}"
+    );
 
     let (_, page) = app.get("/api/v1/tenant?q=tenant-&limit=100").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 24);
@@ -80,19 +96,30 @@ struct IntPragma {
 async fn sqlite_runs_in_wal_mode_with_foreign_keys_and_a_busy_timeout() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut conn = app.ctx.db.conn().await.unwrap();
-    let Pooled::Sqlite(c) = conn.pooled() else { panic!("sqlite") };
-    let mode: Vec<Pragma> = diesel::sql_query("PRAGMA journal_mode").load(&mut **c).await.unwrap();
+    let Pooled::Sqlite(c) = conn.pooled() else {
+        panic!("sqlite")
+    };
+    let mode: Vec<Pragma> = diesel::sql_query("PRAGMA journal_mode")
+        .load(&mut **c)
+        .await
+        .unwrap();
     assert_eq!(mode[0].journal_mode, "wal");
-    let fk: Vec<IntPragma> = diesel::sql_query("SELECT foreign_keys AS value FROM pragma_foreign_keys")
-        .load(&mut **c)
-        .await
-        .unwrap();
+    let fk: Vec<IntPragma> =
+        diesel::sql_query("SELECT foreign_keys AS value FROM pragma_foreign_keys")
+            .load(&mut **c)
+            .await
+            .unwrap();
     assert_eq!(fk[0].value, 1);
-    let timeout: Vec<IntPragma> = diesel::sql_query("SELECT timeout AS value FROM pragma_busy_timeout")
-        .load(&mut **c)
-        .await
-        .unwrap();
-    assert!(timeout[0].value >= 5000, "busy timeout {}", timeout[0].value);
+    let timeout: Vec<IntPragma> =
+        diesel::sql_query("SELECT timeout AS value FROM pragma_busy_timeout")
+            .load(&mut **c)
+            .await
+            .unwrap();
+    assert!(
+        timeout[0].value >= 5000,
+        "busy timeout {}",
+        timeout[0].value
+    );
     drop(conn);
     app.stop().await;
 }
@@ -110,14 +137,30 @@ async fn json_logs_carry_the_request_id_and_the_tenant_of_each_request() {
             .args(args);
         cmd
     };
-    let out = run(&["admin", "token", "create", "--name", "logs", "--output", "json"]).output().unwrap();
+    let out = run(&[
+        "admin", "token", "create", "--name", "logs", "--output", "json",
+    ])
+    .output()
+    .unwrap();
     assert!(out.status.success());
     let token: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
 
-    let mut child = run(&["serve", "--bind", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = run(&["serve", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = stdout.next().unwrap().unwrap().split("listening on ").nth(1).unwrap().trim().to_owned();
+    let base = stdout
+        .next()
+        .unwrap()
+        .unwrap()
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{base}/api/v1/tenant"))
@@ -126,10 +169,20 @@ async fn json_logs_carry_the_request_id_and_the_tenant_of_each_request() {
         .send()
         .await
         .unwrap();
-    let request_id = created.headers()["x-request-id"].to_str().unwrap().to_owned();
-    client.get(format!("{base}/api/v1/tenant/acme")).bearer_auth(&token).send().await.unwrap();
+    let request_id = created.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    client
+        .get(format!("{base}/api/v1/tenant/acme"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<serde_json::Value> = stderr
@@ -144,7 +197,10 @@ async fn json_logs_carry_the_request_id_and_the_tenant_of_each_request() {
     assert_eq!(request["span"]["http.route"], "/api/v1/tenant");
     assert_eq!(request["span"]["http.status_code"], 201);
     assert!(
-        lines.iter().any(|l| l["span"]["http.route"] == "/api/v1/tenant/{slug}" && l["span"]["tenant"] == "acme"),
+        lines
+            .iter()
+            .any(|l| l["span"]["http.route"] == "/api/v1/tenant/{slug}"
+                && l["span"]["tenant"] == "acme"),
         "{stderr}"
     );
 }

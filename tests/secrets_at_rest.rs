@@ -50,11 +50,20 @@ struct RowText {
 async fn postgres_contents(url: &str) -> String {
     let mut conn = AsyncPgConnection::establish(url).await.expect("connect");
     let mut all = String::new();
-    for table in ["tenants", "tenant_status_history", "audit_log", "audit_head", "admin_users", "api_keys", "sessions"] {
-        let rows: Vec<RowText> = diesel::sql_query(format!("SELECT CAST(t AS TEXT) AS row FROM {table} t"))
-            .load(&mut conn)
-            .await
-            .expect("dump table");
+    for table in [
+        "tenants",
+        "tenant_status_history",
+        "audit_log",
+        "audit_head",
+        "admin_users",
+        "api_keys",
+        "sessions",
+    ] {
+        let rows: Vec<RowText> =
+            diesel::sql_query(format!("SELECT CAST(t AS TEXT) AS row FROM {table} t"))
+                .load(&mut conn)
+                .await
+                .expect("dump table");
         for r in rows {
             all.push_str(&r.row);
             all.push('\n');
@@ -68,10 +77,16 @@ async fn no_plaintext_secret_in_the_database_or_any_log_line(backend: Backend) {
     let database = TestDatabase::create(backend, dir.path()).await;
 
     let output = tenantry(dir.path(), &database.url)
-        .args(["admin", "token", "create", "--name", "probe", "--output", "json"])
+        .args([
+            "admin", "token", "create", "--name", "probe", "--output", "json",
+        ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let token: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
     let token_secret = token.rsplit('_').next().unwrap().to_owned();
@@ -87,9 +102,18 @@ async fn no_plaintext_secret_in_the_database_or_any_log_line(backend: Backend) {
     let stdout = child.stdout.take().unwrap();
     let server = Server(child);
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("serve prints where it listens").unwrap();
-    let base = first.split("listening on ").nth(1).expect("listening line").trim().to_owned();
-    let stdout_rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let first = lines
+        .next()
+        .expect("serve prints where it listens")
+        .unwrap();
+    let base = first
+        .split("listening on ")
+        .nth(1)
+        .expect("listening line")
+        .trim()
+        .to_owned();
+    let stdout_rest =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
 
     let client = reqwest::Client::new();
     let created = client
@@ -126,17 +150,27 @@ async fn no_plaintext_secret_in_the_database_or_any_log_line(backend: Backend) {
     let refused_body = refused.text().await.unwrap();
     let login = client
         .post(format!("{base}/login"))
-        .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("csrf", "x")])
+        .form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("csrf", "x"),
+        ])
         .send()
         .await
         .unwrap();
-    assert!(login.status().is_client_error(), "a login without the CSRF cookie is refused");
+    assert!(
+        login.status().is_client_error(),
+        "a login without the CSRF cookie is refused"
+    );
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(server);
     let stdout = stdout_rest.join().unwrap();
     let logs = std::fs::read_to_string(&log_path).unwrap();
-    assert!(logs.contains("DEBUG") || logs.contains("INFO"), "the server did log: {logs}");
+    assert!(
+        logs.contains("DEBUG") || logs.contains("INFO"),
+        "the server did log: {logs}"
+    );
 
     let database_contents = match backend {
         Backend::Sqlite => {
@@ -150,13 +184,28 @@ async fn no_plaintext_secret_in_the_database_or_any_log_line(backend: Backend) {
         }
         Backend::Postgres => postgres_contents(&database.url).await,
     };
-    assert!(database_contents.contains("acme"), "the database was searched");
+    assert!(
+        database_contents.contains("acme"),
+        "the database was searched"
+    );
 
-    for secret in [CLIENT_SECRET, ROTATED_SECRET, DB_PASSWORD, ADMIN_PASSWORD, token_secret.as_str()] {
-        assert!(!database_contents.contains(secret), "{secret} is in the database");
+    for secret in [
+        CLIENT_SECRET,
+        ROTATED_SECRET,
+        DB_PASSWORD,
+        ADMIN_PASSWORD,
+        token_secret.as_str(),
+    ] {
+        assert!(
+            !database_contents.contains(secret),
+            "{secret} is in the database"
+        );
         assert!(!logs.contains(secret), "{secret} is in the logs");
         assert!(!stdout.contains(secret), "{secret} is on stdout");
-        assert!(!body.contains(secret) && !refused_body.contains(secret), "{secret} is in a response");
+        assert!(
+            !body.contains(secret) && !refused_body.contains(secret),
+            "{secret} is in a response"
+        );
     }
     database.drop_database().await;
 }

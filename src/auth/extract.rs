@@ -45,7 +45,10 @@ pub async fn authenticate(
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(|t| t.trim().to_owned());
         if let (Some(token), Some(ctx)) = (token, req.app_data::<web::Data<Context>>().cloned()) {
             match super::authenticate_token(&ctx, &token).await {
@@ -66,10 +69,14 @@ impl FromRequest for ApiCaller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let principal = req.extensions().get::<Principal>().cloned();
-        ready(principal.ok_or(AppError::Unauthorized).map(|principal| ApiCaller {
-            actor: actor_for(req, &principal.name),
-            principal,
-        }))
+        ready(
+            principal
+                .ok_or(AppError::Unauthorized)
+                .map(|principal| ApiCaller {
+                    actor: actor_for(req, &principal.name),
+                    principal,
+                }),
+        )
     }
 }
 

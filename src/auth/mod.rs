@@ -6,8 +6,8 @@
 
 pub mod extract;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use rand::distributions::Alphanumeric;
@@ -21,8 +21,8 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::store::models::{AdminUserRow, ApiKeyRow, SessionRow};
 use crate::store;
+use crate::store::models::{AdminUserRow, ApiKeyRow, SessionRow};
 use crate::transaction;
 
 /// The bootstrap administrator's user name.
@@ -106,10 +106,18 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 /// Checks the rules an administrator password must follow.
 pub fn check_password(password: &str) -> Result<(), FieldError> {
     if password.chars().count() < 12 {
-        return Err(FieldError::new("password", "length", "must be at least 12 characters long"));
+        return Err(FieldError::new(
+            "password",
+            "length",
+            "must be at least 12 characters long",
+        ));
     }
     if password.len() > 1024 {
-        return Err(FieldError::new("password", "length", "must be at most 1024 bytes"));
+        return Err(FieldError::new(
+            "password",
+            "length",
+            "must be at most 1024 bytes",
+        ));
     }
     Ok(())
 }
@@ -124,7 +132,11 @@ fn hash_password(password: &str) -> AppResult<String> {
 
 fn password_matches(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -144,7 +156,12 @@ pub async fn set_admin_password(ctx: &Context, actor: &Actor, password: &str) ->
             },
         )
         .await?;
-        audit::record(tx, actor, AuditEvent::platform("admin.password_set", json!({ "username": BOOTSTRAP_ADMIN }))).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform("admin.password_set", json!({ "username": BOOTSTRAP_ADMIN })),
+        )
+        .await?;
         Ok(())
     })
 }
@@ -168,11 +185,15 @@ pub async fn ensure_bootstrap_admin(ctx: &Context) -> AppResult<BootstrapAdmin> 
         store::admin::find_admin(&mut conn, BOOTSTRAP_ADMIN).await?
     };
     if let Some(password) = &ctx.config.bootstrap_admin_password {
-        let unchanged = existing.as_ref().is_some_and(|row| password_matches(password, &row.password_hash));
+        let unchanged = existing
+            .as_ref()
+            .is_some_and(|row| password_matches(password, &row.password_hash));
         if !unchanged {
-            set_admin_password(ctx, &Actor::system(), password).await.map_err(|err| {
-                AppError::internal(anyhow::anyhow!("TENANTRY_BOOTSTRAP_ADMIN_PASSWORD: {err}"))
-            })?;
+            set_admin_password(ctx, &Actor::system(), password)
+                .await
+                .map_err(|err| {
+                    AppError::internal(anyhow::anyhow!("TENANTRY_BOOTSTRAP_ADMIN_PASSWORD: {err}"))
+                })?;
         }
         return Ok(BootstrapAdmin::FromConfig);
     }
@@ -199,16 +220,25 @@ pub async fn ensure_bootstrap_admin(ctx: &Context) -> AppResult<BootstrapAdmin> 
 }
 
 /// Checks a portal login. Always spends one argon2 verification, known user or not.
-pub async fn verify_admin_login(ctx: &Context, username: &str, password: &str) -> AppResult<Option<Principal>> {
+pub async fn verify_admin_login(
+    ctx: &Context,
+    username: &str,
+    password: &str,
+) -> AppResult<Option<Principal>> {
     let row = {
         let mut conn = ctx.db.conn().await?;
         store::admin::find_admin(&mut conn, username).await?
     };
-    let hash = row.as_ref().map(|r| r.password_hash.clone()).unwrap_or_else(|| {
-        // A fixed, valid hash of a random password, so an unknown user costs as much as a known one.
-        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        DUMMY.get_or_init(|| hash_password(&random_string(24)).unwrap_or_default()).clone()
-    });
+    let hash = row
+        .as_ref()
+        .map(|r| r.password_hash.clone())
+        .unwrap_or_else(|| {
+            // A fixed, valid hash of a random password, so an unknown user costs as much as a known one.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            DUMMY
+                .get_or_init(|| hash_password(&random_string(24)).unwrap_or_default())
+                .clone()
+        });
     let password = password.to_owned();
     let ok = tokio::task::spawn_blocking(move || password_matches(&password, &hash))
         .await
@@ -269,9 +299,14 @@ pub async fn create_platform_token(
     role: Role,
     expires_in_days: Option<u32>,
 ) -> AppResult<NewApiToken> {
-    let name = crate::tenants::input::check_text("name", name, 100).map_err(|e| AppError::Validation(vec![e]))?;
+    let name = crate::tenants::input::check_text("name", name, 100)
+        .map_err(|e| AppError::Validation(vec![e]))?;
     if expires_in_days == Some(0) {
-        return Err(AppError::invalid("expires_in_days", "range", "must be at least 1"));
+        return Err(AppError::invalid(
+            "expires_in_days",
+            "range",
+            "must be at least 1",
+        ));
     }
     let prefix = random_string(8).to_lowercase();
     let secret = random_string(32);
@@ -294,7 +329,9 @@ pub async fn create_platform_token(
         if store::admin::platform_key_name_taken(tx, &name).await? {
             return Err(AppError::conflict(
                 "name_taken",
-                format!("a live token named `{name}` already exists; revoke it or pick another name"),
+                format!(
+                    "a live token named `{name}` already exists; revoke it or pick another name"
+                ),
                 json!({ "field": "name" }),
             ));
         }
@@ -323,7 +360,11 @@ pub async fn list_platform_tokens(ctx: &Context) -> AppResult<Vec<ApiTokenInfo>>
 }
 
 /// Revokes a platform token by id or name.
-pub async fn revoke_platform_token(ctx: &Context, actor: &Actor, id_or_name: &str) -> AppResult<ApiTokenInfo> {
+pub async fn revoke_platform_token(
+    ctx: &Context,
+    actor: &Actor,
+    id_or_name: &str,
+) -> AppResult<ApiTokenInfo> {
     let now = clock::now();
     let row = transaction!(ctx.db, |tx| {
         let row = store::admin::revoke_platform_key(tx, id_or_name, now)
@@ -332,7 +373,10 @@ pub async fn revoke_platform_token(ctx: &Context, actor: &Actor, id_or_name: &st
         audit::record(
             tx,
             actor,
-            AuditEvent::platform("admin.token_revoke", json!({ "id": row.id, "name": row.name, "prefix": row.prefix })),
+            AuditEvent::platform(
+                "admin.token_revoke",
+                json!({ "id": row.id, "name": row.name, "prefix": row.prefix }),
+            ),
         )
         .await?;
         Ok(row)
@@ -344,7 +388,10 @@ pub async fn revoke_platform_token(ctx: &Context, actor: &Actor, id_or_name: &st
 
 /// Resolves a bearer token to its principal; `None` for anything not a live token.
 pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
-    let Some((prefix, secret)) = token.strip_prefix("tny_").and_then(|rest| rest.split_once('_')) else {
+    let Some((prefix, secret)) = token
+        .strip_prefix("tny_")
+        .and_then(|rest| rest.split_once('_'))
+    else {
         return Ok(None);
     };
     if prefix.len() != 8 || secret.len() != 32 {
@@ -366,7 +413,10 @@ pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<
         return Ok(None);
     };
     // Last-used time, at most once a minute per key: not a write on every request.
-    if row.last_used_at.is_none_or(|at| now - at > chrono::Duration::minutes(1)) {
+    if row
+        .last_used_at
+        .is_none_or(|at| now - at > chrono::Duration::minutes(1))
+    {
         drop(conn);
         let id = row.id.clone();
         let db = ctx.db.clone();
@@ -414,7 +464,12 @@ pub async fn start_session(
     transaction!(ctx.db, |tx| {
         store::sessions::delete_expired(tx, now).await?;
         store::sessions::insert(tx, &row).await?;
-        audit::record(tx, actor, AuditEvent::platform("admin.login", json!({ "username": principal.name }))).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform("admin.login", json!({ "username": principal.name })),
+        )
+        .await?;
         Ok(())
     })?;
     Ok((
@@ -461,7 +516,15 @@ pub async fn load_session(ctx: &Context, cookie: &str) -> AppResult<Option<Sessi
 pub async fn end_session(ctx: &Context, session: &Session, actor: &Actor) -> AppResult<()> {
     transaction!(ctx.db, |tx| {
         store::sessions::delete(tx, &session.id).await?;
-        audit::record(tx, actor, AuditEvent::platform("admin.logout", json!({ "username": session.principal.name }))).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                "admin.logout",
+                json!({ "username": session.principal.name }),
+            ),
+        )
+        .await?;
         Ok(())
     })
 }

@@ -23,15 +23,19 @@ pub async fn find_admin(conn: &mut Conn, username: &str) -> AppResult<Option<Adm
 /// Inserts or replaces the administrator's password hash.
 pub async fn upsert_admin(conn: &mut Conn, row: &AdminUserRow) -> AppResult<()> {
     with_conn!(conn, |c| {
-        let updated = diesel::update(admin_users::table.filter(admin_users::username.eq(&row.username)))
-            .set((
-                admin_users::password_hash.eq(&row.password_hash),
-                admin_users::updated_at.eq(row.updated_at),
-            ))
-            .execute(c)
-            .await?;
+        let updated =
+            diesel::update(admin_users::table.filter(admin_users::username.eq(&row.username)))
+                .set((
+                    admin_users::password_hash.eq(&row.password_hash),
+                    admin_users::updated_at.eq(row.updated_at),
+                ))
+                .execute(c)
+                .await?;
         if updated == 0 {
-            diesel::insert_into(admin_users::table).values(row).execute(c).await?;
+            diesel::insert_into(admin_users::table)
+                .values(row)
+                .execute(c)
+                .await?;
         }
         Ok::<_, diesel::result::Error>(())
     })?;
@@ -39,7 +43,10 @@ pub async fn upsert_admin(conn: &mut Conn, row: &AdminUserRow) -> AppResult<()> 
 }
 
 pub async fn insert_key(conn: &mut Conn, row: &ApiKeyRow) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::insert_into(api_keys::table).values(row).execute(c).await)?;
+    with_conn!(conn, |c| diesel::insert_into(api_keys::table)
+        .values(row)
+        .execute(c)
+        .await)?;
     Ok(())
 }
 
@@ -73,17 +80,23 @@ pub async fn revoke_platform_key(
     let key = with_conn!(conn, |c| api_keys::table
         .filter(api_keys::tenant_id.is_null())
         .filter(api_keys::revoked_at.is_null())
-        .filter(api_keys::id.eq(id_or_name).or(api_keys::name.eq(id_or_name)))
+        .filter(
+            api_keys::id
+                .eq(id_or_name)
+                .or(api_keys::name.eq(id_or_name))
+        )
         .select(ApiKeyRow::as_select())
         .load(c)
         .await)?;
     let [key] = key.as_slice() else {
         return Ok(None);
     };
-    with_conn!(conn, |c| diesel::update(api_keys::table.filter(api_keys::id.eq(&key.id)))
-        .set(api_keys::revoked_at.eq(Some(at)))
-        .execute(c)
-        .await)?;
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(&key.id))
+    )
+    .set(api_keys::revoked_at.eq(Some(at)))
+    .execute(c)
+    .await)?;
     Ok(Some(key.clone()))
 }
 
@@ -100,9 +113,11 @@ pub async fn platform_key_name_taken(conn: &mut Conn, name: &str) -> AppResult<b
 }
 
 pub async fn touch_key(conn: &mut Conn, id: &str, at: NaiveDateTime) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::update(api_keys::table.filter(api_keys::id.eq(id)))
-        .set(api_keys::last_used_at.eq(Some(at)))
-        .execute(c)
-        .await)?;
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(id))
+    )
+    .set(api_keys::last_used_at.eq(Some(at)))
+    .execute(c)
+    .await)?;
     Ok(())
 }

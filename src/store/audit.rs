@@ -14,18 +14,23 @@ use crate::with_conn;
 /// writers never chain onto the same record. SQLite needs no row lock: `BEGIN IMMEDIATE` already
 /// holds the database's write lock.
 pub async fn lock_head(conn: &mut Conn) -> AppResult<(i64, String)> {
-    let head = with_conn!(conn,
-        postgres |c| audit_head::table
-            .filter(audit_head::id.eq(1))
-            .select((audit_head::seq, audit_head::hash))
-            .for_update()
-            .first::<(i64, String)>(c)
-            .await,
-        sqlite |c| audit_head::table
-            .filter(audit_head::id.eq(1))
-            .select((audit_head::seq, audit_head::hash))
-            .first::<(i64, String)>(c)
-            .await
+    let head = with_conn!(
+        conn,
+        postgres
+            | c
+            | audit_head::table
+                .filter(audit_head::id.eq(1))
+                .select((audit_head::seq, audit_head::hash))
+                .for_update()
+                .first::<(i64, String)>(c)
+                .await,
+        sqlite
+            | c
+            | audit_head::table
+                .filter(audit_head::id.eq(1))
+                .select((audit_head::seq, audit_head::hash))
+                .first::<(i64, String)>(c)
+                .await
     )?;
     Ok(head)
 }
@@ -41,7 +46,10 @@ pub async fn read_head(conn: &mut Conn) -> AppResult<(i64, String)> {
 
 pub async fn append(conn: &mut Conn, row: &AuditRow) -> AppResult<()> {
     with_conn!(conn, |c| {
-        diesel::insert_into(audit_log::table).values(row).execute(c).await?;
+        diesel::insert_into(audit_log::table)
+            .values(row)
+            .execute(c)
+            .await?;
         diesel::update(audit_head::table.filter(audit_head::id.eq(1)))
             .set((audit_head::seq.eq(row.seq), audit_head::hash.eq(&row.hash)))
             .execute(c)
@@ -89,7 +97,11 @@ pub async fn list(conn: &mut Conn, filter: &AuditFilter) -> AppResult<Vec<AuditR
         if let Some(before) = filter.before_seq {
             query = query.filter(audit_log::seq.lt(before));
         }
-        query.order(audit_log::seq.desc()).limit(filter.limit).load(c).await
+        query
+            .order(audit_log::seq.desc())
+            .limit(filter.limit)
+            .load(c)
+            .await
     })?;
     Ok(rows)
 }

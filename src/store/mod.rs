@@ -161,7 +161,9 @@ impl Db {
         let display_url = redact_url(url);
         if let Some(path) = sqlite_path(url) {
             if path != ":memory:" {
-                let parent = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = Path::new(path)
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty());
                 if let Some(parent) = parent {
                     anyhow::ensure!(
                         parent.is_dir(),
@@ -194,7 +196,9 @@ impl Db {
                 url: path.to_owned(),
                 display_url,
             };
-            db.conn().await.map_err(|_| anyhow::anyhow!("cannot open SQLite database {}", path))?;
+            db.conn()
+                .await
+                .map_err(|_| anyhow::anyhow!("cannot open SQLite database {}", path))?;
             Ok(db)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
@@ -301,7 +305,9 @@ impl Db {
 
 impl Conn {
     pub fn pooled(&mut self) -> &mut Pooled {
-        self.inner.as_mut().expect("connection used after it was released")
+        self.inner
+            .as_mut()
+            .expect("connection used after it was released")
     }
 
     pub fn backend(&self) -> Backend {
@@ -355,7 +361,8 @@ where
 
 /// The file path of a `sqlite://` URL, if it is one.
 pub fn sqlite_path(url: &str) -> Option<&str> {
-    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -370,11 +377,15 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Maps a UNIQUE violation to a domain conflict, leaving other errors as they are.
-pub fn unique_violation(err: diesel::result::Error, conflict: impl FnOnce() -> AppError) -> AppError {
+pub fn unique_violation(
+    err: diesel::result::Error,
+    conflict: impl FnOnce() -> AppError,
+) -> AppError {
     match err {
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _) => {
-            conflict()
-        }
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ) => conflict(),
         other => other.into(),
     }
 }

@@ -22,7 +22,10 @@ pub struct TenantFilter {
 }
 
 pub async fn insert(conn: &mut Conn, row: &TenantRow) -> Result<(), diesel::result::Error> {
-    with_conn!(conn, |c| diesel::insert_into(tenants::table).values(row).execute(c).await)?;
+    with_conn!(conn, |c| diesel::insert_into(tenants::table)
+        .values(row)
+        .execute(c)
+        .await)?;
     Ok(())
 }
 
@@ -52,9 +55,11 @@ pub async fn update(conn: &mut Conn, row: &TenantRow) -> AppResult<bool> {
 
 /// Removes the tenant; its status history, keys and sessions go with it (ON DELETE CASCADE).
 pub async fn delete(conn: &mut Conn, id: &str) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::delete(tenants::table.filter(tenants::id.eq(id)))
-        .execute(c)
-        .await)?;
+    with_conn!(conn, |c| diesel::delete(
+        tenants::table.filter(tenants::id.eq(id))
+    )
+    .execute(c)
+    .await)?;
     Ok(())
 }
 
@@ -99,7 +104,11 @@ pub async fn count_by_status_and_tier(conn: &mut Conn) -> AppResult<Vec<(String,
 }
 
 /// Every tenant row in slug order, a page at a time (for key rotation and exports).
-pub async fn page_after(conn: &mut Conn, after_slug: &str, limit: i64) -> AppResult<Vec<TenantRow>> {
+pub async fn page_after(
+    conn: &mut Conn,
+    after_slug: &str,
+    limit: i64,
+) -> AppResult<Vec<TenantRow>> {
     list(
         conn,
         &TenantFilter {
@@ -122,7 +131,10 @@ pub async fn insert_status_change(conn: &mut Conn, row: &StatusChangeRow) -> App
 pub async fn status_history(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<StatusChangeRow>> {
     let rows = with_conn!(conn, |c| tenant_status_history::table
         .filter(tenant_status_history::tenant_id.eq(tenant_id))
-        .order((tenant_status_history::at.desc(), tenant_status_history::id.desc()))
+        .order((
+            tenant_status_history::at.desc(),
+            tenant_status_history::id.desc()
+        ))
         .select(StatusChangeRow::as_select())
         .load(c)
         .await)?;
@@ -151,13 +163,15 @@ pub async fn update_sealed(
     client_secret_previous: Option<String>,
     db_uri: Option<String>,
 ) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::update(tenants::table.filter(tenants::id.eq(id)))
-        .set((
-            tenants::client_secret.eq(client_secret.clone()),
-            tenants::client_secret_previous.eq(client_secret_previous.clone()),
-            tenants::db_uri.eq(db_uri.clone()),
-        ))
-        .execute(c)
-        .await)?;
+    with_conn!(conn, |c| diesel::update(
+        tenants::table.filter(tenants::id.eq(id))
+    )
+    .set((
+        tenants::client_secret.eq(client_secret.clone()),
+        tenants::client_secret_previous.eq(client_secret_previous.clone()),
+        tenants::db_uri.eq(db_uri.clone()),
+    ))
+    .execute(c)
+    .await)?;
     Ok(())
 }

@@ -6,7 +6,10 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`); a test fails, never skips, when it is down.
 //! Logs are silent unless `TEST_LOG=debug` (or another filter) is set.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -53,7 +56,8 @@ macro_rules! backend_tests {
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database of its own for one test.
@@ -74,8 +78,12 @@ impl TestDatabase {
                 let name = format!("tenantry_t_{}", uuid::Uuid::new_v4().simple());
                 let mut conn = AsyncPgConnection::establish(&admin_url)
                     .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is needed by this test: {e}"));
-                conn.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL at {admin_url} is needed by this test: {e}")
+                    });
+                conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
                 let mut url = url::Url::parse(&admin_url).expect("TEST_POSTGRES_URL is a URL");
                 url.set_path(&name);
                 TestDatabase {
@@ -89,7 +97,9 @@ impl TestDatabase {
     pub async fn drop_database(&self) {
         if let Some(name) = &self.pg_name {
             if let Ok(mut conn) = AsyncPgConnection::establish(&postgres_admin_url()).await {
-                let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                let _ = conn
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
             }
         }
     }
@@ -145,10 +155,11 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
         let server = app::start(ctx.clone(), listener).expect("server starts");
         let base = format!("http://{}", server.addr);
-        let token = auth::create_platform_token(&ctx, &Actor::system(), "test", Role::PlatformAdmin, None)
-            .await
-            .expect("admin token")
-            .token;
+        let token =
+            auth::create_platform_token(&ctx, &Actor::system(), "test", Role::PlatformAdmin, None)
+                .await
+                .expect("admin token")
+                .token;
         TestApp {
             backend,
             base,
@@ -170,11 +181,18 @@ impl TestApp {
 
     /// A request with the admin token.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(&self.token)
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
     }
 
     /// Sends JSON with the admin token; returns the status and the JSON body (Null when empty).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(&body);
@@ -201,7 +219,10 @@ impl TestApp {
     /// Creates a tenant through the API and returns its JSON.
     pub async fn create_tenant(&self, slug: &str) -> Value {
         let (status, body) = self
-            .post("/api/v1/tenant", serde_json::json!({ "slug": slug, "name": format!("Tenant {slug}") }))
+            .post(
+                "/api/v1/tenant",
+                serde_json::json!({ "slug": slug, "name": format!("Tenant {slug}") }),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
@@ -220,7 +241,10 @@ impl TestApp {
         let mut bytes = Vec::new();
         if self.backend == Backend::Sqlite {
             for suffix in ["", "-wal"] {
-                let path = PathBuf::from(format!("{}{suffix}", self.dir.path().join("tenantry.db").display()));
+                let path = PathBuf::from(format!(
+                    "{}{suffix}",
+                    self.dir.path().join("tenantry.db").display()
+                ));
                 if let Ok(b) = std::fs::read(path) {
                     bytes.extend(b);
                 }
@@ -253,7 +277,12 @@ pub fn field_rules(body: &Value) -> Vec<(String, String)> {
         .map(|fields| {
             fields
                 .iter()
-                .map(|f| (f["field"].as_str().unwrap_or("").to_owned(), f["rule"].as_str().unwrap_or("").to_owned()))
+                .map(|f| {
+                    (
+                        f["field"].as_str().unwrap_or("").to_owned(),
+                        f["rule"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
