@@ -28,8 +28,8 @@ CREATE TABLE tenants (
     version BIGINT NOT NULL
 );
 CREATE INDEX tenants_status_tier ON tenants (status, tier);
-CREATE INDEX tenants_tier ON tenants (tier);
-CREATE INDEX tenants_name ON tenants (name);
+CREATE INDEX tenants_tier_slug ON tenants (tier, slug);
+CREATE INDEX tenants_status_slug ON tenants (status, slug);
 
 CREATE TABLE tenant_status_history (
     id TEXT PRIMARY KEY NOT NULL,

@@ -1,0 +1,130 @@
+//! Registry load benchmark: request latency against the real server (SQLite, in-process, loopback
+//! HTTP) with a small registry and with a registry 100× larger, measured in the same run.
+//!
+//!     cargo bench --bench registry            # N = 100 then 10 000 tenants
+//!     BENCH_SMALL=100 BENCH_LARGE=20000 BENCH_REQUESTS=3000 cargo bench --bench registry
+//!
+//! It prints each operation's median and p95 at both sizes and the ratio large/small: per-request
+//! work that does not grow with the number of tenants shows a ratio near 1.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tenantry::audit::Actor;
+use tenantry::auth::{self, Role};
+use tenantry::config::Config;
+use tenantry::tenants::{self, NewTenant};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Stats {
+    median: Duration,
+    p95: Duration,
+}
+
+async fn measure(client: &reqwest::Client, token: &str, urls: &[String]) -> Stats {
+    let mut times = Vec::with_capacity(urls.len());
+    for url in urls {
+        let started = Instant::now();
+        let response = client.get(url).bearer_auth(token).send().await.expect("request");
+        assert!(response.status().is_success(), "{url}: {}", response.status());
+        response.bytes().await.expect("body");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Stats {
+        median: times[times.len() / 2],
+        p95: times[times.len() * 95 / 100],
+    }
+}
+
+async fn grow(ctx: &tenantry::context::Context, from: usize, to: usize) {
+    let actor = Actor::system();
+    for i in from..to {
+        let request = NewTenant {
+            slug: format!("tenant-{i:06}"),
+            name: format!("Customer number {i}"),
+            tier: Some(["free", "starter", "professional", "enterprise"][i % 4].into()),
+            trial_days: None,
+            contact: None,
+            metadata: None,
+            oauth_issuer: Some("https://idp.example.com".into()),
+            client_id: Some(format!("client-{i}")),
+            client_secret: Some(format!("secret-{i}")),
+            scopes: None,
+            db_uri: None,
+            default_schema: None,
+        };
+        tenants::create(ctx, &actor, &request).await.expect("create");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let small = env_usize("BENCH_SMALL", 100);
+    let large = env_usize("BENCH_LARGE", 10_000);
+    let requests = env_usize("BENCH_REQUESTS", 2000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        bootstrap_admin_password: Some("benchmark-password".into()),
+        master_key: Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
+        log_level: "off".into(),
+        ..Config::default()
+    };
+    let (ctx, _) = tenantry::app::open(config).await.expect("open");
+    let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap()).expect("start");
+    let base = format!("http://{}", server.addr);
+    let token = auth::create_platform_token(&ctx, &Actor::system(), "bench", Role::PlatformAdmin, None)
+        .await
+        .expect("token")
+        .token;
+    let client = reqwest::Client::new();
+
+    let operations: [(&str, Box<dyn Fn(usize, usize) -> String>); 3] = [
+        ("GET /api/v1/tenant/{slug}", Box::new(|i, n| format!("/api/v1/tenant/tenant-{:06}", (i * 7919) % n))),
+        ("GET /api/v1/tenant?limit=50&cursor=…", Box::new(|i, n| format!("/api/v1/tenant?limit=50&cursor=tenant-{:06}", (i * 7919) % n))),
+        ("GET /api/v1/tenant?tier=…&limit=50", Box::new(|i, _| format!("/api/v1/tenant?tier={}&limit=50", ["free", "starter", "professional", "enterprise"][i % 4]))),
+    ];
+    let mut results = Vec::new();
+    let started = Instant::now();
+    grow(&ctx, 0, small).await;
+    let small_setup = started.elapsed();
+    for (name, url) in &operations {
+        let urls: Vec<String> = (0..requests).map(|i| format!("{base}{}", url(i, small))).collect();
+        measure(&client, &token, &urls[..requests / 10]).await; // warm-up
+        results.push((name.to_string(), measure(&client, &token, &urls).await));
+    }
+    let started = Instant::now();
+    grow(&ctx, small, large).await;
+    let large_setup = started.elapsed();
+    println!(
+        "registry benchmark: {requests} sequential requests per operation, SQLite, loopback HTTP\n\
+         created {small} tenants in {:.2?} ({:.0}/s), then {} more in {:.2?} ({:.0}/s)\n",
+        small_setup,
+        small as f64 / small_setup.as_secs_f64(),
+        large - small,
+        large_setup,
+        (large - small) as f64 / large_setup.as_secs_f64()
+    );
+    println!("{:<40} {:>14} {:>14} {:>10} {:>12}", "operation", format!("median@{small}"), format!("median@{large}"), "ratio", format!("p95@{large}"));
+    for (i, (name, url)) in operations.iter().enumerate() {
+        let urls: Vec<String> = (0..requests).map(|i| format!("{base}{}", url(i, large))).collect();
+        measure(&client, &token, &urls[..requests / 10]).await;
+        let at_large = measure(&client, &token, &urls).await;
+        let at_small = &results[i].1;
+        println!(
+            "{:<40} {:>14.2?} {:>14.2?} {:>10.2} {:>12.2?}",
+            name,
+            at_small.median,
+            at_large.median,
+            at_large.median.as_secs_f64() / at_small.median.as_secs_f64(),
+            at_large.p95
+        );
+        let _ = at_small.p95;
+    }
+    server.handle.stop(true).await;
+}
