@@ -135,9 +135,11 @@ pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServe
 
 /// `tenantry serve`: starts, tells the operator where and how, and serves until Ctrl-C/SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Listen first: a port in use fails before anything is created (the first start's generated
+    // admin password is announced only once).
     let bind = config.bind.clone();
-    let (ctx, report) = open(config).await?;
     let listener = TcpListener::bind(&bind).with_context(|| format!("cannot listen on {bind}"))?;
+    let (ctx, report) = open(config).await?;
     let running = start(ctx.clone(), listener)?;
     let base = ctx
         .config

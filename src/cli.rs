@@ -22,7 +22,12 @@ use crate::tenants::model::Contact;
 use crate::tenants::{self, NewTenant, Tenant, TenantPatch, TenantQuery, Transition};
 
 #[derive(Debug, Parser)]
-#[command(name = "tenantry", version, about = "Multi-tenant platform control plane", propagate_version = true)]
+#[command(
+    name = "tenantry",
+    version,
+    about = "Multi-tenant platform control plane",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Configuration file (TOML); default: $TENANTRY_CONFIG, else ./tenantry.toml when present.
     #[arg(long, global = true, value_name = "FILE")]
@@ -263,6 +268,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { bind } => {
             if let Some(bind) = bind {
                 config.bind = bind;
+                // Checked like TENANTRY_BIND, before start-up writes anything (database, key,
+                // generated admin password).
+                config.validate()?;
             }
             crate::telemetry::init(&config);
             app::serve(config).await
@@ -276,17 +284,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (keyring, _) = crate::secrets::Keyring::load(&config)?;
             let ctx = app::open_with_keyring(config, keyring).await?;
             let applied = ctx.db.migrate().await?;
-            print(out, &serde_json::json!({ "applied": applied, "database": ctx.db.display_url() }), || {
-                if applied.is_empty() {
-                    format!("{}: schema is up to date", ctx.db.display_url())
-                } else {
-                    format!("{}: applied {}", ctx.db.display_url(), applied.join(", "))
-                }
-            })
+            print(
+                out,
+                &serde_json::json!({ "applied": applied, "database": ctx.db.display_url() }),
+                || {
+                    if applied.is_empty() {
+                        format!("{}: schema is up to date", ctx.db.display_url())
+                    } else {
+                        format!("{}: applied {}", ctx.db.display_url(), applied.join(", "))
+                    }
+                },
+            )
         }
         command => {
             // CLI commands log warnings only: their output is the data they print.
-            config.log_level = std::env::var("TENANTRY_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
+            config.log_level =
+                std::env::var("TENANTRY_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
             crate::telemetry::init(&config);
             let ctx = open_for_cli(config).await?;
             let actor = Actor::cli();
@@ -295,7 +308,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Admin(cmd) => admin_command(&ctx, &actor, out, cmd).await,
                 Command::Audit(cmd) => audit_command(&ctx, out, cmd).await,
                 Command::Secrets(SecretsCommand::RotateKey { new_key_file }) => {
-                    let report = key_rotation::rotate(&ctx, &actor, new_key_file.as_deref()).await?;
+                    let report =
+                        key_rotation::rotate(&ctx, &actor, new_key_file.as_deref()).await?;
                     print(out, &report, || {
                         let mut text = format!(
                             "re-sealed {} secrets: key {} → {}",
@@ -313,7 +327,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         text
                     })
                 }
-                Command::Serve { .. } | Command::Migrate | Command::Openapi => unreachable!("handled above"),
+                Command::Serve { .. } | Command::Migrate | Command::Openapi => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -324,7 +340,9 @@ async fn open_for_cli(config: Config) -> anyhow::Result<Context> {
     let (keyring, _) = crate::secrets::Keyring::load(&config)?;
     let ctx = app::open_with_keyring(config, keyring).await?;
     ctx.db.migrate().await?;
-    tenants::ensure_admin_tenant(&ctx).await.map_err(app_error)?;
+    tenants::ensure_admin_tenant(&ctx)
+        .await
+        .map_err(app_error)?;
     Ok(ctx)
 }
 
@@ -336,7 +354,11 @@ pub fn app_error(err: AppError) -> anyhow::Error {
     }
 }
 
-fn print<T: Serialize>(out: Output, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn print<T: Serialize>(
+    out: Output,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     match out {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Text => println!("{}", text()),
@@ -349,14 +371,18 @@ fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     if path == Path::new("-") {
         std::io::stdin().read_to_string(&mut text)?;
     } else {
-        text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 impl TenantFieldArgs {
     fn contact(&self) -> Option<Contact> {
-        (self.contact_name.is_some() || self.contact_email.is_some() || self.contact_phone.is_some()).then(|| Contact {
+        (self.contact_name.is_some()
+            || self.contact_email.is_some()
+            || self.contact_phone.is_some())
+        .then(|| Contact {
             name: self.contact_name.clone(),
             email: self.contact_email.clone(),
             phone: self.contact_phone.clone(),
@@ -372,8 +398,14 @@ impl TenantFieldArgs {
 
     fn secrets(&self) -> anyhow::Result<(Option<String>, Option<String>)> {
         Ok((
-            self.client_secret_file.as_deref().map(read_secret_file).transpose()?,
-            self.db_uri_file.as_deref().map(read_secret_file).transpose()?,
+            self.client_secret_file
+                .as_deref()
+                .map(read_secret_file)
+                .transpose()?,
+            self.db_uri_file
+                .as_deref()
+                .map(read_secret_file)
+                .transpose()?,
         ))
     }
 }
@@ -386,15 +418,32 @@ fn tenant_text(tenant: &Tenant) -> String {
     let mut lines = vec![
         format!("slug:           {}", tenant.slug),
         format!("name:           {}", tenant.name),
-        format!("status:         {}{}", tenant.status, tenant.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()),
+        format!(
+            "status:         {}{}",
+            tenant.status,
+            tenant
+                .status_reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
         format!("tier:           {}", tenant.tier),
         format!("id:             {}", tenant.id),
-        format!("oauth_issuer:   {}", tenant.oauth_issuer.as_deref().unwrap_or("-")),
-        format!("client_id:      {}", tenant.client_id.as_deref().unwrap_or("-")),
+        format!(
+            "oauth_issuer:   {}",
+            tenant.oauth_issuer.as_deref().unwrap_or("-")
+        ),
+        format!(
+            "client_id:      {}",
+            tenant.client_id.as_deref().unwrap_or("-")
+        ),
         format!("client_secret:  {}", secret(&tenant.client_secret)),
         format!("scopes:         {}", tenant.scopes.join(",")),
         format!("db_uri:         {}", secret(&tenant.db_uri)),
-        format!("default_schema: {}", tenant.default_schema.as_deref().unwrap_or("-")),
+        format!(
+            "default_schema: {}",
+            tenant.default_schema.as_deref().unwrap_or("-")
+        ),
         format!("created_at:     {}", tenant.created_at.to_rfc3339()),
     ];
     if let Some(at) = tenant.trial_ends_at {
@@ -406,10 +455,19 @@ fn tenant_text(tenant: &Tenant) -> String {
     lines.join("\n")
 }
 
-async fn tenant_command(ctx: &Context, actor: &Actor, out: Output, cmd: TenantCommand) -> anyhow::Result<()> {
+async fn tenant_command(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    cmd: TenantCommand,
+) -> anyhow::Result<()> {
     let transition = |slug: String, t: Transition, reason: String| async move {
-        let tenant = tenants::transition(ctx, actor, &slug, t, &reason).await.map_err(app_error)?;
-        print(out, &tenant, || format!("tenant {} is now {}", tenant.slug, tenant.status))
+        let tenant = tenants::transition(ctx, actor, &slug, t, &reason)
+            .await
+            .map_err(app_error)?;
+        print(out, &tenant, || {
+            format!("tenant {} is now {}", tenant.slug, tenant.status)
+        })
     };
     match cmd {
         TenantCommand::Create(args) => {
@@ -428,16 +486,42 @@ async fn tenant_command(ctx: &Context, actor: &Actor, out: Output, cmd: TenantCo
                 db_uri,
                 default_schema: args.fields.default_schema.clone(),
             };
-            let tenant = tenants::create(ctx, actor, &request).await.map_err(app_error)?;
-            print(out, &tenant, || format!("created tenant {} ({})", tenant.slug, tenant.status))
-        }
-        TenantCommand::List { status, tier, search, limit, cursor } => {
-            let page = tenants::list(ctx, &TenantQuery { status, tier, q: search, cursor, limit: Some(limit) })
+            let tenant = tenants::create(ctx, actor, &request)
                 .await
                 .map_err(app_error)?;
+            print(out, &tenant, || {
+                format!("created tenant {} ({})", tenant.slug, tenant.status)
+            })
+        }
+        TenantCommand::List {
+            status,
+            tier,
+            search,
+            limit,
+            cursor,
+        } => {
+            let page = tenants::list(
+                ctx,
+                &TenantQuery {
+                    status,
+                    tier,
+                    q: search,
+                    cursor,
+                    limit: Some(limit),
+                },
+            )
+            .await
+            .map_err(app_error)?;
             print(out, &page, || {
-                let mut lines = vec![format!("{:<28} {:<12} {:<13} {}", "SLUG", "STATUS", "TIER", "NAME")];
-                lines.extend(page.items.iter().map(|t| format!("{:<28} {:<12} {:<13} {}", t.slug, t.status, t.tier, t.name)));
+                let mut lines = vec![format!(
+                    "{:<28} {:<12} {:<13} {}",
+                    "SLUG", "STATUS", "TIER", "NAME"
+                )];
+                lines.extend(
+                    page.items.iter().map(|t| {
+                        format!("{:<28} {:<12} {:<13} {}", t.slug, t.status, t.tier, t.name)
+                    }),
+                );
                 if let Some(cursor) = &page.next_cursor {
                     lines.push(format!("more: --cursor {cursor}"));
                 }
@@ -453,21 +537,28 @@ async fn tenant_command(ctx: &Context, actor: &Actor, out: Output, cmd: TenantCo
                 tenant: &'a Tenant,
                 history: &'a [tenants::StatusChange],
             }
-            print(out, &Shown { tenant: &tenant, history: &history }, || {
-                let mut text = tenant_text(&tenant);
-                text.push_str("\nhistory:");
-                for h in &history {
-                    text.push_str(&format!(
-                        "\n  {}  {} → {}  by {}: {}",
-                        h.at.to_rfc3339(),
-                        h.from.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                        h.to,
-                        h.actor,
-                        h.reason
-                    ));
-                }
-                text
-            })
+            print(
+                out,
+                &Shown {
+                    tenant: &tenant,
+                    history: &history,
+                },
+                || {
+                    let mut text = tenant_text(&tenant);
+                    text.push_str("\nhistory:");
+                    for h in &history {
+                        text.push_str(&format!(
+                            "\n  {}  {} → {}  by {}: {}",
+                            h.at.to_rfc3339(),
+                            h.from.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                            h.to,
+                            h.actor,
+                            h.reason
+                        ));
+                    }
+                    text
+                },
+            )
         }
         TenantCommand::Update(args) => {
             let (client_secret, db_uri) = args.fields.secrets()?;
@@ -484,25 +575,43 @@ async fn tenant_command(ctx: &Context, actor: &Actor, out: Output, cmd: TenantCo
                 default_schema: args.fields.default_schema.clone().map(Some),
                 ..TenantPatch::default()
             };
-            let tenant = tenants::update(ctx, actor, &args.slug, &patch).await.map_err(app_error)?;
-            print(out, &tenant, || format!("updated tenant {} (version {})", tenant.slug, tenant.version))
+            let tenant = tenants::update(ctx, actor, &args.slug, &patch)
+                .await
+                .map_err(app_error)?;
+            print(out, &tenant, || {
+                format!(
+                    "updated tenant {} (version {})",
+                    tenant.slug, tenant.version
+                )
+            })
         }
         TenantCommand::Suspend(a) => transition(a.slug, Transition::Suspend, a.reason).await,
         TenantCommand::Reactivate(a) => transition(a.slug, Transition::Reactivate, a.reason).await,
         TenantCommand::Cancel(a) => transition(a.slug, Transition::Cancel, a.reason).await,
         TenantCommand::Restore(a) => transition(a.slug, Transition::Restore, a.reason).await,
-        TenantCommand::Delete { slug, hard, force, reason } => {
+        TenantCommand::Delete {
+            slug,
+            hard,
+            force,
+            reason,
+        } => {
             if hard {
                 let reason = reason.unwrap_or_else(|| "purged from the command line".into());
-                tenants::purge(ctx, actor, &slug, force, &reason).await.map_err(app_error)?;
-                print(out, &serde_json::json!({ "purged": slug }), || format!("tenant {slug} purged"))
+                tenants::purge(ctx, actor, &slug, force, &reason)
+                    .await
+                    .map_err(app_error)?;
+                print(out, &serde_json::json!({ "purged": slug }), || {
+                    format!("tenant {slug} purged")
+                })
             } else {
                 let reason = reason.unwrap_or_else(|| "deleted from the command line".into());
                 transition(slug, Transition::Delete, reason).await
             }
         }
         TenantCommand::RollbackSecret { slug } => {
-            let tenant = tenants::rollback_client_secret(ctx, actor, &slug).await.map_err(app_error)?;
+            let tenant = tenants::rollback_client_secret(ctx, actor, &slug)
+                .await
+                .map_err(app_error)?;
             print(out, &tenant, || {
                 format!(
                     "tenant {} client secret rolled back to {}",
@@ -527,19 +636,33 @@ fn read_password() -> anyhow::Result<String> {
     }
 }
 
-async fn admin_command(ctx: &Context, actor: &Actor, out: Output, cmd: AdminCommand) -> anyhow::Result<()> {
+async fn admin_command(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    cmd: AdminCommand,
+) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::SetPassword => {
             let password = read_password()?;
-            auth::set_admin_password(ctx, actor, &password).await.map_err(app_error)?;
-            print(out, &serde_json::json!({ "username": auth::BOOTSTRAP_ADMIN, "password_set": true }), || {
-                "password of `admin` set".into()
-            })
-        }
-        AdminCommand::Token(TokenCommand::Create { name, role, expires_in_days }) => {
-            let token = auth::create_platform_token(ctx, actor, &name, role.into(), expires_in_days)
+            auth::set_admin_password(ctx, actor, &password)
                 .await
                 .map_err(app_error)?;
+            print(
+                out,
+                &serde_json::json!({ "username": auth::BOOTSTRAP_ADMIN, "password_set": true }),
+                || "password of `admin` set".into(),
+            )
+        }
+        AdminCommand::Token(TokenCommand::Create {
+            name,
+            role,
+            expires_in_days,
+        }) => {
+            let token =
+                auth::create_platform_token(ctx, actor, &name, role.into(), expires_in_days)
+                    .await
+                    .map_err(app_error)?;
             print(out, &token, || {
                 format!(
                     "{}\n(token `{}`, role {}; shown once — store it now)",
@@ -552,7 +675,10 @@ async fn admin_command(ctx: &Context, actor: &Actor, out: Output, cmd: AdminComm
         AdminCommand::Token(TokenCommand::List) => {
             let tokens = auth::list_platform_tokens(ctx).await.map_err(app_error)?;
             print(out, &tokens, || {
-                let mut lines = vec![format!("{:<36} {:<20} {:<10} {:<16} {}", "ID", "NAME", "PREFIX", "ROLE", "STATE")];
+                let mut lines = vec![format!(
+                    "{:<36} {:<20} {:<10} {:<16} {}",
+                    "ID", "NAME", "PREFIX", "ROLE", "STATE"
+                )];
                 lines.extend(tokens.iter().map(|t| {
                     let state = if t.revoked_at.is_some() {
                         "revoked".to_owned()
@@ -561,13 +687,22 @@ async fn admin_command(ctx: &Context, actor: &Actor, out: Output, cmd: AdminComm
                     } else {
                         "live".to_owned()
                     };
-                    format!("{:<36} {:<20} {:<10} {:<16} {}", t.id, t.name, t.prefix, t.role.as_str(), state)
+                    format!(
+                        "{:<36} {:<20} {:<10} {:<16} {}",
+                        t.id,
+                        t.name,
+                        t.prefix,
+                        t.role.as_str(),
+                        state
+                    )
                 }));
                 lines.join("\n")
             })
         }
         AdminCommand::Token(TokenCommand::Revoke { id_or_name }) => {
-            let token = auth::revoke_platform_token(ctx, actor, &id_or_name).await.map_err(app_error)?;
+            let token = auth::revoke_platform_token(ctx, actor, &id_or_name)
+                .await
+                .map_err(app_error)?;
             print(out, &token, || format!("token `{}` revoked", token.name))
         }
     }
@@ -575,7 +710,15 @@ async fn admin_command(ctx: &Context, actor: &Actor, out: Output, cmd: AdminComm
 
 async fn audit_command(ctx: &Context, out: Output, cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
-        AuditCommand::List { tenant, action, actor, since, until, limit, before } => {
+        AuditCommand::List {
+            tenant,
+            action,
+            actor,
+            since,
+            until,
+            limit,
+            before,
+        } => {
             let page = audit::list(
                 &ctx.db,
                 &AuditQuery {
@@ -618,10 +761,17 @@ async fn audit_command(ctx: &Context, out: Output, cmd: AuditCommand) -> anyhow:
                 if report.ok {
                     format!("audit chain intact: {} records", report.records)
                 } else {
-                    format!("audit chain BROKEN: {}", report.problem.clone().unwrap_or_default())
+                    format!(
+                        "audit chain BROKEN: {}",
+                        report.problem.clone().unwrap_or_default()
+                    )
                 }
             })?;
-            anyhow::ensure!(report.ok, "audit chain is broken at record {}", report.first_broken_seq.unwrap_or(0));
+            anyhow::ensure!(
+                report.ok,
+                "audit chain is broken at record {}",
+                report.first_broken_seq.unwrap_or(0)
+            );
             Ok(())
         }
     }

@@ -120,7 +120,11 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match &file {
             Some(path) => {
-                anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+                anyhow::ensure!(
+                    path.is_file(),
+                    "config file {} does not exist",
+                    path.display()
+                );
                 figment = figment.merge(Toml::file(path));
             }
             None if Path::new("tenantry.toml").is_file() => {
@@ -130,19 +134,31 @@ impl Config {
         }
         figment = figment
             .merge(Env::prefixed("TENANTRY_").ignore(ENV_NOT_KEYS).split("__"))
-            .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database_url".into()));
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database_url".into()),
+            );
         let config: Config = figment.extract().map_err(|err| {
             // figment's message names the key and its source (file or variable).
-            anyhow::anyhow!("invalid configuration: {}", err.to_string().replace('\n', "; "))
+            anyhow::anyhow!(
+                "invalid configuration: {}",
+                err.to_string().replace('\n', "; ")
+            )
         })?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
-        self.bind
-            .parse::<SocketAddr>()
-            .map_err(|_| anyhow::anyhow!("invalid configuration: bind `{}` is not an address like 127.0.0.1:8080", self.bind))?;
+    /// Checks the values (not only their types); [`Config::load`] calls it, and so must whoever
+    /// changes the configuration after loading it (`serve --bind`).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.bind.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid configuration: bind `{}` is not an address like 127.0.0.1:8080",
+                self.bind
+            )
+        })?;
         anyhow::ensure!(
             self.database_pool_size >= 1,
             "invalid configuration: database_pool_size must be at least 1"

@@ -44,16 +44,17 @@ pub async fn reseal_all(ctx: &Context, actor: &Actor, new_key: &MasterKey) -> Ap
             after = last.slug.clone();
             for row in &page {
                 let context = secret_context(&row.id, "client_secret");
-                let mut reseal = |sealed: &Option<String>, context: &str| -> AppResult<Option<String>> {
-                    match sealed {
-                        None => Ok(None),
-                        Some(sealed) => {
-                            let plain = ring.open(sealed, context)?;
-                            resealed += 1;
-                            Ok(Some(ring.seal(&plain, context)))
+                let mut reseal =
+                    |sealed: &Option<String>, context: &str| -> AppResult<Option<String>> {
+                        match sealed {
+                            None => Ok(None),
+                            Some(sealed) => {
+                                let plain = ring.open(sealed, context)?;
+                                resealed += 1;
+                                Ok(Some(ring.seal(&plain, context)))
+                            }
                         }
-                    }
-                };
+                    };
                 let client_secret = reseal(&row.client_secret, &context)?;
                 let previous = reseal(&row.client_secret_previous, &context)?;
                 let db_uri = reseal(&row.db_uri, &secret_context(&row.id, "db_uri"))?;
@@ -75,27 +76,41 @@ pub async fn reseal_all(ctx: &Context, actor: &Actor, new_key: &MasterKey) -> Ap
 
 /// Rotates to a freshly generated key kept in the managed key file (default
 /// `<data_dir>/master.key`), or to `new_key_file` when the operator supplies the key.
-pub async fn rotate(ctx: &Context, actor: &Actor, new_key_file: Option<&Path>) -> anyhow::Result<RotationReport> {
+pub async fn rotate(
+    ctx: &Context,
+    actor: &Actor,
+    new_key_file: Option<&Path>,
+) -> anyhow::Result<RotationReport> {
     let old_id = ctx.keyring.primary_id().to_owned();
-    if let Some(path) = new_key_file {
-        let new_key = MasterKey::read_file(path)?;
-        anyhow::ensure!(new_key.id() != old_id, "the new key is the key already in use");
-        let resealed = reseal_all(ctx, actor, &new_key).await.map_err(app_to_anyhow)?;
+    let new_key = match new_key_file {
+        Some(path) => MasterKey::read_file(path)?,
+        None => MasterKey::generate(),
+    };
+    anyhow::ensure!(
+        new_key.id() != old_id,
+        "the new key is the key already in use"
+    );
+    let Some(current) = ctx.keyring.key_file.clone() else {
+        // The key comes from TENANTRY_MASTER_KEY: the operator brings the new key and switches
+        // the variable afterwards.
+        let Some(_) = new_key_file else {
+            anyhow::bail!(
+                "the master key comes from TENANTRY_MASTER_KEY: generate a new key (e.g. `openssl rand -base64 32 > new.key`), \
+                 run `tenantry secrets rotate-key --new-key-file new.key`, then set TENANTRY_MASTER_KEY to it"
+            );
+        };
+        let resealed = reseal_all(ctx, actor, &new_key)
+            .await
+            .map_err(app_to_anyhow)?;
         return Ok(RotationReport {
             old_key_id: old_id,
             new_key_id: new_key.id().to_owned(),
             resealed,
             key_file: None,
         });
-    }
-    let Some(current) = ctx.keyring.key_file.clone() else {
-        anyhow::bail!(
-            "the master key comes from TENANTRY_MASTER_KEY: generate a new key (e.g. `openssl rand -base64 32 > new.key`), \
-             run `tenantry secrets rotate-key --new-key-file new.key`, then set TENANTRY_MASTER_KEY to it"
-        );
     };
+    // The key comes from a file: the new key takes its place, the old one is kept beside it.
     let next = with_suffix(&current, ".next");
-    let new_key = MasterKey::generate();
     if next.exists() {
         anyhow::bail!(
             "{} exists: an earlier rotation did not finish; move it away after checking `tenantry audit list --action secrets.rotate_key`",
@@ -111,8 +126,10 @@ pub async fn rotate(ctx: &Context, actor: &Actor, new_key_file: Option<&Path>) -
         }
     };
     let retired = with_suffix(&current, &format!(".retired-{old_id}"));
-    std::fs::rename(&current, &retired).with_context(|| format!("retiring {}", current.display()))?;
-    std::fs::rename(&next, &current).with_context(|| format!("installing {}", current.display()))?;
+    std::fs::rename(&current, &retired)
+        .with_context(|| format!("retiring {}", current.display()))?;
+    std::fs::rename(&next, &current)
+        .with_context(|| format!("installing {}", current.display()))?;
     Ok(RotationReport {
         old_key_id: old_id,
         new_key_id: new_key.id().to_owned(),

@@ -594,7 +594,7 @@ pub async fn purge(
             return Err(AppError::conflict(
                 "retention_period",
                 format!(
-                    "tenant `{slug}` is in its retention period until {}; purge it then, or pass force=true",
+                    "tenant `{slug}` is in its retention period until {}; purge it then, or force it (API: force=true, CLI: --force)",
                     clock::rfc3339(retention_ends)
                 ),
                 json!({ "current_status": status, "retention_ends_at": clock::rfc3339(retention_ends) }),
