@@ -117,6 +117,19 @@ pub enum TenantCommand {
     Restore(ReasonArgs),
     /// Roll the OAuth client secret back to the one before the last rotation.
     RollbackSecret { slug: String },
+    /// Export a tenant as a JSON bundle (record with sealed secrets, status history).
+    Export {
+        slug: String,
+        /// Write the bundle to this file (mode 0600) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Restore a tenant from an export bundle.
+    Import {
+        /// The bundle (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -607,6 +620,46 @@ async fn tenant_command(
                 let reason = reason.unwrap_or_else(|| "deleted from the command line".into());
                 transition(slug, Transition::Delete, reason).await
             }
+        }
+        TenantCommand::Export { slug, file } => {
+            let bundle = tenants::bundle::export(ctx, actor, &slug)
+                .await
+                .map_err(app_error)?;
+            let json = serde_json::to_string_pretty(&bundle)?;
+            match file {
+                Some(path) => {
+                    use std::io::Write as _;
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    let mut out = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    writeln!(out, "{json}")?;
+                    eprintln!("tenant {slug} exported to {}", path.display());
+                }
+                None => println!("{json}"),
+            }
+            Ok(())
+        }
+        TenantCommand::Import { file } => {
+            let text = if file == Path::new("-") {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text)?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let bundle = crate::api::body::parse(text.as_bytes()).map_err(app_error)?;
+            let tenant = tenants::bundle::import(ctx, actor, &bundle)
+                .await
+                .map_err(app_error)?;
+            print(out, &tenant, || {
+                format!("restored tenant {} ({})", tenant.slug, tenant.status)
+            })
         }
         TenantCommand::RollbackSecret { slug } => {
             let tenant = tenants::rollback_client_secret(ctx, actor, &slug)

@@ -685,6 +685,8 @@ backend_tests!(
     audit_verify_fails_when_the_newest_record_is_deleted,
     rotate_key_with_the_managed_key_file_reseals_every_secret_and_retires_the_old_key,
     rotate_key_with_the_master_key_from_the_environment_needs_a_new_key_file,
+    export_then_purge_then_import_restores_the_tenant,
+    rotate_key_with_a_new_key_file_and_the_managed_key_file_installs_that_key,
     rotate_key_with_a_new_key_file_reseals_under_that_key,
     config_file_with_an_unknown_key_exits_non_zero_naming_the_key_before_touching_anything,
     unknown_tenantry_env_var_exits_non_zero_naming_it_before_touching_anything,
@@ -1718,5 +1720,110 @@ async fn serve_with_a_bad_bind_address_exits_non_zero_with_one_line_before_touch
     cli.set_env("TENANTRY_BIND", "not-an-address");
     let line = cli.fails(&["serve"]).await;
     assert!(line.contains("not-an-address"), "{line}");
+    cli.finish().await;
+}
+
+async fn export_then_purge_then_import_restores_the_tenant(backend: Backend) {
+    let cli = Cli::new(backend).await;
+    let created = create_acme(&cli).await;
+    let bundle_path = cli.path().join("acme-bundle.json");
+    let bundle_arg = bundle_path.to_str().unwrap().to_owned();
+    cli.ok(&["tenant", "export", "acme", "--file", &bundle_arg])
+        .await;
+    assert_eq!(
+        file_mode(&bundle_path),
+        0o600,
+        "the bundle is readable by its owner only"
+    );
+    let bundle = std::fs::read_to_string(&bundle_path).unwrap();
+    assert!(
+        !bundle.contains(ACME_SECRET),
+        "secrets stay sealed in the bundle"
+    );
+    assert!(
+        bundle.contains("tsk1:"),
+        "sealed values travel with the bundle"
+    );
+    assert!(bundle.contains("tenantry.tenant-bundle/v1"));
+
+    let exists = cli
+        .fails(&["tenant", "import", "--file", &bundle_arg])
+        .await;
+    assert!(exists.contains("already exists"), "{exists}");
+
+    cli.ok(&["tenant", "cancel", "acme", "--reason", "leaving"])
+        .await;
+    cli.ok(&[
+        "tenant", "delete", "acme", "--hard", "--force", "--reason", "purge",
+    ])
+    .await;
+    cli.fails(&["tenant", "show", "acme"]).await;
+
+    let restored = cli.json(&["tenant", "import", "--file", &bundle_arg]).await;
+    assert_eq!(restored["id"], created["id"]);
+    assert_eq!(restored["status"], created["status"]);
+    assert_eq!(
+        restored["client_secret"]["fingerprint"],
+        created["client_secret"]["fingerprint"]
+    );
+    let actions: Vec<String> = cli
+        .audit()
+        .await
+        .iter()
+        .map(|r| r["action"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        actions.contains(&"tenant.export".to_owned())
+            && actions.contains(&"tenant.import".to_owned()),
+        "{actions:?}"
+    );
+    cli.finish().await;
+}
+
+async fn rotate_key_with_a_new_key_file_and_the_managed_key_file_installs_that_key(
+    backend: Backend,
+) {
+    let cli = Cli::new(backend).await;
+    tenants_with_secrets(&cli).await;
+    let old = std::fs::read_to_string(cli.key_file()).unwrap();
+    let old_id = tenantry::secrets::MasterKey::from_base64(&old)
+        .unwrap()
+        .id()
+        .to_owned();
+    let supplied = common::random_master_key();
+    let supplied_path = cli.write_file("supplied.key", &supplied);
+    let report = cli
+        .json(&[
+            "secrets",
+            "rotate-key",
+            "--new-key-file",
+            supplied_path.to_str().unwrap(),
+        ])
+        .await;
+    let new_id = tenantry::secrets::MasterKey::from_base64(&supplied)
+        .unwrap()
+        .id()
+        .to_owned();
+    assert_eq!(report["new_key_id"], new_id.as_str());
+    assert_eq!(
+        std::fs::read_to_string(cli.key_file()).unwrap().trim(),
+        supplied.trim(),
+        "the supplied key is installed"
+    );
+    assert!(
+        cli.path()
+            .join(format!("master.key.retired-{old_id}"))
+            .exists()
+    );
+    assert_eq!(file_mode(&cli.key_file()), 0o600);
+    assert_secrets_open(
+        &cli,
+        Keyring::new(
+            tenantry::secrets::MasterKey::from_base64(&supplied).unwrap(),
+            vec![],
+        ),
+        &new_id,
+    )
+    .await;
     cli.finish().await;
 }
