@@ -17,7 +17,10 @@ use tenantry::config::Config;
 use tenantry::tenants::{self, NewTenant};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Stats {
@@ -29,8 +32,17 @@ async fn measure(client: &reqwest::Client, token: &str, urls: &[String]) -> Stat
     let mut times = Vec::with_capacity(urls.len());
     for url in urls {
         let started = Instant::now();
-        let response = client.get(url).bearer_auth(token).send().await.expect("request");
-        assert!(response.status().is_success(), "{url}: {}", response.status());
+        let response = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
         response.bytes().await.expect("body");
         times.push(started.elapsed());
     }
@@ -58,7 +70,9 @@ async fn grow(ctx: &tenantry::context::Context, from: usize, to: usize) {
             db_uri: None,
             default_schema: None,
         };
-        tenants::create(ctx, &actor, &request).await.expect("create");
+        tenants::create(ctx, &actor, &request)
+            .await
+            .expect("create");
     }
 }
 
@@ -76,25 +90,48 @@ async fn main() {
         ..Config::default()
     };
     let (ctx, _) = tenantry::app::open(config).await.expect("open");
-    let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap()).expect("start");
+    let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap())
+        .expect("start");
     let base = format!("http://{}", server.addr);
-    let token = auth::create_platform_token(&ctx, &Actor::system(), "bench", Role::PlatformAdmin, None)
-        .await
-        .expect("token")
-        .token;
+    let token =
+        auth::create_platform_token(&ctx, &Actor::system(), "bench", Role::PlatformAdmin, None)
+            .await
+            .expect("token")
+            .token;
     let client = reqwest::Client::new();
 
     let operations: [(&str, Box<dyn Fn(usize, usize) -> String>); 3] = [
-        ("GET /api/v1/tenant/{slug}", Box::new(|i, n| format!("/api/v1/tenant/tenant-{:06}", (i * 7919) % n))),
-        ("GET /api/v1/tenant?limit=50&cursor=…", Box::new(|i, n| format!("/api/v1/tenant?limit=50&cursor=tenant-{:06}", (i * 7919) % n))),
-        ("GET /api/v1/tenant?tier=…&limit=50", Box::new(|i, _| format!("/api/v1/tenant?tier={}&limit=50", ["free", "starter", "professional", "enterprise"][i % 4]))),
+        (
+            "GET /api/v1/tenant/{slug}",
+            Box::new(|i, n| format!("/api/v1/tenant/tenant-{:06}", (i * 7919) % n)),
+        ),
+        (
+            "GET /api/v1/tenant?limit=50&cursor=…",
+            Box::new(|i, n| {
+                format!(
+                    "/api/v1/tenant?limit=50&cursor=tenant-{:06}",
+                    (i * 7919) % n
+                )
+            }),
+        ),
+        (
+            "GET /api/v1/tenant?tier=…&limit=50",
+            Box::new(|i, _| {
+                format!(
+                    "/api/v1/tenant?tier={}&limit=50",
+                    ["free", "starter", "professional", "enterprise"][i % 4]
+                )
+            }),
+        ),
     ];
     let mut results = Vec::new();
     let started = Instant::now();
     grow(&ctx, 0, small).await;
     let small_setup = started.elapsed();
     for (name, url) in &operations {
-        let urls: Vec<String> = (0..requests).map(|i| format!("{base}{}", url(i, small))).collect();
+        let urls: Vec<String> = (0..requests)
+            .map(|i| format!("{base}{}", url(i, small)))
+            .collect();
         measure(&client, &token, &urls[..requests / 10]).await; // warm-up
         results.push((name.to_string(), measure(&client, &token, &urls).await));
     }
@@ -110,9 +147,18 @@ async fn main() {
         large_setup,
         (large - small) as f64 / large_setup.as_secs_f64()
     );
-    println!("{:<40} {:>14} {:>14} {:>10} {:>12}", "operation", format!("median@{small}"), format!("median@{large}"), "ratio", format!("p95@{large}"));
+    println!(
+        "{:<40} {:>14} {:>14} {:>10} {:>12}",
+        "operation",
+        format!("median@{small}"),
+        format!("median@{large}"),
+        "ratio",
+        format!("p95@{large}")
+    );
     for (i, (name, url)) in operations.iter().enumerate() {
-        let urls: Vec<String> = (0..requests).map(|i| format!("{base}{}", url(i, large))).collect();
+        let urls: Vec<String> = (0..requests)
+            .map(|i| format!("{base}{}", url(i, large)))
+            .collect();
         measure(&client, &token, &urls[..requests / 10]).await;
         let at_large = measure(&client, &token, &urls).await;
         let at_small = &results[i].1;

@@ -19,10 +19,18 @@ pub struct AuditFilterForm {
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
-pub async fn list(ctx: web::Data<Context>, portal: PortalSession, query: web::Query<AuditFilterForm>) -> HttpResponse {
+pub async fn list(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    query: web::Query<AuditFilterForm>,
+) -> HttpResponse {
     let result = async {
         let page = audit::list(
             &ctx.db,
@@ -47,7 +55,13 @@ pub async fn list(ctx: web::Data<Context>, portal: PortalSession, query: web::Qu
         context.insert("actor", &non_empty(&query.actor).unwrap_or_default());
         context.insert("verify", &verify);
         context.insert("nav", "audit");
-        render(tera(), "audit.html", Some(&portal), portal.flash.clone(), context)
+        render(
+            tera(),
+            "audit.html",
+            Some(&portal),
+            portal.flash.clone(),
+            context,
+        )
     }
     .await;
     result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))

@@ -22,10 +22,22 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("macros.html", include_str!("../../templates/macros.html")),
     ("login.html", include_str!("../../templates/login.html")),
-    ("dashboard.html", include_str!("../../templates/dashboard.html")),
-    ("tenants/list.html", include_str!("../../templates/tenants/list.html")),
-    ("tenants/detail.html", include_str!("../../templates/tenants/detail.html")),
-    ("tenants/form.html", include_str!("../../templates/tenants/form.html")),
+    (
+        "dashboard.html",
+        include_str!("../../templates/dashboard.html"),
+    ),
+    (
+        "tenants/list.html",
+        include_str!("../../templates/tenants/list.html"),
+    ),
+    (
+        "tenants/detail.html",
+        include_str!("../../templates/tenants/detail.html"),
+    ),
+    (
+        "tenants/form.html",
+        include_str!("../../templates/tenants/form.html"),
+    ),
     ("audit.html", include_str!("../../templates/audit.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
@@ -70,7 +82,10 @@ where
         .route("/tenants/{slug}", web::get().to(tenants::detail))
         .route("/tenants/{slug}/edit", web::get().to(tenants::edit_form))
         .route("/tenants/{slug}/edit", web::post().to(tenants::update))
-        .route("/tenants/{slug}/lifecycle", web::post().to(tenants::lifecycle))
+        .route(
+            "/tenants/{slug}/lifecycle",
+            web::post().to(tenants::lifecycle),
+        )
         .route("/tenants/{slug}/purge", web::post().to(tenants::purge))
         .route("/audit", web::get().to(audit::list))
 }
@@ -115,6 +130,11 @@ pub fn render_status(
     }
     context.insert("flash", &flash);
     context.insert("version", env!("CARGO_PKG_VERSION"));
+    // base.html compares `nav` for the logged-in menu: pages without one (error pages) would
+    // otherwise fail to render.
+    if !context.contains_key("nav") {
+        context.insert("nav", "");
+    }
     let html = tera
         .render(template, context)
         .map_err(|e| AppError::internal(anyhow::anyhow!("rendering {template}: {e:?}")))?;
@@ -168,13 +188,23 @@ pub fn error_page(tera: &Tera, session: Option<&PortalSession>, err: &AppError) 
     }
     let mut context = tera::Context::new();
     context.insert("status", &err.status_code().as_u16());
-    context.insert("message", &if matches!(err, AppError::Internal(_)) {
-        "Something went wrong on our side. The error was logged.".to_owned()
-    } else {
-        err.to_string()
-    });
-    render_status(tera, "error.html", err.status_code(), session, None, &mut context)
-        .unwrap_or_else(|_| HttpResponse::InternalServerError().body("internal error"))
+    context.insert(
+        "message",
+        &if matches!(err, AppError::Internal(_)) {
+            "Something went wrong on our side. The error was logged.".to_owned()
+        } else {
+            err.to_string()
+        },
+    );
+    render_status(
+        tera,
+        "error.html",
+        err.status_code(),
+        session,
+        None,
+        &mut context,
+    )
+    .unwrap_or_else(|_| HttpResponse::InternalServerError().body("internal error"))
 }
 
 /// Unrouted paths: JSON under `/api/`, a page elsewhere.

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::session::{self, PortalSession, LOGIN_CSRF_COOKIE};
+use super::session::{self, LOGIN_CSRF_COOKIE, PortalSession};
 use super::{Flash, error_page, redirect_with, render, render_status, tera};
 use crate::audit::{self, AuditQuery};
 use crate::auth;
@@ -19,13 +19,25 @@ pub struct LoginQuery {
 /// Only local paths are followed after login (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
 
-pub async fn login_form(req: HttpRequest, ctx: web::Data<Context>, query: web::Query<LoginQuery>) -> HttpResponse {
-    login_page(&req, &ctx, query.next.as_deref(), None, actix_web::http::StatusCode::OK)
+pub async fn login_form(
+    req: HttpRequest,
+    ctx: web::Data<Context>,
+    query: web::Query<LoginQuery>,
+) -> HttpResponse {
+    login_page(
+        &req,
+        &ctx,
+        query.next.as_deref(),
+        None,
+        actix_web::http::StatusCode::OK,
+    )
 }
 
 fn login_page(
@@ -43,7 +55,10 @@ fn login_page(
     let flash = session::read_flash(req);
     match render_status(tera(), "login.html", status, None, flash, &mut context) {
         Ok(mut response) => {
-            let _ = response.add_cookie(&session::login_csrf_cookie(&token, ctx.config.secure_cookies()));
+            let _ = response.add_cookie(&session::login_csrf_cookie(
+                &token,
+                ctx.config.secure_cookies(),
+            ));
             response
         }
         Err(err) => error_page(tera(), None, &err),
@@ -62,8 +77,15 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-pub async fn login(req: HttpRequest, ctx: web::Data<Context>, form: web::Form<LoginForm>) -> HttpResponse {
-    let expected = req.cookie(LOGIN_CSRF_COOKIE).map(|c| c.value().to_owned()).unwrap_or_default();
+pub async fn login(
+    req: HttpRequest,
+    ctx: web::Data<Context>,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
+    let expected = req
+        .cookie(LOGIN_CSRF_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
     if !auth::csrf_matches(&expected, &form.csrf) {
         return login_page(
             &req,
@@ -73,7 +95,8 @@ pub async fn login(req: HttpRequest, ctx: web::Data<Context>, form: web::Form<Lo
             actix_web::http::StatusCode::FORBIDDEN,
         );
     }
-    let principal = match auth::verify_admin_login(&ctx, form.username.trim(), &form.password).await {
+    let principal = match auth::verify_admin_login(&ctx, form.username.trim(), &form.password).await
+    {
         Ok(Some(principal)) => principal,
         Ok(None) => {
             tracing::info!(username = %form.username.trim(), "portal login refused");
@@ -88,11 +111,17 @@ pub async fn login(req: HttpRequest, ctx: web::Data<Context>, form: web::Form<Lo
         Err(err) => return error_page(tera(), None, &err),
     };
     let actor = actor_for(&req, &principal.name);
-    let user_agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok());
+    let user_agent = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok());
     match auth::start_session(&ctx, &principal, &actor, user_agent).await {
         Ok((cookie, _)) => HttpResponse::SeeOther()
             .insert_header(("Location", safe_next(form.next.as_deref())))
-            .cookie(session::session_cookie(&cookie, ctx.config.secure_cookies()))
+            .cookie(session::session_cookie(
+                &cookie,
+                ctx.config.secure_cookies(),
+            ))
             .finish(),
         Err(err) => error_page(tera(), None, &err),
     }
@@ -104,7 +133,11 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn logout(ctx: web::Data<Context>, portal: PortalSession, form: web::Form<CsrfForm>) -> HttpResponse {
+pub async fn logout(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    form: web::Form<CsrfForm>,
+) -> HttpResponse {
     if let Err(err) = portal.check_csrf(&form.csrf) {
         return error_page(tera(), Some(&portal), &err);
     }
@@ -121,21 +154,52 @@ pub async fn dashboard(ctx: web::Data<Context>, portal: PortalSession) -> HttpRe
         let counts = tenants::counts(&ctx).await?;
         let by_status: Vec<(String, i64)> = TenantStatus::ALL
             .iter()
-            .map(|s| (s.to_string(), counts.iter().filter(|c| c.0 == s.as_str()).map(|c| c.2).sum()))
+            .map(|s| {
+                (
+                    s.to_string(),
+                    counts
+                        .iter()
+                        .filter(|c| c.0 == s.as_str())
+                        .map(|c| c.2)
+                        .sum(),
+                )
+            })
             .collect();
         let by_tier: Vec<(String, i64)> = Tier::ALL
             .iter()
-            .map(|t| (t.to_string(), counts.iter().filter(|c| c.1 == t.as_str()).map(|c| c.2).sum()))
+            .map(|t| {
+                (
+                    t.to_string(),
+                    counts
+                        .iter()
+                        .filter(|c| c.1 == t.as_str())
+                        .map(|c| c.2)
+                        .sum(),
+                )
+            })
             .collect();
         let total: i64 = counts.iter().map(|c| c.2).sum();
-        let recent = audit::list(&ctx.db, &AuditQuery { limit: Some(10), ..AuditQuery::default() }).await?;
+        let recent = audit::list(
+            &ctx.db,
+            &AuditQuery {
+                limit: Some(10),
+                ..AuditQuery::default()
+            },
+        )
+        .await?;
         let mut context = tera::Context::new();
         context.insert("total", &total);
         context.insert("by_status", &by_status);
         context.insert("by_tier", &by_tier);
         context.insert("recent", &recent.items);
         context.insert("nav", "dashboard");
-        render(tera(), "dashboard.html", Some(&portal), portal.flash.clone(), context)
+        render(
+            tera(),
+            "dashboard.html",
+            Some(&portal),
+            portal.flash.clone(),
+            context,
+        )
     }
     .await;
     result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))

@@ -8,8 +8,8 @@ use futures_util::future::LocalBoxFuture;
 
 use super::Flash;
 use crate::audit::Actor;
-use crate::auth::{self, Session};
 use crate::auth::extract::actor_for;
+use crate::auth::{self, Session};
 use crate::context::Context;
 use crate::error::AppError;
 
@@ -44,12 +44,15 @@ impl ResponseError for PortalRejection {
     fn error_response(&self) -> HttpResponse {
         match self {
             PortalRejection::LoginRequired { next } => {
-                let location = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
-                HttpResponse::SeeOther().insert_header(("Location", location)).finish()
+                let location = format!(
+                    "/login?next={}",
+                    url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                );
+                HttpResponse::SeeOther()
+                    .insert_header(("Location", location))
+                    .finish()
             }
-            PortalRejection::App(err) => {
-                super::error_page(super::tera(), None, err)
-            }
+            PortalRejection::App(err) => super::error_page(super::tera(), None, err),
         }
     }
 }
@@ -66,8 +69,13 @@ impl FromRequest for PortalSession {
                 .app_data::<web::Data<Context>>()
                 .ok_or_else(|| AppError::internal(anyhow::anyhow!("context missing")))?
                 .clone();
-            let next = req.uri().path_and_query().map_or("/".to_owned(), |p| p.to_string());
-            let cookie = req.cookie(SESSION_COOKIE).ok_or(PortalRejection::LoginRequired { next: next.clone() })?;
+            let next = req
+                .uri()
+                .path_and_query()
+                .map_or("/".to_owned(), |p| p.to_string());
+            let cookie = req
+                .cookie(SESSION_COOKIE)
+                .ok_or(PortalRejection::LoginRequired { next: next.clone() })?;
             let session = auth::load_session(&ctx, cookie.value())
                 .await?
                 .ok_or(PortalRejection::LoginRequired { next })?;
@@ -79,8 +87,9 @@ impl FromRequest for PortalSession {
             })
         });
         Box::pin(async move {
-            task.await
-                .map_err(|e| PortalRejection::App(AppError::internal(anyhow::anyhow!("session task: {e}"))))?
+            task.await.map_err(|e| {
+                PortalRejection::App(AppError::internal(anyhow::anyhow!("session task: {e}")))
+            })?
         })
     }
 }
@@ -111,8 +120,10 @@ fn percent_decode(value: &str) -> String {
 }
 
 pub fn flash_cookie(flash: &Flash) -> Cookie<'static> {
-    let value: String =
-        url::form_urlencoded::byte_serialize(serde_json::to_string(flash).unwrap_or_default().as_bytes()).collect();
+    let value: String = url::form_urlencoded::byte_serialize(
+        serde_json::to_string(flash).unwrap_or_default().as_bytes(),
+    )
+    .collect();
     Cookie::build(FLASH_COOKIE, value)
         .path("/")
         .http_only(true)

@@ -31,7 +31,11 @@ fn choices() -> (Vec<&'static str>, Vec<&'static str>) {
     )
 }
 
-pub async fn list(ctx: web::Data<Context>, portal: PortalSession, query: web::Query<ListQuery>) -> HttpResponse {
+pub async fn list(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    query: web::Query<ListQuery>,
+) -> HttpResponse {
     let query = query.into_inner();
     let result = async {
         let page = tenants::list(
@@ -51,11 +55,20 @@ pub async fn list(ctx: web::Data<Context>, portal: PortalSession, query: web::Qu
         context.insert("q", &query.q.unwrap_or_default());
         context.insert("status", &query.status.unwrap_or_default());
         context.insert("tier", &query.tier.unwrap_or_default());
-        context.insert("is_first_page", &query.cursor.as_deref().unwrap_or("").is_empty());
+        context.insert(
+            "is_first_page",
+            &query.cursor.as_deref().unwrap_or("").is_empty(),
+        );
         context.insert("statuses", &statuses);
         context.insert("tiers", &tiers);
         context.insert("nav", "tenants");
-        render(tera(), "tenants/list.html", Some(&portal), portal.flash.clone(), context)
+        render(
+            tera(),
+            "tenants/list.html",
+            Some(&portal),
+            portal.flash.clone(),
+            context,
+        )
     }
     .await;
     result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
@@ -115,17 +128,22 @@ impl TenantForm {
             None => Ok(None),
             Some(text) => serde_json::from_str::<Map<String, Value>>(&text)
                 .map(Some)
-                .map_err(|_| AppError::invalid("metadata", "json", "must be a JSON object like {\"region\": \"eu\"}")),
+                .map_err(|_| {
+                    AppError::invalid(
+                        "metadata",
+                        "json",
+                        "must be a JSON object like {\"region\": \"eu\"}",
+                    )
+                }),
         }
     }
 
     fn to_new_tenant(&self) -> AppResult<NewTenant> {
         let trial_days = match opt(&self.trial_days) {
             None => None,
-            Some(days) => Some(
-                days.parse::<i64>()
-                    .map_err(|_| AppError::invalid("trial_days", "integer", "must be a whole number of days"))?,
-            ),
+            Some(days) => Some(days.parse::<i64>().map_err(|_| {
+                AppError::invalid("trial_days", "integer", "must be a whole number of days")
+            })?),
         };
         Ok(NewTenant {
             slug: self.slug.trim().to_owned(),
@@ -152,7 +170,8 @@ impl TenantForm {
             metadata: Some(self.metadata()?.unwrap_or_default()),
             oauth_issuer: Some(opt(&self.oauth_issuer)),
             client_id: Some(opt(&self.client_id)),
-            client_secret: (!self.client_secret.is_empty()).then(|| Some(self.client_secret.clone())),
+            client_secret: (!self.client_secret.is_empty())
+                .then(|| Some(self.client_secret.clone())),
             scopes: opt(&self.scopes).map(Scopes::Text),
             db_uri: (!self.db_uri.is_empty()).then(|| Some(self.db_uri.clone())),
             default_schema: Some(opt(&self.default_schema)),
@@ -218,9 +237,19 @@ fn form_page(
     let flash = err
         .filter(|e| !matches!(e, AppError::Validation(_)) && errors.is_empty())
         .map(|e| Flash::error(e.to_string()));
-    let flash = flash.or_else(|| err.is_some().then(|| Flash::error("Please correct the fields marked below.")));
-    render_status(tera(), "tenants/form.html", status, Some(portal), flash, &mut context)
-        .unwrap_or_else(|e| error_page(tera(), Some(portal), &e))
+    let flash = flash.or_else(|| {
+        err.is_some()
+            .then(|| Flash::error("Please correct the fields marked below."))
+    });
+    render_status(
+        tera(),
+        "tenants/form.html",
+        status,
+        Some(portal),
+        flash,
+        &mut context,
+    )
+    .unwrap_or_else(|e| error_page(tera(), Some(portal), &e))
 }
 
 pub async fn new_form(portal: PortalSession) -> HttpResponse {
@@ -232,8 +261,15 @@ pub async fn new_form(portal: PortalSession) -> HttpResponse {
     form_page(&portal, "create", &form, None, None)
 }
 
-pub async fn create(ctx: web::Data<Context>, portal: PortalSession, form: web::Form<TenantForm>) -> HttpResponse {
-    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+pub async fn create(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    form: web::Form<TenantForm>,
+) -> HttpResponse {
+    if let Err(err) = portal
+        .check_csrf(&form.csrf)
+        .and_then(|()| portal.session.principal.require_admin())
+    {
         return error_page(tera(), Some(&portal), &err);
     }
     let result = match form.to_new_tenant() {
@@ -260,7 +296,11 @@ struct ActionView {
     danger: bool,
 }
 
-pub async fn detail(ctx: web::Data<Context>, portal: PortalSession, slug: web::Path<String>) -> HttpResponse {
+pub async fn detail(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+) -> HttpResponse {
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
         let history = tenants::history(&ctx, &tenant).await?;
@@ -286,7 +326,10 @@ pub async fn detail(ctx: web::Data<Context>, portal: PortalSession, slug: web::P
                     Transition::Delete => "Delete",
                     Transition::Restore => "Restore",
                 },
-                danger: matches!(t, Transition::Suspend | Transition::Cancel | Transition::Delete),
+                danger: matches!(
+                    t,
+                    Transition::Suspend | Transition::Cancel | Transition::Delete
+                ),
             })
             .collect();
         let mut context = tera::Context::new();
@@ -294,17 +337,36 @@ pub async fn detail(ctx: web::Data<Context>, portal: PortalSession, slug: web::P
         context.insert("history", &history);
         context.insert("events", &events.items);
         context.insert("actions", &actions);
-        context.insert("can_purge", &(tenant.status.is_purgeable() && tenant.slug != tenants::ADMIN_SLUG));
+        context.insert(
+            "can_purge",
+            &(tenant.status.is_purgeable() && tenant.slug != tenants::ADMIN_SLUG),
+        );
         context.insert("nav", "tenants");
-        render(tera(), "tenants/detail.html", Some(&portal), portal.flash.clone(), context)
+        render(
+            tera(),
+            "tenants/detail.html",
+            Some(&portal),
+            portal.flash.clone(),
+            context,
+        )
     }
     .await;
     result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
 }
 
-pub async fn edit_form(ctx: web::Data<Context>, portal: PortalSession, slug: web::Path<String>) -> HttpResponse {
+pub async fn edit_form(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+) -> HttpResponse {
     match tenants::get(&ctx, &slug).await {
-        Ok(tenant) => form_page(&portal, "edit", &TenantForm::from_tenant(&tenant), Some(&tenant), None),
+        Ok(tenant) => form_page(
+            &portal,
+            "edit",
+            &TenantForm::from_tenant(&tenant),
+            Some(&tenant),
+            None,
+        ),
         Err(err) => error_page(tera(), Some(&portal), &err),
     }
 }
@@ -315,7 +377,10 @@ pub async fn update(
     slug: web::Path<String>,
     form: web::Form<TenantForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+    if let Err(err) = portal
+        .check_csrf(&form.csrf)
+        .and_then(|()| portal.session.principal.require_admin())
+    {
         return error_page(tera(), Some(&portal), &err);
     }
     let result = match form.to_patch() {
@@ -353,12 +418,18 @@ pub async fn lifecycle(
     slug: web::Path<String>,
     form: web::Form<LifecycleForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+    if let Err(err) = portal
+        .check_csrf(&form.csrf)
+        .and_then(|()| portal.session.principal.require_admin())
+    {
         return error_page(tera(), Some(&portal), &err);
     }
     let location = format!("/tenants/{slug}");
     let Ok(transition) = form.action.parse::<Transition>() else {
-        return redirect_with(&location, Flash::error(format!("Unknown action `{}`.", form.action)));
+        return redirect_with(
+            &location,
+            Flash::error(format!("Unknown action `{}`.", form.action)),
+        );
     };
     match tenants::transition(&ctx, &portal.actor, &slug, transition, &form.reason).await {
         Ok(tenant) => redirect_with(
@@ -367,9 +438,14 @@ pub async fn lifecycle(
         ),
         Err(err @ AppError::Validation(_)) => redirect_with(
             &location,
-            Flash::error(format!("Please give a reason to {} the tenant ({err}).", transition.as_str())),
+            Flash::error(format!(
+                "Please give a reason to {} the tenant ({err}).",
+                transition.as_str()
+            )),
         ),
-        Err(err @ AppError::Conflict { .. }) => redirect_with(&location, Flash::error(err.to_string())),
+        Err(err @ AppError::Conflict { .. }) => {
+            redirect_with(&location, Flash::error(err.to_string()))
+        }
         Err(err) => error_page(tera(), Some(&portal), &err),
     }
 }
@@ -390,12 +466,21 @@ pub async fn purge(
     slug: web::Path<String>,
     form: web::Form<PurgeForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal.check_csrf(&form.csrf).and_then(|()| portal.session.principal.require_admin()) {
+    if let Err(err) = portal
+        .check_csrf(&form.csrf)
+        .and_then(|()| portal.session.principal.require_admin())
+    {
         return error_page(tera(), Some(&portal), &err);
     }
-    let force = form.force.as_deref().is_some_and(|f| f == "on" || f == "true");
+    let force = form
+        .force
+        .as_deref()
+        .is_some_and(|f| f == "on" || f == "true");
     match tenants::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
-        Ok(()) => redirect_with("/tenants", Flash::success(format!("Tenant {slug} was purged."))),
+        Ok(()) => redirect_with(
+            "/tenants",
+            Flash::success(format!("Tenant {slug} was purged.")),
+        ),
         Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
             redirect_with(&format!("/tenants/{slug}"), Flash::error(err.to_string()))
         }
