@@ -1,0 +1,592 @@
+//! The admin portal in a real headless Chromium, driven through WebDriver (Debian's
+//! `chromedriver`): log in, create a tenant (first with a bad slug), suspend it with a reason,
+//! find the suspension in the audit log. A screenshot of each step lands in
+//! `target/screenshots/<backend>/`.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver`: `scripts/install-test-deps` installs
+//! them. Without them the test fails (it never skips).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_PASSWORD, Backend, TestApp};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// How long one step may wait for the page it expects.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The whole walk through the portal; a hung browser fails the test instead of stalling it.
+const TEST_TIMEOUT: Duration = Duration::from_secs(180);
+
+backend_tests!(admin_logs_in_creates_suspends_a_tenant_and_finds_it_in_the_audit_log);
+
+/// A `chromedriver` child process, killed (with the browser it started) when dropped, also when
+/// the test panics.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    /// The browser's profile; removed after the processes are gone (field order: dropped last).
+    profile: tempfile::TempDir,
+}
+
+impl ChromeDriver {
+    /// Starts chromedriver on a free port, its log in `log_dir`, and waits until it answers.
+    async fn start(log_dir: &Path) -> ChromeDriver {
+        for binary in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                Path::new(binary).exists(),
+                "{binary} is missing: the browser test needs Chromium and chromedriver. \
+                 Run scripts/install-test-deps (as root, or with sudo) and run the test again."
+            );
+        }
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+            listener.local_addr().expect("port").port()
+        };
+        let log_path = log_dir.join("chromedriver.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
+        let mut command = Command::new(CHROMEDRIVER);
+        command
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        // A process group of its own: dropping the guard ends chromedriver and every browser
+        // process it started, whatever state they are in.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("starting {CHROMEDRIVER}: {e}; run scripts/install-test-deps")
+        });
+        let mut driver = ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log: log_path,
+            profile: tempfile::tempdir().expect("browser profile dir"),
+        };
+        driver.wait_until_ready().await;
+        driver
+    }
+
+    async fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status_url = format!("{}/status", self.url);
+        loop {
+            if let Ok(response) = reqwest::get(&status_url).await
+                && let Ok(status) = response.json::<Value>().await
+                && status["value"]["ready"] == true
+            {
+                return;
+            }
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("chromedriver stopped ({exit}); see {}", self.log.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer on {status_url} within 20 s; see {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn capabilities(&self) -> serde_json::Map<String, Value> {
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", self.profile.path().display()),
+                ],
+            },
+        });
+        caps.as_object().unwrap().clone()
+    }
+
+    async fn connect(&self) -> Client {
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(self.capabilities());
+        builder
+            .connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("chromedriver could not start {CHROMIUM}: {e}"))
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // Only the process group this test started (its id is chromedriver's pid).
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshot_root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// The browser, with helpers that fail with the step's context and save screenshots.
+struct Ui {
+    client: Client,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Ui {
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(STEP_TIMEOUT)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(e) => {
+                self.shot("zz-failure").await;
+                panic!(
+                    "no `{css}` on {}: {e} (see zz-failure.png)",
+                    self.path().await
+                )
+            }
+        }
+    }
+
+    async fn find_xpath(&self, xpath: &str) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(STEP_TIMEOUT)
+            .for_element(Locator::XPath(xpath))
+            .await
+        {
+            Ok(element) => element,
+            Err(e) => {
+                self.shot("zz-failure").await;
+                panic!(
+                    "no `{xpath}` on {}: {e} (see zz-failure.png)",
+                    self.path().await
+                )
+            }
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.find(css)
+            .await
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("text of `{css}`: {e}"))
+    }
+
+    /// Types `text` into the field `css`, replacing what it held.
+    async fn fill(&self, css: &str, text: &str) {
+        let field = self.find(css).await;
+        field
+            .clear()
+            .await
+            .unwrap_or_else(|e| panic!("clearing `{css}`: {e}"));
+        field
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("typing into `{css}`: {e}"));
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
+    }
+
+    async fn path(&self) -> String {
+        match self.client.current_url().await {
+            Ok(url) => match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            },
+            Err(e) => format!("<unknown page: {e}>"),
+        }
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("running `{script}`: {e}"))
+    }
+
+    /// Waits until the element `css` of a fully loaded page contains `text` (after a click that
+    /// navigates, the old page may still be there for a moment).
+    async fn wait_for_text(&self, css: &str, text: &str) -> Element {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let loaded = self
+                .client
+                .execute("return document.readyState", vec![])
+                .await
+                .ok()
+                == Some(json!("complete"));
+            if loaded && let Ok(element) = self.client.find(Locator::Css(css)).await {
+                if let Ok(found) = element.text().await
+                    && found.contains(text)
+                {
+                    return element;
+                }
+            }
+            if Instant::now() > deadline {
+                let seen = match self.client.find(Locator::Css(css)).await {
+                    Ok(element) => element.text().await.unwrap_or_default(),
+                    Err(_) => "<no such element>".into(),
+                };
+                self.shot("zz-failure").await;
+                panic!(
+                    "`{css}` never showed “{text}” on {} (it shows “{seen}”; see zz-failure.png)",
+                    self.path().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a PNG of the whole page (the window is stretched to the page's height for it).
+    async fn shot(&self, name: &str) {
+        let height = self
+            .script("return Math.max(document.documentElement.scrollHeight, window.innerHeight) + (window.outerHeight - window.innerHeight)")
+            .await
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(900, 6000) as u32;
+        self.client
+            .set_window_size(1280, height)
+            .await
+            .expect("resizing the window");
+        let png = self
+            .client
+            .screenshot()
+            .await
+            .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+        self.client
+            .set_window_size(1280, 900)
+            .await
+            .expect("resizing the window back");
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+}
+
+async fn admin_logs_in_creates_suspends_a_tenant_and_finds_it_in_the_audit_log(backend: Backend) {
+    let shots = screenshot_root().join(match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    });
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    for old in std::fs::read_dir(&shots).expect("screenshot dir").flatten() {
+        let _ = std::fs::remove_file(old.path());
+    }
+    let driver = ChromeDriver::start(&shots).await;
+    let app = TestApp::spawn(backend).await;
+    let ui = Ui {
+        client: driver.connect().await,
+        base: app.base.clone(),
+        shots,
+    };
+    tokio::time::timeout(TEST_TIMEOUT, walk_through_the_portal(&ui))
+        .await
+        .unwrap_or_else(|_| panic!("the browser walk did not finish within {TEST_TIMEOUT:?}"));
+    let _ = ui.client.close().await;
+    app.stop().await;
+    drop(driver);
+}
+
+async fn walk_through_the_portal(ui: &Ui) {
+    // 1. The login form.
+    ui.goto("/tenants").await;
+    ui.wait_for_text("h1", "Log in to tenantry").await;
+    assert!(
+        ui.path().await.starts_with("/login?next="),
+        "a page behind the login sends to the form"
+    );
+    ui.shot("01-login").await;
+    ui.fill("#username", "admin").await;
+    ui.fill("#password", ADMIN_PASSWORD).await;
+    ui.click("form[action='/login'] button[type=submit]").await;
+    ui.wait_for_text("h1", "Tenants").await;
+    assert_eq!(
+        ui.path().await,
+        "/tenants",
+        "back to the page first asked for"
+    );
+    assert!(
+        ui.text(".whoami").await.contains("admin"),
+        "the top bar shows who is logged in"
+    );
+    ui.shot("02-tenants").await;
+
+    // 2. The "New tenant" form, first with a bad slug.
+    ui.click("a.button.primary[href='/tenants/new']").await;
+    ui.wait_for_text("h1", "New tenant").await;
+    ui.shot("03-new-tenant").await;
+    ui.fill("#f-slug", "Bad_Slug").await;
+    ui.fill("#f-name", "Acme Corporation").await;
+    ui.find("#f-tier")
+        .await
+        .select_by_value("professional")
+        .await
+        .expect("choosing the tier");
+    ui.fill("#f-contact_name", "Jo Doe").await;
+    ui.fill("#f-contact_email", "jo@acme.example").await;
+    ui.fill("#f-oauth_issuer", "https://acme.okta.com/oauth2/default")
+        .await;
+    ui.fill("#f-client_id", "0oa1abc2def3").await;
+    ui.fill("#f-client_secret", "cs-browser-secret").await;
+    ui.click("form.form button[type=submit]").await;
+    ui.wait_for_text("[role=alert]", "Please correct the fields marked below.")
+        .await;
+    let error = ui.find("#e-slug").await;
+    assert!(
+        error.is_displayed().await.unwrap(),
+        "the slug error is visible"
+    );
+    assert_eq!(
+        error.text().await.unwrap(),
+        "Slug may contain only lowercase letters a-z, digits 0-9 and hyphens"
+    );
+    // Next to the field: in the slug's own .field block, right under its input.
+    let placement = ui
+        .script(
+            "const input = document.getElementById('f-slug');
+             const field = input.closest('.field');
+             const error = field.querySelector('.error');
+             const i = input.getBoundingClientRect(), e = error ? error.getBoundingClientRect() : null;
+             return { error: error && error.id, marked: field.classList.contains('has-error'),
+                      describedby: input.getAttribute('aria-describedby'), value: input.value,
+                      gap: e ? e.top - i.bottom : null, color: error ? getComputedStyle(error).color : null };",
+        )
+        .await;
+    assert_eq!(placement["error"], "e-slug", "{placement}");
+    assert_eq!(placement["marked"], true, "{placement}");
+    assert_eq!(placement["describedby"], "e-slug", "{placement}");
+    assert_eq!(
+        placement["value"], "Bad_Slug",
+        "what was typed is kept: {placement}"
+    );
+    let gap = placement["gap"].as_f64().unwrap();
+    assert!(
+        (0.0..20.0).contains(&gap),
+        "the error sits right under the input: {placement}"
+    );
+    assert_eq!(
+        placement["color"], "rgb(180, 35, 24)",
+        "the error is in the danger colour: {placement}"
+    );
+    assert_eq!(
+        ui.find("#f-name")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("Acme Corporation")
+    );
+    assert_eq!(
+        ui.find("#f-client_secret")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(""),
+        "secrets are not sent back"
+    );
+    assert!(
+        ui.find_xpath("//div[contains(@class,'field')][.//input[@id='f-name']]")
+            .await
+            .attr("class")
+            .await
+            .unwrap()
+            .unwrap()
+            == "field",
+        "only the bad field is marked"
+    );
+    ui.shot("04-bad-slug").await;
+
+    // 3. Corrected: the tenant is created and its page opens.
+    ui.fill("#f-slug", "acme-corp").await;
+    ui.fill("#f-client_secret", "cs-browser-secret").await;
+    ui.click("form.form button[type=submit]").await;
+    ui.wait_for_text("[role=status]", "Tenant acme-corp created.")
+        .await;
+    assert_eq!(ui.path().await, "/tenants/acme-corp");
+    assert!(
+        ui.text("h1")
+            .await
+            .starts_with("Acme Corporation acme-corp")
+    );
+    assert_eq!(ui.text("h1 .badge").await, "active");
+    assert!(
+        !ui.client
+            .source()
+            .await
+            .unwrap()
+            .contains("cs-browser-secret"),
+        "the secret is not on the page"
+    );
+    ui.shot("05-created").await;
+
+    // 4. Suspend, with a reason: the button opens a small form that needs one.
+    let reason = ui.find("#reason-suspend").await;
+    assert!(
+        !reason.is_displayed().await.unwrap(),
+        "the form stays folded until asked for"
+    );
+    ui.find_xpath(
+        "//details[contains(@class,'action')]/summary[starts-with(normalize-space(.), 'Suspend')]",
+    )
+    .await
+    .click()
+    .await
+    .expect("opening the suspend form");
+    assert!(
+        reason.is_displayed().await.unwrap(),
+        "the reason field shows"
+    );
+    let submit = "details[open] form[action='/tenants/acme-corp/lifecycle'] button[type=submit]";
+    ui.click(submit).await;
+    let refused = ui
+        .script("return document.getElementById('reason-suspend').validity.valueMissing")
+        .await;
+    assert_eq!(refused, true, "the browser asks for the reason first");
+    assert_eq!(
+        ui.text("h1 .badge").await,
+        "active",
+        "nothing was sent without a reason"
+    );
+    ui.fill("#reason-suspend", "Payment failed in March").await;
+    ui.shot("06-suspend-form").await;
+    ui.click(submit).await;
+    ui.wait_for_text("[role=status]", "Tenant acme-corp is now suspended.")
+        .await;
+    assert_eq!(ui.text("h1 .badge").await, "suspended");
+    let row = ui
+        .find_xpath("//h3[normalize-space(.)='Status history']/following-sibling::table[1]//tr[td[normalize-space(.)='Payment failed in March']]")
+        .await;
+    let row = row.text().await.unwrap();
+    assert!(
+        row.contains("active") && row.contains("suspended") && row.contains("admin"),
+        "history row: {row}"
+    );
+    let facts = ui
+        .find_xpath("//dt[.='Status']/following-sibling::dd[1]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        facts.contains("suspended — Payment failed in March"),
+        "{facts}"
+    );
+    ui.shot("07-suspended").await;
+
+    // 5. The audit log, filtered by the tenant.
+    ui.click(".mainnav a[href='/audit']").await;
+    ui.wait_for_text("h1", "Audit log").await;
+    ui.fill("#tenant", "acme-corp").await;
+    ui.click("form.filters button[type=submit]").await;
+    ui.wait_for_text("form.filters", "Clear").await;
+    assert!(
+        ui.path().await.contains("tenant=acme-corp"),
+        "{}",
+        ui.path().await
+    );
+    let tenants = ui
+        .script("return [...document.querySelectorAll('table tbody tr td:nth-child(5)')].map(td => td.textContent.trim())")
+        .await;
+    let tenants: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        !tenants.is_empty() && tenants.iter().all(|t| *t == "acme-corp"),
+        "only acme-corp's records: {tenants:?}"
+    );
+    let suspend = ui
+        .find_xpath("//table//tbody/tr[td/code[normalize-space(.)='tenant.suspend']]")
+        .await;
+    let suspend = suspend.text().await.unwrap();
+    assert!(
+        suspend.contains("admin") && suspend.contains("Payment failed in March"),
+        "audit row: {suspend}"
+    );
+    ui.find_xpath("//table//tbody/tr[td/code[normalize-space(.)='tenant.create']]")
+        .await;
+    ui.shot("08-audit").await;
+
+    // 6. A page that does not exist, and the dashboard.
+    ui.goto("/tenants/no-such-tenant").await;
+    ui.wait_for_text("h1", "Not found").await;
+    assert!(ui.text("main").await.contains("no-such-tenant"));
+    assert!(
+        ui.text(".whoami").await.contains("admin"),
+        "still logged in, with the menu"
+    );
+    ui.shot("09-not-found").await;
+    ui.click(".mainnav a[href='/']").await;
+    ui.wait_for_text("h1", "Dashboard").await;
+    let suspended = ui
+        .find_xpath(
+            "//h2[.='Tenants by status']/following-sibling::table//tr[.//span[.='suspended']]/td[2]",
+        )
+        .await;
+    assert_eq!(
+        suspended.text().await.unwrap(),
+        "1",
+        "the dashboard counts the suspended tenant"
+    );
+    ui.find_xpath("//table//tr[td/code[.='tenant.suspend']]")
+        .await;
+    ui.shot("10-dashboard").await;
+
+    // 7. Log out.
+    ui.click(".whoami button[type=submit]").await;
+    ui.wait_for_text("[role=status]", "You are logged out.")
+        .await;
+    ui.shot("11-logged-out").await;
+    ui.goto("/").await;
+    ui.wait_for_text("h1", "Log in to tenantry").await;
+}

@@ -1,0 +1,847 @@
+//! The admin portal over plain HTTP, as a browser without JavaScript uses it: cookies, forms,
+//! CSRF tokens and 303 redirects, against SQLite and PostgreSQL.
+
+mod common;
+
+use common::{ADMIN_PASSWORD, Backend, TestApp};
+use reqwest::StatusCode;
+use reqwest::header::{LOCATION, SET_COOKIE};
+
+backend_tests!(
+    pages_without_a_session_redirect_to_login,
+    wrong_password_is_401_with_an_error_and_starts_no_session,
+    login_sets_an_http_only_same_site_lax_session_cookie_and_returns_to_the_page_asked_for,
+    forms_without_or_with_a_wrong_csrf_token_are_403_and_change_nothing,
+    create_with_a_bad_slug_is_422_with_the_error_next_to_the_field_and_stores_nothing,
+    create_redirects_to_the_detail_page_of_the_new_tenant,
+    lifecycle_action_with_a_reason_changes_the_status_shown_on_the_detail_page,
+    logout_ends_the_session_and_the_old_cookie_no_longer_works,
+    pages_load_every_asset_from_this_server,
+    secrets_typed_into_the_form_never_appear_in_a_page,
+);
+
+/// The pages behind the login, with `{slug}` for an existing tenant.
+const PAGES: &[&str] = &[
+    "/",
+    "/tenants",
+    "/tenants/new",
+    "/tenants/{slug}",
+    "/tenants/{slug}/edit",
+    "/audit",
+];
+
+/// A browser without JavaScript: keeps cookies, does not follow redirects by itself.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+}
+
+/// A page as the browser got it.
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    set_cookies: Vec<String>,
+    html: String,
+}
+
+impl Page {
+    /// The value of the first hidden `csrf` input of the page.
+    fn csrf(&self) -> String {
+        hidden_value(&self.html, "csrf")
+            .unwrap_or_else(|| panic!("no csrf field on the page:\n{}", self.html))
+    }
+
+    fn assert_status(&self, expected: StatusCode) {
+        assert_eq!(self.status, expected, "page:\n{}", self.html);
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: app.base.clone(),
+        }
+    }
+
+    async fn page(response: reqwest::Response) -> Page {
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|v| v.to_str().expect("ascii location").to_owned());
+        let set_cookies = response
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().expect("ascii cookie").to_owned())
+            .collect();
+        let html = response.text().await.expect("body");
+        Page {
+            status,
+            location,
+            set_cookies,
+            html,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        Self::page(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("GET sent"),
+        )
+        .await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        Self::page(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .form(form)
+                .send()
+                .await
+                .expect("POST sent"),
+        )
+        .await
+    }
+
+    /// Follows a 303 the way a browser does (GET the Location).
+    async fn follow(&self, page: &Page) -> Page {
+        page.assert_status(StatusCode::SEE_OTHER);
+        self.get(page.location.as_deref().expect("a redirect has a Location"))
+            .await
+    }
+
+    /// Fills in the login form; returns the answer to the POST.
+    async fn submit_login(&self, username: &str, password: &str) -> Page {
+        let form = self.get("/login").await;
+        form.assert_status(StatusCode::OK);
+        let csrf = form.csrf();
+        let next = hidden_value(&form.html, "next").unwrap_or_else(|| "/".into());
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("next", &next),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    async fn log_in(app: &TestApp) -> Browser {
+        let browser = Browser::new(app);
+        let answer = browser.submit_login("admin", ADMIN_PASSWORD).await;
+        answer.assert_status(StatusCode::SEE_OTHER);
+        browser
+    }
+
+    /// The CSRF token of this session (from the form on `path`).
+    async fn csrf(&self, path: &str) -> String {
+        let page = self.get(path).await;
+        page.assert_status(StatusCode::OK);
+        page.csrf()
+    }
+
+    /// Submits the "New tenant" form with `fields` (plus the page's CSRF token).
+    async fn create_tenant(&self, fields: &[(&str, &str)]) -> Page {
+        let csrf = self.csrf("/tenants/new").await;
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        self.post("/tenants", &form).await
+    }
+}
+
+/// The `value` of the `<input … name="{name}" value="…">` in `html`.
+fn hidden_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(unescape(&html[start..end]))
+}
+
+/// Undoes tera's HTML escaping (`& < > " ' /`), as a browser reading an attribute does.
+fn unescape(text: &str) -> String {
+    text.replace("&#x2F;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The HTML of the `.field` block holding the input with id `input_id`.
+fn field_block<'a>(html: &'a str, input_id: &str) -> &'a str {
+    let at = html
+        .find(&format!("id=\"{input_id}\""))
+        .unwrap_or_else(|| panic!("no #{input_id} on the page:\n{html}"));
+    let start = html[..at]
+        .rfind("<div class=\"field")
+        .expect("the input sits in a .field");
+    let end = html[at..].find("</div>").expect("the .field ends") + at;
+    &html[start..end]
+}
+
+/// The cookie named `name` among `Set-Cookie` headers.
+fn set_cookie<'a>(page: &'a Page, name: &str) -> Option<&'a str> {
+    page.set_cookies
+        .iter()
+        .map(String::as_str)
+        .find(|c| c.starts_with(&format!("{name}=")))
+}
+
+fn cookie_value(set_cookie: &str) -> &str {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+}
+
+/// The status badge in the detail page's heading.
+fn heading_status(html: &str) -> String {
+    let h1 = &html[html.find("<h1>").expect("a heading")..];
+    let h1 = &h1[..h1.find("</h1>").unwrap()];
+    let badge = &h1[h1
+        .find("class=\"badge status-")
+        .expect("a status badge in the heading")..];
+    let text = &badge[badge.find('>').unwrap() + 1..];
+    text[..text.find('<').unwrap()].to_owned()
+}
+
+async fn tenant_exists(app: &TestApp, slug: &str) -> bool {
+    let (status, body) = app.get(&format!("/api/v1/tenant/{slug}")).await;
+    assert!(
+        matches!(status, StatusCode::OK | StatusCode::NOT_FOUND),
+        "{status}: {body}"
+    );
+    status == StatusCode::OK
+}
+
+async fn tenant_count(app: &TestApp) -> usize {
+    let (status, body) = app.get("/api/v1/tenant?limit=200").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"].as_array().expect("items").len()
+}
+
+async fn pages_without_a_session_redirect_to_login(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme-corp").await;
+    let browser = Browser::new(&app);
+    for path in PAGES {
+        let path = path.replace("{slug}", "acme-corp");
+        let page = browser.get(&path).await;
+        page.assert_status(StatusCode::SEE_OTHER);
+        let location = page.location.as_deref().unwrap();
+        let expected_next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        assert_eq!(location, format!("/login?next={expected_next}"), "{path}");
+    }
+    // A form posted without a session changes nothing either.
+    let page = browser
+        .post(
+            "/tenants/acme-corp/lifecycle",
+            &[("csrf", "x"), ("action", "suspend"), ("reason", "r")],
+        )
+        .await;
+    page.assert_status(StatusCode::SEE_OTHER);
+    assert!(page.location.unwrap().starts_with("/login?next="));
+    let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
+    assert_eq!(tenant["status"], "active");
+
+    let login = browser.follow(&browser.get("/tenants").await).await;
+    login.assert_status(StatusCode::OK);
+    assert!(login.html.contains("Log in to tenantry"), "{}", login.html);
+    app.stop().await;
+}
+
+async fn wrong_password_is_401_with_an_error_and_starts_no_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::new(&app);
+    let page = browser.submit_login("admin", "not the password").await;
+    page.assert_status(StatusCode::UNAUTHORIZED);
+    assert!(
+        page.html.contains("Wrong user name or password."),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.html
+            .contains("<form method=\"post\" action=\"/login\">"),
+        "the form is shown again"
+    );
+    assert!(
+        set_cookie(&page, "tenantry_session").is_none(),
+        "{:?}",
+        page.set_cookies
+    );
+    // Still logged out.
+    let dashboard = browser.get("/").await;
+    dashboard.assert_status(StatusCode::SEE_OTHER);
+    assert!(dashboard.location.unwrap().starts_with("/login"));
+
+    // An unknown user gets the same answer.
+    let page = browser.submit_login("mallory", ADMIN_PASSWORD).await;
+    page.assert_status(StatusCode::UNAUTHORIZED);
+    assert!(page.html.contains("Wrong user name or password."));
+    assert!(set_cookie(&page, "tenantry_session").is_none());
+    app.stop().await;
+}
+
+async fn login_sets_an_http_only_same_site_lax_session_cookie_and_returns_to_the_page_asked_for(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::new(&app);
+    let asked = browser.get("/audit").await;
+    let login_form = browser.follow(&asked).await;
+    assert_eq!(
+        hidden_value(&login_form.html, "next").as_deref(),
+        Some("/audit")
+    );
+
+    let answer = browser
+        .post(
+            "/login",
+            &[
+                ("csrf", &login_form.csrf()),
+                ("next", "/audit"),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ],
+        )
+        .await;
+    answer.assert_status(StatusCode::SEE_OTHER);
+    assert_eq!(answer.location.as_deref(), Some("/audit"));
+    let cookie = set_cookie(&answer, "tenantry_session").expect("a session cookie");
+    let attributes: Vec<String> = cookie
+        .split(';')
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
+    assert!(attributes.contains(&"httponly".to_owned()), "{cookie}");
+    assert!(attributes.contains(&"samesite=lax".to_owned()), "{cookie}");
+    assert!(attributes.contains(&"path=/".to_owned()), "{cookie}");
+    assert!(cookie_value(cookie).len() >= 32, "{cookie}");
+
+    let audit = browser.follow(&answer).await;
+    audit.assert_status(StatusCode::OK);
+    assert!(audit.html.contains("<h1>Audit log</h1>"));
+    assert!(audit.html.contains("admin.login"), "the login is audited");
+    assert!(
+        audit.html.contains("Log out"),
+        "the page shows who is logged in"
+    );
+
+    // A `next` to another site is not followed.
+    let other = Browser::new(&app);
+    let form = other.get("/login?next=//evil.example/").await;
+    let answer = other
+        .post(
+            "/login",
+            &[
+                ("csrf", &form.csrf()),
+                ("next", "//evil.example/"),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(answer.location.as_deref(), Some("/"));
+    app.stop().await;
+}
+
+async fn forms_without_or_with_a_wrong_csrf_token_are_403_and_change_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme-corp").await;
+    let browser = Browser::log_in(&app).await;
+    let before = tenant_count(&app).await;
+
+    for csrf in [None, Some("forged-token")] {
+        let with_csrf = |fields: &[(&'static str, &'static str)]| {
+            let mut form: Vec<(&str, &str)> = fields.to_vec();
+            if let Some(token) = csrf {
+                form.push(("csrf", token));
+            }
+            form
+        };
+        let created = browser
+            .post(
+                "/tenants",
+                &with_csrf(&[
+                    ("slug", "forged-co"),
+                    ("name", "Forged Co"),
+                    ("tier", "free"),
+                ]),
+            )
+            .await;
+        created.assert_status(StatusCode::FORBIDDEN);
+        assert!(
+            created.html.contains("CSRF check failed"),
+            "{}",
+            created.html
+        );
+
+        let edited = browser
+            .post(
+                "/tenants/acme-corp/edit",
+                &with_csrf(&[("name", "Renamed"), ("tier", "free"), ("scopes", "openid")]),
+            )
+            .await;
+        edited.assert_status(StatusCode::FORBIDDEN);
+
+        let suspended = browser
+            .post(
+                "/tenants/acme-corp/lifecycle",
+                &with_csrf(&[("action", "suspend"), ("reason", "forged")]),
+            )
+            .await;
+        suspended.assert_status(StatusCode::FORBIDDEN);
+        assert!(
+            suspended.html.contains("CSRF check failed"),
+            "{}",
+            suspended.html
+        );
+
+        let logout = browser.post("/logout", &with_csrf(&[])).await;
+        logout.assert_status(StatusCode::FORBIDDEN);
+
+        // A login form posted from elsewhere (no token of the login page's cookie) is refused too.
+        let login = Browser::new(&app)
+            .post(
+                "/login",
+                &with_csrf(&[("username", "admin"), ("password", ADMIN_PASSWORD)]),
+            )
+            .await;
+        login.assert_status(StatusCode::FORBIDDEN);
+        assert!(set_cookie(&login, "tenantry_session").is_none());
+    }
+
+    assert!(!tenant_exists(&app, "forged-co").await);
+    assert_eq!(tenant_count(&app).await, before);
+    let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
+    assert_eq!(tenant["status"], "active");
+    assert_eq!(tenant["name"], "Tenant acme-corp");
+    // The session survived the forged logouts.
+    let detail = browser.get("/tenants/acme-corp").await;
+    detail.assert_status(StatusCode::OK);
+    assert_eq!(heading_status(&detail.html), "active");
+    app.stop().await;
+}
+
+async fn create_with_a_bad_slug_is_422_with_the_error_next_to_the_field_and_stores_nothing(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::log_in(&app).await;
+    let before = tenant_count(&app).await;
+    let page = browser
+        .create_tenant(&[
+            ("slug", "Bad_Slug"),
+            ("name", "Acme Corporation"),
+            ("tier", "professional"),
+            ("scopes", "openid"),
+        ])
+        .await;
+    page.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.html
+            .contains("Please correct the fields marked below."),
+        "{}",
+        page.html
+    );
+    let slug_field = field_block(&page.html, "f-slug");
+    assert!(slug_field.contains("has-error"), "{slug_field}");
+    assert!(slug_field.contains("aria-invalid=\"true\""), "{slug_field}");
+    assert!(
+        slug_field.contains("<p class=\"error\" id=\"e-slug\">Slug may contain only lowercase letters a-z, digits 0-9 and hyphens</p>"),
+        "{slug_field}"
+    );
+    assert!(
+        slug_field.contains("value=\"Bad_Slug\""),
+        "what was typed is kept: {slug_field}"
+    );
+    let name_field = field_block(&page.html, "f-name");
+    assert!(
+        name_field.contains("value=\"Acme Corporation\""),
+        "{name_field}"
+    );
+    assert!(
+        !name_field.contains("has-error"),
+        "only the bad field is marked: {name_field}"
+    );
+    assert!(
+        page.html
+            .contains("<option value=\"professional\" selected>"),
+        "the tier chosen is kept"
+    );
+
+    assert_eq!(tenant_count(&app).await, before);
+    let list = browser.get("/tenants").await;
+    assert!(!list.html.contains("Acme Corporation"), "{}", list.html);
+    app.stop().await;
+}
+
+async fn create_redirects_to_the_detail_page_of_the_new_tenant(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::log_in(&app).await;
+    let answer = browser
+        .create_tenant(&[
+            ("slug", "acme-corp"),
+            ("name", "Acme Corporation"),
+            ("tier", "enterprise"),
+            ("trial_days", ""),
+            ("contact_name", "Jo Doe"),
+            ("contact_email", "jo@acme.example"),
+            ("scopes", "openid,profile,email"),
+            ("metadata", "{\"region\": \"eu\"}"),
+        ])
+        .await;
+    answer.assert_status(StatusCode::SEE_OTHER);
+    assert_eq!(answer.location.as_deref(), Some("/tenants/acme-corp"));
+
+    let detail = browser.follow(&answer).await;
+    detail.assert_status(StatusCode::OK);
+    assert!(
+        detail.html.contains("Tenant acme-corp created."),
+        "the flash message: {}",
+        detail.html
+    );
+    assert!(
+        detail
+            .html
+            .contains("<h1>Acme Corporation <small class=\"muted\">acme-corp</small>")
+    );
+    assert_eq!(heading_status(&detail.html), "active");
+    assert!(detail.html.contains("<dt>Tier</dt><dd>enterprise</dd>"));
+    assert!(detail.html.contains("Jo Doe &lt;jo@acme.example&gt;"));
+    assert!(
+        detail.html.contains("&quot;region&quot;: &quot;eu&quot;"),
+        "metadata shown"
+    );
+    // The flash is shown once.
+    let again = browser.get("/tenants/acme-corp").await;
+    assert!(!again.html.contains("Tenant acme-corp created."));
+
+    let list = browser.get("/tenants").await;
+    assert!(
+        list.html
+            .contains("<a href=\"/tenants/acme-corp\">acme-corp</a>"),
+        "{}",
+        list.html
+    );
+    app.stop().await;
+}
+
+async fn lifecycle_action_with_a_reason_changes_the_status_shown_on_the_detail_page(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme-corp").await;
+    let browser = Browser::log_in(&app).await;
+    let detail = browser.get("/tenants/acme-corp").await;
+    assert_eq!(heading_status(&detail.html), "active");
+    assert!(
+        detail.html.contains("name=\"action\" value=\"suspend\""),
+        "the page offers to suspend"
+    );
+    assert!(
+        !detail.html.contains("name=\"action\" value=\"reactivate\""),
+        "but not to reactivate"
+    );
+
+    // Without a reason: refused with a message, nothing changes.
+    let answer = browser
+        .post(
+            "/tenants/acme-corp/lifecycle",
+            &[
+                ("csrf", &detail.csrf()),
+                ("action", "suspend"),
+                ("reason", "  "),
+            ],
+        )
+        .await;
+    let page = browser.follow(&answer).await;
+    assert!(
+        page.html
+            .contains("Please give a reason to suspend the tenant"),
+        "{}",
+        page.html
+    );
+    assert_eq!(heading_status(&page.html), "active");
+
+    let answer = browser
+        .post(
+            "/tenants/acme-corp/lifecycle",
+            &[
+                ("csrf", &detail.csrf()),
+                ("action", "suspend"),
+                ("reason", "Payment failed in March"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.location.as_deref(), Some("/tenants/acme-corp"));
+    let page = browser.follow(&answer).await;
+    page.assert_status(StatusCode::OK);
+    assert!(
+        page.html.contains("Tenant acme-corp is now suspended."),
+        "{}",
+        page.html
+    );
+    assert_eq!(heading_status(&page.html), "suspended");
+    assert!(
+        page.html
+            .contains("suspended</span> — Payment failed in March"),
+        "the reason next to the status"
+    );
+    let history = &page.html[page.html.find("<h3>Status history</h3>").expect("history")..];
+    assert!(
+        history.contains("<td>Payment failed in March</td><td>admin</td>"),
+        "{history}"
+    );
+    assert!(
+        page.html.contains("name=\"action\" value=\"reactivate\""),
+        "now it can be reactivated"
+    );
+    assert!(!page.html.contains("name=\"action\" value=\"suspend\""));
+    let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
+    assert_eq!(tenant["status"], "suspended");
+
+    // An action the state machine does not allow is refused with a message.
+    let answer = browser
+        .post(
+            "/tenants/acme-corp/lifecycle",
+            &[
+                ("csrf", &detail.csrf()),
+                ("action", "suspend"),
+                ("reason", "again"),
+            ],
+        )
+        .await;
+    let page = browser.follow(&answer).await;
+    assert!(page.html.contains("flash flash-error"), "{}", page.html);
+    assert_eq!(heading_status(&page.html), "suspended");
+    app.stop().await;
+}
+
+async fn logout_ends_the_session_and_the_old_cookie_no_longer_works(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::new(&app);
+    let answer = browser.submit_login("admin", ADMIN_PASSWORD).await;
+    let session =
+        cookie_value(set_cookie(&answer, "tenantry_session").expect("session cookie")).to_owned();
+
+    // The bare cookie is all it takes while the session lives...
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let with_old_cookie = || {
+        replay
+            .get(app.url("/tenants"))
+            .header("Cookie", format!("tenantry_session={session}"))
+            .send()
+    };
+    assert_eq!(with_old_cookie().await.unwrap().status(), StatusCode::OK);
+
+    let csrf = browser.csrf("/").await;
+    let answer = browser.post("/logout", &[("csrf", &csrf)]).await;
+    answer.assert_status(StatusCode::SEE_OTHER);
+    assert_eq!(answer.location.as_deref(), Some("/login"));
+    let cleared = set_cookie(&answer, "tenantry_session").expect("the cookie is cleared");
+    assert_eq!(cookie_value(cleared), "", "{cleared}");
+    let login = browser.follow(&answer).await;
+    assert!(login.html.contains("You are logged out."), "{}", login.html);
+
+    // ...and nothing once it has ended.
+    let response = with_old_cookie().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/login?next=%2Ftenants");
+    let page = browser.get("/").await;
+    page.assert_status(StatusCode::SEE_OTHER);
+    app.stop().await;
+}
+
+/// The `src`/`href` of every `<link>`, `<script>` and `<img>` of `html`.
+fn asset_references(html: &str) -> Vec<String> {
+    let mut refs = Vec::new();
+    let lower = html.to_ascii_lowercase();
+    for tag in ["<link", "<script", "<img"] {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(tag) {
+            let start = from + at;
+            let end = start + lower[start..].find('>').expect("tag ends");
+            let element = &html[start..end];
+            for attribute in ["src=\"", "href=\""] {
+                if let Some(a) = element.find(attribute) {
+                    let value = &element[a + attribute.len()..];
+                    refs.push(value[..value.find('"').unwrap()].to_owned());
+                }
+            }
+            from = end;
+        }
+    }
+    refs
+}
+
+async fn pages_load_every_asset_from_this_server(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme-corp").await;
+    let anonymous = Browser::new(&app);
+    let browser = Browser::log_in(&app).await;
+    let mut pages = vec![
+        ("/login".to_owned(), anonymous.get("/login").await),
+        (
+            "/no-such-page".to_owned(),
+            browser.get("/no-such-page").await,
+        ),
+    ];
+    for path in PAGES {
+        let path = path.replace("{slug}", "acme-corp");
+        pages.push((path.clone(), browser.get(&path).await));
+    }
+    let mut assets = std::collections::BTreeSet::new();
+    for (path, page) in &pages {
+        let refs = asset_references(&page.html);
+        assert!(
+            refs.contains(&"/static/app.css".to_owned()),
+            "{path}: {refs:?}"
+        );
+        for r in refs {
+            assert!(
+                r.starts_with('/') && !r.starts_with("//") && !r.contains("://"),
+                "{path} loads `{r}` from another host"
+            );
+            assets.insert(r);
+        }
+        assert!(
+            !page.html.contains("<script"),
+            "{path}: the portal works without JavaScript"
+        );
+    }
+    assert_eq!(
+        assets.into_iter().collect::<Vec<_>>(),
+        vec!["/favicon.svg".to_owned(), "/static/app.css".to_owned()]
+    );
+
+    let css = anonymous.get("/static/app.css").await;
+    css.assert_status(StatusCode::OK);
+    assert!(css.html.contains(".topbar"));
+    assert!(
+        !css.html.contains("@import") && !css.html.contains("url("),
+        "the stylesheet loads nothing more"
+    );
+    let icon = anonymous.get("/favicon.svg").await;
+    icon.assert_status(StatusCode::OK);
+    assert!(icon.html.starts_with("<svg"), "{}", icon.html);
+    app.stop().await;
+}
+
+async fn secrets_typed_into_the_form_never_appear_in_a_page(backend: Backend) {
+    const CLIENT_SECRET: &str = "cs-7d1f0c9e-very-secret";
+    const DB_PASSWORD: &str = "hunter2-db-pass";
+    let db_uri = format!("postgresql://acme_app:{DB_PASSWORD}@db.internal:5432/acme");
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::log_in(&app).await;
+    let fields = |slug: &'static str| {
+        vec![
+            ("slug", slug),
+            ("name", "Acme Corporation"),
+            ("tier", "professional"),
+            ("oauth_issuer", "https://acme.okta.com/oauth2/default"),
+            ("client_id", "0oa1abc2def3"),
+            ("client_secret", CLIENT_SECRET),
+            ("scopes", "openid,profile,email"),
+            ("default_schema", "acme"),
+        ]
+    };
+    let leaks = |html: &str| {
+        html.contains(CLIENT_SECRET) || html.contains(DB_PASSWORD) || html.contains("acme_app:")
+    };
+
+    // A form sent back with an error does not echo the secrets.
+    let mut bad = fields("Bad_Slug");
+    bad.push(("db_uri", &db_uri));
+    let page = browser.create_tenant(&bad).await;
+    page.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!leaks(&page.html), "{}", page.html);
+
+    let mut good = fields("acme-corp");
+    good.push(("db_uri", &db_uri));
+    let answer = browser.create_tenant(&good).await;
+    answer.assert_status(StatusCode::SEE_OTHER);
+    let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
+    assert_eq!(tenant["client_secret"]["set"], true);
+    assert_eq!(tenant["db_uri"]["set"], true);
+    let fingerprint = tenant["client_secret"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let detail = browser.follow(&answer).await;
+    detail.assert_status(StatusCode::OK);
+    assert!(!leaks(&detail.html), "{}", detail.html);
+    assert!(
+        detail.html.contains(&fingerprint),
+        "the detail page shows the fingerprint instead"
+    );
+    let edit = browser.get("/tenants/acme-corp/edit").await;
+    edit.assert_status(StatusCode::OK);
+    assert!(!leaks(&edit.html), "{}", edit.html);
+    assert!(
+        field_block(&edit.html, "f-client_secret").contains("value=\"\""),
+        "the secret field is empty"
+    );
+    assert!(
+        field_block(&edit.html, "f-db_uri").contains("value=\"\""),
+        "the URI field is empty"
+    );
+    assert!(
+        edit.html
+            .contains(&format!("Set (fingerprint {fingerprint})"))
+    );
+
+    // Saving the edit form with the secret fields left empty keeps the secrets.
+    let answer = browser
+        .post(
+            "/tenants/acme-corp/edit",
+            &[
+                ("csrf", &edit.csrf()),
+                ("name", "Acme Corp"),
+                ("tier", "professional"),
+                ("oauth_issuer", "https://acme.okta.com/oauth2/default"),
+                ("client_id", "0oa1abc2def3"),
+                ("client_secret", ""),
+                ("scopes", "openid,profile,email"),
+                ("db_uri", ""),
+            ],
+        )
+        .await;
+    answer.assert_status(StatusCode::SEE_OTHER);
+    let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
+    assert_eq!(tenant["name"], "Acme Corp");
+    assert_eq!(tenant["client_secret"]["fingerprint"], fingerprint.as_str());
+    assert_eq!(tenant["db_uri"]["set"], true);
+
+    for path in [
+        "/",
+        "/tenants",
+        "/tenants/acme-corp",
+        "/tenants/acme-corp/edit",
+        "/audit",
+        "/audit?tenant=acme-corp",
+    ] {
+        let page = browser.get(path).await;
+        page.assert_status(StatusCode::OK);
+        assert!(!leaks(&page.html), "{path} shows a secret:\n{}", page.html);
+    }
+    app.stop().await;
+}
