@@ -75,7 +75,7 @@ pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServe
         let metrics = ctx.metrics.clone();
         let app = App::new()
             .app_data(web::Data::new(ctx.clone()))
-            .app_data(web::QueryConfig::default().error_handler(api::query_error))
+            .app_data(web::QueryConfig::default().error_handler(portal::query_error))
             .app_data(web::FormConfig::default().limit(ctx.config.max_body_bytes))
             .app_data(web::PathConfig::default());
         portal::mount(api::mount(app))

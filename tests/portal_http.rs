@@ -18,6 +18,8 @@ backend_tests!(
     logout_ends_the_session_and_the_old_cookie_no_longer_works,
     pages_load_every_asset_from_this_server,
     secrets_typed_into_the_form_never_appear_in_a_page,
+    export_downloads_the_bundle_and_import_restores_a_purged_tenant,
+    bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_menu,
 );
 
 /// The pages behind the login, with `{slug}` for an existing tenant.
@@ -843,5 +845,97 @@ async fn secrets_typed_into_the_form_never_appear_in_a_page(backend: Backend) {
         page.assert_status(StatusCode::OK);
         assert!(!leaks(&page.html), "{path} shows a secret:\n{}", page.html);
     }
+    app.stop().await;
+}
+
+async fn export_downloads_the_bundle_and_import_restores_a_purged_tenant(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::log_in(&app).await;
+    browser
+        .create_tenant(&[
+            ("slug", "acme-corp"),
+            ("name", "Acme Corporation"),
+            ("tier", "starter"),
+            ("scopes", "openid"),
+        ])
+        .await
+        .assert_status(StatusCode::SEE_OTHER);
+    let detail = browser.get("/tenants/acme-corp").await;
+    let csrf = detail.csrf();
+    let download = browser
+        .post("/tenants/acme-corp/export", &[("csrf", &csrf)])
+        .await;
+    download.assert_status(StatusCode::OK);
+    let bundle: serde_json::Value =
+        serde_json::from_str(&download.html).expect("the download is the JSON bundle");
+    assert_eq!(bundle["tenant"]["slug"], "acme-corp");
+
+    // Purge it, then bring it back by pasting the bundle.
+    let (status, _) = app
+        .delete("/api/v1/tenant/acme-corp?hard=true&force=true")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an active tenant is not purged"
+    );
+    app.delete("/api/v1/tenant/acme-corp").await;
+    let (status, _) = app
+        .delete("/api/v1/tenant/acme-corp?hard=true&force=true")
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!tenant_exists(&app, "acme-corp").await);
+
+    let form = browser.get("/tenants/import").await;
+    form.assert_status(StatusCode::OK);
+    let refused = browser
+        .post(
+            "/tenants/import",
+            &[("csrf", &form.csrf()), ("bundle", "{ not json")],
+        )
+        .await;
+    refused.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.html.contains("The bundle was not imported."));
+    assert!(!tenant_exists(&app, "acme-corp").await);
+
+    let answer = browser
+        .post(
+            "/tenants/import",
+            &[("csrf", &form.csrf()), ("bundle", &download.html)],
+        )
+        .await;
+    answer.assert_status(StatusCode::SEE_OTHER);
+    let restored = browser.follow(&answer).await;
+    assert!(
+        restored
+            .html
+            .contains("Tenant acme-corp restored (active)."),
+        "{}",
+        restored.html
+    );
+    assert_eq!(heading_status(&restored.html), "active");
+    app.stop().await;
+}
+
+async fn bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_menu(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let browser = Browser::log_in(&app).await;
+    let bad = browser.get("/audit?before=yesterday").await;
+    bad.assert_status(StatusCode::BAD_REQUEST);
+    assert!(
+        bad.html.contains("<!doctype html>"),
+        "an HTML page, not JSON: {}",
+        bad.html
+    );
+    assert!(bad.html.contains("invalid parameter"), "{}", bad.html);
+    let missing = browser.get("/no/such/page").await;
+    missing.assert_status(StatusCode::NOT_FOUND);
+    assert!(
+        missing.html.contains("href=\"/audit\""),
+        "the menu is there for a logged-in user: {}",
+        missing.html
+    );
     app.stop().await;
 }

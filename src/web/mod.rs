@@ -9,7 +9,7 @@ mod session;
 mod tenants;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest as _, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use tera::Tera;
 
@@ -37,6 +37,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "tenants/form.html",
         include_str!("../../templates/tenants/form.html"),
+    ),
+    (
+        "tenants/import.html",
+        include_str!("../../templates/tenants/import.html"),
     ),
     ("audit.html", include_str!("../../templates/audit.html")),
     ("error.html", include_str!("../../templates/error.html")),
@@ -79,6 +83,8 @@ where
         .route("/tenants", web::get().to(tenants::list))
         .route("/tenants", web::post().to(tenants::create))
         .route("/tenants/new", web::get().to(tenants::new_form))
+        .route("/tenants/import", web::get().to(tenants::import_form))
+        .route("/tenants/import", web::post().to(tenants::import))
         .route("/tenants/{slug}", web::get().to(tenants::detail))
         .route("/tenants/{slug}/edit", web::get().to(tenants::edit_form))
         .route("/tenants/{slug}/edit", web::post().to(tenants::update))
@@ -87,6 +93,7 @@ where
             web::post().to(tenants::lifecycle),
         )
         .route("/tenants/{slug}/purge", web::post().to(tenants::purge))
+        .route("/tenants/{slug}/export", web::post().to(tenants::export))
         .route("/audit", web::get().to(audit::list))
 }
 
@@ -214,5 +221,25 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
         use actix_web::ResponseError as _;
         return err.error_response();
     }
-    error_page(tera(), None, &err)
+    // A logged-in user keeps the menu on the 404 page.
+    let session = PortalSession::from_request(&req, &mut actix_web::dev::Payload::None)
+        .await
+        .ok();
+    error_page(tera(), session.as_ref(), &err)
+}
+
+/// A malformed query string: the API's JSON 422 under `/api/`, an error page elsewhere.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    req: &HttpRequest,
+) -> actix_web::Error {
+    if req.path().starts_with("/api/") {
+        return crate::api::query_error(err, req);
+    }
+    let page = error_page(
+        tera(),
+        None,
+        &AppError::BadRequest(format!("The address has an invalid parameter: {err}")),
+    );
+    actix_web::error::InternalError::from_response(err, page).into()
 }

@@ -487,3 +487,109 @@ pub async fn purge(
         Err(err) => error_page(tera(), Some(&portal), &err),
     }
 }
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Downloads the tenant's bundle (its record with sealed secrets, and its status history).
+pub async fn export(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+    form: web::Form<CsrfOnly>,
+) -> HttpResponse {
+    if let Err(err) = portal
+        .check_csrf(&form.csrf)
+        .and_then(|()| portal.session.principal.require_admin())
+    {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    match tenants::bundle::export(&ctx, &portal.actor, &slug).await {
+        Ok(bundle) => HttpResponse::Ok()
+            .content_type("application/json")
+            .insert_header((
+                "Content-Disposition",
+                format!("attachment; filename=\"tenant-{slug}.json\""),
+            ))
+            .insert_header(("Cache-Control", "no-store"))
+            .body(serde_json::to_string_pretty(&bundle).unwrap_or_default()),
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ImportForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    bundle: String,
+}
+
+fn import_page(
+    portal: &PortalSession,
+    errors: &[crate::error::FieldError],
+    status: StatusCode,
+) -> HttpResponse {
+    let mut context = tera::Context::new();
+    context.insert("errors", errors);
+    context.insert("nav", "tenants");
+    let flash = (!errors.is_empty()).then(|| Flash::error("The bundle was not imported."));
+    render_status(
+        tera(),
+        "tenants/import.html",
+        status,
+        Some(portal),
+        flash,
+        &mut context,
+    )
+    .unwrap_or_else(|e| error_page(tera(), Some(portal), &e))
+}
+
+pub async fn import_form(portal: PortalSession) -> HttpResponse {
+    import_page(&portal, &[], StatusCode::OK)
+}
+
+/// Restores a tenant from a pasted bundle.
+pub async fn import(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    form: web::Form<ImportForm>,
+) -> HttpResponse {
+    if let Err(err) = portal
+        .check_csrf(&form.csrf)
+        .and_then(|()| portal.session.principal.require_admin())
+    {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    let result =
+        match crate::api::body::parse::<tenants::bundle::TenantBundle>(form.bundle.as_bytes()) {
+            Ok(bundle) => tenants::bundle::import(&ctx, &portal.actor, &bundle).await,
+            Err(AppError::BadRequest(message)) => Err(AppError::invalid("bundle", "json", message)),
+            Err(err) => Err(err),
+        };
+    match result {
+        Ok(tenant) => redirect_with(
+            &format!("/tenants/{}", tenant.slug),
+            Flash::success(format!(
+                "Tenant {} restored ({}).",
+                tenant.slug, tenant.status
+            )),
+        ),
+        Err(AppError::Validation(errors)) => {
+            import_page(&portal, &errors, StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        Err(err @ AppError::Conflict { .. }) => import_page(
+            &portal,
+            &[crate::error::FieldError::new(
+                "bundle",
+                "conflict",
+                err.to_string(),
+            )],
+            StatusCode::CONFLICT,
+        ),
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
