@@ -117,6 +117,8 @@ pub enum TenantCommand {
     Restore(ReasonArgs),
     /// Roll the OAuth client secret back to the one before the last rotation.
     RollbackSecret { slug: String },
+    /// Check a tenant: whether it is serving, and a round trip to its own database.
+    Health { slug: String },
     /// Export a tenant as a JSON bundle (record with sealed secrets, status history).
     Export {
         slug: String,
@@ -620,6 +622,38 @@ async fn tenant_command(
                 let reason = reason.unwrap_or_else(|| "deleted from the command line".into());
                 transition(slug, Transition::Delete, reason).await
             }
+        }
+        TenantCommand::Health { slug } => {
+            let tenant = crate::health::tenant(ctx, &slug).await.map_err(app_error)?;
+            let database = crate::health::tenant_database(ctx, &slug)
+                .await
+                .map_err(app_error)?;
+            let report = serde_json::json!({ "tenant": tenant, "database": database });
+            print(out, &report, || {
+                format!(
+                    "tenant {}: {} ({}), oauth {}\ndatabase: {}{}{}",
+                    tenant.tenant,
+                    tenant.status,
+                    tenant.tenant_status,
+                    tenant.oauth.replace('_', " "),
+                    database.status.replace('_', " "),
+                    database
+                        .response_time_ms
+                        .map(|ms| format!(" in {ms:.1} ms"))
+                        .unwrap_or_default(),
+                    database
+                        .detail
+                        .as_deref()
+                        .map(|d| format!(" — {d}"))
+                        .unwrap_or_default()
+                )
+            })?;
+            anyhow::ensure!(
+                tenant.status == "healthy"
+                    && matches!(database.status.as_str(), "connected" | "not_configured"),
+                "tenant {slug} is not healthy"
+            );
+            Ok(())
         }
         TenantCommand::Export { slug, file } => {
             let bundle = tenants::bundle::export(ctx, actor, &slug)

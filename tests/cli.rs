@@ -687,6 +687,7 @@ backend_tests!(
     rotate_key_with_the_master_key_from_the_environment_needs_a_new_key_file,
     export_then_purge_then_import_restores_the_tenant,
     rotate_key_with_a_new_key_file_and_the_managed_key_file_installs_that_key,
+    tenant_health_reports_the_database_round_trip_and_fails_when_unreachable,
     rotate_key_with_a_new_key_file_reseals_under_that_key,
     config_file_with_an_unknown_key_exits_non_zero_naming_the_key_before_touching_anything,
     unknown_tenantry_env_var_exits_non_zero_naming_it_before_touching_anything,
@@ -1825,5 +1826,47 @@ async fn rotate_key_with_a_new_key_file_and_the_managed_key_file_installs_that_k
         &new_id,
     )
     .await;
+    cli.finish().await;
+}
+
+async fn tenant_health_reports_the_database_round_trip_and_fails_when_unreachable(
+    backend: Backend,
+) {
+    let cli = Cli::new(backend).await;
+    let good = cli.write_file("good.uri", &common::postgres_admin_url());
+    let bad = cli.write_file("bad.uri", "postgresql://u:hidden-pw@127.0.0.1:1/db");
+    cli.ok(&[
+        "tenant",
+        "create",
+        "--slug",
+        "good",
+        "--name",
+        "Good",
+        "--db-uri-file",
+        good.to_str().unwrap(),
+    ])
+    .await;
+    cli.ok(&[
+        "tenant",
+        "create",
+        "--slug",
+        "down",
+        "--name",
+        "Down",
+        "--db-uri-file",
+        bad.to_str().unwrap(),
+    ])
+    .await;
+    let text = cli.ok(&["tenant", "health", "good"]).await;
+    assert!(text.contains("tenant good: healthy (active)"), "{text}");
+    assert!(text.contains("database: connected in"), "{text}");
+    let run = cli.run(&["tenant", "health", "down"]).await;
+    assert!(!run.status.success());
+    assert!(
+        run.stdout.contains("database: unreachable"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("hidden-pw") && !run.stderr.contains("hidden-pw"));
     cli.finish().await;
 }

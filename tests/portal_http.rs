@@ -20,6 +20,7 @@ backend_tests!(
     secrets_typed_into_the_form_never_appear_in_a_page,
     export_downloads_the_bundle_and_import_restores_a_purged_tenant,
     bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_menu,
+    rolling_back_the_client_secret_and_checking_the_database_from_the_detail_page,
 );
 
 /// The pages behind the login, with `{slug}` for an existing tenant.
@@ -936,6 +937,59 @@ async fn bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_m
         missing.html.contains("href=\"/audit\""),
         "the menu is there for a logged-in user: {}",
         missing.html
+    );
+    app.stop().await;
+}
+
+async fn rolling_back_the_client_secret_and_checking_the_database_from_the_detail_page(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let (_, created) = app
+        .post(
+            "/api/v1/tenant",
+            serde_json::json!({ "slug": "acme", "name": "Acme", "oauth_issuer": "https://idp.example.com",
+                                "client_id": "c", "client_secret": "first-secret",
+                                "db_uri": common::postgres_admin_url() }),
+        )
+        .await;
+    let first = created["client_secret"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.patch(
+        "/api/v1/tenant/acme",
+        serde_json::json!({ "client_secret": "second-secret" }),
+    )
+    .await;
+    let browser = Browser::log_in(&app).await;
+    let detail = browser.get("/tenants/acme").await;
+    assert!(detail.html.contains("Roll back client secret"));
+    let answer = browser
+        .post(
+            "/tenants/acme/client-secret/rollback",
+            &[("csrf", &detail.csrf())],
+        )
+        .await;
+    let after = browser.follow(&answer).await;
+    assert!(
+        after
+            .html
+            .contains(&format!("The client secret of acme is back to {first}.")),
+        "{}",
+        after.html
+    );
+    let (_, tenant) = app.get("/api/v1/tenant/acme").await;
+    assert_eq!(tenant["client_secret"]["fingerprint"], first.as_str());
+
+    let answer = browser
+        .post("/tenants/acme/health/database", &[("csrf", &after.csrf())])
+        .await;
+    let checked = browser.follow(&answer).await;
+    assert!(
+        checked.html.contains("Database connected in"),
+        "{}",
+        checked.html
     );
     app.stop().await;
 }

@@ -94,6 +94,14 @@ where
         )
         .route("/tenants/{slug}/purge", web::post().to(tenants::purge))
         .route("/tenants/{slug}/export", web::post().to(tenants::export))
+        .route(
+            "/tenants/{slug}/client-secret/rollback",
+            web::post().to(tenants::rollback_secret),
+        )
+        .route(
+            "/tenants/{slug}/health/database",
+            web::post().to(tenants::check_database),
+        )
         .route("/audit", web::get().to(audit::list))
 }
 

@@ -593,3 +593,64 @@ pub async fn import(
         Err(err) => error_page(tera(), Some(&portal), &err),
     }
 }
+
+/// Swaps the client secret back to the one before the last rotation.
+pub async fn rollback_secret(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+    form: web::Form<CsrfOnly>,
+) -> HttpResponse {
+    if let Err(err) = portal
+        .check_csrf(&form.csrf)
+        .and_then(|()| portal.session.principal.require_admin())
+    {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    let location = format!("/tenants/{slug}");
+    match tenants::rollback_client_secret(&ctx, &portal.actor, &slug).await {
+        Ok(tenant) => redirect_with(
+            &location,
+            Flash::success(format!(
+                "The client secret of {} is back to {}.",
+                tenant.slug,
+                tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
+            )),
+        ),
+        Err(err @ AppError::Conflict { .. }) => {
+            redirect_with(&location, Flash::error(err.to_string()))
+        }
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+/// Checks the tenant's database connection and reports it as a flash message.
+pub async fn check_database(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+    form: web::Form<CsrfOnly>,
+) -> HttpResponse {
+    if let Err(err) = portal.check_csrf(&form.csrf) {
+        return error_page(tera(), Some(&portal), &err);
+    }
+    let location = format!("/tenants/{slug}");
+    match crate::health::tenant_database(&ctx, &slug).await {
+        Ok(report) if report.status == "connected" => redirect_with(
+            &location,
+            Flash::success(format!(
+                "Database connected in {:.1} ms.",
+                report.response_time_ms.unwrap_or_default()
+            )),
+        ),
+        Ok(report) => redirect_with(
+            &location,
+            Flash::error(format!(
+                "Database {}: {}",
+                report.status.replace('_', " "),
+                report.detail.unwrap_or_default()
+            )),
+        ),
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
