@@ -37,6 +37,7 @@ pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     let migrations = ctx.db.migrate().await?;
     let admin_tenant_created = tenants::ensure_admin_tenant(&ctx).await?;
     let admin = auth::ensure_bootstrap_admin(&ctx).await?;
+    crate::plugins::registry::load_all(&ctx).await?;
     Ok((
         ctx,
         StartupReport {
@@ -57,7 +58,7 @@ pub async fn open_with_keyring(config: Config, keyring: Keyring) -> anyhow::Resu
     }
     let db =
         Db::connect_without_migrations(&config.database_url(), config.database_pool_size).await?;
-    Ok(Context::new(db, keyring, config))
+    Context::new(db, keyring, config)
 }
 
 /// A running HTTP server.

@@ -46,6 +46,43 @@ impl Default for AdminTenantConfig {
     }
 }
 
+/// The plugin host: sandbox limits and pool sizes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Plugin calls running at once; more wait their turn. Also sizes the instance pool.
+    pub max_concurrent_calls: usize,
+    /// Linear memory one plugin instance may grow to, in MiB.
+    pub max_memory_mib: u64,
+    /// Deadline of a provisioner call (describe, plan, apply, …), in milliseconds.
+    pub provisioner_deadline_ms: u64,
+    /// Deadline of a renderer call, in milliseconds.
+    pub renderer_deadline_ms: u64,
+    /// Deadline of a quota-policy call, in milliseconds.
+    pub quota_deadline_ms: u64,
+    /// Longest a plugin's outbound HTTP request may take, in milliseconds.
+    pub http_timeout_ms: u64,
+    /// Largest HTTP response body a plugin may receive, in bytes.
+    pub http_max_response_bytes: usize,
+    /// Bytes of a call's stdout/stderr kept for the log.
+    pub max_output_bytes: usize,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_calls: 32,
+            max_memory_mib: 64,
+            provisioner_deadline_ms: 30_000,
+            renderer_deadline_ms: 1_000,
+            quota_deadline_ms: 100,
+            http_timeout_ms: 30_000,
+            http_max_response_bytes: 4 * 1024 * 1024,
+            max_output_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// Everything the server and the CLI read from the outside world.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -82,6 +119,8 @@ pub struct Config {
     pub session_absolute_hours: u32,
     /// The platform's own tenant.
     pub admin_tenant: AdminTenantConfig,
+    /// The plugin host.
+    pub plugins: PluginsConfig,
 }
 
 impl Default for Config {
@@ -103,6 +142,7 @@ impl Default for Config {
             session_idle_minutes: 60,
             session_absolute_hours: 12,
             admin_tenant: AdminTenantConfig::default(),
+            plugins: PluginsConfig::default(),
         }
     }
 }

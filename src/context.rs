@@ -1,10 +1,11 @@
-//! What every service and handler is given: the database, the keyring, the configuration and the
-//! metrics. Built once at start; cheap to clone.
+//! What every service and handler is given: the database, the keyring, the configuration, the
+//! metrics and the plugin host. Built once at start; cheap to clone.
 
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::plugins::PluginHost;
 use crate::secrets::Keyring;
 use crate::store::Db;
 
@@ -14,15 +15,18 @@ pub struct Context {
     pub keyring: Arc<Keyring>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub plugins: Arc<PluginHost>,
 }
 
 impl Context {
-    pub fn new(db: Db, keyring: Keyring, config: Config) -> Self {
-        Self {
+    pub fn new(db: Db, keyring: Keyring, config: Config) -> anyhow::Result<Self> {
+        let plugins = PluginHost::new(&config.plugins, Some(config.data_dir.join("plugin-cache")))?;
+        Ok(Self {
             db,
             keyring: Arc::new(keyring),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
-        }
+            plugins: Arc::new(plugins),
+        })
     }
 }

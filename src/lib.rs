@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod key_rotation;
 pub mod metrics;
+pub mod plugins;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

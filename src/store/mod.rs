@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod audit;
 pub mod models;
+pub mod plugins;
 pub mod schema;
 pub mod sessions;
 pub mod tenants;

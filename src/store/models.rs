@@ -114,3 +114,37 @@ pub struct SessionRow {
     pub last_seen_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
 }
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = super::schema::plugins, treat_none_as_null = true)]
+pub struct PluginRow {
+    pub name: String,
+    pub version: String,
+    pub world: String,
+    pub wit_version: String,
+    pub sha256: String,
+    /// The manifest as JSON.
+    pub manifest: String,
+    /// The component's bytes; none for built-ins (embedded in the binary).
+    pub component: Option<Vec<u8>>,
+    pub builtin: bool,
+    pub enabled: bool,
+    /// The operator's deadline for this plugin's calls, overriding the world's default.
+    pub deadline_ms: Option<i64>,
+    pub installed_by: String,
+    pub installed_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::plugin_grants)]
+pub struct PluginGrantRow {
+    pub plugin: String,
+    /// `host` or `secret`.
+    pub kind: String,
+    pub name: String,
+    /// Sealed value of a granted secret.
+    pub sealed_value: Option<String>,
+    pub granted_by: String,
+    pub granted_at: NaiveDateTime,
+}

@@ -106,3 +106,42 @@ diesel::table! {
 
 diesel::joinable!(tenant_status_history -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(tenants, tenant_status_history, audit_log);
+
+diesel::table! {
+    plugins (name) {
+        name -> Text,
+        version -> Text,
+        world -> Text,
+        wit_version -> Text,
+        sha256 -> Text,
+        manifest -> Text,
+        component -> Nullable<Binary>,
+        builtin -> Bool,
+        enabled -> Bool,
+        deadline_ms -> Nullable<BigInt>,
+        installed_by -> Text,
+        installed_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plugin_grants (plugin, kind, name) {
+        plugin -> Text,
+        kind -> Text,
+        name -> Text,
+        sealed_value -> Nullable<Text>,
+        granted_by -> Text,
+        granted_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plugin_state (plugin, tenant_id, key) {
+        plugin -> Text,
+        tenant_id -> Text,
+        key -> Text,
+        value -> Binary,
+        updated_at -> Timestamp,
+    }
+}

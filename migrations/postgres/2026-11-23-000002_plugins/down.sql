@@ -1,0 +1,3 @@
+DROP TABLE plugin_state;
+DROP TABLE plugin_grants;
+DROP TABLE plugins;

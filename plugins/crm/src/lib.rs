@@ -1,0 +1,18 @@
+//! The `crm` backend plugin. Its provisioning steps come with the provisioning issue; today it
+//! describes itself and plans nothing.
+
+use tenantry_plugin_sdk::provisioner::{PluginInfo, Provisioner};
+
+struct Crm;
+
+impl Provisioner for Crm {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "crm".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: env!("CARGO_PKG_DESCRIPTION").into(),
+        }
+    }
+}
+
+tenantry_plugin_sdk::register_provisioner!(Crm);

@@ -1,0 +1,374 @@
+//! The guest SDK of tenantry plugins.
+//!
+//! A plugin implements one trait — [`provisioner::Provisioner`], [`renderer::Renderer`] or
+//! [`quota::QuotaPolicy`] — and registers it with the matching macro, which also embeds the
+//! plugin's manifest (`tenantry-plugin.toml` beside its `Cargo.toml`) in the component:
+//!
+//! ```ignore
+//! use tenantry_plugin_sdk::renderer::{Renderer, Template, RenderError};
+//!
+//! struct Upper;
+//!
+//! impl Renderer for Upper {
+//!     fn render(template: Template, values: Vec<(String, String)>) -> Result<String, RenderError> {
+//!         Ok(template.body.to_uppercase())
+//!     }
+//! }
+//!
+//! tenantry_plugin_sdk::register_renderer!(Upper);
+//! ```
+//!
+//! The generated WIT bindings stay inside this crate; the types a plugin needs are re-exported
+//! from each world's module, and the host interfaces are wrapped in [`log`], [`state`],
+//! [`secrets`] and [`http`] (the last three for provisioners only).
+
+/// The WIT package version this SDK builds plugins for.
+pub const WIT_VERSION: &str = "0.1.0";
+
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+
+    /// The embedded manifest's custom section name (read by the host before instantiation).
+    pub const MANIFEST_SECTION: &str = "tenantry-manifest";
+}
+
+/// Embeds the manifest file of the calling crate as the `tenantry-manifest` custom section.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __embed_manifest {
+    () => {
+        const _: () = {
+            const __BYTES: &[u8] =
+                include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tenantry-plugin.toml"));
+            #[used]
+            #[unsafe(link_section = "tenantry-manifest")]
+            static __TENANTRY_MANIFEST: [u8; __BYTES.len()] = {
+                let mut out = [0u8; __BYTES.len()];
+                let mut i = 0;
+                while i < __BYTES.len() {
+                    out[i] = __BYTES[i];
+                    i += 1;
+                }
+                out
+            };
+        };
+    };
+}
+
+#[cfg(feature = "provisioner")]
+pub mod provisioner {
+    //! Backend plugins: plan, apply, compensate, observe, transition.
+
+    #[doc(hidden)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "provisioner",
+            path: "../../wit/v0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_provisioner",
+            default_bindings_module: "tenantry_plugin_sdk::provisioner::bindings",
+        });
+    }
+
+    pub use bindings::tenantry::plugin::types::{
+        Drift, LifecycleChange, Outcome, PluginError, PluginInfo, Step, Tenant,
+    };
+
+    /// A backend plugin. Only `describe` is required; the defaults plan nothing and refuse the
+    /// rest as permanent errors, so a plugin implements what its backend supports.
+    pub trait Provisioner {
+        /// Name, version and description (the name must match the manifest).
+        fn describe() -> PluginInfo;
+
+        /// The steps that provision `tenant`; must not change anything.
+        fn plan(_tenant: Tenant, _request: String) -> Result<Vec<Step>, PluginError> {
+            Ok(Vec::new())
+        }
+
+        /// Runs one step; idempotent for a given `idempotency_key`.
+        fn apply(
+            _tenant: Tenant,
+            step: Step,
+            _idempotency_key: String,
+        ) -> Result<Outcome, PluginError> {
+            Err(PluginError::Permanent(format!(
+                "step `{}` is not supported by this plugin",
+                step.id
+            )))
+        }
+
+        /// Undoes an applied step; undoing something already gone succeeds.
+        fn compensate(
+            _tenant: Tenant,
+            _step: Step,
+            _outcome: Outcome,
+            _idempotency_key: String,
+        ) -> Result<(), PluginError> {
+            Ok(())
+        }
+
+        /// Differences between what was applied and what the backend holds now.
+        fn observe(
+            _tenant: Tenant,
+            _applied: Vec<(Step, Outcome)>,
+        ) -> Result<Vec<Drift>, PluginError> {
+            Ok(Vec::new())
+        }
+
+        /// Carries a lifecycle change into the backend.
+        fn transition(
+            _tenant: Tenant,
+            change: LifecycleChange,
+            _reason: String,
+        ) -> Result<Outcome, PluginError> {
+            Ok(Outcome {
+                output: "{}".into(),
+                manual_follow_up: Some(format!(
+                    "{change:?}: this plugin has nothing to do in its backend"
+                )),
+            })
+        }
+    }
+
+    #[doc(hidden)]
+    pub use bindings::exports::tenantry::plugin::provision::Guest;
+
+    /// Registers a [`Provisioner`] as the plugin's export and embeds its manifest.
+    #[macro_export]
+    macro_rules! register_provisioner {
+        ($plugin:ty) => {
+            $crate::__embed_manifest!();
+            #[doc(hidden)]
+            pub struct __TenantryProvisioner;
+            impl $crate::provisioner::Guest for __TenantryProvisioner {
+                fn describe() -> $crate::provisioner::PluginInfo {
+                    <$plugin as $crate::provisioner::Provisioner>::describe()
+                }
+                fn plan(
+                    tenant: $crate::provisioner::Tenant,
+                    request: String,
+                ) -> Result<Vec<$crate::provisioner::Step>, $crate::provisioner::PluginError> {
+                    <$plugin as $crate::provisioner::Provisioner>::plan(tenant, request)
+                }
+                fn apply(
+                    tenant: $crate::provisioner::Tenant,
+                    step: $crate::provisioner::Step,
+                    key: String,
+                ) -> Result<$crate::provisioner::Outcome, $crate::provisioner::PluginError> {
+                    <$plugin as $crate::provisioner::Provisioner>::apply(tenant, step, key)
+                }
+                fn compensate(
+                    tenant: $crate::provisioner::Tenant,
+                    step: $crate::provisioner::Step,
+                    outcome: $crate::provisioner::Outcome,
+                    key: String,
+                ) -> Result<(), $crate::provisioner::PluginError> {
+                    <$plugin as $crate::provisioner::Provisioner>::compensate(
+                        tenant, step, outcome, key,
+                    )
+                }
+                fn observe(
+                    tenant: $crate::provisioner::Tenant,
+                    applied: Vec<($crate::provisioner::Step, $crate::provisioner::Outcome)>,
+                ) -> Result<Vec<$crate::provisioner::Drift>, $crate::provisioner::PluginError> {
+                    <$plugin as $crate::provisioner::Provisioner>::observe(tenant, applied)
+                }
+                fn transition(
+                    tenant: $crate::provisioner::Tenant,
+                    change: $crate::provisioner::LifecycleChange,
+                    reason: String,
+                ) -> Result<$crate::provisioner::Outcome, $crate::provisioner::PluginError> {
+                    <$plugin as $crate::provisioner::Provisioner>::transition(
+                        tenant, change, reason,
+                    )
+                }
+            }
+            $crate::provisioner::bindings::__export_provisioner!(__TenantryProvisioner);
+        };
+    }
+}
+
+#[cfg(feature = "renderer")]
+pub mod renderer {
+    //! Template renderers: pure substitution, no network.
+
+    #[doc(hidden)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "renderer",
+            path: "../../wit/v0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_renderer",
+            default_bindings_module: "tenantry_plugin_sdk::renderer::bindings",
+        });
+    }
+
+    pub use bindings::tenantry::plugin::types::{RenderError, Template};
+
+    /// A template renderer.
+    pub trait Renderer {
+        /// Substitutes `values` into `template`, escaping each for the template's format.
+        fn render(template: Template, values: Vec<(String, String)>)
+        -> Result<String, RenderError>;
+    }
+
+    #[doc(hidden)]
+    pub use bindings::exports::tenantry::plugin::render::Guest;
+
+    /// Registers a [`Renderer`] as the plugin's export and embeds its manifest.
+    #[macro_export]
+    macro_rules! register_renderer {
+        ($plugin:ty) => {
+            $crate::__embed_manifest!();
+            #[doc(hidden)]
+            pub struct __TenantryRenderer;
+            impl $crate::renderer::Guest for __TenantryRenderer {
+                fn render(
+                    template: $crate::renderer::Template,
+                    values: Vec<(String, String)>,
+                ) -> Result<String, $crate::renderer::RenderError> {
+                    <$plugin as $crate::renderer::Renderer>::render(template, values)
+                }
+            }
+            $crate::renderer::bindings::__export_renderer!(__TenantryRenderer);
+        };
+    }
+}
+
+#[cfg(feature = "quota-policy")]
+pub mod quota {
+    //! Quota policies: a pure decision on a tenant's usage, no network.
+
+    #[doc(hidden)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            world: "quota-policy",
+            path: "../../wit/v0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "__export_quota_policy",
+            default_bindings_module: "tenantry_plugin_sdk::quota::bindings",
+        });
+    }
+
+    pub use bindings::tenantry::plugin::types::{
+        Decision, MetricDecision, PluginError, Severity, Tenant, Usage,
+    };
+
+    /// A quota policy.
+    pub trait QuotaPolicy {
+        /// Decides, per metric, how close `tenant` is to its limit.
+        fn evaluate(tenant: Tenant, usage: Vec<Usage>) -> Result<Decision, PluginError>;
+    }
+
+    #[doc(hidden)]
+    pub use bindings::exports::tenantry::plugin::policy::Guest;
+
+    /// Registers a [`QuotaPolicy`] as the plugin's export and embeds its manifest.
+    #[macro_export]
+    macro_rules! register_quota_policy {
+        ($plugin:ty) => {
+            $crate::__embed_manifest!();
+            #[doc(hidden)]
+            pub struct __TenantryQuotaPolicy;
+            impl $crate::quota::Guest for __TenantryQuotaPolicy {
+                fn evaluate(
+                    tenant: $crate::quota::Tenant,
+                    usage: Vec<$crate::quota::Usage>,
+                ) -> Result<$crate::quota::Decision, $crate::quota::PluginError> {
+                    <$plugin as $crate::quota::QuotaPolicy>::evaluate(tenant, usage)
+                }
+            }
+            $crate::quota::bindings::__export_quota_policy!(__TenantryQuotaPolicy);
+        };
+    }
+}
+
+#[cfg(any(
+    feature = "provisioner",
+    feature = "renderer",
+    feature = "quota-policy"
+))]
+pub mod log {
+    //! The plugin's log lines, written to the server's log with the plugin and tenant. Usable
+    //! from every world.
+    #[cfg(feature = "provisioner")]
+    use crate::provisioner::bindings::tenantry::plugin::log as host;
+    #[cfg(all(feature = "quota-policy", not(feature = "provisioner")))]
+    use crate::quota::bindings::tenantry::plugin::log as host;
+    #[cfg(all(
+        feature = "renderer",
+        not(feature = "provisioner"),
+        not(feature = "quota-policy")
+    ))]
+    use crate::renderer::bindings::tenantry::plugin::log as host;
+
+    pub fn trace(message: &str) {
+        host::write(host::Level::Trace, message);
+    }
+    pub fn debug(message: &str) {
+        host::write(host::Level::Debug, message);
+    }
+    pub fn info(message: &str) {
+        host::write(host::Level::Info, message);
+    }
+    pub fn warn(message: &str) {
+        host::write(host::Level::Warn, message);
+    }
+    pub fn error(message: &str) {
+        host::write(host::Level::Error, message);
+    }
+}
+
+#[cfg(feature = "provisioner")]
+pub mod state {
+    //! The plugin's key-value state for the current tenant (provisioners only).
+    use crate::provisioner::bindings::tenantry::plugin::state as host;
+
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        host::get(key)
+    }
+    pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
+        host::set(key, value)
+    }
+    pub fn delete(key: &str) {
+        host::delete(key)
+    }
+    pub fn keys() -> Vec<String> {
+        host::keys()
+    }
+}
+
+#[cfg(feature = "provisioner")]
+pub mod secrets {
+    //! Secrets granted to the plugin (provisioners only).
+    use crate::provisioner::bindings::tenantry::plugin::secrets as host;
+
+    /// The value of a granted secret; an error names a secret that is not granted.
+    pub fn get(name: &str) -> Result<String, String> {
+        host::get(name)
+    }
+}
+
+#[cfg(feature = "provisioner")]
+pub mod http {
+    //! Outbound HTTP to granted hosts (provisioners only).
+    use crate::provisioner::bindings::tenantry::plugin::http as host;
+    pub use crate::provisioner::bindings::tenantry::plugin::http::{HttpError, Request, Response};
+
+    /// Sends a request to a granted host and waits for the whole response.
+    pub fn send(request: &Request) -> Result<Response, HttpError> {
+        host::send(request)
+    }
+
+    /// A GET with no headers.
+    pub fn get(url: &str) -> Result<Response, HttpError> {
+        send(&Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            timeout_ms: None,
+        })
+    }
+}

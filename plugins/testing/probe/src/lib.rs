@@ -1,0 +1,114 @@
+//! A test plugin whose `plan` does what the request asks, to test the host's sandbox:
+//! `{"do": "loop"}`, `"grow-memory"`, `"trap"`, `"panic"`, `"read-file"`, `"env"`, `"socket"`,
+//! `"http"` (with `"url"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
+//! reads it back after a pause, and reports every key it sees), `"print"` (writes to stdout).
+//! The answer is a single step whose input is a JSON report.
+
+use std::io::Write as _;
+
+use tenantry_plugin_sdk::provisioner::{PluginError, PluginInfo, Provisioner, Step, Tenant};
+use tenantry_plugin_sdk::{http, log, secrets, state};
+
+struct Probe;
+
+fn report(value: serde_json::Value) -> Result<Vec<Step>, PluginError> {
+    Ok(vec![Step {
+        id: "report".into(),
+        description: "what the probe saw".into(),
+        input: value.to_string(),
+    }])
+}
+
+impl Provisioner for Probe {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "sandbox test plugin".into(),
+        }
+    }
+
+    fn plan(tenant: Tenant, request: String) -> Result<Vec<Step>, PluginError> {
+        let request: serde_json::Value =
+            serde_json::from_str(&request).map_err(|e| PluginError::Permanent(e.to_string()))?;
+        let arg = |name: &str| request[name].as_str().unwrap_or_default().to_owned();
+        match request["do"].as_str().unwrap_or_default() {
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = n.wrapping_add(1);
+                    std::hint::black_box(n);
+                }
+            }
+            "grow-memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => {
+                #[allow(unconditional_recursion)]
+                fn deeper(n: u64) -> u64 {
+                    std::hint::black_box(deeper(n + 1)) + 1
+                }
+                report(serde_json::json!({ "never": deeper(0) }))
+            }
+            "panic" => panic!("the probe panics on purpose"),
+            "read-file" => {
+                let result = std::fs::read_to_string("/etc/passwd");
+                report(
+                    serde_json::json!({ "read": result.is_ok(), "error": result.err().map(|e| e.to_string()) }),
+                )
+            }
+            "env" => {
+                let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+                let args: Vec<String> = std::env::args().collect();
+                report(serde_json::json!({ "vars": vars, "args": args }))
+            }
+            "socket" => {
+                let result = std::net::TcpStream::connect("127.0.0.1:5432");
+                report(
+                    serde_json::json!({ "connected": result.is_ok(), "error": result.err().map(|e| e.to_string()) }),
+                )
+            }
+            "http" => match http::get(&arg("url")) {
+                Ok(response) => report(
+                    serde_json::json!({ "status": response.status, "body": String::from_utf8_lossy(&response.body) }),
+                ),
+                Err(err) => report(serde_json::json!({ "error": format!("{err:?}") })),
+            },
+            "secret" => match secrets::get(&arg("name")) {
+                Ok(value) => report(serde_json::json!({ "value": value })),
+                Err(err) => report(serde_json::json!({ "error": err })),
+            },
+            "state" => {
+                let value = arg("value");
+                state::set("mine", value.as_bytes()).map_err(PluginError::Permanent)?;
+                // Give other calls time to interleave.
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(20);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                let read = state::get("mine").map(|v| String::from_utf8_lossy(&v).into_owned());
+                report(
+                    serde_json::json!({ "tenant": tenant.slug, "wrote": value, "read": read, "keys": state::keys() }),
+                )
+            }
+            "print" => {
+                log::info("the probe logs a line");
+                let mut out = std::io::stdout();
+                for i in 0..10_000 {
+                    let _ = writeln!(out, "stdout line {i} {}", "x".repeat(100));
+                }
+                let _ = writeln!(std::io::stderr(), "a line on stderr");
+                report(serde_json::json!({ "printed": true }))
+            }
+            other => Err(PluginError::Permanent(format!(
+                "unknown probe action `{other}`"
+            ))),
+        }
+    }
+}
+
+tenantry_plugin_sdk::register_provisioner!(Probe);

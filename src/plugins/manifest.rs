@@ -1,0 +1,285 @@
+//! What a plugin is, read from its component before anything runs: the manifest embedded by the
+//! SDK (custom section `tenantry-manifest`, TOML), the world it exports and the WIT version it
+//! was built against (both from the names of its exports, e.g. `tenantry:plugin/render@0.1.0`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// WIT versions this host can run. A released version is frozen under `wit/v<version>/` and kept
+/// beside the next one, each with its own bindings in `plugins::bindings`.
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+
+/// The package every plugin interface belongs to.
+pub const WIT_PACKAGE: &str = "tenantry:plugin";
+
+/// The section the SDK embeds the manifest in.
+pub const MANIFEST_SECTION: &str = "tenantry-manifest";
+
+/// A plugin's world: what it exports and may import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    Provisioner,
+    Renderer,
+    QuotaPolicy,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::Provisioner => "provisioner",
+            World::Renderer => "renderer",
+            World::QuotaPolicy => "quota-policy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<World> {
+        match text {
+            "provisioner" => Some(World::Provisioner),
+            "renderer" => Some(World::Renderer),
+            "quota-policy" => Some(World::QuotaPolicy),
+            _ => None,
+        }
+    }
+
+    /// The interface the world exports.
+    fn export_interface(self) -> &'static str {
+        match self {
+            World::Provisioner => "provision",
+            World::Renderer => "render",
+            World::QuotaPolicy => "policy",
+        }
+    }
+
+    /// Whether the world may use the network, state and secrets.
+    pub fn has_capabilities(self) -> bool {
+        self == World::Provisioner
+    }
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Capabilities a plugin asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capabilities {
+    /// Hosts (`host` or `host:port`) the plugin wants to reach over HTTP.
+    pub hosts: Vec<String>,
+    /// Names of secrets the plugin wants to read.
+    pub secrets: Vec<String>,
+}
+
+/// The manifest a plugin author writes (`tenantry-plugin.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub world: World,
+    pub wit_version: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// A JSON Schema of the plugin's configuration, if it takes any.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config_schema: Option<serde_json::Value>,
+}
+
+/// What inspecting a component found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Inspection {
+    pub manifest: Manifest,
+    /// The world, from the component's exports.
+    pub world: World,
+    /// The WIT version, from the component's exports.
+    pub wit_version: String,
+    /// Every import and export of the component.
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub sha256: String,
+    pub size_bytes: usize,
+}
+
+/// Why a component is refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InspectError {
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error(
+        "the component has no `{MANIFEST_SECTION}` section: build it with the tenantry plugin SDK"
+    )]
+    NoManifest,
+    #[error("the manifest is invalid: {0}")]
+    BadManifest(String),
+    #[error(
+        "the component exports no tenantry plugin interface (`{WIT_PACKAGE}/provision`, `/render` or `/policy`)"
+    )]
+    NoWorld,
+    #[error(
+        "the component was built for WIT version {found}; this server supports {}",
+        SUPPORTED_WIT_VERSIONS.join(", ")
+    )]
+    UnsupportedWitVersion { found: String },
+    #[error(
+        "the manifest says world `{manifest}` but the component exports the `{component}` world"
+    )]
+    WorldMismatch { manifest: World, component: World },
+    #[error("the manifest says WIT version {manifest} but the component was built for {component}")]
+    WitVersionMismatch { manifest: String, component: String },
+    #[error("the `{world}` world may not import `{import}`")]
+    ForbiddenImport { world: World, import: String },
+}
+
+/// Reads the manifest, world and WIT version of a component without compiling or running it.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
+    use wasmparser::{Parser, Payload};
+    if !Parser::is_component(bytes) {
+        let what = if Parser::is_core_wasm(bytes) {
+            "a core module (build for wasm32-wasip2, which produces a component)".to_owned()
+        } else {
+            "the bytes are not WebAssembly".to_owned()
+        };
+        return Err(InspectError::NotAComponent(what));
+    }
+    let mut manifest_text = None;
+    let mut imports = Vec::new();
+    let mut exports = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| InspectError::NotAComponent(e.to_string()))?;
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::CustomSection(section) if section.name() == MANIFEST_SECTION => {
+                manifest_text = Some(String::from_utf8_lossy(section.data()).into_owned());
+            }
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import.map_err(|e| InspectError::NotAComponent(e.to_string()))?;
+                    imports.push(import.name.name.to_owned());
+                }
+            }
+            Payload::ComponentExportSection(reader) if depth == 0 => {
+                for export in reader {
+                    let export = export.map_err(|e| InspectError::NotAComponent(e.to_string()))?;
+                    exports.push(export.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = None;
+    for export in &exports {
+        let Some(rest) = export.strip_prefix(&format!("{WIT_PACKAGE}/")) else {
+            continue;
+        };
+        let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        let world = [World::Provisioner, World::Renderer, World::QuotaPolicy]
+            .into_iter()
+            .find(|w| w.export_interface() == interface);
+        if let Some(world) = world {
+            found = Some((world, version.to_owned()));
+        }
+    }
+    let (world, wit_version) = found.ok_or(InspectError::NoWorld)?;
+    if !SUPPORTED_WIT_VERSIONS.contains(&wit_version.as_str()) {
+        return Err(InspectError::UnsupportedWitVersion { found: wit_version });
+    }
+    let text = manifest_text.ok_or(InspectError::NoManifest)?;
+    let manifest: Manifest =
+        toml::from_str(&text).map_err(|e| InspectError::BadManifest(e.message().to_owned()))?;
+    validate_manifest(&manifest)?;
+    if manifest.world != world {
+        return Err(InspectError::WorldMismatch {
+            manifest: manifest.world,
+            component: world,
+        });
+    }
+    if manifest.wit_version != wit_version {
+        return Err(InspectError::WitVersionMismatch {
+            manifest: manifest.wit_version.clone(),
+            component: wit_version,
+        });
+    }
+    if !world.has_capabilities() {
+        for import in &imports {
+            let denied = ["state", "secrets", "http"]
+                .iter()
+                .any(|i| import.starts_with(&format!("{WIT_PACKAGE}/{i}@")))
+                || import.starts_with("wasi:http/")
+                || import.starts_with("wasi:sockets/");
+            if denied {
+                return Err(InspectError::ForbiddenImport {
+                    world,
+                    import: import.clone(),
+                });
+            }
+        }
+    }
+    use sha2::Digest as _;
+    Ok(Inspection {
+        manifest,
+        world,
+        wit_version,
+        imports,
+        exports,
+        sha256: hex::encode(sha2::Sha256::digest(bytes)),
+        size_bytes: bytes.len(),
+    })
+}
+
+fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
+    let bad = |m: String| Err(InspectError::BadManifest(m));
+    let name_ok = (2..=63).contains(&manifest.name.len())
+        && manifest
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !manifest.name.starts_with('-')
+        && !manifest.name.ends_with('-');
+    if !name_ok {
+        return bad(format!(
+            "name `{}` must be 2–63 lowercase letters, digits and hyphens",
+            manifest.name
+        ));
+    }
+    if manifest.version.split('.').count() != 3
+        || manifest
+            .version
+            .split('.')
+            .any(|p| p.parse::<u64>().is_err())
+    {
+        return bad(format!(
+            "version `{}` must be MAJOR.MINOR.PATCH",
+            manifest.version
+        ));
+    }
+    if !manifest.world.has_capabilities()
+        && (!manifest.capabilities.hosts.is_empty() || !manifest.capabilities.secrets.is_empty())
+    {
+        return bad(format!(
+            "the `{}` world may not request hosts or secrets",
+            manifest.world
+        ));
+    }
+    for host in &manifest.capabilities.hosts {
+        if host.is_empty() || host.contains('/') || host.contains('@') || host.contains(' ') {
+            return bad(format!("host `{host}` must be `host` or `host:port`"));
+        }
+    }
+    let mut seen = BTreeMap::new();
+    for secret in &manifest.capabilities.secrets {
+        if seen.insert(secret, ()).is_some() {
+            return bad(format!("secret `{secret}` is listed twice"));
+        }
+    }
+    Ok(())
+}

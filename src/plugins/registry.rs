@@ -1,0 +1,504 @@
+//! Installed plugins as the operator manages them: install, list, inspect, enable, disable,
+//! grant and revoke — stored in the database, audited, and mirrored into the [`PluginHost`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::manifest::{self, Capabilities, Manifest, World};
+use super::{CallStats, Grants, PluginHost};
+use crate::audit::{self, Actor, AuditEvent};
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::store::models::{PluginGrantRow, PluginRow};
+use crate::{store, transaction};
+
+/// The plugins built into the server, compiled for wasm32-wasip2 by `build.rs`.
+pub const BUILTINS: &[(&str, &[u8])] = &[
+    (
+        "template-renderer",
+        include_bytes!(concat!(
+            env!("TENANTRY_PLUGINS_WASM_DIR"),
+            "/template_renderer.wasm"
+        )),
+    ),
+    (
+        "tier-quota",
+        include_bytes!(concat!(
+            env!("TENANTRY_PLUGINS_WASM_DIR"),
+            "/tier_quota.wasm"
+        )),
+    ),
+    (
+        "superset",
+        include_bytes!(concat!(env!("TENANTRY_PLUGINS_WASM_DIR"), "/superset.wasm")),
+    ),
+    (
+        "airflow",
+        include_bytes!(concat!(env!("TENANTRY_PLUGINS_WASM_DIR"), "/airflow.wasm")),
+    ),
+    (
+        "crm",
+        include_bytes!(concat!(env!("TENANTRY_PLUGINS_WASM_DIR"), "/crm.wasm")),
+    ),
+];
+
+/// A plugin as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    pub version: String,
+    pub world: World,
+    pub wit_version: String,
+    pub description: String,
+    pub builtin: bool,
+    pub enabled: bool,
+    pub sha256: String,
+    /// The deadline of each call, in milliseconds.
+    pub deadline_ms: u64,
+    /// What the manifest asks for.
+    pub requested: Capabilities,
+    /// What the operator granted (secrets by name only).
+    pub granted: Capabilities,
+    /// Requested ∩ granted: what the plugin can actually use.
+    pub effective: Capabilities,
+    #[schema(value_type = Option<Object>)]
+    pub config_schema: Option<serde_json::Value>,
+    /// Calls on this server since it started.
+    pub stats: CallStats,
+    pub installed_by: String,
+    pub installed_at: DateTime<Utc>,
+}
+
+fn grants_of(rows: &[PluginGrantRow]) -> Grants {
+    let mut grants = Grants::default();
+    for row in rows {
+        match row.kind.as_str() {
+            "host" => grants.hosts.push(row.name.clone()),
+            "secret" => {
+                if let Some(value) = &row.sealed_value {
+                    grants.secrets.insert(row.name.clone(), value.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    grants
+}
+
+fn view(ctx: &Context, row: &PluginRow, grants: &Grants) -> AppResult<PluginView> {
+    let host: &PluginHost = &ctx.plugins;
+    let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
+    let granted = Capabilities {
+        hosts: grants.hosts.clone(),
+        secrets: {
+            let mut names: Vec<String> = grants.secrets.keys().cloned().collect();
+            names.sort();
+            names
+        },
+    };
+    let effective = Capabilities {
+        hosts: manifest
+            .capabilities
+            .hosts
+            .iter()
+            .filter(|h| granted.hosts.contains(h))
+            .cloned()
+            .collect(),
+        secrets: manifest
+            .capabilities
+            .secrets
+            .iter()
+            .filter(|s| granted.secrets.contains(s))
+            .cloned()
+            .collect(),
+    };
+    let deadline_ms = host
+        .get(&row.name)
+        .map(|p| p.deadline(&ctx.config.plugins).as_millis() as u64);
+    Ok(PluginView {
+        name: row.name.clone(),
+        version: row.version.clone(),
+        world: manifest.world,
+        wit_version: row.wit_version.clone(),
+        description: manifest.description.clone(),
+        builtin: row.builtin,
+        enabled: row.enabled,
+        sha256: row.sha256.clone(),
+        deadline_ms: row
+            .deadline_ms
+            .map(|d| d as u64)
+            .or(deadline_ms)
+            .unwrap_or_default(),
+        requested: manifest.capabilities.clone(),
+        granted,
+        effective,
+        config_schema: manifest.config_schema.clone(),
+        stats: host.stats(&row.name),
+        installed_by: row.installed_by.clone(),
+        installed_at: clock::to_utc(row.installed_at),
+    })
+}
+
+/// Records the built-in plugins (keeping the operator's enabled flags and grants) and loads every
+/// plugin of the database into the host.
+pub async fn load_all(ctx: &Context) -> AppResult<()> {
+    let now = clock::now();
+    for (name, bytes) in BUILTINS {
+        let inspection = manifest::inspect(bytes)
+            .map_err(|e| AppError::internal(anyhow::anyhow!("built-in plugin {name}: {e}")))?;
+        let existing = {
+            let mut conn = ctx.db.conn().await?;
+            store::plugins::find(&mut conn, name).await?
+        };
+        if existing
+            .as_ref()
+            .is_some_and(|row| row.sha256 == inspection.sha256)
+        {
+            continue;
+        }
+        let row = PluginRow {
+            name: (*name).to_owned(),
+            version: inspection.manifest.version.clone(),
+            world: inspection.world.to_string(),
+            wit_version: inspection.wit_version.clone(),
+            sha256: inspection.sha256.clone(),
+            manifest: serde_json::to_string(&inspection.manifest).map_err(AppError::internal)?,
+            component: None,
+            builtin: true,
+            enabled: existing.as_ref().is_none_or(|r| r.enabled),
+            deadline_ms: existing.as_ref().and_then(|r| r.deadline_ms),
+            installed_by: "system".into(),
+            installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
+            updated_at: now,
+        };
+        transaction!(ctx.db, |tx| {
+            store::plugins::upsert(tx, &row).await?;
+            audit::record(
+                tx,
+                &Actor::system(),
+                AuditEvent::platform(
+                    "plugin.install",
+                    json!({ "name": row.name, "version": row.version, "world": row.world, "builtin": true }),
+                ),
+            )
+            .await?;
+            Ok(())
+        })?;
+    }
+    let rows = {
+        let mut conn = ctx.db.conn().await?;
+        store::plugins::list(&mut conn).await?
+    };
+    for row in rows {
+        reload(ctx, &row).await?;
+    }
+    Ok(())
+}
+
+/// The component bytes of a stored plugin.
+fn bytes_of(row: &PluginRow) -> Option<Arc<Vec<u8>>> {
+    match &row.component {
+        Some(bytes) => Some(Arc::new(bytes.clone())),
+        None => BUILTINS
+            .iter()
+            .find(|(n, _)| *n == row.name)
+            .map(|(_, b)| Arc::new(b.to_vec())),
+    }
+}
+
+/// Loads (or reloads, after a change) one stored plugin into the host.
+async fn reload(ctx: &Context, row: &PluginRow) -> AppResult<()> {
+    let grants = {
+        let mut conn = ctx.db.conn().await?;
+        grants_of(&store::plugins::grants(&mut conn, &row.name).await?)
+    };
+    let Some(bytes) = bytes_of(row) else {
+        tracing::warn!(plugin = %row.name, "a built-in plugin this server does not carry; skipped");
+        return Ok(());
+    };
+    if let Err(err) = ctx.plugins.load(
+        bytes,
+        row.builtin,
+        row.enabled,
+        row.deadline_ms.map(|d| d as u64),
+        grants,
+    ) {
+        tracing::warn!(plugin = %row.name, "plugin not loaded: {err}");
+    }
+    Ok(())
+}
+
+async fn find_row(ctx: &Context, name: &str) -> AppResult<PluginRow> {
+    let mut conn = ctx.db.conn().await?;
+    store::plugins::find(&mut conn, name)
+        .await?
+        .ok_or_else(|| AppError::not_found("plugin", name))
+}
+
+/// Checks a component without installing it.
+pub fn check(bytes: &[u8]) -> AppResult<manifest::Inspection> {
+    manifest::inspect(bytes).map_err(|e| AppError::invalid("component", "plugin", e.to_string()))
+}
+
+/// Installs (or upgrades) a plugin from its component bytes. A built-in cannot be replaced.
+pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<PluginView> {
+    let inspection = check(&bytes)?;
+    let name = inspection.manifest.name.clone();
+    let now = clock::now();
+    let existing = {
+        let mut conn = ctx.db.conn().await?;
+        store::plugins::find(&mut conn, &name).await?
+    };
+    if existing.as_ref().is_some_and(|r| r.builtin) {
+        return Err(AppError::conflict(
+            "builtin_plugin",
+            format!("`{name}` is a built-in plugin; give your plugin another name"),
+            json!({ "name": name }),
+        ));
+    }
+    // Compile before storing: a component that does not link is refused with the reason.
+    let probe_host_load = ctx.plugins.load(
+        Arc::new(bytes.clone()),
+        false,
+        false,
+        None,
+        Grants::default(),
+    );
+    let loaded =
+        probe_host_load.map_err(|e| AppError::invalid("component", "plugin", e.to_string()))?;
+    if let Err(err) = ctx.plugins.prepare(&loaded) {
+        match &existing {
+            Some(row) => reload(ctx, row).await?,
+            None => ctx.plugins.unload(&name),
+        }
+        return Err(AppError::invalid("component", "link", err.to_string()));
+    }
+    let row = PluginRow {
+        name: name.clone(),
+        version: inspection.manifest.version.clone(),
+        world: inspection.world.to_string(),
+        wit_version: inspection.wit_version.clone(),
+        sha256: inspection.sha256.clone(),
+        manifest: serde_json::to_string(&inspection.manifest).map_err(AppError::internal)?,
+        component: Some(bytes),
+        builtin: false,
+        enabled: existing.as_ref().is_none_or(|r| r.enabled),
+        deadline_ms: existing.as_ref().and_then(|r| r.deadline_ms),
+        installed_by: actor.name.clone(),
+        installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
+        updated_at: now,
+    };
+    transaction!(ctx.db, |tx| {
+        store::plugins::upsert(tx, &row).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                "plugin.install",
+                json!({ "name": row.name, "version": row.version, "world": row.world, "sha256": row.sha256,
+                        "upgraded_from": existing.as_ref().map(|r| r.version.clone()) }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })?;
+    reload(ctx, &row).await?;
+    get(ctx, &name).await
+}
+
+pub async fn get(ctx: &Context, name: &str) -> AppResult<PluginView> {
+    let row = find_row(ctx, name).await?;
+    let grants = {
+        let mut conn = ctx.db.conn().await?;
+        grants_of(&store::plugins::grants(&mut conn, name).await?)
+    };
+    view(ctx, &row, &grants)
+}
+
+pub async fn list(ctx: &Context) -> AppResult<Vec<PluginView>> {
+    let rows = {
+        let mut conn = ctx.db.conn().await?;
+        store::plugins::list(&mut conn).await?
+    };
+    let mut views = Vec::with_capacity(rows.len());
+    for row in rows {
+        let grants = {
+            let mut conn = ctx.db.conn().await?;
+            grants_of(&store::plugins::grants(&mut conn, &row.name).await?)
+        };
+        views.push(view(ctx, &row, &grants)?);
+    }
+    Ok(views)
+}
+
+/// Enables or disables a plugin (and sets its deadline, when given).
+pub async fn set_enabled(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    enabled: bool,
+    deadline_ms: Option<u64>,
+) -> AppResult<PluginView> {
+    if deadline_ms.is_some_and(|d| !(1..=600_000).contains(&d)) {
+        return Err(AppError::invalid(
+            "deadline_ms",
+            "range",
+            "must be between 1 and 600000",
+        ));
+    }
+    let mut row = find_row(ctx, name).await?;
+    row.enabled = enabled;
+    if deadline_ms.is_some() {
+        row.deadline_ms = deadline_ms.map(|d| d as i64);
+    }
+    row.updated_at = clock::now();
+    transaction!(ctx.db, |tx| {
+        store::plugins::upsert(tx, &row).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                if enabled {
+                    "plugin.enable"
+                } else {
+                    "plugin.disable"
+                },
+                json!({ "name": name, "deadline_ms": row.deadline_ms }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })?;
+    reload(ctx, &row).await?;
+    get(ctx, name).await
+}
+
+/// A capability the operator grants.
+#[derive(Debug, Clone)]
+pub enum Capability {
+    Host(String),
+    /// A secret and its value (sealed before it is stored).
+    Secret {
+        name: String,
+        value: String,
+    },
+}
+
+/// Grants a capability the plugin's manifest requests.
+pub async fn grant(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    capability: Capability,
+) -> AppResult<PluginView> {
+    let row = find_row(ctx, name).await?;
+    let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
+    let (kind, cap_name, sealed) = match &capability {
+        Capability::Host(host) => {
+            if !manifest.capabilities.hosts.contains(host) {
+                return Err(AppError::invalid(
+                    "host",
+                    "requested",
+                    format!(
+                        "plugin `{name}` does not request host `{host}` (it requests: {})",
+                        manifest.capabilities.hosts.join(", ")
+                    ),
+                ));
+            }
+            ("host", host.clone(), None)
+        }
+        Capability::Secret {
+            name: secret,
+            value,
+        } => {
+            if !manifest.capabilities.secrets.contains(secret) {
+                return Err(AppError::invalid(
+                    "secret",
+                    "requested",
+                    format!(
+                        "plugin `{name}` does not request secret `{secret}` (it requests: {})",
+                        manifest.capabilities.secrets.join(", ")
+                    ),
+                ));
+            }
+            if value.is_empty() {
+                return Err(AppError::invalid(
+                    "value",
+                    "required",
+                    "the secret's value must not be empty",
+                ));
+            }
+            (
+                "secret",
+                secret.clone(),
+                Some(
+                    ctx.keyring
+                        .seal(value, &super::secret_context(name, secret)),
+                ),
+            )
+        }
+    };
+    let grant = PluginGrantRow {
+        plugin: name.to_owned(),
+        kind: kind.into(),
+        name: cap_name.clone(),
+        sealed_value: sealed,
+        granted_by: actor.name.clone(),
+        granted_at: clock::now(),
+    };
+    transaction!(ctx.db, |tx| {
+        store::plugins::put_grant(tx, &grant).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                "plugin.grant",
+                json!({ "plugin": name, "kind": kind, "name": cap_name }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })?;
+    reload(ctx, &row).await?;
+    get(ctx, name).await
+}
+
+/// Revokes a granted host or secret.
+pub async fn revoke(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    kind: &str,
+    cap_name: &str,
+) -> AppResult<PluginView> {
+    if !matches!(kind, "host" | "secret") {
+        return Err(AppError::invalid(
+            "kind",
+            "one_of",
+            "must be `host` or `secret`",
+        ));
+    }
+    let row = find_row(ctx, name).await?;
+    transaction!(ctx.db, |tx| {
+        if !store::plugins::delete_grant(tx, name, kind, cap_name).await? {
+            return Err(AppError::not_found("grant", format!("{kind} {cap_name}")));
+        }
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                "plugin.revoke",
+                json!({ "plugin": name, "kind": kind, "name": cap_name }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })?;
+    reload(ctx, &row).await?;
+    get(ctx, name).await
+}

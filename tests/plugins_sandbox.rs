@@ -1,0 +1,526 @@
+//! The plugin host against real compiled components (built for wasm32-wasip2 by build.rs): the
+//! built-in renderer and quota policy, and the `probe` test plugin that misbehaves on request.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Backend, TestApp};
+use serde_json::{Value, json};
+use tenantry::audit::Actor;
+use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugins::{CallError, PluginTenant, RenderError, Severity, Template, Usage};
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = format!("{}/{name}.wasm", env!("TENANTRY_PLUGINS_WASM_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn tenant(slug: &str, tier: &str) -> PluginTenant {
+    PluginTenant {
+        id: format!("id-{slug}"),
+        slug: slug.into(),
+        name: slug.into(),
+        tier: tier.into(),
+        status: "active".into(),
+    }
+}
+
+async fn with_probe(backend: Backend) -> TestApp {
+    let app = TestApp::spawn(backend).await;
+    registry::install(&app.ctx, &Actor::system(), wasm("probe"))
+        .await
+        .expect("probe installs");
+    app
+}
+
+/// The probe's report, or the call's error.
+async fn probe(app: &TestApp, slug: &str, request: Value) -> Result<Value, CallError> {
+    let plan = app
+        .ctx
+        .plugins
+        .plan(
+            &app.ctx,
+            "probe",
+            &tenant(slug, "free"),
+            request.to_string(),
+        )
+        .await?;
+    let steps = plan.unwrap_or_else(|e| panic!("probe refused: {e:?}"));
+    Ok(serde_json::from_str(&steps[0].input).unwrap())
+}
+
+fn uri_template(body: &str, placeholders: &[&str]) -> Template {
+    Template {
+        name: "pg".into(),
+        body: body.into(),
+        placeholders: placeholders.iter().map(|s| s.to_string()).collect(),
+        format: "uri".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_renderer_percent_encodes_values_inside_a_uri() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let rendered = app
+        .ctx
+        .plugins
+        .render(
+            &app.ctx,
+            "template-renderer",
+            uri_template(
+                "postgresql://{user}:{password}@{host}:{port}/{database_name}",
+                &["user", "password", "host", "port", "database_name"],
+            ),
+            vec![
+                ("user".into(), "acme_user".into()),
+                ("password".into(), "p@ss/w:rd#1".into()),
+                ("host".into(), "db.example.com".into()),
+                ("port".into(), "5432".into()),
+                ("database_name".into(), "acme db".into()),
+            ],
+        )
+        .await
+        .expect("the call runs");
+    assert_eq!(
+        rendered.unwrap(),
+        "postgresql://acme_user:p%40ss%2Fw%3Ard%231@db.example.com:5432/acme%20db"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_renderer_names_missing_undeclared_and_unexpected_placeholders() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let render = |template: Template, values: Vec<(&'static str, &'static str)>| {
+        let app = &app;
+        async move {
+            app.ctx
+                .plugins
+                .render(
+                    &app.ctx,
+                    "template-renderer",
+                    template,
+                    values
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .collect(),
+                )
+                .await
+                .expect("the call runs")
+        }
+    };
+    let missing = render(
+        uri_template("postgresql://{user}@{host}/db", &["user", "host"]),
+        vec![("user", "u")],
+    )
+    .await;
+    assert!(
+        matches!(missing, Err(RenderError::Missing(ref names)) if names == &["host".to_string()]),
+        "{missing:?}"
+    );
+    let undeclared = render(
+        uri_template("postgresql://{user}@{host}/db", &["user"]),
+        vec![("user", "u")],
+    )
+    .await;
+    assert!(
+        matches!(undeclared, Err(RenderError::Undeclared(ref names)) if names == &["host".to_string()]),
+        "{undeclared:?}"
+    );
+    let unexpected = render(
+        uri_template("postgresql://{user}/db", &["user"]),
+        vec![("user", "u"), ("port", "1")],
+    )
+    .await;
+    assert!(
+        matches!(unexpected, Err(RenderError::Unexpected(ref names)) if names == &["port".to_string()]),
+        "{unexpected:?}"
+    );
+    let json = render(
+        Template {
+            name: "j".into(),
+            body: "{{\"name\": \"{name}\"}}".into(),
+            placeholders: vec!["name".into()],
+            format: "json".into(),
+        },
+        vec![("name", "say \"hi\"\n")],
+    )
+    .await;
+    assert_eq!(json.unwrap(), "{\"name\": \"say \\\"hi\\\"\\n\"}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tier_quota_warns_at_80_is_critical_at_95_blocks_at_100_and_flags_at_risk_above_90() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let usage = |metric: &str, used: u64| Usage {
+        metric: metric.into(),
+        used,
+        override_limit: None,
+    };
+    let decision = app
+        .ctx
+        .plugins
+        .evaluate(
+            &app.ctx,
+            "tier-quota",
+            &tenant("acme", "starter"),
+            vec![
+                usage("users", 7),
+                usage("agents", 80),
+                usage("storage_gb", 9),
+                usage("api_calls_per_minute", 950),
+            ],
+        )
+        .await
+        .expect("the call runs")
+        .expect("a decision");
+    let severities: Vec<Severity> = decision.metrics.iter().map(|m| m.severity).collect();
+    assert_eq!(
+        severities,
+        vec![
+            Severity::Ok,
+            Severity::Warning,
+            Severity::Warning,
+            Severity::Critical
+        ]
+    );
+    assert_eq!(decision.metrics[3].limit, Some(1000));
+    assert!(decision.allowed);
+    assert!(decision.at_risk, "950/1000 is above 90 %");
+
+    let blocked = app
+        .ctx
+        .plugins
+        .evaluate(
+            &app.ctx,
+            "tier-quota",
+            &tenant("acme", "free"),
+            vec![Usage {
+                metric: "users".into(),
+                used: 1,
+                override_limit: None,
+            }],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(blocked.metrics[0].severity, Severity::Blocked);
+    assert!(!blocked.allowed);
+    let overridden = app
+        .ctx
+        .plugins
+        .evaluate(
+            &app.ctx,
+            "tier-quota",
+            &tenant("acme", "free"),
+            vec![Usage {
+                metric: "users".into(),
+                used: 1,
+                override_limit: Some(5),
+            }],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(overridden.metrics[0].severity, Severity::Ok);
+    assert!(!overridden.at_risk);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_loops_forever_is_stopped_at_its_deadline_while_the_server_keeps_answering() {
+    let app = with_probe(Backend::Sqlite).await;
+    registry::set_enabled(&app.ctx, &Actor::system(), "probe", true, Some(1500))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let looping = {
+        let ctx = app.ctx.clone();
+        tokio::spawn(async move {
+            ctx.plugins
+                .plan(
+                    &ctx,
+                    "probe",
+                    &tenant("acme", "free"),
+                    json!({ "do": "loop" }).to_string(),
+                )
+                .await
+        })
+    };
+    // Meanwhile the server answers.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let response = app.client.get(app.url("/health")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert!(
+        !looping.is_finished(),
+        "still looping while the server answered"
+    );
+    let err = looping.await.unwrap().expect_err("the loop is stopped");
+    assert!(
+        matches!(
+            err,
+            CallError::Deadline {
+                deadline_ms: 1500,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("stopped at its deadline of 1500 ms"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The host still works after it.
+    let report = probe(&app, "acme", json!({ "do": "env" })).await.unwrap();
+    assert_eq!(report["vars"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_grows_memory_past_its_limit_traps_or_panics_fails_cleanly() {
+    let app = with_probe(Backend::Sqlite).await;
+    let err = probe(&app, "acme", json!({ "do": "grow-memory" }))
+        .await
+        .expect_err("out of memory");
+    assert!(
+        matches!(err, CallError::OutOfMemory { limit_mib: 64, .. }),
+        "{err}"
+    );
+    let err = probe(&app, "acme", json!({ "do": "trap" }))
+        .await
+        .expect_err("trap");
+    assert!(matches!(err, CallError::Trapped { .. }), "{err}");
+    let err = probe(&app, "acme", json!({ "do": "panic" }))
+        .await
+        .expect_err("panic");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    let response = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(response.status(), 200, "the server lives on");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_reads_no_file_no_environment_and_opens_no_socket() {
+    let app = with_probe(Backend::Sqlite).await;
+    // SAFETY: no other thread of this test reads the environment meanwhile.
+    unsafe { std::env::set_var("TENANTRY_PROBE_SECRET", "host-only") };
+    let file = probe(&app, "acme", json!({ "do": "read-file" }))
+        .await
+        .unwrap();
+    assert_eq!(file["read"], false, "{file}");
+    let env = probe(&app, "acme", json!({ "do": "env" })).await.unwrap();
+    assert_eq!(env["vars"], json!([]), "{env}");
+    assert_eq!(env["args"], json!([]), "{env}");
+    let socket = probe(&app, "acme", json!({ "do": "socket" }))
+        .await
+        .unwrap();
+    assert_eq!(socket["connected"], false, "{socket}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
+    let app = with_probe(Backend::Sqlite).await;
+    let url = app.url("/health");
+    let refused = probe(&app, "acme", json!({ "do": "http", "url": url }))
+        .await
+        .unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("NotGranted"),
+        "{refused}"
+    );
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("127.0.0.1".into()),
+    )
+    .await
+    .unwrap();
+    let fetched = probe(&app, "acme", json!({ "do": "http", "url": url }))
+        .await
+        .unwrap();
+    assert_eq!(fetched["status"], 200, "{fetched}");
+    let other_host = probe(
+        &app,
+        "acme",
+        json!({ "do": "http", "url": url.replace("127.0.0.1", "localhost") }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        other_host["error"].as_str().unwrap().contains("NotGranted"),
+        "{other_host}"
+    );
+    let not_requested = registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("example.com".into()),
+    )
+    .await;
+    assert!(
+        not_requested.is_err(),
+        "a host the manifest does not request cannot be granted"
+    );
+
+    let secret = probe(
+        &app,
+        "acme",
+        json!({ "do": "secret", "name": "probe-token" }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        secret["error"].as_str().unwrap().contains("not granted"),
+        "{secret}"
+    );
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Secret {
+            name: "probe-token".into(),
+            value: "s3cr3t-token".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let secret = probe(
+        &app,
+        "acme",
+        json!({ "do": "secret", "name": "probe-token" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(secret["value"], "s3cr3t-token");
+    let other = probe(
+        &app,
+        "acme",
+        json!({ "do": "secret", "name": "other-token" }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        other["error"].as_str().unwrap().contains("not granted"),
+        "{other}"
+    );
+    let unknown = probe(
+        &app,
+        "acme",
+        json!({ "do": "secret", "name": "db-password" }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        unknown["error"].as_str().unwrap().contains("not requested"),
+        "{unknown}"
+    );
+    app.stop().await;
+}
+
+async fn concurrent_calls_for_different_tenants_never_see_each_others_state(backend: Backend) {
+    let app = Arc::new(with_probe(backend).await);
+    let mut calls = Vec::new();
+    for i in 0..100 {
+        let app = app.clone();
+        calls.push(tokio::spawn(async move {
+            let slug = format!("tenant-{i:03}");
+            let report = probe(
+                &app,
+                &slug,
+                json!({ "do": "state", "value": format!("value of {slug}") }),
+            )
+            .await
+            .unwrap();
+            (slug, report)
+        }));
+    }
+    for call in calls {
+        let (slug, report) = call.await.unwrap();
+        assert_eq!(report["tenant"], slug.as_str());
+        assert_eq!(report["read"], format!("value of {slug}"), "{report}");
+        assert_eq!(
+            report["keys"],
+            json!(["mine"]),
+            "only its own keys: {report}"
+        );
+    }
+    Arc::try_unwrap(app).ok().expect("last owner").stop().await;
+}
+
+backend_tests!(concurrent_calls_for_different_tenants_never_see_each_others_state);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_wrong_world_and_unsupported_wit_components_are_refused_clearly() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let actor = Actor::system();
+    let corrupt = registry::install(&app.ctx, &actor, b"\0asm\x0d\0\x01\0garbage".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        corrupt.to_string().contains("not a WebAssembly component"),
+        "{corrupt}"
+    );
+    let not_wasm = registry::install(&app.ctx, &actor, b"hello".to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        not_wasm.to_string().contains("not WebAssembly"),
+        "{not_wasm}"
+    );
+    let old = registry::install(&app.ctx, &actor, wasm("renderer_old_wit"))
+        .await
+        .unwrap_err();
+    assert!(
+        old.to_string()
+            .contains("built for WIT version 0.0.9; this server supports 0.1.0"),
+        "{old}"
+    );
+    // A quota policy called as a renderer.
+    let wrong = app
+        .ctx
+        .plugins
+        .render(&app.ctx, "tier-quota", uri_template("x", &[]), vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        wrong
+            .to_string()
+            .contains("is a quota-policy plugin, not a renderer"),
+        "{wrong}"
+    );
+    // A built-in cannot be replaced by an installed plugin of the same name.
+    let mut renamed = wasm("tier_quota");
+    renamed.extend_from_slice(b"");
+    let builtin = registry::install(&app.ctx, &actor, renamed)
+        .await
+        .unwrap_err();
+    assert!(builtin.to_string().contains("built-in"), "{builtin}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_plugins_describe_themselves_and_output_goes_to_the_log_capped() {
+    let app = with_probe(Backend::Sqlite).await;
+    for name in ["superset", "airflow", "crm"] {
+        let info = app.ctx.plugins.describe(&app.ctx, name).await.unwrap();
+        assert_eq!(info.name, name);
+        assert_eq!(info.version, "0.1.0");
+        assert!(!info.description.is_empty());
+    }
+    let printed = probe(&app, "acme", json!({ "do": "print" })).await.unwrap();
+    assert_eq!(
+        printed["printed"], true,
+        "writing past the output cap does not fail the call"
+    );
+    let stats = app.ctx.plugins.stats("probe");
+    assert_eq!(stats.calls, 1);
+    app.stop().await;
+}
