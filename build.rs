@@ -3,7 +3,7 @@
 //!
 //! Each plugin is built by its own `cargo build -p` so that the SDK is compiled with that
 //! plugin's one world (cargo would otherwise unify the SDK's world features across plugins).
-//! The output directory is exported to the crate as `TENANTRY_PLUGINS_WASM_DIR`.
+//! The output directory is exported to the crate as `BUILT_PLUGINS_WASM_DIR`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,7 +60,7 @@ fn main() {
     }
     let wasm_dir = wasm_target_dir.join("wasm32-wasip2").join("release");
     println!(
-        "cargo:rustc-env=TENANTRY_PLUGINS_WASM_DIR={}",
+        "cargo:rustc-env=BUILT_PLUGINS_WASM_DIR={}",
         wasm_dir.display()
     );
     println!("cargo:rerun-if-changed=plugins");

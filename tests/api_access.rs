@@ -26,7 +26,12 @@ async fn documented_routes(app: &TestApp) -> Vec<(Method, String)> {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in ["get", "post", "patch", "put", "delete"] {
             if item.get(method).is_some() {
-                let concrete = path.replace("{slug}", "acme").replace("{id}", "nothing");
+                let concrete = path
+                    .replace("{slug}", "acme")
+                    .replace("{id}", "nothing")
+                    .replace("{name}", "tier-quota")
+                    .replace("{kind}", "host")
+                    .replace("{capability}", "nothing");
                 routes.push((
                     Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
                     concrete,

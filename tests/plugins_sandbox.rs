@@ -12,7 +12,7 @@ use tenantry::plugins::registry::{self, Capability};
 use tenantry::plugins::{CallError, PluginTenant, RenderError, Severity, Template, Usage};
 
 fn wasm(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}.wasm", env!("TENANTRY_PLUGINS_WASM_DIR"));
+    let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

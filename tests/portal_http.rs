@@ -21,6 +21,7 @@ backend_tests!(
     export_downloads_the_bundle_and_import_restores_a_purged_tenant,
     bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_menu,
     rolling_back_the_client_secret_and_checking_the_database_from_the_detail_page,
+    plugins_page_shows_world_wit_version_capabilities_and_calls,
 );
 
 /// The pages behind the login, with `{slug}` for an existing tenant.
@@ -31,6 +32,7 @@ const PAGES: &[&str] = &[
     "/tenants/{slug}",
     "/tenants/{slug}/edit",
     "/audit",
+    "/plugins",
 ];
 
 /// A browser without JavaScript: keeps cookies, does not follow redirects by itself.
@@ -991,5 +993,58 @@ async fn rolling_back_the_client_secret_and_checking_the_database_from_the_detai
         "{}",
         checked.html
     );
+    app.stop().await;
+}
+
+async fn plugins_page_shows_world_wit_version_capabilities_and_calls(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tenant = tenantry::plugins::PluginTenant {
+        id: "t1".into(),
+        slug: "acme".into(),
+        name: "Acme".into(),
+        tier: "free".into(),
+        status: "active".into(),
+    };
+    app.ctx
+        .plugins
+        .evaluate(&app.ctx, "tier-quota", &tenant, vec![])
+        .await
+        .expect("called")
+        .expect("decided");
+    let browser = Browser::log_in(&app).await;
+    let page = browser.get("/plugins").await;
+    page.assert_status(StatusCode::OK);
+    for expected in [
+        "template-renderer",
+        "tier-quota",
+        "superset",
+        "<code>quota-policy</code>",
+        "<code>provisioner</code>",
+    ] {
+        assert!(
+            page.html.contains(expected),
+            "{expected} missing:\n{}",
+            page.html
+        );
+    }
+    assert!(
+        page.html
+            .contains("<code>localhost:8088</code> <span class=\"badge\">not granted</span>"),
+        "{}",
+        page.html
+    );
+    let row = page
+        .html
+        .split("<strong>tier-quota</strong>")
+        .nth(1)
+        .unwrap();
+    let calls = row
+        .split("<td class=\"num\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
+    assert_eq!(calls, "1", "the call count of tier-quota");
     app.stop().await;
 }

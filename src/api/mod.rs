@@ -7,6 +7,7 @@ pub mod admin;
 pub mod audit;
 pub mod body;
 pub mod ops;
+pub mod plugins;
 pub mod tenants;
 
 use actix_web::{HttpRequest, HttpResponse, get};
@@ -28,6 +29,7 @@ use crate::error::{AppError, FieldError};
         (name = "tenants", description = "The tenant registry and lifecycle"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "admin", description = "Platform API tokens"),
+        (name = "plugins", description = "Wasm plugins: install, inspect, enable, grant"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -57,6 +59,7 @@ fn configure(cfg: &mut ServiceConfig) {
             .configure(tenants::routes)
             .configure(audit::routes)
             .configure(admin::routes)
+            .configure(plugins::routes)
             .service(openapi_json),
     )
     .configure(ops::routes);

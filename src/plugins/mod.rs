@@ -10,6 +10,7 @@
 pub mod manifest;
 pub mod registry;
 mod sandbox;
+pub mod scaffold;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;

@@ -22,28 +22,25 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     (
         "template-renderer",
         include_bytes!(concat!(
-            env!("TENANTRY_PLUGINS_WASM_DIR"),
+            env!("BUILT_PLUGINS_WASM_DIR"),
             "/template_renderer.wasm"
         )),
     ),
     (
         "tier-quota",
-        include_bytes!(concat!(
-            env!("TENANTRY_PLUGINS_WASM_DIR"),
-            "/tier_quota.wasm"
-        )),
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/tier_quota.wasm")),
     ),
     (
         "superset",
-        include_bytes!(concat!(env!("TENANTRY_PLUGINS_WASM_DIR"), "/superset.wasm")),
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/superset.wasm")),
     ),
     (
         "airflow",
-        include_bytes!(concat!(env!("TENANTRY_PLUGINS_WASM_DIR"), "/airflow.wasm")),
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/airflow.wasm")),
     ),
     (
         "crm",
-        include_bytes!(concat!(env!("TENANTRY_PLUGINS_WASM_DIR"), "/crm.wasm")),
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/crm.wasm")),
     ),
 ];
 

@@ -5,6 +5,7 @@
 
 mod audit;
 mod pages;
+mod plugins;
 mod session;
 mod tenants;
 
@@ -42,6 +43,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "tenants/import.html",
         include_str!("../../templates/tenants/import.html"),
     ),
+    ("plugins.html", include_str!("../../templates/plugins.html")),
     ("audit.html", include_str!("../../templates/audit.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
@@ -103,6 +105,7 @@ where
             web::post().to(tenants::check_database),
         )
         .route("/audit", web::get().to(audit::list))
+        .route("/plugins", web::get().to(plugins::list))
 }
 
 async fn stylesheet() -> HttpResponse {

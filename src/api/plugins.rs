@@ -1,0 +1,251 @@
+//! `/api/v1/plugin…`: install, list, inspect, enable, disable, grant and revoke plugins.
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, web};
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::body::ApiJson;
+use crate::auth::extract::{ApiAdmin, ApiCaller};
+use crate::context::Context;
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::plugins::manifest::Inspection;
+use crate::plugins::registry::{self, Capability, PluginView};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_plugins)
+        .service(check_plugin)
+        .service(install_plugin)
+        .service(get_plugin)
+        .service(enable_plugin)
+        .service(disable_plugin)
+        .service(grant_capability)
+        .service(revoke_capability);
+}
+
+/// Largest component accepted, in bytes.
+const MAX_COMPONENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// A component uploaded as the raw request body (`Content-Type: application/wasm`).
+pub struct WasmBody(pub Vec<u8>);
+
+impl FromRequest for WasmBody {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !content_type.starts_with("application/wasm")
+                && !content_type.starts_with("application/octet-stream")
+            {
+                return Err(AppError::UnsupportedMediaType(format!(
+                    "send the component as the body with Content-Type: application/wasm (got `{content_type}`)"
+                )));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| AppError::BadRequest(format!("reading the body: {e}")))?;
+                if body.len() + chunk.len() > MAX_COMPONENT_BYTES {
+                    return Err(AppError::PayloadTooLarge {
+                        limit: MAX_COMPONENT_BYTES,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(WasmBody(body))
+        })
+    }
+}
+
+/// Installed plugins with their capabilities and call statistics.
+#[utoipa::path(
+    tag = "plugins",
+    responses((status = 200, description = "Plugins", body = [PluginView]), (status = 401, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/plugin")]
+async fn list_plugins(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    Ok(HttpResponse::Ok().json(registry::list(&ctx).await?))
+}
+
+/// Inspect one plugin.
+#[utoipa::path(
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/plugin/{name}")]
+async fn get_plugin(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    name: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    Ok(HttpResponse::Ok().json(registry::get(&ctx, &name).await?))
+}
+
+/// Check a component (world, WIT version, manifest, exports) without installing it.
+#[utoipa::path(
+    tag = "plugins",
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses((status = 200, body = Inspection), (status = 422, description = "Not an acceptable plugin", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[post("/plugin/check")]
+async fn check_plugin(_caller: ApiAdmin, body: WasmBody) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(registry::check(&body.0)?))
+}
+
+/// Install (or upgrade) a plugin; the body is the component.
+#[utoipa::path(
+    tag = "plugins",
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 201, body = PluginView),
+        (status = 409, description = "A built-in has this name", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, description = "Not an acceptable plugin (named reason)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/plugin")]
+async fn install_plugin(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    body: WasmBody,
+) -> AppResult<HttpResponse> {
+    let view = registry::install(&ctx, &caller.actor, body.0).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// Options of an enable.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableRequest {
+    /// The deadline of each call of this plugin, in milliseconds (overrides the world's default).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+}
+
+/// Enable a plugin (optionally with its own deadline).
+#[utoipa::path(
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    request_body = EnableRequest,
+    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[post("/plugin/{name}/enable")]
+async fn enable_plugin(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    name: web::Path<String>,
+    body: ApiJson<EnableRequest>,
+) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok()
+        .json(registry::set_enabled(&ctx, &caller.actor, &name, true, body.0.deadline_ms).await?))
+}
+
+/// Disable a plugin: its calls are refused until it is enabled again.
+#[utoipa::path(
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[post("/plugin/{name}/disable")]
+async fn disable_plugin(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    name: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok()
+        .json(registry::set_enabled(&ctx, &caller.actor, &name, false, None).await?))
+}
+
+/// A capability to grant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// `host` or `secret`.
+    pub kind: String,
+    /// The host (`host` or `host:port`) or the secret's name, as the manifest requests it.
+    pub name: String,
+    /// The secret's value (write-only; sealed at rest).
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Grant a host or a secret the plugin's manifest requests.
+#[utoipa::path(
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    request_body = GrantRequest,
+    responses((status = 200, body = PluginView), (status = 422, description = "Not requested by the manifest", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[post("/plugin/{name}/grants")]
+async fn grant_capability(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    name: web::Path<String>,
+    body: ApiJson<GrantRequest>,
+) -> AppResult<HttpResponse> {
+    let request = body.0;
+    let capability = match request.kind.as_str() {
+        "host" => Capability::Host(request.name),
+        "secret" => Capability::Secret {
+            name: request.name,
+            value: request.value.ok_or_else(|| {
+                AppError::invalid(
+                    "value",
+                    "required",
+                    "a secret grant needs the secret's value",
+                )
+            })?,
+        },
+        _ => {
+            return Err(AppError::invalid(
+                "kind",
+                "one_of",
+                "must be `host` or `secret`",
+            ));
+        }
+    };
+    Ok(HttpResponse::Ok().json(registry::grant(&ctx, &caller.actor, &name, capability).await?))
+}
+
+/// Revoke a granted host or secret.
+#[utoipa::path(
+    tag = "plugins",
+    params(
+        ("name" = String, Path, description = "The plugin's name"),
+        ("kind" = String, Path, description = "`host` or `secret`"),
+        ("capability" = String, Path, description = "The host or the secret's name"),
+    ),
+    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[delete("/plugin/{name}/grants/{kind}/{capability}")]
+async fn revoke_capability(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    path: web::Path<(String, String, String)>,
+) -> AppResult<HttpResponse> {
+    let (name, kind, capability) = path.into_inner();
+    Ok(HttpResponse::Ok()
+        .json(registry::revoke(&ctx, &caller.actor, &name, &kind, &capability).await?))
+}
