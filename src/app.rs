@@ -179,6 +179,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         BootstrapAdmin::Existing => {}
     }
+    {
+        let plugins = ctx.plugins.clone();
+        tokio::task::spawn_blocking(move || plugins.warm_up());
+    }
     let handle = running.handle.clone();
     tokio::spawn(async move {
         shutdown_signal().await;

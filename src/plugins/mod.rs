@@ -450,14 +450,14 @@ impl PluginHost {
             .await
             .expect("semaphore never closed");
         let host = self.clone();
-        let ctx = ctx.clone();
+        let call_ctx = ctx.clone();
         let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         let name = plugin.name.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let deadline = plugin.deadline(&ctx.config.plugins);
+            let deadline = plugin.deadline(&call_ctx.config.plugins);
             let pre = host.pre(&plugin)?;
-            let state = CallState::new(plugin.clone(), tenant, ctx, runtime, host.http.clone());
+            let state = CallState::new(plugin.clone(), tenant, call_ctx, runtime, host.http.clone());
             let mut store = Store::new(&host.engine, state);
             store.limiter(|s| &mut s.limiter);
             store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
@@ -472,7 +472,16 @@ impl PluginHost {
             plugin: name.clone(),
             reason: format!("the call did not finish: {e}"),
         })?;
-        self.record(&name, started.elapsed(), result.is_ok());
+        let elapsed = started.elapsed();
+        self.record(&name, elapsed, result.is_ok());
+        ctx.metrics
+            .plugin_calls
+            .with_label_values(&[name.as_str(), if result.is_ok() { "ok" } else { "failed" }])
+            .inc();
+        ctx.metrics.plugin_duration.with_label_values(&[name.as_str()]).observe(elapsed.as_secs_f64());
+        if let Err(err) = &result {
+            tracing::warn!(plugin = %name, "plugin call failed: {err}");
+        }
         result
     }
 
@@ -570,6 +579,19 @@ impl PluginHost {
                 .call_plan(&mut *store, &wit_tenant, &request)
         })
         .await
+    }
+
+    /// Compiles every enabled plugin (at start, so that first calls do not wait for it).
+    pub fn warm_up(&self) {
+        let plugins: Vec<Arc<LoadedPlugin>> =
+            self.plugins.read().expect("plugin table lock").values().filter(|p| p.enabled).cloned().collect();
+        for plugin in plugins {
+            let started = Instant::now();
+            match self.prepare(&plugin) {
+                Ok(()) => tracing::debug!(plugin = %plugin.name, "plugin ready in {:?}", started.elapsed()),
+                Err(err) => tracing::warn!(plugin = %plugin.name, "{err}"),
+            }
+        }
     }
 
     /// Names of the plugins of `world` that are enabled.
