@@ -435,6 +435,48 @@ impl PluginHost {
         Ok(plugin)
     }
 
+    /// Runs `call` in a fresh store of `plugin` on this thread: new store, instantiate from the
+    /// pre-instantiated component, call, drop. Blocks for up to the plugin's deadline.
+    fn run_here<R>(
+        &self,
+        ctx: Context,
+        plugin: Arc<LoadedPlugin>,
+        tenant: Option<PluginTenant>,
+        runtime: tokio::runtime::Handle,
+        call: impl FnOnce(&Pre, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let deadline = plugin.deadline(&ctx.config.plugins);
+        let pre = self.pre(&plugin)?;
+        let state = CallState::new(plugin.clone(), tenant, ctx, runtime, self.http.clone());
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
+        store.epoch_deadline_trap();
+        let outcome = call(pre, &mut store);
+        let state = store.into_data();
+        flush_output(&plugin.name, &state);
+        outcome.map_err(|err| classify(&plugin, &state, deadline, err))
+    }
+
+    /// `evaluate` on the calling thread, for callers already off the async runtime (and the
+    /// benchmark): the bare cost of a sandboxed call.
+    pub fn evaluate_blocking(
+        &self,
+        ctx: &Context,
+        plugin: &str,
+        tenant: &PluginTenant,
+        usage: &[Usage],
+    ) -> Result<Result<Decision, PluginError>, CallError> {
+        let plugin = self.plugin_for(plugin, World::QuotaPolicy)?;
+        let wit_tenant = tenant.to_wit();
+        let runtime = tokio::runtime::Handle::current();
+        self.run_here(ctx.clone(), plugin, Some(tenant.clone()), runtime, move |pre, store| {
+            let Pre::Quota(pre) = pre else { unreachable!("world checked") };
+            let instance = pre.instantiate(&mut *store)?;
+            instance.tenantry_plugin_policy().call_evaluate(&mut *store, &wit_tenant, usage)
+        })
+    }
+
     /// Runs `call` in a fresh store of `plugin`, on the blocking pool, within its deadline.
     async fn run<R: Send + 'static>(
         self: &Arc<Self>,
@@ -454,19 +496,7 @@ impl PluginHost {
         let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         let name = plugin.name.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let deadline = plugin.deadline(&call_ctx.config.plugins);
-            let pre = host.pre(&plugin)?;
-            let state = CallState::new(plugin.clone(), tenant, call_ctx, runtime, host.http.clone());
-            let mut store = Store::new(&host.engine, state);
-            store.limiter(|s| &mut s.limiter);
-            store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
-            store.epoch_deadline_trap();
-            let outcome = call(pre, &mut store);
-            let state = store.into_data();
-            flush_output(&plugin.name, &state);
-            outcome.map_err(|err| classify(&plugin, &state, deadline, err))
-        })
+        let result = tokio::task::spawn_blocking(move || host.run_here(call_ctx, plugin, tenant, runtime, call))
         .await
         .map_err(|e| CallError::Trapped {
             plugin: name.clone(),
