@@ -19,7 +19,10 @@ use tenantry::config::Config;
 use tenantry::plugins::{PluginTenant, Usage};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The rule of `plugins/tier-quota` for the metrics measured, as a plain function.
@@ -63,7 +66,8 @@ async fn main() {
         ..Config::default()
     };
     let (ctx, _) = tenantry::app::open(config).await.expect("open");
-    let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap()).expect("start");
+    let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap())
+        .expect("start");
     let tenant = PluginTenant {
         id: "bench".into(),
         slug: "bench".into(),
@@ -72,15 +76,39 @@ async fn main() {
         status: "active".into(),
     };
     let usage = vec![
-        Usage { metric: "users".into(), used: 7, override_limit: None },
-        Usage { metric: "api_calls_per_minute".into(), used: 950, override_limit: None },
-        Usage { metric: "storage_gb".into(), used: 3, override_limit: None },
+        Usage {
+            metric: "users".into(),
+            used: 7,
+            override_limit: None,
+        },
+        Usage {
+            metric: "api_calls_per_minute".into(),
+            used: 950,
+            override_limit: None,
+        },
+        Usage {
+            metric: "storage_gb".into(),
+            used: 3,
+            override_limit: None,
+        },
     ];
-    let plain_usage = [("users", 7u64), ("api_calls_per_minute", 950), ("storage_gb", 3)];
+    let plain_usage = [
+        ("users", 7u64),
+        ("api_calls_per_minute", 950),
+        ("storage_gb", 3),
+    ];
 
     // Compile once (as at start) and check that both agree.
-    let decision = ctx.plugins.evaluate(&ctx, "tier-quota", &tenant, usage.clone()).await.unwrap().unwrap();
-    assert_eq!((decision.allowed, decision.at_risk), plain_rule("starter", &plain_usage));
+    let decision = ctx
+        .plugins
+        .evaluate(&ctx, "tier-quota", &tenant, usage.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (decision.allowed, decision.at_risk),
+        plain_rule("starter", &plain_usage)
+    );
 
     let started = Instant::now();
     for _ in 0..n * 100 {
@@ -93,11 +121,19 @@ async fn main() {
         let (tenant, usage) = (tenant.clone(), usage.clone());
         tokio::task::spawn_blocking(move || {
             for _ in 0..n / 10 {
-                ctx.plugins.evaluate_blocking(&ctx, "tier-quota", &tenant, &usage).unwrap().unwrap();
+                ctx.plugins
+                    .evaluate_blocking(&ctx, "tier-quota", &tenant, &usage)
+                    .unwrap()
+                    .unwrap();
             }
             let started = Instant::now();
             for _ in 0..n {
-                black_box(ctx.plugins.evaluate_blocking(&ctx, "tier-quota", &tenant, &usage).unwrap().unwrap());
+                black_box(
+                    ctx.plugins
+                        .evaluate_blocking(&ctx, "tier-quota", &tenant, &usage)
+                        .unwrap()
+                        .unwrap(),
+                );
             }
             per_call(started.elapsed(), n)
         })
@@ -107,22 +143,47 @@ async fn main() {
 
     let started = Instant::now();
     for _ in 0..n {
-        black_box(ctx.plugins.evaluate(&ctx, "tier-quota", &tenant, usage.clone()).await.unwrap().unwrap());
+        black_box(
+            ctx.plugins
+                .evaluate(&ctx, "tier-quota", &tenant, usage.clone())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     let asynchronous = per_call(started.elapsed(), n);
 
     let client = reqwest::Client::new();
     let url = format!("http://{}/health", server.addr);
     for _ in 0..n / 10 {
-        client.get(&url).send().await.unwrap().bytes().await.unwrap();
+        client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
     }
     let started = Instant::now();
     for _ in 0..n {
-        black_box(client.get(&url).send().await.unwrap().bytes().await.unwrap());
+        black_box(
+            client
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        );
     }
     let request = per_call(started.elapsed(), n);
 
-    println!("quota-policy evaluation ({n} calls each; the plain function {} calls)\n", n * 100);
+    println!(
+        "quota-policy evaluation ({n} calls each; the plain function {} calls)\n",
+        n * 100
+    );
     println!("{:<44} {:>12} {:>14}", "", "µs per call", "× plain fn");
     for (name, micros) in [
         ("plain Rust function", plain),

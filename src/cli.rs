@@ -449,6 +449,9 @@ async fn open_for_cli(config: Config) -> anyhow::Result<Context> {
     tenants::ensure_admin_tenant(&ctx)
         .await
         .map_err(app_error)?;
+    crate::plugins::registry::load_all(&ctx)
+        .await
+        .map_err(app_error)?;
     Ok(ctx)
 }
 

@@ -42,18 +42,31 @@ impl Metrics {
         )
         .expect("metric definition");
         let plugin_calls = IntCounterVec::new(
-            Opts::new("tenantry_plugin_calls_total", "Plugin calls by plugin and outcome (ok or failed)"),
+            Opts::new(
+                "tenantry_plugin_calls_total",
+                "Plugin calls by plugin and outcome (ok or failed)",
+            ),
             &["plugin", "outcome"],
         )
         .expect("metric definition");
         let plugin_duration = HistogramVec::new(
-            HistogramOpts::new("tenantry_plugin_call_duration_seconds", "Plugin call duration by plugin")
-                .buckets(vec![0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+            HistogramOpts::new(
+                "tenantry_plugin_call_duration_seconds",
+                "Plugin call duration by plugin",
+            )
+            .buckets(vec![
+                0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                30.0,
+            ]),
             &["plugin"],
         )
         .expect("metric definition");
-        registry.register(Box::new(plugin_calls.clone())).expect("register");
-        registry.register(Box::new(plugin_duration.clone())).expect("register");
+        registry
+            .register(Box::new(plugin_calls.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(plugin_duration.clone()))
+            .expect("register");
         registry
             .register(Box::new(http_requests.clone()))
             .expect("register");

@@ -541,6 +541,19 @@ const COMMANDS: &[&str] = &[
     "secrets",
     "secrets rotate-key",
     "openapi",
+    "tenant health",
+    "tenant export",
+    "tenant import",
+    "plugin",
+    "plugin install",
+    "plugin list",
+    "plugin inspect",
+    "plugin grant",
+    "plugin revoke",
+    "plugin enable",
+    "plugin disable",
+    "plugin new",
+    "plugin check",
 ];
 
 #[tokio::test]
@@ -688,6 +701,7 @@ backend_tests!(
     export_then_purge_then_import_restores_the_tenant,
     rotate_key_with_a_new_key_file_and_the_managed_key_file_installs_that_key,
     tenant_health_reports_the_database_round_trip_and_fails_when_unreachable,
+    plugins_are_installed_granted_enabled_and_disabled_from_the_cli,
     rotate_key_with_a_new_key_file_reseals_under_that_key,
     config_file_with_an_unknown_key_exits_non_zero_naming_the_key_before_touching_anything,
     unknown_tenantry_env_var_exits_non_zero_naming_it_before_touching_anything,
@@ -1362,17 +1376,18 @@ async fn three_audit_records(cli: &Cli) {
         .iter()
         .map(|r| r["seq"].as_i64().unwrap())
         .collect();
-    assert_eq!(seqs, [3, 2, 1]);
+    // The platform tenant, the five built-in plugins recorded at the first start, two tenants.
+    assert_eq!(seqs, [8, 7, 6, 5, 4, 3, 2, 1]);
 }
 
 async fn audit_verify_passes_an_intact_chain_and_fails_naming_a_changed_record(backend: Backend) {
     let cli = Cli::new(backend).await;
     three_audit_records(&cli).await;
     let out = cli.ok(&["audit", "verify"]).await;
-    assert_eq!(out.trim_end(), "audit chain intact: 3 records");
+    assert_eq!(out.trim_end(), "audit chain intact: 8 records");
     let report = cli.json(&["audit", "verify"]).await;
     assert_eq!(report["ok"], true);
-    assert_eq!(report["records"], 3);
+    assert_eq!(report["records"], 8);
 
     let changed = cli
         .execute_sql(r#"UPDATE audit_log SET details = '{"name":"Evil Corp"}' WHERE seq = 2"#)
@@ -1403,7 +1418,7 @@ async fn audit_verify_fails_when_the_newest_record_is_deleted(backend: Backend) 
     assert_eq!(removed, 1);
     let run = cli.run(&["audit", "verify"]).await;
     let line = run.one_line_error("audit verify after the newest record was deleted");
-    assert_eq!(line, "error: audit chain is broken at record 3");
+    assert_eq!(line, "error: audit chain is broken at record 8");
     assert!(run.stdout.contains("records were removed"), "{run:#?}");
     cli.finish().await;
 }
@@ -1868,5 +1883,91 @@ async fn tenant_health_reports_the_database_round_trip_and_fails_when_unreachabl
         run.stdout
     );
     assert!(!run.stdout.contains("hidden-pw") && !run.stderr.contains("hidden-pw"));
+    cli.finish().await;
+}
+
+async fn plugins_are_installed_granted_enabled_and_disabled_from_the_cli(backend: Backend) {
+    let cli = Cli::new(backend).await;
+    let listed = cli.ok(&["plugin", "list"]).await;
+    for builtin in [
+        "template-renderer",
+        "tier-quota",
+        "superset",
+        "airflow",
+        "crm",
+    ] {
+        assert!(listed.contains(builtin), "{listed}");
+    }
+    let probe = format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let checked = cli.ok(&["plugin", "check", &probe]).await;
+    assert!(
+        checked.contains("requests secrets: probe-token, other-token"),
+        "{checked}"
+    );
+    let installed = cli.json(&["plugin", "install", &probe]).await;
+    assert_eq!(installed["name"], "probe");
+    assert_eq!(installed["world"], "provisioner");
+    let secret = cli.write_file("token.txt", "probe-secret-value\n");
+    let granted = cli
+        .json(&[
+            "plugin",
+            "grant",
+            "probe",
+            "--secret",
+            "probe-token",
+            "--value-file",
+            secret.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(
+        granted["granted"]["secrets"],
+        serde_json::json!(["probe-token"])
+    );
+    let refused = cli
+        .fails(&["plugin", "grant", "probe", "--host", "example.com"])
+        .await;
+    assert!(
+        refused.contains("does not request host `example.com`"),
+        "{refused}"
+    );
+    cli.ok(&["plugin", "grant", "probe", "--host", "127.0.0.1"])
+        .await;
+    let inspected = cli.ok(&["plugin", "inspect", "probe"]).await;
+    assert!(
+        inspected.contains("hosts:   requested 127.0.0.1 | granted 127.0.0.1"),
+        "{inspected}"
+    );
+    assert!(!inspected.contains("probe-secret-value"));
+    cli.ok(&["plugin", "revoke", "probe", "--host", "127.0.0.1"])
+        .await;
+    let enabled = cli
+        .ok(&["plugin", "enable", "probe", "--deadline-ms", "1234"])
+        .await;
+    assert!(enabled.contains("deadline 1234 ms"), "{enabled}");
+    let disabled = cli.json(&["plugin", "disable", "probe"]).await;
+    assert_eq!(disabled["enabled"], false);
+    let corrupt = cli.write_file("bad.wasm", "not wasm");
+    let bad = cli
+        .fails(&["plugin", "install", corrupt.to_str().unwrap()])
+        .await;
+    assert!(bad.contains("not WebAssembly"), "{bad}");
+    let actions: Vec<String> = cli
+        .audit()
+        .await
+        .iter()
+        .map(|r| r["action"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for action in [
+        "plugin.install",
+        "plugin.grant",
+        "plugin.revoke",
+        "plugin.enable",
+        "plugin.disable",
+    ] {
+        assert!(
+            actions.contains(&action.to_owned()),
+            "{action} audited: {actions:?}"
+        );
+    }
     cli.finish().await;
 }

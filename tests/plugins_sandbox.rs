@@ -535,7 +535,10 @@ fn redirecting_server(location: impl Fn(u16) -> String + Send + 'static) -> u16 
             let Ok(mut stream) = stream else { continue };
             let mut buffer = [0u8; 4096];
             let _ = stream.read(&mut buffer);
-            let reply = format!("HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", location(port));
+            let reply = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                location(port)
+            );
             let _ = stream.write_all(reply.as_bytes());
         }
     });
@@ -545,15 +548,37 @@ fn redirecting_server(location: impl Fn(u16) -> String + Send + 'static) -> u16 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_a_host_not_granted_is_refused() {
     let app = with_probe(Backend::Sqlite).await;
-    registry::grant(&app.ctx, &Actor::system(), "probe", Capability::Host("127.0.0.1".into())).await.unwrap();
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("127.0.0.1".into()),
+    )
+    .await
+    .unwrap();
     let port = redirecting_server(|port| format!("http://localhost:{port}/elsewhere"));
-    let report = probe(&app, "acme", json!({ "do": "http", "url": format!("http://127.0.0.1:{port}/start") })).await.unwrap();
+    let report = probe(
+        &app,
+        "acme",
+        json!({ "do": "http", "url": format!("http://127.0.0.1:{port}/start") }),
+    )
+    .await
+    .unwrap();
     let error = report["error"].as_str().unwrap_or_default();
-    assert!(error.contains("NotGranted") && error.contains("localhost"), "{report}");
+    assert!(
+        error.contains("NotGranted") && error.contains("localhost"),
+        "{report}"
+    );
     // A redirect to a granted host is followed.
     let health = app.url("/health");
     let port = redirecting_server(move |_| health.clone());
-    let report = probe(&app, "acme", json!({ "do": "http", "url": format!("http://127.0.0.1:{port}/start") })).await.unwrap();
+    let report = probe(
+        &app,
+        "acme",
+        json!({ "do": "http", "url": format!("http://127.0.0.1:{port}/start") }),
+    )
+    .await
+    .unwrap();
     assert_eq!(report["status"], 200, "{report}");
     app.stop().await;
 }
@@ -562,17 +587,42 @@ async fn a_redirect_to_a_host_not_granted_is_refused() {
 async fn compiled_plugins_are_cached_on_disk_for_the_next_start() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let cache = app.dir.path().join("plugin-cache");
-    let count = || std::fs::read_dir(&cache).map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).count()).unwrap_or(0);
+    let count = || {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
     assert_eq!(count(), 0, "nothing is compiled before it is used");
-    app.ctx.plugins.describe(&app.ctx, "superset").await.unwrap();
+    app.ctx
+        .plugins
+        .describe(&app.ctx, "superset")
+        .await
+        .unwrap();
     assert_eq!(count(), 1);
     // A new host (a restart) loads the compiled code instead of compiling again.
-    let host = Arc::new(tenantry::plugins::PluginHost::new(&app.ctx.config.plugins, Some(cache.clone())).unwrap());
+    let host = Arc::new(
+        tenantry::plugins::PluginHost::new(&app.ctx.config.plugins, Some(cache.clone())).unwrap(),
+    );
     let plugin = app.ctx.plugins.get("superset").unwrap();
     let reloaded = host
-        .load(Arc::new(wasm("superset")), true, true, None, Default::default())
+        .load(
+            Arc::new(wasm("superset")),
+            true,
+            true,
+            None,
+            Default::default(),
+        )
         .unwrap();
-    let cached_file = std::fs::read_dir(&cache).unwrap().filter_map(Result::ok).next().unwrap().path();
+    let cached_file = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .next()
+        .unwrap()
+        .path();
     let written = std::fs::metadata(&cached_file).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     host.prepare(&reloaded).unwrap();

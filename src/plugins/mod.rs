@@ -470,11 +470,21 @@ impl PluginHost {
         let plugin = self.plugin_for(plugin, World::QuotaPolicy)?;
         let wit_tenant = tenant.to_wit();
         let runtime = tokio::runtime::Handle::current();
-        self.run_here(ctx.clone(), plugin, Some(tenant.clone()), runtime, move |pre, store| {
-            let Pre::Quota(pre) = pre else { unreachable!("world checked") };
-            let instance = pre.instantiate(&mut *store)?;
-            instance.tenantry_plugin_policy().call_evaluate(&mut *store, &wit_tenant, usage)
-        })
+        self.run_here(
+            ctx.clone(),
+            plugin,
+            Some(tenant.clone()),
+            runtime,
+            move |pre, store| {
+                let Pre::Quota(pre) = pre else {
+                    unreachable!("world checked")
+                };
+                let instance = pre.instantiate(&mut *store)?;
+                instance
+                    .tenantry_plugin_policy()
+                    .call_evaluate(&mut *store, &wit_tenant, usage)
+            },
+        )
     }
 
     /// Runs `call` in a fresh store of `plugin`, on the blocking pool, within its deadline.
@@ -496,7 +506,9 @@ impl PluginHost {
         let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         let name = plugin.name.clone();
-        let result = tokio::task::spawn_blocking(move || host.run_here(call_ctx, plugin, tenant, runtime, call))
+        let result = tokio::task::spawn_blocking(move || {
+            host.run_here(call_ctx, plugin, tenant, runtime, call)
+        })
         .await
         .map_err(|e| CallError::Trapped {
             plugin: name.clone(),
@@ -508,7 +520,10 @@ impl PluginHost {
             .plugin_calls
             .with_label_values(&[name.as_str(), if result.is_ok() { "ok" } else { "failed" }])
             .inc();
-        ctx.metrics.plugin_duration.with_label_values(&[name.as_str()]).observe(elapsed.as_secs_f64());
+        ctx.metrics
+            .plugin_duration
+            .with_label_values(&[name.as_str()])
+            .observe(elapsed.as_secs_f64());
         if let Err(err) = &result {
             tracing::warn!(plugin = %name, "plugin call failed: {err}");
         }
@@ -613,12 +628,20 @@ impl PluginHost {
 
     /// Compiles every enabled plugin (at start, so that first calls do not wait for it).
     pub fn warm_up(&self) {
-        let plugins: Vec<Arc<LoadedPlugin>> =
-            self.plugins.read().expect("plugin table lock").values().filter(|p| p.enabled).cloned().collect();
+        let plugins: Vec<Arc<LoadedPlugin>> = self
+            .plugins
+            .read()
+            .expect("plugin table lock")
+            .values()
+            .filter(|p| p.enabled)
+            .cloned()
+            .collect();
         for plugin in plugins {
             let started = Instant::now();
             match self.prepare(&plugin) {
-                Ok(()) => tracing::debug!(plugin = %plugin.name, "plugin ready in {:?}", started.elapsed()),
+                Ok(()) => {
+                    tracing::debug!(plugin = %plugin.name, "plugin ready in {:?}", started.elapsed())
+                }
                 Err(err) => tracing::warn!(plugin = %plugin.name, "{err}"),
             }
         }
