@@ -347,6 +347,19 @@ async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
         .await
         .unwrap();
     assert_eq!(fetched["status"], 200, "{fetched}");
+    // https is spoken (the server here answers plain HTTP, so the TLS handshake fails).
+    let tls = probe(
+        &app,
+        "acme",
+        json!({ "do": "http", "url": url.replace("http://", "https://") }),
+    )
+    .await
+    .unwrap();
+    let tls_error = tls["error"].as_str().unwrap();
+    assert!(
+        tls_error.contains("Connection") && tls_error.contains("InvalidContentType"),
+        "a TLS handshake: {tls}"
+    );
     let other_host = probe(
         &app,
         "acme",

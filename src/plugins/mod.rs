@@ -180,7 +180,8 @@ pub struct PluginHost {
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     permits: Arc<tokio::sync::Semaphore>,
     cache_dir: Option<PathBuf>,
-    http: reqwest::Client,
+    /// Built on first use (loading the system's CA certificates takes a while).
+    http: sandbox::HttpClient,
     stats: RwLock<HashMap<String, CallStats>>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -272,9 +273,7 @@ impl PluginHost {
                 config.max_concurrent_calls.max(1),
             )),
             cache_dir,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            http: Arc::default(),
             stats: RwLock::new(HashMap::new()),
             stop_ticker,
         })

@@ -16,6 +16,9 @@ use super::{LoadedPlugin, PluginTenant};
 use crate::clock;
 use crate::context::Context;
 
+/// The host's outbound HTTP client, built on first use (it loads the system's CA certificates).
+pub type HttpClient = Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>;
+
 /// Limits of the state interface.
 const MAX_STATE_KEY: usize = 128;
 const MAX_STATE_VALUE: usize = 64 * 1024;
@@ -79,7 +82,7 @@ pub struct CallState {
     pub tenant: Option<PluginTenant>,
     ctx: Context,
     runtime: tokio::runtime::Handle,
-    http: reqwest::Client,
+    http: HttpClient,
     log_lines: usize,
 }
 
@@ -89,7 +92,7 @@ impl CallState {
         tenant: Option<PluginTenant>,
         ctx: Context,
         runtime: tokio::runtime::Handle,
-        http: reqwest::Client,
+        http: HttpClient,
     ) -> Self {
         let config = &ctx.config.plugins;
         let stdout = MemoryOutputPipe::new(config.max_output_bytes);
@@ -280,6 +283,19 @@ impl secrets::Host for CallState {
     }
 }
 
+/// A reqwest error with its causes (its own message alone says little), without the URL.
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether `url`'s host (and port) is requested and granted.
 fn host_allowed(plugin: &LoadedPlugin, url: &url::Url) -> bool {
     let Some(host) = url.host_str() else {
@@ -322,7 +338,16 @@ impl http::Host for CallState {
             headers.append(name, value);
         }
         let plugin = self.plugin.clone();
-        let client = self.http.clone();
+        let client = self
+            .http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("the host's HTTP client cannot start: {e}"))
+            })
+            .clone()
+            .map_err(http::HttpError::Connection)?;
         let body = request.body;
         self.runtime.block_on(async move {
             let deadline = tokio::time::Instant::now() + timeout;
@@ -345,7 +370,7 @@ impl http::Host for CallState {
                 let response = tokio::time::timeout_at(deadline, builder.send())
                     .await
                     .map_err(|_| http::HttpError::Timeout)?
-                    .map_err(|e| http::HttpError::Connection(e.without_url().to_string()))?;
+                    .map_err(|e| http::HttpError::Connection(describe(e)))?;
                 if response.status().is_redirection() {
                     let location = response
                         .headers()
@@ -386,7 +411,7 @@ impl http::Host for CallState {
                     let chunk = tokio::time::timeout_at(deadline, response.chunk())
                         .await
                         .map_err(|_| http::HttpError::Timeout)?
-                        .map_err(|e| http::HttpError::Connection(e.without_url().to_string()))?;
+                        .map_err(|e| http::HttpError::Connection(describe(e)))?;
                     let Some(chunk) = chunk else { break };
                     if collected.len() + chunk.len() > max_body {
                         return Err(http::HttpError::TooLarge);
