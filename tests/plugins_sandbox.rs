@@ -616,6 +616,12 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_start() {
         .await
         .unwrap();
     assert_eq!(count(), 1);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o700,
+        "compiled code is trusted: only the owner may write it"
+    );
     // A new host (a restart) loads the compiled code instead of compiling again.
     let host = Arc::new(
         tenantry::plugins::PluginHost::new(&app.ctx.config.plugins, Some(cache.clone())).unwrap(),

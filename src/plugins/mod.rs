@@ -263,7 +263,13 @@ impl PluginHost {
                 })?;
         }
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir)?;
+            // Compiled code is loaded from here without re-validation: owner-only.
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(PluginHost {
             engine,
