@@ -95,6 +95,14 @@ impl FromRequest for PortalSession {
 }
 
 impl PortalSession {
+    /// Accepts a form that changes something: its CSRF token must be this session's and the
+    /// user an administrator; otherwise the error page to answer with.
+    pub fn accept_admin_form(&self, submitted_csrf: &str) -> Result<(), actix_web::HttpResponse> {
+        self.check_csrf(submitted_csrf)
+            .and_then(|()| self.session.principal.require_admin())
+            .map_err(|err| super::error_page(super::tera(), Some(self), &err))
+    }
+
     /// Refuses a form whose CSRF token is not this session's.
     pub fn check_csrf(&self, submitted: &str) -> Result<(), AppError> {
         if auth::csrf_matches(&self.session.csrf_token, submitted) {

@@ -266,11 +266,8 @@ pub async fn create(
     portal: PortalSession,
     form: web::Form<TenantForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal
-        .check_csrf(&form.csrf)
-        .and_then(|()| portal.session.principal.require_admin())
-    {
-        return error_page(tera(), Some(&portal), &err);
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
     }
     let result = match form.to_new_tenant() {
         Ok(request) => tenants::create(&ctx, &portal.actor, &request).await,
@@ -377,11 +374,8 @@ pub async fn update(
     slug: web::Path<String>,
     form: web::Form<TenantForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal
-        .check_csrf(&form.csrf)
-        .and_then(|()| portal.session.principal.require_admin())
-    {
-        return error_page(tera(), Some(&portal), &err);
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
     }
     let result = match form.to_patch() {
         Ok(patch) => tenants::update(&ctx, &portal.actor, &slug, &patch).await,
@@ -418,11 +412,8 @@ pub async fn lifecycle(
     slug: web::Path<String>,
     form: web::Form<LifecycleForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal
-        .check_csrf(&form.csrf)
-        .and_then(|()| portal.session.principal.require_admin())
-    {
-        return error_page(tera(), Some(&portal), &err);
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
     }
     let location = format!("/tenants/{slug}");
     let Ok(transition) = form.action.parse::<Transition>() else {
@@ -466,11 +457,8 @@ pub async fn purge(
     slug: web::Path<String>,
     form: web::Form<PurgeForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal
-        .check_csrf(&form.csrf)
-        .and_then(|()| portal.session.principal.require_admin())
-    {
-        return error_page(tera(), Some(&portal), &err);
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
     }
     let force = form
         .force
@@ -501,11 +489,8 @@ pub async fn export(
     slug: web::Path<String>,
     form: web::Form<CsrfOnly>,
 ) -> HttpResponse {
-    if let Err(err) = portal
-        .check_csrf(&form.csrf)
-        .and_then(|()| portal.session.principal.require_admin())
-    {
-        return error_page(tera(), Some(&portal), &err);
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
     }
     match tenants::bundle::export(&ctx, &portal.actor, &slug).await {
         Ok(bundle) => HttpResponse::Ok()
@@ -558,11 +543,8 @@ pub async fn import(
     portal: PortalSession,
     form: web::Form<ImportForm>,
 ) -> HttpResponse {
-    if let Err(err) = portal
-        .check_csrf(&form.csrf)
-        .and_then(|()| portal.session.principal.require_admin())
-    {
-        return error_page(tera(), Some(&portal), &err);
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
     }
     let result =
         match crate::api::body::parse::<tenants::bundle::TenantBundle>(form.bundle.as_bytes()) {
@@ -601,11 +583,8 @@ pub async fn rollback_secret(
     slug: web::Path<String>,
     form: web::Form<CsrfOnly>,
 ) -> HttpResponse {
-    if let Err(err) = portal
-        .check_csrf(&form.csrf)
-        .and_then(|()| portal.session.principal.require_admin())
-    {
-        return error_page(tera(), Some(&portal), &err);
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
     }
     let location = format!("/tenants/{slug}");
     match tenants::rollback_client_secret(&ctx, &portal.actor, &slug).await {
