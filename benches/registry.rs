@@ -171,7 +171,6 @@ async fn main() {
             at_large.median.as_secs_f64() / at_small.median.as_secs_f64(),
             at_large.p95
         );
-        let _ = at_small.p95;
     }
     server.handle.stop(true).await;
 }

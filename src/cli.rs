@@ -457,10 +457,7 @@ async fn open_for_cli(config: Config) -> anyhow::Result<Context> {
 
 /// An application error as one line for the terminal.
 pub fn app_error(err: AppError) -> anyhow::Error {
-    match err {
-        AppError::Internal(inner) => inner,
-        other => anyhow::anyhow!(other.to_string()),
-    }
+    err.into_anyhow()
 }
 
 fn print<T: Serialize>(

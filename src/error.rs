@@ -127,6 +127,15 @@ impl AppError {
         }
     }
 
+    /// The error as an `anyhow::Error` for the command line and start-up code: an internal error
+    /// keeps its chain, any other becomes its message.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            AppError::Internal(inner) => inner,
+            other => anyhow::anyhow!(other.to_string()),
+        }
+    }
+
     /// The field errors of a validation failure, for forms.
     pub fn field_errors(&self) -> &[FieldError] {
         match self {

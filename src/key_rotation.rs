@@ -101,7 +101,7 @@ pub async fn rotate(
         };
         let resealed = reseal_all(ctx, actor, &new_key)
             .await
-            .map_err(app_to_anyhow)?;
+            .map_err(AppError::into_anyhow)?;
         return Ok(RotationReport {
             old_key_id: old_id,
             new_key_id: new_key.id().to_owned(),
@@ -122,7 +122,7 @@ pub async fn rotate(
         Ok(n) => n,
         Err(err) => {
             let _ = std::fs::remove_file(&next);
-            return Err(app_to_anyhow(err));
+            return Err(err.into_anyhow());
         }
     };
     let retired = with_suffix(&current, &format!(".retired-{old_id}"));
@@ -142,11 +142,4 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-fn app_to_anyhow(err: AppError) -> anyhow::Error {
-    match err {
-        AppError::Internal(inner) => inner,
-        other => anyhow::anyhow!(other.to_string()),
-    }
 }

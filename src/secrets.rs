@@ -250,13 +250,10 @@ impl Keyring {
 /// Keys left beside the key file by a rotation (`.next` while it runs, `.retired-<id>` after): they
 /// open values sealed before a rotation, or by one interrupted between commit and file rename.
 fn companion_keys(path: &Path) -> anyhow::Result<Vec<MasterKey>> {
-    let Some(dir) = path
+    let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .or(Some(Path::new(".")))
-    else {
-        return Ok(Vec::new());
-    };
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

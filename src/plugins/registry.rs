@@ -209,25 +209,29 @@ fn bytes_of(row: &PluginRow) -> Option<Arc<Vec<u8>>> {
 }
 
 /// Loads (or reloads, after a change) one stored plugin into the host.
-async fn reload(ctx: &Context, row: &PluginRow) -> AppResult<()> {
-    let grants = {
-        let mut conn = ctx.db.conn().await?;
-        grants_of(&store::plugins::grants(&mut conn, &row.name).await?)
-    };
+/// The capabilities the operator granted `name`.
+async fn grants_for(ctx: &Context, name: &str) -> AppResult<Grants> {
+    let mut conn = ctx.db.conn().await?;
+    Ok(grants_of(&store::plugins::grants(&mut conn, name).await?))
+}
+
+/// Returns the plugin's grants, as loaded.
+async fn reload(ctx: &Context, row: &PluginRow) -> AppResult<Grants> {
+    let grants = grants_for(ctx, &row.name).await?;
     let Some(bytes) = bytes_of(row) else {
         tracing::warn!(plugin = %row.name, "a built-in plugin this server does not carry; skipped");
-        return Ok(());
+        return Ok(grants);
     };
     if let Err(err) = ctx.plugins.load(
         bytes,
         row.builtin,
         row.enabled,
         row.deadline_ms.map(|d| d as u64),
-        grants,
+        grants.clone(),
     ) {
         tracing::warn!(plugin = %row.name, "plugin not loaded: {err}");
     }
-    Ok(())
+    Ok(grants)
 }
 
 async fn find_row(ctx: &Context, name: &str) -> AppResult<PluginRow> {
@@ -270,7 +274,9 @@ pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<
         probe_host_load.map_err(|e| AppError::invalid("component", "plugin", e.to_string()))?;
     if let Err(err) = ctx.plugins.prepare(&loaded) {
         match &existing {
-            Some(row) => reload(ctx, row).await?,
+            Some(row) => {
+                reload(ctx, row).await?;
+            }
             None => ctx.plugins.unload(&name),
         }
         return Err(AppError::invalid("component", "link", err.to_string()));
@@ -304,16 +310,13 @@ pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<
         .await?;
         Ok(())
     })?;
-    reload(ctx, &row).await?;
-    get(ctx, &name).await
+    let grants = reload(ctx, &row).await?;
+    view(ctx, &row, &grants)
 }
 
 pub async fn get(ctx: &Context, name: &str) -> AppResult<PluginView> {
     let row = find_row(ctx, name).await?;
-    let grants = {
-        let mut conn = ctx.db.conn().await?;
-        grants_of(&store::plugins::grants(&mut conn, name).await?)
-    };
+    let grants = grants_for(ctx, name).await?;
     view(ctx, &row, &grants)
 }
 
@@ -324,10 +327,7 @@ pub async fn list(ctx: &Context) -> AppResult<Vec<PluginView>> {
     };
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
-        let grants = {
-            let mut conn = ctx.db.conn().await?;
-            grants_of(&store::plugins::grants(&mut conn, &row.name).await?)
-        };
+        let grants = grants_for(ctx, &row.name).await?;
         views.push(view(ctx, &row, &grants)?);
     }
     Ok(views)
@@ -371,8 +371,8 @@ pub async fn set_enabled(
         .await?;
         Ok(())
     })?;
-    reload(ctx, &row).await?;
-    get(ctx, name).await
+    let grants = reload(ctx, &row).await?;
+    view(ctx, &row, &grants)
 }
 
 /// A capability the operator grants.
@@ -461,8 +461,8 @@ pub async fn grant(
         .await?;
         Ok(())
     })?;
-    reload(ctx, &row).await?;
-    get(ctx, name).await
+    let grants = reload(ctx, &row).await?;
+    view(ctx, &row, &grants)
 }
 
 /// Revokes a granted host or secret.
@@ -496,6 +496,6 @@ pub async fn revoke(
         .await?;
         Ok(())
     })?;
-    reload(ctx, &row).await?;
-    get(ctx, name).await
+    let grants = reload(ctx, &row).await?;
+    view(ctx, &row, &grants)
 }

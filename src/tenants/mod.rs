@@ -281,7 +281,6 @@ pub async fn update(
     let keyring = &ctx.keyring;
     let row = transaction!(ctx.db, |tx| {
         let mut row = find_in(tx, slug).await?;
-        let before = row.clone();
         let mut changed: Vec<&str> = Vec::new();
         let mut set = |field: &'static str, changed_now: bool| {
             if changed_now {
@@ -414,7 +413,6 @@ pub async fn update(
             });
             row = apply_transition(tx, actor, row, transition, &reason).await?;
         }
-        let _ = before;
         Ok(row)
     })?;
     Tenant::from_row(&row, ctx.config.retention_days)
