@@ -163,6 +163,20 @@ pub enum CallError {
     Load { plugin: String, reason: String },
 }
 
+/// A line a plugin wrote during a call (through `log`, or to stdout/stderr).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn`, `error`, or `stdout`/`stderr`.
+    pub level: String,
+    pub message: String,
+}
+
+/// What a provisioner call returned, with the lines the plugin logged meanwhile.
+pub struct Logged<T> {
+    pub result: Result<Result<T, PluginError>, CallError>,
+    pub log: Vec<LogLine>,
+}
+
 /// Call statistics of one plugin (this process).
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct CallStats {
@@ -449,18 +463,22 @@ impl PluginHost {
         tenant: Option<PluginTenant>,
         runtime: tokio::runtime::Handle,
         call: impl FnOnce(&Pre, &mut Store<CallState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> (Result<R, CallError>, Vec<LogLine>) {
         let deadline = plugin.deadline(&ctx.config.plugins);
-        let pre = self.pre(&plugin)?;
+        let pre = match self.pre(&plugin) {
+            Ok(pre) => pre,
+            Err(err) => return (Err(err), Vec::new()),
+        };
         let state = CallState::new(plugin.clone(), tenant, ctx, runtime, self.http.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
         store.epoch_deadline_trap();
         let outcome = call(pre, &mut store);
-        let state = store.into_data();
-        flush_output(&plugin.name, &state);
-        outcome.map_err(|err| classify(&plugin, &state, deadline, err))
+        let mut state = store.into_data();
+        flush_output(&plugin.name, &mut state);
+        let outcome = outcome.map_err(|err| classify(&plugin, &state, deadline, err));
+        (outcome, std::mem::take(&mut state.captured))
     }
 
     /// `evaluate` on the calling thread, for callers already off the async runtime (and the
@@ -490,6 +508,7 @@ impl PluginHost {
                     .call_evaluate(&mut *store, &wit_tenant, usage)
             },
         )
+        .0
     }
 
     /// Runs `call` in a fresh store of `plugin`, on the blocking pool, within its deadline.
@@ -500,6 +519,17 @@ impl PluginHost {
         tenant: Option<PluginTenant>,
         call: impl FnOnce(&Pre, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
     ) -> Result<R, CallError> {
+        self.run_logged(ctx, plugin, tenant, call).await.0
+    }
+
+    /// [`Self::run`], also returning the log lines the plugin wrote during the call.
+    async fn run_logged<R: Send + 'static>(
+        self: &Arc<Self>,
+        ctx: &Context,
+        plugin: Arc<LoadedPlugin>,
+        tenant: Option<PluginTenant>,
+        call: impl FnOnce(&Pre, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
+    ) -> (Result<R, CallError>, Vec<LogLine>) {
         let _permit = self
             .permits
             .clone()
@@ -511,14 +541,20 @@ impl PluginHost {
         let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         let name = plugin.name.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let (result, lines) = match tokio::task::spawn_blocking(move || {
             host.run_here(call_ctx, plugin, tenant, runtime, call)
         })
         .await
-        .map_err(|e| CallError::Trapped {
-            plugin: name.clone(),
-            reason: format!("the call did not finish: {e}"),
-        })?;
+        {
+            Ok(done) => done,
+            Err(e) => (
+                Err(CallError::Trapped {
+                    plugin: name.clone(),
+                    reason: format!("the call did not finish: {e}"),
+                }),
+                Vec::new(),
+            ),
+        };
         let elapsed = started.elapsed();
         self.record(&name, elapsed, result.is_ok());
         ctx.metrics
@@ -532,7 +568,7 @@ impl PluginHost {
         if let Err(err) = &result {
             tracing::warn!(plugin = %name, "plugin call failed: {err}");
         }
-        result
+        (result, lines)
     }
 
     fn record(&self, name: &str, elapsed: Duration, ok: bool) {
@@ -631,6 +667,116 @@ impl PluginHost {
         .await
     }
 
+    /// Runs one provisioner export with the plugin's log lines captured.
+    async fn provision_call<T: Send + 'static>(
+        self: &Arc<Self>,
+        ctx: &Context,
+        plugin: &str,
+        tenant: &PluginTenant,
+        call: impl FnOnce(
+            &bindings::provisioner::exports::tenantry::plugin::provision::Guest,
+            &mut Store<CallState>,
+            &bindings::provisioner::tenantry::plugin::types::Tenant,
+        ) -> wasmtime::Result<Result<T, PluginError>>
+        + Send
+        + 'static,
+    ) -> Logged<T> {
+        let plugin = match self.plugin_for(plugin, World::Provisioner) {
+            Ok(plugin) => plugin,
+            Err(err) => {
+                return Logged {
+                    result: Err(err),
+                    log: Vec::new(),
+                };
+            }
+        };
+        let wit_tenant = tenant.to_wit();
+        let (result, log) = self
+            .run_logged(ctx, plugin, Some(tenant.clone()), move |pre, store| {
+                let Pre::Provisioner(pre) = pre else {
+                    unreachable!("world checked")
+                };
+                let instance = pre.instantiate(&mut *store)?;
+                call(instance.tenantry_plugin_provision(), store, &wit_tenant)
+            })
+            .await;
+        Logged { result, log }
+    }
+
+    /// `plan` of a provisioner plugin, with its log lines.
+    pub async fn plan_logged(
+        self: &Arc<Self>,
+        ctx: &Context,
+        plugin: &str,
+        tenant: &PluginTenant,
+        request: String,
+    ) -> Logged<Vec<Step>> {
+        self.provision_call(ctx, plugin, tenant, move |guest, store, tenant| {
+            guest.call_plan(store, tenant, &request)
+        })
+        .await
+    }
+
+    /// `apply` of one step.
+    pub async fn apply(
+        self: &Arc<Self>,
+        ctx: &Context,
+        plugin: &str,
+        tenant: &PluginTenant,
+        step: Step,
+        idempotency_key: String,
+    ) -> Logged<Outcome> {
+        self.provision_call(ctx, plugin, tenant, move |guest, store, tenant| {
+            guest.call_apply(store, tenant, &step, &idempotency_key)
+        })
+        .await
+    }
+
+    /// `compensate` of one applied step.
+    pub async fn compensate(
+        self: &Arc<Self>,
+        ctx: &Context,
+        plugin: &str,
+        tenant: &PluginTenant,
+        step: Step,
+        outcome: Outcome,
+        idempotency_key: String,
+    ) -> Logged<()> {
+        self.provision_call(ctx, plugin, tenant, move |guest, store, tenant| {
+            guest.call_compensate(store, tenant, &step, &outcome, &idempotency_key)
+        })
+        .await
+    }
+
+    /// `observe`: drift between the applied steps and the backend.
+    pub async fn observe(
+        self: &Arc<Self>,
+        ctx: &Context,
+        plugin: &str,
+        tenant: &PluginTenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> Logged<Vec<Drift>> {
+        self.provision_call(ctx, plugin, tenant, move |guest, store, tenant| {
+            guest.call_observe(store, tenant, &applied)
+        })
+        .await
+    }
+
+    /// `transition`: a lifecycle change carried into the backend.
+    pub async fn transition(
+        self: &Arc<Self>,
+        ctx: &Context,
+        plugin: &str,
+        tenant: &PluginTenant,
+        change: LifecycleChange,
+        reason: String,
+    ) -> Logged<Outcome> {
+        self.provision_call(ctx, plugin, tenant, move |guest, store, tenant| {
+            guest.call_transition(store, tenant, change, &reason)
+        })
+        .await
+    }
+
     /// Compiles every enabled plugin (at start, so that first calls do not wait for it).
     pub fn warm_up(&self) {
         let plugins: Vec<Arc<LoadedPlugin>> = self
@@ -665,8 +811,8 @@ impl PluginHost {
 }
 
 /// Writes what the guest printed to the log (it was capped by the pipes).
-fn flush_output(plugin: &str, state: &CallState) {
-    for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+fn flush_output(plugin: &str, state: &mut CallState) {
+    for (stream, pipe) in [("stdout", state.stdout.clone()), ("stderr", state.stderr.clone())] {
         let contents = pipe.contents();
         if contents.is_empty() {
             continue;
@@ -674,6 +820,10 @@ fn flush_output(plugin: &str, state: &CallState) {
         let text = String::from_utf8_lossy(&contents);
         for line in text.lines().take(64) {
             tracing::info!(plugin = %plugin, stream, "plugin output: {line}");
+            state.captured.push(LogLine {
+                level: stream.to_owned(),
+                message: line.to_owned(),
+            });
         }
     }
 }

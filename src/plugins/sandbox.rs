@@ -84,6 +84,8 @@ pub struct CallState {
     runtime: tokio::runtime::Handle,
     http: HttpClient,
     log_lines: usize,
+    /// The log lines of this call, kept for callers that journal them (provisioning steps).
+    pub captured: Vec<super::LogLine>,
 }
 
 impl CallState {
@@ -127,6 +129,7 @@ impl CallState {
             runtime,
             http,
             log_lines: 0,
+            captured: Vec::new(),
         }
     }
 
@@ -174,6 +177,17 @@ impl log::Host for CallState {
             message.push('…');
         }
         let (plugin, tenant) = (self.name().to_owned(), self.slug().to_owned());
+        self.captured.push(super::LogLine {
+            level: match level {
+                log::Level::Trace => "trace",
+                log::Level::Debug => "debug",
+                log::Level::Info => "info",
+                log::Level::Warn => "warn",
+                log::Level::Error => "error",
+            }
+            .to_owned(),
+            message: message.clone(),
+        });
         match level {
             log::Level::Trace => {
                 tracing::trace!(plugin = %plugin, tenant = %tenant, "plugin: {message}")
