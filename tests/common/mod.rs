@@ -11,6 +11,9 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod airflow;
+pub mod kube;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 
