@@ -12,6 +12,7 @@
 )]
 
 pub mod airflow;
+pub mod crm;
 pub mod kube;
 
 use std::net::TcpListener;

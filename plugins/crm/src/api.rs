@@ -1,0 +1,459 @@
+//! BottleCRM's REST API as the plugin uses it, through the host's `http` and `secrets`.
+//!
+//! The operator credential (secret `crm-token`) is a long-lived access token of an operator
+//! user that belongs to no organization of its own. Every organization it creates makes it that
+//! organization's ADMIN; `POST /api/auth/switch-org/` then gives a token bound to that
+//! organization, which nearly every other call needs.
+
+use serde_json::{Value, json};
+use tenantry_plugin_sdk::http::{self, HttpError, Request};
+use tenantry_plugin_sdk::provisioner::PluginError;
+use tenantry_plugin_sdk::secrets;
+
+/// How long one call may take.
+const TIMEOUT_MS: u32 = 20_000;
+
+/// The longest CRM message carried into an error.
+const MAX_MESSAGE: usize = 500;
+
+pub struct Crm {
+    url: String,
+    token: String,
+}
+
+/// An organization the operator belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+}
+
+/// A token bound to one organization, and the operator's own membership in it.
+pub struct Session {
+    pub org: Org,
+    token: String,
+    /// The operator's profile id in this organization (never deactivated or removed).
+    pub operator_profile: String,
+}
+
+/// A member of an organization.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The user's id (what `/api/user/<id>/…` takes).
+    pub user_id: String,
+    pub email: String,
+    pub role: String,
+    pub active: bool,
+}
+
+/// What a change of a member's status found.
+pub enum Changed {
+    Done,
+    /// The member is not in the organization (any more).
+    Gone,
+}
+
+/// What removing a member did.
+pub enum Removed {
+    Deleted,
+    /// BottleCRM keeps members with linked records (time entries, approvals): deactivated.
+    Deactivated,
+    Gone,
+}
+
+impl Crm {
+    /// The CRM of the granted secrets `crm-url` and `crm-token`.
+    pub fn from_secrets() -> Result<Crm, PluginError> {
+        let url = secrets::get("crm-url").map_err(|e| {
+            PluginError::Permanent(format!("the BottleCRM URL (secret crm-url): {e}"))
+        })?;
+        let token = secrets::get("crm-token").map_err(|e| {
+            PluginError::Permanent(format!(
+                "the BottleCRM operator token (secret crm-token): {e}"
+            ))
+        })?;
+        let url = url.trim().trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(PluginError::Permanent(
+                "the secret crm-url is not an http(s) URL".into(),
+            ));
+        }
+        Ok(Crm {
+            url,
+            token: token.trim().to_owned(),
+        })
+    }
+
+    /// Sends one request; a status is an answer, whatever it is.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), PluginError> {
+        let mut headers = vec![
+            ("authorization".to_owned(), format!("Bearer {token}")),
+            ("accept".to_owned(), "application/json".to_owned()),
+        ];
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        let request = Request {
+            method: method.into(),
+            url: format!("{}{path}", self.url),
+            headers,
+            body: body.map(|b| b.to_string().into_bytes()),
+            timeout_ms: Some(TIMEOUT_MS),
+        };
+        let what = format!("{method} {path}");
+        match http::send(&request) {
+            Ok(response) => {
+                let value = serde_json::from_slice(&response.body).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&response.body).into_owned())
+                });
+                Ok((response.status, value))
+            }
+            Err(HttpError::Timeout) => Err(PluginError::Transient(format!(
+                "{what}: BottleCRM at {} did not answer in time",
+                self.url
+            ))),
+            Err(HttpError::Connection(e)) => Err(PluginError::Transient(format!(
+                "{what}: cannot reach BottleCRM at {}: {}",
+                self.url,
+                self.scrub(&e)
+            ))),
+            Err(HttpError::NotGranted(host)) => Err(PluginError::Permanent(format!(
+                "{what}: the host {host} is not granted to the crm plugin (`tenantry plugin grant crm --host {host}`)"
+            ))),
+            Err(HttpError::Invalid(e)) => Err(PluginError::Permanent(format!(
+                "{what}: invalid request: {}",
+                self.scrub(&e)
+            ))),
+            Err(HttpError::TooLarge) => Err(PluginError::Permanent(format!(
+                "{what}: BottleCRM's answer is larger than the host allows"
+            ))),
+        }
+    }
+
+    /// The error for an answer that is not a success: 429 and 5xx may pass, other refusals
+    /// will not. Carries the CRM's own message, never a token.
+    fn failure(&self, what: &str, status: u16, body: &Value) -> PluginError {
+        let mut message = format!(
+            "{what}: BottleCRM answered {status}: {}",
+            self.scrub(&message(body))
+        );
+        // A token BottleCRM does not take: 401, or 403 "Given token not valid…".
+        if status == 401 || (status == 403 && message.to_lowercase().contains("token not valid")) {
+            message.push_str(" (is the secret crm-token a valid operator token?)");
+        }
+        if status == 429 || status >= 500 {
+            PluginError::Transient(message)
+        } else {
+            PluginError::Permanent(message)
+        }
+    }
+
+    /// A call that must succeed (2xx).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<Value, PluginError> {
+        let (status, value) = self.send(method, path, token, body)?;
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            Err(self.failure(what, status, &value))
+        }
+    }
+
+    /// Never lets a credential into a message.
+    fn scrub(&self, text: &str) -> String {
+        if self.token.len() >= 8 {
+            text.replace(&self.token, "***")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// The organizations the operator belongs to (BottleCRM lists no others).
+    pub fn organizations(&self) -> Result<Vec<Org>, PluginError> {
+        let body = self.call(
+            "GET",
+            "/api/org/",
+            &self.token,
+            None,
+            "listing the operator's organizations",
+        )?;
+        Ok(body["profile_org_list"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|entry| {
+                        Some(Org {
+                            id: entry["org"]["id"].as_str()?.to_owned(),
+                            name: entry["org"]["name"].as_str()?.to_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// The organization with id `id`, or else named `name`, among the operator's.
+    pub fn find_organization(
+        &self,
+        id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Option<Org>, PluginError> {
+        let orgs = self.organizations()?;
+        if let Some(id) = id {
+            if let Some(org) = orgs.iter().find(|o| o.id == id) {
+                return Ok(Some(org.clone()));
+            }
+        }
+        Ok(name.and_then(|name| orgs.into_iter().find(|o| o.name == name)))
+    }
+
+    /// Creates an organization (the operator becomes its ADMIN). A refusal (a name taken by
+    /// an organization the operator does not belong to...) is a permanent error with the
+    /// CRM's message.
+    pub fn create_organization(&self, name: &str) -> Result<Org, PluginError> {
+        let body = self.call(
+            "POST",
+            "/api/org/",
+            &self.token,
+            Some(&json!({ "name": name })),
+            &format!("creating organization \"{name}\""),
+        )?;
+        let id = body["org"]["id"].as_str().ok_or_else(|| {
+            PluginError::Permanent(format!(
+                "creating organization \"{name}\": BottleCRM's answer has no org.id"
+            ))
+        })?;
+        Ok(Org {
+            id: id.to_owned(),
+            name: body["org"]["name"].as_str().unwrap_or(name).to_owned(),
+        })
+    }
+
+    /// A session in organization `org_id`; none when the organization is gone or the
+    /// operator is no longer a member.
+    pub fn session(&self, org_id: &str) -> Result<Option<Session>, PluginError> {
+        let (status, body) = self.send(
+            "POST",
+            "/api/auth/switch-org/",
+            &self.token,
+            Some(&json!({ "org_id": org_id })),
+        )?;
+        match status {
+            200..=299 => {
+                let token = body["access_token"].as_str().ok_or_else(|| {
+                    PluginError::Permanent(
+                        "switching organization: BottleCRM's answer has no access_token".into(),
+                    )
+                })?;
+                Ok(Some(Session {
+                    org: Org {
+                        id: body["current_org"]["id"]
+                            .as_str()
+                            .unwrap_or(org_id)
+                            .to_owned(),
+                        name: body["current_org"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    },
+                    token: token.to_owned(),
+                    operator_profile: body["profile"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                }))
+            }
+            403 | 404 => Ok(None),
+            _ => Err(self.failure(
+                &format!("switching to organization {org_id}"),
+                status,
+                &body,
+            )),
+        }
+    }
+
+    /// Every member of the session's organization but the operator, active or not.
+    pub fn members(&self, session: &Session) -> Result<Vec<Member>, PluginError> {
+        let body = self.call(
+            "GET",
+            "/api/users/",
+            &session.token,
+            None,
+            &format!("listing the users of organization {}", session.org.id),
+        )?;
+        let mut members = Vec::new();
+        for (list, active) in [
+            (&body["active_users"]["active_users"], true),
+            (&body["inactive_users"]["inactive_users"], false),
+        ] {
+            for entry in list.as_array().into_iter().flatten() {
+                let (Some(user_id), Some(profile_id), Some(email)) = (
+                    entry["user_details"]["id"].as_str(),
+                    entry["id"].as_str(),
+                    entry["user_details"]["email"].as_str(),
+                ) else {
+                    continue;
+                };
+                if profile_id == session.operator_profile {
+                    continue;
+                }
+                members.push(Member {
+                    user_id: user_id.to_owned(),
+                    email: email.to_owned(),
+                    role: entry["role"].as_str().unwrap_or_default().to_owned(),
+                    active: entry["is_active"].as_bool().unwrap_or(active) && active,
+                });
+            }
+        }
+        Ok(members)
+    }
+
+    /// The member with `email` (case-insensitive).
+    pub fn member(&self, session: &Session, email: &str) -> Result<Option<Member>, PluginError> {
+        Ok(self
+            .members(session)?
+            .into_iter()
+            .find(|m| m.email.eq_ignore_ascii_case(email)))
+    }
+
+    /// Adds `email` to the session's organization with `role`. "Already exists" is success.
+    pub fn add_member(
+        &self,
+        session: &Session,
+        email: &str,
+        role: &str,
+    ) -> Result<(), PluginError> {
+        let (status, body) = self.send(
+            "POST",
+            "/api/users/",
+            &session.token,
+            Some(&json!({ "email": email, "role": role })),
+        )?;
+        if (200..300).contains(&status)
+            || (status == 400 && message(&body).contains("already exists"))
+        {
+            return Ok(());
+        }
+        Err(self.failure(
+            &format!("adding user {email} to organization {}", session.org.id),
+            status,
+            &body,
+        ))
+    }
+
+    /// Activates or deactivates a member.
+    pub fn set_active(
+        &self,
+        session: &Session,
+        member: &Member,
+        active: bool,
+    ) -> Result<Changed, PluginError> {
+        let status_word = if active { "Active" } else { "Inactive" };
+        let (status, body) = self.send(
+            "POST",
+            &format!("/api/user/{}/status/", member.user_id),
+            &session.token,
+            Some(&json!({ "status": status_word })),
+        )?;
+        match status {
+            200..=299 => Ok(Changed::Done),
+            404 => Ok(Changed::Gone),
+            _ => Err(self.failure(
+                &format!(
+                    "setting user {} {status_word} in organization {}",
+                    member.email, session.org.id
+                ),
+                status,
+                &body,
+            )),
+        }
+    }
+
+    /// Removes a member from the organization; one BottleCRM refuses to delete (linked
+    /// records) is deactivated instead.
+    pub fn remove(&self, session: &Session, member: &Member) -> Result<Removed, PluginError> {
+        let (status, body) = self.send(
+            "DELETE",
+            &format!("/api/user/{}/", member.user_id),
+            &session.token,
+            None,
+        )?;
+        match status {
+            200..=299 => Ok(Removed::Deleted),
+            404 => Ok(Removed::Gone),
+            409 => match self.set_active(session, member, false)? {
+                Changed::Done => Ok(Removed::Deactivated),
+                Changed::Gone => Ok(Removed::Gone),
+            },
+            _ => Err(self.failure(
+                &format!(
+                    "removing user {} from organization {}",
+                    member.email, session.org.id
+                ),
+                status,
+                &body,
+            )),
+        }
+    }
+}
+
+/// The human-readable part of a BottleCRM error body: `errors` (field → messages), `detail`,
+/// `error` or `message`, cut to a readable length.
+pub fn message(body: &Value) -> String {
+    let mut parts = Vec::new();
+    let source = ["errors", "detail", "error", "message"]
+        .iter()
+        .map(|k| &body[*k])
+        .find(|v| v.is_string() || v.is_object() || v.is_array())
+        .unwrap_or(body);
+    collect(source, "", &mut parts);
+    let text = if parts.is_empty() {
+        "(no message)".to_owned()
+    } else {
+        parts.join("; ")
+    };
+    if text.chars().count() > MAX_MESSAGE {
+        let mut cut: String = text.chars().take(MAX_MESSAGE).collect();
+        cut.push('…');
+        cut
+    } else {
+        text
+    }
+}
+
+fn collect(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) if prefix.is_empty() => out.push(s.clone()),
+        Value::String(s) => out.push(format!("{prefix}: {s}")),
+        Value::Array(items) => items.iter().for_each(|v| collect(v, prefix, out)),
+        Value::Object(map) => {
+            for (key, v) in map {
+                // Wrappers and flags say nothing a person needs.
+                if matches!(key.as_str(), "error" | "status" | "code") && !v.is_string() {
+                    continue;
+                }
+                let inner = if key.ends_with("_errors") || key == "non_field_errors" {
+                    prefix.to_owned()
+                } else if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                collect(v, &inner, out);
+            }
+        }
+        _ => {}
+    }
+}
