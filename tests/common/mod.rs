@@ -14,6 +14,7 @@
 pub mod airflow;
 pub mod crm;
 pub mod kube;
+pub mod superset;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
