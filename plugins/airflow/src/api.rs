@@ -20,10 +20,15 @@ pub fn transient(message: impl Into<String>) -> PluginError {
     PluginError::Transient(message.into())
 }
 
+/// A line end left by a `--value-file` is not part of a secret.
+fn value_of(raw: String) -> String {
+    raw.trim_end_matches(['\n', '\r']).to_string()
+}
+
 /// A granted secret; a missing one is a permanent error naming it (an operator must grant it).
 pub fn secret(name: &str) -> Result<String, PluginError> {
-    match secrets::get(name) {
-        Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
+    match secrets::get(name).map(value_of) {
+        Ok(value) if !value.is_empty() => Ok(value),
         Ok(_) => Err(permanent(format!("the secret `{name}` is empty"))),
         Err(_) => Err(permanent(format!(
             "the secret `{name}` is not granted to the airflow plugin \
@@ -36,7 +41,7 @@ pub fn secret(name: &str) -> Result<String, PluginError> {
 pub fn optional_secret(name: &str) -> Option<String> {
     secrets::get(name)
         .ok()
-        .map(|v| v.trim().to_string())
+        .map(value_of)
         .filter(|v| !v.is_empty())
 }
 
@@ -201,7 +206,10 @@ pub struct Airflow {
 impl Airflow {
     /// Reads the granted URL and credentials and gets a token (`POST /auth/token`).
     pub fn connect(mut scrub: Scrub) -> Result<Airflow, PluginError> {
-        let base = secret("airflow-url")?.trim_end_matches('/').to_string();
+        let base = secret("airflow-url")?
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
         let username = secret("airflow-username")?;
         let password = secret("airflow-password")?;
         scrub.add(&password);
@@ -349,6 +357,7 @@ impl Kubernetes {
     /// None when no Kubernetes API is configured.
     pub fn configured(mut scrub: Scrub) -> Option<Kubernetes> {
         let base = optional_secret("kubernetes-url")?
+            .trim()
             .trim_end_matches('/')
             .to_string();
         let token = optional_secret("kubernetes-token");
@@ -397,7 +406,7 @@ impl Kubernetes {
     ) -> Result<Created, PluginError> {
         let response = self.call("POST", collection, Some(body), what)?;
         match response.status {
-            200 | 201 | 202 => Ok(Created::Created),
+            200..=202 => Ok(Created::Created),
             409 => Ok(Created::Existed),
             _ => Err(status_error(what, "Kubernetes", &response, &self.scrub)),
         }
