@@ -17,6 +17,7 @@ const PLUGINS: &[&str] = &[
     "crm",
     "probe",
     "renderer-old-wit",
+    "recorder",
 ];
 
 fn main() {

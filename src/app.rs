@@ -66,12 +66,17 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Stops the provisioning worker (notify it).
+    pub worker_stop: std::sync::Arc<tokio::sync::Notify>,
+    pub worker: tokio::task::JoinHandle<()>,
 }
 
 /// Binds `listener` and serves until stopped.
 pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     portal::templates()?;
+    let worker_stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let worker = crate::provisioning::saga::spawn(ctx.clone(), worker_stop.clone());
     let server = HttpServer::new(move || {
         let metrics = ctx.metrics.clone();
         let app = App::new()
@@ -131,7 +136,13 @@ pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServe
     .run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    Ok(RunningServer { addr, handle, task })
+    Ok(RunningServer {
+        addr,
+        handle,
+        task,
+        worker_stop,
+        worker,
+    })
 }
 
 /// `tenantry serve`: starts, tells the operator where and how, and serves until Ctrl-C/SIGTERM.

@@ -83,6 +83,48 @@ impl Default for PluginsConfig {
     }
 }
 
+/// The provisioning saga: workers, leases, retries, idempotency keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// Runs one server executes at once.
+    pub workers: usize,
+    /// How long a server's claim on a run lasts without renewal, in seconds. A run whose server
+    /// died is taken over by any server once its lease has expired.
+    pub lease_seconds: u64,
+    /// How often an idle server looks for runs to take over, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Attempts of a step (its first run included) before a transient failure counts as
+    /// permanent.
+    pub max_attempts: u32,
+    /// Delay before the first retry of a step, in milliseconds; doubles with every attempt.
+    pub backoff_base_ms: u64,
+    /// Longest delay between two attempts, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// How long an idempotency key is remembered, in hours (at least 24).
+    pub idempotency_ttl_hours: u32,
+    /// FOR TESTS ONLY: makes the server stop at a point of a run so that a test can kill it
+    /// there. `pause-before-apply:<plugin>:<step>` or `pause-after-apply:<plugin>:<step>` (after
+    /// the backend call, before its result is journaled). The server writes
+    /// `<data_dir>/fault-reached` and waits forever.
+    pub fault_injection: Option<String>,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            lease_seconds: 30,
+            poll_interval_ms: 1_000,
+            max_attempts: 5,
+            backoff_base_ms: 500,
+            backoff_max_ms: 30_000,
+            idempotency_ttl_hours: 24,
+            fault_injection: None,
+        }
+    }
+}
+
 /// Everything the server and the CLI read from the outside world.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -121,6 +163,8 @@ pub struct Config {
     pub admin_tenant: AdminTenantConfig,
     /// The plugin host.
     pub plugins: PluginsConfig,
+    /// The provisioning saga.
+    pub provisioning: ProvisioningConfig,
 }
 
 impl Default for Config {
@@ -143,6 +187,7 @@ impl Default for Config {
             session_absolute_hours: 12,
             admin_tenant: AdminTenantConfig::default(),
             plugins: PluginsConfig::default(),
+            provisioning: ProvisioningConfig::default(),
         }
     }
 }
@@ -210,6 +255,30 @@ impl Config {
         if let Some(url) = &self.public_url {
             url::Url::parse(url)
                 .map_err(|err| anyhow::anyhow!("invalid configuration: public_url: {err}"))?;
+        }
+        let p = &self.provisioning;
+        anyhow::ensure!(
+            p.workers >= 1,
+            "invalid configuration: provisioning.workers must be at least 1"
+        );
+        anyhow::ensure!(
+            p.lease_seconds >= 2,
+            "invalid configuration: provisioning.lease_seconds must be at least 2"
+        );
+        anyhow::ensure!(
+            p.max_attempts >= 1,
+            "invalid configuration: provisioning.max_attempts must be at least 1"
+        );
+        anyhow::ensure!(
+            p.idempotency_ttl_hours >= 24,
+            "invalid configuration: provisioning.idempotency_ttl_hours must be at least 24"
+        );
+        if let Some(fault) = &p.fault_injection {
+            anyhow::ensure!(
+                crate::provisioning::Fault::parse(fault).is_some(),
+                "invalid configuration: provisioning.fault_injection `{fault}` is not \
+                 pause-before-apply:<plugin>:<step> or pause-after-apply:<plugin>:<step>"
+            );
         }
         Ok(())
     }

@@ -16,6 +16,8 @@ pub struct Context {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub plugins: Arc<PluginHost>,
+    /// Wakes this server's provisioning worker when a run is queued.
+    pub runs_queued: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -27,6 +29,7 @@ impl Context {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             plugins: Arc::new(plugins),
+            runs_queued: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod health;
 pub mod key_rotation;
 pub mod metrics;
 pub mod plugins;
+pub mod provisioning;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

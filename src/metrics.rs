@@ -12,6 +12,8 @@ pub struct Metrics {
     pub tenants: IntGaugeVec,
     pub plugin_calls: IntCounterVec,
     pub plugin_duration: HistogramVec,
+    pub provisioning_duration: HistogramVec,
+    pub step_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -61,6 +63,31 @@ impl Metrics {
             &["plugin"],
         )
         .expect("metric definition");
+        let provisioning_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tenantry_provisioning_duration_seconds",
+                "Duration of finished provisioning runs (creation to end) by kind and outcome",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+            ]),
+            &["kind", "outcome"],
+        )
+        .expect("metric definition");
+        let step_failures = IntCounterVec::new(
+            Opts::new(
+                "tenantry_provisioning_step_failures_total",
+                "Failed attempts of provisioning steps by plugin and kind (transient or permanent)",
+            ),
+            &["plugin", "kind"],
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(provisioning_duration.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(step_failures.clone()))
+            .expect("register");
         registry
             .register(Box::new(plugin_calls.clone()))
             .expect("register");
@@ -83,6 +110,8 @@ impl Metrics {
             tenants,
             plugin_calls,
             plugin_duration,
+            provisioning_duration,
+            step_failures,
         }
     }
 

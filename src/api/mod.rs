@@ -8,6 +8,7 @@ pub mod audit;
 pub mod body;
 pub mod ops;
 pub mod plugins;
+pub mod provisioning;
 pub mod tenants;
 
 use actix_web::{HttpRequest, HttpResponse, get};
@@ -30,6 +31,8 @@ use crate::error::{AppError, FieldError};
         (name = "audit", description = "The hash-chained audit log"),
         (name = "admin", description = "Platform API tokens"),
         (name = "plugins", description = "Wasm plugins: install, inspect, enable, grant"),
+        (name = "templates", description = "Connection and asset templates, versioned"),
+        (name = "provisioning", description = "Provisioning runs: the saga that brings tenants into backends"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -60,6 +63,7 @@ fn configure(cfg: &mut ServiceConfig) {
             .configure(audit::routes)
             .configure(admin::routes)
             .configure(plugins::routes)
+            .configure(provisioning::routes)
             .service(openapi_json),
     )
     .configure(ops::routes);

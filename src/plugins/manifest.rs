@@ -272,7 +272,9 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
     }
     for host in &manifest.capabilities.hosts {
         if host.is_empty() || host.contains('/') || host.contains('@') || host.contains(' ') {
-            return bad(format!("host `{host}` must be `host` or `host:port`"));
+            return bad(format!(
+                "host `{host}` must be `host`, `host:port` or `host:*`"
+            ));
         }
     }
     let mut seen = BTreeMap::new();
@@ -282,4 +284,30 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
         }
     }
     Ok(())
+}
+
+/// Whether a host pattern (`host`, `host:port`, or `host:*` for any port) matches a URL's host
+/// and port.
+pub fn host_matches(pattern: &str, host: &str, port: Option<u16>) -> bool {
+    match pattern.rsplit_once(':') {
+        Some((h, "*")) if !h.is_empty() => h == host,
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+            h == host && p.parse::<u16>().ok() == port
+        }
+        _ => pattern == host,
+    }
+}
+
+/// Whether granting `granted` stays within the `requested` pattern: the same pattern, or one port
+/// (or every port) of a `host:*` request.
+pub fn host_covers(requested: &str, granted: &str) -> bool {
+    if requested == granted {
+        return true;
+    }
+    match (requested.rsplit_once(':'), granted.rsplit_once(':')) {
+        (Some((rh, "*")), Some((gh, gp))) => {
+            rh == gh && (gp == "*" || gp.parse::<u16>().is_ok())
+        }
+        _ => false,
+    }
 }

@@ -167,7 +167,11 @@ pub async fn load_all(ctx: &Context) -> AppResult<()> {
             manifest: serde_json::to_string(&inspection.manifest).map_err(AppError::internal)?,
             component: None,
             builtin: true,
-            enabled: existing.as_ref().is_none_or(|r| r.enabled),
+            // Backend plugins start disabled: each needs its backend's address and credentials
+            // granted first, and an enabled provisioner is used for every new tenant.
+            enabled: existing
+                .as_ref()
+                .map_or(inspection.world != World::Provisioner, |r| r.enabled),
             deadline_ms: existing.as_ref().and_then(|r| r.deadline_ms),
             installed_by: "system".into(),
             installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
@@ -397,7 +401,12 @@ pub async fn grant(
     let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
     let (kind, cap_name, sealed) = match &capability {
         Capability::Host(host) => {
-            if !manifest.capabilities.hosts.contains(host) {
+            if !manifest
+                .capabilities
+                .hosts
+                .iter()
+                .any(|requested| manifest::host_covers(requested, host))
+            {
                 return Err(AppError::invalid(
                     "host",
                     "requested",

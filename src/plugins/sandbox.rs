@@ -316,12 +316,7 @@ fn host_allowed(plugin: &LoadedPlugin, url: &url::Url) -> bool {
         return false;
     };
     let port = url.port_or_known_default();
-    let matches = |pattern: &String| match pattern.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-            h == host && Some(p.parse::<u16>().unwrap()) == port
-        }
-        _ => pattern == host,
-    };
+    let matches = |pattern: &String| super::manifest::host_matches(pattern, host, port);
     plugin.manifest.capabilities.hosts.iter().any(matches)
         && plugin.grants.hosts.iter().any(matches)
 }

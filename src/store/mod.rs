@@ -12,6 +12,7 @@ pub mod admin;
 pub mod audit;
 pub mod models;
 pub mod plugins;
+pub mod provisioning;
 pub mod schema;
 pub mod sessions;
 pub mod tenants;

@@ -148,3 +148,112 @@ pub struct PluginGrantRow {
     pub granted_by: String,
     pub granted_at: NaiveDateTime,
 }
+
+use super::schema::{
+    idempotency_keys, provisioning_runs, provisioning_steps, template_versions, templates,
+    tenant_resources,
+};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = templates, treat_none_as_null = true)]
+pub struct TemplateRow {
+    pub name: String,
+    pub kind: String,
+    pub format: String,
+    pub description: String,
+    pub latest_version: i64,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = template_versions)]
+pub struct TemplateVersionRow {
+    pub template: String,
+    pub version: i64,
+    pub body: String,
+    /// JSON array of names.
+    pub placeholders: String,
+    /// JSON array of tags.
+    pub tags: String,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = provisioning_runs, treat_none_as_null = true)]
+pub struct RunRow {
+    pub id: String,
+    pub kind: String,
+    pub tenant_id: String,
+    pub tenant_slug: String,
+    /// JSON snapshot of the tenant as the plugins see it.
+    pub tenant: String,
+    pub status: String,
+    /// JSON array of plugin names.
+    pub backends: String,
+    pub error: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<NaiveDateTime>,
+    /// How many times a server took the run up (1 unless a server died while running it).
+    pub executions: i64,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = provisioning_steps, treat_none_as_null = true)]
+pub struct StepRow {
+    pub run_id: String,
+    pub seq: i64,
+    pub plugin: String,
+    pub step_id: String,
+    /// `apply`, `compensate` or `transition`.
+    pub action: String,
+    pub description: String,
+    /// Sealed JSON input of the step (it may carry credentials of the tenant's database).
+    pub input: String,
+    pub state: String,
+    pub attempts: i64,
+    pub output: Option<String>,
+    pub manual_follow_up: Option<String>,
+    pub error: Option<String>,
+    /// JSON array of the plugin's log lines, all attempts.
+    pub log: String,
+    pub next_attempt_at: Option<NaiveDateTime>,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub struct IdempotencyRow {
+    pub key: String,
+    pub fingerprint: String,
+    pub run_id: String,
+    pub response: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = tenant_resources)]
+pub struct ResourceRow {
+    pub tenant_id: String,
+    pub plugin: String,
+    pub step_id: String,
+    pub seq: i64,
+    pub run_id: String,
+    pub description: String,
+    /// Sealed JSON input of the step that created it.
+    pub input: String,
+    pub output: String,
+    pub template: Option<String>,
+    pub template_version: Option<i64>,
+    pub fingerprint: Option<String>,
+    pub applied_at: NaiveDateTime,
+}

@@ -145,3 +145,101 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    templates (name) {
+        name -> Text,
+        kind -> Text,
+        format -> Text,
+        description -> Text,
+        latest_version -> BigInt,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    template_versions (template, version) {
+        template -> Text,
+        version -> BigInt,
+        body -> Text,
+        placeholders -> Text,
+        tags -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(template_versions -> templates (template));
+diesel::allow_tables_to_appear_in_same_query!(templates, template_versions);
+
+diesel::table! {
+    provisioning_runs (id) {
+        id -> Text,
+        kind -> Text,
+        tenant_id -> Text,
+        tenant_slug -> Text,
+        tenant -> Text,
+        status -> Text,
+        backends -> Text,
+        error -> Nullable<Text>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        executions -> BigInt,
+        created_by -> Text,
+        created_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    provisioning_steps (run_id, seq) {
+        run_id -> Text,
+        seq -> BigInt,
+        plugin -> Text,
+        step_id -> Text,
+        action -> Text,
+        description -> Text,
+        input -> Text,
+        state -> Text,
+        attempts -> BigInt,
+        output -> Nullable<Text>,
+        manual_follow_up -> Nullable<Text>,
+        error -> Nullable<Text>,
+        log -> Text,
+        next_attempt_at -> Nullable<Timestamp>,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (key) {
+        key -> Text,
+        fingerprint -> Text,
+        run_id -> Text,
+        response -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    tenant_resources (tenant_id, plugin, step_id) {
+        tenant_id -> Text,
+        plugin -> Text,
+        step_id -> Text,
+        seq -> BigInt,
+        run_id -> Text,
+        description -> Text,
+        input -> Text,
+        output -> Text,
+        template -> Nullable<Text>,
+        template_version -> Nullable<BigInt>,
+        fingerprint -> Nullable<Text>,
+        applied_at -> Timestamp,
+    }
+}

@@ -58,13 +58,25 @@ async fn insert_valid(
     valid: input::ValidTenant,
     reason: &str,
 ) -> AppResult<TenantRow> {
-    let now = clock::now();
-    let id = uuid::Uuid::now_v7().to_string();
     let status = if valid.trial_days > 0 {
         TenantStatus::Trial
     } else {
         TenantStatus::Active
     };
+    let row = new_row(ctx, valid, status, reason)?;
+    transaction!(ctx.db, |tx| { insert_in(tx, actor, &row).await })?;
+    Ok(row)
+}
+
+/// The row of a new tenant in `status`, its secrets sealed.
+pub(crate) fn new_row(
+    ctx: &Context,
+    valid: input::ValidTenant,
+    status: TenantStatus,
+    reason: &str,
+) -> AppResult<TenantRow> {
+    let now = clock::now();
+    let id = uuid::Uuid::now_v7().to_string();
     let seal = |value: &Option<String>, field: &str| {
         value.as_ref().map(|v| {
             (
@@ -101,8 +113,15 @@ async fn insert_valid(
         updated_at: now,
         version: 1,
     };
-    transaction!(ctx.db, |tx| {
-        store::tenants::insert(tx, &row).await.map_err(|err| {
+    Ok(row)
+}
+
+/// Inserts a new tenant's row with its first status and its audit record, in `tx`.
+pub(crate) async fn insert_in(tx: &mut Conn, actor: &Actor, row: &TenantRow) -> AppResult<()> {
+    let status: TenantStatus = status_of(row)?;
+    let reason = row.status_reason.clone().unwrap_or_default();
+    {
+        store::tenants::insert(tx, row).await.map_err(|err| {
             store::unique_violation(err, || {
                 AppError::conflict(
                     "slug_taken",
@@ -111,7 +130,7 @@ async fn insert_valid(
                 )
             })
         })?;
-        record_status(tx, &row, None, status, reason, actor).await?;
+        record_status(tx, row, None, status, &reason, actor).await?;
         audit::record(
             tx,
             actor,
@@ -130,8 +149,62 @@ async fn insert_valid(
         )
         .await?;
         Ok(())
-    })?;
-    Ok(row)
+    }
+}
+
+/// Ends a tenant's provisioning: `trial` (while its trial runs) or `active` when `ok`, else
+/// `failed` with `reason`. Does nothing when the tenant is no longer `provisioning` (an operator
+/// changed it meanwhile) or is gone.
+pub(crate) async fn finish_provisioning(
+    tx: &mut Conn,
+    actor: &Actor,
+    slug: &str,
+    ok: bool,
+    reason: &str,
+) -> AppResult<()> {
+    let Some(mut row) = store::tenants::find_by_slug(tx, slug).await? else {
+        return Ok(());
+    };
+    let from = status_of(&row)?;
+    if from != TenantStatus::Provisioning {
+        return Ok(());
+    }
+    let now = clock::now();
+    let to = match (ok, row.trial_ends_at) {
+        (false, _) => TenantStatus::Failed,
+        (true, Some(_)) => TenantStatus::Trial,
+        (true, None) => TenantStatus::Active,
+    };
+    if let Some(end) = row.trial_ends_at
+        && ok
+    {
+        // The trial starts when the tenant is ready, not when it was asked for.
+        let started = row.status_changed_at;
+        row.trial_ends_at = Some(now + (end - started));
+    }
+    row.status = to.to_string();
+    row.status_reason = Some(reason.to_owned());
+    row.status_changed_at = now;
+    row.updated_at = now;
+    row.version += 1;
+    save(tx, &row).await?;
+    record_status(tx, &row, Some(from), to, reason, actor).await?;
+    audit::record(
+        tx,
+        actor,
+        AuditEvent::tenant(
+            if ok {
+                "tenant.provisioned"
+            } else {
+                "tenant.provisioning_failed"
+            },
+            &row.id,
+            &row.slug,
+            json!({ "from": from, "to": to, "reason": reason }),
+        ),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The tenant with this slug.
@@ -477,7 +550,19 @@ pub async fn transition(
         let row = find_in(tx, slug).await?;
         apply_transition(tx, actor, row, transition, &reason).await
     })?;
-    Tenant::from_row(&row, ctx.config.retention_days)
+    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
+    // Carry the change into the backends the tenant was provisioned into (a journaled run).
+    let change = match transition {
+        Transition::Suspend => "suspend",
+        Transition::Reactivate | Transition::Restore => "reactivate",
+        Transition::Cancel | Transition::Delete => "cancel",
+    };
+    if let Err(err) =
+        crate::provisioning::queue_lifecycle(ctx, actor, &tenant, change, &reason).await
+    {
+        tracing::error!(tenant = %tenant.slug, "cannot queue the backends' {change} run: {err}");
+    }
+    Ok(tenant)
 }
 
 fn status_of(row: &TenantRow) -> AppResult<TenantStatus> {
@@ -567,7 +652,7 @@ pub async fn purge(
     let reason =
         input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))?;
     let retention_days = ctx.config.retention_days;
-    transaction!(ctx.db, |tx| {
+    let purged = transaction!(ctx.db, |tx| {
         let row = find_in(tx, slug).await?;
         if row.slug == ADMIN_SLUG {
             return Err(AppError::conflict(
@@ -610,8 +695,16 @@ pub async fn purge(
             ),
         )
         .await?;
-        Ok(())
-    })
+        Ok(row)
+    })?;
+    // Undo everything the tenant was provisioned with, in every backend (a journaled run).
+    let tenant = Tenant::from_row(&purged, retention_days)?;
+    if let Err(err) =
+        crate::provisioning::queue_lifecycle(ctx, actor, &tenant, "purge", &reason).await
+    {
+        tracing::error!(tenant = %tenant.slug, "cannot queue the backends' purge run: {err}");
+    }
+    Ok(())
 }
 
 async fn save(tx: &mut Conn, row: &TenantRow) -> AppResult<()> {

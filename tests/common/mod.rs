@@ -14,6 +14,7 @@
 pub mod airflow;
 pub mod crm;
 pub mod kube;
+pub mod recorder;
 pub mod superset;
 
 use std::net::TcpListener;
@@ -259,6 +260,8 @@ impl TestApp {
     }
 
     pub async fn stop(self) {
+        self.server.worker_stop.notify_one();
+        let _ = self.server.worker.await;
         self.server.handle.stop(true).await;
         self.database.drop_database().await;
     }

@@ -1,0 +1,461 @@
+//! The provisioning request (the two shapes of `seeds/000`: admin templates with placeholders, or
+//! direct database settings with an asset bundle) and its validation into what plugins plan from.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use super::templates;
+use crate::context::Context;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::tenants::input::ValidTenant;
+use crate::tenants::model::Contact;
+use crate::tenants::NewTenant;
+
+/// `POST /api/v1/tenant/provision`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionRequest {
+    /// The tenant, as for `POST /api/v1/tenant`.
+    pub tenant: NewTenant,
+    /// Option A: the tenant's connection from an admin template.
+    #[serde(default)]
+    pub connection_template: Option<ConnectionTemplate>,
+    /// Option B (or settings for Option A's connection): the backend database's settings.
+    #[serde(default)]
+    pub database: Option<DatabaseSettings>,
+    /// Asset templates chosen by tag (Option A) or a ready bundle (Option B).
+    #[serde(default)]
+    pub assets: Option<Assets>,
+    /// Overrides `tenant.tier`.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Overrides `tenant.trial_days`.
+    #[serde(default)]
+    pub trial_days: Option<i64>,
+    /// Overrides `tenant.contact`.
+    #[serde(default)]
+    pub contact: Option<Contact>,
+    /// Which backend plugins, as a list of names or an object of name → that plugin's settings.
+    /// Default: every enabled backend plugin.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub backends: Option<Value>,
+    /// Same as the `Idempotency-Key` header.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionTemplate {
+    /// Must be true: the template is one of the platform's (admin) templates.
+    #[serde(default = "yes")]
+    pub use_admin_template: bool,
+    pub template_name: String,
+    /// A version of the template; default its newest.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// The connection's name in the backends (default `primary`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A value for every placeholder the template declares.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub placeholders: BTreeMap<String, Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    #[serde(default)]
+    pub database_name: Option<String>,
+    #[serde(default)]
+    pub expose_in_sqllab: Option<bool>,
+    #[serde(default)]
+    pub allow_ctas: Option<bool>,
+    #[serde(default)]
+    pub allow_cvas: Option<bool>,
+    #[serde(default)]
+    pub allow_dml: Option<bool>,
+    #[serde(default)]
+    pub allow_run_async: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Assets {
+    /// Option A: use the platform's asset templates carrying any of `template_tags`.
+    #[serde(default)]
+    pub use_admin_templates: bool,
+    #[serde(default)]
+    pub template_tags: Vec<String>,
+    /// Values for the asset templates' own placeholders (beyond the ones filled from the
+    /// tenant: `tenant_slug`, `tenant_name`, `tier`, `default_schema`, `database_name`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub placeholders: BTreeMap<String, Value>,
+    /// Option B: a ready asset bundle (a ZIP), base64-encoded. The CLI reads `bundle_path` and
+    /// sends it so; the server never reads paths of the caller's machine.
+    #[serde(default)]
+    pub bundle_base64: Option<String>,
+    /// Only accepted from the CLI, which turns it into `bundle_base64`.
+    #[serde(default)]
+    pub bundle_path: Option<String>,
+    /// Replace assets that exist already.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// Largest asset bundle, in bytes (decoded).
+pub const MAX_BUNDLE: usize = 8 * 1024 * 1024;
+
+/// A valid request, rendered, ready for plugins to plan from.
+pub struct Prepared {
+    pub tenant: ValidTenant,
+    pub backends: Vec<String>,
+    pub settings: BTreeMap<String, Value>,
+    pub connections: Vec<Value>,
+    pub assets: Vec<Value>,
+    pub asset_bundle: Option<Value>,
+}
+
+impl Prepared {
+    /// The request document `plan` of `plugin` receives (docs/provisioning.md).
+    pub fn plan_request(&self, run: &str, plugin: &str) -> Value {
+        let t = &self.tenant;
+        json!({
+            "run": run,
+            "tenant": {
+                "slug": t.slug.as_str(),
+                "name": t.name,
+                "tier": t.tier.as_str(),
+                "default_schema": t.default_schema,
+                "contact": if t.contact == Contact::default() { Value::Null } else { json!(t.contact) },
+                "trial_days": (t.trial_days > 0).then_some(t.trial_days),
+            },
+            "connections": self.connections,
+            "assets": self.assets,
+            "asset_bundle": self.asset_bundle,
+            "settings": self.settings.get(plugin).cloned().unwrap_or_else(|| json!({})),
+        })
+    }
+}
+
+fn prefixed(err: AppError, prefix: &str, top_level: &[&str]) -> AppError {
+    match err {
+        AppError::Validation(fields) => AppError::Validation(
+            fields
+                .into_iter()
+                .map(|mut f| {
+                    if !top_level.contains(&f.field.as_str()) {
+                        f.field = format!("{prefix}{}", f.field);
+                    }
+                    f
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Validates everything, renders the templates, and resolves the backends. Changes nothing.
+pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepared> {
+    let mut tenant = req.tenant.clone();
+    let mut top_level = Vec::new();
+    if let Some(tier) = &req.tier {
+        tenant.tier = Some(tier.clone());
+        top_level.push("tier");
+    }
+    if let Some(days) = req.trial_days {
+        tenant.trial_days = Some(days);
+        top_level.push("trial_days");
+    }
+    if let Some(contact) = &req.contact {
+        tenant.contact = Some(contact.clone());
+        top_level.push("contact");
+    }
+    let valid = tenant
+        .validate(true)
+        .map_err(|e| prefixed(e, "tenant.", &top_level))?;
+
+    let mut errors: Vec<FieldError> = Vec::new();
+    let (backends, settings) = backends(ctx, req.backends.as_ref(), &mut errors);
+    if req
+        .connection_template
+        .as_ref()
+        .is_some_and(|c| !c.use_admin_template)
+    {
+        errors.push(FieldError::new(
+            "connection_template.use_admin_template",
+            "must_be_true",
+            "only the platform's templates can be used; give the URI as tenant.db_sqlalchemy_uri for a direct connection",
+        ));
+    }
+    let bundle = match &req.assets {
+        Some(a) if a.bundle_path.is_some() => {
+            errors.push(FieldError::new(
+                "assets.bundle_path",
+                "not_accepted",
+                "the server does not read files of the caller; send the ZIP as assets.bundle_base64 (the CLI does this for a path)",
+            ));
+            None
+        }
+        Some(a) => match &a.bundle_base64 {
+            None => None,
+            Some(b64) => match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        "assets.bundle_base64",
+                        "base64",
+                        "must be a base64-encoded ZIP file",
+                    ));
+                    None
+                }
+                Ok(bytes) if bytes.len() > MAX_BUNDLE => {
+                    errors.push(FieldError::new(
+                        "assets.bundle_base64",
+                        "max_size",
+                        format!("must be at most {MAX_BUNDLE} bytes"),
+                    ));
+                    None
+                }
+                Ok(bytes) if !bytes.starts_with(b"PK") => {
+                    errors.push(FieldError::new(
+                        "assets.bundle_base64",
+                        "zip",
+                        "is not a ZIP file",
+                    ));
+                    None
+                }
+                Ok(_) => Some(json!({ "base64": b64.trim(), "overwrite": a.overwrite })),
+            },
+        },
+        None => None,
+    };
+    if let Some(a) = &req.assets
+        && a.use_admin_templates
+        && a.template_tags.is_empty()
+    {
+        errors.push(FieldError::new(
+            "assets.template_tags",
+            "required",
+            "name at least one tag of the asset templates to use",
+        ));
+    }
+    if let Some(a) = &req.assets
+        && a.use_admin_templates
+        && a.bundle_base64.is_some()
+    {
+        errors.push(FieldError::new(
+            "assets",
+            "one_of",
+            "use admin templates or a bundle, not both",
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+
+    let db = req.database.clone().unwrap_or_default();
+    let database_name = db
+        .database_name
+        .clone()
+        .unwrap_or_else(|| format!("{} Database", valid.name));
+    let database = json!({
+        "database_name": database_name,
+        "expose_in_sqllab": db.expose_in_sqllab.unwrap_or(true),
+        "allow_ctas": db.allow_ctas.unwrap_or(false),
+        "allow_cvas": db.allow_cvas.unwrap_or(false),
+        "allow_dml": db.allow_dml.unwrap_or(false),
+        "allow_run_async": db.allow_run_async.unwrap_or(false),
+    });
+    let mut connections = Vec::new();
+    if let Some(c) = &req.connection_template {
+        let rendered = templates::render(
+            ctx,
+            "connection_template.placeholders",
+            &c.template_name,
+            c.version,
+            &c.placeholders,
+        )
+        .await?;
+        let kind = templates::get(ctx, &rendered.template, Some(rendered.version))
+            .await?
+            .kind;
+        if kind != "connection" {
+            return Err(AppError::invalid(
+                "connection_template.template_name",
+                "kind",
+                format!("template `{}` is an {kind} template, not a connection template", c.template_name),
+            ));
+        }
+        connections.push(json!({
+            "name": c.name.clone().unwrap_or_else(|| "primary".into()),
+            "template": rendered.template,
+            "version": rendered.version,
+            "fingerprint": rendered.fingerprint,
+            "uri": rendered.text,
+            "database": database,
+        }));
+    } else if let Some(uri) = &valid.db_uri {
+        connections.push(json!({
+            "name": "primary",
+            "template": Value::Null,
+            "version": Value::Null,
+            "fingerprint": Value::Null,
+            "uri": uri,
+            "database": database,
+        }));
+    }
+
+    let mut assets = Vec::new();
+    if let Some(a) = &req.assets
+        && a.use_admin_templates
+    {
+        let chosen = templates::assets_tagged(ctx, &a.template_tags).await?;
+        if chosen.is_empty() {
+            return Err(AppError::invalid(
+                "assets.template_tags",
+                "no_match",
+                format!(
+                    "no asset template carries any of the tags {}",
+                    a.template_tags.join(", ")
+                ),
+            ));
+        }
+        let auto: BTreeMap<&str, String> = [
+            ("tenant_slug", valid.slug.as_str().to_owned()),
+            ("tenant_name", valid.name.clone()),
+            ("tier", valid.tier.as_str().to_owned()),
+            (
+                "default_schema",
+                valid.default_schema.clone().unwrap_or_else(|| "public".into()),
+            ),
+            ("database_name", database_name.clone()),
+        ]
+        .into_iter()
+        .collect();
+        for t in chosen {
+            let mut values = a.placeholders.clone();
+            for p in &t.placeholders {
+                if let Some(v) = auto.get(p.as_str())
+                    && !values.contains_key(p)
+                {
+                    values.insert(p.clone(), Value::String(v.clone()));
+                }
+            }
+            // Request values only for what this template declares: one set of values serves
+            // several templates.
+            values.retain(|k, _| t.placeholders.contains(k));
+            let rendered = templates::render(
+                ctx,
+                "assets.placeholders",
+                &t.name,
+                Some(t.version),
+                &values,
+            )
+            .await?;
+            assets.push(json!({
+                "name": t.name,
+                "template": rendered.template,
+                "version": rendered.version,
+                "tags": rendered.tags,
+                "fingerprint": rendered.fingerprint,
+                "format": t.format,
+                "body": rendered.text,
+            }));
+        }
+    }
+
+    Ok(Prepared {
+        tenant: valid,
+        backends,
+        settings,
+        connections,
+        assets,
+        asset_bundle: bundle,
+    })
+}
+
+/// The backends of the request: a list of names, an object of name → settings, or absent (every
+/// enabled backend plugin).
+fn backends(
+    ctx: &Context,
+    given: Option<&Value>,
+    errors: &mut Vec<FieldError>,
+) -> (Vec<String>, BTreeMap<String, Value>) {
+    let enabled = super::enabled_backends(ctx);
+    let mut names = Vec::new();
+    let mut settings = BTreeMap::new();
+    match given {
+        None | Some(Value::Null) => names = enabled.clone(),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some(name) => names.push(name.to_owned()),
+                    None => errors.push(FieldError::new(
+                        format!("backends[{i}]"),
+                        "string",
+                        "must be a plugin name",
+                    )),
+                }
+            }
+        }
+        Some(Value::Object(map)) => {
+            for (name, value) in map {
+                if !value.is_object() && !value.is_null() {
+                    errors.push(FieldError::new(
+                        format!("backends.{name}"),
+                        "object",
+                        "must be an object of the plugin's settings",
+                    ));
+                }
+                names.push(name.clone());
+                settings.insert(
+                    name.clone(),
+                    if value.is_null() {
+                        Value::Object(Map::new())
+                    } else {
+                        value.clone()
+                    },
+                );
+            }
+        }
+        Some(_) => errors.push(FieldError::new(
+            "backends",
+            "type",
+            "must be a list of plugin names or an object of plugin name → settings",
+        )),
+    }
+    let mut seen = Vec::new();
+    for name in &names {
+        if seen.contains(name) {
+            errors.push(FieldError::new(
+                format!("backends.{name}"),
+                "unique",
+                "is named twice",
+            ));
+        } else if !enabled.contains(name) {
+            let why = match ctx.plugins.get(name) {
+                None => "is not an installed plugin".to_owned(),
+                Some(p) if !p.enabled => "is disabled".to_owned(),
+                Some(p) => format!("is a {} plugin, not a provisioner", p.manifest.world),
+            };
+            errors.push(FieldError::new(
+                format!("backends.{name}"),
+                "enabled_provisioner",
+                format!("`{name}` {why}"),
+            ));
+        }
+        seen.push(name.clone());
+    }
+    (names, settings)
+}

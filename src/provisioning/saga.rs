@@ -1,0 +1,612 @@
+//! The worker that carries runs out: takes a run's lease, runs its steps through their plugins with
+//! each step journaled before and after the call, retries transient failures with capped
+//! exponential backoff, and compensates the done steps in reverse order after a permanent
+//! failure. No database transaction is open while a plugin runs.
+//!
+//! Every server runs one worker. A run is executed by the server holding its lease, which it
+//! renews while it works; when a server dies its lease expires and any server (the same one
+//! after a restart, or another replica on the same PostgreSQL) takes the run over, repeating the
+//! step that was `running` — plugins' `apply` is idempotent for the step's key.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Fault, resource_context, step_context, template_origin, tenant_from_snapshot};
+use crate::audit::Actor;
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::plugins::{CallError, LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step};
+use crate::store::models::{ResourceRow, RunRow, StepRow};
+use crate::store::provisioning as sql;
+use crate::{tenants, transaction};
+
+/// This process's name in leases: host, process id and a random part.
+fn owner_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Starts this server's worker. It stops when `stop` is notified.
+pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let owner = owner_id();
+        tracing::info!(owner = %owner, "provisioning worker started");
+        let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.provisioning.workers));
+        let poll = Duration::from_millis(ctx.config.provisioning.poll_interval_ms);
+        let mut last_sweep = Instant::now() - Duration::from_secs(3600);
+        loop {
+            if last_sweep.elapsed() > Duration::from_secs(600) {
+                last_sweep = Instant::now();
+                if let Ok(n) = sweep_keys(&ctx).await
+                    && n > 0
+                {
+                    tracing::debug!("forgot {n} expired idempotency keys");
+                }
+            }
+            // Take runs while there are free slots and runs to take.
+            let mut took = false;
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                match claim(&ctx, &owner).await {
+                    Ok(Some(run)) => {
+                        took = true;
+                        let (ctx, owner) = (ctx.clone(), owner.clone());
+                        tokio::spawn(async move {
+                            let id = run.id.clone();
+                            if let Err(err) = execute(&ctx, &owner, run).await {
+                                tracing::error!(run = %id, "provisioning run stopped: {err}");
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        tracing::warn!("cannot look for provisioning runs: {err}");
+                        break;
+                    }
+                }
+            }
+            let _ = took;
+            tokio::select! {
+                _ = stop.notified() => break,
+                _ = ctx.runs_queued.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+        tracing::info!("provisioning worker stopped");
+    })
+}
+
+async fn sweep_keys(ctx: &Context) -> AppResult<usize> {
+    transaction!(ctx.db, |tx| { sql::expire_keys(tx, clock::now()).await })
+}
+
+fn lease(ctx: &Context) -> chrono::Duration {
+    chrono::Duration::seconds(ctx.config.provisioning.lease_seconds as i64)
+}
+
+async fn claim(ctx: &Context, owner: &str) -> AppResult<Option<RunRow>> {
+    let now = clock::now();
+    let until = now + lease(ctx);
+    transaction!(ctx.db, |tx| { sql::claim_run(tx, owner, now, until).await })
+}
+
+/// Keeps the lease of a run alive while it executes; `lost` is set when another server holds it.
+struct LeaseKeeper {
+    lost: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    fn start(ctx: &Context, run: &str, owner: &str) -> LeaseKeeper {
+        let lost = Arc::new(AtomicBool::new(false));
+        let (ctx, run, owner, flag) = (ctx.clone(), run.to_owned(), owner.to_owned(), lost.clone());
+        let every = Duration::from_millis(ctx.config.provisioning.lease_seconds * 1000 / 3);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let until = clock::now() + lease(&ctx);
+                let renewed = transaction!(ctx.db, |tx| {
+                    sql::renew_lease(tx, &run, &owner, until).await
+                });
+                match renewed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(run = %run, "lost the lease of the run to another server");
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(err) => tracing::warn!(run = %run, "cannot renew the run's lease: {err}"),
+                }
+            }
+        });
+        LeaseKeeper { lost, task }
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a step ended.
+enum Ended {
+    Done,
+    Failed(String),
+    /// Another server holds the run now: stop touching it.
+    LeaseLost,
+}
+
+struct Executor<'a> {
+    ctx: &'a Context,
+    owner: &'a str,
+    run: RunRow,
+    tenant: PluginTenant,
+    keeper: LeaseKeeper,
+    fault: Option<Fault>,
+}
+
+async fn execute(ctx: &Context, owner: &str, run: RunRow) -> AppResult<()> {
+    tracing::info!(run = %run.id, kind = %run.kind, tenant = %run.tenant_slug, execution = run.executions, "executing provisioning run");
+    let keeper = LeaseKeeper::start(ctx, &run.id, owner);
+    let tenant = tenant_from_snapshot(&run.tenant);
+    let fault = ctx
+        .config
+        .provisioning
+        .fault_injection
+        .as_deref()
+        .and_then(Fault::parse);
+    let mut exec = Executor {
+        ctx,
+        owner,
+        run,
+        tenant,
+        keeper,
+        fault,
+    };
+    exec.go().await
+}
+
+impl Executor<'_> {
+    async fn steps(&self) -> AppResult<Vec<StepRow>> {
+        let mut conn = self.ctx.db.conn().await?;
+        sql::steps(&mut conn, &self.run.id).await
+    }
+
+    async fn go(&mut self) -> AppResult<()> {
+        if self.run.status == "running" {
+            let mut failure = None;
+            for mut step in self.steps().await? {
+                if matches!(step.state.as_str(), "done" | "compensated") {
+                    continue;
+                }
+                match self.forward(&mut step).await? {
+                    Ended::Done => {}
+                    Ended::LeaseLost => return Ok(()),
+                    Ended::Failed(reason) => {
+                        failure = Some(format!(
+                            "{} / {} failed: {reason}",
+                            step.plugin, step.step_id
+                        ));
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => return self.finish("succeeded", None).await,
+                Some(reason) if self.run.kind == "provision" => {
+                    self.run.status = "compensating".into();
+                    self.run.error = Some(reason);
+                    if !self.save_run().await? {
+                        return Ok(());
+                    }
+                }
+                Some(reason) => return self.finish("failed", Some(reason)).await,
+            }
+        }
+        if self.run.status == "compensating" {
+            let mut steps = self.steps().await?;
+            steps.reverse();
+            let mut problems = Vec::new();
+            for mut step in steps {
+                if step.action != "apply" || !matches!(step.state.as_str(), "done" | "compensating")
+                {
+                    continue;
+                }
+                match self.backward(&mut step).await? {
+                    Ended::Done => {}
+                    Ended::LeaseLost => return Ok(()),
+                    Ended::Failed(reason) => problems.push(format!(
+                        "undoing {} / {} failed: {reason}; clean it up by hand",
+                        step.plugin, step.step_id
+                    )),
+                }
+            }
+            let mut error = self.run.error.clone().unwrap_or_default();
+            for p in problems {
+                error.push_str("; ");
+                error.push_str(&p);
+            }
+            return self.finish("failed", Some(error)).await;
+        }
+        Ok(())
+    }
+
+    async fn save_run(&mut self) -> AppResult<bool> {
+        self.run.updated_at = clock::now();
+        let (run, owner) = (self.run.clone(), self.owner.to_owned());
+        transaction!(self.ctx.db, |tx| { sql::save_run(tx, &run, &owner).await })
+    }
+
+    async fn finish(&mut self, status: &str, error: Option<String>) -> AppResult<()> {
+        let now = clock::now();
+        self.run.status = status.to_owned();
+        self.run.error = error.clone();
+        self.run.finished_at = Some(now);
+        self.run.lease_owner = None;
+        self.run.lease_expires_at = None;
+        self.run.updated_at = now;
+        let (run, owner) = (self.run.clone(), self.owner.to_owned());
+        let ok = status == "succeeded";
+        let saved = transaction!(self.ctx.db, |tx| {
+            if !sql::save_run(tx, &run, &owner).await? {
+                return Ok(false);
+            }
+            if run.kind == "provision" {
+                let reason = match &error {
+                    None => "provisioned".to_owned(),
+                    Some(e) => format!("provisioning failed: {e}"),
+                };
+                let reason: String = reason.chars().take(500).collect();
+                tenants::finish_provisioning(tx, &provisioner(), &run.tenant_slug, ok, &reason)
+                    .await?;
+            }
+            Ok(true)
+        })?;
+        if saved {
+            self.ctx
+                .metrics
+                .provisioning_duration
+                .with_label_values(&[run.kind.as_str(), status])
+                .observe((now - run.created_at).num_milliseconds() as f64 / 1000.0);
+            tracing::info!(run = %run.id, kind = %run.kind, tenant = %run.tenant_slug, status, "provisioning run finished");
+        }
+        Ok(())
+    }
+
+    async fn save_step(&self, step: &StepRow) -> AppResult<()> {
+        let step = step.clone();
+        transaction!(self.ctx.db, |tx| { sql::save_step(tx, &step).await })
+    }
+
+    fn input(&self, step: &StepRow) -> AppResult<String> {
+        self.ctx
+            .keyring
+            .open(&step.input, &step_context(&step.run_id, &step.plugin, &step.step_id))
+            .map_err(AppError::internal)
+    }
+
+    fn key(&self, step: &StepRow) -> String {
+        format!("{}:{}:{}", step.run_id, step.plugin, step.step_id)
+    }
+
+    async fn pause_if(&self, step: &StepRow, after_apply: bool) {
+        let Some(fault) = &self.fault else { return };
+        if fault.after_apply == after_apply
+            && fault.plugin == step.plugin
+            && fault.step == step.step_id
+            && self.run.executions == 1
+        {
+            let marker = self.ctx.config.data_dir.join("fault-reached");
+            let _ = std::fs::write(&marker, format!("{}\n", self.run.id));
+            tracing::warn!(run = %self.run.id, step = %step.step_id, "fault injection: pausing here until the process is killed");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Runs a step forward (`apply`, `compensate` carried by a purge, or `transition`) until it is
+    /// done, fails for good, or the lease is lost.
+    async fn forward(&mut self, step: &mut StepRow) -> AppResult<Ended> {
+        let input = self.input(step)?;
+        loop {
+            if self.keeper.lost() {
+                return Ok(Ended::LeaseLost);
+            }
+            let now = clock::now();
+            step.state = "running".into();
+            step.attempts += 1;
+            step.started_at = step.started_at.or(Some(now));
+            step.next_attempt_at = None;
+            self.save_step(step).await?;
+            self.pause_if(step, false).await;
+            let ctx = self.ctx;
+            let (result, log): (Result<Outcome, Failure>, _) = match step.action.as_str() {
+                "apply" => {
+                    let logged = ctx
+                        .plugins
+                        .apply(
+                            ctx,
+                            &step.plugin,
+                            &self.tenant,
+                            Step {
+                                id: step.step_id.clone(),
+                                description: step.description.clone(),
+                                input: input.clone(),
+                            },
+                            self.key(step),
+                        )
+                        .await;
+                    split(logged)
+                }
+                "compensate" => {
+                    let carried: Value = serde_json::from_str(&input).map_err(AppError::internal)?;
+                    let logged = ctx
+                        .plugins
+                        .compensate(
+                            ctx,
+                            &step.plugin,
+                            &self.tenant,
+                            Step {
+                                id: step.step_id.clone(),
+                                description: step.description.clone(),
+                                input: carried["input"].as_str().unwrap_or_default().to_owned(),
+                            },
+                            Outcome {
+                                output: carried["output"].as_str().unwrap_or("{}").to_owned(),
+                                manual_follow_up: None,
+                            },
+                            self.key(step),
+                        )
+                        .await;
+                    let (result, log) = split(logged);
+                    (
+                        result.map(|()| Outcome {
+                            output: json!({ "undone": true }).to_string(),
+                            manual_follow_up: None,
+                        }),
+                        log,
+                    )
+                }
+                "transition" => {
+                    let v: Value = serde_json::from_str(&input).map_err(AppError::internal)?;
+                    let change = match v["change"].as_str() {
+                        Some("suspend") => LifecycleChange::Suspend,
+                        Some("reactivate") => LifecycleChange::Reactivate,
+                        Some("cancel") => LifecycleChange::Cancel,
+                        _ => LifecycleChange::Purge,
+                    };
+                    let reason = v["reason"].as_str().unwrap_or_default().to_owned();
+                    split(
+                        ctx.plugins
+                            .transition(ctx, &step.plugin, &self.tenant, change, reason)
+                            .await,
+                    )
+                }
+                other => (
+                    Err(Failure::Permanent(format!("unknown step action `{other}`"))),
+                    Vec::new(),
+                ),
+            };
+            if step.action == "apply" {
+                self.pause_if(step, true).await;
+            }
+            append_log(step, &log);
+            let now = clock::now();
+            match result {
+                Ok(outcome) => {
+                    step.state = "done".into();
+                    step.output = Some(outcome.output.clone());
+                    step.manual_follow_up = outcome.manual_follow_up.clone();
+                    step.error = None;
+                    step.finished_at = Some(now);
+                    self.record_done(step, &input, &outcome).await?;
+                    return Ok(Ended::Done);
+                }
+                Err(failure) => {
+                    let (transient, message) = match failure {
+                        Failure::Transient(m) => (true, m),
+                        Failure::Permanent(m) => (false, m),
+                    };
+                    self.ctx
+                        .metrics
+                        .step_failures
+                        .with_label_values(&[
+                            step.plugin.as_str(),
+                            if transient { "transient" } else { "permanent" },
+                        ])
+                        .inc();
+                    step.error = Some(message.clone());
+                    let attempts_left =
+                        step.attempts < i64::from(self.ctx.config.provisioning.max_attempts);
+                    if transient && attempts_left {
+                        let delay = self.backoff(step.attempts);
+                        step.state = "pending".into();
+                        step.next_attempt_at =
+                            Some(now + chrono::Duration::milliseconds(delay.as_millis() as i64));
+                        self.save_step(step).await?;
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    step.state = "failed".into();
+                    step.finished_at = Some(now);
+                    self.save_step(step).await?;
+                    let message = if transient {
+                        format!("{message} (gave up after {} attempts)", step.attempts)
+                    } else {
+                        message
+                    };
+                    return Ok(Ended::Failed(message));
+                }
+            }
+        }
+    }
+
+    /// Journals a finished step, and what the tenant now holds (or no longer holds).
+    async fn record_done(&self, step: &StepRow, input: &str, outcome: &Outcome) -> AppResult<()> {
+        let (step, run) = (step.clone(), self.run.clone());
+        let now = clock::now();
+        let resource = (step.action == "apply").then(|| {
+            let origin = serde_json::from_str::<Value>(input)
+                .ok()
+                .and_then(|v| template_origin(&v));
+            ResourceRow {
+                tenant_id: run.tenant_id.clone(),
+                plugin: step.plugin.clone(),
+                step_id: step.step_id.clone(),
+                seq: step.seq,
+                run_id: run.id.clone(),
+                description: step.description.clone(),
+                input: self.ctx.keyring.seal(
+                    input,
+                    &resource_context(&run.tenant_id, &step.plugin, &step.step_id),
+                ),
+                output: outcome.output.clone(),
+                template: origin.as_ref().map(|o| o.0.clone()),
+                template_version: origin.as_ref().and_then(|o| o.1),
+                fingerprint: origin.map(|o| o.2),
+                applied_at: now,
+            }
+        });
+        transaction!(self.ctx.db, |tx| {
+            sql::save_step(tx, &step).await?;
+            match (&resource, step.action.as_str()) {
+                (Some(r), _) => sql::put_resource(tx, r).await?,
+                (None, "compensate") => {
+                    sql::delete_resource(tx, &run.tenant_id, &step.plugin, &step.step_id).await?
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+
+    /// Undoes a done `apply` step (compensation after a failure), with retries.
+    async fn backward(&mut self, step: &mut StepRow) -> AppResult<Ended> {
+        let input = self.input(step)?;
+        let mut attempts = 0u32;
+        loop {
+            if self.keeper.lost() {
+                return Ok(Ended::LeaseLost);
+            }
+            attempts += 1;
+            step.state = "compensating".into();
+            self.save_step(step).await?;
+            let logged = self
+                .ctx
+                .plugins
+                .compensate(
+                    self.ctx,
+                    &step.plugin,
+                    &self.tenant,
+                    Step {
+                        id: step.step_id.clone(),
+                        description: step.description.clone(),
+                        input: input.clone(),
+                    },
+                    Outcome {
+                        output: step.output.clone().unwrap_or_else(|| "{}".into()),
+                        manual_follow_up: step.manual_follow_up.clone(),
+                    },
+                    self.key(step),
+                )
+                .await;
+            let (result, log) = split(logged);
+            append_log(step, &log);
+            match result {
+                Ok(()) => {
+                    step.state = "compensated".into();
+                    step.finished_at = Some(clock::now());
+                    let (s, tenant) = (step.clone(), self.run.tenant_id.clone());
+                    transaction!(self.ctx.db, |tx| {
+                        sql::save_step(tx, &s).await?;
+                        sql::delete_resource(tx, &tenant, &s.plugin, &s.step_id).await
+                    })?;
+                    return Ok(Ended::Done);
+                }
+                Err(failure) => {
+                    let (transient, message) = match failure {
+                        Failure::Transient(m) => (true, m),
+                        Failure::Permanent(m) => (false, m),
+                    };
+                    self.ctx
+                        .metrics
+                        .step_failures
+                        .with_label_values(&[
+                            step.plugin.as_str(),
+                            if transient { "transient" } else { "permanent" },
+                        ])
+                        .inc();
+                    step.error = Some(format!("compensation: {message}"));
+                    if transient && attempts < self.ctx.config.provisioning.max_attempts {
+                        self.save_step(step).await?;
+                        tokio::time::sleep(self.backoff(i64::from(attempts))).await;
+                        continue;
+                    }
+                    step.state = "failed".into();
+                    self.save_step(step).await?;
+                    return Ok(Ended::Failed(message));
+                }
+            }
+        }
+    }
+
+    /// Delay before attempt `attempts + 1`: base × 2^(attempts−1), capped, with ±20 % jitter.
+    fn backoff(&self, attempts: i64) -> Duration {
+        let cfg = &self.ctx.config.provisioning;
+        let exp = (attempts - 1).clamp(0, 20) as u32;
+        let base = cfg.backoff_base_ms.saturating_mul(1u64 << exp).min(cfg.backoff_max_ms);
+        let jitter = rand::random::<f64>() * 0.4 + 0.8;
+        Duration::from_millis((base as f64 * jitter) as u64)
+    }
+}
+
+/// Why a call failed, as the saga sees it.
+enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plugins::LogLine>) {
+    let result = match logged.result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(PluginError::Transient(m))) => Err(Failure::Transient(m)),
+        Ok(Err(PluginError::Permanent(m))) => Err(Failure::Permanent(m)),
+        // A slow backend may answer next time; a broken, missing or disabled plugin will not.
+        Err(err @ CallError::Deadline { .. }) => Err(Failure::Transient(err.to_string())),
+        Err(err) => Err(Failure::Permanent(err.to_string())),
+    };
+    (result, logged.log)
+}
+
+/// Keeps every attempt's lines (at most 500 in all).
+fn append_log(step: &mut StepRow, lines: &[crate::plugins::LogLine]) {
+    let mut all: Vec<crate::plugins::LogLine> = serde_json::from_str(&step.log).unwrap_or_default();
+    all.extend(lines.iter().cloned());
+    if all.len() > 500 {
+        let cut = all.len() - 500;
+        all.drain(..cut);
+    }
+    step.log = serde_json::to_string(&all).expect("lines");
+}
+
+fn provisioner() -> Actor {
+    Actor {
+        name: "system:provisioning".into(),
+        source_ip: None,
+        request_id: None,
+    }
+}

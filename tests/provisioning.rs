@@ -1,0 +1,728 @@
+//! Templates and the provisioning saga through the HTTP API, against SQLite and PostgreSQL, with
+//! real compiled plugins: the built-in renderer and the `recorder` test plugin, whose backend is
+//! a recording test double (`common::recorder`) that counts every creation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::recorder::RecorderBackend;
+use common::{Backend, TestApp, field_rules};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tenantry::audit::Actor;
+use tenantry::auth::Role;
+use tenantry::plugins::registry::{self, Capability};
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A server with the recorder plugin installed, granted its test double, and fast retries.
+async fn with_recorder(backend: Backend) -> (TestApp, RecorderBackend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.provisioning.backoff_base_ms = 50;
+        c.provisioning.backoff_max_ms = 200;
+        c.provisioning.max_attempts = 3;
+        c.provisioning.poll_interval_ms = 100;
+    })
+    .await;
+    let double = RecorderBackend::start().await;
+    let actor = Actor::system();
+    registry::install(&app.ctx, &actor, wasm("recorder"))
+        .await
+        .expect("recorder installs");
+    let host = double.url.trim_start_matches("http://").to_owned();
+    registry::grant(&app.ctx, &actor, "recorder", Capability::Host(host))
+        .await
+        .expect("host granted");
+    registry::grant(
+        &app.ctx,
+        &actor,
+        "recorder",
+        Capability::Secret {
+            name: "recorder-url".into(),
+            value: double.url.clone(),
+        },
+    )
+    .await
+    .expect("secret granted");
+    (app, double)
+}
+
+async fn postgres_template(app: &TestApp) {
+    let (status, body) = app
+        .post(
+            "/api/v1/template",
+            json!({
+                "name": "postgresql-default",
+                "kind": "connection",
+                "body": "postgresql://{user}:{password}@{host}:{port}/{database_name}",
+                "placeholders": ["user", "password", "host", "port", "database_name"],
+                "tags": ["default"],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+fn option_a(slug: &str, settings: Value) -> Value {
+    json!({
+        "tenant": {
+            "slug": slug,
+            "name": format!("Tenant {slug}"),
+            "oauth_issuer": "https://idp.example.com/oauth2/default",
+            "client_id": "client-1",
+            "client_secret": "s3cret-client",
+            "default_schema": "acme_schema",
+        },
+        "connection_template": {
+            "use_admin_template": true,
+            "template_name": "postgresql-default",
+            "placeholders": {
+                "user": "acme_user",
+                "password": "p@ss/word",
+                "host": "db.example.com",
+                "port": 5432,
+                "database_name": "acme_db",
+            },
+        },
+        "tier": "professional",
+        "backends": { "recorder": settings },
+    })
+}
+
+/// Polls the run until it has finished.
+async fn wait_run(app: &TestApp, url: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let (status, run) = app.get(url).await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        if !matches!(
+            run["status"].as_str(),
+            Some("queued" | "running" | "compensating")
+        ) {
+            return run;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run did not finish: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn provision(app: &TestApp, body: Value) -> Value {
+    let (status, accepted) = app.post("/api/v1/tenant/provision", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    wait_run(app, accepted["url"].as_str().expect("url")).await
+}
+
+fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {run}"))
+}
+
+async fn templates_are_versioned_and_validated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    postgres_template(&app).await;
+
+    // Rendering escapes values for a URI and names what is missing or undeclared.
+    let (status, body) = app
+        .post(
+            "/api/v1/template/postgresql-default/render",
+            json!({ "values": { "user": "u", "password": "p@ss/w:rd", "host": "h", "port": 5432, "database_name": "d" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rendered"], "postgresql://u:p%40ss%2Fw%3Ard@h:5432/d");
+    assert_eq!(body["version"], 1);
+    assert!(body["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+    let (status, body) = app
+        .post(
+            "/api/v1/template/postgresql-default/render",
+            json!({ "values": { "user": "u", "host": "h", "port": 1, "database_name": "d", "colour": "red" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let rules = field_rules(&body);
+    assert!(
+        rules.contains(&("values.password".into(), "missing".into())),
+        "{rules:?}"
+    );
+
+    // A body slot that is not declared is refused when the template is saved.
+    let (status, body) = app
+        .post(
+            "/api/v1/template",
+            json!({ "name": "broken", "kind": "connection", "body": "mysql://{user}@{host}", "placeholders": ["user"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        field_rules(&body),
+        vec![("body".to_owned(), "undeclared_placeholder".to_owned())]
+    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("{host}"));
+    let (status, body) = app
+        .post(
+            "/api/v1/template",
+            json!({ "name": "Bad Name", "kind": "thing", "body": "" , "placeholders": ["1x"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let rules = field_rules(&body);
+    for expected in [
+        ("name", "format"),
+        ("kind", "one_of"),
+        ("body", "required"),
+        ("placeholders[0]", "identifier"),
+    ] {
+        assert!(
+            rules.contains(&(expected.0.into(), expected.1.into())),
+            "{expected:?} not in {rules:?}"
+        );
+    }
+    let (_, list) = app.get("/api/v1/template").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "nothing else stored");
+
+    // Same name twice: 409.
+    let (status, _) = app
+        .post(
+            "/api/v1/template",
+            json!({ "name": "postgresql-default", "kind": "connection", "body": "x", "placeholders": [] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // An edit makes a new version; the old one stays readable; an identical edit makes none.
+    let edit = json!({
+        "body": "postgresql://{user}:{password}@{host}:{port}/{database_name}?sslmode=require",
+        "placeholders": ["user", "password", "host", "port", "database_name"],
+        "tags": ["default", "secure"],
+    });
+    let (status, v2) = app
+        .call(Method::PUT, "/api/v1/template/postgresql-default", Some(edit.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v2}");
+    assert_eq!(v2["version"], 2);
+    let (status, same) = app
+        .call(Method::PUT, "/api/v1/template/postgresql-default", Some(edit))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["version"], 2);
+    let (_, v1) = app.get("/api/v1/template/postgresql-default?version=1").await;
+    assert!(!v1["body"].as_str().unwrap().contains("sslmode"));
+    assert_eq!(v1["latest_version"], 2);
+    let (_, versions) = app.get("/api/v1/template/postgresql-default/versions").await;
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    let (_, tagged) = app.get("/api/v1/template?tag=secure").await;
+    assert_eq!(tagged.as_array().unwrap().len(), 1);
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/api/v1/template/postgresql-default",
+            Some(json!({ "kind": "asset", "body": "x" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(field_rules(&body).contains(&("kind".into(), "immutable".into())));
+
+    // A viewer reads templates but cannot change them.
+    let viewer = app.token_with_role("viewer", Role::PlatformViewer).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/template"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app
+        .client
+        .delete(app.url("/api/v1/template/postgresql-default"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let (status, _) = app.delete("/api/v1/template/postgresql-default").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.get("/api/v1/template/postgresql-default").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+async fn provisions_through_the_saga_and_replays_by_key(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let body = option_a("acme-corp", json!({}));
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/provision")
+        .header("Idempotency-Key", "provision-acme-corp-2026-11-24")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["url"], location);
+    assert_eq!(
+        accepted["steps"],
+        json!(["recorder/alpha", "recorder/beta", "recorder/gamma"])
+    );
+    let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
+    assert!(
+        matches!(tenant["status"].as_str(), Some("provisioning" | "active")),
+        "{tenant}"
+    );
+
+    let run = wait_run(&app, &location).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["executions"], 1);
+    for id in ["alpha", "beta", "gamma"] {
+        let s = step(&run, id);
+        assert_eq!(s["state"], "done", "{s}");
+        assert_eq!(s["attempts"], 1);
+        assert!(s["duration_ms"].as_i64().is_some());
+        assert!(
+            s["log"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["message"].as_str().unwrap().contains("created")),
+            "{s}"
+        );
+        assert_eq!(double.creations(&format!("acme-corp-{id}")), 1);
+    }
+    let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
+    assert_eq!(tenant["status"], "active", "{tenant}");
+    assert_eq!(tenant["tier"], "professional");
+
+    // Each resource records the template version and input fingerprint that produced it.
+    let (_, resources) = app.get("/api/v1/tenant/acme-corp/resources").await;
+    let resources = resources.as_array().unwrap();
+    assert_eq!(resources.len(), 3);
+    let alpha = resources.iter().find(|r| r["step"] == "alpha").unwrap();
+    assert_eq!(alpha["template"], "postgresql-default");
+    assert_eq!(alpha["template_version"], 1);
+    assert!(alpha["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+
+    // The same key and body: the first answer, replayed; nothing new is created.
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/provision")
+        .header("Idempotency-Key", "provision-acme-corp-2026-11-24")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.headers()["idempotent-replayed"], "true");
+    let replayed: Value = response.json().await.unwrap();
+    assert_eq!(replayed, accepted);
+    // The key in the body works the same.
+    let mut with_field = body.clone();
+    with_field["idempotency_key"] = json!("provision-acme-corp-2026-11-24");
+    let (status, _) = app.post("/api/v1/tenant/provision", with_field).await;
+    // (a different body: the field is part of it)
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Same key, another body: 422 naming the key.
+    let mut other = body.clone();
+    other["tier"] = json!("enterprise");
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/provision")
+        .header("Idempotency-Key", "provision-acme-corp-2026-11-24")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(
+        field_rules(&error),
+        vec![("idempotency_key".to_owned(), "reused".to_owned())]
+    );
+    // Without a key, the same slug is taken.
+    let (status, _) = app.post("/api/v1/tenant/provision", body).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(double.creations("acme-corp-alpha"), 1);
+
+    // Secrets of the request never reach a run, a resource or the database in clear.
+    let (_, runs) = app.get("/api/v1/provisioning?tenant=acme-corp").await;
+    let text = runs.to_string() + &serde_json::to_string(resources).unwrap();
+    assert!(!text.contains("p@ss/word") && !text.contains("p%40ss%2Fword"));
+    assert!(!text.contains("s3cret-client"));
+    if backend == Backend::Sqlite {
+        let bytes = app.sqlite_bytes();
+        let hay = String::from_utf8_lossy(&bytes);
+        assert!(!hay.contains("p%40ss%2Fword"), "rendered URI stored in clear");
+    }
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn retry_while_running_is_a_conflict_and_concurrent_requests_make_one_run(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    // Two transient failures keep the run going for a while (backoff 50 ms, 100 ms).
+    let body = option_a(
+        "slowco",
+        json!({ "fail": { "step": "alpha", "kind": "transient", "times": 2 } }),
+    );
+    let send = || {
+        app.request(Method::POST, "/api/v1/tenant/provision")
+            .header("Idempotency-Key", "slowco-1")
+            .json(&body)
+            .send()
+    };
+    let responses = futures_util::future::join_all((0..6).map(|_| send())).await;
+    let mut runs = std::collections::BTreeSet::new();
+    let mut accepted = 0;
+    for response in responses {
+        let response = response.unwrap();
+        let status = response.status();
+        let value: Value = response.json().await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => {
+                accepted += 1;
+                runs.insert(value["run"].as_str().unwrap().to_owned());
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(value["error"]["code"], "run_in_progress", "{value}");
+                runs.insert(value["error"]["details"]["run"].as_str().unwrap().to_owned());
+                assert!(value["error"]["details"]["url"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("/api/v1/provisioning/"));
+            }
+            other => panic!("unexpected {other}: {value}"),
+        }
+    }
+    assert!(accepted >= 1);
+    assert_eq!(runs.len(), 1, "exactly one run: {runs:?}");
+    let (_, list) = app.get("/api/v1/provisioning?tenant=slowco").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let url = format!("/api/v1/provisioning/{}", runs.iter().next().unwrap());
+    let run = wait_run(&app, &url).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let alpha = step(&run, "alpha");
+    assert_eq!(alpha["attempts"], 3, "two transient failures, then success");
+    assert!(
+        alpha["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("busy")),
+        "{alpha}"
+    );
+    assert_eq!(double.creations("slowco-alpha"), 1);
+    // After the run, a retry replays.
+    let response = send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn a_permanent_failure_compensates_in_reverse(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(
+        &app,
+        option_a(
+            "refused",
+            json!({ "steps": ["alpha", "beta", "gamma", "delta"], "fail": { "step": "gamma", "kind": "permanent" } }),
+        ),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("duplicate name"),
+        "{run}"
+    );
+    assert_eq!(step(&run, "alpha")["state"], "compensated");
+    assert_eq!(step(&run, "beta")["state"], "compensated");
+    assert_eq!(step(&run, "gamma")["state"], "failed");
+    assert_eq!(step(&run, "gamma")["attempts"], 1, "permanent: no retry");
+    assert_eq!(step(&run, "delta")["state"], "pending", "never started");
+    assert!(double.names().is_empty(), "{:?}", double.names());
+    assert_eq!(double.creations("refused-alpha"), 1);
+    let (_, tenant) = app.get("/api/v1/tenant/refused").await;
+    assert_eq!(tenant["status"], "failed");
+    assert!(
+        tenant["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate name"),
+        "{tenant}"
+    );
+    let (_, resources) = app.get("/api/v1/tenant/refused/resources").await;
+    assert_eq!(resources, json!([]));
+    let (_, metrics) = {
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        (response.status(), response.text().await.unwrap())
+    };
+    assert!(
+        metrics.contains(
+            "tenantry_provisioning_step_failures_total{kind=\"permanent\",plugin=\"recorder\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tenantry_provisioning_duration_seconds_count{kind=\"provision\",outcome=\"failed\"} 1"));
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn a_backend_that_stays_down_is_retried_then_compensated(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    // alpha succeeds, then the backend goes down while beta is attempted.
+    let (status, accepted) = app
+        .post(
+            "/api/v1/tenant/provision",
+            option_a(
+                "downco",
+                json!({ "fail": { "step": "alpha", "kind": "transient", "times": 1 } }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let url = accepted["url"].as_str().unwrap().to_owned();
+    // Wait for alpha to be done, take the backend down, let beta exhaust its attempts.
+    let started = Instant::now();
+    loop {
+        if double.exists("downco-alpha") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    double.set_down(true);
+    // Bring it back once beta has failed for good, so that compensation can reach it.
+    let started = Instant::now();
+    loop {
+        let (_, run) = app.get(&url).await;
+        if step(&run, "beta")["state"] == "failed" || run["status"] != "running" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    double.set_down(false);
+    let run = wait_run(&app, &url).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let beta = step(&run, "beta");
+    assert_eq!(beta["state"], "failed");
+    assert_eq!(beta["attempts"], 3, "max_attempts");
+    assert!(
+        run["error"].as_str().unwrap().contains("gave up after 3 attempts"),
+        "{run}"
+    );
+    let alpha = step(&run, "alpha");
+    assert!(
+        matches!(alpha["state"].as_str(), Some("compensated")),
+        "{alpha}"
+    );
+    assert!(!double.exists("downco-alpha"));
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn bad_requests_change_nothing(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let mut missing = option_a("nothing", json!({}));
+    missing["connection_template"]["placeholders"]
+        .as_object_mut()
+        .unwrap()
+        .remove("password");
+    missing["connection_template"]["placeholders"]["colour"] = json!("red");
+    let (status, body) = app.post("/api/v1/tenant/provision", missing).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        field_rules(&body).contains(&(
+            "connection_template.placeholders.password".into(),
+            "missing".into()
+        )),
+        "{body}"
+    );
+    let mut bad = option_a("Not A Slug", json!({}));
+    bad["backends"] = json!({ "nope": {}, "template-renderer": {} });
+    bad["tier"] = json!("platinum");
+    let (status, body) = app.post("/api/v1/tenant/provision", bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let rules = field_rules(&body);
+    for expected in [
+        ("tenant.slug", "charset"),
+        ("tier", "one_of"),
+    ] {
+        assert!(
+            rules.iter().any(|r| r.0 == expected.0),
+            "{expected:?} not in {rules:?}"
+        );
+    }
+    let mut bad = option_a("fine-slug", json!({}));
+    bad["backends"] = json!({ "nope": {}, "template-renderer": {} });
+    let (status, body) = app.post("/api/v1/tenant/provision", bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let rules = field_rules(&body);
+    assert!(rules.contains(&("backends.nope".into(), "enabled_provisioner".into())));
+    assert!(rules.contains(&(
+        "backends.template-renderer".into(),
+        "enabled_provisioner".into()
+    )));
+    let mut unknown = option_a("fine-slug", json!({}));
+    unknown["connection_template"]["template_name"] = json!("no-such-template");
+    let (status, body) = app.post("/api/v1/tenant/provision", unknown).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(field_rules(&body).contains(&(
+        "connection_template.template_name".into(),
+        "exists".into()
+    )));
+    let refused = option_a("fine-slug", json!({ "steps": ["refuse-plan"] }));
+    let (status, body) = app.post("/api/v1/tenant/provision", refused).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(field_rules(&body).contains(&("backends.recorder".into(), "plan".into())));
+    let mut path = option_a("fine-slug", json!({}));
+    path["assets"] = json!({ "bundle_path": "/etc/passwd" });
+    let (status, body) = app.post("/api/v1/tenant/provision", path).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(field_rules(&body).contains(&("assets.bundle_path".into(), "not_accepted".into())));
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/provision")
+        .header("Idempotency-Key", "a key with spaces")
+        .json(&option_a("fine-slug", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Nothing was stored: no tenant, no run, nothing in the backend.
+    let (_, list) = app.get("/api/v1/tenant?limit=200").await;
+    let slugs: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, vec!["admin"]);
+    let (_, runs) = app.get("/api/v1/provisioning").await;
+    assert_eq!(runs, json!([]));
+    assert!(double.names().is_empty());
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn option_b_uses_the_tenant_database_and_bundle(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    let body = json!({
+        "tenant": {
+            "slug": "direct-co",
+            "name": "Direct Co",
+            "db_sqlalchemy_uri": "postgresql://direct:pw@db.example.com:5432/direct",
+            "default_schema": "direct_schema",
+        },
+        "database": { "database_name": "Direct Co Database", "expose_in_sqllab": true, "allow_dml": false },
+        "assets": { "bundle_base64": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==", "overwrite": true },
+        "trial_days": 14,
+        "backends": ["recorder"],
+        "idempotency_key": "direct-co-1",
+    });
+    let run = provision(&app, body).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (_, tenant) = app.get("/api/v1/tenant/direct-co").await;
+    assert_eq!(tenant["status"], "trial", "trial_days makes a trial: {tenant}");
+    assert!(tenant["trial_ends_at"].as_str().is_some());
+    let (_, resources) = app.get("/api/v1/tenant/direct-co/resources").await;
+    assert!(resources[0]["template"].is_null(), "no template: {resources}");
+    assert_eq!(double.creations("direct-co-alpha"), 1);
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(&app, option_a("lifeco", json!({}))).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    // Drift: a resource removed behind tenantry's back.
+    let (_, report) = app.get("/api/v1/tenant/lifeco/drift").await;
+    assert_eq!(report["drift"], json!([]), "{report}");
+    double.forget("lifeco-beta");
+    let (_, report) = app.get("/api/v1/tenant/lifeco/drift").await;
+    assert_eq!(
+        report["drift"],
+        json!([{ "plugin": "recorder", "resource": "resource lifeco-beta", "problem": "missing" }])
+    );
+
+    for (action, change) in [
+        ("suspend", "suspend"),
+        ("reactivate", "reactivate"),
+        ("cancel", "cancel"),
+    ] {
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/tenant/lifeco/{action}"),
+                json!({ "reason": format!("test {action}") }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, runs) = app
+            .get(&format!("/api/v1/provisioning?tenant=lifeco&limit=1"))
+            .await;
+        let latest = &runs[0];
+        assert_eq!(latest["kind"], change, "{runs}");
+        let finished = wait_run(&app, latest["url"].as_str().unwrap()).await;
+        assert_eq!(finished["status"], "succeeded", "{finished}");
+        assert_eq!(finished["steps"][0]["action"], "transition");
+    }
+    let changes: Vec<Value> = double.events().iter().map(|e| e["change"].clone()).collect();
+    assert_eq!(changes, vec![json!("suspend"), json!("reactivate"), json!("cancel")]);
+    assert_eq!(double.events()[0]["reason"], "test suspend");
+
+    let (status, _) = app
+        .delete("/api/v1/tenant/lifeco?hard=true&force=true&reason=gone")
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, runs) = app.get("/api/v1/provisioning?limit=1").await;
+    let purge = wait_run(&app, runs[0]["url"].as_str().unwrap()).await;
+    assert_eq!(purge["kind"], "purge");
+    assert_eq!(purge["status"], "succeeded", "{purge}");
+    let actions: Vec<(String, String)> = purge["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["action"].as_str().unwrap().to_owned(), s["step"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("compensate".to_owned(), "gamma".to_owned()),
+            ("compensate".to_owned(), "beta".to_owned()),
+            ("compensate".to_owned(), "alpha".to_owned()),
+            ("transition".to_owned(), "lifecycle-purge".to_owned()),
+        ]
+    );
+    assert!(double.names().is_empty(), "{:?}", double.names());
+    assert_eq!(double.events().last().unwrap()["change"], "purge");
+    double.stop().await;
+    app.stop().await;
+}
+
+backend_tests!(
+    templates_are_versioned_and_validated,
+    provisions_through_the_saga_and_replays_by_key,
+    retry_while_running_is_a_conflict_and_concurrent_requests_make_one_run,
+    a_permanent_failure_compensates_in_reverse,
+    a_backend_that_stays_down_is_retried_then_compensated,
+    bad_requests_change_nothing,
+    option_b_uses_the_tenant_database_and_bundle,
+    lifecycle_changes_reach_the_backends_and_purge_undoes_everything,
+);
