@@ -154,6 +154,15 @@ impl CrmClient {
         super::into_json(response).await
     }
 
+    /// The operator's email (the user of `CRM_TOKEN`).
+    pub async fn operator_email(&self) -> String {
+        let (status, body) = self
+            .send(Method::GET, "/api/auth/me/", &self.token, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET /api/auth/me/: {body}");
+        body["email"].as_str().expect("me.email").to_owned()
+    }
+
     /// The organizations the operator belongs to.
     pub async fn organizations(&self) -> Vec<CrmOrg> {
         let (status, body) = self.send(Method::GET, "/api/org/", &self.token, None).await;
@@ -204,7 +213,10 @@ impl CrmClient {
     /// The members of `org_id`, the operator included, active and inactive.
     pub async fn org_users(&self, org_id: &str) -> Vec<CrmUser> {
         let token = self.org_token(org_id).await;
-        let (status, body) = self.send(Method::GET, "/api/users/", &token, None).await;
+        // Large enough for one page: the plugin reads page by page, the test checks it all.
+        let (status, body) = self
+            .send(Method::GET, "/api/users/?limit=10000", &token, None)
+            .await;
         assert_eq!(status, StatusCode::OK, "GET /api/users/: {body}");
         let mut users = Vec::new();
         for (list, active) in [

@@ -13,6 +13,10 @@ use tenantry_plugin_sdk::secrets;
 /// How long one call may take.
 const TIMEOUT_MS: u32 = 20_000;
 
+/// Users listed per request, and the most the plugin reads of one organization.
+const PAGE: usize = 25;
+const MAX_MEMBERS: usize = 100_000;
+
 /// The longest CRM message carried into an error.
 const MAX_MESSAGE: usize = 500;
 
@@ -284,40 +288,52 @@ impl Crm {
         }
     }
 
-    /// Every member of the session's organization but the operator, active or not.
+    /// Every member of the session's organization but the operator, active or not. The list
+    /// is paginated (10 a page by default): read page by page.
     pub fn members(&self, session: &Session) -> Result<Vec<Member>, PluginError> {
-        let body = self.call(
-            "GET",
-            "/api/users/",
-            &session.token,
-            None,
-            &format!("listing the users of organization {}", session.org.id),
-        )?;
         let mut members = Vec::new();
-        for (list, active) in [
-            (&body["active_users"]["active_users"], true),
-            (&body["inactive_users"]["inactive_users"], false),
-        ] {
-            for entry in list.as_array().into_iter().flatten() {
-                let (Some(user_id), Some(profile_id), Some(email)) = (
-                    entry["user_details"]["id"].as_str(),
-                    entry["id"].as_str(),
-                    entry["user_details"]["email"].as_str(),
-                ) else {
-                    continue;
-                };
-                if profile_id == session.operator_profile {
-                    continue;
+        let mut offset = 0;
+        loop {
+            let body = self.call(
+                "GET",
+                &format!("/api/users/?limit={PAGE}&offset={offset}"),
+                &session.token,
+                None,
+                &format!("listing the users of organization {}", session.org.id),
+            )?;
+            let mut full_page = false;
+            for (list, active) in [
+                (&body["active_users"]["active_users"], true),
+                (&body["inactive_users"]["inactive_users"], false),
+            ] {
+                let entries = list.as_array().map(Vec::as_slice).unwrap_or_default();
+                full_page |= entries.len() >= PAGE;
+                for entry in entries {
+                    let (Some(user_id), Some(profile_id), Some(email)) = (
+                        entry["user_details"]["id"].as_str(),
+                        entry["id"].as_str(),
+                        entry["user_details"]["email"].as_str(),
+                    ) else {
+                        continue;
+                    };
+                    if profile_id == session.operator_profile
+                        || members.iter().any(|m: &Member| m.user_id == user_id)
+                    {
+                        continue;
+                    }
+                    members.push(Member {
+                        user_id: user_id.to_owned(),
+                        email: email.to_owned(),
+                        role: entry["role"].as_str().unwrap_or_default().to_owned(),
+                        active: active && entry["is_active"].as_bool().unwrap_or(true),
+                    });
                 }
-                members.push(Member {
-                    user_id: user_id.to_owned(),
-                    email: email.to_owned(),
-                    role: entry["role"].as_str().unwrap_or_default().to_owned(),
-                    active: entry["is_active"].as_bool().unwrap_or(active) && active,
-                });
             }
+            if !full_page || offset >= MAX_MEMBERS {
+                return Ok(members);
+            }
+            offset += PAGE;
         }
-        Ok(members)
     }
 
     /// The member with `email` (case-insensitive).

@@ -98,7 +98,7 @@ fn plausible_email(email: &str) -> bool {
 
 fn save(key: &str, value: &impl Serialize) -> Result<(), PluginError> {
     let bytes = serde_json::to_vec(value).map_err(|e| permanent(e.to_string()))?;
-    state::set(key, &bytes).map_err(|e| PluginError::Transient(format!("plugin state: {e}")))
+    state::set(key, &bytes).map_err(|e| PluginError::Permanent(format!("plugin state: {e}")))
 }
 
 fn load<T: for<'de> Deserialize<'de>>(key: &str) -> Option<T> {
@@ -282,7 +282,7 @@ fn compensate_organization(crm: &Crm, step: &Step, outcome: &Outcome) -> Result<
     // outcome's manual follow-up.
     let follow_up = organization_follow_up(&org);
     state::set(KEY_FOLLOW_UP, follow_up.as_bytes())
-        .map_err(|e| PluginError::Transient(format!("plugin state: {e}")))?;
+        .map_err(|e| PluginError::Permanent(format!("plugin state: {e}")))?;
     log::warn(&format!("manual follow-up: {follow_up}"));
     Ok(())
 }
@@ -412,7 +412,7 @@ fn purge(crm: &Crm, tenant: &Tenant) -> Result<Outcome, PluginError> {
     state::delete(KEY_DEACTIVATED);
     let follow_up = organization_follow_up(&org);
     state::set(KEY_FOLLOW_UP, follow_up.as_bytes())
-        .map_err(|e| PluginError::Transient(format!("plugin state: {e}")))?;
+        .map_err(|e| PluginError::Permanent(format!("plugin state: {e}")))?;
     log::warn(&format!("manual follow-up: {follow_up}"));
     Ok(Outcome {
         output: json!({
