@@ -341,6 +341,10 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
     // Cancel is a suspension; leave the tenant canceled for the compensation below.
     transition(&app, &tenant, LifecycleChange::Cancel).await;
     assert_eq!(airflow.pool(&pool).await.unwrap()["slots"], 0);
+    // A pool applied again while the tenant is suspended stays at 0 slots.
+    let (_, out) = apply(&app, &tenant, step(&steps, "pool")).await;
+    assert_eq!(out["slots"], 0, "{out}");
+    assert_eq!(airflow.pool(&pool).await.unwrap()["slots"], 0);
 
     // Kubernetes through the API test double: every object created, a second apply finds them.
     let kube = KubeDouble::start(Some("kube-test-token")).await;

@@ -271,6 +271,16 @@ fn apply_pool(input: &Value) -> Result<Outcome, PluginError> {
     let slots = input["slots"]
         .as_i64()
         .ok_or_else(|| permanent("step `pool`: its input has no `slots`"))?;
+    // While the tenant is suspended the pool stays at 0 slots; the tier's slots are what
+    // `reactivate` gives back.
+    let wanted = slots;
+    let slots = if state::get(SUSPENDED_SLOTS_KEY).is_some() {
+        state::set(SUSPENDED_SLOTS_KEY, wanted.to_string().as_bytes())
+            .map_err(|e| api::transient(format!("plugin state: {e}")))?;
+        0
+    } else {
+        wanted
+    };
     let af = Airflow::connect(Scrub::default())?;
     for _ in 0..2 {
         match af.get("pools", name)? {
