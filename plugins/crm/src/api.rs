@@ -215,10 +215,10 @@ impl Crm {
         name: Option<&str>,
     ) -> Result<Option<Org>, PluginError> {
         let orgs = self.organizations()?;
-        if let Some(id) = id {
-            if let Some(org) = orgs.iter().find(|o| o.id == id) {
-                return Ok(Some(org.clone()));
-            }
+        if let Some(id) = id
+            && let Some(org) = orgs.iter().find(|o| o.id == id)
+        {
+            return Ok(Some(org.clone()));
         }
         Ok(name.and_then(|name| orgs.into_iter().find(|o| o.name == name)))
     }

@@ -13,7 +13,7 @@
 
 mod api;
 
-use api::{Changed, Crm, Org, Removed, Session};
+use api::{Changed, Crm, Member, Org, Removed, Session};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenantry_plugin_sdk::provisioner::{
@@ -45,13 +45,6 @@ struct AdminUserInput {
     email: String,
     role: String,
     organization: String,
-}
-
-/// A user deactivated by a suspension or cancellation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Deactivated {
-    id: String,
-    email: String,
 }
 
 /// The organization name of a tenant: its display name without the characters BottleCRM
@@ -287,14 +280,16 @@ fn compensate_organization(crm: &Crm, step: &Step, outcome: &Outcome) -> Result<
     Ok(())
 }
 
-fn deactivated() -> Vec<Deactivated> {
+/// The ids of the users a suspension or cancellation deactivated (ids only: a state value
+/// holds at most 64 KiB, about 1,600 ids).
+fn deactivated() -> Vec<String> {
     load(KEY_DEACTIVATED).unwrap_or_default()
 }
 
 fn forget_deactivated(user_id: &str) -> Result<(), PluginError> {
     let mut list = deactivated();
     let before = list.len();
-    list.retain(|d| d.id != user_id);
+    list.retain(|id| id != user_id);
     if list.len() != before {
         save(KEY_DEACTIVATED, &list)?;
     }
@@ -316,19 +311,22 @@ fn deactivate_all(crm: &Crm, tenant: &Tenant, change: &str) -> Result<Outcome, P
     let Some(session) = crm.session(&org.id)? else {
         return Ok(no_organization(change));
     };
+    let members = crm.members(&session)?;
+    let active: Vec<&Member> = members.iter().filter(|m| m.active).collect();
+    // Remembered before any call: a retry after a crash still reactivates them.
     let mut list = deactivated();
-    let mut now = Vec::new();
-    for member in crm.members(&session)?.into_iter().filter(|m| m.active) {
-        // Remembered before the call: a retry after a crash still reactivates them.
-        let entry = Deactivated {
-            id: member.user_id.clone(),
-            email: member.email.clone(),
-        };
-        if !list.contains(&entry) {
-            list.push(entry);
-            save(KEY_DEACTIVATED, &list)?;
+    let before = list.len();
+    for member in &active {
+        if !list.contains(&member.user_id) {
+            list.push(member.user_id.clone());
         }
-        if let Changed::Done = crm.set_active(&session, &member, false)? {
+    }
+    if list.len() != before {
+        save(KEY_DEACTIVATED, &list)?;
+    }
+    let mut now = Vec::new();
+    for member in active {
+        if let Changed::Done = crm.set_active(&session, member, false)? {
             now.push(member.email.clone());
         }
     }
@@ -342,7 +340,11 @@ fn deactivate_all(crm: &Crm, tenant: &Tenant, change: &str) -> Result<Outcome, P
             "organization": org_json(&org),
             "change": change,
             "deactivated": now,
-            "inactive": list.iter().map(|d| &d.email).collect::<Vec<_>>(),
+            "inactive": members
+                .iter()
+                .filter(|m| list.contains(&m.user_id))
+                .map(|m| &m.email)
+                .collect::<Vec<_>>(),
         })
         .to_string(),
         manual_follow_up: None,
@@ -360,18 +362,19 @@ fn reactivate(crm: &Crm, tenant: &Tenant) -> Result<Outcome, PluginError> {
     let members = crm.members(&session)?;
     let mut reactivated = Vec::new();
     let mut gone = Vec::new();
-    for entry in &list {
-        match members.iter().find(|m| m.user_id == entry.id) {
+    for id in &list {
+        match members.iter().find(|m| &m.user_id == id) {
             Some(member) => {
-                if !member.active {
-                    if let Changed::Gone = crm.set_active(&session, member, true)? {
-                        gone.push(entry.email.clone());
-                        continue;
-                    }
+                if !member.active
+                    && let Changed::Gone = crm.set_active(&session, member, true)?
+                {
+                    gone.push(id.clone());
+                    continue;
                 }
-                reactivated.push(entry.email.clone());
+                reactivated.push(member.email.clone());
             }
-            None => gone.push(entry.email.clone()),
+            // Removed from the organization meanwhile: nothing to give back.
+            None => gone.push(id.clone()),
         }
     }
     state::delete(KEY_DEACTIVATED);
@@ -479,7 +482,7 @@ fn observe_step(
                 }),
                 Some(member) if !member.active => {
                     let expected = matches!(tenant.status.as_str(), "suspended" | "canceled")
-                        && deactivated().iter().any(|d| d.id == member.user_id);
+                        && deactivated().contains(&member.user_id);
                     if !expected {
                         drift.push(Drift {
                             resource,
@@ -488,13 +491,14 @@ fn observe_step(
                     }
                 }
                 Some(member) => {
-                    if let Some(role) = output["user"]["role"].as_str() {
-                        if !role.is_empty() && !member.role.eq_ignore_ascii_case(role) {
-                            drift.push(Drift {
-                                resource,
-                                problem: format!("changed: role {}", member.role),
-                            });
-                        }
+                    if let Some(role) = output["user"]["role"].as_str()
+                        && !role.is_empty()
+                        && !member.role.eq_ignore_ascii_case(role)
+                    {
+                        drift.push(Drift {
+                            resource,
+                            problem: format!("changed: role {}", member.role),
+                        });
                     }
                 }
             }
