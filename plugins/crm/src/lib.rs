@@ -141,6 +141,8 @@ fn apply_organization(crm: &Crm, input: &OrganizationInput) -> Result<Outcome, P
         None => (crm.create_organization(&input.name)?, true),
     };
     save(KEY_ORGANIZATION, &org_json(&org))?;
+    // In use again (a provisioning retried after a compensation): nothing to delete by hand.
+    state::delete(KEY_FOLLOW_UP);
     log::info(&format!(
         "organization \"{}\" ({}) {}",
         org.name,
