@@ -523,6 +523,10 @@ async fn corrupt_wrong_world_and_unsupported_wit_components_are_refused_clearly(
 async fn backend_plugins_describe_themselves_and_output_goes_to_the_log_capped() {
     let app = with_probe(Backend::Sqlite).await;
     for name in ["superset", "airflow", "crm"] {
+        // Backend plugins start disabled until an operator has granted them their backend.
+        registry::set_enabled(&app.ctx, &Actor::system(), name, true, None)
+            .await
+            .unwrap();
         let info = app.ctx.plugins.describe(&app.ctx, name).await.unwrap();
         assert_eq!(info.name, name);
         assert_eq!(info.version, "0.1.0");
@@ -610,6 +614,9 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_start() {
             .unwrap_or(0)
     };
     assert_eq!(count(), 0, "nothing is compiled before it is used");
+    registry::set_enabled(&app.ctx, &Actor::system(), "superset", true, None)
+        .await
+        .unwrap();
     app.ctx
         .plugins
         .describe(&app.ctx, "superset")

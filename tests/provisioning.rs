@@ -482,54 +482,40 @@ async fn a_permanent_failure_compensates_in_reverse(backend: Backend) {
 async fn a_backend_that_stays_down_is_retried_then_compensated(backend: Backend) {
     let (app, double) = with_recorder(backend).await;
     postgres_template(&app).await;
-    // alpha succeeds, then the backend goes down while beta is attempted.
-    let (status, accepted) = app
-        .post(
-            "/api/v1/tenant/provision",
-            option_a(
-                "downco",
-                json!({ "fail": { "step": "alpha", "kind": "transient", "times": 1 } }),
-            ),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let url = accepted["url"].as_str().unwrap().to_owned();
-    // Wait for alpha to be done, take the backend down, let beta exhaust its attempts.
-    let started = Instant::now();
-    loop {
-        if double.exists("downco-alpha") {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+
+    // The whole backend is down: the first step is tried max_attempts times, then the run fails
+    // with nothing to undo.
     double.set_down(true);
-    // Bring it back once beta has failed for good, so that compensation can reach it.
-    let started = Instant::now();
-    loop {
-        let (_, run) = app.get(&url).await;
-        if step(&run, "beta")["state"] == "failed" || run["status"] != "running" {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{run}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    double.set_down(false);
-    let run = wait_run(&app, &url).await;
+    let run = provision(&app, option_a("downco", json!({}))).await;
     assert_eq!(run["status"], "failed", "{run}");
-    let beta = step(&run, "beta");
-    assert_eq!(beta["state"], "failed");
-    assert_eq!(beta["attempts"], 3, "max_attempts");
+    let alpha = step(&run, "alpha");
+    assert_eq!(alpha["state"], "failed");
+    assert_eq!(alpha["attempts"], 3, "max_attempts");
+    assert!(
+        alpha["error"].as_str().unwrap().contains("503"),
+        "{alpha}"
+    );
     assert!(
         run["error"].as_str().unwrap().contains("gave up after 3 attempts"),
         "{run}"
     );
-    let alpha = step(&run, "alpha");
-    assert!(
-        matches!(alpha["state"].as_str(), Some("compensated")),
-        "{alpha}"
-    );
-    assert!(!double.exists("downco-alpha"));
+    assert!(double.names().is_empty());
+    double.set_down(false);
+
+    // The part of the backend that holds the second resource is down: the first resource is
+    // created, the second retried until the attempts run out, then the first is undone.
+    double.set_down_for(Some("partco-beta"));
+    let run = provision(&app, option_a("partco", json!({}))).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let beta = step(&run, "beta");
+    assert_eq!(beta["state"], "failed");
+    assert_eq!(beta["attempts"], 3);
+    assert_eq!(step(&run, "alpha")["state"], "compensated");
+    assert_eq!(step(&run, "gamma")["state"], "pending");
+    assert_eq!(double.creations("partco-alpha"), 1);
+    assert!(!double.exists("partco-alpha"));
+    let (_, tenant) = app.get("/api/v1/tenant/partco").await;
+    assert_eq!(tenant["status"], "failed");
     double.stop().await;
     app.stop().await;
 }

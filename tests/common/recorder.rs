@@ -21,6 +21,8 @@ pub struct Books {
     pub events: Vec<Value>,
     /// While true every request is answered 503 (the backend is "down").
     pub down: bool,
+    /// Requests about this resource are answered 503 (that part of the backend is down).
+    pub down_for: Option<String>,
     next_id: u64,
 }
 
@@ -99,6 +101,10 @@ impl RecorderBackend {
         self.books.lock().unwrap().down = down;
     }
 
+    pub fn set_down_for(&self, name: Option<&str>) {
+        self.books.lock().unwrap().down_for = name.map(str::to_owned);
+    }
+
     /// Removes a resource behind the plugin's back (drift).
     pub fn forget(&self, name: &str) {
         self.books.lock().unwrap().resources.remove(name);
@@ -119,6 +125,9 @@ async fn create(books: web::Data<Mutex<Books>>, body: web::Json<Value>) -> HttpR
         return unavailable();
     }
     let name = body["name"].as_str().unwrap_or_default().to_owned();
+    if b.down_for.as_deref() == Some(name.as_str()) {
+        return unavailable();
+    }
     if b.resources.contains_key(&name) {
         return HttpResponse::Conflict().json(json!({ "error": "exists" }));
     }
@@ -131,7 +140,7 @@ async fn create(books: web::Data<Mutex<Books>>, body: web::Json<Value>) -> HttpR
 
 async fn get(books: web::Data<Mutex<Books>>, name: web::Path<String>) -> HttpResponse {
     let b = books.lock().unwrap();
-    if b.down {
+    if b.down || b.down_for.as_deref() == Some(name.as_str()) {
         return unavailable();
     }
     match b.resources.get(name.as_str()) {
