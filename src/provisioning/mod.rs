@@ -98,6 +98,8 @@ pub struct RunView {
     pub error: Option<String>,
     /// How many times a server took the run up (more than 1 after a server died during it).
     pub executions: i64,
+    /// The server (host, process, random part) executing the run, or the one that finished it.
+    pub executed_by: Option<String>,
     pub created_by: String,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -156,6 +158,7 @@ pub fn run_view(run: &RunRow, steps: &[StepRow]) -> RunView {
         backends: serde_json::from_str(&run.backends).unwrap_or_default(),
         error: run.error.clone(),
         executions: run.executions,
+        executed_by: run.lease_owner.clone(),
         created_by: run.created_by.clone(),
         created_at: clock::rfc3339(run.created_at),
         started_at: run.started_at.map(clock::rfc3339),

@@ -257,7 +257,7 @@ impl Executor<'_> {
         self.run.status = status.to_owned();
         self.run.error = error.clone();
         self.run.finished_at = Some(now);
-        self.run.lease_owner = None;
+        // The owner stays, as the server that finished the run; the lease ends.
         self.run.lease_expires_at = None;
         self.run.updated_at = now;
         let (run, owner) = (self.run.clone(), self.owner.to_owned());

@@ -1,0 +1,316 @@
+//! Crash safety of the provisioning saga with real server processes (`tenantry serve`):
+//!
+//! - a server is killed with SIGKILL in the middle of a run, at a point chosen by the test-only
+//!   `provisioning.fault_injection` setting (after a backend call, before its result was
+//!   journaled); a restarted server takes the run over when its lease expires, and the backend
+//!   holds every resource exactly once;
+//! - two servers on one PostgreSQL provision 50 tenants requested through both: every run is
+//!   executed once (`FOR UPDATE SKIP LOCKED` leases).
+//!
+//! The backend is the `recorder` test plugin's recording test double (`common::recorder`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::recorder::RecorderBackend;
+use common::{Backend, TestDatabase, random_master_key, test_config};
+use serde_json::{Value, json};
+use tenantry::audit::Actor;
+use tenantry::auth::{self, Role};
+use tenantry::plugins::registry::{self, Capability};
+use tokio::io::AsyncBufReadExt as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The database, master key and an admin token shared by the server processes of one test.
+struct Setup {
+    database: TestDatabase,
+    master_key: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Prepares the database before any server starts: migrations, the recorder plugin granted its
+/// test double, a connection template, an admin token.
+async fn setup(backend: Backend, double: &RecorderBackend) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(backend, dir.path()).await;
+    let mut config = test_config(dir.path(), &database.url);
+    let master_key = random_master_key();
+    config.master_key = Some(master_key.clone());
+    let (ctx, _) = tenantry::app::open(config).await.expect("opens");
+    let actor = Actor::system();
+    registry::install(&ctx, &actor, wasm("recorder"))
+        .await
+        .unwrap();
+    let host = double.url.trim_start_matches("http://").to_owned();
+    registry::grant(&ctx, &actor, "recorder", Capability::Host(host))
+        .await
+        .unwrap();
+    registry::grant(
+        &ctx,
+        &actor,
+        "recorder",
+        Capability::Secret {
+            name: "recorder-url".into(),
+            value: double.url.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    tenantry::provisioning::templates::create(
+        &ctx,
+        &actor,
+        &serde_json::from_value(json!({
+            "name": "pg", "kind": "connection",
+            "body": "postgresql://{user}:{password}@db:5432/{db}",
+            "placeholders": ["user", "password", "db"],
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let token = auth::create_platform_token(&ctx, &actor, "crash", Role::PlatformAdmin, None)
+        .await
+        .unwrap()
+        .token;
+    Setup {
+        database,
+        master_key,
+        token,
+        _dir: dir,
+    }
+}
+
+/// A `tenantry serve` process.
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    async fn start(setup: &Setup, data_dir: &Path, fault: Option<&str>) -> Server {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", data_dir)
+            .env("TENANTRY_DATA_DIR", data_dir)
+            .env("TENANTRY_BIND", "127.0.0.1:0")
+            .env("DATABASE_URL", &setup.database.url)
+            .env("TENANTRY_MASTER_KEY", &setup.master_key)
+            .env("TENANTRY_LOG_LEVEL", "warn")
+            .env("TENANTRY_PROVISIONING__LEASE_SECONDS", "2")
+            .env("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "200")
+            .env("TENANTRY_PROVISIONING__WORKERS", "8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(fault) = fault {
+            command.env("TENANTRY_PROVISIONING__FAULT_INJECTION", fault);
+        }
+        let mut child = command.spawn().expect("start tenantry serve");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("tenantry serve ended without listening");
+        })
+        .await
+        .expect("the server starts within a minute");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Server {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL: no shutdown, no cleanup, like a machine that lost power.
+    async fn kill(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait().await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn provision(setup: &Setup, server: &Server, slug: &str) -> String {
+    let response = client()
+        .post(format!("{}/api/v1/tenant/provision", server.base))
+        .bearer_auth(&setup.token)
+        .json(&json!({
+            "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+            "connection_template": { "template_name": "pg", "placeholders": { "user": "u", "password": "pw", "db": slug } },
+            "backends": { "recorder": {} },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    let body: Value = response.json().await.unwrap();
+    body["url"].as_str().unwrap().to_owned()
+}
+
+async fn run(setup: &Setup, server: &Server, url: &str) -> Value {
+    let response = client()
+        .get(format!("{}{url}", server.base))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn wait_finished(setup: &Setup, server: &Server, url: &str, limit: Duration) -> Value {
+    let started = Instant::now();
+    loop {
+        let run = run(setup, server, url).await;
+        if matches!(run["status"].as_str(), Some("succeeded" | "failed")) {
+            return run;
+        }
+        assert!(started.elapsed() < limit, "run did not finish: {run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend) {
+    let double = RecorderBackend::start().await;
+    let setup = setup(backend, &double).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &setup,
+        data.path(),
+        Some("pause-after-apply:recorder:beta"),
+    )
+    .await;
+    let url = provision(&setup, &server, "crashco").await;
+
+    // The server stops right after beta reached the backend, before it journaled it.
+    let marker = server.data_dir.join("fault-reached");
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "fault point not reached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = run(&setup, &server, &url).await;
+    assert_eq!(during["status"], "running");
+    let beta = during["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "beta")
+        .unwrap();
+    assert_eq!(beta["state"], "running", "{during}");
+    assert!(double.exists("crashco-beta"), "beta reached the backend");
+    assert!(!double.exists("crashco-gamma"));
+    server.kill().await;
+    std::fs::remove_file(&marker).unwrap();
+
+    // The same server restarted takes the run over once the dead one's lease has expired.
+    let server = Server::start(&setup, data.path(), None).await;
+    let done = wait_finished(&setup, &server, &url, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["executions"], 2, "taken over once: {done}");
+    let attempts: Vec<(String, i64)> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().to_owned(), s["attempts"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![("alpha".into(), 1), ("beta".into(), 2), ("gamma".into(), 1)],
+        "only the interrupted step ran again"
+    );
+    for name in ["crashco-alpha", "crashco-beta", "crashco-gamma"] {
+        assert_eq!(double.creations(name), 1, "{name} created exactly once");
+        assert!(double.exists(name));
+    }
+    assert!(!marker.exists(), "the fault is not injected again");
+    server.kill().await;
+    setup.database.drop_database().await;
+    double.stop().await;
+}
+
+async fn two_replicas_execute_every_run_once(backend: Backend) {
+    let double = RecorderBackend::start().await;
+    let setup = setup(backend, &double).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Server::start(&setup, dir_a.path(), None).await;
+    let b = Server::start(&setup, dir_b.path(), None).await;
+
+    // 50 tenants, requested alternately through both servers, ten at a time.
+    let mut urls = Vec::new();
+    for chunk in (0..50).collect::<Vec<_>>().chunks(10) {
+        let requests = chunk.iter().map(|i| {
+            let server = if i % 2 == 0 { &a } else { &b };
+            let setup = &setup;
+            async move { provision(setup, server, &format!("replica-{i:02}")).await }
+        });
+        urls.extend(futures_util::future::join_all(requests).await);
+    }
+    let mut executors = std::collections::BTreeSet::new();
+    for url in &urls {
+        let done = wait_finished(&setup, &a, url, Duration::from_secs(120)).await;
+        executors.insert(done["executed_by"].as_str().unwrap().to_owned());
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["executions"], 1, "executed once: {done}");
+        for step in done["steps"].as_array().unwrap() {
+            assert_eq!(step["attempts"], 1, "{done}");
+        }
+    }
+    assert_eq!(executors.len(), 2, "both servers executed runs: {executors:?}");
+    assert_eq!(double.names().len(), 150, "three resources per tenant");
+    assert_eq!(double.duplicates(), vec![], "nothing created twice");
+    a.kill().await;
+    b.kill().await;
+    setup.database.drop_database().await;
+    double.stop().await;
+}
+
+mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_survives_sigkill_and_creates_each_resource_once() {
+        super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Sqlite)
+            .await
+    }
+}
+
+mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_survives_sigkill_and_creates_each_resource_once() {
+        super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Postgres)
+            .await
+    }
+
+    /// Replicas share a PostgreSQL (an SQLite file belongs to one server).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_execute_every_run_once() {
+        super::two_replicas_execute_every_run_once(super::Backend::Postgres).await
+    }
+}
