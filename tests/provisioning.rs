@@ -437,7 +437,11 @@ async fn a_permanent_failure_compensates_in_reverse(backend: Backend) {
         &app,
         option_a(
             "refused",
-            json!({ "steps": ["alpha", "beta", "gamma", "delta"], "fail": { "step": "gamma", "kind": "permanent" } }),
+            json!({
+                "steps": ["alpha", "beta", "gamma", "delta"],
+                "fail": { "step": "gamma", "kind": "permanent" },
+                "undo_follow_up": "alpha",
+            }),
         ),
     )
     .await;
@@ -447,6 +451,14 @@ async fn a_permanent_failure_compensates_in_reverse(backend: Backend) {
         "{run}"
     );
     assert_eq!(step(&run, "alpha")["state"], "compensated");
+    assert_eq!(
+        step(&run, "alpha")["manual_follow_up"],
+        "archive the audit trail of refused-alpha by hand"
+    );
+    assert_eq!(
+        run["manual_follow_ups"],
+        json!(["recorder / alpha: archive the audit trail of refused-alpha by hand"])
+    );
     assert_eq!(step(&run, "beta")["state"], "compensated");
     assert_eq!(step(&run, "gamma")["state"], "failed");
     assert_eq!(step(&run, "gamma")["attempts"], 1, "permanent: no retry");

@@ -273,7 +273,7 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
     for host in &manifest.capabilities.hosts {
         if host.is_empty() || host.contains('/') || host.contains('@') || host.contains(' ') {
             return bad(format!(
-                "host `{host}` must be `host`, `host:port` or `host:*`"
+                "host `{host}` must be `host`, `host:port`, `host:*` or `*`"
             ));
         }
     }
@@ -286,9 +286,12 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
     Ok(())
 }
 
-/// Whether a host pattern (`host`, `host:port`, or `host:*` for any port) matches a URL's host
-/// and port.
+/// Whether a host pattern (`host` or `host:*` for any port, `host:port`, or `*` for any host)
+/// matches a URL's host and port.
 pub fn host_matches(pattern: &str, host: &str, port: Option<u16>) -> bool {
+    if pattern == "*" {
+        return true;
+    }
     match pattern.rsplit_once(':') {
         Some((h, "*")) if !h.is_empty() => h == host,
         Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
@@ -298,9 +301,13 @@ pub fn host_matches(pattern: &str, host: &str, port: Option<u16>) -> bool {
     }
 }
 
-/// Whether granting `granted` stays within the `requested` pattern: the same pattern, or one port
-/// (or every port) of a `host:*` request.
+/// Whether granting `granted` stays within the `requested` pattern: the same pattern, one port
+/// (or every port) of a `host:*` request, or any one host (never `*` itself) of a `*` request.
 pub fn host_covers(requested: &str, granted: &str) -> bool {
+    if requested == "*" {
+        // A backend plugin whose backend can be anywhere: the operator names the host.
+        return granted != "*";
+    }
     if requested == granted {
         return true;
     }

@@ -373,10 +373,11 @@ impl Executor<'_> {
                         )
                         .await;
                     let (result, log) = split(logged);
+                    let follow_up = follow_up_in(&log);
                     (
                         result.map(|()| Outcome {
                             output: json!({ "undone": true }).to_string(),
-                            manual_follow_up: None,
+                            manual_follow_up: follow_up,
                         }),
                         log,
                     )
@@ -529,6 +530,9 @@ impl Executor<'_> {
             match result {
                 Ok(()) => {
                     step.state = "compensated".into();
+                    if let Some(follow_up) = follow_up_in(&log) {
+                        step.manual_follow_up = Some(follow_up);
+                    }
                     step.finished_at = Some(clock::now());
                     let (s, tenant) = (step.clone(), self.run.tenant_id.clone());
                     transaction!(self.ctx.db, |tx| {
@@ -590,6 +594,22 @@ fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plugins::LogLi
         Err(err) => Err(Failure::Permanent(err.to_string())),
     };
     (result, logged.log)
+}
+
+/// A compensation cannot return an outcome (WIT 0.1.0): a plugin reports what a person must
+/// still do as a `warn` line starting with `manual follow-up:`, which the run shows as such.
+fn follow_up_in(lines: &[crate::plugins::LogLine]) -> Option<String> {
+    let found: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.level == "warn")
+        .filter_map(|l| {
+            let m = l.message.trim_start();
+            m.get(..17)
+                .filter(|head| head.eq_ignore_ascii_case("manual follow-up:"))
+                .map(|_| m[17..].trim())
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join("; "))
 }
 
 /// Keeps every attempt's lines (at most 500 in all).

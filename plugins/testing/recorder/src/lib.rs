@@ -5,8 +5,9 @@
 //!
 //! The request's `settings` choose the steps and failures:
 //! `{"steps": ["alpha", "beta"], "fail": {"step": "beta", "kind": "permanent" | "transient",
-//! "times": 2}}` — a transient failure happens `times` times (counted in plugin state), then
-//! the step succeeds.
+//! "times": 2}, "undo_follow_up": "alpha"}` — a transient failure happens `times` times (counted
+//! in plugin state), then the step succeeds; undoing the `undo_follow_up` step reports a manual
+//! follow-up.
 
 use serde_json::{Value, json};
 use tenantry_plugin_sdk::http::{self, HttpError, Request};
@@ -84,6 +85,7 @@ impl Provisioner for Recorder {
                     "name": format!("{}-{step}", tenant.slug),
                     "step": step,
                     "fail": if settings["fail"]["step"] == json!(step) { settings["fail"].clone() } else { Value::Null },
+                    "follow_up_on_undo": settings["undo_follow_up"] == json!(step),
                     // The first step carries the connection, so that the host records the
                     // template that produced it.
                     "connection": if i == 0 { request["connections"].get(0).cloned().unwrap_or(Value::Null) } else { Value::Null },
@@ -160,6 +162,11 @@ impl Provisioner for Recorder {
     ) -> Result<(), PluginError> {
         let input = parse(&step.input)?;
         let name = input["name"].as_str().unwrap_or_default();
+        if input["follow_up_on_undo"] == json!(true) {
+            log::warn(&format!(
+                "manual follow-up: archive the audit trail of {name} by hand"
+            ));
+        }
         let Some(base) = base() else { return Ok(()) };
         let (status, body) = call("DELETE", format!("{base}/resources/{name}"), None)?;
         if status == 200 || status == 204 || status == 404 {
