@@ -55,9 +55,8 @@ async fn list_templates(
     params: web::Query<TemplateListParams>,
 ) -> AppResult<HttpResponse> {
     caller.principal.require_platform()?;
-    Ok(HttpResponse::Ok().json(
-        templates::list_latest(&ctx, params.kind.as_deref(), params.tag.as_deref()).await?,
-    ))
+    Ok(HttpResponse::Ok()
+        .json(templates::list_latest(&ctx, params.kind.as_deref(), params.tag.as_deref()).await?))
 }
 
 /// Create a template (version 1). Its body is checked against its placeholders by the renderer.

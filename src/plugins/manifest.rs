@@ -312,9 +312,7 @@ pub fn host_covers(requested: &str, granted: &str) -> bool {
         return true;
     }
     match (requested.rsplit_once(':'), granted.rsplit_once(':')) {
-        (Some((rh, "*")), Some((gh, gp))) => {
-            rh == gh && (gp == "*" || gp.parse::<u16>().is_ok())
-        }
+        (Some((rh, "*")), Some((gh, gp))) => rh == gh && (gp == "*" || gp.parse::<u16>().is_ok()),
         _ => false,
     }
 }

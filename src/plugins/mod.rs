@@ -812,7 +812,10 @@ impl PluginHost {
 
 /// Writes what the guest printed to the log (it was capped by the pipes).
 fn flush_output(plugin: &str, state: &mut CallState) {
-    for (stream, pipe) in [("stdout", state.stdout.clone()), ("stderr", state.stderr.clone())] {
+    for (stream, pipe) in [
+        ("stdout", state.stdout.clone()),
+        ("stderr", state.stderr.clone()),
+    ] {
         let contents = pipe.contents();
         if contents.is_empty() {
             continue;

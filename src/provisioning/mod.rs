@@ -11,6 +11,7 @@
 
 pub mod request;
 pub mod saga;
+pub mod spec;
 pub mod templates;
 
 use std::collections::BTreeSet;
@@ -230,7 +231,13 @@ pub enum Provisioned {
 }
 
 /// The run snapshot of the tenant handed to plugins.
-pub(crate) fn plugin_tenant(row_id: &str, slug: &str, name: &str, tier: &str, status: &str) -> PluginTenant {
+pub(crate) fn plugin_tenant(
+    row_id: &str,
+    slug: &str,
+    name: &str,
+    tier: &str,
+    status: &str,
+) -> PluginTenant {
     PluginTenant {
         id: row_id.to_owned(),
         slug: slug.to_owned(),
@@ -568,34 +575,38 @@ pub async fn queue_lifecycle(
             return Ok(None);
         }
         let mut steps = Vec::new();
-        let mut push = |plugin: &str, step_id: &str, action: &str, description: String, input: String| {
-            let seq = steps.len() as i64;
-            steps.push(StepRow {
-                run_id: run_id.clone(),
-                seq,
-                plugin: plugin.to_owned(),
-                step_id: step_id.to_owned(),
-                action: action.to_owned(),
-                description,
-                input,
-                state: "pending".into(),
-                attempts: 0,
-                output: None,
-                manual_follow_up: None,
-                error: None,
-                log: "[]".into(),
-                next_attempt_at: None,
-                started_at: None,
-                finished_at: None,
-            });
-        };
+        let mut push =
+            |plugin: &str, step_id: &str, action: &str, description: String, input: String| {
+                let seq = steps.len() as i64;
+                steps.push(StepRow {
+                    run_id: run_id.clone(),
+                    seq,
+                    plugin: plugin.to_owned(),
+                    step_id: step_id.to_owned(),
+                    action: action.to_owned(),
+                    description,
+                    input,
+                    state: "pending".into(),
+                    attempts: 0,
+                    output: None,
+                    manual_follow_up: None,
+                    error: None,
+                    log: "[]".into(),
+                    next_attempt_at: None,
+                    started_at: None,
+                    finished_at: None,
+                });
+            };
         if change == "purge" {
             let mut resources = sql::resources(tx, &tenant.id).await?;
             resources.reverse();
             for r in resources {
                 let input = ctx
                     .keyring
-                    .open(&r.input, &resource_context(&tenant.id, &r.plugin, &r.step_id))
+                    .open(
+                        &r.input,
+                        &resource_context(&tenant.id, &r.plugin, &r.step_id),
+                    )
                     .map_err(AppError::internal)?;
                 let carried = json!({ "input": input, "output": r.output }).to_string();
                 push(
@@ -733,7 +744,10 @@ pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
         for r in rows.iter().filter(|r| r.plugin == plugin) {
             let input = ctx
                 .keyring
-                .open(&r.input, &resource_context(&tenant.id, &r.plugin, &r.step_id))
+                .open(
+                    &r.input,
+                    &resource_context(&tenant.id, &r.plugin, &r.step_id),
+                )
                 .map_err(AppError::internal)?;
             applied.push((
                 crate::plugins::Step {
@@ -781,10 +795,15 @@ pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
 pub(crate) fn template_origin(input: &Value) -> Option<(String, Option<i64>, String)> {
     match input {
         Value::Object(map) => {
-            if let (Some(Value::String(fp)), Some(t)) = (map.get("fingerprint"), map.get("template"))
+            if let (Some(Value::String(fp)), Some(t)) =
+                (map.get("fingerprint"), map.get("template"))
                 && let Some(t) = t.as_str()
             {
-                return Some((t.to_owned(), map.get("version").and_then(Value::as_i64), fp.clone()));
+                return Some((
+                    t.to_owned(),
+                    map.get("version").and_then(Value::as_i64),
+                    fp.clone(),
+                ));
             }
             map.values().find_map(template_origin)
         }

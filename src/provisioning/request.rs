@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use super::templates;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
+use crate::tenants::NewTenant;
 use crate::tenants::input::ValidTenant;
 use crate::tenants::model::Contact;
-use crate::tenants::NewTenant;
 
 /// `POST /api/v1/tenant/provision`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -294,7 +294,10 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
             return Err(AppError::invalid(
                 "connection_template.template_name",
                 "kind",
-                format!("template `{}` is an {kind} template, not a connection template", c.template_name),
+                format!(
+                    "template `{}` is an {kind} template, not a connection template",
+                    c.template_name
+                ),
             ));
         }
         connections.push(json!({
@@ -337,7 +340,10 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
             ("tier", valid.tier.as_str().to_owned()),
             (
                 "default_schema",
-                valid.default_schema.clone().unwrap_or_else(|| "public".into()),
+                valid
+                    .default_schema
+                    .clone()
+                    .unwrap_or_else(|| "public".into()),
             ),
             ("database_name", database_name.clone()),
         ]

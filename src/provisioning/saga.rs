@@ -19,7 +19,9 @@ use crate::audit::Actor;
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{CallError, LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step};
+use crate::plugins::{
+    CallError, LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step,
+};
 use crate::store::models::{ResourceRow, RunRow, StepRow};
 use crate::store::provisioning as sql;
 use crate::{tenants, transaction};
@@ -296,7 +298,10 @@ impl Executor<'_> {
     fn input(&self, step: &StepRow) -> AppResult<String> {
         self.ctx
             .keyring
-            .open(&step.input, &step_context(&step.run_id, &step.plugin, &step.step_id))
+            .open(
+                &step.input,
+                &step_context(&step.run_id, &step.plugin, &step.step_id),
+            )
             .map_err(AppError::internal)
     }
 
@@ -353,7 +358,8 @@ impl Executor<'_> {
                     split(logged)
                 }
                 "compensate" => {
-                    let carried: Value = serde_json::from_str(&input).map_err(AppError::internal)?;
+                    let carried: Value =
+                        serde_json::from_str(&input).map_err(AppError::internal)?;
                     let logged = ctx
                         .plugins
                         .compensate(
@@ -572,7 +578,10 @@ impl Executor<'_> {
     fn backoff(&self, attempts: i64) -> Duration {
         let cfg = &self.ctx.config.provisioning;
         let exp = (attempts - 1).clamp(0, 20) as u32;
-        let base = cfg.backoff_base_ms.saturating_mul(1u64 << exp).min(cfg.backoff_max_ms);
+        let base = cfg
+            .backoff_base_ms
+            .saturating_mul(1u64 << exp)
+            .min(cfg.backoff_max_ms);
         let jitter = rand::random::<f64>() * 0.4 + 0.8;
         Duration::from_millis((base as f64 * jitter) as u64)
     }

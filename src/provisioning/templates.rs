@@ -123,9 +123,9 @@ fn check_name(name: &str) -> Result<(), FieldError> {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
-        });
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -155,10 +155,15 @@ struct ValidVersion {
     tags: Vec<String>,
 }
 
-fn validate(input: &TemplateInput, kind: &str, errors: &mut Vec<FieldError>) -> Option<ValidVersion> {
-    let format = input.format.clone().unwrap_or_else(|| {
-        if kind == "connection" { "uri" } else { "text" }.to_owned()
-    });
+fn validate(
+    input: &TemplateInput,
+    kind: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<ValidVersion> {
+    let format = input
+        .format
+        .clone()
+        .unwrap_or_else(|| if kind == "connection" { "uri" } else { "text" }.to_owned());
     if !FORMATS.contains(&format.as_str()) {
         errors.push(FieldError::new(
             "format",
@@ -291,7 +296,11 @@ async fn render_raw(
         .map_err(|err| AppError::Unavailable(format!("the template renderer failed: {err}")))
 }
 
-pub async fn create(ctx: &Context, actor: &Actor, input: &TemplateInput) -> AppResult<TemplateView> {
+pub async fn create(
+    ctx: &Context,
+    actor: &Actor,
+    input: &TemplateInput,
+) -> AppResult<TemplateView> {
     let mut errors = Vec::new();
     let name = match &input.name {
         None => {
@@ -309,7 +318,11 @@ pub async fn create(ctx: &Context, actor: &Actor, input: &TemplateInput) -> AppR
     if !KINDS.contains(&kind.as_str()) {
         errors.push(FieldError::new(
             "kind",
-            if input.kind.is_none() { "required" } else { "one_of" },
+            if input.kind.is_none() {
+                "required"
+            } else {
+                "one_of"
+            },
             "must be `connection` or `asset`",
         ));
     }
@@ -390,7 +403,10 @@ pub async fn update(
         errors.push(FieldError::new(
             "kind",
             "immutable",
-            format!("is `{}` and cannot change; create another template", current.kind),
+            format!(
+                "is `{}` and cannot change; create another template",
+                current.kind
+            ),
         ));
     }
     if let Some(n) = &input.name
@@ -535,14 +551,20 @@ pub async fn render(
     version: Option<i64>,
     values: &BTreeMap<String, Value>,
 ) -> AppResult<Rendered> {
-    let (row, v) = get_rows(ctx, name, version).await.map_err(|err| match err {
-        AppError::NotFound { .. } => AppError::invalid(
-            field.rsplit_once('.').map_or(field, |(head, _)| head).to_owned() + ".template_name",
-            "exists",
-            format!("no template named `{name}`"),
-        ),
-        other => other,
-    })?;
+    let (row, v) = get_rows(ctx, name, version)
+        .await
+        .map_err(|err| match err {
+            AppError::NotFound { .. } => AppError::invalid(
+                field
+                    .rsplit_once('.')
+                    .map_or(field, |(head, _)| head)
+                    .to_owned()
+                    + ".template_name",
+                "exists",
+                format!("no template named `{name}`"),
+            ),
+            other => other,
+        })?;
     let mut pairs = Vec::new();
     let mut errors = Vec::new();
     for (key, value) in values {

@@ -91,10 +91,7 @@ pub async fn all_latest_versions(conn: &mut Conn) -> AppResult<Vec<TemplateVersi
         .await)?)
 }
 
-pub async fn template_versions(
-    conn: &mut Conn,
-    name: &str,
-) -> AppResult<Vec<TemplateVersionRow>> {
+pub async fn template_versions(conn: &mut Conn, name: &str) -> AppResult<Vec<TemplateVersionRow>> {
     Ok(with_conn!(conn, |c| template_versions::table
         .filter(template_versions::template.eq(name))
         .order(template_versions::version.desc())
@@ -198,8 +195,9 @@ pub async fn claim_run(
     now: NaiveDateTime,
     until: NaiveDateTime,
 ) -> AppResult<Option<RunRow>> {
-    let claimed = with_conn!(conn,
-        postgres |c| {
+    let claimed = with_conn!(
+        conn,
+        postgres | c | {
             diesel::sql_query(
                 "UPDATE provisioning_runs SET lease_owner = $1, lease_expires_at = $2, \
                  executions = executions + 1, started_at = COALESCE(started_at, $3), \
@@ -218,7 +216,7 @@ pub async fn claim_run(
             .await
             .optional()
         },
-        sqlite |c| {
+        sqlite | c | {
             let candidate: Option<String> = provisioning_runs::table
                 .filter(provisioning_runs::status.eq_any(OPEN_STATUSES))
                 .filter(
@@ -312,7 +310,10 @@ pub async fn save_step(conn: &mut Conn, step: &StepRow) -> AppResult<()> {
 pub async fn resources(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<ResourceRow>> {
     Ok(with_conn!(conn, |c| tenant_resources::table
         .filter(tenant_resources::tenant_id.eq(tenant_id))
-        .order((tenant_resources::applied_at.asc(), tenant_resources::seq.asc()))
+        .order((
+            tenant_resources::applied_at.asc(),
+            tenant_resources::seq.asc()
+        ))
         .select(ResourceRow::as_select())
         .load(c)
         .await)?)
@@ -355,7 +356,10 @@ pub async fn delete_resource(
 
 // ---- idempotency keys ---------------------------------------------------------------------
 
-pub async fn insert_key(conn: &mut Conn, row: &IdempotencyRow) -> Result<(), diesel::result::Error> {
+pub async fn insert_key(
+    conn: &mut Conn,
+    row: &IdempotencyRow,
+) -> Result<(), diesel::result::Error> {
     with_conn!(conn, |c| diesel::insert_into(idempotency_keys::table)
         .values(row)
         .execute(c)

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+mod provisioning;
+
 use crate::app;
 use crate::audit::{self, Actor, AuditQuery};
 use crate::auth::{self, Role};
@@ -72,6 +74,24 @@ pub enum Command {
     /// Manage Wasm plugins, and write your own.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage connection and asset templates (versioned).
+    #[command(subcommand)]
+    Template(provisioning::TemplateCommand),
+    /// Follow provisioning and lifecycle runs.
+    #[command(subcommand)]
+    Run(provisioning::RunCommand),
+    /// Converge a tenant to a spec file: shows the plan (create, change, leave); --yes applies it.
+    Apply {
+        /// The tenant spec (YAML; `-` for standard input).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Apply the plan (without it, only show it).
+        #[arg(long)]
+        yes: bool,
+        /// Queue the run and return without waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +216,22 @@ pub enum TenantCommand {
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
     },
+    /// Provision a tenant into its backends from a request file (JSON or YAML, the shape of
+    /// `POST /api/v1/tenant/provision`), and wait for the run.
+    Provision {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Makes the command safe to repeat: the same key and file give the same run.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Queue the run and return without waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// What a tenant holds in each backend.
+    Resources { slug: String },
+    /// Ask each backend whether the tenant's resources are as provisioned (exit 1 on drift).
+    Drift { slug: String },
 }
 
 #[derive(Debug, Args)]
@@ -433,6 +469,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                 }
                 Command::Plugin(cmd) => plugin_command(&ctx, &actor, out, cmd).await,
+                Command::Template(cmd) => {
+                    provisioning::template_command(&ctx, &actor, out, cmd).await
+                }
+                Command::Run(cmd) => provisioning::run_command(&ctx, out, cmd).await,
+                Command::Apply { file, yes, no_wait } => {
+                    provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
+                }
                 Command::Serve { .. } | Command::Migrate | Command::Openapi => {
                     unreachable!("handled above")
                 }
@@ -786,6 +829,16 @@ async fn tenant_command(
                 format!("restored tenant {} ({})", tenant.slug, tenant.status)
             })
         }
+        TenantCommand::Provision {
+            file,
+            idempotency_key,
+            no_wait,
+        } => {
+            provisioning::provision(ctx, actor, out, &file, idempotency_key.as_deref(), !no_wait)
+                .await
+        }
+        TenantCommand::Resources { slug } => provisioning::resources(ctx, out, &slug).await,
+        TenantCommand::Drift { slug } => provisioning::drift(ctx, out, &slug).await,
         TenantCommand::RollbackSecret { slug } => {
             let tenant = tenants::rollback_client_secret(ctx, actor, &slug)
                 .await
