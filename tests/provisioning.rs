@@ -168,7 +168,12 @@ async fn templates_are_versioned_and_validated(backend: Backend) {
         field_rules(&body),
         vec![("body".to_owned(), "undeclared_placeholder".to_owned())]
     );
-    assert!(body["error"]["message"].as_str().unwrap().contains("{host}"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("{host}")
+    );
     let (status, body) = app
         .post(
             "/api/v1/template",
@@ -207,19 +212,31 @@ async fn templates_are_versioned_and_validated(backend: Backend) {
         "tags": ["default", "secure"],
     });
     let (status, v2) = app
-        .call(Method::PUT, "/api/v1/template/postgresql-default", Some(edit.clone()))
+        .call(
+            Method::PUT,
+            "/api/v1/template/postgresql-default",
+            Some(edit.clone()),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v2}");
     assert_eq!(v2["version"], 2);
     let (status, same) = app
-        .call(Method::PUT, "/api/v1/template/postgresql-default", Some(edit))
+        .call(
+            Method::PUT,
+            "/api/v1/template/postgresql-default",
+            Some(edit),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(same["version"], 2);
-    let (_, v1) = app.get("/api/v1/template/postgresql-default?version=1").await;
+    let (_, v1) = app
+        .get("/api/v1/template/postgresql-default?version=1")
+        .await;
     assert!(!v1["body"].as_str().unwrap().contains("sslmode"));
     assert_eq!(v1["latest_version"], 2);
-    let (_, versions) = app.get("/api/v1/template/postgresql-default/versions").await;
+    let (_, versions) = app
+        .get("/api/v1/template/postgresql-default/versions")
+        .await;
     assert_eq!(versions.as_array().unwrap().len(), 2);
     let (_, tagged) = app.get("/api/v1/template?tag=secure").await;
     assert_eq!(tagged.as_array().unwrap().len(), 1);
@@ -313,7 +330,12 @@ async fn provisions_through_the_saga_and_replays_by_key(backend: Backend) {
     let alpha = resources.iter().find(|r| r["step"] == "alpha").unwrap();
     assert_eq!(alpha["template"], "postgresql-default");
     assert_eq!(alpha["template_version"], 1);
-    assert!(alpha["fingerprint"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        alpha["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
 
     // The same key and body: the first answer, replayed; nothing new is created.
     let response = app
@@ -362,7 +384,10 @@ async fn provisions_through_the_saga_and_replays_by_key(backend: Backend) {
     if backend == Backend::Sqlite {
         let bytes = app.sqlite_bytes();
         let hay = String::from_utf8_lossy(&bytes);
-        assert!(!hay.contains("p%40ss%2Fword"), "rendered URI stored in clear");
+        assert!(
+            !hay.contains("p%40ss%2Fword"),
+            "rendered URI stored in clear"
+        );
     }
     double.stop().await;
     app.stop().await;
@@ -396,11 +421,18 @@ async fn retry_while_running_is_a_conflict_and_concurrent_requests_make_one_run(
             }
             StatusCode::CONFLICT => {
                 assert_eq!(value["error"]["code"], "run_in_progress", "{value}");
-                runs.insert(value["error"]["details"]["run"].as_str().unwrap().to_owned());
-                assert!(value["error"]["details"]["url"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("/api/v1/provisioning/"));
+                runs.insert(
+                    value["error"]["details"]["run"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+                assert!(
+                    value["error"]["details"]["url"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("/api/v1/provisioning/")
+                );
             }
             other => panic!("unexpected {other}: {value}"),
         }
@@ -486,7 +518,9 @@ async fn a_permanent_failure_compensates_in_reverse(backend: Backend) {
         ),
         "{metrics}"
     );
-    assert!(metrics.contains("tenantry_provisioning_duration_seconds_count{kind=\"provision\",outcome=\"failed\"} 1"));
+    assert!(metrics.contains(
+        "tenantry_provisioning_duration_seconds_count{kind=\"provision\",outcome=\"failed\"} 1"
+    ));
     double.stop().await;
     app.stop().await;
 }
@@ -503,12 +537,12 @@ async fn a_backend_that_stays_down_is_retried_then_compensated(backend: Backend)
     let alpha = step(&run, "alpha");
     assert_eq!(alpha["state"], "failed");
     assert_eq!(alpha["attempts"], 3, "max_attempts");
+    assert!(alpha["error"].as_str().unwrap().contains("503"), "{alpha}");
     assert!(
-        alpha["error"].as_str().unwrap().contains("503"),
-        "{alpha}"
-    );
-    assert!(
-        run["error"].as_str().unwrap().contains("gave up after 3 attempts"),
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts"),
         "{run}"
     );
     assert!(double.names().is_empty());
@@ -556,10 +590,7 @@ async fn bad_requests_change_nothing(backend: Backend) {
     let (status, body) = app.post("/api/v1/tenant/provision", bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let rules = field_rules(&body);
-    for expected in [
-        ("tenant.slug", "charset"),
-        ("tier", "one_of"),
-    ] {
+    for expected in [("tenant.slug", "charset"), ("tier", "one_of")] {
         assert!(
             rules.iter().any(|r| r.0 == expected.0),
             "{expected:?} not in {rules:?}"
@@ -579,10 +610,9 @@ async fn bad_requests_change_nothing(backend: Backend) {
     unknown["connection_template"]["template_name"] = json!("no-such-template");
     let (status, body) = app.post("/api/v1/tenant/provision", unknown).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert!(field_rules(&body).contains(&(
-        "connection_template.template_name".into(),
-        "exists".into()
-    )));
+    assert!(
+        field_rules(&body).contains(&("connection_template.template_name".into(), "exists".into()))
+    );
     let refused = option_a("fine-slug", json!({ "steps": ["refuse-plan"] }));
     let (status, body) = app.post("/api/v1/tenant/provision", refused).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -635,10 +665,16 @@ async fn option_b_uses_the_tenant_database_and_bundle(backend: Backend) {
     let run = provision(&app, body).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     let (_, tenant) = app.get("/api/v1/tenant/direct-co").await;
-    assert_eq!(tenant["status"], "trial", "trial_days makes a trial: {tenant}");
+    assert_eq!(
+        tenant["status"], "trial",
+        "trial_days makes a trial: {tenant}"
+    );
     assert!(tenant["trial_ends_at"].as_str().is_some());
     let (_, resources) = app.get("/api/v1/tenant/direct-co/resources").await;
-    assert!(resources[0]["template"].is_null(), "no template: {resources}");
+    assert!(
+        resources[0]["template"].is_null(),
+        "no template: {resources}"
+    );
     assert_eq!(double.creations("direct-co-alpha"), 1);
     double.stop().await;
     app.stop().await;
@@ -681,8 +717,15 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
         assert_eq!(finished["status"], "succeeded", "{finished}");
         assert_eq!(finished["steps"][0]["action"], "transition");
     }
-    let changes: Vec<Value> = double.events().iter().map(|e| e["change"].clone()).collect();
-    assert_eq!(changes, vec![json!("suspend"), json!("reactivate"), json!("cancel")]);
+    let changes: Vec<Value> = double
+        .events()
+        .iter()
+        .map(|e| e["change"].clone())
+        .collect();
+    assert_eq!(
+        changes,
+        vec![json!("suspend"), json!("reactivate"), json!("cancel")]
+    );
     assert_eq!(double.events()[0]["reason"], "test suspend");
 
     let (status, _) = app
@@ -697,7 +740,12 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["action"].as_str().unwrap().to_owned(), s["step"].as_str().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s["action"].as_str().unwrap().to_owned(),
+                s["step"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         actions,

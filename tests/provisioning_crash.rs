@@ -202,19 +202,17 @@ async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend)
     let double = RecorderBackend::start().await;
     let setup = setup(backend, &double).await;
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &setup,
-        data.path(),
-        Some("pause-after-apply:recorder:beta"),
-    )
-    .await;
+    let server = Server::start(&setup, data.path(), Some("pause-after-apply:recorder:beta")).await;
     let url = provision(&setup, &server, "crashco").await;
 
     // The server stops right after beta reached the backend, before it journaled it.
     let marker = server.data_dir.join("fault-reached");
     let started = Instant::now();
     while !marker.exists() {
-        assert!(started.elapsed() < Duration::from_secs(30), "fault point not reached");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "fault point not reached"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let during = run(&setup, &server, &url).await;
@@ -240,7 +238,12 @@ async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend)
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["step"].as_str().unwrap().to_owned(), s["attempts"].as_i64().unwrap()))
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_owned(),
+                s["attempts"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         attempts,
@@ -284,7 +287,11 @@ async fn two_replicas_execute_every_run_once(backend: Backend) {
             assert_eq!(step["attempts"], 1, "{done}");
         }
     }
-    assert_eq!(executors.len(), 2, "both servers executed runs: {executors:?}");
+    assert_eq!(
+        executors.len(),
+        2,
+        "both servers executed runs: {executors:?}"
+    );
     assert_eq!(double.names().len(), 150, "three resources per tenant");
     assert_eq!(double.duplicates(), vec![], "nothing created twice");
     a.kill().await;
@@ -296,16 +303,14 @@ async fn two_replicas_execute_every_run_once(backend: Backend) {
 mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_survives_sigkill_and_creates_each_resource_once() {
-        super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Sqlite)
-            .await
+        super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Sqlite).await
     }
 }
 
 mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_survives_sigkill_and_creates_each_resource_once() {
-        super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Postgres)
-            .await
+        super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Postgres).await
     }
 
     /// Replicas share a PostgreSQL (an SQLite file belongs to one server).
