@@ -248,12 +248,30 @@ pub(crate) fn plugin_tenant(
 }
 
 fn body_fingerprint(body: &Value) -> String {
-    // serde_json's maps are ordered by key, so this is canonical for equal JSON documents.
     let digest = Sha256::new()
         .chain_update(b"tenantry-provision-request\0")
-        .chain_update(body.to_string().as_bytes())
+        .chain_update(canonical(body).to_string().as_bytes())
         .finalize();
     hex::encode(digest)
+}
+
+/// The document with every object's keys sorted: equal JSON documents, whatever the order of
+/// their keys, have one canonical form (maps keep their order otherwise: `backends` runs in the
+/// order given).
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Checks an idempotency key: 1–255 visible ASCII characters.

@@ -230,3 +230,114 @@ impl SupersetClient {
         );
     }
 }
+
+/// An asset template as the host hands it over after rendering: a dataset on `orders`, a chart on
+/// it and a dashboard with the chart, in the plugin's `--- file:` format.
+pub fn asset_body(slug: &str) -> String {
+    format!(
+        r#"A dataset, a chart and a dashboard.
+--- file: datasets/tenant/orders.yaml
+table_name: orders
+main_dttm_col: null
+description: null
+default_endpoint: null
+offset: 0
+cache_timeout: null
+schema: public
+sql: null
+params: null
+template_params: null
+filter_select_enabled: true
+fetch_values_predicate: null
+extra: null
+normalize_columns: false
+always_filter_main_dttm: false
+uuid: 0b1f3c52-2d6e-4c3a-9a57-0c7e1a2b3c4d
+metrics:
+- metric_name: count
+  verbose_name: COUNT(*)
+  metric_type: count
+  expression: COUNT(*)
+  description: null
+  d3format: null
+  extra: null
+  warning_text: null
+columns:
+- column_name: id
+  is_dttm: false
+  is_active: true
+  type: INTEGER
+  groupby: true
+  filterable: true
+- column_name: tenant_id
+  is_dttm: false
+  is_active: true
+  type: TEXT
+  groupby: true
+  filterable: true
+version: 1.0.0
+database_uuid: TENANTRY_DATABASE_UUID
+--- file: charts/orders_count.yaml
+slice_name: Orders of {slug}
+description: null
+certified_by: null
+certification_details: null
+viz_type: big_number_total
+params:
+  metric: count
+  viz_type: big_number_total
+query_context: null
+cache_timeout: null
+uuid: 1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f
+version: 1.0.0
+dataset_uuid: 0b1f3c52-2d6e-4c3a-9a57-0c7e1a2b3c4d
+--- file: dashboards/sales.yaml
+dashboard_title: Sales of {slug}
+description: null
+css: null
+slug: null
+published: true
+uuid: 2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a
+position:
+  DASHBOARD_VERSION_KEY: v2
+  ROOT_ID:
+    children:
+    - GRID_ID
+    id: ROOT_ID
+    type: ROOT
+  GRID_ID:
+    children:
+    - ROW-1
+    id: GRID_ID
+    parents:
+    - ROOT_ID
+    type: GRID
+  ROW-1:
+    children:
+    - CHART-1
+    id: ROW-1
+    meta:
+      background: BACKGROUND_TRANSPARENT
+    type: ROW
+    parents:
+    - ROOT_ID
+    - GRID_ID
+  CHART-1:
+    children: []
+    id: CHART-1
+    meta:
+      chartId: 0
+      height: 50
+      sliceName: Orders of {slug}
+      uuid: 1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f
+      width: 4
+    type: CHART
+    parents:
+    - ROOT_ID
+    - GRID_ID
+    - ROW-1
+metadata: {{}}
+version: 1.0.0
+"#
+    )
+}

@@ -156,6 +156,16 @@ fn plan(tenant: &Tenant, request: &str) -> Result<Vec<Step>, PluginError> {
             description: format!("Airflow connection `{id}` ({}{target})", parsed.conn_type),
             input: json!({
                 "name": name,
+                // The template that produced the URI (the host records it with the resource).
+                "source": if connection["fingerprint"].is_string() {
+                    json!({
+                        "template": connection["template"],
+                        "version": connection["version"],
+                        "fingerprint": connection["fingerprint"],
+                    })
+                } else {
+                    Value::Null
+                },
                 "connection": {
                     "connection_id": id,
                     "conn_type": parsed.conn_type,

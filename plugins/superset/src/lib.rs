@@ -61,6 +61,28 @@ struct Connection {
     uri: String,
     #[serde(default)]
     database: Option<DatabaseSettings>,
+    /// The template that produced the URI (null for a direct URI): carried into the step input
+    /// as `source`, so that the host records it with the resource.
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    version: Option<i64>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+}
+
+/// Where a step's input came from: `{"template", "version", "fingerprint"}` or nothing.
+fn source(
+    template: &Option<String>,
+    version: Option<i64>,
+    fingerprint: &Option<String>,
+) -> Option<serde_json::Value> {
+    match (template, fingerprint) {
+        (Some(t), Some(f)) => {
+            Some(serde_json::json!({ "template": t, "version": version, "fingerprint": f }))
+        }
+        _ => None,
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone)]
@@ -91,6 +113,12 @@ impl Default for DatabaseSettings {
 struct Asset {
     name: String,
     body: String,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    version: Option<i64>,
+    #[serde(default)]
+    fingerprint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +161,8 @@ struct DatabaseInput {
     /// The connection URI with its password (the step needs it to create the connection).
     uri: String,
     settings: DatabaseSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,6 +191,9 @@ struct AssetsInput {
     uuids: BTreeMap<String, Vec<String>>,
     bundle_base64: Option<String>,
     overwrite: bool,
+    /// The asset templates the files came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<serde_json::Value>,
 }
 
 fn input<T: for<'a> Deserialize<'a>>(step: &Step) -> Res<T> {
@@ -220,6 +253,11 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
                 database_name: name.clone(),
                 uri: connection.uri.clone(),
                 settings,
+                source: source(
+                    &connection.template,
+                    connection.version,
+                    &connection.fingerprint,
+                ),
             }),
         });
         databases.push((connection.name.clone(), name));
@@ -332,6 +370,11 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
                 uuids,
                 bundle_base64: request.asset_bundle.as_ref().map(|b| b.base64.clone()),
                 overwrite: request.asset_bundle.as_ref().is_none_or(|b| b.overwrite),
+                sources: request
+                    .assets
+                    .iter()
+                    .filter_map(|a| source(&a.template, a.version, &a.fingerprint))
+                    .collect(),
             }),
         });
     }
