@@ -74,7 +74,11 @@ impl Provisioner for Recorder {
                 "settings ask for a plan to be refused".into(),
             ));
         }
-        log::info(&format!("planning {} steps for {}", steps.len(), tenant.slug));
+        log::info(&format!(
+            "planning {} steps for {}",
+            steps.len(),
+            tenant.slug
+        ));
         Ok(steps
             .iter()
             .enumerate()
