@@ -696,6 +696,17 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
         json!([{ "plugin": "recorder", "resource": "resource lifeco-beta", "problem": "missing" }])
     );
 
+    // The seed's soft deprovisioning (`PATCH is_active`) reaches the backends too.
+    for (active, change) in [(false, "suspend"), (true, "reactivate")] {
+        let (status, body) = app
+            .patch("/api/v1/tenant/lifeco", json!({ "is_active": active }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, runs) = app.get("/api/v1/provisioning?tenant=lifeco&limit=1").await;
+        assert_eq!(runs[0]["kind"], change, "{runs}");
+        let finished = wait_run(&app, runs[0]["url"].as_str().unwrap()).await;
+        assert_eq!(finished["status"], "succeeded", "{finished}");
+    }
     for (action, change) in [
         ("suspend", "suspend"),
         ("reactivate", "reactivate"),
@@ -724,9 +735,15 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
         .collect();
     assert_eq!(
         changes,
-        vec![json!("suspend"), json!("reactivate"), json!("cancel")]
+        vec![
+            json!("suspend"),
+            json!("reactivate"),
+            json!("suspend"),
+            json!("reactivate"),
+            json!("cancel")
+        ]
     );
-    assert_eq!(double.events()[0]["reason"], "test suspend");
+    assert_eq!(double.events()[2]["reason"], "test suspend");
 
     let (status, _) = app
         .delete("/api/v1/tenant/lifeco?hard=true&force=true&reason=gone")

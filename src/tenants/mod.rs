@@ -352,7 +352,7 @@ pub async fn update(
     checks.finish()?;
 
     let keyring = &ctx.keyring;
-    let row = transaction!(ctx.db, |tx| {
+    let (row, applied) = transaction!(ctx.db, |tx| {
         let mut row = find_in(tx, slug).await?;
         let mut changed: Vec<&str> = Vec::new();
         let mut set = |field: &'static str, changed_now: bool| {
@@ -485,10 +485,15 @@ pub async fn update(
                 )
             });
             row = apply_transition(tx, actor, row, transition, &reason).await?;
+            return Ok((row, Some((transition, reason))));
         }
-        Ok(row)
+        Ok((row, None))
     })?;
-    Tenant::from_row(&row, ctx.config.retention_days)
+    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
+    if let Some((transition, reason)) = applied {
+        queue_backend_change(ctx, actor, &tenant, transition, &reason).await;
+    }
+    Ok(tenant)
 }
 
 /// Moves the current client secret to `previous` and seals `secret` as the current one.
@@ -551,18 +556,28 @@ pub async fn transition(
         apply_transition(tx, actor, row, transition, &reason).await
     })?;
     let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
-    // Carry the change into the backends the tenant was provisioned into (a journaled run).
+    queue_backend_change(ctx, actor, &tenant, transition, &reason).await;
+    Ok(tenant)
+}
+
+/// Carries a lifecycle change into the backends the tenant was provisioned into (a journaled
+/// run; none when it holds nothing in any backend).
+async fn queue_backend_change(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: &Tenant,
+    transition: Transition,
+    reason: &str,
+) {
     let change = match transition {
         Transition::Suspend => "suspend",
         Transition::Reactivate | Transition::Restore => "reactivate",
         Transition::Cancel | Transition::Delete => "cancel",
     };
-    if let Err(err) =
-        crate::provisioning::queue_lifecycle(ctx, actor, &tenant, change, &reason).await
+    if let Err(err) = crate::provisioning::queue_lifecycle(ctx, actor, tenant, change, reason).await
     {
         tracing::error!(tenant = %tenant.slug, "cannot queue the backends' {change} run: {err}");
     }
-    Ok(tenant)
 }
 
 fn status_of(row: &TenantRow) -> AppResult<TenantStatus> {
