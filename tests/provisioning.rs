@@ -720,7 +720,7 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let (_, runs) = app
-            .get(&format!("/api/v1/provisioning?tenant=lifeco&limit=1"))
+            .get("/api/v1/provisioning?tenant=lifeco&limit=1")
             .await;
         let latest = &runs[0];
         assert_eq!(latest["kind"], change, "{runs}");

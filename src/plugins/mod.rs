@@ -839,13 +839,13 @@ fn classify(
     err: wasmtime::Error,
 ) -> CallError {
     let name = plugin.name.clone();
-    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
-            return CallError::Deadline {
-                plugin: name,
-                deadline_ms: deadline.as_millis(),
-            };
-        }
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>()
+        && *trap == wasmtime::Trap::Interrupt
+    {
+        return CallError::Deadline {
+            plugin: name,
+            deadline_ms: deadline.as_millis(),
+        };
     }
     if state.limiter.refused_memory {
         return CallError::OutOfMemory {

@@ -101,12 +101,12 @@ impl TestDatabase {
     }
 
     pub async fn drop_database(&self) {
-        if let Some(name) = &self.pg_name {
-            if let Ok(mut conn) = AsyncPgConnection::establish(&postgres_admin_url()).await {
-                let _ = conn
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            }
+        if let Some(name) = &self.pg_name
+            && let Ok(mut conn) = AsyncPgConnection::establish(&postgres_admin_url()).await
+        {
+            let _ = conn
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
         }
     }
 }
