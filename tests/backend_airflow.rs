@@ -76,23 +76,35 @@ async fn plan(app: &TestApp, tenant: &PluginTenant, request: String) -> Vec<Step
         .unwrap_or_else(|e| panic!("plan refused: {e:?}"))
 }
 
+/// Applies a step as the saga would: a transient failure (Airflow's SQLite metadata database
+/// answers 5xx when it is busy, e.g. with the whole suite running) is retried a few times.
 async fn try_apply(
     app: &TestApp,
     tenant: &PluginTenant,
     step: &Step,
 ) -> Result<Outcome, PluginError> {
-    let logged = app
-        .ctx
-        .plugins
-        .apply(
-            &app.ctx,
-            "airflow",
-            tenant,
-            step.clone(),
-            format!("run-1:airflow:{}", step.id),
-        )
-        .await;
-    logged.result.expect("the apply call runs")
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let logged = app
+            .ctx
+            .plugins
+            .apply(
+                &app.ctx,
+                "airflow",
+                tenant,
+                step.clone(),
+                format!("run-1:airflow:{}", step.id),
+            )
+            .await;
+        match logged.result.expect("the apply call runs") {
+            Err(PluginError::Transient(message)) if attempt < 4 => {
+                eprintln!("transient failure, retrying: {message}");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Applies a step; returns its outcome and its output as JSON.

@@ -132,17 +132,31 @@ async fn plan(app: &TestApp, tenant: &PluginTenant, request: &Value) -> Vec<Step
     )
 }
 
+/// Applies a step as the saga would: a transient failure (a busy Superset while the whole suite
+/// runs) is retried a few times; anything else is returned as it is.
 async fn apply(app: &TestApp, tenant: &PluginTenant, step: &Step) -> Logged<Outcome> {
-    app.ctx
-        .plugins
-        .apply(
-            &app.ctx,
-            "superset",
-            tenant,
-            step.clone(),
-            format!("run-1:superset:{}", step.id),
-        )
-        .await
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let logged = app
+            .ctx
+            .plugins
+            .apply(
+                &app.ctx,
+                "superset",
+                tenant,
+                step.clone(),
+                format!("run-1:superset:{}", step.id),
+            )
+            .await;
+        match &logged.result {
+            Ok(Err(PluginError::Transient(message))) if attempt < 4 => {
+                eprintln!("transient failure, retrying: {message}");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            }
+            _ => return logged,
+        }
+    }
 }
 
 async fn observe(app: &TestApp, tenant: &PluginTenant, applied: &[(Step, Outcome)]) -> Vec<Drift> {
