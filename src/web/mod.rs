@@ -6,7 +6,9 @@
 mod audit;
 mod pages;
 mod plugins;
+mod provisioning;
 mod session;
+mod templates;
 mod tenants;
 
 use actix_web::http::StatusCode;
@@ -44,6 +46,30 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/tenants/import.html"),
     ),
     ("plugins.html", include_str!("../../templates/plugins.html")),
+    (
+        "templates/list.html",
+        include_str!("../../templates/templates/list.html"),
+    ),
+    (
+        "templates/detail.html",
+        include_str!("../../templates/templates/detail.html"),
+    ),
+    (
+        "templates/form.html",
+        include_str!("../../templates/templates/form.html"),
+    ),
+    (
+        "provisioning/form.html",
+        include_str!("../../templates/provisioning/form.html"),
+    ),
+    (
+        "provisioning/run.html",
+        include_str!("../../templates/provisioning/run.html"),
+    ),
+    (
+        "provisioning/runs.html",
+        include_str!("../../templates/provisioning/runs.html"),
+    ),
     ("audit.html", include_str!("../../templates/audit.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
@@ -104,6 +130,27 @@ where
             "/tenants/{slug}/health/database",
             web::post().to(tenants::check_database),
         )
+        .route("/templates", web::get().to(templates::list))
+        .route("/templates", web::post().to(templates::create))
+        .route("/templates/new", web::get().to(templates::new_form))
+        .route("/templates/{name}", web::get().to(templates::detail))
+        .route(
+            "/templates/{name}/edit",
+            web::get().to(templates::edit_form),
+        )
+        .route("/templates/{name}/edit", web::post().to(templates::update))
+        .route(
+            "/templates/{name}/render",
+            web::post().to(templates::render_preview),
+        )
+        .route(
+            "/templates/{name}/delete",
+            web::post().to(templates::delete),
+        )
+        .route("/provision", web::get().to(provisioning::form))
+        .route("/provision", web::post().to(provisioning::submit))
+        .route("/runs", web::get().to(provisioning::runs))
+        .route("/runs/{id}", web::get().to(provisioning::run))
         .route("/audit", web::get().to(audit::list))
         .route("/plugins", web::get().to(plugins::list))
 }
@@ -145,6 +192,12 @@ pub fn render_status(
         context.insert("user", &session.session.principal.name);
         context.insert("role", session.session.principal.role.as_str());
         context.insert("csrf", &session.session.csrf_token);
+        // Pages offer the forms that change things to administrators only (the handlers refuse
+        // everyone else anyway).
+        context.insert(
+            "is_admin",
+            &(session.session.principal.role == crate::auth::Role::PlatformAdmin),
+        );
     }
     context.insert("flash", &flash);
     context.insert("version", env!("CARGO_PKG_VERSION"));

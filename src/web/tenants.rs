@@ -293,13 +293,65 @@ struct ActionView {
     danger: bool,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct DetailQuery {
+    /// `?drift=1` asks every backend whether the tenant's resources are still as provisioned.
+    drift: Option<String>,
+}
+
+/// The tenant's resources in the backends, its recent runs and (when asked for) the drift report.
+#[derive(Debug, Serialize)]
+struct BackendsView {
+    resources: Vec<crate::provisioning::ResourceView>,
+    runs: Vec<crate::provisioning::RunView>,
+    drift: Option<crate::provisioning::DriftReport>,
+    /// Why the drift check could not run at all.
+    drift_error: Option<String>,
+}
+
+async fn backends_view(
+    ctx: &Context,
+    tenant: &tenants::Tenant,
+    check_drift: bool,
+) -> AppResult<BackendsView> {
+    let resources = crate::provisioning::resources(ctx, tenant).await?;
+    let runs = crate::provisioning::list_runs(ctx, Some(&tenant.slug), None, 10).await?;
+    let (drift, drift_error) = if check_drift {
+        match crate::provisioning::drift(ctx, tenant).await {
+            Ok(report) => (Some(report), None),
+            Err(AppError::Internal(inner)) => {
+                tracing::error!("drift check of {}: {inner:#}", tenant.slug);
+                (
+                    None,
+                    Some("the drift check failed on our side; the error was logged".to_owned()),
+                )
+            }
+            Err(err) => (None, Some(err.to_string())),
+        }
+    } else {
+        (None, None)
+    };
+    Ok(BackendsView {
+        resources,
+        runs,
+        drift,
+        drift_error,
+    })
+}
+
 pub async fn detail(
     ctx: web::Data<Context>,
     portal: PortalSession,
     slug: web::Path<String>,
+    query: web::Query<DetailQuery>,
 ) -> HttpResponse {
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
+        let check_drift = query
+            .drift
+            .as_deref()
+            .is_some_and(|d| !d.is_empty() && d != "0");
+        let backends = backends_view(&ctx, &tenant, check_drift).await?;
         let history = tenants::history(&ctx, &tenant).await?;
         let events = audit::list(
             &ctx.db,
@@ -331,6 +383,8 @@ pub async fn detail(
             .collect();
         let mut context = tera::Context::new();
         context.insert("tenant", &tenant);
+        context.insert("backends", &backends);
+        context.insert("drift_checked", &check_drift);
         context.insert("history", &history);
         context.insert("events", &events.items);
         context.insert("actions", &actions);
