@@ -21,11 +21,19 @@ fn wasm(name: &str) -> Vec<u8> {
 
 /// A server with the recorder plugin installed, granted its test double, and fast retries.
 async fn with_recorder(backend: Backend) -> (TestApp, RecorderBackend) {
+    with_recorder_and(backend, |_| {}).await
+}
+
+async fn with_recorder_and(
+    backend: Backend,
+    adjust: impl FnOnce(&mut tenantry::config::Config),
+) -> (TestApp, RecorderBackend) {
     let app = TestApp::spawn_with(backend, |c| {
         c.provisioning.backoff_base_ms = 50;
         c.provisioning.backoff_max_ms = 200;
         c.provisioning.max_attempts = 3;
         c.provisioning.poll_interval_ms = 100;
+        adjust(c);
     })
     .await;
     let double = RecorderBackend::start().await;
@@ -719,9 +727,7 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let (_, runs) = app
-            .get("/api/v1/provisioning?tenant=lifeco&limit=1")
-            .await;
+        let (_, runs) = app.get("/api/v1/provisioning?tenant=lifeco&limit=1").await;
         let latest = &runs[0];
         assert_eq!(latest["kind"], change, "{runs}");
         let finished = wait_run(&app, latest["url"].as_str().unwrap()).await;
@@ -779,7 +785,69 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
     app.stop().await;
 }
 
+async fn a_server_that_lost_its_lease_stops_touching_the_run(backend: Backend) {
+    let (app, double) = with_recorder_and(backend, |c| {
+        c.provisioning.max_attempts = 1000;
+        c.provisioning.backoff_base_ms = 100;
+        c.provisioning.backoff_max_ms = 100;
+    })
+    .await;
+    postgres_template(&app).await;
+    let (status, accepted) = app
+        .post(
+            "/api/v1/tenant/provision",
+            option_a(
+                "stolen",
+                json!({ "fail": { "step": "alpha", "kind": "transient", "times": 100000 } }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let url = accepted["url"].as_str().unwrap().to_owned();
+    let attempts = || async {
+        let (_, run) = app.get(&url).await;
+        step(&run, "alpha")["attempts"].as_i64().unwrap()
+    };
+    let started = Instant::now();
+    while attempts().await < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another server takes the run (as if this one had been too slow to renew its lease).
+    {
+        let mut conn = app.ctx.db.begin().await.unwrap();
+        let run_id = accepted["run"].as_str().unwrap().to_owned();
+        tenantry::with_conn!(conn, |c| {
+            diesel_async::RunQueryDsl::execute(
+                diesel::sql_query(format!(
+                    "UPDATE provisioning_runs SET lease_owner = 'another-server', \
+                     lease_expires_at = '2999-01-01 00:00:00' WHERE id = '{run_id}'"
+                )),
+                c,
+            )
+            .await
+        })
+        .unwrap();
+        conn.commit().await.unwrap();
+    }
+    let at_steal = attempts().await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let later = attempts().await;
+    assert!(
+        later <= at_steal + 1,
+        "at most the attempt in flight is journaled: {at_steal} then {later}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(attempts().await, later, "nothing more is written");
+    let (_, run) = app.get(&url).await;
+    assert_eq!(run["executed_by"], "another-server");
+    assert_eq!(run["status"], "running");
+    double.stop().await;
+    app.stop().await;
+}
+
 backend_tests!(
+    a_server_that_lost_its_lease_stops_touching_the_run,
     templates_are_versioned_and_validated,
     provisions_through_the_saga_and_replays_by_key,
     retry_while_running_is_a_conflict_and_concurrent_requests_make_one_run,

@@ -290,9 +290,17 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// Saves a step; when another server holds the run now, nothing is written and the lease is
+    /// marked lost (callers stop at their next check).
     async fn save_step(&self, step: &StepRow) -> AppResult<()> {
-        let step = step.clone();
-        transaction!(self.ctx.db, |tx| { sql::save_step(tx, &step).await })
+        let (step, owner) = (step.clone(), self.owner.to_owned());
+        let saved = transaction!(self.ctx.db, |tx| {
+            sql::save_step(tx, &step, &owner).await
+        })?;
+        if !saved {
+            self.keeper.lost.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     fn input(&self, step: &StepRow) -> AppResult<String> {
@@ -337,6 +345,9 @@ impl Executor<'_> {
             step.started_at = step.started_at.or(Some(now));
             step.next_attempt_at = None;
             self.save_step(step).await?;
+            if self.keeper.lost() {
+                return Ok(Ended::LeaseLost);
+            }
             self.pause_if(step, false).await;
             let ctx = self.ctx;
             let (result, log): (Result<Outcome, Failure>, _) = match step.action.as_str() {
@@ -420,7 +431,10 @@ impl Executor<'_> {
                     step.manual_follow_up = outcome.manual_follow_up.clone();
                     step.error = None;
                     step.finished_at = Some(now);
-                    self.record_done(step, &input, &outcome).await?;
+                    if !self.record_done(step, &input, &outcome).await? {
+                        self.keeper.lost.store(true, Ordering::SeqCst);
+                        return Ok(Ended::LeaseLost);
+                    }
                     return Ok(Ended::Done);
                 }
                 Err(failure) => {
@@ -463,8 +477,8 @@ impl Executor<'_> {
     }
 
     /// Journals a finished step, and what the tenant now holds (or no longer holds).
-    async fn record_done(&self, step: &StepRow, input: &str, outcome: &Outcome) -> AppResult<()> {
-        let (step, run) = (step.clone(), self.run.clone());
+    async fn record_done(&self, step: &StepRow, input: &str, outcome: &Outcome) -> AppResult<bool> {
+        let (step, run, owner) = (step.clone(), self.run.clone(), self.owner.to_owned());
         let now = clock::now();
         let resource = (step.action == "apply").then(|| {
             let origin = serde_json::from_str::<Value>(input)
@@ -489,7 +503,9 @@ impl Executor<'_> {
             }
         });
         transaction!(self.ctx.db, |tx| {
-            sql::save_step(tx, &step).await?;
+            if !sql::save_step(tx, &step, &owner).await? {
+                return Ok(false);
+            }
             match (&resource, step.action.as_str()) {
                 (Some(r), _) => sql::put_resource(tx, r).await?,
                 (None, "compensate") => {
@@ -497,7 +513,7 @@ impl Executor<'_> {
                 }
                 _ => {}
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -512,6 +528,9 @@ impl Executor<'_> {
             attempts += 1;
             step.state = "compensating".into();
             self.save_step(step).await?;
+            if self.keeper.lost() {
+                return Ok(Ended::LeaseLost);
+            }
             let logged = self
                 .ctx
                 .plugins
@@ -540,11 +559,22 @@ impl Executor<'_> {
                         step.manual_follow_up = Some(follow_up);
                     }
                     step.finished_at = Some(clock::now());
-                    let (s, tenant) = (step.clone(), self.run.tenant_id.clone());
-                    transaction!(self.ctx.db, |tx| {
-                        sql::save_step(tx, &s).await?;
-                        sql::delete_resource(tx, &tenant, &s.plugin, &s.step_id).await
+                    let (s, tenant, owner) = (
+                        step.clone(),
+                        self.run.tenant_id.clone(),
+                        self.owner.to_owned(),
+                    );
+                    let saved = transaction!(self.ctx.db, |tx| {
+                        if !sql::save_step(tx, &s, &owner).await? {
+                            return Ok(false);
+                        }
+                        sql::delete_resource(tx, &tenant, &s.plugin, &s.step_id).await?;
+                        Ok(true)
                     })?;
+                    if !saved {
+                        self.keeper.lost.store(true, Ordering::SeqCst);
+                        return Ok(Ended::LeaseLost);
+                    }
                     return Ok(Ended::Done);
                 }
                 Err(failure) => {

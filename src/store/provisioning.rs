@@ -294,16 +294,22 @@ pub async fn save_run(conn: &mut Conn, run: &RunRow, owner: &str) -> AppResult<b
     Ok(n == 1)
 }
 
-pub async fn save_step(conn: &mut Conn, step: &StepRow) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::update(
+/// Saves a step if `owner` still holds its run's lease; false otherwise (nothing written).
+pub async fn save_step(conn: &mut Conn, step: &StepRow, owner: &str) -> AppResult<bool> {
+    let n = with_conn!(conn, |c| diesel::update(
         provisioning_steps::table
             .filter(provisioning_steps::run_id.eq(&step.run_id))
             .filter(provisioning_steps::seq.eq(step.seq))
+            .filter(diesel::dsl::exists(
+                provisioning_runs::table
+                    .filter(provisioning_runs::id.eq(&step.run_id))
+                    .filter(provisioning_runs::lease_owner.eq(owner)),
+            ))
     )
     .set(step)
     .execute(c)
     .await)?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// Steps of the runs of one tenant that are `done` apply steps (for purge and drift).

@@ -243,3 +243,5 @@ diesel::table! {
         applied_at -> Timestamp,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(provisioning_runs, provisioning_steps);
