@@ -566,6 +566,13 @@ async fn a_viewer_reads_every_page_but_cannot_change_anything(backend: Backend) 
             .has("href=\"/templates/new\"")
     );
 
+    let form = viewer.get("/provision?template=postgresql-default").await;
+    assert!(form.has("Only administrators can provision tenants"));
+    assert!(form.has("class=\"primary\" disabled>Provision tenant</button>"));
+    let tenant = viewer.get("/tenants/acme-corp").await;
+    assert!(tenant.has("<h2>Backends</h2>") && tenant.has("postgresql-default@1"));
+    assert!(!tenant.has("/tenants/acme-corp/edit") && !tenant.has("/tenants/acme-corp/lifecycle"));
+    assert!(tenant.has("Only administrators can change the tenant's status."));
     let csrf = viewer.get("/templates").await.csrf();
     let attempts: [(&str, Vec<(&str, &str)>); 6] = [
         (

@@ -97,6 +97,10 @@ impl FromRequest for PortalSession {
 impl PortalSession {
     /// Accepts a form that changes something: its CSRF token must be this session's and the
     /// user an administrator; otherwise the error page to answer with.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the error is the page to answer with, built once per refused request"
+    )]
     pub fn accept_admin_form(&self, submitted_csrf: &str) -> Result<(), actix_web::HttpResponse> {
         self.check_csrf(submitted_csrf)
             .and_then(|()| self.session.principal.require_admin())
