@@ -23,6 +23,7 @@ backend_tests!(
     forms_without_or_with_a_wrong_csrf_token_are_refused,
     provisioning_form_errors_show_next_to_their_inputs_without_secrets_and_store_nothing,
     provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_resources_and_drift,
+    a_failed_run_shows_its_error_compensation_and_manual_follow_ups_never_as_done,
 );
 
 /// A browser without JavaScript: keeps cookies, does not follow redirects by itself.
@@ -1034,6 +1035,72 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         page.html
     );
     assert_eq!(run_count(&app).await, 2);
+    app.stop().await;
+    double.stop().await;
+}
+
+async fn a_failed_run_shows_its_error_compensation_and_manual_follow_ups_never_as_done(
+    backend: Backend,
+) {
+    let (app, double) = with_recorder(backend).await;
+    // Through the API: the form does not take backend settings, which make the recorder fail.
+    let (status, accepted) = app
+        .post(
+            "/api/v1/tenant/provision",
+            json!({
+                "tenant": { "slug": "refused", "name": "Refused Co" },
+                "backends": { "recorder": {
+                    "steps": ["alpha", "beta", "gamma"],
+                    "fail": { "step": "gamma", "kind": "permanent" },
+                    "undo_follow_up": "alpha",
+                } },
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let browser = Browser::admin(&app).await;
+    let path = format!("/runs/{}", accepted["run"].as_str().unwrap());
+    let page = wait_until_finished(&browser, &path).await;
+    assert!(
+        page.has("<span class=\"badge run-failed\">failed</span>"),
+        "{}",
+        page.html
+    );
+    assert!(
+        page.has("<p class=\"run-error error\" role=\"alert\">"),
+        "the run's error"
+    );
+    assert!(page.has("<span class=\"badge state-failed\">failed</span>"));
+    assert_eq!(
+        page.html
+            .matches("<span class=\"badge state-compensated\">compensated</span>")
+            .count(),
+        2,
+        "{}",
+        page.html
+    );
+    // The follow-up is highlighted as something to do, never as done.
+    let follow_ups = &page.html[page.html.find("id=\"follow-ups\"").unwrap()..];
+    let follow_ups = &follow_ups[..follow_ups.find("</div>").unwrap()];
+    assert!(
+        page.has("<div class=\"card followups\" id=\"follow-ups\">"),
+        "highlighted"
+    );
+    assert!(
+        follow_ups.contains(
+            "<span class=\"badge manual\">to do</span> recorder / alpha: archive the audit trail of refused-alpha by hand"
+        ),
+        "{follow_ups}"
+    );
+    assert!(
+        !follow_ups.contains("state-done") && !follow_ups.contains("badge ok"),
+        "{follow_ups}"
+    );
+    assert!(page.has("<span class=\"badge manual\">manual follow-up</span> archive the audit trail of refused-alpha by hand"));
+    let failed = browser.get("/runs?status=failed").await;
+    assert!(failed.has(&format!("href=\"{path}\"")));
+    assert!(failed.has("<span class=\"badge manual\""));
+    assert!(double.names().is_empty());
     app.stop().await;
     double.stop().await;
 }
