@@ -201,6 +201,17 @@ async fn templates_are_versioned_and_validated(backend: Backend) {
             "{expected:?} not in {rules:?}"
         );
     }
+    let (status, body) = app
+        .post(
+            "/api/v1/template",
+            json!({ "name": "new", "kind": "asset", "body": "x", "placeholders": [] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        field_rules(&body),
+        vec![("name".to_owned(), "reserved".to_owned())]
+    );
     let (_, list) = app.get("/api/v1/template").await;
     assert_eq!(list.as_array().unwrap().len(), 1, "nothing else stored");
 

@@ -56,11 +56,9 @@ pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinH
                 }
             }
             // Take runs while there are free slots and runs to take.
-            let mut took = false;
             while let Ok(permit) = slots.clone().try_acquire_owned() {
                 match claim(&ctx, &owner).await {
                     Ok(Some(run)) => {
-                        took = true;
                         let (ctx, owner) = (ctx.clone(), owner.clone());
                         tokio::spawn(async move {
                             let id = run.id.clone();
@@ -68,6 +66,9 @@ pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinH
                                 tracing::error!(run = %id, "provisioning run stopped: {err}");
                             }
                             drop(permit);
+                            // A slot is free: look for the next run now, not at the next poll
+                            // (runs queued meanwhile would otherwise wait for it).
+                            ctx.runs_queued.notify_one();
                         });
                     }
                     Ok(None) => break,
@@ -77,7 +78,6 @@ pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinH
                     }
                 }
             }
-            let _ = took;
             tokio::select! {
                 _ = stop.notified() => break,
                 _ = ctx.runs_queued.notified() => {}

@@ -126,6 +126,13 @@ fn check_name(name: &str) -> Result<(), FieldError> {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if name == "new" {
+        return Err(FieldError::new(
+            "name",
+            "reserved",
+            "`new` is reserved (the portal's form for a new template)",
+        ));
+    }
     if ok {
         Ok(())
     } else {

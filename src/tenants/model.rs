@@ -33,6 +33,7 @@ pub const RESERVED_SLUGS: &[&str] = &[
     "null",
     "oauth",
     "portal",
+    "provision",
     "public",
     "root",
     "static",
