@@ -18,6 +18,8 @@ pub struct Context {
     pub plugins: Arc<PluginHost>,
     /// Wakes this server's provisioning worker when a run is queued.
     pub runs_queued: Arc<tokio::sync::Notify>,
+    /// Rate limits of API keys that have one (this server's share).
+    pub key_limits: Arc<crate::auth::KeyLimits>,
 }
 
 impl Context {
@@ -30,6 +32,7 @@ impl Context {
             metrics: Arc::new(Metrics::new()),
             plugins: Arc::new(plugins),
             runs_queued: Arc::new(tokio::sync::Notify::new()),
+            key_limits: Arc::new(crate::auth::KeyLimits::default()),
         })
     }
 }

@@ -55,6 +55,8 @@ pub enum AppError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests: {what}; retry in {retry_after_secs} s")]
+    RateLimited { what: String, retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -113,6 +115,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Validation(_) => "validation_failed",
             AppError::Unavailable(_) => "unavailable",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::Internal(_) => "internal",
         }
     }
@@ -123,6 +126,9 @@ impl AppError {
             AppError::Conflict { details, .. } => details.clone(),
             AppError::NotFound { what, key } => json!({ "resource": what, "key": key }),
             AppError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            AppError::RateLimited {
+                retry_after_secs, ..
+            } => json!({ "retry_after_seconds": retry_after_secs }),
             _ => Value::Null,
         }
     }
@@ -157,6 +163,7 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -169,6 +176,12 @@ impl ResponseError for AppError {
         let mut builder = HttpResponse::build(self.status_code());
         if matches!(self, AppError::Unauthorized) {
             builder.insert_header(("WWW-Authenticate", "Bearer realm=\"tenantry\""));
+        }
+        if let AppError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            builder.insert_header(("Retry-After", retry_after_secs.to_string()));
         }
         builder.json(ErrorBody::from(self))
     }

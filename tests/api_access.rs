@@ -105,9 +105,11 @@ async fn a_viewer_token_reads_but_every_change_is_403(backend: Backend) {
         let status = response.status();
         let (_, body): (StatusCode, Value) = common::into_json(response).await;
         // Tokens and exports (which carry sealed secrets) are for administrators only.
+        // API keys' metadata is for administrators only, like the platform's tokens.
         let reads_tenant_data = method == Method::GET
             && !path.starts_with("/api/v1/admin/")
-            && !path.ends_with("/export");
+            && !path.ends_with("/export")
+            && !path.ends_with("/api-keys");
         if reads_tenant_data && path == "/api/v1/provisioning/nothing" {
             // No run exists: the viewer gets past authorisation to a 404.
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");

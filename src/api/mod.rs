@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod keys;
 pub mod ops;
 pub mod plugins;
 pub mod provisioning;
@@ -60,6 +61,7 @@ fn configure(cfg: &mut ServiceConfig) {
     cfg.service(
         scope::scope("/api/v1")
             .configure(tenants::routes)
+            .configure(keys::routes)
             .configure(audit::routes)
             .configure(admin::routes)
             .configure(plugins::routes)

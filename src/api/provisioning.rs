@@ -330,7 +330,7 @@ async fn tenant_resources(
     caller: ApiCaller,
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_platform()?;
+    caller.principal.require_tenant_read(&slug)?;
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
     Ok(HttpResponse::Ok().json(provisioning::resources(&ctx, &tenant).await?))
@@ -349,7 +349,7 @@ async fn tenant_drift(
     caller: ApiCaller,
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_platform()?;
+    caller.principal.require_tenant_read(&slug)?;
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
     Ok(HttpResponse::Ok().json(provisioning::drift(&ctx, &tenant).await?))

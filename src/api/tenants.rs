@@ -126,7 +126,7 @@ async fn get_tenant(
     caller: ApiCaller,
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_platform()?;
+    caller.principal.require_tenant_read(&slug)?;
     record_tenant(&slug);
     Ok(HttpResponse::Ok().json(tenants::get(&ctx, &slug).await?))
 }
@@ -316,7 +316,7 @@ async fn tenant_history(
     caller: ApiCaller,
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_platform()?;
+    caller.principal.require_tenant_read(&slug)?;
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
     Ok(HttpResponse::Ok().json(tenants::history(&ctx, &tenant).await?))
@@ -389,6 +389,6 @@ async fn tenant_database_health(
     caller: ApiCaller,
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_platform()?;
+    caller.principal.require_tenant_read(&slug)?;
     Ok(HttpResponse::Ok().json(health::tenant_database(&ctx, &slug).await?))
 }

@@ -53,6 +53,18 @@ pub async fn authenticate(
         if let (Some(token), Some(ctx)) = (token, req.app_data::<web::Data<Context>>().cloned()) {
             match super::authenticate_token(&ctx, &token).await {
                 Ok(Some(principal)) => {
+                    if let Some((key_id, Some(per_minute))) = &principal.key
+                        && let Err(wait) = ctx.key_limits.check(key_id, *per_minute)
+                    {
+                        return Err(AppError::RateLimited {
+                            what: format!(
+                                "key `{}` allows {per_minute} requests a minute",
+                                principal.name
+                            ),
+                            retry_after_secs: wait.as_secs().max(1),
+                        }
+                        .into());
+                    }
                     req.extensions_mut().insert(principal);
                 }
                 Ok(None) => {}
@@ -101,6 +113,32 @@ impl FromRequest for ApiAdmin {
         ready(caller.and_then(|caller| {
             caller.principal.require_admin()?;
             Ok(ApiAdmin(caller))
+        }))
+    }
+}
+
+/// An API caller allowed to administer the tenant of the route's `{slug}` (platform admins, and
+/// that tenant's admins); decided before the request body is read, like [`ApiAdmin`].
+pub struct TenantAdminCaller(pub ApiCaller);
+
+impl std::ops::Deref for TenantAdminCaller {
+    type Target = ApiCaller;
+
+    fn deref(&self) -> &ApiCaller {
+        &self.0
+    }
+}
+
+impl FromRequest for TenantAdminCaller {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = ApiCaller::from_request(req, payload).into_inner();
+        let slug = req.match_info().get("slug").unwrap_or_default().to_owned();
+        ready(caller.and_then(|caller| {
+            caller.principal.require_tenant_admin(&slug)?;
+            Ok(TenantAdminCaller(caller))
         }))
     }
 }

@@ -36,6 +36,10 @@ pub enum Role {
     PlatformAdmin,
     /// Read-only access to everything on the platform (dashboards, monitoring, audits).
     PlatformViewer,
+    /// Everything a tenant may do for itself (its API keys, its settings), in its own tenant only.
+    TenantAdmin,
+    /// Reads its own tenant.
+    Member,
 }
 
 impl Role {
@@ -43,6 +47,8 @@ impl Role {
         match self {
             Role::PlatformAdmin => "platform-admin",
             Role::PlatformViewer => "platform-viewer",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Member => "member",
         }
     }
 
@@ -50,21 +56,48 @@ impl Role {
         match text {
             "platform-admin" => Some(Role::PlatformAdmin),
             "platform-viewer" => Some(Role::PlatformViewer),
+            "tenant-admin" => Some(Role::TenantAdmin),
+            "member" => Some(Role::Member),
             _ => None,
         }
     }
+
+    /// Whether the role belongs to one tenant (rather than to the platform).
+    pub fn is_tenant_role(self) -> bool {
+        matches!(self, Role::TenantAdmin | Role::Member)
+    }
+}
+
+/// The tenant a tenant principal belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantScope {
+    pub id: String,
+    pub slug: String,
 }
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// `admin` for the bootstrap administrator, `token:<name>` for an API token.
+    /// `admin` for the bootstrap administrator, `token:<name>` for a platform API token,
+    /// `key:<slug>/<name>` for a tenant API key.
     pub name: String,
     pub role: Role,
+    /// The tenant of a tenant principal (`None` for the platform's).
+    pub tenant: Option<TenantScope>,
+    /// The API key that authenticated the request, with its own rate limit.
+    pub key: Option<(String, Option<u32>)>,
 }
 
 impl Principal {
-    /// Refuses (403) anyone who may not change things.
+    fn tenant_only(&self) -> AppError {
+        let slug = self.tenant.as_ref().map_or("?", |t| t.slug.as_str());
+        AppError::forbidden(format!(
+            "`{}` belongs to tenant `{slug}`: it reaches only that tenant's own routes",
+            self.name
+        ))
+    }
+
+    /// Refuses (403) anyone who may not change platform-wide things.
     pub fn require_admin(&self) -> AppResult<()> {
         match self.role {
             Role::PlatformAdmin => Ok(()),
@@ -73,6 +106,7 @@ impl Principal {
                 self.name,
                 self.role.as_str()
             ))),
+            Role::TenantAdmin | Role::Member => Err(self.tenant_only()),
         }
     }
 
@@ -80,6 +114,31 @@ impl Principal {
     pub fn require_platform(&self) -> AppResult<()> {
         match self.role {
             Role::PlatformAdmin | Role::PlatformViewer => Ok(()),
+            Role::TenantAdmin | Role::Member => Err(self.tenant_only()),
+        }
+    }
+
+    /// Refuses anyone who may not read tenant `slug`: a tenant principal of another tenant gets
+    /// a 404 (it learns nothing of other tenants).
+    pub fn require_tenant_read(&self, slug: &str) -> AppResult<()> {
+        match &self.tenant {
+            None => self.require_platform(),
+            Some(scope) if scope.slug == slug => Ok(()),
+            Some(_) => Err(AppError::not_found("tenant", slug)),
+        }
+    }
+
+    /// Refuses anyone who may not administer tenant `slug` (its API keys…): platform admins and
+    /// that tenant's admins may.
+    pub fn require_tenant_admin(&self, slug: &str) -> AppResult<()> {
+        self.require_tenant_read(slug)?;
+        match self.role {
+            Role::PlatformAdmin | Role::TenantAdmin => Ok(()),
+            Role::PlatformViewer | Role::Member => Err(AppError::forbidden(format!(
+                "`{}` has the {} role, which may only read",
+                self.name,
+                self.role.as_str()
+            ))),
         }
     }
 }
@@ -244,15 +303,17 @@ pub async fn verify_admin_login(
         .await
         .map_err(AppError::internal)?;
     Ok((ok && row.is_some()).then(|| Principal {
+        tenant: None,
+        key: None,
         name: username.to_owned(),
         role: Role::PlatformAdmin,
     }))
 }
 
 // ---------------------------------------------------------------------------------------------
-// API tokens
+// API tokens and keys
 
-/// An API token as listed (never its secret).
+/// An API token (platform) or key (tenant) as listed — never its secret.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ApiTokenInfo {
     pub id: String,
@@ -260,25 +321,38 @@ pub struct ApiTokenInfo {
     /// The public part of the token (`tny_<prefix>_…`), to recognise it.
     pub prefix: String,
     pub role: Role,
+    /// The tenant of a tenant key (its id); none for a platform token.
+    pub tenant_id: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Requests per minute this key may make (per server); none: no limit of its own.
+    pub rate_limit_per_minute: Option<i64>,
+    /// The key that replaced this one by a rotation; this one works until `expires_at`.
+    pub replaced_by: Option<String>,
+    /// Whether the key authenticates requests now.
+    pub live: bool,
 }
 
 impl ApiTokenInfo {
-    fn from_row(row: &ApiKeyRow) -> Self {
+    pub fn from_row(row: &ApiKeyRow) -> Self {
+        let now = clock::now();
         ApiTokenInfo {
             id: row.id.clone(),
             name: row.name.clone(),
             prefix: row.prefix.clone(),
-            role: Role::parse(&row.role).unwrap_or(Role::PlatformViewer),
+            role: Role::parse(&row.role).unwrap_or(Role::Member),
+            tenant_id: row.tenant_id.clone(),
             created_by: row.created_by.clone(),
             created_at: clock::to_utc(row.created_at),
             expires_at: row.expires_at.map(clock::to_utc),
             last_used_at: row.last_used_at.map(clock::to_utc),
             revoked_at: row.revoked_at.map(clock::to_utc),
+            rate_limit_per_minute: row.rate_limit_per_minute,
+            replaced_by: row.replaced_by.clone(),
+            live: row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now),
         }
     }
 }
@@ -291,6 +365,90 @@ pub struct NewApiToken {
     pub info: ApiTokenInfo,
 }
 
+/// What a new key is.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub name: String,
+    pub role: Role,
+    pub expires_in_days: Option<u32>,
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+fn check_spec(spec: &KeySpec, tenant: bool) -> AppResult<String> {
+    let mut errors = Vec::new();
+    let name = match crate::tenants::input::check_text("name", &spec.name, 100) {
+        Ok(name) => name,
+        Err(e) => {
+            errors.push(e);
+            String::new()
+        }
+    };
+    if spec.expires_in_days == Some(0) {
+        errors.push(FieldError::new(
+            "expires_in_days",
+            "range",
+            "must be at least 1",
+        ));
+    }
+    if spec.rate_limit_per_minute == Some(0) {
+        errors.push(FieldError::new(
+            "rate_limit_per_minute",
+            "range",
+            "must be at least 1 (leave it out for no limit of the key's own)",
+        ));
+    }
+    if tenant != spec.role.is_tenant_role() {
+        errors.push(FieldError::new(
+            "role",
+            "one_of",
+            if tenant {
+                "a tenant key is `tenant-admin` or `member`"
+            } else {
+                "a platform token is `platform-admin` or `platform-viewer`"
+            },
+        ));
+    }
+    if errors.is_empty() {
+        Ok(name)
+    } else {
+        Err(AppError::Validation(errors))
+    }
+}
+
+fn new_key_row(
+    actor: &Actor,
+    tenant_id: Option<String>,
+    name: String,
+    spec: &KeySpec,
+    expires_at: Option<chrono::NaiveDateTime>,
+) -> (ApiKeyRow, String) {
+    let prefix = random_string(8).to_lowercase();
+    let secret = random_string(32);
+    let token = format!("tny_{prefix}_{secret}");
+    let now = clock::now();
+    (
+        ApiKeyRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id,
+            name,
+            prefix,
+            secret_hash: sha256_hex(&secret),
+            role: spec.role.as_str().into(),
+            created_by: actor.name.clone(),
+            created_at: now,
+            expires_at: expires_at.or_else(|| {
+                spec.expires_in_days
+                    .map(|d| now + chrono::Duration::days(d.into()))
+            }),
+            last_used_at: None,
+            revoked_at: None,
+            rate_limit_per_minute: spec.rate_limit_per_minute.map(i64::from),
+            replaced_by: None,
+        },
+        token,
+    )
+}
+
 /// Creates a platform API token.
 pub async fn create_platform_token(
     ctx: &Context,
@@ -299,52 +457,46 @@ pub async fn create_platform_token(
     role: Role,
     expires_in_days: Option<u32>,
 ) -> AppResult<NewApiToken> {
-    let name = crate::tenants::input::check_text("name", name, 100)
-        .map_err(|e| AppError::Validation(vec![e]))?;
-    if expires_in_days == Some(0) {
-        return Err(AppError::invalid(
-            "expires_in_days",
-            "range",
-            "must be at least 1",
-        ));
-    }
-    let prefix = random_string(8).to_lowercase();
-    let secret = random_string(32);
-    let token = format!("tny_{prefix}_{secret}");
+    create_key(
+        ctx,
+        actor,
+        None,
+        &KeySpec {
+            name: name.to_owned(),
+            role,
+            expires_in_days,
+            rate_limit_per_minute: None,
+        },
+    )
+    .await
+}
+
+/// Creates a key: of the platform (`tenant` none) or of a tenant.
+pub async fn create_key(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: Option<&TenantScope>,
+    spec: &KeySpec,
+) -> AppResult<NewApiToken> {
+    let name = check_spec(spec, tenant.is_some())?;
+    let (row, token) = new_key_row(
+        actor,
+        tenant.map(|t| t.id.clone()),
+        name.clone(),
+        spec,
+        None,
+    );
     let now = clock::now();
-    let row = ApiKeyRow {
-        id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: None,
-        name: name.clone(),
-        prefix: prefix.clone(),
-        secret_hash: sha256_hex(&secret),
-        role: role.as_str().into(),
-        created_by: actor.name.clone(),
-        created_at: now,
-        expires_at: expires_in_days.map(|d| now + chrono::Duration::days(d.into())),
-        last_used_at: None,
-        revoked_at: None,
-    };
     transaction!(ctx.db, |tx| {
-        if store::admin::platform_key_name_taken(tx, &name).await? {
+        if store::admin::live_key_name_taken(tx, row.tenant_id.as_deref(), &name, now).await? {
             return Err(AppError::conflict(
                 "name_taken",
-                format!(
-                    "a live token named `{name}` already exists; revoke it or pick another name"
-                ),
+                format!("a live key named `{name}` already exists; revoke it or pick another name"),
                 json!({ "field": "name" }),
             ));
         }
         store::admin::insert_key(tx, &row).await?;
-        audit::record(
-            tx,
-            actor,
-            AuditEvent::platform(
-                "admin.token_create",
-                json!({ "id": row.id, "name": row.name, "prefix": row.prefix, "role": row.role }),
-            ),
-        )
-        .await?;
+        audit::record(tx, actor, key_event("create", tenant, &row, json!({}))).await?;
         Ok(())
     })?;
     Ok(NewApiToken {
@@ -353,9 +505,50 @@ pub async fn create_platform_token(
     })
 }
 
+fn key_event(
+    what: &str,
+    tenant: Option<&TenantScope>,
+    row: &ApiKeyRow,
+    extra: serde_json::Value,
+) -> AuditEvent {
+    let mut details = json!({
+        "id": row.id, "name": row.name, "prefix": row.prefix, "role": row.role,
+        "rate_limit_per_minute": row.rate_limit_per_minute,
+    });
+    if let (Some(map), serde_json::Value::Object(more)) = (details.as_object_mut(), extra) {
+        map.extend(more);
+    }
+    match tenant {
+        None => AuditEvent::platform(
+            match what {
+                "create" => "admin.token_create",
+                "revoke" => "admin.token_revoke",
+                _ => "admin.token_rotate",
+            },
+            details,
+        ),
+        Some(t) => AuditEvent::tenant(
+            match what {
+                "create" => "tenant.api_key_create",
+                "revoke" => "tenant.api_key_revoke",
+                _ => "tenant.api_key_rotate",
+            },
+            &t.id,
+            &t.slug,
+            details,
+        ),
+    }
+}
+
 pub async fn list_platform_tokens(ctx: &Context) -> AppResult<Vec<ApiTokenInfo>> {
     let mut conn = ctx.db.conn().await?;
     let rows = store::admin::list_platform_keys(&mut conn).await?;
+    Ok(rows.iter().map(ApiTokenInfo::from_row).collect())
+}
+
+pub async fn list_tenant_keys(ctx: &Context, tenant: &TenantScope) -> AppResult<Vec<ApiTokenInfo>> {
+    let mut conn = ctx.db.conn().await?;
+    let rows = store::admin::list_tenant_keys(&mut conn, &tenant.id).await?;
     Ok(rows.iter().map(ApiTokenInfo::from_row).collect())
 }
 
@@ -370,23 +563,122 @@ pub async fn revoke_platform_token(
         let row = store::admin::revoke_platform_key(tx, id_or_name, now)
             .await?
             .ok_or_else(|| AppError::not_found("token", id_or_name))?;
-        audit::record(
-            tx,
-            actor,
-            AuditEvent::platform(
-                "admin.token_revoke",
-                json!({ "id": row.id, "name": row.name, "prefix": row.prefix }),
-            ),
-        )
-        .await?;
+        audit::record(tx, actor, key_event("revoke", None, &row, json!({}))).await?;
         Ok(row)
     })?;
     let mut info = ApiTokenInfo::from_row(&row);
     info.revoked_at = Some(clock::to_utc(now));
+    info.live = false;
     Ok(info)
 }
 
-/// Resolves a bearer token to its principal; `None` for anything not a live token.
+/// The key `id` of `tenant` (or a platform token for `None`); 404 for a key of anyone else.
+async fn key_of(
+    conn: &mut store::Conn,
+    tenant: Option<&TenantScope>,
+    id: &str,
+) -> AppResult<ApiKeyRow> {
+    store::admin::find_key(conn, id)
+        .await?
+        .filter(|row| row.tenant_id.as_deref() == tenant.map(|t| t.id.as_str()))
+        .ok_or_else(|| AppError::not_found("API key", id))
+}
+
+/// Revokes a key of a tenant (at once; a rotated key's grace period ends too).
+pub async fn revoke_key(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: &TenantScope,
+    id: &str,
+) -> AppResult<()> {
+    let now = clock::now();
+    transaction!(ctx.db, |tx| {
+        let row = key_of(tx, Some(tenant), id).await?;
+        if row.revoked_at.is_some() {
+            return Ok(());
+        }
+        store::admin::revoke_key(tx, &row.id, now).await?;
+        audit::record(
+            tx,
+            actor,
+            key_event("revoke", Some(tenant), &row, json!({})),
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+/// Rotates a key: a new key with the same name, role, limit and expiry is made (and shown once);
+/// the old one keeps working for `grace_minutes` (0: it stops at once).
+pub async fn rotate_key(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: Option<&TenantScope>,
+    id: &str,
+    grace_minutes: u32,
+) -> AppResult<NewApiToken> {
+    if grace_minutes > 7 * 24 * 60 {
+        return Err(AppError::invalid(
+            "grace_minutes",
+            "range",
+            "must be at most 10080 (a week)",
+        ));
+    }
+    let now = clock::now();
+    let (new_row, token) = transaction!(ctx.db, |tx| {
+        let old = key_of(tx, tenant, id).await?;
+        if old.revoked_at.is_some() || old.expires_at.is_some_and(|at| at <= now) {
+            return Err(AppError::conflict(
+                "key_not_live",
+                format!("key `{id}` is revoked or expired: create a new one instead"),
+                json!({ "id": id }),
+            ));
+        }
+        if let Some(by) = &old.replaced_by {
+            return Err(AppError::conflict(
+                "already_rotated",
+                format!("key `{id}` was already rotated; rotate its replacement `{by}`"),
+                json!({ "id": id, "replaced_by": by }),
+            ));
+        }
+        let spec = KeySpec {
+            name: old.name.clone(),
+            role: Role::parse(&old.role).unwrap_or(Role::Member),
+            expires_in_days: None,
+            rate_limit_per_minute: old.rate_limit_per_minute.map(|n| n as u32),
+        };
+        let (new_row, token) = new_key_row(
+            actor,
+            old.tenant_id.clone(),
+            old.name.clone(),
+            &spec,
+            old.expires_at,
+        );
+        store::admin::insert_key(tx, &new_row).await?;
+        let until = now + chrono::Duration::minutes(grace_minutes.into());
+        let until = old.expires_at.map_or(until, |at| at.min(until));
+        store::admin::mark_rotated(tx, &old.id, &new_row.id, until).await?;
+        audit::record(
+            tx,
+            actor,
+            key_event(
+                "rotate",
+                tenant,
+                &old,
+                json!({ "replaced_by": new_row.id, "new_prefix": new_row.prefix, "grace_until": clock::rfc3339(until) }),
+            ),
+        )
+        .await?;
+        Ok((new_row, token))
+    })?;
+    Ok(NewApiToken {
+        token,
+        info: ApiTokenInfo::from_row(&new_row),
+    })
+}
+
+/// Resolves a bearer token to its principal; `None` for anything not a live token (a tenant
+/// key also needs its tenant to be `trial` or `active`).
 pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
     let Some((prefix, secret)) = token
         .strip_prefix("tny_")
@@ -405,12 +697,31 @@ pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<
     if !constant_time_eq(&sha256_hex(secret), &row.secret_hash)
         || row.revoked_at.is_some()
         || row.expires_at.is_some_and(|at| at <= now)
-        || row.tenant_id.is_some()
     {
         return Ok(None);
     }
     let Some(role) = Role::parse(&row.role) else {
         return Ok(None);
+    };
+    let tenant = match &row.tenant_id {
+        None if role.is_tenant_role() => return Ok(None),
+        None => None,
+        Some(tenant_id) => {
+            let Some(t) = store::tenants::find_by_id(&mut conn, tenant_id).await? else {
+                return Ok(None);
+            };
+            let status: crate::tenants::TenantStatus = t
+                .status
+                .parse()
+                .map_err(|e: String| AppError::internal(anyhow::anyhow!(e)))?;
+            if !status.is_active() || !role.is_tenant_role() {
+                return Ok(None);
+            }
+            Some(TenantScope {
+                id: t.id,
+                slug: t.slug,
+            })
+        }
     };
     // Last-used time, at most once a minute per key: not a write on every request.
     if row
@@ -422,10 +733,56 @@ pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<
         let db = ctx.db.clone();
         let _ = transaction!(db, |tx| { store::admin::touch_key(tx, &id, now).await });
     }
+    let name = match &tenant {
+        None => format!("token:{}", row.name),
+        Some(t) => format!("key:{}/{}", t.slug, row.name),
+    };
     Ok(Some(Principal {
-        name: format!("token:{}", row.name),
+        name,
         role,
+        tenant,
+        key: Some((
+            row.id.clone(),
+            row.rate_limit_per_minute
+                .map(|n| n.clamp(1, u32::MAX as i64) as u32),
+        )),
     }))
+}
+
+/// Per-key rate limits (requests per minute, per server), as token buckets (`governor`).
+#[derive(Default)]
+pub struct KeyLimits {
+    limiters: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (u32, std::sync::Arc<governor::DefaultDirectRateLimiter>),
+        >,
+    >,
+}
+
+impl KeyLimits {
+    /// Takes one request from the key's bucket; the wait until the next one when it is empty.
+    pub fn check(&self, key_id: &str, per_minute: u32) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock as _;
+        let limiter = {
+            let mut map = self.limiters.lock().expect("key limits lock");
+            let entry = map
+                .entry(key_id.to_owned())
+                .or_insert_with(|| (per_minute, std::sync::Arc::new(Self::limiter(per_minute))));
+            if entry.0 != per_minute {
+                *entry = (per_minute, std::sync::Arc::new(Self::limiter(per_minute)));
+            }
+            entry.1.clone()
+        };
+        limiter.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
+    }
+
+    fn limiter(per_minute: u32) -> governor::DefaultDirectRateLimiter {
+        let n = std::num::NonZeroU32::new(per_minute.max(1)).expect("non-zero");
+        governor::RateLimiter::direct(governor::Quota::per_minute(n))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,6 +864,8 @@ pub async fn load_session(ctx: &Context, cookie: &str) -> AppResult<Option<Sessi
         principal: Principal {
             name: row.principal,
             role,
+            tenant: None,
+            key: None,
         },
         csrf_token: row.csrf_token,
     }))

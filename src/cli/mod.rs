@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+mod keys;
 mod provisioning;
 
 use crate::app;
@@ -228,6 +229,9 @@ pub enum TenantCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Manage a tenant's API keys.
+    #[command(subcommand)]
+    ApiKey(keys::ApiKeyCommand),
     /// What a tenant holds in each backend.
     Resources { slug: String },
     /// Ask each backend whether the tenant's resources are as provisioned (exit 1 on drift).
@@ -321,6 +325,12 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by id or name.
     Revoke { id_or_name: String },
+    /// Replace a token by a new one (printed once); the old one works for the grace period.
+    Rotate {
+        id: String,
+        #[arg(long, default_value_t = 60)]
+        grace_minutes: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -838,6 +848,7 @@ async fn tenant_command(
                 .await
         }
         TenantCommand::Resources { slug } => provisioning::resources(ctx, out, &slug).await,
+        TenantCommand::ApiKey(cmd) => keys::api_key_command(ctx, actor, out, cmd).await,
         TenantCommand::Drift { slug } => provisioning::drift(ctx, out, &slug).await,
         TenantCommand::RollbackSecret { slug } => {
             let tenant = tenants::rollback_client_secret(ctx, actor, &slug)
@@ -928,6 +939,17 @@ async fn admin_command(
                     )
                 }));
                 lines.join("\n")
+            })
+        }
+        AdminCommand::Token(TokenCommand::Rotate { id, grace_minutes }) => {
+            let token = auth::rotate_key(ctx, actor, None, &id, grace_minutes)
+                .await
+                .map_err(app_error)?;
+            print(out, &token, || {
+                format!(
+                    "{}\n(the old token works for {grace_minutes} more minutes)",
+                    keys::new_key_text(&token)
+                )
             })
         }
         AdminCommand::Token(TokenCommand::Revoke { id_or_name }) => {

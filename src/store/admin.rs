@@ -121,3 +121,81 @@ pub async fn touch_key(conn: &mut Conn, id: &str, at: NaiveDateTime) -> AppResul
     .await)?;
     Ok(())
 }
+
+/// A tenant's keys, newest first.
+pub async fn list_tenant_keys(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<ApiKeyRow>> {
+    let rows = with_conn!(conn, |c| api_keys::table
+        .filter(api_keys::tenant_id.eq(tenant_id))
+        .order(api_keys::created_at.desc())
+        .select(ApiKeyRow::as_select())
+        .load(c)
+        .await)?;
+    Ok(rows)
+}
+
+pub async fn find_key(conn: &mut Conn, id: &str) -> AppResult<Option<ApiKeyRow>> {
+    let row = with_conn!(conn, |c| api_keys::table
+        .filter(api_keys::id.eq(id))
+        .select(ApiKeyRow::as_select())
+        .first(c)
+        .await
+        .optional())?;
+    Ok(row)
+}
+
+/// Whether a live key (not revoked, not expired, not replaced) of this tenant (or of the
+/// platform, for `None`) has this name.
+pub async fn live_key_name_taken(
+    conn: &mut Conn,
+    tenant_id: Option<&str>,
+    name: &str,
+    now: NaiveDateTime,
+) -> AppResult<bool> {
+    let n: i64 = with_conn!(conn, |c| {
+        let mut query = api_keys::table
+            .filter(api_keys::revoked_at.is_null())
+            .filter(api_keys::replaced_by.is_null())
+            .filter(
+                api_keys::expires_at
+                    .is_null()
+                    .or(api_keys::expires_at.gt(now)),
+            )
+            .filter(api_keys::name.eq(name.to_owned()))
+            .into_boxed();
+        query = match tenant_id {
+            Some(t) => query.filter(api_keys::tenant_id.eq(t.to_owned())),
+            None => query.filter(api_keys::tenant_id.is_null()),
+        };
+        query.count().get_result(c).await
+    })?;
+    Ok(n > 0)
+}
+
+pub async fn revoke_key(conn: &mut Conn, id: &str, at: NaiveDateTime) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(id))
+    )
+    .set(api_keys::revoked_at.eq(Some(at)))
+    .execute(c)
+    .await)?;
+    Ok(())
+}
+
+/// Marks a key replaced by `by`; it keeps working until `until`.
+pub async fn mark_rotated(
+    conn: &mut Conn,
+    id: &str,
+    by: &str,
+    until: NaiveDateTime,
+) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(id))
+    )
+    .set((
+        api_keys::replaced_by.eq(Some(by)),
+        api_keys::expires_at.eq(Some(until)),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(())
+}

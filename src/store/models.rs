@@ -98,6 +98,10 @@ pub struct ApiKeyRow {
     pub expires_at: Option<NaiveDateTime>,
     pub last_used_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
+    /// Requests per minute this key may make (this server); none: no limit of its own.
+    pub rate_limit_per_minute: Option<i64>,
+    /// The key that replaced this one by a rotation (this one works until its `expires_at`).
+    pub replaced_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]

@@ -29,6 +29,16 @@ pub async fn insert(conn: &mut Conn, row: &TenantRow) -> Result<(), diesel::resu
     Ok(())
 }
 
+pub async fn find_by_id(conn: &mut Conn, id: &str) -> AppResult<Option<TenantRow>> {
+    let row = with_conn!(conn, |c| tenants::table
+        .filter(tenants::id.eq(id))
+        .select(TenantRow::as_select())
+        .first(c)
+        .await
+        .optional())?;
+    Ok(row)
+}
+
 pub async fn find_by_slug(conn: &mut Conn, slug: &str) -> AppResult<Option<TenantRow>> {
     let row = with_conn!(conn, |c| tenants::table
         .filter(tenants::slug.eq(slug))

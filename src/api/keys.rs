@@ -1,0 +1,205 @@
+//! `/api/v1/tenant/{slug}/api-keys…` (a tenant's API keys, for platform admins and that tenant's
+//! admins) and `/api/v1/admin/tokens/{id}/rotate`.
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::body::ApiJson;
+use crate::auth::extract::{ApiAdmin, TenantAdminCaller};
+use crate::auth::{self, ApiTokenInfo, KeySpec, NewApiToken, Role, TenantScope};
+use crate::context::Context;
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::telemetry::record_tenant;
+use crate::tenants;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(create_key)
+        .service(list_keys)
+        .service(revoke_key)
+        .service(rotate_key)
+        .service(rotate_platform_token);
+}
+
+/// A new tenant API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// 1–100 characters; unique among the tenant's live keys.
+    pub name: String,
+    /// `member` (default: reads its tenant) or `tenant-admin` (also manages its keys).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The key stops working after this many days.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+    /// Requests per minute the key may make (per server); absent: no limit of its own.
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+/// How long the rotated key keeps working.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    /// Minutes the old key keeps working (0–10080, default 60).
+    #[serde(default)]
+    pub grace_minutes: Option<u32>,
+}
+
+async fn scope(ctx: &Context, slug: &str) -> AppResult<TenantScope> {
+    let tenant = tenants::get(ctx, slug).await?;
+    Ok(TenantScope {
+        id: tenant.id,
+        slug: tenant.slug,
+    })
+}
+
+/// Create an API key of a tenant; the key is in the answer, and only there.
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "The key (shown once)", body = NewApiToken),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "A live key has this name", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenant/{slug}/api-keys")]
+async fn create_key(
+    ctx: web::Data<Context>,
+    caller: TenantAdminCaller,
+    slug: web::Path<String>,
+    body: ApiJson<NewKey>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let scope = scope(&ctx, &slug).await?;
+    let role = match body.0.role.as_deref() {
+        None => Role::Member,
+        Some(r) => Role::parse(r)
+            .filter(|r| r.is_tenant_role())
+            .ok_or_else(|| {
+                AppError::invalid("role", "one_of", "must be `member` or `tenant-admin`")
+            })?,
+    };
+    let key = auth::create_key(
+        &ctx,
+        &caller.actor,
+        Some(&scope),
+        &KeySpec {
+            name: body.0.name.clone(),
+            role,
+            expires_in_days: body.0.expires_in_days,
+            rate_limit_per_minute: body.0.rate_limit_per_minute,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(key))
+}
+
+/// A tenant's API keys (never their secrets), newest first.
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses((status = 200, description = "Keys", body = [ApiTokenInfo]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/api-keys")]
+async fn list_keys(
+    ctx: web::Data<Context>,
+    _caller: TenantAdminCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let scope = scope(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(auth::list_tenant_keys(&ctx, &scope).await?))
+}
+
+/// Revoke a tenant's API key (at once).
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug"), ("id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[delete("/tenant/{slug}/api-keys/{id}")]
+async fn revoke_key(
+    ctx: web::Data<Context>,
+    caller: TenantAdminCaller,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (slug, id) = path.into_inner();
+    record_tenant(&slug);
+    let scope = scope(&ctx, &slug).await?;
+    auth::revoke_key(&ctx, &caller.actor, &scope, &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Rotate a tenant's API key: a new key (shown once) replaces it; the old one keeps working for
+/// the grace period.
+#[utoipa::path(
+    tag = "tenants",
+    params(("slug" = String, Path, description = "The tenant's slug"), ("id" = String, Path, description = "The key's id")),
+    request_body = Rotate,
+    responses(
+        (status = 201, description = "The new key (shown once)", body = NewApiToken),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Revoked, expired or already rotated", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenant/{slug}/api-keys/{id}/rotate")]
+async fn rotate_key(
+    ctx: web::Data<Context>,
+    caller: TenantAdminCaller,
+    path: web::Path<(String, String)>,
+    body: ApiJson<Rotate>,
+) -> AppResult<HttpResponse> {
+    let (slug, id) = path.into_inner();
+    record_tenant(&slug);
+    let scope = scope(&ctx, &slug).await?;
+    let key = auth::rotate_key(
+        &ctx,
+        &caller.actor,
+        Some(&scope),
+        &id,
+        body.0.grace_minutes.unwrap_or(60),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(key))
+}
+
+/// Rotate a platform API token: a new token (shown once) replaces it; the old one keeps working
+/// for the grace period.
+#[utoipa::path(
+    tag = "admin",
+    params(("id" = String, Path, description = "The token's id")),
+    request_body = Rotate,
+    responses(
+        (status = 201, description = "The new token (shown once)", body = NewApiToken),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Revoked, expired or already rotated", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/tokens/{id}/rotate")]
+async fn rotate_platform_token(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    id: web::Path<String>,
+    body: ApiJson<Rotate>,
+) -> AppResult<HttpResponse> {
+    let key = auth::rotate_key(
+        &ctx,
+        &caller.actor,
+        None,
+        &id,
+        body.0.grace_minutes.unwrap_or(60),
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(key))
+}
