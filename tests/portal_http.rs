@@ -22,6 +22,7 @@ backend_tests!(
     bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_menu,
     rolling_back_the_client_secret_and_checking_the_database_from_the_detail_page,
     plugins_page_shows_world_wit_version_capabilities_and_calls,
+    api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page,
 );
 
 /// The pages behind the login, with `{slug}` for an existing tenant.
@@ -1046,5 +1047,123 @@ async fn plugins_page_shows_world_wit_version_capabilities_and_calls(backend: Ba
         .next()
         .unwrap();
     assert_eq!(calls, "1", "the call count of tier-quota");
+    app.stop().await;
+}
+
+async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme").await;
+    let browser = Browser::log_in(&app).await;
+    let csrf = browser.csrf("/tenants/acme").await;
+    let made = browser
+        .post(
+            "/tenants/acme/api-keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "etl"),
+                ("role", "tenant-admin"),
+                ("expires_in_days", ""),
+                ("rate_limit_per_minute", "120"),
+            ],
+        )
+        .await;
+    made.assert_status(StatusCode::OK);
+    let token = made
+        .html
+        .split("<pre id=\"new-key\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .expect("the key is on the page")
+        .to_owned();
+    assert!(token.starts_with("tny_"), "{token}");
+    // The key works, reaches its tenant only, and is never shown again.
+    let (status, _) = common::into_json(
+        app.client
+            .get(app.url("/api/v1/tenant/acme"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let page = browser.get("/tenants/acme").await;
+    page.assert_status(StatusCode::OK);
+    assert!(
+        page.html.contains("etl") && page.html.contains("120/min"),
+        "{}",
+        page.html
+    );
+    assert!(
+        !page.html.contains(&token[13..]),
+        "the secret is not shown again"
+    );
+
+    // A bad number is refused with a message, and nothing is made.
+    let refused = browser
+        .post(
+            "/tenants/acme/api-keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "x"),
+                ("role", "member"),
+                ("expires_in_days", "soon"),
+            ],
+        )
+        .await;
+    let shown = browser.follow(&refused).await;
+    assert!(shown.html.contains("expires_in_days"), "{}", shown.html);
+
+    // Rotation shows the new key once; the old one stops at once with no grace period.
+    let (_, keys) = app.get("/api/v1/tenant/acme/api-keys").await;
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    let id = keys[0]["id"].as_str().unwrap().to_owned();
+    let rotated = browser
+        .post(
+            &format!("/tenants/acme/api-keys/{id}/rotate"),
+            &[("csrf", &csrf), ("grace_minutes", "0")],
+        )
+        .await;
+    rotated.assert_status(StatusCode::OK);
+    assert!(rotated.html.contains("new-key"), "{}", rotated.html);
+    let (status, _) = common::into_json(
+        app.client
+            .get(app.url("/api/v1/tenant/acme"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, keys) = app.get("/api/v1/tenant/acme/api-keys").await;
+    let live = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["live"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = browser
+        .post(
+            &format!("/tenants/acme/api-keys/{live}/revoke"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    let page = browser.follow(&revoked).await;
+    assert!(page.html.contains("revoked"), "{}", page.html);
+
+    // Without the CSRF token nothing happens.
+    let forged = browser
+        .post(
+            "/tenants/acme/api-keys",
+            &[("csrf", "forged"), ("name", "evil")],
+        )
+        .await;
+    forged.assert_status(StatusCode::FORBIDDEN);
+    let (_, keys) = app.get("/api/v1/tenant/acme/api-keys").await;
+    assert!(keys.as_array().unwrap().iter().all(|k| k["name"] != "evil"));
     app.stop().await;
 }

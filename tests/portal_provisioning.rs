@@ -134,6 +134,8 @@ impl Browser {
         let principal = Principal {
             name: "token:dashboards".into(),
             role: Role::PlatformViewer,
+            tenant: None,
+            key: None,
         };
         let (cookie, _) = auth::start_session(&app.ctx, &principal, &Actor::system(), None)
             .await

@@ -405,47 +405,30 @@ pub async fn provision(
                 )));
             }
             let seq = steps.len() as i64;
-            steps.push(StepRow {
-                run_id: run_id.clone(),
+            let sealed = ctx
+                .keyring
+                .seal(&step.input, &step_context(&run_id, plugin, &step.id));
+            steps.push(pending_step(
+                &run_id,
                 seq,
-                plugin: plugin.clone(),
-                step_id: step.id.clone(),
-                action: "apply".into(),
-                description: step.description,
-                input: ctx
-                    .keyring
-                    .seal(&step.input, &step_context(&run_id, plugin, &step.id)),
-                state: "pending".into(),
-                attempts: 0,
-                output: None,
-                manual_follow_up: None,
-                error: None,
-                log: serde_json::to_string(&logged.log).expect("lines"),
-                next_attempt_at: None,
-                started_at: None,
-                finished_at: None,
-            });
+                plugin,
+                &step.id,
+                "apply",
+                step.description,
+                sealed,
+                serde_json::to_string(&logged.log).expect("lines"),
+            ));
         }
     }
     let now = clock::now();
-    let run = RunRow {
-        id: run_id.clone(),
-        kind: "provision".into(),
-        tenant_id: tenant_row.id.clone(),
-        tenant_slug: tenant_row.slug.clone(),
-        tenant: tenant_snapshot(&ptenant),
-        status: "queued".into(),
-        backends: serde_json::to_string(&prepared.backends).expect("names"),
-        error: None,
-        lease_owner: None,
-        lease_expires_at: None,
-        executions: 0,
-        created_by: actor.name.clone(),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-    };
+    let run = queued_run(
+        &run_id,
+        "provision",
+        &ptenant,
+        &prepared.backends,
+        actor,
+        now,
+    );
     let accepted = Accepted {
         run: run_id.clone(),
         url: run_url(&run_id),
@@ -516,6 +499,66 @@ pub async fn provision(
     }
     ctx.runs_queued.notify_one();
     Ok(Provisioned::Queued(accepted))
+}
+
+/// A step of a new run, `pending`, its input already sealed.
+pub(crate) fn pending_step(
+    run_id: &str,
+    seq: i64,
+    plugin: &str,
+    step_id: &str,
+    action: &str,
+    description: String,
+    sealed_input: String,
+    log: String,
+) -> StepRow {
+    StepRow {
+        run_id: run_id.to_owned(),
+        seq,
+        plugin: plugin.to_owned(),
+        step_id: step_id.to_owned(),
+        action: action.to_owned(),
+        description,
+        input: sealed_input,
+        state: "pending".into(),
+        attempts: 0,
+        output: None,
+        manual_follow_up: None,
+        error: None,
+        log,
+        next_attempt_at: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+/// A new run of `kind` for `tenant`, queued.
+pub(crate) fn queued_run(
+    run_id: &str,
+    kind: &str,
+    tenant: &PluginTenant,
+    backends: &[String],
+    actor: &Actor,
+    now: chrono::NaiveDateTime,
+) -> RunRow {
+    RunRow {
+        id: run_id.to_owned(),
+        kind: kind.to_owned(),
+        tenant_id: tenant.id.clone(),
+        tenant_slug: tenant.slug.clone(),
+        tenant: tenant_snapshot(tenant),
+        status: "queued".into(),
+        backends: serde_json::to_string(backends).expect("names"),
+        error: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        executions: 0,
+        created_by: actor.name.clone(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+    }
 }
 
 pub(crate) fn tenant_snapshot(t: &PluginTenant) -> String {
@@ -596,24 +639,16 @@ pub async fn queue_lifecycle(
         let mut push =
             |plugin: &str, step_id: &str, action: &str, description: String, input: String| {
                 let seq = steps.len() as i64;
-                steps.push(StepRow {
-                    run_id: run_id.clone(),
+                steps.push(pending_step(
+                    &run_id,
                     seq,
-                    plugin: plugin.to_owned(),
-                    step_id: step_id.to_owned(),
-                    action: action.to_owned(),
+                    plugin,
+                    step_id,
+                    action,
                     description,
                     input,
-                    state: "pending".into(),
-                    attempts: 0,
-                    output: None,
-                    manual_follow_up: None,
-                    error: None,
-                    log: "[]".into(),
-                    next_attempt_at: None,
-                    started_at: None,
-                    finished_at: None,
-                });
+                    "[]".into(),
+                ));
             };
         if change == "purge" {
             let mut resources = sql::resources(tx, &tenant.id).await?;
@@ -650,24 +685,7 @@ pub async fn queue_lifecycle(
                 ),
             );
         }
-        let run = RunRow {
-            id: run_id.clone(),
-            kind: change.to_owned(),
-            tenant_id: tenant.id.clone(),
-            tenant_slug: tenant.slug.clone(),
-            tenant: tenant_snapshot(&ptenant),
-            status: "queued".into(),
-            backends: serde_json::to_string(&backends).expect("names"),
-            error: None,
-            lease_owner: None,
-            lease_expires_at: None,
-            executions: 0,
-            created_by: actor.name.clone(),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            updated_at: now,
-        };
+        let run = queued_run(&run_id, change, &ptenant, &backends, actor, now);
         sql::insert_run(tx, &run, &steps).await?;
         Ok(Some(run_id.clone()))
     })

@@ -12,13 +12,15 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::request::{self, Assets, ConnectionTemplate, DatabaseSettings, ProvisionRequest};
-use super::{Provisioned, plugin_tenant, resource_context, run_url, step_context, tenant_snapshot};
+use super::{
+    Provisioned, pending_step, plugin_tenant, queued_run, resource_context, run_url, step_context,
+};
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::plugins::PluginError;
-use crate::store::models::{RunRow, StepRow};
+use crate::store::models::StepRow;
 use crate::store::provisioning as sql;
 use crate::tenants::input::Scopes;
 use crate::tenants::model::Contact;
@@ -608,46 +610,20 @@ async fn queue_apply(
             if !backends.contains(plugin) {
                 backends.push(plugin.clone());
             }
-            StepRow {
-                run_id: run_id.clone(),
-                seq: i as i64,
-                plugin: plugin.clone(),
-                step_id: step.id.clone(),
-                action: "apply".into(),
-                description: step.description.clone(),
-                input: ctx
-                    .keyring
+            pending_step(
+                &run_id,
+                i as i64,
+                plugin,
+                &step.id,
+                "apply",
+                step.description.clone(),
+                ctx.keyring
                     .seal(&step.input, &step_context(&run_id, plugin, &step.id)),
-                state: "pending".into(),
-                attempts: 0,
-                output: None,
-                manual_follow_up: None,
-                error: None,
-                log: "[]".into(),
-                next_attempt_at: None,
-                started_at: None,
-                finished_at: None,
-            }
+                "[]".into(),
+            )
         })
         .collect();
-    let run = RunRow {
-        id: run_id.clone(),
-        kind: "apply".into(),
-        tenant_id: tenant.id.clone(),
-        tenant_slug: tenant.slug.clone(),
-        tenant: tenant_snapshot(&ptenant),
-        status: "queued".into(),
-        backends: serde_json::to_string(&backends).expect("names"),
-        error: None,
-        lease_owner: None,
-        lease_expires_at: None,
-        executions: 0,
-        created_by: actor.name.clone(),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-    };
+    let run = queued_run(&run_id, "apply", &ptenant, &backends, actor, now);
     transaction!(ctx.db, |tx| {
         if let Some(open) = sql::open_run_of(tx, &tenant.id).await? {
             return Err(AppError::conflict(

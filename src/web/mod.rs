@@ -38,6 +38,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/tenants/detail.html"),
     ),
     (
+        "tenants/key_created.html",
+        include_str!("../../templates/tenants/key_created.html"),
+    ),
+    (
         "tenants/form.html",
         include_str!("../../templates/tenants/form.html"),
     ),
@@ -121,6 +125,18 @@ where
             web::post().to(tenants::lifecycle),
         )
         .route("/tenants/{slug}/purge", web::post().to(tenants::purge))
+        .route(
+            "/tenants/{slug}/api-keys",
+            web::post().to(tenants::create_key),
+        )
+        .route(
+            "/tenants/{slug}/api-keys/{id}/revoke",
+            web::post().to(tenants::revoke_key),
+        )
+        .route(
+            "/tenants/{slug}/api-keys/{id}/rotate",
+            web::post().to(tenants::rotate_key),
+        )
         .route("/tenants/{slug}/export", web::post().to(tenants::export))
         .route(
             "/tenants/{slug}/client-secret/rollback",

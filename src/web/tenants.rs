@@ -381,8 +381,10 @@ pub async fn detail(
                 ),
             })
             .collect();
+        let api_keys = crate::auth::list_tenant_keys(&ctx, &key_scope(&tenant)).await?;
         let mut context = tera::Context::new();
         context.insert("tenant", &tenant);
+        context.insert("api_keys", &api_keys);
         context.insert("backends", &backends);
         context.insert("drift_checked", &check_drift);
         context.insert("history", &history);
@@ -683,6 +685,168 @@ pub async fn check_database(
                 report.status.replace('_', " "),
                 report.detail.unwrap_or_default()
             )),
+        ),
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+fn key_scope(tenant: &tenants::Tenant) -> crate::auth::TenantScope {
+    crate::auth::TenantScope {
+        id: tenant.id.clone(),
+        slug: tenant.slug.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    expires_in_days: String,
+    #[serde(default)]
+    rate_limit_per_minute: String,
+    #[serde(default)]
+    grace_minutes: String,
+}
+
+/// A number field of a form: empty is none; anything else must be a whole number.
+fn number(field: &str, text: &str) -> AppResult<Option<u32>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| AppError::invalid(field, "number", "must be a whole number"))
+}
+
+/// Shows a key once, on the page that answers the form (never in a redirect or a flash).
+fn key_page(
+    portal: &PortalSession,
+    slug: &str,
+    key: &crate::auth::NewApiToken,
+    grace_minutes: Option<u32>,
+) -> HttpResponse {
+    let mut context = tera::Context::new();
+    context.insert("slug", slug);
+    context.insert("key", key);
+    context.insert("rotated", &grace_minutes.is_some());
+    context.insert("grace_minutes", &grace_minutes.unwrap_or_default());
+    context.insert("nav", "tenants");
+    render(
+        tera(),
+        "tenants/key_created.html",
+        Some(portal),
+        None,
+        context,
+    )
+    .map(|mut response| {
+        response.headers_mut().insert(
+            actix_web::http::header::CACHE_CONTROL,
+            actix_web::http::header::HeaderValue::from_static("no-store"),
+        );
+        response
+    })
+    .unwrap_or_else(|err| error_page(tera(), Some(portal), &err))
+}
+
+/// Creates an API key of the tenant and shows it once.
+pub async fn create_key(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    slug: web::Path<String>,
+    form: web::Form<KeyForm>,
+) -> HttpResponse {
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
+    }
+    let location = format!("/tenants/{slug}#api-keys");
+    let result = async {
+        let tenant = tenants::get(&ctx, &slug).await?;
+        let role = match form.role.as_str() {
+            "tenant-admin" => crate::auth::Role::TenantAdmin,
+            _ => crate::auth::Role::Member,
+        };
+        crate::auth::create_key(
+            &ctx,
+            &portal.actor,
+            Some(&key_scope(&tenant)),
+            &crate::auth::KeySpec {
+                name: form.name.clone(),
+                role,
+                expires_in_days: number("expires_in_days", &form.expires_in_days)?,
+                rate_limit_per_minute: number(
+                    "rate_limit_per_minute",
+                    &form.rate_limit_per_minute,
+                )?,
+            },
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(key) => key_page(&portal, &slug, &key, None),
+        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
+            redirect_with(&location, Flash::error(err.to_string()))
+        }
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+/// Revokes an API key of the tenant.
+pub async fn revoke_key(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    path: web::Path<(String, String)>,
+    form: web::Form<CsrfOnly>,
+) -> HttpResponse {
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
+    }
+    let (slug, id) = path.into_inner();
+    let result = async {
+        let tenant = tenants::get(&ctx, &slug).await?;
+        crate::auth::revoke_key(&ctx, &portal.actor, &key_scope(&tenant), &id).await
+    }
+    .await;
+    match result {
+        Ok(()) => redirect_with(
+            &format!("/tenants/{slug}#api-keys"),
+            Flash::success("The key is revoked.".to_owned()),
+        ),
+        Err(err) => error_page(tera(), Some(&portal), &err),
+    }
+}
+
+/// Rotates an API key of the tenant and shows the new one once.
+pub async fn rotate_key(
+    ctx: web::Data<Context>,
+    portal: PortalSession,
+    path: web::Path<(String, String)>,
+    form: web::Form<KeyForm>,
+) -> HttpResponse {
+    if let Err(page) = portal.accept_admin_form(&form.csrf) {
+        return page;
+    }
+    let (slug, id) = path.into_inner();
+    let result = async {
+        let grace = number("grace_minutes", &form.grace_minutes)?.unwrap_or(60);
+        let tenant = tenants::get(&ctx, &slug).await?;
+        let key =
+            crate::auth::rotate_key(&ctx, &portal.actor, Some(&key_scope(&tenant)), &id, grace)
+                .await?;
+        Ok::<_, AppError>((key, grace))
+    }
+    .await;
+    match result {
+        Ok((key, grace)) => key_page(&portal, &slug, &key, Some(grace)),
+        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => redirect_with(
+            &format!("/tenants/{slug}#api-keys"),
+            Flash::error(err.to_string()),
         ),
         Err(err) => error_page(tera(), Some(&portal), &err),
     }
