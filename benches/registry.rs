@@ -70,6 +70,7 @@ async fn grow(ctx: &tenantry::context::Context, from: usize, to: usize) {
             scopes: None,
             db_uri: None,
             default_schema: None,
+            role_mapping: None,
         };
         tenants::create(ctx, &actor, &request)
             .await

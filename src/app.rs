@@ -128,6 +128,8 @@ pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServe
                     Ok(res)
                 }
             })
+            // Before routing: `<slug>.<base_domain>/…` is served as `/t/<slug>/…`.
+            .wrap(actix_web::middleware::from_fn(portal::site::route_tenant_hosts))
             .wrap(TracingLogger::<TenantRootSpan>::new())
     })
     .listen(listener)?

@@ -30,6 +30,9 @@ pub struct AdminTenantConfig {
     pub scopes: String,
     pub db_uri: Option<String>,
     pub default_schema: Option<String>,
+    /// Who of the platform's identity provider's users gets which platform role; absent: every
+    /// user who can log in there is a `platform-admin` (the runbook's model).
+    pub role_mapping: Option<crate::auth::roles::RoleMapping>,
 }
 
 impl Default for AdminTenantConfig {
@@ -42,6 +45,47 @@ impl Default for AdminTenantConfig {
             scopes: "openid,profile,email".into(),
             db_uri: None,
             default_schema: None,
+            role_mapping: None,
+        }
+    }
+}
+
+/// Logins and API keys: OpenID Connect relying-party settings and abuse limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Minutes a login attempt (the round trip to the identity provider) may take.
+    pub login_attempt_minutes: u32,
+    /// How long a provider's discovery document and keys are cached, in seconds. Keys are
+    /// fetched again at once when a token names a key the cache does not hold.
+    pub discovery_cache_seconds: u64,
+    /// Longest a request to an identity provider may take, in milliseconds.
+    pub provider_timeout_ms: u64,
+    /// Logins one source address may start per minute.
+    pub logins_per_address_per_minute: u32,
+    /// Logins all users of one tenant may start per minute.
+    pub logins_per_tenant_per_minute: u32,
+    /// Failed API-key authentications one source address may make per minute; beyond, its
+    /// requests with a key are refused (429) until the minute is over.
+    pub key_failures_per_address_per_minute: u32,
+    /// Failed API-key authentications against one tenant per minute; beyond, that tenant's keys
+    /// are refused (429) until the minute is over.
+    pub key_failures_per_tenant_per_minute: u32,
+    /// Default lifetime of an SSO setup link, in hours.
+    pub setup_link_hours: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            login_attempt_minutes: 10,
+            discovery_cache_seconds: 3600,
+            provider_timeout_ms: 5_000,
+            logins_per_address_per_minute: 30,
+            logins_per_tenant_per_minute: 600,
+            key_failures_per_address_per_minute: 20,
+            key_failures_per_tenant_per_minute: 100,
+            setup_link_hours: 24,
         }
     }
 }
@@ -155,12 +199,17 @@ pub struct Config {
     pub log_level: String,
     /// Public base URL of the server (used for links and to decide on `Secure` cookies).
     pub public_url: Option<String>,
+    /// Tenants are also reached at `<slug>.<base_domain>` (e.g. `acme.example.com/login`);
+    /// without it, only at `/t/<slug>/…`.
+    pub base_domain: Option<String>,
     /// Minutes of inactivity after which a portal session ends.
     pub session_idle_minutes: u32,
     /// Hours after which a portal session ends regardless of activity.
     pub session_absolute_hours: u32,
     /// The platform's own tenant.
     pub admin_tenant: AdminTenantConfig,
+    /// Logins, sessions and API keys.
+    pub auth: AuthConfig,
     /// The plugin host.
     pub plugins: PluginsConfig,
     /// The provisioning saga.
@@ -183,9 +232,11 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             public_url: None,
+            base_domain: None,
             session_idle_minutes: 60,
             session_absolute_hours: 12,
             admin_tenant: AdminTenantConfig::default(),
+            auth: AuthConfig::default(),
             plugins: PluginsConfig::default(),
             provisioning: ProvisioningConfig::default(),
         }
@@ -255,6 +306,69 @@ impl Config {
         if let Some(url) = &self.public_url {
             url::Url::parse(url)
                 .map_err(|err| anyhow::anyhow!("invalid configuration: public_url: {err}"))?;
+        }
+        if let Some(domain) = &self.base_domain {
+            let valid = !domain.is_empty()
+                && domain.len() <= 200
+                && domain.split('.').count() >= 2
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                });
+            anyhow::ensure!(
+                valid,
+                "invalid configuration: base_domain `{domain}` is not a lowercase domain name like example.com"
+            );
+        }
+        let a = &self.auth;
+        for (name, value) in [
+            ("auth.login_attempt_minutes", a.login_attempt_minutes),
+            (
+                "auth.logins_per_address_per_minute",
+                a.logins_per_address_per_minute,
+            ),
+            (
+                "auth.logins_per_tenant_per_minute",
+                a.logins_per_tenant_per_minute,
+            ),
+            (
+                "auth.key_failures_per_address_per_minute",
+                a.key_failures_per_address_per_minute,
+            ),
+            (
+                "auth.key_failures_per_tenant_per_minute",
+                a.key_failures_per_tenant_per_minute,
+            ),
+            ("auth.setup_link_hours", a.setup_link_hours),
+        ] {
+            anyhow::ensure!(
+                value >= 1,
+                "invalid configuration: {name} must be at least 1"
+            );
+        }
+        anyhow::ensure!(
+            a.setup_link_hours <= 168,
+            "invalid configuration: auth.setup_link_hours must be at most 168 (a week)"
+        );
+        anyhow::ensure!(
+            a.provider_timeout_ms >= 100,
+            "invalid configuration: auth.provider_timeout_ms must be at least 100"
+        );
+        if let Some(mapping) = &self.admin_tenant.role_mapping {
+            mapping.validate(true).map_err(|errors| {
+                anyhow::anyhow!(
+                    "invalid configuration: admin_tenant.{}",
+                    errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })?;
         }
         let p = &self.provisioning;
         anyhow::ensure!(

@@ -20,6 +20,10 @@ pub struct Context {
     pub runs_queued: Arc<tokio::sync::Notify>,
     /// Rate limits of API keys that have one (this server's share).
     pub key_limits: Arc<crate::auth::KeyLimits>,
+    /// Abuse limits on logins and failed API-key attempts (this server's share).
+    pub auth_limits: Arc<crate::auth::limits::AuthLimits>,
+    /// Identity providers' discovery documents and keys, cached by issuer.
+    pub providers: Arc<crate::auth::oidc::Providers>,
 }
 
 impl Context {
@@ -28,11 +32,13 @@ impl Context {
         Ok(Self {
             db,
             keyring: Arc::new(keyring),
-            config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             plugins: Arc::new(plugins),
             runs_queued: Arc::new(tokio::sync::Notify::new()),
             key_limits: Arc::new(crate::auth::KeyLimits::default()),
+            auth_limits: Arc::new(crate::auth::limits::AuthLimits::new(&config.auth)),
+            providers: Arc::new(crate::auth::oidc::Providers::new(&config.auth)?),
+            config: Arc::new(config),
         })
     }
 }

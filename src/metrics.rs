@@ -14,6 +14,8 @@ pub struct Metrics {
     pub plugin_duration: HistogramVec,
     pub provisioning_duration: HistogramVec,
     pub step_failures: IntCounterVec,
+    pub auth_attempts: IntCounterVec,
+    pub auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +84,28 @@ impl Metrics {
             &["plugin", "kind"],
         )
         .expect("metric definition");
+        let auth_attempts = IntCounterVec::new(
+            Opts::new(
+                "tenantry_auth_attempts_total",
+                "Authentication attempts by tenant and method (oidc: a login callback; api_key: a request with a key)",
+            ),
+            &["tenant", "method"],
+        )
+        .expect("metric definition");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "tenantry_auth_failures_total",
+                "Refused authentication attempts by tenant, method and reason",
+            ),
+            &["tenant", "method", "reason"],
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(auth_attempts.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(auth_failures.clone()))
+            .expect("register");
         registry
             .register(Box::new(provisioning_duration.clone()))
             .expect("register");
@@ -112,6 +136,8 @@ impl Metrics {
             plugin_duration,
             provisioning_duration,
             step_failures,
+            auth_attempts,
+            auth_failures,
         }
     }
 

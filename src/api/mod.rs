@@ -10,6 +10,7 @@ pub mod keys;
 pub mod ops;
 pub mod plugins;
 pub mod provisioning;
+pub mod sso;
 pub mod tenants;
 
 use actix_web::{HttpRequest, HttpResponse, get};
@@ -31,6 +32,7 @@ use crate::error::{AppError, FieldError};
         (name = "tenants", description = "The tenant registry and lifecycle"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "admin", description = "Platform API tokens"),
+        (name = "sso", description = "A tenant's single sign-on: settings, test connection, setup links, sessions, OAuth health"),
         (name = "plugins", description = "Wasm plugins: install, inspect, enable, grant"),
         (name = "templates", description = "Connection and asset templates, versioned"),
         (name = "provisioning", description = "Provisioning runs: the saga that brings tenants into backends"),
@@ -62,6 +64,7 @@ fn configure(cfg: &mut ServiceConfig) {
         scope::scope("/api/v1")
             .configure(tenants::routes)
             .configure(keys::routes)
+            .configure(sso::routes)
             .configure(audit::routes)
             .configure(admin::routes)
             .configure(plugins::routes)

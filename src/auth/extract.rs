@@ -34,13 +34,17 @@ pub fn actor_for(req: &HttpRequest, name: &str) -> Actor {
     }
 }
 
-/// Middleware: resolves the bearer token of `/api/` requests into a [`Principal`] kept in the
-/// request's extensions, where [`ApiCaller`] finds it.
+/// Middleware: resolves the credentials of `/api/` requests into a [`Principal`] kept in the
+/// request's extensions, where [`ApiCaller`] finds it. A bearer token comes first; without one,
+/// a session cookie (the platform's, then a tenant's) authenticates too, and a request that
+/// changes something must then carry the session's CSRF token in `X-CSRF-Token`.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if req.path().starts_with("/api/") {
+    if req.path().starts_with("/api/")
+        && let Some(ctx) = req.app_data::<web::Data<Context>>().cloned()
+    {
         let token = req
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
@@ -50,29 +54,83 @@ pub async fn authenticate(
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .map(|t| t.trim().to_owned());
-        if let (Some(token), Some(ctx)) = (token, req.app_data::<web::Data<Context>>().cloned()) {
-            match super::authenticate_token(&ctx, &token).await {
-                Ok(Some(principal)) => {
-                    if let Some((key_id, Some(per_minute))) = &principal.key
-                        && let Err(wait) = ctx.key_limits.check(key_id, *per_minute)
-                    {
+        let principal = match token {
+            Some(token) => {
+                let address = req.peer_addr().map(|a| a.ip().to_string());
+                match super::authenticate_key(&ctx, &token, address.as_deref()).await? {
+                    super::KeyOutcome::Authenticated(principal) => {
+                        if let Some((key_id, Some(per_minute))) = &principal.key
+                            && let Err(wait) = ctx.key_limits.check(key_id, *per_minute)
+                        {
+                            return Err(AppError::RateLimited {
+                                what: format!(
+                                    "key `{}` allows {per_minute} requests a minute",
+                                    principal.name
+                                ),
+                                retry_after_secs: wait.as_secs().max(1),
+                            }
+                            .into());
+                        }
+                        Some(principal)
+                    }
+                    super::KeyOutcome::Refused => None,
+                    super::KeyOutcome::Blocked(wait) => {
                         return Err(AppError::RateLimited {
-                            what: format!(
-                                "key `{}` allows {per_minute} requests a minute",
-                                principal.name
-                            ),
+                            what: "too many failed API-key attempts".into(),
                             retry_after_secs: wait.as_secs().max(1),
                         }
                         .into());
                     }
-                    req.extensions_mut().insert(principal);
                 }
-                Ok(None) => {}
-                Err(err) => return Err(err.into()),
             }
+            None => session_principal(&ctx, req.request()).await?,
+        };
+        if let Some(principal) = principal {
+            req.extensions_mut().insert(principal);
         }
     }
     next.call(req).await
+}
+
+/// The principal of a session cookie, for an API request without a token.
+async fn session_principal(
+    ctx: &Context,
+    req: &HttpRequest,
+) -> Result<Option<Principal>, AppError> {
+    use super::SessionKind;
+    let candidates = [
+        (crate::web::SESSION_COOKIE, SessionKind::Platform),
+        (crate::web::TENANT_SESSION_COOKIE, SessionKind::Tenant),
+    ];
+    for (name, kind) in candidates {
+        let Some(cookie) = req.cookie(name) else {
+            continue;
+        };
+        let Some(session) = super::load_session(ctx, cookie.value(), kind).await? else {
+            continue;
+        };
+        let safe = matches!(
+            *req.method(),
+            actix_web::http::Method::GET
+                | actix_web::http::Method::HEAD
+                | actix_web::http::Method::OPTIONS
+        );
+        if !safe {
+            let submitted = req
+                .headers()
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !super::csrf_matches(&session.csrf_token, submitted) {
+                return Err(AppError::forbidden(
+                    "a request authenticated by a session cookie that changes something needs the \
+                     session's CSRF token in the X-CSRF-Token header",
+                ));
+            }
+        }
+        return Ok(Some(session.principal));
+    }
+    Ok(None)
 }
 
 impl FromRequest for ApiCaller {

@@ -5,6 +5,10 @@
 //! (tokens are 190 bits of randomness: a slow hash adds nothing). Passwords are argon2id.
 
 pub mod extract;
+pub mod limits;
+pub mod oidc;
+pub mod roles;
+pub mod sso;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -22,7 +26,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store;
-use crate::store::models::{AdminUserRow, ApiKeyRow, SessionRow};
+use crate::store::models::{AdminUserRow, ApiKeyRow, SessionRow, TenantRow};
 use crate::transaction;
 
 /// The bootstrap administrator's user name.
@@ -143,7 +147,7 @@ impl Principal {
     }
 }
 
-fn random_string(len: usize) -> String {
+pub(crate) fn random_string(len: usize) -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(len)
@@ -151,11 +155,11 @@ fn random_string(len: usize) -> String {
         .collect()
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
@@ -677,67 +681,135 @@ pub async fn rotate_key(
     })
 }
 
-/// Resolves a bearer token to its principal; `None` for anything not a live token (a tenant
-/// key also needs its tenant to be `trial` or `active`).
-pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
-    let Some((prefix, secret)) = token
+/// What became of a bearer token.
+#[derive(Debug)]
+pub enum KeyOutcome {
+    Authenticated(Principal),
+    /// Not a live key (unknown, wrong secret, revoked, expired, or its tenant is not active).
+    Refused,
+    /// Too many failed attempts from this address or against this tenant's keys: wait.
+    Blocked(std::time::Duration),
+}
+
+/// Resolves a bearer token to its principal, within the abuse limits: a refused token counts
+/// against its source address and the tenant of the key it names, and a spent budget blocks
+/// further attempts. Attempts and failures are counted in the metrics by tenant.
+pub async fn authenticate_key(
+    ctx: &Context,
+    token: &str,
+    address: Option<&str>,
+) -> AppResult<KeyOutcome> {
+    if let Some(wait) = ctx.auth_limits.key_blocked(None, address) {
+        return Ok(KeyOutcome::Blocked(wait));
+    }
+    let parts = token
         .strip_prefix("tny_")
         .and_then(|rest| rest.split_once('_'))
-    else {
-        return Ok(None);
-    };
-    if prefix.len() != 8 || secret.len() != 32 {
-        return Ok(None);
-    }
+        .filter(|(prefix, secret)| prefix.len() == 8 && secret.len() == 32);
     let mut conn = ctx.db.conn().await?;
-    let Some(row) = store::admin::find_key_by_prefix(&mut conn, prefix).await? else {
-        return Ok(None);
-    };
-    let now = clock::now();
-    if !constant_time_eq(&sha256_hex(secret), &row.secret_hash)
-        || row.revoked_at.is_some()
-        || row.expires_at.is_some_and(|at| at <= now)
-    {
-        return Ok(None);
-    }
-    let Some(role) = Role::parse(&row.role) else {
-        return Ok(None);
-    };
-    let tenant = match &row.tenant_id {
-        None if role.is_tenant_role() => return Ok(None),
+    let row = match parts {
+        Some((prefix, _)) => store::admin::find_key_by_prefix(&mut conn, prefix).await?,
         None => None,
-        Some(tenant_id) => {
-            let Some(t) = store::tenants::find_by_id(&mut conn, tenant_id).await? else {
-                return Ok(None);
-            };
-            let status: crate::tenants::TenantStatus = t
-                .status
-                .parse()
-                .map_err(|e: String| AppError::internal(anyhow::anyhow!(e)))?;
-            if !status.is_active() || !role.is_tenant_role() {
-                return Ok(None);
+    };
+    let tenant_row = match row.as_ref().and_then(|r| r.tenant_id.as_deref()) {
+        Some(id) => store::tenants::find_by_id(&mut conn, id).await?,
+        None => None,
+    };
+    drop(conn);
+    let label = match (&row, &tenant_row) {
+        (_, Some(t)) => t.slug.as_str(),
+        (Some(r), None) if r.tenant_id.is_none() => "platform",
+        _ => "unknown",
+    };
+    ctx.metrics
+        .auth_attempts
+        .with_label_values(&[label, "api_key"])
+        .inc();
+    if let Some(wait) = ctx
+        .auth_limits
+        .key_blocked(row.as_ref().and_then(|r| r.tenant_id.as_deref()), None)
+    {
+        return Ok(KeyOutcome::Blocked(wait));
+    }
+    let now = clock::now();
+    let verdict = match (&row, parts) {
+        (None, None) => Err("malformed"),
+        (None, Some(_)) => Err("unknown"),
+        (Some(row), Some((_, secret))) => {
+            if !constant_time_eq(&sha256_hex(secret), &row.secret_hash) {
+                Err("wrong_secret")
+            } else if row.revoked_at.is_some() {
+                Err("revoked")
+            } else if row.expires_at.is_some_and(|at| at <= now) {
+                Err("expired")
+            } else {
+                key_principal(row, tenant_row.as_ref())
             }
-            Some(TenantScope {
-                id: t.id,
-                slug: t.slug,
-            })
+        }
+        (Some(_), None) => Err("malformed"),
+    };
+    let principal = match verdict {
+        Ok(principal) => principal,
+        Err(reason) => {
+            ctx.metrics
+                .auth_failures
+                .with_label_values(&[label, "api_key", reason])
+                .inc();
+            ctx.auth_limits
+                .key_failed(row.as_ref().and_then(|r| r.tenant_id.as_deref()), address);
+            return Ok(KeyOutcome::Refused);
         }
     };
+    let row = row.expect("a principal comes from a key");
     // Last-used time, at most once a minute per key: not a write on every request.
     if row
         .last_used_at
         .is_none_or(|at| now - at > chrono::Duration::minutes(1))
     {
-        drop(conn);
         let id = row.id.clone();
         let db = ctx.db.clone();
         let _ = transaction!(db, |tx| { store::admin::touch_key(tx, &id, now).await });
     }
+    Ok(KeyOutcome::Authenticated(principal))
+}
+
+/// [`authenticate_key`] without a source address: the principal of a live token, if it is one.
+pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
+    Ok(match authenticate_key(ctx, token, None).await? {
+        KeyOutcome::Authenticated(principal) => Some(principal),
+        KeyOutcome::Refused | KeyOutcome::Blocked(_) => None,
+    })
+}
+
+/// The principal of a key whose secret matched, if its role and tenant allow one.
+fn key_principal(row: &ApiKeyRow, tenant: Option<&TenantRow>) -> Result<Principal, &'static str> {
+    let role = Role::parse(&row.role).ok_or("unknown_role")?;
+    let tenant = match (&row.tenant_id, tenant) {
+        (None, _) if role.is_tenant_role() => return Err("unknown_role"),
+        (None, _) => None,
+        (Some(_), None) => return Err("unknown"),
+        (Some(_), Some(t)) => {
+            let active = t
+                .status
+                .parse::<crate::tenants::TenantStatus>()
+                .is_ok_and(|s| s.is_active());
+            if !active {
+                return Err("tenant_inactive");
+            }
+            if !role.is_tenant_role() {
+                return Err("unknown_role");
+            }
+            Some(TenantScope {
+                id: t.id.clone(),
+                slug: t.slug.clone(),
+            })
+        }
+    };
     let name = match &tenant {
         None => format!("token:{}", row.name),
         Some(t) => format!("key:{}/{}", t.slug, row.name),
     };
-    Ok(Some(Principal {
+    Ok(Principal {
         name,
         role,
         tenant,
@@ -746,7 +818,7 @@ pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<
             row.rate_limit_per_minute
                 .map(|n| n.clamp(1, u32::MAX as i64) as u32),
         )),
-    }))
+    })
 }
 
 /// Per-key rate limits (requests per minute, per server), as token buckets (`governor`).
@@ -786,61 +858,164 @@ impl KeyLimits {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Portal sessions
+// Sessions
 
-/// A live portal session.
+/// Which cookie a session lives in: the platform's (the admin portal: the bootstrap administrator
+/// or a user of the `admin` tenant's provider) or a tenant's (a tenant's own users).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Platform,
+    Tenant,
+}
+
+/// A live session (portal or tenant).
 #[derive(Debug, Clone)]
 pub struct Session {
     /// Hash of the cookie value (what the database stores).
     pub id: String,
+    /// The public id lists show and revocations name.
+    pub handle: String,
     pub principal: Principal,
     pub csrf_token: String,
+    /// The identity-provider user behind an OIDC session.
+    pub user: Option<SessionUser>,
+}
+
+/// Who an OIDC session belongs to at its provider.
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// Sealed id_token (the logout hint).
+    sealed_id_token: Option<String>,
+}
+
+/// A session as a tenant admin (or a platform admin) sees it. Never its cookie.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub handle: String,
+    /// The principal (`user:<slug>/<email or sub>`).
+    pub user: String,
+    pub role: Role,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub subject: Option<String>,
+    /// `oidc` or `password`.
+    pub auth_method: String,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// When it ends at the latest (the absolute expiry; inactivity ends it sooner).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl SessionInfo {
+    fn from_row(row: &SessionRow) -> Self {
+        SessionInfo {
+            handle: row.handle.clone().unwrap_or_default(),
+            user: row.principal.clone(),
+            role: Role::parse(&row.role).unwrap_or(Role::Member),
+            email: row.email.clone(),
+            name: row.display_name.clone(),
+            subject: row.subject.clone(),
+            auth_method: row.auth_method.clone().unwrap_or_else(|| "password".into()),
+            source_ip: row.source_ip.clone(),
+            user_agent: row.user_agent.clone(),
+            created_at: clock::to_utc(row.created_at),
+            last_seen_at: clock::to_utc(row.last_seen_at),
+            expires_at: clock::to_utc(row.expires_at),
+        }
+    }
+}
+
+/// Where a session's sealed id_token is bound.
+fn id_token_context(handle: &str) -> String {
+    format!("session/{handle}/id_token")
 }
 
 /// Starts a session; returns the cookie value (shown to the browser only) and the session.
+/// `user` is the identity-provider user of an OIDC login; `replaces` the cookie of a session the
+/// browser had before (ended in the same transaction, so a login never leaves it behind).
 pub async fn start_session(
     ctx: &Context,
     principal: &Principal,
     actor: &Actor,
     user_agent: Option<&str>,
+    user: Option<&oidc::LoginUser>,
+    replaces: Option<&str>,
 ) -> AppResult<(String, Session)> {
     let cookie = random_string(43);
+    let handle = random_string(16).to_lowercase();
     let now = clock::now();
+    let tenant = principal.tenant.clone();
     let row = SessionRow {
         id: sha256_hex(&cookie),
         principal: principal.name.clone(),
         role: principal.role.as_str().into(),
-        tenant_id: None,
+        tenant_id: tenant.as_ref().map(|t| t.id.clone()),
         csrf_token: random_string(32),
         source_ip: actor.source_ip.clone(),
         user_agent: user_agent.map(|ua| ua.chars().take(300).collect()),
         created_at: now,
         last_seen_at: now,
         expires_at: now + chrono::Duration::hours(ctx.config.session_absolute_hours.into()),
+        handle: Some(handle.clone()),
+        auth_method: Some(if user.is_some() { "oidc" } else { "password" }.into()),
+        subject: user.map(|u| u.subject.clone()),
+        email: user.and_then(|u| u.email.clone()),
+        display_name: user.and_then(|u| u.name.clone()),
+        issuer: user.map(|u| u.issuer.clone()),
+        id_token: user.map(|u| ctx.keyring.seal(&u.id_token, &id_token_context(&handle))),
+    };
+    let details = json!({
+        "username": principal.name,
+        "role": principal.role.as_str(),
+        "method": row.auth_method,
+        "session": handle,
+        "issuer": row.issuer,
+        "subject": row.subject,
+    });
+    let event = match &tenant {
+        Some(t) => AuditEvent::tenant("tenant.login", &t.id, &t.slug, details),
+        None => AuditEvent::platform("admin.login", details),
     };
     transaction!(ctx.db, |tx| {
         store::sessions::delete_expired(tx, now).await?;
+        if let Some(old) = replaces {
+            store::sessions::delete(tx, &sha256_hex(old)).await?;
+        }
         store::sessions::insert(tx, &row).await?;
-        audit::record(
-            tx,
-            actor,
-            AuditEvent::platform("admin.login", json!({ "username": principal.name })),
-        )
-        .await?;
+        audit::record(tx, actor, event.clone()).await?;
         Ok(())
     })?;
     Ok((
         cookie,
         Session {
             id: row.id,
+            handle,
             principal: principal.clone(),
             csrf_token: row.csrf_token,
+            user: user.map(|u| SessionUser {
+                issuer: u.issuer.clone(),
+                subject: u.subject.clone(),
+                email: u.email.clone(),
+                name: u.name.clone(),
+                sealed_id_token: row.id_token.clone(),
+            }),
         },
     ))
 }
 
-/// The session behind a cookie value, if it is live (absolute and idle expiry).
-pub async fn load_session(ctx: &Context, cookie: &str) -> AppResult<Option<Session>> {
+/// The session behind a cookie value, if it is live (absolute and idle expiry) and of `kind`.
+/// A tenant session also needs its tenant to be `trial` or `active`.
+pub async fn load_session(
+    ctx: &Context,
+    cookie: &str,
+    kind: SessionKind,
+) -> AppResult<Option<Session>> {
     let id = sha256_hex(cookie);
     let now = clock::now();
     let mut conn = ctx.db.conn().await?;
@@ -854,33 +1029,123 @@ pub async fn load_session(ctx: &Context, cookie: &str) -> AppResult<Option<Sessi
     let Some(role) = Role::parse(&row.role) else {
         return Ok(None);
     };
+    let tenant = match (kind, &row.tenant_id) {
+        (SessionKind::Platform, None) if !role.is_tenant_role() => None,
+        (SessionKind::Tenant, Some(tenant_id)) if role.is_tenant_role() => {
+            let Some(t) = store::tenants::find_by_id(&mut conn, tenant_id).await? else {
+                return Ok(None);
+            };
+            let active = t
+                .status
+                .parse::<crate::tenants::TenantStatus>()
+                .is_ok_and(|s| s.is_active());
+            if !active {
+                return Ok(None);
+            }
+            Some(TenantScope {
+                id: t.id,
+                slug: t.slug,
+            })
+        }
+        _ => return Ok(None),
+    };
     if now - row.last_seen_at > chrono::Duration::minutes(1) {
         drop(conn);
         let db = ctx.db.clone();
         let _ = transaction!(db, |tx| { store::sessions::touch(tx, &id, now).await });
     }
+    let user = match (&row.issuer, &row.subject) {
+        (Some(issuer), Some(subject)) => Some(SessionUser {
+            issuer: issuer.clone(),
+            subject: subject.clone(),
+            email: row.email.clone(),
+            name: row.display_name.clone(),
+            sealed_id_token: row.id_token.clone(),
+        }),
+        _ => None,
+    };
     Ok(Some(Session {
         id: row.id,
+        handle: row.handle.unwrap_or_default(),
         principal: Principal {
             name: row.principal,
             role,
-            tenant: None,
+            tenant,
             key: None,
         },
         csrf_token: row.csrf_token,
+        user,
     }))
 }
 
-/// Ends a session (logout), audited.
-pub async fn end_session(ctx: &Context, session: &Session, actor: &Actor) -> AppResult<()> {
+/// What a logout needs to end the session at the provider too.
+#[derive(Debug, Clone)]
+pub struct ProviderLogout {
+    pub issuer: String,
+    pub id_token: Option<String>,
+}
+
+/// Ends a session (logout), audited; for an OIDC session, what RP-initiated logout needs.
+pub async fn end_session(
+    ctx: &Context,
+    session: &Session,
+    actor: &Actor,
+) -> AppResult<Option<ProviderLogout>> {
+    let details = json!({ "username": session.principal.name, "session": session.handle });
+    let event = match &session.principal.tenant {
+        Some(t) => AuditEvent::tenant("tenant.logout", &t.id, &t.slug, details),
+        None => AuditEvent::platform("admin.logout", details),
+    };
     transaction!(ctx.db, |tx| {
         store::sessions::delete(tx, &session.id).await?;
+        audit::record(tx, actor, event.clone()).await?;
+        Ok(())
+    })?;
+    Ok(session.user.as_ref().map(|user| ProviderLogout {
+        issuer: user.issuer.clone(),
+        id_token: user.sealed_id_token.as_ref().and_then(|sealed| {
+            ctx.keyring
+                .open(sealed, &id_token_context(&session.handle))
+                .ok()
+        }),
+    }))
+}
+
+/// The live sessions of a tenant, newest first.
+pub async fn list_tenant_sessions(
+    ctx: &Context,
+    tenant: &TenantScope,
+) -> AppResult<Vec<SessionInfo>> {
+    let mut conn = ctx.db.conn().await?;
+    let rows = store::sessions::list_for_tenant(&mut conn, &tenant.id, clock::now(), 500).await?;
+    let idle = chrono::Duration::minutes(ctx.config.session_idle_minutes.into());
+    let now = clock::now();
+    Ok(rows
+        .iter()
+        .filter(|row| now - row.last_seen_at <= idle)
+        .map(SessionInfo::from_row)
+        .collect())
+}
+
+/// Ends session `handle` of `tenant` (a tenant admin signing someone out), audited.
+pub async fn revoke_tenant_session(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: &TenantScope,
+    handle: &str,
+) -> AppResult<()> {
+    transaction!(ctx.db, |tx| {
+        let row = store::sessions::delete_by_handle(tx, Some(&tenant.id), handle)
+            .await?
+            .ok_or_else(|| AppError::not_found("session", handle))?;
         audit::record(
             tx,
             actor,
-            AuditEvent::platform(
-                "admin.logout",
-                json!({ "username": session.principal.name }),
+            AuditEvent::tenant(
+                "tenant.session_revoke",
+                &tenant.id,
+                &tenant.slug,
+                json!({ "session": handle, "username": row.principal }),
             ),
         )
         .await?;

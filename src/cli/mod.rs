@@ -644,6 +644,7 @@ async fn tenant_command(
                 scopes: args.fields.scopes.clone().map(Scopes::Text),
                 db_uri,
                 default_schema: args.fields.default_schema.clone(),
+                role_mapping: None,
             };
             let tenant = tenants::create(ctx, actor, &request)
                 .await

@@ -164,6 +164,7 @@ impl TenantSpec {
                 .map(|v| read(v, "spec.database.uri_env"))
                 .transpose()?,
             default_schema: db.default_schema.clone(),
+            role_mapping: None,
         };
         let connection_template = match &s.connection_template {
             None => None,

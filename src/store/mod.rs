@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod logins;
 pub mod models;
 pub mod plugins;
 pub mod provisioning;

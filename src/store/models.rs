@@ -45,6 +45,10 @@ pub struct TenantRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub version: i64,
+    /// JSON of the tenant's claim → role mapping ([`crate::auth::roles::RoleMapping`]); none:
+    /// the default mapping.
+    #[serde(default)]
+    pub role_mapping: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
@@ -117,6 +121,58 @@ pub struct SessionRow {
     pub created_at: NaiveDateTime,
     pub last_seen_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
+    /// The session's public id (what lists show and revocations name); never the cookie.
+    pub handle: Option<String>,
+    /// `password` (the bootstrap administrator) or `oidc`.
+    pub auth_method: Option<String>,
+    /// The user's `sub` at `issuer` (OIDC sessions).
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub issuer: Option<String>,
+    /// Sealed: the id_token, sent back as `id_token_hint` at logout.
+    pub id_token: Option<String>,
+}
+
+/// An OpenID Connect login in progress: created when the browser is sent to the provider,
+/// consumed (deleted) by the callback, whatever its outcome.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::login_attempts)]
+pub struct LoginAttemptRow {
+    /// SHA-256 of the `state` parameter.
+    pub state_hash: String,
+    pub tenant_id: String,
+    /// The issuer the browser was sent to, and the client it was sent for.
+    pub issuer: String,
+    pub client_id: String,
+    /// SHA-256 of the browser-binding cookie.
+    pub browser_hash: String,
+    pub nonce: String,
+    /// Sealed PKCE code verifier.
+    pub pkce_verifier: String,
+    pub redirect_uri: String,
+    /// Local path to return to after the login.
+    pub next_path: Option<String>,
+    pub source_ip: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+/// A single-use link that lets a tenant's IT administrator configure its SSO settings.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::sso_setup_links)]
+pub struct SetupLinkRow {
+    pub id: String,
+    pub tenant_id: String,
+    /// SHA-256 of the link's token.
+    pub token_hash: String,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+    pub used_at: Option<NaiveDateTime>,
+    /// Source address of the browser that used it.
+    pub used_by: Option<String>,
+    pub revoked_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]

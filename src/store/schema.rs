@@ -25,6 +25,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         version -> BigInt,
+        role_mapping -> Nullable<Text>,
     }
 }
 
@@ -103,6 +104,44 @@ diesel::table! {
         created_at -> Timestamp,
         last_seen_at -> Timestamp,
         expires_at -> Timestamp,
+        handle -> Nullable<Text>,
+        auth_method -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
+        issuer -> Nullable<Text>,
+        id_token -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    login_attempts (state_hash) {
+        state_hash -> Text,
+        tenant_id -> Text,
+        issuer -> Text,
+        client_id -> Text,
+        browser_hash -> Text,
+        nonce -> Text,
+        pkce_verifier -> Text,
+        redirect_uri -> Text,
+        next_path -> Nullable<Text>,
+        source_ip -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sso_setup_links (id) {
+        id -> Text,
+        tenant_id -> Text,
+        token_hash -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        used_by -> Nullable<Text>,
+        revoked_at -> Nullable<Timestamp>,
     }
 }
 

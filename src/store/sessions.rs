@@ -62,3 +62,50 @@ pub async fn delete_expired(conn: &mut Conn, now: NaiveDateTime) -> AppResult<us
     .await)?;
     Ok(n)
 }
+
+/// Live sessions of a tenant, newest first.
+pub async fn list_for_tenant(
+    conn: &mut Conn,
+    tenant_id: &str,
+    now: NaiveDateTime,
+    limit: i64,
+) -> AppResult<Vec<SessionRow>> {
+    let rows = with_conn!(conn, |c| sessions::table
+        .filter(sessions::tenant_id.eq(tenant_id))
+        .filter(sessions::expires_at.gt(now))
+        .order(sessions::created_at.desc())
+        .limit(limit)
+        .select(SessionRow::as_select())
+        .load(c)
+        .await)?;
+    Ok(rows)
+}
+
+/// Deletes the session `handle` of tenant `tenant_id` (`None`: of the platform); returns it.
+pub async fn delete_by_handle(
+    conn: &mut Conn,
+    tenant_id: Option<&str>,
+    handle: &str,
+) -> AppResult<Option<SessionRow>> {
+    let row = with_conn!(conn, |c| {
+        let query = sessions::table
+            .filter(sessions::handle.eq(handle))
+            .into_boxed();
+        let query = match tenant_id {
+            Some(id) => query.filter(sessions::tenant_id.eq(id)),
+            None => query.filter(sessions::tenant_id.is_null()),
+        };
+        let found = query
+            .select(SessionRow::as_select())
+            .first(c)
+            .await
+            .optional()?;
+        if let Some(row) = &found {
+            diesel::delete(sessions::table.filter(sessions::id.eq(&row.id)))
+                .execute(c)
+                .await?;
+        }
+        Ok::<_, diesel::result::Error>(found)
+    })?;
+    Ok(row)
+}

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::model::{Contact, TenantSlug, Tier};
+use crate::auth::roles::RoleMapping;
 use crate::error::FieldError;
 
 /// Scopes as the seed sends them (`"openid,profile,email"`) or as a list.
@@ -59,6 +60,10 @@ pub struct NewTenant {
     pub db_uri: Option<String>,
     #[serde(default)]
     pub default_schema: Option<String>,
+    /// Which users of the tenant's identity provider get which role; absent: everyone who can
+    /// log in there is a `member`.
+    #[serde(default)]
+    pub role_mapping: Option<RoleMapping>,
 }
 
 /// `PATCH /api/v1/tenant/{slug}`: absent fields stay as they are; `null` clears a clearable field.
@@ -98,6 +103,10 @@ pub struct TenantPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub default_schema: Option<Option<String>>,
+    /// A new claim → role mapping; `null` restores the default.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<RoleMapping>)]
+    pub role_mapping: Option<Option<RoleMapping>>,
     /// `false` suspends the tenant, `true` reactivates it (the seed's soft deprovision).
     #[serde(default)]
     pub is_active: Option<bool>,
@@ -107,7 +116,7 @@ pub struct TenantPatch {
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
 where
     T: Deserialize<'de>,
     D: Deserializer<'de>,
@@ -127,6 +136,8 @@ pub struct ValidTenant {
     pub oauth: OAuthFields,
     pub db_uri: Option<String>,
     pub default_schema: Option<String>,
+    /// JSON of the role mapping; none: the default.
+    pub role_mapping: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -197,6 +208,17 @@ impl Checks {
         self.keep(check_schema(schema))
     }
 
+    /// A role mapping, checked for a tenant (`platform`: the platform's own), as stored JSON.
+    pub fn role_mapping(&mut self, mapping: &RoleMapping, platform: bool) -> Option<String> {
+        match mapping.validate(platform) {
+            Ok(valid) => serde_json::to_string(&valid).ok(),
+            Err(errors) => {
+                self.0.extend(errors);
+                None
+            }
+        }
+    }
+
     pub fn finish(self) -> Result<(), crate::error::AppError> {
         if self.0.is_empty() {
             Ok(())
@@ -239,6 +261,10 @@ impl NewTenant {
         };
         let db_uri = self.db_uri.as_deref().map(|u| checks.db_uri(u));
         let default_schema = self.default_schema.as_deref().map(|s| checks.schema(s));
+        let role_mapping = self
+            .role_mapping
+            .as_ref()
+            .map(|m| checks.role_mapping(m, !reserved));
         if client_secret.is_some() && self.client_id.is_none() {
             checks.push(FieldError::new(
                 "client_id",
@@ -269,6 +295,7 @@ impl NewTenant {
             },
             db_uri: db_uri.flatten(),
             default_schema: default_schema.flatten(),
+            role_mapping: role_mapping.flatten(),
         })
     }
 }

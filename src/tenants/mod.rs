@@ -112,6 +112,7 @@ pub(crate) fn new_row(
         created_at: now,
         updated_at: now,
         version: 1,
+        role_mapping: valid.role_mapping,
     };
     Ok(row)
 }
@@ -311,6 +312,36 @@ pub async fn update(
     slug: &str,
     patch: &TenantPatch,
 ) -> AppResult<Tenant> {
+    let checked = check_patch(patch, slug == ADMIN_SLUG)?;
+    let (row, applied) = transaction!(ctx.db, |tx| {
+        apply_patch(tx, &ctx.keyring, actor, slug, checked).await
+    })?;
+    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
+    if let Some((transition, reason)) = applied {
+        queue_backend_change(ctx, actor, &tenant, transition, &reason).await;
+    }
+    Ok(tenant)
+}
+
+/// A PATCH whose fields passed their rules (see [`check_patch`]), ready for [`apply_patch`].
+pub struct CheckedPatch<'a> {
+    patch: &'a TenantPatch,
+    name: Option<Option<String>>,
+    tier: Option<Option<Tier>>,
+    contact: Option<Option<model::Contact>>,
+    issuer: Option<Option<Option<String>>>,
+    client_id: Option<Option<Option<String>>>,
+    secret: Option<Option<Option<String>>>,
+    scopes: Option<Option<String>>,
+    db_uri: Option<Option<Option<String>>>,
+    schema: Option<Option<Option<String>>>,
+    reason: Option<String>,
+    role_mapping: Option<Option<Option<String>>>,
+}
+
+/// Checks every field of a PATCH (`platform`: of the platform's own tenant), reporting every
+/// broken rule at once. Nothing is read or written.
+pub fn check_patch(patch: &TenantPatch, platform: bool) -> AppResult<CheckedPatch<'_>> {
     let mut checks = Checks::default();
     let name = patch.name.as_deref().map(|n| checks.name(n));
     let tier = patch.tier.as_deref().map(|t| checks.tier(t));
@@ -349,10 +380,51 @@ pub async fn update(
         Some(r) => checks.text("reason", r, 500),
         None => None,
     };
+    let role_mapping = patch
+        .role_mapping
+        .as_ref()
+        .map(|m| m.as_ref().map(|m| checks.role_mapping(m, platform)));
     checks.finish()?;
+    Ok(CheckedPatch {
+        patch,
+        name,
+        tier,
+        contact,
+        issuer,
+        client_id,
+        secret,
+        scopes,
+        db_uri,
+        schema,
+        reason,
+        role_mapping,
+    })
+}
 
-    let keyring = &ctx.keyring;
-    let (row, applied) = transaction!(ctx.db, |tx| {
+/// Applies a checked PATCH to tenant `slug` in `tx`, with its audit records; the row as saved
+/// and the lifecycle transition it made (`is_active`), to be carried into the backends.
+pub(crate) async fn apply_patch(
+    tx: &mut Conn,
+    keyring: &Keyring,
+    actor: &Actor,
+    slug: &str,
+    checked: CheckedPatch<'_>,
+) -> AppResult<(TenantRow, Option<(Transition, String)>)> {
+    let CheckedPatch {
+        patch,
+        name,
+        tier,
+        contact,
+        issuer,
+        client_id,
+        secret,
+        scopes,
+        db_uri,
+        schema,
+        reason,
+        role_mapping,
+    } = checked;
+    {
         let mut row = find_in(tx, slug).await?;
         let mut changed: Vec<&str> = Vec::new();
         let mut set = |field: &'static str, changed_now: bool| {
@@ -396,6 +468,11 @@ pub async fn update(
             let schema = schema.flatten();
             set("default_schema", row.default_schema != schema);
             row.default_schema = schema;
+        }
+        if let Some(mapping) = role_mapping {
+            let mapping = mapping.flatten();
+            set("role_mapping", row.role_mapping != mapping);
+            row.role_mapping = mapping;
         }
         if let Some(uri) = db_uri {
             match uri.flatten() {
@@ -488,12 +565,7 @@ pub async fn update(
             return Ok((row, Some((transition, reason))));
         }
         Ok((row, None))
-    })?;
-    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
-    if let Some((transition, reason)) = applied {
-        queue_backend_change(ctx, actor, &tenant, transition, &reason).await;
     }
-    Ok(tenant)
 }
 
 /// Moves the current client secret to `previous` and seals `secret` as the current one.
@@ -783,6 +855,7 @@ pub async fn ensure_admin_tenant(ctx: &Context) -> AppResult<bool> {
                 scopes: Some(input::Scopes::Text(config.scopes.clone())),
                 db_uri: config.db_uri.clone(),
                 default_schema: config.default_schema.clone(),
+                role_mapping: config.role_mapping.clone(),
             };
             let valid = request.validate(false).map_err(|err| {
                 AppError::internal(anyhow::anyhow!(
@@ -831,6 +904,14 @@ pub async fn ensure_admin_tenant(ctx: &Context) -> AppResult<bool> {
             }
             if row.default_schema != config.default_schema && config.default_schema.is_some() {
                 patch.default_schema = Some(config.default_schema.clone());
+            }
+            let mapping = config
+                .role_mapping
+                .as_ref()
+                .and_then(|m| m.validate(true).ok())
+                .and_then(|m| serde_json::to_string(&m).ok());
+            if config.role_mapping.is_some() && row.role_mapping != mapping {
+                patch.role_mapping = Some(config.role_mapping.clone());
             }
             update(ctx, &actor, ADMIN_SLUG, &patch)
                 .await

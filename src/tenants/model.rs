@@ -262,6 +262,8 @@ pub struct Tenant {
     pub scopes: Vec<String>,
     pub db_uri: SecretStatus,
     pub default_schema: Option<String>,
+    /// Which users of the tenant's identity provider get which role.
+    pub role_mapping: crate::auth::roles::RoleMapping,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Increases with every change.
@@ -311,6 +313,10 @@ impl Tenant {
             scopes: split_scopes(&row.scopes),
             db_uri: SecretStatus::of(&row.db_uri, &row.db_uri_fp),
             default_schema: row.default_schema.clone(),
+            role_mapping: crate::auth::roles::RoleMapping::from_stored(
+                row.role_mapping.as_deref(),
+                row.slug == ADMIN_SLUG,
+            ),
             created_at: clock::to_utc(row.created_at),
             updated_at: clock::to_utc(row.updated_at),
             version: row.version,

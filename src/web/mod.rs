@@ -8,15 +8,19 @@ mod pages;
 mod plugins;
 mod provisioning;
 mod session;
+pub mod site;
+mod sso;
 mod templates;
+mod tenant;
 mod tenants;
+mod tokens;
 
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest as _, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use tera::Tera;
 
-pub use session::PortalSession;
+pub use session::{PortalSession, SESSION_COOKIE, TENANT_SESSION_COOKIE};
 
 use crate::error::AppError;
 
@@ -75,6 +79,47 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/provisioning/runs.html"),
     ),
     ("audit.html", include_str!("../../templates/audit.html")),
+    ("tokens.html", include_str!("../../templates/tokens.html")),
+    (
+        "token_created.html",
+        include_str!("../../templates/token_created.html"),
+    ),
+    (
+        "sso_macros.html",
+        include_str!("../../templates/sso_macros.html"),
+    ),
+    (
+        "tenants/sso.html",
+        include_str!("../../templates/tenants/sso.html"),
+    ),
+    (
+        "tenants/setup_link.html",
+        include_str!("../../templates/tenants/setup_link.html"),
+    ),
+    (
+        "tenant/base.html",
+        include_str!("../../templates/tenant/base.html"),
+    ),
+    (
+        "tenant/login.html",
+        include_str!("../../templates/tenant/login.html"),
+    ),
+    (
+        "tenant/home.html",
+        include_str!("../../templates/tenant/home.html"),
+    ),
+    (
+        "tenant/key_created.html",
+        include_str!("../../templates/tenant/key_created.html"),
+    ),
+    (
+        "tenant/sso.html",
+        include_str!("../../templates/tenant/sso.html"),
+    ),
+    (
+        "tenant/message.html",
+        include_str!("../../templates/tenant/message.html"),
+    ),
     ("error.html", include_str!("../../templates/error.html")),
 ];
 
@@ -169,6 +214,56 @@ where
         .route("/runs/{id}", web::get().to(provisioning::run))
         .route("/audit", web::get().to(audit::list))
         .route("/plugins", web::get().to(plugins::list))
+        .route("/tokens", web::get().to(tokens::list))
+        .route("/tokens", web::post().to(tokens::create))
+        .route("/tokens/{id}/revoke", web::post().to(tokens::revoke))
+        .route("/tokens/{id}/rotate", web::post().to(tokens::rotate))
+        .route("/tenants/{slug}/sso", web::get().to(sso::admin_form))
+        .route("/tenants/{slug}/sso", web::post().to(sso::admin_submit))
+        .route(
+            "/tenants/{slug}/sso/setup-links",
+            web::post().to(sso::create_link),
+        )
+        .route(
+            "/tenants/{slug}/sso/setup-links/{id}/revoke",
+            web::post().to(sso::revoke_link),
+        )
+        .route(
+            "/tenants/{slug}/sessions/{handle}/revoke",
+            web::post().to(sso::revoke_session),
+        )
+        .route(
+            "/tenants/{slug}/health/oauth",
+            web::post().to(sso::check_oauth),
+        )
+        // A tenant's own site (also at `<slug>.<base_domain>/…`, see `site`).
+        .route("/t/{slug}", web::get().to(tenant::home_redirect))
+        .route("/t/{slug}/", web::get().to(tenant::home))
+        .route("/t/{slug}/login", web::get().to(tenant::login))
+        .route("/t/{slug}/login/oauth", web::get().to(tenant::start))
+        .route("/t/{slug}/callback", web::get().to(tenant::callback))
+        .route("/t/{slug}/logout", web::post().to(tenant::logout))
+        .route("/t/{slug}/logged-out", web::get().to(tenant::logged_out))
+        .route(
+            "/t/{slug}/sessions/{handle}/revoke",
+            web::post().to(tenant::revoke_session),
+        )
+        .route("/t/{slug}/api-keys", web::post().to(tenant::create_key))
+        .route(
+            "/t/{slug}/api-keys/{id}/revoke",
+            web::post().to(tenant::revoke_key),
+        )
+        .route(
+            "/t/{slug}/api-keys/{id}/rotate",
+            web::post().to(tenant::rotate_key),
+        )
+        .route("/t/{slug}/settings/sso", web::get().to(tenant::sso_form))
+        .route("/t/{slug}/settings/sso", web::post().to(tenant::sso_submit))
+        .route("/t/{slug}/setup/{token}", web::get().to(tenant::setup_form))
+        .route(
+            "/t/{slug}/setup/{token}",
+            web::post().to(tenant::setup_submit),
+        )
 }
 
 async fn stylesheet() -> HttpResponse {

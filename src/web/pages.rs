@@ -16,8 +16,37 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
+/// What a login page says went wrong: a sentence for a person and, for an administrator, the
+/// reason code and a technical detail (never a secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoginError {
+    pub message: String,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl LoginError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            reason: None,
+            detail: None,
+        }
+    }
+}
+
+impl From<&auth::oidc::LoginFailure> for LoginError {
+    fn from(failure: &auth::oidc::LoginFailure) -> Self {
+        Self {
+            message: failure.message.clone(),
+            reason: Some(failure.reason.to_owned()),
+            detail: failure.detail.clone(),
+        }
+    }
+}
+
 /// Only local paths are followed after login (no open redirect).
-fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
             n.to_owned()
@@ -38,13 +67,16 @@ pub async fn login_form(
         None,
         actix_web::http::StatusCode::OK,
     )
+    .await
 }
 
-fn login_page(
+/// The portal's login page: single sign-on through the platform's own tenant when it has an
+/// identity provider, and the bootstrap administrator's password form.
+pub(super) async fn login_page(
     req: &HttpRequest,
     ctx: &Context,
     next: Option<&str>,
-    error: Option<&str>,
+    error: Option<&LoginError>,
     status: actix_web::http::StatusCode,
 ) -> HttpResponse {
     let token = auth::new_token();
@@ -52,6 +84,18 @@ fn login_page(
     context.insert("login_csrf", &token);
     context.insert("next", &safe_next(next));
     context.insert("error", &error);
+    let platform_sso = match tenants::get(ctx, tenants::ADMIN_SLUG).await {
+        Ok(admin) if admin.oauth_issuer.is_some() && admin.client_id.is_some() => {
+            let next: String =
+                url::form_urlencoded::byte_serialize(safe_next(next).as_bytes()).collect();
+            Some((
+                admin.name,
+                format!("/t/{}/login/oauth?next={next}", tenants::ADMIN_SLUG),
+            ))
+        }
+        _ => None,
+    };
+    context.insert("platform_sso", &platform_sso);
     let flash = session::read_flash(req);
     match render_status(tera(), "login.html", status, None, flash, &mut context) {
         Ok(mut response) => {
@@ -91,9 +135,12 @@ pub async fn login(
             &req,
             &ctx,
             form.next.as_deref(),
-            Some("The login form expired. Please try again."),
+            Some(&LoginError::new(
+                "The login form expired. Please try again.",
+            )),
             actix_web::http::StatusCode::FORBIDDEN,
-        );
+        )
+        .await;
     }
     let principal = match auth::verify_admin_login(&ctx, form.username.trim(), &form.password).await
     {
@@ -104,9 +151,10 @@ pub async fn login(
                 &req,
                 &ctx,
                 form.next.as_deref(),
-                Some("Wrong user name or password."),
+                Some(&LoginError::new("Wrong user name or password.")),
                 actix_web::http::StatusCode::UNAUTHORIZED,
-            );
+            )
+            .await;
         }
         Err(err) => return error_page(tera(), None, &err),
     };
@@ -115,7 +163,7 @@ pub async fn login(
         .headers()
         .get("user-agent")
         .and_then(|v| v.to_str().ok());
-    match auth::start_session(&ctx, &principal, &actor, user_agent).await {
+    match auth::start_session(&ctx, &principal, &actor, user_agent, None, None).await {
         Ok((cookie, _)) => HttpResponse::SeeOther()
             .insert_header(("Location", safe_next(form.next.as_deref())))
             .cookie(session::session_cookie(
@@ -133,7 +181,10 @@ pub struct CsrfForm {
     csrf: String,
 }
 
+/// Ends the portal session; a session of the platform's identity provider is ended there too
+/// (RP-initiated logout), which sends the browser back to `/t/admin/logged-out`.
 pub async fn logout(
+    req: HttpRequest,
     ctx: web::Data<Context>,
     portal: PortalSession,
     form: web::Form<CsrfForm>,
@@ -141,10 +192,34 @@ pub async fn logout(
     if let Err(err) = portal.check_csrf(&form.csrf) {
         return error_page(tera(), Some(&portal), &err);
     }
-    if let Err(err) = auth::end_session(&ctx, &portal.session, &portal.actor).await {
-        return error_page(tera(), Some(&portal), &err);
-    }
-    let mut response = redirect_with("/login", Flash::success("You are logged out."));
+    let provider = match auth::end_session(&ctx, &portal.session, &portal.actor).await {
+        Ok(provider) => provider,
+        Err(err) => return error_page(tera(), Some(&portal), &err),
+    };
+    let at_provider = match provider {
+        Some(logout) => {
+            let site = super::site::TenantSite::of(&req, &ctx, tenants::ADMIN_SLUG);
+            let client_id = tenants::get(&ctx, tenants::ADMIN_SLUG)
+                .await
+                .ok()
+                .and_then(|t| t.client_id);
+            auth::oidc::end_session_url(
+                &ctx,
+                &logout.issuer,
+                client_id.as_deref(),
+                logout.id_token.as_deref(),
+                &site.url("/logged-out"),
+            )
+            .await
+        }
+        None => None,
+    };
+    let mut response = match at_provider {
+        Some(url) => HttpResponse::SeeOther()
+            .insert_header(("Location", url))
+            .finish(),
+        None => redirect_with("/login", Flash::success("You are logged out.")),
+    };
     let _ = response.add_cookie(&session::clear_session_cookie());
     response
 }

@@ -14,6 +14,9 @@ use crate::context::Context;
 use crate::error::AppError;
 
 pub const SESSION_COOKIE: &str = "tenantry_session";
+/// The session of a tenant's user (its own cookie: a browser may be in the admin portal and in a
+/// tenant at once).
+pub const TENANT_SESSION_COOKIE: &str = "tenantry_tenant";
 pub const LOGIN_CSRF_COOKIE: &str = "tenantry_login_csrf";
 pub const FLASH_COOKIE: &str = "tenantry_flash";
 
@@ -76,7 +79,7 @@ impl FromRequest for PortalSession {
             let cookie = req
                 .cookie(SESSION_COOKIE)
                 .ok_or(PortalRejection::LoginRequired { next: next.clone() })?;
-            let session = auth::load_session(&ctx, cookie.value())
+            let session = auth::load_session(&ctx, cookie.value(), auth::SessionKind::Platform)
                 .await?
                 .ok_or(PortalRejection::LoginRequired { next })?;
             let actor = actor_for(&req, &session.principal.name);

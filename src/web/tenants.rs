@@ -158,6 +158,7 @@ impl TenantForm {
             scopes: opt(&self.scopes).map(Scopes::Text),
             db_uri: opt(&self.db_uri),
             default_schema: opt(&self.default_schema),
+            role_mapping: None,
         })
     }
 
@@ -340,6 +341,7 @@ async fn backends_view(
 }
 
 pub async fn detail(
+    req: actix_web::HttpRequest,
     ctx: web::Data<Context>,
     portal: PortalSession,
     slug: web::Path<String>,
@@ -381,8 +383,23 @@ pub async fn detail(
                 ),
             })
             .collect();
-        let api_keys = crate::auth::list_tenant_keys(&ctx, &key_scope(&tenant)).await?;
+        let scope = key_scope(&tenant);
+        let api_keys = crate::auth::list_tenant_keys(&ctx, &scope).await?;
+        let urls = crate::auth::sso::TenantUrls::new(
+            &ctx.config,
+            &tenant.slug,
+            &crate::api::sso::request_origin(&req),
+        );
         let mut context = tera::Context::new();
+        context.insert("sso", &crate::auth::sso::SsoSettings::of(&tenant, &urls));
+        context.insert(
+            "setup_links",
+            &crate::auth::sso::list_setup_links(&ctx, &scope).await?,
+        );
+        context.insert(
+            "sessions",
+            &crate::auth::list_tenant_sessions(&ctx, &scope).await?,
+        );
         context.insert("tenant", &tenant);
         context.insert("api_keys", &api_keys);
         context.insert("backends", &backends);
@@ -700,7 +717,7 @@ fn key_scope(tenant: &tenants::Tenant) -> crate::auth::TenantScope {
 #[derive(Debug, Deserialize)]
 pub struct KeyForm {
     #[serde(default)]
-    csrf: String,
+    pub(super) csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -711,6 +728,26 @@ pub struct KeyForm {
     rate_limit_per_minute: String,
     #[serde(default)]
     grace_minutes: String,
+}
+
+impl KeyForm {
+    /// The key the form asks for.
+    pub(super) fn spec(&self) -> AppResult<crate::auth::KeySpec> {
+        Ok(crate::auth::KeySpec {
+            name: self.name.clone(),
+            role: match self.role.as_str() {
+                "tenant-admin" => crate::auth::Role::TenantAdmin,
+                _ => crate::auth::Role::Member,
+            },
+            expires_in_days: number("expires_in_days", &self.expires_in_days)?,
+            rate_limit_per_minute: number("rate_limit_per_minute", &self.rate_limit_per_minute)?,
+        })
+    }
+
+    /// Minutes the rotated key keeps working (default 60).
+    pub(super) fn grace(&self) -> AppResult<u32> {
+        Ok(number("grace_minutes", &self.grace_minutes)?.unwrap_or(60))
+    }
 }
 
 /// A number field of a form: empty is none; anything else must be a whole number.
@@ -767,23 +804,11 @@ pub async fn create_key(
     let location = format!("/tenants/{slug}#api-keys");
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
-        let role = match form.role.as_str() {
-            "tenant-admin" => crate::auth::Role::TenantAdmin,
-            _ => crate::auth::Role::Member,
-        };
         crate::auth::create_key(
             &ctx,
             &portal.actor,
             Some(&key_scope(&tenant)),
-            &crate::auth::KeySpec {
-                name: form.name.clone(),
-                role,
-                expires_in_days: number("expires_in_days", &form.expires_in_days)?,
-                rate_limit_per_minute: number(
-                    "rate_limit_per_minute",
-                    &form.rate_limit_per_minute,
-                )?,
-            },
+            &form.spec()?,
         )
         .await
     }
@@ -834,7 +859,7 @@ pub async fn rotate_key(
     }
     let (slug, id) = path.into_inner();
     let result = async {
-        let grace = number("grace_minutes", &form.grace_minutes)?.unwrap_or(60);
+        let grace = form.grace()?;
         let tenant = tenants::get(&ctx, &slug).await?;
         let key =
             crate::auth::rotate_key(&ctx, &portal.actor, Some(&key_scope(&tenant)), &id, grace)

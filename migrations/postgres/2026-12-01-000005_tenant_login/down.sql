@@ -1,0 +1,12 @@
+DROP TABLE sso_setup_links;
+DROP TABLE login_attempts;
+DROP INDEX sessions_tenant;
+DROP INDEX sessions_handle;
+ALTER TABLE sessions DROP COLUMN id_token;
+ALTER TABLE sessions DROP COLUMN issuer;
+ALTER TABLE sessions DROP COLUMN display_name;
+ALTER TABLE sessions DROP COLUMN email;
+ALTER TABLE sessions DROP COLUMN subject;
+ALTER TABLE sessions DROP COLUMN auth_method;
+ALTER TABLE sessions DROP COLUMN handle;
+ALTER TABLE tenants DROP COLUMN role_mapping;

@@ -1,0 +1,293 @@
+//! `/api/v1/tenant/{slug}/sso…`, `…/sessions…` and `…/health/oauth`: a tenant's single
+//! sign-on settings (tenant admins and platform admins), "test connection", setup links
+//! (platform admins), the tenant's sessions, and the OAuth health check.
+
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::body::ApiJson;
+use crate::auth::extract::{ApiAdmin, ApiCaller, TenantAdminCaller};
+use crate::auth::oidc::ConnectionReport;
+use crate::auth::sso::{
+    self, ConnectionTest, NewSetupLink, OAuthHealth, SetupLinkInfo, SsoSettings, SsoUpdate,
+    TenantUrls,
+};
+use crate::auth::{self, Principal, Role, SessionInfo, TenantScope};
+use crate::context::Context;
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::telemetry::record_tenant;
+use crate::tenants::{self, Tenant};
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(get_sso)
+        .service(update_sso)
+        .service(test_sso)
+        .service(list_setup_links)
+        .service(create_setup_link)
+        .service(revoke_setup_link)
+        .service(list_sessions)
+        .service(revoke_session)
+        .service(oauth_health);
+}
+
+/// `scheme://host` of the request, for the addresses a provider must know when no
+/// `public_url` is configured.
+pub fn request_origin(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}", info.scheme(), info.host())
+}
+
+fn scope_of(tenant: &Tenant) -> TenantScope {
+    TenantScope {
+        id: tenant.id.clone(),
+        slug: tenant.slug.clone(),
+    }
+}
+
+/// Tenant settings are read by platform principals and by that tenant's admins.
+fn require_settings_read(principal: &Principal, slug: &str) -> AppResult<()> {
+    principal.require_tenant_read(slug)?;
+    if principal.role == Role::Member {
+        return Err(AppError::forbidden(format!(
+            "`{}` has the member role; a tenant's SSO settings and sessions are for its admins",
+            principal.name
+        )));
+    }
+    Ok(())
+}
+
+/// A tenant's SSO settings, with the redirect URIs to register at its provider.
+#[utoipa::path(
+    tag = "sso",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, body = SsoSettings),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/sso")]
+async fn get_sso(
+    req: HttpRequest,
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    require_settings_read(&caller.principal, &slug)?;
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let urls = TenantUrls::new(&ctx.config, &slug, &request_origin(&req));
+    Ok(HttpResponse::Ok().json(SsoSettings::of(&tenant, &urls)))
+}
+
+/// Change a tenant's SSO settings (issuer, client id, secret, scopes, role mapping). A new
+/// secret keeps the previous one for `client-secret/rollback`; the next login uses the new one.
+#[utoipa::path(
+    tag = "sso",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    request_body = SsoUpdate,
+    responses(
+        (status = 200, body = SsoSettings),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/tenant/{slug}/sso")]
+async fn update_sso(
+    req: HttpRequest,
+    ctx: web::Data<Context>,
+    caller: TenantAdminCaller,
+    slug: web::Path<String>,
+    body: ApiJson<SsoUpdate>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = sso::update(&ctx, &caller.actor, &slug, &body.0).await?;
+    let urls = TenantUrls::new(&ctx.config, &slug, &request_origin(&req));
+    Ok(HttpResponse::Ok().json(SsoSettings::of(&tenant, &urls)))
+}
+
+/// Test a provider before saving it: fetches the discovery document and key set of the issuer
+/// given (or the saved one) and reports what it found and what is wrong. Saves nothing.
+#[utoipa::path(
+    tag = "sso",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    request_body = ConnectionTest,
+    responses(
+        (status = 200, body = ConnectionReport),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenant/{slug}/sso/test")]
+async fn test_sso(
+    ctx: web::Data<Context>,
+    _caller: TenantAdminCaller,
+    slug: web::Path<String>,
+    body: ApiJson<ConnectionTest>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(sso::test_connection(&ctx, &tenant, &body.0).await?))
+}
+
+/// A new setup link.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLink {
+    /// Hours the link works (1–168; default `auth.setup_link_hours`, 24).
+    #[serde(default)]
+    pub expires_in_hours: Option<u32>,
+}
+
+/// The tenant's SSO setup links (never their tokens).
+#[utoipa::path(
+    tag = "sso",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, body = Vec<SetupLinkInfo>),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/sso/setup-links")]
+async fn list_setup_links(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    caller.principal.require_platform()?;
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(sso::list_setup_links(&ctx, &scope_of(&tenant)).await?))
+}
+
+/// Create a single-use link with which the tenant's IT administrator sets up SSO without a
+/// platform account; the URL is in the answer, and only there.
+#[utoipa::path(
+    tag = "sso",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    request_body = NewLink,
+    responses(
+        (status = 201, body = NewSetupLink),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenant/{slug}/sso/setup-links")]
+async fn create_setup_link(
+    req: HttpRequest,
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+    body: ApiJson<NewLink>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let urls = TenantUrls::new(&ctx.config, &slug, &request_origin(&req));
+    let link = sso::create_setup_link(
+        &ctx,
+        &caller.actor,
+        &scope_of(&tenant),
+        body.0.expires_in_hours,
+        &urls,
+    )
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(link))
+}
+
+/// Revoke a setup link → 204.
+#[utoipa::path(
+    tag = "sso",
+    params(
+        ("slug" = String, Path, description = "The tenant's slug"),
+        ("id" = String, Path, description = "The link's id"),
+    ),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[delete("/tenant/{slug}/sso/setup-links/{id}")]
+async fn revoke_setup_link(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (slug, id) = path.into_inner();
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    sso::revoke_setup_link(&ctx, &caller.actor, &scope_of(&tenant), &id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The live sessions of a tenant's users, newest first.
+#[utoipa::path(
+    tag = "sso",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, body = Vec<SessionInfo>),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/sessions")]
+async fn list_sessions(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    require_settings_read(&caller.principal, &slug)?;
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(auth::list_tenant_sessions(&ctx, &scope_of(&tenant)).await?))
+}
+
+/// Sign a user out: ends one of the tenant's sessions → 204.
+#[utoipa::path(
+    tag = "sso",
+    params(
+        ("slug" = String, Path, description = "The tenant's slug"),
+        ("handle" = String, Path, description = "The session's handle"),
+    ),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[delete("/tenant/{slug}/sessions/{handle}")]
+async fn revoke_session(
+    ctx: web::Data<Context>,
+    caller: TenantAdminCaller,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (slug, handle) = path.into_inner();
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    auth::revoke_tenant_session(&ctx, &caller.actor, &scope_of(&tenant), &handle).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Whether the tenant's identity provider answers: discovery document and key set, each with
+/// the time it took, and what is wrong with them.
+#[utoipa::path(
+    tag = "sso",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "healthy, unreachable, misconfigured or not_configured", body = OAuthHealth),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenant/{slug}/health/oauth")]
+async fn oauth_health(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    caller.principal.require_tenant_read(&slug)?;
+    Ok(HttpResponse::Ok().json(sso::oauth_health(&ctx, &slug).await?))
+}

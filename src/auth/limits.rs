@@ -1,0 +1,145 @@
+//! Abuse limits on authentication, per server (token buckets from `governor`):
+//!
+//! - logins started, per source address and per tenant;
+//! - failed API-key authentications, per source address and per tenant (of the key the failed
+//!   token named). Once a budget is spent, *every* key attempt from that address, or against that
+//!   tenant's keys, is refused with 429 until the bucket has refilled — refusing only the failures
+//!   would let a guesser go on and tell a hit by its different answer.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::AuthConfig;
+
+/// Keyed limiters hold a cell per key; above this many keys, stale ones are dropped.
+const MAX_TRACKED_KEYS: usize = 10_000;
+
+pub struct AuthLimits {
+    logins_per_address: DefaultKeyedRateLimiter<String>,
+    logins_per_tenant: DefaultKeyedRateLimiter<String>,
+    key_failures_per_address: DefaultKeyedRateLimiter<String>,
+    key_failures_per_tenant: DefaultKeyedRateLimiter<String>,
+    /// `address:<ip>` / `tenant:<id>` → refused until then.
+    blocked: Mutex<HashMap<String, Instant>>,
+}
+
+fn per_minute(n: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n.max(1)).expect("non-zero"))
+}
+
+fn take(limiter: &DefaultKeyedRateLimiter<String>, key: &str) -> Result<(), Duration> {
+    if limiter.len() > MAX_TRACKED_KEYS {
+        limiter.retain_recent();
+    }
+    limiter
+        .check_key(&key.to_owned())
+        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+}
+
+impl AuthLimits {
+    pub fn new(config: &AuthConfig) -> Self {
+        Self {
+            logins_per_address: RateLimiter::keyed(per_minute(
+                config.logins_per_address_per_minute,
+            )),
+            logins_per_tenant: RateLimiter::keyed(per_minute(config.logins_per_tenant_per_minute)),
+            key_failures_per_address: RateLimiter::keyed(per_minute(
+                config.key_failures_per_address_per_minute,
+            )),
+            key_failures_per_tenant: RateLimiter::keyed(per_minute(
+                config.key_failures_per_tenant_per_minute,
+            )),
+            blocked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one login start from the address's and the tenant's budgets; the wait when either
+    /// is spent.
+    pub fn check_login(&self, tenant_id: &str, address: Option<&str>) -> Result<(), Duration> {
+        if let Some(address) = address {
+            take(&self.logins_per_address, address)?;
+        }
+        take(&self.logins_per_tenant, tenant_id)
+    }
+
+    /// How long key attempts from `address` or against `tenant_id`'s keys are still refused.
+    pub fn key_blocked(&self, tenant_id: Option<&str>, address: Option<&str>) -> Option<Duration> {
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock().expect("auth limits lock");
+        blocked.retain(|_, until| *until > now);
+        [
+            address.map(|a| format!("address:{a}")),
+            tenant_id.map(|t| format!("tenant:{t}")),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|key| blocked.get(&key).map(|until| *until - now))
+        .max()
+    }
+
+    /// Records a failed key attempt; once a budget is spent, its address or tenant is blocked
+    /// until the bucket refills.
+    pub fn key_failed(&self, tenant_id: Option<&str>, address: Option<&str>) {
+        let mut blocks = Vec::new();
+        if let Some(address) = address
+            && let Err(wait) = take(&self.key_failures_per_address, address)
+        {
+            blocks.push((format!("address:{address}"), wait));
+        }
+        if let Some(tenant) = tenant_id
+            && let Err(wait) = take(&self.key_failures_per_tenant, tenant)
+        {
+            blocks.push((format!("tenant:{tenant}"), wait));
+        }
+        if !blocks.is_empty() {
+            let now = Instant::now();
+            let mut blocked = self.blocked.lock().expect("auth limits lock");
+            for (key, wait) in blocks {
+                // At least a second, so that a refill of one cell does not reopen at once.
+                blocked.insert(key, now + wait.max(Duration::from_secs(1)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(n: u32) -> AuthLimits {
+        AuthLimits::new(&AuthConfig {
+            logins_per_address_per_minute: n,
+            logins_per_tenant_per_minute: 1000,
+            key_failures_per_address_per_minute: n,
+            key_failures_per_tenant_per_minute: 1000,
+            ..AuthConfig::default()
+        })
+    }
+
+    #[test]
+    fn logins_beyond_the_address_budget_wait() {
+        let limits = limits(2);
+        assert!(limits.check_login("t", Some("10.0.0.1")).is_ok());
+        assert!(limits.check_login("t", Some("10.0.0.1")).is_ok());
+        let wait = limits.check_login("t", Some("10.0.0.1")).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30));
+        assert!(limits.check_login("t", Some("10.0.0.2")).is_ok());
+    }
+
+    #[test]
+    fn spent_key_failures_block_the_address_but_not_others() {
+        let limits = limits(2);
+        for _ in 0..2 {
+            limits.key_failed(Some("t"), Some("10.0.0.1"));
+            assert!(limits.key_blocked(Some("t"), Some("10.0.0.1")).is_none());
+        }
+        limits.key_failed(Some("t"), Some("10.0.0.1"));
+        assert!(limits.key_blocked(None, Some("10.0.0.1")).is_some());
+        assert!(limits.key_blocked(Some("t"), Some("10.0.0.9")).is_none());
+    }
+}
