@@ -14,6 +14,7 @@
 pub mod airflow;
 pub mod crm;
 pub mod kube;
+pub mod oidc;
 pub mod recorder;
 pub mod superset;
 
