@@ -73,14 +73,49 @@ pub struct RunningServer {
 
 /// Binds `listener` and serves until stopped.
 pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServer> {
+    start_with(ctx, listener, None)
+}
+
+/// FOR BENCHMARKS ONLY: the same server, but every API request runs as `principal` without
+/// authenticating — the baseline the cost of authentication is measured against
+/// (`benches/auth.rs`). Never used by `serve`.
+#[doc(hidden)]
+pub fn start_unauthenticated(
+    ctx: Context,
+    listener: TcpListener,
+    principal: auth::Principal,
+) -> anyhow::Result<RunningServer> {
+    start_with(ctx, listener, Some(principal))
+}
+
+/// Puts the fixed principal of [`start_unauthenticated`] on every API request.
+async fn fixed_principal(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if let Some(principal) = req.app_data::<web::Data<auth::Principal>>() {
+        let principal = principal.get_ref().clone();
+        req.extensions_mut().insert(principal);
+    }
+    next.call(req).await
+}
+
+fn start_with(
+    ctx: Context,
+    listener: TcpListener,
+    fixed: Option<auth::Principal>,
+) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     portal::templates()?;
     let worker_stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let worker = crate::provisioning::saga::spawn(ctx.clone(), worker_stop.clone());
     let server = HttpServer::new(move || {
         let metrics = ctx.metrics.clone();
-        let app = App::new()
-            .app_data(web::Data::new(ctx.clone()))
+        let mut app = App::new().app_data(web::Data::new(ctx.clone()));
+        if let Some(principal) = &fixed {
+            app = app.app_data(web::Data::new(principal.clone()));
+        }
+        let app = app
             .app_data(web::QueryConfig::default().error_handler(portal::query_error))
             .app_data(web::FormConfig::default().limit(ctx.config.max_body_bytes))
             .app_data(web::PathConfig::default());
@@ -96,7 +131,14 @@ pub fn start(ctx: Context, listener: TcpListener) -> anyhow::Result<RunningServe
                         "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
                     )),
             )
-            .wrap(actix_web::middleware::from_fn(auth::extract::authenticate))
+            .wrap(actix_web::middleware::Condition::new(
+                fixed.is_none(),
+                actix_web::middleware::from_fn(auth::extract::authenticate),
+            ))
+            .wrap(actix_web::middleware::Condition::new(
+                fixed.is_some(),
+                actix_web::middleware::from_fn(fixed_principal),
+            ))
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
                 let method = req.method().to_string();

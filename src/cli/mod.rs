@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 mod keys;
 mod provisioning;
+mod sso;
 
 use crate::app;
 use crate::audit::{self, Actor, AuditQuery};
@@ -232,6 +233,12 @@ pub enum TenantCommand {
     /// Manage a tenant's API keys.
     #[command(subcommand)]
     ApiKey(keys::ApiKeyCommand),
+    /// A tenant's single sign-on: settings, test connection, setup links.
+    #[command(subcommand)]
+    Sso(sso::SsoCommand),
+    /// The sessions of a tenant's users.
+    #[command(subcommand)]
+    Session(sso::SessionCommand),
     /// What a tenant holds in each backend.
     Resources { slug: String },
     /// Ask each backend whether the tenant's resources are as provisioned (exit 1 on drift).
@@ -773,14 +780,36 @@ async fn tenant_command(
             let database = crate::health::tenant_database(ctx, &slug)
                 .await
                 .map_err(app_error)?;
-            let report = serde_json::json!({ "tenant": tenant, "database": database });
+            let oauth = crate::auth::sso::oauth_health(ctx, &slug)
+                .await
+                .map_err(app_error)?;
+            let report =
+                serde_json::json!({ "tenant": tenant, "database": database, "oauth": oauth });
             print(out, &report, || {
                 format!(
-                    "tenant {}: {} ({}), oauth {}\ndatabase: {}{}{}",
+                    "tenant {}: {} ({})\noauth: {}{}{}\ndatabase: {}{}{}",
                     tenant.tenant,
                     tenant.status,
                     tenant.tenant_status,
-                    tenant.oauth.replace('_', " "),
+                    oauth.status.replace('_', " "),
+                    oauth
+                        .discovery
+                        .as_ref()
+                        .map(|d| format!(
+                            " (discovery {} ms{})",
+                            d.response_time_ms,
+                            oauth
+                                .jwks
+                                .as_ref()
+                                .map(|j| format!(", keys {} ms", j.response_time_ms))
+                                .unwrap_or_default()
+                        ))
+                        .unwrap_or_default(),
+                    if oauth.problems.is_empty() || oauth.status == "not_configured" {
+                        String::new()
+                    } else {
+                        format!(" — {}", oauth.problems.join("; "))
+                    },
                     database.status.replace('_', " "),
                     database
                         .response_time_ms
@@ -795,7 +824,8 @@ async fn tenant_command(
             })?;
             anyhow::ensure!(
                 tenant.status == "healthy"
-                    && matches!(database.status.as_str(), "connected" | "not_configured"),
+                    && matches!(database.status.as_str(), "connected" | "not_configured")
+                    && matches!(oauth.status.as_str(), "healthy" | "not_configured"),
                 "tenant {slug} is not healthy"
             );
             Ok(())
@@ -850,6 +880,8 @@ async fn tenant_command(
         }
         TenantCommand::Resources { slug } => provisioning::resources(ctx, out, &slug).await,
         TenantCommand::ApiKey(cmd) => keys::api_key_command(ctx, actor, out, cmd).await,
+        TenantCommand::Sso(cmd) => sso::sso_command(ctx, actor, out, cmd).await,
+        TenantCommand::Session(cmd) => sso::session_command(ctx, actor, out, cmd).await,
         TenantCommand::Drift { slug } => provisioning::drift(ctx, out, &slug).await,
         TenantCommand::RollbackSecret { slug } => {
             let tenant = tenants::rollback_client_secret(ctx, actor, &slug)

@@ -1,0 +1,290 @@
+//! Authentication overhead benchmark: requests per second for one tenant-scoped API call
+//! (`GET /api/v1/tenant/{slug}`) authenticated by a tenant API key and by a tenant session
+//! cookie, against the same handler on a server that skips authentication
+//! (`app::start_unauthenticated`), all in the same run, on SQLite and on PostgreSQL.
+//!
+//!     cargo bench --bench auth
+//!     BENCH_SECONDS=5 BENCH_CONCURRENCY=16 BENCH_BACKENDS=sqlite cargo bench --bench auth
+//!
+//! Each case runs `BENCH_CONCURRENCY` keep-alive clients in a loop for `BENCH_SECONDS` (after a
+//! warm-up of a second) and reports requests/s, median and p99 latency, and the ratio of its
+//! requests/s to the unauthenticated baseline's. A table goes to stdout and JSON to
+//! `target/bench-auth.json`.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
+use tenantry::app;
+use tenantry::audit::Actor;
+use tenantry::auth::{self, KeySpec, Principal, Role, TenantScope};
+use tenantry::config::Config;
+use tenantry::tenants::{self, NewTenant};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    None,
+    Bearer(&'a str),
+    Cookie(&'a str),
+}
+
+struct Outcome {
+    requests: u64,
+    per_second: f64,
+    median: Duration,
+    p99: Duration,
+}
+
+async fn load(url: &str, credential: Credential<'_>, concurrency: u64, seconds: u64) -> Outcome {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency as usize)
+        .build()
+        .expect("client");
+    let header = match credential {
+        Credential::None => None,
+        Credential::Bearer(token) => Some(("authorization", format!("Bearer {token}"))),
+        Credential::Cookie(cookie) => Some(("cookie", format!("tenantry_tenant={cookie}"))),
+    };
+    let run = |duration: Duration| {
+        let client = client.clone();
+        let header = header.clone();
+        let url = url.to_owned();
+        async move {
+            let deadline = Instant::now() + duration;
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let client = client.clone();
+                let header = header.clone();
+                let url = url.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut times = Vec::new();
+                    while Instant::now() < deadline {
+                        let started = Instant::now();
+                        let mut request = client.get(&url);
+                        if let Some((name, value)) = &header {
+                            request = request.header(*name, value);
+                        }
+                        let response = request.send().await.expect("request");
+                        assert!(
+                            response.status().is_success(),
+                            "{url}: {}",
+                            response.status()
+                        );
+                        response.bytes().await.expect("body");
+                        times.push(started.elapsed());
+                    }
+                    times
+                }));
+            }
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.expect("load task"));
+            }
+            all
+        }
+    };
+    run(Duration::from_secs(1)).await; // warm-up: connections, caches
+    let started = Instant::now();
+    let mut times = run(Duration::from_secs(seconds)).await;
+    let elapsed = started.elapsed();
+    times.sort();
+    Outcome {
+        requests: times.len() as u64,
+        per_second: times.len() as f64 / elapsed.as_secs_f64(),
+        median: times[times.len() / 2],
+        p99: times[times.len() * 99 / 100],
+    }
+}
+
+struct Database {
+    url: String,
+    pg_name: Option<String>,
+}
+
+async fn database(backend: &str, dir: &std::path::Path) -> Database {
+    if backend == "sqlite" {
+        return Database {
+            url: format!("sqlite://{}", dir.join("tenantry.db").display()),
+            pg_name: None,
+        };
+    }
+    let admin = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("tenantry_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = AsyncPgConnection::establish(&admin)
+        .await
+        .expect("PostgreSQL for the benchmark (TEST_POSTGRES_URL)");
+    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let mut url = url::Url::parse(&admin).expect("URL");
+    url.set_path(&name);
+    Database {
+        url: url.to_string(),
+        pg_name: Some(name),
+    }
+}
+
+async fn drop_database(db: &Database) {
+    if let Some(name) = &db.pg_name {
+        let admin = std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        if let Ok(mut conn) = AsyncPgConnection::establish(&admin).await {
+            let _ = conn
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+        }
+    }
+}
+
+fn config(dir: &std::path::Path, url: &str) -> Config {
+    let key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    Config {
+        data_dir: dir.to_path_buf(),
+        database_url: Some(url.to_owned()),
+        master_key: Some(base64::engine::general_purpose::STANDARD.encode(key)),
+        bootstrap_admin_password: Some("correct horse battery staple".into()),
+        log_level: "off".into(),
+        ..Config::default()
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = env_num("BENCH_SECONDS", 5);
+    let concurrency = env_num("BENCH_CONCURRENCY", 16);
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let mut report = Vec::new();
+    println!(
+        "auth benchmark: GET /api/v1/tenant/acme, {concurrency} keep-alive clients for {seconds} s per case (after 1 s warm-up), loopback HTTP\n"
+    );
+    println!(
+        "{:<10} {:<34} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "db", "case", "requests", "req/s", "median", "p99", "ratio"
+    );
+    for backend in backends.split(',').filter(|b| !b.is_empty()) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = database(backend, dir.path()).await;
+        let (ctx, _) = app::open(config(dir.path(), &db.url))
+            .await
+            .expect("server opens");
+        let actor = Actor::system();
+        let tenant = tenants::create(
+            &ctx,
+            &actor,
+            &NewTenant {
+                slug: "acme".into(),
+                name: "Acme".into(),
+                tier: None,
+                trial_days: None,
+                contact: None,
+                metadata: None,
+                oauth_issuer: None,
+                client_id: None,
+                client_secret: None,
+                scopes: None,
+                db_uri: None,
+                default_schema: None,
+                role_mapping: None,
+            },
+        )
+        .await
+        .expect("tenant");
+        let scope = TenantScope {
+            id: tenant.id.clone(),
+            slug: tenant.slug.clone(),
+        };
+        let key = auth::create_key(
+            &ctx,
+            &actor,
+            Some(&scope),
+            &KeySpec {
+                name: "bench".into(),
+                role: Role::Member,
+                expires_in_days: None,
+                rate_limit_per_minute: None,
+            },
+        )
+        .await
+        .expect("key")
+        .token;
+        let principal = Principal {
+            name: "user:acme/bench@acme.example".into(),
+            role: Role::Member,
+            tenant: Some(scope.clone()),
+            key: None,
+        };
+        let (cookie, _) = auth::start_session(&ctx, &principal, &actor, None, None, None)
+            .await
+            .expect("session");
+
+        let listener = TcpListener::bind("127.0.0.1:0").expect("port");
+        let server = app::start(ctx.clone(), listener).expect("server");
+        let base = format!("http://{}", server.addr);
+        let bare_listener = TcpListener::bind("127.0.0.1:0").expect("port");
+        let bare = app::start_unauthenticated(ctx.clone(), bare_listener, principal.clone())
+            .expect("server");
+        let bare_base = format!("http://{}", bare.addr);
+
+        let url = format!("{base}/api/v1/tenant/acme");
+        let cases: [(&str, String, Credential<'_>); 3] = [
+            (
+                "no authentication (baseline)",
+                format!("{bare_base}/api/v1/tenant/acme"),
+                Credential::None,
+            ),
+            ("tenant API key", url.clone(), Credential::Bearer(&key)),
+            (
+                "tenant session cookie",
+                url.clone(),
+                Credential::Cookie(&cookie),
+            ),
+        ];
+        let mut baseline = None;
+        for (name, url, credential) in cases {
+            let outcome = load(&url, credential, concurrency, seconds).await;
+            let base_rate = *baseline.get_or_insert(outcome.per_second);
+            let ratio = outcome.per_second / base_rate;
+            println!(
+                "{:<10} {:<34} {:>10} {:>10.0} {:>10.2?} {:>10.2?} {:>8.3}",
+                backend,
+                name,
+                outcome.requests,
+                outcome.per_second,
+                outcome.median,
+                outcome.p99,
+                ratio
+            );
+            report.push(serde_json::json!({
+                "db": backend, "case": name, "requests": outcome.requests,
+                "requests_per_second": outcome.per_second,
+                "median_ms": outcome.median.as_secs_f64() * 1000.0,
+                "p99_ms": outcome.p99.as_secs_f64() * 1000.0,
+                "ratio_to_baseline": ratio,
+            }));
+        }
+        server.handle.stop(true).await;
+        bare.handle.stop(true).await;
+        server.worker_stop.notify_one();
+        bare.worker_stop.notify_one();
+        drop(ctx);
+        drop_database(&db).await;
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-auth.json");
+    let _ = std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "concurrency": concurrency, "seconds": seconds, "results": report,
+        }))
+        .expect("json"),
+    );
+    println!("\n(JSON in {})", out.display());
+}
