@@ -615,8 +615,38 @@ fn client_for(
 }
 
 /// Starts a login at `tenant`'s provider: checks the tenant and the rate limits, stores the
-/// attempt, and returns where to send the browser.
+/// attempt, and returns where to send the browser. A login refused before it reaches the
+/// provider counts as an attempt and a failure in the metrics (one that gets there is counted
+/// at its callback).
 pub async fn begin_login(
+    ctx: &Context,
+    tenant: &TenantRow,
+    redirect_uri: &str,
+    next: Option<&str>,
+    browser_cookie: Option<&str>,
+    source_ip: Option<&str>,
+) -> Result<LoginStart, LoginFailure> {
+    let outcome = start_login(ctx, tenant, redirect_uri, next, browser_cookie, source_ip).await;
+    if let Err(failure) = &outcome {
+        ctx.metrics
+            .auth_attempts
+            .with_label_values(&[&tenant.slug, "oidc"])
+            .inc();
+        ctx.metrics
+            .auth_failures
+            .with_label_values(&[&tenant.slug, "oidc", failure.reason])
+            .inc();
+        tracing::info!(
+            tenant = %tenant.slug,
+            reason = failure.reason,
+            detail = failure.detail.as_deref().unwrap_or(""),
+            "login refused before the provider"
+        );
+    }
+    outcome
+}
+
+async fn start_login(
     ctx: &Context,
     tenant: &TenantRow,
     redirect_uri: &str,
@@ -953,9 +983,12 @@ async fn verify_callback(
     let claims = match id_token.claims(&verifier_for(&provider), &nonce) {
         Ok(claims) => claims.clone(),
         Err(ClaimsVerificationError::SignatureVerification(
-            SignatureVerificationError::NoMatchingKey,
+            SignatureVerificationError::NoMatchingKey
+            | SignatureVerificationError::AmbiguousKeyId(_),
         )) => {
-            // The provider may have rotated its keys since we cached them: fetch them once more.
+            // The provider may have rotated its keys since we cached them (a kid we do not
+            // hold, or a token without kid that our cached set cannot tell apart): fetch them
+            // once more.
             let refreshed = ctx
                 .providers
                 .refresh_keys(&attempt.issuer, &provider)
@@ -1063,6 +1096,8 @@ fn claims_failure(err: ClaimsVerificationError) -> LoginFailure {
     let reason = match &err {
         ClaimsVerificationError::InvalidIssuer(_) => "id_token_issuer",
         ClaimsVerificationError::InvalidAudience(_) => "id_token_audience",
+        // Our `iat` check reports through the same variant as `exp`.
+        ClaimsVerificationError::Expired(text) if text.contains("issued") => "id_token_iat",
         ClaimsVerificationError::Expired(_) => "id_token_expired",
         ClaimsVerificationError::InvalidNonce(_) => "id_token_nonce",
         ClaimsVerificationError::SignatureVerification(sig) => match sig {
@@ -1072,7 +1107,6 @@ fn claims_failure(err: ClaimsVerificationError) -> LoginFailure {
             SignatureVerificationError::NoMatchingKey => "id_token_unknown_key",
             _ => "id_token_signature",
         },
-        ClaimsVerificationError::Other(text) if text.contains("issued") => "id_token_iat",
         _ => "id_token_invalid",
     };
     let detail = match &err {

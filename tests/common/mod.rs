@@ -12,8 +12,10 @@
 )]
 
 pub mod airflow;
+pub mod browser;
 pub mod crm;
 pub mod kube;
+pub mod login;
 pub mod oidc;
 pub mod recorder;
 pub mod superset;

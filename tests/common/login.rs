@@ -1,0 +1,351 @@
+//! Logins against the real OpenID provider ([`super::oidc`]): a server with two tenants, `alpha`
+//! and `bravo`, each with an issuer of its own, and [`WebUser`], an HTTP client that acts like a
+//! browser without JavaScript (a cookie jar, redirects followed one at a time) so that a test can
+//! stop anywhere in the round trip and tamper with it.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use reqwest::cookie::{CookieStore as _, Jar};
+use reqwest::header::LOCATION;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::oidc::OidcProviders;
+use super::{Backend, TestApp};
+use tenantry::config::Config;
+
+pub const SCOPES: &str = "openid profile email groups";
+
+/// The users each issuer knows.
+fn users(issuer: &str) -> Value {
+    match issuer {
+        "alpha" => json!([
+            {"sub": "alice", "claims": {"email": "alice@alpha.example", "email_verified": true, "name": "Alice Admin", "groups": ["alpha-admins", "staff"]}},
+            {"sub": "carol", "claims": {"email": "carol@alpha.example", "email_verified": true, "name": "Carol Member", "groups": ["staff"]}},
+        ]),
+        _ => json!([
+            {"sub": "bob", "claims": {"email": "bob@bravo.example", "email_verified": true, "name": "Bob Bravo", "groups": ["bravo-users"]}},
+        ]),
+    }
+}
+
+/// A server with tenants `alpha` and `bravo`, each logging in through its own issuer (of the
+/// same names) as client `tenantry-<slug>` with secret `secret-<slug>`.
+pub struct LoginWorld {
+    pub app: TestApp,
+    pub op: OidcProviders,
+}
+
+impl LoginWorld {
+    pub async fn start(backend: Backend) -> LoginWorld {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> LoginWorld {
+        let op = OidcProviders::start(json!({"issuers": [
+            {"name": "alpha", "clients": [], "users": users("alpha")},
+            {"name": "bravo", "clients": [], "users": users("bravo")},
+        ]}))
+        .await;
+        let app = TestApp::spawn_with(backend, adjust).await;
+        let world = LoginWorld { app, op };
+        for slug in ["alpha", "bravo"] {
+            world.register(slug, &world.app.base.clone()).await;
+            let (status, body) = world
+                .app
+                .post(
+                    "/api/v1/tenant",
+                    json!({
+                        "slug": slug, "name": format!("{} Corp", capitalised(slug)),
+                        "oauth_issuer": world.op.issuer(slug).await,
+                        "client_id": format!("tenantry-{slug}"),
+                        "client_secret": format!("secret-{slug}"),
+                        "scopes": SCOPES,
+                        "role_mapping": {"claim": "groups", "values": {format!("{slug}-admins"): "tenant-admin"}, "default_role": "member"},
+                    }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+        world
+    }
+
+    /// Registers the client of tenant `slug` at its issuer with the redirect URIs of `base`.
+    pub async fn register(&self, slug: &str, base: &str) {
+        self.op
+            .set_client(
+                slug,
+                &format!("tenantry-{slug}"),
+                json!({
+                    "client_secret": format!("secret-{slug}"),
+                    "redirect_uris": [format!("{base}/t/{slug}/callback")],
+                    "post_logout_redirect_uris": [format!("{base}/t/{slug}/logged-out")],
+                    "token_endpoint_auth_method": "client_secret_basic",
+                }),
+            )
+            .await;
+    }
+
+    /// The live sessions of tenant `slug`, as the API lists them.
+    pub async fn sessions(&self, slug: &str) -> Vec<Value> {
+        let (status, body) = self
+            .app
+            .get(&format!("/api/v1/tenant/{slug}/sessions"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+fn capitalised(slug: &str) -> String {
+    let mut chars = slug.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// One answer, as a browser would see it before following a redirect.
+#[derive(Debug)]
+pub struct Page {
+    pub url: Url,
+    pub status: StatusCode,
+    pub location: Option<Url>,
+    pub body: String,
+}
+
+impl Page {
+    /// The reason code a refused login page shows.
+    pub fn reason(&self) -> Option<String> {
+        let marker = r#"id="login-error-reason">"#;
+        let start = self.body.find(marker)? + marker.len();
+        let end = self.body[start..].find('<')? + start;
+        Some(self.body[start..end].to_owned())
+    }
+
+    /// The value of the hidden `csrf` field of the page's first form.
+    pub fn csrf(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let start = self
+            .body
+            .find(marker)
+            .unwrap_or_else(|| panic!("no CSRF field on {}: {}", self.url, self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').expect("end of the value") + start;
+        self.body[start..end].to_owned()
+    }
+}
+
+/// A browser without JavaScript: a cookie jar and one request at a time.
+#[derive(Clone)]
+pub struct WebUser {
+    pub http: reqwest::Client,
+    pub jar: Arc<Jar>,
+}
+
+impl Default for WebUser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WebUser {
+    pub fn new() -> Self {
+        Self::with(reqwest::Client::builder())
+    }
+
+    /// With a client builder of the test's (e.g. `resolve` for host names).
+    pub fn with(builder: reqwest::ClientBuilder) -> Self {
+        let jar = Arc::new(Jar::default());
+        let http = builder
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client");
+        WebUser { http, jar }
+    }
+
+    pub async fn get(&self, url: &str) -> Page {
+        let url = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        Self::page(url, response).await
+    }
+
+    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        let url = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let response = self
+            .http
+            .post(url.clone())
+            .form(form)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        Self::page(url, response).await
+    }
+
+    async fn page(url: Url, response: reqwest::Response) -> Page {
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| url.join(l).expect("a Location URL"));
+        let body = response.text().await.unwrap_or_default();
+        Page {
+            url,
+            status,
+            location,
+            body,
+        }
+    }
+
+    /// Follows redirects from `url` (GETs) until a page that is not one.
+    pub async fn follow(&self, url: &str) -> Page {
+        let mut page = self.get(url).await;
+        for _ in 0..20 {
+            match &page.location {
+                Some(next) if page.status.is_redirection() => page = self.get(next.as_str()).await,
+                _ => return page,
+            }
+        }
+        panic!("more than 20 redirects from {url}")
+    }
+
+    /// Starts a login at tenant `slug` of `base`: the provider's authorization URL.
+    pub async fn start(&self, base: &str, slug: &str) -> Url {
+        let page = self.get(&format!("{base}/t/{slug}/login/oauth")).await;
+        assert_eq!(
+            page.status,
+            StatusCode::SEE_OTHER,
+            "starting a login at {slug}: {}",
+            page.body
+        );
+        page.location.expect("a redirect to the provider")
+    }
+
+    /// At the provider: signs in as `login` (when it asks) and returns the URL it sends the
+    /// browser back to (the relying party's callback, with code, state and iss), unvisited.
+    pub async fn at_provider(&self, authorize: &Url, login: &str) -> Url {
+        let provider = format!(
+            "{}://{}",
+            authorize.scheme(),
+            authorize.host_str().unwrap_or_default()
+        );
+        let provider_port = authorize.port();
+        let mut url = authorize.clone();
+        for _ in 0..12 {
+            let page = self.get(url.as_str()).await;
+            if let Some(next) = page
+                .location
+                .clone()
+                .filter(|_| page.status.is_redirection())
+            {
+                let back_home = format!(
+                    "{}://{}",
+                    next.scheme(),
+                    next.host_str().unwrap_or_default()
+                ) != provider
+                    || next.port() != provider_port;
+                if back_home {
+                    return next;
+                }
+                url = next;
+                continue;
+            }
+            assert!(
+                page.status == StatusCode::OK && url.path().starts_with("/interaction/"),
+                "unexpected {} at the provider ({url}): {}",
+                page.status,
+                page.body
+            );
+            let action = url
+                .join(&format!("{}/login", url.path()))
+                .expect("login URL");
+            let signed_in = self.post(action.as_str(), &[("login", login)]).await;
+            assert_eq!(
+                signed_in.status,
+                StatusCode::SEE_OTHER,
+                "signing in as {login}: {}",
+                signed_in.body
+            );
+            url = signed_in.location.expect("a redirect after signing in");
+        }
+        panic!("the provider never sent the browser back (last: {url})")
+    }
+
+    /// A whole login at tenant `slug` as `login`: the page it ends on.
+    pub async fn login(&self, base: &str, slug: &str, login: &str) -> Page {
+        let authorize = self.start(base, slug).await;
+        let callback = self.at_provider(&authorize, login).await;
+        self.follow(callback.as_str()).await
+    }
+
+    /// The value of cookie `name` this browser sends to `url`.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        let url = Url::parse(url).expect("URL");
+        let header = self.jar.cookies(&url)?;
+        header.to_str().ok()?.split("; ").find_map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        })
+    }
+}
+
+/// The query parameters of a URL, as a map.
+pub fn query(url: &Url) -> std::collections::HashMap<String, String> {
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `url` with query parameter `name` set to `value` (or removed when `None`).
+pub fn with_param(url: &Url, name: &str, value: Option<&str>) -> Url {
+    let mut out = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    {
+        let mut q = out.query_pairs_mut();
+        q.clear();
+        for (k, v) in &pairs {
+            q.append_pair(k, v);
+        }
+        if let Some(value) = value {
+            q.append_pair(name, value);
+        }
+    }
+    out
+}
+
+/// The value of a Prometheus counter with exactly these labels (0 when absent).
+pub async fn counter(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
