@@ -83,8 +83,8 @@ impl AuthLimits {
     }
 
     /// Records a failed key attempt; once a budget is spent, its address or tenant is blocked
-    /// until the bucket refills.
-    pub fn key_failed(&self, tenant_id: Option<&str>, address: Option<&str>) {
+    /// until the bucket refills — and the wait, when this very attempt spent it.
+    pub fn key_failed(&self, tenant_id: Option<&str>, address: Option<&str>) -> Option<Duration> {
         let mut blocks = Vec::new();
         if let Some(address) = address
             && let Err(wait) = take(&self.key_failures_per_address, address)
@@ -96,6 +96,7 @@ impl AuthLimits {
         {
             blocks.push((format!("tenant:{tenant}"), wait));
         }
+        let longest = blocks.iter().map(|(_, wait)| *wait).max();
         if !blocks.is_empty() {
             let now = Instant::now();
             let mut blocked = self.blocked.lock().expect("auth limits lock");
@@ -104,6 +105,7 @@ impl AuthLimits {
                 blocked.insert(key, now + wait.max(Duration::from_secs(1)));
             }
         }
+        longest.map(|wait| wait.max(Duration::from_secs(1)))
     }
 }
 
@@ -135,10 +137,10 @@ mod tests {
     fn spent_key_failures_block_the_address_but_not_others() {
         let limits = limits(2);
         for _ in 0..2 {
-            limits.key_failed(Some("t"), Some("10.0.0.1"));
+            assert!(limits.key_failed(Some("t"), Some("10.0.0.1")).is_none());
             assert!(limits.key_blocked(Some("t"), Some("10.0.0.1")).is_none());
         }
-        limits.key_failed(Some("t"), Some("10.0.0.1"));
+        assert!(limits.key_failed(Some("t"), Some("10.0.0.1")).is_some());
         assert!(limits.key_blocked(None, Some("10.0.0.1")).is_some());
         assert!(limits.key_blocked(Some("t"), Some("10.0.0.9")).is_none());
     }

@@ -699,7 +699,19 @@ pub async fn authenticate_key(
     token: &str,
     address: Option<&str>,
 ) -> AppResult<KeyOutcome> {
+    let refuse = |tenant: &str, reason: &str| {
+        ctx.metrics
+            .auth_attempts
+            .with_label_values(&[tenant, "api_key"])
+            .inc();
+        ctx.metrics
+            .auth_failures
+            .with_label_values(&[tenant, "api_key", reason])
+            .inc();
+    };
+    // A blocked address is refused before the key is even looked up (its tenant is unknown).
     if let Some(wait) = ctx.auth_limits.key_blocked(None, address) {
+        refuse("unknown", "rate_limited");
         return Ok(KeyOutcome::Blocked(wait));
     }
     let parts = token
@@ -721,14 +733,11 @@ pub async fn authenticate_key(
         (Some(r), None) if r.tenant_id.is_none() => "platform",
         _ => "unknown",
     };
-    ctx.metrics
-        .auth_attempts
-        .with_label_values(&[label, "api_key"])
-        .inc();
     if let Some(wait) = ctx
         .auth_limits
         .key_blocked(row.as_ref().and_then(|r| r.tenant_id.as_deref()), None)
     {
+        refuse(label, "rate_limited");
         return Ok(KeyOutcome::Blocked(wait));
     }
     let now = clock::now();
@@ -749,15 +758,25 @@ pub async fn authenticate_key(
         (Some(_), None) => Err("malformed"),
     };
     let principal = match verdict {
-        Ok(principal) => principal,
-        Err(reason) => {
+        Ok(principal) => {
             ctx.metrics
-                .auth_failures
-                .with_label_values(&[label, "api_key", reason])
+                .auth_attempts
+                .with_label_values(&[label, "api_key"])
                 .inc();
-            ctx.auth_limits
-                .key_failed(row.as_ref().and_then(|r| r.tenant_id.as_deref()), address);
-            return Ok(KeyOutcome::Refused);
+            principal
+        }
+        Err(reason) => {
+            refuse(label, reason);
+            // The attempt that spends a budget is the first one refused with 429.
+            return Ok(
+                match ctx
+                    .auth_limits
+                    .key_failed(row.as_ref().and_then(|r| r.tenant_id.as_deref()), address)
+                {
+                    Some(wait) => KeyOutcome::Blocked(wait),
+                    None => KeyOutcome::Refused,
+                },
+            );
         }
     };
     let row = row.expect("a principal comes from a key");

@@ -73,14 +73,26 @@ impl LoginWorld {
 
     /// Registers the client of tenant `slug` at its issuer with the redirect URIs of `base`.
     pub async fn register(&self, slug: &str, base: &str) {
+        self.register_as(
+            slug,
+            &format!("tenantry-{slug}"),
+            &format!("secret-{slug}"),
+            &format!("{base}/t/{slug}"),
+        )
+        .await;
+    }
+
+    /// Registers client `client_id` at `issuer` for the tenant site at `site` (its callback and
+    /// logged-out pages).
+    pub async fn register_as(&self, issuer: &str, client_id: &str, secret: &str, site: &str) {
         self.op
             .set_client(
-                slug,
-                &format!("tenantry-{slug}"),
+                issuer,
+                client_id,
                 json!({
-                    "client_secret": format!("secret-{slug}"),
-                    "redirect_uris": [format!("{base}/t/{slug}/callback")],
-                    "post_logout_redirect_uris": [format!("{base}/t/{slug}/logged-out")],
+                    "client_secret": secret,
+                    "redirect_uris": [format!("{site}/callback")],
+                    "post_logout_redirect_uris": [format!("{site}/logged-out")],
                     "token_endpoint_auth_method": "client_secret_basic",
                 }),
             )
@@ -120,6 +132,18 @@ pub struct Page {
 }
 
 impl Page {
+    /// The body with the HTML escapes of the templates undone (`&#x2F;` → `/`…), to look for
+    /// URLs and quotes in it.
+    pub fn text(&self) -> String {
+        self.body
+            .replace("&#x2F;", "/")
+            .replace("&#x27;", "'")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+    }
+
     /// The reason code a refused login page shows.
     pub fn reason(&self) -> Option<String> {
         let marker = r#"id="login-error-reason">"#;
