@@ -18,7 +18,7 @@ use common::{Backend, TestDatabase};
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
 use tenantry::config::Config;
@@ -701,6 +701,7 @@ backend_tests!(
     export_then_purge_then_import_restores_the_tenant,
     rotate_key_with_a_new_key_file_and_the_managed_key_file_installs_that_key,
     tenant_health_reports_the_database_round_trip_and_fails_when_unreachable,
+    sso_settings_test_connection_setup_links_and_sessions_from_the_cli,
     plugins_are_installed_granted_enabled_and_disabled_from_the_cli,
     rotate_key_with_a_new_key_file_reseals_under_that_key,
     config_file_with_an_unknown_key_exits_non_zero_naming_the_key_before_touching_anything,
@@ -1883,6 +1884,136 @@ async fn tenant_health_reports_the_database_round_trip_and_fails_when_unreachabl
         run.stdout
     );
     assert!(!run.stdout.contains("hidden-pw") && !run.stderr.contains("hidden-pw"));
+    cli.finish().await;
+}
+
+/// `tenant sso …` against a real OpenID provider, `tenant session …`, and `tenant health`
+/// with the identity provider's check.
+async fn sso_settings_test_connection_setup_links_and_sessions_from_the_cli(backend: Backend) {
+    let op = common::oidc::OidcProviders::start(
+        json!({"issuers": [{"name": "idp", "clients": [], "users": []}]}),
+    )
+    .await;
+    let issuer = op.issuer("idp").await;
+    let cli = Cli::new(backend).await;
+    cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
+        .await;
+    let secret = cli.write_file("secret", "cli-secret\n");
+    let shown = cli
+        .ok(&[
+            "tenant",
+            "sso",
+            "set",
+            "acme",
+            "--oauth-issuer",
+            &issuer,
+            "--client-id",
+            "acme-app",
+            "--client-secret-file",
+            secret.to_str().unwrap(),
+            "--scopes",
+            "openid,email,groups",
+            "--role-claim",
+            "groups",
+            "--role-map",
+            "acme-admins=tenant-admin",
+            "--default-role",
+            "none",
+        ])
+        .await;
+    assert!(shown.contains("SSO configured"), "{shown}");
+    assert!(shown.contains("acme-admins → tenant-admin"), "{shown}");
+    assert!(shown.contains("/t/acme/callback"), "{shown}");
+    assert!(!shown.contains("cli-secret"), "{shown}");
+    let settings = cli.json(&["tenant", "sso", "show", "acme"]).await;
+    assert_eq!(settings["oauth_issuer"], json!(issuer));
+    assert_eq!(settings["client_secret"]["set"], true);
+    assert_eq!(settings["role_mapping"]["default_role"], "none");
+    let line = cli
+        .fails(&[
+            "tenant",
+            "sso",
+            "set",
+            "acme",
+            "--role-map",
+            "x=platform-admin",
+        ])
+        .await;
+    assert!(line.contains("role_mapping.values.x"), "{line}");
+
+    let report = cli.ok(&["tenant", "sso", "test", "acme"]).await;
+    assert!(report.starts_with(&format!("ok: {issuer}")), "{report}");
+    assert!(report.contains("discovery: HTTP 200 in"), "{report}");
+    let run = cli
+        .run(&[
+            "tenant",
+            "sso",
+            "test",
+            "acme",
+            "--oauth-issuer",
+            "http://127.0.0.1:9",
+        ])
+        .await;
+    assert!(
+        !run.status.success(),
+        "an unreachable issuer fails the command"
+    );
+    assert!(
+        run.stdout.contains("could not be fetched"),
+        "{}",
+        run.stdout
+    );
+
+    let health = cli.ok(&["tenant", "health", "acme"]).await;
+    assert!(health.contains("oauth: healthy (discovery "), "{health}");
+
+    let link = cli
+        .ok(&[
+            "tenant",
+            "sso",
+            "setup-link",
+            "acme",
+            "--expires-in-hours",
+            "4",
+        ])
+        .await;
+    assert!(link.contains("/t/acme/setup/tsl_"), "{link}");
+    let links = cli.json(&["tenant", "sso", "setup-links", "acme"]).await;
+    let id = links[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(links[0]["status"], "usable");
+    cli.ok(&["tenant", "sso", "revoke-link", "acme", &id]).await;
+    assert_eq!(
+        cli.json(&["tenant", "sso", "setup-links", "acme"]).await[0]["status"],
+        "revoked"
+    );
+
+    assert_eq!(
+        cli.json(&["tenant", "session", "list", "acme"]).await,
+        json!([])
+    );
+    let line = cli
+        .fails(&["tenant", "session", "revoke", "acme", "nosuchsession"])
+        .await;
+    assert!(line.contains("not found"), "{line}");
+
+    let off = cli.ok(&["tenant", "sso", "set", "acme", "--disable"]).await;
+    assert!(off.contains("SSO not configured"), "{off}");
+    let actions: Vec<String> = cli
+        .audit()
+        .await
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    for action in [
+        "tenant.update",
+        "tenant.sso_setup_link_create",
+        "tenant.sso_setup_link_revoke",
+    ] {
+        assert!(
+            actions.contains(&action.to_owned()),
+            "{action} in {actions:?}"
+        );
+    }
     cli.finish().await;
 }
 

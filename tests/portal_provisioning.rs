@@ -137,9 +137,10 @@ impl Browser {
             tenant: None,
             key: None,
         };
-        let (cookie, _) = auth::start_session(&app.ctx, &principal, &Actor::system(), None)
-            .await
-            .expect("viewer session");
+        let (cookie, _) =
+            auth::start_session(&app.ctx, &principal, &Actor::system(), None, None, None)
+                .await
+                .expect("viewer session");
         let jar = Arc::new(reqwest::cookie::Jar::default());
         jar.add_cookie_str(
             &format!("tenantry_session={cookie}; Path=/"),

@@ -105,8 +105,8 @@ impl SsoSettings {
     }
 }
 
-/// A change of SSO settings: absent fields stay; `null` clears issuer and client id (and so
-/// turns SSO off) or restores the default role mapping.
+/// A change of SSO settings: absent fields stay; `null` clears issuer, client id and secret
+/// (and so turns SSO off) or restores the default role mapping.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsoUpdate {
@@ -116,9 +116,11 @@ pub struct SsoUpdate {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub client_id: Option<Option<String>>,
-    /// Write-only; absent keeps the current secret. A new one keeps the old for a rollback.
-    #[serde(default)]
-    pub client_secret: Option<String>,
+    /// Write-only; absent keeps the current secret, `null` removes it. A new one keeps the old
+    /// for a rollback.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub client_secret: Option<Option<String>>,
     #[serde(default)]
     pub scopes: Option<Scopes>,
     #[serde(default, deserialize_with = "double_option")]
@@ -131,7 +133,7 @@ impl SsoUpdate {
         TenantPatch {
             oauth_issuer: self.oauth_issuer.clone(),
             client_id: self.client_id.clone(),
-            client_secret: self.client_secret.clone().map(Some),
+            client_secret: self.client_secret.clone(),
             scopes: self.scopes.clone(),
             role_mapping: self.role_mapping.clone(),
             ..TenantPatch::default()

@@ -42,8 +42,9 @@ pub enum SsoCommand {
         /// Role of users without a mapped value (`none`: they cannot sign in).
         #[arg(long)]
         default_role: Option<String>,
-        /// Remove issuer and client id: the tenant's users can no longer sign in.
-        #[arg(long, conflicts_with_all = ["oauth_issuer", "client_id"])]
+        /// Remove issuer, client id and secret (kept for a rollback): the tenant's users can no
+        /// longer sign in.
+        #[arg(long, conflicts_with_all = ["oauth_issuer", "client_id", "client_secret_file"])]
         disable: bool,
     },
     /// Fetch the provider's discovery document and keys and report what was found (saves
@@ -190,13 +191,15 @@ pub async fn sso_command(
                 client_secret: client_secret_file
                     .as_deref()
                     .map(read_secret_file)
-                    .transpose()?,
+                    .transpose()?
+                    .map(Some),
                 scopes: scopes.map(Scopes::Text),
                 role_mapping: None,
             };
             if disable {
                 change.oauth_issuer = Some(None);
                 change.client_id = Some(None);
+                change.client_secret = Some(None);
             }
             if role_claim.is_some() || !role_map.is_empty() || default_role.is_some() {
                 let current = tenant.role_mapping.clone();

@@ -86,10 +86,20 @@ impl SsoForm {
             };
             values.insert(value.trim().to_owned(), role.trim().to_owned());
         }
+        let issuer = Self::text(&self.oauth_issuer);
+        let client_id = Self::text(&self.client_id);
+        let client_secret = if !self.client_secret.is_empty() {
+            Some(Some(self.client_secret.clone()))
+        } else if issuer.is_none() && client_id.is_none() {
+            // SSO turned off: the secret goes too (kept as the previous one for a rollback).
+            Some(None)
+        } else {
+            None
+        };
         Ok(SsoUpdate {
-            oauth_issuer: Some(Self::text(&self.oauth_issuer)),
-            client_id: Some(Self::text(&self.client_id)),
-            client_secret: (!self.client_secret.is_empty()).then(|| self.client_secret.clone()),
+            oauth_issuer: Some(issuer),
+            client_id: Some(client_id),
+            client_secret,
             scopes: Self::text(&self.scopes).map(Scopes::Text),
             role_mapping: Some(Some(RoleMapping {
                 claim: Self::text(&self.role_claim).unwrap_or_else(|| "groups".into()),
