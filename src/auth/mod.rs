@@ -26,7 +26,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store;
-use crate::store::models::{AdminUserRow, ApiKeyRow, SessionRow, TenantRow};
+use crate::store::models::{AdminUserRow, ApiKeyRow, SessionRow, TenantRef};
 use crate::transaction;
 
 /// The bootstrap administrator's user name.
@@ -718,16 +718,16 @@ pub async fn authenticate_key(
         .strip_prefix("tny_")
         .and_then(|rest| rest.split_once('_'))
         .filter(|(prefix, secret)| prefix.len() == 8 && secret.len() == 32);
-    let mut conn = ctx.db.conn().await?;
-    let row = match parts {
-        Some((prefix, _)) => store::admin::find_key_by_prefix(&mut conn, prefix).await?,
-        None => None,
+    let (row, tenant_row) = match parts {
+        Some((prefix, _)) => {
+            let mut conn = ctx.db.conn().await?;
+            match store::admin::find_key_with_tenant(&mut conn, prefix).await? {
+                Some((row, tenant)) => (Some(row), tenant),
+                None => (None, None),
+            }
+        }
+        None => (None, None),
     };
-    let tenant_row = match row.as_ref().and_then(|r| r.tenant_id.as_deref()) {
-        Some(id) => store::tenants::find_by_id(&mut conn, id).await?,
-        None => None,
-    };
-    drop(conn);
     let label = match (&row, &tenant_row) {
         (_, Some(t)) => t.slug.as_str(),
         (Some(r), None) if r.tenant_id.is_none() => "platform",
@@ -801,7 +801,7 @@ pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<
 }
 
 /// The principal of a key whose secret matched, if its role and tenant allow one.
-fn key_principal(row: &ApiKeyRow, tenant: Option<&TenantRow>) -> Result<Principal, &'static str> {
+fn key_principal(row: &ApiKeyRow, tenant: Option<&TenantRef>) -> Result<Principal, &'static str> {
     let role = Role::parse(&row.role).ok_or("unknown_role")?;
     let tenant = match (&row.tenant_id, tenant) {
         (None, _) if role.is_tenant_role() => return Err("unknown_role"),
@@ -1038,7 +1038,9 @@ pub async fn load_session(
     let id = sha256_hex(cookie);
     let now = clock::now();
     let mut conn = ctx.db.conn().await?;
-    let Some(row) = store::sessions::find_live(&mut conn, &id, now).await? else {
+    let Some((row, tenant_ref)) =
+        store::sessions::find_live_with_tenant(&mut conn, &id, now).await?
+    else {
         return Ok(None);
     };
     let idle = chrono::Duration::minutes(ctx.config.session_idle_minutes.into());
@@ -1050,8 +1052,8 @@ pub async fn load_session(
     };
     let tenant = match (kind, &row.tenant_id) {
         (SessionKind::Platform, None) if !role.is_tenant_role() => None,
-        (SessionKind::Tenant, Some(tenant_id)) if role.is_tenant_role() => {
-            let Some(t) = store::tenants::find_by_id(&mut conn, tenant_id).await? else {
+        (SessionKind::Tenant, Some(_)) if role.is_tenant_role() => {
+            let Some(t) = tenant_ref else {
                 return Ok(None);
             };
             let active = t

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
-use super::models::{AdminUserRow, ApiKeyRow};
-use super::schema::{admin_users, api_keys};
+use super::models::{AdminUserRow, ApiKeyRow, TenantRef};
+use super::schema::{admin_users, api_keys, tenants};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -50,11 +50,20 @@ pub async fn insert_key(conn: &mut Conn, row: &ApiKeyRow) -> AppResult<()> {
     Ok(())
 }
 
-pub async fn find_key_by_prefix(conn: &mut Conn, prefix: &str) -> AppResult<Option<ApiKeyRow>> {
+/// The key with this prefix and its tenant's id, slug and status: one query on the request
+/// path of every API call with a key.
+pub async fn find_key_with_tenant(
+    conn: &mut Conn,
+    prefix: &str,
+) -> AppResult<Option<(ApiKeyRow, Option<TenantRef>)>> {
     let row = with_conn!(conn, |c| api_keys::table
+        .left_join(tenants::table)
         .filter(api_keys::prefix.eq(prefix))
-        .select(ApiKeyRow::as_select())
-        .first(c)
+        .select((
+            ApiKeyRow::as_select(),
+            (tenants::id, tenants::slug, tenants::status).nullable(),
+        ))
+        .first::<(ApiKeyRow, Option<TenantRef>)>(c)
         .await
         .optional())?;
     Ok(row)

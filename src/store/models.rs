@@ -317,3 +317,11 @@ pub struct ResourceRow {
     pub fingerprint: Option<String>,
     pub applied_at: NaiveDateTime,
 }
+
+/// What authentication needs of a credential's tenant: its id, slug and status.
+#[derive(Debug, Clone, Queryable)]
+pub struct TenantRef {
+    pub id: String,
+    pub slug: String,
+    pub status: String,
+}

@@ -146,6 +146,10 @@ diesel::table! {
 }
 
 diesel::joinable!(tenant_status_history -> tenants (tenant_id));
+diesel::joinable!(api_keys -> tenants (tenant_id));
+diesel::joinable!(sessions -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(api_keys, tenants);
+diesel::allow_tables_to_appear_in_same_query!(sessions, tenants);
 diesel::allow_tables_to_appear_in_same_query!(tenants, tenant_status_history, audit_log);
 
 diesel::table! {

@@ -5,8 +5,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
-use super::models::SessionRow;
-use super::schema::sessions;
+use super::models::{SessionRow, TenantRef};
+use super::schema::{sessions, tenants};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -18,17 +18,22 @@ pub async fn insert(conn: &mut Conn, row: &SessionRow) -> AppResult<()> {
     Ok(())
 }
 
-/// The session with this id if it has not expired at `now`.
-pub async fn find_live(
+/// The live session with this id and its tenant's id, slug and status (none for a platform
+/// session): one query on the request path of every page or API call with a session.
+pub async fn find_live_with_tenant(
     conn: &mut Conn,
     id: &str,
     now: NaiveDateTime,
-) -> AppResult<Option<SessionRow>> {
+) -> AppResult<Option<(SessionRow, Option<TenantRef>)>> {
     let row = with_conn!(conn, |c| sessions::table
+        .left_join(tenants::table)
         .filter(sessions::id.eq(id))
         .filter(sessions::expires_at.gt(now))
-        .select(SessionRow::as_select())
-        .first(c)
+        .select((
+            SessionRow::as_select(),
+            (tenants::id, tenants::slug, tenants::status).nullable(),
+        ))
+        .first::<(SessionRow, Option<TenantRef>)>(c)
         .await
         .optional())?;
     Ok(row)
