@@ -51,7 +51,7 @@ async fn load(url: &str, credential: Credential<'_>, concurrency: u64, seconds: 
     let header = match credential {
         Credential::None => None,
         Credential::Bearer(token) => Some(("authorization", format!("Bearer {token}"))),
-        Credential::Cookie(cookie) => Some(("cookie", format!("tenantry_tenant={cookie}"))),
+        Credential::Cookie(cookie) => Some(("cookie", format!("tenantry_tenant_acme={cookie}"))),
     };
     let run = |duration: Duration| {
         let client = client.clone();

@@ -128,7 +128,7 @@ fn start_with(
                     .add(("Referrer-Policy", "same-origin"))
                     .add((
                         "Content-Security-Policy",
-                        "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'",
+                        portal::content_security_policy(None),
                     )),
             )
             .wrap(actix_web::middleware::Condition::new(
@@ -148,13 +148,21 @@ fn start_with(
                 let fut = actix_web::rt::spawn(srv.call(req).instrument(tracing::Span::current()));
                 let metrics = metrics.clone();
                 async move {
-                    let mut res = fut.await.map_err(actix_web::error::ErrorInternalServerError)??;
+                    let mut res = fut
+                        .await
+                        .map_err(actix_web::error::ErrorInternalServerError)??;
                     if let Some(slug) = res.request().match_info().get("slug") {
                         crate::telemetry::record_tenant(slug);
                     }
-                    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let route = res
+                        .request()
+                        .match_pattern()
+                        .unwrap_or_else(|| "unmatched".into());
                     let status = res.status().as_u16().to_string();
-                    metrics.http_requests.with_label_values(&[&route, &method, &status]).inc();
+                    metrics
+                        .http_requests
+                        .with_label_values(&[&route, &method, &status])
+                        .inc();
                     metrics
                         .http_duration
                         .with_label_values(&[&route, &method])
@@ -165,13 +173,16 @@ fn start_with(
                         .get::<tracing_actix_web::RequestId>()
                         .map(|id| id.to_string());
                     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-                        res.headers_mut().insert(HeaderName::from_static("x-request-id"), id);
+                        res.headers_mut()
+                            .insert(HeaderName::from_static("x-request-id"), id);
                     }
                     Ok(res)
                 }
             })
             // Before routing: `<slug>.<base_domain>/…` is served as `/t/<slug>/…`.
-            .wrap(actix_web::middleware::from_fn(portal::site::route_tenant_hosts))
+            .wrap(actix_web::middleware::from_fn(
+                portal::site::route_tenant_hosts,
+            ))
             .wrap(TracingLogger::<TenantRootSpan>::new())
     })
     .listen(listener)?

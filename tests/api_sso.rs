@@ -537,7 +537,7 @@ async fn tenant_sessions_are_listed_and_ended_through_the_api(backend: Backend) 
     assert_eq!(status, StatusCode::OK);
     let sessions = sessions.as_array().unwrap().clone();
     assert_eq!(sessions.len(), 2);
-    let cookie = carol.cookie(&base, "tenantry_tenant").unwrap();
+    let cookie = carol.cookie(&base, "tenantry_tenant_alpha").unwrap();
     for s in &sessions {
         assert!(s["handle"].as_str().unwrap().len() >= 16);
         assert!(!s.to_string().contains(&cookie), "never the cookie");
@@ -587,8 +587,8 @@ async fn session_cookies_authenticate_the_api_and_changes_need_the_csrf_header(b
     let home = alice.login(&base, "alpha", "alice").await;
     let csrf = home.csrf();
     let cookie = format!(
-        "tenantry_tenant={}",
-        alice.cookie(&base, "tenantry_tenant").unwrap()
+        "tenantry_tenant_alpha={}",
+        alice.cookie(&base, "tenantry_tenant_alpha").unwrap()
     );
     let send = |method: reqwest::Method, path: &str, csrf: Option<&str>| {
         let mut request = app
@@ -902,7 +902,16 @@ async fn platform_admins_log_in_through_the_admin_tenants_provider(backend: Back
         page.body
     );
 
-    // Logout ends the session at the platform's provider too.
+    // Logout ends the session at the platform's provider too — and the portal's pages of an
+    // SSO session let their logout form lead there (a browser checks `form-action`).
+    let response = ops.http.get(format!("{base}/")).send().await.unwrap();
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains(&format!("form-action 'self' {issuer}")),
+        "{csp}"
+    );
     let dashboard = ops.follow(&format!("{base}/")).await;
     let out = ops
         .post(&format!("{base}/logout"), &[("csrf", &dashboard.csrf())])

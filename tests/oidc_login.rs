@@ -125,23 +125,64 @@ async fn two_tenants_log_in_through_their_own_providers(backend: Backend) {
     );
     // Her session cookie authenticates the API for alpha only.
     let cookie = alice
-        .cookie(&base, "tenantry_tenant")
+        .cookie(&base, "tenantry_tenant_alpha")
         .expect("a session cookie");
-    for (path, expected) in [
-        ("/api/v1/tenant/alpha", StatusCode::OK),
-        ("/api/v1/tenant/bravo", StatusCode::NOT_FOUND),
-        ("/api/v1/tenant", StatusCode::FORBIDDEN),
+    // (Each tenant's session has a cookie of its own: alpha's is not even sent as bravo's.)
+    for (path, name, expected) in [
+        (
+            "/api/v1/tenant/alpha",
+            "tenantry_tenant_alpha",
+            StatusCode::OK,
+        ),
+        (
+            "/api/v1/tenant/bravo",
+            "tenantry_tenant_alpha",
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "/api/v1/tenant",
+            "tenantry_tenant_alpha",
+            StatusCode::UNAUTHORIZED,
+        ),
+        // Alpha's session under bravo's cookie name is still alpha's: nothing of bravo.
+        (
+            "/api/v1/tenant/bravo",
+            "tenantry_tenant_bravo",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/tenant/bravo/sessions",
+            "tenantry_tenant_bravo",
+            StatusCode::NOT_FOUND,
+        ),
     ] {
         let response = world
             .app
             .client
             .get(world.app.url(path))
-            .header("cookie", format!("tenantry_tenant={cookie}"))
+            .header("cookie", format!("{name}={cookie}"))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), expected, "{path} with alice's cookie");
+        assert_eq!(
+            response.status(),
+            expected,
+            "{path} with alice's cookie as {name}"
+        );
     }
+    let page = world
+        .app
+        .client
+        .get(world.app.url("/t/bravo/"))
+        .header("cookie", format!("tenantry_tenant_bravo={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        page.status(),
+        StatusCode::SEE_OTHER,
+        "bravo's pages ask for a login"
+    );
     // The cookie is HttpOnly and SameSite=Lax.
     let again = WebUser::new();
     let authorize = again.start(&base, "alpha").await;
@@ -155,10 +196,28 @@ async fn two_tenants_log_in_through_their_own_providers(backend: Backend) {
         .collect();
     let session_cookie = set_cookie
         .iter()
-        .find(|c| c.starts_with("tenantry_tenant="))
+        .find(|c| c.starts_with("tenantry_tenant_alpha="))
         .expect("the session cookie");
     assert!(session_cookie.contains("HttpOnly"), "{session_cookie}");
     assert!(session_cookie.contains("SameSite=Lax"), "{session_cookie}");
+
+    // One browser in two tenants at once: a login at bravo leaves the one at alpha alone.
+    let both = WebUser::new();
+    both.login(&base, "alpha", "alice").await;
+    both.login(&base, "bravo", "bob").await;
+    assert_eq!(
+        both.follow(&format!("{base}/t/alpha/")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        both.follow(&format!("{base}/t/bravo/")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        world.sessions("alpha").await.len(),
+        3,
+        "alice's first, the cookie-flags check's, this browser's"
+    );
 
     assert!(
         audit_actions(&world, "alpha")
@@ -177,7 +236,8 @@ async fn two_tenants_log_in_through_their_own_providers(backend: Backend) {
             &[("tenant", "alpha"), ("method", "oidc")]
         )
         .await,
-        2.0
+        3.0,
+        "three logins at alpha"
     );
     world.stop().await;
 }
@@ -309,7 +369,7 @@ async fn tampered_answers_are_refused_with_a_page_and_no_session(backend: Backen
             page.body
         );
         assert!(
-            user.cookie(&base, "tenantry_tenant").is_none(),
+            user.cookie(&base, "tenantry_tenant_alpha").is_none(),
             "{case}: no session cookie"
         );
         assert!(
@@ -508,7 +568,7 @@ async fn an_unavailable_tenant_cannot_log_in_and_its_sessions_stop(backend: Back
     let user = WebUser::new();
     let home = user.login(&base, "alpha", "alice").await;
     assert_eq!(home.status, StatusCode::OK);
-    let cookie = user.cookie(&base, "tenantry_tenant").unwrap();
+    let cookie = user.cookie(&base, "tenantry_tenant_alpha").unwrap();
 
     let (status, body) = world
         .app
@@ -528,7 +588,7 @@ async fn an_unavailable_tenant_cannot_log_in_and_its_sessions_stop(backend: Back
         .app
         .client
         .get(world.app.url("/api/v1/tenant/alpha"))
-        .header("cookie", format!("tenantry_tenant={cookie}"))
+        .header("cookie", format!("tenantry_tenant_alpha={cookie}"))
         .send()
         .await
         .unwrap();
@@ -548,7 +608,7 @@ async fn an_unavailable_tenant_cannot_log_in_and_its_sessions_stop(backend: Back
         .await;
     let page = late.get(callback.as_str()).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
-    assert!(late.cookie(&base, "tenantry_tenant").is_none());
+    assert!(late.cookie(&base, "tenantry_tenant_alpha").is_none());
 
     // Canceled and unknown tenants.
     world
@@ -726,12 +786,36 @@ async fn logout_ends_the_session_here_and_at_the_provider(backend: Backend) {
     let base = world.app.base.clone();
     let user = WebUser::new();
     let home = user.login(&base, "alpha", "alice").await;
-    let cookie = user.cookie(&base, "tenantry_tenant").unwrap();
-    let out = user
-        .post(&format!("{base}/t/alpha/logout"), &[("csrf", &home.csrf())])
-        .await;
-    assert_eq!(out.status, StatusCode::SEE_OTHER);
-    let end_session = out.location.expect("to the provider");
+    let cookie = user.cookie(&base, "tenantry_tenant_alpha").unwrap();
+    // A browser follows a form's redirects only to origins the `form-action` of the form's page
+    // allows: the pages of alice's session allow her provider.
+    let page = user
+        .http
+        .get(format!("{base}/t/alpha/"))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let response = user
+        .http
+        .post(format!("{base}/t/alpha/logout"))
+        .form(&[("csrf", home.csrf())])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' {}",
+            world.op.issuer("alpha").await
+        )),
+        "{csp}"
+    );
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let end_session =
+        url::Url::parse(response.headers()["location"].to_str().unwrap()).expect("to the provider");
     assert!(
         end_session
             .as_str()
@@ -752,7 +836,7 @@ async fn logout_ends_the_session_here_and_at_the_provider(backend: Backend) {
         .app
         .client
         .get(world.app.url("/t/alpha/"))
-        .header("cookie", format!("tenantry_tenant={cookie}"))
+        .header("cookie", format!("tenantry_tenant_alpha={cookie}"))
         .send()
         .await
         .unwrap();

@@ -98,12 +98,18 @@ async fn session_principal(
     req: &HttpRequest,
 ) -> Result<Option<Principal>, AppError> {
     use super::SessionKind;
-    let candidates = [
-        (crate::web::SESSION_COOKIE, SessionKind::Platform),
-        (crate::web::TENANT_SESSION_COOKIE, SessionKind::Tenant),
-    ];
+    // The portal's session, else the session of the tenant the route names.
+    let mut candidates = vec![(crate::web::SESSION_COOKIE.to_owned(), SessionKind::Platform)];
+    if let Some(slug) = req
+        .path()
+        .strip_prefix("/api/v1/tenant/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|slug| !slug.is_empty())
+    {
+        candidates.push((crate::web::tenant_session_cookie(slug), SessionKind::Tenant));
+    }
     for (name, kind) in candidates {
-        let Some(cookie) = req.cookie(name) else {
+        let Some(cookie) = req.cookie(&name) else {
             continue;
         };
         let Some(session) = super::load_session(ctx, cookie.value(), kind).await? else {

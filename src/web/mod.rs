@@ -20,7 +20,7 @@ use actix_web::{FromRequest as _, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use tera::Tera;
 
-pub use session::{PortalSession, SESSION_COOKIE, TENANT_SESSION_COOKIE};
+pub use session::{PortalSession, SESSION_COOKIE, tenant_session_cookie};
 
 use crate::error::AppError;
 
@@ -280,6 +280,20 @@ async fn favicon() -> HttpResponse {
         .body(FAVICON)
 }
 
+/// The Content-Security-Policy of every page (set as a default header): everything from this
+/// server only. A page of a session from an identity provider also lets its forms lead to that
+/// provider (`form_target`): logout goes on to the provider's end-session endpoint, and browsers
+/// check the redirects after a form against the `form-action` of the page that sent it.
+pub fn content_security_policy(form_target: Option<&str>) -> String {
+    let extra = form_target
+        .and_then(|url| url::Url::parse(url).ok())
+        .map(|url| format!(" {}", url.origin().ascii_serialization()))
+        .unwrap_or_default();
+    format!(
+        "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'{extra}; frame-ancestors 'none'"
+    )
+}
+
 /// Renders a page with the common context (who is logged in, CSRF token, flash message).
 pub fn render(
     tera: &Tera,
@@ -324,6 +338,12 @@ pub fn render_status(
     response
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"));
+    if let Some(user) = session.and_then(|s| s.session.user.as_ref()) {
+        response.insert_header((
+            "Content-Security-Policy",
+            content_security_policy(Some(&user.issuer)),
+        ));
+    }
     if flash.is_some() {
         response.cookie(session::clear_flash_cookie());
     }

@@ -14,9 +14,11 @@ use crate::context::Context;
 use crate::error::AppError;
 
 pub const SESSION_COOKIE: &str = "tenantry_session";
-/// The session of a tenant's user (its own cookie: a browser may be in the admin portal and in a
-/// tenant at once).
-pub const TENANT_SESSION_COOKIE: &str = "tenantry_tenant";
+/// The cookie of a session of tenant `slug`'s user: one per tenant, so that a browser may be in
+/// the admin portal and in several tenants at once (on one host, with `/t/<slug>/` addresses).
+pub fn tenant_session_cookie(slug: &str) -> String {
+    format!("tenantry_tenant_{slug}")
+}
 pub const LOGIN_CSRF_COOKIE: &str = "tenantry_login_csrf";
 pub const FLASH_COOKIE: &str = "tenantry_flash";
 

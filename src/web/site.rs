@@ -16,7 +16,7 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
 
-use super::session::{TENANT_SESSION_COOKIE, read_flash};
+use super::session::{read_flash, tenant_session_cookie};
 use super::{Flash, tera};
 use crate::audit::Actor;
 use crate::auth::extract::actor_for;
@@ -210,7 +210,7 @@ pub struct TenantSession {
 impl TenantSession {
     /// The session of the tenant page `page`, if the browser holds one for that very tenant.
     pub async fn of(req: &HttpRequest, ctx: &Context, page: &TenantPage) -> Option<Session> {
-        let cookie = req.cookie(TENANT_SESSION_COOKIE)?;
+        let cookie = req.cookie(&tenant_session_cookie(&page.tenant.slug))?;
         let session = auth::load_session(ctx, cookie.value(), SessionKind::Tenant)
             .await
             .ok()

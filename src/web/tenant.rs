@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::pages::{LoginError, login_page, safe_next};
-use super::session::{SESSION_COOKIE, TENANT_SESSION_COOKIE, read_flash, session_cookie};
+use super::session::{SESSION_COOKIE, read_flash, session_cookie, tenant_session_cookie};
 use super::site::{TenantPage, TenantSession, TenantSite, unavailable_page};
 use super::sso::{SsoForm, SsoOutcome, form_context, form_errors, handle_form};
 use super::tenants::KeyForm;
@@ -62,6 +62,12 @@ fn render(
             response
                 .content_type("text/html; charset=utf-8")
                 .insert_header(("Cache-Control", "no-store"));
+            if let Some(user) = session.and_then(|ts| ts.session.user.as_ref()) {
+                response.insert_header((
+                    "Content-Security-Policy",
+                    super::content_security_policy(Some(&user.issuer)),
+                ));
+            }
             if clear_flash {
                 response.cookie(super::session::clear_flash_cookie());
             }
@@ -101,12 +107,12 @@ fn error(ts: &TenantSession, err: &AppError) -> HttpResponse {
 }
 
 fn cookie(
-    name: &'static str,
+    name: impl Into<String>,
     value: String,
     secure: bool,
     max_age: Option<i64>,
 ) -> Cookie<'static> {
-    let mut builder = Cookie::build(name, value)
+    let mut builder = Cookie::build(name.into(), value)
         .path("/")
         .http_only(true)
         .secure(secure)
@@ -117,8 +123,8 @@ fn cookie(
     builder.finish()
 }
 
-fn removal(name: &'static str) -> Cookie<'static> {
-    let mut cookie = Cookie::build(name, "").path("/").finish();
+fn removal(name: impl Into<String>) -> Cookie<'static> {
+    let mut cookie = Cookie::build(name.into(), "").path("/").finish();
     cookie.make_removal();
     cookie
 }
@@ -298,11 +304,12 @@ pub async fn callback(
         .get("user-agent")
         .and_then(|v| v.to_str().ok());
     let cookie_name = if user.platform {
-        SESSION_COOKIE
+        SESSION_COOKIE.to_owned()
     } else {
-        TENANT_SESSION_COOKIE
+        tenant_session_cookie(&page.tenant.slug)
     };
-    let previous = req.cookie(cookie_name).map(|c| c.value().to_owned());
+    // The browser's earlier session of this tenant (or of the portal) is replaced.
+    let previous = req.cookie(&cookie_name).map(|c| c.value().to_owned());
     match auth::start_session(
         &ctx,
         &principal,
@@ -322,7 +329,7 @@ pub async fn callback(
             } else {
                 (
                     next_within(&page.site, user.next.as_deref()),
-                    cookie(TENANT_SESSION_COOKIE, value, page.site.secure, None),
+                    cookie(cookie_name.clone(), value, page.site.secure, None),
                 )
             };
             HttpResponse::SeeOther()
@@ -404,7 +411,7 @@ pub async fn logout(
             "Location",
             at_provider.unwrap_or_else(|| ts.page.site.path("/logged-out")),
         ))
-        .cookie(removal(TENANT_SESSION_COOKIE))
+        .cookie(removal(tenant_session_cookie(&ts.page.tenant.slug)))
         .finish()
 }
 
@@ -428,7 +435,7 @@ pub async fn logged_out(
         StatusCode::OK,
         Some(Flash::success("You are signed out.")),
     );
-    let _ = response.add_cookie(&removal(TENANT_SESSION_COOKIE));
+    let _ = response.add_cookie(&removal(tenant_session_cookie(&page.tenant.slug)));
     response
 }
 
