@@ -375,10 +375,105 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_or_the_platform(backend:
     app.stop().await;
 }
 
+/// The same walk with a tenant admin's *session* of acme (its cookie put under globex's name,
+/// with its CSRF token): every route of globex and of the platform refuses it.
+async fn a_tenant_session_reaches_nothing_of_another_tenant_or_the_platform(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let acme = app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let globex = new_key(&app, "globex", json!({ "name": "globex-key" })).await;
+    let globex_key_id = globex["id"].as_str().unwrap().to_owned();
+    let principal = tenantry::auth::Principal {
+        name: "user:acme/admin@acme.example".into(),
+        role: tenantry::auth::Role::TenantAdmin,
+        tenant: Some(tenantry::auth::TenantScope {
+            id: acme["id"].as_str().unwrap().into(),
+            slug: "acme".into(),
+        }),
+        key: None,
+    };
+    let (cookie, session) = tenantry::auth::start_session(
+        &app.ctx,
+        &principal,
+        &tenantry::audit::Actor::system(),
+        None,
+        None,
+        None,
+    )
+    .await
+    .expect("a session of acme");
+    let (_, doc) = app.get("/api/v1/openapi.json").await;
+    let public = [
+        "/health",
+        "/health/ready",
+        "/metrics",
+        "/t/{slug}/health",
+        "/api/v1/openapi.json",
+    ];
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if public.contains(&path.as_str()) {
+            continue;
+        }
+        for method in ["get", "post", "patch", "put", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let concrete = path
+                .replace("{slug}", "globex")
+                .replace("{id}", &globex_key_id)
+                .replace("{name}", "tier-quota")
+                .replace("{kind}", "host")
+                .replace("{capability}", "nothing");
+            let mut request = app
+                .client
+                .request(
+                    Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
+                    app.url(&concrete),
+                )
+                .header("x-csrf-token", &session.csrf_token)
+                .json(&json!({ "reason": "x", "name": "x" }));
+            let request = request.header(
+                "cookie",
+                format!("tenantry_tenant_acme={cookie}; tenantry_tenant_globex={cookie}"),
+            );
+            let (status, body) = common::into_json(request.send().await.unwrap()).await;
+            // Globex's routes see acme's session and refuse it; platform routes take no
+            // tenant's cookie at all.
+            let allowed: &[StatusCode] = if path.contains("{slug}") {
+                &[StatusCode::FORBIDDEN, StatusCode::NOT_FOUND]
+            } else {
+                &[StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN]
+            };
+            assert!(
+                allowed.contains(&status),
+                "{method} {concrete} with acme's session: {status} {body}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "every documented route checked ({checked})");
+    let (_, tenant) = app.get("/api/v1/tenant/globex").await;
+    assert_eq!(tenant["version"], 1, "nothing of globex changed");
+    let (_, keys) = app.get("/api/v1/tenant/globex/api-keys").await;
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    // The same session does reach acme.
+    let response = app
+        .client
+        .get(app.url("/api/v1/tenant/acme"))
+        .header("cookie", format!("tenantry_tenant_acme={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    app.stop().await;
+}
+
 backend_tests!(
     tenant_keys_are_shown_once_rotated_revoked_and_scoped,
     a_key_is_rate_limited_and_platform_tokens_rotate,
     a_tenant_key_reaches_nothing_of_another_tenant_or_the_platform,
+    a_tenant_session_reaches_nothing_of_another_tenant_or_the_platform,
 );
 
 /// The command line manages the same keys (real binary, same database).
