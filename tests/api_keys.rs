@@ -425,7 +425,7 @@ async fn a_tenant_session_reaches_nothing_of_another_tenant_or_the_platform(back
                 .replace("{name}", "tier-quota")
                 .replace("{kind}", "host")
                 .replace("{capability}", "nothing");
-            let mut request = app
+            let request = app
                 .client
                 .request(
                     Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
