@@ -28,7 +28,7 @@ use url::Url;
 
 use common::Backend;
 use common::browser::{ChromeDriver, STEP_TIMEOUT, Ui, screenshot_root};
-use common::login::{LoginWorld, WebUser};
+use common::login::{LoginWorld, WebUser, tampered_cases};
 use tenantry::config::Config;
 
 /// The browser walk of one test; a hung browser or provider fails the test instead of stalling
@@ -520,98 +520,6 @@ async fn two_tenants_walk(scene: &Scene) {
 
 // ---------------------------------------------------------------------------------------------
 // 2. Tampered logins, a replayed callback, a suspended tenant
-
-/// Each way the provider's answer can be wrong and the reason the login page names — the
-/// cases of `oidc_login.rs`.
-fn tampered_cases(now: i64) -> Vec<(&'static str, Value, &'static str)> {
-    vec![
-        (
-            "wrong iss",
-            json!({"id_token_claims": {"iss": "http://evil.example"}}),
-            "id_token_issuer",
-        ),
-        (
-            "wrong aud",
-            json!({"id_token_claims": {"aud": "someone-else"}}),
-            "id_token_audience",
-        ),
-        (
-            "several audiences",
-            json!({"id_token_claims": {"aud": ["tenantry-alpha", "someone-else"]}}),
-            "id_token_audience",
-        ),
-        (
-            "foreign azp",
-            json!({"id_token_claims": {"azp": "someone-else"}}),
-            "id_token_azp",
-        ),
-        (
-            "bad signature",
-            json!({"id_token_signing": "bad-signature"}),
-            "id_token_signature",
-        ),
-        (
-            "key not in the JWKS",
-            json!({"id_token_signing": "unknown-key"}),
-            "id_token_signature",
-        ),
-        (
-            "alg none",
-            json!({"id_token_signing": "none"}),
-            "id_token_algorithm",
-        ),
-        (
-            "HS256 keyed with the public key",
-            json!({"id_token_signing": "hs256-public-key"}),
-            "id_token_algorithm",
-        ),
-        (
-            "wrong nonce",
-            json!({"id_token_claims": {"nonce": "not-the-nonce"}}),
-            "id_token_nonce",
-        ),
-        (
-            "missing nonce",
-            json!({"id_token_claims": {"nonce": null}}),
-            "id_token_nonce",
-        ),
-        (
-            "missing sub",
-            json!({"id_token_claims": {"sub": null}}),
-            "token_response_invalid",
-        ),
-        (
-            "expired",
-            json!({"id_token_claims": {"exp": now - 600}}),
-            "id_token_expired",
-        ),
-        (
-            "issued in the future",
-            json!({"id_token_claims": {"iat": now + 3600, "exp": now + 7200}}),
-            "id_token_iat",
-        ),
-        (
-            "iss response parameter of another issuer",
-            json!({"authorization_response_iss": "http://evil.example"}),
-            "issuer_mismatch",
-        ),
-        (
-            "iss response parameter missing",
-            json!({"authorization_response_iss": null}),
-            "issuer_missing",
-        ),
-        (
-            "code refused at the token endpoint",
-            json!({"token_error": "invalid_grant"}),
-            "token_rejected",
-        ),
-        (
-            "discovery names another issuer",
-            json!({"discovery_issuer": "http://127.0.0.1:9"}),
-            "discovery_issuer_mismatch",
-        ),
-    ]
-}
 
 /// `HS256 keyed with the public key` → `hs256-keyed-with-the-public-key`.
 fn file_name(case: &str) -> String {

@@ -632,18 +632,23 @@ pub async fn begin_login(
             .auth_attempts
             .with_label_values(&[&tenant.slug, "oidc"])
             .inc();
-        ctx.metrics
-            .auth_failures
-            .with_label_values(&[&tenant.slug, "oidc", failure.reason])
-            .inc();
-        tracing::info!(
-            tenant = %tenant.slug,
-            reason = failure.reason,
-            detail = failure.detail.as_deref().unwrap_or(""),
-            "login refused before the provider"
-        );
+        refused(ctx, tenant, failure, "login refused before the provider");
     }
     outcome
+}
+
+/// Counts and logs a refused login (once, here).
+fn refused(ctx: &Context, tenant: &TenantRow, failure: &LoginFailure, what: &str) {
+    ctx.metrics
+        .auth_failures
+        .with_label_values(&[&tenant.slug, "oidc", failure.reason])
+        .inc();
+    tracing::info!(
+        tenant = %tenant.slug,
+        reason = failure.reason,
+        detail = failure.detail.as_deref().unwrap_or(""),
+        "{what}"
+    );
 }
 
 async fn start_login(
@@ -742,16 +747,7 @@ pub async fn finish_login(
         .inc();
     let outcome = verify_callback(ctx, tenant, params, browser_cookie).await;
     if let Err(failure) = &outcome {
-        ctx.metrics
-            .auth_failures
-            .with_label_values(&[&tenant.slug, "oidc", failure.reason])
-            .inc();
-        tracing::info!(
-            tenant = %tenant.slug,
-            reason = failure.reason,
-            detail = failure.detail.as_deref().unwrap_or(""),
-            "login refused"
-        );
+        refused(ctx, tenant, failure, "login refused");
     }
     outcome
 }

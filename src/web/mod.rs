@@ -334,20 +334,43 @@ pub fn render_status(
     let html = tera
         .render(template, context)
         .map_err(|e| AppError::internal(anyhow::anyhow!("rendering {template}: {e:?}")))?;
+    let issuer = session.and_then(|s| s.session.user.as_ref().map(|u| u.issuer.as_str()));
+    Ok(html_response(status, html, issuer, flash.is_some()))
+}
+
+/// A rendered page as the answer: never cached, its forms allowed to lead to the session's
+/// identity provider (`issuer`, see [`content_security_policy`]), the shown flash consumed.
+pub fn html_response(
+    status: StatusCode,
+    html: String,
+    issuer: Option<&str>,
+    flash_shown: bool,
+) -> HttpResponse {
     let mut response = HttpResponse::build(status);
     response
         .content_type("text/html; charset=utf-8")
         .insert_header(("Cache-Control", "no-store"));
-    if let Some(user) = session.and_then(|s| s.session.user.as_ref()) {
+    if let Some(issuer) = issuer {
         response.insert_header((
             "Content-Security-Policy",
-            content_security_policy(Some(&user.issuer)),
+            content_security_policy(Some(issuer)),
         ));
     }
-    if flash.is_some() {
+    if flash_shown {
         response.cookie(session::clear_flash_cookie());
     }
-    Ok(response.body(html))
+    response.body(html)
+}
+
+/// What a page says of an error: its message, or — for an internal error, logged here once — a
+/// sentence that gives nothing away.
+pub fn error_message(err: &AppError) -> String {
+    if let AppError::Internal(inner) = err {
+        tracing::error!("internal error: {inner:#}");
+        "Something went wrong on our side. The error was logged.".to_owned()
+    } else {
+        err.to_string()
+    }
 }
 
 /// A one-time message shown on the next page (after a redirect).
@@ -385,19 +408,9 @@ pub fn redirect_with(location: &str, flash: Flash) -> HttpResponse {
 /// An error as a portal page.
 pub fn error_page(tera: &Tera, session: Option<&PortalSession>, err: &AppError) -> HttpResponse {
     use actix_web::ResponseError as _;
-    if let AppError::Internal(inner) = err {
-        tracing::error!("internal error: {inner:#}");
-    }
     let mut context = tera::Context::new();
     context.insert("status", &err.status_code().as_u16());
-    context.insert(
-        "message",
-        &if matches!(err, AppError::Internal(_)) {
-            "Something went wrong on our side. The error was logged.".to_owned()
-        } else {
-            err.to_string()
-        },
-    );
+    context.insert("message", &error_message(err));
     render_status(
         tera,
         "error.html",

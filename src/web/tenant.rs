@@ -54,25 +54,15 @@ fn render(
         context.insert("is_tenant_admin", &(principal.role == Role::TenantAdmin));
         context.insert("session_handle", &ts.session.handle);
     }
-    let clear_flash = flash.is_some();
+    let flash_shown = flash.is_some();
     context.insert("flash", &flash);
     match tera().render(template, &context) {
-        Ok(html) => {
-            let mut response = HttpResponse::build(status);
-            response
-                .content_type("text/html; charset=utf-8")
-                .insert_header(("Cache-Control", "no-store"));
-            if let Some(user) = session.and_then(|ts| ts.session.user.as_ref()) {
-                response.insert_header((
-                    "Content-Security-Policy",
-                    super::content_security_policy(Some(&user.issuer)),
-                ));
-            }
-            if clear_flash {
-                response.cookie(super::session::clear_flash_cookie());
-            }
-            response.body(html)
-        }
+        Ok(html) => super::html_response(
+            status,
+            html,
+            session.and_then(|ts| ts.session.user.as_ref().map(|u| u.issuer.as_str())),
+            flash_shown,
+        ),
         Err(err) => {
             tracing::error!("rendering {template}: {err:?}");
             HttpResponse::InternalServerError().body("internal error")
@@ -83,19 +73,9 @@ fn render(
 /// An error on a logged-in tenant page.
 fn error(ts: &TenantSession, err: &AppError) -> HttpResponse {
     use actix_web::ResponseError as _;
-    if let AppError::Internal(inner) = err {
-        tracing::error!("internal error: {inner:#}");
-    }
     let mut context = tera::Context::new();
     context.insert("title", "Not possible");
-    context.insert(
-        "message",
-        &if matches!(err, AppError::Internal(_)) {
-            "Something went wrong on our side. The error was logged.".to_owned()
-        } else {
-            err.to_string()
-        },
-    );
+    context.insert("message", &super::error_message(err));
     render(
         "tenant/message.html",
         &ts.page,

@@ -751,7 +751,7 @@ impl KeyForm {
 }
 
 /// A number field of a form: empty is none; anything else must be a whole number.
-fn number(field: &str, text: &str) -> AppResult<Option<u32>> {
+pub(super) fn number(field: &str, text: &str) -> AppResult<Option<u32>> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);

@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::session::PortalSession;
+use super::tenants::number;
 use super::{Flash, error_page, redirect_with, render, tera};
 use crate::auth::{self, Role};
 use crate::context::Context;
@@ -44,16 +45,6 @@ pub struct TokenForm {
     expires_in_days: String,
     #[serde(default)]
     grace_minutes: String,
-}
-
-fn number(field: &str, text: &str) -> Result<Option<u32>, AppError> {
-    match text.trim() {
-        "" => Ok(None),
-        text => text
-            .parse()
-            .map(Some)
-            .map_err(|_| AppError::invalid(field, "number", "must be a whole number")),
-    }
 }
 
 fn shown_once(
