@@ -22,6 +22,7 @@ backend_tests!(
     failed_api_keys_are_rate_limited_per_address_and_per_tenant,
     platform_admins_log_in_through_the_admin_tenants_provider,
     tenants_are_reached_at_their_own_host_names,
+    the_shipped_alert_rules_name_metrics_the_server_exports,
 );
 
 async fn key(app: &TestApp, slug: &str, role: &str) -> String {
@@ -1035,5 +1036,58 @@ async fn tenants_are_reached_at_their_own_host_names(backend: Backend) {
             format!("{}/t/alpha/callback", app.base)
         ])
     );
+    world.stop().await;
+}
+
+/// `deploy/prometheus/tenantry-auth-alerts.yml` names only metrics (and labels) that the server
+/// exports once logins and key attempts happened.
+async fn the_shipped_alert_rules_name_metrics_the_server_exports(backend: Backend) {
+    let world = LoginWorld::start(backend).await;
+    let base = world.app.base.clone();
+    WebUser::new().login(&base, "alpha", "alice").await;
+    let (status, _) = call(
+        &world.app,
+        &format!("tny_zzzzzzzz_{}", "z".repeat(32)),
+        reqwest::Method::GET,
+        "/api/v1/tenant",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let exported = reqwest::get(world.app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/prometheus/tenantry-auth-alerts.yml");
+    let rules: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    let mut named = 0;
+    for rule in rules["groups"][0]["rules"].as_array().expect("rules") {
+        let expr = rule["expr"].as_str().expect("an expr");
+        assert!(
+            rule["alert"].is_string() && rule["labels"]["severity"].is_string(),
+            "{rule}"
+        );
+        for metric in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("tenantry_"))
+        {
+            assert!(
+                exported.contains(&format!("{metric}{{")),
+                "{metric} (in {}) is not exported",
+                rule["alert"]
+            );
+            named += 1;
+        }
+        for label in ["tenant", "method", "reason"] {
+            if expr.contains(&format!("{label}=")) || expr.contains(&format!("by ({label})")) {
+                assert!(exported.contains(&format!("{label}=\"")), "label {label}");
+            }
+        }
+    }
+    assert!(named >= 4, "the rules name the auth metrics ({named})");
     world.stop().await;
 }
