@@ -26,6 +26,9 @@ backend_tests!(
     logout_ends_the_session_here_and_at_the_provider,
     a_tenant_admin_manages_keys_and_sessions_on_the_tenant_site,
     login_attempts_are_rate_limited_per_address,
+    login_attempts_are_rate_limited_per_tenant,
+    sessions_end_after_inactivity_and_at_their_absolute_expiry,
+    cookies_are_secure_behind_tls,
 );
 
 /// The audit actions recorded for tenant `slug`, newest first.
@@ -888,6 +891,107 @@ async fn login_attempts_are_rate_limited_per_address(backend: Backend) {
         page.body.contains("Too many sign-in attempts"),
         "{}",
         page.body
+    );
+    world.stop().await;
+}
+
+async fn login_attempts_are_rate_limited_per_tenant(backend: Backend) {
+    let world = LoginWorld::start_with(backend, |c| {
+        c.auth.logins_per_address_per_minute = 1000;
+        c.auth.logins_per_tenant_per_minute = 2;
+    })
+    .await;
+    let base = world.app.base.clone();
+    for _ in 0..2 {
+        WebUser::new().start(&base, "alpha").await;
+    }
+    let page = WebUser::new()
+        .get(&format!("{base}/t/alpha/login/oauth"))
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+    // Another tenant's users are not held up by alpha's.
+    let home = WebUser::new().login(&base, "bravo", "bob").await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    world.stop().await;
+}
+
+/// Moves a time column of every session of the test's database.
+async fn age_sessions(world: &LoginWorld, column: &str, minutes_ago: i64) {
+    use diesel_async::RunQueryDsl as _;
+    let mut conn = world.app.ctx.db.conn().await.expect("connection");
+    let at = chrono::Utc::now().naive_utc() - chrono::Duration::minutes(minutes_ago);
+    let statement = format!("UPDATE sessions SET {column} = $1");
+    tenantry::with_conn!(conn, |c| diesel::sql_query(&statement)
+        .bind::<diesel::sql_types::Timestamp, _>(at)
+        .execute(c)
+        .await)
+    .expect("age the sessions");
+}
+
+async fn sessions_end_after_inactivity_and_at_their_absolute_expiry(backend: Backend) {
+    let world = LoginWorld::start_with(backend, |c| {
+        c.session_idle_minutes = 30;
+        c.session_absolute_hours = 8;
+    })
+    .await;
+    let base = world.app.base.clone();
+    let user = WebUser::new();
+    user.login(&base, "alpha", "alice").await;
+    // Used 10 minutes ago: still signed in (and its last use moves on).
+    age_sessions(&world, "last_seen_at", 10).await;
+    assert_eq!(
+        user.get(&format!("{base}/t/alpha/")).await.status,
+        StatusCode::OK
+    );
+    // Idle for 31 minutes: signed out.
+    age_sessions(&world, "last_seen_at", 31).await;
+    let page = user.get(&format!("{base}/t/alpha/")).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "idle too long");
+    assert!(
+        world.sessions("alpha").await.is_empty(),
+        "not listed as live"
+    );
+    // Active, but past its absolute end: signed out too.
+    let user = WebUser::new();
+    user.login(&base, "alpha", "alice").await;
+    age_sessions(&world, "expires_at", 1).await;
+    let page = user.get(&format!("{base}/t/alpha/")).await;
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "past its absolute expiry"
+    );
+    world.stop().await;
+}
+
+async fn cookies_are_secure_behind_tls(backend: Backend) {
+    let world = LoginWorld::start_with(backend, |c| {
+        c.public_url = Some("https://tenantry.example".into());
+    })
+    .await;
+    let response = world
+        .app
+        .client
+        .get(world.app.url("/t/alpha/login/oauth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("tenantry_login="))
+        .expect("the login cookie");
+    for flag in ["Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(cookie.contains(flag), "{flag}: {cookie}");
+    }
+    let authorize = url::Url::parse(response.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        query(&authorize)["redirect_uri"],
+        "https://tenantry.example/t/alpha/callback",
+        "the redirect URI is at the public address"
     );
     world.stop().await;
 }
