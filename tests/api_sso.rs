@@ -23,6 +23,7 @@ backend_tests!(
     platform_admins_log_in_through_the_admin_tenants_provider,
     tenants_are_reached_at_their_own_host_names,
     the_shipped_alert_rules_name_metrics_the_server_exports,
+    a_provider_cannot_send_the_server_to_plain_http_addresses_or_flood_it,
 );
 
 async fn key(app: &TestApp, slug: &str, role: &str) -> String {
@@ -1090,4 +1091,84 @@ async fn the_shipped_alert_rules_name_metrics_the_server_exports(backend: Backen
     }
     assert!(named >= 4, "the rules name the auth metrics ({named})");
     world.stop().await;
+}
+
+/// A hostile "provider" (a local double: a discovery document no real provider would serve)
+/// whose endpoints point at a plain-http address of the network, or whose answer is huge: the
+/// server fetches neither, and says why.
+async fn a_provider_cannot_send_the_server_to_plain_http_addresses_or_flood_it(backend: Backend) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let doc = {
+        let issuer = issuer.clone();
+        move || {
+            json!({
+                "issuer": issuer, "authorization_endpoint": format!("{issuer}/auth"),
+                "token_endpoint": format!("{issuer}/token"),
+                "jwks_uri": "http://192.0.2.1/jwks",
+                "response_types_supported": ["code"], "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+            })
+        }
+    };
+    let server = HttpServer::new(move || {
+        let doc = doc.clone();
+        App::new()
+            .route(
+                "/internal/.well-known/openid-configuration",
+                web::get().to(move || {
+                    let mut doc = doc();
+                    doc["issuer"] = json!(format!("{}/internal", doc["issuer"].as_str().unwrap()));
+                    async move { HttpResponse::Ok().json(doc) }
+                }),
+            )
+            .route(
+                "/huge/.well-known/openid-configuration",
+                web::get().to(|| async { HttpResponse::Ok().body(vec![b' '; 3 * 1024 * 1024]) }),
+            )
+    })
+    .listen(listener)
+    .unwrap()
+    .workers(1)
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("alpha").await;
+    let (_, report) = app
+        .post(
+            "/api/v1/tenant/alpha/sso/test",
+            json!({"oauth_issuer": format!("{issuer}/internal")}),
+        )
+        .await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["jwks"].is_null(),
+        "the key set was not fetched: {report}"
+    );
+    assert!(
+        report["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("not https: http://192.0.2.1/jwks"),
+        "{report}"
+    );
+    let (_, report) = app
+        .post(
+            "/api/v1/tenant/alpha/sso/test",
+            json!({"oauth_issuer": format!("{issuer}/huge")}),
+        )
+        .await;
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["discovery"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 1024 KiB"),
+        "{report}"
+    );
+    app.stop().await;
+    handle.stop(false).await;
 }

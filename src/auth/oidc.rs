@@ -132,6 +132,36 @@ pub struct Providers {
     cache: Mutex<HashMap<String, Arc<Provider>>>,
 }
 
+/// The largest answer taken from a provider (discovery, keys, token, userinfo): a provider is
+/// configured by a tenant, and must not be able to make the server read without end.
+const MAX_PROVIDER_RESPONSE: usize = 1024 * 1024;
+
+/// Reads a body of at most [`MAX_PROVIDER_RESPONSE`] bytes.
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe_reqwest(&e))? {
+        if body.len() + chunk.len() > MAX_PROVIDER_RESPONSE {
+            return Err(format!(
+                "the answer is larger than {} KiB",
+                MAX_PROVIDER_RESPONSE / 1024
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Whether `url` may be fetched for an issuer: https, or plain http on loopback when the issuer
+/// itself is (development and tests). Keeps a tenant's provider from pointing the server's
+/// requests (keys, token, userinfo) at plain-http addresses of its network.
+fn endpoint_allowed(issuer: &str, url: &url::Url) -> bool {
+    let loopback = |u: &url::Url| matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    url.scheme() == "https"
+        || (url.scheme() == "http"
+            && loopback(url)
+            && url::Url::parse(issuer).is_ok_and(|i| i.scheme() == "http" && loopback(&i)))
+}
+
 fn elapsed_ms(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
@@ -155,8 +185,23 @@ impl Providers {
         })
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// Sends one of the protocol's requests (token, userinfo) for `openidconnect`: no redirects,
+    /// the timeout, answers of at most [`MAX_PROVIDER_RESPONSE`].
+    pub async fn send(
+        &self,
+        request: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, openidconnect::HttpClientError<reqwest::Error>> {
+        use openidconnect::HttpClientError;
+        let request: reqwest::Request = request.try_into().map_err(Box::new)?;
+        let response = self.http.execute(request).await.map_err(Box::new)?;
+        let mut answer = openidconnect::http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            answer = answer.header(name, value);
+        }
+        let body = read_limited(response)
+            .await
+            .map_err(HttpClientError::Other)?;
+        answer.body(body).map_err(HttpClientError::Http)
     }
 
     /// The provider of `issuer`: from the cache while it is fresh, else fetched (and cached).
@@ -272,6 +317,29 @@ impl Providers {
                 }),
             };
         }
+        let endpoints = [
+            Some(metadata.jwks_uri().url().clone()),
+            metadata.token_endpoint().map(|u| u.url().clone()),
+            metadata.userinfo_endpoint().map(|u| u.url().clone()),
+        ];
+        if let Some(bad) = endpoints
+            .iter()
+            .flatten()
+            .find(|url| !endpoint_allowed(issuer, url))
+        {
+            let detail =
+                format!("the discovery document names an endpoint that is not https: {bad}");
+            discovery.detail = Some(detail.clone());
+            return Discovery {
+                discovery,
+                jwks: None,
+                metadata: Some(metadata),
+                error: Some(ProviderError {
+                    reason: "discovery_invalid",
+                    detail,
+                }),
+            };
+        }
         let jwks_url = metadata.jwks_uri().url().to_string();
         let (jwks_probe, jwks) = self.fetch_jwks(&jwks_url).await;
         let error = match &jwks {
@@ -325,7 +393,7 @@ impl Providers {
                 .send()
                 .await?;
             let status = response.status();
-            let body = response.bytes().await?;
+            let body = read_limited(response).await;
             Ok::<_, reqwest::Error>((status, body))
         })
         .await;
@@ -354,10 +422,10 @@ impl Providers {
                 ),
                 None,
             ),
-            Ok(Ok((status, body))) => (
-                probe(true, Some(status.as_u16()), None),
-                Some(body.to_vec()),
-            ),
+            Ok(Ok((status, Err(detail)))) => {
+                (probe(true, Some(status.as_u16()), Some(detail)), None)
+            }
+            Ok(Ok((status, Ok(body)))) => (probe(true, Some(status.as_u16()), None), Some(body)),
         }
     }
 }
@@ -910,7 +978,7 @@ async fn verify_callback(
         })?
         .set_pkce_verifier(PkceCodeVerifier::new(verifier));
     let response = request
-        .request_async(ctx.providers.http())
+        .request_async(&|request| ctx.providers.send(request))
         .await
         .map_err(|err| match err {
             RequestTokenError::ServerResponse(answer) => LoginFailure::new(
@@ -1033,7 +1101,9 @@ async fn verify_callback(
         )
     {
         match request
-            .request_async::<ExtraClaims, _, CoreGenderClaim>(ctx.providers.http())
+            .request_async::<ExtraClaims, _, CoreGenderClaim>(&|request| {
+                ctx.providers.send(request)
+            })
             .await
         {
             Ok(info) => {
