@@ -49,11 +49,7 @@ pub struct Rotate {
 }
 
 async fn scope(ctx: &Context, slug: &str) -> AppResult<TenantScope> {
-    let tenant = tenants::get(ctx, slug).await?;
-    Ok(TenantScope {
-        id: tenant.id,
-        slug: tenant.slug,
-    })
+    Ok(tenants::get(ctx, slug).await?.scope())
 }
 
 /// Create an API key of a tenant; the key is in the answer, and only there.

@@ -14,11 +14,11 @@ use crate::auth::sso::{
     self, ConnectionTest, NewSetupLink, OAuthHealth, SetupLinkInfo, SsoSettings, SsoUpdate,
     TenantUrls,
 };
-use crate::auth::{self, Principal, Role, SessionInfo, TenantScope};
+use crate::auth::{self, Principal, Role, SessionInfo};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::telemetry::record_tenant;
-use crate::tenants::{self, Tenant};
+use crate::tenants;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(get_sso)
@@ -37,13 +37,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
 pub fn request_origin(req: &HttpRequest) -> String {
     let info = req.connection_info();
     format!("{}://{}", info.scheme(), info.host())
-}
-
-fn scope_of(tenant: &Tenant) -> TenantScope {
-    TenantScope {
-        id: tenant.id.clone(),
-        slug: tenant.slug.clone(),
-    }
 }
 
 /// Tenant settings are read by platform principals and by that tenant's admins.
@@ -162,7 +155,7 @@ async fn list_setup_links(
     record_tenant(&slug);
     caller.principal.require_platform()?;
     let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(sso::list_setup_links(&ctx, &scope_of(&tenant)).await?))
+    Ok(HttpResponse::Ok().json(sso::list_setup_links(&ctx, &tenant.scope()).await?))
 }
 
 /// Create a single-use link with which the tenant's IT administrator sets up SSO without a
@@ -192,7 +185,7 @@ async fn create_setup_link(
     let link = sso::create_setup_link(
         &ctx,
         &caller.actor,
-        &scope_of(&tenant),
+        &tenant.scope(),
         body.0.expires_in_hours,
         &urls,
     )
@@ -221,7 +214,7 @@ async fn revoke_setup_link(
     let (slug, id) = path.into_inner();
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
-    sso::revoke_setup_link(&ctx, &caller.actor, &scope_of(&tenant), &id).await?;
+    sso::revoke_setup_link(&ctx, &caller.actor, &tenant.scope(), &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -244,7 +237,7 @@ async fn list_sessions(
     record_tenant(&slug);
     require_settings_read(&caller.principal, &slug)?;
     let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(auth::list_tenant_sessions(&ctx, &scope_of(&tenant)).await?))
+    Ok(HttpResponse::Ok().json(auth::list_tenant_sessions(&ctx, &tenant.scope()).await?))
 }
 
 /// Sign a user out: ends one of the tenant's sessions → 204.
@@ -266,7 +259,7 @@ async fn revoke_session(
     let (slug, handle) = path.into_inner();
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
-    auth::revoke_tenant_session(&ctx, &caller.actor, &scope_of(&tenant), &handle).await?;
+    auth::revoke_tenant_session(&ctx, &caller.actor, &tenant.scope(), &handle).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -44,11 +44,7 @@ pub enum ApiKeyCommand {
 }
 
 async fn scope(ctx: &Context, slug: &str) -> anyhow::Result<TenantScope> {
-    let t = tenants::get(ctx, slug).await.map_err(app_error)?;
-    Ok(TenantScope {
-        id: t.id,
-        slug: t.slug,
-    })
+    Ok(tenants::get(ctx, slug).await.map_err(app_error)?.scope())
 }
 
 pub fn new_key_text(key: &NewApiToken) -> String {

@@ -78,10 +78,7 @@ pub enum SessionCommand {
 
 async fn scope(ctx: &Context, slug: &str) -> anyhow::Result<(Tenant, TenantScope)> {
     let tenant = tenants::get(ctx, slug).await.map_err(app_error)?;
-    let scope = TenantScope {
-        id: tenant.id.clone(),
-        slug: tenant.slug.clone(),
-    };
+    let scope = tenant.scope();
     Ok((tenant, scope))
 }
 

@@ -271,6 +271,14 @@ pub struct Tenant {
 }
 
 impl Tenant {
+    /// The tenant as a principal's scope (what its keys and sessions belong to).
+    pub fn scope(&self) -> crate::auth::TenantScope {
+        crate::auth::TenantScope {
+            id: self.id.clone(),
+            slug: self.slug.clone(),
+        }
+    }
+
     pub fn from_row(row: &TenantRow, retention_days: u32) -> Result<Self, AppError> {
         let status: TenantStatus = row.status.parse().map_err(|e| {
             AppError::internal(anyhow::anyhow!(

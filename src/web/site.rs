@@ -148,10 +148,7 @@ pub fn unavailable_page(status: StatusCode, title: &str, message: &str) -> HttpR
     context.insert("base", "");
     context.insert("flash", &Option::<Flash>::None);
     match tera().render("tenant/message.html", &context) {
-        Ok(html) => HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .insert_header(("Cache-Control", "no-store"))
-            .body(html),
+        Ok(html) => super::html_response(status, html, None, false),
         Err(err) => {
             tracing::error!("rendering tenant/message.html: {err:?}");
             HttpResponse::build(status).body(message.to_owned())

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::session::PortalSession;
 use super::{Flash, error_page, redirect_with, render, render_status, tera};
+use crate::auth;
 use crate::auth::oidc::ConnectionReport;
 use crate::auth::roles::RoleMapping;
 use crate::auth::sso::{self, ConnectionTest, SsoSettings, SsoUpdate, TenantUrls};
-use crate::auth::{self, TenantScope};
 use crate::context::Context;
 use crate::error::{AppError, FieldError};
 use crate::tenants::input::Scopes;
@@ -190,13 +190,6 @@ where
     }
 }
 
-fn scope_of(tenant: &Tenant) -> TenantScope {
-    TenantScope {
-        id: tenant.id.clone(),
-        slug: tenant.slug.clone(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The portal's pages
 
@@ -335,7 +328,7 @@ pub async fn create_link(
         };
         let urls = TenantUrls::new(&ctx.config, &slug, &crate::api::sso::request_origin(&req));
         let link =
-            sso::create_setup_link(&ctx, &portal.actor, &scope_of(&tenant), hours, &urls).await?;
+            sso::create_setup_link(&ctx, &portal.actor, &tenant.scope(), hours, &urls).await?;
         Ok::<_, AppError>((tenant, link))
     }
     .await;
@@ -381,7 +374,7 @@ pub async fn revoke_link(
     let (slug, id) = path.into_inner();
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
-        sso::revoke_setup_link(&ctx, &portal.actor, &scope_of(&tenant), &id).await
+        sso::revoke_setup_link(&ctx, &portal.actor, &tenant.scope(), &id).await
     }
     .await;
     match result {
@@ -406,7 +399,7 @@ pub async fn revoke_session(
     let (slug, handle) = path.into_inner();
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
-        auth::revoke_tenant_session(&ctx, &portal.actor, &scope_of(&tenant), &handle).await
+        auth::revoke_tenant_session(&ctx, &portal.actor, &tenant.scope(), &handle).await
     }
     .await;
     match result {

@@ -383,7 +383,7 @@ pub async fn detail(
                 ),
             })
             .collect();
-        let scope = key_scope(&tenant);
+        let scope = tenant.scope();
         let api_keys = crate::auth::list_tenant_keys(&ctx, &scope).await?;
         let urls = crate::auth::sso::TenantUrls::new(
             &ctx.config,
@@ -707,13 +707,6 @@ pub async fn check_database(
     }
 }
 
-fn key_scope(tenant: &tenants::Tenant) -> crate::auth::TenantScope {
-    crate::auth::TenantScope {
-        id: tenant.id.clone(),
-        slug: tenant.slug.clone(),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 pub struct KeyForm {
     #[serde(default)]
@@ -804,13 +797,7 @@ pub async fn create_key(
     let location = format!("/tenants/{slug}#api-keys");
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
-        crate::auth::create_key(
-            &ctx,
-            &portal.actor,
-            Some(&key_scope(&tenant)),
-            &form.spec()?,
-        )
-        .await
+        crate::auth::create_key(&ctx, &portal.actor, Some(&tenant.scope()), &form.spec()?).await
     }
     .await;
     match result {
@@ -835,7 +822,7 @@ pub async fn revoke_key(
     let (slug, id) = path.into_inner();
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
-        crate::auth::revoke_key(&ctx, &portal.actor, &key_scope(&tenant), &id).await
+        crate::auth::revoke_key(&ctx, &portal.actor, &tenant.scope(), &id).await
     }
     .await;
     match result {
@@ -862,8 +849,7 @@ pub async fn rotate_key(
         let grace = form.grace()?;
         let tenant = tenants::get(&ctx, &slug).await?;
         let key =
-            crate::auth::rotate_key(&ctx, &portal.actor, Some(&key_scope(&tenant)), &id, grace)
-                .await?;
+            crate::auth::rotate_key(&ctx, &portal.actor, Some(&tenant.scope()), &id, grace).await?;
         Ok::<_, AppError>((key, grace))
     }
     .await;
