@@ -1,6 +1,8 @@
 //! Logging: `tracing` with a request id and the tenant's slug on every request span, human-
 //! readable lines by default, JSON by setting `log_format = "json"`.
 
+use std::io::IsTerminal as _;
+
 use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -10,7 +12,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 
-/// Installs the global subscriber. Logs go to stderr; stdout is kept for command output.
+/// Installs the global subscriber. Logs go to stderr; stdout is kept for command output. Text
+/// lines are coloured only when stderr is a terminal and `NO_COLOR` is not set (a file or a pipe
+/// gets plain text).
 pub fn init(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     // A line when each request span closes: the access log, with the request id, route, status,
@@ -18,6 +22,7 @@ pub fn init(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE);
     let _ = match config.log_format {
         LogFormat::Json => builder
