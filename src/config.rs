@@ -147,11 +147,72 @@ pub struct ProvisioningConfig {
     pub backoff_max_ms: u64,
     /// How long an idempotency key is remembered, in hours (at least 24).
     pub idempotency_ttl_hours: u32,
-    /// FOR TESTS ONLY: makes the server stop at a point of a run so that a test can kill it
-    /// there. `pause-before-apply:<plugin>:<step>` or `pause-after-apply:<plugin>:<step>` (after
-    /// the backend call, before its result is journaled). The server writes
-    /// `<data_dir>/fault-reached` and waits forever.
-    pub fault_injection: Option<String>,
+    /// FOR TESTS ONLY: makes the server stop at a point so that a test can kill it there (see
+    /// [`Fault`]). The server writes `<data_dir>/fault-reached` and waits forever.
+    pub fault_injection: Option<Fault>,
+}
+
+/// A point where a test makes the server stop, to kill it there
+/// (`provisioning.fault_injection`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Fault {
+    /// `pause-before-apply:<plugin>:<step>`: before the step's backend call.
+    BeforeApply { plugin: String, step: String },
+    /// `pause-after-apply:<plugin>:<step>`: after the backend call, before its result is
+    /// journaled.
+    AfterApply { plugin: String, step: String },
+    /// `pause-after-lifecycle-commit`: after a lifecycle change (suspend, reactivate, cancel,
+    /// delete, restore, purge) committed, before this server's worker hears of its run.
+    AfterLifecycleCommit,
+}
+
+impl TryFrom<String> for Fault {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Fault, String> {
+        if text == "pause-after-lifecycle-commit" {
+            return Ok(Fault::AfterLifecycleCommit);
+        }
+        let parsed = text.split_once(':').and_then(|(when, rest)| {
+            let (plugin, step) = rest.split_once(':')?;
+            if plugin.is_empty() || step.is_empty() {
+                return None;
+            }
+            let (plugin, step) = (plugin.to_owned(), step.to_owned());
+            match when {
+                "pause-before-apply" => Some(Fault::BeforeApply { plugin, step }),
+                "pause-after-apply" => Some(Fault::AfterApply { plugin, step }),
+                _ => None,
+            }
+        });
+        parsed.ok_or_else(|| {
+            format!(
+                "`{text}` is not pause-before-apply:<plugin>:<step>, \
+                 pause-after-apply:<plugin>:<step> or pause-after-lifecycle-commit"
+            )
+        })
+    }
+}
+
+impl From<Fault> for String {
+    fn from(fault: Fault) -> String {
+        match fault {
+            Fault::BeforeApply { plugin, step } => format!("pause-before-apply:{plugin}:{step}"),
+            Fault::AfterApply { plugin, step } => format!("pause-after-apply:{plugin}:{step}"),
+            Fault::AfterLifecycleCommit => "pause-after-lifecycle-commit".into(),
+        }
+    }
+}
+
+impl Fault {
+    /// Stops here for good (until the process is killed), after telling the test through
+    /// `<data_dir>/fault-reached`, which holds `what`.
+    pub async fn pause(&self, data_dir: &Path, what: &str) {
+        let _ = std::fs::write(data_dir.join("fault-reached"), format!("{what}\n"));
+        tracing::warn!(fault = ?self, "fault injection: pausing here until the process is killed");
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Default for ProvisioningConfig {
@@ -387,13 +448,6 @@ impl Config {
             p.idempotency_ttl_hours >= 24,
             "invalid configuration: provisioning.idempotency_ttl_hours must be at least 24"
         );
-        if let Some(fault) = &p.fault_injection {
-            anyhow::ensure!(
-                crate::provisioning::Fault::parse(fault).is_some(),
-                "invalid configuration: provisioning.fault_injection `{fault}` is not \
-                 pause-before-apply:<plugin>:<step> or pause-after-apply:<plugin>:<step>"
-            );
-        }
         Ok(())
     }
 

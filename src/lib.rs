@@ -13,6 +13,7 @@ pub mod context;
 pub mod error;
 pub mod health;
 pub mod key_rotation;
+pub mod lifecycle;
 pub mod metrics;
 pub mod plugins;
 pub mod provisioning;

@@ -5,7 +5,10 @@
 //!   journaled); a restarted server takes the run over when its lease expires, and the backend
 //!   holds every resource exactly once;
 //! - two servers on one PostgreSQL provision 50 tenants requested through both: every run is
-//!   executed once (`FOR UPDATE SKIP LOCKED` leases).
+//!   executed once (`FOR UPDATE SKIP LOCKED` leases);
+//! - a server is killed right after a lifecycle change (a suspension) committed, before its
+//!   worker heard of the change: the run that carries it to the backends was stored with it, so
+//!   a restarted server suspends the tenant in its backend.
 //!
 //! The backend is the `recorder` test plugin's recording test double (`common::recorder`).
 
@@ -99,6 +102,16 @@ struct Server {
 
 impl Server {
     async fn start(setup: &Setup, data_dir: &Path, fault: Option<&str>) -> Server {
+        Server::start_with(setup, data_dir, fault, &[]).await
+    }
+
+    /// [`Server::start`] with more `TENANTRY_*` settings.
+    async fn start_with(
+        setup: &Setup,
+        data_dir: &Path,
+        fault: Option<&str>,
+        settings: &[(&str, &str)],
+    ) -> Server {
         std::fs::create_dir_all(data_dir).unwrap();
         let mut command = tokio::process::Command::new(BIN);
         command
@@ -120,6 +133,9 @@ impl Server {
             .kill_on_drop(true);
         if let Some(fault) = fault {
             command.env("TENANTRY_PROVISIONING__FAULT_INJECTION", fault);
+        }
+        for (key, value) in settings {
+            command.env(key, value);
         }
         let mut child = command.spawn().expect("start tenantry serve");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -300,10 +316,120 @@ async fn two_replicas_execute_every_run_once(backend: Backend) {
     double.stop().await;
 }
 
+async fn wait_for_marker(server: &Server) {
+    let marker = server.data_dir.join("fault-reached");
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "fault point not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::remove_file(&marker).unwrap();
+}
+
+async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: Backend) {
+    let double = RecorderBackend::start().await;
+    let setup = setup(backend, &double).await;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&setup, data.path(), None).await;
+    let url = provision(&setup, &server, "outboxco").await;
+    let done = wait_finished(&setup, &server, &url, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    server.kill().await;
+
+    // A server whose worker would not look for runs for a minute, stopped right after the
+    // suspension committed (before it could wake its worker), then killed.
+    let server = Server::start_with(
+        &setup,
+        data.path(),
+        Some("pause-after-lifecycle-commit"),
+        &[("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "60000")],
+    )
+    .await;
+    let suspend = {
+        let request = client()
+            .post(format!("{}/api/v1/tenant/outboxco/suspend", server.base))
+            .bearer_auth(&setup.token)
+            .json(&json!({ "reason": "invoice overdue" }))
+            .send();
+        tokio::spawn(request)
+    };
+    wait_for_marker(&server).await;
+    let tenant: Value = client()
+        .get(format!("{}/api/v1/tenant/outboxco", server.base))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tenant["status"], "suspended", "{tenant}");
+    assert!(
+        double.events().is_empty(),
+        "nothing reached the backend yet: {:?}",
+        double.events()
+    );
+    server.kill().await;
+    assert!(suspend.await.unwrap().is_err(), "the request died with its server");
+
+    // A restarted server carries the suspension into the backend.
+    let server = Server::start(&setup, data.path(), None).await;
+    let started = Instant::now();
+    loop {
+        let events = double.events();
+        if let Some(event) = events.iter().find(|e| e["tenant"] == "outboxco") {
+            assert_eq!(event["change"], "suspend", "{events:?}");
+            assert_eq!(event["reason"], "invoice overdue");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the backend never heard of the suspension"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runs: Value = client()
+        .get(format!(
+            "{}/api/v1/provisioning?tenant=outboxco",
+            server.base
+        ))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let suspend_run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "suspend")
+        .unwrap_or_else(|| panic!("a suspend run: {runs}"));
+    let run_url = suspend_run["url"].as_str().unwrap().to_owned();
+    let done = wait_finished(&setup, &server, &run_url, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(double.events().len(), 1, "suspended once");
+    server.kill().await;
+    setup.database.drop_database().await;
+    double.stop().await;
+}
+
 mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_survives_sigkill_and_creates_each_resource_once() {
         super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Sqlite).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit() {
+        super::a_suspension_reaches_the_backends_after_a_crash_at_its_commit(
+            super::Backend::Sqlite,
+        )
+        .await
     }
 }
 
@@ -311,6 +437,14 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_survives_sigkill_and_creates_each_resource_once() {
         super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit() {
+        super::a_suspension_reaches_the_backends_after_a_crash_at_its_commit(
+            super::Backend::Postgres,
+        )
+        .await
     }
 
     /// Replicas share a PostgreSQL (an SQLite file belongs to one server).

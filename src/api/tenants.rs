@@ -10,6 +10,7 @@ use crate::auth::extract::{ApiAdmin, ApiCaller};
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
 use crate::health::{self, TenantDatabaseHealth};
+use crate::lifecycle;
 use crate::telemetry::record_tenant;
 use crate::tenants::bundle::{self, TenantBundle};
 use crate::tenants::{
@@ -153,7 +154,7 @@ async fn update_tenant(
     body: ApiJson<TenantPatch>,
 ) -> AppResult<HttpResponse> {
     record_tenant(&slug);
-    Ok(HttpResponse::Ok().json(tenants::update(&ctx, &caller.actor, &slug, &body.0).await?))
+    Ok(HttpResponse::Ok().json(lifecycle::update(&ctx, &caller.actor, &slug, &body.0).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -195,7 +196,7 @@ async fn delete_tenant(
             .reason
             .clone()
             .unwrap_or_else(|| "purged through the API".into());
-        tenants::purge(&ctx, &caller.actor, &slug, params.force, &reason).await?;
+        lifecycle::purge(&ctx, &caller.actor, &slug, params.force, &reason).await?;
         return Ok(HttpResponse::NoContent().finish());
     }
     let reason = params
@@ -203,7 +204,7 @@ async fn delete_tenant(
         .clone()
         .unwrap_or_else(|| "deleted through the API".into());
     let tenant =
-        tenants::transition(&ctx, &caller.actor, &slug, Transition::Delete, &reason).await?;
+        lifecycle::transition(&ctx, &caller.actor, &slug, Transition::Delete, &reason).await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -223,7 +224,7 @@ async fn lifecycle(
     body: &LifecycleRequest,
 ) -> AppResult<HttpResponse> {
     record_tenant(slug);
-    let tenant = tenants::transition(ctx, &caller.actor, slug, transition, &body.reason).await?;
+    let tenant = lifecycle::transition(ctx, &caller.actor, slug, transition, &body.reason).await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 

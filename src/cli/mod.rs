@@ -628,7 +628,7 @@ async fn tenant_command(
     cmd: TenantCommand,
 ) -> anyhow::Result<()> {
     let transition = |slug: String, t: Transition, reason: String| async move {
-        let tenant = tenants::transition(ctx, actor, &slug, t, &reason)
+        let tenant = crate::lifecycle::transition(ctx, actor, &slug, t, &reason)
             .await
             .map_err(app_error)?;
         print(out, &tenant, || {
@@ -742,7 +742,7 @@ async fn tenant_command(
                 default_schema: args.fields.default_schema.clone().map(Some),
                 ..TenantPatch::default()
             };
-            let tenant = tenants::update(ctx, actor, &args.slug, &patch)
+            let tenant = crate::lifecycle::update(ctx, actor, &args.slug, &patch)
                 .await
                 .map_err(app_error)?;
             print(out, &tenant, || {
@@ -764,7 +764,7 @@ async fn tenant_command(
         } => {
             if hard {
                 let reason = reason.unwrap_or_else(|| "purged from the command line".into());
-                tenants::purge(ctx, actor, &slug, force, &reason)
+                crate::lifecycle::purge(ctx, actor, &slug, force, &reason)
                     .await
                     .map_err(app_error)?;
                 print(out, &serde_json::json!({ "purged": slug }), || {

@@ -21,7 +21,7 @@ use crate::audit::Actor;
 use crate::context::Context;
 use crate::provisioning::spec::{ApplyPlan, TenantSpec};
 use crate::provisioning::templates::{self, TemplateInput, TemplateView};
-use crate::provisioning::{self, ProvisionRequest, Provisioned, RunView};
+use crate::provisioning::{self, ProvisionRequest, Provisioned, RunView, StepState};
 use crate::tenants;
 
 #[derive(Debug, Subcommand)]
@@ -357,7 +357,7 @@ pub async fn provision(
 /// Prints a finished run; a failed run is a failed command.
 fn finish(out: Output, run: &RunView) -> anyhow::Result<()> {
     print(out, run, || run_text(run))?;
-    if run.status == "failed" {
+    if run.status == provisioning::RunStatus::Failed {
         anyhow::bail!(
             "run {} failed: {}",
             run.id,
@@ -377,7 +377,7 @@ pub async fn wait_for(ctx: &Context, run: &str) -> anyhow::Result<RunView> {
         let settled: Vec<_> = view
             .steps
             .iter()
-            .filter(|s| !matches!(s.state.as_str(), "pending" | "running"))
+            .filter(|s| !matches!(s.state, StepState::Pending | StepState::Running))
             .collect();
         for s in settled.iter().skip(shown) {
             eprintln!(

@@ -28,34 +28,12 @@ use crate::error::{AppError, AppResult};
 use crate::plugins::{LogLine, PluginTenant, World};
 use crate::store::models::{IdempotencyRow, ResourceRow, RunRow, StepRow};
 use crate::store::{self, Conn, provisioning as sql};
+pub use crate::store::vocabulary::{
+    LifecycleChange, RunKind, RunStatus, StepAction, StepState, UnknownValue,
+};
 use crate::tenants::{self, Tenant, TenantStatus};
 use crate::transaction;
 pub use request::ProvisionRequest;
-
-/// A point where a test makes the server stop, to kill it there (`provisioning.fault_injection`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fault {
-    pub after_apply: bool,
-    pub plugin: String,
-    pub step: String,
-}
-
-impl Fault {
-    pub fn parse(text: &str) -> Option<Fault> {
-        let (when, rest) = text.split_once(':')?;
-        let (plugin, step) = rest.split_once(':')?;
-        let after_apply = match when {
-            "pause-before-apply" => false,
-            "pause-after-apply" => true,
-            _ => return None,
-        };
-        (!plugin.is_empty() && !step.is_empty()).then(|| Fault {
-            after_apply,
-            plugin: plugin.to_owned(),
-            step: step.to_owned(),
-        })
-    }
-}
 
 /// One step of a run, as the API and the portal show it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -64,11 +42,9 @@ pub struct StepView {
     pub plugin: String,
     /// The plugin's id of the step.
     pub step: String,
-    /// `apply`, `compensate` or `transition`.
-    pub action: String,
+    pub action: StepAction,
     pub description: String,
-    /// `pending`, `running`, `done`, `failed`, `compensating`, `compensated`.
-    pub state: String,
+    pub state: StepState,
     pub attempts: i64,
     /// What the backend holds after the step (the plugin's JSON).
     #[schema(value_type = Object)]
@@ -90,11 +66,9 @@ pub struct StepView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunView {
     pub id: String,
-    /// `provision`, `suspend`, `reactivate`, `cancel`, `purge`, `apply`.
-    pub kind: String,
+    pub kind: RunKind,
     pub tenant: String,
-    /// `queued`, `running`, `compensating`, `succeeded`, `failed`.
-    pub status: String,
+    pub status: RunStatus,
     pub backends: Vec<String>,
     pub error: Option<String>,
     /// How many times a server took the run up (more than 1 after a server died during it).
@@ -114,7 +88,7 @@ pub struct RunView {
 
 impl RunView {
     pub fn is_open(&self) -> bool {
-        sql::OPEN_STATUSES.contains(&self.status.as_str())
+        self.status.is_open()
     }
 }
 
@@ -131,9 +105,9 @@ fn step_view(step: &StepRow) -> StepView {
         seq: step.seq,
         plugin: step.plugin.clone(),
         step: step.step_id.clone(),
-        action: step.action.clone(),
+        action: step.action,
         description: step.description.clone(),
-        state: step.state.clone(),
+        state: step.state,
         attempts: step.attempts,
         output: step
             .output
@@ -153,9 +127,9 @@ pub fn run_view(run: &RunRow, steps: &[StepRow]) -> RunView {
     let steps: Vec<StepView> = steps.iter().map(step_view).collect();
     RunView {
         id: run.id.clone(),
-        kind: run.kind.clone(),
+        kind: run.kind,
         tenant: run.tenant_slug.clone(),
-        status: run.status.clone(),
+        status: run.status,
         backends: serde_json::from_str(&run.backends).unwrap_or_default(),
         error: run.error.clone(),
         executions: run.executions,
@@ -187,13 +161,21 @@ pub async fn get_run(ctx: &Context, id: &str) -> AppResult<RunView> {
     Ok(run_view(&run, &steps))
 }
 
-/// Recent runs (newest first), of one tenant when `tenant_slug` is given.
+/// Recent runs (newest first), of one tenant when `tenant_slug` is given, of one status when
+/// `status` is (a word of [`RunStatus`]; another is a 422 naming it).
 pub async fn list_runs(
     ctx: &Context,
     tenant_slug: Option<&str>,
     status: Option<&str>,
     limit: i64,
 ) -> AppResult<Vec<RunView>> {
+    let status = status
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<RunStatus>()
+                .map_err(|e| AppError::invalid("status", "one_of", e.to_string()))
+        })
+        .transpose()?;
     let tenant_id = match tenant_slug {
         Some(slug) => Some(tenants::get(ctx, slug).await?.id),
         None => None,
@@ -216,7 +198,7 @@ pub struct Accepted {
     /// Where to follow the run.
     pub url: String,
     pub tenant: String,
-    pub status: String,
+    pub status: RunStatus,
     /// The planned steps, in order, as `plugin/step`.
     pub steps: Vec<String>,
 }
@@ -307,7 +289,7 @@ async fn earlier_use(
     }
     let run = sql::find_run(conn, &row.run_id).await?;
     if let Some(run) = run
-        && sql::OPEN_STATUSES.contains(&run.status.as_str())
+        && run.status.is_open()
     {
         return Err(AppError::conflict(
             "run_in_progress",
@@ -413,7 +395,7 @@ pub async fn provision(
                 seq,
                 plugin,
                 &step.id,
-                "apply",
+                StepAction::Apply,
                 step.description,
                 sealed,
                 serde_json::to_string(&logged.log).expect("lines"),
@@ -423,7 +405,7 @@ pub async fn provision(
     let now = clock::now();
     let run = queued_run(
         &run_id,
-        "provision",
+        RunKind::Provision,
         &ptenant,
         &prepared.backends,
         actor,
@@ -433,7 +415,7 @@ pub async fn provision(
         run: run_id.clone(),
         url: run_url(&run_id),
         tenant: tenant_row.slug.clone(),
-        status: "queued".into(),
+        status: RunStatus::Queued,
         steps: steps
             .iter()
             .map(|s| format!("{}/{}", s.plugin, s.step_id))
@@ -507,7 +489,7 @@ pub(crate) fn pending_step(
     seq: i64,
     plugin: &str,
     step_id: &str,
-    action: &str,
+    action: StepAction,
     description: String,
     sealed_input: String,
     log: String,
@@ -517,10 +499,10 @@ pub(crate) fn pending_step(
         seq,
         plugin: plugin.to_owned(),
         step_id: step_id.to_owned(),
-        action: action.to_owned(),
+        action,
         description,
         input: sealed_input,
-        state: "pending".into(),
+        state: StepState::Pending,
         attempts: 0,
         output: None,
         manual_follow_up: None,
@@ -535,7 +517,7 @@ pub(crate) fn pending_step(
 /// A new run of `kind` for `tenant`, queued.
 pub(crate) fn queued_run(
     run_id: &str,
-    kind: &str,
+    kind: RunKind,
     tenant: &PluginTenant,
     backends: &[String],
     actor: &Actor,
@@ -543,11 +525,11 @@ pub(crate) fn queued_run(
 ) -> RunRow {
     RunRow {
         id: run_id.to_owned(),
-        kind: kind.to_owned(),
+        kind,
         tenant_id: tenant.id.clone(),
         tenant_slug: tenant.slug.clone(),
         tenant: tenant_snapshot(tenant),
-        status: "queued".into(),
+        status: RunStatus::Queued,
         backends: serde_json::to_string(backends).expect("names"),
         error: None,
         lease_owner: None,
@@ -566,16 +548,27 @@ pub(crate) fn tenant_snapshot(t: &PluginTenant) -> String {
         .to_string()
 }
 
-pub(crate) fn tenant_from_snapshot(json: &str) -> PluginTenant {
-    let v: Value = serde_json::from_str(json).unwrap_or_default();
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-    PluginTenant {
-        id: s("id"),
-        slug: s("slug"),
-        name: s("name"),
-        tier: s("tier"),
-        status: s("status"),
+/// The tenant a run was queued for, as its plugins see it; a snapshot without one of its
+/// fields is an error (a run never goes on with a made-up tenant).
+pub(crate) fn tenant_from_snapshot(json: &str) -> AppResult<PluginTenant> {
+    #[derive(serde::Deserialize)]
+    struct Snapshot {
+        id: String,
+        slug: String,
+        name: String,
+        tier: String,
+        status: String,
     }
+    let s: Snapshot = serde_json::from_str(json).map_err(|e| {
+        AppError::internal(anyhow::anyhow!("a run's tenant snapshot is unreadable: {e}"))
+    })?;
+    Ok(PluginTenant {
+        id: s.id,
+        slug: s.slug,
+        name: s.name,
+        tier: s.tier,
+        status: s.status,
+    })
 }
 
 /// Where a step's sealed input is bound.
@@ -607,16 +600,40 @@ async fn tenant_backends(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<Stri
     Ok(names)
 }
 
-/// Queues the run that carries a lifecycle change of `tenant` into its backends (nothing when it
-/// holds nothing in any backend). `purge` first compensates every resource, newest first.
-/// Returns the run's id.
-pub async fn queue_lifecycle(
-    ctx: &Context,
+/// The input of a `transition` step: the change and why.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransitionInput {
+    pub change: LifecycleChange,
+    pub reason: String,
+}
+
+/// The input of a `compensate` step a purge carries: what the undone `apply` was given and
+/// what it returned.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CarriedResource {
+    pub input: String,
+    pub output: String,
+}
+
+/// Stores, in the caller's transaction `tx`, the run that carries a lifecycle change of
+/// `tenant` into its backends (nothing when it holds nothing in any backend): the change and
+/// its run commit together or not at all. `purge` first compensates every resource, newest
+/// first. Returns the run's id; the caller wakes the worker (`ctx.runs_queued`) once `tx` has
+/// committed.
+pub async fn queue_lifecycle_in(
+    tx: &mut Conn,
+    keyring: &crate::secrets::Keyring,
     actor: &Actor,
     tenant: &Tenant,
-    change: &str,
+    change: LifecycleChange,
     reason: &str,
 ) -> AppResult<Option<String>> {
+    let backends = tenant_backends(tx, &tenant.id).await?;
+    if backends.is_empty() {
+        return Ok(None);
+    }
     let now = clock::now();
     let run_id = uuid::Uuid::now_v7().to_string();
     let ptenant = plugin_tenant(
@@ -624,76 +641,71 @@ pub async fn queue_lifecycle(
         &tenant.slug,
         &tenant.name,
         tenant.tier.as_str(),
-        if change == "purge" {
+        if change == LifecycleChange::Purge {
             "purged"
         } else {
             tenant.status.as_str()
         },
     );
-    transaction!(ctx.db, |tx| {
-        let backends = tenant_backends(tx, &tenant.id).await?;
-        if backends.is_empty() {
-            return Ok(None);
-        }
-        let mut steps = Vec::new();
-        let mut push =
-            |plugin: &str, step_id: &str, action: &str, description: String, input: String| {
-                let seq = steps.len() as i64;
-                steps.push(pending_step(
-                    &run_id,
-                    seq,
-                    plugin,
-                    step_id,
-                    action,
-                    description,
-                    input,
-                    "[]".into(),
-                ));
-            };
-        if change == "purge" {
-            let mut resources = sql::resources(tx, &tenant.id).await?;
-            resources.reverse();
-            for r in resources {
-                let input = ctx
-                    .keyring
-                    .open(
-                        &r.input,
-                        &resource_context(&tenant.id, &r.plugin, &r.step_id),
-                    )
-                    .map_err(AppError::internal)?;
-                let carried = json!({ "input": input, "output": r.output }).to_string();
-                push(
-                    &r.plugin,
-                    &r.step_id,
-                    "compensate",
-                    format!("undo: {}", r.description),
-                    ctx.keyring
-                        .seal(&carried, &step_context(&run_id, &r.plugin, &r.step_id)),
-                );
-            }
-        }
-        for plugin in &backends {
-            let step_id = format!("lifecycle-{change}");
-            push(
+    let mut steps = Vec::new();
+    let mut push =
+        |plugin: &str, step_id: &str, action: StepAction, description: String, input: String| {
+            let seq = steps.len() as i64;
+            steps.push(pending_step(
+                &run_id,
+                seq,
                 plugin,
-                &step_id,
-                "transition",
-                format!("{change} the tenant in {plugin}: {reason}"),
-                ctx.keyring.seal(
-                    &json!({ "change": change, "reason": reason }).to_string(),
-                    &step_context(&run_id, plugin, &step_id),
-                ),
+                step_id,
+                action,
+                description,
+                input,
+                "[]".into(),
+            ));
+        };
+    if change == LifecycleChange::Purge {
+        let mut resources = sql::resources(tx, &tenant.id).await?;
+        resources.reverse();
+        for r in resources {
+            let input = keyring
+                .open(
+                    &r.input,
+                    &resource_context(&tenant.id, &r.plugin, &r.step_id),
+                )
+                .map_err(AppError::internal)?;
+            let carried = serde_json::to_string(&CarriedResource {
+                input,
+                output: r.output,
+            })
+            .map_err(AppError::internal)?;
+            push(
+                &r.plugin,
+                &r.step_id,
+                StepAction::Compensate,
+                format!("undo: {}", r.description),
+                keyring.seal(&carried, &step_context(&run_id, &r.plugin, &r.step_id)),
             );
         }
-        let run = queued_run(&run_id, change, &ptenant, &backends, actor, now);
-        sql::insert_run(tx, &run, &steps).await?;
-        Ok(Some(run_id.clone()))
-    })
-    .inspect(|queued| {
-        if queued.is_some() {
-            ctx.runs_queued.notify_one();
-        }
-    })
+    }
+    for plugin in &backends {
+        let step_id = format!("lifecycle-{change}");
+        let input = TransitionInput {
+            change,
+            reason: reason.to_owned(),
+        };
+        push(
+            plugin,
+            &step_id,
+            StepAction::Transition,
+            format!("{change} the tenant in {plugin}: {reason}"),
+            keyring.seal(
+                &serde_json::to_string(&input).map_err(AppError::internal)?,
+                &step_context(&run_id, plugin, &step_id),
+            ),
+        );
+    }
+    let run = queued_run(&run_id, change.into(), &ptenant, &backends, actor, now);
+    sql::insert_run(tx, &run, &steps).await?;
+    Ok(Some(run_id))
 }
 
 /// A difference between what a tenant was provisioned with and what a backend holds.

@@ -14,14 +14,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Fault, resource_context, step_context, template_origin, tenant_from_snapshot};
+use super::{
+    CarriedResource, LifecycleChange, RunKind, RunStatus, StepAction, StepState, TransitionInput,
+    resource_context, step_context, template_origin, tenant_from_snapshot,
+};
 use crate::audit::Actor;
 use crate::clock;
+use crate::config::Fault;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{
-    CallError, LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step,
-};
+use crate::plugins::{self, CallError, Logged, Outcome, PluginError, PluginTenant, Step};
 use crate::store::models::{ResourceRow, RunRow, StepRow};
 use crate::store::provisioning as sql;
 use crate::{tenants, transaction};
@@ -165,13 +167,8 @@ struct Executor<'a> {
 async fn execute(ctx: &Context, owner: &str, run: RunRow) -> AppResult<()> {
     tracing::info!(run = %run.id, kind = %run.kind, tenant = %run.tenant_slug, execution = run.executions, "executing provisioning run");
     let keeper = LeaseKeeper::start(ctx, &run.id, owner);
-    let tenant = tenant_from_snapshot(&run.tenant);
-    let fault = ctx
-        .config
-        .provisioning
-        .fault_injection
-        .as_deref()
-        .and_then(Fault::parse);
+    let tenant = tenant_from_snapshot(&run.tenant)?;
+    let fault = ctx.config.provisioning.fault_injection.clone();
     let mut exec = Executor {
         ctx,
         owner,
@@ -190,10 +187,10 @@ impl Executor<'_> {
     }
 
     async fn go(&mut self) -> AppResult<()> {
-        if self.run.status == "running" {
+        if self.run.status == RunStatus::Running {
             let mut failure = None;
             for mut step in self.steps().await? {
-                if matches!(step.state.as_str(), "done" | "compensated") {
+                if matches!(step.state, StepState::Done | StepState::Compensated) {
                     continue;
                 }
                 match self.forward(&mut step).await? {
@@ -209,23 +206,24 @@ impl Executor<'_> {
                 }
             }
             match failure {
-                None => return self.finish("succeeded", None).await,
-                Some(reason) if self.run.kind == "provision" => {
-                    self.run.status = "compensating".into();
+                None => return self.finish(RunStatus::Succeeded, None).await,
+                Some(reason) if self.run.kind == RunKind::Provision => {
+                    self.run.status = RunStatus::Compensating;
                     self.run.error = Some(reason);
                     if !self.save_run().await? {
                         return Ok(());
                     }
                 }
-                Some(reason) => return self.finish("failed", Some(reason)).await,
+                Some(reason) => return self.finish(RunStatus::Failed, Some(reason)).await,
             }
         }
-        if self.run.status == "compensating" {
+        if self.run.status == RunStatus::Compensating {
             let mut steps = self.steps().await?;
             steps.reverse();
             let mut problems = Vec::new();
             for mut step in steps {
-                if step.action != "apply" || !matches!(step.state.as_str(), "done" | "compensating")
+                if step.action != StepAction::Apply
+                    || !matches!(step.state, StepState::Done | StepState::Compensating)
                 {
                     continue;
                 }
@@ -243,7 +241,7 @@ impl Executor<'_> {
                 error.push_str("; ");
                 error.push_str(&p);
             }
-            return self.finish("failed", Some(error)).await;
+            return self.finish(RunStatus::Failed, Some(error)).await;
         }
         Ok(())
     }
@@ -254,21 +252,21 @@ impl Executor<'_> {
         transaction!(self.ctx.db, |tx| { sql::save_run(tx, &run, &owner).await })
     }
 
-    async fn finish(&mut self, status: &str, error: Option<String>) -> AppResult<()> {
+    async fn finish(&mut self, status: RunStatus, error: Option<String>) -> AppResult<()> {
         let now = clock::now();
-        self.run.status = status.to_owned();
+        self.run.status = status;
         self.run.error = error.clone();
         self.run.finished_at = Some(now);
         // The owner stays, as the server that finished the run; the lease ends.
         self.run.lease_expires_at = None;
         self.run.updated_at = now;
         let (run, owner) = (self.run.clone(), self.owner.to_owned());
-        let ok = status == "succeeded";
+        let ok = status == RunStatus::Succeeded;
         let saved = transaction!(self.ctx.db, |tx| {
             if !sql::save_run(tx, &run, &owner).await? {
                 return Ok(false);
             }
-            if run.kind == "provision" {
+            if run.kind == RunKind::Provision {
                 let reason = match &error {
                     None => "provisioned".to_owned(),
                     Some(e) => format!("provisioning failed: {e}"),
@@ -283,9 +281,9 @@ impl Executor<'_> {
             self.ctx
                 .metrics
                 .provisioning_duration
-                .with_label_values(&[run.kind.as_str(), status])
+                .with_label_values(&[run.kind.as_str(), status.as_str()])
                 .observe((now - run.created_at).num_milliseconds() as f64 / 1000.0);
-            tracing::info!(run = %run.id, kind = %run.kind, tenant = %run.tenant_slug, status, "provisioning run finished");
+            tracing::info!(run = %run.id, kind = %run.kind, tenant = %run.tenant_slug, status = %status, "provisioning run finished");
         }
         Ok(())
     }
@@ -319,15 +317,13 @@ impl Executor<'_> {
 
     async fn pause_if(&self, step: &StepRow, after_apply: bool) {
         let Some(fault) = &self.fault else { return };
-        if fault.after_apply == after_apply
-            && fault.plugin == step.plugin
-            && fault.step == step.step_id
-            && self.run.executions == 1
-        {
-            let marker = self.ctx.config.data_dir.join("fault-reached");
-            let _ = std::fs::write(&marker, format!("{}\n", self.run.id));
-            tracing::warn!(run = %self.run.id, step = %step.step_id, "fault injection: pausing here until the process is killed");
-            std::future::pending::<()>().await;
+        let (plugin, id) = match fault {
+            Fault::BeforeApply { plugin, step } if !after_apply => (plugin, step),
+            Fault::AfterApply { plugin, step } if after_apply => (plugin, step),
+            _ => return,
+        };
+        if *plugin == step.plugin && *id == step.step_id && self.run.executions == 1 {
+            fault.pause(&self.ctx.config.data_dir, &self.run.id).await;
         }
     }
 
@@ -340,7 +336,7 @@ impl Executor<'_> {
                 return Ok(Ended::LeaseLost);
             }
             let now = clock::now();
-            step.state = "running".into();
+            step.state = StepState::Running;
             step.attempts += 1;
             step.started_at = step.started_at.or(Some(now));
             step.next_attempt_at = None;
@@ -350,8 +346,8 @@ impl Executor<'_> {
             }
             self.pause_if(step, false).await;
             let ctx = self.ctx;
-            let (result, log): (Result<Outcome, Failure>, _) = match step.action.as_str() {
-                "apply" => {
+            let (result, log): (Result<Outcome, Failure>, _) = match step.action {
+                StepAction::Apply => {
                     let logged = ctx
                         .plugins
                         .apply(
@@ -368,9 +364,14 @@ impl Executor<'_> {
                         .await;
                     split(logged)
                 }
-                "compensate" => {
-                    let carried: Value =
-                        serde_json::from_str(&input).map_err(AppError::internal)?;
+                StepAction::Compensate => {
+                    let carried: CarriedResource = serde_json::from_str(&input).map_err(|e| {
+                        AppError::internal(anyhow::anyhow!(
+                            "step {} of run {}: unreadable resource to undo: {e}",
+                            step.step_id,
+                            step.run_id
+                        ))
+                    })?;
                     let logged = ctx
                         .plugins
                         .compensate(
@@ -380,10 +381,10 @@ impl Executor<'_> {
                             Step {
                                 id: step.step_id.clone(),
                                 description: step.description.clone(),
-                                input: carried["input"].as_str().unwrap_or_default().to_owned(),
+                                input: carried.input,
                             },
                             Outcome {
-                                output: carried["output"].as_str().unwrap_or("{}").to_owned(),
+                                output: carried.output,
                                 manual_follow_up: None,
                             },
                             self.key(step),
@@ -399,34 +400,37 @@ impl Executor<'_> {
                         log,
                     )
                 }
-                "transition" => {
-                    let v: Value = serde_json::from_str(&input).map_err(AppError::internal)?;
-                    let change = match v["change"].as_str() {
-                        Some("suspend") => LifecycleChange::Suspend,
-                        Some("reactivate") => LifecycleChange::Reactivate,
-                        Some("cancel") => LifecycleChange::Cancel,
-                        _ => LifecycleChange::Purge,
+                StepAction::Transition => {
+                    // Strict: a change that is not one of the four stops the step, it is
+                    // never guessed.
+                    let carried: TransitionInput = serde_json::from_str(&input).map_err(|e| {
+                        AppError::internal(anyhow::anyhow!(
+                            "step {} of run {}: unreadable transition: {e}",
+                            step.step_id,
+                            step.run_id
+                        ))
+                    })?;
+                    let change = match carried.change {
+                        LifecycleChange::Suspend => plugins::LifecycleChange::Suspend,
+                        LifecycleChange::Reactivate => plugins::LifecycleChange::Reactivate,
+                        LifecycleChange::Cancel => plugins::LifecycleChange::Cancel,
+                        LifecycleChange::Purge => plugins::LifecycleChange::Purge,
                     };
-                    let reason = v["reason"].as_str().unwrap_or_default().to_owned();
                     split(
                         ctx.plugins
-                            .transition(ctx, &step.plugin, &self.tenant, change, reason)
+                            .transition(ctx, &step.plugin, &self.tenant, change, carried.reason)
                             .await,
                     )
                 }
-                other => (
-                    Err(Failure::Permanent(format!("unknown step action `{other}`"))),
-                    Vec::new(),
-                ),
             };
-            if step.action == "apply" {
+            if step.action == StepAction::Apply {
                 self.pause_if(step, true).await;
             }
             append_log(step, &log);
             let now = clock::now();
             match result {
                 Ok(outcome) => {
-                    step.state = "done".into();
+                    step.state = StepState::Done;
                     step.output = Some(outcome.output.clone());
                     step.manual_follow_up = outcome.manual_follow_up.clone();
                     step.error = None;
@@ -455,14 +459,14 @@ impl Executor<'_> {
                         step.attempts < i64::from(self.ctx.config.provisioning.max_attempts);
                     if transient && attempts_left {
                         let delay = self.backoff(step.attempts);
-                        step.state = "pending".into();
+                        step.state = StepState::Pending;
                         step.next_attempt_at =
                             Some(now + chrono::Duration::milliseconds(delay.as_millis() as i64));
                         self.save_step(step).await?;
                         tokio::time::sleep(delay).await;
                         continue;
                     }
-                    step.state = "failed".into();
+                    step.state = StepState::Failed;
                     step.finished_at = Some(now);
                     self.save_step(step).await?;
                     let message = if transient {
@@ -480,7 +484,7 @@ impl Executor<'_> {
     async fn record_done(&self, step: &StepRow, input: &str, outcome: &Outcome) -> AppResult<bool> {
         let (step, run, owner) = (step.clone(), self.run.clone(), self.owner.to_owned());
         let now = clock::now();
-        let resource = (step.action == "apply").then(|| {
+        let resource = (step.action == StepAction::Apply).then(|| {
             let origin = serde_json::from_str::<Value>(input)
                 .ok()
                 .and_then(|v| template_origin(&v));
@@ -506,9 +510,9 @@ impl Executor<'_> {
             if !sql::save_step(tx, &step, &owner).await? {
                 return Ok(false);
             }
-            match (&resource, step.action.as_str()) {
+            match (&resource, step.action) {
                 (Some(r), _) => sql::put_resource(tx, r).await?,
-                (None, "compensate") => {
+                (None, StepAction::Compensate) => {
                     sql::delete_resource(tx, &run.tenant_id, &step.plugin, &step.step_id).await?
                 }
                 _ => {}
@@ -526,7 +530,7 @@ impl Executor<'_> {
                 return Ok(Ended::LeaseLost);
             }
             attempts += 1;
-            step.state = "compensating".into();
+            step.state = StepState::Compensating;
             self.save_step(step).await?;
             if self.keeper.lost() {
                 return Ok(Ended::LeaseLost);
@@ -554,7 +558,7 @@ impl Executor<'_> {
             append_log(step, &log);
             match result {
                 Ok(()) => {
-                    step.state = "compensated".into();
+                    step.state = StepState::Compensated;
                     if let Some(follow_up) = follow_up_in(&log) {
                         step.manual_follow_up = Some(follow_up);
                     }
@@ -596,7 +600,7 @@ impl Executor<'_> {
                         tokio::time::sleep(self.backoff(i64::from(attempts))).await;
                         continue;
                     }
-                    step.state = "failed".into();
+                    step.state = StepState::Failed;
                     self.save_step(step).await?;
                     return Ok(Ended::Failed(message));
                 }

@@ -616,7 +616,7 @@ async fn queue_apply(
                 i as i64,
                 plugin,
                 &step.id,
-                "apply",
+                super::StepAction::Apply,
                 step.description.clone(),
                 ctx.keyring
                     .seal(&step.input, &step_context(&run_id, plugin, &step.id)),
@@ -624,7 +624,7 @@ async fn queue_apply(
             )
         })
         .collect();
-    let run = queued_run(&run_id, "apply", &ptenant, &backends, actor, now);
+    let run = queued_run(&run_id, super::RunKind::Apply, &ptenant, &backends, actor, now);
     transaction!(ctx.db, |tx| {
         if let Some(open) = sql::open_run_of(tx, &tenant.id).await? {
             return Err(AppError::conflict(

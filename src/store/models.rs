@@ -209,6 +209,7 @@ pub struct PluginGrantRow {
     pub granted_at: NaiveDateTime,
 }
 
+use super::vocabulary::{RunKind, RunStatus, StepAction, StepState};
 use super::schema::{
     idempotency_keys, provisioning_runs, provisioning_steps, template_versions, templates,
     tenant_resources,
@@ -245,12 +246,12 @@ pub struct TemplateVersionRow {
 #[diesel(table_name = provisioning_runs, treat_none_as_null = true)]
 pub struct RunRow {
     pub id: String,
-    pub kind: String,
+    pub kind: RunKind,
     pub tenant_id: String,
     pub tenant_slug: String,
     /// JSON snapshot of the tenant as the plugins see it.
     pub tenant: String,
-    pub status: String,
+    pub status: RunStatus,
     /// JSON array of plugin names.
     pub backends: String,
     pub error: Option<String>,
@@ -272,12 +273,11 @@ pub struct StepRow {
     pub seq: i64,
     pub plugin: String,
     pub step_id: String,
-    /// `apply`, `compensate` or `transition`.
-    pub action: String,
+    pub action: StepAction,
     pub description: String,
     /// Sealed JSON input of the step (it may carry credentials of the tenant's database).
     pub input: String,
-    pub state: String,
+    pub state: StepState,
     pub attempts: i64,
     pub output: Option<String>,
     pub manual_follow_up: Option<String>,

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
+use super::vocabulary::RunStatus;
 use super::models::{
     IdempotencyRow, ResourceRow, RunRow, StepRow, TemplateRow, TemplateVersionRow,
 };
@@ -153,7 +154,7 @@ pub async fn steps(conn: &mut Conn, run: &str) -> AppResult<Vec<StepRow>> {
 pub async fn list_runs(
     conn: &mut Conn,
     tenant_id: Option<&str>,
-    status: Option<&str>,
+    status: Option<RunStatus>,
     limit: i64,
 ) -> AppResult<Vec<RunRow>> {
     Ok(with_conn!(conn, |c| {
@@ -166,7 +167,7 @@ pub async fn list_runs(
             query = query.filter(provisioning_runs::tenant_id.eq(tenant.to_owned()));
         }
         if let Some(status) = status {
-            query = query.filter(provisioning_runs::status.eq(status.to_owned()));
+            query = query.filter(provisioning_runs::status.eq(status));
         }
         query.load(c).await
     })?)
@@ -176,15 +177,12 @@ pub async fn list_runs(
 pub async fn open_run_of(conn: &mut Conn, tenant_id: &str) -> AppResult<Option<RunRow>> {
     Ok(with_conn!(conn, |c| provisioning_runs::table
         .filter(provisioning_runs::tenant_id.eq(tenant_id))
-        .filter(provisioning_runs::status.eq_any(OPEN_STATUSES))
+        .filter(provisioning_runs::status.eq_any(RunStatus::OPEN))
         .select(RunRow::as_select())
         .first(c)
         .await
         .optional())?)
 }
-
-/// Statuses of a run that still has work to do.
-pub const OPEN_STATUSES: [&str; 3] = ["queued", "running", "compensating"];
 
 /// Takes the lease of one open run whose lease is free or expired, for `owner` until `until`:
 /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas never take the same run; on SQLite the
@@ -218,7 +216,7 @@ pub async fn claim_run(
         },
         sqlite | c | {
             let candidate: Option<String> = provisioning_runs::table
-                .filter(provisioning_runs::status.eq_any(OPEN_STATUSES))
+                .filter(provisioning_runs::status.eq_any(RunStatus::OPEN))
                 .filter(
                     provisioning_runs::lease_expires_at
                         .is_null()

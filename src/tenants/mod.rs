@@ -229,16 +229,25 @@ async fn find_in(conn: &mut Conn, slug: &str) -> AppResult<TenantRow> {
 pub async fn history(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<StatusChange>> {
     let mut conn = ctx.db.conn().await?;
     let rows = store::tenants::status_history(&mut conn, &tenant.id).await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| StatusChange {
-            from: row.from_status.and_then(|s| s.parse().ok()),
-            to: row.to_status.parse().unwrap_or(TenantStatus::Failed),
-            reason: row.reason,
-            actor: row.actor,
-            at: clock::to_utc(row.at),
+    let status = |text: &str| {
+        text.parse::<TenantStatus>().map_err(|e| {
+            AppError::internal(anyhow::anyhow!(
+                "status history of tenant {} holds status `{text}`: {e}",
+                tenant.slug
+            ))
         })
-        .collect())
+    };
+    rows.into_iter()
+        .map(|row| {
+            Ok(StatusChange {
+                from: row.from_status.as_deref().map(status).transpose()?,
+                to: status(&row.to_status)?,
+                reason: row.reason,
+                actor: row.actor,
+                at: clock::to_utc(row.at),
+            })
+        })
+        .collect()
 }
 
 /// A page of tenants in slug order, filtered.
@@ -304,23 +313,26 @@ pub async fn counts(ctx: &Context) -> AppResult<Vec<(String, String, i64)>> {
     store::tenants::count_by_status_and_tier(&mut conn).await
 }
 
-/// Applies a PATCH: fields, OAuth settings (a new secret keeps the old one for rollback) and
-/// `is_active` (suspend/reactivate), all in one transaction with one audit record per effect.
+/// Applies a PATCH of a tenant's fields and OAuth settings (a new secret keeps the old one for
+/// rollback), in one transaction with its audit record. A PATCH that sets `is_active` changes
+/// the tenant's lifecycle, which must reach its backends too: the lifecycle service applies
+/// such a PATCH (with [`apply_patch`] in its own transaction), and here it is refused.
 pub async fn update(
     ctx: &Context,
     actor: &Actor,
     slug: &str,
     patch: &TenantPatch,
 ) -> AppResult<Tenant> {
+    if patch.is_active.is_some() {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "a PATCH with is_active is a lifecycle change; the lifecycle service applies it"
+        )));
+    }
     let checked = check_patch(patch, slug == ADMIN_SLUG)?;
-    let (row, applied) = transaction!(ctx.db, |tx| {
+    let (row, _) = transaction!(ctx.db, |tx| {
         apply_patch(tx, &ctx.keyring, actor, slug, checked).await
     })?;
-    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
-    if let Some((transition, reason)) = applied {
-        queue_backend_change(ctx, actor, &tenant, transition, &reason).await;
-    }
-    Ok(tenant)
+    Tenant::from_row(&row, ctx.config.retention_days)
 }
 
 /// A PATCH whose fields passed their rules (see [`check_patch`]), ready for [`apply_patch`].
@@ -403,7 +415,7 @@ pub fn check_patch(patch: &TenantPatch, platform: bool) -> AppResult<CheckedPatc
 
 /// Applies a checked PATCH to tenant `slug` in `tx`, with its audit records; the row as saved
 /// and the lifecycle transition it made (`is_active`), to be carried into the backends.
-pub(crate) async fn apply_patch(
+pub async fn apply_patch(
     tx: &mut Conn,
     keyring: &Keyring,
     actor: &Actor,
@@ -613,43 +625,23 @@ pub async fn rollback_client_secret(ctx: &Context, actor: &Actor, slug: &str) ->
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 
-/// Runs a lifecycle action (suspend, reactivate, cancel, delete, restore) with its reason.
-pub async fn transition(
-    ctx: &Context,
+/// Runs a lifecycle action (suspend, reactivate, cancel, delete, restore) on tenant `slug` in
+/// `tx`: the new status, its history entry and its audit record. `reason` is checked with
+/// [`check_reason`]. The row as saved.
+pub async fn transition_in(
+    tx: &mut Conn,
     actor: &Actor,
     slug: &str,
     transition: Transition,
     reason: &str,
-) -> AppResult<Tenant> {
-    let reason =
-        input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))?;
-    let row = transaction!(ctx.db, |tx| {
-        let row = find_in(tx, slug).await?;
-        apply_transition(tx, actor, row, transition, &reason).await
-    })?;
-    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
-    queue_backend_change(ctx, actor, &tenant, transition, &reason).await;
-    Ok(tenant)
+) -> AppResult<TenantRow> {
+    let row = find_in(tx, slug).await?;
+    apply_transition(tx, actor, row, transition, reason).await
 }
 
-/// Carries a lifecycle change into the backends the tenant was provisioned into (a journaled
-/// run; none when it holds nothing in any backend).
-async fn queue_backend_change(
-    ctx: &Context,
-    actor: &Actor,
-    tenant: &Tenant,
-    transition: Transition,
-    reason: &str,
-) {
-    let change = match transition {
-        Transition::Suspend => "suspend",
-        Transition::Reactivate | Transition::Restore => "reactivate",
-        Transition::Cancel | Transition::Delete => "cancel",
-    };
-    if let Err(err) = crate::provisioning::queue_lifecycle(ctx, actor, tenant, change, reason).await
-    {
-        tracing::error!(tenant = %tenant.slug, "cannot queue the backends' {change} run: {err}");
-    }
+/// The reason of a lifecycle action: at most 500 characters.
+pub fn check_reason(reason: &str) -> AppResult<String> {
+    input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))
 }
 
 fn status_of(row: &TenantRow) -> AppResult<TenantStatus> {
@@ -729,17 +721,16 @@ async fn apply_transition(
 
 /// Removes a canceled, deleted or failed tenant for good, once its retention period has passed
 /// (or at once with `force`). The audit log keeps the record of it.
-pub async fn purge(
-    ctx: &Context,
+/// Runs in `tx` and returns the row as it was; `reason` is checked with [`check_reason`].
+pub async fn purge_in(
+    tx: &mut Conn,
     actor: &Actor,
     slug: &str,
     force: bool,
     reason: &str,
-) -> AppResult<()> {
-    let reason =
-        input::check_text("reason", reason, 500).map_err(|e| AppError::Validation(vec![e]))?;
-    let retention_days = ctx.config.retention_days;
-    let purged = transaction!(ctx.db, |tx| {
+    retention_days: u32,
+) -> AppResult<TenantRow> {
+    {
         let row = find_in(tx, slug).await?;
         if row.slug == ADMIN_SLUG {
             return Err(AppError::conflict(
@@ -783,15 +774,7 @@ pub async fn purge(
         )
         .await?;
         Ok(row)
-    })?;
-    // Undo everything the tenant was provisioned with, in every backend (a journaled run).
-    let tenant = Tenant::from_row(&purged, retention_days)?;
-    if let Err(err) =
-        crate::provisioning::queue_lifecycle(ctx, actor, &tenant, "purge", &reason).await
-    {
-        tracing::error!(tenant = %tenant.slug, "cannot queue the backends' purge run: {err}");
     }
-    Ok(())
 }
 
 async fn save(tx: &mut Conn, row: &TenantRow) -> AppResult<()> {

@@ -18,9 +18,6 @@ use crate::provisioning::templates::{self, TemplateView};
 use crate::provisioning::{self, ProvisionRequest, Provisioned};
 use crate::tenants::Tier;
 
-/// Statuses a run can have, for the runs filter.
-const RUN_STATUSES: [&str; 5] = ["queued", "running", "compensating", "succeeded", "failed"];
-
 #[derive(Debug, Deserialize)]
 pub struct FormQuery {
     /// The connection template chosen (re-renders the form with its placeholders).
@@ -483,7 +480,7 @@ pub async fn runs(
         context.insert("runs", &runs);
         context.insert("status", status.unwrap_or_default());
         context.insert("tenant", tenant.unwrap_or_default());
-        context.insert("statuses", &RUN_STATUSES);
+        context.insert("statuses", provisioning::RunStatus::ALL);
         context.insert("tenants_shown", &tenants);
         context.insert("nav", "runs");
         render(

@@ -451,7 +451,7 @@ pub async fn update(
         return page;
     }
     let result = match form.to_patch() {
-        Ok(patch) => tenants::update(&ctx, &portal.actor, &slug, &patch).await,
+        Ok(patch) => crate::lifecycle::update(&ctx, &portal.actor, &slug, &patch).await,
         Err(err) => Err(err),
     };
     match result {
@@ -495,7 +495,7 @@ pub async fn lifecycle(
             Flash::error(format!("Unknown action `{}`.", form.action)),
         );
     };
-    match tenants::transition(&ctx, &portal.actor, &slug, transition, &form.reason).await {
+    match crate::lifecycle::transition(&ctx, &portal.actor, &slug, transition, &form.reason).await {
         Ok(tenant) => redirect_with(
             &location,
             Flash::success(format!("Tenant {} is now {}.", tenant.slug, tenant.status)),
@@ -537,7 +537,7 @@ pub async fn purge(
         .force
         .as_deref()
         .is_some_and(|f| f == "on" || f == "true");
-    match tenants::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
+    match crate::lifecycle::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
         Ok(()) => redirect_with(
             "/tenants",
             Flash::success(format!("Tenant {slug} was purged.")),
