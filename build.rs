@@ -89,7 +89,13 @@ fn ensure_wasm_target() {
         .filter(|out| out.status.success())
         .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
         .unwrap_or_else(|| panic!("`{rustc} --print sysroot` failed"));
-    let installed = |sysroot: &Path| sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib").is_dir();
+    let installed = |sysroot: &Path| {
+        sysroot
+            .join("lib/rustlib")
+            .join(WASM_TARGET)
+            .join("lib")
+            .is_dir()
+    };
     if installed(&sysroot) {
         return;
     }
@@ -99,7 +105,10 @@ fn ensure_wasm_target() {
     let toolchain = std::fs::canonicalize(&sysroot)
         .ok()
         .filter(|path| path.parent().and_then(Path::file_name) == Some("toolchains".as_ref()))
-        .and_then(|path| path.file_name().map(|name| name.to_string_lossy().into_owned()))
+        .and_then(|path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
         .or_else(|| std::env::var("RUSTUP_TOOLCHAIN").ok());
     let rustup = std::env::var("RUSTUP").unwrap_or_else(|_| "rustup".into());
     let Some(toolchain) = toolchain else {
@@ -110,12 +119,13 @@ fn ensure_wasm_target() {
             sysroot.display()
         );
     };
-    println!("cargo:warning=adding the Rust target {WASM_TARGET} to toolchain {toolchain} (for the built-in plugins)");
     let status = Command::new(&rustup)
         .args(["target", "add", WASM_TARGET, "--toolchain", &toolchain])
         .status();
     match status {
-        Ok(status) if status.success() && installed(&sysroot) => {}
+        Ok(status) if status.success() && installed(&sysroot) => println!(
+            "cargo:warning=added the Rust target {WASM_TARGET} to toolchain {toolchain} (the built-in plugins are built for it)"
+        ),
         Ok(status) => panic!(
             "`{rustup} target add {WASM_TARGET} --toolchain {toolchain}` failed ({status}); the \
              built-in plugins need that target: add it by hand and build again"

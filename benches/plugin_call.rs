@@ -101,7 +101,7 @@ async fn main() {
     // Compile once (as at start) and check that both agree.
     let decision = ctx
         .plugins
-        .evaluate(&ctx, "tier-quota", &tenant, usage.clone())
+        .evaluate("tier-quota", &tenant, usage.clone())
         .await
         .unwrap()
         .unwrap();
@@ -119,10 +119,11 @@ async fn main() {
     let blocking = {
         let ctx = ctx.clone();
         let (tenant, usage) = (tenant.clone(), usage.clone());
+        let policy = ctx.plugins.loaded("tier-quota").await.unwrap();
         tokio::task::spawn_blocking(move || {
             for _ in 0..n / 10 {
                 ctx.plugins
-                    .evaluate_blocking(&ctx, "tier-quota", &tenant, &usage)
+                    .evaluate_blocking(&policy, &tenant, &usage)
                     .unwrap()
                     .unwrap();
             }
@@ -130,7 +131,7 @@ async fn main() {
             for _ in 0..n {
                 black_box(
                     ctx.plugins
-                        .evaluate_blocking(&ctx, "tier-quota", &tenant, &usage)
+                        .evaluate_blocking(&policy, &tenant, &usage)
                         .unwrap()
                         .unwrap(),
                 );
@@ -145,7 +146,7 @@ async fn main() {
     for _ in 0..n {
         black_box(
             ctx.plugins
-                .evaluate(&ctx, "tier-quota", &tenant, usage.clone())
+                .evaluate("tier-quota", &tenant, usage.clone())
                 .await
                 .unwrap()
                 .unwrap(),

@@ -41,7 +41,7 @@ use tenantry::audit::Actor;
 use tenantry::auth::{self, Role};
 use tenantry::config::{Config, ProvisioningConfig};
 use tenantry::context::Context;
-use tenantry::plugins::registry;
+use tenantry::plugin_registry as registry;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -37,7 +37,7 @@ pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     let migrations = ctx.db.migrate().await?;
     let admin_tenant_created = tenants::ensure_admin_tenant(&ctx).await?;
     let admin = auth::ensure_bootstrap_admin(&ctx).await?;
-    crate::plugins::registry::load_all(&ctx).await?;
+    crate::plugin_registry::record_builtins(&ctx).await?;
     Ok((
         ctx,
         StartupReport {
@@ -109,6 +109,7 @@ fn start_with(
     portal::templates()?;
     let worker_stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let worker = crate::provisioning::saga::spawn(ctx.clone(), worker_stop.clone());
+    ctx.plugins.spawn_stats_reporter();
     let server = HttpServer::new(move || {
         let metrics = ctx.metrics.clone();
         let mut app = App::new().app_data(web::Data::new(ctx.clone()));
@@ -247,7 +248,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     {
         let plugins = ctx.plugins.clone();
-        tokio::task::spawn_blocking(move || plugins.warm_up());
+        tokio::spawn(async move { plugins.warm_up().await });
     }
     let handle = running.handle.clone();
     tokio::spawn(async move {
@@ -256,6 +257,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handle.stop(true).await;
     });
     running.task.await??;
+    if let Err(err) = ctx.plugins.report_stats().await {
+        tracing::warn!("cannot record the last plugin call statistics: {err}");
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::plugins::PluginHost;
+use crate::plugins::{HostServices, PluginHost};
 use crate::secrets::Keyring;
 use crate::store::Db;
 
@@ -28,11 +28,19 @@ pub struct Context {
 
 impl Context {
     pub fn new(db: Db, keyring: Keyring, config: Config) -> anyhow::Result<Self> {
-        let plugins = PluginHost::new(&config.plugins, Some(config.data_dir.join("plugin-cache")))?;
+        let keyring = Arc::new(keyring);
+        let metrics = Arc::new(Metrics::new());
+        let services = HostServices::new(
+            db.clone(),
+            keyring.clone(),
+            config.plugins.clone(),
+            metrics.clone(),
+        );
+        let plugins = PluginHost::new(services, Some(config.data_dir.join("plugin-cache")))?;
         Ok(Self {
             db,
-            keyring: Arc::new(keyring),
-            metrics: Arc::new(Metrics::new()),
+            keyring,
+            metrics,
             plugins: Arc::new(plugins),
             runs_queued: Arc::new(tokio::sync::Notify::new()),
             key_limits: Arc::new(crate::auth::KeyLimits::default()),

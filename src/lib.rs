@@ -15,6 +15,7 @@ pub mod health;
 pub mod key_rotation;
 pub mod lifecycle;
 pub mod metrics;
+pub mod plugin_registry;
 pub mod plugins;
 pub mod provisioning;
 pub mod secrets;

@@ -54,8 +54,7 @@ pub async fn update(
 ) -> AppResult<Tenant> {
     let checked = tenants::check_patch(patch, slug == ADMIN_SLUG)?;
     let (tenant, changed) = transaction!(ctx.db, |tx| {
-        let (row, applied) =
-            tenants::apply_patch(tx, &ctx.keyring, actor, slug, checked).await?;
+        let (row, applied) = tenants::apply_patch(tx, &ctx.keyring, actor, slug, checked).await?;
         let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
         if let Some((transition, reason)) = &applied {
             queue(ctx, tx, actor, &tenant, backend_change(*transition), reason).await?;

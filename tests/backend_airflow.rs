@@ -68,7 +68,7 @@ async fn plan(app: &TestApp, tenant: &PluginTenant, request: String) -> Vec<Step
     let logged = app
         .ctx
         .plugins
-        .plan_logged(&app.ctx, "airflow", tenant, request)
+        .plan_logged("airflow", tenant, request)
         .await;
     logged
         .result
@@ -90,7 +90,6 @@ async fn try_apply(
             .ctx
             .plugins
             .apply(
-                &app.ctx,
                 "airflow",
                 tenant,
                 step.clone(),
@@ -121,7 +120,6 @@ async fn compensate(app: &TestApp, tenant: &PluginTenant, step: &Step, outcome: 
         .ctx
         .plugins
         .compensate(
-            &app.ctx,
             "airflow",
             tenant,
             step.clone(),
@@ -144,7 +142,7 @@ async fn observe(
     let logged = app
         .ctx
         .plugins
-        .observe(&app.ctx, "airflow", tenant, applied.to_vec())
+        .observe("airflow", tenant, applied.to_vec())
         .await;
     logged
         .result
@@ -159,7 +157,7 @@ async fn transition(app: &TestApp, tenant: &PluginTenant, change: LifecycleChang
     let logged = app
         .ctx
         .plugins
-        .transition(&app.ctx, "airflow", tenant, change, "test".into())
+        .transition("airflow", tenant, change, "test".into())
         .await;
     let outcome = logged
         .result
@@ -475,7 +473,6 @@ async fn airflow_refusals_are_permanent_and_carry_no_secret() {
         .ctx
         .plugins
         .plan_logged(
-            &app.ctx,
             "airflow",
             &tenant,
             request(

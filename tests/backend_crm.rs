@@ -76,7 +76,7 @@ async fn plan(app: &TestApp, tenant: &PluginTenant, email: &str) -> Vec<Step> {
         "plan",
         app.ctx
             .plugins
-            .plan_logged(&app.ctx, PLUGIN, tenant, request(tenant, email))
+            .plan_logged(PLUGIN, tenant, request(tenant, email))
             .await,
     )
 }
@@ -86,7 +86,7 @@ async fn apply(app: &TestApp, tenant: &PluginTenant, step: &Step, key: &str) -> 
         &format!("apply {}", step.id),
         app.ctx
             .plugins
-            .apply(&app.ctx, PLUGIN, tenant, step.clone(), key.to_owned())
+            .apply(PLUGIN, tenant, step.clone(), key.to_owned())
             .await,
     )
 }
@@ -96,7 +96,7 @@ async fn transition(app: &TestApp, tenant: &PluginTenant, change: LifecycleChang
         &format!("transition {change:?}"),
         app.ctx
             .plugins
-            .transition(&app.ctx, PLUGIN, tenant, change, "test".into())
+            .transition(PLUGIN, tenant, change, "test".into())
             .await,
     )
 }
@@ -185,10 +185,7 @@ async fn provisions_suspends_reactivates_and_purges_in_a_real_bottlecrm() {
         async move {
             ok(
                 "observe",
-                app.ctx
-                    .plugins
-                    .observe(&app.ctx, PLUGIN, &tenant, applied)
-                    .await,
+                app.ctx.plugins.observe(PLUGIN, &tenant, applied).await,
             )
         }
     };
@@ -291,7 +288,6 @@ async fn provisions_suspends_reactivates_and_purges_in_a_real_bottlecrm() {
         .ctx
         .plugins
         .compensate(
-            &app.ctx,
             PLUGIN,
             &tenant,
             steps[1].clone(),
@@ -310,7 +306,6 @@ async fn provisions_suspends_reactivates_and_purges_in_a_real_bottlecrm() {
         app.ctx
             .plugins
             .compensate(
-                &app.ctx,
                 PLUGIN,
                 &tenant,
                 steps[1].clone(),
@@ -323,7 +318,6 @@ async fn provisions_suspends_reactivates_and_purges_in_a_real_bottlecrm() {
         .ctx
         .plugins
         .compensate(
-            &app.ctx,
             PLUGIN,
             &tenant,
             steps[0].clone(),
@@ -391,7 +385,7 @@ async fn refusals_are_permanent_with_the_crm_message_and_outages_transient() {
         "plan without an admin",
         app.ctx
             .plugins
-            .plan_logged(&app.ctx, PLUGIN, &tenant, no_contact.to_string())
+            .plan_logged(PLUGIN, &tenant, no_contact.to_string())
             .await,
     );
     assert!(
@@ -425,7 +419,6 @@ async fn refusals_are_permanent_with_the_crm_message_and_outages_transient() {
         app.ctx
             .plugins
             .apply(
-                &app.ctx,
                 PLUGIN,
                 &tenant,
                 steps[0].clone(),
@@ -451,7 +444,6 @@ async fn refusals_are_permanent_with_the_crm_message_and_outages_transient() {
         app.ctx
             .plugins
             .apply(
-                &app.ctx,
                 PLUGIN,
                 &tenant,
                 steps[0].clone(),
@@ -470,35 +462,29 @@ async fn refusals_are_permanent_with_the_crm_message_and_outages_transient() {
         "suspend with BottleCRM down",
         app.ctx
             .plugins
-            .transition(
-                &app.ctx,
-                PLUGIN,
-                &tenant,
-                LifecycleChange::Suspend,
-                "test".into(),
-            )
+            .transition(PLUGIN, &tenant, LifecycleChange::Suspend, "test".into())
             .await,
     );
     assert!(matches!(error, PluginError::Transient(_)), "{error:?}");
 
     // A token BottleCRM does not accept: permanent, and it says which secret to look at.
     let actor = tenantry::audit::Actor::system();
-    tenantry::plugins::registry::grant(
+    tenantry::plugin_registry::grant(
         &app.ctx,
         &actor,
         PLUGIN,
-        tenantry::plugins::registry::Capability::Secret {
+        tenantry::plugin_registry::Capability::Secret {
             name: "crm-url".into(),
             value: crm.url.clone(),
         },
     )
     .await
     .unwrap();
-    tenantry::plugins::registry::grant(
+    tenantry::plugin_registry::grant(
         &app.ctx,
         &actor,
         PLUGIN,
-        tenantry::plugins::registry::Capability::Secret {
+        tenantry::plugin_registry::Capability::Secret {
             name: "crm-token".into(),
             value: "not-a-token-at-all".into(),
         },
@@ -510,7 +496,6 @@ async fn refusals_are_permanent_with_the_crm_message_and_outages_transient() {
         app.ctx
             .plugins
             .apply(
-                &app.ctx,
                 PLUGIN,
                 &tenant,
                 steps[0].clone(),

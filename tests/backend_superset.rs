@@ -10,7 +10,7 @@ use common::{Backend, TestApp, postgres_admin_url};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 use tenantry::plugins::{Drift, LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step};
 
 /// A PostgreSQL database holding a tenant's data: `orders(id int, tenant_id text)`.
@@ -127,7 +127,7 @@ async fn plan(app: &TestApp, tenant: &PluginTenant, request: &Value) -> Vec<Step
         "plan",
         app.ctx
             .plugins
-            .plan_logged(&app.ctx, "superset", tenant, request.to_string())
+            .plan_logged("superset", tenant, request.to_string())
             .await,
     )
 }
@@ -142,7 +142,6 @@ async fn apply(app: &TestApp, tenant: &PluginTenant, step: &Step) -> Logged<Outc
             .ctx
             .plugins
             .apply(
-                &app.ctx,
                 "superset",
                 tenant,
                 step.clone(),
@@ -164,7 +163,7 @@ async fn observe(app: &TestApp, tenant: &PluginTenant, applied: &[(Step, Outcome
         "observe",
         app.ctx
             .plugins
-            .observe(&app.ctx, "superset", tenant, applied.to_vec())
+            .observe("superset", tenant, applied.to_vec())
             .await,
     )
 }
@@ -174,7 +173,7 @@ async fn transition(app: &TestApp, tenant: &PluginTenant, change: LifecycleChang
         "transition",
         app.ctx
             .plugins
-            .transition(&app.ctx, "superset", tenant, change, "test".into())
+            .transition("superset", tenant, change, "test".into())
             .await,
     );
     serde_json::from_str(&outcome.output).unwrap()
@@ -333,7 +332,6 @@ async fn superset_plugin_provisions_observes_suspends_and_compensates_a_tenant()
             app.ctx
                 .plugins
                 .compensate(
-                    &app.ctx,
                     "superset",
                     &tenant,
                     step.clone(),

@@ -17,7 +17,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 
 /// A PostgreSQL database with the tenant's data: `orders(id int, tenant_id text)`.
 struct TenantData {

@@ -655,6 +655,11 @@ async fn first_serve_with_an_empty_data_dir_says_where_and_how_to_log_in_and_sto
         "{lines:?}"
     );
 
+    assert!(
+        !server.transcript().contains('\u{1b}'),
+        "logs written to a pipe carry no terminal colour codes: {}",
+        server.transcript()
+    );
     assert_eq!(file_mode(&password_file), 0o600, "initial-admin-password");
     assert_eq!(file_mode(&data.join("master.key")), 0o600, "master.key");
     let password = std::fs::read_to_string(&password_file).expect("password file");
@@ -703,6 +708,7 @@ backend_tests!(
     tenant_health_reports_the_database_round_trip_and_fails_when_unreachable,
     sso_settings_test_connection_setup_links_and_sessions_from_the_cli,
     plugins_are_installed_granted_enabled_and_disabled_from_the_cli,
+    plugin_changes_from_the_cli_bind_the_next_call_of_a_running_server,
     rotate_key_with_a_new_key_file_reseals_under_that_key,
     config_file_with_an_unknown_key_exits_non_zero_naming_the_key_before_touching_anything,
     unknown_tenantry_env_var_exits_non_zero_naming_it_before_touching_anything,
@@ -2100,5 +2106,170 @@ async fn plugins_are_installed_granted_enabled_and_disabled_from_the_cli(backend
             "{action} audited: {actions:?}"
         );
     }
+    cli.finish().await;
+}
+
+/// A loopback HTTP server that answers 200 to anything and counts the requests it received.
+async fn counting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hit", listener.local_addr().unwrap());
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt as _;
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+/// A tenant provisioned into the `probe` plugin, which acts on `settings` while the server
+/// plans it: the server's answer.
+async fn provision_probe(
+    base: &str,
+    token: &str,
+    slug: &str,
+    settings: Value,
+) -> (StatusCode, Value) {
+    let response = http_client()
+        .post(format!("{base}/api/v1/tenant/provision"))
+        .bearer_auth(token)
+        .json(&json!({
+            "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+            "backends": { "probe": settings },
+        }))
+        .send()
+        .await
+        .expect("provision");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `plugin inspect` (CLI, from the database) and the running server's API agree on the calls
+/// made, once the server has reported them (about once a second).
+async fn agreed_calls(cli: &Cli, base: &str, token: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let inspected = cli.json(&["plugin", "inspect", "probe"]).await;
+        let served: Value = http_client()
+            .get(format!("{base}/api/v1/plugin/probe"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (a, b) = (&inspected["stats"]["calls"], &served["stats"]["calls"]);
+        if a == b && a.as_u64().is_some_and(|n| n > 0) {
+            return a.as_u64().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "CLI {inspected} and API {served} disagree on the calls"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn plugin_changes_from_the_cli_bind_the_next_call_of_a_running_server(backend: Backend) {
+    let cli = Cli::new(backend).await;
+    let token = cli
+        .json(&["admin", "token", "create", "--name", "ops"])
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let serve = || {
+        let mut command = cli.command(&["serve", "--bind", "127.0.0.1:0"]);
+        command.env("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "200");
+        Server::spawn(command)
+    };
+    let mut server = serve();
+    let base = server.base_url().await;
+    let (url, hits) = counting_server().await;
+    let reach = json!({ "do": "http", "url": url });
+
+    // Installed while the server runs: its next request sees it.
+    let probe = format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    cli.ok(&["plugin", "install", &probe]).await;
+    let (status, body) = provision_probe(&base, &token, "probe-one", reach.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no host granted yet"
+    );
+
+    // A host granted by the CLI is reachable at the next call.
+    cli.ok(&["plugin", "grant", "probe", "--host", "127.0.0.1"])
+        .await;
+    let (status, body) = provision_probe(&base, &token, "probe-two", reach.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "granted: reached"
+    );
+
+    // Revoked by the CLI: the very next call cannot reach it.
+    cli.ok(&["plugin", "revoke", "probe", "--host", "127.0.0.1"])
+        .await;
+    let (status, body) = provision_probe(&base, &token, "probe-three", reach.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "revoked: not reached again"
+    );
+
+    // A deadline set by the CLI stops the next call at that deadline.
+    cli.ok(&["plugin", "enable", "probe", "--deadline-ms", "1500"])
+        .await;
+    let started = tokio::time::Instant::now();
+    let (status, body) =
+        provision_probe(&base, &token, "probe-loop", json!({ "do": "loop" })).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deadline of 1500 ms"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "stopped at 1500 ms"
+    );
+
+    // Disabled by the CLI: the next request is refused, and nothing is stored.
+    cli.ok(&["plugin", "disable", "probe"]).await;
+    let (status, body) = provision_probe(&base, &token, "probe-four", reach.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("`probe` is disabled"), "{body}");
+    assert!(!cli.slugs().await.contains(&"probe-four".to_owned()));
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // The call statistics agree between the CLI and the server, and survive a restart.
+    let calls = agreed_calls(&cli, &base, &token).await;
+    let (status, _) = server.terminate().await;
+    assert!(status.success());
+    let mut server = serve();
+    let base = server.base_url().await;
+    assert_eq!(agreed_calls(&cli, &base, &token).await, calls);
+    server.terminate().await;
     cli.finish().await;
 }

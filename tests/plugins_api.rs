@@ -119,7 +119,7 @@ async fn install_grant_enable_and_disable_through_the_api_are_audited(backend: B
     let refused = app
         .ctx
         .plugins
-        .describe(&app.ctx, "probe")
+        .describe("probe")
         .await
         .expect_err("a disabled plugin is not called");
     assert!(refused.to_string().contains("disabled"), "{refused}");
@@ -236,7 +236,6 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
         .ctx
         .plugins
         .render(
-            &app.ctx,
             "shout",
             tenantry::plugins::Template {
                 name: "greeting".into(),

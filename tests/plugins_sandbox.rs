@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 use tenantry::plugins::{CallError, PluginTenant, RenderError, Severity, Template, Usage};
 
 fn wasm(name: &str) -> Vec<u8> {
@@ -39,12 +39,7 @@ async fn probe(app: &TestApp, slug: &str, request: Value) -> Result<Value, CallE
     let plan = app
         .ctx
         .plugins
-        .plan(
-            &app.ctx,
-            "probe",
-            &tenant(slug, "free"),
-            request.to_string(),
-        )
+        .plan("probe", &tenant(slug, "free"), request.to_string())
         .await?;
     let steps = plan.unwrap_or_else(|e| panic!("probe refused: {e:?}"));
     Ok(serde_json::from_str(&steps[0].input).unwrap())
@@ -66,7 +61,6 @@ async fn template_renderer_percent_encodes_values_inside_a_uri() {
         .ctx
         .plugins
         .render(
-            &app.ctx,
             "template-renderer",
             uri_template(
                 "postgresql://{user}:{password}@{host}:{port}/{database_name}",
@@ -98,7 +92,6 @@ async fn template_renderer_names_missing_undeclared_and_unexpected_placeholders(
             app.ctx
                 .plugins
                 .render(
-                    &app.ctx,
                     "template-renderer",
                     template,
                     values
@@ -163,7 +156,6 @@ async fn tier_quota_warns_at_80_is_critical_at_95_blocks_at_100_and_flags_at_ris
         .ctx
         .plugins
         .evaluate(
-            &app.ctx,
             "tier-quota",
             &tenant("acme", "starter"),
             vec![
@@ -194,7 +186,6 @@ async fn tier_quota_warns_at_80_is_critical_at_95_blocks_at_100_and_flags_at_ris
         .ctx
         .plugins
         .evaluate(
-            &app.ctx,
             "tier-quota",
             &tenant("acme", "free"),
             vec![Usage {
@@ -212,7 +203,6 @@ async fn tier_quota_warns_at_80_is_critical_at_95_blocks_at_100_and_flags_at_ris
         .ctx
         .plugins
         .evaluate(
-            &app.ctx,
             "tier-quota",
             &tenant("acme", "free"),
             vec![Usage {
@@ -241,7 +231,6 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_deadline_while_the_server_
         tokio::spawn(async move {
             ctx.plugins
                 .plan(
-                    &ctx,
                     "probe",
                     &tenant("acme", "free"),
                     json!({ "do": "loop" }).to_string(),
@@ -500,7 +489,7 @@ async fn corrupt_wrong_world_and_unsupported_wit_components_are_refused_clearly(
     let wrong = app
         .ctx
         .plugins
-        .render(&app.ctx, "tier-quota", uri_template("x", &[]), vec![])
+        .render("tier-quota", uri_template("x", &[]), vec![])
         .await
         .unwrap_err();
     assert!(
@@ -527,7 +516,7 @@ async fn backend_plugins_describe_themselves_and_output_goes_to_the_log_capped()
         registry::set_enabled(&app.ctx, &Actor::system(), name, true, None)
             .await
             .unwrap();
-        let info = app.ctx.plugins.describe(&app.ctx, name).await.unwrap();
+        let info = app.ctx.plugins.describe(name).await.unwrap();
         assert_eq!(info.name, name);
         assert_eq!(info.version, "0.1.0");
         assert!(!info.description.is_empty());
@@ -537,7 +526,7 @@ async fn backend_plugins_describe_themselves_and_output_goes_to_the_log_capped()
         printed["printed"], true,
         "writing past the output cap does not fail the call"
     );
-    let stats = app.ctx.plugins.stats("probe");
+    let stats = app.ctx.plugins.stats("probe").await.unwrap();
     assert_eq!(stats.calls, 1);
     app.stop().await;
 }
@@ -617,11 +606,7 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_start() {
     registry::set_enabled(&app.ctx, &Actor::system(), "superset", true, None)
         .await
         .unwrap();
-    app.ctx
-        .plugins
-        .describe(&app.ctx, "superset")
-        .await
-        .unwrap();
+    app.ctx.plugins.describe("superset").await.unwrap();
     assert_eq!(count(), 1);
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
@@ -630,19 +615,15 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_start() {
         "compiled code is trusted: only the owner may write it"
     );
     // A new host (a restart) loads the compiled code instead of compiling again.
-    let host = Arc::new(
-        tenantry::plugins::PluginHost::new(&app.ctx.config.plugins, Some(cache.clone())).unwrap(),
+    let services = tenantry::plugins::HostServices::new(
+        app.ctx.db.clone(),
+        app.ctx.keyring.clone(),
+        app.ctx.config.plugins.clone(),
+        app.ctx.metrics.clone(),
     );
-    let plugin = app.ctx.plugins.get("superset").unwrap();
-    let reloaded = host
-        .load(
-            Arc::new(wasm("superset")),
-            true,
-            true,
-            None,
-            Default::default(),
-        )
-        .unwrap();
+    let host = Arc::new(tenantry::plugins::PluginHost::new(services, Some(cache.clone())).unwrap());
+    let plugin = app.ctx.plugins.loaded("superset").await.unwrap();
+    let reloaded = host.loaded("superset").await.unwrap();
     let cached_file = std::fs::read_dir(&cache)
         .unwrap()
         .filter_map(Result::ok)
@@ -658,7 +639,7 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_start() {
         written,
         "the cached compilation was used, not rewritten"
     );
-    let info = host.describe(&app.ctx, "superset").await.unwrap();
+    let info = host.describe("superset").await.unwrap();
     assert_eq!(info.name, "superset", "the cached code runs");
     assert_eq!(plugin.inspection.sha256, reloaded.inspection.sha256);
     app.stop().await;

@@ -312,7 +312,7 @@ mod provisioning_walk {
     use super::*;
     use common::recorder::RecorderBackend;
     use tenantry::audit::Actor;
-    use tenantry::plugins::registry::{self, Capability};
+    use tenantry::plugin_registry::{self as registry, Capability};
 
     backend_tests!(admin_creates_a_template_and_provisions_a_tenant_through_the_form);
 

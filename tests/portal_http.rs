@@ -1008,7 +1008,7 @@ async fn plugins_page_shows_world_wit_version_capabilities_and_calls(backend: Ba
     };
     app.ctx
         .plugins
-        .evaluate(&app.ctx, "tier-quota", &tenant, vec![])
+        .evaluate("tier-quota", &tenant, vec![])
         .await
         .expect("called")
         .expect("decided");

@@ -14,7 +14,7 @@ use reqwest::header::LOCATION;
 use serde_json::json;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, Principal, Role};
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 
 backend_tests!(
     templates_are_listed_filtered_created_versioned_previewed_and_deleted,

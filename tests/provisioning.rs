@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
 use tenantry::auth::Role;
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));

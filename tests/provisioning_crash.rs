@@ -23,7 +23,7 @@ use common::{Backend, TestDatabase, random_master_key, test_config};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
 use tenantry::auth::{self, Role};
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 use tokio::io::AsyncBufReadExt as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
@@ -373,7 +373,10 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
         double.events()
     );
     server.kill().await;
-    assert!(suspend.await.unwrap().is_err(), "the request died with its server");
+    assert!(
+        suspend.await.unwrap().is_err(),
+        "the request died with its server"
+    );
 
     // A restarted server carries the suspension into the backend.
     let server = Server::start(&setup, data.path(), None).await;
@@ -426,10 +429,8 @@ mod sqlite {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit() {
-        super::a_suspension_reaches_the_backends_after_a_crash_at_its_commit(
-            super::Backend::Sqlite,
-        )
-        .await
+        super::a_suspension_reaches_the_backends_after_a_crash_at_its_commit(super::Backend::Sqlite)
+            .await
     }
 }
 

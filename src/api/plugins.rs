@@ -12,8 +12,8 @@ use super::body::ApiJson;
 use crate::auth::extract::{ApiAdmin, ApiCaller};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
+use crate::plugin_registry::{self as registry, Capability, PluginView};
 use crate::plugins::manifest::Inspection;
-use crate::plugins::registry::{self, Capability, PluginView};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_plugins)

@@ -434,7 +434,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin(PluginCommand::Check { file }) => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let inspection = crate::plugins::registry::check(&bytes).map_err(app_error)?;
+            let inspection = crate::plugin_registry::check(&bytes).map_err(app_error)?;
             print(out, &inspection, || plugin_check_text(&inspection))
         }
         Command::Migrate => {
@@ -461,7 +461,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init(&config);
             let ctx = open_for_cli(config).await?;
             let actor = Actor::cli();
-            match command {
+            let outcome = match command {
                 Command::Tenant(cmd) => tenant_command(&ctx, &actor, out, cmd).await,
                 Command::Admin(cmd) => admin_command(&ctx, &actor, out, cmd).await,
                 Command::Audit(cmd) => audit_command(&ctx, out, cmd).await,
@@ -496,7 +496,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Serve { .. } | Command::Migrate | Command::Openapi => {
                     unreachable!("handled above")
                 }
+            };
+            // Plugin calls this command made count like any server's.
+            if let Err(err) = ctx.plugins.report_stats().await {
+                tracing::warn!("cannot record plugin call statistics: {err}");
             }
+            outcome
         }
     }
 }
@@ -509,7 +514,7 @@ async fn open_for_cli(config: Config) -> anyhow::Result<Context> {
     tenants::ensure_admin_tenant(&ctx)
         .await
         .map_err(app_error)?;
-    crate::plugins::registry::load_all(&ctx)
+    crate::plugin_registry::record_builtins(&ctx)
         .await
         .map_err(app_error)?;
     Ok(ctx)
@@ -1098,7 +1103,7 @@ fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
     )
 }
 
-fn plugin_text(p: &crate::plugins::registry::PluginView) -> String {
+fn plugin_text(p: &crate::plugin_registry::PluginView) -> String {
     format!(
         "{} {} ({}{}) — world {}, WIT {}, deadline {} ms\n{}\nhosts:   requested {} | granted {}\nsecrets: requested {} | granted {}\ncalls: {} ({} failed, mean {:.2} ms)",
         p.name,
@@ -1125,7 +1130,7 @@ async fn plugin_command(
     out: Output,
     cmd: PluginCommand,
 ) -> anyhow::Result<()> {
-    use crate::plugins::registry::{self, Capability};
+    use crate::plugin_registry::{self as registry, Capability};
     match cmd {
         PluginCommand::Install { file } => {
             let bytes =

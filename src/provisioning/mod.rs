@@ -27,10 +27,10 @@ use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::plugins::{LogLine, PluginTenant, World};
 use crate::store::models::{IdempotencyRow, ResourceRow, RunRow, StepRow};
-use crate::store::{self, Conn, provisioning as sql};
 pub use crate::store::vocabulary::{
     LifecycleChange, RunKind, RunStatus, StepAction, StepState, UnknownValue,
 };
+use crate::store::{self, Conn, provisioning as sql};
 use crate::tenants::{self, Tenant, TenantStatus};
 use crate::transaction;
 pub use request::ProvisionRequest;
@@ -360,7 +360,7 @@ pub async fn provision(
         let plan_request = prepared.plan_request(&run_id, plugin);
         let logged = ctx
             .plugins
-            .plan_logged(ctx, plugin, &ptenant, plan_request.to_string())
+            .plan_logged(plugin, &ptenant, plan_request.to_string())
             .await;
         let planned = match logged.result {
             Ok(Ok(planned)) => planned,
@@ -560,7 +560,9 @@ pub(crate) fn tenant_from_snapshot(json: &str) -> AppResult<PluginTenant> {
         status: String,
     }
     let s: Snapshot = serde_json::from_str(json).map_err(|e| {
-        AppError::internal(anyhow::anyhow!("a run's tenant snapshot is unreadable: {e}"))
+        AppError::internal(anyhow::anyhow!(
+            "a run's tenant snapshot is unreadable: {e}"
+        ))
     })?;
     Ok(PluginTenant {
         id: s.id,
@@ -582,11 +584,13 @@ pub(crate) fn resource_context(tenant_id: &str, plugin: &str, step: &str) -> Str
 }
 
 /// Backend plugins that are installed, enabled provisioners, in name order.
-pub fn enabled_backends(ctx: &Context) -> Vec<String> {
-    ctx.plugins
-        .enabled_of(World::Provisioner)
+pub async fn enabled_backends(ctx: &Context) -> AppResult<Vec<String>> {
+    Ok(ctx
+        .plugins
+        .enabled(World::Provisioner)
+        .await?
         .into_iter()
-        .collect()
+        .collect())
 }
 
 /// The backends a tenant holds resources in, in the order they were provisioned.
@@ -809,7 +813,7 @@ pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
                 },
             ));
         }
-        let logged = ctx.plugins.observe(ctx, &plugin, &ptenant, applied).await;
+        let logged = ctx.plugins.observe(&plugin, &ptenant, applied).await;
         match logged.result {
             Ok(Ok(found)) => drift.extend(found.into_iter().map(|d| DriftItem {
                 plugin: plugin.clone(),

@@ -187,7 +187,7 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
         .map_err(|e| prefixed(e, "tenant.", &top_level))?;
 
     let mut errors: Vec<FieldError> = Vec::new();
-    let (backends, settings) = backends(ctx, req.backends.as_ref(), &mut errors);
+    let (backends, settings) = backends(ctx, req.backends.as_ref(), &mut errors).await?;
     if req
         .connection_template
         .as_ref()
@@ -393,12 +393,12 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
 
 /// The backends of the request: a list of names, an object of name → settings, or absent (every
 /// enabled backend plugin).
-fn backends(
+async fn backends(
     ctx: &Context,
     given: Option<&Value>,
     errors: &mut Vec<FieldError>,
-) -> (Vec<String>, BTreeMap<String, Value>) {
-    let enabled = super::enabled_backends(ctx);
+) -> AppResult<(Vec<String>, BTreeMap<String, Value>)> {
+    let enabled = super::enabled_backends(ctx).await?;
     let mut names = Vec::new();
     let mut settings = BTreeMap::new();
     match given {
@@ -450,10 +450,13 @@ fn backends(
                 "is named twice",
             ));
         } else if !enabled.contains(name) {
-            let why = match ctx.plugins.get(name) {
-                None => "is not an installed plugin".to_owned(),
-                Some(p) if !p.enabled => "is disabled".to_owned(),
-                Some(p) => format!("is a {} plugin, not a provisioner", p.manifest.world),
+            let why = match ctx.plugins.loaded(name).await {
+                Err(crate::plugins::CallError::NotInstalled(_)) => {
+                    "is not an installed plugin".to_owned()
+                }
+                Err(err) => return Err(AppError::Unavailable(err.to_string())),
+                Ok(p) if !p.enabled => "is disabled".to_owned(),
+                Ok(p) => format!("is a {} plugin, not a provisioner", p.manifest.world),
             };
             errors.push(FieldError::new(
                 format!("backends.{name}"),
@@ -463,5 +466,5 @@ fn backends(
         }
         seen.push(name.clone());
     }
-    (names, settings)
+    Ok((names, settings))
 }

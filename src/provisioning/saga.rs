@@ -351,7 +351,6 @@ impl Executor<'_> {
                     let logged = ctx
                         .plugins
                         .apply(
-                            ctx,
                             &step.plugin,
                             &self.tenant,
                             Step {
@@ -375,7 +374,6 @@ impl Executor<'_> {
                     let logged = ctx
                         .plugins
                         .compensate(
-                            ctx,
                             &step.plugin,
                             &self.tenant,
                             Step {
@@ -418,7 +416,7 @@ impl Executor<'_> {
                     };
                     split(
                         ctx.plugins
-                            .transition(ctx, &step.plugin, &self.tenant, change, carried.reason)
+                            .transition(&step.plugin, &self.tenant, change, carried.reason)
                             .await,
                     )
                 }
@@ -539,7 +537,6 @@ impl Executor<'_> {
                 .ctx
                 .plugins
                 .compensate(
-                    self.ctx,
                     &step.plugin,
                     &self.tenant,
                     Step {

@@ -482,7 +482,7 @@ async fn plan_steps(
     let request = prepared.plan_request("(plan)", plugin).to_string();
     match ctx
         .plugins
-        .plan_logged(ctx, plugin, tenant, request)
+        .plan_logged(plugin, tenant, request)
         .await
         .result
     {
@@ -624,7 +624,14 @@ async fn queue_apply(
             )
         })
         .collect();
-    let run = queued_run(&run_id, super::RunKind::Apply, &ptenant, &backends, actor, now);
+    let run = queued_run(
+        &run_id,
+        super::RunKind::Apply,
+        &ptenant,
+        &backends,
+        actor,
+        now,
+    );
     transaction!(ctx.db, |tx| {
         if let Some(open) = sql::open_run_of(tx, &tenant.id).await? {
             return Err(AppError::conflict(

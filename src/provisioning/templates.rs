@@ -289,7 +289,6 @@ async fn render_raw(
 ) -> AppResult<Result<String, RenderError>> {
     ctx.plugins
         .render(
-            ctx,
             RENDERER,
             WitTemplate {
                 name: name.to_owned(),

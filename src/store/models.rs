@@ -196,6 +196,40 @@ pub struct PluginRow {
     pub updated_at: NaiveDateTime,
 }
 
+/// A plugin's row without its component bytes (what a server reloads after a change), with its
+/// revision.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = super::schema::plugins)]
+pub struct PluginMetaRow {
+    pub name: String,
+    pub version: String,
+    pub world: String,
+    pub wit_version: String,
+    pub sha256: String,
+    pub manifest: String,
+    pub builtin: bool,
+    pub enabled: bool,
+    pub deadline_ms: Option<i64>,
+    pub installed_by: String,
+    pub installed_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    /// Bumped by every change of the plugin or its grants.
+    pub revision: i64,
+}
+
+/// Call statistics of a plugin, over every server (or, as a delta, what one server adds).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::plugin_call_stats)]
+pub struct PluginCallStatsRow {
+    pub plugin: String,
+    pub calls: i64,
+    pub failures: i64,
+    /// Time spent in calls, in microseconds.
+    pub total_us: i64,
+    pub max_us: i64,
+    pub updated_at: NaiveDateTime,
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = super::schema::plugin_grants)]
 pub struct PluginGrantRow {
@@ -209,11 +243,11 @@ pub struct PluginGrantRow {
     pub granted_at: NaiveDateTime,
 }
 
-use super::vocabulary::{RunKind, RunStatus, StepAction, StepState};
 use super::schema::{
     idempotency_keys, provisioning_runs, provisioning_steps, template_versions, templates,
     tenant_resources,
 };
+use super::vocabulary::{RunKind, RunStatus, StepAction, StepState};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = templates, treat_none_as_null = true)]

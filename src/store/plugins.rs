@@ -1,12 +1,16 @@
-//! SQL of installed plugins, their grants and their per-tenant state.
+//! SQL of installed plugins, their grants, their call statistics and their per-tenant state.
+//!
+//! Every write to a plugin's row or its grants bumps the plugin's `revision` in the same
+//! statement batch, so a server that reads the revision before a call knows whether what it
+//! loaded is still what the database holds.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
-use super::models::{PluginGrantRow, PluginRow};
-use super::schema::{plugin_grants, plugin_state, plugins};
+use super::models::{PluginCallStatsRow, PluginGrantRow, PluginMetaRow, PluginRow};
+use super::schema::{plugin_call_stats, plugin_grants, plugin_state, plugins};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -18,6 +22,71 @@ pub async fn find(conn: &mut Conn, name: &str) -> AppResult<Option<PluginRow>> {
         .await
         .optional())?;
     Ok(row)
+}
+
+/// A plugin's row without its component bytes, with its revision.
+pub async fn find_meta(conn: &mut Conn, name: &str) -> AppResult<Option<PluginMetaRow>> {
+    let row = with_conn!(conn, |c| plugins::table
+        .filter(plugins::name.eq(name))
+        .select(PluginMetaRow::as_select())
+        .first(c)
+        .await
+        .optional())?;
+    Ok(row)
+}
+
+/// Every plugin's row without its component bytes, in name order.
+pub async fn list_meta(conn: &mut Conn) -> AppResult<Vec<PluginMetaRow>> {
+    let rows = with_conn!(conn, |c| plugins::table
+        .order(plugins::name.asc())
+        .select(PluginMetaRow::as_select())
+        .load(c)
+        .await)?;
+    Ok(rows)
+}
+
+/// The revision of a plugin: what the host compares before each call.
+pub async fn revision(conn: &mut Conn, name: &str) -> AppResult<Option<i64>> {
+    let revision = with_conn!(conn, |c| plugins::table
+        .filter(plugins::name.eq(name))
+        .select(plugins::revision)
+        .first::<i64>(c)
+        .await
+        .optional())?;
+    Ok(revision)
+}
+
+/// The component bytes of an installed plugin (none for a built-in).
+pub async fn component(conn: &mut Conn, name: &str) -> AppResult<Option<Vec<u8>>> {
+    let bytes = with_conn!(conn, |c| plugins::table
+        .filter(plugins::name.eq(name))
+        .select(plugins::component)
+        .first::<Option<Vec<u8>>>(c)
+        .await
+        .optional())?;
+    Ok(bytes.flatten())
+}
+
+/// Names of the enabled plugins of `world`, in name order.
+pub async fn enabled_of(conn: &mut Conn, world: &str) -> AppResult<Vec<String>> {
+    let names = with_conn!(conn, |c| plugins::table
+        .filter(plugins::world.eq(world))
+        .filter(plugins::enabled.eq(true))
+        .order(plugins::name.asc())
+        .select(plugins::name)
+        .load::<String>(c)
+        .await)?;
+    Ok(names)
+}
+
+/// Marks a change of the plugin or its grants.
+macro_rules! bump_revision {
+    ($c:expr, $name:expr) => {
+        diesel::update(plugins::table.filter(plugins::name.eq($name)))
+            .set(plugins::revision.eq(plugins::revision + 1))
+            .execute($c)
+            .await
+    };
 }
 
 pub async fn list(conn: &mut Conn) -> AppResult<Vec<PluginRow>> {
@@ -42,21 +111,29 @@ pub async fn upsert(conn: &mut Conn, row: &PluginRow) -> AppResult<()> {
                 .execute(c)
                 .await?;
         }
+        bump_revision!(c, &row.name)?;
         Ok::<_, diesel::result::Error>(())
     })?;
     Ok(())
 }
 
+/// Enables or disables a plugin and sets its deadline (`None`: the world's default).
 pub async fn set_enabled(
     conn: &mut Conn,
     name: &str,
     enabled: bool,
+    deadline_ms: Option<i64>,
     at: NaiveDateTime,
 ) -> AppResult<bool> {
     let n = with_conn!(conn, |c| diesel::update(
         plugins::table.filter(plugins::name.eq(name))
     )
-    .set((plugins::enabled.eq(enabled), plugins::updated_at.eq(at)))
+    .set((
+        plugins::enabled.eq(enabled),
+        plugins::deadline_ms.eq(deadline_ms),
+        plugins::updated_at.eq(at),
+        plugins::revision.eq(plugins::revision + 1),
+    ))
     .execute(c)
     .await)?;
     Ok(n == 1)
@@ -86,7 +163,8 @@ pub async fn put_grant(conn: &mut Conn, row: &PluginGrantRow) -> AppResult<()> {
         diesel::insert_into(plugin_grants::table)
             .values(row)
             .execute(c)
-            .await
+            .await?;
+        bump_revision!(c, &row.plugin)
     })?;
     Ok(())
 }
@@ -97,14 +175,18 @@ pub async fn delete_grant(
     kind: &str,
     name: &str,
 ) -> AppResult<bool> {
-    let n = with_conn!(conn, |c| diesel::delete(
-        plugin_grants::table
-            .filter(plugin_grants::plugin.eq(plugin))
-            .filter(plugin_grants::kind.eq(kind))
-            .filter(plugin_grants::name.eq(name)),
-    )
-    .execute(c)
-    .await)?;
+    let n = with_conn!(conn, |c| {
+        let n = diesel::delete(
+            plugin_grants::table
+                .filter(plugin_grants::plugin.eq(plugin))
+                .filter(plugin_grants::kind.eq(kind))
+                .filter(plugin_grants::name.eq(name)),
+        )
+        .execute(c)
+        .await?;
+        bump_revision!(c, plugin)?;
+        Ok::<_, diesel::result::Error>(n)
+    })?;
     Ok(n == 1)
 }
 
@@ -188,5 +270,50 @@ pub async fn state_delete(
     )
     .execute(c)
     .await)?;
+    Ok(())
+}
+
+/// The call statistics of a plugin, summed over every server.
+pub async fn call_stats(conn: &mut Conn, plugin: &str) -> AppResult<Option<PluginCallStatsRow>> {
+    let row = with_conn!(conn, |c| plugin_call_stats::table
+        .filter(plugin_call_stats::plugin.eq(plugin))
+        .select(PluginCallStatsRow::as_select())
+        .first(c)
+        .await
+        .optional())?;
+    Ok(row)
+}
+
+/// Adds what one server counted since its last report to a plugin's statistics.
+pub async fn add_call_stats(conn: &mut Conn, delta: &PluginCallStatsRow) -> AppResult<()> {
+    with_conn!(conn, |c| {
+        let n = diesel::update(
+            plugin_call_stats::table.filter(plugin_call_stats::plugin.eq(&delta.plugin)),
+        )
+        .set((
+            plugin_call_stats::calls.eq(plugin_call_stats::calls + delta.calls),
+            plugin_call_stats::failures.eq(plugin_call_stats::failures + delta.failures),
+            plugin_call_stats::total_us.eq(plugin_call_stats::total_us + delta.total_us),
+            plugin_call_stats::updated_at.eq(delta.updated_at),
+        ))
+        .execute(c)
+        .await?;
+        if n == 0 {
+            diesel::insert_into(plugin_call_stats::table)
+                .values(delta)
+                .execute(c)
+                .await?;
+        } else {
+            diesel::update(
+                plugin_call_stats::table
+                    .filter(plugin_call_stats::plugin.eq(&delta.plugin))
+                    .filter(plugin_call_stats::max_us.lt(delta.max_us)),
+            )
+            .set(plugin_call_stats::max_us.eq(delta.max_us))
+            .execute(c)
+            .await?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    })?;
     Ok(())
 }

@@ -5,7 +5,6 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
-use super::vocabulary::RunStatus;
 use super::models::{
     IdempotencyRow, ResourceRow, RunRow, StepRow, TemplateRow, TemplateVersionRow,
 };
@@ -13,6 +12,7 @@ use super::schema::{
     idempotency_keys, provisioning_runs, provisioning_steps, template_versions, templates,
     tenant_resources,
 };
+use super::vocabulary::RunStatus;
 use crate::error::AppResult;
 use crate::with_conn;
 

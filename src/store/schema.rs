@@ -167,6 +167,18 @@ diesel::table! {
         installed_by -> Text,
         installed_at -> Timestamp,
         updated_at -> Timestamp,
+        revision -> BigInt,
+    }
+}
+
+diesel::table! {
+    plugin_call_stats (plugin) {
+        plugin -> Text,
+        calls -> BigInt,
+        failures -> BigInt,
+        total_us -> BigInt,
+        max_us -> BigInt,
+        updated_at -> Timestamp,
     }
 }
 

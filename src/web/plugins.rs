@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, web};
 use super::session::PortalSession;
 use super::{error_page, render, tera};
 use crate::context::Context;
-use crate::plugins::registry;
+use crate::plugin_registry as registry;
 
 pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> HttpResponse {
     let result = async {

@@ -259,7 +259,7 @@ async fn form_page(
                 templates,
             })
             .collect();
-        let enabled = provisioning::enabled_backends(ctx);
+        let enabled = provisioning::enabled_backends(ctx).await?;
         let backends: Vec<BackendChoice> = enabled
             .iter()
             .map(|name| BackendChoice {

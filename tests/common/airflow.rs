@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use tenantry::audit::Actor;
 use tenantry::context::Context;
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 
 /// Where Airflow is and how to sign in.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use tenantry::audit::Actor;
-use tenantry::plugins::registry::{self, Capability};
+use tenantry::plugin_registry::{self as registry, Capability};
 
 use super::TestApp;
 

@@ -31,6 +31,11 @@ impl Provisioner for Probe {
     fn plan(tenant: Tenant, request: String) -> Result<Vec<Step>, PluginError> {
         let request: serde_json::Value =
             serde_json::from_str(&request).map_err(|e| PluginError::Permanent(e.to_string()))?;
+        // Through the provisioning API the instructions arrive as the probe's backend settings.
+        let request = match request.get("do") {
+            Some(_) => request,
+            None => request["settings"].clone(),
+        };
         let arg = |name: &str| request[name].as_str().unwrap_or_default().to_owned();
         match request["do"].as_str().unwrap_or_default() {
             "loop" => {

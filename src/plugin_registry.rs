@@ -1,5 +1,7 @@
 //! Installed plugins as the operator manages them: install, list, inspect, enable, disable,
-//! grant and revoke — stored in the database, audited, and mirrored into the [`PluginHost`].
+//! grant and revoke — stored in the database and audited. The database is what every server's
+//! plugin host checks before each call, so a change made here (or by the CLI, or on another
+//! replica) binds the next call of the plugin anywhere.
 
 use std::sync::Arc;
 
@@ -8,41 +10,14 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::manifest::{self, Capabilities, Manifest, World};
-use super::{CallStats, Grants, PluginHost};
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::store::models::{PluginGrantRow, PluginRow};
+use crate::plugins::manifest::{self, Capabilities, Manifest, World};
+use crate::plugins::{BUILTINS, CallStats, Grants, grants_of};
+use crate::store::models::{PluginGrantRow, PluginMetaRow, PluginRow};
 use crate::{store, transaction};
-
-/// The plugins built into the server, compiled for wasm32-wasip2 by `build.rs`.
-pub const BUILTINS: &[(&str, &[u8])] = &[
-    (
-        "template-renderer",
-        include_bytes!(concat!(
-            env!("BUILT_PLUGINS_WASM_DIR"),
-            "/template_renderer.wasm"
-        )),
-    ),
-    (
-        "tier-quota",
-        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/tier_quota.wasm")),
-    ),
-    (
-        "superset",
-        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/superset.wasm")),
-    ),
-    (
-        "airflow",
-        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/airflow.wasm")),
-    ),
-    (
-        "crm",
-        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/crm.wasm")),
-    ),
-];
 
 /// A plugin as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -65,30 +40,15 @@ pub struct PluginView {
     pub effective: Capabilities,
     #[schema(value_type = Option<Object>)]
     pub config_schema: Option<serde_json::Value>,
-    /// Calls on this server since it started.
+    /// Calls since the plugin was installed, on every server (each adds its own about once a
+    /// second).
     pub stats: CallStats,
     pub installed_by: String,
     pub installed_at: DateTime<Utc>,
 }
 
-fn grants_of(rows: &[PluginGrantRow]) -> Grants {
-    let mut grants = Grants::default();
-    for row in rows {
-        match row.kind.as_str() {
-            "host" => grants.hosts.push(row.name.clone()),
-            "secret" => {
-                if let Some(value) = &row.sealed_value {
-                    grants.secrets.insert(row.name.clone(), value.clone());
-                }
-            }
-            _ => {}
-        }
-    }
-    grants
-}
-
-fn view(ctx: &Context, row: &PluginRow, grants: &Grants) -> AppResult<PluginView> {
-    let host: &PluginHost = &ctx.plugins;
+async fn view(ctx: &Context, row: &PluginMetaRow) -> AppResult<PluginView> {
+    let grants = grants_for(ctx, &row.name).await?;
     let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
     let granted = Capabilities {
         hosts: grants.hosts.clone(),
@@ -114,9 +74,12 @@ fn view(ctx: &Context, row: &PluginRow, grants: &Grants) -> AppResult<PluginView
             .cloned()
             .collect(),
     };
-    let deadline_ms = host
-        .get(&row.name)
-        .map(|p| p.deadline(&ctx.config.plugins).as_millis() as u64);
+    let config = &ctx.config.plugins;
+    let default_deadline_ms = match manifest.world {
+        World::Provisioner => config.provisioner_deadline_ms,
+        World::Renderer => config.renderer_deadline_ms,
+        World::QuotaPolicy => config.quota_deadline_ms,
+    };
     Ok(PluginView {
         name: row.name.clone(),
         version: row.version.clone(),
@@ -126,31 +89,27 @@ fn view(ctx: &Context, row: &PluginRow, grants: &Grants) -> AppResult<PluginView
         builtin: row.builtin,
         enabled: row.enabled,
         sha256: row.sha256.clone(),
-        deadline_ms: row
-            .deadline_ms
-            .map(|d| d as u64)
-            .or(deadline_ms)
-            .unwrap_or_default(),
+        deadline_ms: row.deadline_ms.map_or(default_deadline_ms, |d| d as u64),
         requested: manifest.capabilities.clone(),
         granted,
         effective,
         config_schema: manifest.config_schema.clone(),
-        stats: host.stats(&row.name),
+        stats: ctx.plugins.stats(&row.name).await?,
         installed_by: row.installed_by.clone(),
         installed_at: clock::to_utc(row.installed_at),
     })
 }
 
-/// Records the built-in plugins (keeping the operator's enabled flags and grants) and loads every
-/// plugin of the database into the host.
-pub async fn load_all(ctx: &Context) -> AppResult<()> {
+/// Records the built-in plugins this server carries (keeping the operator's enabled flags,
+/// deadlines and grants); done at every start.
+pub async fn record_builtins(ctx: &Context) -> AppResult<()> {
     let now = clock::now();
     for (name, bytes) in BUILTINS {
         let inspection = manifest::inspect(bytes)
             .map_err(|e| AppError::internal(anyhow::anyhow!("built-in plugin {name}: {e}")))?;
         let existing = {
             let mut conn = ctx.db.conn().await?;
-            store::plugins::find(&mut conn, name).await?
+            store::plugins::find_meta(&mut conn, name).await?
         };
         if existing
             .as_ref()
@@ -191,56 +150,19 @@ pub async fn load_all(ctx: &Context) -> AppResult<()> {
             Ok(())
         })?;
     }
-    let rows = {
-        let mut conn = ctx.db.conn().await?;
-        store::plugins::list(&mut conn).await?
-    };
-    for row in rows {
-        reload(ctx, &row).await?;
-    }
     Ok(())
 }
 
-/// The component bytes of a stored plugin.
-fn bytes_of(row: &PluginRow) -> Option<Arc<Vec<u8>>> {
-    match &row.component {
-        Some(bytes) => Some(Arc::new(bytes.clone())),
-        None => BUILTINS
-            .iter()
-            .find(|(n, _)| *n == row.name)
-            .map(|(_, b)| Arc::new(b.to_vec())),
-    }
-}
-
-/// Loads (or reloads, after a change) one stored plugin into the host.
 /// The capabilities the operator granted `name`.
 async fn grants_for(ctx: &Context, name: &str) -> AppResult<Grants> {
     let mut conn = ctx.db.conn().await?;
-    Ok(grants_of(&store::plugins::grants(&mut conn, name).await?))
+    grants_of(&store::plugins::grants(&mut conn, name).await?)
+        .map_err(|e| AppError::internal(anyhow::anyhow!("plugin {name}: {e}")))
 }
 
-/// Returns the plugin's grants, as loaded.
-async fn reload(ctx: &Context, row: &PluginRow) -> AppResult<Grants> {
-    let grants = grants_for(ctx, &row.name).await?;
-    let Some(bytes) = bytes_of(row) else {
-        tracing::warn!(plugin = %row.name, "a built-in plugin this server does not carry; skipped");
-        return Ok(grants);
-    };
-    if let Err(err) = ctx.plugins.load(
-        bytes,
-        row.builtin,
-        row.enabled,
-        row.deadline_ms.map(|d| d as u64),
-        grants.clone(),
-    ) {
-        tracing::warn!(plugin = %row.name, "plugin not loaded: {err}");
-    }
-    Ok(grants)
-}
-
-async fn find_row(ctx: &Context, name: &str) -> AppResult<PluginRow> {
+async fn find_row(ctx: &Context, name: &str) -> AppResult<PluginMetaRow> {
     let mut conn = ctx.db.conn().await?;
-    store::plugins::find(&mut conn, name)
+    store::plugins::find_meta(&mut conn, name)
         .await?
         .ok_or_else(|| AppError::not_found("plugin", name))
 }
@@ -257,7 +179,7 @@ pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<
     let now = clock::now();
     let existing = {
         let mut conn = ctx.db.conn().await?;
-        store::plugins::find(&mut conn, &name).await?
+        store::plugins::find_meta(&mut conn, &name).await?
     };
     if existing.as_ref().is_some_and(|r| r.builtin) {
         return Err(AppError::conflict(
@@ -267,24 +189,15 @@ pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<
         ));
     }
     // Compile before storing: a component that does not link is refused with the reason.
-    let probe_host_load = ctx.plugins.load(
-        Arc::new(bytes.clone()),
-        false,
-        false,
-        None,
-        Grants::default(),
-    );
-    let loaded =
-        probe_host_load.map_err(|e| AppError::invalid("component", "plugin", e.to_string()))?;
-    if let Err(err) = ctx.plugins.prepare(&loaded) {
-        match &existing {
-            Some(row) => {
-                reload(ctx, row).await?;
-            }
-            None => ctx.plugins.unload(&name),
-        }
-        return Err(AppError::invalid("component", "link", err.to_string()));
+    let bytes = Arc::new(bytes);
+    if let Err(err) = ctx.plugins.check_component(bytes.clone()).await {
+        return Err(AppError::invalid(
+            "component",
+            "link",
+            format!("plugin `{name}` cannot be loaded: {err}"),
+        ));
     }
+    let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
     let row = PluginRow {
         name: name.clone(),
         version: inspection.manifest.version.clone(),
@@ -314,25 +227,22 @@ pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<
         .await?;
         Ok(())
     })?;
-    let grants = reload(ctx, &row).await?;
-    view(ctx, &row, &grants)
+    get(ctx, &name).await
 }
 
 pub async fn get(ctx: &Context, name: &str) -> AppResult<PluginView> {
     let row = find_row(ctx, name).await?;
-    let grants = grants_for(ctx, name).await?;
-    view(ctx, &row, &grants)
+    view(ctx, &row).await
 }
 
 pub async fn list(ctx: &Context) -> AppResult<Vec<PluginView>> {
     let rows = {
         let mut conn = ctx.db.conn().await?;
-        store::plugins::list(&mut conn).await?
+        store::plugins::list_meta(&mut conn).await?
     };
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
-        let grants = grants_for(ctx, &row.name).await?;
-        views.push(view(ctx, &row, &grants)?);
+        views.push(view(ctx, &row).await?);
     }
     Ok(views)
 }
@@ -352,14 +262,10 @@ pub async fn set_enabled(
             "must be between 1 and 600000",
         ));
     }
-    let mut row = find_row(ctx, name).await?;
-    row.enabled = enabled;
-    if deadline_ms.is_some() {
-        row.deadline_ms = deadline_ms.map(|d| d as i64);
-    }
-    row.updated_at = clock::now();
+    let row = find_row(ctx, name).await?;
+    let deadline_ms = deadline_ms.map(|d| d as i64).or(row.deadline_ms);
     transaction!(ctx.db, |tx| {
-        store::plugins::upsert(tx, &row).await?;
+        store::plugins::set_enabled(tx, name, enabled, deadline_ms, clock::now()).await?;
         audit::record(
             tx,
             actor,
@@ -369,14 +275,13 @@ pub async fn set_enabled(
                 } else {
                     "plugin.disable"
                 },
-                json!({ "name": name, "deadline_ms": row.deadline_ms }),
+                json!({ "name": name, "deadline_ms": deadline_ms }),
             ),
         )
         .await?;
         Ok(())
     })?;
-    let grants = reload(ctx, &row).await?;
-    view(ctx, &row, &grants)
+    get(ctx, name).await
 }
 
 /// A capability the operator grants.
@@ -444,7 +349,7 @@ pub async fn grant(
                 secret.clone(),
                 Some(
                     ctx.keyring
-                        .seal(value, &super::secret_context(name, secret)),
+                        .seal(value, &crate::plugins::secret_context(name, secret)),
                 ),
             )
         }
@@ -470,8 +375,7 @@ pub async fn grant(
         .await?;
         Ok(())
     })?;
-    let grants = reload(ctx, &row).await?;
-    view(ctx, &row, &grants)
+    get(ctx, name).await
 }
 
 /// Revokes a granted host or secret.
@@ -489,7 +393,7 @@ pub async fn revoke(
             "must be `host` or `secret`",
         ));
     }
-    let row = find_row(ctx, name).await?;
+    find_row(ctx, name).await?;
     transaction!(ctx.db, |tx| {
         if !store::plugins::delete_grant(tx, name, kind, cap_name).await? {
             return Err(AppError::not_found("grant", format!("{kind} {cap_name}")));
@@ -505,6 +409,5 @@ pub async fn revoke(
         .await?;
         Ok(())
     })?;
-    let grants = reload(ctx, &row).await?;
-    view(ctx, &row, &grants)
+    get(ctx, name).await
 }

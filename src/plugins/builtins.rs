@@ -1,0 +1,35 @@
+//! The plugins built into the server, compiled for wasm32-wasip2 by `build.rs` and embedded in
+//! the binary. The database records them like installed plugins (enabled flags, grants) but
+//! holds no bytes for them.
+
+/// Name → component bytes.
+pub const BUILTINS: &[(&str, &[u8])] = &[
+    (
+        "template-renderer",
+        include_bytes!(concat!(
+            env!("BUILT_PLUGINS_WASM_DIR"),
+            "/template_renderer.wasm"
+        )),
+    ),
+    (
+        "tier-quota",
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/tier_quota.wasm")),
+    ),
+    (
+        "superset",
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/superset.wasm")),
+    ),
+    (
+        "airflow",
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/airflow.wasm")),
+    ),
+    (
+        "crm",
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/crm.wasm")),
+    ),
+];
+
+/// The bytes of the built-in plugin `name`.
+pub fn builtin(name: &str) -> Option<&'static [u8]> {
+    BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}

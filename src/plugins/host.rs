@@ -1,0 +1,569 @@
+//! [`PluginHost`]: the engine, the loaded plugins, and one way of calling any of them —
+//! [`PluginHost::call`] — that every export of every world goes through.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::bindings::provisioner::exports::tenantry::plugin::provision;
+use super::bindings::provisioner::tenantry::plugin::types as wit;
+use super::compile::{Compiler, Instance};
+use super::sandbox::CallState;
+use super::stats::{self, CallStats, Counter};
+use super::table::{LoadedPlugin, Table};
+use super::{
+    CallError, Decision, Drift, HostServices, LifecycleChange, LogLine, Logged, Outcome,
+    PluginError, PluginInfo, PluginTenant, RenderError, Step, Template, Usage, World, manifest,
+};
+use crate::error::AppResult;
+
+/// Epoch ticks per second: deadlines are counted in milliseconds.
+const TICK: Duration = Duration::from_millis(1);
+
+/// The host. Cheap to share (`Arc`); one per process.
+pub struct PluginHost {
+    services: HostServices,
+    compiler: Compiler,
+    engine: Engine,
+    table: Table,
+    permits: Arc<tokio::sync::Semaphore>,
+    stats: Counter,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    /// An engine sized from `services.config`, compiled code cached in `cache_dir`.
+    pub fn new(services: HostServices, cache_dir: Option<PathBuf>) -> anyhow::Result<PluginHost> {
+        let config = &services.config;
+        let slots = config.max_concurrent_calls.max(1) as u32;
+        let max_memory = (config.max_memory_mib * 1024 * 1024) as usize;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_core_instances_per_component(8)
+            .max_memory_size(max_memory)
+            .total_stacks(slots);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_reservation(max_memory as u64)
+            .memory_guard_size(64 * 1024)
+            .max_wasm_stack(1024 * 1024);
+        let engine =
+            Engine::new(&wasm).map_err(|e| anyhow::anyhow!("starting the plugin engine: {e:#}"))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("plugin-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+        Ok(PluginHost {
+            compiler: Compiler::new(engine.clone(), cache_dir)?,
+            engine,
+            table: Table::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_calls.max(1),
+            )),
+            stats: Counter::default(),
+            services,
+            stop_ticker,
+        })
+    }
+
+    /// Plugin `name` as the database holds it now (reloaded when it changed).
+    pub async fn loaded(&self, name: &str) -> Result<Arc<LoadedPlugin>, CallError> {
+        self.table
+            .current(&self.services, &self.compiler, name)
+            .await
+    }
+
+    /// Plugin `name`, when it is enabled and of `world`.
+    async fn callable(&self, name: &str, world: World) -> Result<Arc<LoadedPlugin>, CallError> {
+        let plugin = self.loaded(name).await?;
+        if !plugin.enabled {
+            return Err(CallError::Disabled(name.to_owned()));
+        }
+        if plugin.manifest.world != world {
+            return Err(CallError::WrongWorld {
+                plugin: name.to_owned(),
+                expected: world,
+                actual: plugin.manifest.world,
+            });
+        }
+        Ok(plugin)
+    }
+
+    /// Names of the enabled plugins of `world`, as the database holds them now.
+    pub async fn enabled(&self, world: World) -> AppResult<BTreeSet<String>> {
+        let mut conn = self.services.db.conn().await?;
+        Ok(store_enabled(&mut conn, world).await?.into_iter().collect())
+    }
+
+    /// Checks that a component can run here: its manifest, and that it compiles and links
+    /// against its world. Compiled once (on the blocking pool); a later load of the same
+    /// component reuses it.
+    pub async fn check_component(
+        self: &Arc<Self>,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<manifest::Inspection, String> {
+        let inspection = manifest::inspect(&bytes).map_err(|e| e.to_string())?;
+        let host = self.clone();
+        let checked = inspection.clone();
+        tokio::task::spawn_blocking(move || {
+            let slot = host.compiler.slot(&checked.sha256);
+            host.compiler
+                .prepare(
+                    &slot,
+                    &checked.manifest.name,
+                    &checked.sha256,
+                    checked.world,
+                    &bytes,
+                )
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| format!("compiling the component did not finish: {e}"))??;
+        Ok(inspection)
+    }
+
+    /// Compiles (or loads from the disk cache) and pre-instantiates a loaded plugin.
+    pub fn prepare(&self, plugin: &LoadedPlugin) -> Result<(), CallError> {
+        self.compiler
+            .prepare(
+                &plugin.compiled,
+                &plugin.name,
+                &plugin.inspection.sha256,
+                plugin.manifest.world,
+                &plugin.bytes,
+            )
+            .map(|_| ())
+            .map_err(|reason| CallError::Load {
+                plugin: plugin.name.clone(),
+                reason,
+            })
+    }
+
+    /// Compiles every enabled plugin (at start, so that first calls do not wait for it).
+    pub async fn warm_up(self: &Arc<Self>) {
+        let names = match self.services.db.conn().await {
+            Ok(mut conn) => match crate::store::plugins::list_meta(&mut conn).await {
+                Ok(rows) => rows.into_iter().filter(|r| r.enabled).map(|r| r.name),
+                Err(err) => return tracing::warn!("cannot list plugins to warm up: {err}"),
+            },
+            Err(err) => return tracing::warn!("cannot list plugins to warm up: {err}"),
+        };
+        for name in names.collect::<Vec<_>>() {
+            let started = Instant::now();
+            let prepared = match self.loaded(&name).await {
+                Ok(plugin) => {
+                    let host = self.clone();
+                    tokio::task::spawn_blocking(move || host.prepare(&plugin))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(CallError::Load {
+                                plugin: name.clone(),
+                                reason: e.to_string(),
+                            })
+                        })
+                }
+                Err(err) => Err(err),
+            };
+            match prepared {
+                Ok(()) => {
+                    tracing::debug!(plugin = %name, "plugin ready in {:?}", started.elapsed())
+                }
+                Err(err) => tracing::warn!(plugin = %name, "{err}"),
+            }
+        }
+    }
+
+    /// The call statistics of `plugin`, over every server.
+    pub async fn stats(&self, plugin: &str) -> AppResult<CallStats> {
+        self.stats.get(&self.services.db, plugin).await
+    }
+
+    /// Adds this server's call counts to the database now.
+    pub async fn report_stats(&self) -> AppResult<()> {
+        self.stats.report(&self.services.db).await
+    }
+
+    /// Reports call counts about once a second for as long as the host lives.
+    pub fn spawn_stats_reporter(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let host: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(stats::REPORT_EVERY).await;
+                let Some(host) = host.upgrade() else { break };
+                if let Err(err) = host.report_stats().await {
+                    tracing::warn!("cannot record plugin call statistics: {err}");
+                }
+            }
+        })
+    }
+
+    /// Calls plugin `name` of `world`: checked against the database, then `f` on a fresh
+    /// instance in a fresh store, on the blocking pool, within the plugin's deadline and behind
+    /// the semaphore that bounds concurrent calls. Counted, timed and logged once.
+    async fn call<R: Send + 'static>(
+        self: &Arc<Self>,
+        name: &str,
+        world: World,
+        tenant: Option<&PluginTenant>,
+        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
+    ) -> (Result<R, CallError>, Vec<LogLine>) {
+        let plugin = match self.callable(name, world).await {
+            Ok(plugin) => plugin,
+            Err(err) => return (Err(err), Vec::new()),
+        };
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let host = self.clone();
+        let tenant = tenant.cloned();
+        let runtime = tokio::runtime::Handle::current();
+        let started = Instant::now();
+        let (result, lines) = match tokio::task::spawn_blocking(move || {
+            host.run_here(&plugin, tenant.as_ref(), runtime, f)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => (
+                Err(CallError::Trapped {
+                    plugin: name.to_owned(),
+                    reason: format!("the call did not finish: {e}"),
+                }),
+                Vec::new(),
+            ),
+        };
+        let elapsed = started.elapsed();
+        self.stats.record(name, elapsed, result.is_ok());
+        let metrics = &self.services.metrics;
+        metrics
+            .plugin_calls
+            .with_label_values(&[name, if result.is_ok() { "ok" } else { "failed" }])
+            .inc();
+        metrics
+            .plugin_duration
+            .with_label_values(&[name])
+            .observe(elapsed.as_secs_f64());
+        if let Err(err) = &result {
+            tracing::warn!(plugin = %name, "plugin call failed: {err}");
+        }
+        (result, lines)
+    }
+
+    /// Runs `f` in a fresh store of `plugin` on this thread: new store, instantiate from the
+    /// pre-instantiated component, call, drop. Blocks for up to the plugin's deadline.
+    fn run_here<R>(
+        &self,
+        plugin: &LoadedPlugin,
+        tenant: Option<&PluginTenant>,
+        runtime: tokio::runtime::Handle,
+        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> (Result<R, CallError>, Vec<LogLine>) {
+        let deadline = plugin.deadline(&self.services.config);
+        let pre = match self.compiler.prepare(
+            &plugin.compiled,
+            &plugin.name,
+            &plugin.inspection.sha256,
+            plugin.manifest.world,
+            &plugin.bytes,
+        ) {
+            Ok(pre) => pre,
+            Err(reason) => {
+                let err = CallError::Load {
+                    plugin: plugin.name.clone(),
+                    reason,
+                };
+                return (Err(err), Vec::new());
+            }
+        };
+        let state = CallState::new(&self.services, plugin, tenant, runtime);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
+        store.epoch_deadline_trap();
+        let outcome = pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&instance, &mut store));
+        let mut state = store.into_data();
+        flush_output(&plugin.name, &mut state);
+        let outcome = outcome.map_err(|err| classify(plugin, &state, deadline, err));
+        (outcome, std::mem::take(&mut state.log.captured))
+    }
+
+    /// `evaluate` of a loaded quota-policy plugin on the calling thread, for callers already
+    /// off the async runtime (and the benchmark): the bare cost of a sandboxed call, without
+    /// the registry check, the semaphore or the statistics.
+    pub fn evaluate_blocking(
+        &self,
+        plugin: &LoadedPlugin,
+        tenant: &PluginTenant,
+        usage: &[Usage],
+    ) -> Result<Result<Decision, PluginError>, CallError> {
+        let wit_tenant = tenant.to_wit();
+        let runtime = tokio::runtime::Handle::current();
+        self.run_here(plugin, Some(tenant), runtime, move |instance, store| {
+            instance
+                .quota()
+                .tenantry_plugin_policy()
+                .call_evaluate(store, &wit_tenant, usage)
+        })
+        .0
+    }
+
+    /// `render` of a renderer plugin.
+    pub async fn render(
+        self: &Arc<Self>,
+        plugin: &str,
+        template: Template,
+        values: Vec<(String, String)>,
+    ) -> Result<Result<String, RenderError>, CallError> {
+        self.call(plugin, World::Renderer, None, move |instance, store| {
+            instance
+                .renderer()
+                .tenantry_plugin_render()
+                .call_render(store, &template, &values)
+        })
+        .await
+        .0
+    }
+
+    /// `evaluate` of a quota-policy plugin.
+    pub async fn evaluate(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        usage: Vec<Usage>,
+    ) -> Result<Result<Decision, PluginError>, CallError> {
+        let wit_tenant = tenant.to_wit();
+        self.call(
+            plugin,
+            World::QuotaPolicy,
+            Some(tenant),
+            move |instance, store| {
+                instance
+                    .quota()
+                    .tenantry_plugin_policy()
+                    .call_evaluate(store, &wit_tenant, &usage)
+            },
+        )
+        .await
+        .0
+    }
+
+    /// `describe` of a provisioner plugin.
+    pub async fn describe(self: &Arc<Self>, plugin: &str) -> Result<PluginInfo, CallError> {
+        self.call(plugin, World::Provisioner, None, |instance, store| {
+            instance
+                .provisioner()
+                .tenantry_plugin_provision()
+                .call_describe(store)
+        })
+        .await
+        .0
+    }
+
+    /// One export of a provisioner, for `tenant`, with the plugin's log lines.
+    async fn provision<T: Send + 'static>(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        f: impl FnOnce(
+            &provision::Guest,
+            &mut Store<CallState>,
+            &wit::Tenant,
+        ) -> wasmtime::Result<Result<T, PluginError>>
+        + Send
+        + 'static,
+    ) -> Logged<T> {
+        let wit_tenant = tenant.to_wit();
+        let (result, log) = self
+            .call(
+                plugin,
+                World::Provisioner,
+                Some(tenant),
+                move |instance, store| {
+                    f(
+                        instance.provisioner().tenantry_plugin_provision(),
+                        store,
+                        &wit_tenant,
+                    )
+                },
+            )
+            .await;
+        Logged { result, log }
+    }
+
+    /// `plan` of a provisioner plugin.
+    pub async fn plan(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        request: String,
+    ) -> Result<Result<Vec<Step>, PluginError>, CallError> {
+        self.plan_logged(plugin, tenant, request).await.result
+    }
+
+    /// `plan` of a provisioner plugin, with its log lines.
+    pub async fn plan_logged(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        request: String,
+    ) -> Logged<Vec<Step>> {
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.call_plan(store, tenant, &request)
+        })
+        .await
+    }
+
+    /// `apply` of one step.
+    pub async fn apply(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        step: Step,
+        idempotency_key: String,
+    ) -> Logged<Outcome> {
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.call_apply(store, tenant, &step, &idempotency_key)
+        })
+        .await
+    }
+
+    /// `compensate` of one applied step.
+    pub async fn compensate(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        step: Step,
+        outcome: Outcome,
+        idempotency_key: String,
+    ) -> Logged<()> {
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.call_compensate(store, tenant, &step, &outcome, &idempotency_key)
+        })
+        .await
+    }
+
+    /// `observe`: drift between the applied steps and the backend.
+    pub async fn observe(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> Logged<Vec<Drift>> {
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.call_observe(store, tenant, &applied)
+        })
+        .await
+    }
+
+    /// `transition`: a lifecycle change carried into the backend.
+    pub async fn transition(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        change: LifecycleChange,
+        reason: String,
+    ) -> Logged<Outcome> {
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.call_transition(store, tenant, change, &reason)
+        })
+        .await
+    }
+}
+
+async fn store_enabled(conn: &mut crate::store::Conn, world: World) -> AppResult<Vec<String>> {
+    crate::store::plugins::enabled_of(conn, world.as_str()).await
+}
+
+/// Writes what the guest printed to the log (it was capped by the pipes).
+fn flush_output(plugin: &str, state: &mut CallState) {
+    for (stream, pipe) in [
+        ("stdout", state.stdout.clone()),
+        ("stderr", state.stderr.clone()),
+    ] {
+        let contents = pipe.contents();
+        if contents.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&contents);
+        for line in text.lines().take(64) {
+            tracing::info!(plugin = %plugin, stream, "plugin output: {line}");
+            state.log.captured.push(LogLine {
+                level: stream.to_owned(),
+                message: line.to_owned(),
+            });
+        }
+    }
+}
+
+/// Turns a wasmtime error into what happened, for people.
+fn classify(
+    plugin: &LoadedPlugin,
+    state: &CallState,
+    deadline: Duration,
+    err: wasmtime::Error,
+) -> CallError {
+    let name = plugin.name.clone();
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>()
+        && *trap == wasmtime::Trap::Interrupt
+    {
+        return CallError::Deadline {
+            plugin: name,
+            deadline_ms: deadline.as_millis(),
+        };
+    }
+    if state.limiter.refused_memory {
+        return CallError::OutOfMemory {
+            plugin: name,
+            limit_mib: (state.limiter.max_memory / (1024 * 1024)) as u64,
+        };
+    }
+    let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+    let panicked = stderr
+        .lines()
+        .find(|l| l.contains("panicked at"))
+        .map(str::to_owned);
+    let reason = match (err.downcast_ref::<wasmtime::Trap>(), panicked) {
+        (_, Some(_)) => "it panicked (its message is in the server log)".to_owned(),
+        (Some(trap), None) => format!("{trap}"),
+        (None, None) => format!("{err}")
+            .lines()
+            .next()
+            .unwrap_or("unknown")
+            .to_owned(),
+    };
+    CallError::Trapped {
+        plugin: name,
+        reason,
+    }
+}

@@ -1,0 +1,194 @@
+//! The `http` capability: outbound HTTP to the hosts the plugin's manifest requests and the
+//! operator granted — checked for the first URL and again for every redirect hop — with a
+//! deadline and a cap on the response body.
+
+use std::time::Duration;
+
+use crate::plugins::bindings::provisioner::tenantry::plugin::http;
+use crate::plugins::manifest::host_matches;
+use crate::plugins::{HostServices, LoadedPlugin};
+
+/// The host's outbound HTTP client, built on first use (it loads the system's CA certificates).
+pub type HttpClient = std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>;
+
+const MAX_REDIRECTS: usize = 5;
+
+pub struct HttpUnit {
+    client: HttpClient,
+    plugin: String,
+    requested: Vec<String>,
+    granted: Vec<String>,
+    timeout_cap: Duration,
+    max_body: usize,
+    runtime: tokio::runtime::Handle,
+}
+
+impl HttpUnit {
+    pub fn new(
+        services: &HostServices,
+        plugin: &LoadedPlugin,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        HttpUnit {
+            client: services.http.clone(),
+            plugin: plugin.name.clone(),
+            requested: plugin.manifest.capabilities.hosts.clone(),
+            granted: plugin.grants.hosts.clone(),
+            timeout_cap: Duration::from_millis(services.config.http_timeout_ms),
+            max_body: services.config.http_max_response_bytes,
+            runtime,
+        }
+    }
+
+    /// The access check: whether `url`'s host (and port) is requested and granted.
+    fn allowed(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let port = url.port_or_known_default();
+        let matches = |pattern: &String| host_matches(pattern, host, port);
+        self.requested.iter().any(matches) && self.granted.iter().any(matches)
+    }
+
+    fn client(&self) -> Result<reqwest::Client, http::HttpError> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("the host's HTTP client cannot start: {e}"))
+            })
+            .clone()
+            .map_err(http::HttpError::Connection)
+    }
+}
+
+/// A reqwest error with its causes (its own message alone says little), without the URL.
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl http::Host for HttpUnit {
+    fn send(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
+        let mut url = url::Url::parse(&request.url)
+            .map_err(|e| http::HttpError::Invalid(format!("url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(http::HttpError::Invalid("only http and https URLs".into()));
+        }
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| http::HttpError::Invalid(format!("method `{}`", request.method)))?;
+        let timeout = request
+            .timeout_ms
+            .map_or(Duration::from_secs(10), |ms| {
+                Duration::from_millis(ms.into())
+            })
+            .min(self.timeout_cap);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| http::HttpError::Invalid(format!("header name `{name}`")))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| http::HttpError::Invalid(format!("header value of `{name}`")))?;
+            headers.append(name, value);
+        }
+        let client = self.client()?;
+        let max_body = self.max_body;
+        let unit = &*self;
+        let body = request.body;
+        self.runtime.block_on(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut method = method;
+            let mut body = body;
+            for _ in 0..=MAX_REDIRECTS {
+                if !unit.allowed(&url) {
+                    return Err(http::HttpError::NotGranted(format!(
+                        "{} is not a host granted to plugin `{}`",
+                        url.host_str().unwrap_or("?"),
+                        unit.plugin
+                    )));
+                }
+                let mut builder = client
+                    .request(method.clone(), url.clone())
+                    .headers(headers.clone());
+                if let Some(body) = &body {
+                    builder = builder.body(body.clone());
+                }
+                let response = tokio::time::timeout_at(deadline, builder.send())
+                    .await
+                    .map_err(|_| http::HttpError::Timeout)?
+                    .map_err(|e| http::HttpError::Connection(describe(e)))?;
+                if response.status().is_redirection() {
+                    let location = response
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or_else(|| {
+                            http::HttpError::Invalid("a redirect without a Location".into())
+                        })?;
+                    url = url
+                        .join(location)
+                        .map_err(|e| http::HttpError::Invalid(format!("redirect: {e}")))?;
+                    if response.status() == reqwest::StatusCode::SEE_OTHER {
+                        method = reqwest::Method::GET;
+                        body = None;
+                    }
+                    continue;
+                }
+                return read_response(response, deadline, max_body).await;
+            }
+            Err(http::HttpError::Invalid(format!(
+                "more than {MAX_REDIRECTS} redirects"
+            )))
+        })
+    }
+}
+
+/// The status, headers and body (at most `max_body` bytes) of a response, before `deadline`.
+async fn read_response(
+    mut response: reqwest::Response,
+    deadline: tokio::time::Instant,
+    max_body: usize,
+) -> Result<http::Response, http::HttpError> {
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if response
+        .content_length()
+        .is_some_and(|len| len as usize > max_body)
+    {
+        return Err(http::HttpError::TooLarge);
+    }
+    let mut collected = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .map_err(|_| http::HttpError::Timeout)?
+            .map_err(|e| http::HttpError::Connection(describe(e)))?;
+        let Some(chunk) = chunk else { break };
+        if collected.len() + chunk.len() > max_body {
+            return Err(http::HttpError::TooLarge);
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(http::Response {
+        status,
+        headers,
+        body: collected,
+    })
+}

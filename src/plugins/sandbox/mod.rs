@@ -1,0 +1,152 @@
+//! What one call of one plugin may see: the `Store` data of its instance, made of one unit per
+//! capability, each with its own state and its own access check (as Spin's host does it):
+//!
+//! - [`log`]: lines to the server's log and to the call's journal, capped;
+//! - [`state`]: key-value state in the database, keyed by (plugin, the call's tenant);
+//! - [`secrets`]: the secrets the manifest requests and the operator granted, opened on read;
+//! - [`http`]: outbound requests to the hosts the manifest requests and the operator granted,
+//!   checked again at every redirect.
+//!
+//! Renderers and quota policies get `log` only. WASI is linked with nothing behind it: no
+//! preopened directories, no environment, no arguments, no sockets; stdout and stderr go to
+//! capped in-memory pipes that end up in the log. The units are built from the plugin as the
+//! database held it when the call began, and dropped with the store when the call ends.
+
+pub mod http;
+pub mod log;
+pub mod secrets;
+pub mod state;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::provisioner::tenantry::plugin as wit;
+use super::{HostServices, LoadedPlugin, PluginTenant, World};
+
+/// Memory limits that remember whether they refused a growth (for a clear error).
+pub struct Limiter {
+    inner: StoreLimits,
+    pub refused_memory: bool,
+    pub max_memory: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.refused_memory = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// Everything one call of one plugin may see. Dropped with the `Store` when the call ends.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: Limiter,
+    pub stdout: MemoryOutputPipe,
+    pub stderr: MemoryOutputPipe,
+    pub log: log::LogUnit,
+    state: state::StateUnit,
+    secrets: secrets::SecretsUnit,
+    http: http::HttpUnit,
+}
+
+impl CallState {
+    pub fn new(
+        services: &HostServices,
+        plugin: &LoadedPlugin,
+        tenant: Option<&PluginTenant>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        let config = &services.config;
+        let stdout = MemoryOutputPipe::new(config.max_output_bytes);
+        let stderr = MemoryOutputPipe::new(config.max_output_bytes);
+        let mut builder = WasiCtx::builder();
+        builder
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        let max_memory = (config.max_memory_mib * 1024 * 1024) as usize;
+        CallState {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                inner: wasmtime::StoreLimitsBuilder::new()
+                    .memory_size(max_memory)
+                    .instances(32)
+                    .tables(32)
+                    .memories(8)
+                    .build(),
+                refused_memory: false,
+                max_memory,
+            },
+            stdout,
+            stderr,
+            log: log::LogUnit::new(&plugin.name, tenant),
+            state: state::StateUnit::new(services, &plugin.name, tenant, runtime.clone()),
+            secrets: secrets::SecretsUnit::new(services, plugin),
+            http: http::HttpUnit::new(services, plugin, runtime),
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::types::Host for CallState {}
+
+/// The linker of `world`: WASI with nothing behind it, and the capability units the world may
+/// import.
+pub fn linker(engine: &wasmtime::Engine, world: World) -> wasmtime::Result<Linker<CallState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wit::types::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
+    wit::log::add_to_linker::<_, HasSelf<log::LogUnit>>(&mut linker, |s| &mut s.log)?;
+    if world.has_capabilities() {
+        wit::state::add_to_linker::<_, HasSelf<state::StateUnit>>(&mut linker, |s| &mut s.state)?;
+        wit::secrets::add_to_linker::<_, HasSelf<secrets::SecretsUnit>>(&mut linker, |s| {
+            &mut s.secrets
+        })?;
+        wit::http::add_to_linker::<_, HasSelf<http::HttpUnit>>(&mut linker, |s| &mut s.http)?;
+    }
+    Ok(linker)
+}

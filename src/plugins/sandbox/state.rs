@@ -1,0 +1,111 @@
+//! The `state` capability: a small key-value store per (plugin, tenant) in the database. A call
+//! made for no tenant has no state. At most [`MAX_STATE_KEYS`] keys of [`MAX_STATE_KEY`] bytes,
+//! values of at most [`MAX_STATE_VALUE`] bytes.
+
+use crate::clock;
+use crate::plugins::bindings::provisioner::tenantry::plugin::state;
+use crate::plugins::{HostServices, PluginTenant};
+use crate::store::{self, Db};
+
+const MAX_STATE_KEY: usize = 128;
+const MAX_STATE_VALUE: usize = 64 * 1024;
+const MAX_STATE_KEYS: usize = 256;
+
+pub struct StateUnit {
+    db: Db,
+    plugin: String,
+    /// The call's tenant: the only one whose state the plugin can reach.
+    tenant_id: Option<String>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StateUnit {
+    pub fn new(
+        services: &HostServices,
+        plugin: &str,
+        tenant: Option<&PluginTenant>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        StateUnit {
+            db: services.db.clone(),
+            plugin: plugin.to_owned(),
+            tenant_id: tenant.map(|t| t.id.clone()),
+            runtime,
+        }
+    }
+
+    /// The access check: state needs the call's tenant.
+    fn tenant(&self) -> Result<String, String> {
+        self.tenant_id
+            .clone()
+            .ok_or_else(|| "this call is not made for a tenant; state needs one".to_owned())
+    }
+}
+
+impl state::Host for StateUnit {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        let tenant = self.tenant().ok()?;
+        let (db, plugin) = (self.db.clone(), self.plugin.clone());
+        self.runtime
+            .block_on(async move {
+                let mut conn = db.conn().await?;
+                store::plugins::state_get(&mut conn, &plugin, &tenant, &key).await
+            })
+            .unwrap_or_else(|err| {
+                tracing::warn!(plugin = %self.plugin, "plugin state read failed: {err}");
+                None
+            })
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        let tenant = self.tenant()?;
+        if key.is_empty() || key.len() > MAX_STATE_KEY {
+            return Err(format!("a state key must be 1 to {MAX_STATE_KEY} bytes"));
+        }
+        if value.len() > MAX_STATE_VALUE {
+            return Err(format!(
+                "a state value must be at most {MAX_STATE_VALUE} bytes"
+            ));
+        }
+        let (db, plugin) = (self.db.clone(), self.plugin.clone());
+        self.runtime.block_on(async move {
+            crate::transaction!(db, |tx| {
+                let keys = store::plugins::state_keys(tx, &plugin, &tenant).await?;
+                if keys.len() >= MAX_STATE_KEYS && !keys.contains(&key) {
+                    return Ok(Err(format!(
+                        "a plugin keeps at most {MAX_STATE_KEYS} keys per tenant"
+                    )));
+                }
+                store::plugins::state_put(tx, &plugin, &tenant, &key, &value, clock::now()).await?;
+                Ok(Ok(()))
+            })
+            .unwrap_or_else(|err| Err(format!("state is unavailable: {err}")))
+        })
+    }
+
+    fn delete(&mut self, key: String) {
+        let Ok(tenant) = self.tenant() else { return };
+        let (db, plugin) = (self.db.clone(), self.plugin.clone());
+        let result = self.runtime.block_on(async move {
+            crate::transaction!(db, |tx| {
+                store::plugins::state_delete(tx, &plugin, &tenant, &key).await
+            })
+        });
+        if let Err(err) = result {
+            tracing::warn!(plugin = %self.plugin, "plugin state delete failed: {err}");
+        }
+    }
+
+    fn keys(&mut self) -> Vec<String> {
+        let Ok(tenant) = self.tenant() else {
+            return Vec::new();
+        };
+        let (db, plugin) = (self.db.clone(), self.plugin.clone());
+        self.runtime
+            .block_on(async move {
+                let mut conn = db.conn().await?;
+                store::plugins::state_keys(&mut conn, &plugin, &tenant).await
+            })
+            .unwrap_or_default()
+    }
+}

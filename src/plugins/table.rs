@@ -1,0 +1,190 @@
+//! The plugins this server has loaded: a cache of the database, checked against it before every
+//! call. The check is one indexed read of the plugin's revision; when it differs from what was
+//! loaded (an install, an enable or disable, a new deadline, a grant or a revoke, made by this
+//! server, another replica or the CLI), the plugin is reloaded from the database before the call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::compile::{Compiled, Compiler};
+use super::manifest::{self, Inspection, Manifest, World};
+use super::{CallError, Grants, HostServices, builtins};
+use crate::config::PluginsConfig;
+use crate::store::models::{PluginGrantRow, PluginMetaRow};
+use crate::store::{self, Conn};
+
+/// A plugin as the database held it at `revision`, ready to be called.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub manifest: Manifest,
+    pub inspection: Inspection,
+    pub builtin: bool,
+    pub enabled: bool,
+    pub deadline_ms: Option<u64>,
+    pub grants: Grants,
+    pub revision: i64,
+    pub(super) bytes: Arc<Vec<u8>>,
+    /// Compiled and pre-instantiated on first use; shared by every load of the same component.
+    pub(super) compiled: Compiled,
+}
+
+impl LoadedPlugin {
+    /// The deadline of a call, from the operator's override or the world's default.
+    pub fn deadline(&self, config: &PluginsConfig) -> Duration {
+        let default = match self.manifest.world {
+            World::Provisioner => config.provisioner_deadline_ms,
+            World::Renderer => config.renderer_deadline_ms,
+            World::QuotaPolicy => config.quota_deadline_ms,
+        };
+        Duration::from_millis(self.deadline_ms.unwrap_or(default))
+    }
+}
+
+/// The grants of a plugin, from its grant rows. A grant of a kind other than `host` or
+/// `secret` is an error naming it (never read as something else).
+pub fn grants_of(rows: &[PluginGrantRow]) -> Result<Grants, String> {
+    let mut grants = Grants::default();
+    for row in rows {
+        match (row.kind.as_str(), &row.sealed_value) {
+            ("host", _) => grants.hosts.push(row.name.clone()),
+            ("secret", Some(value)) => {
+                grants.secrets.insert(row.name.clone(), value.clone());
+            }
+            ("secret", None) => {
+                return Err(format!("secret grant `{}` has no value", row.name));
+            }
+            (other, _) => return Err(format!("unknown grant kind `{other}` ({})", row.name)),
+        }
+    }
+    Ok(grants)
+}
+
+#[derive(Default)]
+pub struct Table {
+    plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+}
+
+fn registry_error(plugin: &str, err: impl std::fmt::Display) -> CallError {
+    CallError::Registry {
+        plugin: plugin.to_owned(),
+        reason: err.to_string(),
+    }
+}
+
+impl Table {
+    fn cached(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins
+            .read()
+            .expect("plugin table lock")
+            .get(name)
+            .cloned()
+    }
+
+    fn forget(&self, name: &str) {
+        self.plugins
+            .write()
+            .expect("plugin table lock")
+            .remove(name);
+    }
+
+    /// Plugin `name` as the database holds it now.
+    pub async fn current(
+        &self,
+        services: &HostServices,
+        compiler: &Compiler,
+        name: &str,
+    ) -> Result<Arc<LoadedPlugin>, CallError> {
+        let mut conn = services
+            .db
+            .conn()
+            .await
+            .map_err(|e| registry_error(name, e))?;
+        let revision = store::plugins::revision(&mut conn, name)
+            .await
+            .map_err(|e| registry_error(name, e))?;
+        let Some(revision) = revision else {
+            self.forget(name);
+            return Err(CallError::NotInstalled(name.to_owned()));
+        };
+        if let Some(plugin) = self.cached(name)
+            && plugin.revision == revision
+        {
+            return Ok(plugin);
+        }
+        self.reload(&mut conn, compiler, name).await
+    }
+
+    /// Loads plugin `name` from the database, replacing what was loaded.
+    async fn reload(
+        &self,
+        conn: &mut Conn,
+        compiler: &Compiler,
+        name: &str,
+    ) -> Result<Arc<LoadedPlugin>, CallError> {
+        let Some(row) = store::plugins::find_meta(conn, name)
+            .await
+            .map_err(|e| registry_error(name, e))?
+        else {
+            self.forget(name);
+            return Err(CallError::NotInstalled(name.to_owned()));
+        };
+        let grants = grants_of(
+            &store::plugins::grants(conn, name)
+                .await
+                .map_err(|e| registry_error(name, e))?,
+        )
+        .map_err(|e| registry_error(name, e))?;
+        let previous = self.cached(name);
+        let (bytes, inspection) = match previous {
+            Some(p) if p.inspection.sha256 == row.sha256 => (p.bytes.clone(), p.inspection.clone()),
+            _ => {
+                let bytes = component_bytes(conn, &row).await?;
+                let inspection = manifest::inspect(&bytes).map_err(|e| CallError::Load {
+                    plugin: name.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                (Arc::new(bytes), inspection)
+            }
+        };
+        let plugin = Arc::new(LoadedPlugin {
+            name: row.name.clone(),
+            manifest: inspection.manifest.clone(),
+            compiled: compiler.slot(&inspection.sha256),
+            inspection,
+            builtin: row.builtin,
+            enabled: row.enabled,
+            deadline_ms: row.deadline_ms.map(|d| d.max(1) as u64),
+            grants,
+            revision: row.revision,
+            bytes,
+        });
+        self.plugins
+            .write()
+            .expect("plugin table lock")
+            .insert(row.name.clone(), plugin.clone());
+        Ok(plugin)
+    }
+}
+
+/// The component of a stored plugin: a built-in's from the binary, an installed one's from the
+/// database.
+async fn component_bytes(conn: &mut Conn, row: &PluginMetaRow) -> Result<Vec<u8>, CallError> {
+    if row.builtin {
+        return builtins::builtin(&row.name)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| CallError::Load {
+                plugin: row.name.clone(),
+                reason: "a built-in plugin this server does not carry (an older or newer server \
+                         recorded it)"
+                    .into(),
+            });
+    }
+    store::plugins::component(conn, &row.name)
+        .await
+        .map_err(|e| registry_error(&row.name, e))?
+        .ok_or_else(|| CallError::Load {
+            plugin: row.name.clone(),
+            reason: "its component is missing from the database".into(),
+        })
+}
