@@ -134,7 +134,7 @@ fn start_with(
             )
             .wrap(actix_web::middleware::Condition::new(
                 fixed.is_none(),
-                actix_web::middleware::from_fn(auth::extract::authenticate),
+                actix_web::middleware::from_fn(crate::http::authenticate),
             ))
             .wrap(actix_web::middleware::Condition::new(
                 fixed.is_some(),

@@ -19,7 +19,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The platform's own `admin` tenant, created at start (seed 000, "Setup Admin Tenant").
+/// The platform's own `admin` tenant, created at start and kept in line with this section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminTenantConfig {
@@ -31,8 +31,8 @@ pub struct AdminTenantConfig {
     pub db_uri: Option<String>,
     pub default_schema: Option<String>,
     /// Who of the platform's identity provider's users gets which platform role; absent: every
-    /// user who can log in there is a `platform-admin` (the runbook's model).
-    pub role_mapping: Option<crate::auth::roles::RoleMapping>,
+    /// user who can log in there is a `platform-admin`.
+    pub role_mapping: Option<crate::roles::RoleMapping>,
 }
 
 impl Default for AdminTenantConfig {

@@ -19,11 +19,11 @@ pub struct Context {
     /// Wakes this server's provisioning worker when a run is queued.
     pub runs_queued: Arc<tokio::sync::Notify>,
     /// Rate limits of API keys that have one (this server's share).
-    pub key_limits: Arc<crate::auth::KeyLimits>,
+    pub key_limits: Arc<crate::limits::KeyLimits>,
     /// Abuse limits on logins and failed API-key attempts (this server's share).
-    pub auth_limits: Arc<crate::auth::limits::AuthLimits>,
+    pub auth_limits: Arc<crate::limits::AuthLimits>,
     /// Identity providers' discovery documents and keys, cached by issuer.
-    pub providers: Arc<crate::auth::oidc::Providers>,
+    pub providers: Arc<crate::identity_providers::Providers>,
 }
 
 impl Context {
@@ -43,9 +43,9 @@ impl Context {
             metrics,
             plugins: Arc::new(plugins),
             runs_queued: Arc::new(tokio::sync::Notify::new()),
-            key_limits: Arc::new(crate::auth::KeyLimits::default()),
-            auth_limits: Arc::new(crate::auth::limits::AuthLimits::new(&config.auth)),
-            providers: Arc::new(crate::auth::oidc::Providers::new(&config.auth)?),
+            key_limits: Arc::new(crate::limits::KeyLimits::default()),
+            auth_limits: Arc::new(crate::limits::AuthLimits::new(&config.auth)),
+            providers: Arc::new(crate::identity_providers::Providers::new(&config.auth)?),
             config: Arc::new(config),
         })
     }

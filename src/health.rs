@@ -1,4 +1,4 @@
-//! Per-tenant health checks (seed 000, "Health Checks & Monitoring"): the tenant's own database
+//! Per-tenant health checks for monitoring: the tenant's own database
 //! round trip, and a public per-tenant liveness summary.
 
 use std::time::{Duration, Instant};

@@ -141,19 +141,11 @@ impl Metrics {
         }
     }
 
-    /// Sets the tenant gauges from fresh counts (every known status × tier, zero when absent).
+    /// Sets the tenant gauges from fresh counts of (status, tier, tenants); the registry gives
+    /// every known pair, zero when it has none.
     pub fn set_tenant_counts(&self, counts: &[(String, String, i64)]) {
-        use crate::tenants::{TenantStatus, Tier};
-        for status in TenantStatus::ALL {
-            for tier in Tier::ALL {
-                let n = counts
-                    .iter()
-                    .find(|(s, t, _)| s == status.as_str() && t == tier.as_str())
-                    .map_or(0, |c| c.2);
-                self.tenants
-                    .with_label_values(&[status.as_str(), tier.as_str()])
-                    .set(n);
-            }
+        for (status, tier, n) in counts {
+            self.tenants.with_label_values(&[status, tier]).set(*n);
         }
     }
 

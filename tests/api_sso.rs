@@ -804,7 +804,7 @@ async fn platform_admins_log_in_through_the_admin_tenants_provider(backend: Back
         c.admin_tenant.client_id = Some("tenantry-platform".into());
         c.admin_tenant.client_secret = Some("secret-platform".into());
         c.admin_tenant.scopes = "openid,profile,email,groups".into();
-        c.admin_tenant.role_mapping = Some(tenantry::auth::roles::RoleMapping {
+        c.admin_tenant.role_mapping = Some(tenantry::roles::RoleMapping {
             claim: "groups".into(),
             values: [
                 ("platform-ops".to_owned(), "platform-admin".to_owned()),
@@ -1010,7 +1010,7 @@ async fn tenants_are_reached_at_their_own_host_names(backend: Backend) {
         page.location.unwrap().as_str(),
         format!("http://bravo.tenants.test:{port}/login?next=%2F")
     );
-    // The tenant's health at its host (the runbook's `curl https://$TENANT.mydomain.com/health`).
+    // The tenant's health at its host (what a monitor polls: `https://<slug>.<base_domain>/health`).
     let health = user.get(&format!("{alpha_site}/health")).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(

@@ -79,7 +79,7 @@ async fn create_returns_the_tenant_with_secrets_only_as_fingerprints(backend: Ba
 
 async fn create_accepts_the_seed_request_shape(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    // seeds/000: `db_sqlalchemy_uri` and comma-separated scopes.
+    // The request shape of the onboarding scripts: `db_sqlalchemy_uri` and comma-separated scopes.
     let (status, body) = app
         .post(
             "/api/v1/tenant",

@@ -572,7 +572,7 @@ async fn a_new_client_secret_is_used_at_the_next_login_and_a_rollback_restores_t
 ) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    // The runbook's rotation, done wrong: the new secret is not the provider's.
+    // A secret rotation done wrong: the new secret is not the provider's.
     let (status, body) = world
         .app
         .patch(

@@ -5,11 +5,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::body::ApiJson;
-use crate::auth::extract::ApiAdmin;
 use crate::auth::{self, ApiTokenInfo, NewApiToken, Role};
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
+use crate::http::ApiAdmin;
+use crate::http::body::ApiJson;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_tokens)

@@ -7,9 +7,9 @@ use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::audit::{self, AuditPage, AuditQuery, VerifyReport};
-use crate::auth::extract::ApiCaller;
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
+use crate::http::ApiCaller;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_audit).service(verify_audit);

@@ -6,11 +6,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::body::ApiJson;
-use crate::auth::extract::{ApiAdmin, TenantAdminCaller};
 use crate::auth::{self, ApiTokenInfo, KeySpec, NewApiToken, Role, TenantScope};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
+use crate::http::body::ApiJson;
+use crate::http::{ApiAdmin, TenantAdminCaller};
 use crate::telemetry::record_tenant;
 use crate::tenants;
 

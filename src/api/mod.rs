@@ -5,7 +5,6 @@
 
 pub mod admin;
 pub mod audit;
-pub mod body;
 pub mod keys;
 pub mod ops;
 pub mod plugins;
@@ -19,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{AppExt as _, scope};
 
-use crate::error::{AppError, FieldError};
+use crate::error::AppError;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -110,7 +109,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     security(("bearer" = []))
 )]
 #[get("/openapi.json")]
-async fn openapi_json(_caller: crate::auth::extract::ApiCaller) -> HttpResponse {
+async fn openapi_json(_caller: crate::http::ApiCaller) -> HttpResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let doc = DOC.get_or_init(|| {
         openapi()
@@ -120,20 +119,6 @@ async fn openapi_json(_caller: crate::auth::extract::ApiCaller) -> HttpResponse 
     HttpResponse::Ok()
         .content_type("application/json")
         .body(doc.as_str())
-}
-
-/// Maps a malformed query string to a 400 that names the parameter.
-pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
-    _req: &HttpRequest,
-) -> actix_web::Error {
-    let message = err.to_string();
-    let field = message
-        .split('`')
-        .nth(1)
-        .map(str::to_owned)
-        .unwrap_or_else(|| "query".into());
-    AppError::Validation(vec![FieldError::new(field, "query", message)]).into()
 }
 
 /// 404 for anything not routed, as a JSON error under `/api/`.

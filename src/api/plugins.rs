@@ -8,10 +8,10 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::body::ApiJson;
-use crate::auth::extract::{ApiAdmin, ApiCaller};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
+use crate::http::body::ApiJson;
+use crate::http::{ApiAdmin, ApiCaller};
 use crate::plugin_registry::{self as registry, Capability, PluginView};
 use crate::plugins::manifest::Inspection;
 

@@ -6,10 +6,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::body::{self, ApiJson};
-use crate::auth::extract::{ApiAdmin, ApiCaller};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
+use crate::http::body::{self, ApiJson};
+use crate::http::{ApiAdmin, ApiCaller};
 use crate::provisioning::templates::{self, TemplateInput, TemplateView, VersionSummary};
 use crate::provisioning::{
     self, Accepted, DriftReport, ProvisionRequest, Provisioned, ResourceView, RunView,

@@ -7,9 +7,6 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::body::ApiJson;
-use crate::auth::extract::{ApiAdmin, ApiCaller, TenantAdminCaller};
-use crate::auth::oidc::ConnectionReport;
 use crate::auth::sso::{
     self, ConnectionTest, NewSetupLink, OAuthHealth, SetupLinkInfo, SsoSettings, SsoUpdate,
     TenantUrls,
@@ -17,6 +14,10 @@ use crate::auth::sso::{
 use crate::auth::{self, Principal, Role, SessionInfo};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
+use crate::http::body::ApiJson;
+use crate::http::request_origin;
+use crate::http::{ApiAdmin, ApiCaller, TenantAdminCaller};
+use crate::identity_providers::ConnectionReport;
 use crate::telemetry::record_tenant;
 use crate::tenants;
 
@@ -30,13 +31,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_sessions)
         .service(revoke_session)
         .service(oauth_health);
-}
-
-/// `scheme://host` of the request, for the addresses a provider must know when no
-/// `public_url` is configured.
-pub fn request_origin(req: &HttpRequest) -> String {
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
 }
 
 /// Tenant settings are read by platform principals and by that tenant's admins.

@@ -5,11 +5,11 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::body::ApiJson;
-use crate::auth::extract::{ApiAdmin, ApiCaller};
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
 use crate::health::{self, TenantDatabaseHealth};
+use crate::http::body::ApiJson;
+use crate::http::{ApiAdmin, ApiCaller};
 use crate::lifecycle;
 use crate::telemetry::record_tenant;
 use crate::tenants::bundle::{self, TenantBundle};

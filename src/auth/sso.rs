@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::oidc::{self, ConnectionReport, Probe};
-use super::roles::RoleMapping;
 use super::{TenantScope, random_string, sha256_hex};
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::config::Config;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
+use crate::identity_providers::{self, ConnectionReport, Probe};
+use crate::roles::RoleMapping;
 use crate::store;
 use crate::store::models::SetupLinkRow;
 use crate::tenants::input::{Scopes, double_option};
@@ -186,10 +186,10 @@ pub async fn test_connection(
         Some(text) => tenants::model::split_scopes(&text),
         None => tenant.scopes.clone(),
     };
-    Ok(oidc::test_connection(ctx, &issuer, &scopes).await)
+    Ok(identity_providers::test_connection(&ctx.providers, &issuer, &scopes).await)
 }
 
-/// `GET /api/v1/tenant/{slug}/health/oauth` (seed 000, "OAuth Provider Health").
+/// `GET /api/v1/tenant/{slug}/health/oauth`: whether the tenant's identity provider answers.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OAuthHealth {
     pub tenant: String,
@@ -220,7 +220,7 @@ pub async fn oauth_health(ctx: &Context, slug: &str) -> AppResult<OAuthHealth> {
             problems: vec!["the tenant has no issuer and client id".into()],
         });
     };
-    let report = oidc::test_connection(ctx, issuer, &tenant.scopes).await;
+    let report = identity_providers::test_connection(&ctx.providers, issuer, &tenant.scopes).await;
     let status = if report.ok {
         "healthy"
     } else if !report.discovery.reachable || report.jwks.as_ref().is_some_and(|j| !j.reachable) {

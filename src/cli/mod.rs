@@ -867,7 +867,7 @@ async fn tenant_command(
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            let bundle = crate::api::body::parse(text.as_bytes()).map_err(app_error)?;
+            let bundle = crate::http::body::parse(text.as_bytes()).map_err(app_error)?;
             let tenant = tenants::bundle::import(ctx, actor, &bundle)
                 .await
                 .map_err(app_error)?;

@@ -317,7 +317,7 @@ pub fn read_request(path: &Path) -> anyhow::Result<(ProvisionRequest, Value)> {
             Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
     }
     let request: ProvisionRequest =
-        crate::api::body::parse(value.to_string().as_bytes()).map_err(app_error)?;
+        crate::http::body::parse(value.to_string().as_bytes()).map_err(app_error)?;
     Ok((request, value))
 }
 

@@ -8,11 +8,11 @@ use clap::Subcommand;
 
 use super::{Output, app_error, print, read_secret_file};
 use crate::audit::Actor;
-use crate::auth::oidc::ConnectionReport;
-use crate::auth::roles::RoleMapping;
 use crate::auth::sso::{self, ConnectionTest, SsoSettings, SsoUpdate, TenantUrls};
 use crate::auth::{self, TenantScope};
 use crate::context::Context;
+use crate::identity_providers::ConnectionReport;
+use crate::roles::RoleMapping;
 use crate::tenants::input::Scopes;
 use crate::tenants::{self, Tenant};
 

@@ -1,5 +1,6 @@
-//! The provisioning request (the two shapes of `seeds/000`: admin templates with placeholders, or
-//! direct database settings with an asset bundle) and its validation into what plugins plan from.
+//! The provisioning request (both shapes operators send: a platform connection template with
+//! placeholders, or direct database settings with an asset bundle) and its validation into what
+//! plugins plan from.
 
 use std::collections::BTreeMap;
 

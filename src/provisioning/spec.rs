@@ -1,4 +1,4 @@
-//! Declarative tenants: a tenant spec (YAML, in the spirit of `seeds/004`) compared with what the
+//! Declarative tenants: a tenant spec (YAML, see `docs/provisioning.md`) compared with what the
 //! registry and the backends hold, as a plan (create, change, leave), and converged to it.
 //!
 //! Secrets never sit in a spec: it names the environment variables that hold them

@@ -31,7 +31,7 @@ pub struct TenantRow {
     pub metadata: String,
     pub oauth_issuer: Option<String>,
     pub client_id: Option<String>,
-    /// Sealed ([`crate::secrets`]); never plaintext.
+    /// Sealed with the keyring; never plaintext.
     pub client_secret: Option<String>,
     pub client_secret_fp: Option<String>,
     /// Sealed; the secret before the last rotation, kept for rollback.
@@ -45,7 +45,7 @@ pub struct TenantRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub version: i64,
-    /// JSON of the tenant's claim → role mapping ([`crate::auth::roles::RoleMapping`]); none:
+    /// JSON of the tenant's claim → role mapping (the tenants' `RoleMapping`); none:
     /// the default mapping.
     #[serde(default)]
     pub role_mapping: Option<String>,

@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::model::{Contact, TenantSlug, Tier};
-use crate::auth::roles::RoleMapping;
 use crate::error::FieldError;
+use crate::roles::RoleMapping;
 
 /// Scopes as the seed sends them (`"openid,profile,email"`) or as a list.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -10,7 +10,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 pub use input::{NewTenant, TenantPatch};
-pub use model::{ADMIN_SLUG, StatusChange, Tenant, TenantSlug, TenantStatus, Tier, Transition};
+pub use model::{
+    ADMIN_SLUG, StatusChange, Tenant, TenantScope, TenantSlug, TenantStatus, Tier, Transition,
+};
 
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
@@ -208,6 +210,21 @@ pub(crate) async fn finish_provisioning(
     Ok(())
 }
 
+/// The tenant's OAuth client secret, opened, for the token request of a login (never shown).
+pub async fn open_client_secret(ctx: &Context, tenant_id: &str) -> AppResult<Option<String>> {
+    let mut conn = ctx.db.conn().await?;
+    let Some(row) = store::tenants::find_by_id(&mut conn, tenant_id).await? else {
+        return Ok(None);
+    };
+    row.client_secret
+        .map(|sealed| {
+            ctx.keyring
+                .open(&sealed, &secret_context(&row.id, "client_secret"))
+                .map_err(AppError::internal)
+        })
+        .transpose()
+}
+
 /// The tenant with this slug.
 pub async fn get(ctx: &Context, slug: &str) -> AppResult<Tenant> {
     let row = find(ctx, slug).await?;
@@ -307,10 +324,23 @@ pub async fn list(ctx: &Context, query: &TenantQuery) -> AppResult<TenantPage> {
     Ok(TenantPage { items, next_cursor })
 }
 
-/// Number of tenants per status and tier.
+/// Number of tenants per status and tier: every known (status, tier), zero when none.
 pub async fn counts(ctx: &Context) -> AppResult<Vec<(String, String, i64)>> {
-    let mut conn = ctx.db.conn().await?;
-    store::tenants::count_by_status_and_tier(&mut conn).await
+    let stored = {
+        let mut conn = ctx.db.conn().await?;
+        store::tenants::count_by_status_and_tier(&mut conn).await?
+    };
+    let mut counts = Vec::with_capacity(TenantStatus::ALL.len() * Tier::ALL.len());
+    for status in TenantStatus::ALL {
+        for tier in Tier::ALL {
+            let n = stored
+                .iter()
+                .find(|(s, t, _)| s == status.as_str() && t == tier.as_str())
+                .map_or(0, |c| c.2);
+            counts.push((status.to_string(), tier.to_string(), n));
+        }
+    }
+    Ok(counts)
 }
 
 /// Applies a PATCH of a tenant's fields and OAuth settings (a new secret keeps the old one for

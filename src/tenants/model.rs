@@ -124,7 +124,7 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// A tenant's plan; it selects the default quotas (seed 003's tier table).
+    /// A tenant's plan; it selects the default quotas (the tier table of `docs/quotas.md`).
     Tier {
         Free => "free",
         Starter => "starter",
@@ -185,7 +185,7 @@ impl Transition {
         }
     }
 
-    /// The state machine of DESIGN.md: the status this action leads to from `from`, or `None` when
+    /// The lifecycle's state machine: the status this action leads to from `from`, or `None` when
     /// it is not allowed. `in_trial` says whether the tenant's trial is still running (a tenant
     /// coming back to life returns to `trial` then).
     pub fn target(self, from: TenantStatus, in_trial: bool) -> Option<TenantStatus> {
@@ -263,7 +263,7 @@ pub struct Tenant {
     pub db_uri: SecretStatus,
     pub default_schema: Option<String>,
     /// Which users of the tenant's identity provider get which role.
-    pub role_mapping: crate::auth::roles::RoleMapping,
+    pub role_mapping: crate::roles::RoleMapping,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Increases with every change.
@@ -272,8 +272,8 @@ pub struct Tenant {
 
 impl Tenant {
     /// The tenant as a principal's scope (what its keys and sessions belong to).
-    pub fn scope(&self) -> crate::auth::TenantScope {
-        crate::auth::TenantScope {
+    pub fn scope(&self) -> TenantScope {
+        TenantScope {
             id: self.id.clone(),
             slug: self.slug.clone(),
         }
@@ -321,7 +321,7 @@ impl Tenant {
             scopes: split_scopes(&row.scopes),
             db_uri: SecretStatus::of(&row.db_uri, &row.db_uri_fp),
             default_schema: row.default_schema.clone(),
-            role_mapping: crate::auth::roles::RoleMapping::from_stored(
+            role_mapping: crate::roles::RoleMapping::from_stored(
                 row.role_mapping.as_deref(),
                 row.slug == ADMIN_SLUG,
             ),
@@ -348,4 +348,11 @@ pub fn split_scopes(scopes: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// The tenant a tenant principal belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantScope {
+    pub id: String,
+    pub slug: String,
 }

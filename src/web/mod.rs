@@ -442,7 +442,7 @@ pub fn query_error(
     req: &HttpRequest,
 ) -> actix_web::Error {
     if req.path().starts_with("/api/") {
-        return crate::api::query_error(err, req);
+        return crate::http::query_error(err, req);
     }
     let page = error_page(
         tera(),

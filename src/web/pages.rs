@@ -7,8 +7,8 @@ use super::session::{self, LOGIN_CSRF_COOKIE, PortalSession};
 use super::{Flash, error_page, redirect_with, render, render_status, tera};
 use crate::audit::{self, AuditQuery};
 use crate::auth;
-use crate::auth::extract::actor_for;
 use crate::context::Context;
+use crate::http::actor_for;
 use crate::tenants::{self, TenantStatus, Tier};
 
 #[derive(Debug, Deserialize)]
@@ -35,8 +35,8 @@ impl LoginError {
     }
 }
 
-impl From<&auth::oidc::LoginFailure> for LoginError {
-    fn from(failure: &auth::oidc::LoginFailure) -> Self {
+impl From<&auth::login::LoginFailure> for LoginError {
+    fn from(failure: &auth::login::LoginFailure) -> Self {
         Self {
             message: failure.message.clone(),
             reason: Some(failure.reason.to_owned()),
@@ -203,8 +203,8 @@ pub async fn logout(
                 .await
                 .ok()
                 .and_then(|t| t.client_id);
-            auth::oidc::end_session_url(
-                &ctx,
+            crate::identity_providers::end_session_url(
+                &ctx.providers,
                 &logout.issuer,
                 client_id.as_deref(),
                 logout.id_token.as_deref(),

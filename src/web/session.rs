@@ -7,18 +7,13 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::future::LocalBoxFuture;
 
 use super::Flash;
+pub use crate::http::{SESSION_COOKIE, tenant_session_cookie};
+
 use crate::audit::Actor;
-use crate::auth::extract::actor_for;
 use crate::auth::{self, Session};
 use crate::context::Context;
 use crate::error::AppError;
-
-pub const SESSION_COOKIE: &str = "tenantry_session";
-/// The cookie of a session of tenant `slug`'s user: one per tenant, so that a browser may be in
-/// the admin portal and in several tenants at once (on one host, with `/t/<slug>/` addresses).
-pub fn tenant_session_cookie(slug: &str) -> String {
-    format!("tenantry_tenant_{slug}")
-}
+use crate::http::actor_for;
 pub const LOGIN_CSRF_COOKIE: &str = "tenantry_login_csrf";
 pub const FLASH_COOKIE: &str = "tenantry_flash";
 

@@ -19,14 +19,13 @@ use futures_util::future::LocalBoxFuture;
 use super::session::{read_flash, tenant_session_cookie};
 use super::{Flash, tera};
 use crate::audit::Actor;
-use crate::auth::extract::actor_for;
-use crate::auth::oidc::LoginFailure;
+use crate::auth::login::LoginFailure;
 use crate::auth::{self, Session, SessionKind};
 use crate::context::Context;
 use crate::error::AppError;
-use crate::store;
-use crate::store::models::TenantRow;
-use crate::tenants::TenantStatus;
+use crate::http::actor_for;
+
+use crate::tenants::{self, Tenant};
 
 /// Set on requests that reached a tenant through its host name.
 #[derive(Debug, Clone)]
@@ -94,7 +93,7 @@ pub struct TenantSite {
 
 impl TenantSite {
     pub fn of(req: &HttpRequest, ctx: &Context, slug: &str) -> Self {
-        let origin = crate::api::sso::request_origin(req);
+        let origin = crate::http::request_origin(req);
         let host_style = req
             .extensions()
             .get::<HostTenant>()
@@ -135,7 +134,7 @@ impl TenantSite {
 
 /// A request for one of a tenant's pages: the tenant (known and available) and its site.
 pub struct TenantPage {
-    pub tenant: TenantRow,
+    pub tenant: Tenant,
     pub site: TenantSite,
 }
 
@@ -164,24 +163,21 @@ impl TenantPage {
         ctx: &Context,
         slug: &str,
     ) -> Result<TenantPage, HttpResponse> {
-        let row = async {
-            let mut conn = ctx.db.conn().await?;
-            store::tenants::find_by_slug(&mut conn, slug).await
-        }
-        .await
-        .map_err(|err: AppError| super::error_page(tera(), None, &err))?;
-        let Some(tenant) = row else {
-            return Err(unavailable_page(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                &format!(
-                    "There is no organisation “{slug}” here. Please check the address you were given."
-                ),
-            ));
+        let tenant = match tenants::get(ctx, slug).await {
+            Ok(tenant) => tenant,
+            Err(AppError::NotFound { .. }) => {
+                return Err(unavailable_page(
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    &format!(
+                        "There is no organisation “{slug}” here. Please check the address you were given."
+                    ),
+                ));
+            }
+            Err(err) => return Err(super::error_page(tera(), None, &err)),
         };
-        let status: TenantStatus = tenant.status.parse().unwrap_or(TenantStatus::Failed);
-        if !status.is_active() {
-            let failure = LoginFailure::tenant_unavailable(&tenant.name, status);
+        if !tenant.status.is_active() {
+            let failure = LoginFailure::tenant_unavailable(&tenant.name, tenant.status);
             return Err(unavailable_page(
                 failure.status,
                 "Not available",

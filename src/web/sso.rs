@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::session::PortalSession;
 use super::{Flash, error_page, redirect_with, render, render_status, tera};
 use crate::auth;
-use crate::auth::oidc::ConnectionReport;
-use crate::auth::roles::RoleMapping;
 use crate::auth::sso::{self, ConnectionTest, SsoSettings, SsoUpdate, TenantUrls};
 use crate::context::Context;
 use crate::error::{AppError, FieldError};
+use crate::identity_providers::ConnectionReport;
+use crate::roles::RoleMapping;
 use crate::tenants::input::Scopes;
 use crate::tenants::{self, Tenant};
 
@@ -153,7 +153,7 @@ pub fn form_context(
     context.insert("errors", errors);
     context.insert("report", &report);
     context.insert("form_action", action);
-    context.insert("roles", auth::roles::allowed_roles(platform));
+    context.insert("roles", crate::roles::allowed_roles(platform));
 }
 
 /// Handles a posted SSO form for `tenant`: `test` reports on the provider, `save` saves.
@@ -234,7 +234,7 @@ pub async fn admin_form(
 ) -> HttpResponse {
     match tenants::get(&ctx, &slug).await {
         Ok(tenant) => {
-            let urls = TenantUrls::new(&ctx.config, &slug, &crate::api::sso::request_origin(&req));
+            let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
             admin_sso_page(
                 &portal,
                 &tenant,
@@ -264,7 +264,7 @@ pub async fn admin_submit(
         Ok(tenant) => tenant,
         Err(err) => return error_page(tera(), Some(&portal), &err),
     };
-    let urls = TenantUrls::new(&ctx.config, &slug, &crate::api::sso::request_origin(&req));
+    let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
     let outcome = handle_form(&ctx, &tenant, &form, |update| {
         let ctx = ctx.clone();
         let actor = portal.actor.clone();
@@ -326,7 +326,7 @@ pub async fn create_link(
                 AppError::invalid("expires_in_hours", "number", "must be a whole number")
             })?),
         };
-        let urls = TenantUrls::new(&ctx.config, &slug, &crate::api::sso::request_origin(&req));
+        let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
         let link =
             sso::create_setup_link(&ctx, &portal.actor, &tenant.scope(), hours, &urls).await?;
         Ok::<_, AppError>((tenant, link))
@@ -423,7 +423,7 @@ pub async fn check_oauth(
     }
     match sso::oauth_health(&ctx, &slug).await {
         Ok(health) => {
-            let timing = |p: &Option<crate::auth::oidc::Probe>| {
+            let timing = |p: &Option<crate::identity_providers::Probe>| {
                 p.as_ref()
                     .map_or("—".to_owned(), |p| format!("{} ms", p.response_time_ms))
             };

@@ -17,12 +17,12 @@ use super::site::{TenantPage, TenantSession, TenantSite, unavailable_page};
 use super::sso::{SsoForm, SsoOutcome, form_context, form_errors, handle_form};
 use super::tenants::KeyForm;
 use super::{Flash, redirect_with, tera};
-use crate::auth::extract::actor_for;
-use crate::auth::oidc::{self, CallbackParams, LOGIN_BROWSER_COOKIE, LoginFailure};
+use crate::auth::login::{self, CallbackParams, LOGIN_BROWSER_COOKIE, LoginFailure};
 use crate::auth::sso::{self, TenantUrls};
 use crate::auth::{self, Role, TenantScope};
 use crate::context::Context;
 use crate::error::AppError;
+use crate::http::actor_for;
 use crate::tenants::{self, ADMIN_SLUG};
 
 /// Renders one of the tenant site's pages with what every page shows: the tenant, who is
@@ -224,7 +224,7 @@ pub async fn start(
         .cookie(LOGIN_BROWSER_COOKIE)
         .map(|c| c.value().to_owned());
     let address = req.peer_addr().map(|a| a.ip().to_string());
-    match oidc::begin_login(
+    match login::begin_login(
         &ctx,
         &page.tenant,
         &page.site.url("/callback"),
@@ -273,7 +273,7 @@ pub async fn callback(
     let browser = req
         .cookie(LOGIN_BROWSER_COOKIE)
         .map(|c| c.value().to_owned());
-    let user = match oidc::finish_login(&ctx, &page.tenant, &query, browser.as_deref()).await {
+    let user = match login::finish_login(&ctx, &page.tenant, &query, browser.as_deref()).await {
         Ok(user) => user,
         Err(failure) => return refused(&req, &ctx, &page, None, &failure).await,
     };
@@ -383,8 +383,8 @@ pub async fn logout(
     let logged_out = ts.page.site.url("/logged-out");
     let at_provider = match provider {
         Some(logout) => {
-            oidc::end_session_url(
-                &ctx,
+            crate::identity_providers::end_session_url(
+                &ctx.providers,
                 &logout.issuer,
                 ts.page.tenant.client_id.as_deref(),
                 logout.id_token.as_deref(),
@@ -450,11 +450,8 @@ pub async fn home(req: HttpRequest, ctx: web::Data<Context>, ts: TenantSession) 
             .ok_or_else(|| AppError::forbidden("not a tenant session"))?;
         if ts.session.principal.role == Role::TenantAdmin {
             let tenant = tenants::get(&ctx, &scope.slug).await?;
-            let urls = TenantUrls::new(
-                &ctx.config,
-                &scope.slug,
-                &crate::api::sso::request_origin(&req),
-            );
+            let urls =
+                TenantUrls::new(&ctx.config, &scope.slug, &crate::http::request_origin(&req));
             context.insert("api_keys", &auth::list_tenant_keys(&ctx, &scope).await?);
             context.insert("sessions", &auth::list_tenant_sessions(&ctx, &scope).await?);
             context.insert("sso", &sso::SsoSettings::of(&tenant, &urls));
@@ -598,15 +595,11 @@ fn sso_page(
     tenant: &tenants::Tenant,
     form: &SsoForm,
     errors: &BTreeMap<String, String>,
-    report: Option<&oidc::ConnectionReport>,
+    report: Option<&crate::identity_providers::ConnectionReport>,
     action: &str,
     status: StatusCode,
 ) -> HttpResponse {
-    let urls = TenantUrls::new(
-        &ctx.config,
-        &tenant.slug,
-        &crate::api::sso::request_origin(req),
-    );
+    let urls = TenantUrls::new(&ctx.config, &tenant.slug, &crate::http::request_origin(req));
     let mut context = tera::Context::new();
     form_context(&mut context, tenant, form, &urls, errors, report, action);
     context.insert("setup_link", &session.is_none());

@@ -388,7 +388,7 @@ pub async fn detail(
         let urls = crate::auth::sso::TenantUrls::new(
             &ctx.config,
             &tenant.slug,
-            &crate::api::sso::request_origin(&req),
+            &crate::http::request_origin(&req),
         );
         let mut context = tera::Context::new();
         context.insert("sso", &crate::auth::sso::SsoSettings::of(&tenant, &urls));
@@ -620,7 +620,7 @@ pub async fn import(
         return page;
     }
     let result =
-        match crate::api::body::parse::<tenants::bundle::TenantBundle>(form.bundle.as_bytes()) {
+        match crate::http::body::parse::<tenants::bundle::TenantBundle>(form.bundle.as_bytes()) {
             Ok(bundle) => tenants::bundle::import(&ctx, &portal.actor, &bundle).await,
             Err(AppError::BadRequest(message)) => Err(AppError::invalid("bundle", "json", message)),
             Err(err) => Err(err),

@@ -1,5 +1,5 @@
-//! The default quota policy: the tier table of the provisioning guide (seed 003), with a
-//! tenant's overrides taking precedence. Warning at 80 %, critical at 95 %, blocked at 100 %;
+//! The default quota policy: the tier table of `docs/quotas.md`, with a tenant's overrides
+//! taking precedence. Warning at 80 %, critical at 95 %, blocked at 100 %;
 //! a tenant is at risk above 90 % of any limit.
 
 use tenantry_plugin_sdk::quota::{

@@ -1,4 +1,6 @@
-//! Abuse limits on authentication, per server (token buckets from `governor`):
+//! Rate limits kept by each server in memory (token buckets from `governor`): the per-minute
+//! limit of an API key that has one ([`KeyLimits`]), and abuse limits on authentication
+//! ([`AuthLimits`]):
 //!
 //! - logins started, per source address and per tenant;
 //! - failed API-key authentications, per source address and per tenant (of the key the failed
@@ -106,6 +108,42 @@ impl AuthLimits {
             }
         }
         longest.map(|wait| wait.max(Duration::from_secs(1)))
+    }
+}
+
+/// Per-key rate limits (requests per minute, per server), as token buckets (`governor`).
+#[derive(Default)]
+pub struct KeyLimits {
+    limiters: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (u32, std::sync::Arc<governor::DefaultDirectRateLimiter>),
+        >,
+    >,
+}
+
+impl KeyLimits {
+    /// Takes one request from the key's bucket; the wait until the next one when it is empty.
+    pub fn check(&self, key_id: &str, per_minute: u32) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock as _;
+        let limiter = {
+            let mut map = self.limiters.lock().expect("key limits lock");
+            let entry = map
+                .entry(key_id.to_owned())
+                .or_insert_with(|| (per_minute, std::sync::Arc::new(Self::limiter(per_minute))));
+            if entry.0 != per_minute {
+                *entry = (per_minute, std::sync::Arc::new(Self::limiter(per_minute)));
+            }
+            entry.1.clone()
+        };
+        limiter.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
+    }
+
+    fn limiter(per_minute: u32) -> governor::DefaultDirectRateLimiter {
+        let n = std::num::NonZeroU32::new(per_minute.max(1)).expect("non-zero");
+        governor::RateLimiter::direct(governor::Quota::per_minute(n))
     }
 }
 

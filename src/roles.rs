@@ -1,5 +1,5 @@
-//! Which role a user who logged in through a tenant's identity provider gets: a per-tenant
-//! mapping from the values of one claim (for example `groups`) to roles.
+//! Roles, and which role a user who logged in through a tenant's identity provider gets: a
+//! per-tenant mapping from the values of one claim (for example `groups`) to roles.
 //!
 //! The users of an ordinary tenant become `tenant-admin` or `member` of that tenant; the users of
 //! the platform's own `admin` tenant become `platform-admin` or `platform-viewer`. A user none of
@@ -12,8 +12,47 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::Role;
 use crate::error::FieldError;
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything on the platform.
+    PlatformAdmin,
+    /// Read-only access to everything on the platform (dashboards, monitoring, audits).
+    PlatformViewer,
+    /// Everything a tenant may do for itself (its API keys, its settings), in its own tenant only.
+    TenantAdmin,
+    /// Reads its own tenant.
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::PlatformAdmin => "platform-admin",
+            Role::PlatformViewer => "platform-viewer",
+            Role::TenantAdmin => "tenant-admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "platform-admin" => Some(Role::PlatformAdmin),
+            "platform-viewer" => Some(Role::PlatformViewer),
+            "tenant-admin" => Some(Role::TenantAdmin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+
+    /// Whether the role belongs to one tenant (rather than to the platform).
+    pub fn is_tenant_role(self) -> bool {
+        matches!(self, Role::TenantAdmin | Role::Member)
+    }
+}
 
 /// The default role `none`: a user without a mapped claim value cannot log in.
 pub const NO_ROLE: &str = "none";

@@ -1,4 +1,4 @@
-//! actix-web middleware and extractors for the API: who is calling, and the request facts every
+//! actix-web middleware and extractors of who is calling the API: who is calling, and the request facts every
 //! audit record carries (source address, request id).
 //!
 //! Authentication runs as middleware, before any extractor: a request without a valid token is
@@ -11,8 +11,8 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use futures_util::future::{Ready, ready};
 
-use super::Principal;
 use crate::audit::Actor;
+use crate::auth::{self, Principal, SessionKind};
 use crate::context::Context;
 use crate::error::AppError;
 
@@ -57,8 +57,8 @@ pub async fn authenticate(
         let principal = match token {
             Some(token) => {
                 let address = req.peer_addr().map(|a| a.ip().to_string());
-                match super::authenticate_key(&ctx, &token, address.as_deref()).await? {
-                    super::KeyOutcome::Authenticated(principal) => {
+                match auth::authenticate_key(&ctx, &token, address.as_deref()).await? {
+                    auth::KeyOutcome::Authenticated(principal) => {
                         if let Some((key_id, Some(per_minute))) = &principal.key
                             && let Err(wait) = ctx.key_limits.check(key_id, *per_minute)
                         {
@@ -73,8 +73,8 @@ pub async fn authenticate(
                         }
                         Some(principal)
                     }
-                    super::KeyOutcome::Refused => None,
-                    super::KeyOutcome::Blocked(wait) => {
+                    auth::KeyOutcome::Refused => None,
+                    auth::KeyOutcome::Blocked(wait) => {
                         return Err(AppError::RateLimited {
                             what: "too many failed API-key attempts".into(),
                             retry_after_secs: wait.as_secs().max(1),
@@ -97,22 +97,21 @@ async fn session_principal(
     ctx: &Context,
     req: &HttpRequest,
 ) -> Result<Option<Principal>, AppError> {
-    use super::SessionKind;
     // The portal's session, else the session of the tenant the route names.
-    let mut candidates = vec![(crate::web::SESSION_COOKIE.to_owned(), SessionKind::Platform)];
+    let mut candidates = vec![(super::SESSION_COOKIE.to_owned(), SessionKind::Platform)];
     if let Some(slug) = req
         .path()
         .strip_prefix("/api/v1/tenant/")
         .and_then(|rest| rest.split('/').next())
         .filter(|slug| !slug.is_empty())
     {
-        candidates.push((crate::web::tenant_session_cookie(slug), SessionKind::Tenant));
+        candidates.push((super::tenant_session_cookie(slug), SessionKind::Tenant));
     }
     for (name, kind) in candidates {
         let Some(cookie) = req.cookie(&name) else {
             continue;
         };
-        let Some(session) = super::load_session(ctx, cookie.value(), kind).await? else {
+        let Some(session) = auth::load_session(ctx, cookie.value(), kind).await? else {
             continue;
         };
         let safe = matches!(
@@ -127,7 +126,7 @@ async fn session_principal(
                 .get("x-csrf-token")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            if !super::csrf_matches(&session.csrf_token, submitted) {
+            if !auth::csrf_matches(&session.csrf_token, submitted) {
                 return Err(AppError::forbidden(
                     "a request authenticated by a session cookie that changes something needs the \
                      session's CSRF token in the X-CSRF-Token header",

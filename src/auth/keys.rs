@@ -1,0 +1,544 @@
+//! API keys: platform tokens (`platform-admin`, `platform-viewer`) and tenant keys
+//! (`tenant-admin`, `member`), `tny_<prefix>_<secret>`, shown once and stored as a SHA-256 of
+//! the secret; created, listed, rotated with a grace period, revoked, expiring; and the
+//! authentication of a request's key within the abuse limits.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::{Principal, Role, TenantScope, constant_time_eq, random_string, sha256_hex};
+use crate::audit::{self, Actor, AuditEvent};
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store;
+use crate::store::models::{ApiKeyRow, TenantRef};
+use crate::transaction;
+
+// ---------------------------------------------------------------------------------------------
+// API tokens and keys
+
+/// An API token (platform) or key (tenant) as listed — never its secret.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiTokenInfo {
+    pub id: String,
+    pub name: String,
+    /// The public part of the token (`tny_<prefix>_…`), to recognise it.
+    pub prefix: String,
+    pub role: Role,
+    /// The tenant of a tenant key (its id); none for a platform token.
+    pub tenant_id: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Requests per minute this key may make (per server); none: no limit of its own.
+    pub rate_limit_per_minute: Option<i64>,
+    /// The key that replaced this one by a rotation; this one works until `expires_at`.
+    pub replaced_by: Option<String>,
+    /// Whether the key authenticates requests now.
+    pub live: bool,
+}
+
+impl ApiTokenInfo {
+    pub fn from_row(row: &ApiKeyRow) -> Self {
+        let now = clock::now();
+        ApiTokenInfo {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            prefix: row.prefix.clone(),
+            role: Role::parse(&row.role).unwrap_or(Role::Member),
+            tenant_id: row.tenant_id.clone(),
+            created_by: row.created_by.clone(),
+            created_at: clock::to_utc(row.created_at),
+            expires_at: row.expires_at.map(clock::to_utc),
+            last_used_at: row.last_used_at.map(clock::to_utc),
+            revoked_at: row.revoked_at.map(clock::to_utc),
+            rate_limit_per_minute: row.rate_limit_per_minute,
+            replaced_by: row.replaced_by.clone(),
+            live: row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now),
+        }
+    }
+}
+
+/// A newly created token: the only time its secret is shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NewApiToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: ApiTokenInfo,
+}
+
+/// What a new key is.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub name: String,
+    pub role: Role,
+    pub expires_in_days: Option<u32>,
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+fn check_spec(spec: &KeySpec, tenant: bool) -> AppResult<String> {
+    let mut errors = Vec::new();
+    let name = match crate::tenants::input::check_text("name", &spec.name, 100) {
+        Ok(name) => name,
+        Err(e) => {
+            errors.push(e);
+            String::new()
+        }
+    };
+    if spec.expires_in_days == Some(0) {
+        errors.push(FieldError::new(
+            "expires_in_days",
+            "range",
+            "must be at least 1",
+        ));
+    }
+    if spec.rate_limit_per_minute == Some(0) {
+        errors.push(FieldError::new(
+            "rate_limit_per_minute",
+            "range",
+            "must be at least 1 (leave it out for no limit of the key's own)",
+        ));
+    }
+    if tenant != spec.role.is_tenant_role() {
+        errors.push(FieldError::new(
+            "role",
+            "one_of",
+            if tenant {
+                "a tenant key is `tenant-admin` or `member`"
+            } else {
+                "a platform token is `platform-admin` or `platform-viewer`"
+            },
+        ));
+    }
+    if errors.is_empty() {
+        Ok(name)
+    } else {
+        Err(AppError::Validation(errors))
+    }
+}
+
+fn new_key_row(
+    actor: &Actor,
+    tenant_id: Option<String>,
+    name: String,
+    spec: &KeySpec,
+    expires_at: Option<chrono::NaiveDateTime>,
+) -> (ApiKeyRow, String) {
+    let prefix = random_string(8).to_lowercase();
+    let secret = random_string(32);
+    let token = format!("tny_{prefix}_{secret}");
+    let now = clock::now();
+    (
+        ApiKeyRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id,
+            name,
+            prefix,
+            secret_hash: sha256_hex(&secret),
+            role: spec.role.as_str().into(),
+            created_by: actor.name.clone(),
+            created_at: now,
+            expires_at: expires_at.or_else(|| {
+                spec.expires_in_days
+                    .map(|d| now + chrono::Duration::days(d.into()))
+            }),
+            last_used_at: None,
+            revoked_at: None,
+            rate_limit_per_minute: spec.rate_limit_per_minute.map(i64::from),
+            replaced_by: None,
+        },
+        token,
+    )
+}
+
+/// Creates a platform API token.
+pub async fn create_platform_token(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    role: Role,
+    expires_in_days: Option<u32>,
+) -> AppResult<NewApiToken> {
+    create_key(
+        ctx,
+        actor,
+        None,
+        &KeySpec {
+            name: name.to_owned(),
+            role,
+            expires_in_days,
+            rate_limit_per_minute: None,
+        },
+    )
+    .await
+}
+
+/// Creates a key: of the platform (`tenant` none) or of a tenant.
+pub async fn create_key(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: Option<&TenantScope>,
+    spec: &KeySpec,
+) -> AppResult<NewApiToken> {
+    let name = check_spec(spec, tenant.is_some())?;
+    let (row, token) = new_key_row(
+        actor,
+        tenant.map(|t| t.id.clone()),
+        name.clone(),
+        spec,
+        None,
+    );
+    let now = clock::now();
+    transaction!(ctx.db, |tx| {
+        if store::admin::live_key_name_taken(tx, row.tenant_id.as_deref(), &name, now).await? {
+            return Err(AppError::conflict(
+                "name_taken",
+                format!("a live key named `{name}` already exists; revoke it or pick another name"),
+                json!({ "field": "name" }),
+            ));
+        }
+        store::admin::insert_key(tx, &row).await?;
+        audit::record(tx, actor, key_event("create", tenant, &row, json!({}))).await?;
+        Ok(())
+    })?;
+    Ok(NewApiToken {
+        token,
+        info: ApiTokenInfo::from_row(&row),
+    })
+}
+
+fn key_event(
+    what: &str,
+    tenant: Option<&TenantScope>,
+    row: &ApiKeyRow,
+    extra: serde_json::Value,
+) -> AuditEvent {
+    let mut details = json!({
+        "id": row.id, "name": row.name, "prefix": row.prefix, "role": row.role,
+        "rate_limit_per_minute": row.rate_limit_per_minute,
+    });
+    if let (Some(map), serde_json::Value::Object(more)) = (details.as_object_mut(), extra) {
+        map.extend(more);
+    }
+    match tenant {
+        None => AuditEvent::platform(
+            match what {
+                "create" => "admin.token_create",
+                "revoke" => "admin.token_revoke",
+                _ => "admin.token_rotate",
+            },
+            details,
+        ),
+        Some(t) => AuditEvent::tenant(
+            match what {
+                "create" => "tenant.api_key_create",
+                "revoke" => "tenant.api_key_revoke",
+                _ => "tenant.api_key_rotate",
+            },
+            &t.id,
+            &t.slug,
+            details,
+        ),
+    }
+}
+
+pub async fn list_platform_tokens(ctx: &Context) -> AppResult<Vec<ApiTokenInfo>> {
+    let mut conn = ctx.db.conn().await?;
+    let rows = store::admin::list_platform_keys(&mut conn).await?;
+    Ok(rows.iter().map(ApiTokenInfo::from_row).collect())
+}
+
+pub async fn list_tenant_keys(ctx: &Context, tenant: &TenantScope) -> AppResult<Vec<ApiTokenInfo>> {
+    let mut conn = ctx.db.conn().await?;
+    let rows = store::admin::list_tenant_keys(&mut conn, &tenant.id).await?;
+    Ok(rows.iter().map(ApiTokenInfo::from_row).collect())
+}
+
+/// Revokes a platform token by id or name.
+pub async fn revoke_platform_token(
+    ctx: &Context,
+    actor: &Actor,
+    id_or_name: &str,
+) -> AppResult<ApiTokenInfo> {
+    let now = clock::now();
+    let row = transaction!(ctx.db, |tx| {
+        let row = store::admin::revoke_platform_key(tx, id_or_name, now)
+            .await?
+            .ok_or_else(|| AppError::not_found("token", id_or_name))?;
+        audit::record(tx, actor, key_event("revoke", None, &row, json!({}))).await?;
+        Ok(row)
+    })?;
+    let mut info = ApiTokenInfo::from_row(&row);
+    info.revoked_at = Some(clock::to_utc(now));
+    info.live = false;
+    Ok(info)
+}
+
+/// The key `id` of `tenant` (or a platform token for `None`); 404 for a key of anyone else.
+async fn key_of(
+    conn: &mut store::Conn,
+    tenant: Option<&TenantScope>,
+    id: &str,
+) -> AppResult<ApiKeyRow> {
+    store::admin::find_key(conn, id)
+        .await?
+        .filter(|row| row.tenant_id.as_deref() == tenant.map(|t| t.id.as_str()))
+        .ok_or_else(|| AppError::not_found("API key", id))
+}
+
+/// Revokes a key of a tenant (at once; a rotated key's grace period ends too).
+pub async fn revoke_key(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: &TenantScope,
+    id: &str,
+) -> AppResult<()> {
+    let now = clock::now();
+    transaction!(ctx.db, |tx| {
+        let row = key_of(tx, Some(tenant), id).await?;
+        if row.revoked_at.is_some() {
+            return Ok(());
+        }
+        store::admin::revoke_key(tx, &row.id, now).await?;
+        audit::record(
+            tx,
+            actor,
+            key_event("revoke", Some(tenant), &row, json!({})),
+        )
+        .await?;
+        Ok(())
+    })
+}
+
+/// Rotates a key: a new key with the same name, role, limit and expiry is made (and shown once);
+/// the old one keeps working for `grace_minutes` (0: it stops at once).
+pub async fn rotate_key(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: Option<&TenantScope>,
+    id: &str,
+    grace_minutes: u32,
+) -> AppResult<NewApiToken> {
+    if grace_minutes > 7 * 24 * 60 {
+        return Err(AppError::invalid(
+            "grace_minutes",
+            "range",
+            "must be at most 10080 (a week)",
+        ));
+    }
+    let now = clock::now();
+    let (new_row, token) = transaction!(ctx.db, |tx| {
+        let old = key_of(tx, tenant, id).await?;
+        if old.revoked_at.is_some() || old.expires_at.is_some_and(|at| at <= now) {
+            return Err(AppError::conflict(
+                "key_not_live",
+                format!("key `{id}` is revoked or expired: create a new one instead"),
+                json!({ "id": id }),
+            ));
+        }
+        if let Some(by) = &old.replaced_by {
+            return Err(AppError::conflict(
+                "already_rotated",
+                format!("key `{id}` was already rotated; rotate its replacement `{by}`"),
+                json!({ "id": id, "replaced_by": by }),
+            ));
+        }
+        let spec = KeySpec {
+            name: old.name.clone(),
+            role: Role::parse(&old.role).unwrap_or(Role::Member),
+            expires_in_days: None,
+            rate_limit_per_minute: old.rate_limit_per_minute.map(|n| n as u32),
+        };
+        let (new_row, token) = new_key_row(
+            actor,
+            old.tenant_id.clone(),
+            old.name.clone(),
+            &spec,
+            old.expires_at,
+        );
+        store::admin::insert_key(tx, &new_row).await?;
+        let until = now + chrono::Duration::minutes(grace_minutes.into());
+        let until = old.expires_at.map_or(until, |at| at.min(until));
+        store::admin::mark_rotated(tx, &old.id, &new_row.id, until).await?;
+        audit::record(
+            tx,
+            actor,
+            key_event(
+                "rotate",
+                tenant,
+                &old,
+                json!({ "replaced_by": new_row.id, "new_prefix": new_row.prefix, "grace_until": clock::rfc3339(until) }),
+            ),
+        )
+        .await?;
+        Ok((new_row, token))
+    })?;
+    Ok(NewApiToken {
+        token,
+        info: ApiTokenInfo::from_row(&new_row),
+    })
+}
+
+/// What became of a bearer token.
+#[derive(Debug)]
+pub enum KeyOutcome {
+    Authenticated(Principal),
+    /// Not a live key (unknown, wrong secret, revoked, expired, or its tenant is not active).
+    Refused,
+    /// Too many failed attempts from this address or against this tenant's keys: wait.
+    Blocked(std::time::Duration),
+}
+
+/// Resolves a bearer token to its principal, within the abuse limits: a refused token counts
+/// against its source address and the tenant of the key it names, and a spent budget blocks
+/// further attempts. Attempts and failures are counted in the metrics by tenant.
+pub async fn authenticate_key(
+    ctx: &Context,
+    token: &str,
+    address: Option<&str>,
+) -> AppResult<KeyOutcome> {
+    let refuse = |tenant: &str, reason: &str| {
+        ctx.metrics
+            .auth_attempts
+            .with_label_values(&[tenant, "api_key"])
+            .inc();
+        ctx.metrics
+            .auth_failures
+            .with_label_values(&[tenant, "api_key", reason])
+            .inc();
+    };
+    // A blocked address is refused before the key is even looked up (its tenant is unknown).
+    if let Some(wait) = ctx.auth_limits.key_blocked(None, address) {
+        refuse("unknown", "rate_limited");
+        return Ok(KeyOutcome::Blocked(wait));
+    }
+    let parts = token
+        .strip_prefix("tny_")
+        .and_then(|rest| rest.split_once('_'))
+        .filter(|(prefix, secret)| prefix.len() == 8 && secret.len() == 32);
+    let (row, tenant_row) = match parts {
+        Some((prefix, _)) => {
+            let mut conn = ctx.db.conn().await?;
+            match store::admin::find_key_with_tenant(&mut conn, prefix).await? {
+                Some((row, tenant)) => (Some(row), tenant),
+                None => (None, None),
+            }
+        }
+        None => (None, None),
+    };
+    let label = match (&row, &tenant_row) {
+        (_, Some(t)) => t.slug.as_str(),
+        (Some(r), None) if r.tenant_id.is_none() => "platform",
+        _ => "unknown",
+    };
+    if let Some(wait) = ctx
+        .auth_limits
+        .key_blocked(row.as_ref().and_then(|r| r.tenant_id.as_deref()), None)
+    {
+        refuse(label, "rate_limited");
+        return Ok(KeyOutcome::Blocked(wait));
+    }
+    let now = clock::now();
+    let verdict = match (&row, parts) {
+        (None, None) => Err("malformed"),
+        (None, Some(_)) => Err("unknown"),
+        (Some(row), Some((_, secret))) => {
+            if !constant_time_eq(&sha256_hex(secret), &row.secret_hash) {
+                Err("wrong_secret")
+            } else if row.revoked_at.is_some() {
+                Err("revoked")
+            } else if row.expires_at.is_some_and(|at| at <= now) {
+                Err("expired")
+            } else {
+                key_principal(row, tenant_row.as_ref())
+            }
+        }
+        (Some(_), None) => Err("malformed"),
+    };
+    let principal = match verdict {
+        Ok(principal) => {
+            ctx.metrics
+                .auth_attempts
+                .with_label_values(&[label, "api_key"])
+                .inc();
+            principal
+        }
+        Err(reason) => {
+            refuse(label, reason);
+            // The attempt that spends a budget is the first one refused with 429.
+            return Ok(
+                match ctx
+                    .auth_limits
+                    .key_failed(row.as_ref().and_then(|r| r.tenant_id.as_deref()), address)
+                {
+                    Some(wait) => KeyOutcome::Blocked(wait),
+                    None => KeyOutcome::Refused,
+                },
+            );
+        }
+    };
+    let row = row.expect("a principal comes from a key");
+    // Last-used time, at most once a minute per key: not a write on every request.
+    if row
+        .last_used_at
+        .is_none_or(|at| now - at > chrono::Duration::minutes(1))
+    {
+        let id = row.id.clone();
+        let db = ctx.db.clone();
+        let _ = transaction!(db, |tx| { store::admin::touch_key(tx, &id, now).await });
+    }
+    Ok(KeyOutcome::Authenticated(principal))
+}
+
+/// [`authenticate_key`] without a source address: the principal of a live token, if it is one.
+pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
+    Ok(match authenticate_key(ctx, token, None).await? {
+        KeyOutcome::Authenticated(principal) => Some(principal),
+        KeyOutcome::Refused | KeyOutcome::Blocked(_) => None,
+    })
+}
+
+/// The principal of a key whose secret matched, if its role and tenant allow one.
+fn key_principal(row: &ApiKeyRow, tenant: Option<&TenantRef>) -> Result<Principal, &'static str> {
+    let role = Role::parse(&row.role).ok_or("unknown_role")?;
+    let tenant = match (&row.tenant_id, tenant) {
+        (None, _) if role.is_tenant_role() => return Err("unknown_role"),
+        (None, _) => None,
+        (Some(_), None) => return Err("unknown"),
+        (Some(_), Some(t)) => {
+            let active = t
+                .status
+                .parse::<crate::tenants::TenantStatus>()
+                .is_ok_and(|s| s.is_active());
+            if !active {
+                return Err("tenant_inactive");
+            }
+            if !role.is_tenant_role() {
+                return Err("unknown_role");
+            }
+            Some(TenantScope {
+                id: t.id.clone(),
+                slug: t.slug.clone(),
+            })
+        }
+    };
+    let name = match &tenant {
+        None => format!("token:{}", row.name),
+        Some(t) => format!("key:{}/{}", t.slug, row.name),
+    };
+    Ok(Principal {
+        name,
+        role,
+        tenant,
+        key: Some((
+            row.id.clone(),
+            row.rate_limit_per_minute
+                .map(|n| n.clamp(1, u32::MAX as i64) as u32),
+        )),
+    })
+}
