@@ -1,0 +1,228 @@
+//! `tenantry plugin …`: plugins scaffolded, checked, installed, listed, inspected, granted,
+//! revoked, enabled and disabled.
+
+use crate::audit::Actor;
+use crate::context::Context;
+use anyhow::Context as _;
+use clap::{Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+use super::{Output, app_error, print, read_secret_file};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Install (or upgrade) a plugin from its component.
+    Install { file: PathBuf },
+    /// List plugins with their world, version and capabilities.
+    List,
+    /// Show one plugin: manifest, requested and granted capabilities, deadline.
+    Inspect { name: String },
+    /// Grant a host or a secret the plugin's manifest requests.
+    Grant {
+        name: String,
+        /// A host (`host` or `host:port`).
+        #[arg(long, conflicts_with = "secret")]
+        host: Option<String>,
+        /// A secret's name; its value is read from --value-file.
+        #[arg(long, requires = "value_file")]
+        secret: Option<String>,
+        /// File holding the secret's value (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+    },
+    /// Revoke a granted host or secret.
+    Revoke {
+        name: String,
+        #[arg(long, conflicts_with = "secret")]
+        host: Option<String>,
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Enable a plugin, optionally with its own call deadline.
+    Enable {
+        name: String,
+        /// Deadline of each call in milliseconds (overrides the world's default).
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+    },
+    /// Disable a plugin.
+    Disable { name: String },
+    /// Create a new plugin crate that builds as is.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        world: CliWorld,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK crate (default: the one of this source tree).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Check a component: world, WIT version, manifest, exports, requested capabilities.
+    Check { file: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CliWorld {
+    Provisioner,
+    Renderer,
+    QuotaPolicy,
+}
+
+impl From<CliWorld> for crate::plugins::World {
+    fn from(world: CliWorld) -> Self {
+        match world {
+            CliWorld::Provisioner => crate::plugins::World::Provisioner,
+            CliWorld::Renderer => crate::plugins::World::Renderer,
+            CliWorld::QuotaPolicy => crate::plugins::World::QuotaPolicy,
+        }
+    }
+}
+
+pub(super) fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
+    format!(
+        "ok: {} {} — world {}, WIT {}\n{}\nrequests hosts: {}\nrequests secrets: {}\nexports: {}\nimports: {}\nsha256: {} ({} bytes)",
+        i.manifest.name,
+        i.manifest.version,
+        i.world,
+        i.wit_version,
+        i.manifest.description,
+        list_or_none(&i.manifest.capabilities.hosts),
+        list_or_none(&i.manifest.capabilities.secrets),
+        i.exports.join(", "),
+        i.imports.join(", "),
+        i.sha256,
+        i.size_bytes
+    )
+}
+
+fn plugin_text(p: &crate::plugin_registry::PluginView) -> String {
+    format!(
+        "{} {} ({}{}) — world {}, WIT {}, deadline {} ms\n{}\nhosts:   requested {} | granted {}\nsecrets: requested {} | granted {}\ncalls: {} ({} failed, mean {:.2} ms)",
+        p.name,
+        p.version,
+        if p.enabled { "enabled" } else { "disabled" },
+        if p.builtin { ", built-in" } else { "" },
+        p.world,
+        p.wit_version,
+        p.deadline_ms,
+        p.description,
+        list_or_none(&p.requested.hosts),
+        list_or_none(&p.granted.hosts),
+        list_or_none(&p.requested.secrets),
+        list_or_none(&p.granted.secrets),
+        p.stats.calls,
+        p.stats.failures,
+        p.stats.mean_ms
+    )
+}
+
+pub(super) async fn plugin_command(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    cmd: PluginCommand,
+) -> anyhow::Result<()> {
+    use crate::plugin_registry::{self as registry, Capability};
+    match cmd {
+        PluginCommand::Install { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let plugin = registry::install(ctx, actor, bytes)
+                .await
+                .map_err(app_error)?;
+            print(out, &plugin, || {
+                format!(
+                    "installed {} {} ({})",
+                    plugin.name, plugin.version, plugin.world
+                )
+            })
+        }
+        PluginCommand::List => {
+            let plugins = registry::list(ctx).await.map_err(app_error)?;
+            print(out, &plugins, || {
+                let mut lines = vec![format!(
+                    "{:<20} {:<9} {:<13} {:<6} {:<9} GRANTED",
+                    "NAME", "VERSION", "WORLD", "WIT", "STATE"
+                )];
+                lines.extend(plugins.iter().map(|p| {
+                    format!(
+                        "{:<20} {:<9} {:<13} {:<6} {:<9} {}",
+                        p.name,
+                        p.version,
+                        p.world.as_str(),
+                        p.wit_version,
+                        if p.enabled { "enabled" } else { "disabled" },
+                        [p.granted.hosts.clone(), p.granted.secrets.clone()]
+                            .concat()
+                            .join(", ")
+                    )
+                }));
+                lines.join("\n")
+            })
+        }
+        PluginCommand::Inspect { name } => {
+            let plugin = registry::get(ctx, &name).await.map_err(app_error)?;
+            print(out, &plugin, || plugin_text(&plugin))
+        }
+        PluginCommand::Grant {
+            name,
+            host,
+            secret,
+            value_file,
+        } => {
+            let capability = match (host, secret, value_file) {
+                (Some(host), None, _) => Capability::Host(host),
+                (None, Some(secret), Some(file)) => Capability::Secret {
+                    name: secret,
+                    value: read_secret_file(&file)?,
+                },
+                _ => anyhow::bail!("give --host HOST, or --secret NAME --value-file FILE"),
+            };
+            let plugin = registry::grant(ctx, actor, &name, capability)
+                .await
+                .map_err(app_error)?;
+            print(out, &plugin, || plugin_text(&plugin))
+        }
+        PluginCommand::Revoke { name, host, secret } => {
+            let (kind, capability) = match (host, secret) {
+                (Some(host), None) => ("host", host),
+                (None, Some(secret)) => ("secret", secret),
+                _ => anyhow::bail!("give --host HOST or --secret NAME"),
+            };
+            let plugin = registry::revoke(ctx, actor, &name, kind, &capability)
+                .await
+                .map_err(app_error)?;
+            print(out, &plugin, || plugin_text(&plugin))
+        }
+        PluginCommand::Enable { name, deadline_ms } => {
+            let plugin = registry::set_enabled(ctx, actor, &name, true, deadline_ms)
+                .await
+                .map_err(app_error)?;
+            print(out, &plugin, || {
+                format!(
+                    "plugin {} enabled (deadline {} ms)",
+                    plugin.name, plugin.deadline_ms
+                )
+            })
+        }
+        PluginCommand::Disable { name } => {
+            let plugin = registry::set_enabled(ctx, actor, &name, false, None)
+                .await
+                .map_err(app_error)?;
+            print(out, &plugin, || format!("plugin {} disabled", plugin.name))
+        }
+        PluginCommand::New { .. } | PluginCommand::Check { .. } => {
+            unreachable!("handled without a database")
+        }
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}

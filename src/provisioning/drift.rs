@@ -1,0 +1,105 @@
+//! Drift: what the backends say about the resources a tenant was provisioned with (each backend
+//! plugin's `observe`).
+
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::store::provisioning as sql;
+use crate::tenants::Tenant;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::views::{ResourceView, resource_view};
+use super::{plugin_tenant, resource_context};
+
+/// A difference between what a tenant was provisioned with and what a backend holds.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DriftItem {
+    pub plugin: String,
+    pub resource: String,
+    pub problem: String,
+}
+
+/// What the backends say about a tenant's resources.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DriftReport {
+    pub tenant: String,
+    pub checked_at: String,
+    /// Resources the tenant holds, per plugin and step, with the template that produced them.
+    pub resources: Vec<ResourceView>,
+    pub drift: Vec<DriftItem>,
+    /// Backends that could not be asked, and why.
+    pub errors: Vec<DriftItem>,
+}
+
+/// Asks every backend the tenant holds resources in for drift (`observe`).
+pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
+    let rows = {
+        let mut conn = ctx.db.conn().await?;
+        sql::resources(&mut conn, &tenant.id).await?
+    };
+    let ptenant = plugin_tenant(
+        &tenant.id,
+        &tenant.slug,
+        &tenant.name,
+        tenant.tier.as_str(),
+        tenant.status.as_str(),
+    );
+    let mut plugins: Vec<String> = Vec::new();
+    for r in &rows {
+        if !plugins.contains(&r.plugin) {
+            plugins.push(r.plugin.clone());
+        }
+    }
+    let mut drift = Vec::new();
+    let mut errors = Vec::new();
+    for plugin in plugins {
+        let mut applied = Vec::new();
+        for r in rows.iter().filter(|r| r.plugin == plugin) {
+            let input = ctx
+                .keyring
+                .open(
+                    &r.input,
+                    &resource_context(&tenant.id, &r.plugin, &r.step_id),
+                )
+                .map_err(AppError::internal)?;
+            applied.push((
+                crate::plugins::Step {
+                    id: r.step_id.clone(),
+                    description: r.description.clone(),
+                    input,
+                },
+                crate::plugins::Outcome {
+                    output: r.output.clone(),
+                    manual_follow_up: None,
+                },
+            ));
+        }
+        let logged = ctx.plugins.observe(&plugin, &ptenant, applied).await;
+        match logged.result {
+            Ok(Ok(found)) => drift.extend(found.into_iter().map(|d| DriftItem {
+                plugin: plugin.clone(),
+                resource: d.resource,
+                problem: d.problem,
+            })),
+            Ok(Err(crate::plugins::PluginError::Transient(m)))
+            | Ok(Err(crate::plugins::PluginError::Permanent(m))) => errors.push(DriftItem {
+                plugin: plugin.clone(),
+                resource: "*".into(),
+                problem: m,
+            }),
+            Err(err) => errors.push(DriftItem {
+                plugin: plugin.clone(),
+                resource: "*".into(),
+                problem: err.to_string(),
+            }),
+        }
+    }
+    Ok(DriftReport {
+        tenant: tenant.slug.clone(),
+        checked_at: clock::rfc3339(clock::now()),
+        resources: rows.iter().map(resource_view).collect(),
+        drift,
+        errors,
+    })
+}
