@@ -20,6 +20,22 @@ use crate::store::Db;
 use crate::telemetry::TenantRootSpan;
 use crate::{api, tenants, web as portal};
 
+/// A request no route took: 405 with `Allow` for a documented API path asked with another
+/// method, else the portal's (or, under `/api/`, the API's) 404.
+async fn unrouted(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    if let Some(allowed) = api::openapi::allowed_methods(req.path())
+        && !allowed.contains(&req.method().as_str())
+    {
+        use actix_web::ResponseError as _;
+        return crate::error::AppError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allowed: allowed.iter().map(|m| (*m).to_owned()).collect(),
+        }
+        .error_response();
+    }
+    portal::not_found(req).await
+}
+
 /// What start-up did that the operator should hear about.
 #[derive(Debug)]
 pub struct StartupReport {
@@ -121,7 +137,7 @@ fn start_with(
             .app_data(web::FormConfig::default().limit(ctx.config.max_body_bytes))
             .app_data(web::PathConfig::default());
         portal::mount(api::mount(app))
-            .default_service(web::to(portal::not_found))
+            .default_service(web::to(unrouted))
             .wrap(
                 DefaultHeaders::new()
                     .add(("X-Content-Type-Options", "nosniff"))

@@ -55,6 +55,11 @@ pub enum AppError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     Unavailable(String),
+    #[error("method {method} is not allowed here (allowed: {})", .allowed.join(", "))]
+    MethodNotAllowed {
+        method: String,
+        allowed: Vec<String>,
+    },
     #[error("too many requests: {what}; retry in {retry_after_secs} s")]
     RateLimited { what: String, retry_after_secs: u64 },
     #[error("internal error")]
@@ -115,6 +120,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Validation(_) => "validation_failed",
             AppError::Unavailable(_) => "unavailable",
+            AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Internal(_) => "internal",
         }
@@ -123,13 +129,15 @@ impl AppError {
     pub fn details(&self) -> Value {
         match self {
             AppError::Validation(fields) => json!({ "fields": fields }),
-            AppError::Conflict { details, .. } => details.clone(),
+            AppError::Conflict { details, .. } if details.is_object() => details.clone(),
+            AppError::Conflict { .. } => json!({}),
             AppError::NotFound { what, key } => json!({ "resource": what, "key": key }),
             AppError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             AppError::RateLimited {
                 retry_after_secs, ..
             } => json!({ "retry_after_seconds": retry_after_secs }),
-            _ => Value::Null,
+            AppError::MethodNotAllowed { allowed, .. } => json!({ "allowed": allowed }),
+            _ => json!({}),
         }
     }
 
@@ -163,6 +171,7 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -183,6 +192,9 @@ impl ResponseError for AppError {
         {
             builder.insert_header(("Retry-After", retry_after_secs.to_string()));
         }
+        if let AppError::MethodNotAllowed { allowed, .. } = self {
+            builder.insert_header(("Allow", allowed.join(", ")));
+        }
         builder.json(ErrorBody::from(self))
     }
 }
@@ -197,6 +209,9 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// What the error is about, by kind: `fields` (each broken rule) for `validation_failed`,
+    /// `resource` and `key` for `not_found`, `retry_after_seconds`, `limit_bytes`, `allowed`
+    /// methods… An empty object when there is nothing more to say.
     #[schema(value_type = Object)]
     pub details: Value,
 }

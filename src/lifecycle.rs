@@ -52,6 +52,7 @@ pub async fn update(
     slug: &str,
     patch: &TenantPatch,
 ) -> AppResult<Tenant> {
+    tenants::refuse_configured_fields(slug, patch)?;
     let checked = tenants::check_patch(patch, slug == ADMIN_SLUG)?;
     let (tenant, changed) = transaction!(ctx.db, |tx| {
         let (row, applied) = tenants::apply_patch(tx, &ctx.keyring, actor, slug, checked).await?;

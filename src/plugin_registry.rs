@@ -19,6 +19,12 @@ use crate::plugins::{BUILTINS, CallStats, Grants, grants_of};
 use crate::store::models::{PluginGrantRow, PluginMetaRow, PluginRow};
 use crate::{store, transaction};
 
+/// The shortest deadline an operator can give a plugin's calls, in milliseconds: the host's
+/// clock ticks every millisecond, so a shorter one stops calls before they run.
+pub const MIN_DEADLINE_MS: u64 = 10;
+/// The longest, in milliseconds (ten minutes).
+pub const MAX_DEADLINE_MS: u64 = 600_000;
+
 /// A plugin as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PluginView {
@@ -255,11 +261,13 @@ pub async fn set_enabled(
     enabled: bool,
     deadline_ms: Option<u64>,
 ) -> AppResult<PluginView> {
-    if deadline_ms.is_some_and(|d| !(1..=600_000).contains(&d)) {
+    if deadline_ms.is_some_and(|d| !(MIN_DEADLINE_MS..=MAX_DEADLINE_MS).contains(&d)) {
         return Err(AppError::invalid(
             "deadline_ms",
             "range",
-            "must be between 1 and 600000",
+            format!(
+                "must be between {MIN_DEADLINE_MS} and {MAX_DEADLINE_MS} (below {MIN_DEADLINE_MS} ms a call is stopped before it starts)"
+            ),
         ));
     }
     let row = find_row(ctx, name).await?;
@@ -306,6 +314,13 @@ pub async fn grant(
     let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
     let (kind, cap_name, sealed) = match &capability {
         Capability::Host(host) => {
+            if !manifest::is_grantable_host(host) {
+                return Err(AppError::invalid(
+                    "host",
+                    "host",
+                    "must be a host name or address, with an optional `:port` or `:*` (any port)",
+                ));
+            }
             if !manifest
                 .capabilities
                 .hosts

@@ -469,7 +469,88 @@ async fn a_tenant_session_reaches_nothing_of_another_tenant_or_the_platform(back
     app.stop().await;
 }
 
+/// Numbers that become a time or a size are bounded: a key's lifetime of 1590868168 days (which
+/// overflowed the date and answered 500) is a 422 naming the field, and nothing is made.
+async fn a_lifetime_limit_or_grace_out_of_range_is_a_422_that_names_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme").await;
+    for (body, field) in [
+        (
+            json!({ "name": "x", "expires_in_days": 1590868168u32 }),
+            "expires_in_days",
+        ),
+        (
+            json!({ "name": "x", "expires_in_days": 3651 }),
+            "expires_in_days",
+        ),
+        (
+            json!({ "name": "x", "rate_limit_per_minute": 1_000_001 }),
+            "rate_limit_per_minute",
+        ),
+    ] {
+        let (status, error) = app.post("/api/v1/tenant/acme/api-keys", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert_eq!(
+            field_rules(&error),
+            vec![(field.to_owned(), "range".to_owned())]
+        );
+        let (status, error) = app
+            .post(
+                "/api/v1/admin/tokens",
+                json!({ "name": "y", "expires_in_days": 1590868168u32 }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    }
+    let (_, keys) = app.get("/api/v1/tenant/acme/api-keys").await;
+    assert_eq!(keys, json!([]), "nothing was made");
+    let key = new_key(
+        &app,
+        "acme",
+        json!({ "name": "ok", "expires_in_days": 3650 }),
+    )
+    .await;
+    let (status, error) = app
+        .post(
+            &format!(
+                "/api/v1/tenant/acme/api-keys/{}/rotate",
+                key["id"].as_str().unwrap()
+            ),
+            json!({ "grace_minutes": 10081 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(
+        field_rules(&error),
+        vec![("grace_minutes".to_owned(), "range".to_owned())]
+    );
+    app.stop().await;
+}
+
+/// The platform's own tenant has no API keys: a key of it would read its record (its identity
+/// provider's settings). Platform tokens are the platform's keys.
+async fn the_platform_tenant_has_no_api_keys(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, error) = app
+        .post("/api/v1/tenant/admin/api-keys", json!({ "name": "x" }))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_eq!(error["error"]["code"], "platform_tenant");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("platform token"),
+        "{error}"
+    );
+    let (_, keys) = app.get("/api/v1/tenant/admin/api-keys").await;
+    assert_eq!(keys, json!([]));
+    app.stop().await;
+}
+
 backend_tests!(
+    a_lifetime_limit_or_grace_out_of_range_is_a_422_that_names_it,
+    the_platform_tenant_has_no_api_keys,
     tenant_keys_are_shown_once_rotated_revoked_and_scoped,
     a_key_is_rate_limited_and_platform_tokens_rotate,
     a_tenant_key_reaches_nothing_of_another_tenant_or_the_platform,

@@ -12,6 +12,9 @@ backend_tests!(
     slug_rules_are_422_naming_the_rule_and_store_nothing,
     duplicate_slug_is_409_and_stores_nothing,
     malformed_json_is_400_and_unknown_field_is_422,
+    a_body_that_is_not_an_object_is_422_and_an_integral_float_is_an_integer,
+    an_undeclared_method_is_405_naming_the_allowed_ones,
+    every_error_has_details_as_an_object,
     body_over_the_limit_is_413,
     list_paginates_with_a_cursor_and_filters_by_status_tier_and_search,
     list_with_a_bad_filter_is_422,
@@ -239,6 +242,89 @@ async fn malformed_json_is_400_and_unknown_field_is_422(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(tenant_count(&app).await, before);
+    app.stop().await;
+}
+
+/// serde reads a struct from an array of its fields; the API takes objects only. A number like
+/// `30.0` is the integer 30 (as JSON Schema has it).
+async fn a_body_that_is_not_an_object_is_422_and_an_integral_float_is_an_integer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = tenant_count(&app).await;
+    for body in [json!(["acme", "Acme"]), json!("acme"), json!(null)] {
+        let (status, error) = app.post("/api/v1/tenant", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(
+            field_rules(&error),
+            vec![("body".to_owned(), "type".to_owned())]
+        );
+    }
+    assert_eq!(tenant_count(&app).await, before);
+    let (status, tenant) = app
+        .post(
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "Acme", "trial_days": 30.0 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{tenant}");
+    assert_eq!(tenant["status"], "trial");
+    let (status, error) = app
+        .post(
+            "/api/v1/tenant",
+            json!({ "slug": "globex", "name": "Globex", "trial_days": 2.5 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(field_rules(&error)[0].0, "trial_days");
+    app.stop().await;
+}
+
+/// A documented path asked with a method it does not have: 405 with `Allow` (the most specific
+/// path's methods), not 404.
+async fn an_undeclared_method_is_405_naming_the_allowed_ones(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (method, path, allowed) in [
+        (Method::PUT, "/api/v1/tenant", "GET, POST"),
+        (Method::TRACE, "/metrics", "GET"),
+        (Method::OPTIONS, "/api/v1/tenant/import", "POST"),
+        (Method::PUT, "/api/v1/tenant/acme", "GET, DELETE, PATCH"),
+    ] {
+        let response = app.request(method.clone(), path).send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(response.headers()["allow"], allowed, "{method} {path}");
+        let (_, body) = common::into_json(response).await;
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    }
+    let (status, _) = app.get("/api/v1/nothing-here").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "an undocumented path stays 404"
+    );
+    app.stop().await;
+}
+
+/// Clients parse `details` as an object: it is one on every error, empty when there is nothing
+/// more to say.
+async fn every_error_has_details_as_an_object(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/tenant"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["details"], json!({}), "{body}");
+    let (status, body) = app
+        .post("/api/v1/tenant/nope/suspend", json!({ "reason": "x" }))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"]["details"].is_object(), "{body}");
     app.stop().await;
 }
 

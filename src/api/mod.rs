@@ -6,56 +6,20 @@
 pub mod admin;
 pub mod audit;
 pub mod keys;
+pub mod openapi;
 pub mod ops;
 pub mod plugins;
 pub mod provisioning;
+pub mod rules;
 pub mod sso;
 pub mod tenants;
 
 use actix_web::{HttpRequest, HttpResponse, get};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi as _;
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{AppExt as _, scope};
 
 use crate::error::AppError;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "tenantry",
-        description = "Multi-tenant platform control plane: tenant registry, lifecycle, audit.",
-    ),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "tenants", description = "The tenant registry and lifecycle"),
-        (name = "audit", description = "The hash-chained audit log"),
-        (name = "admin", description = "Platform API tokens"),
-        (name = "sso", description = "A tenant's single sign-on: settings, test connection, setup links, sessions, OAuth health"),
-        (name = "plugins", description = "Wasm plugins: install, inspect, enable, grant"),
-        (name = "templates", description = "Connection and asset templates, versioned"),
-        (name = "provisioning", description = "Provisioning runs: the saga that brings tenants into backends"),
-        (name = "operations", description = "Health and metrics"),
-    )
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API token: tny_<prefix>_<secret>"))
-                    .build(),
-            ),
-        );
-    }
-}
 
 /// Registers every API route (documented ones through utoipa).
 fn configure(cfg: &mut ServiceConfig) {
@@ -86,19 +50,29 @@ where
 {
     let (app, _) = app
         .into_utoipa_app()
-        .openapi(ApiDoc::openapi())
+        .openapi(openapi::ApiDoc::openapi())
         .configure(configure)
         .split_for_parts();
     app
 }
 
-/// The OpenAPI document of the API as served.
+/// The OpenAPI document as served (JSON): [`openapi`] with the rules of every request field
+/// ([`rules`]).
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).expect("the OpenAPI document is JSON");
+    rules::state(&mut doc);
+    doc
+}
+
+/// The OpenAPI document of the API, as the handlers declare it: what the handlers declare, with the error
+/// answers every operation shares ([`openapi::complete`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) = actix_web::App::new()
+    let (_, mut api) = actix_web::App::new()
         .into_utoipa_app()
-        .openapi(ApiDoc::openapi())
+        .openapi(openapi::ApiDoc::openapi())
         .configure(configure)
         .split_for_parts();
+    openapi::complete(&mut api);
     api
 }
 
@@ -112,9 +86,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 async fn openapi_json(_caller: crate::http::ApiCaller) -> HttpResponse {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let doc = DOC.get_or_init(|| {
-        openapi()
-            .to_pretty_json()
-            .expect("OpenAPI document serialises")
+        serde_json::to_string_pretty(&openapi_document()).expect("OpenAPI document serialises")
     });
     HttpResponse::Ok()
         .content_type("application/json")

@@ -205,6 +205,9 @@ async fn grant_capability(
     body: ApiJson<GrantRequest>,
 ) -> AppResult<HttpResponse> {
     let request = body.0;
+    if request.value.as_deref() == Some("") {
+        return Err(AppError::invalid("value", "required", "must not be empty"));
+    }
     let capability = match request.kind.as_str() {
         "host" => Capability::Host(request.name),
         "secret" => Capability::Secret {

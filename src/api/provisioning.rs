@@ -208,7 +208,7 @@ async fn render_template(
     body: ApiJson<RenderInput>,
 ) -> AppResult<HttpResponse> {
     let _ = &caller;
-    let r = templates::render(&ctx, "values", &name, body.0.version, &body.0.values).await?;
+    let r = templates::render_named(&ctx, &name, body.0.version, &body.0.values).await?;
     Ok(HttpResponse::Ok().json(RenderOutput {
         template: r.template,
         version: r.version,

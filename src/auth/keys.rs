@@ -81,6 +81,13 @@ pub struct KeySpec {
     pub rate_limit_per_minute: Option<u32>,
 }
 
+/// The longest lifetime a key may be given, in days.
+pub const MAX_EXPIRES_IN_DAYS: u32 = 3650;
+/// The highest per-minute limit a key may be given.
+pub const MAX_RATE_LIMIT_PER_MINUTE: u32 = 1_000_000;
+/// The longest grace period of a rotated key, in minutes (a week).
+pub const MAX_GRACE_MINUTES: u32 = 7 * 24 * 60;
+
 fn check_spec(spec: &KeySpec, tenant: bool) -> AppResult<String> {
     let mut errors = Vec::new();
     let name = match crate::tenants::input::check_text("name", &spec.name, 100) {
@@ -90,18 +97,26 @@ fn check_spec(spec: &KeySpec, tenant: bool) -> AppResult<String> {
             String::new()
         }
     };
-    if spec.expires_in_days == Some(0) {
+    if spec
+        .expires_in_days
+        .is_some_and(|d| !(1..=MAX_EXPIRES_IN_DAYS).contains(&d))
+    {
         errors.push(FieldError::new(
             "expires_in_days",
             "range",
-            "must be at least 1",
+            format!("must be between 1 and {MAX_EXPIRES_IN_DAYS} (ten years)"),
         ));
     }
-    if spec.rate_limit_per_minute == Some(0) {
+    if spec
+        .rate_limit_per_minute
+        .is_some_and(|n| !(1..=MAX_RATE_LIMIT_PER_MINUTE).contains(&n))
+    {
         errors.push(FieldError::new(
             "rate_limit_per_minute",
             "range",
-            "must be at least 1 (leave it out for no limit of the key's own)",
+            format!(
+                "must be between 1 and {MAX_RATE_LIMIT_PER_MINUTE} (leave it out for no limit of the key's own)"
+            ),
         ));
     }
     if tenant != spec.role.is_tenant_role() {
@@ -185,6 +200,20 @@ pub async fn create_key(
     tenant: Option<&TenantScope>,
     spec: &KeySpec,
 ) -> AppResult<NewApiToken> {
+    if let Some(scope) = tenant
+        && scope.slug == crate::tenants::ADMIN_SLUG
+    {
+        // A key of the platform's own tenant would read its record (its identity provider's
+        // settings): platform tokens are the keys of the platform.
+        return Err(AppError::conflict(
+            "platform_tenant",
+            format!(
+                "the platform's own tenant `{}` has no API keys: create a platform token instead (POST /api/v1/admin/tokens, `tenantry admin token create`)",
+                crate::tenants::ADMIN_SLUG
+            ),
+            json!({}),
+        ));
+    }
     let name = check_spec(spec, tenant.is_some())?;
     let (row, token) = new_key_row(
         actor,
@@ -324,7 +353,7 @@ pub async fn rotate_key(
     id: &str,
     grace_minutes: u32,
 ) -> AppResult<NewApiToken> {
-    if grace_minutes > 7 * 24 * 60 {
+    if grace_minutes > MAX_GRACE_MINUTES {
         return Err(AppError::invalid(
             "grace_minutes",
             "range",

@@ -148,7 +148,9 @@ pub async fn update(
     slug: &str,
     change: &SsoUpdate,
 ) -> AppResult<Tenant> {
-    tenants::update(ctx, actor, slug, &change.to_patch()).await
+    let patch = change.to_patch();
+    tenants::refuse_configured_fields(slug, &patch)?;
+    tenants::update(ctx, actor, slug, &patch).await
 }
 
 /// What "test connection" checks: the issuer (and scopes) given, or the saved ones.

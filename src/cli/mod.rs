@@ -127,7 +127,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app::serve(config).await
         }
         Command::Openapi => {
-            println!("{}", crate::api::openapi().to_pretty_json()?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::api::openapi_document())?
+            );
             Ok(())
         }
         Command::Plugin(PluginCommand::New {

@@ -67,50 +67,55 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
     }
 }
 
-/// Parses a JSON document into `T`, telling syntax errors (400) from shape errors (422).
+/// Parses a JSON document into `T`, telling syntax errors (400) from shape errors (422). Every
+/// body of the API is a JSON object: anything else (serde would read a struct from an array of
+/// its fields in order) is a 422. A number with an integral value is an integer whatever its
+/// notation (`2.0` is 2, as JSON Schema has it).
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = serde_path_to_error::deserialize::<_, T>(&mut de);
-    if parsed.is_ok()
-        && let Err(err) = de.end()
-    {
-        return Err(AppError::BadRequest(format!("malformed JSON: {err}")));
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|err| AppError::BadRequest(format!("malformed JSON: {err}")))?;
+    if !value.is_object() {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "body",
+            "type",
+            "must be a JSON object",
+        )]));
     }
-    match parsed {
-        Ok(value) => Ok(value),
-        Err(err) => {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            use serde_json::error::Category;
-            match inner.classify() {
-                Category::Syntax | Category::Eof | Category::Io => {
-                    Err(AppError::BadRequest(format!("malformed JSON: {inner}")))
-                }
-                Category::Data => {
-                    let message = inner.to_string();
-                    let message = message
-                        .split(" at line ")
-                        .next()
-                        .unwrap_or(&message)
-                        .to_owned();
-                    // serde_path_to_error's path already ends in an unknown field's name; for a
-                    // missing field it is the path of the object that lacks it.
-                    let (field, rule) = if message.starts_with("unknown field `") {
-                        (path, "unknown_field")
-                    } else if let Some(name) = message
-                        .strip_prefix("missing field `")
-                        .and_then(|rest| rest.split('`').next())
-                    {
-                        (join_path(&path, name), "required")
-                    } else {
-                        (if path == "." { "body".to_owned() } else { path }, "type")
-                    };
-                    Err(AppError::Validation(vec![FieldError::new(
-                        field, rule, message,
-                    )]))
-                }
+    integral_numbers(&mut value);
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        // serde_path_to_error's path already ends in an unknown field's name; for a missing
+        // field it is the path of the object that lacks it.
+        let (field, rule) = if message.starts_with("unknown field `") {
+            (path, "unknown_field")
+        } else if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            (join_path(&path, name), "required")
+        } else {
+            (if path == "." { "body".to_owned() } else { path }, "type")
+        };
+        AppError::Validation(vec![FieldError::new(field, rule, message)])
+    })
+}
+
+/// Turns every number with an integral value written as a float (`2.0`, `1e3`) into an integer.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                *value = Value::from(f as i64);
+            } else if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+                *value = Value::from(f as u64);
             }
         }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
     }
 }
 

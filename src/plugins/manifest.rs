@@ -301,6 +301,29 @@ pub fn host_matches(pattern: &str, host: &str, port: Option<u16>) -> bool {
     }
 }
 
+/// Whether `grant` is a host an operator can grant: a DNS name, an IPv4 address or a bracketed
+/// IPv6 address, with an optional port or `:*` (any port). `*` alone is a manifest's request,
+/// never a grant.
+pub fn is_grantable_host(grant: &str) -> bool {
+    let (host, port) = match grant.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (h, Some(p)),
+        _ => (grant, None),
+    };
+    let port_ok = port.is_none_or(|p| p == "*" || p.parse::<u16>().is_ok_and(|p| p > 0));
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.len() <= 253 && host.split('.').all(label),
+    };
+    port_ok && host_ok
+}
+
 /// Whether granting `granted` stays within the `requested` pattern: the same pattern, one port
 /// (or every port) of a `host:*` request, or any one host (never `*` itself) of a `*` request.
 pub fn host_covers(requested: &str, granted: &str) -> bool {
@@ -314,5 +337,35 @@ pub fn host_covers(requested: &str, granted: &str) -> bool {
     match (requested.rsplit_once(':'), granted.rsplit_once(':')) {
         (Some((rh, "*")), Some((gh, gp))) => rh == gh && (gp == "*" || gp.parse::<u16>().is_ok()),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grantable_hosts_are_names_or_addresses_with_an_optional_port() {
+        for ok in [
+            "example.com",
+            "db-1.internal:5432",
+            "127.0.0.1",
+            "superset:*",
+            "[::1]:8088",
+            "[::1]",
+        ] {
+            assert!(super::is_grantable_host(ok), "{ok}");
+        }
+        for bad in [
+            "*",
+            "",
+            "a b",
+            "-x.com",
+            "x.com:0",
+            "x.com:70000",
+            "x.com:",
+            "\u{b6}\n0",
+            "x..com",
+        ] {
+            assert!(!super::is_grantable_host(bad), "{bad}");
+        }
     }
 }

@@ -233,11 +233,11 @@ fn validate(
         }
     }
     let description = input.description.clone().unwrap_or_default();
-    if description.len() > 500 {
+    if description.chars().count() > 500 {
         errors.push(FieldError::new(
             "description",
             "max_length",
-            "must be at most 500 bytes",
+            "must be at most 500 characters",
         ));
     }
     Some(ValidVersion {
@@ -518,6 +518,16 @@ pub async fn list_latest(
     kind: Option<&str>,
     tag: Option<&str>,
 ) -> AppResult<Vec<TemplateView>> {
+    if let Some(kind) = kind
+        && !kind.is_empty()
+        && !KINDS.contains(&kind)
+    {
+        return Err(AppError::invalid(
+            "kind",
+            "one_of",
+            format!("must be one of {}", KINDS.join(", ")),
+        ));
+    }
     let mut conn = ctx.db.conn().await?;
     let rows = sql::list_templates(&mut conn).await?;
     let versions: BTreeMap<String, TemplateVersionRow> = sql::all_latest_versions(&mut conn)
@@ -528,7 +538,7 @@ pub async fn list_latest(
     Ok(rows
         .iter()
         .filter_map(|t| versions.get(&t.name).map(|v| view(t, v)))
-        .filter(|t| kind.is_none_or(|k| t.kind == k))
+        .filter(|t| kind.is_none_or(|k| k.is_empty() || t.kind == k))
         .filter(|t| tag.is_none_or(|g| t.tags.iter().any(|x| x == g)))
         .collect())
 }
@@ -546,6 +556,18 @@ pub async fn delete(ctx: &Context, actor: &Actor, name: &str) -> AppResult<()> {
         .await?;
         Ok(())
     })
+}
+
+/// Renders template `name` the request names (404 when there is none) with `values`, as
+/// [`render`] does.
+pub async fn render_named(
+    ctx: &Context,
+    name: &str,
+    version: Option<i64>,
+    values: &BTreeMap<String, Value>,
+) -> AppResult<Rendered> {
+    get_rows(ctx, name, version).await?;
+    render(ctx, "values", name, version, values).await
 }
 
 /// Renders `template` (at `version`, default newest) with `values`. A missing, undeclared or

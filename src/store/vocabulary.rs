@@ -18,7 +18,9 @@ pub struct UnknownValue {
 }
 
 /// Declares an enum kept in a text column: `as_str`, `Display`, a strict `FromStr`, serde as the
-/// same words, an OpenAPI schema, and diesel's text mapping on both backends.
+/// same words, an OpenAPI schema, and diesel's text mapping on both backends. The words are the
+/// variants' names in lowercase (serde's and the schema's `rename_all`); a test checks that
+/// `as_str` agrees.
 macro_rules! stored_words {
     (
         $(#[$meta:meta])*
@@ -33,8 +35,9 @@ macro_rules! stored_words {
             diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
         )]
         #[diesel(sql_type = diesel::sql_types::Text)]
+        #[serde(rename_all = "lowercase")]
         pub enum $name {
-            $( $(#[$vmeta])* #[serde(rename = $text)] $variant ),+
+            $( $(#[$vmeta])* $variant ),+
         }
 
         impl $name {
@@ -191,6 +194,25 @@ impl From<LifecycleChange> for RunKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_words_are_the_lowercase_variant_names_everywhere() {
+        for kind in RunKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for status in RunStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for action in StepAction::ALL {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
+        }
+        for state in StepState::ALL {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        for change in LifecycleChange::ALL {
+            assert_eq!(serde_json::to_value(change).unwrap(), change.as_str());
+        }
+    }
 
     #[test]
     fn every_word_reads_back_as_itself() {

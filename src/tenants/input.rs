@@ -353,11 +353,11 @@ pub fn check_secret(field: &str, value: &str) -> Result<String, FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(field, "required", "must not be empty"));
     }
-    if value.len() > 4096 {
+    if value.chars().count() > 4096 {
         return Err(FieldError::new(
             field,
             "length",
-            "must be at most 4096 bytes",
+            "must be at most 4096 characters",
         ));
     }
     Ok(value.to_owned())
@@ -425,7 +425,7 @@ fn check_issuer(issuer: &str) -> Result<String, FieldError> {
             "must not have a query or fragment",
         ));
     }
-    if issuer.len() > 2048 {
+    if issuer.chars().count() > 2048 {
         return Err(FieldError::new(
             field,
             "length",
@@ -473,7 +473,7 @@ fn check_scopes(items: &[String]) -> Result<String, FieldError> {
 
 fn check_db_uri(uri: &str) -> Result<String, FieldError> {
     let field = "db_uri";
-    if uri.len() > 2048 {
+    if uri.chars().count() > 2048 {
         return Err(FieldError::new(
             field,
             "length",

@@ -8,7 +8,10 @@ mod patch;
 mod platform;
 mod status;
 
-pub use patch::{CheckedPatch, apply_patch, check_patch, rollback_client_secret, update};
+pub use patch::{
+    CheckedPatch, apply_patch, check_patch, refuse_configured_fields, rollback_client_secret,
+    update,
+};
 pub use platform::ensure_admin_tenant;
 pub(crate) use status::finish_provisioning;
 use status::record_status;

@@ -41,6 +41,37 @@ pub async fn update(
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 
+/// Refuses a change, through the API, the portal or the CLI, of what the configuration's
+/// `[admin_tenant]` section owns for the platform's own tenant (its name and sign-in): the next
+/// start would put the configured values back.
+pub fn refuse_configured_fields(slug: &str, patch: &TenantPatch) -> AppResult<()> {
+    if slug != ADMIN_SLUG {
+        return Ok(());
+    }
+    let owned = [
+        ("name", patch.name.is_some()),
+        ("oauth_issuer", patch.oauth_issuer.is_some()),
+        ("client_id", patch.client_id.is_some()),
+        ("client_secret", patch.client_secret.is_some()),
+        ("scopes", patch.scopes.is_some()),
+        ("db_uri", patch.db_uri.is_some()),
+        ("default_schema", patch.default_schema.is_some()),
+        ("role_mapping", patch.role_mapping.is_some()),
+    ];
+    let fields: Vec<&str> = owned.iter().filter(|f| f.1).map(|f| f.0).collect();
+    if fields.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::conflict(
+        "platform_tenant",
+        format!(
+            "the platform's own tenant `{ADMIN_SLUG}` takes {} from the configuration ([admin_tenant]); change it there and restart",
+            fields.join(", ")
+        ),
+        json!({ "fields": fields }),
+    ))
+}
+
 /// A PATCH whose fields passed their rules (see [`check_patch`]), ready for [`apply_patch`].
 pub struct CheckedPatch<'a> {
     patch: &'a TenantPatch,
