@@ -8,8 +8,14 @@
 //! after a restart, or another replica on the same PostgreSQL) takes the run over, repeating the
 //! step that was `running` — plugins' `apply` is idempotent for the step's key.
 
+mod lease;
+mod outcome;
+
+use lease::{LeaseKeeper, claim, owner_id};
+use outcome::{Failure, append_log, follow_up_in, split};
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -23,22 +29,10 @@ use crate::clock;
 use crate::config::Fault;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{self, CallError, Logged, Outcome, PluginError, PluginTenant, Step};
+use crate::plugins::{self, Outcome, PluginTenant, Step};
 use crate::store::models::{ResourceRow, RunRow, StepRow};
 use crate::store::provisioning as sql;
 use crate::{tenants, transaction};
-
-/// This process's name in leases: host, process id and a random part.
-fn owner_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 /// Starts this server's worker. It stops when `stop` is notified.
 pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()> {
@@ -92,59 +86,6 @@ pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinH
 
 async fn sweep_keys(ctx: &Context) -> AppResult<usize> {
     transaction!(ctx.db, |tx| { sql::expire_keys(tx, clock::now()).await })
-}
-
-fn lease(ctx: &Context) -> chrono::Duration {
-    chrono::Duration::seconds(ctx.config.provisioning.lease_seconds as i64)
-}
-
-async fn claim(ctx: &Context, owner: &str) -> AppResult<Option<RunRow>> {
-    let now = clock::now();
-    let until = now + lease(ctx);
-    transaction!(ctx.db, |tx| { sql::claim_run(tx, owner, now, until).await })
-}
-
-/// Keeps the lease of a run alive while it executes; `lost` is set when another server holds it.
-struct LeaseKeeper {
-    lost: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl LeaseKeeper {
-    fn start(ctx: &Context, run: &str, owner: &str) -> LeaseKeeper {
-        let lost = Arc::new(AtomicBool::new(false));
-        let (ctx, run, owner, flag) = (ctx.clone(), run.to_owned(), owner.to_owned(), lost.clone());
-        let every = Duration::from_millis(ctx.config.provisioning.lease_seconds * 1000 / 3);
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let until = clock::now() + lease(&ctx);
-                let renewed = transaction!(ctx.db, |tx| {
-                    sql::renew_lease(tx, &run, &owner, until).await
-                });
-                match renewed {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(run = %run, "lost the lease of the run to another server");
-                        flag.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(err) => tracing::warn!(run = %run, "cannot renew the run's lease: {err}"),
-                }
-            }
-        });
-        LeaseKeeper { lost, task }
-    }
-
-    fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for LeaseKeeper {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// How a step ended.
@@ -616,51 +557,6 @@ impl Executor<'_> {
         let jitter = rand::random::<f64>() * 0.4 + 0.8;
         Duration::from_millis((base as f64 * jitter) as u64)
     }
-}
-
-/// Why a call failed, as the saga sees it.
-enum Failure {
-    Transient(String),
-    Permanent(String),
-}
-
-fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plugins::LogLine>) {
-    let result = match logged.result {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(PluginError::Transient(m))) => Err(Failure::Transient(m)),
-        Ok(Err(PluginError::Permanent(m))) => Err(Failure::Permanent(m)),
-        // A slow backend may answer next time; a broken, missing or disabled plugin will not.
-        Err(err @ CallError::Deadline { .. }) => Err(Failure::Transient(err.to_string())),
-        Err(err) => Err(Failure::Permanent(err.to_string())),
-    };
-    (result, logged.log)
-}
-
-/// A compensation cannot return an outcome (WIT 0.1.0): a plugin reports what a person must
-/// still do as a `warn` line starting with `manual follow-up:`, which the run shows as such.
-fn follow_up_in(lines: &[crate::plugins::LogLine]) -> Option<String> {
-    let found: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.level == "warn")
-        .filter_map(|l| {
-            let m = l.message.trim_start();
-            m.get(..17)
-                .filter(|head| head.eq_ignore_ascii_case("manual follow-up:"))
-                .map(|_| m[17..].trim())
-        })
-        .collect();
-    (!found.is_empty()).then(|| found.join("; "))
-}
-
-/// Keeps every attempt's lines (at most 500 in all).
-fn append_log(step: &mut StepRow, lines: &[crate::plugins::LogLine]) {
-    let mut all: Vec<crate::plugins::LogLine> = serde_json::from_str(&step.log).unwrap_or_default();
-    all.extend(lines.iter().cloned());
-    if all.len() > 500 {
-        let cut = all.len() - 500;
-        all.drain(..cut);
-    }
-    step.log = serde_json::to_string(&all).expect("lines");
 }
 
 fn provisioner() -> Actor {

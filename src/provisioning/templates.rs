@@ -1,18 +1,22 @@
 //! Connection and asset templates: versioned text with declared `{placeholder}` slots, rendered by
 //! the renderer plugin with each value escaped for the template's format.
 
+mod render;
+
+use render::render_raw;
+pub use render::{Rendered, fingerprint, render, render_named};
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::plugins::{RenderError, Template as WitTemplate};
+use crate::plugins::RenderError;
 use crate::store::models::{TemplateRow, TemplateVersionRow};
 use crate::store::{self, provisioning as sql};
 use crate::transaction;
@@ -83,17 +87,6 @@ pub struct VersionSummary {
     pub tags: Vec<String>,
     pub created_by: String,
     pub created_at: String,
-}
-
-/// What rendering produced, and the fingerprint that identifies its inputs.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    pub template: String,
-    pub version: i64,
-    pub text: String,
-    pub tags: Vec<String>,
-    /// `sha256:` of template name, version and values (values never leave the server otherwise).
-    pub fingerprint: String,
 }
 
 fn view(t: &TemplateRow, v: &TemplateVersionRow) -> TemplateView {
@@ -277,29 +270,6 @@ async fn check_body(ctx: &Context, name: &str, v: &ValidVersion) -> AppResult<()
             "renderer refused a complete set of values: {other:?}"
         ))),
     }
-}
-
-async fn render_raw(
-    ctx: &Context,
-    name: &str,
-    format: &str,
-    body: &str,
-    placeholders: &[String],
-    values: Vec<(String, String)>,
-) -> AppResult<Result<String, RenderError>> {
-    ctx.plugins
-        .render(
-            RENDERER,
-            WitTemplate {
-                name: name.to_owned(),
-                body: body.to_owned(),
-                placeholders: placeholders.to_vec(),
-                format: format.to_owned(),
-            },
-            values,
-        )
-        .await
-        .map_err(|err| AppError::Unavailable(format!("the template renderer failed: {err}")))
 }
 
 pub async fn create(
@@ -556,112 +526,6 @@ pub async fn delete(ctx: &Context, actor: &Actor, name: &str) -> AppResult<()> {
         .await?;
         Ok(())
     })
-}
-
-/// Renders template `name` the request names (404 when there is none) with `values`, as
-/// [`render`] does.
-pub async fn render_named(
-    ctx: &Context,
-    name: &str,
-    version: Option<i64>,
-    values: &BTreeMap<String, Value>,
-) -> AppResult<Rendered> {
-    get_rows(ctx, name, version).await?;
-    render(ctx, "values", name, version, values).await
-}
-
-/// Renders `template` (at `version`, default newest) with `values`. A missing, undeclared or
-/// unexpected placeholder is a 422 whose field is `<field>.<placeholder>`.
-pub async fn render(
-    ctx: &Context,
-    field: &str,
-    name: &str,
-    version: Option<i64>,
-    values: &BTreeMap<String, Value>,
-) -> AppResult<Rendered> {
-    let (row, v) = get_rows(ctx, name, version)
-        .await
-        .map_err(|err| match err {
-            AppError::NotFound { .. } => AppError::invalid(
-                field
-                    .rsplit_once('.')
-                    .map_or(field, |(head, _)| head)
-                    .to_owned()
-                    + ".template_name",
-                "exists",
-                format!("no template named `{name}`"),
-            ),
-            other => other,
-        })?;
-    let mut pairs = Vec::new();
-    let mut errors = Vec::new();
-    for (key, value) in values {
-        let text = match value {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            _ => {
-                errors.push(FieldError::new(
-                    format!("{field}.{key}"),
-                    "scalar",
-                    "must be a string, a number or a boolean",
-                ));
-                continue;
-            }
-        };
-        pairs.push((key.clone(), text));
-    }
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
-    }
-    let placeholders = list(&v.placeholders);
-    let fingerprint = fingerprint(&row.name, v.version, &pairs);
-    let result = render_raw(ctx, &row.name, &row.format, &v.body, &placeholders, pairs).await?;
-    let named = |names: Vec<String>, rule: &str, message: &dyn Fn(&str) -> String| {
-        AppError::Validation(
-            names
-                .iter()
-                .map(|n| FieldError::new(format!("{field}.{n}"), rule, message(n)))
-                .collect(),
-        )
-    };
-    match result {
-        Ok(text) => Ok(Rendered {
-            template: row.name,
-            version: v.version,
-            text,
-            tags: list(&v.tags),
-            fingerprint,
-        }),
-        Err(RenderError::Missing(names)) => Err(named(names, "missing", &|n| {
-            format!("template `{name}` needs a value for `{n}`")
-        })),
-        Err(RenderError::Undeclared(names)) => Err(named(names, "undeclared", &|n| {
-            format!("template `{name}` uses `{{{n}}}` without declaring it")
-        })),
-        Err(RenderError::Unexpected(names)) => Err(named(names, "undeclared", &|n| {
-            format!("template `{name}` declares no placeholder `{n}`")
-        })),
-        Err(RenderError::Invalid(reason)) => Err(AppError::invalid(field, "template", reason)),
-    }
-}
-
-/// `sha256:` of the template, its version and the values, in a canonical order.
-pub fn fingerprint(name: &str, version: i64, values: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = values.iter().collect();
-    sorted.sort();
-    let mut hasher = Sha256::new();
-    hasher.update(b"tenantry-template-input\0");
-    hasher.update(name.as_bytes());
-    hasher.update(b"\0");
-    hasher.update(version.to_string().as_bytes());
-    for (k, v) in sorted {
-        hasher.update(b"\0");
-        hasher.update(k.as_bytes());
-        hasher.update(b"=");
-        hasher.update(v.as_bytes());
-    }
-    format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
 /// The newest version of every asset template carrying any of `tags`.

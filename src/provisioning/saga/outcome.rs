@@ -1,0 +1,50 @@
+//! How a step's plugin call ended, as the saga sees it: transient or permanent failures, the
+//! manual follow-ups a compensation reports in its log, and the step's log of every attempt.
+
+use crate::plugins::{CallError, Logged, PluginError};
+use crate::store::models::StepRow;
+
+/// Why a call failed, as the saga sees it.
+pub(super) enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+pub(super) fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plugins::LogLine>) {
+    let result = match logged.result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(PluginError::Transient(m))) => Err(Failure::Transient(m)),
+        Ok(Err(PluginError::Permanent(m))) => Err(Failure::Permanent(m)),
+        // A slow backend may answer next time; a broken, missing or disabled plugin will not.
+        Err(err @ CallError::Deadline { .. }) => Err(Failure::Transient(err.to_string())),
+        Err(err) => Err(Failure::Permanent(err.to_string())),
+    };
+    (result, logged.log)
+}
+
+/// A compensation cannot return an outcome (WIT 0.1.0): a plugin reports what a person must
+/// still do as a `warn` line starting with `manual follow-up:`, which the run shows as such.
+pub(super) fn follow_up_in(lines: &[crate::plugins::LogLine]) -> Option<String> {
+    let found: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.level == "warn")
+        .filter_map(|l| {
+            let m = l.message.trim_start();
+            m.get(..17)
+                .filter(|head| head.eq_ignore_ascii_case("manual follow-up:"))
+                .map(|_| m[17..].trim())
+        })
+        .collect();
+    (!found.is_empty()).then(|| found.join("; "))
+}
+
+/// Keeps every attempt's lines (at most 500 in all).
+pub(super) fn append_log(step: &mut StepRow, lines: &[crate::plugins::LogLine]) {
+    let mut all: Vec<crate::plugins::LogLine> = serde_json::from_str(&step.log).unwrap_or_default();
+    all.extend(lines.iter().cloned());
+    if all.len() > 500 {
+        let cut = all.len() - 500;
+        all.drain(..cut);
+    }
+    step.log = serde_json::to_string(&all).expect("lines");
+}
