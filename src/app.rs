@@ -135,9 +135,12 @@ fn start_with(
         let app = app
             .app_data(web::QueryConfig::default().error_handler(portal::query_error))
             .app_data(web::FormConfig::default().limit(ctx.config.max_body_bytes))
+            .app_data(web::PayloadConfig::new(ctx.config.max_body_bytes))
             .app_data(web::PathConfig::default());
         portal::mount(api::mount(app))
             .default_service(web::to(unrouted))
+            // Innermost: a page handler's error becomes the page of where it happened.
+            .wrap(actix_web::middleware::from_fn(portal::error::error_pages))
             .wrap(
                 DefaultHeaders::new()
                     .add(("X-Content-Type-Options", "nosniff"))

@@ -3,24 +3,23 @@
 //! to the session (the login form: a double-submit cookie). POST handlers end with a flash
 //! message and a 303 redirect.
 
-mod audit;
-mod pages;
-mod plugins;
-mod provisioning;
-mod session;
+pub mod error;
+pub mod form;
+mod keys;
+mod portal;
 pub mod site;
 mod sso;
-mod templates;
-mod tenant;
-mod tenants;
-mod tokens;
 
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest as _, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use tera::Tera;
 
-pub use session::{PortalSession, SESSION_COOKIE, tenant_session_cookie};
+pub use portal::session::{self, PortalSession, SESSION_COOKIE, tenant_session_cookie};
+use portal::{
+    audit, catalog as templates, pages, plugins, provisioning, tenant_actions, tenants, tokens,
+};
+use site::{home, login as site_login};
 
 use crate::error::AppError;
 
@@ -160,36 +159,45 @@ where
         .route("/tenants", web::get().to(tenants::list))
         .route("/tenants", web::post().to(tenants::create))
         .route("/tenants/new", web::get().to(tenants::new_form))
-        .route("/tenants/import", web::get().to(tenants::import_form))
-        .route("/tenants/import", web::post().to(tenants::import))
+        .route(
+            "/tenants/import",
+            web::get().to(tenant_actions::import_form),
+        )
+        .route("/tenants/import", web::post().to(tenant_actions::import))
         .route("/tenants/{slug}", web::get().to(tenants::detail))
         .route("/tenants/{slug}/edit", web::get().to(tenants::edit_form))
         .route("/tenants/{slug}/edit", web::post().to(tenants::update))
         .route(
             "/tenants/{slug}/lifecycle",
-            web::post().to(tenants::lifecycle),
+            web::post().to(tenant_actions::lifecycle),
         )
-        .route("/tenants/{slug}/purge", web::post().to(tenants::purge))
+        .route(
+            "/tenants/{slug}/purge",
+            web::post().to(tenant_actions::purge),
+        )
         .route(
             "/tenants/{slug}/api-keys",
-            web::post().to(tenants::create_key),
+            web::post().to(tenant_actions::create_key),
         )
         .route(
             "/tenants/{slug}/api-keys/{id}/revoke",
-            web::post().to(tenants::revoke_key),
+            web::post().to(tenant_actions::revoke_key),
         )
         .route(
             "/tenants/{slug}/api-keys/{id}/rotate",
-            web::post().to(tenants::rotate_key),
+            web::post().to(tenant_actions::rotate_key),
         )
-        .route("/tenants/{slug}/export", web::post().to(tenants::export))
+        .route(
+            "/tenants/{slug}/export",
+            web::post().to(tenant_actions::export),
+        )
         .route(
             "/tenants/{slug}/client-secret/rollback",
-            web::post().to(tenants::rollback_secret),
+            web::post().to(tenant_actions::rollback_secret),
         )
         .route(
             "/tenants/{slug}/health/database",
-            web::post().to(tenants::check_database),
+            web::post().to(tenant_actions::check_database),
         )
         .route("/templates", web::get().to(templates::list))
         .route("/templates", web::post().to(templates::create))
@@ -237,32 +245,35 @@ where
             web::post().to(sso::check_oauth),
         )
         // A tenant's own site (also at `<slug>.<base_domain>/…`, see `site`).
-        .route("/t/{slug}", web::get().to(tenant::home_redirect))
-        .route("/t/{slug}/", web::get().to(tenant::home))
-        .route("/t/{slug}/login", web::get().to(tenant::login))
-        .route("/t/{slug}/login/oauth", web::get().to(tenant::start))
-        .route("/t/{slug}/callback", web::get().to(tenant::callback))
-        .route("/t/{slug}/logout", web::post().to(tenant::logout))
-        .route("/t/{slug}/logged-out", web::get().to(tenant::logged_out))
+        .route("/t/{slug}", web::get().to(home::home_redirect))
+        .route("/t/{slug}/", web::get().to(home::home))
+        .route("/t/{slug}/login", web::get().to(site_login::login))
+        .route("/t/{slug}/login/oauth", web::get().to(site_login::start))
+        .route("/t/{slug}/callback", web::get().to(site_login::callback))
+        .route("/t/{slug}/logout", web::post().to(site_login::logout))
+        .route(
+            "/t/{slug}/logged-out",
+            web::get().to(site_login::logged_out),
+        )
         .route(
             "/t/{slug}/sessions/{handle}/revoke",
-            web::post().to(tenant::revoke_session),
+            web::post().to(home::revoke_session),
         )
-        .route("/t/{slug}/api-keys", web::post().to(tenant::create_key))
+        .route("/t/{slug}/api-keys", web::post().to(home::create_key))
         .route(
             "/t/{slug}/api-keys/{id}/revoke",
-            web::post().to(tenant::revoke_key),
+            web::post().to(home::revoke_key),
         )
         .route(
             "/t/{slug}/api-keys/{id}/rotate",
-            web::post().to(tenant::rotate_key),
+            web::post().to(home::rotate_key),
         )
-        .route("/t/{slug}/settings/sso", web::get().to(tenant::sso_form))
-        .route("/t/{slug}/settings/sso", web::post().to(tenant::sso_submit))
-        .route("/t/{slug}/setup/{token}", web::get().to(tenant::setup_form))
+        .route("/t/{slug}/settings/sso", web::get().to(home::sso_form))
+        .route("/t/{slug}/settings/sso", web::post().to(home::sso_submit))
+        .route("/t/{slug}/setup/{token}", web::get().to(home::setup_form))
         .route(
             "/t/{slug}/setup/{token}",
-            web::post().to(tenant::setup_submit),
+            web::post().to(home::setup_submit),
         )
 }
 

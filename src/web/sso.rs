@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, web};
 use serde::{Deserialize, Serialize};
 
-use super::session::PortalSession;
-use super::{Flash, error_page, redirect_with, render, render_status, tera};
-use crate::auth;
+use super::error::PageResult;
+use super::portal::session::{PortalForm, PortalSession};
+use super::{Flash, redirect_with, render, render_status, tera};
 use crate::auth::sso::{self, ConnectionTest, SsoSettings, SsoUpdate, TenantUrls};
 use crate::context::Context;
 use crate::error::{AppError, FieldError};
@@ -21,8 +21,6 @@ use crate::tenants::{self, Tenant};
 /// The form's fields, as posted.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SsoForm {
-    #[serde(default)]
-    pub csrf: String,
     /// `save` or `test`.
     #[serde(default)]
     pub action: String,
@@ -201,7 +199,7 @@ fn admin_sso_page(
     errors: &BTreeMap<String, String>,
     report: Option<&ConnectionReport>,
     status: actix_web::http::StatusCode,
-) -> HttpResponse {
+) -> PageResult {
     let mut context = tera::Context::new();
     form_context(
         &mut context,
@@ -214,15 +212,14 @@ fn admin_sso_page(
     );
     context.insert("tenant", tenant);
     context.insert("nav", "tenants");
-    render_status(
+    Ok(render_status(
         tera(),
         "tenants/sso.html",
         status,
         Some(portal),
         portal.flash.clone(),
         &mut context,
-    )
-    .unwrap_or_else(|err| error_page(tera(), Some(portal), &err))
+    )?)
 }
 
 /// `GET /tenants/{slug}/sso`.
@@ -231,8 +228,8 @@ pub async fn admin_form(
     ctx: web::Data<Context>,
     portal: PortalSession,
     slug: web::Path<String>,
-) -> HttpResponse {
-    match tenants::get(&ctx, &slug).await {
+) -> PageResult {
+    Ok(match tenants::get(&ctx, &slug).await {
         Ok(tenant) => {
             let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
             admin_sso_page(
@@ -243,26 +240,24 @@ pub async fn admin_form(
                 &BTreeMap::new(),
                 None,
                 actix_web::http::StatusCode::OK,
-            )
+            )?
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }
 
 /// `POST /tenants/{slug}/sso`: test or save.
 pub async fn admin_submit(
     req: HttpRequest,
     ctx: web::Data<Context>,
-    portal: PortalSession,
     slug: web::Path<String>,
-    form: web::Form<SsoForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm<SsoForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let tenant = match tenants::get(&ctx, &slug).await {
         Ok(tenant) => tenant,
-        Err(err) => return error_page(tera(), Some(&portal), &err),
+        Err(err) => return Err(err.into()),
     };
     let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
     let outcome = handle_form(&ctx, &tenant, &form, |update| {
@@ -272,7 +267,7 @@ pub async fn admin_submit(
         async move { sso::update(&ctx, &actor, &slug, &update).await }
     })
     .await;
-    match outcome {
+    Ok(match outcome {
         SsoOutcome::Tested(report) => admin_sso_page(
             &portal,
             &tenant,
@@ -281,7 +276,7 @@ pub async fn admin_submit(
             &BTreeMap::new(),
             Some(&report),
             actix_web::http::StatusCode::OK,
-        ),
+        )?,
         SsoOutcome::Saved(_) => redirect_with(
             &format!("/tenants/{slug}#sso"),
             Flash::success("The SSO settings are saved; the next login uses them."),
@@ -294,15 +289,13 @@ pub async fn admin_submit(
             &form_errors(&err),
             None,
             actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        SsoOutcome::Refused(err) => error_page(tera(), Some(&portal), &err),
-    }
+        )?,
+        SsoOutcome::Refused(err) => return Err(err.into()),
+    })
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LinkForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     expires_in_hours: String,
 }
@@ -311,13 +304,11 @@ pub struct LinkForm {
 pub async fn create_link(
     req: HttpRequest,
     ctx: web::Data<Context>,
-    portal: PortalSession,
     slug: web::Path<String>,
-    form: web::Form<LinkForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm<LinkForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
         let hours = match form.expires_in_hours.trim() {
@@ -332,7 +323,7 @@ pub async fn create_link(
         Ok::<_, AppError>((tenant, link))
     }
     .await;
-    match result {
+    Ok(match result {
         Ok((tenant, link)) => {
             let mut context = tera::Context::new();
             context.insert("tenant", &tenant);
@@ -344,84 +335,58 @@ pub async fn create_link(
                 Some(&portal),
                 None,
                 context,
-            )
-            .unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+            )?
         }
         Err(err @ AppError::Validation(_)) => redirect_with(
             &format!("/tenants/{slug}#sso"),
             Flash::error(err.to_string()),
         ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+        Err(err) => return Err(err.into()),
+    })
 }
 
 /// `POST /tenants/{slug}/sso/setup-links/{id}/revoke`.
 pub async fn revoke_link(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     path: web::Path<(String, String)>,
-    form: web::Form<CsrfForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm,
+) -> PageResult {
+    let (portal, _form) = (form.session, form.fields);
+    portal.require_admin()?;
     let (slug, id) = path.into_inner();
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
         sso::revoke_setup_link(&ctx, &portal.actor, &tenant.scope(), &id).await
     }
     .await;
-    match result {
+    Ok(match result {
         Ok(()) => redirect_with(
             &format!("/tenants/{slug}#sso"),
             Flash::success("The setup link no longer works."),
         ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }
 
 /// `POST /tenants/{slug}/sessions/{handle}/revoke`: signs a tenant's user out.
 pub async fn revoke_session(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     path: web::Path<(String, String)>,
-    form: web::Form<CsrfForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm,
+) -> PageResult {
     let (slug, handle) = path.into_inner();
-    let result = async {
-        let tenant = tenants::get(&ctx, &slug).await?;
-        auth::revoke_tenant_session(&ctx, &portal.actor, &tenant.scope(), &handle).await
-    }
-    .await;
-    match result {
-        Ok(()) => redirect_with(
-            &format!("/tenants/{slug}#sessions"),
-            Flash::success("The user is signed out."),
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+    let place = super::portal::tenant_actions::PortalTenant::of(&ctx, form.session, &slug).await?;
+    super::keys::revoke_session(&ctx, &place, &handle).await
 }
 
 /// `POST /tenants/{slug}/health/oauth`: the OAuth health check, as a flash on the tenant page.
 pub async fn check_oauth(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     slug: web::Path<String>,
-    form: web::Form<CsrfForm>,
-) -> HttpResponse {
-    if let Err(err) = portal.check_csrf(&form.csrf) {
-        return error_page(tera(), Some(&portal), &err);
-    }
-    match sso::oauth_health(&ctx, &slug).await {
+    form: PortalForm,
+) -> PageResult {
+    let _portal = form.session;
+    Ok(match sso::oauth_health(&ctx, &slug).await {
         Ok(health) => {
             let timing = |p: &Option<crate::identity_providers::Probe>| {
                 p.as_ref()
@@ -446,6 +411,6 @@ pub async fn check_oauth(
             };
             redirect_with(&format!("/tenants/{slug}#sso"), flash)
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }

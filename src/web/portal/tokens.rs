@@ -1,21 +1,22 @@
 //! The portal's page of platform API tokens: list, create (shown once), rotate with a grace
 //! period, revoke.
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use serde::Deserialize;
 
-use super::session::PortalSession;
-use super::tenants::number;
-use super::{Flash, error_page, redirect_with, render, tera};
 use crate::auth::{self, Role};
 use crate::context::Context;
 use crate::error::AppError;
+use crate::web::error::PageResult;
+use crate::web::keys::number;
+use crate::web::portal::session::{PortalForm, PortalSession};
+use crate::web::{Flash, redirect_with, render, tera};
 
-pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> HttpResponse {
+pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> PageResult {
     if let Err(err) = portal.session.principal.require_platform() {
-        return error_page(tera(), Some(&portal), &err);
+        return Err(err.into());
     }
-    match auth::list_platform_tokens(&ctx).await {
+    Ok(match auth::list_platform_tokens(&ctx).await {
         Ok(tokens) => {
             let mut context = tera::Context::new();
             context.insert("tokens", &tokens);
@@ -26,17 +27,14 @@ pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> HttpRespons
                 Some(&portal),
                 portal.flash.clone(),
                 context,
-            )
-            .unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+            )?
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }
 
 #[derive(Debug, Deserialize)]
 pub struct TokenForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -51,24 +49,24 @@ fn shown_once(
     portal: &PortalSession,
     token: &auth::NewApiToken,
     grace_minutes: Option<u32>,
-) -> HttpResponse {
+) -> PageResult {
     let mut context = tera::Context::new();
     context.insert("key", token);
     context.insert("rotated", &grace_minutes.is_some());
     context.insert("grace_minutes", &grace_minutes.unwrap_or_default());
     context.insert("nav", "tokens");
-    render(tera(), "token_created.html", Some(portal), None, context)
-        .unwrap_or_else(|err| error_page(tera(), Some(portal), &err))
+    Ok(render(
+        tera(),
+        "token_created.html",
+        Some(portal),
+        None,
+        context,
+    )?)
 }
 
-pub async fn create(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    form: web::Form<TokenForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+pub async fn create(ctx: web::Data<Context>, form: PortalForm<TokenForm>) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let result = async {
         let role = match form.role.as_str() {
             "platform-viewer" => Role::PlatformViewer,
@@ -78,53 +76,51 @@ pub async fn create(
         auth::create_platform_token(&ctx, &portal.actor, &form.name, role, days).await
     }
     .await;
-    match result {
-        Ok(token) => shown_once(&portal, &token, None),
+    Ok(match result {
+        Ok(token) => shown_once(&portal, &token, None)?,
         Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
             redirect_with("/tokens", Flash::error(err.to_string()))
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }
 
 pub async fn revoke(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     id: web::Path<String>,
-    form: web::Form<TokenForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    match auth::revoke_platform_token(&ctx, &portal.actor, &id).await {
-        Ok(info) => redirect_with(
-            "/tokens",
-            Flash::success(format!("The token {} is revoked.", info.name)),
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+    form: PortalForm<TokenForm>,
+) -> PageResult {
+    let (portal, _form) = (form.session, form.fields);
+    portal.require_admin()?;
+    Ok(
+        match auth::revoke_platform_token(&ctx, &portal.actor, &id).await {
+            Ok(info) => redirect_with(
+                "/tokens",
+                Flash::success(format!("The token {} is revoked.", info.name)),
+            ),
+            Err(err) => return Err(err.into()),
+        },
+    )
 }
 
 pub async fn rotate(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     id: web::Path<String>,
-    form: web::Form<TokenForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm<TokenForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let result = async {
         let grace = number("grace_minutes", &form.grace_minutes)?.unwrap_or(60);
         let token = auth::rotate_key(&ctx, &portal.actor, None, &id, grace).await?;
         Ok::<_, AppError>((token, grace))
     }
     .await;
-    match result {
-        Ok((token, grace)) => shown_once(&portal, &token, Some(grace)),
+    Ok(match result {
+        Ok((token, grace)) => shown_once(&portal, &token, Some(grace))?,
         Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
             redirect_with("/tokens", Flash::error(err.to_string()))
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }

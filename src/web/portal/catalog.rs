@@ -5,15 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::session::PortalSession;
-use super::{Flash, error_page, redirect_with, render, render_status, tera};
 use crate::context::Context;
 use crate::error::{AppError, FieldError};
 use crate::provisioning::templates::{self, FORMATS, KINDS, TemplateInput, TemplateView};
+use crate::web::error::PageResult;
+use crate::web::portal::session::{PortalForm, PortalSession};
+use crate::web::{Flash, redirect_with, render, render_status, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -46,7 +47,7 @@ pub async fn list(
     ctx: web::Data<Context>,
     portal: PortalSession,
     query: web::Query<ListQuery>,
-) -> HttpResponse {
+) -> PageResult {
     let result = async {
         let kind = nonempty(query.kind.as_deref());
         let tag = nonempty(query.tag.as_deref());
@@ -74,14 +75,12 @@ pub async fn list(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+    Ok(result?)
 }
 
 /// The fields of the create and "new version" forms, as typed.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct TemplateForm {
-    #[serde(default, skip_serializing)]
-    csrf: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -182,7 +181,7 @@ fn form_page(
     form: &TemplateForm,
     current: Option<&TemplateView>,
     err: Option<(&AppError, &TemplateInput)>,
-) -> HttpResponse {
+) -> PageResult {
     let errors = err
         .map(|(e, input)| form_errors(e, input))
         .unwrap_or_default();
@@ -204,105 +203,99 @@ fn form_page(
         Some((e, _)) if errors.is_empty() => Some(Flash::error(e.to_string())),
         Some(_) => Some(Flash::error("Please correct the fields marked below.")),
     };
-    render_status(
+    Ok(render_status(
         tera(),
         "templates/form.html",
         status,
         Some(portal),
         flash,
         &mut context,
-    )
-    .unwrap_or_else(|e| error_page(tera(), Some(portal), &e))
+    )?)
 }
 
-pub async fn new_form(portal: PortalSession) -> HttpResponse {
+pub async fn new_form(portal: PortalSession) -> PageResult {
     let form = TemplateForm {
         kind: "connection".into(),
         ..TemplateForm::default()
     };
-    form_page(&portal, "create", &form, None, None)
+    Ok(form_page(&portal, "create", &form, None, None)?)
 }
 
-pub async fn create(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    form: web::Form<TemplateForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+pub async fn create(ctx: web::Data<Context>, form: PortalForm<TemplateForm>) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let input = form.to_input(true);
-    match templates::create(&ctx, &portal.actor, &input).await {
+    Ok(match templates::create(&ctx, &portal.actor, &input).await {
         Ok(view) => redirect_with(
             &format!("/templates/{}", view.name),
             Flash::success(format!("Template {} created (version 1).", view.name)),
         ),
         Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
-            form_page(&portal, "create", &form, None, Some((&err, &input)))
+            form_page(&portal, "create", &form, None, Some((&err, &input)))?
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }
 
 pub async fn edit_form(
     ctx: web::Data<Context>,
     portal: PortalSession,
     name: web::Path<String>,
-) -> HttpResponse {
-    match templates::get(&ctx, &name, None).await {
+) -> PageResult {
+    Ok(match templates::get(&ctx, &name, None).await {
         Ok(view) => form_page(
             &portal,
             "edit",
             &TemplateForm::from_view(&view),
             Some(&view),
             None,
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        )?,
+        Err(err) => return Err(err.into()),
+    })
 }
 
 pub async fn update(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     name: web::Path<String>,
-    form: web::Form<TemplateForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm<TemplateForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let input = form.to_input(false);
-    match templates::update(&ctx, &portal.actor, &name, &input).await {
-        Ok((view, true)) => redirect_with(
-            &format!("/templates/{}", view.name),
-            Flash::success(format!(
-                "Template {} saved as version {}.",
-                view.name, view.version
-            )),
-        ),
-        Ok((view, false)) => redirect_with(
-            &format!("/templates/{}", view.name),
-            Flash::success(format!(
-                "Nothing changed: version {} of {} stays the newest.",
-                view.version, view.name
-            )),
-        ),
-        Err(err @ AppError::Validation(_)) => {
-            let current = templates::get(&ctx, &name, None).await.ok();
-            let mut form = form.into_inner();
-            form.name = name.to_string();
-            if let Some(current) = &current {
-                form.kind = current.kind.clone();
+    Ok(
+        match templates::update(&ctx, &portal.actor, &name, &input).await {
+            Ok((view, true)) => redirect_with(
+                &format!("/templates/{}", view.name),
+                Flash::success(format!(
+                    "Template {} saved as version {}.",
+                    view.name, view.version
+                )),
+            ),
+            Ok((view, false)) => redirect_with(
+                &format!("/templates/{}", view.name),
+                Flash::success(format!(
+                    "Nothing changed: version {} of {} stays the newest.",
+                    view.version, view.name
+                )),
+            ),
+            Err(err @ AppError::Validation(_)) => {
+                let current = templates::get(&ctx, &name, None).await.ok();
+                let mut form = form;
+                form.name = name.to_string();
+                if let Some(current) = &current {
+                    form.kind = current.kind.clone();
+                }
+                form_page(
+                    &portal,
+                    "edit",
+                    &form,
+                    current.as_ref(),
+                    Some((&err, &input)),
+                )?
             }
-            form_page(
-                &portal,
-                "edit",
-                &form,
-                current.as_ref(),
-                Some((&err, &input)),
-            )
-        }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+            Err(err) => return Err(err.into()),
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -344,7 +337,7 @@ async fn detail_page(
     version: Option<i64>,
     state: Option<&PreviewState>,
     status: StatusCode,
-) -> HttpResponse {
+) -> PageResult {
     let empty = PreviewState::default();
     let typed = &state.unwrap_or(&empty).typed;
     let field_errors = &state.unwrap_or(&empty).by_input;
@@ -392,7 +385,7 @@ async fn detail_page(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(portal), &err))
+    Ok(result?)
 }
 
 pub async fn detail(
@@ -400,28 +393,25 @@ pub async fn detail(
     portal: PortalSession,
     name: web::Path<String>,
     query: web::Query<DetailQuery>,
-) -> HttpResponse {
-    detail_page(&ctx, &portal, &name, query.version, None, StatusCode::OK).await
+) -> PageResult {
+    Ok(detail_page(&ctx, &portal, &name, query.version, None, StatusCode::OK).await?)
 }
 
 /// Renders the template with the values typed into the preview form (nothing is stored); the
 /// page shows the text, or the renderer's errors next to the placeholders they concern.
 pub async fn render_preview(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     name: web::Path<String>,
-    form: web::Form<Vec<(String, String)>>,
-) -> HttpResponse {
-    let fields = form.into_inner();
+    form: PortalForm<Vec<(String, String)>>,
+) -> PageResult {
+    let (portal, fields) = (form.session, form.fields);
+    portal.require_admin()?;
     let get = |key: &str| {
         fields
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     };
-    if let Err(page) = portal.accept_admin_form(get("csrf").unwrap_or_default()) {
-        return page;
-    }
     let version = get("version").and_then(|v| v.trim().parse::<i64>().ok());
     let typed: BTreeMap<String, String> = fields
         .iter()
@@ -433,67 +423,67 @@ pub async fn render_preview(
         .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
-    match templates::render(&ctx, "values", &name, version, &values).await {
-        Ok(rendered) => {
-            let state = PreviewState {
-                typed,
-                by_input: BTreeMap::new(),
-                preview: Preview {
-                    rendered: Some(rendered.text),
-                    fingerprint: Some(rendered.fingerprint),
-                    errors: Vec::new(),
-                },
-            };
-            detail_page(
-                &ctx,
-                &portal,
-                &name,
-                Some(rendered.version),
-                Some(&state),
-                StatusCode::OK,
-            )
-            .await
-        }
-        Err(AppError::Validation(errors)) => {
-            let mut by_input: BTreeMap<String, String> = BTreeMap::new();
-            let mut preview = Preview::default();
-            for FieldError { field, message, .. } in errors {
-                match field.strip_prefix("values.") {
-                    Some(p) if typed.contains_key(p) => {
-                        by_input
-                            .entry(p.to_owned())
-                            .and_modify(|m| {
-                                m.push_str("; ");
-                                m.push_str(&message);
-                            })
-                            .or_insert(message);
-                    }
-                    _ => preview.errors.push(format!("{field}: {message}")),
-                }
+    Ok(
+        match templates::render(&ctx, "values", &name, version, &values).await {
+            Ok(rendered) => {
+                let state = PreviewState {
+                    typed,
+                    by_input: BTreeMap::new(),
+                    preview: Preview {
+                        rendered: Some(rendered.text),
+                        fingerprint: Some(rendered.fingerprint),
+                        errors: Vec::new(),
+                    },
+                };
+                detail_page(
+                    &ctx,
+                    &portal,
+                    &name,
+                    Some(rendered.version),
+                    Some(&state),
+                    StatusCode::OK,
+                )
+                .await?
             }
-            let state = PreviewState {
-                typed,
-                by_input,
-                preview,
-            };
-            detail_page(
-                &ctx,
-                &portal,
-                &name,
-                version,
-                Some(&state),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+            Err(AppError::Validation(errors)) => {
+                let mut by_input: BTreeMap<String, String> = BTreeMap::new();
+                let mut preview = Preview::default();
+                for FieldError { field, message, .. } in errors {
+                    match field.strip_prefix("values.") {
+                        Some(p) if typed.contains_key(p) => {
+                            by_input
+                                .entry(p.to_owned())
+                                .and_modify(|m| {
+                                    m.push_str("; ");
+                                    m.push_str(&message);
+                                })
+                                .or_insert(message);
+                        }
+                        _ => preview.errors.push(format!("{field}: {message}")),
+                    }
+                }
+                let state = PreviewState {
+                    typed,
+                    by_input,
+                    preview,
+                };
+                detail_page(
+                    &ctx,
+                    &portal,
+                    &name,
+                    version,
+                    Some(&state),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await?
+            }
+            Err(err) => return Err(err.into()),
+        },
+    )
 }
 
 #[derive(Debug, Deserialize)]
 pub struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     confirm: String,
 }
@@ -501,26 +491,24 @@ pub struct DeleteForm {
 /// Deletes a template once its name was typed as confirmation.
 pub async fn delete(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     name: web::Path<String>,
-    form: web::Form<DeleteForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm<DeleteForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     if form.confirm.trim() != name.as_str() {
-        return redirect_with(
+        return Ok(redirect_with(
             &format!("/templates/{name}"),
             Flash::error(format!(
                 "Type the template's name ({name}) to confirm deleting it; nothing was deleted."
             )),
-        );
+        ));
     }
-    match templates::delete(&ctx, &portal.actor, &name).await {
+    Ok(match templates::delete(&ctx, &portal.actor, &name).await {
         Ok(()) => redirect_with(
             "/templates",
             Flash::success(format!("Template {name} and its versions were deleted.")),
         ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }

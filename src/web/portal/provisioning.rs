@@ -5,18 +5,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::session::PortalSession;
-use super::templates::is_secret_placeholder;
-use super::{Flash, error_page, redirect_with, render, render_status, tera};
 use crate::context::Context;
 use crate::error::{AppError, FieldError};
 use crate::provisioning::templates::{self, TemplateView};
 use crate::provisioning::{self, ProvisionRequest, Provisioned};
 use crate::tenants::Tier;
+use crate::web::error::PageResult;
+use crate::web::portal::catalog::is_secret_placeholder;
+use crate::web::portal::session::{PortalForm, PortalSession};
+use crate::web::{Flash, redirect_with, render, render_status, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct FormQuery {
@@ -51,13 +52,12 @@ struct ProvisionForm {
 }
 
 impl ProvisionForm {
-    fn from_pairs(pairs: &[(String, String)]) -> (String, ProvisionForm) {
+    fn from_pairs(pairs: &[(String, String)]) -> ProvisionForm {
         let mut form = ProvisionForm::default();
-        let mut csrf = String::new();
         for (key, value) in pairs {
             let value = value.clone();
             match key.as_str() {
-                "csrf" => csrf = value,
+                "csrf" => {}
                 "slug" => form.slug = value,
                 "name" => form.name = value,
                 "tier" => form.tier = value,
@@ -81,7 +81,7 @@ impl ProvisionForm {
                 }
             }
         }
-        (csrf, form)
+        form
     }
 
     /// The request as the API would receive it (also what the idempotency key is bound to).
@@ -241,7 +241,7 @@ async fn form_page(
     chosen: Option<&TemplateView>,
     err: Option<&AppError>,
     fresh: bool,
-) -> HttpResponse {
+) -> PageResult {
     let result = async {
         let connections = templates::list_latest(ctx, Some("connection"), None).await?;
         let assets = templates::list_latest(ctx, Some("asset"), None).await?;
@@ -343,7 +343,7 @@ async fn form_page(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(portal), &err))
+    Ok(result?)
 }
 
 /// `GET /provision[?template=name]`.
@@ -351,7 +351,7 @@ pub async fn form(
     ctx: web::Data<Context>,
     portal: PortalSession,
     query: web::Query<FormQuery>,
-) -> HttpResponse {
+) -> PageResult {
     let mut form = ProvisionForm {
         tier: "free".into(),
         ..ProvisionForm::default()
@@ -382,10 +382,10 @@ pub async fn form(
                     format!("no template named `{name}`"),
                 ));
             }
-            Err(err) => return error_page(tera(), Some(&portal), &err),
+            Err(err) => return Err(err.into()),
         }
     }
-    form_page(
+    Ok(form_page(
         &ctx,
         &portal,
         &form,
@@ -393,7 +393,7 @@ pub async fn form(
         missing.as_ref(),
         true,
     )
-    .await
+    .await?)
 }
 
 fn nonempty(value: Option<&str>) -> Option<&str> {
@@ -404,13 +404,11 @@ fn nonempty(value: Option<&str>) -> Option<&str> {
 /// next to the inputs they concern (nothing is stored then).
 pub async fn submit(
     ctx: web::Data<Context>,
-    portal: PortalSession,
-    pairs: web::Form<Vec<(String, String)>>,
-) -> HttpResponse {
-    let (csrf, form) = ProvisionForm::from_pairs(&pairs);
-    if let Err(page) = portal.accept_admin_form(&csrf) {
-        return page;
-    }
+    form: PortalForm<Vec<(String, String)>>,
+) -> PageResult {
+    let (portal, pairs) = (form.session, form.fields);
+    portal.require_admin()?;
+    let form = ProvisionForm::from_pairs(&pairs);
     let chosen = match opt(&form.template) {
         None => None,
         Some(name) => {
@@ -425,7 +423,7 @@ pub async fn submit(
         provisioning::provision(&ctx, &portal.actor, request, &body, None).await
     }
     .await;
-    match outcome {
+    Ok(match outcome {
         Ok(Provisioned::Queued(accepted)) => redirect_with(
             &format!("/runs/{}", accepted.run),
             Flash::success(format!(
@@ -442,10 +440,10 @@ pub async fn submit(
             )),
         ),
         Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
-            form_page(&ctx, &portal, &form, chosen.as_ref(), Some(&err), false).await
+            form_page(&ctx, &portal, &form, chosen.as_ref(), Some(&err), false).await?
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -459,7 +457,7 @@ pub async fn runs(
     ctx: web::Data<Context>,
     portal: PortalSession,
     query: web::Query<RunsQuery>,
-) -> HttpResponse {
+) -> PageResult {
     let result = async {
         let status = nonempty(query.status.as_deref());
         let tenant = nonempty(query.tenant.as_deref());
@@ -492,7 +490,7 @@ pub async fn runs(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+    Ok(result?)
 }
 
 /// `GET /runs/{id}`: the run and its steps; the page reloads itself every 2 s while the run is
@@ -501,7 +499,7 @@ pub async fn run(
     ctx: web::Data<Context>,
     portal: PortalSession,
     id: web::Path<String>,
-) -> HttpResponse {
+) -> PageResult {
     let result = async {
         let run = provisioning::get_run(&ctx, &id).await?;
         let mut context = tera::Context::new();
@@ -517,5 +515,5 @@ pub async fn run(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+    Ok(result?)
 }

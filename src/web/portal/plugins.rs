@@ -1,14 +1,15 @@
 //! The portal's plugins page: each plugin's version, world, WIT version, requested and granted
 //! capabilities, and its calls, failures and latency on this server.
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 
-use super::session::PortalSession;
-use super::{error_page, render, tera};
 use crate::context::Context;
 use crate::plugin_registry as registry;
+use crate::web::error::PageResult;
+use crate::web::portal::session::PortalSession;
+use crate::web::{render, tera};
 
-pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> HttpResponse {
+pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> PageResult {
     let result = async {
         let plugins = registry::list(&ctx).await?;
         let mut context = tera::Context::new();
@@ -24,5 +25,5 @@ pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> HttpRespons
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+    Ok(result?)
 }

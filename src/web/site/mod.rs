@@ -7,6 +7,13 @@
 //! the address only picks the login page; once logged in, what a page shows is decided by the
 //! tenant of the session, which must be the tenant of the address (else: log in here).
 
+pub mod home;
+pub mod login;
+
+use crate::roles::Role;
+use crate::tenants::TenantScope;
+use crate::web::error::PageError;
+use crate::web::form::{CsrfForm, FormSession, NoFields};
 use std::str::FromStr as _;
 
 use actix_web::body::MessageBody;
@@ -16,14 +23,14 @@ use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
 
-use super::session::{read_flash, tenant_session_cookie};
-use super::{Flash, tera};
 use crate::audit::Actor;
 use crate::auth::login::LoginFailure;
 use crate::auth::{self, Session, SessionKind};
 use crate::context::Context;
 use crate::error::AppError;
 use crate::http::actor_for;
+use crate::web::portal::session::{read_flash, tenant_session_cookie};
+use crate::web::{Flash, tera};
 
 use crate::tenants::{self, Tenant};
 
@@ -133,6 +140,7 @@ impl TenantSite {
 }
 
 /// A request for one of a tenant's pages: the tenant (known and available) and its site.
+#[derive(Clone)]
 pub struct TenantPage {
     pub tenant: Tenant,
     pub site: TenantSite,
@@ -147,7 +155,7 @@ pub fn unavailable_page(status: StatusCode, title: &str, message: &str) -> HttpR
     context.insert("base", "");
     context.insert("flash", &Option::<Flash>::None);
     match tera().render("tenant/message.html", &context) {
-        Ok(html) => super::html_response(status, html, None, false),
+        Ok(html) => crate::web::html_response(status, html, None, false),
         Err(err) => {
             tracing::error!("rendering tenant/message.html: {err:?}");
             HttpResponse::build(status).body(message.to_owned())
@@ -174,7 +182,7 @@ impl TenantPage {
                     ),
                 ));
             }
-            Err(err) => return Err(super::error_page(tera(), None, &err)),
+            Err(err) => return Err(crate::web::error_page(tera(), None, &err)),
         };
         if !tenant.status.is_active() {
             let failure = LoginFailure::tenant_unavailable(&tenant.name, tenant.status);
@@ -192,7 +200,9 @@ impl TenantPage {
 }
 
 /// A user logged in to the tenant of the address. Pages that take it send everyone else to the
-/// tenant's login page.
+/// tenant's login page. The extractor also leaves it in the request, for the error page (see
+/// `web::error`).
+#[derive(Clone)]
 pub struct TenantSession {
     pub page: TenantPage,
     pub session: Session,
@@ -200,7 +210,28 @@ pub struct TenantSession {
     pub flash: Option<Flash>,
 }
 
+impl FormSession for TenantSession {
+    fn csrf_token(&self) -> &str {
+        &self.session.csrf_token
+    }
+}
+
+/// A form of a tenant's site, from the logged-in user it was shown to.
+pub type SiteForm<T = NoFields> = CsrfForm<TenantSession, T>;
+
 impl TenantSession {
+    /// The tenant of an admin of the tenant; others are refused (403).
+    pub fn admin_scope(&self) -> Result<TenantScope, PageError> {
+        let scope = self
+            .session
+            .principal
+            .tenant
+            .clone()
+            .ok_or_else(|| AppError::forbidden("not a tenant session"))?;
+        self.session.principal.require_tenant_admin(&scope.slug)?;
+        Ok(scope)
+    }
+
     /// The session of the tenant page `page`, if the browser holds one for that very tenant.
     pub async fn of(req: &HttpRequest, ctx: &Context, page: &TenantPage) -> Option<Session> {
         let cookie = req.cookie(&tenant_session_cookie(&page.tenant.slug))?;
@@ -251,12 +282,14 @@ impl FromRequest for TenantSession {
                     .finish());
             };
             let actor = actor_for(&req, &session.principal.name);
-            Ok(TenantSession {
+            let ts = TenantSession {
                 page,
                 session,
                 actor,
                 flash: read_flash(&req),
-            })
+            };
+            req.extensions_mut().insert(ts.clone());
+            Ok(ts)
         });
         Box::pin(async move {
             match task.await {
@@ -270,9 +303,70 @@ impl FromRequest for TenantSession {
     }
 }
 
+/// Renders one of the tenant site's pages with what every page shows: the tenant, who is
+/// logged in, the CSRF token of their session, a flash message.
+pub fn render(
+    template: &str,
+    page: &TenantPage,
+    session: Option<&TenantSession>,
+    flash: Option<Flash>,
+    mut context: tera::Context,
+    status: StatusCode,
+) -> HttpResponse {
+    context.insert("tenant_name", &page.tenant.name);
+    context.insert("tenant_slug", &page.tenant.slug);
+    context.insert("base", &page.site.prefix);
+    if let Some(ts) = session {
+        let principal = &ts.session.principal;
+        let user = ts.session.user.as_ref();
+        context.insert(
+            "user",
+            &user
+                .and_then(|u| u.name.clone().or_else(|| u.email.clone()))
+                .unwrap_or_else(|| principal.name.clone()),
+        );
+        context.insert("user_email", &user.and_then(|u| u.email.clone()));
+        context.insert("user_subject", &user.map(|u| u.subject.clone()));
+        context.insert("role", principal.role.as_str());
+        context.insert("csrf", &ts.session.csrf_token);
+        context.insert("is_tenant_admin", &(principal.role == Role::TenantAdmin));
+        context.insert("session_handle", &ts.session.handle);
+    }
+    let flash_shown = flash.is_some();
+    context.insert("flash", &flash);
+    match tera().render(template, &context) {
+        Ok(html) => crate::web::html_response(
+            status,
+            html,
+            session.and_then(|ts| ts.session.user.as_ref().map(|u| u.issuer.as_str())),
+            flash_shown,
+        ),
+        Err(err) => {
+            tracing::error!("rendering {template}: {err:?}");
+            HttpResponse::InternalServerError().body("internal error")
+        }
+    }
+}
+
+/// An error on a logged-in tenant page.
+pub(crate) fn error(ts: &TenantSession, err: &AppError) -> HttpResponse {
+    use actix_web::ResponseError as _;
+    let mut context = tera::Context::new();
+    context.insert("title", "Not possible");
+    context.insert("message", &crate::web::error_message(err));
+    render(
+        "tenant/message.html",
+        &ts.page,
+        Some(ts),
+        None,
+        context,
+        err.status_code(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::tenant_of_host;
+    use crate::web::tenant_of_host;
 
     #[test]
     fn a_tenant_host_names_its_tenant() {

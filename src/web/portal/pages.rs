@@ -3,13 +3,14 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::session::{self, LOGIN_CSRF_COOKIE, PortalSession};
-use super::{Flash, error_page, redirect_with, render, render_status, tera};
 use crate::audit::{self, AuditQuery};
 use crate::auth;
 use crate::context::Context;
 use crate::http::actor_for;
 use crate::tenants::{self, TenantStatus, Tier};
+use crate::web::error::PageResult;
+use crate::web::portal::session::{self, LOGIN_CSRF_COOKIE, PortalForm, PortalSession};
+use crate::web::{Flash, redirect_with, render, render_status, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -46,7 +47,7 @@ impl From<&auth::login::LoginFailure> for LoginError {
 }
 
 /// Only local paths are followed after login (no open redirect).
-pub(super) fn safe_next(next: Option<&str>) -> String {
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
             n.to_owned()
@@ -59,7 +60,7 @@ pub async fn login_form(
     req: HttpRequest,
     ctx: web::Data<Context>,
     query: web::Query<LoginQuery>,
-) -> HttpResponse {
+) -> PageResult {
     login_page(
         &req,
         &ctx,
@@ -72,13 +73,13 @@ pub async fn login_form(
 
 /// The portal's login page: single sign-on through the platform's own tenant when it has an
 /// identity provider, and the bootstrap administrator's password form.
-pub(super) async fn login_page(
+pub async fn login_page(
     req: &HttpRequest,
     ctx: &Context,
     next: Option<&str>,
     error: Option<&LoginError>,
     status: actix_web::http::StatusCode,
-) -> HttpResponse {
+) -> PageResult {
     let token = auth::new_token();
     let mut context = tera::Context::new();
     context.insert("login_csrf", &token);
@@ -97,16 +98,12 @@ pub(super) async fn login_page(
     };
     context.insert("platform_sso", &platform_sso);
     let flash = session::read_flash(req);
-    match render_status(tera(), "login.html", status, None, flash, &mut context) {
-        Ok(mut response) => {
-            let _ = response.add_cookie(&session::login_csrf_cookie(
-                &token,
-                ctx.config.secure_cookies(),
-            ));
-            response
-        }
-        Err(err) => error_page(tera(), None, &err),
-    }
+    let mut response = render_status(tera(), "login.html", status, None, flash, &mut context)?;
+    let _ = response.add_cookie(&session::login_csrf_cookie(
+        &token,
+        ctx.config.secure_cookies(),
+    ));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +122,7 @@ pub async fn login(
     req: HttpRequest,
     ctx: web::Data<Context>,
     form: web::Form<LoginForm>,
-) -> HttpResponse {
+) -> PageResult {
     let expected = req
         .cookie(LOGIN_CSRF_COOKIE)
         .map(|c| c.value().to_owned())
@@ -142,63 +139,44 @@ pub async fn login(
         )
         .await;
     }
-    let principal = match auth::verify_admin_login(&ctx, form.username.trim(), &form.password).await
-    {
-        Ok(Some(principal)) => principal,
-        Ok(None) => {
-            tracing::info!(username = %form.username.trim(), "portal login refused");
-            return login_page(
-                &req,
-                &ctx,
-                form.next.as_deref(),
-                Some(&LoginError::new("Wrong user name or password.")),
-                actix_web::http::StatusCode::UNAUTHORIZED,
-            )
-            .await;
-        }
-        Err(err) => return error_page(tera(), None, &err),
-    };
+    let principal =
+        match auth::verify_admin_login(&ctx, form.username.trim(), &form.password).await? {
+            Some(principal) => principal,
+            None => {
+                tracing::info!(username = %form.username.trim(), "portal login refused");
+                return login_page(
+                    &req,
+                    &ctx,
+                    form.next.as_deref(),
+                    Some(&LoginError::new("Wrong user name or password.")),
+                    actix_web::http::StatusCode::UNAUTHORIZED,
+                )
+                .await;
+            }
+        };
     let actor = actor_for(&req, &principal.name);
     let user_agent = req
         .headers()
         .get("user-agent")
         .and_then(|v| v.to_str().ok());
-    match auth::start_session(&ctx, &principal, &actor, user_agent, None, None).await {
-        Ok((cookie, _)) => HttpResponse::SeeOther()
-            .insert_header(("Location", safe_next(form.next.as_deref())))
-            .cookie(session::session_cookie(
-                &cookie,
-                ctx.config.secure_cookies(),
-            ))
-            .finish(),
-        Err(err) => error_page(tera(), None, &err),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
+    let (cookie, _) = auth::start_session(&ctx, &principal, &actor, user_agent, None, None).await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", safe_next(form.next.as_deref())))
+        .cookie(session::session_cookie(
+            &cookie,
+            ctx.config.secure_cookies(),
+        ))
+        .finish())
 }
 
 /// Ends the portal session; a session of the platform's identity provider is ended there too
 /// (RP-initiated logout), which sends the browser back to `/t/admin/logged-out`.
-pub async fn logout(
-    req: HttpRequest,
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    form: web::Form<CsrfForm>,
-) -> HttpResponse {
-    if let Err(err) = portal.check_csrf(&form.csrf) {
-        return error_page(tera(), Some(&portal), &err);
-    }
-    let provider = match auth::end_session(&ctx, &portal.session, &portal.actor).await {
-        Ok(provider) => provider,
-        Err(err) => return error_page(tera(), Some(&portal), &err),
-    };
+pub async fn logout(req: HttpRequest, ctx: web::Data<Context>, form: PortalForm) -> PageResult {
+    let portal = form.session;
+    let provider = auth::end_session(&ctx, &portal.session, &portal.actor).await?;
     let at_provider = match provider {
         Some(logout) => {
-            let site = super::site::TenantSite::of(&req, &ctx, tenants::ADMIN_SLUG);
+            let site = crate::web::site::TenantSite::of(&req, &ctx, tenants::ADMIN_SLUG);
             let client_id = tenants::get(&ctx, tenants::ADMIN_SLUG)
                 .await
                 .ok()
@@ -221,11 +199,11 @@ pub async fn logout(
         None => redirect_with("/login", Flash::success("You are logged out.")),
     };
     let _ = response.add_cookie(&session::clear_session_cookie());
-    response
+    Ok(response)
 }
 
-pub async fn dashboard(ctx: web::Data<Context>, portal: PortalSession) -> HttpResponse {
-    let result = async {
+pub async fn dashboard(ctx: web::Data<Context>, portal: PortalSession) -> PageResult {
+    {
         let counts = tenants::counts(&ctx).await?;
         let by_status: Vec<(String, i64)> = TenantStatus::ALL
             .iter()
@@ -268,14 +246,12 @@ pub async fn dashboard(ctx: web::Data<Context>, portal: PortalSession) -> HttpRe
         context.insert("by_tier", &by_tier);
         context.insert("recent", &recent.items);
         context.insert("nav", "dashboard");
-        render(
+        Ok(render(
             tera(),
             "dashboard.html",
             Some(&portal),
             portal.flash.clone(),
             context,
-        )
+        )?)
     }
-    .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
 }

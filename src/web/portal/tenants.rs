@@ -1,20 +1,21 @@
-//! Portal pages of the tenant registry: list, detail, create and edit forms, lifecycle actions.
+//! Portal pages of the tenant registry: the list, a tenant's page, and the create and edit forms.
 
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::session::PortalSession;
-use super::{Flash, error_page, redirect_with, render, render_status, tera};
 use crate::audit::{self, AuditQuery};
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::tenants::input::Scopes;
 use crate::tenants::model::Contact;
 use crate::tenants::{self, NewTenant, TenantPatch, TenantQuery, TenantStatus, Tier, Transition};
+use crate::web::error::PageResult;
+use crate::web::portal::session::{PortalForm, PortalSession};
+use crate::web::{Flash, redirect_with, render, render_status, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -35,7 +36,7 @@ pub async fn list(
     ctx: web::Data<Context>,
     portal: PortalSession,
     query: web::Query<ListQuery>,
-) -> HttpResponse {
+) -> PageResult {
     let query = query.into_inner();
     let result = async {
         let page = tenants::list(
@@ -71,14 +72,12 @@ pub async fn list(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+    Ok(result?)
 }
 
 /// The fields of the create and edit forms, as typed (secrets are never sent back to the page).
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct TenantForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     slug: String,
     #[serde(default)]
@@ -203,13 +202,13 @@ impl TenantForm {
 }
 
 /// Renders the create or edit form with the values typed and the errors per field.
-fn form_page(
+pub(super) fn form_page(
     portal: &PortalSession,
     mode: &str,
     form: &TenantForm,
     tenant: Option<&tenants::Tenant>,
     err: Option<&AppError>,
-) -> HttpResponse {
+) -> PageResult {
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     if let Some(err) = err {
         for field in err.field_errors() {
@@ -242,48 +241,42 @@ fn form_page(
         err.is_some()
             .then(|| Flash::error("Please correct the fields marked below."))
     });
-    render_status(
+    Ok(render_status(
         tera(),
         "tenants/form.html",
         status,
         Some(portal),
         flash,
         &mut context,
-    )
-    .unwrap_or_else(|e| error_page(tera(), Some(portal), &e))
+    )?)
 }
 
-pub async fn new_form(portal: PortalSession) -> HttpResponse {
+pub async fn new_form(portal: PortalSession) -> PageResult {
     let form = TenantForm {
         tier: "free".into(),
         scopes: "openid,profile,email".into(),
         ..TenantForm::default()
     };
-    form_page(&portal, "create", &form, None, None)
+    Ok(form_page(&portal, "create", &form, None, None)?)
 }
 
-pub async fn create(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    form: web::Form<TenantForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+pub async fn create(ctx: web::Data<Context>, form: PortalForm<TenantForm>) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let result = match form.to_new_tenant() {
         Ok(request) => tenants::create(&ctx, &portal.actor, &request).await,
         Err(err) => Err(err),
     };
-    match result {
+    Ok(match result {
         Ok(tenant) => redirect_with(
             &format!("/tenants/{}", tenant.slug),
             Flash::success(format!("Tenant {} created.", tenant.slug)),
         ),
         Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
-            form_page(&portal, "create", &form, None, Some(&err))
+            form_page(&portal, "create", &form, None, Some(&err))?
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        Err(err) => return Err(err.into()),
+    })
 }
 
 /// A lifecycle action the detail page offers for the tenant's status.
@@ -346,7 +339,7 @@ pub async fn detail(
     portal: PortalSession,
     slug: web::Path<String>,
     query: web::Query<DetailQuery>,
-) -> HttpResponse {
+) -> PageResult {
     let result = async {
         let tenant = tenants::get(&ctx, &slug).await?;
         let check_drift = query
@@ -421,444 +414,48 @@ pub async fn detail(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+    Ok(result?)
 }
 
 pub async fn edit_form(
     ctx: web::Data<Context>,
     portal: PortalSession,
     slug: web::Path<String>,
-) -> HttpResponse {
-    match tenants::get(&ctx, &slug).await {
+) -> PageResult {
+    Ok(match tenants::get(&ctx, &slug).await {
         Ok(tenant) => form_page(
             &portal,
             "edit",
             &TenantForm::from_tenant(&tenant),
             Some(&tenant),
             None,
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
+        )?,
+        Err(err) => return Err(err.into()),
+    })
 }
 
 pub async fn update(
     ctx: web::Data<Context>,
-    portal: PortalSession,
     slug: web::Path<String>,
-    form: web::Form<TenantForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
+    form: PortalForm<TenantForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
     let result = match form.to_patch() {
         Ok(patch) => crate::lifecycle::update(&ctx, &portal.actor, &slug, &patch).await,
         Err(err) => Err(err),
     };
-    match result {
+    Ok(match result {
         Ok(tenant) => redirect_with(
             &format!("/tenants/{}", tenant.slug),
             Flash::success(format!("Tenant {} saved.", tenant.slug)),
         ),
         Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
             let tenant = tenants::get(&ctx, &slug).await.ok();
-            let mut form = form.into_inner();
+            let mut form = form;
             form.slug = slug.to_string();
-            form_page(&portal, "edit", &form, tenant.as_ref(), Some(&err))
+            form_page(&portal, "edit", &form, tenant.as_ref(), Some(&err))?
         }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LifecycleForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    action: String,
-    #[serde(default)]
-    reason: String,
-}
-
-pub async fn lifecycle(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    slug: web::Path<String>,
-    form: web::Form<LifecycleForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    let location = format!("/tenants/{slug}");
-    let Ok(transition) = form.action.parse::<Transition>() else {
-        return redirect_with(
-            &location,
-            Flash::error(format!("Unknown action `{}`.", form.action)),
-        );
-    };
-    match crate::lifecycle::transition(&ctx, &portal.actor, &slug, transition, &form.reason).await {
-        Ok(tenant) => redirect_with(
-            &location,
-            Flash::success(format!("Tenant {} is now {}.", tenant.slug, tenant.status)),
-        ),
-        Err(err @ AppError::Validation(_)) => redirect_with(
-            &location,
-            Flash::error(format!(
-                "Please give a reason to {} the tenant ({err}).",
-                transition.as_str()
-            )),
-        ),
-        Err(err @ AppError::Conflict { .. }) => {
-            redirect_with(&location, Flash::error(err.to_string()))
-        }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct PurgeForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    force: Option<String>,
-}
-
-pub async fn purge(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    slug: web::Path<String>,
-    form: web::Form<PurgeForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    let force = form
-        .force
-        .as_deref()
-        .is_some_and(|f| f == "on" || f == "true");
-    match crate::lifecycle::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
-        Ok(()) => redirect_with(
-            "/tenants",
-            Flash::success(format!("Tenant {slug} was purged.")),
-        ),
-        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
-            redirect_with(&format!("/tenants/{slug}"), Flash::error(err.to_string()))
-        }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// Downloads the tenant's bundle (its record with sealed secrets, and its status history).
-pub async fn export(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    slug: web::Path<String>,
-    form: web::Form<CsrfOnly>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    match tenants::bundle::export(&ctx, &portal.actor, &slug).await {
-        Ok(bundle) => HttpResponse::Ok()
-            .content_type("application/json")
-            .insert_header((
-                "Content-Disposition",
-                format!("attachment; filename=\"tenant-{slug}.json\""),
-            ))
-            .insert_header(("Cache-Control", "no-store"))
-            .body(serde_json::to_string_pretty(&bundle).unwrap_or_default()),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct ImportForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    bundle: String,
-}
-
-fn import_page(
-    portal: &PortalSession,
-    errors: &[crate::error::FieldError],
-    status: StatusCode,
-) -> HttpResponse {
-    let mut context = tera::Context::new();
-    context.insert("errors", errors);
-    context.insert("nav", "tenants");
-    let flash = (!errors.is_empty()).then(|| Flash::error("The bundle was not imported."));
-    render_status(
-        tera(),
-        "tenants/import.html",
-        status,
-        Some(portal),
-        flash,
-        &mut context,
-    )
-    .unwrap_or_else(|e| error_page(tera(), Some(portal), &e))
-}
-
-pub async fn import_form(portal: PortalSession) -> HttpResponse {
-    import_page(&portal, &[], StatusCode::OK)
-}
-
-/// Restores a tenant from a pasted bundle.
-pub async fn import(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    form: web::Form<ImportForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    let result =
-        match crate::http::body::parse::<tenants::bundle::TenantBundle>(form.bundle.as_bytes()) {
-            Ok(bundle) => tenants::bundle::import(&ctx, &portal.actor, &bundle).await,
-            Err(AppError::BadRequest(message)) => Err(AppError::invalid("bundle", "json", message)),
-            Err(err) => Err(err),
-        };
-    match result {
-        Ok(tenant) => redirect_with(
-            &format!("/tenants/{}", tenant.slug),
-            Flash::success(format!(
-                "Tenant {} restored ({}).",
-                tenant.slug, tenant.status
-            )),
-        ),
-        Err(AppError::Validation(errors)) => {
-            import_page(&portal, &errors, StatusCode::UNPROCESSABLE_ENTITY)
-        }
-        Err(err @ AppError::Conflict { .. }) => import_page(
-            &portal,
-            &[crate::error::FieldError::new(
-                "bundle",
-                "conflict",
-                err.to_string(),
-            )],
-            StatusCode::CONFLICT,
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-/// Swaps the client secret back to the one before the last rotation.
-pub async fn rollback_secret(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    slug: web::Path<String>,
-    form: web::Form<CsrfOnly>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    let location = format!("/tenants/{slug}");
-    match tenants::rollback_client_secret(&ctx, &portal.actor, &slug).await {
-        Ok(tenant) => redirect_with(
-            &location,
-            Flash::success(format!(
-                "The client secret of {} is back to {}.",
-                tenant.slug,
-                tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
-            )),
-        ),
-        Err(err @ AppError::Conflict { .. }) => {
-            redirect_with(&location, Flash::error(err.to_string()))
-        }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-/// Checks the tenant's database connection and reports it as a flash message.
-pub async fn check_database(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    slug: web::Path<String>,
-    form: web::Form<CsrfOnly>,
-) -> HttpResponse {
-    if let Err(err) = portal.check_csrf(&form.csrf) {
-        return error_page(tera(), Some(&portal), &err);
-    }
-    let location = format!("/tenants/{slug}");
-    match crate::health::tenant_database(&ctx, &slug).await {
-        Ok(report) if report.status == "connected" => redirect_with(
-            &location,
-            Flash::success(format!(
-                "Database connected in {:.1} ms.",
-                report.response_time_ms.unwrap_or_default()
-            )),
-        ),
-        Ok(report) => redirect_with(
-            &location,
-            Flash::error(format!(
-                "Database {}: {}",
-                report.status.replace('_', " "),
-                report.detail.unwrap_or_default()
-            )),
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct KeyForm {
-    #[serde(default)]
-    pub(super) csrf: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    expires_in_days: String,
-    #[serde(default)]
-    rate_limit_per_minute: String,
-    #[serde(default)]
-    grace_minutes: String,
-}
-
-impl KeyForm {
-    /// The key the form asks for.
-    pub(super) fn spec(&self) -> AppResult<crate::auth::KeySpec> {
-        Ok(crate::auth::KeySpec {
-            name: self.name.clone(),
-            role: match self.role.as_str() {
-                "tenant-admin" => crate::auth::Role::TenantAdmin,
-                _ => crate::auth::Role::Member,
-            },
-            expires_in_days: number("expires_in_days", &self.expires_in_days)?,
-            rate_limit_per_minute: number("rate_limit_per_minute", &self.rate_limit_per_minute)?,
-        })
-    }
-
-    /// Minutes the rotated key keeps working (default 60).
-    pub(super) fn grace(&self) -> AppResult<u32> {
-        Ok(number("grace_minutes", &self.grace_minutes)?.unwrap_or(60))
-    }
-}
-
-/// A number field of a form: empty is none; anything else must be a whole number.
-pub(super) fn number(field: &str, text: &str) -> AppResult<Option<u32>> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| AppError::invalid(field, "number", "must be a whole number"))
-}
-
-/// Shows a key once, on the page that answers the form (never in a redirect or a flash).
-fn key_page(
-    portal: &PortalSession,
-    slug: &str,
-    key: &crate::auth::NewApiToken,
-    grace_minutes: Option<u32>,
-) -> HttpResponse {
-    let mut context = tera::Context::new();
-    context.insert("slug", slug);
-    context.insert("key", key);
-    context.insert("rotated", &grace_minutes.is_some());
-    context.insert("grace_minutes", &grace_minutes.unwrap_or_default());
-    context.insert("nav", "tenants");
-    render(
-        tera(),
-        "tenants/key_created.html",
-        Some(portal),
-        None,
-        context,
-    )
-    .map(|mut response| {
-        response.headers_mut().insert(
-            actix_web::http::header::CACHE_CONTROL,
-            actix_web::http::header::HeaderValue::from_static("no-store"),
-        );
-        response
+        Err(err) => return Err(err.into()),
     })
-    .unwrap_or_else(|err| error_page(tera(), Some(portal), &err))
-}
-
-/// Creates an API key of the tenant and shows it once.
-pub async fn create_key(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    slug: web::Path<String>,
-    form: web::Form<KeyForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    let location = format!("/tenants/{slug}#api-keys");
-    let result = async {
-        let tenant = tenants::get(&ctx, &slug).await?;
-        crate::auth::create_key(&ctx, &portal.actor, Some(&tenant.scope()), &form.spec()?).await
-    }
-    .await;
-    match result {
-        Ok(key) => key_page(&portal, &slug, &key, None),
-        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
-            redirect_with(&location, Flash::error(err.to_string()))
-        }
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-/// Revokes an API key of the tenant.
-pub async fn revoke_key(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    path: web::Path<(String, String)>,
-    form: web::Form<CsrfOnly>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    let (slug, id) = path.into_inner();
-    let result = async {
-        let tenant = tenants::get(&ctx, &slug).await?;
-        crate::auth::revoke_key(&ctx, &portal.actor, &tenant.scope(), &id).await
-    }
-    .await;
-    match result {
-        Ok(()) => redirect_with(
-            &format!("/tenants/{slug}#api-keys"),
-            Flash::success("The key is revoked.".to_owned()),
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
-}
-
-/// Rotates an API key of the tenant and shows the new one once.
-pub async fn rotate_key(
-    ctx: web::Data<Context>,
-    portal: PortalSession,
-    path: web::Path<(String, String)>,
-    form: web::Form<KeyForm>,
-) -> HttpResponse {
-    if let Err(page) = portal.accept_admin_form(&form.csrf) {
-        return page;
-    }
-    let (slug, id) = path.into_inner();
-    let result = async {
-        let grace = form.grace()?;
-        let tenant = tenants::get(&ctx, &slug).await?;
-        let key =
-            crate::auth::rotate_key(&ctx, &portal.actor, Some(&tenant.scope()), &id, grace).await?;
-        Ok::<_, AppError>((key, grace))
-    }
-    .await;
-    match result {
-        Ok((key, grace)) => key_page(&portal, &slug, &key, Some(grace)),
-        Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => redirect_with(
-            &format!("/tenants/{slug}#api-keys"),
-            Flash::error(err.to_string()),
-        ),
-        Err(err) => error_page(tera(), Some(&portal), &err),
-    }
 }

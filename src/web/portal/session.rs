@@ -3,11 +3,13 @@
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::future::LocalBoxFuture;
 
-use super::Flash;
 pub use crate::http::{SESSION_COOKIE, tenant_session_cookie};
+use crate::web::Flash;
+use crate::web::error::PageError;
+use crate::web::form::{CsrfForm, FormSession, NoFields};
 
 use crate::audit::Actor;
 use crate::auth::{self, Session};
@@ -17,7 +19,9 @@ use crate::http::actor_for;
 pub const LOGIN_CSRF_COOKIE: &str = "tenantry_login_csrf";
 pub const FLASH_COOKIE: &str = "tenantry_flash";
 
-/// A logged-in portal user. Pages that take it redirect to `/login` when there is none.
+/// A logged-in portal user. Pages that take it redirect to `/login` when there is none. The
+/// extractor also leaves it in the request, for the error page (see `web::error`).
+#[derive(Clone)]
 pub struct PortalSession {
     pub session: Session,
     pub actor: Actor,
@@ -52,7 +56,7 @@ impl ResponseError for PortalRejection {
                     .insert_header(("Location", location))
                     .finish()
             }
-            PortalRejection::App(err) => super::error_page(super::tera(), None, err),
+            PortalRejection::App(err) => crate::web::error_page(crate::web::tera(), None, err),
         }
     }
 }
@@ -80,11 +84,13 @@ impl FromRequest for PortalSession {
                 .await?
                 .ok_or(PortalRejection::LoginRequired { next })?;
             let actor = actor_for(&req, &session.principal.name);
-            Ok(PortalSession {
+            let portal = PortalSession {
                 session,
                 actor,
                 flash: read_flash(&req),
-            })
+            };
+            req.extensions_mut().insert(portal.clone());
+            Ok(portal)
         });
         Box::pin(async move {
             task.await.map_err(|e| {
@@ -95,29 +101,20 @@ impl FromRequest for PortalSession {
 }
 
 impl PortalSession {
-    /// Accepts a form that changes something: its CSRF token must be this session's and the
-    /// user an administrator; otherwise the error page to answer with.
-    #[allow(
-        clippy::result_large_err,
-        reason = "the error is the page to answer with, built once per refused request"
-    )]
-    pub fn accept_admin_form(&self, submitted_csrf: &str) -> Result<(), actix_web::HttpResponse> {
-        self.check_csrf(submitted_csrf)
-            .and_then(|()| self.session.principal.require_admin())
-            .map_err(|err| super::error_page(super::tera(), Some(self), &err))
-    }
-
-    /// Refuses a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, submitted: &str) -> Result<(), AppError> {
-        if auth::csrf_matches(&self.session.csrf_token, submitted) {
-            Ok(())
-        } else {
-            Err(AppError::forbidden(
-                "the form expired or did not come from this site (CSRF check failed); reload the page and try again",
-            ))
-        }
+    /// Refuses a user who is not a platform administrator (a viewer changes nothing).
+    pub fn require_admin(&self) -> Result<(), PageError> {
+        Ok(self.session.principal.require_admin()?)
     }
 }
+
+impl FormSession for PortalSession {
+    fn csrf_token(&self) -> &str {
+        &self.session.csrf_token
+    }
+}
+
+/// A form of the portal, from the logged-in user it was shown to.
+pub type PortalForm<T = NoFields> = CsrfForm<PortalSession, T>;
 
 pub fn read_flash(req: &HttpRequest) -> Option<Flash> {
     let cookie = req.cookie(FLASH_COOKIE)?;

@@ -1,12 +1,13 @@
 //! The portal's audit page: filters by tenant, action and actor; newest first.
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 use serde::Deserialize;
 
-use super::session::PortalSession;
-use super::{error_page, render, tera};
 use crate::audit::{self, AuditQuery};
 use crate::context::Context;
+use crate::web::error::PageResult;
+use crate::web::portal::session::PortalSession;
+use crate::web::{render, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct AuditFilterForm {
@@ -30,7 +31,7 @@ pub async fn list(
     ctx: web::Data<Context>,
     portal: PortalSession,
     query: web::Query<AuditFilterForm>,
-) -> HttpResponse {
+) -> PageResult {
     let result = async {
         let page = audit::list(
             &ctx.db,
@@ -64,5 +65,5 @@ pub async fn list(
         )
     }
     .await;
-    result.unwrap_or_else(|err| error_page(tera(), Some(&portal), &err))
+    Ok(result?)
 }

@@ -1,0 +1,12 @@
+//! The admin portal's pages: login and the dashboard, tenants, their SSO and keys, templates,
+//! provisioning and runs, plugins, audit, platform tokens.
+
+pub mod audit;
+pub mod catalog;
+pub mod pages;
+pub mod plugins;
+pub mod provisioning;
+pub mod session;
+pub mod tenant_actions;
+pub mod tenants;
+pub mod tokens;

@@ -1,0 +1,311 @@
+//! What a platform admin does to one tenant from its page: lifecycle actions, purge, export and
+//! import, the client secret's rollback, the database check, and its API keys (with the shared
+//! key handlers).
+
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::tenants::{self, Transition};
+use crate::web::error::PageResult;
+use crate::web::keys::{self, KeyForm, KeysPlace};
+use crate::web::portal::session::{PortalForm, PortalSession};
+use crate::web::{Flash, redirect_with, render, render_status, tera};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct LifecycleForm {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn lifecycle(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm<LifecycleForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
+    let location = format!("/tenants/{slug}");
+    let Ok(transition) = form.action.parse::<Transition>() else {
+        return Ok(redirect_with(
+            &location,
+            Flash::error(format!("Unknown action `{}`.", form.action)),
+        ));
+    };
+    Ok(
+        match crate::lifecycle::transition(&ctx, &portal.actor, &slug, transition, &form.reason)
+            .await
+        {
+            Ok(tenant) => redirect_with(
+                &location,
+                Flash::success(format!("Tenant {} is now {}.", tenant.slug, tenant.status)),
+            ),
+            Err(err @ AppError::Validation(_)) => redirect_with(
+                &location,
+                Flash::error(format!(
+                    "Please give a reason to {} the tenant ({err}).",
+                    transition.as_str()
+                )),
+            ),
+            Err(err @ AppError::Conflict { .. }) => {
+                redirect_with(&location, Flash::error(err.to_string()))
+            }
+            Err(err) => return Err(err.into()),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PurgeForm {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    force: Option<String>,
+}
+
+pub async fn purge(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm<PurgeForm>,
+) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
+    let force = form
+        .force
+        .as_deref()
+        .is_some_and(|f| f == "on" || f == "true");
+    Ok(
+        match crate::lifecycle::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
+            Ok(()) => redirect_with(
+                "/tenants",
+                Flash::success(format!("Tenant {slug} was purged.")),
+            ),
+            Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
+                redirect_with(&format!("/tenants/{slug}"), Flash::error(err.to_string()))
+            }
+            Err(err) => return Err(err.into()),
+        },
+    )
+}
+
+/// Downloads the tenant's bundle (its record with sealed secrets, and its status history).
+pub async fn export(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm,
+) -> PageResult {
+    let (portal, _form) = (form.session, form.fields);
+    portal.require_admin()?;
+    Ok(
+        match tenants::bundle::export(&ctx, &portal.actor, &slug).await {
+            Ok(bundle) => HttpResponse::Ok()
+                .content_type("application/json")
+                .insert_header((
+                    "Content-Disposition",
+                    format!("attachment; filename=\"tenant-{slug}.json\""),
+                ))
+                .insert_header(("Cache-Control", "no-store"))
+                .body(serde_json::to_string_pretty(&bundle).unwrap_or_default()),
+            Err(err) => return Err(err.into()),
+        },
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ImportForm {
+    #[serde(default)]
+    bundle: String,
+}
+
+fn import_page(
+    portal: &PortalSession,
+    errors: &[crate::error::FieldError],
+    status: StatusCode,
+) -> PageResult {
+    let mut context = tera::Context::new();
+    context.insert("errors", errors);
+    context.insert("nav", "tenants");
+    let flash = (!errors.is_empty()).then(|| Flash::error("The bundle was not imported."));
+    Ok(render_status(
+        tera(),
+        "tenants/import.html",
+        status,
+        Some(portal),
+        flash,
+        &mut context,
+    )?)
+}
+
+pub async fn import_form(portal: PortalSession) -> PageResult {
+    Ok(import_page(&portal, &[], StatusCode::OK)?)
+}
+
+/// Restores a tenant from a pasted bundle.
+pub async fn import(ctx: web::Data<Context>, form: PortalForm<ImportForm>) -> PageResult {
+    let (portal, form) = (form.session, form.fields);
+    portal.require_admin()?;
+    let result =
+        match crate::http::body::parse::<tenants::bundle::TenantBundle>(form.bundle.as_bytes()) {
+            Ok(bundle) => tenants::bundle::import(&ctx, &portal.actor, &bundle).await,
+            Err(AppError::BadRequest(message)) => Err(AppError::invalid("bundle", "json", message)),
+            Err(err) => Err(err),
+        };
+    Ok(match result {
+        Ok(tenant) => redirect_with(
+            &format!("/tenants/{}", tenant.slug),
+            Flash::success(format!(
+                "Tenant {} restored ({}).",
+                tenant.slug, tenant.status
+            )),
+        ),
+        Err(AppError::Validation(errors)) => {
+            import_page(&portal, &errors, StatusCode::UNPROCESSABLE_ENTITY)?
+        }
+        Err(err @ AppError::Conflict { .. }) => import_page(
+            &portal,
+            &[crate::error::FieldError::new(
+                "bundle",
+                "conflict",
+                err.to_string(),
+            )],
+            StatusCode::CONFLICT,
+        )?,
+        Err(err) => return Err(err.into()),
+    })
+}
+
+/// Swaps the client secret back to the one before the last rotation.
+pub async fn rollback_secret(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm,
+) -> PageResult {
+    let (portal, _form) = (form.session, form.fields);
+    portal.require_admin()?;
+    let location = format!("/tenants/{slug}");
+    Ok(
+        match tenants::rollback_client_secret(&ctx, &portal.actor, &slug).await {
+            Ok(tenant) => redirect_with(
+                &location,
+                Flash::success(format!(
+                    "The client secret of {} is back to {}.",
+                    tenant.slug,
+                    tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
+                )),
+            ),
+            Err(err @ AppError::Conflict { .. }) => {
+                redirect_with(&location, Flash::error(err.to_string()))
+            }
+            Err(err) => return Err(err.into()),
+        },
+    )
+}
+
+/// Checks the tenant's database connection and reports it as a flash message.
+pub async fn check_database(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm,
+) -> PageResult {
+    let _portal = form.session;
+    let location = format!("/tenants/{slug}");
+    Ok(match crate::health::tenant_database(&ctx, &slug).await {
+        Ok(report) if report.status == "connected" => redirect_with(
+            &location,
+            Flash::success(format!(
+                "Database connected in {:.1} ms.",
+                report.response_time_ms.unwrap_or_default()
+            )),
+        ),
+        Ok(report) => redirect_with(
+            &location,
+            Flash::error(format!(
+                "Database {}: {}",
+                report.status.replace('_', " "),
+                report.detail.unwrap_or_default()
+            )),
+        ),
+        Err(err) => return Err(err.into()),
+    })
+}
+
+/// The portal's tenant page, as the place where a platform admin manages the tenant's keys and
+/// sessions.
+pub struct PortalTenant {
+    portal: PortalSession,
+    scope: crate::tenants::TenantScope,
+}
+
+impl PortalTenant {
+    /// Tenant `slug`'s keys, managed by the administrator of `portal`.
+    pub async fn of(ctx: &Context, portal: PortalSession, slug: &str) -> AppResult<PortalTenant> {
+        portal.session.principal.require_admin()?;
+        let scope = tenants::get(ctx, slug).await?.scope();
+        Ok(PortalTenant { portal, scope })
+    }
+}
+
+impl KeysPlace for PortalTenant {
+    fn scope(&self) -> &crate::tenants::TenantScope {
+        &self.scope
+    }
+
+    fn actor(&self) -> &crate::audit::Actor {
+        &self.portal.actor
+    }
+
+    fn back(&self, section: &str) -> String {
+        format!("/tenants/{}#{section}", self.scope.slug)
+    }
+
+    fn show_key(&self, key: &crate::auth::NewApiToken, grace_minutes: Option<u32>) -> PageResult {
+        let mut context = tera::Context::new();
+        context.insert("slug", &self.scope.slug);
+        context.insert("key", key);
+        context.insert("rotated", &grace_minutes.is_some());
+        context.insert("grace_minutes", &grace_minutes.unwrap_or_default());
+        context.insert("nav", "tenants");
+        Ok(render(
+            tera(),
+            "tenants/key_created.html",
+            Some(&self.portal),
+            None,
+            context,
+        )?)
+    }
+}
+
+/// Creates an API key of the tenant and shows it once.
+pub async fn create_key(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm<KeyForm>,
+) -> PageResult {
+    let place = PortalTenant::of(&ctx, form.session, &slug).await?;
+    keys::create_key(&ctx, &place, &form.fields).await
+}
+
+/// Revokes an API key of the tenant.
+pub async fn revoke_key(
+    ctx: web::Data<Context>,
+    path: web::Path<(String, String)>,
+    form: PortalForm,
+) -> PageResult {
+    let (slug, id) = path.into_inner();
+    let place = PortalTenant::of(&ctx, form.session, &slug).await?;
+    keys::revoke_key(&ctx, &place, &id).await
+}
+
+/// Rotates an API key of the tenant and shows the new one once.
+pub async fn rotate_key(
+    ctx: web::Data<Context>,
+    path: web::Path<(String, String)>,
+    form: PortalForm<KeyForm>,
+) -> PageResult {
+    let (slug, id) = path.into_inner();
+    let place = PortalTenant::of(&ctx, form.session, &slug).await?;
+    keys::rotate_key(&ctx, &place, &id, &form.fields).await
+}
