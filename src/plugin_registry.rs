@@ -19,6 +19,10 @@ use crate::plugins::{BUILTINS, CallStats, Grants, grants_of};
 use crate::store::models::{PluginGrantRow, PluginMetaRow, PluginRow};
 use crate::{store, transaction};
 
+/// Built-in plugins the platform itself works with: every template is rendered by the first, and
+/// the second is the default quota policy. They cannot be disabled.
+pub const REQUIRED: &[&str] = &["template-renderer", "tier-quota"];
+
 /// The shortest deadline an operator can give a plugin's calls, in milliseconds: the host's
 /// clock ticks every millisecond, so a shorter one stops calls before they run.
 pub const MIN_DEADLINE_MS: u64 = 10;
@@ -261,6 +265,13 @@ pub async fn set_enabled(
     enabled: bool,
     deadline_ms: Option<u64>,
 ) -> AppResult<PluginView> {
+    if !enabled && REQUIRED.contains(&name) {
+        return Err(AppError::conflict(
+            "required_plugin",
+            format!("`{name}` is a plugin the platform itself works with; it cannot be disabled"),
+            json!({ "name": name }),
+        ));
+    }
     if deadline_ms.is_some_and(|d| !(MIN_DEADLINE_MS..=MAX_DEADLINE_MS).contains(&d)) {
         return Err(AppError::invalid(
             "deadline_ms",

@@ -113,7 +113,10 @@ impl RoleMapping {
     pub fn validate(&self, platform: bool) -> Result<RoleMapping, Vec<FieldError>> {
         let mut errors = Vec::new();
         let claim = self.claim.trim();
-        if claim.is_empty() || claim.len() > 100 || claim.chars().any(char::is_control) {
+        if claim.is_empty()
+            || self.claim.chars().count() > 100
+            || self.claim.chars().any(char::is_control)
+        {
             errors.push(FieldError::new(
                 "role_mapping.claim",
                 "length",

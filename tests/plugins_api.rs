@@ -13,7 +13,26 @@ fn wasm(name: &str) -> Vec<u8> {
         .expect("test plugin built")
 }
 
-backend_tests!(install_grant_enable_and_disable_through_the_api_are_audited);
+backend_tests!(
+    install_grant_enable_and_disable_through_the_api_are_audited,
+    the_platforms_own_plugins_cannot_be_disabled,
+);
+
+/// Every template is rendered by `template-renderer` and quotas default to `tier-quota`:
+/// disabling either would break the platform, so it is refused and they stay enabled.
+async fn the_platforms_own_plugins_cannot_be_disabled(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for name in ["template-renderer", "tier-quota"] {
+        let (status, body) = app
+            .post(&format!("/api/v1/plugin/{name}/disable"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "required_plugin");
+        let (_, plugin) = app.get(&format!("/api/v1/plugin/{name}")).await;
+        assert_eq!(plugin["enabled"], true, "{plugin}");
+    }
+    app.stop().await;
+}
 
 async fn install_grant_enable_and_disable_through_the_api_are_audited(backend: Backend) {
     let app = TestApp::spawn(backend).await;

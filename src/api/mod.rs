@@ -80,7 +80,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[utoipa::path(
     tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")),
-    security(("bearer" = []))
 )]
 #[get("/openapi.json")]
 async fn openapi_json(_caller: crate::http::ApiCaller) -> HttpResponse {

@@ -31,6 +31,8 @@ use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema as _};
         description = "Multi-tenant platform control plane: tenant registry, lifecycle, audit.",
     ),
     modifiers(&BearerAuth),
+    // Every operation needs a token but those that say otherwise (`security(())`).
+    security(("bearer" = [])),
     tags(
         (name = "tenants", description = "The tenant registry and lifecycle"),
         (name = "audit", description = "The hash-chained audit log"),
@@ -76,7 +78,20 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
     for (path, item) in api.paths.paths.iter_mut() {
         let has_path_params = path.contains('{');
         for (method, operation) in operations_mut(item) {
-            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            // Without a `security` of its own an operation takes the document's (a token).
+            let secured = operation.security.as_ref().is_none_or(|s| {
+                serde_json::to_value(s).is_ok_and(|v| {
+                    v.as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|r| r.as_object().is_some_and(|o| !o.is_empty()))
+                    })
+                })
+            });
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if parameter.parameter_in == ParameterIn::Path && parameter.description.is_none() {
+                    parameter.description = path_parameter(&parameter.name).map(str::to_owned);
+                }
+            }
             let has_body = operation.request_body.is_some();
             let has_query = operation
                 .parameters
@@ -124,6 +139,16 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// What a path parameter of a given name is, where the handler does not say.
+fn path_parameter(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "slug" => "The tenant's slug",
+        "name" => "The name",
+        "id" => "The id",
+        _ => return None,
+    })
 }
 
 fn error_response(description: &str) -> Response {

@@ -36,7 +36,7 @@ pub struct DatabaseHealth {
 }
 
 /// The process is up.
-#[utoipa::path(tag = "operations", responses((status = 200, description = "Up")))]
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Up")), security(()))]
 #[get("/health")]
 async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "healthy", "version": env!("CARGO_PKG_VERSION") }))
@@ -48,7 +48,8 @@ async fn health() -> HttpResponse {
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "A dependency is down", body = Readiness),
-    )
+    ),
+    security(())
 )]
 #[get("/health/ready")]
 async fn ready(ctx: web::Data<Context>) -> HttpResponse {
@@ -73,7 +74,7 @@ async fn ready(ctx: web::Data<Context>) -> HttpResponse {
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
+#[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics", content_type = "text/plain")), security(()))]
 #[get("/metrics")]
 async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
     match tenants::counts(&ctx).await {
@@ -89,12 +90,12 @@ async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
 /// sign-on are configured (never their values).
 #[utoipa::path(
     tag = "operations",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, description = "The tenant is trial or active", body = crate::health::TenantHealth),
         (status = 404, description = "No such tenant", body = crate::error::ErrorBody),
         (status = 503, description = "The tenant is suspended, canceled, deleted or failed", body = crate::health::TenantHealth),
-    )
+    ),
+    security(())
 )]
 #[get("/t/{slug}/health")]
 async fn tenant_health(

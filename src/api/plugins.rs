@@ -71,8 +71,7 @@ impl FromRequest for WasmBody {
 /// Installed plugins with their capabilities and call statistics.
 #[utoipa::path(
     tag = "plugins",
-    responses((status = 200, description = "Plugins", body = [PluginView]), (status = 401, body = ErrorBody)),
-    security(("bearer" = []))
+    responses((status = 200, description = "Plugins", body = [PluginView]),),
 )]
 #[get("/plugin")]
 async fn list_plugins(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<HttpResponse> {
@@ -84,8 +83,7 @@ async fn list_plugins(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<H
 #[utoipa::path(
     tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name")),
-    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
-    security(("bearer" = []))
+    responses((status = 200, body = PluginView),),
 )]
 #[get("/plugin/{name}")]
 async fn get_plugin(
@@ -102,7 +100,6 @@ async fn get_plugin(
     tag = "plugins",
     request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses((status = 200, body = Inspection), (status = 422, description = "Not an acceptable plugin", body = ErrorBody)),
-    security(("bearer" = []))
 )]
 #[post("/plugin/check")]
 async fn check_plugin(_caller: ApiAdmin, body: WasmBody) -> AppResult<HttpResponse> {
@@ -116,10 +113,8 @@ async fn check_plugin(_caller: ApiAdmin, body: WasmBody) -> AppResult<HttpRespon
     responses(
         (status = 201, body = PluginView),
         (status = 409, description = "A built-in has this name", body = ErrorBody),
-        (status = 413, body = ErrorBody),
         (status = 422, description = "Not an acceptable plugin (named reason)", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[post("/plugin")]
 async fn install_plugin(
@@ -145,8 +140,7 @@ pub struct EnableRequest {
     tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name")),
     request_body = EnableRequest,
-    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
-    security(("bearer" = []))
+    responses((status = 200, body = PluginView),),
 )]
 #[post("/plugin/{name}/enable")]
 async fn enable_plugin(
@@ -163,8 +157,10 @@ async fn enable_plugin(
 #[utoipa::path(
     tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name")),
-    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
-    security(("bearer" = []))
+    responses(
+        (status = 200, body = PluginView),
+        (status = 409, description = "A plugin the platform itself works with (template-renderer, tier-quota)", body = ErrorBody),
+    ),
 )]
 #[post("/plugin/{name}/disable")]
 async fn disable_plugin(
@@ -195,7 +191,6 @@ pub struct GrantRequest {
     params(("name" = String, Path, description = "The plugin's name")),
     request_body = GrantRequest,
     responses((status = 200, body = PluginView), (status = 422, description = "Not requested by the manifest", body = ErrorBody)),
-    security(("bearer" = []))
 )]
 #[post("/plugin/{name}/grants")]
 async fn grant_capability(
@@ -239,8 +234,7 @@ async fn grant_capability(
         ("kind" = String, Path, description = "`host` or `secret`"),
         ("capability" = String, Path, description = "The host or the secret's name"),
     ),
-    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)),
-    security(("bearer" = []))
+    responses((status = 200, body = PluginView),),
 )]
 #[delete("/plugin/{name}/grants/{kind}/{capability}")]
 async fn revoke_capability(

@@ -13,7 +13,7 @@ use crate::auth::sso::{
 };
 use crate::auth::{self, Principal, Role, SessionInfo};
 use crate::context::Context;
-use crate::error::{AppError, AppResult, ErrorBody};
+use crate::error::{AppError, AppResult};
 use crate::http::body::ApiJson;
 use crate::http::request_origin;
 use crate::http::{ApiAdmin, ApiCaller, TenantAdminCaller};
@@ -48,12 +48,9 @@ fn require_settings_read(principal: &Principal, slug: &str) -> AppResult<()> {
 /// A tenant's SSO settings, with the redirect URIs to register at its provider.
 #[utoipa::path(
     tag = "sso",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, body = SsoSettings),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/sso")]
 async fn get_sso(
@@ -73,14 +70,10 @@ async fn get_sso(
 /// secret keeps the previous one for `client-secret/rollback`; the next login uses the new one.
 #[utoipa::path(
     tag = "sso",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     request_body = SsoUpdate,
     responses(
         (status = 200, body = SsoSettings),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[patch("/tenant/{slug}/sso")]
 async fn update_sso(
@@ -100,14 +93,10 @@ async fn update_sso(
 /// given (or the saved one) and reports what it found and what is wrong. Saves nothing.
 #[utoipa::path(
     tag = "sso",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     request_body = ConnectionTest,
     responses(
         (status = 200, body = ConnectionReport),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[post("/tenant/{slug}/sso/test")]
 async fn test_sso(
@@ -133,12 +122,9 @@ pub struct NewLink {
 /// The tenant's SSO setup links (never their tokens).
 #[utoipa::path(
     tag = "sso",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, body = Vec<SetupLinkInfo>),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/sso/setup-links")]
 async fn list_setup_links(
@@ -156,14 +142,10 @@ async fn list_setup_links(
 /// platform account; the URL is in the answer, and only there.
 #[utoipa::path(
     tag = "sso",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     request_body = NewLink,
     responses(
         (status = 201, body = NewSetupLink),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[post("/tenant/{slug}/sso/setup-links")]
 async fn create_setup_link(
@@ -196,8 +178,7 @@ async fn create_setup_link(
         ("slug" = String, Path, description = "The tenant's slug"),
         ("id" = String, Path, description = "The link's id"),
     ),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = []))
+    responses((status = 204),),
 )]
 #[delete("/tenant/{slug}/sso/setup-links/{id}")]
 async fn revoke_setup_link(
@@ -215,12 +196,9 @@ async fn revoke_setup_link(
 /// The live sessions of a tenant's users, newest first.
 #[utoipa::path(
     tag = "sso",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, body = Vec<SessionInfo>),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/sessions")]
 async fn list_sessions(
@@ -241,8 +219,7 @@ async fn list_sessions(
         ("slug" = String, Path, description = "The tenant's slug"),
         ("handle" = String, Path, description = "The session's handle"),
     ),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
-    security(("bearer" = []))
+    responses((status = 204),),
 )]
 #[delete("/tenant/{slug}/sessions/{handle}")]
 async fn revoke_session(
@@ -261,12 +238,9 @@ async fn revoke_session(
 /// the time it took, and what is wrong with them.
 #[utoipa::path(
     tag = "sso",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, description = "healthy, unreachable, misconfigured or not_configured", body = OAuthHealth),
-        (status = 404, body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/health/oauth")]
 async fn oauth_health(

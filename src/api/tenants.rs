@@ -40,14 +40,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
     request_body = NewTenant,
     responses(
         (status = 201, description = "Created", body = Tenant),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 403, description = "Not allowed", body = ErrorBody),
         (status = 409, description = "Slug taken", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "A field breaks a rule", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[post("/tenant")]
 async fn create_tenant(
@@ -83,10 +77,8 @@ struct ListParams {
     params(ListParams),
     responses(
         (status = 200, description = "A page of tenants", body = TenantPage),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
         (status = 422, description = "A filter is invalid", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant")]
 async fn list_tenants(
@@ -113,13 +105,9 @@ async fn list_tenants(
 /// Show a tenant (secrets only as set/fingerprint).
 #[utoipa::path(
     tag = "tenants",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, description = "The tenant", body = Tenant),
-        (status = 401, description = "Not authenticated", body = ErrorBody),
-        (status = 404, description = "No such tenant", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}")]
 async fn get_tenant(
@@ -136,15 +124,11 @@ async fn get_tenant(
 /// rollback) and `is_active` (false suspends, true reactivates).
 #[utoipa::path(
     tag = "tenants",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     request_body = TenantPatch,
     responses(
         (status = 200, description = "The changed tenant", body = Tenant),
-        (status = 404, description = "No such tenant", body = ErrorBody),
         (status = 409, description = "Illegal status change, or changed concurrently", body = ErrorBody),
-        (status = 422, description = "A field breaks a rule", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[patch("/tenant/{slug}")]
 async fn update_tenant(
@@ -178,10 +162,8 @@ struct DeleteParams {
     responses(
         (status = 200, description = "Soft-deleted", body = Tenant),
         (status = 204, description = "Purged"),
-        (status = 404, description = "No such tenant", body = ErrorBody),
         (status = 409, description = "Not allowed in the current status or retention period", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[delete("/tenant/{slug}")]
 async fn delete_tenant(
@@ -233,16 +215,13 @@ macro_rules! lifecycle_route {
         #[doc = $doc]
         #[utoipa::path(
             tag = "tenants",
-            params(("slug" = String, Path, description = "The tenant's slug")),
-            request_body = LifecycleRequest,
+                    request_body = LifecycleRequest,
             responses(
                 (status = 200, description = "The tenant in its new status", body = Tenant),
-                (status = 404, description = "No such tenant", body = ErrorBody),
                 (status = 409, description = "Not allowed from the current status (named in the error)", body = ErrorBody),
                 (status = 422, description = "Missing reason", body = ErrorBody),
             ),
-            security(("bearer" = []))
-        )]
+                )]
         #[post($path)]
         async fn $fn(
             ctx: web::Data<Context>,
@@ -283,13 +262,10 @@ lifecycle_route!(
 /// Roll the OAuth client secret back to the one before the last rotation.
 #[utoipa::path(
     tag = "tenants",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, description = "The tenant with the previous secret restored", body = Tenant),
-        (status = 404, description = "No such tenant", body = ErrorBody),
         (status = 409, description = "No previous secret", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[post("/tenant/{slug}/client-secret/rollback")]
 async fn rollback_client_secret(
@@ -304,12 +280,9 @@ async fn rollback_client_secret(
 /// A tenant's status history, newest first.
 #[utoipa::path(
     tag = "tenants",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, description = "Status changes", body = [StatusChange]),
-        (status = 404, description = "No such tenant", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/history")]
 async fn tenant_history(
@@ -327,13 +300,9 @@ async fn tenant_history(
 /// status history), to restore later with `POST /api/v1/tenant/import`.
 #[utoipa::path(
     tag = "tenants",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, description = "The bundle", body = TenantBundle),
-        (status = 403, description = "Not an administrator", body = ErrorBody),
-        (status = 404, description = "No such tenant", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/export")]
 async fn export_tenant(
@@ -359,7 +328,6 @@ async fn export_tenant(
         (status = 409, description = "The slug or id exists", body = ErrorBody),
         (status = 422, description = "Not a valid bundle, or sealed with a key this server lacks", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[post("/tenant/import")]
 async fn import_tenant(
@@ -377,12 +345,9 @@ async fn import_tenant(
 /// Round trip to the tenant's own database (its `db_uri`), with the time it took.
 #[utoipa::path(
     tag = "tenants",
-    params(("slug" = String, Path, description = "The tenant's slug")),
     responses(
         (status = 200, description = "connected, unreachable, not_configured or unsupported", body = TenantDatabaseHealth),
-        (status = 404, description = "No such tenant", body = ErrorBody),
     ),
-    security(("bearer" = []))
 )]
 #[get("/tenant/{slug}/health/database")]
 async fn tenant_database_health(

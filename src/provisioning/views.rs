@@ -24,8 +24,8 @@ pub struct StepView {
     pub description: String,
     pub state: StepState,
     pub attempts: i64,
-    /// What the backend holds after the step (the plugin's JSON).
-    #[schema(value_type = Object)]
+    /// What the backend holds after the step (the plugin's JSON, any value); null before the
+    /// step has run.
     pub output: Option<Value>,
     /// Something a person must do; never counted as done.
     pub manual_follow_up: Option<String>,
@@ -174,7 +174,7 @@ pub struct ResourceView {
     pub plugin: String,
     pub step: String,
     pub description: String,
-    #[schema(value_type = Object)]
+    /// What the plugin reported of it (its JSON, any value).
     pub output: Value,
     pub template: Option<String>,
     pub template_version: Option<i64>,

@@ -305,31 +305,18 @@ fn has_control(value: &str) -> bool {
 }
 
 fn check_name(name: &str) -> Result<String, FieldError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(FieldError::new("name", "required", "must not be empty"));
-    }
-    if name.chars().count() > 200 {
+    check_text("name", name, 200)
+}
+
+/// A line of text: no control characters (anywhere, before trimming), at most `max`
+/// characters, and something left once trimmed.
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, FieldError> {
+    if has_control(value) {
         return Err(FieldError::new(
-            "name",
-            "length",
-            "must be at most 200 characters",
-        ));
-    }
-    if has_control(name) {
-        return Err(FieldError::new(
-            "name",
+            field,
             "charset",
             "must not contain control characters",
         ));
-    }
-    Ok(name.to_owned())
-}
-
-pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, FieldError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(FieldError::new(field, "required", "must not be empty"));
     }
     if value.chars().count() > max {
         return Err(FieldError::new(
@@ -338,12 +325,9 @@ pub fn check_text(field: &str, value: &str, max: usize) -> Result<String, FieldE
             format!("must be at most {max} characters"),
         ));
     }
-    if has_control(value) {
-        return Err(FieldError::new(
-            field,
-            "charset",
-            "must not contain control characters",
-        ));
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(FieldError::new(field, "required", "must not be empty"));
     }
     Ok(value.to_owned())
 }
@@ -407,6 +391,23 @@ fn check_issuer(issuer: &str) -> Result<String, FieldError> {
         )
     })?;
     let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    let dns_name = |name: &str| {
+        name.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+    };
+    if let Some(url::Host::Domain(name)) = url.host()
+        && !dns_name(name)
+    {
+        return Err(FieldError::new(
+            field,
+            "url",
+            "must be an absolute URL like https://idp.example.com (a host name of letters, digits and hyphens)",
+        ));
+    }
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}

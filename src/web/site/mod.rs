@@ -366,7 +366,7 @@ pub(crate) fn error(ts: &TenantSession, err: &AppError) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
-    use crate::web::tenant_of_host;
+    use super::tenant_of_host;
 
     #[test]
     fn a_tenant_host_names_its_tenant() {
