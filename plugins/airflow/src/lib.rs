@@ -17,7 +17,8 @@ use tenantry_plugin_sdk::provisioner::{
 };
 use tenantry_plugin_sdk::{log, state};
 
-use api::{Airflow, Created, Kubernetes, Scrub, permanent};
+use api::{Airflow, Created, Kubernetes};
+use tenantry_plugin_sdk::backend::{Redactor, permanent, transient};
 
 /// Where `suspend` keeps the pool's slots to give back on `reactivate`.
 const SUSPENDED_SLOTS_KEY: &str = "suspend/pool-slots";
@@ -286,12 +287,12 @@ fn apply_pool(input: &Value) -> Result<Outcome, PluginError> {
     let wanted = slots;
     let slots = if state::get(SUSPENDED_SLOTS_KEY).is_some() {
         state::set(SUSPENDED_SLOTS_KEY, wanted.to_string().as_bytes())
-            .map_err(|e| api::transient(format!("plugin state: {e}")))?;
+            .map_err(|e| transient(format!("plugin state: {e}")))?;
         0
     } else {
         wanted
     };
-    let af = Airflow::connect(Scrub::default())?;
+    let af = Airflow::connect(Redactor::new())?;
     for _ in 0..2 {
         match af.get("pools", name)? {
             None => {
@@ -329,7 +330,7 @@ fn apply_pool(input: &Value) -> Result<Outcome, PluginError> {
             }
         }
     }
-    Err(api::transient(format!(
+    Err(transient(format!(
         "pool `{name}`: Airflow says it exists but does not show it; try again"
     )))
 }
@@ -337,7 +338,7 @@ fn apply_pool(input: &Value) -> Result<Outcome, PluginError> {
 fn apply_connection(step: &Step, input: &Value) -> Result<Outcome, PluginError> {
     let body = &input["connection"];
     let id = str_at(body, "connection_id", &step.id)?;
-    let mut scrub = Scrub::default();
+    let mut scrub = Redactor::new();
     if let Some(p) = body["password"].as_str() {
         scrub.add(p);
     }
@@ -404,7 +405,7 @@ fn put_variable(
 
 fn apply_variables(input: &Value) -> Result<Outcome, PluginError> {
     let variables = variables_of(input)?;
-    let af = Airflow::connect(Scrub::default())?;
+    let af = Airflow::connect(Redactor::new())?;
     let mut report = Map::new();
     for (key, value, description) in &variables {
         let action = put_variable(&af, key, value, description)?;
@@ -430,7 +431,7 @@ fn apply_kubernetes(input: &Value) -> Result<Outcome, PluginError> {
         .as_array()
         .ok_or_else(|| permanent("step `kubernetes`: its input has no `objects`"))?;
     let artifacts = manifests(input);
-    let Some(kube) = Kubernetes::configured(Scrub::default()) else {
+    let Some(kube) = Kubernetes::configured(Redactor::new()) else {
         log::info("no Kubernetes API configured: manifests rendered only");
         return Ok(outcome(json!({
             "namespace": namespace,
@@ -488,7 +489,7 @@ fn compensate(tenant: &Tenant, step: &Step, outcome: &Outcome) -> Result<(), Plu
     match step.id.as_str() {
         "pool" => {
             let name = str_at(&input, "name", "pool")?;
-            let gone = !Airflow::connect(Scrub::default())?.delete("pools", name)?;
+            let gone = !Airflow::connect(Redactor::new())?.delete("pools", name)?;
             state::delete(SUSPENDED_SLOTS_KEY);
             log::info(&format!(
                 "pool {name} {}",
@@ -496,7 +497,7 @@ fn compensate(tenant: &Tenant, step: &Step, outcome: &Outcome) -> Result<(), Plu
             ));
         }
         "variables" => {
-            let af = Airflow::connect(Scrub::default())?;
+            let af = Airflow::connect(Redactor::new())?;
             let mut keys: Vec<String> = variables_of(&input)?.into_iter().map(|v| v.0).collect();
             keys.push(suspended_key(&tenant.slug));
             for key in keys {
@@ -510,7 +511,7 @@ fn compensate(tenant: &Tenant, step: &Step, outcome: &Outcome) -> Result<(), Plu
                 return Ok(());
             }
             let namespace = str_at(&input, "namespace", "kubernetes")?;
-            let kube = Kubernetes::configured(Scrub::default()).ok_or_else(|| {
+            let kube = Kubernetes::configured(Redactor::new()).ok_or_else(|| {
                 permanent(format!(
                     "namespace {namespace} was created in Kubernetes but kubernetes-url is no \
                      longer granted: delete it by hand"
@@ -525,7 +526,7 @@ fn compensate(tenant: &Tenant, step: &Step, outcome: &Outcome) -> Result<(), Plu
         }
         id if id.starts_with("connection:") => {
             let id = str_at(&input["connection"], "connection_id", id)?;
-            Airflow::connect(Scrub::default())?.delete("connections", id)?;
+            Airflow::connect(Redactor::new())?.delete("connections", id)?;
             log::info(&format!("connection {id} deleted"));
         }
         other => {
@@ -569,7 +570,7 @@ fn observe(applied: &[(Step, Outcome)]) -> Result<Vec<Drift>, PluginError> {
     let mut airflow: Option<Airflow> = None;
     fn lazy(airflow: &mut Option<Airflow>) -> Result<&Airflow, PluginError> {
         if airflow.is_none() {
-            *airflow = Some(Airflow::connect(Scrub::default())?);
+            *airflow = Some(Airflow::connect(Redactor::new())?);
         }
         Ok(airflow.as_ref().expect("just set"))
     }
@@ -612,7 +613,7 @@ fn observe(applied: &[(Step, Outcome)]) -> Result<Vec<Drift>, PluginError> {
                 if output["applied"].as_bool() != Some(true) {
                     continue;
                 }
-                let Some(kube) = Kubernetes::configured(Scrub::default()) else {
+                let Some(kube) = Kubernetes::configured(Redactor::new()) else {
                     continue;
                 };
                 for object in input["objects"].as_array().into_iter().flatten() {
@@ -674,7 +675,7 @@ fn transition(
 ) -> Result<Outcome, PluginError> {
     let pool = pool_name(&tenant.slug);
     let flag = suspended_key(&tenant.slug);
-    let af = Airflow::connect(Scrub::default())?;
+    let af = Airflow::connect(Redactor::new())?;
     match change {
         LifecycleChange::Suspend | LifecycleChange::Cancel => {
             let mut output = json!({"pool": pool, "slots": 0, "suspended": true, "reason": reason});
@@ -689,7 +690,7 @@ fn transition(
                         Some(kept) => String::from_utf8_lossy(&kept).parse().unwrap_or(slots),
                         None => {
                             state::set(SUSPENDED_SLOTS_KEY, slots.to_string().as_bytes())
-                                .map_err(|e| api::transient(format!("plugin state: {e}")))?;
+                                .map_err(|e| transient(format!("plugin state: {e}")))?;
                             slots
                         }
                     };

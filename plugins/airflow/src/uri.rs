@@ -1,7 +1,9 @@
 //! A rendered connection URI taken apart into the fields of an Airflow connection, the way
-//! Airflow's own `Connection(uri=…)` does: `scheme://login:password@host:port/schema?extra`.
+//! Airflow's own `Connection(uri=…)` does: `scheme://login:password@host:port/schema?extra`
+//! (the parsing itself is the SDK's).
 
 use serde_json::{Map, Value};
+use tenantry_plugin_sdk::backend::uri::DatabaseUrl;
 
 /// The fields of an Airflow connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,59 +18,10 @@ pub struct Parsed {
     pub extra: Option<String>,
 }
 
-/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`). Errors never quote the
-/// text: it may be a password.
-pub fn percent_decode(text: &str, plus_is_space: bool) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or("an invalid %-escape")?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| "%-escapes that are not UTF-8".to_string())
-}
-
-/// Encodes everything but unreserved characters, for one segment of a URL path.
-pub fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn non_empty(s: String) -> Option<String> {
-    if s.is_empty() { None } else { Some(s) }
-}
-
 /// Airflow's connection type for a URI scheme: `postgresql` is `postgres`, a `+driver` suffix
 /// is dropped, hyphens become underscores.
-pub fn conn_type(scheme: &str) -> String {
-    let scheme = scheme.to_ascii_lowercase();
-    let base = scheme.split('+').next().unwrap_or_default();
-    match base {
+pub fn conn_type(url: &DatabaseUrl) -> String {
+    match url.dialect().as_str() {
         "postgresql" => "postgres".into(),
         other => other.replace('-', "_"),
     }
@@ -77,89 +30,24 @@ pub fn conn_type(scheme: &str) -> String {
 /// Parses a connection URI. The error says what is wrong without quoting the URI (it carries a
 /// password).
 pub fn parse(uri: &str) -> Result<Parsed, String> {
-    let (scheme, rest) = uri.split_once("://").ok_or("the URI has no `scheme://`")?;
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'))
-    {
-        return Err("the URI's scheme is not valid".into());
-    }
-    let rest = rest.split('#').next().unwrap_or_default();
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    let (authority, path) = match before_query.find('/') {
-        Some(i) => (&before_query[..i], &before_query[i + 1..]),
-        None => (before_query, ""),
-    };
-    // The last `@` ends the user information (a raw `@` in a password is tolerated).
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let (login, password) = match userinfo {
-        None => (None, None),
-        Some(u) => match u.split_once(':') {
-            Some((l, p)) => (
-                non_empty(percent_decode(l, false).map_err(|e| format!("the login has {e}"))?),
-                Some(percent_decode(p, false).map_err(|e| format!("the password has {e}"))?),
-            ),
-            None => (
-                non_empty(percent_decode(u, false).map_err(|e| format!("the login has {e}"))?),
-                None,
-            ),
-        },
-    };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or("the URI's IPv6 host has no closing `]`")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err("the URI's host is not valid".into()),
-        };
-        (h.to_string(), port)
+    let url = DatabaseUrl::parse(uri)?;
+    let extra = if url.query.is_empty() {
+        None
     } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (percent_decode(h, false)?, Some(p)),
-            None => (percent_decode(hostport, false)?, None),
-        }
-    };
-    let port = match port {
-        None | Some("") => None,
-        Some(p) => Some(
-            p.parse::<u16>()
-                .map_err(|_| "the URI's port is not a number from 0 to 65535".to_string())?,
-        ),
-    };
-    let schema = non_empty(percent_decode(path, false).map_err(|e| format!("the path has {e}"))?);
-    let extra = match query {
-        None | Some("") => None,
-        Some(q) => {
-            let mut map = Map::new();
-            for pair in q.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let k = percent_decode(k, true).map_err(|e| format!("the query has {e}"))?;
-                let v = percent_decode(v, true).map_err(|e| format!("the query has {e}"))?;
-                map.insert(k, Value::String(v));
-            }
-            if map.is_empty() {
-                None
-            } else {
-                Some(Value::Object(map).to_string())
-            }
-        }
+        let map: Map<String, Value> = url
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Some(Value::Object(map).to_string())
     };
     Ok(Parsed {
-        conn_type: conn_type(scheme),
-        host: non_empty(host),
-        port,
-        login,
-        password,
-        schema,
+        conn_type: conn_type(&url),
+        host: url.host,
+        port: url.port,
+        login: url.username,
+        password: url.password,
+        schema: url.database,
         extra,
     })
 }
@@ -207,11 +95,5 @@ mod tests {
                 .unwrap_err()
                 .contains("password")
         );
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(percent_encode("tenant_a-b.c~"), "tenant_a-b.c~");
-        assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
     }
 }

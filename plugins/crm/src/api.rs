@@ -6,7 +6,7 @@
 //! organization, which nearly every other call needs.
 
 use serde_json::{Value, json};
-use tenantry_plugin_sdk::http::{self, HttpError, Request};
+use tenantry_plugin_sdk::backend::{self, Answer, Backend, Body};
 use tenantry_plugin_sdk::provisioner::PluginError;
 use tenantry_plugin_sdk::secrets;
 
@@ -17,11 +17,9 @@ const TIMEOUT_MS: u32 = 20_000;
 const PAGE: usize = 25;
 const MAX_MEMBERS: usize = 100_000;
 
-/// The longest CRM message carried into an error.
-const MAX_MESSAGE: usize = 500;
-
 pub struct Crm {
-    url: String,
+    api: Backend,
+    /// The operator's own token (an organization's session carries another).
     token: String,
 }
 
@@ -76,85 +74,46 @@ impl Crm {
                 "the BottleCRM operator token (secret crm-token): {e}"
             ))
         })?;
-        let url = url.trim().trim_end_matches('/').to_owned();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(PluginError::Permanent(
-                "the secret crm-url is not an http(s) URL".into(),
-            ));
+        let token = token.trim().to_owned();
+        let mut api = Backend::new("BottleCRM", "crm", &url)
+            .require_http("crm-url")?
+            .with_timeouts(TIMEOUT_MS, TIMEOUT_MS);
+        if token.len() >= 8 {
+            api.hide(&token);
         }
-        Ok(Crm {
-            url,
-            token: token.trim().to_owned(),
-        })
+        Ok(Crm { api, token })
     }
 
-    /// Sends one request; a status is an answer, whatever it is.
+    /// Sends one request with `token`; a status is an answer, whatever it is.
     fn send(
         &self,
         method: &str,
         path: &str,
         token: &str,
         body: Option<&Value>,
-    ) -> Result<(u16, Value), PluginError> {
-        let mut headers = vec![
-            ("authorization".to_owned(), format!("Bearer {token}")),
-            ("accept".to_owned(), "application/json".to_owned()),
-        ];
-        if body.is_some() {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        let request = Request {
-            method: method.into(),
-            url: format!("{}{path}", self.url),
-            headers,
-            body: body.map(|b| b.to_string().into_bytes()),
-            timeout_ms: Some(TIMEOUT_MS),
-        };
+    ) -> Result<Answer, PluginError> {
+        let bearer = format!("Bearer {token}");
+        let body = body.map_or(Body::None, Body::Json);
         let what = format!("{method} {path}");
-        match http::send(&request) {
-            Ok(response) => {
-                let value = serde_json::from_slice(&response.body).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&response.body).into_owned())
-                });
-                Ok((response.status, value))
-            }
-            Err(HttpError::Timeout) => Err(PluginError::Transient(format!(
-                "{what}: BottleCRM at {} did not answer in time",
-                self.url
-            ))),
-            Err(HttpError::Connection(e)) => Err(PluginError::Transient(format!(
-                "{what}: cannot reach BottleCRM at {}: {}",
-                self.url,
-                self.scrub(&e)
-            ))),
-            Err(HttpError::NotGranted(host)) => Err(PluginError::Permanent(format!(
-                "{what}: the host {host} is not granted to the crm plugin (`tenantry plugin grant crm --host {host}`)"
-            ))),
-            Err(HttpError::Invalid(e)) => Err(PluginError::Permanent(format!(
-                "{what}: invalid request: {}",
-                self.scrub(&e)
-            ))),
-            Err(HttpError::TooLarge) => Err(PluginError::Permanent(format!(
-                "{what}: BottleCRM's answer is larger than the host allows"
-            ))),
-        }
+        self.api
+            .send_with(method, path, &[("Authorization", &bearer)], body, &what)
     }
 
     /// The error for an answer that is not a success: 429 and 5xx may pass, other refusals
     /// will not. Carries the CRM's own message, never a token.
-    fn failure(&self, what: &str, status: u16, body: &Value) -> PluginError {
-        let mut message = format!(
-            "{what}: BottleCRM answered {status}: {}",
-            self.scrub(&message(body))
-        );
+    fn failure(&self, what: &str, answer: &Answer) -> PluginError {
+        let status = answer.status;
         // A token BottleCRM does not take: 401, or 403 "Given token not valid…".
-        if status == 401 || (status == 403 && message.to_lowercase().contains("token not valid")) {
-            message.push_str(" (is the secret crm-token a valid operator token?)");
-        }
-        if status == 429 || status >= 500 {
-            PluginError::Transient(message)
-        } else {
-            PluginError::Permanent(message)
+        let refused_token = status == 401
+            || (status == 403
+                && backend::error_message(&answer.body)
+                    .to_lowercase()
+                    .contains("token not valid"));
+        match self.api.status_error(what, answer) {
+            PluginError::Permanent(message) if refused_token => PluginError::Permanent(format!(
+                "{message} (is the secret crm-token a valid operator token?)"
+            )),
+            other => other,
         }
     }
 
@@ -167,20 +126,11 @@ impl Crm {
         body: Option<&Value>,
         what: &str,
     ) -> Result<Value, PluginError> {
-        let (status, value) = self.send(method, path, token, body)?;
-        if (200..300).contains(&status) {
-            Ok(value)
+        let answer = self.send(method, path, token, body)?;
+        if answer.is_success() {
+            Ok(answer.json())
         } else {
-            Err(self.failure(what, status, &value))
-        }
-    }
-
-    /// Never lets a credential into a message.
-    fn scrub(&self, text: &str) -> String {
-        if self.token.len() >= 8 {
-            text.replace(&self.token, "***")
-        } else {
-            text.to_owned()
+            Err(self.failure(what, &answer))
         }
     }
 
@@ -248,12 +198,13 @@ impl Crm {
     /// A session in organization `org_id`; none when the organization is gone or the
     /// operator is no longer a member.
     pub fn session(&self, org_id: &str) -> Result<Option<Session>, PluginError> {
-        let (status, body) = self.send(
+        let answer = self.send(
             "POST",
             "/api/auth/switch-org/",
             &self.token,
             Some(&json!({ "org_id": org_id })),
         )?;
+        let (status, body) = (answer.status, answer.json());
         match status {
             200..=299 => {
                 let token = body["access_token"].as_str().ok_or_else(|| {
@@ -280,11 +231,7 @@ impl Crm {
                 }))
             }
             403 | 404 => Ok(None),
-            _ => Err(self.failure(
-                &format!("switching to organization {org_id}"),
-                status,
-                &body,
-            )),
+            _ => Err(self.failure(&format!("switching to organization {org_id}"), &answer)),
         }
     }
 
@@ -351,21 +298,21 @@ impl Crm {
         email: &str,
         role: &str,
     ) -> Result<(), PluginError> {
-        let (status, body) = self.send(
+        let answer = self.send(
             "POST",
             "/api/users/",
             &session.token,
             Some(&json!({ "email": email, "role": role })),
         )?;
+        let status = answer.status;
         if (200..300).contains(&status)
-            || (status == 400 && message(&body).contains("already exists"))
+            || (status == 400 && backend::error_message(&answer.body).contains("already exists"))
         {
             return Ok(());
         }
         Err(self.failure(
             &format!("adding user {email} to organization {}", session.org.id),
-            status,
-            &body,
+            &answer,
         ))
     }
 
@@ -377,12 +324,13 @@ impl Crm {
         active: bool,
     ) -> Result<Changed, PluginError> {
         let status_word = if active { "Active" } else { "Inactive" };
-        let (status, body) = self.send(
+        let answer = self.send(
             "POST",
             &format!("/api/user/{}/status/", member.user_id),
             &session.token,
             Some(&json!({ "status": status_word })),
         )?;
+        let status = answer.status;
         match status {
             200..=299 => Ok(Changed::Done),
             404 => Ok(Changed::Gone),
@@ -391,8 +339,7 @@ impl Crm {
                     "setting user {} {status_word} in organization {}",
                     member.email, session.org.id
                 ),
-                status,
-                &body,
+                &answer,
             )),
         }
     }
@@ -400,12 +347,13 @@ impl Crm {
     /// Removes a member from the organization; one BottleCRM refuses to delete (linked
     /// records) is deactivated instead.
     pub fn remove(&self, session: &Session, member: &Member) -> Result<Removed, PluginError> {
-        let (status, body) = self.send(
+        let answer = self.send(
             "DELETE",
             &format!("/api/user/{}/", member.user_id),
             &session.token,
             None,
         )?;
+        let status = answer.status;
         match status {
             200..=299 => Ok(Removed::Deleted),
             404 => Ok(Removed::Gone),
@@ -418,58 +366,8 @@ impl Crm {
                     "removing user {} from organization {}",
                     member.email, session.org.id
                 ),
-                status,
-                &body,
+                &answer,
             )),
         }
-    }
-}
-
-/// The human-readable part of a BottleCRM error body: `errors` (field → messages), `detail`,
-/// `error` or `message`, cut to a readable length.
-pub fn message(body: &Value) -> String {
-    let mut parts = Vec::new();
-    let source = ["errors", "detail", "error", "message"]
-        .iter()
-        .map(|k| &body[*k])
-        .find(|v| v.is_string() || v.is_object() || v.is_array())
-        .unwrap_or(body);
-    collect(source, "", &mut parts);
-    let text = if parts.is_empty() {
-        "(no message)".to_owned()
-    } else {
-        parts.join("; ")
-    };
-    if text.chars().count() > MAX_MESSAGE {
-        let mut cut: String = text.chars().take(MAX_MESSAGE).collect();
-        cut.push('…');
-        cut
-    } else {
-        text
-    }
-}
-
-fn collect(value: &Value, prefix: &str, out: &mut Vec<String>) {
-    match value {
-        Value::String(s) if prefix.is_empty() => out.push(s.clone()),
-        Value::String(s) => out.push(format!("{prefix}: {s}")),
-        Value::Array(items) => items.iter().for_each(|v| collect(v, prefix, out)),
-        Value::Object(map) => {
-            for (key, v) in map {
-                // Wrappers and flags say nothing a person needs.
-                if matches!(key.as_str(), "error" | "status" | "code") && !v.is_string() {
-                    continue;
-                }
-                let inner = if key.ends_with("_errors") || key == "non_field_errors" {
-                    prefix.to_owned()
-                } else if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                collect(v, &inner, out);
-            }
-        }
-        _ => {}
     }
 }

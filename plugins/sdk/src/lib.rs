@@ -4,7 +4,7 @@
 //! [`quota::QuotaPolicy`] — and registers it with the matching macro, which also embeds the
 //! plugin's manifest (`tenantry-plugin.toml` beside its `Cargo.toml`) in the component:
 //!
-//! ```ignore
+//! ```text
 //! use tenantry_plugin_sdk::renderer::{Renderer, Template, RenderError};
 //!
 //! struct Upper;
@@ -20,7 +20,11 @@
 //!
 //! The generated WIT bindings stay inside this crate; the types a plugin needs are re-exported
 //! from each world's module, and the host interfaces are wrapped in [`log`], [`state`],
-//! [`secrets`] and [`http`] (the last three for provisioners only).
+//! [`secrets`] and [`http`] (the last three for provisioners only). Plugins that drive a backend
+//! over HTTP get the [`backend`] kit: error classes, a JSON client that classifies failures and
+//! keeps secrets out of messages, granted secrets, and connection URLs.
+
+pub mod backend;
 
 /// The WIT package version this SDK builds plugins for.
 pub const WIT_VERSION: &str = "0.1.0";

@@ -21,27 +21,16 @@ use tenantry_plugin_sdk::provisioner::{
 use tenantry_plugin_sdk::state;
 
 use client::Session;
-use logic::{Failure, RisonValue};
+use logic::RisonValue;
+use tenantry_plugin_sdk::backend::permanent;
+use tenantry_plugin_sdk::backend::uri::{self, DatabaseUrl};
 
 struct Superset;
 
 /// The state key holding the permissions taken from the tenant's role on suspend.
 const SUSPENDED_KEY: &str = "suspended-permissions";
 
-impl From<Failure> for PluginError {
-    fn from(f: Failure) -> PluginError {
-        match f {
-            Failure::Transient(m) => PluginError::Transient(m),
-            Failure::Permanent(m) => PluginError::Permanent(m),
-        }
-    }
-}
-
-fn permanent(message: impl Into<String>) -> Failure {
-    Failure::Permanent(message.into())
-}
-
-type Res<T> = std::result::Result<T, Failure>;
+type Res<T> = std::result::Result<T, PluginError>;
 
 // ---------------------------------------------------------------------------------------------
 // The request (docs/provisioning.md) and the steps' inputs.
@@ -246,7 +235,7 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
             id: logic::database_step_id(&connection.name),
             description: format!(
                 "Superset database connection `{name}` to {}",
-                logic::redact_uri(&connection.uri)
+                uri::redact(&connection.uri)
             ),
             input: to_json(&DatabaseInput {
                 connection: connection.name.clone(),
@@ -503,9 +492,11 @@ fn outcome(output: Value) -> Outcome {
 fn apply_database(tenant: &Tenant, step: &Step) -> Res<Outcome> {
     let input: DatabaseInput = input(step)?;
     owned(tenant, &input.database_name)?;
-    let parts = logic::parse_uri(&input.uri);
+    // What the outcome records of the connection (never its password); Superset itself
+    // judges the URI.
+    let parts = DatabaseUrl::parse(&input.uri).unwrap_or_default();
     let mut s = Session::open()?;
-    s.hide(parts.password.clone());
+    s.hide_uri_password(&input.uri);
     let (id, created) = match find_database(&s, &input.database_name)? {
         Some(id) => (id, false),
         None => {
@@ -722,8 +713,8 @@ fn import(s: &Session, zip: Vec<u8>, overwrite: bool, seed: &str) -> Res<()> {
     ) {
         // Superset answers 500 "Import failed for an unknown reason" to a malformed bundle:
         // retrying cannot help.
-        Err(Failure::Transient(m)) if m.contains(": Superset answered 500") => {
-            Err(Failure::Permanent(format!(
+        Err(PluginError::Transient(m)) if m.contains(": Superset answered 500") => {
+            Err(PluginError::Permanent(format!(
                 "{m} (a file of the bundle is probably incomplete; Superset's log has the cause)"
             )))
         }
@@ -963,12 +954,14 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                     &format!("/api/v1/database/{id}/connection"),
                     "read database connection",
                 )?;
-                let now = logic::parse_uri(
+                // Superset shows the password masked: it is never compared.
+                let now = DatabaseUrl::parse(
                     connection.body["result"]["sqlalchemy_uri"]
                         .as_str()
                         .unwrap_or(""),
-                );
-                let then = logic::parse_uri(&input.uri);
+                )
+                .unwrap_or_default();
+                let then = DatabaseUrl::parse(&input.uri).unwrap_or_default();
                 let mut changes = Vec::new();
                 if now.host != then.host {
                     changes.push(format!(

@@ -1,15 +1,8 @@
-//! Pure logic of the plugin (no host calls), unit-tested natively: names, rison filters and URL
-//! encoding, error classification, SQL literals, connection URIs, the asset bundle (its text format,
-//! per-tenant UUIDs, the ZIP and the multipart body).
+//! Pure logic of the plugin (no host calls), unit-tested natively: names, rison filters, SQL
+//! literals, the asset bundle (its text format, per-tenant UUIDs, the ZIP and the multipart body).
+//! Error classes, messages and connection URIs are the SDK's backend kit.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Error classes of the contract: worth retrying, or not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    Transient(String),
-    Permanent(String),
-}
 
 /// The name of the Superset database connection of `connection` for the tenant `slug`. It always
 /// carries the slug, so two tenants never share (or adopt) each other's connection.
@@ -100,168 +93,6 @@ pub fn rison_filters(filters: &[(&str, &str, RisonValue)]) -> String {
         })
         .collect();
     format!("(filters:!({}),page_size:100)", items.join(","))
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn url_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// Decodes `%XX` escapes (invalid ones are kept as they are).
-pub fn url_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The parts of a connection URI that drift is checked on (never the password).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UriParts {
-    pub scheme: String,
-    pub username: Option<String>,
-    /// Percent-decoded; only used to redact messages.
-    pub password: Option<String>,
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub database: Option<String>,
-}
-
-/// Parses `scheme://user:password@host:port/database?…` (SQLAlchemy's URL form).
-pub fn parse_uri(uri: &str) -> UriParts {
-    let mut parts = UriParts::default();
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return parts;
-    };
-    parts.scheme = scheme.to_string();
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    };
-    let hostport = match authority.rfind('@') {
-        Some(i) => {
-            let userinfo = &authority[..i];
-            match userinfo.split_once(':') {
-                Some((u, p)) => {
-                    parts.username = Some(url_decode(u));
-                    parts.password = Some(url_decode(p));
-                }
-                None => parts.username = Some(url_decode(userinfo)),
-            }
-            &authority[i + 1..]
-        }
-        None => authority,
-    };
-    let (host, port) = if let Some(stripped) = hostport.strip_prefix('[') {
-        match stripped.split_once(']') {
-            Some((h, p)) => (h.to_string(), p.strip_prefix(':')),
-            None => (stripped.to_string(), None),
-        }
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (hostport.to_string(), None),
-        }
-    };
-    if !host.is_empty() {
-        parts.host = Some(host);
-    }
-    parts.port = port.and_then(|p| p.parse().ok());
-    parts.database = path.filter(|p| !p.is_empty()).map(url_decode);
-    parts
-}
-
-/// The URI with its password replaced by `***` (for messages).
-pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_string();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => match rest[..at].split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
-            None => uri.to_string(),
-        },
-        None => uri.to_string(),
-    }
-}
-
-/// Removes every occurrence of the secrets (raw and percent-encoded) from `message`.
-pub fn redact(message: &str, secrets: &[String]) -> String {
-    let mut out = message.to_string();
-    for secret in secrets.iter().filter(|s| s.len() >= 3) {
-        out = out.replace(secret.as_str(), "***");
-        let encoded = url_encode(secret);
-        if encoded != *secret {
-            out = out.replace(&encoded, "***");
-        }
-    }
-    out
-}
-
-/// Superset's message from an error body: `message` (a string or an object of field errors) and
-/// the `errors[].message` of the newer error format.
-pub fn superset_message(body: &[u8]) -> String {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        let text = String::from_utf8_lossy(body);
-        // An HTML error page says nothing useful beyond its title.
-        if let Some(start) = text.find("<title>") {
-            if let Some(end) = text[start..].find("</title>") {
-                return text[start + 7..start + end].trim().to_string();
-            }
-        }
-        return text.chars().take(300).collect();
-    };
-    let mut parts = Vec::new();
-    if let Some(errors) = value.get("errors").and_then(|e| e.as_array()) {
-        for error in errors {
-            let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("");
-            match error.get("error_type").and_then(|t| t.as_str()) {
-                Some(kind) => parts.push(format!("{message} ({kind})")),
-                None => parts.push(message.to_string()),
-            }
-        }
-    }
-    if parts.is_empty() {
-        match value.get("message") {
-            Some(serde_json::Value::String(s)) => parts.push(s.clone()),
-            Some(other) => parts.push(other.to_string()),
-            None => parts.push(value.to_string().chars().take(300).collect()),
-        }
-    }
-    parts.join("; ")
-}
-
-/// Classifies an HTTP status of Superset's answer (only called for failures).
-pub fn classify_status(status: u16, what: &str, message: &str) -> Failure {
-    let text = format!("{what}: Superset answered {status}: {message}");
-    if status >= 500 || status == 429 || status == 408 {
-        Failure::Transient(text)
-    } else {
-        Failure::Permanent(text)
-    }
 }
 
 /// One file of an asset bundle.
@@ -679,7 +510,6 @@ mod tests {
             ]),
             "(filters:!((col:database_name,opr:eq,value:'tenantry-acme-primary'),(col:database,opr:rel_o_m,value:3)),page_size:100)"
         );
-        assert_eq!(url_encode("(a:'b c')"), "%28a%3A%27b%20c%27%29");
     }
 
     #[test]
@@ -687,50 +517,6 @@ mod tests {
         assert_eq!(rls_clause("tenant_id", "o'neil"), "tenant_id = 'o''neil'");
         assert!(is_identifier("tenant_id"));
         assert!(!is_identifier("tenant_id; drop table x"));
-    }
-
-    #[test]
-    fn uris_parse_without_leaking_the_password() {
-        let p = parse_uri(
-            "postgresql://acme_user:p%40ss%2Fw@db.example.com:5432/acme_db?sslmode=require",
-        );
-        assert_eq!(p.username.as_deref(), Some("acme_user"));
-        assert_eq!(p.password.as_deref(), Some("p@ss/w"));
-        assert_eq!(p.host.as_deref(), Some("db.example.com"));
-        assert_eq!(p.port, Some(5432));
-        assert_eq!(p.database.as_deref(), Some("acme_db"));
-        assert_eq!(
-            redact_uri("postgresql://u:p%40ss@h:1/d"),
-            "postgresql://u:***@h:1/d"
-        );
-        assert_eq!(
-            redact("failed for p@ss/w and p%40ss%2Fw", &["p@ss/w".into()]),
-            "failed for *** and ***"
-        );
-    }
-
-    #[test]
-    fn errors_are_classified() {
-        assert!(matches!(
-            classify_status(503, "x", "m"),
-            Failure::Transient(_)
-        ));
-        assert!(matches!(
-            classify_status(429, "x", "m"),
-            Failure::Transient(_)
-        ));
-        assert!(matches!(
-            classify_status(422, "x", "m"),
-            Failure::Permanent(_)
-        ));
-        assert_eq!(
-            superset_message(br#"{"errors":[{"message":"Unable to connect","error_type":"CONNECTION_UNKNOWN_DATABASE_ERROR"}]}"#),
-            "Unable to connect (CONNECTION_UNKNOWN_DATABASE_ERROR)"
-        );
-        assert_eq!(
-            superset_message(br#"{"message":{"database_name":["exists"]}}"#),
-            r#"{"database_name":["exists"]}"#
-        );
     }
 
     #[test]
