@@ -8,7 +8,7 @@ mod common;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::login::{LoginWorld, WebUser, counter, query};
+use common::login::{Browser, LoginWorld, counter, query};
 use common::oidc::OidcProviders;
 use common::{Backend, TestApp, field_rules};
 
@@ -373,7 +373,7 @@ async fn a_setup_link_configures_sso_once_without_an_account(backend: Backend) {
             &format!("{base}/t/gamma"),
         )
         .await;
-    let it = WebUser::new();
+    let it = Browser::new();
     let page = it.get(&url).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(
@@ -458,7 +458,7 @@ async fn a_setup_link_configures_sso_once_without_an_account(backend: Backend) {
         ["tenant.sso_setup_link_use", "tenant.sso_setup_link_create"]
     );
     // And gamma's users now sign in.
-    let home = WebUser::new().login(&base, "gamma", "alice").await;
+    let home = Browser::new().login(&base, "gamma", "alice").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
     assert!(
         home.body
@@ -523,9 +523,9 @@ async fn tenant_sessions_are_listed_and_ended_through_the_api(backend: Backend) 
     let world = LoginWorld::start(backend).await;
     let app = &world.app;
     let base = app.base.clone();
-    let alice = WebUser::new();
+    let alice = Browser::new();
     alice.login(&base, "alpha", "alice").await;
-    let carol = WebUser::new();
+    let carol = Browser::new();
     carol.login(&base, "alpha", "carol").await;
     let admin = key(app, "alpha", "tenant-admin").await;
     let (status, sessions) = call(
@@ -585,7 +585,7 @@ async fn session_cookies_authenticate_the_api_and_changes_need_the_csrf_header(b
     let world = LoginWorld::start(backend).await;
     let app = &world.app;
     let base = app.base.clone();
-    let alice = WebUser::new();
+    let alice = Browser::new();
     let home = alice.login(&base, "alpha", "alice").await;
     let csrf = home.csrf();
     let cookie = format!(
@@ -635,7 +635,7 @@ async fn session_cookies_authenticate_the_api_and_changes_need_the_csrf_header(b
     assert_eq!(response.status(), StatusCode::CREATED);
 
     // The portal's session too (the bootstrap administrator).
-    let admin = WebUser::new();
+    let admin = Browser::new();
     let login = admin.get(&format!("{base}/login")).await;
     let csrf = login.csrf();
     let done = admin
@@ -825,7 +825,7 @@ async fn platform_admins_log_in_through_the_admin_tenants_provider(backend: Back
     )
     .await;
 
-    let ops = WebUser::new();
+    let ops = Browser::new();
     let login = ops.get(&format!("{base}/login?next=%2Ftenants")).await;
     assert!(
         login.body.contains("Continue with Platform Administration"),
@@ -866,7 +866,7 @@ async fn platform_admins_log_in_through_the_admin_tenants_provider(backend: Back
     assert_eq!(audit["items"][0]["details"]["subject"], "ops");
 
     // An auditor is a viewer: reads, changes nothing.
-    let auditor = WebUser::new();
+    let auditor = Browser::new();
     let start = auditor.get(&format!("{base}/t/admin/login/oauth")).await;
     let callback = auditor
         .at_provider(start.location.as_ref().unwrap(), "auditor")
@@ -890,7 +890,7 @@ async fn platform_admins_log_in_through_the_admin_tenants_provider(backend: Back
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     // Someone without a mapped group cannot log in at all.
-    let stranger = WebUser::new();
+    let stranger = Browser::new();
     let start = stranger.get(&format!("{base}/t/admin/login/oauth")).await;
     let callback = stranger
         .at_provider(start.location.as_ref().unwrap(), "stranger")
@@ -932,7 +932,7 @@ async fn platform_admins_log_in_through_the_admin_tenants_provider(backend: Back
     assert!(after.body.contains("You are logged out."), "{}", after.body);
 
     // The bootstrap administrator still logs in with the password (recovery).
-    let admin = WebUser::new();
+    let admin = Browser::new();
     let login = admin.get(&format!("{base}/login")).await;
     let done = admin
         .post(
@@ -975,7 +975,7 @@ async fn tenants_are_reached_at_their_own_host_names(backend: Backend) {
     ] {
         builder = builder.resolve(host, loopback);
     }
-    let user = WebUser::with(builder);
+    let user = Browser::with(builder);
     let page = user.get(&format!("{alpha_site}/login")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("Sign in to Alpha Corp"));
@@ -1045,7 +1045,7 @@ async fn tenants_are_reached_at_their_own_host_names(backend: Backend) {
 async fn the_shipped_alert_rules_name_metrics_the_server_exports(backend: Backend) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    WebUser::new().login(&base, "alpha", "alice").await;
+    Browser::new().login(&base, "alpha", "alice").await;
     let (status, _) = call(
         &world.app,
         &format!("tny_zzzzzzzz_{}", "z".repeat(32)),

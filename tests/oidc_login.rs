@@ -2,7 +2,7 @@
 //! (npm `oidc-provider`, `tests/oidc`) on loopback, one per tenant — and every way a login can be
 //! tampered with is refused with a page that says why, and no session.
 //!
-//! The browser here is an HTTP client with a cookie jar (`common::login::WebUser`), so that a
+//! The browser here is an HTTP client with a cookie jar (`common::web::Browser`), so that a
 //! test can stop the round trip anywhere and change it; `portal_login_browser.rs` walks the same
 //! logins in headless Chromium.
 
@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use common::Backend;
-use common::login::{LoginWorld, WebUser, counter, query, tampered_cases, with_param};
+use common::login::{Browser, LoginWorld, counter, query, tampered_cases, with_param};
 
 backend_tests!(
     two_tenants_log_in_through_their_own_providers,
@@ -51,7 +51,7 @@ async fn two_tenants_log_in_through_their_own_providers(backend: Backend) {
     let base = world.app.base.clone();
 
     // alpha: its login page, then its own provider.
-    let alice = WebUser::new();
+    let alice = Browser::new();
     let page = alice.get(&format!("{base}/t/alpha/login")).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Sign in to Alpha Corp"), "{}", page.body);
@@ -99,7 +99,7 @@ async fn two_tenants_log_in_through_their_own_providers(backend: Backend) {
     }
 
     // bravo, in another browser, through bravo's provider: a member.
-    let bob = WebUser::new();
+    let bob = Browser::new();
     let home = bob.login(&base, "bravo", "bob").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
     assert!(home.body.contains("Bob Bravo"), "{}", home.body);
@@ -187,7 +187,7 @@ async fn two_tenants_log_in_through_their_own_providers(backend: Backend) {
         "bravo's pages ask for a login"
     );
     // The cookie is HttpOnly and SameSite=Lax.
-    let again = WebUser::new();
+    let again = Browser::new();
     let authorize = again.start(&base, "alpha").await;
     let callback = again.at_provider(&authorize, "alice").await;
     let response = again.http.get(callback.as_str()).send().await.unwrap();
@@ -205,7 +205,7 @@ async fn two_tenants_log_in_through_their_own_providers(backend: Backend) {
     assert!(session_cookie.contains("SameSite=Lax"), "{session_cookie}");
 
     // One browser in two tenants at once: a login at bravo leaves the one at alpha alone.
-    let both = WebUser::new();
+    let both = Browser::new();
     both.login(&base, "alpha", "alice").await;
     both.login(&base, "bravo", "bob").await;
     assert_eq!(
@@ -252,7 +252,7 @@ async fn tampered_answers_are_refused_with_a_page_and_no_session(backend: Backen
     let now = chrono::Utc::now().timestamp();
     for (case, misbehaviour, reason) in tampered_cases(now) {
         world.op.misbehave("alpha", misbehaviour.clone()).await;
-        let user = WebUser::new();
+        let user = Browser::new();
         let start = user.get(&format!("{base}/t/alpha/login/oauth")).await;
         let page = if start.status == StatusCode::SEE_OTHER {
             let callback = user
@@ -300,7 +300,7 @@ async fn tampered_answers_are_refused_with_a_page_and_no_session(backend: Backen
         world.op.behave("alpha").await;
     }
     // With the provider behaving again, the same user logs in.
-    let home = WebUser::new().login(&base, "alpha", "alice").await;
+    let home = Browser::new().login(&base, "alpha", "alice").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
     assert_eq!(world.sessions("alpha").await.len(), 1);
     assert_eq!(
@@ -320,12 +320,12 @@ async fn replayed_expired_missing_and_foreign_states_are_refused(backend: Backen
     let base = world.app.base.clone();
 
     // A callback URL works once.
-    let user = WebUser::new();
+    let user = Browser::new();
     let authorize = user.start(&base, "alpha").await;
     let callback = user.at_provider(&authorize, "alice").await;
     let first = user.get(callback.as_str()).await;
     assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
-    let replay = WebUser::new();
+    let replay = Browser::new();
     // (The replaying browser has the attacker's own binding cookie, or none at all.)
     let again = replay.get(callback.as_str()).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
@@ -340,10 +340,10 @@ async fn replayed_expired_missing_and_foreign_states_are_refused(backend: Backen
     assert_eq!(world.sessions("alpha").await.len(), 1);
 
     // A login attempt finished in another browser than the one that started it.
-    let starter = WebUser::new();
+    let starter = Browser::new();
     let authorize = starter.start(&base, "alpha").await;
     let callback = starter.at_provider(&authorize, "alice").await;
-    let other = WebUser::new();
+    let other = Browser::new();
     let page = other.get(callback.as_str()).await;
     assert_eq!(
         page.reason().as_deref(),
@@ -356,7 +356,7 @@ async fn replayed_expired_missing_and_foreign_states_are_refused(backend: Backen
     assert_eq!(page.reason().as_deref(), Some("state_unknown"));
 
     // A response without state, and one with a state nobody issued.
-    let user = WebUser::new();
+    let user = Browser::new();
     let authorize = user.start(&base, "alpha").await;
     let callback = user.at_provider(&authorize, "alice").await;
     let page = user
@@ -374,7 +374,7 @@ async fn replayed_expired_missing_and_foreign_states_are_refused(backend: Backen
     assert_eq!(page.reason().as_deref(), Some("state_unknown"));
 
     // An attempt that expired (its lifetime passed while the user was at the provider).
-    let user = WebUser::new();
+    let user = Browser::new();
     let authorize = user.start(&base, "alpha").await;
     let callback = user.at_provider(&authorize, "alice").await;
     {
@@ -407,7 +407,7 @@ async fn replayed_expired_missing_and_foreign_states_are_refused(backend: Backen
 async fn a_code_of_one_tenants_provider_is_refused_at_another_tenants_callback(backend: Backend) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    let user = WebUser::new();
+    let user = Browser::new();
     // The browser starts at bravo (its state is bravo's)...
     let bravo_authorize = user.start(&base, "bravo").await;
     let bravo_state = query(&bravo_authorize)["state"].clone();
@@ -476,7 +476,7 @@ async fn a_code_of_one_tenants_provider_is_refused_at_another_tenants_callback(b
 async fn an_unavailable_tenant_cannot_log_in_and_its_sessions_stop(backend: Backend) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    let user = WebUser::new();
+    let user = Browser::new();
     let home = user.login(&base, "alpha", "alice").await;
     assert_eq!(home.status, StatusCode::OK);
     let cookie = user.cookie(&base, "tenantry_tenant_alpha").unwrap();
@@ -510,7 +510,7 @@ async fn an_unavailable_tenant_cannot_log_in_and_its_sessions_stop(backend: Back
         .post("/api/v1/tenant/alpha/reactivate", json!({"reason": "paid"}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let late = WebUser::new();
+    let late = Browser::new();
     let authorize = late.start(&base, "alpha").await;
     let callback = late.at_provider(&authorize, "alice").await;
     world
@@ -546,12 +546,12 @@ async fn an_unavailable_tenant_cannot_log_in_and_its_sessions_stop(backend: Back
 async fn logins_keep_working_when_the_provider_rotates_its_keys(backend: Backend) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    let first = WebUser::new().login(&base, "alpha", "alice").await;
+    let first = Browser::new().login(&base, "alpha", "alice").await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     // The server now holds alpha's keys in its cache; the provider signs with a new key.
     let jwks = world.op.rotate_keys("alpha").await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
-    let after_rotation = WebUser::new().login(&base, "alpha", "alice").await;
+    let after_rotation = Browser::new().login(&base, "alpha", "alice").await;
     assert_eq!(
         after_rotation.status,
         StatusCode::OK,
@@ -561,7 +561,7 @@ async fn logins_keep_working_when_the_provider_rotates_its_keys(backend: Backend
     // A key set of one key without kid, tokens without kid.
     let jwks = world.op.single_key_without_kid("alpha").await;
     assert!(jwks["keys"][0].get("kid").is_none(), "{jwks}");
-    let without_kid = WebUser::new().login(&base, "alpha", "alice").await;
+    let without_kid = Browser::new().login(&base, "alpha", "alice").await;
     assert_eq!(without_kid.status, StatusCode::OK, "{}", without_kid.body);
     assert_eq!(world.sessions("alpha").await.len(), 3);
     world.stop().await;
@@ -581,7 +581,7 @@ async fn a_new_client_secret_is_used_at_the_next_login_and_a_rollback_restores_t
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let user = WebUser::new();
+    let user = Browser::new();
     let authorize = user.start(&base, "alpha").await;
     let callback = user.at_provider(&authorize, "alice").await;
     let page = user.get(callback.as_str()).await;
@@ -604,7 +604,7 @@ async fn a_new_client_secret_is_used_at_the_next_login_and_a_rollback_restores_t
         .post("/api/v1/tenant/alpha/client-secret/rollback", json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let home = WebUser::new().login(&base, "alpha", "alice").await;
+    let home = Browser::new().login(&base, "alpha", "alice").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
     assert_eq!(
         world.op.token_requests("alpha").await["last"]["authenticated"],
@@ -634,7 +634,7 @@ async fn a_new_client_secret_is_used_at_the_next_login_and_a_rollback_restores_t
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(!body.to_string().contains("rotated-secret"), "{body}");
     assert_eq!(body["client_secret_previous"]["set"], true);
-    let home = WebUser::new().login(&base, "alpha", "alice").await;
+    let home = Browser::new().login(&base, "alpha", "alice").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
     world.stop().await;
 }
@@ -642,7 +642,7 @@ async fn a_new_client_secret_is_used_at_the_next_login_and_a_rollback_restores_t
 async fn the_claim_mapping_decides_the_role_or_refuses(backend: Backend) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    let carol = WebUser::new().login(&base, "alpha", "carol").await;
+    let carol = Browser::new().login(&base, "alpha", "carol").await;
     assert!(
         carol.body.contains(r#"<dd id="user-role">member</dd>"#),
         "{}",
@@ -657,7 +657,7 @@ async fn the_claim_mapping_decides_the_role_or_refuses(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let user = WebUser::new();
+    let user = Browser::new();
     let authorize = user.start(&base, "alpha").await;
     let callback = user.at_provider(&authorize, "carol").await;
     let page = user.get(callback.as_str()).await;
@@ -668,7 +668,7 @@ async fn the_claim_mapping_decides_the_role_or_refuses(backend: Backend) {
         "{}",
         page.body
     );
-    let alice = WebUser::new().login(&base, "alpha", "alice").await;
+    let alice = Browser::new().login(&base, "alpha", "alice").await;
     assert!(
         alice
             .body
@@ -695,7 +695,7 @@ async fn the_claim_mapping_decides_the_role_or_refuses(backend: Backend) {
 async fn logout_ends_the_session_here_and_at_the_provider(backend: Backend) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    let user = WebUser::new();
+    let user = Browser::new();
     let home = user.login(&base, "alpha", "alice").await;
     let cookie = user.cookie(&base, "tenantry_tenant_alpha").unwrap();
     // A browser follows a form's redirects only to origins the `form-action` of the form's page
@@ -793,9 +793,9 @@ async fn logout_ends_the_session_here_and_at_the_provider(backend: Backend) {
 async fn a_tenant_admin_manages_keys_and_sessions_on_the_tenant_site(backend: Backend) {
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
-    let admin = WebUser::new();
+    let admin = Browser::new();
     let home = admin.login(&base, "alpha", "alice").await;
-    let other = WebUser::new();
+    let other = Browser::new();
     other.login(&base, "alpha", "carol").await;
     assert_eq!(world.sessions("alpha").await.len(), 2);
 
@@ -853,7 +853,7 @@ async fn a_tenant_admin_manages_keys_and_sessions_on_the_tenant_site(backend: Ba
     );
 
     // A member may do none of it; a form without the session's CSRF token neither.
-    let member = WebUser::new();
+    let member = Browser::new();
     let member_home = member.login(&base, "alpha", "carol").await;
     let refused = member
         .post(
@@ -880,7 +880,7 @@ async fn login_attempts_are_rate_limited_per_address(backend: Backend) {
     })
     .await;
     let base = world.app.base.clone();
-    let user = WebUser::new();
+    let user = Browser::new();
     for _ in 0..3 {
         user.start(&base, "alpha").await;
     }
@@ -903,14 +903,14 @@ async fn login_attempts_are_rate_limited_per_tenant(backend: Backend) {
     .await;
     let base = world.app.base.clone();
     for _ in 0..2 {
-        WebUser::new().start(&base, "alpha").await;
+        Browser::new().start(&base, "alpha").await;
     }
-    let page = WebUser::new()
+    let page = Browser::new()
         .get(&format!("{base}/t/alpha/login/oauth"))
         .await;
     assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
     // Another tenant's users are not held up by alpha's.
-    let home = WebUser::new().login(&base, "bravo", "bob").await;
+    let home = Browser::new().login(&base, "bravo", "bob").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
     world.stop().await;
 }
@@ -935,7 +935,7 @@ async fn sessions_end_after_inactivity_and_at_their_absolute_expiry(backend: Bac
     })
     .await;
     let base = world.app.base.clone();
-    let user = WebUser::new();
+    let user = Browser::new();
     user.login(&base, "alpha", "alice").await;
     // Used 10 minutes ago: still signed in (and its last use moves on).
     age_sessions(&world, "last_seen_at", 10).await;
@@ -952,7 +952,7 @@ async fn sessions_end_after_inactivity_and_at_their_absolute_expiry(backend: Bac
         "not listed as live"
     );
     // Active, but past its absolute end: signed out too.
-    let user = WebUser::new();
+    let user = Browser::new();
     user.login(&base, "alpha", "alice").await;
     age_sessions(&world, "expires_at", 1).await;
     let page = user.get(&format!("{base}/t/alpha/")).await;

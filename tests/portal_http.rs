@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::web::{Browser, hidden_value};
 use common::{ADMIN_PASSWORD, Backend, TestApp};
 use reqwest::StatusCode;
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::LOCATION;
 
 backend_tests!(
     pages_without_a_session_redirect_to_login,
@@ -36,154 +37,6 @@ const PAGES: &[&str] = &[
     "/plugins",
 ];
 
-/// A browser without JavaScript: keeps cookies, does not follow redirects by itself.
-struct Browser {
-    client: reqwest::Client,
-    base: String,
-}
-
-/// A page as the browser got it.
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
-    set_cookies: Vec<String>,
-    html: String,
-}
-
-impl Page {
-    /// The value of the first hidden `csrf` input of the page.
-    fn csrf(&self) -> String {
-        hidden_value(&self.html, "csrf")
-            .unwrap_or_else(|| panic!("no csrf field on the page:\n{}", self.html))
-    }
-
-    fn assert_status(&self, expected: StatusCode) {
-        assert_eq!(self.status, expected, "page:\n{}", self.html);
-    }
-}
-
-impl Browser {
-    fn new(app: &TestApp) -> Browser {
-        Browser {
-            client: reqwest::Client::builder()
-                .cookie_store(true)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            base: app.base.clone(),
-        }
-    }
-
-    async fn page(response: reqwest::Response) -> Page {
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .map(|v| v.to_str().expect("ascii location").to_owned());
-        let set_cookies = response
-            .headers()
-            .get_all(SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().expect("ascii cookie").to_owned())
-            .collect();
-        let html = response.text().await.expect("body");
-        Page {
-            status,
-            location,
-            set_cookies,
-            html,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        Self::page(
-            self.client
-                .get(format!("{}{path}", self.base))
-                .send()
-                .await
-                .expect("GET sent"),
-        )
-        .await
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
-        Self::page(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .form(form)
-                .send()
-                .await
-                .expect("POST sent"),
-        )
-        .await
-    }
-
-    /// Follows a 303 the way a browser does (GET the Location).
-    async fn follow(&self, page: &Page) -> Page {
-        page.assert_status(StatusCode::SEE_OTHER);
-        self.get(page.location.as_deref().expect("a redirect has a Location"))
-            .await
-    }
-
-    /// Fills in the login form; returns the answer to the POST.
-    async fn submit_login(&self, username: &str, password: &str) -> Page {
-        let form = self.get("/login").await;
-        form.assert_status(StatusCode::OK);
-        let csrf = form.csrf();
-        let next = hidden_value(&form.html, "next").unwrap_or_else(|| "/".into());
-        self.post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("next", &next),
-                ("username", username),
-                ("password", password),
-            ],
-        )
-        .await
-    }
-
-    async fn log_in(app: &TestApp) -> Browser {
-        let browser = Browser::new(app);
-        let answer = browser.submit_login("admin", ADMIN_PASSWORD).await;
-        answer.assert_status(StatusCode::SEE_OTHER);
-        browser
-    }
-
-    /// The CSRF token of this session (from the form on `path`).
-    async fn csrf(&self, path: &str) -> String {
-        let page = self.get(path).await;
-        page.assert_status(StatusCode::OK);
-        page.csrf()
-    }
-
-    /// Submits the "New tenant" form with `fields` (plus the page's CSRF token).
-    async fn create_tenant(&self, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.csrf("/tenants/new").await;
-        let mut form = vec![("csrf", csrf.as_str())];
-        form.extend_from_slice(fields);
-        self.post("/tenants", &form).await
-    }
-}
-
-/// The `value` of the `<input … name="{name}" value="…">` in `html`.
-fn hidden_value(html: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker)? + marker.len();
-    let end = html[start..].find('"')? + start;
-    Some(unescape(&html[start..end]))
-}
-
-/// Undoes tera's HTML escaping (`& < > " ' /`), as a browser reading an attribute does.
-fn unescape(text: &str) -> String {
-    text.replace("&#x2F;", "/")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
 /// The HTML of the `.field` block holding the input with id `input_id`.
 fn field_block<'a>(html: &'a str, input_id: &str) -> &'a str {
     let at = html
@@ -194,14 +47,6 @@ fn field_block<'a>(html: &'a str, input_id: &str) -> &'a str {
         .expect("the input sits in a .field");
     let end = html[at..].find("</div>").expect("the .field ends") + at;
     &html[start..end]
-}
-
-/// The cookie named `name` among `Set-Cookie` headers.
-fn set_cookie<'a>(page: &'a Page, name: &str) -> Option<&'a str> {
-    page.set_cookies
-        .iter()
-        .map(String::as_str)
-        .find(|c| c.starts_with(&format!("{name}=")))
 }
 
 fn cookie_value(set_cookie: &str) -> &str {
@@ -243,12 +88,12 @@ async fn tenant_count(app: &TestApp) -> usize {
 async fn pages_without_a_session_redirect_to_login(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme-corp").await;
-    let browser = Browser::new(&app);
+    let browser = Browser::at(&app);
     for path in PAGES {
         let path = path.replace("{slug}", "acme-corp");
         let page = browser.get(&path).await;
         page.assert_status(StatusCode::SEE_OTHER);
-        let location = page.location.as_deref().unwrap();
+        let location = page.redirect.as_deref().unwrap();
         let expected_next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
         assert_eq!(location, format!("/login?next={expected_next}"), "{path}");
     }
@@ -260,46 +105,46 @@ async fn pages_without_a_session_redirect_to_login(backend: Backend) {
         )
         .await;
     page.assert_status(StatusCode::SEE_OTHER);
-    assert!(page.location.unwrap().starts_with("/login?next="));
+    assert!(page.redirect.unwrap().starts_with("/login?next="));
     let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
     assert_eq!(tenant["status"], "active");
 
-    let login = browser.follow(&browser.get("/tenants").await).await;
+    let login = browser.see_other(&browser.get("/tenants").await).await;
     login.assert_status(StatusCode::OK);
-    assert!(login.html.contains("Log in to tenantry"), "{}", login.html);
+    assert!(login.body.contains("Log in to tenantry"), "{}", login.body);
     app.stop().await;
 }
 
 async fn wrong_password_is_401_with_an_error_and_starts_no_session(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::new(&app);
+    let browser = Browser::at(&app);
     let page = browser.submit_login("admin", "not the password").await;
     page.assert_status(StatusCode::UNAUTHORIZED);
     assert!(
-        page.html.contains("Wrong user name or password."),
+        page.body.contains("Wrong user name or password."),
         "{}",
-        page.html
+        page.body
     );
     assert!(
-        page.html
+        page.body
             .contains("<form method=\"post\" action=\"/login\">"),
         "the form is shown again"
     );
     assert!(
-        set_cookie(&page, "tenantry_session").is_none(),
+        page.set_cookie("tenantry_session").is_none(),
         "{:?}",
         page.set_cookies
     );
     // Still logged out.
     let dashboard = browser.get("/").await;
     dashboard.assert_status(StatusCode::SEE_OTHER);
-    assert!(dashboard.location.unwrap().starts_with("/login"));
+    assert!(dashboard.redirect.unwrap().starts_with("/login"));
 
     // An unknown user gets the same answer.
     let page = browser.submit_login("mallory", ADMIN_PASSWORD).await;
     page.assert_status(StatusCode::UNAUTHORIZED);
-    assert!(page.html.contains("Wrong user name or password."));
-    assert!(set_cookie(&page, "tenantry_session").is_none());
+    assert!(page.body.contains("Wrong user name or password."));
+    assert!(page.set_cookie("tenantry_session").is_none());
     app.stop().await;
 }
 
@@ -307,11 +152,11 @@ async fn login_sets_an_http_only_same_site_lax_session_cookie_and_returns_to_the
     backend: Backend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::new(&app);
+    let browser = Browser::at(&app);
     let asked = browser.get("/audit").await;
-    let login_form = browser.follow(&asked).await;
+    let login_form = browser.see_other(&asked).await;
     assert_eq!(
-        hidden_value(&login_form.html, "next").as_deref(),
+        hidden_value(&login_form.body, "next").as_deref(),
         Some("/audit")
     );
 
@@ -327,8 +172,10 @@ async fn login_sets_an_http_only_same_site_lax_session_cookie_and_returns_to_the
         )
         .await;
     answer.assert_status(StatusCode::SEE_OTHER);
-    assert_eq!(answer.location.as_deref(), Some("/audit"));
-    let cookie = set_cookie(&answer, "tenantry_session").expect("a session cookie");
+    assert_eq!(answer.redirect.as_deref(), Some("/audit"));
+    let cookie = answer
+        .set_cookie("tenantry_session")
+        .expect("a session cookie");
     let attributes: Vec<String> = cookie
         .split(';')
         .map(|a| a.trim().to_ascii_lowercase())
@@ -338,17 +185,17 @@ async fn login_sets_an_http_only_same_site_lax_session_cookie_and_returns_to_the
     assert!(attributes.contains(&"path=/".to_owned()), "{cookie}");
     assert!(cookie_value(cookie).len() >= 32, "{cookie}");
 
-    let audit = browser.follow(&answer).await;
+    let audit = browser.see_other(&answer).await;
     audit.assert_status(StatusCode::OK);
-    assert!(audit.html.contains("<h1>Audit log</h1>"));
-    assert!(audit.html.contains("admin.login"), "the login is audited");
+    assert!(audit.body.contains("<h1>Audit log</h1>"));
+    assert!(audit.body.contains("admin.login"), "the login is audited");
     assert!(
-        audit.html.contains("Log out"),
+        audit.body.contains("Log out"),
         "the page shows who is logged in"
     );
 
     // A `next` to another site is not followed.
-    let other = Browser::new(&app);
+    let other = Browser::at(&app);
     let form = other.get("/login?next=//evil.example/").await;
     let answer = other
         .post(
@@ -361,14 +208,14 @@ async fn login_sets_an_http_only_same_site_lax_session_cookie_and_returns_to_the
             ],
         )
         .await;
-    assert_eq!(answer.location.as_deref(), Some("/"));
+    assert_eq!(answer.redirect.as_deref(), Some("/"));
     app.stop().await;
 }
 
 async fn forms_without_or_with_a_wrong_csrf_token_are_403_and_change_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme-corp").await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let before = tenant_count(&app).await;
 
     for csrf in [None, Some("forged-token")] {
@@ -391,9 +238,9 @@ async fn forms_without_or_with_a_wrong_csrf_token_are_403_and_change_nothing(bac
             .await;
         created.assert_status(StatusCode::FORBIDDEN);
         assert!(
-            created.html.contains("CSRF check failed"),
+            created.body.contains("CSRF check failed"),
             "{}",
-            created.html
+            created.body
         );
 
         let edited = browser
@@ -412,23 +259,23 @@ async fn forms_without_or_with_a_wrong_csrf_token_are_403_and_change_nothing(bac
             .await;
         suspended.assert_status(StatusCode::FORBIDDEN);
         assert!(
-            suspended.html.contains("CSRF check failed"),
+            suspended.body.contains("CSRF check failed"),
             "{}",
-            suspended.html
+            suspended.body
         );
 
         let logout = browser.post("/logout", &with_csrf(&[])).await;
         logout.assert_status(StatusCode::FORBIDDEN);
 
         // A login form posted from elsewhere (no token of the login page's cookie) is refused too.
-        let login = Browser::new(&app)
+        let login = Browser::at(&app)
             .post(
                 "/login",
                 &with_csrf(&[("username", "admin"), ("password", ADMIN_PASSWORD)]),
             )
             .await;
         login.assert_status(StatusCode::FORBIDDEN);
-        assert!(set_cookie(&login, "tenantry_session").is_none());
+        assert!(login.set_cookie("tenantry_session").is_none());
     }
 
     assert!(!tenant_exists(&app, "forged-co").await);
@@ -439,7 +286,7 @@ async fn forms_without_or_with_a_wrong_csrf_token_are_403_and_change_nothing(bac
     // The session survived the forged logouts.
     let detail = browser.get("/tenants/acme-corp").await;
     detail.assert_status(StatusCode::OK);
-    assert_eq!(heading_status(&detail.html), "active");
+    assert_eq!(heading_status(&detail.body), "active");
     app.stop().await;
 }
 
@@ -447,24 +294,28 @@ async fn create_with_a_bad_slug_is_422_with_the_error_next_to_the_field_and_stor
     backend: Backend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let before = tenant_count(&app).await;
     let page = browser
-        .create_tenant(&[
-            ("slug", "Bad_Slug"),
-            ("name", "Acme Corporation"),
-            ("tier", "professional"),
-            ("scopes", "openid"),
-        ])
+        .submit(
+            "/tenants/new",
+            "/tenants",
+            &[
+                ("slug", "Bad_Slug"),
+                ("name", "Acme Corporation"),
+                ("tier", "professional"),
+                ("scopes", "openid"),
+            ],
+        )
         .await;
     page.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        page.html
+        page.body
             .contains("Please correct the fields marked below."),
         "{}",
-        page.html
+        page.body
     );
-    let slug_field = field_block(&page.html, "f-slug");
+    let slug_field = field_block(&page.body, "f-slug");
     assert!(slug_field.contains("has-error"), "{slug_field}");
     assert!(slug_field.contains("aria-invalid=\"true\""), "{slug_field}");
     assert!(
@@ -475,7 +326,7 @@ async fn create_with_a_bad_slug_is_422_with_the_error_next_to_the_field_and_stor
         slug_field.contains("value=\"Bad_Slug\""),
         "what was typed is kept: {slug_field}"
     );
-    let name_field = field_block(&page.html, "f-name");
+    let name_field = field_block(&page.body, "f-name");
     assert!(
         name_field.contains("value=\"Acme Corporation\""),
         "{name_field}"
@@ -485,64 +336,68 @@ async fn create_with_a_bad_slug_is_422_with_the_error_next_to_the_field_and_stor
         "only the bad field is marked: {name_field}"
     );
     assert!(
-        page.html
+        page.body
             .contains("<option value=\"professional\" selected>"),
         "the tier chosen is kept"
     );
 
     assert_eq!(tenant_count(&app).await, before);
     let list = browser.get("/tenants").await;
-    assert!(!list.html.contains("Acme Corporation"), "{}", list.html);
+    assert!(!list.body.contains("Acme Corporation"), "{}", list.body);
     app.stop().await;
 }
 
 async fn create_redirects_to_the_detail_page_of_the_new_tenant(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let answer = browser
-        .create_tenant(&[
-            ("slug", "acme-corp"),
-            ("name", "Acme Corporation"),
-            ("tier", "enterprise"),
-            ("trial_days", ""),
-            ("contact_name", "Jo Doe"),
-            ("contact_email", "jo@acme.example"),
-            ("scopes", "openid,profile,email"),
-            ("metadata", "{\"region\": \"eu\"}"),
-        ])
+        .submit(
+            "/tenants/new",
+            "/tenants",
+            &[
+                ("slug", "acme-corp"),
+                ("name", "Acme Corporation"),
+                ("tier", "enterprise"),
+                ("trial_days", ""),
+                ("contact_name", "Jo Doe"),
+                ("contact_email", "jo@acme.example"),
+                ("scopes", "openid,profile,email"),
+                ("metadata", "{\"region\": \"eu\"}"),
+            ],
+        )
         .await;
     answer.assert_status(StatusCode::SEE_OTHER);
-    assert_eq!(answer.location.as_deref(), Some("/tenants/acme-corp"));
+    assert_eq!(answer.redirect.as_deref(), Some("/tenants/acme-corp"));
 
-    let detail = browser.follow(&answer).await;
+    let detail = browser.see_other(&answer).await;
     detail.assert_status(StatusCode::OK);
     assert!(
-        detail.html.contains("Tenant acme-corp created."),
+        detail.body.contains("Tenant acme-corp created."),
         "the flash message: {}",
-        detail.html
+        detail.body
     );
     assert!(
         detail
-            .html
+            .body
             .contains("<h1>Acme Corporation <small class=\"muted\">acme-corp</small>")
     );
-    assert_eq!(heading_status(&detail.html), "active");
-    assert!(detail.html.contains("<dt>Tier</dt><dd>enterprise</dd>"));
-    assert!(detail.html.contains("Jo Doe &lt;jo@acme.example&gt;"));
+    assert_eq!(heading_status(&detail.body), "active");
+    assert!(detail.body.contains("<dt>Tier</dt><dd>enterprise</dd>"));
+    assert!(detail.body.contains("Jo Doe &lt;jo@acme.example&gt;"));
     assert!(
-        detail.html.contains("&quot;region&quot;: &quot;eu&quot;"),
+        detail.body.contains("&quot;region&quot;: &quot;eu&quot;"),
         "metadata shown"
     );
     // The flash is shown once.
     let again = browser.get("/tenants/acme-corp").await;
-    assert!(!again.html.contains("Tenant acme-corp created."));
+    assert!(!again.body.contains("Tenant acme-corp created."));
 
     let list = browser.get("/tenants").await;
     assert!(
-        list.html
+        list.body
             .contains("<a href=\"/tenants/acme-corp\">acme-corp</a>"),
         "{}",
-        list.html
+        list.body
     );
     app.stop().await;
 }
@@ -552,15 +407,15 @@ async fn lifecycle_action_with_a_reason_changes_the_status_shown_on_the_detail_p
 ) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme-corp").await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let detail = browser.get("/tenants/acme-corp").await;
-    assert_eq!(heading_status(&detail.html), "active");
+    assert_eq!(heading_status(&detail.body), "active");
     assert!(
-        detail.html.contains("name=\"action\" value=\"suspend\""),
+        detail.body.contains("name=\"action\" value=\"suspend\""),
         "the page offers to suspend"
     );
     assert!(
-        !detail.html.contains("name=\"action\" value=\"reactivate\""),
+        !detail.body.contains("name=\"action\" value=\"reactivate\""),
         "but not to reactivate"
     );
 
@@ -575,14 +430,14 @@ async fn lifecycle_action_with_a_reason_changes_the_status_shown_on_the_detail_p
             ],
         )
         .await;
-    let page = browser.follow(&answer).await;
+    let page = browser.see_other(&answer).await;
     assert!(
-        page.html
+        page.body
             .contains("Please give a reason to suspend the tenant"),
         "{}",
-        page.html
+        page.body
     );
-    assert_eq!(heading_status(&page.html), "active");
+    assert_eq!(heading_status(&page.body), "active");
 
     let answer = browser
         .post(
@@ -594,30 +449,30 @@ async fn lifecycle_action_with_a_reason_changes_the_status_shown_on_the_detail_p
             ],
         )
         .await;
-    assert_eq!(answer.location.as_deref(), Some("/tenants/acme-corp"));
-    let page = browser.follow(&answer).await;
+    assert_eq!(answer.redirect.as_deref(), Some("/tenants/acme-corp"));
+    let page = browser.see_other(&answer).await;
     page.assert_status(StatusCode::OK);
     assert!(
-        page.html.contains("Tenant acme-corp is now suspended."),
+        page.body.contains("Tenant acme-corp is now suspended."),
         "{}",
-        page.html
+        page.body
     );
-    assert_eq!(heading_status(&page.html), "suspended");
+    assert_eq!(heading_status(&page.body), "suspended");
     assert!(
-        page.html
+        page.body
             .contains("suspended</span> — Payment failed in March"),
         "the reason next to the status"
     );
-    let history = &page.html[page.html.find("<h3>Status history</h3>").expect("history")..];
+    let history = &page.body[page.body.find("<h3>Status history</h3>").expect("history")..];
     assert!(
         history.contains("<td>Payment failed in March</td><td>admin</td>"),
         "{history}"
     );
     assert!(
-        page.html.contains("name=\"action\" value=\"reactivate\""),
+        page.body.contains("name=\"action\" value=\"reactivate\""),
         "now it can be reactivated"
     );
-    assert!(!page.html.contains("name=\"action\" value=\"suspend\""));
+    assert!(!page.body.contains("name=\"action\" value=\"suspend\""));
     let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
     assert_eq!(tenant["status"], "suspended");
 
@@ -632,18 +487,22 @@ async fn lifecycle_action_with_a_reason_changes_the_status_shown_on_the_detail_p
             ],
         )
         .await;
-    let page = browser.follow(&answer).await;
-    assert!(page.html.contains("flash flash-error"), "{}", page.html);
-    assert_eq!(heading_status(&page.html), "suspended");
+    let page = browser.see_other(&answer).await;
+    assert!(page.body.contains("flash flash-error"), "{}", page.body);
+    assert_eq!(heading_status(&page.body), "suspended");
     app.stop().await;
 }
 
 async fn logout_ends_the_session_and_the_old_cookie_no_longer_works(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::new(&app);
+    let browser = Browser::at(&app);
     let answer = browser.submit_login("admin", ADMIN_PASSWORD).await;
-    let session =
-        cookie_value(set_cookie(&answer, "tenantry_session").expect("session cookie")).to_owned();
+    let session = cookie_value(
+        answer
+            .set_cookie("tenantry_session")
+            .expect("session cookie"),
+    )
+    .to_owned();
 
     // The bare cookie is all it takes while the session lives...
     let replay = reqwest::Client::builder()
@@ -661,11 +520,13 @@ async fn logout_ends_the_session_and_the_old_cookie_no_longer_works(backend: Bac
     let csrf = browser.csrf("/").await;
     let answer = browser.post("/logout", &[("csrf", &csrf)]).await;
     answer.assert_status(StatusCode::SEE_OTHER);
-    assert_eq!(answer.location.as_deref(), Some("/login"));
-    let cleared = set_cookie(&answer, "tenantry_session").expect("the cookie is cleared");
+    assert_eq!(answer.redirect.as_deref(), Some("/login"));
+    let cleared = answer
+        .set_cookie("tenantry_session")
+        .expect("the cookie is cleared");
     assert_eq!(cookie_value(cleared), "", "{cleared}");
-    let login = browser.follow(&answer).await;
-    assert!(login.html.contains("You are logged out."), "{}", login.html);
+    let login = browser.see_other(&answer).await;
+    assert!(login.body.contains("You are logged out."), "{}", login.body);
 
     // ...and nothing once it has ended.
     let response = with_old_cookie().await.unwrap();
@@ -701,8 +562,8 @@ fn asset_references(html: &str) -> Vec<String> {
 async fn pages_load_every_asset_from_this_server(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme-corp").await;
-    let anonymous = Browser::new(&app);
-    let browser = Browser::log_in(&app).await;
+    let anonymous = Browser::at(&app);
+    let browser = Browser::admin(&app).await;
     let mut pages = vec![
         ("/login".to_owned(), anonymous.get("/login").await),
         (
@@ -716,7 +577,7 @@ async fn pages_load_every_asset_from_this_server(backend: Backend) {
     }
     let mut assets = std::collections::BTreeSet::new();
     for (path, page) in &pages {
-        let refs = asset_references(&page.html);
+        let refs = asset_references(&page.body);
         assert!(
             refs.contains(&"/static/app.css".to_owned()),
             "{path}: {refs:?}"
@@ -729,7 +590,7 @@ async fn pages_load_every_asset_from_this_server(backend: Backend) {
             assets.insert(r);
         }
         assert!(
-            !page.html.contains("<script"),
+            !page.body.contains("<script"),
             "{path}: the portal works without JavaScript"
         );
     }
@@ -740,14 +601,14 @@ async fn pages_load_every_asset_from_this_server(backend: Backend) {
 
     let css = anonymous.get("/static/app.css").await;
     css.assert_status(StatusCode::OK);
-    assert!(css.html.contains(".topbar"));
+    assert!(css.body.contains(".topbar"));
     assert!(
-        !css.html.contains("@import") && !css.html.contains("url("),
+        !css.body.contains("@import") && !css.body.contains("url("),
         "the stylesheet loads nothing more"
     );
     let icon = anonymous.get("/favicon.svg").await;
     icon.assert_status(StatusCode::OK);
-    assert!(icon.html.starts_with("<svg"), "{}", icon.html);
+    assert!(icon.body.starts_with("<svg"), "{}", icon.body);
     app.stop().await;
 }
 
@@ -756,7 +617,7 @@ async fn secrets_typed_into_the_form_never_appear_in_a_page(backend: Backend) {
     const DB_PASSWORD: &str = "hunter2-db-pass";
     let db_uri = format!("postgresql://acme_app:{DB_PASSWORD}@db.internal:5432/acme");
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let fields = |slug: &'static str| {
         vec![
             ("slug", slug),
@@ -776,13 +637,13 @@ async fn secrets_typed_into_the_form_never_appear_in_a_page(backend: Backend) {
     // A form sent back with an error does not echo the secrets.
     let mut bad = fields("Bad_Slug");
     bad.push(("db_uri", &db_uri));
-    let page = browser.create_tenant(&bad).await;
+    let page = browser.submit("/tenants/new", "/tenants", &bad).await;
     page.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(!leaks(&page.html), "{}", page.html);
+    assert!(!leaks(&page.body), "{}", page.body);
 
     let mut good = fields("acme-corp");
     good.push(("db_uri", &db_uri));
-    let answer = browser.create_tenant(&good).await;
+    let answer = browser.submit("/tenants/new", "/tenants", &good).await;
     answer.assert_status(StatusCode::SEE_OTHER);
     let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
     assert_eq!(tenant["client_secret"]["set"], true);
@@ -792,26 +653,26 @@ async fn secrets_typed_into_the_form_never_appear_in_a_page(backend: Backend) {
         .unwrap()
         .to_owned();
 
-    let detail = browser.follow(&answer).await;
+    let detail = browser.see_other(&answer).await;
     detail.assert_status(StatusCode::OK);
-    assert!(!leaks(&detail.html), "{}", detail.html);
+    assert!(!leaks(&detail.body), "{}", detail.body);
     assert!(
-        detail.html.contains(&fingerprint),
+        detail.body.contains(&fingerprint),
         "the detail page shows the fingerprint instead"
     );
     let edit = browser.get("/tenants/acme-corp/edit").await;
     edit.assert_status(StatusCode::OK);
-    assert!(!leaks(&edit.html), "{}", edit.html);
+    assert!(!leaks(&edit.body), "{}", edit.body);
     assert!(
-        field_block(&edit.html, "f-client_secret").contains("value=\"\""),
+        field_block(&edit.body, "f-client_secret").contains("value=\"\""),
         "the secret field is empty"
     );
     assert!(
-        field_block(&edit.html, "f-db_uri").contains("value=\"\""),
+        field_block(&edit.body, "f-db_uri").contains("value=\"\""),
         "the URI field is empty"
     );
     assert!(
-        edit.html
+        edit.body
             .contains(&format!("Set (fingerprint {fingerprint})"))
     );
 
@@ -847,21 +708,25 @@ async fn secrets_typed_into_the_form_never_appear_in_a_page(backend: Backend) {
     ] {
         let page = browser.get(path).await;
         page.assert_status(StatusCode::OK);
-        assert!(!leaks(&page.html), "{path} shows a secret:\n{}", page.html);
+        assert!(!leaks(&page.body), "{path} shows a secret:\n{}", page.body);
     }
     app.stop().await;
 }
 
 async fn export_downloads_the_bundle_and_import_restores_a_purged_tenant(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     browser
-        .create_tenant(&[
-            ("slug", "acme-corp"),
-            ("name", "Acme Corporation"),
-            ("tier", "starter"),
-            ("scopes", "openid"),
-        ])
+        .submit(
+            "/tenants/new",
+            "/tenants",
+            &[
+                ("slug", "acme-corp"),
+                ("name", "Acme Corporation"),
+                ("tier", "starter"),
+                ("scopes", "openid"),
+            ],
+        )
         .await
         .assert_status(StatusCode::SEE_OTHER);
     let detail = browser.get("/tenants/acme-corp").await;
@@ -871,7 +736,7 @@ async fn export_downloads_the_bundle_and_import_restores_a_purged_tenant(backend
         .await;
     download.assert_status(StatusCode::OK);
     let bundle: serde_json::Value =
-        serde_json::from_str(&download.html).expect("the download is the JSON bundle");
+        serde_json::from_str(&download.body).expect("the download is the JSON bundle");
     assert_eq!(bundle["tenant"]["slug"], "acme-corp");
 
     // Purge it, then bring it back by pasting the bundle.
@@ -899,25 +764,25 @@ async fn export_downloads_the_bundle_and_import_restores_a_purged_tenant(backend
         )
         .await;
     refused.assert_status(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(refused.html.contains("The bundle was not imported."));
+    assert!(refused.body.contains("The bundle was not imported."));
     assert!(!tenant_exists(&app, "acme-corp").await);
 
     let answer = browser
         .post(
             "/tenants/import",
-            &[("csrf", &form.csrf()), ("bundle", &download.html)],
+            &[("csrf", &form.csrf()), ("bundle", &download.body)],
         )
         .await;
     answer.assert_status(StatusCode::SEE_OTHER);
-    let restored = browser.follow(&answer).await;
+    let restored = browser.see_other(&answer).await;
     assert!(
         restored
-            .html
+            .body
             .contains("Tenant acme-corp restored (active)."),
         "{}",
-        restored.html
+        restored.body
     );
-    assert_eq!(heading_status(&restored.html), "active");
+    assert_eq!(heading_status(&restored.body), "active");
     app.stop().await;
 }
 
@@ -925,21 +790,21 @@ async fn bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_m
     backend: Backend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let bad = browser.get("/audit?before=yesterday").await;
     bad.assert_status(StatusCode::BAD_REQUEST);
     assert!(
-        bad.html.contains("<!doctype html>"),
+        bad.body.contains("<!doctype html>"),
         "an HTML page, not JSON: {}",
-        bad.html
+        bad.body
     );
-    assert!(bad.html.contains("invalid parameter"), "{}", bad.html);
+    assert!(bad.body.contains("invalid parameter"), "{}", bad.body);
     let missing = browser.get("/no/such/page").await;
     missing.assert_status(StatusCode::NOT_FOUND);
     assert!(
-        missing.html.contains("href=\"/audit\""),
+        missing.body.contains("href=\"/audit\""),
         "the menu is there for a logged-in user: {}",
-        missing.html
+        missing.body
     );
     app.stop().await;
 }
@@ -965,22 +830,22 @@ async fn rolling_back_the_client_secret_and_checking_the_database_from_the_detai
         serde_json::json!({ "client_secret": "second-secret" }),
     )
     .await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let detail = browser.get("/tenants/acme").await;
-    assert!(detail.html.contains("Roll back client secret"));
+    assert!(detail.body.contains("Roll back client secret"));
     let answer = browser
         .post(
             "/tenants/acme/client-secret/rollback",
             &[("csrf", &detail.csrf())],
         )
         .await;
-    let after = browser.follow(&answer).await;
+    let after = browser.see_other(&answer).await;
     assert!(
         after
-            .html
+            .body
             .contains(&format!("The client secret of acme is back to {first}.")),
         "{}",
-        after.html
+        after.body
     );
     let (_, tenant) = app.get("/api/v1/tenant/acme").await;
     assert_eq!(tenant["client_secret"]["fingerprint"], first.as_str());
@@ -988,11 +853,11 @@ async fn rolling_back_the_client_secret_and_checking_the_database_from_the_detai
     let answer = browser
         .post("/tenants/acme/health/database", &[("csrf", &after.csrf())])
         .await;
-    let checked = browser.follow(&answer).await;
+    let checked = browser.see_other(&answer).await;
     assert!(
-        checked.html.contains("Database connected in"),
+        checked.body.contains("Database connected in"),
         "{}",
-        checked.html
+        checked.body
     );
     app.stop().await;
 }
@@ -1012,7 +877,7 @@ async fn plugins_page_shows_world_wit_version_capabilities_and_calls(backend: Ba
         .await
         .expect("called")
         .expect("decided");
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let page = browser.get("/plugins").await;
     page.assert_status(StatusCode::OK);
     for expected in [
@@ -1023,19 +888,19 @@ async fn plugins_page_shows_world_wit_version_capabilities_and_calls(backend: Ba
         "<code>provisioner</code>",
     ] {
         assert!(
-            page.html.contains(expected),
+            page.body.contains(expected),
             "{expected} missing:\n{}",
-            page.html
+            page.body
         );
     }
     assert!(
-        page.html
+        page.body
             .contains("<code>*</code> <span class=\"badge\">not granted</span>"),
         "{}",
-        page.html
+        page.body
     );
     let row = page
-        .html
+        .body
         .split("<strong>tier-quota</strong>")
         .nth(1)
         .unwrap();
@@ -1053,7 +918,7 @@ async fn plugins_page_shows_world_wit_version_capabilities_and_calls(backend: Ba
 async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
-    let browser = Browser::log_in(&app).await;
+    let browser = Browser::admin(&app).await;
     let csrf = browser.csrf("/tenants/acme").await;
     let made = browser
         .post(
@@ -1069,7 +934,7 @@ async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(b
         .await;
     made.assert_status(StatusCode::OK);
     let token = made
-        .html
+        .body
         .split("<pre id=\"new-key\">")
         .nth(1)
         .and_then(|rest| rest.split("</pre>").next())
@@ -1090,12 +955,12 @@ async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(b
     let page = browser.get("/tenants/acme").await;
     page.assert_status(StatusCode::OK);
     assert!(
-        page.html.contains("etl") && page.html.contains("120/min"),
+        page.body.contains("etl") && page.body.contains("120/min"),
         "{}",
-        page.html
+        page.body
     );
     assert!(
-        !page.html.contains(&token[13..]),
+        !page.body.contains(&token[13..]),
         "the secret is not shown again"
     );
 
@@ -1111,8 +976,8 @@ async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(b
             ],
         )
         .await;
-    let shown = browser.follow(&refused).await;
-    assert!(shown.html.contains("expires_in_days"), "{}", shown.html);
+    let shown = browser.see_other(&refused).await;
+    assert!(shown.body.contains("expires_in_days"), "{}", shown.body);
 
     // Rotation shows the new key once; the old one stops at once with no grace period.
     let (_, keys) = app.get("/api/v1/tenant/acme/api-keys").await;
@@ -1125,7 +990,7 @@ async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(b
         )
         .await;
     rotated.assert_status(StatusCode::OK);
-    assert!(rotated.html.contains("new-key"), "{}", rotated.html);
+    assert!(rotated.body.contains("new-key"), "{}", rotated.body);
     let (status, _) = common::into_json(
         app.client
             .get(app.url("/api/v1/tenant/acme"))
@@ -1152,8 +1017,8 @@ async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(b
             &[("csrf", &csrf)],
         )
         .await;
-    let page = browser.follow(&revoked).await;
-    assert!(page.html.contains("revoked"), "{}", page.html);
+    let page = browser.see_other(&revoked).await;
+    assert!(page.body.contains("revoked"), "{}", page.body);
 
     // Without the CSRF token nothing happens.
     let forged = browser

@@ -28,7 +28,7 @@ use url::Url;
 
 use common::Backend;
 use common::browser::{ChromeDriver, STEP_TIMEOUT, Ui, screenshot_root};
-use common::login::{LoginWorld, WebUser, tampered_cases};
+use common::login::{Browser, LoginWorld, tampered_cases};
 use tenantry::config::Config;
 
 /// The browser walk of one test; a hung browser or provider fails the test instead of stalling
@@ -756,7 +756,7 @@ async fn admin_walk(scene: &Scene) {
     ui.shot("04-key-listed").await;
 
     // Carol logs in elsewhere; her session shows on alice's page.
-    let carol = WebUser::new();
+    let carol = Browser::new();
     let carol_home = carol.login(&base, "alpha", "carol").await;
     assert_eq!(carol_home.status, StatusCode::OK, "{}", carol_home.body);
     let carol_session = world

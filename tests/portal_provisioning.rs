@@ -4,16 +4,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::recorder::RecorderBackend;
-use common::{ADMIN_PASSWORD, Backend, TestApp};
+use common::web::{Browser, Page};
+use common::{Backend, TestApp};
 use reqwest::StatusCode;
-use reqwest::header::LOCATION;
 use serde_json::json;
 use tenantry::audit::Actor;
-use tenantry::auth::{self, Principal, Role};
+use tenantry::auth::{Principal, Role};
 use tenantry::plugin_registry::{self as registry, Capability};
 
 backend_tests!(
@@ -26,154 +25,15 @@ backend_tests!(
     a_failed_run_shows_its_error_compensation_and_manual_follow_ups_never_as_done,
 );
 
-/// A browser without JavaScript: keeps cookies, does not follow redirects by itself.
-struct Browser {
-    client: reqwest::Client,
-    base: String,
-}
-
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
-    html: String,
-}
-
-impl Page {
-    fn csrf(&self) -> String {
-        hidden_value(&self.html, "csrf")
-            .unwrap_or_else(|| panic!("no csrf field on the page:\n{}", self.html))
-    }
-
-    fn assert_status(&self, expected: StatusCode) {
-        assert_eq!(self.status, expected, "page:\n{}", self.html);
-    }
-
-    fn has(&self, text: &str) -> bool {
-        self.html.contains(text)
-    }
-}
-
-impl Browser {
-    fn with_jar(app: &TestApp, jar: Arc<reqwest::cookie::Jar>) -> Browser {
-        Browser {
-            client: reqwest::Client::builder()
-                .cookie_provider(jar)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            base: app.base.clone(),
-        }
-    }
-
-    async fn page(response: reqwest::Response) -> Page {
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .map(|v| v.to_str().expect("ascii").to_owned());
-        // tera escapes `/`, quotes and `&` in text: the pages are read as a browser shows them.
-        let html = unescape(&response.text().await.expect("body"));
-        Page {
-            status,
-            location,
-            html,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        Self::page(
-            self.client
-                .get(format!("{}{path}", self.base))
-                .send()
-                .await
-                .expect("GET sent"),
-        )
-        .await
-    }
-
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
-        Self::page(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .form(form)
-                .send()
-                .await
-                .expect("POST sent"),
-        )
-        .await
-    }
-
-    async fn follow(&self, page: &Page) -> Page {
-        page.assert_status(StatusCode::SEE_OTHER);
-        self.get(page.location.as_deref().expect("a Location"))
-            .await
-    }
-
-    /// Logs in as the bootstrap administrator through the login form.
-    async fn admin(app: &TestApp) -> Browser {
-        let browser = Browser::with_jar(app, Arc::new(reqwest::cookie::Jar::default()));
-        let form = browser.get("/login").await;
-        let csrf = form.csrf();
-        let answer = browser
-            .post(
-                "/login",
-                &[
-                    ("csrf", &csrf),
-                    ("next", "/"),
-                    ("username", "admin"),
-                    ("password", ADMIN_PASSWORD),
-                ],
-            )
-            .await;
-        answer.assert_status(StatusCode::SEE_OTHER);
-        browser
-    }
-
-    /// A portal session of a platform viewer (read-only).
-    async fn viewer(app: &TestApp) -> Browser {
-        let principal = Principal {
-            name: "token:dashboards".into(),
-            role: Role::PlatformViewer,
-            tenant: None,
-            key: None,
-        };
-        let (cookie, _) =
-            auth::start_session(&app.ctx, &principal, &Actor::system(), None, None, None)
-                .await
-                .expect("viewer session");
-        let jar = Arc::new(reqwest::cookie::Jar::default());
-        jar.add_cookie_str(
-            &format!("tenantry_session={cookie}; Path=/"),
-            &app.base.parse().expect("base url"),
-        );
-        Browser::with_jar(app, jar)
-    }
-
-    /// Submits a form of the page at `path` with its CSRF token and `fields`.
-    async fn submit(&self, path: &str, action: &str, fields: &[(&str, &str)]) -> Page {
-        let page = self.get(path).await;
-        page.assert_status(StatusCode::OK);
-        let csrf = page.csrf();
-        let mut form = vec![("csrf", csrf.as_str())];
-        form.extend_from_slice(fields);
-        self.post(action, &form).await
-    }
-}
-
-fn hidden_value(html: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker)? + marker.len();
-    let end = html[start..].find('"')? + start;
-    Some(html[start..end].to_owned())
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&#x2F;", "/")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+/// A portal session of a platform viewer (read-only).
+async fn viewer(app: &TestApp) -> Browser {
+    let principal = Principal {
+        name: "token:dashboards".into(),
+        role: Role::PlatformViewer,
+        tenant: None,
+        key: None,
+    };
+    Browser::with_session(app, &principal).await
 }
 
 /// The HTML of the `.field` block holding the element with id `input_id`.
@@ -281,7 +141,7 @@ async fn templates_are_listed_filtered_created_versioned_previewed_and_deleted(b
             ],
         )
         .await;
-    let detail = browser.follow(&created).await;
+    let detail = browser.see_other(&created).await;
     detail.assert_status(StatusCode::OK);
     assert!(
         detail.has("Template postgresql-default created (version 1)."),
@@ -336,7 +196,7 @@ async fn templates_are_listed_filtered_created_versioned_previewed_and_deleted(b
             ],
         )
         .await;
-    let detail = browser.follow(&saved).await;
+    let detail = browser.see_other(&saved).await;
     assert!(
         detail.has("Template postgresql-default saved as version 2."),
         "{}",
@@ -358,7 +218,7 @@ async fn templates_are_listed_filtered_created_versioned_previewed_and_deleted(b
             ],
         )
         .await;
-    let detail = browser.follow(&same).await;
+    let detail = browser.see_other(&same).await;
     assert!(detail.has("Nothing changed: version 2"), "{}", detail.html);
     let v1 = browser.get("/templates/postgresql-default?version=1").await;
     v1.assert_status(StatusCode::OK);
@@ -421,7 +281,7 @@ async fn templates_are_listed_filtered_created_versioned_previewed_and_deleted(b
             &[("confirm", "postgres")],
         )
         .await;
-    let page = browser.follow(&refused).await;
+    let page = browser.see_other(&refused).await;
     assert!(page.has("nothing was deleted"), "{}", page.html);
     assert_eq!(template_count(&app).await, 2);
     let deleted = browser
@@ -431,8 +291,8 @@ async fn templates_are_listed_filtered_created_versioned_previewed_and_deleted(b
             &[("confirm", "postgresql-default")],
         )
         .await;
-    assert_eq!(deleted.location.as_deref(), Some("/templates"));
-    let list = browser.follow(&deleted).await;
+    assert_eq!(deleted.redirect.as_deref(), Some("/templates"));
+    let list = browser.see_other(&deleted).await;
     assert!(list.has("Template postgresql-default and its versions were deleted."));
     assert!(!list.has("href=\"/templates/postgresql-default\""));
     assert_eq!(template_count(&app).await, 1);
@@ -542,7 +402,7 @@ async fn a_viewer_reads_every_page_but_cannot_change_anything(backend: Backend) 
     let run_url = provision_through_form(&admin, "acme-corp", "p@ss").await;
     wait_until_finished(&admin, &run_url).await;
 
-    let viewer = Browser::viewer(&app).await;
+    let viewer = viewer(&app).await;
     for path in [
         "/templates",
         "/templates/postgresql-default",
@@ -726,7 +586,7 @@ async fn provision_through_form(browser: &Browser, slug: &str, password: &str) -
         )
         .await;
     answer.assert_status(StatusCode::SEE_OTHER);
-    let location = answer.location.expect("a Location");
+    let location = answer.redirect.expect("a Location");
     assert!(location.starts_with("/runs/"), "{location}");
     location
 }
@@ -1021,7 +881,7 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         )
         .await;
     first.assert_status(StatusCode::SEE_OTHER);
-    let keyed_run = first.location.clone().unwrap();
+    let keyed_run = first.redirect.clone().unwrap();
     wait_until_finished(&browser, &keyed_run).await;
     let again = browser
         .submit(
@@ -1030,8 +890,8 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
             &fields,
         )
         .await;
-    assert_eq!(again.location.as_deref(), Some(keyed_run.as_str()));
-    let page = browser.follow(&again).await;
+    assert_eq!(again.redirect.as_deref(), Some(keyed_run.as_str()));
+    let page = browser.see_other(&again).await;
     assert!(
         page.has("This idempotency key was used before"),
         "{}",

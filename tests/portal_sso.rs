@@ -6,7 +6,7 @@ mod common;
 
 use reqwest::StatusCode;
 
-use common::login::{LoginWorld, Page, WebUser};
+use common::login::{Browser, LoginWorld, Page};
 use common::{ADMIN_PASSWORD, Backend};
 
 backend_tests!(
@@ -15,8 +15,8 @@ backend_tests!(
     platform_tokens_are_made_rotated_and_revoked_in_the_portal,
 );
 
-async fn portal_admin(base: &str) -> WebUser {
-    let admin = WebUser::new();
+async fn portal_admin(base: &str) -> Browser {
+    let admin = Browser::new();
     let login = admin.get(&format!("{base}/login")).await;
     let done = admin
         .post(
@@ -136,7 +136,7 @@ async fn an_admin_tests_and_saves_a_tenants_sso_settings_in_the_portal(backend: 
         tenant["client_secret_previous"]["set"], false,
         "the secret was not changed"
     );
-    let home = WebUser::new().login(&base, "alpha", "alice").await;
+    let home = Browser::new().login(&base, "alpha", "alice").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
 
     // A form without the session's CSRF token changes nothing.
@@ -169,7 +169,7 @@ async fn an_admin_hands_out_a_setup_link_and_signs_users_out_in_the_portal(backe
     let world = LoginWorld::start(backend).await;
     let base = world.app.base.clone();
     let admin = portal_admin(&base).await;
-    let carol = WebUser::new();
+    let carol = Browser::new();
     carol.login(&base, "alpha", "carol").await;
 
     let detail = admin.follow(&format!("{base}/tenants/alpha")).await;
@@ -193,7 +193,7 @@ async fn an_admin_hands_out_a_setup_link_and_signs_users_out_in_the_portal(backe
         .chars()
         .take_while(|c| !c.is_whitespace() && *c != '<')
         .collect();
-    let page = WebUser::new().get(&link).await;
+    let page = Browser::new().get(&link).await;
     assert_eq!(
         page.status,
         StatusCode::OK,
@@ -213,7 +213,7 @@ async fn an_admin_hands_out_a_setup_link_and_signs_users_out_in_the_portal(backe
         .await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER);
     assert_eq!(
-        WebUser::new().get(&link).await.status,
+        Browser::new().get(&link).await.status,
         StatusCode::FORBIDDEN
     );
 

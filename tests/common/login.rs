@@ -1,17 +1,13 @@
 //! Logins against the real OpenID provider ([`super::oidc`]): a server with two tenants, `alpha`
-//! and `bravo`, each with an issuer of its own, and [`WebUser`], an HTTP client that acts like a
-//! browser without JavaScript (a cookie jar, redirects followed one at a time) so that a test can
-//! stop anywhere in the round trip and tamper with it.
-
-use std::sync::Arc;
+//! and `bravo`, each with an issuer of its own, and the login round trip
+//! of a [`Browser`], step by step, so that a test can stop anywhere in it and tamper with it.
 
 use reqwest::StatusCode;
-use reqwest::cookie::{CookieStore as _, Jar};
-use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 use url::Url;
 
 use super::oidc::OidcProviders;
+pub use super::web::{Browser, Page};
 use super::{Backend, TestApp};
 use tenantry::config::Config;
 
@@ -122,129 +118,8 @@ fn capitalised(slug: &str) -> String {
         .unwrap_or_default()
 }
 
-/// One answer, as a browser would see it before following a redirect.
-#[derive(Debug)]
-pub struct Page {
-    pub url: Url,
-    pub status: StatusCode,
-    pub location: Option<Url>,
-    pub body: String,
-}
-
-impl Page {
-    /// The body with the HTML escapes of the templates undone (`&#x2F;` → `/`…), to look for
-    /// URLs and quotes in it.
-    pub fn text(&self) -> String {
-        self.body
-            .replace("&#x2F;", "/")
-            .replace("&#x27;", "'")
-            .replace("&quot;", "\"")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&amp;", "&")
-    }
-
-    /// The reason code a refused login page shows.
-    pub fn reason(&self) -> Option<String> {
-        let marker = r#"id="login-error-reason">"#;
-        let start = self.body.find(marker)? + marker.len();
-        let end = self.body[start..].find('<')? + start;
-        Some(self.body[start..end].to_owned())
-    }
-
-    /// The value of the hidden `csrf` field of the page's first form.
-    pub fn csrf(&self) -> String {
-        let marker = r#"name="csrf" value=""#;
-        let start = self
-            .body
-            .find(marker)
-            .unwrap_or_else(|| panic!("no CSRF field on {}: {}", self.url, self.body))
-            + marker.len();
-        let end = self.body[start..].find('"').expect("end of the value") + start;
-        self.body[start..end].to_owned()
-    }
-}
-
-/// A browser without JavaScript: a cookie jar and one request at a time.
-#[derive(Clone)]
-pub struct WebUser {
-    pub http: reqwest::Client,
-    pub jar: Arc<Jar>,
-}
-
-impl Default for WebUser {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl WebUser {
-    pub fn new() -> Self {
-        Self::with(reqwest::Client::builder())
-    }
-
-    /// With a client builder of the test's (e.g. `resolve` for host names).
-    pub fn with(builder: reqwest::ClientBuilder) -> Self {
-        let jar = Arc::new(Jar::default());
-        let http = builder
-            .cookie_provider(jar.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
-        WebUser { http, jar }
-    }
-
-    pub async fn get(&self, url: &str) -> Page {
-        let url = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        let response = self
-            .http
-            .get(url.clone())
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        Self::page(url, response).await
-    }
-
-    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
-        let url = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        let response = self
-            .http
-            .post(url.clone())
-            .form(form)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        Self::page(url, response).await
-    }
-
-    async fn page(url: Url, response: reqwest::Response) -> Page {
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|l| url.join(l).expect("a Location URL"));
-        let body = response.text().await.unwrap_or_default();
-        Page {
-            url,
-            status,
-            location,
-            body,
-        }
-    }
-
-    /// Follows redirects from `url` (GETs) until a page that is not one.
-    pub async fn follow(&self, url: &str) -> Page {
-        let mut page = self.get(url).await;
-        for _ in 0..20 {
-            match &page.location {
-                Some(next) if page.status.is_redirection() => page = self.get(next.as_str()).await,
-                _ => return page,
-            }
-        }
-        panic!("more than 20 redirects from {url}")
-    }
-
+/// The OpenID login round trip, step by step.
+impl Browser {
     /// Starts a login at tenant `slug` of `base`: the provider's authorization URL.
     pub async fn start(&self, base: &str, slug: &str) -> Url {
         let page = self.get(&format!("{base}/t/{slug}/login/oauth")).await;
@@ -312,17 +187,6 @@ impl WebUser {
         let authorize = self.start(base, slug).await;
         let callback = self.at_provider(&authorize, login).await;
         self.follow(callback.as_str()).await
-    }
-
-    /// The value of cookie `name` this browser sends to `url`.
-    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
-        let url = Url::parse(url).expect("URL");
-        let header = self.jar.cookies(&url)?;
-        header.to_str().ok()?.split("; ").find_map(|pair| {
-            pair.split_once('=')
-                .filter(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_owned())
-        })
     }
 }
 

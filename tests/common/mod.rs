@@ -19,6 +19,7 @@ pub mod login;
 pub mod oidc;
 pub mod recorder;
 pub mod superset;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
