@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::error::PageResult;
-use super::{Flash, redirect_with};
+use super::{Flash, back_or_error, redirect_with};
 use crate::audit::Actor;
 use crate::auth::{self, KeySpec, NewApiToken, Role};
 use crate::context::Context;
@@ -55,14 +55,28 @@ impl KeyForm {
         })
     }
 
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The role asked for, as the form sends it.
+    pub(crate) fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// Days until the key expires; none: it does not.
+    pub(crate) fn expires_in_days(&self) -> AppResult<Option<u32>> {
+        number("expires_in_days", &self.expires_in_days)
+    }
+
     /// Minutes the rotated key keeps working (default 60).
-    fn grace(&self) -> AppResult<u32> {
+    pub(crate) fn grace(&self) -> AppResult<u32> {
         Ok(number("grace_minutes", &self.grace_minutes)?.unwrap_or(60))
     }
 }
 
 /// A number field of a form: empty is none; anything else must be a whole number.
-pub fn number(field: &str, text: &str) -> AppResult<Option<u32>> {
+fn number(field: &str, text: &str) -> AppResult<Option<u32>> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
@@ -70,18 +84,6 @@ pub fn number(field: &str, text: &str) -> AppResult<Option<u32>> {
     text.parse()
         .map(Some)
         .map_err(|_| AppError::invalid(field, "number", "must be a whole number"))
-}
-
-/// A refusal the user can correct goes back to the form's page with the reason; anything else
-/// is an error page.
-fn back_or_error(place: &impl KeysPlace, err: AppError) -> PageResult {
-    match err {
-        AppError::Validation(_) | AppError::Conflict { .. } => Ok(redirect_with(
-            &place.back("api-keys"),
-            Flash::error(err.to_string()),
-        )),
-        other => Err(other.into()),
-    }
 }
 
 /// Makes a key and shows it once.
@@ -92,7 +94,7 @@ pub async fn create_key(ctx: &Context, place: &impl KeysPlace, form: &KeyForm) -
     };
     match made {
         Ok(key) => place.show_key(&key, None),
-        Err(err) => back_or_error(place, err),
+        Err(err) => back_or_error(&place.back("api-keys"), err),
     }
 }
 
@@ -120,7 +122,7 @@ pub async fn rotate_key(
     };
     match rotated {
         Ok((key, grace)) => place.show_key(&key, Some(grace)),
-        Err(err) => back_or_error(place, err),
+        Err(err) => back_or_error(&place.back("api-keys"), err),
     }
 }
 

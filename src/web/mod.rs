@@ -416,6 +416,17 @@ pub fn redirect_with(location: &str, flash: Flash) -> HttpResponse {
         .finish()
 }
 
+/// A refusal the user can correct (a broken rule, a conflict) goes back to `location` with the
+/// reason; anything else is an error page.
+pub fn back_or_error(location: &str, err: AppError) -> error::PageResult {
+    match err {
+        AppError::Validation(_) | AppError::Conflict { .. } => {
+            Ok(redirect_with(location, Flash::error(err.to_string())))
+        }
+        err => Err(err.into()),
+    }
+}
+
 /// An error as a portal page.
 pub fn error_page(tera: &Tera, session: Option<&PortalSession>, err: &AppError) -> HttpResponse {
     use actix_web::ResponseError as _;

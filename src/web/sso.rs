@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::PageResult;
 use super::portal::session::{PortalForm, PortalSession};
-use super::{Flash, redirect_with, render, render_status, tera};
+use super::{Flash, back_or_error, redirect_with, render_status, tera};
 use crate::auth::sso::{self, ConnectionTest, SsoSettings, SsoUpdate, TenantUrls};
 use crate::context::Context;
 use crate::error::{AppError, FieldError};
@@ -229,21 +229,17 @@ pub async fn admin_form(
     portal: PortalSession,
     slug: web::Path<String>,
 ) -> PageResult {
-    Ok(match tenants::get(&ctx, &slug).await {
-        Ok(tenant) => {
-            let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
-            admin_sso_page(
-                &portal,
-                &tenant,
-                &SsoForm::of(&tenant),
-                &urls,
-                &BTreeMap::new(),
-                None,
-                actix_web::http::StatusCode::OK,
-            )?
-        }
-        Err(err) => return Err(err.into()),
-    })
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
+    Ok(admin_sso_page(
+        &portal,
+        &tenant,
+        &SsoForm::of(&tenant),
+        &urls,
+        &BTreeMap::new(),
+        None,
+        actix_web::http::StatusCode::OK,
+    )?)
 }
 
 /// `POST /tenants/{slug}/sso`: test or save.
@@ -255,10 +251,7 @@ pub async fn admin_submit(
 ) -> PageResult {
     let (portal, form) = (form.session, form.fields);
     portal.require_admin()?;
-    let tenant = match tenants::get(&ctx, &slug).await {
-        Ok(tenant) => tenant,
-        Err(err) => return Err(err.into()),
-    };
+    let tenant = tenants::get(&ctx, &slug).await?;
     let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
     let outcome = handle_form(&ctx, &tenant, &form, |update| {
         let ctx = ctx.clone();
@@ -323,26 +316,16 @@ pub async fn create_link(
         Ok::<_, AppError>((tenant, link))
     }
     .await;
-    Ok(match result {
+    match result {
         Ok((tenant, link)) => {
             let mut context = tera::Context::new();
             context.insert("tenant", &tenant);
             context.insert("link", &link);
             context.insert("nav", "tenants");
-            render(
-                tera(),
-                "tenants/setup_link.html",
-                Some(&portal),
-                None,
-                context,
-            )?
+            Ok(portal.page("tenants/setup_link.html", context)?)
         }
-        Err(err @ AppError::Validation(_)) => redirect_with(
-            &format!("/tenants/{slug}#sso"),
-            Flash::error(err.to_string()),
-        ),
-        Err(err) => return Err(err.into()),
-    })
+        Err(err) => back_or_error(&format!("/tenants/{slug}#sso"), err),
+    }
 }
 
 /// `POST /tenants/{slug}/sso/setup-links/{id}/revoke`.
@@ -354,18 +337,12 @@ pub async fn revoke_link(
     let (portal, _form) = (form.session, form.fields);
     portal.require_admin()?;
     let (slug, id) = path.into_inner();
-    let result = async {
-        let tenant = tenants::get(&ctx, &slug).await?;
-        sso::revoke_setup_link(&ctx, &portal.actor, &tenant.scope(), &id).await
-    }
-    .await;
-    Ok(match result {
-        Ok(()) => redirect_with(
-            &format!("/tenants/{slug}#sso"),
-            Flash::success("The setup link no longer works."),
-        ),
-        Err(err) => return Err(err.into()),
-    })
+    let tenant = tenants::get(&ctx, &slug).await?;
+    sso::revoke_setup_link(&ctx, &portal.actor, &tenant.scope(), &id).await?;
+    Ok(redirect_with(
+        &format!("/tenants/{slug}#sso"),
+        Flash::success("The setup link no longer works."),
+    ))
 }
 
 /// `POST /tenants/{slug}/sessions/{handle}/revoke`: signs a tenant's user out.
@@ -386,31 +363,27 @@ pub async fn check_oauth(
     form: PortalForm,
 ) -> PageResult {
     let _portal = form.session;
-    Ok(match sso::oauth_health(&ctx, &slug).await {
-        Ok(health) => {
-            let timing = |p: &Option<crate::identity_providers::Probe>| {
-                p.as_ref()
-                    .map_or("—".to_owned(), |p| format!("{} ms", p.response_time_ms))
-            };
-            let message = format!(
-                "OAuth provider: {} (discovery {}, keys {}: {} key(s)){}",
-                health.status,
-                timing(&health.discovery),
-                timing(&health.jwks),
-                health.keys,
-                if health.problems.is_empty() {
-                    String::new()
-                } else {
-                    format!(" — {}", health.problems.join("; "))
-                }
-            );
-            let flash = if health.status == "healthy" {
-                Flash::success(message)
-            } else {
-                Flash::error(message)
-            };
-            redirect_with(&format!("/tenants/{slug}#sso"), flash)
+    let health = sso::oauth_health(&ctx, &slug).await?;
+    let timing = |p: &Option<crate::identity_providers::Probe>| {
+        p.as_ref()
+            .map_or("—".to_owned(), |p| format!("{} ms", p.response_time_ms))
+    };
+    let message = format!(
+        "OAuth provider: {} (discovery {}, keys {}: {} key(s)){}",
+        health.status,
+        timing(&health.discovery),
+        timing(&health.jwks),
+        health.keys,
+        if health.problems.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", health.problems.join("; "))
         }
-        Err(err) => return Err(err.into()),
-    })
+    );
+    let flash = if health.status == "healthy" {
+        Flash::success(message)
+    } else {
+        Flash::error(message)
+    };
+    Ok(redirect_with(&format!("/tenants/{slug}#sso"), flash))
 }

@@ -7,7 +7,6 @@ use crate::audit::{self, AuditQuery};
 use crate::context::Context;
 use crate::web::error::PageResult;
 use crate::web::portal::session::PortalSession;
-use crate::web::{render, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct AuditFilterForm {
@@ -32,38 +31,28 @@ pub async fn list(
     portal: PortalSession,
     query: web::Query<AuditFilterForm>,
 ) -> PageResult {
-    let result = async {
-        let page = audit::list(
-            &ctx.db,
-            &AuditQuery {
-                tenant: non_empty(&query.tenant),
-                action: non_empty(&query.action),
-                actor: non_empty(&query.actor),
-                before: query.before,
-                limit: Some(50),
-                ..AuditQuery::default()
-            },
-        )
-        .await?;
-        let verify = match query.verify.as_deref() {
-            Some("1" | "on" | "true") => Some(audit::verify(&ctx.db).await?),
-            _ => None,
-        };
-        let mut context = tera::Context::new();
-        context.insert("page", &page);
-        context.insert("tenant", &non_empty(&query.tenant).unwrap_or_default());
-        context.insert("action", &non_empty(&query.action).unwrap_or_default());
-        context.insert("actor", &non_empty(&query.actor).unwrap_or_default());
-        context.insert("verify", &verify);
-        context.insert("nav", "audit");
-        render(
-            tera(),
-            "audit.html",
-            Some(&portal),
-            portal.flash.clone(),
-            context,
-        )
-    }
-    .await;
-    Ok(result?)
+    let page = audit::list(
+        &ctx.db,
+        &AuditQuery {
+            tenant: non_empty(&query.tenant),
+            action: non_empty(&query.action),
+            actor: non_empty(&query.actor),
+            before: query.before,
+            limit: Some(50),
+            ..AuditQuery::default()
+        },
+    )
+    .await?;
+    let verify = match query.verify.as_deref() {
+        Some("1" | "on" | "true") => Some(audit::verify(&ctx.db).await?),
+        _ => None,
+    };
+    let mut context = tera::Context::new();
+    context.insert("page", &page);
+    context.insert("tenant", &non_empty(&query.tenant).unwrap_or_default());
+    context.insert("action", &non_empty(&query.action).unwrap_or_default());
+    context.insert("actor", &non_empty(&query.actor).unwrap_or_default());
+    context.insert("verify", &verify);
+    context.insert("nav", "audit");
+    Ok(portal.page("audit.html", context)?)
 }

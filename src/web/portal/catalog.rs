@@ -14,7 +14,7 @@ use crate::error::{AppError, FieldError};
 use crate::provisioning::templates::{self, FORMATS, KINDS, TemplateInput, TemplateView};
 use crate::web::error::PageResult;
 use crate::web::portal::session::{PortalForm, PortalSession};
-use crate::web::{Flash, redirect_with, render, render_status, tera};
+use crate::web::{Flash, redirect_with, render_status, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -48,34 +48,24 @@ pub async fn list(
     portal: PortalSession,
     query: web::Query<ListQuery>,
 ) -> PageResult {
-    let result = async {
-        let kind = nonempty(query.kind.as_deref());
-        let tag = nonempty(query.tag.as_deref());
-        let all = templates::list_latest(&ctx, None, None).await?;
-        let tags: BTreeSet<&String> = all.iter().flat_map(|t| t.tags.iter()).collect();
-        let shown: Vec<&TemplateView> = all
-            .iter()
-            .filter(|t| kind.is_none_or(|k| t.kind == k))
-            .filter(|t| tag.is_none_or(|g| t.tags.iter().any(|x| x == g)))
-            .collect();
-        let mut context = tera::Context::new();
-        context.insert("templates", &shown);
-        context.insert("total", &all.len());
-        context.insert("kind", kind.unwrap_or_default());
-        context.insert("tag", tag.unwrap_or_default());
-        context.insert("kinds", &KINDS);
-        context.insert("tags", &tags);
-        context.insert("nav", "templates");
-        render(
-            tera(),
-            "templates/list.html",
-            Some(&portal),
-            portal.flash.clone(),
-            context,
-        )
-    }
-    .await;
-    Ok(result?)
+    let kind = nonempty(query.kind.as_deref());
+    let tag = nonempty(query.tag.as_deref());
+    let all = templates::list_latest(&ctx, None, None).await?;
+    let tags: BTreeSet<&String> = all.iter().flat_map(|t| t.tags.iter()).collect();
+    let shown: Vec<&TemplateView> = all
+        .iter()
+        .filter(|t| kind.is_none_or(|k| t.kind == k))
+        .filter(|t| tag.is_none_or(|g| t.tags.iter().any(|x| x == g)))
+        .collect();
+    let mut context = tera::Context::new();
+    context.insert("templates", &shown);
+    context.insert("total", &all.len());
+    context.insert("kind", kind.unwrap_or_default());
+    context.insert("tag", tag.unwrap_or_default());
+    context.insert("kinds", &KINDS);
+    context.insert("tags", &tags);
+    context.insert("nav", "templates");
+    Ok(portal.page("templates/list.html", context)?)
 }
 
 /// The fields of the create and "new version" forms, as typed.
@@ -193,23 +183,12 @@ fn form_page(
     context.insert("kinds", &KINDS);
     context.insert("formats", &FORMATS);
     context.insert("nav", "templates");
-    let status = match err {
-        None => StatusCode::OK,
-        Some((AppError::Validation(_), _)) => StatusCode::UNPROCESSABLE_ENTITY,
-        Some((e, _)) => actix_web::ResponseError::status_code(e),
-    };
-    let flash = match err {
-        None => None,
-        Some((e, _)) if errors.is_empty() => Some(Flash::error(e.to_string())),
-        Some(_) => Some(Flash::error("Please correct the fields marked below.")),
-    };
-    Ok(render_status(
-        tera(),
+    Ok(portal.form_page(
         "templates/form.html",
-        status,
-        Some(portal),
-        flash,
-        &mut context,
+        context,
+        err.map(|(e, _)| e),
+        !errors.is_empty(),
+        None,
     )?)
 }
 
@@ -242,16 +221,14 @@ pub async fn edit_form(
     portal: PortalSession,
     name: web::Path<String>,
 ) -> PageResult {
-    Ok(match templates::get(&ctx, &name, None).await {
-        Ok(view) => form_page(
-            &portal,
-            "edit",
-            &TemplateForm::from_view(&view),
-            Some(&view),
-            None,
-        )?,
-        Err(err) => return Err(err.into()),
-    })
+    let view = templates::get(&ctx, &name, None).await?;
+    form_page(
+        &portal,
+        "edit",
+        &TemplateForm::from_view(&view),
+        Some(&view),
+        None,
+    )
 }
 
 pub async fn update(
@@ -342,50 +319,46 @@ async fn detail_page(
     let typed = &state.unwrap_or(&empty).typed;
     let field_errors = &state.unwrap_or(&empty).by_input;
     let preview = state.map(|s| &s.preview);
-    let result = async {
-        let view = templates::get(ctx, name, version).await?;
-        let history = templates::versions(ctx, name).await?;
-        let inputs: Vec<PreviewInput> = view
-            .placeholders
-            .iter()
-            .map(|p| {
-                let secret = is_secret_placeholder(p);
-                PreviewInput {
-                    name: p.clone(),
-                    value: if secret {
-                        String::new()
-                    } else {
-                        typed.get(p).cloned().unwrap_or_default()
-                    },
-                    secret,
-                    error: field_errors.get(p).cloned(),
-                }
-            })
-            .collect();
-        let mut context = tera::Context::new();
-        context.insert("t", &view);
-        context.insert("history", &history);
-        context.insert("inputs", &inputs);
-        context.insert("preview", &preview);
-        context.insert("nav", "templates");
-        let flash = if status == StatusCode::UNPROCESSABLE_ENTITY {
-            Some(Flash::error(
-                "The template did not render; see the preview below.",
-            ))
-        } else {
-            portal.flash.clone()
-        };
-        render_status(
-            tera(),
-            "templates/detail.html",
-            status,
-            Some(portal),
-            flash,
-            &mut context,
-        )
-    }
-    .await;
-    Ok(result?)
+    let view = templates::get(ctx, name, version).await?;
+    let history = templates::versions(ctx, name).await?;
+    let inputs: Vec<PreviewInput> = view
+        .placeholders
+        .iter()
+        .map(|p| {
+            let secret = is_secret_placeholder(p);
+            PreviewInput {
+                name: p.clone(),
+                value: if secret {
+                    String::new()
+                } else {
+                    typed.get(p).cloned().unwrap_or_default()
+                },
+                secret,
+                error: field_errors.get(p).cloned(),
+            }
+        })
+        .collect();
+    let mut context = tera::Context::new();
+    context.insert("t", &view);
+    context.insert("history", &history);
+    context.insert("inputs", &inputs);
+    context.insert("preview", &preview);
+    context.insert("nav", "templates");
+    let flash = if status == StatusCode::UNPROCESSABLE_ENTITY {
+        Some(Flash::error(
+            "The template did not render; see the preview below.",
+        ))
+    } else {
+        portal.flash.clone()
+    };
+    Ok(render_status(
+        tera(),
+        "templates/detail.html",
+        status,
+        Some(portal),
+        flash,
+        &mut context,
+    )?)
 }
 
 pub async fn detail(

@@ -10,7 +10,7 @@ use crate::http::actor_for;
 use crate::tenants::{self, TenantStatus, Tier};
 use crate::web::error::PageResult;
 use crate::web::portal::session::{self, LOGIN_CSRF_COOKIE, PortalForm, PortalSession};
-use crate::web::{Flash, redirect_with, render, render_status, tera};
+use crate::web::{Flash, redirect_with, render_status, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -246,12 +246,6 @@ pub async fn dashboard(ctx: web::Data<Context>, portal: PortalSession) -> PageRe
         context.insert("by_tier", &by_tier);
         context.insert("recent", &recent.items);
         context.insert("nav", "dashboard");
-        Ok(render(
-            tera(),
-            "dashboard.html",
-            Some(&portal),
-            portal.flash.clone(),
-            context,
-        )?)
+        Ok(portal.page("dashboard.html", context)?)
     }
 }

@@ -7,23 +7,12 @@ use crate::context::Context;
 use crate::plugin_registry as registry;
 use crate::web::error::PageResult;
 use crate::web::portal::session::PortalSession;
-use crate::web::{render, tera};
 
 pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> PageResult {
-    let result = async {
-        let plugins = registry::list(&ctx).await?;
-        let mut context = tera::Context::new();
-        context.insert("plugins", &plugins);
-        context.insert("supported", crate::plugins::SUPPORTED_WIT_VERSIONS);
-        context.insert("nav", "plugins");
-        render(
-            tera(),
-            "plugins.html",
-            Some(&portal),
-            portal.flash.clone(),
-            context,
-        )
-    }
-    .await;
-    Ok(result?)
+    let plugins = registry::list(&ctx).await?;
+    let mut context = tera::Context::new();
+    context.insert("plugins", &plugins);
+    context.insert("supported", crate::plugins::SUPPORTED_WIT_VERSIONS);
+    context.insert("nav", "plugins");
+    Ok(portal.page("plugins.html", context)?)
 }

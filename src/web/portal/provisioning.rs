@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -17,7 +16,7 @@ use crate::tenants::Tier;
 use crate::web::error::PageResult;
 use crate::web::portal::catalog::is_secret_placeholder;
 use crate::web::portal::session::{PortalForm, PortalSession};
-use crate::web::{Flash, redirect_with, render, render_status, tera};
+use crate::web::{Flash, redirect_with, render, tera};
 
 #[derive(Debug, Deserialize)]
 pub struct FormQuery {
@@ -242,108 +241,89 @@ async fn form_page(
     err: Option<&AppError>,
     fresh: bool,
 ) -> PageResult {
-    let result = async {
-        let connections = templates::list_latest(ctx, Some("connection"), None).await?;
-        let assets = templates::list_latest(ctx, Some("asset"), None).await?;
-        let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for t in &assets {
-            for tag in &t.tags {
-                tags.entry(tag.clone()).or_default().push(t.name.clone());
-            }
+    let connections = templates::list_latest(ctx, Some("connection"), None).await?;
+    let assets = templates::list_latest(ctx, Some("asset"), None).await?;
+    let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in &assets {
+        for tag in &t.tags {
+            tags.entry(tag.clone()).or_default().push(t.name.clone());
         }
-        let tags: Vec<TagChoice> = tags
-            .into_iter()
-            .map(|(tag, templates)| TagChoice {
-                checked: form.tags.contains(&tag),
-                tag,
-                templates,
-            })
-            .collect();
-        let enabled = provisioning::enabled_backends(ctx).await?;
-        let backends: Vec<BackendChoice> = enabled
-            .iter()
-            .map(|name| BackendChoice {
-                name: name.clone(),
-                checked: fresh || form.backends.contains(name),
-            })
-            .collect();
-        let placeholder_names: Vec<String> =
-            chosen.map(|t| t.placeholders.clone()).unwrap_or_default();
-        let placeholders: Vec<PlaceholderInput> = placeholder_names
-            .iter()
-            .map(|p| {
-                let secret = is_secret_placeholder(p);
-                PlaceholderInput {
-                    name: p.clone(),
-                    value: if secret {
-                        String::new()
-                    } else {
-                        form.placeholders.get(p).cloned().unwrap_or_default()
-                    },
-                    secret,
-                }
-            })
-            .collect();
-
-        let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut other_errors: Vec<String> = Vec::new();
-        if let Some(err) = err {
-            for FieldError { field, message, .. } in err.field_errors() {
-                match input_of(field, &placeholder_names, &enabled) {
-                    Some(input) => errors.entry(input).or_default().push(message.clone()),
-                    None => other_errors.push(format!("{field}: {message}")),
-                }
-            }
-            if let AppError::Conflict { details, .. } = err
-                && details.get("field").and_then(Value::as_str) == Some("slug")
-            {
-                errors
-                    .entry("slug".into())
-                    .or_default()
-                    .push("is already taken by another tenant".into());
-            }
-        }
-        let errors: BTreeMap<String, String> =
-            errors.into_iter().map(|(k, v)| (k, v.join("; "))).collect();
-        let status = match err {
-            None => StatusCode::OK,
-            Some(AppError::Validation(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-            Some(e) => actix_web::ResponseError::status_code(e),
-        };
-        let flash = match err {
-            None => portal.flash.clone(),
-            Some(e) if errors.is_empty() && other_errors.is_empty() => {
-                Some(Flash::error(e.to_string()))
-            }
-            Some(_) => Some(Flash::error(
-                "Nothing was provisioned. Please correct the fields marked below.",
-            )),
-        };
-        let mut context = tera::Context::new();
-        context.insert("form", form);
-        context.insert("connections", &connections);
-        context.insert("chosen", &chosen);
-        context.insert("placeholders", &placeholders);
-        context.insert("tags", &tags);
-        context.insert("backends", &backends);
-        context.insert("errors", &errors);
-        context.insert("other_errors", &other_errors);
-        context.insert(
-            "tiers",
-            &Tier::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-        );
-        context.insert("nav", "runs");
-        render_status(
-            tera(),
-            "provisioning/form.html",
-            status,
-            Some(portal),
-            flash,
-            &mut context,
-        )
     }
-    .await;
-    Ok(result?)
+    let tags: Vec<TagChoice> = tags
+        .into_iter()
+        .map(|(tag, templates)| TagChoice {
+            checked: form.tags.contains(&tag),
+            tag,
+            templates,
+        })
+        .collect();
+    let enabled = provisioning::enabled_backends(ctx).await?;
+    let backends: Vec<BackendChoice> = enabled
+        .iter()
+        .map(|name| BackendChoice {
+            name: name.clone(),
+            checked: fresh || form.backends.contains(name),
+        })
+        .collect();
+    let placeholder_names: Vec<String> = chosen.map(|t| t.placeholders.clone()).unwrap_or_default();
+    let placeholders: Vec<PlaceholderInput> = placeholder_names
+        .iter()
+        .map(|p| {
+            let secret = is_secret_placeholder(p);
+            PlaceholderInput {
+                name: p.clone(),
+                value: if secret {
+                    String::new()
+                } else {
+                    form.placeholders.get(p).cloned().unwrap_or_default()
+                },
+                secret,
+            }
+        })
+        .collect();
+
+    let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut other_errors: Vec<String> = Vec::new();
+    if let Some(err) = err {
+        for FieldError { field, message, .. } in err.field_errors() {
+            match input_of(field, &placeholder_names, &enabled) {
+                Some(input) => errors.entry(input).or_default().push(message.clone()),
+                None => other_errors.push(format!("{field}: {message}")),
+            }
+        }
+        if let AppError::Conflict { details, .. } = err
+            && details.get("field").and_then(Value::as_str) == Some("slug")
+        {
+            errors
+                .entry("slug".into())
+                .or_default()
+                .push("is already taken by another tenant".into());
+        }
+    }
+    let errors: BTreeMap<String, String> =
+        errors.into_iter().map(|(k, v)| (k, v.join("; "))).collect();
+    let marked = !errors.is_empty() || !other_errors.is_empty();
+    let mut context = tera::Context::new();
+    context.insert("form", form);
+    context.insert("connections", &connections);
+    context.insert("chosen", &chosen);
+    context.insert("placeholders", &placeholders);
+    context.insert("tags", &tags);
+    context.insert("backends", &backends);
+    context.insert("errors", &errors);
+    context.insert("other_errors", &other_errors);
+    context.insert(
+        "tiers",
+        &Tier::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+    );
+    context.insert("nav", "runs");
+    Ok(portal.form_page(
+        "provisioning/form.html",
+        context,
+        err,
+        marked,
+        Some("Nothing was provisioned."),
+    )?)
 }
 
 /// `GET /provision[?template=name]`.
@@ -458,39 +438,35 @@ pub async fn runs(
     portal: PortalSession,
     query: web::Query<RunsQuery>,
 ) -> PageResult {
-    let result = async {
-        let status = nonempty(query.status.as_deref());
-        let tenant = nonempty(query.tenant.as_deref());
-        let mut flash = portal.flash.clone();
-        let runs = match provisioning::list_runs(&ctx, tenant, status, 100).await {
-            Ok(runs) => runs,
-            Err(AppError::NotFound { .. }) => {
-                flash = Some(Flash::error(format!(
-                    "There is no tenant {}.",
-                    tenant.unwrap_or_default()
-                )));
-                Vec::new()
-            }
-            Err(err) => return Err(err),
-        };
-        let tenants: BTreeSet<&String> = runs.iter().map(|r| &r.tenant).collect();
-        let mut context = tera::Context::new();
-        context.insert("runs", &runs);
-        context.insert("status", status.unwrap_or_default());
-        context.insert("tenant", tenant.unwrap_or_default());
-        context.insert("statuses", provisioning::RunStatus::ALL);
-        context.insert("tenants_shown", &tenants);
-        context.insert("nav", "runs");
-        render(
-            tera(),
-            "provisioning/runs.html",
-            Some(&portal),
-            flash,
-            context,
-        )
-    }
-    .await;
-    Ok(result?)
+    let status = nonempty(query.status.as_deref());
+    let tenant = nonempty(query.tenant.as_deref());
+    let mut flash = portal.flash.clone();
+    let runs = match provisioning::list_runs(&ctx, tenant, status, 100).await {
+        Ok(runs) => runs,
+        Err(AppError::NotFound { .. }) => {
+            flash = Some(Flash::error(format!(
+                "There is no tenant {}.",
+                tenant.unwrap_or_default()
+            )));
+            Vec::new()
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let tenants: BTreeSet<&String> = runs.iter().map(|r| &r.tenant).collect();
+    let mut context = tera::Context::new();
+    context.insert("runs", &runs);
+    context.insert("status", status.unwrap_or_default());
+    context.insert("tenant", tenant.unwrap_or_default());
+    context.insert("statuses", provisioning::RunStatus::ALL);
+    context.insert("tenants_shown", &tenants);
+    context.insert("nav", "runs");
+    Ok(render(
+        tera(),
+        "provisioning/runs.html",
+        Some(&portal),
+        flash,
+        context,
+    )?)
 }
 
 /// `GET /runs/{id}`: the run and its steps; the page reloads itself every 2 s while the run is
@@ -500,20 +476,10 @@ pub async fn run(
     portal: PortalSession,
     id: web::Path<String>,
 ) -> PageResult {
-    let result = async {
-        let run = provisioning::get_run(&ctx, &id).await?;
-        let mut context = tera::Context::new();
-        context.insert("open", &run.is_open());
-        context.insert("run", &run);
-        context.insert("nav", "runs");
-        render(
-            tera(),
-            "provisioning/run.html",
-            Some(&portal),
-            portal.flash.clone(),
-            context,
-        )
-    }
-    .await;
-    Ok(result?)
+    let run = provisioning::get_run(&ctx, &id).await?;
+    let mut context = tera::Context::new();
+    context.insert("open", &run.is_open());
+    context.insert("run", &run);
+    context.insert("nav", "runs");
+    Ok(portal.page("provisioning/run.html", context)?)
 }

@@ -101,6 +101,56 @@ impl FromRequest for PortalSession {
 }
 
 impl PortalSession {
+    /// Renders a portal page for this session: who is logged in, the CSRF token and the flash
+    /// message it carries.
+    pub fn page(&self, template: &str, context: tera::Context) -> Result<HttpResponse, AppError> {
+        crate::web::render(
+            crate::web::tera(),
+            template,
+            Some(self),
+            self.flash.clone(),
+            context,
+        )
+    }
+
+    /// Renders a form page. Nothing refused: a 200 with this session's flash. A refused
+    /// submission: the refusal's status (422 for broken rules) and a flash that points at the
+    /// fields the page marks (`marked`) or, where it marks none, says what was wrong; `outcome`
+    /// goes first where the page says what did not happen ("Nothing was provisioned.").
+    pub fn form_page(
+        &self,
+        template: &str,
+        mut context: tera::Context,
+        refused: Option<&AppError>,
+        marked: bool,
+        outcome: Option<&str>,
+    ) -> Result<HttpResponse, AppError> {
+        let Some(err) = refused else {
+            return self.page(template, context);
+        };
+        let status = match err {
+            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            err => err.status_code(),
+        };
+        let message = if marked {
+            "Please correct the fields marked below.".to_string()
+        } else {
+            err.to_string()
+        };
+        let message = match outcome {
+            Some(outcome) => format!("{outcome} {message}"),
+            None => message,
+        };
+        crate::web::render_status(
+            crate::web::tera(),
+            template,
+            status,
+            Some(self),
+            Some(Flash::error(message)),
+            &mut context,
+        )
+    }
+
     /// Refuses a user who is not a platform administrator (a viewer changes nothing).
     pub fn require_admin(&self) -> Result<(), PageError> {
         Ok(self.session.principal.require_admin()?)

@@ -8,7 +8,7 @@ use crate::tenants::{self, Transition};
 use crate::web::error::PageResult;
 use crate::web::keys::{self, KeyForm, KeysPlace};
 use crate::web::portal::session::{PortalForm, PortalSession};
-use crate::web::{Flash, redirect_with, render, render_status, tera};
+use crate::web::{Flash, back_or_error, redirect_with, render, render_status, tera};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -50,10 +50,7 @@ pub async fn lifecycle(
                     transition.as_str()
                 )),
             ),
-            Err(err @ AppError::Conflict { .. }) => {
-                redirect_with(&location, Flash::error(err.to_string()))
-            }
-            Err(err) => return Err(err.into()),
+            Err(err) => return back_or_error(&location, err),
         },
     )
 }
@@ -77,18 +74,13 @@ pub async fn purge(
         .force
         .as_deref()
         .is_some_and(|f| f == "on" || f == "true");
-    Ok(
-        match crate::lifecycle::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
-            Ok(()) => redirect_with(
-                "/tenants",
-                Flash::success(format!("Tenant {slug} was purged.")),
-            ),
-            Err(err @ (AppError::Validation(_) | AppError::Conflict { .. })) => {
-                redirect_with(&format!("/tenants/{slug}"), Flash::error(err.to_string()))
-            }
-            Err(err) => return Err(err.into()),
-        },
-    )
+    match crate::lifecycle::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
+        Ok(()) => Ok(redirect_with(
+            "/tenants",
+            Flash::success(format!("Tenant {slug} was purged.")),
+        )),
+        Err(err) => back_or_error(&format!("/tenants/{slug}"), err),
+    }
 }
 
 /// Downloads the tenant's bundle (its record with sealed secrets, and its status history).
@@ -97,21 +89,16 @@ pub async fn export(
     slug: web::Path<String>,
     form: PortalForm,
 ) -> PageResult {
-    let (portal, _form) = (form.session, form.fields);
-    portal.require_admin()?;
-    Ok(
-        match tenants::bundle::export(&ctx, &portal.actor, &slug).await {
-            Ok(bundle) => HttpResponse::Ok()
-                .content_type("application/json")
-                .insert_header((
-                    "Content-Disposition",
-                    format!("attachment; filename=\"tenant-{slug}.json\""),
-                ))
-                .insert_header(("Cache-Control", "no-store"))
-                .body(serde_json::to_string_pretty(&bundle).unwrap_or_default()),
-            Err(err) => return Err(err.into()),
-        },
-    )
+    form.session.require_admin()?;
+    let bundle = tenants::bundle::export(&ctx, &form.session.actor, &slug).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"tenant-{slug}.json\""),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(serde_json::to_string_pretty(&bundle).unwrap_or_default()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,25 +170,19 @@ pub async fn rollback_secret(
     slug: web::Path<String>,
     form: PortalForm,
 ) -> PageResult {
-    let (portal, _form) = (form.session, form.fields);
-    portal.require_admin()?;
+    form.session.require_admin()?;
     let location = format!("/tenants/{slug}");
-    Ok(
-        match tenants::rollback_client_secret(&ctx, &portal.actor, &slug).await {
-            Ok(tenant) => redirect_with(
-                &location,
-                Flash::success(format!(
-                    "The client secret of {} is back to {}.",
-                    tenant.slug,
-                    tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
-                )),
-            ),
-            Err(err @ AppError::Conflict { .. }) => {
-                redirect_with(&location, Flash::error(err.to_string()))
-            }
-            Err(err) => return Err(err.into()),
-        },
-    )
+    match tenants::rollback_client_secret(&ctx, &form.session.actor, &slug).await {
+        Ok(tenant) => Ok(redirect_with(
+            &location,
+            Flash::success(format!(
+                "The client secret of {} is back to {}.",
+                tenant.slug,
+                tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
+            )),
+        )),
+        Err(err) => back_or_error(&location, err),
+    }
 }
 
 /// Checks the tenant's database connection and reports it as a flash message.
@@ -212,23 +193,24 @@ pub async fn check_database(
 ) -> PageResult {
     let _portal = form.session;
     let location = format!("/tenants/{slug}");
-    Ok(match crate::health::tenant_database(&ctx, &slug).await {
-        Ok(report) if report.status == "connected" => redirect_with(
+    let report = crate::health::tenant_database(&ctx, &slug).await?;
+    Ok(if report.status == "connected" {
+        redirect_with(
             &location,
             Flash::success(format!(
                 "Database connected in {:.1} ms.",
                 report.response_time_ms.unwrap_or_default()
             )),
-        ),
-        Ok(report) => redirect_with(
+        )
+    } else {
+        redirect_with(
             &location,
             Flash::error(format!(
                 "Database {}: {}",
                 report.status.replace('_', " "),
                 report.detail.unwrap_or_default()
             )),
-        ),
-        Err(err) => return Err(err.into()),
+        )
     })
 }
 

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,7 +14,7 @@ use crate::tenants::model::Contact;
 use crate::tenants::{self, NewTenant, TenantPatch, TenantQuery, TenantStatus, Tier, Transition};
 use crate::web::error::PageResult;
 use crate::web::portal::session::{PortalForm, PortalSession};
-use crate::web::{Flash, redirect_with, render, render_status, tera};
+use crate::web::{Flash, redirect_with};
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -38,41 +37,31 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> PageResult {
     let query = query.into_inner();
-    let result = async {
-        let page = tenants::list(
-            &ctx,
-            &TenantQuery {
-                status: query.status.clone(),
-                tier: query.tier.clone(),
-                q: query.q.clone(),
-                cursor: query.cursor.clone(),
-                limit: Some(25),
-            },
-        )
-        .await?;
-        let (statuses, tiers) = choices();
-        let mut context = tera::Context::new();
-        context.insert("page", &page);
-        context.insert("q", &query.q.unwrap_or_default());
-        context.insert("status", &query.status.unwrap_or_default());
-        context.insert("tier", &query.tier.unwrap_or_default());
-        context.insert(
-            "is_first_page",
-            &query.cursor.as_deref().unwrap_or("").is_empty(),
-        );
-        context.insert("statuses", &statuses);
-        context.insert("tiers", &tiers);
-        context.insert("nav", "tenants");
-        render(
-            tera(),
-            "tenants/list.html",
-            Some(&portal),
-            portal.flash.clone(),
-            context,
-        )
-    }
-    .await;
-    Ok(result?)
+    let page = tenants::list(
+        &ctx,
+        &TenantQuery {
+            status: query.status.clone(),
+            tier: query.tier.clone(),
+            q: query.q.clone(),
+            cursor: query.cursor.clone(),
+            limit: Some(25),
+        },
+    )
+    .await?;
+    let (statuses, tiers) = choices();
+    let mut context = tera::Context::new();
+    context.insert("page", &page);
+    context.insert("q", &query.q.unwrap_or_default());
+    context.insert("status", &query.status.unwrap_or_default());
+    context.insert("tier", &query.tier.unwrap_or_default());
+    context.insert(
+        "is_first_page",
+        &query.cursor.as_deref().unwrap_or("").is_empty(),
+    );
+    context.insert("statuses", &statuses);
+    context.insert("tiers", &tiers);
+    context.insert("nav", "tenants");
+    Ok(portal.page("tenants/list.html", context)?)
 }
 
 /// The fields of the create and edit forms, as typed (secrets are never sent back to the page).
@@ -229,26 +218,7 @@ pub(super) fn form_page(
     context.insert("errors", &errors);
     context.insert("tiers", &tiers);
     context.insert("nav", "tenants");
-    let status = match err {
-        None => StatusCode::OK,
-        Some(AppError::Validation(_)) => StatusCode::UNPROCESSABLE_ENTITY,
-        Some(err) => actix_web::ResponseError::status_code(err),
-    };
-    let flash = err
-        .filter(|e| !matches!(e, AppError::Validation(_)) && errors.is_empty())
-        .map(|e| Flash::error(e.to_string()));
-    let flash = flash.or_else(|| {
-        err.is_some()
-            .then(|| Flash::error("Please correct the fields marked below."))
-    });
-    Ok(render_status(
-        tera(),
-        "tenants/form.html",
-        status,
-        Some(portal),
-        flash,
-        &mut context,
-    )?)
+    Ok(portal.form_page("tenants/form.html", context, err, !errors.is_empty(), None)?)
 }
 
 pub async fn new_form(portal: PortalSession) -> PageResult {
@@ -340,81 +310,71 @@ pub async fn detail(
     slug: web::Path<String>,
     query: web::Query<DetailQuery>,
 ) -> PageResult {
-    let result = async {
-        let tenant = tenants::get(&ctx, &slug).await?;
-        let check_drift = query
-            .drift
-            .as_deref()
-            .is_some_and(|d| !d.is_empty() && d != "0");
-        let backends = backends_view(&ctx, &tenant, check_drift).await?;
-        let history = tenants::history(&ctx, &tenant).await?;
-        let events = audit::list(
-            &ctx.db,
-            &AuditQuery {
-                tenant: Some(tenant.slug.clone()),
-                limit: Some(20),
-                ..AuditQuery::default()
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let check_drift = query
+        .drift
+        .as_deref()
+        .is_some_and(|d| !d.is_empty() && d != "0");
+    let backends = backends_view(&ctx, &tenant, check_drift).await?;
+    let history = tenants::history(&ctx, &tenant).await?;
+    let events = audit::list(
+        &ctx.db,
+        &AuditQuery {
+            tenant: Some(tenant.slug.clone()),
+            limit: Some(20),
+            ..AuditQuery::default()
+        },
+    )
+    .await?;
+    let actions: Vec<ActionView> = Transition::ALL
+        .iter()
+        .filter(|t| t.target(tenant.status, false).is_some())
+        .filter(|_| tenant.slug != tenants::ADMIN_SLUG)
+        .map(|t| ActionView {
+            action: t.as_str(),
+            label: match t {
+                Transition::Suspend => "Suspend",
+                Transition::Reactivate => "Reactivate",
+                Transition::Cancel => "Cancel",
+                Transition::Delete => "Delete",
+                Transition::Restore => "Restore",
             },
-        )
-        .await?;
-        let actions: Vec<ActionView> = Transition::ALL
-            .iter()
-            .filter(|t| t.target(tenant.status, false).is_some())
-            .filter(|_| tenant.slug != tenants::ADMIN_SLUG)
-            .map(|t| ActionView {
-                action: t.as_str(),
-                label: match t {
-                    Transition::Suspend => "Suspend",
-                    Transition::Reactivate => "Reactivate",
-                    Transition::Cancel => "Cancel",
-                    Transition::Delete => "Delete",
-                    Transition::Restore => "Restore",
-                },
-                danger: matches!(
-                    t,
-                    Transition::Suspend | Transition::Cancel | Transition::Delete
-                ),
-            })
-            .collect();
-        let scope = tenant.scope();
-        let api_keys = crate::auth::list_tenant_keys(&ctx, &scope).await?;
-        let urls = crate::auth::sso::TenantUrls::new(
-            &ctx.config,
-            &tenant.slug,
-            &crate::http::request_origin(&req),
-        );
-        let mut context = tera::Context::new();
-        context.insert("sso", &crate::auth::sso::SsoSettings::of(&tenant, &urls));
-        context.insert(
-            "setup_links",
-            &crate::auth::sso::list_setup_links(&ctx, &scope).await?,
-        );
-        context.insert(
-            "sessions",
-            &crate::auth::list_tenant_sessions(&ctx, &scope).await?,
-        );
-        context.insert("tenant", &tenant);
-        context.insert("api_keys", &api_keys);
-        context.insert("backends", &backends);
-        context.insert("drift_checked", &check_drift);
-        context.insert("history", &history);
-        context.insert("events", &events.items);
-        context.insert("actions", &actions);
-        context.insert(
-            "can_purge",
-            &(tenant.status.is_purgeable() && tenant.slug != tenants::ADMIN_SLUG),
-        );
-        context.insert("nav", "tenants");
-        render(
-            tera(),
-            "tenants/detail.html",
-            Some(&portal),
-            portal.flash.clone(),
-            context,
-        )
-    }
-    .await;
-    Ok(result?)
+            danger: matches!(
+                t,
+                Transition::Suspend | Transition::Cancel | Transition::Delete
+            ),
+        })
+        .collect();
+    let scope = tenant.scope();
+    let api_keys = crate::auth::list_tenant_keys(&ctx, &scope).await?;
+    let urls = crate::auth::sso::TenantUrls::new(
+        &ctx.config,
+        &tenant.slug,
+        &crate::http::request_origin(&req),
+    );
+    let mut context = tera::Context::new();
+    context.insert("sso", &crate::auth::sso::SsoSettings::of(&tenant, &urls));
+    context.insert(
+        "setup_links",
+        &crate::auth::sso::list_setup_links(&ctx, &scope).await?,
+    );
+    context.insert(
+        "sessions",
+        &crate::auth::list_tenant_sessions(&ctx, &scope).await?,
+    );
+    context.insert("tenant", &tenant);
+    context.insert("api_keys", &api_keys);
+    context.insert("backends", &backends);
+    context.insert("drift_checked", &check_drift);
+    context.insert("history", &history);
+    context.insert("events", &events.items);
+    context.insert("actions", &actions);
+    context.insert(
+        "can_purge",
+        &(tenant.status.is_purgeable() && tenant.slug != tenants::ADMIN_SLUG),
+    );
+    context.insert("nav", "tenants");
+    Ok(portal.page("tenants/detail.html", context)?)
 }
 
 pub async fn edit_form(
@@ -422,16 +382,14 @@ pub async fn edit_form(
     portal: PortalSession,
     slug: web::Path<String>,
 ) -> PageResult {
-    Ok(match tenants::get(&ctx, &slug).await {
-        Ok(tenant) => form_page(
-            &portal,
-            "edit",
-            &TenantForm::from_tenant(&tenant),
-            Some(&tenant),
-            None,
-        )?,
-        Err(err) => return Err(err.into()),
-    })
+    let tenant = tenants::get(&ctx, &slug).await?;
+    form_page(
+        &portal,
+        "edit",
+        &TenantForm::from_tenant(&tenant),
+        Some(&tenant),
+        None,
+    )
 }
 
 pub async fn update(
