@@ -6,7 +6,7 @@ use crate::context::Context;
 use clap::{Subcommand, ValueEnum};
 use std::io::{BufRead as _, IsTerminal as _};
 
-use super::{Output, app_error, print};
+use super::{Output, app_error, print, table};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -108,28 +108,24 @@ pub(super) async fn admin_command(
         AdminCommand::Token(TokenCommand::List) => {
             let tokens = auth::list_platform_tokens(ctx).await.map_err(app_error)?;
             print(out, &tokens, || {
-                let mut lines = vec![format!(
-                    "{:<36} {:<20} {:<10} {:<16} {}",
-                    "ID", "NAME", "PREFIX", "ROLE", "STATE"
-                )];
-                lines.extend(tokens.iter().map(|t| {
+                let rows = tokens.iter().map(|t| {
                     let state = if t.revoked_at.is_some() {
-                        "revoked".to_owned()
+                        "revoked"
                     } else if t.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
-                        "expired".to_owned()
+                        "expired"
                     } else {
-                        "live".to_owned()
+                        "live"
                     };
-                    format!(
-                        "{:<36} {:<20} {:<10} {:<16} {}",
-                        t.id,
-                        t.name,
-                        t.prefix,
-                        t.role.as_str(),
-                        state
-                    )
-                }));
-                lines.join("\n")
+                    let role = t.role.as_str();
+                    [&t.id, &t.name, &t.prefix, role, state]
+                        .map(String::from)
+                        .to_vec()
+                });
+                table(
+                    &["ID", "NAME", "PREFIX", "ROLE", "STATE"],
+                    rows.collect(),
+                    "no tokens",
+                )
             })
         }
         AdminCommand::Token(TokenCommand::Rotate { id, grace_minutes }) => {

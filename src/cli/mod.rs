@@ -259,7 +259,44 @@ fn print<T: Serialize>(
     Ok(())
 }
 
-fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+/// A text table: the header and one line a row, each column as wide as its widest cell (the
+/// last one unpadded); `empty` where there is no row.
+fn table(header: &[&str], rows: Vec<Vec<String>>, empty: &str) -> String {
+    if rows.is_empty() {
+        return empty.to_owned();
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i == last {
+                    cell.to_string()
+                } else {
+                    format!("{cell:<width$}", width = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    std::iter::once(line(header.to_vec()))
+        .chain(
+            rows.iter()
+                .map(|row| line(row.iter().map(String::as_str).collect())),
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The text of a file, or of standard input for `-`.
+fn read_file_or_stdin(path: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     if path == Path::new("-") {
         std::io::stdin().read_to_string(&mut text)?;
@@ -267,5 +304,11 @@ fn read_secret_file(path: &Path) -> anyhow::Result<String> {
         text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
+    Ok(text)
+}
+
+/// A secret from a file or standard input, without the line end an editor or `echo` adds.
+fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let text = read_file_or_stdin(path)?;
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-use super::{Output, app_error, print, read_secret_file};
+use super::{Output, app_error, print, read_secret_file, table};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -142,24 +142,23 @@ pub(super) async fn plugin_command(
         PluginCommand::List => {
             let plugins = registry::list(ctx).await.map_err(app_error)?;
             print(out, &plugins, || {
-                let mut lines = vec![format!(
-                    "{:<20} {:<9} {:<13} {:<6} {:<9} GRANTED",
-                    "NAME", "VERSION", "WORLD", "WIT", "STATE"
-                )];
-                lines.extend(plugins.iter().map(|p| {
-                    format!(
-                        "{:<20} {:<9} {:<13} {:<6} {:<9} {}",
-                        p.name,
-                        p.version,
-                        p.world.as_str(),
-                        p.wit_version,
-                        if p.enabled { "enabled" } else { "disabled" },
+                let rows = plugins.iter().map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.version.clone(),
+                        p.world.as_str().to_owned(),
+                        p.wit_version.clone(),
+                        if p.enabled { "enabled" } else { "disabled" }.into(),
                         [p.granted.hosts.clone(), p.granted.secrets.clone()]
                             .concat()
-                            .join(", ")
-                    )
-                }));
-                lines.join("\n")
+                            .join(", "),
+                    ]
+                });
+                table(
+                    &["NAME", "VERSION", "WORLD", "WIT", "STATE", "GRANTED"],
+                    rows.collect(),
+                    "no plugins",
+                )
             })
         }
         PluginCommand::Inspect { name } => {

@@ -6,7 +6,6 @@
 //! provisioning works without a server too (leases keep the two from running the same run).
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use base64::Engine as _;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::{Output, app_error, print};
+use super::{Output, app_error, print, read_file_or_stdin, table};
 use crate::audit::Actor;
 use crate::context::Context;
 use crate::provisioning::spec::{ApplyPlan, TenantSpec};
@@ -116,17 +115,6 @@ pub enum RunCommand {
     },
 }
 
-fn read_file_or_stdin(path: &Path) -> anyhow::Result<String> {
-    let mut text = String::new();
-    if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text)?;
-    } else {
-        text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    }
-    Ok(text)
-}
-
 fn template_text(t: &TemplateView) -> String {
     format!(
         "{} ({} template, format {}) version {} of {}\nplaceholders: {}\ntags: {}\n---\n{}",
@@ -153,22 +141,20 @@ pub async fn template_command(
                 .await
                 .map_err(app_error)?;
             print(out, &list, || {
-                if list.is_empty() {
-                    return "no templates".into();
-                }
-                list.iter()
-                    .map(|t| {
-                        format!(
-                            "{:<32} {:<10} v{:<3} {:<11} [{}]",
-                            t.name,
-                            t.kind,
-                            t.version,
-                            t.format,
-                            t.tags.join(", ")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                let rows = list.iter().map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.kind.to_string(),
+                        format!("v{}", t.version),
+                        t.format.to_string(),
+                        t.tags.join(", "),
+                    ]
+                });
+                table(
+                    &["NAME", "KIND", "VERSION", "FORMAT", "TAGS"],
+                    rows.collect(),
+                    "no templates",
+                )
             })
         }
         TemplateCommand::Show { name, version } => {
@@ -443,18 +429,20 @@ pub async fn run_command(ctx: &Context, out: Output, cmd: RunCommand) -> anyhow:
                 .await
                 .map_err(app_error)?;
             print(out, &runs, || {
-                if runs.is_empty() {
-                    return "no runs".into();
-                }
-                runs.iter()
-                    .map(|r| {
-                        format!(
-                            "{}  {:<10} {:<24} {:<12} {}",
-                            r.id, r.kind, r.tenant, r.status, r.created_at
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                let rows = runs.iter().map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.kind.to_string(),
+                        r.tenant.clone(),
+                        r.status.to_string(),
+                        r.created_at.to_string(),
+                    ]
+                });
+                table(
+                    &["ID", "KIND", "TENANT", "STATUS", "CREATED"],
+                    rows.collect(),
+                    "no runs",
+                )
             })
         }
         RunCommand::Show { id, wait } => {

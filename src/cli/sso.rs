@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::{Output, app_error, print, read_secret_file};
+use super::{Output, app_error, print, read_secret_file, table};
 use crate::audit::Actor;
 use crate::auth::sso::{self, ConnectionTest, SsoSettings, SsoUpdate, TenantUrls};
 use crate::auth::{self, TenantScope};
@@ -262,20 +262,19 @@ pub async fn sso_command(
                 .await
                 .map_err(app_error)?;
             print(out, &links, || {
-                let mut lines = vec![format!(
-                    "{:<36} {:<8} {:<26} {}",
-                    "ID", "STATE", "EXPIRES", "CREATED BY"
-                )];
-                lines.extend(links.iter().map(|l| {
-                    format!(
-                        "{:<36} {:<8} {:<26} {}",
-                        l.id,
-                        l.status,
+                let rows = links.iter().map(|l| {
+                    vec![
+                        l.id.clone(),
+                        l.status.to_string(),
                         l.expires_at.to_rfc3339(),
-                        l.created_by
-                    )
-                }));
-                lines.join("\n")
+                        l.created_by.clone(),
+                    ]
+                });
+                table(
+                    &["ID", "STATE", "EXPIRES", "CREATED BY"],
+                    rows.collect(),
+                    "no setup links",
+                )
             })
         }
         SsoCommand::RevokeLink { slug, id } => {
@@ -303,21 +302,20 @@ pub async fn session_command(
                 .await
                 .map_err(app_error)?;
             print(out, &sessions, || {
-                let mut lines = vec![format!(
-                    "{:<18} {:<40} {:<13} {:<26} {}",
-                    "HANDLE", "USER", "ROLE", "SIGNED IN", "FROM"
-                )];
-                lines.extend(sessions.iter().map(|s| {
-                    format!(
-                        "{:<18} {:<40} {:<13} {:<26} {}",
-                        s.handle,
+                let rows = sessions.iter().map(|s| {
+                    vec![
+                        s.handle.clone(),
                         s.email.clone().unwrap_or_else(|| s.user.clone()),
-                        s.role.as_str(),
+                        s.role.as_str().to_owned(),
                         s.created_at.to_rfc3339(),
-                        s.source_ip.as_deref().unwrap_or("—")
-                    )
-                }));
-                lines.join("\n")
+                        s.source_ip.clone().unwrap_or_else(|| "—".into()),
+                    ]
+                });
+                table(
+                    &["HANDLE", "USER", "ROLE", "SIGNED IN", "FROM"],
+                    rows.collect(),
+                    &format!("no live sessions in {slug}"),
+                )
             })
         }
         SessionCommand::Revoke { slug, handle } => {

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use super::{Output, app_error, print, read_secret_file};
+use super::{Output, app_error, print, read_secret_file, table};
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
@@ -303,19 +303,23 @@ pub(super) async fn tenant_command(
             .await
             .map_err(app_error)?;
             print(out, &page, || {
-                let mut lines = vec![format!(
-                    "{:<28} {:<12} {:<13} {}",
-                    "SLUG", "STATUS", "TIER", "NAME"
-                )];
-                lines.extend(
-                    page.items.iter().map(|t| {
-                        format!("{:<28} {:<12} {:<13} {}", t.slug, t.status, t.tier, t.name)
-                    }),
+                let rows = page.items.iter().map(|t| {
+                    vec![
+                        t.slug.clone(),
+                        t.status.to_string(),
+                        t.tier.to_string(),
+                        t.name.clone(),
+                    ]
+                });
+                let mut text = table(
+                    &["SLUG", "STATUS", "TIER", "NAME"],
+                    rows.collect(),
+                    "no tenants",
                 );
                 if let Some(cursor) = &page.next_cursor {
-                    lines.push(format!("more: --cursor {cursor}"));
+                    text.push_str(&format!("\nmore: --cursor {cursor}"));
                 }
-                lines.join("\n")
+                text
             })
         }
         TenantCommand::Show { slug } => {
