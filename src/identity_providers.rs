@@ -80,6 +80,24 @@ pub struct Discovery {
     pub error: Option<ProviderError>,
 }
 
+impl Discovery {
+    /// A discovery document refused for `reason` before its key set was fetched.
+    fn refused(
+        mut discovery: Probe,
+        metadata: Option<Metadata>,
+        reason: &'static str,
+        detail: String,
+    ) -> Discovery {
+        discovery.detail = Some(detail.clone());
+        Discovery {
+            discovery,
+            jwks: None,
+            metadata,
+            error: Some(ProviderError { reason, detail }),
+        }
+    }
+}
+
 /// A cached provider.
 pub struct Provider {
     pub metadata: Metadata,
@@ -244,23 +262,13 @@ impl Providers {
                 metadata: None,
             };
         };
-        let mut discovery = discovery;
         let metadata: Metadata = match serde_path_to_error::deserialize(
             &mut serde_json::Deserializer::from_slice(&body),
         ) {
             Ok(metadata) => metadata,
             Err(err) => {
                 let detail = format!("the discovery document is not valid: {err}");
-                discovery.detail = Some(detail.clone());
-                return Discovery {
-                    discovery,
-                    jwks: None,
-                    metadata: None,
-                    error: Some(ProviderError {
-                        reason: "discovery_invalid",
-                        detail,
-                    }),
-                };
+                return Discovery::refused(discovery, None, "discovery_invalid", detail);
             }
         };
         if metadata.issuer().as_str() != issuer {
@@ -268,16 +276,12 @@ impl Providers {
                 "the discovery document names the issuer `{}`, not `{issuer}`",
                 metadata.issuer().as_str()
             );
-            discovery.detail = Some(detail.clone());
-            return Discovery {
+            return Discovery::refused(
                 discovery,
-                jwks: None,
-                metadata: Some(metadata),
-                error: Some(ProviderError {
-                    reason: "discovery_issuer_mismatch",
-                    detail,
-                }),
-            };
+                Some(metadata),
+                "discovery_issuer_mismatch",
+                detail,
+            );
         }
         let endpoints = [
             Some(metadata.jwks_uri().url().clone()),
@@ -291,16 +295,7 @@ impl Providers {
         {
             let detail =
                 format!("the discovery document names an endpoint that is not https: {bad}");
-            discovery.detail = Some(detail.clone());
-            return Discovery {
-                discovery,
-                jwks: None,
-                metadata: Some(metadata),
-                error: Some(ProviderError {
-                    reason: "discovery_invalid",
-                    detail,
-                }),
-            };
+            return Discovery::refused(discovery, Some(metadata), "discovery_invalid", detail);
         }
         let jwks_url = metadata.jwks_uri().url().to_string();
         let (jwks_probe, jwks) = self.fetch_jwks(&jwks_url).await;

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use crate::audit::{self, Actor, AuditEvent};
@@ -127,40 +127,66 @@ pub async fn record_builtins(ctx: &Context) -> AppResult<()> {
         {
             continue;
         }
+        // Backend plugins start disabled: each needs its backend's address and credentials
+        // granted first, and an enabled provisioner is used for every new tenant.
+        let enabled = existing
+            .as_ref()
+            .map_or(inspection.world != World::Provisioner, |r| r.enabled);
         let row = PluginRow {
             name: (*name).to_owned(),
-            version: inspection.manifest.version.clone(),
-            world: inspection.world.to_string(),
-            wit_version: inspection.wit_version.clone(),
-            sha256: inspection.sha256.clone(),
-            manifest: serde_json::to_string(&inspection.manifest).map_err(AppError::internal)?,
-            component: None,
             builtin: true,
-            // Backend plugins start disabled: each needs its backend's address and credentials
-            // granted first, and an enabled provisioner is used for every new tenant.
-            enabled: existing
-                .as_ref()
-                .map_or(inspection.world != World::Provisioner, |r| r.enabled),
-            deadline_ms: existing.as_ref().and_then(|r| r.deadline_ms),
-            installed_by: "system".into(),
-            installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
-            updated_at: now,
+            ..plugin_row(&inspection, existing.as_ref(), None, enabled, "system", now)?
         };
-        transaction!(ctx.db, |tx| {
-            store::plugins::upsert(tx, &row).await?;
-            audit::record(
-                tx,
-                &Actor::system(),
-                AuditEvent::platform(
-                    "plugin.install",
-                    json!({ "name": row.name, "version": row.version, "world": row.world, "builtin": true }),
-                ),
-            )
-            .await?;
-            Ok(())
-        })?;
+        let details = json!({ "name": row.name, "version": row.version, "world": row.world, "builtin": true });
+        save_install(ctx, &Actor::system(), &row, details).await?;
     }
     Ok(())
+}
+
+/// The row of an inspected component, installed now by `by` (over `existing`, whose install
+/// time and deadline it keeps).
+fn plugin_row(
+    inspection: &manifest::Inspection,
+    existing: Option<&PluginMetaRow>,
+    component: Option<Vec<u8>>,
+    enabled: bool,
+    by: &str,
+    now: NaiveDateTime,
+) -> AppResult<PluginRow> {
+    Ok(PluginRow {
+        name: inspection.manifest.name.clone(),
+        version: inspection.manifest.version.clone(),
+        world: inspection.world.to_string(),
+        wit_version: inspection.wit_version.clone(),
+        sha256: inspection.sha256.clone(),
+        manifest: serde_json::to_string(&inspection.manifest).map_err(AppError::internal)?,
+        component,
+        builtin: false,
+        enabled,
+        deadline_ms: existing.and_then(|r| r.deadline_ms),
+        installed_by: by.to_owned(),
+        installed_at: existing.map_or(now, |r| r.installed_at),
+        updated_at: now,
+    })
+}
+
+/// Stores an installed plugin with its `plugin.install` audit record.
+async fn save_install(
+    ctx: &Context,
+    actor: &Actor,
+    row: &PluginRow,
+    details: Value,
+) -> AppResult<()> {
+    transaction!(ctx.db, |tx| {
+        store::plugins::upsert(tx, row).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform("plugin.install", details.clone()),
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 /// The capabilities the operator granted `name`.
@@ -208,35 +234,18 @@ pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<
         ));
     }
     let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.as_ref().clone());
-    let row = PluginRow {
-        name: name.clone(),
-        version: inspection.manifest.version.clone(),
-        world: inspection.world.to_string(),
-        wit_version: inspection.wit_version.clone(),
-        sha256: inspection.sha256.clone(),
-        manifest: serde_json::to_string(&inspection.manifest).map_err(AppError::internal)?,
-        component: Some(bytes),
-        builtin: false,
-        enabled: existing.as_ref().is_none_or(|r| r.enabled),
-        deadline_ms: existing.as_ref().and_then(|r| r.deadline_ms),
-        installed_by: actor.name.clone(),
-        installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
-        updated_at: now,
-    };
-    transaction!(ctx.db, |tx| {
-        store::plugins::upsert(tx, &row).await?;
-        audit::record(
-            tx,
-            actor,
-            AuditEvent::platform(
-                "plugin.install",
-                json!({ "name": row.name, "version": row.version, "world": row.world, "sha256": row.sha256,
-                        "upgraded_from": existing.as_ref().map(|r| r.version.clone()) }),
-            ),
-        )
-        .await?;
-        Ok(())
-    })?;
+    let enabled = existing.as_ref().is_none_or(|r| r.enabled);
+    let row = plugin_row(
+        &inspection,
+        existing.as_ref(),
+        Some(bytes),
+        enabled,
+        &actor.name,
+        now,
+    )?;
+    let details = json!({ "name": row.name, "version": row.version, "world": row.world, "sha256": row.sha256,
+                          "upgraded_from": existing.as_ref().map(|r| r.version.clone()) });
+    save_install(ctx, actor, &row, details).await?;
     get(ctx, &name).await
 }
 
@@ -393,15 +402,20 @@ pub async fn grant(
         audit::record(
             tx,
             actor,
-            AuditEvent::platform(
-                "plugin.grant",
-                json!({ "plugin": name, "kind": kind, "name": cap_name }),
-            ),
+            grant_event("plugin.grant", name, kind, &cap_name),
         )
         .await?;
         Ok(())
     })?;
     get(ctx, name).await
+}
+
+/// The audit record of a grant or a revocation.
+fn grant_event(action: &'static str, plugin: &str, kind: &str, cap_name: &str) -> AuditEvent {
+    AuditEvent::platform(
+        action,
+        json!({ "plugin": plugin, "kind": kind, "name": cap_name }),
+    )
 }
 
 /// Revokes a granted host or secret.
@@ -427,10 +441,7 @@ pub async fn revoke(
         audit::record(
             tx,
             actor,
-            AuditEvent::platform(
-                "plugin.revoke",
-                json!({ "plugin": name, "kind": kind, "name": cap_name }),
-            ),
+            grant_event("plugin.revoke", name, kind, cap_name),
         )
         .await?;
         Ok(())

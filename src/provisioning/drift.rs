@@ -4,12 +4,11 @@
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::store::provisioning as sql;
 use crate::tenants::Tenant;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::views::{ResourceView, resource_view};
+use super::views::{ResourceView, held_resources, resource_view};
 use super::{plugin_tenant, resource_context};
 
 /// A difference between what a tenant was provisioned with and what a backend holds.
@@ -34,17 +33,8 @@ pub struct DriftReport {
 
 /// Asks every backend the tenant holds resources in for drift (`observe`).
 pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
-    let rows = {
-        let mut conn = ctx.db.conn().await?;
-        sql::resources(&mut conn, &tenant.id).await?
-    };
-    let ptenant = plugin_tenant(
-        &tenant.id,
-        &tenant.slug,
-        &tenant.name,
-        tenant.tier.as_str(),
-        tenant.status.as_str(),
-    );
+    let rows = held_resources(ctx, tenant).await?;
+    let ptenant = plugin_tenant(tenant);
     let mut plugins: Vec<String> = Vec::new();
     for r in &rows {
         if !plugins.contains(&r.plugin) {

@@ -59,17 +59,10 @@ pub async fn queue_lifecycle_in(
     }
     let now = clock::now();
     let run_id = uuid::Uuid::now_v7().to_string();
-    let ptenant = plugin_tenant(
-        &tenant.id,
-        &tenant.slug,
-        &tenant.name,
-        tenant.tier.as_str(),
-        if change == LifecycleChange::Purge {
-            "purged"
-        } else {
-            tenant.status.as_str()
-        },
-    );
+    let mut ptenant = plugin_tenant(tenant);
+    if change == LifecycleChange::Purge {
+        ptenant.status = "purged".into();
+    }
     let mut steps = Vec::new();
     let mut push =
         |plugin: &str, step_id: &str, action: StepAction, description: String, input: String| {

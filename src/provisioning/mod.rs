@@ -20,6 +20,7 @@ mod views;
 pub use drift::{DriftItem, DriftReport, drift};
 pub use lifecycle::queue_lifecycle_in;
 pub(crate) use lifecycle::{CarriedResource, TransitionInput};
+use views::held_resources;
 pub use views::{
     ResourceView, RunView, StepView, get_run, list_runs, resources, run_url, run_view,
 };
@@ -41,7 +42,7 @@ pub use crate::store::vocabulary::{
     LifecycleChange, RunKind, RunStatus, StepAction, StepState, UnknownValue,
 };
 use crate::store::{self, Conn, provisioning as sql};
-use crate::tenants::{self, TenantStatus};
+use crate::tenants::{self, Tenant, TenantStatus};
 use crate::transaction;
 pub use request::ProvisionRequest;
 
@@ -68,19 +69,13 @@ pub enum Provisioned {
 }
 
 /// The run snapshot of the tenant handed to plugins.
-pub(crate) fn plugin_tenant(
-    row_id: &str,
-    slug: &str,
-    name: &str,
-    tier: &str,
-    status: &str,
-) -> PluginTenant {
+pub(crate) fn plugin_tenant(tenant: &Tenant) -> PluginTenant {
     PluginTenant {
-        id: row_id.to_owned(),
-        slug: slug.to_owned(),
-        name: name.to_owned(),
-        tier: tier.to_owned(),
-        status: status.to_owned(),
+        id: tenant.id.clone(),
+        slug: tenant.slug.clone(),
+        name: tenant.name.clone(),
+        tier: tenant.tier.to_string(),
+        status: tenant.status.to_string(),
     }
 }
 
@@ -202,13 +197,13 @@ pub async fn provision(
         TenantStatus::Provisioning,
         "provisioning",
     )?;
-    let ptenant = plugin_tenant(
-        &tenant_row.id,
-        &tenant_row.slug,
-        &tenant_row.name,
-        &tenant_row.tier,
-        "provisioning",
-    );
+    let ptenant = PluginTenant {
+        id: tenant_row.id.clone(),
+        slug: tenant_row.slug.clone(),
+        name: tenant_row.name.clone(),
+        tier: tenant_row.tier.clone(),
+        status: "provisioning".into(),
+    };
     // Plan with every backend (pure calls: nothing changes yet).
     let mut steps = Vec::new();
     for plugin in &prepared.backends {

@@ -305,13 +305,7 @@ impl Executor<'_> {
                     split(logged)
                 }
                 StepAction::Compensate => {
-                    let carried: CarriedResource = serde_json::from_str(&input).map_err(|e| {
-                        AppError::internal(anyhow::anyhow!(
-                            "step {} of run {}: unreadable resource to undo: {e}",
-                            step.step_id,
-                            step.run_id
-                        ))
-                    })?;
+                    let carried: CarriedResource = carried(step, &input, "resource to undo")?;
                     let logged = ctx
                         .plugins
                         .compensate(
@@ -342,13 +336,7 @@ impl Executor<'_> {
                 StepAction::Transition => {
                     // Strict: a change that is not one of the four stops the step, it is
                     // never guessed.
-                    let carried: TransitionInput = serde_json::from_str(&input).map_err(|e| {
-                        AppError::internal(anyhow::anyhow!(
-                            "step {} of run {}: unreadable transition: {e}",
-                            step.step_id,
-                            step.run_id
-                        ))
-                    })?;
+                    let carried: TransitionInput = carried(step, &input, "transition")?;
                     let change = match carried.change {
                         LifecycleChange::Suspend => plugins::LifecycleChange::Suspend,
                         LifecycleChange::Reactivate => plugins::LifecycleChange::Reactivate,
@@ -381,18 +369,7 @@ impl Executor<'_> {
                     return Ok(Ended::Done);
                 }
                 Err(failure) => {
-                    let (transient, message) = match failure {
-                        Failure::Transient(m) => (true, m),
-                        Failure::Permanent(m) => (false, m),
-                    };
-                    self.ctx
-                        .metrics
-                        .step_failures
-                        .with_label_values(&[
-                            step.plugin.as_str(),
-                            if transient { "transient" } else { "permanent" },
-                        ])
-                        .inc();
+                    let (transient, message) = self.count_failure(&step.plugin, failure);
                     step.error = Some(message.clone());
                     let attempts_left =
                         step.attempts < i64::from(self.ctx.config.provisioning.max_attempts);
@@ -520,18 +497,7 @@ impl Executor<'_> {
                     return Ok(Ended::Done);
                 }
                 Err(failure) => {
-                    let (transient, message) = match failure {
-                        Failure::Transient(m) => (true, m),
-                        Failure::Permanent(m) => (false, m),
-                    };
-                    self.ctx
-                        .metrics
-                        .step_failures
-                        .with_label_values(&[
-                            step.plugin.as_str(),
-                            if transient { "transient" } else { "permanent" },
-                        ])
-                        .inc();
+                    let (transient, message) = self.count_failure(&step.plugin, failure);
                     step.error = Some(format!("compensation: {message}"));
                     if transient && attempts < self.ctx.config.provisioning.max_attempts {
                         self.save_step(step).await?;
@@ -544,6 +510,21 @@ impl Executor<'_> {
                 }
             }
         }
+    }
+
+    /// Counts a failed step attempt of `plugin` in the metrics; whether it was transient, and
+    /// its message.
+    fn count_failure(&self, plugin: &str, failure: Failure) -> (bool, String) {
+        let (transient, message) = match failure {
+            Failure::Transient(m) => (true, m),
+            Failure::Permanent(m) => (false, m),
+        };
+        self.ctx
+            .metrics
+            .step_failures
+            .with_label_values(&[plugin, if transient { "transient" } else { "permanent" }])
+            .inc();
+        (transient, message)
     }
 
     /// Delay before attempt `attempts + 1`: base × 2^(attempts−1), capped, with ±20 % jitter.
@@ -565,4 +546,20 @@ fn provisioner() -> Actor {
         source_ip: None,
         request_id: None,
     }
+}
+
+/// What a compensation or transition step carries, read from its stored input (`what` names it
+/// in the error).
+fn carried<T: serde::de::DeserializeOwned>(
+    step: &StepRow,
+    input: &str,
+    what: &str,
+) -> AppResult<T> {
+    serde_json::from_str(input).map_err(|e| {
+        AppError::internal(anyhow::anyhow!(
+            "step {} of run {}: unreadable {what}: {e}",
+            step.step_id,
+            step.run_id
+        ))
+    })
 }

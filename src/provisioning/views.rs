@@ -198,10 +198,15 @@ pub(super) fn resource_view(r: &ResourceRow) -> ResourceView {
 }
 
 pub async fn resources(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<ResourceView>> {
-    let mut conn = ctx.db.conn().await?;
-    Ok(sql::resources(&mut conn, &tenant.id)
+    Ok(held_resources(ctx, tenant)
         .await?
         .iter()
         .map(resource_view)
         .collect())
+}
+
+/// The rows of what the tenant holds in its backends, oldest first.
+pub(super) async fn held_resources(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<ResourceRow>> {
+    let mut conn = ctx.db.conn().await?;
+    sql::resources(&mut conn, &tenant.id).await
 }

@@ -9,7 +9,7 @@ use super::model::{Contact, TenantSlug, Tier};
 use crate::error::FieldError;
 use crate::roles::RoleMapping;
 
-/// Scopes as the seed sends them (`"openid,profile,email"`) or as a list.
+/// Scopes as a comma-separated string (`"openid,profile,email"`) or as a list.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Scopes {
@@ -107,7 +107,7 @@ pub struct TenantPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<RoleMapping>)]
     pub role_mapping: Option<Option<RoleMapping>>,
-    /// `false` suspends the tenant, `true` reactivates it (the seed's soft deprovision).
+    /// `false` suspends the tenant, `true` reactivates it (soft deprovisioning).
     #[serde(default)]
     pub is_active: Option<bool>,
     /// Reason recorded when `is_active` changes the status.

@@ -246,7 +246,7 @@ pub struct Tenant {
     pub status: TenantStatus,
     pub status_reason: Option<String>,
     pub status_changed_at: DateTime<Utc>,
-    /// True while the tenant is `trial` or `active` (the seed's `is_active`).
+    /// True while the tenant is `trial` or `active` (what the API's `is_active` reports).
     pub is_active: bool,
     pub trial_ends_at: Option<DateTime<Utc>>,
     /// When a canceled or deleted tenant may be purged without `force`.

@@ -159,20 +159,6 @@ pub async fn apply_patch(
     slug: &str,
     checked: CheckedPatch<'_>,
 ) -> AppResult<(TenantRow, Option<(Transition, String)>)> {
-    let CheckedPatch {
-        patch,
-        name,
-        tier,
-        contact,
-        issuer,
-        client_id,
-        secret,
-        scopes,
-        db_uri,
-        schema,
-        reason,
-        role_mapping,
-    } = checked;
     {
         let mut row = find_in(tx, slug).await?;
         let mut changed: Vec<&str> = Vec::new();
@@ -181,49 +167,49 @@ pub async fn apply_patch(
                 changed.push(field);
             }
         };
-        if let Some(Some(name)) = name {
+        if let Some(Some(name)) = checked.name {
             set("name", row.name != name);
             row.name = name;
         }
-        if let Some(Some(tier)) = tier {
+        if let Some(Some(tier)) = checked.tier {
             set("tier", row.tier != tier.as_str());
             row.tier = tier.to_string();
         }
-        if let Some(Some(contact)) = contact {
+        if let Some(Some(contact)) = checked.contact {
             let contact = serde_json::to_string(&contact).map_err(AppError::internal)?;
             set("contact", row.contact != contact);
             row.contact = contact;
         }
-        if let Some(metadata) = &patch.metadata {
+        if let Some(metadata) = &checked.patch.metadata {
             let metadata = serde_json::Value::Object(metadata.clone()).to_string();
             set("metadata", row.metadata != metadata);
             row.metadata = metadata;
         }
-        if let Some(issuer) = issuer {
+        if let Some(issuer) = checked.issuer {
             let issuer = issuer.flatten();
             set("oauth_issuer", row.oauth_issuer != issuer);
             row.oauth_issuer = issuer;
         }
-        if let Some(client_id) = client_id {
+        if let Some(client_id) = checked.client_id {
             let client_id = client_id.flatten();
             set("client_id", row.client_id != client_id);
             row.client_id = client_id;
         }
-        if let Some(scopes) = scopes.flatten() {
+        if let Some(scopes) = checked.scopes.flatten() {
             set("scopes", row.scopes != scopes);
             row.scopes = scopes;
         }
-        if let Some(schema) = schema {
+        if let Some(schema) = checked.schema {
             let schema = schema.flatten();
             set("default_schema", row.default_schema != schema);
             row.default_schema = schema;
         }
-        if let Some(mapping) = role_mapping {
+        if let Some(mapping) = checked.role_mapping {
             let mapping = mapping.flatten();
             set("role_mapping", row.role_mapping != mapping);
             row.role_mapping = mapping;
         }
-        if let Some(uri) = db_uri {
+        if let Some(uri) = checked.db_uri {
             match uri.flatten() {
                 Some(uri) => {
                     let fp = fingerprint(&uri);
@@ -239,7 +225,7 @@ pub async fn apply_patch(
             }
         }
         let mut secret_rotated = None;
-        if let Some(secret) = secret {
+        if let Some(secret) = checked.secret {
             match secret.flatten() {
                 Some(secret) => {
                     let fp = fingerprint(&secret);
@@ -270,7 +256,7 @@ pub async fn apply_patch(
             ));
         }
 
-        let transition = match patch.is_active {
+        let transition = match checked.patch.is_active {
             Some(false) if status_of(&row)?.is_active() => Some(Transition::Suspend),
             Some(true) if status_of(&row)? == TenantStatus::Suspended => {
                 Some(Transition::Reactivate)
@@ -304,7 +290,7 @@ pub async fn apply_patch(
             .await?;
         }
         if let Some(transition) = transition {
-            let reason = reason.clone().unwrap_or_else(|| {
+            let reason = checked.reason.clone().unwrap_or_else(|| {
                 format!(
                     "is_active set to {} by PATCH",
                     transition == Transition::Reactivate

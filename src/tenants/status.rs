@@ -42,13 +42,7 @@ pub(crate) async fn finish_provisioning(
         let started = row.status_changed_at;
         row.trial_ends_at = Some(now + (end - started));
     }
-    row.status = to.to_string();
-    row.status_reason = Some(reason.to_owned());
-    row.status_changed_at = now;
-    row.updated_at = now;
-    row.version += 1;
-    save(tx, &row).await?;
-    record_status(tx, &row, Some(from), to, reason, actor).await?;
+    change_status(tx, &mut row, from, to, reason, actor, now).await?;
     audit::record(
         tx,
         actor,
@@ -155,13 +149,7 @@ pub(super) async fn apply_transition(
     let to = transition
         .target(from, in_trial)
         .ok_or_else(|| illegal(&row, transition))?;
-    row.status = to.to_string();
-    row.status_reason = Some(reason.to_owned());
-    row.status_changed_at = now;
-    row.updated_at = now;
-    row.version += 1;
-    save(tx, &row).await?;
-    record_status(tx, &row, Some(from), to, reason, actor).await?;
+    change_status(tx, &mut row, from, to, reason, actor, now).await?;
     audit::record(
         tx,
         actor,
@@ -232,6 +220,25 @@ pub async fn purge_in(
         .await?;
         Ok(row)
     }
+}
+
+/// Moves `row` from `from` to `to` at `now`: saves it (a new version) and its history entry.
+async fn change_status(
+    tx: &mut Conn,
+    row: &mut TenantRow,
+    from: TenantStatus,
+    to: TenantStatus,
+    reason: &str,
+    actor: &Actor,
+    now: chrono::NaiveDateTime,
+) -> AppResult<()> {
+    row.status = to.to_string();
+    row.status_reason = Some(reason.to_owned());
+    row.status_changed_at = now;
+    row.updated_at = now;
+    row.version += 1;
+    save(tx, row).await?;
+    record_status(tx, row, Some(from), to, reason, actor).await
 }
 
 pub(super) async fn record_status(

@@ -3,13 +3,14 @@
 
 use super::super::request::{self, ProvisionRequest};
 use super::super::{
-    Provisioned, pending_step, plugin_tenant, queued_run, resource_context, run_url, step_context,
+    Provisioned, held_resources, pending_step, plugin_tenant, queued_run, resource_context,
+    run_url, step_context,
 };
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::PluginError;
+use crate::plugins::{PluginError, PluginTenant};
 use crate::store::models::StepRow;
 use crate::store::provisioning as sql;
 use crate::tenants::{self, Tenant, TenantPatch, TenantStatus};
@@ -73,13 +74,13 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
                 prepared.tenant.tier.as_str()
             ),
         )];
-        let ptenant = plugin_tenant(
-            "(new)",
-            &slug,
-            &prepared.tenant.name,
-            prepared.tenant.tier.as_str(),
-            "provisioning",
-        );
+        let ptenant = PluginTenant {
+            id: "(new)".into(),
+            slug: slug.clone(),
+            name: prepared.tenant.name.clone(),
+            tier: prepared.tenant.tier.to_string(),
+            status: "provisioning".into(),
+        };
         for plugin in &prepared.backends {
             for step in plan_steps(ctx, &prepared, plugin, &ptenant).await? {
                 items.push(item(
@@ -203,17 +204,11 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
     }
 
     // Backends: the plan of each plugin against what the tenant holds.
-    let held = {
-        let mut conn = ctx.db.conn().await?;
-        sql::resources(&mut conn, &tenant.id).await?
+    let held = held_resources(ctx, &tenant).await?;
+    let ptenant = PluginTenant {
+        tier: v.tier.to_string(),
+        ..plugin_tenant(&tenant)
     };
-    let ptenant = plugin_tenant(
-        &tenant.id,
-        &tenant.slug,
-        &tenant.name,
-        v.tier.as_str(),
-        tenant.status.as_str(),
-    );
     let mut steps = Vec::new();
     let mut planned_keys = Vec::new();
     for plugin in &prepared.backends {
@@ -408,13 +403,7 @@ pub(super) async fn queue_apply(
 ) -> AppResult<String> {
     let now = clock::now();
     let run_id = uuid::Uuid::now_v7().to_string();
-    let ptenant = plugin_tenant(
-        &tenant.id,
-        &tenant.slug,
-        &tenant.name,
-        tenant.tier.as_str(),
-        tenant.status.as_str(),
-    );
+    let ptenant = plugin_tenant(tenant);
     let mut backends: Vec<String> = Vec::new();
     let rows: Vec<StepRow> = steps
         .iter()
