@@ -11,23 +11,16 @@
 //! requests/s to the unauthenticated baseline's. A table goes to stdout and JSON to
 //! `target/bench-auth.json`.
 
+mod common;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
 use tenantry::app;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, KeySpec, Principal, Role, TenantScope};
-use tenantry::config::Config;
 use tenantry::tenants::{self, NewTenant};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Clone, Copy)]
 enum Credential<'a> {
@@ -145,22 +138,10 @@ async fn drop_database(db: &Database) {
     }
 }
 
-fn config(dir: &std::path::Path, url: &str) -> Config {
-    let key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-    Config {
-        data_dir: dir.to_path_buf(),
-        database_url: Some(url.to_owned()),
-        master_key: Some(base64::engine::general_purpose::STANDARD.encode(key)),
-        bootstrap_admin_password: Some("correct horse battery staple".into()),
-        log_level: "off".into(),
-        ..Config::default()
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    let seconds = env_num("BENCH_SECONDS", 5);
-    let concurrency = env_num("BENCH_CONCURRENCY", 16);
+    let seconds = common::env_num::<u64>("BENCH_SECONDS", 5);
+    let concurrency = common::env_num::<u64>("BENCH_CONCURRENCY", 16);
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let mut report = Vec::new();
     println!(
@@ -173,7 +154,7 @@ async fn main() {
     for backend in backends.split(',').filter(|b| !b.is_empty()) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = database(backend, dir.path()).await;
-        let (ctx, _) = app::open(config(dir.path(), &db.url))
+        let (ctx, _) = app::open(common::config(dir.path(), Some(db.url.clone())))
             .await
             .expect("server opens");
         let actor = Actor::system();

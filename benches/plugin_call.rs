@@ -10,20 +10,13 @@
 //! - host, async API: the same through `PluginHost::evaluate` (semaphore + blocking pool hop);
 //! - actix-web request: `GET /health` on the running server over loopback HTTP.
 
+mod common;
+
 use std::hint::black_box;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use tenantry::config::Config;
 use tenantry::plugins::{PluginTenant, Usage};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The rule of `plugins/tier-quota` for the metrics measured, as a plain function.
 fn plain_rule(tier: &str, usage: &[(&str, u64)]) -> (bool, bool) {
@@ -56,15 +49,9 @@ fn per_call(total: Duration, n: usize) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n = env_usize("BENCH_ITERATIONS", 5_000);
+    let n = common::env_num::<usize>("BENCH_ITERATIONS", 5_000);
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        bootstrap_admin_password: Some("benchmark-password".into()),
-        master_key: Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
-        log_level: "off".into(),
-        ..Config::default()
-    };
+    let config = common::config(dir.path(), None);
     let (ctx, _) = tenantry::app::open(config).await.expect("open");
     let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap())
         .expect("start");

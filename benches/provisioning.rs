@@ -27,13 +27,14 @@
 //! written as JSON to `target/bench-provisioning.json`. `BENCH_SERVER_POLL_MS` overrides the
 //! server's `provisioning.poll_interval_ms` (default: the server's default, 1000 ms).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::{Value, json};
 use tenantry::app::RunningServer;
@@ -42,13 +43,6 @@ use tenantry::auth::{self, Role};
 use tenantry::config::{Config, ProvisioningConfig};
 use tenantry::context::Context;
 use tenantry::plugin_registry as registry;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
@@ -149,14 +143,7 @@ impl Server {
             }
             other => panic!("unknown database `{other}` (sqlite or postgres)"),
         };
-        let mut config = Config {
-            data_dir: dir.path().to_path_buf(),
-            database_url,
-            bootstrap_admin_password: Some("benchmark-password".into()),
-            master_key: Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
-            log_level: "off".into(),
-            ..Config::default()
-        };
+        let mut config = common::config(dir.path(), database_url);
         config.provisioning.workers = workers;
         if let Some(poll) = server_poll_ms {
             config.provisioning.poll_interval_ms = poll;
@@ -557,9 +544,9 @@ fn print_header() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n = env_usize("BENCH_N", 100);
-    let n50 = env_usize("BENCH_N50", 200);
-    let client_poll = Duration::from_millis(env_usize("BENCH_CLIENT_POLL_MS", 5) as u64);
+    let n = common::env_num::<usize>("BENCH_N", 100);
+    let n50 = common::env_num::<usize>("BENCH_N50", 200);
+    let client_poll = Duration::from_millis(common::env_num::<u64>("BENCH_CLIENT_POLL_MS", 5));
     let server_poll = std::env::var("BENCH_SERVER_POLL_MS")
         .ok()
         .and_then(|v| v.parse().ok());

@@ -8,21 +8,14 @@
 //! work that does not grow with the number of tenants shows a ratio near 1. Every list request
 //! returns a full page (50) at both sizes, so the responses compared are the same size.
 
+mod common;
+
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, Role};
-use tenantry::config::Config;
 use tenantry::tenants::{self, NewTenant};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Stats {
     median: Duration,
@@ -80,17 +73,11 @@ async fn grow(ctx: &tenantry::context::Context, from: usize, to: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let small = env_usize("BENCH_SMALL", 200);
-    let large = env_usize("BENCH_LARGE", 20_000);
-    let requests = env_usize("BENCH_REQUESTS", 2000);
+    let small = common::env_num::<usize>("BENCH_SMALL", 200);
+    let large = common::env_num::<usize>("BENCH_LARGE", 20_000);
+    let requests = common::env_num::<usize>("BENCH_REQUESTS", 2000);
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        bootstrap_admin_password: Some("benchmark-password".into()),
-        master_key: Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
-        log_level: "off".into(),
-        ..Config::default()
-    };
+    let config = common::config(dir.path(), None);
     let (ctx, _) = tenantry::app::open(config).await.expect("open");
     let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap())
         .expect("start");

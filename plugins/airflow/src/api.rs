@@ -175,16 +175,6 @@ impl Kubernetes {
         self.api.host()
     }
 
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        what: &str,
-    ) -> Result<Answer, PluginError> {
-        self.api.json(method, path, body, what)
-    }
-
     /// POSTs an object to its collection; 409 means it exists.
     pub fn create(
         &self,
@@ -192,7 +182,7 @@ impl Kubernetes {
         body: &Value,
         what: &str,
     ) -> Result<Created, PluginError> {
-        let response = self.call("POST", collection, Some(body), what)?;
+        let response = self.api.json("POST", collection, Some(body), what)?;
         match response.status {
             200..=202 => Ok(Created::Created),
             409 => Ok(Created::Existed),
@@ -202,7 +192,7 @@ impl Kubernetes {
 
     /// GETs an object: whether it exists.
     pub fn exists(&self, path: &str, what: &str) -> Result<bool, PluginError> {
-        let response = self.call("GET", path, None, what)?;
+        let response = self.api.json("GET", path, None, what)?;
         match response.status {
             200 => Ok(true),
             404 => Ok(false),
@@ -212,7 +202,7 @@ impl Kubernetes {
 
     /// DELETEs an object: true when deleted, false when it was gone.
     pub fn delete(&self, path: &str, what: &str) -> Result<bool, PluginError> {
-        let response = self.call("DELETE", path, None, what)?;
+        let response = self.api.json("DELETE", path, None, what)?;
         match response.status {
             200 | 202 | 204 => Ok(true),
             404 => Ok(false),

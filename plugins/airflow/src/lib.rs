@@ -695,16 +695,7 @@ fn transition(
                         }
                     };
                     if slots != 0 {
-                        af.patch(
-                            "pools",
-                            &pool,
-                            Some("slots"),
-                            &json!({
-                                "name": pool,
-                                "slots": 0,
-                                "include_deferred": current["include_deferred"].as_bool().unwrap_or(false),
-                            }),
-                        )?;
+                        set_pool_slots(&af, &pool, &current, 0)?;
                     }
                     output["previous_slots"] = json!(previous);
                 }
@@ -731,16 +722,7 @@ fn transition(
                     match af.get("pools", &pool)? {
                         None => output["note"] = json!("the tenant has no pool in Airflow"),
                         Some(current) => {
-                            af.patch(
-                                "pools",
-                                &pool,
-                                Some("slots"),
-                                &json!({
-                                    "name": pool,
-                                    "slots": slots,
-                                    "include_deferred": current["include_deferred"].as_bool().unwrap_or(false),
-                                }),
-                            )?;
+                            set_pool_slots(&af, &pool, &current, slots)?;
                             output["slots"] = json!(slots);
                         }
                     }
@@ -773,6 +755,27 @@ fn transition(
             Ok(out)
         }
     }
+}
+
+/// Sets the slots of the tenant's pool (`current`: the pool as Airflow has it), keeping its
+/// other settings.
+fn set_pool_slots(
+    af: &Airflow,
+    pool: &str,
+    current: &Value,
+    slots: i64,
+) -> Result<(), PluginError> {
+    af.patch(
+        "pools",
+        pool,
+        Some("slots"),
+        &json!({
+            "name": pool,
+            "slots": slots,
+            "include_deferred": current["include_deferred"].as_bool().unwrap_or(false),
+        }),
+    )?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

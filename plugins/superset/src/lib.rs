@@ -962,34 +962,21 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                 )
                 .unwrap_or_default();
                 let then = DatabaseUrl::parse(&input.uri).unwrap_or_default();
+                let port = |p: Option<u16>| Some(p.map_or("default".into(), |p| p.to_string()));
                 let mut changes = Vec::new();
-                if now.host != then.host {
-                    changes.push(format!(
-                        "host {} → {}",
-                        then.host.unwrap_or_default(),
-                        now.host.unwrap_or_default()
-                    ));
-                }
-                if now.port != then.port {
-                    changes.push(format!(
-                        "port {} → {}",
-                        then.port.map_or("default".into(), |p| p.to_string()),
-                        now.port.map_or("default".into(), |p| p.to_string())
-                    ));
-                }
-                if now.database != then.database {
-                    changes.push(format!(
-                        "database {} → {}",
-                        then.database.unwrap_or_default(),
-                        now.database.unwrap_or_default()
-                    ));
-                }
-                if now.username != then.username {
-                    changes.push(format!(
-                        "user {} → {}",
-                        then.username.unwrap_or_default(),
-                        now.username.unwrap_or_default()
-                    ));
+                for (what, then, now) in [
+                    ("host", then.host, now.host),
+                    ("port", port(then.port), port(now.port)),
+                    ("database", then.database, now.database),
+                    ("user", then.username, now.username),
+                ] {
+                    if then != now {
+                        changes.push(format!(
+                            "{what} {} → {}",
+                            then.unwrap_or_default(),
+                            now.unwrap_or_default()
+                        ));
+                    }
                 }
                 if !changes.is_empty() {
                     drift(resource, format!("changed: {}", changes.join(", ")));
