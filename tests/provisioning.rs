@@ -715,7 +715,7 @@ async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backen
         json!([{ "plugin": "recorder", "resource": "resource lifeco-beta", "problem": "missing" }])
     );
 
-    // The seed's soft deprovisioning (`PATCH is_active`) reaches the backends too.
+    // Soft deprovisioning (`PATCH is_active`) reaches the backends too.
     for (active, change) in [(false, "suspend"), (true, "reactivate")] {
         let (status, body) = app
             .patch("/api/v1/tenant/lifeco", json!({ "is_active": active }))
