@@ -24,6 +24,8 @@ pub struct Context {
     pub auth_limits: Arc<crate::limits::AuthLimits>,
     /// Identity providers' discovery documents and keys, cached by issuer.
     pub providers: Arc<crate::identity_providers::Providers>,
+    /// Tenants' quota decisions, as their policies last gave them (this server's copy).
+    pub quota_decisions: Arc<crate::limits::QuotaDecisions>,
 }
 
 impl Context {
@@ -46,6 +48,7 @@ impl Context {
             key_limits: Arc::new(crate::limits::KeyLimits::default()),
             auth_limits: Arc::new(crate::limits::AuthLimits::new(&config.auth)),
             providers: Arc::new(crate::identity_providers::Providers::new(&config.auth)?),
+            quota_decisions: Arc::new(crate::limits::QuotaDecisions::default()),
             config: Arc::new(config),
         })
     }

@@ -53,6 +53,9 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("{}", validation_message(.0))]
     Validation(Vec<FieldError>),
+    /// What was asked would take a metric past its hard limit: refused, not counted.
+    #[error("{message}")]
+    QuotaExceeded { message: String, details: Value },
     #[error("{0}")]
     Unavailable(String),
     #[error("method {method} is not allowed here (allowed: {})", .allowed.join(", "))]
@@ -119,6 +122,7 @@ impl AppError {
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::Validation(_) => "validation_failed",
+            AppError::QuotaExceeded { .. } => "quota_exceeded",
             AppError::Unavailable(_) => "unavailable",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::RateLimited { .. } => "rate_limited",
@@ -131,6 +135,7 @@ impl AppError {
             AppError::Validation(fields) => json!({ "fields": fields }),
             AppError::Conflict { details, .. } if details.is_object() => details.clone(),
             AppError::Conflict { .. } => json!({}),
+            AppError::QuotaExceeded { details, .. } => details.clone(),
             AppError::NotFound { what, key } => json!({ "resource": what, "key": key }),
             AppError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             AppError::RateLimited {
@@ -170,6 +175,7 @@ impl ResponseError for AppError {
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::QuotaExceeded { .. } => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

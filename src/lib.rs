@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod plugin_registry;
 pub mod plugins;
 pub mod provisioning;
+pub mod quotas;
 pub mod roles;
 pub mod secrets;
 pub mod store;

@@ -183,3 +183,58 @@ mod tests {
         assert!(limits.key_blocked(Some("t"), Some("10.0.0.9")).is_none());
     }
 }
+
+/// The quota decisions of tenants as their policy last gave them, kept by each server so that
+/// the policy is asked only when a tenant's tier, overrides or usage change, or when a decision
+/// is older than its time to live.
+#[derive(Default)]
+pub struct QuotaDecisions {
+    by_tenant: Mutex<HashMap<String, std::sync::Arc<CachedDecision>>>,
+}
+
+/// A policy's decision on a tenant.
+#[derive(Debug, Clone)]
+pub struct CachedDecision {
+    /// What the decision was asked on: the policy, the tier and the overrides.
+    pub key: String,
+    /// The usage it was asked on (a fingerprint).
+    pub usage: u64,
+    pub decided_at: Instant,
+    /// Each metric's limit without the tenant's overrides (the tier's default).
+    pub defaults: HashMap<String, Option<u64>>,
+    pub decision: crate::plugins::Decision,
+}
+
+impl QuotaDecisions {
+    pub fn get(&self, tenant_id: &str) -> Option<std::sync::Arc<CachedDecision>> {
+        self.by_tenant
+            .lock()
+            .expect("quota decisions")
+            .get(tenant_id)
+            .cloned()
+    }
+
+    pub fn put(&self, tenant_id: &str, decision: CachedDecision) -> std::sync::Arc<CachedDecision> {
+        let decision = std::sync::Arc::new(decision);
+        let mut map = self.by_tenant.lock().expect("quota decisions");
+        if map.len() >= MAX_TRACKED_KEYS * 10 && !map.contains_key(tenant_id) {
+            // Bounded: the oldest half goes (it is asked again when needed).
+            let mut ages: Vec<(Instant, String)> =
+                map.iter().map(|(k, v)| (v.decided_at, k.clone())).collect();
+            ages.sort();
+            for (_, key) in ages.into_iter().take(map.len() / 2) {
+                map.remove(&key);
+            }
+        }
+        map.insert(tenant_id.to_owned(), decision.clone());
+        decision
+    }
+
+    /// Forgets a tenant's decision: the next use asks its policy.
+    pub fn forget(&self, tenant_id: &str) {
+        self.by_tenant
+            .lock()
+            .expect("quota decisions")
+            .remove(tenant_id);
+    }
+}

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub step_failures: IntCounterVec,
     pub auth_attempts: IntCounterVec,
     pub auth_failures: IntCounterVec,
+    pub quota_rejections: IntCounterVec,
+    pub quota_policy_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -100,6 +102,28 @@ impl Metrics {
             &["tenant", "method", "reason"],
         )
         .expect("metric definition");
+        let quota_rejections = IntCounterVec::new(
+            Opts::new(
+                "tenantry_quota_rejections_total",
+                "Uses refused at a hard quota limit, by metric and tier",
+            ),
+            &["metric", "tier"],
+        )
+        .expect("metric definition");
+        let quota_policy_failures = IntCounterVec::new(
+            Opts::new(
+                "tenantry_quota_policy_failures_total",
+                "Quota policy calls that failed (the last good decision stays in force)",
+            ),
+            &["policy"],
+        )
+        .expect("metric definition");
+        registry
+            .register(Box::new(quota_rejections.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(quota_policy_failures.clone()))
+            .expect("register");
         registry
             .register(Box::new(auth_attempts.clone()))
             .expect("register");
@@ -138,6 +162,8 @@ impl Metrics {
             step_failures,
             auth_attempts,
             auth_failures,
+            quota_rejections,
+            quota_policy_failures,
         }
     }
 

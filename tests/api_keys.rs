@@ -214,11 +214,15 @@ async fn tenant_keys_are_shown_once_rotated_revoked_and_scoped(backend: Backend)
         .post("/api/v1/tenant/acme/suspend", json!({ "reason": "unpaid" }))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = call(&app, &newest, Method::GET, "/api/v1/tenant/acme", None).await;
+    let (status, body) = call(&app, &newest, Method::GET, "/api/v1/tenant/acme", None).await;
     assert_eq!(
         status,
-        StatusCode::UNAUTHORIZED,
-        "a suspended tenant's keys stop"
+        StatusCode::FORBIDDEN,
+        "a suspended tenant's keys stop, and say why: {body}"
+    );
+    assert_eq!(
+        body["error"]["message"],
+        "tenant acme is suspended: its API keys are refused until it is active again"
     );
 
     // Every change is audited.

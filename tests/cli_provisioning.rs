@@ -4,91 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 
+use common::Backend;
+use common::cli::Cli;
 use common::recorder::RecorderBackend;
-use common::{Backend, TestDatabase, random_master_key};
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
-
-struct Cli {
-    dir: tempfile::TempDir,
-    database: TestDatabase,
-    master_key: String,
-    env: Vec<(String, String)>,
-}
-
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Cli {
-    async fn new(backend: Backend) -> Cli {
-        let dir = tempfile::tempdir().unwrap();
-        let database = TestDatabase::create(backend, dir.path()).await;
-        Cli {
-            dir,
-            database,
-            master_key: random_master_key(),
-            env: Vec::new(),
-        }
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    async fn run(&self, args: &[&str]) -> Run {
-        let mut command = tokio::process::Command::new(BIN);
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("USER", "operator")
-            .env("TENANTRY_DATA_DIR", self.dir.path())
-            .env("DATABASE_URL", &self.database.url)
-            .env("TENANTRY_MASTER_KEY", &self.master_key)
-            .env("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "100")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        let output = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
-            .await
-            .expect("tenantry finishes")
-            .expect("tenantry runs");
-        Run {
-            ok: output.status.success(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let run = self.run(args).await;
-        assert!(
-            run.ok,
-            "tenantry {args:?} failed:\n{}\n{}",
-            run.stdout, run.stderr
-        );
-        run.stdout
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut all = vec!["--output", "json"];
-        all.extend_from_slice(args);
-        let out = self.ok(&all).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-    }
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -54,6 +54,7 @@ const LAYERS: &[Layer] = &[
             "provisioning",
             "lifecycle",
             "plugin_registry",
+            "quotas",
         ],
         ordered: true,
     },

@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod ops;
 pub mod plugins;
 pub mod provisioning;
+pub mod quotas;
 pub mod rules;
 pub mod sso;
 pub mod tenants;
@@ -32,6 +33,7 @@ fn configure(cfg: &mut ServiceConfig) {
             .configure(admin::routes)
             .configure(plugins::routes)
             .configure(provisioning::routes)
+            .configure(quotas::routes)
             .service(openapi_json),
     )
     .configure(ops::routes);

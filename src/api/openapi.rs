@@ -41,6 +41,7 @@ use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema as _};
         (name = "plugins", description = "Wasm plugins: install, inspect, enable, grant"),
         (name = "templates", description = "Connection and asset templates, versioned"),
         (name = "provisioning", description = "Provisioning runs: the saga that brings tenants into backends"),
+        (name = "quotas", description = "Metrics, limits and overrides, reported usage and the usage summary"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

@@ -37,6 +37,8 @@ const PLACEHOLDER: &str = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$";
 const TAG: &str = r"^[a-z0-9_-]{1,40}$";
 /// A host an operator grants a plugin: a DNS name or address, with an optional port or `:*`.
 const GRANTABLE_HOST: &str = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|\*))?$";
+/// A metric's name.
+const METRIC: &str = r"^[a-z][a-z0-9_]{0,62}$";
 /// An idempotency key: visible ASCII.
 const IDEMPOTENCY_KEY: &str = r"^[!-~]{1,255}$";
 
@@ -124,6 +126,23 @@ fn tiers_or_null() -> Vec<Value> {
 /// (schema, property → rule): merged into the properties of the document's schemas.
 fn schema_rules() -> Vec<(&'static str, Value)> {
     vec![
+        (
+            "UsageEvent",
+            json!({
+                "id": { "pattern": OPTIONAL_TEXT, "minLength": 1, "maxLength": 200 },
+                "metric": { "pattern": METRIC },
+                "increment": { "maximum": i64::MAX },
+                "value": { "maximum": i64::MAX },
+            }),
+        ),
+        (
+            "UsageBatch",
+            json!({ "events": { "minItems": 1, "maxItems": crate::quotas::report::MAX_BATCH } }),
+        ),
+        (
+            "CheckRequest",
+            json!({ "metric": { "pattern": METRIC }, "increment": { "maximum": i64::MAX } }),
+        ),
         (
             "NewTenant",
             merge(

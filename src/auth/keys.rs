@@ -417,8 +417,14 @@ pub async fn rotate_key(
 #[derive(Debug)]
 pub enum KeyOutcome {
     Authenticated(Principal),
-    /// Not a live key (unknown, wrong secret, revoked, expired, or its tenant is not active).
+    /// Not a live key (unknown, wrong secret, revoked, expired).
     Refused,
+    /// A live key of a tenant that is not active (suspended, canceled, deleted…): the caller
+    /// holds a good key, so it is told why.
+    TenantInactive {
+        slug: String,
+        status: String,
+    },
     /// Too many failed attempts from this address or against this tenant's keys: wait.
     Blocked(std::time::Duration),
 }
@@ -497,6 +503,14 @@ pub async fn authenticate_key(
                 .inc();
             principal
         }
+        Err("tenant_inactive") => {
+            refuse(label, "tenant_inactive");
+            let (slug, status) = tenant_row
+                .as_ref()
+                .map(|t| (t.slug.clone(), t.status.clone()))
+                .unwrap_or_default();
+            return Ok(KeyOutcome::TenantInactive { slug, status });
+        }
         Err(reason) => {
             refuse(label, reason);
             // The attempt that spends a budget is the first one refused with 429.
@@ -528,7 +542,7 @@ pub async fn authenticate_key(
 pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
     Ok(match authenticate_key(ctx, token, None).await? {
         KeyOutcome::Authenticated(principal) => Some(principal),
-        KeyOutcome::Refused | KeyOutcome::Blocked(_) => None,
+        KeyOutcome::Refused | KeyOutcome::Blocked(_) | KeyOutcome::TenantInactive { .. } => None,
     })
 }
 

@@ -14,6 +14,7 @@ mod audit;
 mod keys;
 mod plugin;
 mod provisioning;
+mod quotas;
 mod sso;
 mod tenant;
 
@@ -84,6 +85,9 @@ pub enum Command {
     /// Manage connection and asset templates (versioned).
     #[command(subcommand)]
     Template(provisioning::TemplateCommand),
+    /// Report usage from an operator's system.
+    #[command(subcommand)]
+    Usage(quotas::UsageCommand),
     /// Follow provisioning and lifecycle runs.
     #[command(subcommand)]
     Run(provisioning::RunCommand),
@@ -212,6 +216,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     provisioning::template_command(&ctx, &actor, out, cmd).await
                 }
                 Command::Run(cmd) => provisioning::run_command(&ctx, out, cmd).await,
+                Command::Usage(cmd) => quotas::usage_command(&ctx, out, cmd).await,
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
                 }

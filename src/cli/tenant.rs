@@ -102,6 +102,11 @@ pub enum TenantCommand {
     Resources { slug: String },
     /// Ask each backend whether the tenant's resources are as provisioned (exit 1 on drift).
     Drift { slug: String },
+    /// What a tenant used and may use: each metric's use, limit and severity.
+    Usage { slug: String },
+    /// A tenant's limits: show them, set or clear overrides.
+    #[command(subcommand)]
+    Quota(super::quotas::QuotaCommand),
 }
 
 #[derive(Debug, Args)]
@@ -517,6 +522,8 @@ pub(super) async fn tenant_command(
         TenantCommand::Sso(cmd) => super::sso::sso_command(ctx, actor, out, cmd).await,
         TenantCommand::Session(cmd) => super::sso::session_command(ctx, actor, out, cmd).await,
         TenantCommand::Drift { slug } => super::provisioning::drift(ctx, out, &slug).await,
+        TenantCommand::Usage { slug } => super::quotas::usage(ctx, out, &slug).await,
+        TenantCommand::Quota(cmd) => super::quotas::quota_command(ctx, actor, out, cmd).await,
         TenantCommand::RollbackSecret { slug } => {
             let tenant = tenants::rollback_client_secret(ctx, actor, &slug)
                 .await

@@ -74,6 +74,12 @@ pub async fn authenticate(
                         Some(principal)
                     }
                     auth::KeyOutcome::Refused => None,
+                    auth::KeyOutcome::TenantInactive { slug, status } => {
+                        return Err(AppError::forbidden(format!(
+                            "tenant {slug} is {status}: its API keys are refused until it is active again"
+                        ))
+                        .into());
+                    }
                     auth::KeyOutcome::Blocked(wait) => {
                         return Err(AppError::RateLimited {
                             what: "too many failed API-key attempts".into(),
@@ -202,6 +208,32 @@ impl FromRequest for TenantAdminCaller {
         ready(caller.and_then(|caller| {
             caller.principal.require_tenant_admin(&slug)?;
             Ok(TenantAdminCaller(caller))
+        }))
+    }
+}
+
+/// An API caller allowed to read the tenant of the route's `{slug}` (the platform, and that
+/// tenant's principals; another tenant's get 404); decided before the request body is read.
+pub struct TenantReader(pub ApiCaller);
+
+impl std::ops::Deref for TenantReader {
+    type Target = ApiCaller;
+
+    fn deref(&self) -> &ApiCaller {
+        &self.0
+    }
+}
+
+impl FromRequest for TenantReader {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = ApiCaller::from_request(req, payload).into_inner();
+        let slug = req.match_info().get("slug").unwrap_or_default().to_owned();
+        ready(caller.and_then(|caller| {
+            caller.principal.require_tenant_read(&slug)?;
+            Ok(TenantReader(caller))
         }))
     }
 }

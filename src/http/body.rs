@@ -82,6 +82,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
         )]));
     }
     integral_numbers(&mut value);
+    from_value(value)
+}
+
+/// Reads a parsed JSON document into `T`; a shape error is a 422 naming the field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, AppError> {
     serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();

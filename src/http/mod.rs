@@ -10,7 +10,7 @@ pub mod body;
 
 use actix_web::HttpRequest;
 
-pub use auth::{ApiAdmin, ApiCaller, TenantAdminCaller, actor_for, authenticate};
+pub use auth::{ApiAdmin, ApiCaller, TenantAdminCaller, TenantReader, actor_for, authenticate};
 pub use body::ApiJson;
 
 use crate::error::{AppError, FieldError};

@@ -17,6 +17,7 @@ pub mod provisioning;
 pub mod schema;
 pub mod sessions;
 pub mod tenants;
+pub mod usage;
 pub mod vocabulary;
 
 use std::path::Path;

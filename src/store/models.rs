@@ -359,3 +359,39 @@ pub struct TenantRef {
     pub slug: String,
     pub status: String,
 }
+
+/// A usage counter of one tenant, metric and period (`current` for a gauge).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::usage_counters)]
+pub struct UsageCounterRow {
+    pub tenant_id: String,
+    pub metric: String,
+    pub period: String,
+    pub value: i64,
+    pub measured_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A reported usage event's id, remembered so that it is counted once.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::usage_events)]
+pub struct UsageEventRow {
+    pub tenant_id: String,
+    pub event_id: String,
+    pub metric: String,
+    pub period: String,
+    pub amount: i64,
+    pub received_at: NaiveDateTime,
+}
+
+/// An operator's limit for one tenant and metric.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = super::schema::quota_overrides, treat_none_as_null = true)]
+pub struct QuotaOverrideRow {
+    pub tenant_id: String,
+    pub metric: String,
+    pub limit_value: Option<i64>,
+    pub hard: bool,
+    pub updated_by: String,
+    pub updated_at: NaiveDateTime,
+}

@@ -302,3 +302,36 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(provisioning_runs, provisioning_steps);
+
+diesel::table! {
+    usage_counters (tenant_id, metric, period) {
+        tenant_id -> Text,
+        metric -> Text,
+        period -> Text,
+        value -> BigInt,
+        measured_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_events (tenant_id, event_id) {
+        tenant_id -> Text,
+        event_id -> Text,
+        metric -> Text,
+        period -> Text,
+        amount -> BigInt,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    quota_overrides (tenant_id, metric) {
+        tenant_id -> Text,
+        metric -> Text,
+        limit_value -> Nullable<BigInt>,
+        hard -> Bool,
+        updated_by -> Text,
+        updated_at -> Timestamp,
+    }
+}

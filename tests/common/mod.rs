@@ -13,6 +13,7 @@
 
 pub mod airflow;
 pub mod browser;
+pub mod cli;
 pub mod crm;
 pub mod kube;
 pub mod login;

@@ -27,6 +27,7 @@ fn default_limit(tier: &str, metric: &str) -> Result<Option<u64>, PluginError> {
         "agents" => [10, 100, 1_000, 10_000, 50_000],
         "users" => [1, 10, 100, 1_000, 10_000],
         "api_calls_per_minute" => [100, 1_000, 10_000, 100_000, 100_000],
+        "api_calls_per_month" => [100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000],
         "storage_gb" => [1, 10, 100, 10_000, 100_000],
         "llm_tokens_per_day" => [10_000, 100_000, 1_000_000, 10_000_000, 100_000_000],
         "concurrent_agents" => [2, 10, 50, 500, 1_000],

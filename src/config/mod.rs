@@ -9,6 +9,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod quotas;
+pub use quotas::{
+    BUILTIN_METRICS, BuiltinMetric, FailMode, MetricConfig, MetricKind, QuotasConfig, Window,
+    valid_metric_name,
+};
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -275,6 +281,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     /// The provisioning saga.
     pub provisioning: ProvisioningConfig,
+    /// Quotas and usage metering.
+    pub quotas: QuotasConfig,
 }
 
 impl Default for Config {
@@ -300,6 +308,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             plugins: PluginsConfig::default(),
             provisioning: ProvisioningConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -448,6 +457,7 @@ impl Config {
             p.idempotency_ttl_hours >= 24,
             "invalid configuration: provisioning.idempotency_ttl_hours must be at least 24"
         );
+        self.quotas.validate()?;
         Ok(())
     }
 

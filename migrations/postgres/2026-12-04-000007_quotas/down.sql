@@ -1,0 +1,3 @@
+DROP TABLE quota_overrides;
+DROP TABLE usage_events;
+DROP TABLE usage_counters;

@@ -1,0 +1,159 @@
+//! `/api/v1/quotas/metrics` and `/api/v1/tenant/{slug}/{quotas,usage}`: the catalogue, a
+//! tenant's limits and overrides, reported usage and the usage summary.
+
+use actix_web::{HttpResponse, get, post, put, web};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::context::Context;
+use crate::error::{AppResult, ErrorBody};
+use crate::http::body::{ApiJson, from_value};
+use crate::http::{ApiAdmin, ApiCaller, TenantReader};
+use crate::quotas::report::{ReportOutcome, UsageBatch, UsageEvent};
+use crate::quotas::{self, CheckAnswer, CheckRequest, Metric, QuotaView, UsageSummary};
+use crate::telemetry::record_tenant;
+use crate::tenants;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(list_metrics)
+        .service(get_quotas)
+        .service(put_quotas)
+        .service(check_quota)
+        .service(get_usage)
+        .service(report_usage);
+}
+
+/// The catalogue of metrics: the built-in ones and the operator's, with how each counts (a
+/// tenant sees its metrics in its quotas).
+#[utoipa::path(
+    tag = "quotas",
+    responses((status = 200, body = Vec<Metric>)),
+)]
+#[get("/quotas/metrics")]
+async fn list_metrics(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    Ok(HttpResponse::Ok().json(quotas::metrics(&ctx)))
+}
+
+/// Each metric's tier default, the tenant's override, the limit in effect and the current use.
+#[utoipa::path(
+    tag = "quotas",
+    responses((status = 200, body = Vec<QuotaView>)),
+)]
+#[get("/tenant/{slug}/quotas")]
+async fn get_quotas(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_tenant_read(&slug)?;
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(quotas::quotas(&ctx, &tenant).await?))
+}
+
+/// Overrides by metric: a limit, `null` to go back to the tier's default, or
+/// `{"limit": …, "hard": …}` (a soft quota is counted past its limit and alerted on).
+#[derive(ToSchema)]
+#[schema(as = QuotaOverrides, value_type = Object, example = json!({"agents": 500, "users": null, "storage_gb": {"limit": 200, "hard": false}}))]
+#[allow(dead_code)]
+struct QuotaOverrides(Value);
+
+/// Set or clear the tenant's overrides (audited as `quota.updated`, with old and new values).
+#[utoipa::path(
+    tag = "quotas",
+    request_body = QuotaOverrides,
+    responses(
+        (status = 200, description = "The tenant's quotas as they are now", body = Vec<QuotaView>),
+        (status = 422, description = "An unknown metric or a limit that is not a whole number, named", body = ErrorBody),
+    ),
+)]
+#[put("/tenant/{slug}/quotas")]
+async fn put_quotas(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+    body: ApiJson<serde_json::Map<String, Value>>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let changes = quotas::parse_overrides(&ctx, &body.0)?;
+    Ok(HttpResponse::Ok()
+        .json(quotas::set_overrides(&ctx, &caller.actor, &tenant, &changes).await?))
+}
+
+/// Would this use be admitted now? Nothing is counted.
+#[utoipa::path(
+    tag = "quotas",
+    request_body = CheckRequest,
+    responses((status = 200, body = CheckAnswer)),
+)]
+#[post("/tenant/{slug}/quotas/check")]
+async fn check_quota(
+    ctx: web::Data<Context>,
+    _caller: TenantReader,
+    slug: web::Path<String>,
+    body: ApiJson<CheckRequest>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(quotas::check(&ctx, &tenant, &body.0).await?))
+}
+
+/// The usage summary: tier, status, each metric's use, limit, percent and severity, at risk.
+#[utoipa::path(
+    tag = "quotas",
+    responses((status = 200, body = UsageSummary)),
+)]
+#[get("/tenant/{slug}/usage")]
+async fn get_usage(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_tenant_read(&slug)?;
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(quotas::summary(&ctx, &tenant).await?))
+}
+
+/// One event, or a batch of up to 1,000.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum UsageReport {
+    Batch(UsageBatch),
+    One(UsageEvent),
+}
+
+/// Report usage from an operator's system. The same event id is counted once; a batch is
+/// counted whole or not at all.
+#[utoipa::path(
+    tag = "quotas",
+    request_body = UsageReport,
+    responses(
+        (status = 200, description = "What was counted, and the duplicates", body = ReportOutcome),
+        (status = 403, description = "`quota_exceeded`: an increment would pass a hard limit (nothing counted); or the tenant is not active", body = ErrorBody),
+        (status = 422, description = "An event breaks a rule (each named: `events[3].increment`)", body = ErrorBody),
+    ),
+)]
+#[post("/tenant/{slug}/usage")]
+async fn report_usage(
+    ctx: web::Data<Context>,
+    _caller: ApiAdmin,
+    slug: web::Path<String>,
+    body: ApiJson<serde_json::Map<String, Value>>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let body = Value::Object(body.0);
+    let (events, single) = if body.get("events").is_some() {
+        (from_value::<UsageBatch>(body)?.events, false)
+    } else {
+        (vec![from_value::<UsageEvent>(body)?], true)
+    };
+    let outcome = quotas::report::report(&ctx, &tenant, &events, single).await?;
+    Ok(HttpResponse::Ok().json(outcome))
+}

@@ -1,0 +1,191 @@
+//! `tenantry tenant usage`, `tenantry tenant quota show|set` and `tenantry usage report`.
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use serde_json::{Map, Value};
+
+use super::{Output, app_error, print, table};
+use crate::audit::Actor;
+use crate::context::Context;
+use crate::quotas::report::UsageEvent;
+use crate::quotas::{self, QuotaView};
+use crate::tenants;
+
+/// A tenant's limits.
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Each metric's tier default, override, limit in effect, use and severity.
+    Show { slug: String },
+    /// Set or clear overrides (audited as `quota.updated`).
+    Set {
+        slug: String,
+        /// `METRIC=N` sets a limit, `METRIC=default` goes back to the tier's default.
+        #[arg(long = "limit", value_name = "METRIC=N", required_unless_present_any = ["soft", "hard"])]
+        limits: Vec<String>,
+        /// Make these metrics' quotas soft: counted past the limit and alerted on.
+        #[arg(long, value_name = "METRIC")]
+        soft: Vec<String>,
+        /// Make these metrics' quotas hard: use past the limit is refused.
+        #[arg(long, value_name = "METRIC")]
+        hard: Vec<String>,
+    },
+}
+
+/// Usage reported by an operator's system.
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Report one use of a metric (counted once per id).
+    Report {
+        slug: String,
+        #[arg(long)]
+        metric: String,
+        /// How much was used (a rate or a counter).
+        #[arg(long, conflicts_with = "value", required_unless_present = "value")]
+        increment: Option<i64>,
+        /// The current value (a gauge).
+        #[arg(long)]
+        value: Option<i64>,
+        /// The event's id: the same id is counted once.
+        #[arg(long)]
+        id: String,
+        /// When it was used (RFC 3339; default now).
+        #[arg(long)]
+        timestamp: Option<DateTime<Utc>>,
+    },
+}
+
+fn quota_rows(views: &[QuotaView]) -> String {
+    let limit = |l: Option<u64>| l.map_or("—".to_owned(), |l| l.to_string());
+    let rows = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.metric.clone(),
+                v.used.to_string(),
+                limit(v.limit),
+                limit(v.default_limit),
+                limit(v.override_limit),
+                if v.hard { "hard" } else { "soft" }.into(),
+                format!("{:.1} %", v.percent),
+                serde_json::to_value(v.severity)
+                    .ok()
+                    .and_then(|s| s.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "METRIC", "USED", "LIMIT", "DEFAULT", "OVERRIDE", "KIND", "USE", "SEVERITY",
+        ],
+        rows,
+        "no metrics",
+    )
+}
+
+pub async fn usage(ctx: &Context, out: Output, slug: &str) -> anyhow::Result<()> {
+    let tenant = tenants::get(ctx, slug).await.map_err(app_error)?;
+    let summary = quotas::summary(ctx, &tenant).await.map_err(app_error)?;
+    print(out, &summary, || {
+        format!(
+            "{} ({}, tier {}){}\n{}",
+            summary.tenant,
+            summary.status,
+            summary.tier,
+            if summary.at_risk { " — AT RISK" } else { "" },
+            quota_rows(&summary.metrics)
+        )
+    })
+}
+
+pub async fn quota_command(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    cmd: QuotaCommand,
+) -> anyhow::Result<()> {
+    match cmd {
+        QuotaCommand::Show { slug } => {
+            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
+            let views = quotas::quotas(ctx, &tenant).await.map_err(app_error)?;
+            print(out, &views, || quota_rows(&views))
+        }
+        QuotaCommand::Set {
+            slug,
+            limits,
+            soft,
+            hard,
+        } => {
+            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
+            let mut body = Map::new();
+            for item in &limits {
+                let Some((metric, value)) = item.split_once('=') else {
+                    anyhow::bail!("--limit {item}: expected METRIC=N or METRIC=default");
+                };
+                let value = match value.trim() {
+                    "default" | "none" => Value::Null,
+                    n => Value::from(n.parse::<u64>().map_err(|_| {
+                        anyhow::anyhow!("--limit {item}: `{n}` is not a whole number")
+                    })?),
+                };
+                body.insert(metric.trim().to_owned(), value);
+            }
+            for (metrics, is_hard) in [(&soft, false), (&hard, true)] {
+                for metric in metrics {
+                    let entry = body.entry(metric.clone()).or_insert(Value::Null);
+                    let limit = entry.take();
+                    let mut object = Map::new();
+                    match limit {
+                        Value::Object(existing) => object = existing,
+                        Value::Null
+                            if limits.iter().any(|l| l.starts_with(&format!("{metric}="))) =>
+                        {
+                            anyhow::bail!(
+                                "--limit {metric}=default cannot be combined with --soft/--hard {metric}"
+                            )
+                        }
+                        Value::Null => {}
+                        limit => {
+                            object.insert("limit".into(), limit);
+                        }
+                    }
+                    object.insert("hard".into(), Value::Bool(is_hard));
+                    *entry = Value::Object(object);
+                }
+            }
+            let changes = quotas::parse_overrides(ctx, &body).map_err(app_error)?;
+            let views = quotas::set_overrides(ctx, actor, &tenant, &changes)
+                .await
+                .map_err(app_error)?;
+            print(out, &views, || quota_rows(&views))
+        }
+    }
+}
+
+pub async fn usage_command(ctx: &Context, out: Output, cmd: UsageCommand) -> anyhow::Result<()> {
+    match cmd {
+        UsageCommand::Report {
+            slug,
+            metric,
+            increment,
+            value,
+            id,
+            timestamp,
+        } => {
+            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
+            let event = UsageEvent {
+                id: id.clone(),
+                metric,
+                increment,
+                value,
+                timestamp,
+            };
+            let outcome = quotas::report::report(ctx, &tenant, &[event], true)
+                .await
+                .map_err(app_error)?;
+            print(out, &outcome, || {
+                format!("{id}: {}", outcome.events[0].outcome)
+            })
+        }
+    }
+}

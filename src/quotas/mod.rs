@@ -1,0 +1,441 @@
+//! Quotas and usage: the catalogue of metrics, what tenants used, the limits their quota policy
+//! decides with the operator's overrides, and admission of reported usage.
+//!
+//! - [`catalogue`]: the metrics and the period a use counts in.
+//! - [`decision`]: asking the tenant's policy, and keeping its decision.
+//! - [`report`]: usage reported by operators' systems, counted once per event id.
+//!
+//! The limits in effect come from the policy's decision; whether a limit is hard (refused past
+//! it) or soft (counted and alerted on) is the metric's, unless an override says otherwise.
+
+pub mod catalogue;
+pub mod decision;
+pub mod report;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::audit::{self, Actor, AuditEvent};
+use crate::clock;
+use crate::config::{MetricKind, Window};
+use crate::context::Context;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::limits::CachedDecision;
+use crate::plugins::Severity;
+use crate::store::models::QuotaOverrideRow;
+use crate::store::{self, Conn};
+use crate::tenants::{Tenant, TenantStatus, Tier};
+use crate::transaction;
+
+pub use catalogue::{Metric, catalogue};
+use decision::Need;
+
+/// How close a use is to its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+    Blocked,
+}
+
+impl From<Severity> for Level {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Ok => Level::Ok,
+            Severity::Warning => Level::Warning,
+            Severity::Critical => Level::Critical,
+            Severity::Blocked => Level::Blocked,
+        }
+    }
+}
+
+/// One metric of a tenant: its limits and its use.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuotaView {
+    pub metric: String,
+    pub kind: MetricKind,
+    pub window: Option<Window>,
+    /// The tier's limit (the policy's decision without the tenant's override); none: no limit.
+    pub default_limit: Option<u64>,
+    /// The tenant's own limit, when an operator set one.
+    pub override_limit: Option<u64>,
+    /// The limit in effect.
+    pub limit: Option<u64>,
+    /// Whether use past the limit is refused (true) or only alerted on.
+    pub hard: bool,
+    /// Use in the current period (a gauge: its current value).
+    pub used: u64,
+    /// `used` / `limit` in percent (0 without a limit).
+    pub percent: f64,
+    pub severity: Level,
+}
+
+/// What a tenant used and may use: the usage summary.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageSummary {
+    pub tenant: String,
+    pub tier: Tier,
+    pub status: TenantStatus,
+    pub metrics: Vec<QuotaView>,
+    /// True when any metric is above the at-risk threshold of the policy (90 % by default).
+    pub at_risk: bool,
+    /// False when any metric is blocked.
+    pub allowed: bool,
+    pub measured_at: DateTime<Utc>,
+}
+
+/// The metrics of the catalogue, as the API lists them.
+pub fn metrics(ctx: &Context) -> Vec<Metric> {
+    catalogue(&ctx.config.quotas)
+}
+
+/// The tenant's use of every metric in its current period.
+async fn current_use(
+    conn: &mut Conn,
+    tenant: &Tenant,
+    metrics: &[Metric],
+) -> AppResult<HashMap<String, u64>> {
+    let now = clock::now();
+    let periods: Vec<String> = metrics
+        .iter()
+        .map(|m| m.period(now))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = store::usage::counters_in(conn, &tenant.id, &periods).await?;
+    Ok(metrics
+        .iter()
+        .map(|m| {
+            let period = m.period(now);
+            let used = rows
+                .iter()
+                .find(|r| r.metric == m.name && r.period == period)
+                .map_or(0, |r| r.value.max(0) as u64);
+            (m.name.clone(), used)
+        })
+        .collect())
+}
+
+/// Limits, use and severity of each metric of `tenant`.
+pub async fn quotas(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<QuotaView>> {
+    Ok(summary(ctx, tenant).await?.metrics)
+}
+
+/// The usage summary of `tenant`.
+pub async fn summary(ctx: &Context, tenant: &Tenant) -> AppResult<UsageSummary> {
+    let metrics = metrics(ctx);
+    let (overrides, usage) = {
+        let mut conn = ctx.db.conn().await?;
+        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
+        (overrides, current_use(&mut conn, tenant, &metrics).await?)
+    };
+    let decided =
+        decision::decide(ctx, tenant, &metrics, &overrides, &usage, Need::Severities).await?;
+    let views = views(&metrics, &overrides, &usage, &decided);
+    Ok(UsageSummary {
+        tenant: tenant.slug.clone(),
+        tier: tenant.tier,
+        status: tenant.status,
+        at_risk: decided.decision.at_risk,
+        allowed: views
+            .iter()
+            .all(|v| v.severity != Level::Blocked || !v.hard),
+        metrics: views,
+        measured_at: Utc::now(),
+    })
+}
+
+fn views(
+    metrics: &[Metric],
+    overrides: &[QuotaOverrideRow],
+    usage: &HashMap<String, u64>,
+    decided: &CachedDecision,
+) -> Vec<QuotaView> {
+    metrics
+        .iter()
+        .map(|m| {
+            let over = overrides.iter().find(|o| o.metric == m.name);
+            let decision = decided.decision.metrics.iter().find(|d| d.metric == m.name);
+            let used = usage.get(&m.name).copied().unwrap_or(0);
+            let limit = decision.and_then(|d| d.limit);
+            QuotaView {
+                metric: m.name.clone(),
+                kind: m.kind,
+                window: m.window,
+                default_limit: decided.defaults.get(&m.name).copied().flatten(),
+                override_limit: over.and_then(|o| o.limit_value).map(|l| l.max(0) as u64),
+                limit,
+                hard: over.map_or(m.hard, |o| o.hard),
+                used,
+                percent: decision.map_or(0.0, |d| d.percent),
+                severity: decision.map_or(Level::Ok, |d| d.severity.into()),
+            }
+        })
+        .collect()
+}
+
+/// A change of one override: a new limit and/or hardness, or none to clear the override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideChange {
+    pub limit: Option<u64>,
+    pub hard: Option<bool>,
+}
+
+/// Reads a `PUT …/quotas` body: `{"metric": limit | null | {"limit": …, "hard": …}}`. A null
+/// clears the override; a number sets the limit (keeping its hardness).
+pub fn parse_overrides(
+    ctx: &Context,
+    body: &serde_json::Map<String, Value>,
+) -> AppResult<BTreeMap<String, Option<OverrideChange>>> {
+    let metrics = metrics(ctx);
+    let mut errors = Vec::new();
+    let mut changes = BTreeMap::new();
+    if body.is_empty() {
+        return Err(AppError::invalid(
+            "body",
+            "required",
+            "name at least one metric, e.g. {\"agents\": 500}",
+        ));
+    }
+    for (name, value) in body {
+        if let Err(err) = catalogue::metric(&metrics, name, name) {
+            errors.extend(err.field_errors().iter().cloned());
+            continue;
+        }
+        let limit = |field: &str, v: &Value| -> Result<u64, FieldError> {
+            v.as_u64().filter(|l| *l <= i64::MAX as u64).ok_or_else(|| {
+                FieldError::new(
+                    field,
+                    "limit",
+                    format!("must be a whole number from 0 to {}", i64::MAX),
+                )
+            })
+        };
+        match value {
+            Value::Null => {
+                changes.insert(name.clone(), None);
+            }
+            Value::Number(_) => match limit(name, value) {
+                Ok(l) => {
+                    changes.insert(
+                        name.clone(),
+                        Some(OverrideChange {
+                            limit: Some(l),
+                            hard: None,
+                        }),
+                    );
+                }
+                Err(e) => errors.push(e),
+            },
+            Value::Object(fields) => {
+                let mut change = OverrideChange {
+                    limit: None,
+                    hard: None,
+                };
+                for (key, v) in fields {
+                    let field = format!("{name}.{key}");
+                    match key.as_str() {
+                        "limit" if v.is_null() => {}
+                        "limit" => match limit(&field, v) {
+                            Ok(l) => change.limit = Some(l),
+                            Err(e) => errors.push(e),
+                        },
+                        "hard" => match v.as_bool() {
+                            Some(h) => change.hard = Some(h),
+                            None => {
+                                errors.push(FieldError::new(field, "type", "must be true or false"))
+                            }
+                        },
+                        _ => errors.push(FieldError::new(
+                            field,
+                            "unknown_field",
+                            "unknown field (expected `limit` or `hard`)",
+                        )),
+                    }
+                }
+                changes.insert(name.clone(), Some(change));
+            }
+            _ => errors.push(FieldError::new(
+                name.as_str(),
+                "type",
+                "must be a limit (a whole number), null to clear, or {\"limit\": …, \"hard\": …}",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(changes)
+    } else {
+        Err(AppError::Validation(errors))
+    }
+}
+
+/// Sets or clears `tenant`'s overrides, with one `quota.updated` audit record of what changed
+/// (old and new values), and returns its quotas as they are now.
+pub async fn set_overrides(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: &Tenant,
+    changes: &BTreeMap<String, Option<OverrideChange>>,
+) -> AppResult<Vec<QuotaView>> {
+    let metrics = metrics(ctx);
+    let now = clock::now();
+    transaction!(ctx.db, |tx| {
+        let existing = store::usage::overrides(tx, &tenant.id).await?;
+        let mut changed = Vec::new();
+        for (metric, change) in changes {
+            let before = existing.iter().find(|o| &o.metric == metric);
+            let shown = |o: Option<&QuotaOverrideRow>| {
+                o.map(|o| json!({ "limit": o.limit_value, "hard": o.hard }))
+            };
+            match change {
+                None => {
+                    if store::usage::delete_override(tx, &tenant.id, metric).await? {
+                        changed
+                            .push(json!({ "metric": metric, "from": shown(before), "to": null }));
+                    }
+                }
+                Some(change) => {
+                    let default_hard = metrics
+                        .iter()
+                        .find(|m| &m.name == metric)
+                        .is_none_or(|m| m.hard);
+                    let row = QuotaOverrideRow {
+                        tenant_id: tenant.id.clone(),
+                        metric: metric.clone(),
+                        limit_value: change.limit.map(|l| l as i64),
+                        hard: change
+                            .hard
+                            .or(before.map(|b| b.hard))
+                            .unwrap_or(default_hard),
+                        updated_by: actor.name.clone(),
+                        updated_at: now,
+                    };
+                    let same = before
+                        .is_some_and(|b| b.limit_value == row.limit_value && b.hard == row.hard);
+                    if !same {
+                        store::usage::put_override(tx, &row).await?;
+                        changed.push(json!({
+                            "metric": metric,
+                            "from": shown(before),
+                            "to": shown(Some(&row)),
+                        }));
+                    }
+                }
+            }
+        }
+        if !changed.is_empty() {
+            audit::record(
+                tx,
+                actor,
+                AuditEvent::tenant(
+                    "quota.updated",
+                    &tenant.id,
+                    &tenant.slug,
+                    json!({ "changes": changed }),
+                ),
+            )
+            .await?;
+        }
+        Ok(())
+    })?;
+    ctx.quota_decisions.forget(&tenant.id);
+    quotas(ctx, tenant).await
+}
+
+/// A question: would this use be admitted?
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    pub metric: String,
+    /// How much more would be used (default 1).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub increment: Option<i64>,
+}
+
+/// The answer: whether the use would be admitted now (nothing is counted).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckAnswer {
+    pub allowed: bool,
+    pub metric: String,
+    pub used: u64,
+    pub increment: u64,
+    pub limit: Option<u64>,
+    pub hard: bool,
+    /// What may still be used (none without a limit).
+    pub remaining: Option<u64>,
+    /// The severity after the use.
+    pub severity: Level,
+}
+
+/// Answers whether `increment` more of `metric` would be admitted for `tenant`, without
+/// counting it.
+pub async fn check(
+    ctx: &Context,
+    tenant: &Tenant,
+    request: &CheckRequest,
+) -> AppResult<CheckAnswer> {
+    let metrics = metrics(ctx);
+    let metric = catalogue::metric(&metrics, "metric", &request.metric)?.clone();
+    let increment = match request.increment {
+        None => 1,
+        Some(n) if n >= 1 => n as u64,
+        Some(_) => {
+            return Err(AppError::invalid(
+                "increment",
+                "minimum",
+                "must be a whole number of at least 1",
+            ));
+        }
+    };
+    let summary = summary(ctx, tenant).await?;
+    let view = summary
+        .metrics
+        .into_iter()
+        .find(|v| v.metric == metric.name)
+        .ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("metric {} not summarised", metric.name))
+        })?;
+    let after = view.used.saturating_add(increment);
+    let allowed = match view.limit {
+        Some(limit) if view.hard => after <= limit,
+        _ => true,
+    };
+    Ok(CheckAnswer {
+        allowed,
+        metric: view.metric,
+        used: view.used,
+        increment,
+        limit: view.limit,
+        hard: view.hard,
+        remaining: view.limit.map(|l| l.saturating_sub(view.used)),
+        severity: level_of(after, view.limit),
+    })
+}
+
+/// The default thresholds (80 %, 95 %, 100 %), for a use the policy has not seen yet.
+fn level_of(used: u64, limit: Option<u64>) -> Level {
+    match limit {
+        None => Level::Ok,
+        Some(0) if used == 0 => Level::Ok,
+        Some(0) => Level::Blocked,
+        Some(limit) => {
+            let percent = used as f64 * 100.0 / limit as f64;
+            if percent >= 100.0 {
+                Level::Blocked
+            } else if percent >= 95.0 {
+                Level::Critical
+            } else if percent >= 80.0 {
+                Level::Warning
+            } else {
+                Level::Ok
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Usage reported by operators' systems: `POST /api/v1/tenant/{slug}/usage`.
+//!
+//! Each event is counted once per id, however often and to however many servers it is sent: the
+//! id's record and the counter change are written in one transaction, so a failed write that is
+//! retried is counted exactly once. An increment that would take a metric past its hard limit is
+//! refused with the whole batch, and nothing of the batch is counted (admission).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::models::UsageEventRow;
+use crate::store::{self};
+use crate::tenants::Tenant;
+use crate::transaction;
+
+use super::catalogue::{self, Metric};
+use super::decision::{self, Need};
+
+/// Events in one batch at the most.
+pub const MAX_BATCH: usize = 1000;
+/// How far in the past an event's timestamp may lie; ids are remembered at least as long.
+pub const MAX_AGE_DAYS: i64 = 35;
+/// How far in the future an event's timestamp may lie (clock skew).
+pub const MAX_SKEW_MINUTES: i64 = 5;
+
+/// One use of a metric.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageEvent {
+    /// The event's id, unique for the tenant: the same id is counted once.
+    #[schema(min_length = 1, max_length = 200)]
+    pub id: String,
+    pub metric: String,
+    /// How much was used (a rate or a counter), at least 1.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub increment: Option<i64>,
+    /// The current value (a gauge), at least 0.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub value: Option<i64>,
+    /// When it was used (default: now); at most 35 days ago and 5 minutes ahead.
+    #[serde(default)]
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// A batch of events.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBatch {
+    /// 1 to 1,000 events.
+    pub events: Vec<UsageEvent>,
+}
+
+/// What happened to each event of a report.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReportOutcome {
+    /// Events counted now.
+    pub counted: usize,
+    /// Events whose id was counted before (or earlier in this batch): not counted again.
+    pub duplicates: usize,
+    /// Gauge values older than the value held: kept for their id, not applied.
+    pub stale: usize,
+    pub events: Vec<EventOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventOutcome {
+    pub id: String,
+    /// `counted`, `duplicate` or `stale`.
+    pub outcome: &'static str,
+}
+
+/// A checked event.
+struct Checked<'a> {
+    event: &'a UsageEvent,
+    metric: &'a Metric,
+    period: String,
+    amount: i64,
+    at: chrono::NaiveDateTime,
+}
+
+/// Checks every event; the errors name each event's field (`events[3].increment`).
+fn check_events<'a>(
+    metrics: &'a [Metric],
+    events: &'a [UsageEvent],
+    prefix: &dyn Fn(usize) -> String,
+) -> AppResult<Vec<Checked<'a>>> {
+    if events.is_empty() {
+        return Err(AppError::invalid(
+            "events",
+            "min_items",
+            "must hold at least one event",
+        ));
+    }
+    if events.len() > MAX_BATCH {
+        return Err(AppError::invalid(
+            "events",
+            "max_items",
+            format!(
+                "holds {} events; a batch holds at most {MAX_BATCH}",
+                events.len()
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let mut errors: Vec<FieldError> = Vec::new();
+    let mut checked = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let field = |name: &str| format!("{}{name}", prefix(i));
+        let before = errors.len();
+        if event.id.is_empty() || event.id.chars().count() > 200 {
+            errors.push(FieldError::new(
+                field("id"),
+                "length",
+                "must be 1 to 200 characters",
+            ));
+        } else if event.id.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                field("id"),
+                "pattern",
+                "must not hold control characters",
+            ));
+        }
+        let metric = match catalogue::metric(metrics, &field("metric"), &event.metric) {
+            Ok(metric) => Some(metric),
+            Err(err) => {
+                errors.extend(err.field_errors().iter().cloned());
+                None
+            }
+        };
+        if let Some(metric) = metric.filter(|m| m.metered) {
+            errors.push(FieldError::new(
+                field("metric"),
+                "metered",
+                format!(
+                    "`{}` is metered by the server and cannot be reported",
+                    metric.name
+                ),
+            ));
+        }
+        let amount = match (metric.map(Metric::is_gauge), event.increment, event.value) {
+            (_, Some(_), Some(_)) => {
+                errors.push(FieldError::new(
+                    field("value"),
+                    "exclusive",
+                    "give either `increment` or `value`, not both",
+                ));
+                None
+            }
+            (Some(true), None, Some(v)) if v >= 0 => Some(v),
+            (Some(true), None, Some(_)) => {
+                errors.push(FieldError::new(
+                    field("value"),
+                    "minimum",
+                    "must be at least 0",
+                ));
+                None
+            }
+            (Some(true), _, None) => {
+                errors.push(FieldError::new(
+                    field("value"),
+                    "required",
+                    format!("`{}` is a gauge: report its current `value`", event.metric),
+                ));
+                None
+            }
+            (Some(false), Some(n), None) if n >= 1 => Some(n),
+            (Some(false), Some(_), None) => {
+                errors.push(FieldError::new(
+                    field("increment"),
+                    "minimum",
+                    "must be a whole number of at least 1",
+                ));
+                None
+            }
+            (Some(false), None, _) => {
+                errors.push(FieldError::new(
+                    field("increment"),
+                    "required",
+                    format!("`{}` counts use: report an `increment`", event.metric),
+                ));
+                None
+            }
+            (None, _, _) => None,
+        };
+        let at = event.timestamp.unwrap_or(now);
+        if at < now - Duration::days(MAX_AGE_DAYS) {
+            errors.push(FieldError::new(
+                field("timestamp"),
+                "window",
+                format!("lies more than {MAX_AGE_DAYS} days in the past"),
+            ));
+        } else if at > now + Duration::minutes(MAX_SKEW_MINUTES) {
+            errors.push(FieldError::new(
+                field("timestamp"),
+                "window",
+                format!("lies more than {MAX_SKEW_MINUTES} minutes in the future"),
+            ));
+        }
+        if errors.len() == before
+            && let (Some(metric), Some(amount)) = (metric, amount)
+        {
+            let at = at.naive_utc();
+            checked.push(Checked {
+                event,
+                metric,
+                period: metric.period(at),
+                amount,
+                at,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(checked)
+    } else {
+        Err(AppError::Validation(errors))
+    }
+}
+
+/// Counts `events` for `tenant`: all of them or, when one breaks a rule or a hard limit, none.
+/// `single`: the body was one event (errors name its fields without `events[i].`).
+pub async fn report(
+    ctx: &Context,
+    tenant: &Tenant,
+    events: &[UsageEvent],
+    single: bool,
+) -> AppResult<ReportOutcome> {
+    if !tenant.status.is_active() {
+        return Err(AppError::forbidden(format!(
+            "tenant {} is {}: its usage is not counted",
+            tenant.slug, tenant.status
+        )));
+    }
+    let metrics = super::metrics(ctx);
+    let prefix = |i: usize| {
+        if single {
+            String::new()
+        } else {
+            format!("events[{i}].")
+        }
+    };
+    let checked = check_events(&metrics, events, &prefix)?;
+
+    // The limits in effect (admission needs no fresh severities).
+    let (overrides, usage) = {
+        let mut conn = ctx.db.conn().await?;
+        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
+        (
+            overrides,
+            super::current_use(&mut conn, tenant, &metrics).await?,
+        )
+    };
+    let decided = decision::decide(ctx, tenant, &metrics, &overrides, &usage, Need::Limits).await?;
+    let hard_limit: HashMap<&str, u64> = metrics
+        .iter()
+        .filter_map(|m| {
+            let hard = overrides
+                .iter()
+                .find(|o| o.metric == m.name)
+                .map_or(m.hard, |o| o.hard);
+            let limit = decided
+                .decision
+                .metrics
+                .iter()
+                .find(|d| d.metric == m.name)
+                .and_then(|d| d.limit)?;
+            hard.then_some((m.name.as_str(), limit))
+        })
+        .collect();
+
+    let now = clock::now();
+    let outcome = transaction!(ctx.db, |tx| {
+        let mut outcomes = Vec::with_capacity(checked.len());
+        let mut seen: HashSet<&str> = HashSet::new();
+        for c in &checked {
+            let fresh = seen.insert(c.event.id.as_str())
+                && store::usage::insert_event(
+                    tx,
+                    &UsageEventRow {
+                        tenant_id: tenant.id.clone(),
+                        event_id: c.event.id.clone(),
+                        metric: c.metric.name.clone(),
+                        period: c.period.clone(),
+                        amount: c.amount,
+                        received_at: now,
+                    },
+                )
+                .await?;
+            if !fresh {
+                outcomes.push(EventOutcome {
+                    id: c.event.id.clone(),
+                    outcome: "duplicate",
+                });
+                continue;
+            }
+            if c.metric.is_gauge() {
+                let applied =
+                    store::usage::set_gauge(tx, &tenant.id, &c.metric.name, c.amount, c.at, now)
+                        .await?;
+                outcomes.push(EventOutcome {
+                    id: c.event.id.clone(),
+                    outcome: if applied { "counted" } else { "stale" },
+                });
+                continue;
+            }
+            let value =
+                store::usage::add(tx, &tenant.id, &c.metric.name, &c.period, c.amount, now).await?;
+            if let Some(&limit) = hard_limit.get(c.metric.name.as_str())
+                && value.max(0) as u64 > limit
+            {
+                return Err(exceeded(tenant, c, value, limit));
+            }
+            outcomes.push(EventOutcome {
+                id: c.event.id.clone(),
+                outcome: "counted",
+            });
+        }
+        Ok(outcomes)
+    });
+    let events = match outcome {
+        Ok(events) => events,
+        Err(err @ AppError::QuotaExceeded { .. }) => {
+            ctx.metrics
+                .quota_rejections
+                .with_label_values(&[
+                    err.details()["metric"].as_str().unwrap_or(""),
+                    tenant.tier.as_str(),
+                ])
+                .inc();
+            return Err(err);
+        }
+        Err(err) => return Err(err),
+    };
+    let count = |what: &str| events.iter().filter(|e| e.outcome == what).count();
+    Ok(ReportOutcome {
+        counted: count("counted"),
+        duplicates: count("duplicate"),
+        stale: count("stale"),
+        events,
+    })
+}
+
+fn exceeded(tenant: &Tenant, c: &Checked<'_>, value: i64, limit: u64) -> AppError {
+    let used = (value - c.amount).max(0);
+    AppError::QuotaExceeded {
+        message: format!(
+            "event `{}` would take `{}` to {value}, past the limit of {limit} of tenant {} (tier {}); nothing of this report was counted. Raise the tenant's limit or tier, or wait for the next period",
+            c.event.id, c.metric.name, tenant.slug, tenant.tier
+        ),
+        details: json!({
+            "metric": c.metric.name,
+            "event": c.event.id,
+            "used": used,
+            "increment": c.amount,
+            "limit": limit,
+            "tier": tenant.tier,
+            "period": c.period,
+        }),
+    }
+}

@@ -1,0 +1,199 @@
+//! SQL of usage counters, reported events and quota overrides.
+//!
+//! Counter changes are atomic upserts (`INSERT … ON CONFLICT DO UPDATE SET value = value + n`) so
+//! that concurrent writers on either backend never lose an increment; the caller reads the new
+//! value back in the same transaction to decide admission.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
+
+use super::Conn;
+use super::models::{QuotaOverrideRow, UsageCounterRow, UsageEventRow};
+use super::schema::{quota_overrides, usage_counters, usage_events};
+use crate::error::AppResult;
+use crate::with_conn;
+
+/// Remembers a reported event's id; false when the tenant sent that id before.
+pub async fn insert_event(conn: &mut Conn, event: &UsageEventRow) -> AppResult<bool> {
+    let inserted = with_conn!(conn, |c| diesel::insert_into(usage_events::table)
+        .values(event)
+        .on_conflict((usage_events::tenant_id, usage_events::event_id))
+        .do_nothing()
+        .execute(c)
+        .await)?;
+    Ok(inserted == 1)
+}
+
+/// Adds `amount` to a counter (created at `amount`) and returns its new value.
+pub async fn add(
+    conn: &mut Conn,
+    tenant_id: &str,
+    metric: &str,
+    period: &str,
+    amount: i64,
+    now: NaiveDateTime,
+) -> AppResult<i64> {
+    let row = UsageCounterRow {
+        tenant_id: tenant_id.to_owned(),
+        metric: metric.to_owned(),
+        period: period.to_owned(),
+        value: amount,
+        measured_at: now,
+        updated_at: now,
+    };
+    with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
+        .values(&row)
+        .on_conflict((
+            usage_counters::tenant_id,
+            usage_counters::metric,
+            usage_counters::period
+        ))
+        .do_update()
+        .set((
+            usage_counters::value.eq(usage_counters::value + excluded(usage_counters::value)),
+            usage_counters::measured_at.eq(excluded(usage_counters::measured_at)),
+            usage_counters::updated_at.eq(excluded(usage_counters::updated_at)),
+        ))
+        .execute(c)
+        .await)?;
+    value(conn, tenant_id, metric, period)
+        .await
+        .map(|v| v.unwrap_or(amount))
+}
+
+/// Sets a gauge to `value` as measured at `measured_at`, unless it holds a later measurement;
+/// true when it was set.
+pub async fn set_gauge(
+    conn: &mut Conn,
+    tenant_id: &str,
+    metric: &str,
+    value: i64,
+    measured_at: NaiveDateTime,
+    now: NaiveDateTime,
+) -> AppResult<bool> {
+    let existing = counter(conn, tenant_id, metric, GAUGE_PERIOD).await?;
+    match existing {
+        Some(row) if row.measured_at > measured_at => Ok(false),
+        Some(_) => {
+            with_conn!(conn, |c| diesel::update(
+                usage_counters::table
+                    .filter(usage_counters::tenant_id.eq(tenant_id))
+                    .filter(usage_counters::metric.eq(metric))
+                    .filter(usage_counters::period.eq(GAUGE_PERIOD))
+            )
+            .set((
+                usage_counters::value.eq(value),
+                usage_counters::measured_at.eq(measured_at),
+                usage_counters::updated_at.eq(now),
+            ))
+            .execute(c)
+            .await)?;
+            Ok(true)
+        }
+        None => {
+            let row = UsageCounterRow {
+                tenant_id: tenant_id.to_owned(),
+                metric: metric.to_owned(),
+                period: GAUGE_PERIOD.to_owned(),
+                value,
+                measured_at,
+                updated_at: now,
+            };
+            with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
+                .values(&row)
+                .execute(c)
+                .await)?;
+            Ok(true)
+        }
+    }
+}
+
+/// The period of a gauge's one counter.
+pub const GAUGE_PERIOD: &str = "current";
+
+async fn counter(
+    conn: &mut Conn,
+    tenant_id: &str,
+    metric: &str,
+    period: &str,
+) -> AppResult<Option<UsageCounterRow>> {
+    Ok(with_conn!(conn, |c| usage_counters::table
+        .filter(usage_counters::tenant_id.eq(tenant_id))
+        .filter(usage_counters::metric.eq(metric))
+        .filter(usage_counters::period.eq(period))
+        .select(UsageCounterRow::as_select())
+        .first(c)
+        .await
+        .optional())?)
+}
+
+/// A counter's value; none when nothing was counted in that period.
+pub async fn value(
+    conn: &mut Conn,
+    tenant_id: &str,
+    metric: &str,
+    period: &str,
+) -> AppResult<Option<i64>> {
+    Ok(counter(conn, tenant_id, metric, period)
+        .await?
+        .map(|row| row.value))
+}
+
+/// The tenant's counters of the given periods (the current ones, for a summary).
+pub async fn counters_in(
+    conn: &mut Conn,
+    tenant_id: &str,
+    periods: &[String],
+) -> AppResult<Vec<UsageCounterRow>> {
+    Ok(with_conn!(conn, |c| usage_counters::table
+        .filter(usage_counters::tenant_id.eq(tenant_id))
+        .filter(usage_counters::period.eq_any(periods))
+        .select(UsageCounterRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// Forgets event ids received before `before`.
+pub async fn sweep_events(conn: &mut Conn, before: NaiveDateTime) -> AppResult<usize> {
+    Ok(with_conn!(conn, |c| diesel::delete(
+        usage_events::table.filter(usage_events::received_at.lt(before))
+    )
+    .execute(c)
+    .await)?)
+}
+
+/// The tenant's quota overrides, by metric.
+pub async fn overrides(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<QuotaOverrideRow>> {
+    Ok(with_conn!(conn, |c| quota_overrides::table
+        .filter(quota_overrides::tenant_id.eq(tenant_id))
+        .order(quota_overrides::metric.asc())
+        .select(QuotaOverrideRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// Sets an override (replacing the one of that metric).
+pub async fn put_override(conn: &mut Conn, row: &QuotaOverrideRow) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(quota_overrides::table)
+        .values(row)
+        .on_conflict((quota_overrides::tenant_id, quota_overrides::metric))
+        .do_update()
+        .set(row)
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+/// Clears an override; false when there was none.
+pub async fn delete_override(conn: &mut Conn, tenant_id: &str, metric: &str) -> AppResult<bool> {
+    let n = with_conn!(conn, |c| diesel::delete(
+        quota_overrides::table
+            .filter(quota_overrides::tenant_id.eq(tenant_id))
+            .filter(quota_overrides::metric.eq(metric))
+    )
+    .execute(c)
+    .await)?;
+    Ok(n == 1)
+}
