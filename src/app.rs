@@ -126,6 +126,7 @@ fn start_with(
     let worker_stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let worker = crate::provisioning::saga::spawn(ctx.clone(), worker_stop.clone());
     ctx.plugins.spawn_stats_reporter();
+    crate::quotas::meter::spawn_flusher(&ctx);
     let server = HttpServer::new(move || {
         let metrics = ctx.metrics.clone();
         let mut app = App::new().app_data(web::Data::new(ctx.clone()));
@@ -276,6 +277,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handle.stop(true).await;
     });
     running.task.await??;
+    if let Err(err) = crate::quotas::meter::flush(&ctx).await {
+        tracing::warn!("cannot write the last counted API calls: {err}");
+    }
     if let Err(err) = ctx.plugins.report_stats().await {
         tracing::warn!("cannot record the last plugin call statistics: {err}");
     }

@@ -26,6 +26,8 @@ pub struct Context {
     pub providers: Arc<crate::identity_providers::Providers>,
     /// Tenants' quota decisions, as their policies last gave them (this server's copy).
     pub quota_decisions: Arc<crate::limits::QuotaDecisions>,
+    /// Tenants' API calls as this server counts them, until they are written.
+    pub api_calls: Arc<crate::limits::ApiCallMeter>,
 }
 
 impl Context {
@@ -49,6 +51,7 @@ impl Context {
             auth_limits: Arc::new(crate::limits::AuthLimits::new(&config.auth)),
             providers: Arc::new(crate::identity_providers::Providers::new(&config.auth)?),
             quota_decisions: Arc::new(crate::limits::QuotaDecisions::default()),
+            api_calls: Arc::new(crate::limits::ApiCallMeter::default()),
             config: Arc::new(config),
         })
     }

@@ -20,6 +20,7 @@ backend_tests!(
     reports_are_for_the_platform_and_other_tenants_are_not_found,
     the_same_id_sent_at_once_is_counted_once,
     a_suspended_tenants_usage_is_not_counted,
+    a_tenants_api_calls_are_metered_and_limited_per_minute,
 );
 
 /// The quota of `metric` in a `GET …/quotas` answer.
@@ -746,5 +747,84 @@ async fn a_suspended_tenants_usage_is_not_counted(backend: Backend) {
             .contains("suspended")
     );
     assert_eq!(used(&app, "acme", "llm_tokens_per_day").await, 0);
+    app.stop().await;
+}
+
+async fn a_tenants_api_calls_are_metered_and_limited_per_minute(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.quotas.flush_interval_ms = 200).await;
+    app.create_tenant("acme").await;
+    let (status, _) = put_quotas(&app, "acme", json!({ "api_calls_per_minute": 5 })).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, key) = app
+        .post("/api/v1/tenant/acme/api-keys", json!({ "name": "app" }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let token = key["token"].as_str().unwrap().to_owned();
+    // Stay inside one minute: the budget is per calendar minute.
+    let second = chrono::Timelike::second(&chrono::Utc::now());
+    if second > 45 {
+        tokio::time::sleep(std::time::Duration::from_secs(u64::from(61 - second))).await;
+    }
+    let get = || {
+        app.client
+            .get(app.url("/api/v1/tenant/acme"))
+            .bearer_auth(&token)
+            .send()
+    };
+    for remaining in (0..5).rev() {
+        let response = get().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            header("ratelimit-policy"),
+            "\"api_calls_per_minute\";q=5;w=60"
+        );
+        assert!(
+            header("ratelimit").starts_with(&format!("\"api_calls_per_minute\";r={remaining};t=")),
+            "{}",
+            header("ratelimit")
+        );
+    }
+    let response = get().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        response.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"api_calls_per_minute\";r=0;"),
+    );
+    let (_, body) = common::into_json(response).await;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant acme may make 5 API calls a minute"),
+        "{body}"
+    );
+    // The admitted calls reach the database within the flush interval; the refused one is not
+    // counted. A platform token's calls are not the tenant's.
+    let mut month = 0;
+    for _ in 0..50 {
+        month = used(&app, "acme", "api_calls_per_month").await;
+        if month == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(month, 5);
+    assert_eq!(used(&app, "acme", "api_calls_per_minute").await, 5);
     app.stop().await;
 }

@@ -16,6 +16,10 @@ pub struct QuotasConfig {
     /// Seconds a decision is reused before the policy is asked again (a change of tier or of an
     /// override asks it at once).
     pub decision_ttl_seconds: u64,
+    /// How often a server writes the API calls it counted to the database, in milliseconds (at
+    /// most 5000): a crash loses at most this much of the API-call counts, never a reported
+    /// event.
+    pub flush_interval_ms: u64,
     /// Operators' own metrics, beside the built-in catalogue.
     pub metrics: Vec<MetricConfig>,
 }
@@ -26,6 +30,7 @@ impl Default for QuotasConfig {
             policy: "tier-quota".into(),
             on_policy_failure: FailMode::Open,
             decision_ttl_seconds: 30,
+            flush_interval_ms: 5000,
             metrics: Vec::new(),
         }
     }
@@ -188,6 +193,10 @@ impl QuotasConfig {
         anyhow::ensure!(
             (1..=3600).contains(&self.decision_ttl_seconds),
             "invalid configuration: quotas.decision_ttl_seconds must be from 1 to 3600"
+        );
+        anyhow::ensure!(
+            (100..=5000).contains(&self.flush_interval_ms),
+            "invalid configuration: quotas.flush_interval_ms must be from 100 to 5000"
         );
         let mut seen: Vec<&str> = Vec::new();
         for m in &self.metrics {

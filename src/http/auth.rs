@@ -91,11 +91,77 @@ pub async fn authenticate(
             }
             None => session_principal(&ctx, req.request()).await?,
         };
+        let mut budget = None;
         if let Some(principal) = principal {
+            if let Some(tenant) = &principal.tenant {
+                match crate::quotas::meter::admit_api_call(&ctx, tenant) {
+                    Ok(admitted) => budget = Some(admitted),
+                    Err(refused) => return Err(too_many_calls(&tenant.slug, &refused)),
+                }
+            }
             req.extensions_mut().insert(principal);
         }
+        let mut response = next.call(req).await?;
+        if let Some(budget) = budget
+            && let Some(limit) = budget.limit
+        {
+            rate_limit_headers(
+                response.headers_mut(),
+                limit,
+                budget.remaining,
+                budget.reset,
+            );
+        }
+        return Ok(response);
     }
     next.call(req).await
+}
+
+/// The IETF `RateLimit-Policy` and `RateLimit` headers of the per-minute API budget.
+fn rate_limit_headers(
+    headers: &mut actix_web::http::header::HeaderMap,
+    limit: u64,
+    remaining: u64,
+    reset: std::time::Duration,
+) {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    let policy = format!("\"api_calls_per_minute\";q={limit};w=60");
+    let state = format!(
+        "\"api_calls_per_minute\";r={remaining};t={}",
+        reset.as_secs().max(1)
+    );
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", state)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// 429 for a call past the tenant's API-call limit, with `Retry-After` and the `RateLimit`
+/// headers.
+fn too_many_calls(slug: &str, refused: &crate::limits::CallRefused) -> actix_web::Error {
+    let per = if refused.metric == "api_calls_per_minute" {
+        "a minute"
+    } else {
+        "a month"
+    };
+    let err = AppError::RateLimited {
+        what: format!(
+            "tenant {slug} may make {} API calls {per} ({}); wait, or ask for a higher limit",
+            refused.limit, refused.metric
+        ),
+        retry_after_secs: refused.retry_after.as_secs().max(1),
+    };
+    let mut response = actix_web::ResponseError::error_response(&err);
+    if refused.metric == "api_calls_per_minute" {
+        rate_limit_headers(
+            response.headers_mut(),
+            refused.limit,
+            0,
+            refused.retry_after,
+        );
+    }
+    actix_web::error::InternalError::from_response(err, response).into()
 }
 
 /// The principal of a session cookie, for an API request without a token.

@@ -28,23 +28,28 @@ impl Metric {
     /// The period a use at `at` counts in: `2026-12-04T09:15` for a minute, `2026-12-04` for a
     /// day, `2026-12` for a calendar month, `current` for a gauge.
     pub fn period(&self, at: NaiveDateTime) -> String {
-        match self.window {
-            None => GAUGE_PERIOD.to_owned(),
-            Some(Window::Minute) => format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}",
-                at.year(),
-                at.month(),
-                at.day(),
-                at.hour(),
-                at.minute()
-            ),
-            Some(Window::Day) => format!("{:04}-{:02}-{:02}", at.year(), at.month(), at.day()),
-            Some(Window::Month) => format!("{:04}-{:02}", at.year(), at.month()),
-        }
+        period_of(self.window, at)
     }
 
     pub fn is_gauge(&self) -> bool {
         self.kind == MetricKind::Gauge
+    }
+}
+
+/// The period a use at `at` counts in, for a metric of `window` (none: a gauge).
+pub fn period_of(window: Option<Window>, at: NaiveDateTime) -> String {
+    match window {
+        None => GAUGE_PERIOD.to_owned(),
+        Some(Window::Minute) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}",
+            at.year(),
+            at.month(),
+            at.day(),
+            at.hour(),
+            at.minute()
+        ),
+        Some(Window::Day) => format!("{:04}-{:02}-{:02}", at.year(), at.month(), at.day()),
+        Some(Window::Month) => format!("{:04}-{:02}", at.year(), at.month()),
     }
 }
 

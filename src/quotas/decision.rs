@@ -59,6 +59,7 @@ pub async fn decide(
                 usage: usage_fp,
                 decided_at: Instant::now(),
                 defaults,
+                hard: hardness(metrics, overrides),
                 decision,
             },
         )),
@@ -142,6 +143,7 @@ fn unlimited(metrics: &[Metric], usage: &HashMap<String, u64>) -> CachedDecision
         usage: 0,
         decided_at: Instant::now(),
         defaults: metrics.iter().map(|m| (m.name.clone(), None)).collect(),
+        hard: metrics.iter().map(|m| (m.name.clone(), m.hard)).collect(),
         decision: Decision {
             metrics: metrics
                 .iter()
@@ -159,10 +161,24 @@ fn unlimited(metrics: &[Metric], usage: &HashMap<String, u64>) -> CachedDecision
     }
 }
 
+/// Whether each metric's quota is hard: the override's word, else the metric's.
+pub fn hardness(metrics: &[Metric], overrides: &[QuotaOverrideRow]) -> HashMap<String, bool> {
+    metrics
+        .iter()
+        .map(|m| {
+            let hard = overrides
+                .iter()
+                .find(|o| o.metric == m.name)
+                .map_or(m.hard, |o| o.hard);
+            (m.name.clone(), hard)
+        })
+        .collect()
+}
+
 fn decision_key(policy: &str, tenant: &Tenant, overrides: &[QuotaOverrideRow]) -> String {
     let mut key = format!("{policy}|{}", tenant.tier);
     for o in overrides {
-        key.push_str(&format!("|{}={:?}", o.metric, o.limit_value));
+        key.push_str(&format!("|{}={:?}/{}", o.metric, o.limit_value, o.hard));
     }
     key
 }

@@ -10,6 +10,7 @@
 
 pub mod catalogue;
 pub mod decision;
+pub mod meter;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
