@@ -29,7 +29,71 @@ backend_tests!(
     login_attempts_are_rate_limited_per_tenant,
     sessions_end_after_inactivity_and_at_their_absolute_expiry,
     cookies_are_secure_behind_tls,
+    a_new_user_past_the_users_limit_is_refused_and_known_users_still_log_in,
 );
+
+async fn a_new_user_past_the_users_limit_is_refused_and_known_users_still_log_in(backend: Backend) {
+    let world = LoginWorld::start(backend).await;
+    let base = world.app.base.clone();
+    let (status, body) = world
+        .app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/tenant/alpha/quotas",
+            Some(json!({ "users": 1 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alice = Browser::new();
+    let home = alice.login(&base, "alpha", "alice").await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+
+    let carol = Browser::new();
+    let page = carol.login(&base, "alpha", "carol").await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(
+        page.text()
+            .contains("Alpha Corp has reached its limit of 1 users"),
+        "{}",
+        page.body
+    );
+    assert!(carol.cookie(&base, "tenantry_tenant_alpha").is_none());
+
+    // A user who signed in before still can.
+    let again = Browser::new();
+    let home = again.login(&base, "alpha", "alice").await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    let (_, usage) = world.app.get("/api/v1/tenant/alpha/usage").await;
+    let users = usage["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "users")
+        .unwrap();
+    assert_eq!(users["used"], 1);
+    assert_eq!(users["limit"], 1);
+
+    // Raised, carol gets in and is counted.
+    world
+        .app
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/tenant/alpha/quotas",
+            Some(json!({ "users": null })),
+        )
+        .await;
+    let page = carol.login(&base, "alpha", "carol").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let (_, usage) = world.app.get("/api/v1/tenant/alpha/usage").await;
+    let users = usage["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "users")
+        .unwrap();
+    assert_eq!(users["used"], 2);
+    world.stop().await;
+}
 
 /// The audit actions recorded for tenant `slug`, newest first.
 async fn audit_actions(world: &LoginWorld, slug: &str) -> Vec<String> {

@@ -130,6 +130,17 @@ impl LoginFailure {
         )
     }
 
+    /// A new user of a tenant whose hard `users` quota is reached.
+    pub fn user_limit(name: &str, limit: u64) -> Self {
+        Self::new(
+            "user_limit",
+            StatusCode::FORBIDDEN,
+            format!(
+                "{name} has reached its limit of {limit} users: new users cannot sign in until an administrator raises it. Users who signed in before still can."
+            ),
+        )
+    }
+
     fn rate_limited(wait: Duration) -> Self {
         let secs = wait.as_secs().max(1);
         let mut failure = Self::new(

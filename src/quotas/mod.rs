@@ -349,6 +349,58 @@ pub async fn set_overrides(
     quotas(ctx, tenant).await
 }
 
+/// Admits a login of `subject` (at `issuer`) to `tenant` under its `users` quota: a user who
+/// logged in before always is; a new one is counted, unless that would pass a hard limit
+/// (`QuotaExceeded`, nothing recorded).
+pub async fn admit_user(
+    ctx: &Context,
+    tenant: &Tenant,
+    issuer: &str,
+    subject: &str,
+) -> AppResult<()> {
+    let now = clock::now();
+    let known = {
+        let mut conn = ctx.db.conn().await?;
+        store::usage::is_known_user(&mut conn, &tenant.id, issuer, subject).await?
+    };
+    let limit = if known {
+        None
+    } else {
+        let metrics = metrics(ctx);
+        let (overrides, usage) = {
+            let mut conn = ctx.db.conn().await?;
+            let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
+            (overrides, current_use(&mut conn, tenant, &metrics).await?)
+        };
+        let decided =
+            decision::decide(ctx, tenant, &metrics, &overrides, &usage, Need::Limits).await?;
+        crate::limits::QuotaDecisions::hard_limit(&decided, "users")
+    };
+    transaction!(ctx.db, |tx| {
+        let new = store::usage::record_user(tx, &tenant.id, issuer, subject, now).await?;
+        if new && let Some(limit) = limit {
+            let users = store::usage::value(tx, &tenant.id, "users", store::usage::GAUGE_PERIOD)
+                .await?
+                .unwrap_or(0);
+            if users.max(0) as u64 > limit {
+                return Err(AppError::QuotaExceeded {
+                    message: format!(
+                        "{} has reached its limit of {limit} users (tier {})",
+                        tenant.slug, tenant.tier
+                    ),
+                    details: json!({
+                        "metric": "users",
+                        "used": users - 1,
+                        "limit": limit,
+                        "tier": tenant.tier,
+                    }),
+                });
+            }
+        }
+        Ok(())
+    })
+}
+
 /// A question: would this use be admitted?
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

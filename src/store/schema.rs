@@ -335,3 +335,13 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    tenant_users (tenant_id, issuer, subject) {
+        tenant_id -> Text,
+        issuer -> Text,
+        subject -> Text,
+        first_seen_at -> Timestamp,
+        last_seen_at -> Timestamp,
+    }
+}

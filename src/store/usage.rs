@@ -11,7 +11,7 @@ use diesel_async::RunQueryDsl;
 
 use super::Conn;
 use super::models::{QuotaOverrideRow, UsageCounterRow, UsageEventRow};
-use super::schema::{quota_overrides, usage_counters, usage_events};
+use super::schema::{quota_overrides, tenant_users, usage_counters, usage_events};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -196,4 +196,59 @@ pub async fn delete_override(conn: &mut Conn, tenant_id: &str, metric: &str) -> 
     .execute(c)
     .await)?;
     Ok(n == 1)
+}
+
+/// Whether the tenant has seen this user log in before.
+pub async fn is_known_user(
+    conn: &mut Conn,
+    tenant_id: &str,
+    issuer: &str,
+    subject: &str,
+) -> AppResult<bool> {
+    let n: i64 = with_conn!(conn, |c| tenant_users::table
+        .filter(tenant_users::tenant_id.eq(tenant_id))
+        .filter(tenant_users::issuer.eq(issuer))
+        .filter(tenant_users::subject.eq(subject))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(n > 0)
+}
+
+/// Records a login of a user: a new one is added (first and last seen now) and counted in the
+/// `users` gauge; a known one gets its last-seen time. True for a new user.
+pub async fn record_user(
+    conn: &mut Conn,
+    tenant_id: &str,
+    issuer: &str,
+    subject: &str,
+    now: NaiveDateTime,
+) -> AppResult<bool> {
+    let updated = with_conn!(conn, |c| diesel::update(
+        tenant_users::table
+            .filter(tenant_users::tenant_id.eq(tenant_id))
+            .filter(tenant_users::issuer.eq(issuer))
+            .filter(tenant_users::subject.eq(subject))
+    )
+    .set(tenant_users::last_seen_at.eq(now))
+    .execute(c)
+    .await)?;
+    if updated > 0 {
+        return Ok(false);
+    }
+    let inserted = with_conn!(conn, |c| diesel::insert_into(tenant_users::table)
+        .values((
+            tenant_users::tenant_id.eq(tenant_id),
+            tenant_users::issuer.eq(issuer),
+            tenant_users::subject.eq(subject),
+            tenant_users::first_seen_at.eq(now),
+            tenant_users::last_seen_at.eq(now),
+        ))
+        .on_conflict_do_nothing()
+        .execute(c)
+        .await)?;
+    if inserted == 1 {
+        add(conn, tenant_id, "users", GAUGE_PERIOD, 1, now).await?;
+    }
+    Ok(inserted == 1)
 }

@@ -54,6 +54,8 @@ impl LoginWorld {
                     "/api/v1/tenant",
                     json!({
                         "slug": slug, "name": format!("{} Corp", capitalised(slug)),
+                        // The free tier has one user; these have several.
+                        "tier": "starter",
                         "oauth_issuer": world.op.issuer(slug).await,
                         "client_id": format!("tenantry-{slug}"),
                         "client_secret": format!("secret-{slug}"),

@@ -26,6 +26,17 @@ CREATE TABLE usage_events (
 );
 CREATE INDEX usage_events_received_at ON usage_events (received_at);
 
+-- The distinct users who have logged in to a tenant (the `users` metric), by subject at the
+-- tenant's identity provider.
+CREATE TABLE tenant_users (
+    tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    issuer TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    first_seen_at TIMESTAMP NOT NULL,
+    last_seen_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (tenant_id, issuer, subject)
+);
+
 -- An operator's limit for one tenant and metric, over the tier's default. A null limit with
 -- `hard = false` keeps the default limit and only makes it soft.
 CREATE TABLE quota_overrides (

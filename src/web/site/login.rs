@@ -214,6 +214,22 @@ pub async fn callback(
         Ok(user) => user,
         Err(failure) => return refused(&req, &ctx, &page, None, &failure).await,
     };
+    // The users quota: a new user past a hard limit is refused; known users always get in.
+    if !user.platform {
+        match crate::quotas::admit_user(&ctx, &page.tenant, &user.issuer, &user.subject).await {
+            Ok(()) => {}
+            Err(crate::error::AppError::QuotaExceeded { details, .. }) => {
+                ctx.metrics
+                    .quota_rejections
+                    .with_label_values(&["users", page.tenant.tier.as_str()])
+                    .inc();
+                let limit = details["limit"].as_u64().unwrap_or_default();
+                let failure = LoginFailure::user_limit(&page.tenant.name, limit);
+                return refused(&req, &ctx, &page, None, &failure).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
     let principal = user.principal();
     let actor = actor_for(&req, &principal.name);
     let user_agent = req
