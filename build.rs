@@ -26,6 +26,7 @@ const PLUGINS: &[&str] = &[
     "probe",
     "renderer-old-wit",
     "recorder",
+    "flat-quota",
 ];
 
 fn main() {

@@ -21,6 +21,7 @@ backend_tests!(
     the_same_id_sent_at_once_is_counted_once,
     a_suspended_tenants_usage_is_not_counted,
     a_tenants_api_calls_are_metered_and_limited_per_minute,
+    another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leaves_the_last_decision,
 );
 
 /// The quota of `metric` in a `GET …/quotas` answer.
@@ -826,5 +827,131 @@ async fn a_tenants_api_calls_are_metered_and_limited_per_minute(backend: Backend
     }
     assert_eq!(month, 5);
     assert_eq!(used(&app, "acme", "api_calls_per_minute").await, 5);
+    app.stop().await;
+}
+
+async fn tenant_quota(app: &TestApp, slug: &str, metric: &str) -> Value {
+    let (status, quotas) = app.get(&format!("/api/v1/tenant/{slug}/quotas")).await;
+    assert_eq!(status, StatusCode::OK, "{quotas}");
+    quota(&quotas, metric).clone()
+}
+
+async fn choose_policy(app: &TestApp, path: &str, policy: Value) -> (StatusCode, Value) {
+    app.call(Method::PUT, path, Some(json!({ "policy": policy })))
+        .await
+}
+
+async fn another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leaves_the_last_decision(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    // A third party's policy, built with the test plugins: every limit is 3.
+    let wasm = std::fs::read(format!(
+        "{}/flat_quota.wasm",
+        env!("BUILT_PLUGINS_WASM_DIR")
+    ))
+    .expect("the flat-quota test plugin is built");
+    let response = app
+        .request(Method::POST, "/api/v1/plugin")
+        .header("content-type", "application/wasm")
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    assert_eq!(tenant_quota(&app, "acme", "agents").await["limit"], 10);
+
+    let (status, chosen) = choose_policy(
+        &app,
+        "/api/v1/tenant/acme/quota-policy",
+        json!("flat-quota"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{chosen}");
+    assert_eq!(
+        chosen,
+        json!({ "policy": "flat-quota", "chosen_for": "tenant" })
+    );
+    assert_eq!(
+        tenant_quota(&app, "acme", "agents").await["limit"],
+        3,
+        "decided by the new policy"
+    );
+    assert_eq!(
+        tenant_quota(&app, "globex", "agents").await["limit"],
+        10,
+        "others keep theirs"
+    );
+    let (_, policy) = app.get("/api/v1/tenant/globex/quota-policy").await;
+    assert_eq!(
+        policy,
+        json!({ "policy": "tier-quota", "chosen_for": "default" })
+    );
+
+    // A tier's choice, for its tenants without one of their own.
+    let (status, choices) =
+        choose_policy(&app, "/api/v1/quotas/policies/starter", json!("flat-quota")).await;
+    assert_eq!(status, StatusCode::OK, "{choices}");
+    assert_eq!(choices["tiers"]["starter"], "flat-quota");
+    let (status, _) = app
+        .patch("/api/v1/tenant/globex", json!({ "tier": "starter" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tenant_quota(&app, "globex", "agents").await["limit"], 3);
+    let (_, policy) = app.get("/api/v1/tenant/globex/quota-policy").await;
+    assert_eq!(policy["chosen_for"], "tier");
+
+    // Back to the default.
+    let (status, _) = choose_policy(&app, "/api/v1/tenant/acme/quota-policy", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tenant_quota(&app, "acme", "agents").await["limit"], 10);
+    let (_, audit) = app.get("/api/v1/audit?action=quota.policy_chosen").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 3, "{audit}");
+
+    // Only installed, enabled quota policies.
+    for (policy, rule) in [
+        ("template-renderer", "world"),
+        ("nothing-here", "installed"),
+    ] {
+        let (status, error) =
+            choose_policy(&app, "/api/v1/tenant/acme/quota-policy", json!(policy)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert_eq!(
+            field_rules(&error),
+            [("policy".to_owned(), rule.to_owned())]
+        );
+    }
+    let (status, _) =
+        choose_policy(&app, "/api/v1/quotas/policies/gold", json!("flat-quota")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A policy that loops: stopped at its deadline; the last decision stays in force.
+    app.create_tenant("loop-co").await;
+    assert_eq!(tenant_quota(&app, "loop-co", "agents").await["limit"], 10);
+    let (status, _) = choose_policy(
+        &app,
+        "/api/v1/tenant/loop-co/quota-policy",
+        json!("flat-quota"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    report(
+        &app,
+        "loop-co",
+        json!({ "id": "a", "metric": "agents", "value": 2 }),
+    )
+    .await;
+    let agents = tenant_quota(&app, "loop-co", "agents").await;
+    assert_eq!(agents["limit"], 10, "the last good decision: {agents}");
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("tenantry_quota_policy_failures_total{policy=\"flat-quota\"}"),
+        "the failure is counted"
+    );
     app.stop().await;
 }

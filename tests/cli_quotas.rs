@@ -140,4 +140,75 @@ async fn quotas_and_usage_from_the_cli(backend: Backend) {
     );
     let shown = cli.json(&["tenant", "quota", "show", "acme"]).await;
     assert_eq!(quota(&shown, "llm_tokens_per_day")["limit"], 100);
+
+    // A policy's decision on the tenant's real usage, or on usage given in a file; nothing
+    // changes.
+    let decision = cli
+        .json(&[
+            "plugin",
+            "call",
+            "tier-quota",
+            "evaluate",
+            "--tenant",
+            "acme",
+        ])
+        .await;
+    assert_eq!(
+        quota(&decision["metrics"], "llm_tokens_per_day")["used"],
+        60
+    );
+    assert_eq!(
+        quota(&decision["metrics"], "llm_tokens_per_day")["limit"],
+        100
+    );
+    assert_eq!(decision["allowed"], true);
+    let usage = cli.file("usage.json", r#"{"agents": 10}"#);
+    let decision = cli
+        .json(&[
+            "plugin",
+            "call",
+            "tier-quota",
+            "evaluate",
+            "--tenant",
+            "acme",
+            "--usage",
+            usage.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(quota(&decision["metrics"], "agents")["severity"], "blocked");
+    assert_eq!(decision["allowed"], false);
+    let text = cli
+        .ok(&[
+            "plugin",
+            "call",
+            "tier-quota",
+            "evaluate",
+            "--tenant",
+            "acme",
+        ])
+        .await;
+    assert!(text.starts_with("tier-quota on acme: allowed"), "{text}");
+    let plugin = cli.json(&["plugin", "inspect", "tier-quota"]).await;
+    assert!(
+        plugin["stats"]["calls"].as_u64().unwrap() >= 3,
+        "the calls count like the server's: {plugin}"
+    );
+    let policy = cli.json(&["tenant", "quota", "policy", "acme"]).await;
+    assert_eq!(policy["policy"], "tier-quota");
+    let wrong = cli
+        .run(&[
+            "tenant",
+            "quota",
+            "policy",
+            "acme",
+            "--use",
+            "template-renderer",
+        ])
+        .await;
+    assert!(!wrong.ok);
+    assert!(
+        wrong.stderr.contains("not a quota policy"),
+        "{}",
+        wrong.stderr
+    );
 }

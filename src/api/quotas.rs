@@ -8,16 +8,21 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::context::Context;
-use crate::error::{AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::body::{ApiJson, from_value};
 use crate::http::{ApiAdmin, ApiCaller, TenantReader};
+use crate::quotas::policy::{self, PolicyChoice, PolicyChoices, PolicyInForce};
 use crate::quotas::report::{ReportOutcome, UsageBatch, UsageEvent};
 use crate::quotas::{self, CheckAnswer, CheckRequest, Metric, QuotaView, UsageSummary};
 use crate::telemetry::record_tenant;
-use crate::tenants;
+use crate::tenants::{self, Tier};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_metrics)
+        .service(list_policies)
+        .service(choose_tier_policy)
+        .service(get_tenant_policy)
+        .service(choose_tenant_policy)
         .service(get_quotas)
         .service(put_quotas)
         .service(check_quota)
@@ -35,6 +40,86 @@ pub fn routes(cfg: &mut ServiceConfig) {
 async fn list_metrics(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<HttpResponse> {
     caller.principal.require_platform()?;
     Ok(HttpResponse::Ok().json(quotas::metrics(&ctx)))
+}
+
+/// The default quota policy and each tier's choice.
+#[utoipa::path(
+    tag = "quotas",
+    responses((status = 200, body = PolicyChoices)),
+)]
+#[get("/quotas/policies")]
+async fn list_policies(ctx: web::Data<Context>, caller: ApiCaller) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    Ok(HttpResponse::Ok().json(policy::choices(&ctx).await?))
+}
+
+/// Choose the quota policy of a tier's tenants (those without a choice of their own); `null`
+/// goes back to the default. Audited as `quota.policy_chosen`.
+#[utoipa::path(
+    tag = "quotas",
+    params(("tier" = String, Path, description = "free, starter, professional, enterprise or custom")),
+    request_body = PolicyChoice,
+    responses(
+        (status = 200, body = PolicyChoices),
+        (status = 422, description = "Not a tier, or not an installed and enabled quota-policy plugin", body = ErrorBody),
+    ),
+)]
+#[put("/quotas/policies/{tier}")]
+async fn choose_tier_policy(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    tier: web::Path<String>,
+    body: ApiJson<PolicyChoice>,
+) -> AppResult<HttpResponse> {
+    let tier: Tier = tier.parse().map_err(|_| {
+        AppError::invalid(
+            "tier",
+            "one_of",
+            "must be free, starter, professional, enterprise or custom",
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(policy::choose_for_tier(&ctx, &caller.actor, tier, &body.0).await?))
+}
+
+/// The quota policy that decides for the tenant, and whether it was chosen for the tenant, its
+/// tier, or is the default.
+#[utoipa::path(
+    tag = "quotas",
+    responses((status = 200, body = PolicyInForce)),
+)]
+#[get("/tenant/{slug}/quota-policy")]
+async fn get_tenant_policy(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(quotas::policy_of(&ctx, &tenant).await?))
+}
+
+/// Choose the tenant's own quota policy; `null` goes back to its tier's or the default.
+/// Audited as `quota.policy_chosen`.
+#[utoipa::path(
+    tag = "quotas",
+    request_body = PolicyChoice,
+    responses(
+        (status = 200, body = PolicyInForce),
+        (status = 422, description = "Not an installed and enabled quota-policy plugin", body = ErrorBody),
+    ),
+)]
+#[put("/tenant/{slug}/quota-policy")]
+async fn choose_tenant_policy(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+    body: ApiJson<PolicyChoice>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok()
+        .json(policy::choose_for_tenant(&ctx, &caller.actor, &tenant, &body.0).await?))
 }
 
 /// Each metric's tier default, the tenant's override, the limit in effect and the current use.

@@ -140,6 +140,10 @@ fn schema_rules() -> Vec<(&'static str, Value)> {
             json!({ "events": { "minItems": 1, "maxItems": crate::quotas::report::MAX_BATCH } }),
         ),
         (
+            "PolicyChoice",
+            json!({ "policy": { "pattern": r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$" } }),
+        ),
+        (
             "CheckRequest",
             json!({ "metric": { "pattern": METRIC }, "increment": { "maximum": i64::MAX } }),
         ),
@@ -290,6 +294,11 @@ fn body_requirements() -> Vec<(&'static str, &'static [&'static str])> {
 /// (method and path, parameter → rule): merged into the operations' parameters.
 fn parameter_rules() -> Vec<(&'static str, &'static str, Value)> {
     vec![
+        (
+            "PUT /api/v1/quotas/policies/{tier}",
+            "tier",
+            json!({ "enum": TIERS }),
+        ),
         (
             "GET /api/v1/tenant",
             "status",

@@ -61,6 +61,26 @@ pub enum PluginCommand {
     },
     /// Check a component: world, WIT version, manifest, exports, requested capabilities.
     Check { file: PathBuf },
+    /// Call an installed plugin as the product would, and print its answer (nothing changes).
+    Call {
+        name: String,
+        #[command(subcommand)]
+        function: CallFunction,
+    },
+}
+
+/// What `plugin call` calls.
+#[derive(Debug, clap::Subcommand)]
+pub enum CallFunction {
+    /// A quota policy's decision on a tenant's real usage (or on `--usage`).
+    Evaluate {
+        #[arg(long)]
+        tenant: String,
+        /// A JSON object of metric → use, in place of the tenant's current use of those
+        /// metrics (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        usage: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -211,6 +231,54 @@ pub(super) async fn plugin_command(
                 .await
                 .map_err(app_error)?;
             print(out, &plugin, || format!("plugin {} disabled", plugin.name))
+        }
+        PluginCommand::Call {
+            name,
+            function: CallFunction::Evaluate { tenant, usage },
+        } => {
+            let tenant = crate::tenants::get(ctx, &tenant).await.map_err(app_error)?;
+            let usage: Option<std::collections::HashMap<String, u64>> = match usage {
+                Some(file) => {
+                    let text = super::read_file_or_stdin(&file)?;
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}: not a JSON object of metric → use: {e}",
+                            file.display()
+                        )
+                    })?)
+                }
+                None => None,
+            };
+            let decision = crate::quotas::evaluate(ctx, &name, &tenant, usage.as_ref())
+                .await
+                .map_err(app_error)?;
+            let view = crate::quotas::decision_view(&decision);
+            print(out, &view, || {
+                let rows = view
+                    .metrics
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.metric.clone(),
+                            m.used.to_string(),
+                            m.limit.map_or("—".into(), |l| l.to_string()),
+                            format!("{:.1} %", m.percent),
+                            format!("{:?}", m.severity).to_lowercase(),
+                        ]
+                    })
+                    .collect();
+                format!(
+                    "{name} on {}: {}{}\n{}",
+                    tenant.slug,
+                    if view.allowed { "allowed" } else { "blocked" },
+                    if view.at_risk { ", at risk" } else { "" },
+                    table(
+                        &["METRIC", "USED", "LIMIT", "USE", "SEVERITY"],
+                        rows,
+                        "no metrics"
+                    )
+                )
+            })
         }
         PluginCommand::New { .. } | PluginCommand::Check { .. } => {
             unreachable!("handled without a database")

@@ -29,6 +29,15 @@ pub enum QuotaCommand {
         #[arg(long, value_name = "METRIC")]
         hard: Vec<String>,
     },
+    /// The quota policy that decides for the tenant; `--use NAME` chooses one for it,
+    /// `--default` goes back to its tier's (or the default).
+    Policy {
+        slug: String,
+        #[arg(long = "use", value_name = "PLUGIN", conflicts_with = "default")]
+        policy: Option<String>,
+        #[arg(long)]
+        default: bool,
+    },
 }
 
 /// Usage reported by an operator's system.
@@ -105,6 +114,31 @@ pub async fn quota_command(
     cmd: QuotaCommand,
 ) -> anyhow::Result<()> {
     match cmd {
+        QuotaCommand::Policy {
+            slug,
+            policy,
+            default,
+        } => {
+            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
+            let in_force = if policy.is_some() || default {
+                let choice = quotas::policy::PolicyChoice { policy };
+                quotas::policy::choose_for_tenant(ctx, actor, &tenant, &choice)
+                    .await
+                    .map_err(app_error)?
+            } else {
+                quotas::policy_of(ctx, &tenant).await.map_err(app_error)?
+            };
+            print(out, &in_force, || {
+                format!(
+                    "{slug}: quota policy {} (chosen for the {})",
+                    in_force.policy,
+                    match in_force.chosen_for {
+                        "default" => "server, by default",
+                        other => other,
+                    }
+                )
+            })
+        }
         QuotaCommand::Show { slug } => {
             let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
             let views = quotas::quotas(ctx, &tenant).await.map_err(app_error)?;

@@ -39,7 +39,13 @@ pub async fn decide(
     usage: &HashMap<String, u64>,
     need: Need,
 ) -> AppResult<Arc<CachedDecision>> {
-    let policy = &ctx.config.quotas.policy;
+    let policy = {
+        let mut conn = ctx.db.conn().await?;
+        super::policy::in_force(ctx, &mut conn, tenant)
+            .await?
+            .policy
+    };
+    let policy = &policy;
     let key = decision_key(policy, tenant, overrides);
     let usage_fp = fingerprint(usage);
     let ttl = Duration::from_secs(ctx.config.quotas.decision_ttl_seconds);
@@ -79,6 +85,24 @@ pub async fn decide(
             }
         }
     }
+}
+
+/// Asks `policy` once for its decision on `tenant` with `usage` and `overrides`, keeping
+/// nothing (what `tenantry plugin call … evaluate` shows).
+pub async fn evaluate_once(
+    ctx: &Context,
+    policy: &str,
+    tenant: &Tenant,
+    metrics: &[Metric],
+    overrides: &[QuotaOverrideRow],
+    usage: &HashMap<String, u64>,
+) -> AppResult<Decision> {
+    ask(ctx, policy, tenant, metrics, overrides, usage)
+        .await
+        .map(|(decision, _)| decision)
+        .map_err(|reason| {
+            AppError::Unavailable(format!("the quota policy `{policy}` failed: {reason}"))
+        })
 }
 
 /// Calls the policy with and, where overrides set limits, without them (for the defaults).

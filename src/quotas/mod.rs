@@ -11,6 +11,7 @@
 pub mod catalogue;
 pub mod decision;
 pub mod meter;
+pub mod policy;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -399,6 +400,70 @@ pub async fn admit_user(
         }
         Ok(())
     })
+}
+
+/// What `policy` decides for `tenant` on its current usage, or on `usage` (metric → use) where
+/// given, with its overrides; nothing is kept or counted.
+pub async fn evaluate(
+    ctx: &Context,
+    policy: &str,
+    tenant: &Tenant,
+    usage: Option<&HashMap<String, u64>>,
+) -> AppResult<crate::plugins::Decision> {
+    let metrics = metrics(ctx);
+    let (overrides, mut current) = {
+        let mut conn = ctx.db.conn().await?;
+        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
+        (overrides, current_use(&mut conn, tenant, &metrics).await?)
+    };
+    if let Some(usage) = usage {
+        for (metric, used) in usage {
+            catalogue::metric(&metrics, metric, metric)?;
+            current.insert(metric.clone(), *used);
+        }
+    }
+    decision::evaluate_once(ctx, policy, tenant, &metrics, &overrides, &current).await
+}
+
+/// The policy that decides for `tenant`.
+pub async fn policy_of(ctx: &Context, tenant: &Tenant) -> AppResult<policy::PolicyInForce> {
+    let mut conn = ctx.db.conn().await?;
+    policy::in_force(ctx, &mut conn, tenant).await
+}
+
+/// A policy's decision, as the API and the CLI show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DecisionView {
+    pub metrics: Vec<MetricDecisionView>,
+    pub allowed: bool,
+    pub at_risk: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MetricDecisionView {
+    pub metric: String,
+    pub used: u64,
+    pub limit: Option<u64>,
+    pub percent: f64,
+    pub severity: Level,
+}
+
+pub fn decision_view(decision: &crate::plugins::Decision) -> DecisionView {
+    DecisionView {
+        metrics: decision
+            .metrics
+            .iter()
+            .map(|m| MetricDecisionView {
+                metric: m.metric.clone(),
+                used: m.used,
+                limit: m.limit,
+                percent: m.percent,
+                severity: m.severity.into(),
+            })
+            .collect(),
+        allowed: decision.allowed,
+        at_risk: decision.at_risk,
+    }
 }
 
 /// A question: would this use be admitted?

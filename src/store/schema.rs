@@ -345,3 +345,12 @@ diesel::table! {
         last_seen_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    quota_policy_choices (scope) {
+        scope -> Text,
+        policy -> Text,
+        chosen_by -> Text,
+        chosen_at -> Timestamp,
+    }
+}

@@ -252,3 +252,61 @@ pub async fn record_user(
     }
     Ok(inserted == 1)
 }
+
+/// The policy chosen for each scope given (`tenant:<id>`, `tier:<tier>`), as (scope, policy).
+pub async fn policy_choices(
+    conn: &mut Conn,
+    scopes: &[String],
+) -> AppResult<Vec<(String, String)>> {
+    use super::schema::quota_policy_choices as q;
+    Ok(with_conn!(conn, |c| q::table
+        .filter(q::scope.eq_any(scopes))
+        .select((q::scope, q::policy))
+        .load(c)
+        .await)?)
+}
+
+/// Every policy choice of a tier, as (scope, policy).
+pub async fn tier_policy_choices(conn: &mut Conn) -> AppResult<Vec<(String, String)>> {
+    use super::schema::quota_policy_choices as q;
+    Ok(with_conn!(conn, |c| q::table
+        .filter(q::scope.like("tier:%"))
+        .order(q::scope.asc())
+        .select((q::scope, q::policy))
+        .load(c)
+        .await)?)
+}
+
+/// Chooses `policy` for `scope`, or clears the choice (none); the policy chosen before, if any.
+pub async fn choose_policy(
+    conn: &mut Conn,
+    scope: &str,
+    policy: Option<&str>,
+    by: &str,
+    now: NaiveDateTime,
+) -> AppResult<Option<String>> {
+    use super::schema::quota_policy_choices as q;
+    let before: Option<String> = with_conn!(conn, |c| q::table
+        .filter(q::scope.eq(scope))
+        .select(q::policy)
+        .first(c)
+        .await
+        .optional())?;
+    with_conn!(conn, |c| diesel::delete(
+        q::table.filter(q::scope.eq(scope))
+    )
+    .execute(c)
+    .await)?;
+    if let Some(policy) = policy {
+        with_conn!(conn, |c| diesel::insert_into(q::table)
+            .values((
+                q::scope.eq(scope),
+                q::policy.eq(policy),
+                q::chosen_by.eq(by),
+                q::chosen_at.eq(now),
+            ))
+            .execute(c)
+            .await)?;
+    }
+    Ok(before)
+}

@@ -48,3 +48,12 @@ CREATE TABLE quota_overrides (
     updated_at TIMESTAMP NOT NULL,
     PRIMARY KEY (tenant_id, metric)
 );
+
+-- Which quota-policy plugin decides for a tenant (`tenant:<id>`) or a tier (`tier:<tier>`),
+-- instead of `quotas.policy`. Read at every decision, so a change needs no restart.
+CREATE TABLE quota_policy_choices (
+    scope TEXT PRIMARY KEY NOT NULL,
+    policy TEXT NOT NULL,
+    chosen_by TEXT NOT NULL,
+    chosen_at TIMESTAMP NOT NULL
+);

@@ -1,0 +1,55 @@
+//! A third-party quota policy for tests: every metric's limit is 3 whatever the tier (an
+//! override still wins), blocked at 3 and a warning from 2. For a tenant whose slug starts with
+//! `loop` it never returns, so that the host's deadline stops it.
+
+use tenantry_plugin_sdk::quota::{
+    Decision, MetricDecision, PluginError, QuotaPolicy, Severity, Tenant, Usage,
+};
+
+struct FlatQuota;
+
+const LIMIT: u64 = 3;
+
+impl QuotaPolicy for FlatQuota {
+    fn evaluate(tenant: Tenant, usage: Vec<Usage>) -> Result<Decision, PluginError> {
+        if tenant.slug.starts_with("loop") {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        let metrics: Vec<MetricDecision> = usage
+            .into_iter()
+            .map(|u| {
+                let limit = u.override_limit.unwrap_or(LIMIT);
+                let percent = if limit == 0 {
+                    if u.used > 0 { 100.0 } else { 0.0 }
+                } else {
+                    u.used as f64 * 100.0 / limit as f64
+                };
+                MetricDecision {
+                    severity: if u.used >= limit {
+                        Severity::Blocked
+                    } else if u.used + 1 >= limit {
+                        Severity::Warning
+                    } else {
+                        Severity::Ok
+                    },
+                    metric: u.metric,
+                    used: u.used,
+                    limit: Some(limit),
+                    percent,
+                }
+            })
+            .collect();
+        Ok(Decision {
+            allowed: metrics
+                .iter()
+                .all(|m| !matches!(m.severity, Severity::Blocked)),
+            at_risk: metrics.iter().any(|m| m.percent > 90.0),
+            metrics,
+        })
+    }
+}
+
+tenantry_plugin_sdk::register_quota_policy!(FlatQuota);
