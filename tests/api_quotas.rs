@@ -401,6 +401,33 @@ async fn a_soft_quota_counts_past_its_limit(backend: Backend) {
     assert_eq!(tokens["severity"], "blocked");
     assert_eq!(tokens["hard"], false);
     assert_eq!(usage["allowed"], true, "a soft quota blocks nothing");
+    // Counters are overflow-checked: an increment that would wrap is refused, nothing counted.
+    let big = 9_000_000_000_000_000_000i64;
+    let (status, body) = report(
+        &app,
+        "acme",
+        json!({ "id": "big-1", "metric": "llm_tokens_per_day", "increment": big }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, error) = report(
+        &app,
+        "acme",
+        json!({ "events": [
+            { "id": "small", "metric": "llm_tokens_per_day", "increment": 1 },
+            { "id": "big-2", "metric": "llm_tokens_per_day", "increment": big },
+        ] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(
+        field_rules(&error),
+        [("events[1].increment".to_owned(), "overflow".to_owned())]
+    );
+    assert_eq!(
+        used(&app, "acme", "llm_tokens_per_day").await,
+        150 + big as u64
+    );
     app.stop().await;
 }
 

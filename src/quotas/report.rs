@@ -80,6 +80,8 @@ pub struct EventOutcome {
 
 /// A checked event.
 struct Checked<'a> {
+    /// The event's place in the report.
+    index: usize,
     event: &'a UsageEvent,
     metric: &'a Metric,
     period: String,
@@ -210,6 +212,7 @@ fn check_events<'a>(
         {
             let at = at.naive_utc();
             checked.push(Checked {
+                index: i,
                 event,
                 metric,
                 period: metric.period(at),
@@ -310,6 +313,21 @@ pub async fn report(
                     outcome: if applied { "counted" } else { "stale" },
                 });
                 continue;
+            }
+            // Overflow-checked: a counter never wraps or turns into a float.
+            let current = store::usage::value(tx, &tenant.id, &c.metric.name, &c.period)
+                .await?
+                .unwrap_or(0);
+            if current.checked_add(c.amount).is_none() {
+                return Err(AppError::invalid(
+                    format!("{}increment", prefix(c.index)),
+                    "overflow",
+                    format!(
+                        "would take `{}` past the largest count ({}); nothing of this report was counted",
+                        c.metric.name,
+                        i64::MAX
+                    ),
+                ));
             }
             let value =
                 store::usage::add(tx, &tenant.id, &c.metric.name, &c.period, c.amount, now).await?;
