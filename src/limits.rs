@@ -295,6 +295,9 @@ struct TenantCalls {
     pending: HashMap<(&'static str, String), u64>,
 }
 
+/// The counter of a tenant's API calls per day: not a quota, shown in the usage summary.
+pub const API_CALLS_PER_DAY: &str = "api_calls_per_day";
+
 /// The limits that apply to a tenant's API calls, from its quota decision.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallLimits {
@@ -364,6 +367,9 @@ impl ApiCallMeter {
             });
         }
         calls.in_minute += 1;
+        // The day's calls, for the usage summary (`2026-12-04T09:15` → `2026-12-04`).
+        let day = minute.get(..10).unwrap_or(&minute).to_owned();
+        *calls.pending.entry((API_CALLS_PER_DAY, day)).or_default() += 1;
         *calls
             .pending
             .entry(("api_calls_per_minute", minute))

@@ -854,6 +854,12 @@ async fn a_tenants_api_calls_are_metered_and_limited_per_minute(backend: Backend
     }
     assert_eq!(month, 5);
     assert_eq!(used(&app, "acme", "api_calls_per_minute").await, 5);
+    let (_, usage) = app.get("/api/v1/tenant/acme/usage").await;
+    assert_eq!(usage["api_calls_today"], 5);
+    assert_eq!(usage["api_calls_this_month"], 5);
+    let last_active: chrono::DateTime<chrono::Utc> =
+        usage["last_active"].as_str().unwrap().parse().unwrap();
+    assert!(chrono::Utc::now() - last_active < chrono::Duration::minutes(1));
     app.stop().await;
 }
 

@@ -87,8 +87,14 @@ pub struct UsageSummary {
     pub metrics: Vec<QuotaView>,
     /// True when any metric is above the at-risk threshold of the policy (90 % by default).
     pub at_risk: bool,
-    /// False when any metric is blocked.
+    /// False when a hard quota is blocked.
     pub allowed: bool,
+    /// Authenticated API calls today and this month (UTC), as written so far (a server writes
+    /// its counts every `quotas.flush_interval_ms`).
+    pub api_calls_today: u64,
+    pub api_calls_this_month: u64,
+    /// The tenant's latest API call or user login; none when it was never seen.
+    pub last_active: Option<DateTime<Utc>>,
     pub measured_at: DateTime<Utc>,
 }
 
@@ -132,10 +138,21 @@ pub async fn quotas(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<QuotaView>>
 /// The usage summary of `tenant`.
 pub async fn summary(ctx: &Context, tenant: &Tenant) -> AppResult<UsageSummary> {
     let metrics = metrics(ctx);
-    let (overrides, usage) = {
+    let now = clock::now();
+    let (overrides, usage, today, last_active) = {
         let mut conn = ctx.db.conn().await?;
         let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
-        (overrides, current_use(&mut conn, tenant, &metrics).await?)
+        let usage = current_use(&mut conn, tenant, &metrics).await?;
+        let today = store::usage::value(
+            &mut conn,
+            &tenant.id,
+            crate::limits::API_CALLS_PER_DAY,
+            &catalogue::period_of(Some(Window::Day), now),
+        )
+        .await?
+        .unwrap_or(0);
+        let last_active = store::usage::last_active(&mut conn, &tenant.id).await?;
+        (overrides, usage, today, last_active)
     };
     let decided =
         decision::decide(ctx, tenant, &metrics, &overrides, &usage, Need::Severities).await?;
@@ -148,6 +165,9 @@ pub async fn summary(ctx: &Context, tenant: &Tenant) -> AppResult<UsageSummary> 
         allowed: views
             .iter()
             .all(|v| v.severity != Level::Blocked || !v.hard),
+        api_calls_today: today.max(0) as u64,
+        api_calls_this_month: usage.get("api_calls_per_month").copied().unwrap_or(0),
+        last_active: last_active.map(clock::to_utc),
         metrics: views,
         measured_at: Utc::now(),
     })

@@ -310,3 +310,20 @@ pub async fn choose_policy(
     }
     Ok(before)
 }
+
+/// The last time the tenant was seen: its latest API call written or user login.
+pub async fn last_active(conn: &mut Conn, tenant_id: &str) -> AppResult<Option<NaiveDateTime>> {
+    use diesel::dsl::max;
+    let calls: Option<NaiveDateTime> = with_conn!(conn, |c| usage_counters::table
+        .filter(usage_counters::tenant_id.eq(tenant_id))
+        .filter(usage_counters::metric.eq_any(["api_calls_per_minute", "api_calls_per_day"]))
+        .select(max(usage_counters::updated_at))
+        .first(c)
+        .await)?;
+    let login: Option<NaiveDateTime> = with_conn!(conn, |c| tenant_users::table
+        .filter(tenant_users::tenant_id.eq(tenant_id))
+        .select(max(tenant_users::last_seen_at))
+        .first(c)
+        .await)?;
+    Ok(calls.max(login))
+}

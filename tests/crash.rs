@@ -1,4 +1,4 @@
-//! Crash safety of the provisioning saga with real server processes (`tenantry serve`):
+//! Crash safety with real server processes (`tenantry serve`) killed with SIGKILL:
 //!
 //! - a server is killed with SIGKILL in the middle of a run, at a point chosen by the test-only
 //!   `provisioning.fault_injection` setting (after a backend call, before its result was
@@ -8,7 +8,10 @@
 //!   executed once (`FOR UPDATE SKIP LOCKED` leases);
 //! - a server is killed right after a lifecycle change (a suspension) committed, before its
 //!   worker heard of the change: the run that carries it to the backends was stored with it, so
-//!   a restarted server suspends the tenant in its backend.
+//!   a restarted server suspends the tenant in its backend;
+//! - a server is killed during a stream of reported usage events and API calls: after a restart,
+//!   every event acknowledged is counted and one sent again is not counted twice, and at most
+//!   the last flush interval of API-call counts is lost.
 //!
 //! The backend is the `recorder` test plugin's recording test double (`common::recorder`).
 
@@ -421,7 +424,136 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
     double.stop().await;
 }
 
+async fn usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush(backend: Backend) {
+    let double = RecorderBackend::start().await;
+    let setup = setup(backend, &double).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("TENANTRY_QUOTAS__FLUSH_INTERVAL_MS", "500")];
+    let server = Server::start_with(&setup, dir.path(), None, &settings).await;
+    let http = client();
+    let admin =
+        |method: reqwest::Method, url: String| http.request(method, url).bearer_auth(&setup.token);
+    let created = admin(
+        reqwest::Method::POST,
+        format!("{}/api/v1/tenant", server.base),
+    )
+    .json(&json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
+    let key: Value = admin(
+        reqwest::Method::POST,
+        format!("{}/api/v1/tenant/acme/api-keys", server.base),
+    )
+    .json(&json!({ "name": "app" }))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let key = key["token"].as_str().unwrap().to_owned();
+
+    // API calls, given time to be written.
+    for _ in 0..20 {
+        let response = http
+            .get(format!("{}/api/v1/tenant/acme", server.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // A stream of reported events and API calls, cut by SIGKILL.
+    let base = server.base.clone();
+    let token = setup.token.clone();
+    let stream = tokio::spawn(async move {
+        let http = client();
+        let mut acknowledged = Vec::new();
+        for i in 0..10_000 {
+            let id = format!("evt-{i}");
+            let sent = http
+                .post(format!("{base}/api/v1/tenant/acme/usage"))
+                .bearer_auth(&token)
+                .json(&json!({ "id": id, "metric": "llm_tokens_per_day", "increment": 1 }))
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status() == 200 => acknowledged.push(i),
+                _ => return (acknowledged, i),
+            }
+        }
+        (acknowledged, 10_000)
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill().await;
+    let (acknowledged, sent) = stream.await.unwrap();
+    assert!(
+        !acknowledged.is_empty() && sent < 10_000,
+        "killed mid-stream"
+    );
+
+    let server = Server::start_with(&setup, dir.path(), None, &settings).await;
+    let used = |metric: &'static str| {
+        let request = admin(
+            reqwest::Method::GET,
+            format!("{}/api/v1/tenant/acme/usage", server.base),
+        );
+        async move {
+            let usage: Value = request.send().await.unwrap().json().await.unwrap();
+            usage["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["metric"] == metric)
+                .unwrap()["used"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let counted = used("llm_tokens_per_day").await;
+    // Every acknowledged event is counted; the one in flight at the kill may be too.
+    assert!(
+        counted == acknowledged.len() as u64 || counted == acknowledged.len() as u64 + 1,
+        "counted {counted}, acknowledged {}",
+        acknowledged.len()
+    );
+    // The client sends again what was not acknowledged: each is counted once, in all.
+    for i in 0..=sent {
+        if acknowledged.contains(&i) {
+            continue;
+        }
+        let response = admin(
+            reqwest::Method::POST,
+            format!("{}/api/v1/tenant/acme/usage", server.base),
+        )
+        .json(&json!({ "id": format!("evt-{i}"), "metric": "llm_tokens_per_day", "increment": 1 }))
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(used("llm_tokens_per_day").await, sent as u64 + 1);
+    // The 20 API calls written before the stream survive; a crash loses at most the calls of
+    // the last flush interval (here none were made after them).
+    assert_eq!(used("api_calls_per_month").await, 20);
+    server.kill().await;
+    setup.database.drop_database().await;
+    double.stop().await;
+}
+
 mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush() {
+        super::usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush(
+            super::Backend::Sqlite,
+        )
+        .await
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_survives_sigkill_and_creates_each_resource_once() {
         super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Sqlite).await
@@ -435,6 +567,14 @@ mod sqlite {
 }
 
 mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush() {
+        super::usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush(
+            super::Backend::Postgres,
+        )
+        .await
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_run_survives_sigkill_and_creates_each_resource_once() {
         super::a_run_survives_sigkill_and_creates_each_resource_once(super::Backend::Postgres).await
