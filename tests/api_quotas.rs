@@ -986,5 +986,17 @@ async fn another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leave
             .contains("tenantry_quota_policy_failures_total{policy=\"flat-quota\"}"),
         "the failure is counted"
     );
+    // With a failure and (below) a rejection counted, the shipped rules name only what is
+    // exported.
+    report(
+        &app,
+        "acme",
+        json!({ "id": "x1", "metric": "llm_tokens_per_day", "increment": 20_000 }),
+    )
+    .await;
+    let (_, metrics) = app.get("/metrics").await;
+    let named =
+        common::assert_rules_name_exported("tenantry-quota-alerts.yml", metrics.as_str().unwrap());
+    assert_eq!(named, 2);
     app.stop().await;
 }

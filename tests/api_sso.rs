@@ -1061,34 +1061,7 @@ async fn the_shipped_alert_rules_name_metrics_the_server_exports(backend: Backen
         .text()
         .await
         .unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/prometheus/tenantry-auth-alerts.yml");
-    let rules: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap())
-        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
-    let mut named = 0;
-    for rule in rules["groups"][0]["rules"].as_array().expect("rules") {
-        let expr = rule["expr"].as_str().expect("an expr");
-        assert!(
-            rule["alert"].is_string() && rule["labels"]["severity"].is_string(),
-            "{rule}"
-        );
-        for metric in expr
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|word| word.starts_with("tenantry_"))
-        {
-            assert!(
-                exported.contains(&format!("{metric}{{")),
-                "{metric} (in {}) is not exported",
-                rule["alert"]
-            );
-            named += 1;
-        }
-        for label in ["tenant", "method", "reason"] {
-            if expr.contains(&format!("{label}=")) || expr.contains(&format!("by ({label})")) {
-                assert!(exported.contains(&format!("{label}=\"")), "label {label}");
-            }
-        }
-    }
+    let named = common::assert_rules_name_exported("tenantry-auth-alerts.yml", &exported);
     assert!(named >= 4, "the rules name the auth metrics ({named})");
     world.stop().await;
 }

@@ -300,3 +300,55 @@ pub fn field_rules(body: &Value) -> Vec<(String, String)> {
         })
         .unwrap_or_default()
 }
+
+/// Checks the alerting rules of `deploy/prometheus/<file>`: each rule has an alert name and a
+/// severity, and every metric and grouping label its expression names is in `exported` (the
+/// text of `/metrics`). Returns how many metrics the rules name.
+pub fn assert_rules_name_exported(file: &str, exported: &str) -> usize {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/prometheus")
+        .join(file);
+    let rules: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    let mut named = 0;
+    for rule in rules["groups"][0]["rules"].as_array().expect("rules") {
+        let expr = rule["expr"].as_str().expect("an expr");
+        assert!(
+            rule["alert"].is_string() && rule["labels"]["severity"].is_string(),
+            "{rule}"
+        );
+        for metric in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("tenantry_"))
+        {
+            assert!(
+                exported.contains(&format!("{metric}{{")),
+                "{metric} (in {}) is not exported",
+                rule["alert"]
+            );
+            named += 1;
+        }
+        let by = expr
+            .split("by (")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+            .flat_map(|labels| labels.split(','))
+            .map(str::trim);
+        let matched = expr
+            .split('{')
+            .skip(1)
+            .filter_map(|rest| rest.split('}').next())
+            .flat_map(|matchers| matchers.split(','))
+            .filter_map(|matcher| matcher.split(['=', '!', '~']).next())
+            .map(str::trim)
+            .filter(|label| !label.is_empty() && !label.starts_with('$'));
+        for label in by.chain(matched) {
+            assert!(
+                exported.contains(&format!("{label}=\"")),
+                "label {label} (in {}) is not exported",
+                rule["alert"]
+            );
+        }
+    }
+    named
+}
