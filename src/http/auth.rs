@@ -227,79 +227,56 @@ impl FromRequest for ApiCaller {
     }
 }
 
-/// An API caller allowed to change things (platform-admin); 401 without a token, 403 for a
-/// read-only one — decided before the request body is read.
-pub struct ApiAdmin(pub ApiCaller);
+/// Declares an extractor that is an [`ApiCaller`] who passed `check` (given the principal and
+/// the route's `{slug}`): decided before the request body is read, so that a refused caller
+/// learns nothing from the body's rules.
+macro_rules! checked_caller {
+    ($(#[$doc:meta])* $name:ident, |$principal:ident, $slug:ident| $check:expr) => {
+        $(#[$doc])*
+        pub struct $name(pub ApiCaller);
 
-impl std::ops::Deref for ApiAdmin {
-    type Target = ApiCaller;
+        impl std::ops::Deref for $name {
+            type Target = ApiCaller;
 
-    fn deref(&self) -> &ApiCaller {
-        &self.0
-    }
+            fn deref(&self) -> &ApiCaller {
+                &self.0
+            }
+        }
+
+        impl FromRequest for $name {
+            type Error = AppError;
+            type Future = Ready<Result<Self, AppError>>;
+
+            fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+                let caller = ApiCaller::from_request(req, payload).into_inner();
+                let $slug = req.match_info().get("slug").unwrap_or_default().to_owned();
+                ready(caller.and_then(|caller| {
+                    let $principal = &caller.principal;
+                    $check?;
+                    Ok($name(caller))
+                }))
+            }
+        }
+    };
 }
 
-impl FromRequest for ApiAdmin {
-    type Error = AppError;
-    type Future = Ready<Result<Self, AppError>>;
+checked_caller!(
+    /// An API caller allowed to change things (platform-admin); 401 without a token, 403 for a
+    /// read-only one.
+    ApiAdmin,
+    |principal, _slug| principal.require_admin()
+);
 
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let caller = ApiCaller::from_request(req, payload).into_inner();
-        ready(caller.and_then(|caller| {
-            caller.principal.require_admin()?;
-            Ok(ApiAdmin(caller))
-        }))
-    }
-}
+checked_caller!(
+    /// An API caller allowed to administer the tenant of the route's `{slug}` (platform admins,
+    /// and that tenant's admins).
+    TenantAdminCaller,
+    |principal, slug| principal.require_tenant_admin(&slug)
+);
 
-/// An API caller allowed to administer the tenant of the route's `{slug}` (platform admins, and
-/// that tenant's admins); decided before the request body is read, like [`ApiAdmin`].
-pub struct TenantAdminCaller(pub ApiCaller);
-
-impl std::ops::Deref for TenantAdminCaller {
-    type Target = ApiCaller;
-
-    fn deref(&self) -> &ApiCaller {
-        &self.0
-    }
-}
-
-impl FromRequest for TenantAdminCaller {
-    type Error = AppError;
-    type Future = Ready<Result<Self, AppError>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let caller = ApiCaller::from_request(req, payload).into_inner();
-        let slug = req.match_info().get("slug").unwrap_or_default().to_owned();
-        ready(caller.and_then(|caller| {
-            caller.principal.require_tenant_admin(&slug)?;
-            Ok(TenantAdminCaller(caller))
-        }))
-    }
-}
-
-/// An API caller allowed to read the tenant of the route's `{slug}` (the platform, and that
-/// tenant's principals; another tenant's get 404); decided before the request body is read.
-pub struct TenantReader(pub ApiCaller);
-
-impl std::ops::Deref for TenantReader {
-    type Target = ApiCaller;
-
-    fn deref(&self) -> &ApiCaller {
-        &self.0
-    }
-}
-
-impl FromRequest for TenantReader {
-    type Error = AppError;
-    type Future = Ready<Result<Self, AppError>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let caller = ApiCaller::from_request(req, payload).into_inner();
-        let slug = req.match_info().get("slug").unwrap_or_default().to_owned();
-        ready(caller.and_then(|caller| {
-            caller.principal.require_tenant_read(&slug)?;
-            Ok(TenantReader(caller))
-        }))
-    }
-}
+checked_caller!(
+    /// An API caller allowed to read the tenant of the route's `{slug}` (the platform, and that
+    /// tenant's principals; another tenant's get 404).
+    TenantReader,
+    |principal, slug| principal.require_tenant_read(&slug)
+);

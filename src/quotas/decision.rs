@@ -93,10 +93,13 @@ pub async fn evaluate_once(
     ctx: &Context,
     policy: &str,
     tenant: &Tenant,
-    metrics: &[Metric],
-    overrides: &[QuotaOverrideRow],
-    usage: &HashMap<String, u64>,
+    standing: &super::Standing,
 ) -> AppResult<Decision> {
+    let super::Standing {
+        metrics,
+        overrides,
+        usage,
+    } = standing;
     ask(ctx, policy, tenant, metrics, overrides, usage)
         .await
         .map(|(decision, _)| decision)

@@ -21,8 +21,8 @@ use crate::store;
 use crate::tenants::{self, TenantScope};
 use crate::transaction;
 
-use super::catalogue::{catalogue, period_of};
-use super::decision::{self, Need};
+use super::catalogue::period_of;
+use super::decision::Need;
 
 /// Counts one API call of `tenant`, unless it would pass a hard limit on API calls.
 pub fn admit_api_call(ctx: &Context, tenant: &TenantScope) -> Result<CallAdmitted, CallRefused> {
@@ -74,17 +74,9 @@ fn refresh_in_background(ctx: &Context, tenant: &TenantScope) {
 
 async fn refresh(ctx: &Context, slug: &str) -> AppResult<()> {
     let tenant = tenants::get(ctx, slug).await?;
-    let metrics = catalogue(&ctx.config.quotas);
-    let (overrides, usage) = {
-        let mut conn = ctx.db.conn().await?;
-        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
-        (
-            overrides,
-            super::current_use(&mut conn, &tenant, &metrics).await?,
-        )
-    };
+    let standing = super::Standing::of(ctx, &tenant).await?;
     ctx.quota_decisions.forget(&tenant.id);
-    decision::decide(ctx, &tenant, &metrics, &overrides, &usage, Need::Limits).await?;
+    standing.decide(ctx, &tenant, Need::Limits).await?;
     Ok(())
 }
 

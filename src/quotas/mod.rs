@@ -11,21 +11,22 @@
 pub mod catalogue;
 pub mod decision;
 pub mod meter;
+mod overrides;
 pub mod policy;
 pub mod report;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::config::{MetricKind, Window};
 use crate::context::Context;
-use crate::error::{AppError, AppResult, FieldError};
+use crate::error::{AppError, AppResult};
 use crate::limits::CachedDecision;
 use crate::plugins::Severity;
 use crate::store::models::QuotaOverrideRow;
@@ -35,6 +36,7 @@ use crate::transaction;
 
 pub use catalogue::{Metric, catalogue};
 use decision::Need;
+pub use overrides::{OverrideChange, parse_overrides, set_overrides};
 
 /// How close a use is to its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -101,6 +103,46 @@ pub struct UsageSummary {
 /// The metrics of the catalogue, as the API lists them.
 pub fn metrics(ctx: &Context) -> Vec<Metric> {
     catalogue(&ctx.config.quotas)
+}
+
+/// What a tenant's decision is asked on: the catalogue, its overrides and its current use.
+pub struct Standing {
+    pub metrics: Vec<Metric>,
+    pub overrides: Vec<QuotaOverrideRow>,
+    pub usage: HashMap<String, u64>,
+}
+
+impl Standing {
+    /// The tenant's standing as the database holds it now.
+    pub async fn of(ctx: &Context, tenant: &Tenant) -> AppResult<Standing> {
+        let metrics = metrics(ctx);
+        let mut conn = ctx.db.conn().await?;
+        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
+        let usage = current_use(&mut conn, tenant, &metrics).await?;
+        Ok(Standing {
+            metrics,
+            overrides,
+            usage,
+        })
+    }
+
+    /// The tenant's policy's decision on this standing.
+    pub async fn decide(
+        &self,
+        ctx: &Context,
+        tenant: &Tenant,
+        need: Need,
+    ) -> AppResult<Arc<CachedDecision>> {
+        decision::decide(
+            ctx,
+            tenant,
+            &self.metrics,
+            &self.overrides,
+            &self.usage,
+            need,
+        )
+        .await
+    }
 }
 
 /// The tenant's use of every metric in its current period.
@@ -202,174 +244,6 @@ fn views(
         .collect()
 }
 
-/// A change of one override: a new limit and/or hardness, or none to clear the override.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverrideChange {
-    pub limit: Option<u64>,
-    pub hard: Option<bool>,
-}
-
-/// Reads a `PUT …/quotas` body: `{"metric": limit | null | {"limit": …, "hard": …}}`. A null
-/// clears the override; a number sets the limit (keeping its hardness).
-pub fn parse_overrides(
-    ctx: &Context,
-    body: &serde_json::Map<String, Value>,
-) -> AppResult<BTreeMap<String, Option<OverrideChange>>> {
-    let metrics = metrics(ctx);
-    let mut errors = Vec::new();
-    let mut changes = BTreeMap::new();
-    if body.is_empty() {
-        return Err(AppError::invalid(
-            "body",
-            "required",
-            "name at least one metric, e.g. {\"agents\": 500}",
-        ));
-    }
-    for (name, value) in body {
-        if let Err(err) = catalogue::metric(&metrics, name, name) {
-            errors.extend(err.field_errors().iter().cloned());
-            continue;
-        }
-        let limit = |field: &str, v: &Value| -> Result<u64, FieldError> {
-            v.as_u64().filter(|l| *l <= i64::MAX as u64).ok_or_else(|| {
-                FieldError::new(
-                    field,
-                    "limit",
-                    format!("must be a whole number from 0 to {}", i64::MAX),
-                )
-            })
-        };
-        match value {
-            Value::Null => {
-                changes.insert(name.clone(), None);
-            }
-            Value::Number(_) => match limit(name, value) {
-                Ok(l) => {
-                    changes.insert(
-                        name.clone(),
-                        Some(OverrideChange {
-                            limit: Some(l),
-                            hard: None,
-                        }),
-                    );
-                }
-                Err(e) => errors.push(e),
-            },
-            Value::Object(fields) => {
-                let mut change = OverrideChange {
-                    limit: None,
-                    hard: None,
-                };
-                for (key, v) in fields {
-                    let field = format!("{name}.{key}");
-                    match key.as_str() {
-                        "limit" if v.is_null() => {}
-                        "limit" => match limit(&field, v) {
-                            Ok(l) => change.limit = Some(l),
-                            Err(e) => errors.push(e),
-                        },
-                        "hard" => match v.as_bool() {
-                            Some(h) => change.hard = Some(h),
-                            None => {
-                                errors.push(FieldError::new(field, "type", "must be true or false"))
-                            }
-                        },
-                        _ => errors.push(FieldError::new(
-                            field,
-                            "unknown_field",
-                            "unknown field (expected `limit` or `hard`)",
-                        )),
-                    }
-                }
-                changes.insert(name.clone(), Some(change));
-            }
-            _ => errors.push(FieldError::new(
-                name.as_str(),
-                "type",
-                "must be a limit (a whole number), null to clear, or {\"limit\": …, \"hard\": …}",
-            )),
-        }
-    }
-    if errors.is_empty() {
-        Ok(changes)
-    } else {
-        Err(AppError::Validation(errors))
-    }
-}
-
-/// Sets or clears `tenant`'s overrides, with one `quota.updated` audit record of what changed
-/// (old and new values), and returns its quotas as they are now.
-pub async fn set_overrides(
-    ctx: &Context,
-    actor: &Actor,
-    tenant: &Tenant,
-    changes: &BTreeMap<String, Option<OverrideChange>>,
-) -> AppResult<Vec<QuotaView>> {
-    let metrics = metrics(ctx);
-    let now = clock::now();
-    transaction!(ctx.db, |tx| {
-        let existing = store::usage::overrides(tx, &tenant.id).await?;
-        let mut changed = Vec::new();
-        for (metric, change) in changes {
-            let before = existing.iter().find(|o| &o.metric == metric);
-            let shown = |o: Option<&QuotaOverrideRow>| {
-                o.map(|o| json!({ "limit": o.limit_value, "hard": o.hard }))
-            };
-            match change {
-                None => {
-                    if store::usage::delete_override(tx, &tenant.id, metric).await? {
-                        changed
-                            .push(json!({ "metric": metric, "from": shown(before), "to": null }));
-                    }
-                }
-                Some(change) => {
-                    let default_hard = metrics
-                        .iter()
-                        .find(|m| &m.name == metric)
-                        .is_none_or(|m| m.hard);
-                    let row = QuotaOverrideRow {
-                        tenant_id: tenant.id.clone(),
-                        metric: metric.clone(),
-                        limit_value: change.limit.map(|l| l as i64),
-                        hard: change
-                            .hard
-                            .or(before.map(|b| b.hard))
-                            .unwrap_or(default_hard),
-                        updated_by: actor.name.clone(),
-                        updated_at: now,
-                    };
-                    let same = before
-                        .is_some_and(|b| b.limit_value == row.limit_value && b.hard == row.hard);
-                    if !same {
-                        store::usage::put_override(tx, &row).await?;
-                        changed.push(json!({
-                            "metric": metric,
-                            "from": shown(before),
-                            "to": shown(Some(&row)),
-                        }));
-                    }
-                }
-            }
-        }
-        if !changed.is_empty() {
-            audit::record(
-                tx,
-                actor,
-                AuditEvent::tenant(
-                    "quota.updated",
-                    &tenant.id,
-                    &tenant.slug,
-                    json!({ "changes": changed }),
-                ),
-            )
-            .await?;
-        }
-        Ok(())
-    })?;
-    ctx.quota_decisions.forget(&tenant.id);
-    quotas(ctx, tenant).await
-}
-
 /// Admits a login of `subject` (at `issuer`) to `tenant` under its `users` quota: a user who
 /// logged in before always is; a new one is counted, unless that would pass a hard limit
 /// (`QuotaExceeded`, nothing recorded).
@@ -387,14 +261,10 @@ pub async fn admit_user(
     let limit = if known {
         None
     } else {
-        let metrics = metrics(ctx);
-        let (overrides, usage) = {
-            let mut conn = ctx.db.conn().await?;
-            let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
-            (overrides, current_use(&mut conn, tenant, &metrics).await?)
-        };
-        let decided =
-            decision::decide(ctx, tenant, &metrics, &overrides, &usage, Need::Limits).await?;
+        let decided = Standing::of(ctx, tenant)
+            .await?
+            .decide(ctx, tenant, Need::Limits)
+            .await?;
         crate::limits::QuotaDecisions::hard_limit(&decided, "users")
     };
     transaction!(ctx.db, |tx| {
@@ -430,19 +300,14 @@ pub async fn evaluate(
     tenant: &Tenant,
     usage: Option<&HashMap<String, u64>>,
 ) -> AppResult<crate::plugins::Decision> {
-    let metrics = metrics(ctx);
-    let (overrides, mut current) = {
-        let mut conn = ctx.db.conn().await?;
-        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
-        (overrides, current_use(&mut conn, tenant, &metrics).await?)
-    };
+    let mut standing = Standing::of(ctx, tenant).await?;
     if let Some(usage) = usage {
         for (metric, used) in usage {
-            catalogue::metric(&metrics, metric, metric)?;
-            current.insert(metric.clone(), *used);
+            catalogue::metric(&standing.metrics, metric, metric)?;
+            standing.usage.insert(metric.clone(), *used);
         }
     }
-    decision::evaluate_once(ctx, policy, tenant, &metrics, &overrides, &current).await
+    decision::evaluate_once(ctx, policy, tenant, &standing).await
 }
 
 /// The policy that decides for `tenant`.

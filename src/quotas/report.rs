@@ -21,7 +21,8 @@ use crate::tenants::Tenant;
 use crate::transaction;
 
 use super::catalogue::{self, Metric};
-use super::decision::{self, Need};
+use super::decision::Need;
+use crate::limits::QuotaDecisions;
 
 /// Events in one batch at the most.
 pub const MAX_BATCH: usize = 1000;
@@ -253,29 +254,12 @@ pub async fn report(
     let checked = check_events(&metrics, events, &prefix)?;
 
     // The limits in effect (admission needs no fresh severities).
-    let (overrides, usage) = {
-        let mut conn = ctx.db.conn().await?;
-        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
-        (
-            overrides,
-            super::current_use(&mut conn, tenant, &metrics).await?,
-        )
-    };
-    let decided = decision::decide(ctx, tenant, &metrics, &overrides, &usage, Need::Limits).await?;
+    let standing = super::Standing::of(ctx, tenant).await?;
+    let decided = standing.decide(ctx, tenant, Need::Limits).await?;
     let hard_limit: HashMap<&str, u64> = metrics
         .iter()
         .filter_map(|m| {
-            let hard = overrides
-                .iter()
-                .find(|o| o.metric == m.name)
-                .map_or(m.hard, |o| o.hard);
-            let limit = decided
-                .decision
-                .metrics
-                .iter()
-                .find(|d| d.metric == m.name)
-                .and_then(|d| d.limit)?;
-            hard.then_some((m.name.as_str(), limit))
+            QuotaDecisions::hard_limit(&decided, &m.name).map(|limit| (m.name.as_str(), limit))
         })
         .collect();
 
