@@ -47,6 +47,19 @@ async fn a_new_user_past_the_users_limit_is_refused_and_known_users_still_log_in
     let alice = Browser::new();
     let home = alice.login(&base, "alpha", "alice").await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    // The organisation's usage is on its home page, for its members too.
+    assert!(home.has(r#"id="usage-users""#), "{}", home.body);
+    let row = home
+        .body
+        .split(r#"id="usage-users""#)
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap();
+    assert!(row.contains(">1<") && row.contains("100 %"), "{row}");
+    assert!(
+        home.text().contains("is close to a limit"),
+        "at 100 % of users"
+    );
 
     let carol = Browser::new();
     let page = carol.login(&base, "alpha", "carol").await;

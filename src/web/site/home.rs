@@ -30,9 +30,14 @@ pub async fn home_redirect(
         .finish()
 }
 
-/// `GET /t/{slug}/`: who is logged in; for tenant admins the tenant's keys, sessions and SSO.
+/// `GET /t/{slug}/`: who is logged in and the organisation's usage; for tenant admins the
+/// tenant's keys, sessions and SSO.
 pub async fn home(req: HttpRequest, ctx: web::Data<Context>, ts: TenantSession) -> PageResult {
     let mut context = tera::Context::new();
+    context.insert(
+        "usage",
+        &crate::quotas::summary(&ctx, &ts.page.tenant).await?,
+    );
     if ts.session.principal.role == Role::TenantAdmin {
         let scope = ts.admin_scope()?;
         let tenant = tenants::get(&ctx, &scope.slug).await?;
