@@ -410,6 +410,26 @@ async fn lifecycle_action_with_a_reason_changes_the_status_shown_on_the_detail_p
     let browser = Browser::admin(&app).await;
     let detail = browser.get("/tenants/acme-corp").await;
     assert_eq!(heading_status(&detail.body), "active");
+    // Its usage, with each metric's limit.
+    let (status, _) = app
+        .post(
+            "/api/v1/tenant/acme-corp/usage",
+            serde_json::json!({ "id": "e", "metric": "llm_tokens_per_day", "increment": 8_500 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let detail = browser.get("/tenants/acme-corp").await;
+    let row = detail
+        .body
+        .split(r#"id="usage-llm_tokens_per_day""#)
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no usage row: {}", detail.body));
+    assert!(row.contains(">8500<") && row.contains(">10000"), "{row}");
+    assert!(
+        row.contains("severity-warning") && row.contains("85 %"),
+        "{row}"
+    );
     assert!(
         detail.body.contains("name=\"action\" value=\"suspend\""),
         "the page offers to suspend"

@@ -317,6 +317,7 @@ pub async fn detail(
         .is_some_and(|d| !d.is_empty() && d != "0");
     let backends = backends_view(&ctx, &tenant, check_drift).await?;
     let history = tenants::history(&ctx, &tenant).await?;
+    let usage = crate::quotas::summary(&ctx, &tenant).await?;
     let events = audit::list(
         &ctx.db,
         &AuditQuery {
@@ -367,6 +368,7 @@ pub async fn detail(
     context.insert("backends", &backends);
     context.insert("drift_checked", &check_drift);
     context.insert("history", &history);
+    context.insert("usage", &usage);
     context.insert("events", &events.items);
     context.insert("actions", &actions);
     context.insert(
