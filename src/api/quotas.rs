@@ -130,10 +130,9 @@ async fn choose_tenant_policy(
 #[get("/tenant/{slug}/quotas")]
 async fn get_quotas(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
+    _caller: TenantReader,
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
     Ok(HttpResponse::Ok().json(quotas::quotas(&ctx, &tenant).await?))
@@ -195,10 +194,9 @@ async fn check_quota(
 #[get("/tenant/{slug}/usage")]
 async fn get_usage(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
+    _caller: TenantReader,
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
     Ok(HttpResponse::Ok().json(quotas::summary(&ctx, &tenant).await?))

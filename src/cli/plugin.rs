@@ -263,7 +263,7 @@ pub(super) async fn plugin_command(
                             m.used.to_string(),
                             m.limit.map_or("—".into(), |l| l.to_string()),
                             format!("{:.1} %", m.percent),
-                            format!("{:?}", m.severity).to_lowercase(),
+                            m.severity.as_str().to_owned(),
                         ]
                     })
                     .collect();

@@ -76,10 +76,7 @@ fn quota_rows(views: &[QuotaView]) -> String {
                 limit(v.override_limit),
                 if v.hard { "hard" } else { "soft" }.into(),
                 format!("{:.1} %", v.percent),
-                serde_json::to_value(v.severity)
-                    .ok()
-                    .and_then(|s| s.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                v.severity.as_str().to_owned(),
             ]
         })
         .collect();

@@ -74,8 +74,9 @@ fn refresh_in_background(ctx: &Context, tenant: &TenantScope) {
 
 async fn refresh(ctx: &Context, slug: &str) -> AppResult<()> {
     let tenant = tenants::get(ctx, slug).await?;
+    // The kept decision is old (or missing), so `decide` asks the policy; a policy that fails
+    // leaves the kept one in force.
     let standing = super::Standing::of(ctx, &tenant).await?;
-    ctx.quota_decisions.forget(&tenant.id);
     standing.decide(ctx, &tenant, Need::Limits).await?;
     Ok(())
 }
@@ -89,24 +90,25 @@ pub async fn flush(ctx: &Context) -> AppResult<()> {
     }
     let now = clock::now();
     // Tenants purged since their calls were counted have nowhere to keep them.
-    let pending = {
-        let mut conn = ctx.db.conn().await;
-        let mut kept = Vec::with_capacity(pending.len());
-        let mut gone: Vec<String> = Vec::new();
-        for item in pending {
-            let exists = match &mut conn {
-                Ok(conn) if !gone.contains(&item.0) => store::tenants::find_by_id(conn, &item.0)
-                    .await
-                    .map(|t| t.is_some()),
-                Ok(_) => Ok(false),
-                Err(_) => Ok(true),
-            };
-            match exists {
-                Ok(false) => gone.push(item.0.clone()),
-                _ => kept.push(item),
-            }
+    let ids: Vec<String> = pending
+        .iter()
+        .map(|(tenant, ..)| tenant.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    let existing = match ctx.db.conn().await {
+        Ok(mut conn) => store::tenants::existing_ids(&mut conn, &ids).await,
+        Err(err) => Err(err),
+    };
+    let pending: Vec<_> = match existing {
+        Ok(existing) => pending
+            .into_iter()
+            .filter(|(tenant, ..)| existing.contains(tenant))
+            .collect(),
+        Err(err) => {
+            ctx.api_calls.restore_pending(pending);
+            return Err(err);
         }
-        kept
     };
     let written = transaction!(ctx.db, |tx| {
         let mut values = Vec::with_capacity(pending.len());

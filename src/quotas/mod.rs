@@ -48,6 +48,17 @@ pub enum Level {
     Blocked,
 }
 
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+            Level::Blocked => "blocked",
+        }
+    }
+}
+
 impl From<Severity> for Level {
     fn from(s: Severity) -> Self {
         match s {
@@ -179,26 +190,22 @@ pub async fn quotas(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<QuotaView>>
 
 /// The usage summary of `tenant`.
 pub async fn summary(ctx: &Context, tenant: &Tenant) -> AppResult<UsageSummary> {
-    let metrics = metrics(ctx);
-    let now = clock::now();
-    let (overrides, usage, today, last_active) = {
+    let standing = Standing::of(ctx, tenant).await?;
+    let (today, last_active) = {
         let mut conn = ctx.db.conn().await?;
-        let overrides = store::usage::overrides(&mut conn, &tenant.id).await?;
-        let usage = current_use(&mut conn, tenant, &metrics).await?;
         let today = store::usage::value(
             &mut conn,
             &tenant.id,
             crate::limits::API_CALLS_PER_DAY,
-            &catalogue::period_of(Some(Window::Day), now),
+            &catalogue::period_of(Some(Window::Day), clock::now()),
         )
         .await?
         .unwrap_or(0);
         let last_active = store::usage::last_active(&mut conn, &tenant.id).await?;
-        (overrides, usage, today, last_active)
+        (today, last_active)
     };
-    let decided =
-        decision::decide(ctx, tenant, &metrics, &overrides, &usage, Need::Severities).await?;
-    let views = views(&metrics, &overrides, &usage, &decided);
+    let decided = standing.decide(ctx, tenant, Need::Severities).await?;
+    let views = standing.views(&decided);
     Ok(UsageSummary {
         tenant: tenant.slug.clone(),
         tier: tenant.tier,
@@ -208,40 +215,47 @@ pub async fn summary(ctx: &Context, tenant: &Tenant) -> AppResult<UsageSummary> 
             .iter()
             .all(|v| v.severity != Level::Blocked || !v.hard),
         api_calls_today: today.max(0) as u64,
-        api_calls_this_month: usage.get("api_calls_per_month").copied().unwrap_or(0),
+        api_calls_this_month: standing
+            .usage
+            .get("api_calls_per_month")
+            .copied()
+            .unwrap_or(0),
         last_active: last_active.map(clock::to_utc),
         metrics: views,
         measured_at: Utc::now(),
     })
 }
 
-fn views(
-    metrics: &[Metric],
-    overrides: &[QuotaOverrideRow],
-    usage: &HashMap<String, u64>,
-    decided: &CachedDecision,
-) -> Vec<QuotaView> {
-    metrics
-        .iter()
-        .map(|m| {
-            let over = overrides.iter().find(|o| o.metric == m.name);
-            let decision = decided.decision.metrics.iter().find(|d| d.metric == m.name);
-            let used = usage.get(&m.name).copied().unwrap_or(0);
-            let limit = decision.and_then(|d| d.limit);
-            QuotaView {
-                metric: m.name.clone(),
-                kind: m.kind,
-                window: m.window,
-                default_limit: decided.defaults.get(&m.name).copied().flatten(),
-                override_limit: over.and_then(|o| o.limit_value).map(|l| l.max(0) as u64),
-                limit,
-                hard: over.map_or(m.hard, |o| o.hard),
-                used,
-                percent: decision.map_or(0.0, |d| d.percent),
-                severity: decision.map_or(Level::Ok, |d| d.severity.into()),
-            }
-        })
-        .collect()
+impl Standing {
+    /// Each metric as `decided` limits it, with the use of this standing.
+    fn views(&self, decided: &CachedDecision) -> Vec<QuotaView> {
+        let Standing {
+            metrics,
+            overrides,
+            usage,
+        } = self;
+        metrics
+            .iter()
+            .map(|m| {
+                let over = overrides.iter().find(|o| o.metric == m.name);
+                let decision = decided.decision.metrics.iter().find(|d| d.metric == m.name);
+                let used = usage.get(&m.name).copied().unwrap_or(0);
+                let limit = decision.and_then(|d| d.limit);
+                QuotaView {
+                    metric: m.name.clone(),
+                    kind: m.kind,
+                    window: m.window,
+                    default_limit: decided.defaults.get(&m.name).copied().flatten(),
+                    override_limit: over.and_then(|o| o.limit_value).map(|l| l.max(0) as u64),
+                    limit,
+                    hard: over.map_or(m.hard, |o| o.hard),
+                    used,
+                    percent: decision.map_or(0.0, |d| d.percent),
+                    severity: decision.map_or(Level::Ok, |d| d.severity.into()),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Admits a login of `subject` (at `issuer`) to `tenant` under its `users` quota: a user who
@@ -397,9 +411,11 @@ pub async fn check(
             ));
         }
     };
-    let summary = summary(ctx, tenant).await?;
-    let view = summary
-        .metrics
+    // Admission needs the limits only: the policy is not asked for new severities.
+    let standing = Standing::of(ctx, tenant).await?;
+    let decided = standing.decide(ctx, tenant, Need::Limits).await?;
+    let view = standing
+        .views(&decided)
         .into_iter()
         .find(|v| v.metric == metric.name)
         .ok_or_else(|| {

@@ -39,6 +39,15 @@ pub async fn find_by_id(conn: &mut Conn, id: &str) -> AppResult<Option<TenantRow
     Ok(row)
 }
 
+/// Which of `ids` name tenants that exist.
+pub async fn existing_ids(conn: &mut Conn, ids: &[String]) -> AppResult<Vec<String>> {
+    Ok(with_conn!(conn, |c| tenants::table
+        .filter(tenants::id.eq_any(ids))
+        .select(tenants::id)
+        .load(c)
+        .await)?)
+}
+
 pub async fn find_by_slug(conn: &mut Conn, slug: &str) -> AppResult<Option<TenantRow>> {
     let row = with_conn!(conn, |c| tenants::table
         .filter(tenants::slug.eq(slug))
