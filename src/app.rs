@@ -127,8 +127,11 @@ fn start_with(
     let worker = crate::provisioning::saga::spawn(ctx.clone(), worker_stop.clone());
     ctx.plugins.spawn_stats_reporter();
     crate::quotas::meter::spawn_flusher(&ctx);
+    crate::alerts::evaluate::spawn(&ctx);
+    crate::alerts::delivery::spawn_deliverer(&ctx)?;
     let server = HttpServer::new(move || {
         let metrics = ctx.metrics.clone();
+        let alerting = ctx.alerting.clone();
         let mut app = App::new().app_data(web::Data::new(ctx.clone()));
         if let Some(principal) = &fixed {
             app = app.app_data(web::Data::new(principal.clone()));
@@ -168,12 +171,27 @@ fn start_with(
                 // wrapper cannot be cancelled on actix's single-threaded worker runtimes).
                 let fut = actix_web::rt::spawn(srv.call(req).instrument(tracing::Span::current()));
                 let metrics = metrics.clone();
+                let alerting = alerting.clone();
                 async move {
                     let mut res = fut
                         .await
                         .map_err(actix_web::error::ErrorInternalServerError)??;
                     if let Some(slug) = res.request().match_info().get("slug") {
                         crate::telemetry::record_tenant(slug);
+                    }
+                    // A tenant's own API requests: the base of its error-rate and
+                    // response-time alerts.
+                    if let Some(tenant) = res
+                        .request()
+                        .extensions()
+                        .get::<crate::auth::Principal>()
+                        .and_then(|p| p.tenant.as_ref())
+                    {
+                        alerting.record_request(
+                            &tenant.id,
+                            res.status().as_u16(),
+                            started.elapsed(),
+                        );
                     }
                     let route = res
                         .request()

@@ -28,6 +28,11 @@ pub struct Context {
     pub quota_decisions: Arc<crate::limits::QuotaDecisions>,
     /// Tenants' API calls as this server counts them, until they are written.
     pub api_calls: Arc<crate::limits::ApiCallMeter>,
+    /// What the alert evaluator is told: tenants to look at again, their traffic, failing
+    /// policies (this server's view).
+    pub alerting: Arc<crate::alerting::Alerting>,
+    /// Wakes this server's webhook deliverer when a delivery is queued.
+    pub deliveries_queued: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -52,6 +57,10 @@ impl Context {
             providers: Arc::new(crate::identity_providers::Providers::new(&config.auth)?),
             quota_decisions: Arc::new(crate::limits::QuotaDecisions::default()),
             api_calls: Arc::new(crate::limits::ApiCallMeter::default()),
+            alerting: Arc::new(crate::alerting::Alerting::new(
+                config.alerts.traffic_window_minutes,
+            )),
+            deliveries_queued: Arc::new(tokio::sync::Notify::new()),
             config: Arc::new(config),
         })
     }

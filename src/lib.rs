@@ -2,6 +2,8 @@
 //!
 //! See `ARCHITECTURE.md` for the map of this crate.
 
+pub mod alerting;
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod audit;

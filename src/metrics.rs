@@ -2,7 +2,8 @@
 //! read from the database when `/metrics` is scraped (one indexed GROUP BY, not a scan per tenant).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -18,6 +19,10 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub quota_rejections: IntCounterVec,
     pub quota_policy_failures: IntCounterVec,
+    pub alerts_raised: IntCounterVec,
+    pub alerts_open: IntGaugeVec,
+    pub tenant_quota_use: GaugeVec,
+    pub webhook_deliveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -118,6 +123,48 @@ impl Metrics {
             &["policy"],
         )
         .expect("metric definition");
+        let alerts_raised = IntCounterVec::new(
+            Opts::new(
+                "tenantry_alerts_raised_total",
+                "Alerts raised (or raised again after they resolved), by kind and severity",
+            ),
+            &["kind", "severity"],
+        )
+        .expect("metric definition");
+        let alerts_open = IntGaugeVec::new(
+            Opts::new("tenantry_alerts_open", "Open alerts by severity"),
+            &["severity"],
+        )
+        .expect("metric definition");
+        let tenant_quota_use = GaugeVec::new(
+            Opts::new(
+                "tenantry_tenant_quota_use_ratio",
+                "Use of a quota as a fraction of its limit, only for tenants with an open quota alert (warning or above), so that series stay bounded",
+            ),
+            &["tenant", "metric"],
+        )
+        .expect("metric definition");
+        let webhook_deliveries = IntCounterVec::new(
+            Opts::new(
+                "tenantry_webhook_deliveries_total",
+                "Webhook delivery attempts by result (delivered, retry, failed: every attempt spent)",
+            ),
+            &["result"],
+        )
+        .expect("metric definition");
+        // Exported at zero from the start, so that a rule on them has a series to watch.
+        for result in ["delivered", "retry", "failed"] {
+            webhook_deliveries.with_label_values(&[result]);
+        }
+        for m in [&alerts_raised, &webhook_deliveries] {
+            registry.register(Box::new(m.clone())).expect("register");
+        }
+        registry
+            .register(Box::new(alerts_open.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(tenant_quota_use.clone()))
+            .expect("register");
         registry
             .register(Box::new(quota_rejections.clone()))
             .expect("register");
@@ -164,6 +211,30 @@ impl Metrics {
             auth_failures,
             quota_rejections,
             quota_policy_failures,
+            alerts_raised,
+            alerts_open,
+            tenant_quota_use,
+            webhook_deliveries,
+        }
+    }
+
+    /// Sets the open-alert gauges from fresh counts by severity (every severity is exported,
+    /// zero when none is open) and the per-tenant quota use of the tenants with an open quota
+    /// alert: (tenant slug, metric, percent).
+    pub fn set_alert_state(&self, open: &[(String, i64)], quota_use: &[(String, String, f64)]) {
+        for severity in ["warning", "critical", "blocked"] {
+            let n = open
+                .iter()
+                .filter(|(s, _)| s == severity)
+                .map(|(_, n)| *n)
+                .sum();
+            self.alerts_open.with_label_values(&[severity]).set(n);
+        }
+        self.tenant_quota_use.reset();
+        for (tenant, metric, percent) in quota_use {
+            self.tenant_quota_use
+                .with_label_values(&[tenant, metric])
+                .set(percent / 100.0);
         }
     }
 

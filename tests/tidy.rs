@@ -40,7 +40,7 @@ const LAYERS: &[Layer] = &[
     },
     Layer {
         name: "runtime",
-        modules: &["limits", "identity_providers", "context"],
+        modules: &["limits", "identity_providers", "alerting", "context"],
         ordered: true,
     },
     Layer {
@@ -55,6 +55,7 @@ const LAYERS: &[Layer] = &[
             "lifecycle",
             "plugin_registry",
             "quotas",
+            "alerts",
         ],
         ordered: true,
     },

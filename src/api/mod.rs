@@ -4,6 +4,7 @@
 //! registered through `utoipa-actix-web`, so a handler that is served is also documented.
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod keys;
 pub mod openapi;
@@ -34,6 +35,7 @@ fn configure(cfg: &mut ServiceConfig) {
             .configure(plugins::routes)
             .configure(provisioning::routes)
             .configure(quotas::routes)
+            .configure(alerts::routes)
             .service(openapi_json),
     )
     .configure(ops::routes);

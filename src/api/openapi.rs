@@ -42,6 +42,7 @@ use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema as _};
         (name = "templates", description = "Connection and asset templates, versioned"),
         (name = "provisioning", description = "Provisioning runs: the saga that brings tenants into backends"),
         (name = "quotas", description = "Metrics, limits and overrides, reported usage and the usage summary"),
+        (name = "alerts", description = "Alerts on tenants' quotas, policies and traffic, and the webhooks that hear about them"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

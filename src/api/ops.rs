@@ -81,6 +81,9 @@ async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
         Ok(counts) => ctx.metrics.set_tenant_counts(&counts),
         Err(err) => tracing::warn!("metrics: counting tenants failed: {err}"),
     }
+    if let Err(err) = crate::alerts::refresh_metrics(&ctx).await {
+        tracing::warn!("metrics: counting alerts failed: {err}");
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(ctx.metrics.render())

@@ -53,6 +53,14 @@ const STATUSES: &[&str] = &[
     "failed",
 ];
 const RUN_STATUSES: &[&str] = &["queued", "running", "compensating", "succeeded", "failed"];
+const ALERT_KINDS: &[&str] = &[
+    "quota",
+    "at_risk",
+    "policy_failing",
+    "error_rate",
+    "latency",
+    "",
+];
 const TENANT_ROLES: &[&str] = &["tenant-admin", "member"];
 const PLATFORM_ROLES: &[&str] = &["platform-admin", "platform-viewer"];
 
@@ -142,6 +150,15 @@ fn schema_rules() -> Vec<(&'static str, Value)> {
         (
             "PolicyChoice",
             json!({ "policy": { "pattern": r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$" } }),
+        ),
+        (
+            "NewWebhook",
+            json!({
+                "url": { "pattern": r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,4})?(/[A-Za-z0-9._~!$&'()*+,;=:@/%-]*)?$", "maxLength": 2048 },
+                "events": { "items": { "enum": crate::alerts::webhooks::EVENT_TYPES } },
+                "tenant": { "pattern": SLUG },
+                "description": { "pattern": OPTIONAL_TEXT, "maxLength": 200 },
+            }),
         ),
         (
             "CheckRequest",
@@ -313,6 +330,47 @@ fn parameter_rules() -> Vec<(&'static str, &'static str, Value)> {
             "GET /api/v1/tenant",
             "limit",
             json!({ "minimum": 1, "maximum": 200 }),
+        ),
+        (
+            "GET /api/v1/alerts",
+            "status",
+            json!({ "enum": ["open", "resolved", "all", ""] }),
+        ),
+        (
+            "GET /api/v1/alerts",
+            "severity",
+            json!({ "enum": ["warning", "critical", "blocked", ""] }),
+        ),
+        ("GET /api/v1/alerts", "kind", json!({ "enum": ALERT_KINDS })),
+        (
+            "GET /api/v1/alerts",
+            "limit",
+            json!({ "minimum": 1, "maximum": 500 }),
+        ),
+        (
+            "GET /api/v1/tenant/{slug}/alerts",
+            "status",
+            json!({ "enum": ["open", "resolved", "all", ""] }),
+        ),
+        (
+            "GET /api/v1/tenant/{slug}/alerts",
+            "severity",
+            json!({ "enum": ["warning", "critical", "blocked", ""] }),
+        ),
+        (
+            "GET /api/v1/tenant/{slug}/alerts",
+            "kind",
+            json!({ "enum": ALERT_KINDS }),
+        ),
+        (
+            "GET /api/v1/tenant/{slug}/alerts",
+            "limit",
+            json!({ "minimum": 1, "maximum": 500 }),
+        ),
+        (
+            "GET /api/v1/webhooks/{id}/deliveries",
+            "limit",
+            json!({ "minimum": 1, "maximum": 500 }),
         ),
         (
             "GET /api/v1/provisioning",

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 mod admin;
+mod alerts;
 mod audit;
 mod keys;
 mod plugin;
@@ -88,6 +89,12 @@ pub enum Command {
     /// Report usage from an operator's system.
     #[command(subcommand)]
     Usage(quotas::UsageCommand),
+    /// Alerts on tenants.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
+    /// Endpoints told about alerts (signed, retried).
+    #[command(subcommand)]
+    Webhook(alerts::WebhookCommand),
     /// Follow provisioning and lifecycle runs.
     #[command(subcommand)]
     Run(provisioning::RunCommand),
@@ -217,6 +224,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Run(cmd) => provisioning::run_command(&ctx, out, cmd).await,
                 Command::Usage(cmd) => quotas::usage_command(&ctx, out, cmd).await,
+                Command::Alerts(cmd) => alerts::alerts_command(&ctx, out, cmd).await,
+                Command::Webhook(cmd) => alerts::webhook_command(&ctx, &actor, out, cmd).await,
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
                 }

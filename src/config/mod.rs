@@ -9,7 +9,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod alerts;
 mod quotas;
+pub use alerts::{AlertsConfig, WebhooksConfig};
 pub use quotas::{
     BUILTIN_METRICS, BuiltinMetric, FailMode, MetricConfig, MetricKind, QuotasConfig, Window,
     valid_metric_name,
@@ -283,6 +285,8 @@ pub struct Config {
     pub provisioning: ProvisioningConfig,
     /// Quotas and usage metering.
     pub quotas: QuotasConfig,
+    /// Alerts on tenants, and the webhooks told about them.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -309,6 +313,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             provisioning: ProvisioningConfig::default(),
             quotas: QuotasConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -458,6 +463,7 @@ impl Config {
             "invalid configuration: provisioning.idempotency_ttl_hours must be at least 24"
         );
         self.quotas.validate()?;
+        self.alerts.validate()?;
         Ok(())
     }
 

@@ -58,18 +58,28 @@ pub async fn decide(
         }
     }
     match ask(ctx, policy, tenant, metrics, overrides, usage).await {
-        Ok((decision, defaults)) => Ok(ctx.quota_decisions.put(
-            &tenant.id,
-            CachedDecision {
-                key,
-                usage: usage_fp,
-                decided_at: Instant::now(),
-                defaults,
-                hard: hardness(metrics, overrides),
-                decision,
-            },
-        )),
+        Ok((decision, defaults)) => {
+            ctx.alerting.policy_answered(&tenant.id);
+            Ok(ctx.quota_decisions.put(
+                &tenant.id,
+                CachedDecision {
+                    key,
+                    usage: usage_fp,
+                    decided_at: Instant::now(),
+                    defaults,
+                    hard: hardness(metrics, overrides),
+                    decision,
+                },
+            ))
+        }
         Err(reason) => {
+            ctx.alerting.policy_failed(
+                &tenant.id,
+                crate::alerting::PolicyFailure {
+                    policy: policy.clone(),
+                    reason: reason.clone(),
+                },
+            );
             ctx.metrics
                 .quota_policy_failures
                 .with_label_values(&[policy.as_str()])

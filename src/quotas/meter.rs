@@ -122,6 +122,7 @@ pub async fn flush(ctx: &Context) -> AppResult<()> {
             for ((tenant, metric, period, _), value) in pending.iter().zip(values) {
                 ctx.api_calls
                     .set_base(tenant, metric, period, value.max(0) as u64);
+                ctx.alerting.mark(tenant);
             }
             Ok(())
         }

@@ -283,6 +283,9 @@ pub async fn admit_user(
     };
     transaction!(ctx.db, |tx| {
         let new = store::usage::record_user(tx, &tenant.id, issuer, subject, now).await?;
+        if new {
+            ctx.alerting.mark(&tenant.id);
+        }
         if new && let Some(limit) = limit {
             let users = store::usage::value(tx, &tenant.id, "users", store::usage::GAUGE_PERIOD)
                 .await?

@@ -181,5 +181,6 @@ pub async fn set_overrides(
         Ok(())
     })?;
     ctx.quota_decisions.forget(&tenant.id);
+    ctx.alerting.mark(&tenant.id);
     quotas(ctx, tenant).await
 }

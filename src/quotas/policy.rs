@@ -141,7 +141,12 @@ async fn choose(
             audit::record(tx, actor, event).await?;
         }
         Ok(())
-    })
+    })?;
+    // A tier's tenants are evaluated at the next sweep; a tenant's own choice at once.
+    if let Some(tenant_id) = scope.strip_prefix("tenant:") {
+        ctx.alerting.mark(tenant_id);
+    }
+    Ok(())
 }
 
 /// Chooses the policy of one tenant (none: its tier's, or the default).

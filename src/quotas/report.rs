@@ -341,6 +341,7 @@ pub async fn report(
         }
         Err(err) => return Err(err),
     };
+    ctx.alerting.mark(&tenant.id);
     let count = |what: &str| events.iter().filter(|e| e.outcome == what).count();
     Ok(ReportOutcome {
         counted: count("counted"),

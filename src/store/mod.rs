@@ -9,6 +9,7 @@
 //! failing when a read transaction would have to upgrade; on PostgreSQL it is a plain `BEGIN`.
 
 pub mod admin;
+pub mod alerts;
 pub mod audit;
 pub mod logins;
 pub mod models;
@@ -19,6 +20,7 @@ pub mod sessions;
 pub mod tenants;
 pub mod usage;
 pub mod vocabulary;
+pub mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;

@@ -395,3 +395,61 @@ pub struct QuotaOverrideRow {
     pub updated_by: String,
     pub updated_at: NaiveDateTime,
 }
+
+/// An alert on a tenant, open or resolved.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = super::schema::alerts, treat_none_as_null = true)]
+pub struct AlertRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: String,
+    pub subject: String,
+    pub period: String,
+    pub threshold: String,
+    pub severity: String,
+    pub status: String,
+    pub value: f64,
+    pub raised_value: f64,
+    pub message: String,
+    pub times_raised: i64,
+    pub raised_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub resolved_at: Option<NaiveDateTime>,
+}
+
+/// An endpoint registered for events; its secret is sealed.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::webhooks)]
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    pub secret: String,
+    pub events: String,
+    pub tenant_id: Option<String>,
+    pub description: String,
+    pub enabled: bool,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// One event to deliver to one endpoint: the outbox.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, QueryableByName)]
+#[diesel(table_name = super::schema::webhook_deliveries)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub webhook_id: String,
+    pub event_type: String,
+    pub tenant_id: Option<String>,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<NaiveDateTime>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<NaiveDateTime>,
+    pub last_attempt_at: Option<NaiveDateTime>,
+    pub last_status_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub delivered_at: Option<NaiveDateTime>,
+}

@@ -354,3 +354,63 @@ diesel::table! {
         chosen_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    alerts (id) {
+        id -> Text,
+        tenant_id -> Text,
+        kind -> Text,
+        subject -> Text,
+        period -> Text,
+        threshold -> Text,
+        severity -> Text,
+        status -> Text,
+        value -> Double,
+        raised_value -> Double,
+        message -> Text,
+        times_raised -> BigInt,
+        raised_at -> Timestamp,
+        updated_at -> Timestamp,
+        resolved_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        url -> Text,
+        secret -> Text,
+        events -> Text,
+        tenant_id -> Nullable<Text>,
+        description -> Text,
+        enabled -> Bool,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Text,
+        webhook_id -> Text,
+        event_type -> Text,
+        tenant_id -> Nullable<Text>,
+        payload -> Text,
+        status -> Text,
+        attempts -> BigInt,
+        next_attempt_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        last_attempt_at -> Nullable<Timestamp>,
+        last_status_code -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(alerts -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(alerts, tenants);
+diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
+diesel::allow_tables_to_appear_in_same_query!(webhook_deliveries, webhooks);

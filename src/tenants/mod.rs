@@ -188,6 +188,15 @@ pub async fn get(ctx: &Context, slug: &str) -> AppResult<Tenant> {
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 
+/// The tenant with this id; none when it was purged.
+pub async fn get_by_id(ctx: &Context, id: &str) -> AppResult<Option<Tenant>> {
+    let mut conn = ctx.db.conn().await?;
+    store::tenants::find_by_id(&mut conn, id)
+        .await?
+        .map(|row| Tenant::from_row(&row, ctx.config.retention_days))
+        .transpose()
+}
+
 async fn find(ctx: &Context, slug: &str) -> AppResult<TenantRow> {
     let mut conn = ctx.db.conn().await?;
     find_in(&mut conn, slug).await

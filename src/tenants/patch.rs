@@ -38,6 +38,8 @@ pub async fn update(
     let (row, _) = transaction!(ctx.db, |tx| {
         apply_patch(tx, &ctx.keyring, actor, slug, checked).await
     })?;
+    // A new tier changes the tenant's limits.
+    ctx.alerting.mark(&row.id);
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 

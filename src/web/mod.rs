@@ -17,7 +17,8 @@ use tera::Tera;
 
 pub use portal::session::{self, PortalSession, SESSION_COOKIE, tenant_session_cookie};
 use portal::{
-    audit, catalog as templates, pages, plugins, provisioning, tenant_actions, tenants, tokens,
+    alerts, audit, catalog as templates, pages, plugins, provisioning, tenant_actions, tenants,
+    tokens,
 };
 use site::{home, login as site_login};
 
@@ -221,6 +222,11 @@ where
         .route("/runs", web::get().to(provisioning::runs))
         .route("/runs/{id}", web::get().to(provisioning::run))
         .route("/audit", web::get().to(audit::list))
+        .route("/alerts", web::get().to(alerts::list))
+        .route(
+            "/tenants/{slug}/quotas",
+            web::post().to(alerts::save_quotas),
+        )
         .route("/plugins", web::get().to(plugins::list))
         .route("/tokens", web::get().to(tokens::list))
         .route("/tokens", web::post().to(tokens::create))

@@ -21,6 +21,7 @@ pub mod oidc;
 pub mod recorder;
 pub mod superset;
 pub mod web;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The admin portal's pages: login and the dashboard, tenants, their SSO and keys, templates,
 //! provisioning and runs, plugins, audit, platform tokens.
 
+pub mod alerts;
 pub mod audit;
 pub mod catalog;
 pub mod pages;

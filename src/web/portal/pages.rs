@@ -245,6 +245,17 @@ pub async fn dashboard(ctx: web::Data<Context>, portal: PortalSession) -> PageRe
         context.insert("by_status", &by_status);
         context.insert("by_tier", &by_tier);
         context.insert("recent", &recent.items);
+        context.insert("alert_counts", &crate::alerts::open_counts(&ctx).await?);
+        let at_risk = crate::alerts::list(
+            &ctx,
+            &crate::alerts::AlertQuery {
+                kind: Some("at_risk".into()),
+                limit: Some(20),
+                ..Default::default()
+            },
+        )
+        .await?;
+        context.insert("at_risk", &at_risk.items);
         context.insert("nav", "dashboard");
         Ok(portal.page("dashboard.html", context)?)
     }

@@ -368,7 +368,12 @@ pub async fn detail(
     context.insert("backends", &backends);
     context.insert("drift_checked", &check_drift);
     context.insert("history", &history);
+    context.insert(
+        "quota_rows",
+        &super::alerts::quota_form_rows(&usage.metrics, None, &Default::default()),
+    );
     context.insert("usage", &usage);
+    context.insert("alerts", &crate::alerts::open_of(&ctx, &tenant).await?);
     context.insert("events", &events.items);
     context.insert("actions", &actions);
     context.insert(

@@ -38,6 +38,10 @@ pub async fn home(req: HttpRequest, ctx: web::Data<Context>, ts: TenantSession) 
         "usage",
         &crate::quotas::summary(&ctx, &ts.page.tenant).await?,
     );
+    context.insert(
+        "alerts",
+        &crate::alerts::open_of(&ctx, &ts.page.tenant).await?,
+    );
     if ts.session.principal.role == Role::TenantAdmin {
         let scope = ts.admin_scope()?;
         let tenant = tenants::get(&ctx, &scope.slug).await?;
