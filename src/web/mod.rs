@@ -79,6 +79,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/provisioning/runs.html"),
     ),
     ("audit.html", include_str!("../../templates/audit.html")),
+    ("alerts.html", include_str!("../../templates/alerts.html")),
+    (
+        "tenants/quotas.html",
+        include_str!("../../templates/tenants/quotas.html"),
+    ),
     ("tokens.html", include_str!("../../templates/tokens.html")),
     (
         "token_created.html",
