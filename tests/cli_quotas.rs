@@ -6,7 +6,10 @@ use common::Backend;
 use common::cli::Cli;
 use serde_json::Value;
 
-backend_tests!(quotas_and_usage_from_the_cli);
+backend_tests!(
+    quotas_and_usage_from_the_cli,
+    alerts_and_webhooks_from_the_cli
+);
 
 fn quota<'a>(list: &'a Value, metric: &str) -> &'a Value {
     list.as_array()
@@ -211,4 +214,78 @@ async fn quotas_and_usage_from_the_cli(backend: Backend) {
         "{}",
         wrong.stderr
     );
+}
+
+async fn alerts_and_webhooks_from_the_cli(backend: Backend) {
+    let cli = Cli::new(backend).await;
+    cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
+        .await;
+    // Nothing listens on port 9: the delivery stays pending in the outbox.
+    let hook = cli
+        .json(&[
+            "webhook",
+            "add",
+            "http://127.0.0.1:9/hooks",
+            "--event",
+            "alert.raised",
+            "--description",
+            "pager",
+        ])
+        .await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    assert!(hook["secret"].as_str().unwrap().starts_with("whsec_"));
+    let bad = cli
+        .run(&[
+            "webhook",
+            "add",
+            "http://127.0.0.1:9/h",
+            "--event",
+            "everything",
+        ])
+        .await;
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("events[0]"), "{}", bad.stderr);
+
+    // 9 of the free tier's 10 agents, evaluated as a server's evaluator does.
+    cli.ok(&[
+        "usage", "report", "acme", "--metric", "agents", "--value", "9", "--id", "a1",
+    ])
+    .await;
+    let mut config = common::test_config(cli.dir.path(), &cli.database.url);
+    config.master_key = Some(cli.master_key.clone());
+    let (ctx, _) = tenantry::app::open(config).await.expect("opens");
+    let tenant = tenantry::tenants::get(&ctx, "acme").await.unwrap();
+    let changes = tenantry::alerts::evaluate::evaluate_tenant(&ctx, &tenant)
+        .await
+        .unwrap();
+    assert_eq!(changes.raised.len(), 1, "{changes:?}");
+
+    let listed = cli.json(&["alerts", "list"]).await;
+    let alert = &listed["items"][0];
+    assert_eq!(alert["tenant"], "acme");
+    assert_eq!(alert["kind"], "quota");
+    assert_eq!(alert["subject"], "agents");
+    assert_eq!(alert["severity"], "warning");
+    let text = cli.ok(&["alerts", "list", "--tenant", "acme"]).await;
+    assert!(text.starts_with("RAISED"), "{text}");
+    assert!(
+        text.contains("acme") && text.contains("warning") && text.contains("9 of its 10 agents"),
+        "{text}"
+    );
+    let none = cli.ok(&["alerts", "list", "--status", "resolved"]).await;
+    assert_eq!(none.trim(), "no alerts");
+    let bad = cli.run(&["alerts", "list", "--severity", "loud"]).await;
+    assert!(!bad.ok);
+    assert!(bad.stderr.contains("severity"), "{}", bad.stderr);
+
+    // The raise waits in the outbox for a server to deliver it.
+    let deliveries = cli.json(&["webhook", "deliveries", &id]).await;
+    assert_eq!(deliveries["items"].as_array().unwrap().len(), 1);
+    assert_eq!(deliveries["items"][0]["event_type"], "alert.raised");
+    assert_eq!(deliveries["items"][0]["status"], "pending");
+    let list = cli.ok(&["webhook", "list"]).await;
+    assert!(list.contains("1 pending, 0 delivered, 0 failed"), "{list}");
+    assert!(!list.contains("whsec_"), "the secret is shown once");
+    cli.ok(&["webhook", "remove", &id]).await;
+    assert_eq!(cli.json(&["webhook", "list"]).await, serde_json::json!([]));
 }
