@@ -85,6 +85,26 @@ async fn a_new_user_past_the_users_limit_is_refused_and_known_users_still_log_in
         .unwrap();
     assert_eq!(users["used"], 1);
     assert_eq!(users["limit"], 1);
+    // The organisation's alerts are on its home page too: its users at their limit.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = again.get(&format!("{base}/t/alpha/")).await;
+        let alerts = page
+            .body
+            .split(r#"id="alerts""#)
+            .nth(1)
+            .unwrap_or_default()
+            .split("</section>")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if alerts.contains("users at blocked") {
+            assert!(alerts.contains("1 of its 1 users"), "{alerts}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{alerts}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 
     // Raised, carol gets in and is counted.
     world
