@@ -18,10 +18,9 @@ pub struct Context {
     pub plugins: Arc<PluginHost>,
     /// Wakes this server's provisioning worker when a run is queued.
     pub runs_queued: Arc<tokio::sync::Notify>,
-    /// Rate limits of API keys that have one (this server's share).
-    pub key_limits: Arc<crate::limits::KeyLimits>,
-    /// Abuse limits on logins and failed API-key attempts (this server's share).
-    pub auth_limits: Arc<crate::limits::AuthLimits>,
+    /// Rate limits: API keys' own, tenants' API calls a minute, abuse limits on logins and
+    /// failed API-key attempts (this server's, or shared through Redis).
+    pub limits: Arc<crate::limits::Limits>,
     /// Identity providers' discovery documents and keys, cached by issuer.
     pub providers: Arc<crate::identity_providers::Providers>,
     /// Tenants' quota decisions, as their policies last gave them (this server's copy).
@@ -46,14 +45,14 @@ impl Context {
             metrics.clone(),
         );
         let plugins = PluginHost::new(services, Some(config.data_dir.join("plugin-cache")))?;
+        let limits = Arc::new(crate::limits::Limits::new(&config, metrics.clone())?);
         Ok(Self {
             db,
+            limits,
             keyring,
             metrics,
             plugins: Arc::new(plugins),
             runs_queued: Arc::new(tokio::sync::Notify::new()),
-            key_limits: Arc::new(crate::limits::KeyLimits::default()),
-            auth_limits: Arc::new(crate::limits::AuthLimits::new(&config.auth)),
             providers: Arc::new(crate::identity_providers::Providers::new(&config.auth)?),
             quota_decisions: Arc::new(crate::limits::QuotaDecisions::default()),
             api_calls: Arc::new(crate::limits::ApiCallMeter::default()),

@@ -2,8 +2,8 @@
 //! read from the database when `/metrics` is scraped (one indexed GROUP BY, not a scan per tenant).
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -23,6 +23,9 @@ pub struct Metrics {
     pub alerts_open: IntGaugeVec,
     pub tenant_quota_use: GaugeVec,
     pub webhook_deliveries: IntCounterVec,
+    pub redis_up: IntGauge,
+    pub redis_errors: IntCounter,
+    pub redis_roundtrip: Histogram,
 }
 
 impl Metrics {
@@ -152,6 +155,26 @@ impl Metrics {
             &["result"],
         )
         .expect("metric definition");
+        let redis_up = IntGauge::new(
+            "tenantry_redis_up",
+            "Whether the last round trip to the Redis of the shared rate limits succeeded (1) or not (0); absent without redis_url",
+        )
+        .expect("metric definition");
+        let redis_errors = IntCounter::new(
+            "tenantry_redis_errors_total",
+            "Rate-limit checks that Redis did not answer in time (decided by redis_on_failure)",
+        )
+        .expect("metric definition");
+        let redis_roundtrip = Histogram::with_opts(
+            HistogramOpts::new(
+                "tenantry_redis_roundtrip_seconds",
+                "Round-trip time of the shared rate-limit checks",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5,
+            ]),
+        )
+        .expect("metric definition");
         // Exported at zero from the start, so that a rule on them has a series to watch.
         for result in ["delivered", "retry", "failed"] {
             webhook_deliveries.with_label_values(&[result]);
@@ -215,7 +238,19 @@ impl Metrics {
             alerts_open,
             tenant_quota_use,
             webhook_deliveries,
+            redis_up,
+            redis_errors,
+            redis_roundtrip,
         }
+    }
+
+    /// Exports the Redis metrics (a server without `redis_url` has none).
+    pub fn register_redis(&self) {
+        let _ = self.registry.register(Box::new(self.redis_up.clone()));
+        let _ = self.registry.register(Box::new(self.redis_errors.clone()));
+        let _ = self
+            .registry
+            .register(Box::new(self.redis_roundtrip.clone()));
     }
 
     /// Sets the open-alert gauges from fresh counts by severity (every severity is exported,

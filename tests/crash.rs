@@ -17,19 +17,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::process::ServerProcess;
 use common::recorder::RecorderBackend;
 use common::{Backend, TestDatabase, random_master_key, test_config};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
 use tenantry::auth::{self, Role};
 use tenantry::plugin_registry::{self as registry, Capability};
-use tokio::io::AsyncBufReadExt as _;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tenantry");
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
@@ -96,80 +93,41 @@ async fn setup(backend: Backend, double: &RecorderBackend) -> Setup {
     }
 }
 
-/// A `tenantry serve` process.
-struct Server {
-    child: tokio::process::Child,
-    base: String,
-    data_dir: PathBuf,
+/// A `tenantry serve` process on the setup's database, with the provisioning settings these
+/// tests need.
+type Server = ServerProcess;
+
+trait StartOnSetup {
+    async fn start(setup: &Setup, data_dir: &Path, fault: Option<&str>) -> Server;
+    async fn start_with(
+        setup: &Setup,
+        data_dir: &Path,
+        fault: Option<&str>,
+        settings: &[(&str, &str)],
+    ) -> Server;
 }
 
-impl Server {
+impl StartOnSetup for ServerProcess {
     async fn start(setup: &Setup, data_dir: &Path, fault: Option<&str>) -> Server {
-        Server::start_with(setup, data_dir, fault, &[]).await
+        <Server as StartOnSetup>::start_with(setup, data_dir, fault, &[]).await
     }
 
-    /// [`Server::start`] with more `TENANTRY_*` settings.
     async fn start_with(
         setup: &Setup,
         data_dir: &Path,
         fault: Option<&str>,
         settings: &[(&str, &str)],
     ) -> Server {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let mut command = tokio::process::Command::new(BIN);
-        command
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", data_dir)
-            .env("TENANTRY_DATA_DIR", data_dir)
-            .env("TENANTRY_BIND", "127.0.0.1:0")
-            .env("DATABASE_URL", &setup.database.url)
-            .env("TENANTRY_MASTER_KEY", &setup.master_key)
-            .env("TENANTRY_LOG_LEVEL", "warn")
-            .env("TENANTRY_PROVISIONING__LEASE_SECONDS", "2")
-            .env("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "200")
-            .env("TENANTRY_PROVISIONING__WORKERS", "8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        let mut all = vec![
+            ("TENANTRY_PROVISIONING__LEASE_SECONDS", "2"),
+            ("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "200"),
+            ("TENANTRY_PROVISIONING__WORKERS", "8"),
+        ];
         if let Some(fault) = fault {
-            command.env("TENANTRY_PROVISIONING__FAULT_INJECTION", fault);
+            all.push(("TENANTRY_PROVISIONING__FAULT_INJECTION", fault));
         }
-        for (key, value) in settings {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("start tenantry serve");
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.split("listening on ").nth(1) {
-                    return url.trim().to_owned();
-                }
-            }
-            panic!("tenantry serve ended without listening");
-        })
-        .await
-        .expect("the server starts within a minute");
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Server {
-            child,
-            base,
-            data_dir: data_dir.to_path_buf(),
-        }
-    }
-
-    /// SIGKILL: no shutdown, no cleanup, like a machine that lost power.
-    async fn kill(mut self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = self.child.wait().await;
+        all.extend_from_slice(settings);
+        ServerProcess::start(&setup.database.url, &setup.master_key, data_dir, &all).await
     }
 }
 
@@ -221,7 +179,12 @@ async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend)
     let double = RecorderBackend::start().await;
     let setup = setup(backend, &double).await;
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&setup, data.path(), Some("pause-after-apply:recorder:beta")).await;
+    let server = <Server as StartOnSetup>::start(
+        &setup,
+        data.path(),
+        Some("pause-after-apply:recorder:beta"),
+    )
+    .await;
     let url = provision(&setup, &server, "crashco").await;
 
     // The server stops right after beta reached the backend, before it journaled it.
@@ -249,7 +212,7 @@ async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend)
     std::fs::remove_file(&marker).unwrap();
 
     // The same server restarted takes the run over once the dead one's lease has expired.
-    let server = Server::start(&setup, data.path(), None).await;
+    let server = <Server as StartOnSetup>::start(&setup, data.path(), None).await;
     let done = wait_finished(&setup, &server, &url, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["executions"], 2, "taken over once: {done}");
@@ -283,8 +246,8 @@ async fn two_replicas_execute_every_run_once(backend: Backend) {
     let double = RecorderBackend::start().await;
     let setup = setup(backend, &double).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Server::start(&setup, dir_a.path(), None).await;
-    let b = Server::start(&setup, dir_b.path(), None).await;
+    let a = <Server as StartOnSetup>::start(&setup, dir_a.path(), None).await;
+    let b = <Server as StartOnSetup>::start(&setup, dir_b.path(), None).await;
 
     // 50 tenants, requested alternately through both servers, ten at a time.
     let mut urls = Vec::new();
@@ -336,7 +299,7 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
     let double = RecorderBackend::start().await;
     let setup = setup(backend, &double).await;
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(&setup, data.path(), None).await;
+    let server = <Server as StartOnSetup>::start(&setup, data.path(), None).await;
     let url = provision(&setup, &server, "outboxco").await;
     let done = wait_finished(&setup, &server, &url, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -344,7 +307,7 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
 
     // A server whose worker would not look for runs for a minute, stopped right after the
     // suspension committed (before it could wake its worker), then killed.
-    let server = Server::start_with(
+    let server = <Server as StartOnSetup>::start_with(
         &setup,
         data.path(),
         Some("pause-after-lifecycle-commit"),
@@ -382,7 +345,7 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
     );
 
     // A restarted server carries the suspension into the backend.
-    let server = Server::start(&setup, data.path(), None).await;
+    let server = <Server as StartOnSetup>::start(&setup, data.path(), None).await;
     let started = Instant::now();
     loop {
         let events = double.events();
@@ -429,7 +392,7 @@ async fn usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush(
     let setup = setup(backend, &double).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = [("TENANTRY_QUOTAS__FLUSH_INTERVAL_MS", "500")];
-    let server = Server::start_with(&setup, dir.path(), None, &settings).await;
+    let server = <Server as StartOnSetup>::start_with(&setup, dir.path(), None, &settings).await;
     let http = client();
     let admin =
         |method: reqwest::Method, url: String| http.request(method, url).bearer_auth(&setup.token);
@@ -496,7 +459,7 @@ async fn usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush(
         "killed mid-stream"
     );
 
-    let server = Server::start_with(&setup, dir.path(), None, &settings).await;
+    let server = <Server as StartOnSetup>::start_with(&setup, dir.path(), None, &settings).await;
     let used = |metric: &'static str| {
         let request = admin(
             reqwest::Method::GET,

@@ -24,6 +24,22 @@ pub struct Readiness {
     /// `ready` or `unavailable`.
     pub status: String,
     pub database: DatabaseHealth,
+    /// The Redis of the shared rate limits; absent without `redis_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedisHealth {
+    /// `connected` or `unreachable`.
+    pub status: String,
+    /// `host:port` (never credentials).
+    pub address: String,
+    pub response_time_ms: f64,
+    /// What requests get while it is unreachable: `open` (each server's own budgets) or
+    /// `closed` (refused; the server is then not ready).
+    pub on_failure: crate::config::FailMode,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,16 +73,45 @@ async fn ready(ctx: web::Data<Context>) -> HttpResponse {
     let result = ctx.db.ping().await;
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     let ok = result.is_ok();
+    let redis = match &ctx.limits.shared {
+        None => None,
+        Some(shared) => {
+            let started = Instant::now();
+            let answer = shared.ping().await;
+            Some(RedisHealth {
+                status: if answer.is_ok() {
+                    "connected"
+                } else {
+                    "unreachable"
+                }
+                .into(),
+                address: shared.address.clone(),
+                response_time_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
+                on_failure: ctx.config.redis_on_failure,
+                error: answer.err().map(|e| e.to_string()),
+            })
+        }
+    };
+    // Without Redis, a fail-closed server refuses every authenticated request: not ready.
+    let redis_ok = redis.as_ref().is_none_or(|r| {
+        r.status == "connected" || ctx.config.redis_on_failure == crate::config::FailMode::Open
+    });
     let body = Readiness {
-        status: if ok { "ready" } else { "unavailable" }.into(),
+        status: if ok && redis_ok {
+            "ready"
+        } else {
+            "unavailable"
+        }
+        .into(),
         database: DatabaseHealth {
             status: if ok { "connected" } else { "unreachable" }.into(),
             backend: ctx.db.backend().to_string(),
             response_time_ms: (elapsed * 1000.0).round() / 1000.0,
             error: result.err().map(|e| e.to_string()),
         },
+        redis,
     };
-    if ok {
+    if ok && redis_ok {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

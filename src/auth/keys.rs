@@ -447,8 +447,9 @@ pub async fn authenticate_key(
             .with_label_values(&[tenant, "api_key", reason])
             .inc();
     };
-    // A blocked address is refused before the key is even looked up (its tenant is unknown).
-    if let Some(wait) = ctx.auth_limits.key_blocked(None, address) {
+    // A blocked address is refused before the key is even looked up (its tenant is unknown):
+    // blocks this server set or heard of; the shared ones are checked again at admission.
+    if let Some(wait) = ctx.limits.auth.key_blocked(None, address) {
         refuse("unknown", "rate_limited");
         return Ok(KeyOutcome::Blocked(wait));
     }
@@ -472,7 +473,8 @@ pub async fn authenticate_key(
         _ => "unknown",
     };
     if let Some(wait) = ctx
-        .auth_limits
+        .limits
+        .auth
         .key_blocked(row.as_ref().and_then(|r| r.tenant_id.as_deref()), None)
     {
         refuse(label, "rate_limited");
@@ -514,13 +516,23 @@ pub async fn authenticate_key(
         Err(reason) => {
             refuse(label, reason);
             // The attempt that spends a budget is the first one refused with 429.
+            // A blocked address or tenant gets 429 whatever the key (a valid key's request
+            // meets the same blocks when it is admitted, in `quotas::meter::admit_request`).
             return Ok(
                 match ctx
-                    .auth_limits
+                    .limits
                     .key_failed(row.as_ref().and_then(|r| r.tenant_id.as_deref()), address)
+                    .await
                 {
-                    Some(wait) => KeyOutcome::Blocked(wait),
-                    None => KeyOutcome::Refused,
+                    Ok(Some(wait)) => KeyOutcome::Blocked(wait),
+                    Ok(None) => KeyOutcome::Refused,
+                    Err(crate::limits::Refusal::Unavailable(detail)) => {
+                        return Err(AppError::Unavailable(detail));
+                    }
+                    Err(
+                        crate::limits::Refusal::Blocked(wait)
+                        | crate::limits::Refusal::Spent { wait, .. },
+                    ) => KeyOutcome::Blocked(wait),
                 },
             );
         }

@@ -141,6 +141,19 @@ impl LoginFailure {
         )
     }
 
+    fn limited(refusal: crate::limits::Refusal) -> Self {
+        use crate::limits::Refusal;
+        match refusal {
+            Refusal::Blocked(wait) | Refusal::Spent { wait, .. } => Self::rate_limited(wait),
+            Refusal::Unavailable(detail) => Self::new(
+                "rate_limits_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Signing in is paused for a moment. Please try again shortly.",
+            )
+            .detail(detail),
+        }
+    }
+
     fn rate_limited(wait: Duration) -> Self {
         let secs = wait.as_secs().max(1);
         let mut failure = Self::new(
@@ -344,9 +357,10 @@ async fn start_login(
         return Err(LoginFailure::tenant_unavailable(&tenant.name, status));
     }
     let settings = client_settings(ctx, tenant).await?;
-    ctx.auth_limits
+    ctx.limits
         .check_login(&tenant.id, source_ip)
-        .map_err(LoginFailure::rate_limited)?;
+        .await
+        .map_err(LoginFailure::limited)?;
     let provider = ctx
         .providers
         .get(&settings.issuer)

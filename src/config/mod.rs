@@ -250,6 +250,18 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Maximum connections in the database pool.
     pub database_pool_size: usize,
+    /// `redis://host:6379/0`: rate limits shared by every server (each tenant's and each
+    /// key's budget, and the abuse limits of logins and failed keys). Without it, each server
+    /// keeps its own.
+    pub redis_url: Option<String>,
+    /// What a request gets while Redis cannot be reached: `open` decides it with this server's
+    /// own budgets (as without Redis), `closed` refuses it with 503.
+    pub redis_on_failure: FailMode,
+    /// Milliseconds a rate-limit check waits for Redis before it counts as unreachable.
+    pub redis_timeout_ms: u64,
+    /// What the keys of the shared budgets start with: installations sharing one Redis need
+    /// prefixes of their own.
+    pub redis_prefix: String,
     /// Password of the bootstrap administrator (`admin`), applied at start when set.
     pub bootstrap_admin_password: Option<String>,
     /// Base64 of a 32-byte master key that seals secrets at rest.
@@ -296,6 +308,10 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             database_url: None,
             database_pool_size: 8,
+            redis_url: None,
+            redis_on_failure: FailMode::Open,
+            redis_timeout_ms: 100,
+            redis_prefix: "tenantry".into(),
             bootstrap_admin_password: None,
             master_key: None,
             master_key_file: None,
@@ -374,6 +390,27 @@ impl Config {
             self.database_pool_size >= 1,
             "invalid configuration: database_pool_size must be at least 1"
         );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.redis_timeout_ms),
+            "invalid configuration: redis_timeout_ms must be from 1 to 10000"
+        );
+        anyhow::ensure!(
+            !self.redis_prefix.is_empty()
+                && self.redis_prefix.len() <= 64
+                && self
+                    .redis_prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)),
+            "invalid configuration: redis_prefix must be 1 to 64 letters, digits, '-', '_', '.' or ':'"
+        );
+        if let Some(url) = &self.redis_url {
+            anyhow::ensure!(
+                url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://"),
+                "invalid configuration: redis_url must be a redis://, rediss:// or redis+unix:// URL"
+            );
+        }
         anyhow::ensure!(
             self.max_body_bytes >= 1024,
             "invalid configuration: max_body_bytes must be at least 1024"

@@ -37,7 +37,7 @@ impl Default for QuotasConfig {
 }
 
 /// What to do when the thing that decides cannot be asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailMode {
     Open,

@@ -15,6 +15,7 @@ use crate::audit::Actor;
 use crate::auth::{self, Principal, SessionKind};
 use crate::context::Context;
 use crate::error::AppError;
+use crate::quotas::meter::RequestRefused;
 
 /// An authenticated API caller (`Authorization: Bearer …`); 401 otherwise.
 pub struct ApiCaller {
@@ -54,49 +55,52 @@ pub async fn authenticate(
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .map(|t| t.trim().to_owned());
+        let address = req.peer_addr().map(|a| a.ip().to_string());
         let principal = match token {
-            Some(token) => {
-                let address = req.peer_addr().map(|a| a.ip().to_string());
-                match auth::authenticate_key(&ctx, &token, address.as_deref()).await? {
-                    auth::KeyOutcome::Authenticated(principal) => {
-                        if let Some((key_id, Some(per_minute))) = &principal.key
-                            && let Err(wait) = ctx.key_limits.check(key_id, *per_minute)
-                        {
-                            return Err(AppError::RateLimited {
-                                what: format!(
-                                    "key `{}` allows {per_minute} requests a minute",
-                                    principal.name
-                                ),
-                                retry_after_secs: wait.as_secs().max(1),
-                            }
-                            .into());
-                        }
-                        Some(principal)
-                    }
-                    auth::KeyOutcome::Refused => None,
-                    auth::KeyOutcome::TenantInactive { slug, status } => {
-                        return Err(AppError::forbidden(format!(
+            Some(token) => match auth::authenticate_key(&ctx, &token, address.as_deref()).await? {
+                auth::KeyOutcome::Authenticated(principal) => Some(principal),
+                auth::KeyOutcome::Refused => None,
+                auth::KeyOutcome::TenantInactive { slug, status } => {
+                    return Err(AppError::forbidden(format!(
                             "tenant {slug} is {status}: its API keys are refused until it is active again"
                         ))
                         .into());
-                    }
-                    auth::KeyOutcome::Blocked(wait) => {
-                        return Err(AppError::RateLimited {
-                            what: "too many failed API-key attempts".into(),
-                            retry_after_secs: wait.as_secs().max(1),
-                        }
-                        .into());
-                    }
                 }
-            }
+                auth::KeyOutcome::Blocked(wait) => return Err(blocked(wait)),
+            },
             None => session_principal(&ctx, req.request()).await?,
         };
         let mut budget = None;
         if let Some(principal) = principal {
-            if let Some(tenant) = &principal.tenant {
-                match crate::quotas::meter::admit_api_call(&ctx, tenant) {
-                    Ok(admitted) => budget = Some(admitted),
-                    Err(refused) => return Err(too_many_calls(&tenant.slug, &refused)),
+            match crate::quotas::meter::admit_request(&ctx, &principal, address.as_deref()).await {
+                Ok(admitted) => budget = admitted,
+                Err(RequestRefused::Blocked(wait)) => {
+                    let tenant = principal
+                        .tenant
+                        .as_ref()
+                        .map_or("platform", |t| t.slug.as_str());
+                    ctx.metrics
+                        .auth_failures
+                        .with_label_values(&[tenant, "api_key", "rate_limited"])
+                        .inc();
+                    return Err(blocked(wait));
+                }
+                Err(RequestRefused::KeyLimit { per_minute, wait }) => {
+                    return Err(AppError::RateLimited {
+                        what: format!(
+                            "key `{}` allows {per_minute} requests a minute",
+                            principal.name
+                        ),
+                        retry_after_secs: wait.as_secs().max(1),
+                    }
+                    .into());
+                }
+                Err(RequestRefused::Calls(refused)) => {
+                    let slug = principal.tenant.as_ref().map_or("", |t| t.slug.as_str());
+                    return Err(too_many_calls(slug, &refused));
+                }
+                Err(RequestRefused::Unavailable(detail)) => {
+                    return Err(AppError::Unavailable(detail).into());
                 }
             }
             req.extensions_mut().insert(principal);
@@ -115,6 +119,15 @@ pub async fn authenticate(
         return Ok(response);
     }
     next.call(req).await
+}
+
+/// 429 for a key attempt from a blocked address or against a blocked tenant's keys.
+fn blocked(wait: std::time::Duration) -> actix_web::Error {
+    AppError::RateLimited {
+        what: "too many failed API-key attempts".into(),
+        retry_after_secs: wait.as_secs().max(1),
+    }
+    .into()
 }
 
 /// The IETF `RateLimit-Policy` and `RateLimit` headers of the per-minute API budget.

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate, Timelike, Utc};
 
+use crate::auth::Principal;
 use crate::clock;
 use crate::config::Window;
 use crate::context::Context;
 use crate::error::AppResult;
-use crate::limits::{CallAdmitted, CallLimits, CallRefused, QuotaDecisions};
+use crate::limits::{CallAdmitted, CallLimits, CallRefused, Limited, QuotaDecisions, Refusal};
 use crate::store;
 use crate::tenants::{self, TenantScope};
 use crate::transaction;
@@ -24,22 +25,84 @@ use crate::transaction;
 use super::catalogue::period_of;
 use super::decision::Need;
 
-/// Counts one API call of `tenant`, unless it would pass a hard limit on API calls.
-pub fn admit_api_call(ctx: &Context, tenant: &TenantScope) -> Result<CallAdmitted, CallRefused> {
-    let kept = ctx.quota_decisions.get(&tenant.id);
-    let ttl = Duration::from_secs(ctx.config.quotas.decision_ttl_seconds);
-    if kept.as_ref().is_none_or(|d| d.decided_at.elapsed() >= ttl) {
-        refresh_in_background(ctx, tenant);
-    }
-    let limits = kept.map_or(CallLimits::default(), |d| CallLimits {
-        per_minute: QuotaDecisions::hard_limit(&d, "api_calls_per_minute"),
-        per_month: QuotaDecisions::hard_limit(&d, "api_calls_per_month"),
-    });
+/// Why a request was not admitted.
+#[derive(Debug, Clone)]
+pub enum RequestRefused {
+    /// Key attempts from its address, or against its tenant's keys, are blocked for a while.
+    Blocked(Duration),
+    /// Its key's own per-minute limit is spent.
+    KeyLimit { per_minute: u32, wait: Duration },
+    /// Its tenant's API calls are at a hard limit.
+    Calls(CallRefused),
+    /// The shared rate limits cannot be checked (`redis_on_failure = closed`).
+    Unavailable(String),
+}
+
+/// Admits an authenticated request: the abuse blocks on its key's address and tenant, its key's
+/// own limit and its tenant's API-call limits — with `redis_url`, the blocks, the key's limit
+/// and the tenant's calls of this minute in one round trip to the shared budgets. A tenant's
+/// call is counted for the usage counters either way.
+pub async fn admit_request(
+    ctx: &Context,
+    principal: &Principal,
+    address: Option<&str>,
+) -> Result<Option<CallAdmitted>, RequestRefused> {
+    let key = principal
+        .key
+        .as_ref()
+        .map(|(id, per_minute)| (id.as_str(), *per_minute));
+    let tenant = principal.tenant.as_ref();
     let now = Utc::now();
     let at = now.naive_utc();
     let minute = period_of(Some(Window::Minute), at);
-    let month = period_of(Some(Window::Month), at);
     let reset_minute = Duration::from_secs(60 - u64::from(now.second()));
+    let limits = tenant.map_or(CallLimits::default(), |t| call_limits(ctx, t));
+    let shared_calls = match (tenant, limits.per_minute) {
+        (Some(t), Some(limit)) if ctx.limits.shared.is_some() => Some((
+            ctx.limits.shared_key(&format!("calls:{}:{minute}", t.id)),
+            limit,
+            reset_minute,
+        )),
+        _ => None,
+    };
+    let shared = ctx
+        .limits
+        .admit(key, tenant.map(|t| t.id.as_str()), address, shared_calls)
+        .await;
+    let counted = match shared {
+        Ok(counted) => counted,
+        Err(Refusal::Blocked(wait)) => return Err(RequestRefused::Blocked(wait)),
+        Err(Refusal::Spent {
+            what: Limited::Key,
+            wait,
+        }) => {
+            return Err(RequestRefused::KeyLimit {
+                per_minute: key.and_then(|(_, n)| n).unwrap_or(0),
+                wait,
+            });
+        }
+        Err(Refusal::Spent { wait, .. }) => {
+            return Err(RequestRefused::Calls(CallRefused {
+                metric: "api_calls_per_minute",
+                limit: limits.per_minute.unwrap_or(0),
+                retry_after: wait,
+            }));
+        }
+        Err(Refusal::Unavailable(detail)) => return Err(RequestRefused::Unavailable(detail)),
+    };
+    let Some(tenant) = tenant else {
+        return Ok(None);
+    };
+    // The shared budget decided this minute: this server only counts it (and keeps the month).
+    let local = CallLimits {
+        per_minute: if counted.is_some() {
+            None
+        } else {
+            limits.per_minute
+        },
+        per_month: limits.per_month,
+    };
+    let month = period_of(Some(Window::Month), at);
     let next_month = if now.month() == 12 {
         NaiveDate::from_ymd_opt(now.year() + 1, 1, 1)
     } else {
@@ -48,12 +111,37 @@ pub fn admit_api_call(ctx: &Context, tenant: &TenantScope) -> Result<CallAdmitte
     .and_then(|d| d.and_hms_opt(0, 0, 0))
     .unwrap_or(at);
     let reset_month = (next_month - at).to_std().unwrap_or(Duration::from_secs(1));
-    ctx.api_calls.record(
-        &tenant.id,
-        (minute, reset_minute),
-        (month, reset_month),
-        limits,
-    )
+    let admitted = ctx
+        .api_calls
+        .record(
+            &tenant.id,
+            (minute, reset_minute),
+            (month, reset_month),
+            local,
+        )
+        .map_err(RequestRefused::Calls)?;
+    Ok(Some(match counted {
+        Some((remaining, _)) => CallAdmitted {
+            limit: limits.per_minute,
+            remaining,
+            reset: reset_minute,
+        },
+        None => admitted,
+    }))
+}
+
+/// The tenant's hard limits on API calls, from its kept decision (asked for in the background
+/// when missing or old: the request is not held up).
+fn call_limits(ctx: &Context, tenant: &TenantScope) -> CallLimits {
+    let kept = ctx.quota_decisions.get(&tenant.id);
+    let ttl = Duration::from_secs(ctx.config.quotas.decision_ttl_seconds);
+    if kept.as_ref().is_none_or(|d| d.decided_at.elapsed() >= ttl) {
+        refresh_in_background(ctx, tenant);
+    }
+    kept.map_or(CallLimits::default(), |d| CallLimits {
+        per_minute: QuotaDecisions::hard_limit(&d, "api_calls_per_minute"),
+        per_month: QuotaDecisions::hard_limit(&d, "api_calls_per_month"),
+    })
 }
 
 /// Asks the tenant's policy for a decision without holding up the request that found it

@@ -1,0 +1,163 @@
+//! Tenants' API calls as this server counts them, until they are written.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The API calls of each tenant as this server counts them: the calls of the current minute
+/// (for its per-minute limit), and what is not yet written to the database (flushed every few
+/// seconds by `quotas::meter`).
+#[derive(Default)]
+pub struct ApiCallMeter {
+    by_tenant: Mutex<HashMap<String, TenantCalls>>,
+}
+
+#[derive(Debug, Default)]
+struct TenantCalls {
+    /// The minute counted (`2026-12-04T09:15`) and the calls in it on this server, plus what
+    /// the other servers had counted in it at the last flush.
+    minute: String,
+    in_minute: u64,
+    minute_base: u64,
+    /// The month counted (`2026-12`), the calls in it at the last flush (every server's) and
+    /// this server's since.
+    month: String,
+    month_base: u64,
+    /// Calls not yet written, by (metric, period).
+    pending: HashMap<(&'static str, String), u64>,
+}
+
+/// The counter of a tenant's API calls per day: not a quota, shown in the usage summary.
+pub const API_CALLS_PER_DAY: &str = "api_calls_per_day";
+
+/// The limits that apply to a tenant's API calls, from its quota decision.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallLimits {
+    pub per_minute: Option<u64>,
+    pub per_month: Option<u64>,
+}
+
+/// A refused call: which limit, and how long until it resets.
+#[derive(Debug, Clone)]
+pub struct CallRefused {
+    pub metric: &'static str,
+    pub limit: u64,
+    pub retry_after: Duration,
+}
+
+/// An admitted call: the per-minute budget after it (for the `RateLimit` headers).
+#[derive(Debug, Clone, Copy)]
+pub struct CallAdmitted {
+    pub limit: Option<u64>,
+    pub remaining: u64,
+    pub reset: Duration,
+}
+
+impl ApiCallMeter {
+    /// Counts one API call of `tenant_id` at `minute`/`month`, unless it would pass a hard
+    /// limit; `reset_minute` and `reset_month` are the times left in each.
+    pub fn record(
+        &self,
+        tenant_id: &str,
+        (minute, reset_minute): (String, Duration),
+        (month, reset_month): (String, Duration),
+        limits: CallLimits,
+    ) -> Result<CallAdmitted, CallRefused> {
+        let mut map = self.by_tenant.lock().expect("api call meter");
+        let calls = map.entry(tenant_id.to_owned()).or_default();
+        if calls.minute != minute {
+            calls.minute = minute.clone();
+            calls.in_minute = 0;
+            calls.minute_base = 0;
+        }
+        if calls.month != month {
+            calls.month = month.clone();
+            calls.month_base = 0;
+        }
+        let minute_used = calls.minute_base + calls.in_minute;
+        if let Some(limit) = limits.per_minute
+            && minute_used >= limit
+        {
+            return Err(CallRefused {
+                metric: "api_calls_per_minute",
+                limit,
+                retry_after: reset_minute,
+            });
+        }
+        let month_pending = calls
+            .pending
+            .get(&("api_calls_per_month", month.clone()))
+            .copied()
+            .unwrap_or(0);
+        if let Some(limit) = limits.per_month
+            && calls.month_base + month_pending >= limit
+        {
+            return Err(CallRefused {
+                metric: "api_calls_per_month",
+                limit,
+                retry_after: reset_month,
+            });
+        }
+        calls.in_minute += 1;
+        // The day's calls, for the usage summary (`2026-12-04T09:15` → `2026-12-04`).
+        let day = minute.get(..10).unwrap_or(&minute).to_owned();
+        *calls.pending.entry((API_CALLS_PER_DAY, day)).or_default() += 1;
+        *calls
+            .pending
+            .entry(("api_calls_per_minute", minute))
+            .or_default() += 1;
+        *calls
+            .pending
+            .entry(("api_calls_per_month", month))
+            .or_default() += 1;
+        Ok(CallAdmitted {
+            limit: limits.per_minute,
+            remaining: limits
+                .per_minute
+                .map_or(u64::MAX, |l| l.saturating_sub(minute_used + 1)),
+            reset: reset_minute,
+        })
+    }
+
+    /// Takes what is not yet written: (tenant id, metric, period, calls).
+    pub fn take_pending(&self) -> Vec<(String, &'static str, String, u64)> {
+        let mut map = self.by_tenant.lock().expect("api call meter");
+        let mut taken = Vec::new();
+        for (tenant, calls) in map.iter_mut() {
+            for ((metric, period), n) in calls.pending.drain() {
+                taken.push((tenant.clone(), metric, period, n));
+            }
+        }
+        map.retain(|_, calls| calls.in_minute > 0 || calls.month_base > 0);
+        taken
+    }
+
+    /// Gives back what could not be written, to be written with the next flush.
+    pub fn restore_pending(&self, pending: Vec<(String, &'static str, String, u64)>) {
+        let mut map = self.by_tenant.lock().expect("api call meter");
+        for (tenant, metric, period, n) in pending {
+            *map.entry(tenant)
+                .or_default()
+                .pending
+                .entry((metric, period))
+                .or_default() += n;
+        }
+    }
+
+    /// What the database holds after a flush (every server's calls): the base this server
+    /// counts on from now.
+    pub fn set_base(&self, tenant_id: &str, metric: &str, period: &str, value: u64) {
+        let mut map = self.by_tenant.lock().expect("api call meter");
+        let Some(calls) = map.get_mut(tenant_id) else {
+            return;
+        };
+        match metric {
+            "api_calls_per_month" if calls.month == period => calls.month_base = value,
+            "api_calls_per_minute" if calls.minute == period => {
+                // The database holds this server's calls too: the others' are the rest.
+                calls.minute_base = value.saturating_sub(calls.in_minute);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Rate limits shared through a real Redis by two servers on one database (SQLite and
+//! PostgreSQL): a key's own limit and the abuse limit on failed keys hold across them; and a
+//! Redis outage — a `redis-server` this test starts and kills — follows `redis_on_failure`,
+//! shows in `/health/ready` and `/metrics`, and recovers by itself.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::{Backend, TestApp};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tenantry::app;
+
+backend_tests!(
+    a_keys_limit_and_failed_key_blocks_hold_across_servers,
+    a_redis_outage_follows_the_setting_and_recovers,
+);
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A second server on the first one's database and configuration.
+async fn second_server(first: &TestApp) -> (String, app::RunningServer) {
+    let config = (*first.ctx.config).clone();
+    let ctx = app::open_with_keyring(
+        config,
+        tenantry::secrets::Keyring::new(
+            tenantry::secrets::MasterKey::from_base64(
+                first.ctx.config.master_key.as_deref().unwrap(),
+            )
+            .unwrap(),
+            Vec::new(),
+        ),
+    )
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = app::start(ctx, listener).unwrap();
+    (format!("http://{}", server.addr), server)
+}
+
+async fn key_for(app: &TestApp, slug: &str, body: Value) -> String {
+    let (status, key) = app
+        .post(&format!("/api/v1/tenant/{slug}/api-keys"), body)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key["token"].as_str().unwrap().to_owned()
+}
+
+async fn get(http: &reqwest::Client, url: String, token: &str) -> StatusCode {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn a_keys_limit_and_failed_key_blocks_hold_across_servers(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.redis_url = Some(redis_url());
+        // Budgets of their own on the machine's Redis: other tests fail keys from 127.0.0.1 too.
+        config.redis_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.auth.key_failures_per_address_per_minute = 3;
+    })
+    .await;
+    let (other, _server) = second_server(&app).await;
+    app.create_tenant("acme").await;
+    let limited = key_for(
+        &app,
+        "acme",
+        json!({ "name": "limited", "rate_limit_per_minute": 3 }),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    // Three a minute, across both servers.
+    assert_eq!(
+        get(&http, app.url("/api/v1/tenant/acme"), &limited).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&http, format!("{other}/api/v1/tenant/acme"), &limited).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&http, app.url("/api/v1/tenant/acme"), &limited).await,
+        StatusCode::OK
+    );
+    let refused = http
+        .get(format!("{other}/api/v1/tenant/acme"))
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    // Failed keys from one address: three on one server spend the budget the other enforces.
+    app.create_tenant("globex").await;
+    let good = key_for(&app, "globex", json!({ "name": "app" })).await;
+    let wrong = format!("{}{}", &good[..good.len() - 4], "zzzz");
+    for _ in 0..3 {
+        assert_eq!(
+            get(&http, app.url("/api/v1/tenant/globex"), &wrong).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        get(&http, format!("{other}/api/v1/tenant/globex"), &wrong).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the fourth failure, on the other server, spends the shared budget"
+    );
+    // Now every key attempt from this address is refused, on both, even with a good key.
+    assert_eq!(
+        get(&http, app.url("/api/v1/tenant/globex"), &good).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        get(&http, format!("{other}/api/v1/tenant/globex"), &good).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let (_, ready) = app.get("/health/ready").await;
+    assert_eq!(ready["redis"]["status"], "connected", "{ready}");
+    assert_eq!(ready["redis"]["address"], "127.0.0.1:6379");
+    let (_, metrics) = app.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("tenantry_redis_up 1"), "{metrics}");
+    assert!(metrics.contains("tenantry_redis_roundtrip_seconds_count"));
+    app.stop().await;
+}
+
+/// A `redis-server` of this test's own, on `port`, keeping nothing on disk.
+fn start_redis(port: u16, dir: &std::path::Path) -> std::process::Child {
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server runs (the redis-server package)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+async fn ready_until(app: &TestApp, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, ready) = app.get("/health/ready").await;
+        if ready["redis"]["status"] == status {
+            return ready;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = start_redis(port, dir.path());
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let app = TestApp::spawn_with(backend, |config| {
+        config.redis_url = Some(url.clone());
+        config.redis_timeout_ms = 200;
+    })
+    .await;
+    app.create_tenant("acme").await;
+    app.call(
+        reqwest::Method::PUT,
+        "/api/v1/tenant/acme/quotas",
+        Some(json!({ "api_calls_per_minute": 1000 })),
+    )
+    .await;
+    let key = key_for(&app, "acme", json!({ "name": "app" })).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        get(&http, app.url("/api/v1/tenant/acme"), &key).await,
+        StatusCode::OK
+    );
+    ready_until(&app, "connected").await;
+
+    // Down: fail open, the server's own budgets decide; ready, but Redis unreachable.
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            get(&http, app.url("/api/v1/tenant/acme"), &key).await,
+            StatusCode::OK
+        );
+    }
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(status, StatusCode::OK, "fail open stays ready: {ready}");
+    assert_eq!(ready["redis"]["status"], "unreachable");
+    assert_eq!(ready["redis"]["on_failure"], "open");
+    let (_, metrics) = app.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("tenantry_redis_up 0"), "{metrics}");
+    assert!(!metrics.contains("tenantry_redis_errors_total 0"));
+
+    // Back: it recovers by itself.
+    let _redis = RedisGuard(start_redis(port, dir.path()));
+    ready_until(&app, "connected").await;
+    assert_eq!(
+        get(&http, app.url("/api/v1/tenant/acme"), &key).await,
+        StatusCode::OK
+    );
+    let (_, metrics) = app.get("/metrics").await;
+    assert!(metrics.as_str().unwrap().contains("tenantry_redis_up 1"));
+    app.stop().await;
+
+    // Fail closed: without Redis, authenticated requests are refused and the server is not
+    // ready.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = TestApp::spawn_with(backend, |config| {
+        config.redis_url = Some(format!("redis://127.0.0.1:{dead}/0"));
+        config.redis_on_failure = tenantry::config::FailMode::Closed;
+        config.redis_timeout_ms = 100;
+    })
+    .await;
+    let (status, body) = closed.get("/api/v1/tenant").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redis_on_failure"),
+        "{body}"
+    );
+    let (status, ready) = closed.get("/health/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["status"], "unavailable");
+    let (status, _) = closed.get("/health").await;
+    assert_eq!(status, StatusCode::OK, "the process itself is up");
+    closed.stop().await;
+}
+
+struct RedisGuard(std::process::Child);
+
+impl Drop for RedisGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
