@@ -13,130 +13,14 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use common::{Credential, database, drop_database, load};
 
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
+use std::net::TcpListener;
+
 use tenantry::app;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, KeySpec, Principal, Role, TenantScope};
 use tenantry::tenants::{self, NewTenant};
-
-#[derive(Clone, Copy)]
-enum Credential<'a> {
-    None,
-    Bearer(&'a str),
-    Cookie(&'a str),
-}
-
-struct Outcome {
-    requests: u64,
-    per_second: f64,
-    median: Duration,
-    p99: Duration,
-}
-
-async fn load(url: &str, credential: Credential<'_>, concurrency: u64, seconds: u64) -> Outcome {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency as usize)
-        .build()
-        .expect("client");
-    let header = match credential {
-        Credential::None => None,
-        Credential::Bearer(token) => Some(("authorization", format!("Bearer {token}"))),
-        Credential::Cookie(cookie) => Some(("cookie", format!("tenantry_tenant_acme={cookie}"))),
-    };
-    let run = |duration: Duration| {
-        let client = client.clone();
-        let header = header.clone();
-        let url = url.to_owned();
-        async move {
-            let deadline = Instant::now() + duration;
-            let mut tasks = Vec::new();
-            for _ in 0..concurrency {
-                let client = client.clone();
-                let header = header.clone();
-                let url = url.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut times = Vec::new();
-                    while Instant::now() < deadline {
-                        let started = Instant::now();
-                        let mut request = client.get(&url);
-                        if let Some((name, value)) = &header {
-                            request = request.header(*name, value);
-                        }
-                        let response = request.send().await.expect("request");
-                        assert!(
-                            response.status().is_success(),
-                            "{url}: {}",
-                            response.status()
-                        );
-                        response.bytes().await.expect("body");
-                        times.push(started.elapsed());
-                    }
-                    times
-                }));
-            }
-            let mut all = Vec::new();
-            for task in tasks {
-                all.extend(task.await.expect("load task"));
-            }
-            all
-        }
-    };
-    run(Duration::from_secs(1)).await; // warm-up: connections, caches
-    let started = Instant::now();
-    let mut times = run(Duration::from_secs(seconds)).await;
-    let elapsed = started.elapsed();
-    times.sort();
-    Outcome {
-        requests: times.len() as u64,
-        per_second: times.len() as f64 / elapsed.as_secs_f64(),
-        median: times[times.len() / 2],
-        p99: times[times.len() * 99 / 100],
-    }
-}
-
-struct Database {
-    url: String,
-    pg_name: Option<String>,
-}
-
-async fn database(backend: &str, dir: &std::path::Path) -> Database {
-    if backend == "sqlite" {
-        return Database {
-            url: format!("sqlite://{}", dir.join("tenantry.db").display()),
-            pg_name: None,
-        };
-    }
-    let admin = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("tenantry_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = AsyncPgConnection::establish(&admin)
-        .await
-        .expect("PostgreSQL for the benchmark (TEST_POSTGRES_URL)");
-    conn.batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    let mut url = url::Url::parse(&admin).expect("URL");
-    url.set_path(&name);
-    Database {
-        url: url.to_string(),
-        pg_name: Some(name),
-    }
-}
-
-async fn drop_database(db: &Database) {
-    if let Some(name) = &db.pg_name {
-        let admin = std::env::var("TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        if let Ok(mut conn) = AsyncPgConnection::establish(&admin).await {
-            let _ = conn
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-        }
-    }
-}
 
 #[tokio::main]
 async fn main() {

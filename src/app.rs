@@ -50,6 +50,13 @@ pub struct StartupReport {
 pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     let (keyring, notes) = Keyring::load(&config)?;
     let ctx = open_with_keyring(config, keyring).await?;
+    let tiers: Vec<String> = tenants::Tier::ALL.iter().map(|t| t.to_string()).collect();
+    let metric_names: Vec<String> = crate::quotas::metrics(&ctx).into_iter().map(|m| m.name).collect();
+    ctx.metrics.initialise_quota_series(
+        &tiers.iter().map(String::as_str).collect::<Vec<_>>(),
+        &metric_names.iter().map(String::as_str).collect::<Vec<_>>(),
+        &ctx.config.quotas.policy,
+    );
     let migrations = ctx.db.migrate().await?;
     let admin_tenant_created = tenants::ensure_admin_tenant(&ctx).await?;
     let admin = auth::ensure_bootstrap_admin(&ctx).await?;

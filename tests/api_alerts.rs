@@ -509,7 +509,15 @@ async fn error_rate_and_latency_alerts_come_from_the_tenants_own_requests(backen
 }
 
 async fn a_tenant_sees_its_own_alerts_and_metrics_stay_bounded(backend: Backend) {
-    let app = spawn(backend).await;
+    // With the shared rate limits on (the machine's Redis), so that their metrics are exported.
+    let app = TestApp::spawn_with(backend, |config| {
+        config.alerts.min_open_seconds = 0;
+        config.redis_url = Some(
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
+        );
+        config.redis_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    })
+    .await;
     app.create_tenant("acme").await;
     app.create_tenant("globex").await;
     app.call(
@@ -554,6 +562,8 @@ async fn a_tenant_sees_its_own_alerts_and_metrics_stay_bounded(backend: Backend)
     assert!(metrics.contains("tenantry_alerts_open{severity=\"warning\"} 1"));
     assert!(metrics.contains("tenantry_alerts_open{severity=\"blocked\"} 0"));
     let named = common::assert_rules_name_exported("tenantry-alerts.yml", metrics);
-    assert!(named >= 3, "{named}");
+    assert_eq!(named, 5);
+    let named = common::assert_dashboard_names_exported("tenantry-quotas.json", metrics);
+    assert!(named >= 10, "{named}");
     app.stop().await;
 }

@@ -275,6 +275,28 @@ async fn a_reported_event_is_counted_once_per_id(backend: Backend) {
     assert_eq!(body["counted"], 1);
     assert_eq!(used(&app, "globex", "llm_tokens_per_day").await, 7);
 
+    // Ids are remembered past the oldest timestamp a report may carry, then forgotten.
+    assert!(tenantry::quotas::report::REMEMBER_IDS_DAYS > tenantry::quotas::report::MAX_AGE_DAYS);
+    assert_eq!(
+        tenantry::quotas::report::forget_old_events(&app.ctx).await.unwrap(),
+        0,
+        "today's ids are kept"
+    );
+    let later = tenantry::clock::now() + chrono::Duration::seconds(1);
+    assert!(
+        tenantry::quotas::report::forget_events_before(&app.ctx, later)
+            .await
+            .unwrap()
+            >= 1
+    );
+    let (_, body) = report(
+        &app,
+        "globex",
+        json!({ "id": "evt-1", "metric": "llm_tokens_per_day", "increment": 7 }),
+    )
+    .await;
+    assert_eq!(body["counted"], 1, "a forgotten id counts again");
+
     // An event of yesterday counts in yesterday's period, not today's.
     let yesterday = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
     let (status, body) = report(

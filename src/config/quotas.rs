@@ -22,6 +22,10 @@ pub struct QuotasConfig {
     pub flush_interval_ms: u64,
     /// Operators' own metrics, beside the built-in catalogue.
     pub metrics: Vec<MetricConfig>,
+    /// Meter and limit every authenticated tenant request as `api_calls_per_minute` and
+    /// `api_calls_per_month` (the default). Off when a gateway in front of the server does it:
+    /// those counters then stay at zero.
+    pub meter_api_calls: bool,
 }
 
 impl Default for QuotasConfig {
@@ -32,6 +36,7 @@ impl Default for QuotasConfig {
             decision_ttl_seconds: 30,
             flush_interval_ms: 5000,
             metrics: Vec::new(),
+            meter_api_calls: true,
         }
     }
 }

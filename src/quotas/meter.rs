@@ -51,7 +51,10 @@ pub async fn admit_request(
         .key
         .as_ref()
         .map(|(id, per_minute)| (id.as_str(), *per_minute));
-    let tenant = principal.tenant.as_ref();
+    let tenant = principal
+        .tenant
+        .as_ref()
+        .filter(|_| ctx.config.quotas.meter_api_calls);
     let now = Utc::now();
     let at = now.naive_utc();
     let minute = period_of(Some(Window::Minute), at);
@@ -221,15 +224,26 @@ pub async fn flush(ctx: &Context) -> AppResult<()> {
     }
 }
 
-/// Flushes every `quotas.flush_interval_ms` until the context is dropped by everyone else.
+/// Flushes every `quotas.flush_interval_ms`, and hourly forgets the ids of reported events
+/// older than they may be sent, until the server stops.
 pub fn spawn_flusher(ctx: &Context) -> tokio::task::JoinHandle<()> {
     let ctx = ctx.clone();
     let every = Duration::from_millis(ctx.config.quotas.flush_interval_ms);
     tokio::spawn(async move {
+        // Reported events' ids are forgotten once they are too old to be sent again (hourly).
+        let mut next_sweep = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             tokio::time::sleep(every).await;
             if let Err(err) = flush(&ctx).await {
                 tracing::warn!("cannot write the counted API calls: {err}");
+            }
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + Duration::from_secs(3600);
+                match super::report::forget_old_events(&ctx).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("forgot the ids of {n} reported events older than {} days", super::report::REMEMBER_IDS_DAYS),
+                    Err(err) => tracing::warn!("cannot forget old reported events: {err}"),
+                }
             }
         }
     })

@@ -369,3 +369,18 @@ fn exceeded(tenant: &Tenant, c: &Checked<'_>, value: i64, limit: u64) -> AppErro
         }),
     }
 }
+
+/// How long a reported event's id is remembered: past the oldest timestamp a report may carry,
+/// so that an event is never counted twice, and a day more.
+pub const REMEMBER_IDS_DAYS: i64 = MAX_AGE_DAYS + 1;
+
+/// Forgets the ids of events received before `before`; how many.
+pub async fn forget_events_before(ctx: &Context, before: chrono::NaiveDateTime) -> AppResult<usize> {
+    let mut conn = ctx.db.conn().await?;
+    store::usage::sweep_events(&mut conn, before).await
+}
+
+/// Forgets the ids older than [`REMEMBER_IDS_DAYS`].
+pub async fn forget_old_events(ctx: &Context) -> AppResult<usize> {
+    forget_events_before(ctx, crate::clock::now() - Duration::days(REMEMBER_IDS_DAYS)).await
+}

@@ -324,7 +324,7 @@ pub fn assert_rules_name_exported(file: &str, exported: &str) -> usize {
             .filter(|word| word.starts_with("tenantry_"))
         {
             assert!(
-                exported.contains(&format!("{metric}{{")),
+                is_exported(metric, exported),
                 "{metric} (in {}) is not exported",
                 rule["alert"]
             );
@@ -350,6 +350,42 @@ pub fn assert_rules_name_exported(file: &str, exported: &str) -> usize {
                 "label {label} (in {}) is not exported",
                 rule["alert"]
             );
+        }
+    }
+    named
+}
+
+/// Whether `/metrics` (`exported`) has a sample of `metric`, with labels or without.
+fn is_exported(metric: &str, exported: &str) -> bool {
+    exported.contains(&format!("{metric}{{"))
+        || exported.lines().any(|l| l.starts_with(&format!("{metric} ")))
+}
+
+/// Checks the Grafana dashboard `deploy/grafana/<file>`: valid JSON with panels, and every
+/// metric its queries name is in `exported` (the text of `/metrics`). Returns how many metrics
+/// the queries name.
+pub fn assert_dashboard_names_exported(file: &str, exported: &str) -> usize {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/grafana")
+        .join(file);
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    assert!(dashboard["uid"].is_string() && dashboard["title"].is_string());
+    let mut named = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expr");
+            for metric in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("tenantry_"))
+            {
+                assert!(
+                    is_exported(metric, exported),
+                    "{metric} (panel {}) is not exported",
+                    panel["title"]
+                );
+                named += 1;
+            }
         }
     }
     named

@@ -1,0 +1,269 @@
+//! Quotas on the request path, and reported-usage ingestion.
+//!
+//! 1. Requests per second and latency of one tenant-scoped call (`GET /api/v1/tenant/{slug}`)
+//!    with a tenant API key: with quotas off (`quotas.meter_api_calls = false`, the baseline),
+//!    enforced in process, and enforced through Redis (`redis_url`) — three servers on one
+//!    database, in the same run, on SQLite and on PostgreSQL. The tenant's limits are set far
+//!    above the load, so every call is checked and counted and none refused.
+//! 2. Reported usage on PostgreSQL in batches of 100 events (each id remembered and its counter
+//!    changed in one transaction, admission checked), against plain inserts of the same event
+//!    rows in a transaction per batch.
+//!
+//!     cargo bench --bench quotas
+//!     BENCH_SECONDS=5 BENCH_CONCURRENCY=16 BENCH_BACKENDS=sqlite cargo bench --bench quotas
+//!
+//! Redis comes from `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`). A table goes to
+//! stdout and JSON to `target/bench-quotas.json`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{Credential, database, drop_database, load};
+use serde_json::json;
+use tenantry::app;
+use tenantry::audit::Actor;
+use tenantry::auth::{self, KeySpec, Role, TenantScope};
+use tenantry::quotas::report::UsageEvent;
+use tenantry::tenants::{self, NewTenant};
+
+fn new_tenant(slug: &str) -> NewTenant {
+    NewTenant {
+        slug: slug.into(),
+        name: slug.into(),
+        tier: None,
+        trial_days: None,
+        contact: None,
+        metadata: None,
+        oauth_issuer: None,
+        client_id: None,
+        client_secret: None,
+        scopes: None,
+        db_uri: None,
+        default_schema: None,
+        role_mapping: None,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = common::env_num::<u64>("BENCH_SECONDS", 5);
+    let concurrency = common::env_num::<u64>("BENCH_CONCURRENCY", 16);
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let redis =
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let mut report = Vec::new();
+    println!(
+        "quotas benchmark: GET /api/v1/tenant/acme with a tenant API key, {concurrency} keep-alive clients for {seconds} s per case (after 1 s warm-up)\n"
+    );
+    println!(
+        "{:<10} {:<32} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
+        "db", "case", "requests", "req/s", "median", "p99", "ratio", "p99 added"
+    );
+    for backend in backends.split(',').filter(|b| !b.is_empty()) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = database(backend, dir.path()).await;
+        let base_config = common::config(dir.path(), Some(db.url.clone()));
+        let (ctx, _) = app::open(base_config.clone()).await.expect("server opens");
+        let actor = Actor::system();
+        let tenant = tenants::create(&ctx, &actor, &new_tenant("acme"))
+            .await
+            .expect("tenant");
+        let changes = tenantry::quotas::parse_overrides(
+            &ctx,
+            json!({ "api_calls_per_minute": 1_000_000_000u64, "api_calls_per_month": 1_000_000_000_000u64 })
+                .as_object()
+                .unwrap(),
+        )
+        .expect("overrides");
+        tenantry::quotas::set_overrides(&ctx, &actor, &tenant, &changes)
+            .await
+            .expect("set");
+        let scope = TenantScope {
+            id: tenant.id.clone(),
+            slug: tenant.slug.clone(),
+        };
+        let key = auth::create_key(
+            &ctx,
+            &actor,
+            Some(&scope),
+            &KeySpec {
+                name: "bench".into(),
+                role: Role::Member,
+                expires_in_days: None,
+                rate_limit_per_minute: None,
+            },
+        )
+        .await
+        .expect("key")
+        .token;
+
+        let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let variants: [(&str, Box<dyn Fn(&mut tenantry::config::Config)>); 3] = [
+            (
+                "quotas off (baseline)",
+                Box::new(|c| c.quotas.meter_api_calls = false),
+            ),
+            ("quotas enforced, in process", Box::new(|_| {})),
+            (
+                "quotas enforced, Redis",
+                Box::new(|c| {
+                    c.redis_url = Some(redis.clone());
+                    c.redis_prefix = prefix.clone();
+                }),
+            ),
+        ];
+        let mut baseline: Option<(f64, Duration)> = None;
+        let mut in_process_p99 = None;
+        for (name, adjust) in variants {
+            let mut config = base_config.clone();
+            adjust(&mut config);
+            let (server_ctx, _) = app::open(config).await.expect("server opens");
+            let listener = TcpListener::bind("127.0.0.1:0").expect("port");
+            let server = app::start(server_ctx.clone(), listener).expect("server");
+            let url = format!("http://{}/api/v1/tenant/acme", server.addr);
+            let outcome = load(&url, Credential::Bearer(&key), concurrency, seconds).await;
+            let (base_rate, _) = *baseline.get_or_insert((outcome.per_second, outcome.p99));
+            let ratio = outcome.per_second / base_rate;
+            let added = match (name, in_process_p99) {
+                ("quotas enforced, Redis", Some(p99)) => {
+                    Some(outcome.p99.as_secs_f64() - Duration::as_secs_f64(&p99))
+                }
+                _ => None,
+            };
+            if name == "quotas enforced, in process" {
+                in_process_p99 = Some(outcome.p99);
+            }
+            println!(
+                "{:<10} {:<32} {:>9} {:>9.0} {:>9.2?} {:>9.2?} {:>7.3} {:>11}",
+                backend,
+                name,
+                outcome.requests,
+                outcome.per_second,
+                outcome.median,
+                outcome.p99,
+                ratio,
+                added.map_or("".into(), |a| format!("{:+.3} ms", a * 1000.0))
+            );
+            report.push(json!({
+                "db": backend, "case": name, "requests": outcome.requests,
+                "requests_per_second": outcome.per_second,
+                "median_ms": outcome.median.as_secs_f64() * 1000.0,
+                "p99_ms": outcome.p99.as_secs_f64() * 1000.0,
+                "ratio_to_baseline": ratio,
+                "p99_added_over_in_process_ms": added.map(|a| a * 1000.0),
+            }));
+            server.handle.stop(true).await;
+            server.worker_stop.notify_one();
+        }
+
+        if backend == "postgres" {
+            report.extend(ingestion(&ctx, seconds).await);
+        }
+        drop(ctx);
+        drop_database(&db).await;
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-quotas.json");
+    let _ = std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&json!({
+            "concurrency": concurrency, "seconds": seconds, "results": report,
+        }))
+        .expect("json"),
+    );
+    println!("\n(JSON in {})", out.display());
+}
+
+/// Batches of 100 reported events, against plain inserts of the same rows.
+async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_json::Value> {
+    let actor = Actor::system();
+    let reported = tenants::create(ctx, &actor, &new_tenant("ingest"))
+        .await
+        .expect("tenant");
+    let plain = tenants::create(ctx, &actor, &new_tenant("plain"))
+        .await
+        .expect("tenant");
+    let unlimited = tenantry::quotas::parse_overrides(
+        ctx,
+        json!({ "llm_tokens_per_day": 1_000_000_000_000u64 })
+            .as_object()
+            .unwrap(),
+    )
+    .expect("overrides");
+    tenantry::quotas::set_overrides(ctx, &actor, &reported, &unlimited)
+        .await
+        .expect("set");
+    let batch = |n: u64| -> Vec<UsageEvent> {
+        (0..100)
+            .map(|i| UsageEvent {
+                id: format!("e-{n}-{i}"),
+                metric: "llm_tokens_per_day".into(),
+                increment: Some(1),
+                value: None,
+                timestamp: None,
+            })
+            .collect()
+    };
+    println!(
+        "\nreported usage on PostgreSQL, batches of 100 events, one writer, {seconds} s each\n"
+    );
+    println!(
+        "{:<48} {:>9} {:>12} {:>7}",
+        "case", "batches", "events/s", "ratio"
+    );
+    let mut out = Vec::new();
+    let mut baseline = None;
+    for case in [
+        "plain inserts of the event rows (baseline)",
+        "POST usage: dedup + counters + admission",
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let started = Instant::now();
+        let mut batches = 0u64;
+        while Instant::now() < deadline {
+            let events = batch(batches);
+            if case.starts_with("plain") {
+                let now = tenantry::clock::now();
+                tenantry::transaction!(ctx.db, |tx| {
+                    for e in &events {
+                        tenantry::store::usage::insert_event(
+                            tx,
+                            &tenantry::store::models::UsageEventRow {
+                                tenant_id: plain.id.clone(),
+                                event_id: e.id.clone(),
+                                metric: e.metric.clone(),
+                                period: "2026-12-04".into(),
+                                amount: 1,
+                                received_at: now,
+                            },
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+                .expect("plain insert");
+            } else {
+                let outcome = tenantry::quotas::report::report(ctx, &reported, &events, false)
+                    .await
+                    .expect("report");
+                assert_eq!(outcome.counted, 100);
+            }
+            batches += 1;
+        }
+        let per_second = (batches * 100) as f64 / started.elapsed().as_secs_f64();
+        let base = *baseline.get_or_insert(per_second);
+        println!(
+            "{:<48} {:>9} {:>12.0} {:>7.3}",
+            case,
+            batches,
+            per_second,
+            per_second / base
+        );
+        out.push(json!({
+            "db": "postgres", "case": case, "batches": batches,
+            "events_per_second": per_second, "ratio_to_baseline": per_second / base,
+        }));
+    }
+    out
+}
