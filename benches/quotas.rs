@@ -10,7 +10,10 @@
 //!    rows in a transaction per batch.
 //!
 //!     cargo bench --bench quotas
-//!     BENCH_SECONDS=5 BENCH_CONCURRENCY=16 BENCH_BACKENDS=sqlite cargo bench --bench quotas
+//!     BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONCURRENCY=16 BENCH_BACKENDS=sqlite cargo bench --bench quotas
+//!
+//! The three servers run side by side and the cases take turns for `BENCH_ROUNDS` rounds; each
+//! case reports its median round (requests/s and p99) and the spread of its rounds.
 //!
 //! Redis comes from `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`). A table goes to
 //! stdout and JSON to `target/bench-quotas.json`.
@@ -50,12 +53,13 @@ fn new_tenant(slug: &str) -> NewTenant {
 async fn main() {
     let seconds = common::env_num::<u64>("BENCH_SECONDS", 5);
     let concurrency = common::env_num::<u64>("BENCH_CONCURRENCY", 16);
+    let rounds = common::env_num::<usize>("BENCH_ROUNDS", 3).max(1);
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
     let redis =
         std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let mut report = Vec::new();
     println!(
-        "quotas benchmark: GET /api/v1/tenant/acme with a tenant API key, {concurrency} keep-alive clients for {seconds} s per case (after 1 s warm-up)\n"
+        "quotas benchmark: GET /api/v1/tenant/acme with a tenant API key, {concurrency} keep-alive clients, {rounds} rounds of {seconds} s per case (each after 1 s warm-up), median round\n"
     );
     println!(
         "{:<10} {:<32} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
@@ -114,48 +118,69 @@ async fn main() {
                 }),
             ),
         ];
-        let mut baseline: Option<(f64, Duration)> = None;
-        let mut in_process_p99 = None;
-        for (name, adjust) in variants {
+        // All three servers run at once; the cases take turns, round after round, so that the
+        // machine's drift falls on each of them alike. Each case reports its median round.
+        let mut servers = Vec::new();
+        for (name, adjust) in &variants {
             let mut config = base_config.clone();
             adjust(&mut config);
             let (server_ctx, _) = app::open(config).await.expect("server opens");
             let listener = TcpListener::bind("127.0.0.1:0").expect("port");
-            let server = app::start(server_ctx.clone(), listener).expect("server");
+            let server = app::start(server_ctx, listener).expect("server");
             let url = format!("http://{}/api/v1/tenant/acme", server.addr);
-            let outcome = load(&url, Credential::Bearer(&key), concurrency, seconds).await;
-            let (base_rate, _) = *baseline.get_or_insert((outcome.per_second, outcome.p99));
-            let ratio = outcome.per_second / base_rate;
-            let added = match (name, in_process_p99) {
-                ("quotas enforced, Redis", Some(p99)) => {
-                    Some(outcome.p99.as_secs_f64() - Duration::as_secs_f64(&p99))
-                }
-                _ => None,
-            };
-            if name == "quotas enforced, in process" {
-                in_process_p99 = Some(outcome.p99);
+            servers.push((*name, url, server, Vec::new()));
+        }
+        for _ in 0..rounds {
+            for (_, url, _, outcomes) in servers.iter_mut() {
+                outcomes.push(load(url, Credential::Bearer(&key), concurrency, seconds).await);
             }
+        }
+        let median = |outcomes: &mut Vec<common::Outcome>| {
+            outcomes.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+            let spread = (
+                outcomes.first().map_or(0.0, |o| o.per_second),
+                outcomes.last().map_or(0.0, |o| o.per_second),
+            );
+            let mid = outcomes.len() / 2;
+            let mut p99s: Vec<Duration> = outcomes.iter().map(|o| o.p99).collect();
+            p99s.sort();
+            (outcomes.swap_remove(mid), p99s[p99s.len() / 2], spread)
+        };
+        let mut medians = Vec::new();
+        for (name, _, server, outcomes) in servers.iter_mut() {
+            let (outcome, p99, spread) = median(outcomes);
+            medians.push((*name, outcome, p99, spread));
+            server.handle.stop(true).await;
+            server.worker_stop.notify_one();
+        }
+        let base_rate = medians[0].1.per_second;
+        let in_process_p99 = medians[1].2;
+        for (name, outcome, p99, spread) in &medians {
+            let ratio = outcome.per_second / base_rate;
+            let added = (*name == "quotas enforced, Redis")
+                .then(|| p99.as_secs_f64() - in_process_p99.as_secs_f64());
             println!(
-                "{:<10} {:<32} {:>9} {:>9.0} {:>9.2?} {:>9.2?} {:>7.3} {:>11}",
+                "{:<10} {:<32} {:>9} {:>9.0} {:>9.2?} {:>9.2?} {:>7.3} {:>11}   rounds {:.0}–{:.0} req/s",
                 backend,
                 name,
                 outcome.requests,
                 outcome.per_second,
                 outcome.median,
-                outcome.p99,
+                p99,
                 ratio,
-                added.map_or("".into(), |a| format!("{:+.3} ms", a * 1000.0))
+                added.map_or("".into(), |a| format!("{:+.3} ms", a * 1000.0)),
+                spread.0,
+                spread.1
             );
             report.push(json!({
-                "db": backend, "case": name, "requests": outcome.requests,
+                "db": backend, "case": name, "rounds": rounds,
                 "requests_per_second": outcome.per_second,
+                "requests_per_second_spread": [spread.0, spread.1],
                 "median_ms": outcome.median.as_secs_f64() * 1000.0,
-                "p99_ms": outcome.p99.as_secs_f64() * 1000.0,
+                "p99_ms": p99.as_secs_f64() * 1000.0,
                 "ratio_to_baseline": ratio,
                 "p99_added_over_in_process_ms": added.map(|a| a * 1000.0),
             }));
-            server.handle.stop(true).await;
-            server.worker_stop.notify_one();
         }
 
         if backend == "postgres" {

@@ -51,7 +51,10 @@ pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     let (keyring, notes) = Keyring::load(&config)?;
     let ctx = open_with_keyring(config, keyring).await?;
     let tiers: Vec<String> = tenants::Tier::ALL.iter().map(|t| t.to_string()).collect();
-    let metric_names: Vec<String> = crate::quotas::metrics(&ctx).into_iter().map(|m| m.name).collect();
+    let metric_names: Vec<String> = crate::quotas::metrics(&ctx)
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     ctx.metrics.initialise_quota_series(
         &tiers.iter().map(String::as_str).collect::<Vec<_>>(),
         &metric_names.iter().map(String::as_str).collect::<Vec<_>>(),

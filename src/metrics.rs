@@ -254,7 +254,13 @@ impl Metrics {
             }
         }
         self.quota_policy_failures.with_label_values(&[policy]);
-        for kind in ["quota", "at_risk", "policy_failing", "error_rate", "latency"] {
+        for kind in [
+            "quota",
+            "at_risk",
+            "policy_failing",
+            "error_rate",
+            "latency",
+        ] {
             for severity in ["warning", "critical", "blocked"] {
                 self.alerts_raised.with_label_values(&[kind, severity]);
             }

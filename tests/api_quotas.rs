@@ -278,7 +278,9 @@ async fn a_reported_event_is_counted_once_per_id(backend: Backend) {
     // Ids are remembered past the oldest timestamp a report may carry, then forgotten.
     assert!(tenantry::quotas::report::REMEMBER_IDS_DAYS > tenantry::quotas::report::MAX_AGE_DAYS);
     assert_eq!(
-        tenantry::quotas::report::forget_old_events(&app.ctx).await.unwrap(),
+        tenantry::quotas::report::forget_old_events(&app.ctx)
+            .await
+            .unwrap(),
         0,
         "today's ids are kept"
     );

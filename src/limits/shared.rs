@@ -145,8 +145,20 @@ pub enum Outcome {
 #[error("Redis is unreachable: {0}")]
 pub struct Unreachable(pub String);
 
+thread_local! {
+    /// Each thread's connection to each Redis (by [`SharedBudgets::id`]): a check then never
+    /// crosses to another thread's runtime and back, which on a busy server costs more than the
+    /// round trip itself.
+    static MANAGERS: std::cell::RefCell<std::collections::HashMap<u64, ConnectionManager>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub struct SharedBudgets {
-    manager: ConnectionManager,
+    id: u64,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
     admit: Script,
     fail: Script,
     timeout: Duration,
@@ -167,16 +179,34 @@ impl SharedBudgets {
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(client, config)?;
+        // Checked once here: the per-thread managers are made the same way.
+        ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
         metrics.redis_up.set(1);
         Ok(Self {
-            manager,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            client,
+            config,
             admit: Script::new(ADMIT),
             fail: Script::new(FAIL),
             timeout,
             address,
             up: AtomicBool::new(true),
             metrics,
+        })
+    }
+
+    /// This thread's connection manager (made, lazily connected, on first use).
+    fn connection(&self) -> Result<ConnectionManager, String> {
+        MANAGERS.with(|managers| {
+            let mut managers = managers.borrow_mut();
+            if let Some(manager) = managers.get(&self.id) {
+                return Ok(manager.clone());
+            }
+            let manager =
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                    .map_err(|e| e.to_string())?;
+            managers.insert(self.id, manager.clone());
+            Ok(manager)
         })
     }
 
@@ -238,11 +268,15 @@ impl SharedBudgets {
             }
         }
         let started = Instant::now();
-        let mut conn = self.manager.clone();
-        let answer = tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
-            .await
-            .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let answer = match self.connection() {
+            Ok(mut conn) => {
+                tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
+                    .await
+                    .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Err(err) => Err(err),
+        };
         let answer = self.observed(started, answer)?;
         let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
         Ok(match answer.first() {
@@ -277,11 +311,15 @@ impl SharedBudgets {
             call.key(budget).key(block).arg((*limit).max(1)).arg(60_000);
         }
         let started = Instant::now();
-        let mut conn = self.manager.clone();
-        let answer = tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
-            .await
-            .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let answer = match self.connection() {
+            Ok(mut conn) => {
+                tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn))
+                    .await
+                    .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Err(err) => Err(err),
+        };
         let answer = self.observed(started, answer)?;
         let wait = answer.first().copied().unwrap_or(0);
         let held = answer.iter().skip(1).map(|flag| *flag == 1).collect();
@@ -291,14 +329,16 @@ impl SharedBudgets {
     /// One PING: how long Redis took to answer.
     pub async fn ping(&self) -> Result<Duration, Unreachable> {
         let started = Instant::now();
-        let mut conn = self.manager.clone();
-        let answer = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))
-        .and_then(|r| r.map_err(|e| e.to_string()));
+        let answer = match self.connection() {
+            Ok(mut conn) => tokio::time::timeout(
+                self.timeout,
+                redis::cmd("PING").query_async::<String>(&mut conn),
+            )
+            .await
+            .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))
+            .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(err) => Err(err),
+        };
         self.observed(started, answer)?;
         Ok(started.elapsed())
     }

@@ -241,7 +241,10 @@ pub fn spawn_flusher(ctx: &Context) -> tokio::task::JoinHandle<()> {
                 next_sweep = tokio::time::Instant::now() + Duration::from_secs(3600);
                 match super::report::forget_old_events(&ctx).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!("forgot the ids of {n} reported events older than {} days", super::report::REMEMBER_IDS_DAYS),
+                    Ok(n) => tracing::info!(
+                        "forgot the ids of {n} reported events older than {} days",
+                        super::report::REMEMBER_IDS_DAYS
+                    ),
                     Err(err) => tracing::warn!("cannot forget old reported events: {err}"),
                 }
             }

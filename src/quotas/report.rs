@@ -375,7 +375,10 @@ fn exceeded(tenant: &Tenant, c: &Checked<'_>, value: i64, limit: u64) -> AppErro
 pub const REMEMBER_IDS_DAYS: i64 = MAX_AGE_DAYS + 1;
 
 /// Forgets the ids of events received before `before`; how many.
-pub async fn forget_events_before(ctx: &Context, before: chrono::NaiveDateTime) -> AppResult<usize> {
+pub async fn forget_events_before(
+    ctx: &Context,
+    before: chrono::NaiveDateTime,
+) -> AppResult<usize> {
     let mut conn = ctx.db.conn().await?;
     store::usage::sweep_events(&mut conn, before).await
 }

@@ -358,7 +358,9 @@ pub fn assert_rules_name_exported(file: &str, exported: &str) -> usize {
 /// Whether `/metrics` (`exported`) has a sample of `metric`, with labels or without.
 fn is_exported(metric: &str, exported: &str) -> bool {
     exported.contains(&format!("{metric}{{"))
-        || exported.lines().any(|l| l.starts_with(&format!("{metric} ")))
+        || exported
+            .lines()
+            .any(|l| l.starts_with(&format!("{metric} ")))
 }
 
 /// Checks the Grafana dashboard `deploy/grafana/<file>`: valid JSON with panels, and every
