@@ -198,6 +198,16 @@ fn validate(input: &NewWebhook) -> Result<(), AppError> {
             "max_length",
             "must be at most 200 characters",
         ));
+    } else if input
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().any(char::is_control))
+    {
+        errors.push(FieldError::new(
+            "description",
+            "pattern",
+            "must not contain control characters",
+        ));
     }
     if errors.is_empty() {
         Ok(())
@@ -484,6 +494,14 @@ mod tests {
                 new("https://x/h", &["alert.raised", "nope"]),
                 "events[1]",
                 "one_of",
+            ),
+            (
+                NewWebhook {
+                    description: Some("pager\u{84}".into()),
+                    ..new("https://x/h", &[])
+                },
+                "description",
+                "pattern",
             ),
         ] {
             match validate(&input) {

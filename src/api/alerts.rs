@@ -50,7 +50,11 @@ struct AlertParams {
 #[utoipa::path(
     tag = "alerts",
     params(AlertParams),
-    responses((status = 200, body = AlertPage)),
+    responses(
+        (status = 200, body = AlertPage),
+        (status = 404, description = "The tenant filtered on does not exist", body = ErrorBody),
+        (status = 422, description = "A filter breaks a rule, named", body = ErrorBody),
+    ),
 )]
 #[get("/alerts")]
 async fn list_alerts(
