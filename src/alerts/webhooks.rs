@@ -32,6 +32,15 @@ pub const PING: &str = "webhook.ping";
 /// The events an endpoint can ask for.
 pub const EVENT_TYPES: [&str; 3] = [ALERT_RAISED, ALERT_RESOLVED, PING];
 
+/// What an endpoint's URL looks like: `http` or `https`, a DNS name or an IP address (IPv6 in
+/// brackets), an optional port, path and query; no credentials, no fragment.
+pub const URL_PATTERN: &str = r"^https?://([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@/%-]*)?(\?[A-Za-z0-9._~!$&'()*+,;=:@/%?-]*)?$";
+
+fn url_shape() -> &'static regex::Regex {
+    static SHAPE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    SHAPE.get_or_init(|| regex::Regex::new(URL_PATTERN).expect("the URL pattern compiles"))
+}
+
 /// A new endpoint.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -162,9 +171,6 @@ fn validate(input: &NewWebhook) -> Result<(), AppError> {
                 "must be an http or https URL",
             ));
         }
-        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
-            errors.push(FieldError::new("url", "host", "must name a host"));
-        }
         Ok(u) if !u.username().is_empty() || u.password().is_some() => {
             errors.push(FieldError::new(
                 "url",
@@ -172,6 +178,14 @@ fn validate(input: &NewWebhook) -> Result<(), AppError> {
                 "must not carry credentials: the endpoint checks the signature instead",
             ))
         }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            errors.push(FieldError::new("url", "host", "must name a host"));
+        }
+        Ok(_) if !url_shape().is_match(&input.url) => errors.push(FieldError::new(
+            "url",
+            "pattern",
+            "must be http(s)://host[:port][/path][?query] with a DNS name or an IP address, no fragment",
+        )),
         Ok(_) => {}
         Err(_) => errors.push(FieldError::new(
             "url",
@@ -485,11 +499,19 @@ mod tests {
             tenant: None,
             description: None,
         };
-        assert!(validate(&new("https://ops.example.com/h", &["alert.raised"])).is_ok());
+        for good in [
+            "https://ops.example.com/h",
+            "http://127.0.0.1:8080/hooks?token=abc",
+            "http://[::1]:9000/",
+        ] {
+            assert!(validate(&new(good, &["alert.raised"])).is_ok(), "{good}");
+        }
         for (input, field, rule) in [
             (new("ftp://x/h", &[]), "url", "scheme"),
             (new("not a url", &[]), "url", "url"),
             (new("https://user:pw@x/h", &[]), "url", "no_credentials"),
+            (new("http://0*", &[]), "url", "pattern"),
+            (new("https://x/h#frag", &[]), "url", "pattern"),
             (
                 new("https://x/h", &["alert.raised", "nope"]),
                 "events[1]",

@@ -154,7 +154,7 @@ fn schema_rules() -> Vec<(&'static str, Value)> {
         (
             "NewWebhook",
             json!({
-                "url": { "pattern": r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,4})?(/[A-Za-z0-9._~!$&'()*+,;=:@/%-]*)?$", "maxLength": 2048 },
+                "url": { "pattern": crate::alerts::webhooks::URL_PATTERN, "maxLength": 2048 },
                 "events": { "items": { "enum": crate::alerts::webhooks::EVENT_TYPES } },
                 "tenant": { "pattern": SLUG },
                 "description": { "pattern": OPTIONAL_TEXT, "maxLength": 200 },
