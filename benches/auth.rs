@@ -20,7 +20,7 @@ use std::net::TcpListener;
 use tenantry::app;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, KeySpec, Principal, Role, TenantScope};
-use tenantry::tenants::{self, NewTenant};
+use tenantry::tenants;
 
 #[tokio::main]
 async fn main() {
@@ -42,27 +42,9 @@ async fn main() {
             .await
             .expect("server opens");
         let actor = Actor::system();
-        let tenant = tenants::create(
-            &ctx,
-            &actor,
-            &NewTenant {
-                slug: "acme".into(),
-                name: "Acme".into(),
-                tier: None,
-                trial_days: None,
-                contact: None,
-                metadata: None,
-                oauth_issuer: None,
-                client_id: None,
-                client_secret: None,
-                scopes: None,
-                db_uri: None,
-                default_schema: None,
-                role_mapping: None,
-            },
-        )
-        .await
-        .expect("tenant");
+        let tenant = tenants::create(&ctx, &actor, &common::new_tenant("acme", "Acme"))
+            .await
+            .expect("tenant");
         let scope = TenantScope {
             id: tenant.id.clone(),
             slug: tenant.slug.clone(),

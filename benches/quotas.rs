@@ -29,25 +29,7 @@ use tenantry::app;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, KeySpec, Role, TenantScope};
 use tenantry::quotas::report::UsageEvent;
-use tenantry::tenants::{self, NewTenant};
-
-fn new_tenant(slug: &str) -> NewTenant {
-    NewTenant {
-        slug: slug.into(),
-        name: slug.into(),
-        tier: None,
-        trial_days: None,
-        contact: None,
-        metadata: None,
-        oauth_issuer: None,
-        client_id: None,
-        client_secret: None,
-        scopes: None,
-        db_uri: None,
-        default_schema: None,
-        role_mapping: None,
-    }
-}
+use tenantry::tenants;
 
 #[tokio::main]
 async fn main() {
@@ -71,7 +53,7 @@ async fn main() {
         let base_config = common::config(dir.path(), Some(db.url.clone()));
         let (ctx, _) = app::open(base_config.clone()).await.expect("server opens");
         let actor = Actor::system();
-        let tenant = tenants::create(&ctx, &actor, &new_tenant("acme"))
+        let tenant = tenants::create(&ctx, &actor, &common::new_tenant("acme", "Acme"))
             .await
             .expect("tenant");
         let changes = tenantry::quotas::parse_overrides(
@@ -203,10 +185,10 @@ async fn main() {
 /// Batches of 100 reported events, against plain inserts of the same rows.
 async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_json::Value> {
     let actor = Actor::system();
-    let reported = tenants::create(ctx, &actor, &new_tenant("ingest"))
+    let reported = tenants::create(ctx, &actor, &common::new_tenant("ingest", "Ingest"))
         .await
         .expect("tenant");
-    let plain = tenants::create(ctx, &actor, &new_tenant("plain"))
+    let plain = tenants::create(ctx, &actor, &common::new_tenant("plain", "Plain"))
         .await
         .expect("tenant");
     let unlimited = tenantry::quotas::parse_overrides(

@@ -387,19 +387,7 @@ async fn bad_webhooks_and_alert_queries_are_422_naming_the_field_and_change_noth
 
 async fn a_failing_policy_raises_its_alert(backend: Backend) {
     let app = spawn(backend).await;
-    let wasm = std::fs::read(format!(
-        "{}/flat_quota.wasm",
-        env!("BUILT_PLUGINS_WASM_DIR")
-    ))
-    .expect("the flat-quota test plugin is built");
-    let response = app
-        .request(Method::POST, "/api/v1/plugin")
-        .header("content-type", "application/wasm")
-        .body(wasm)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    app.install_test_plugin("flat_quota").await;
     // Decided once by tier-quota, then handed to a policy that loops for this tenant.
     app.create_tenant("loop-co").await;
     let (_, quotas) = app.get("/api/v1/tenant/loop-co/quotas").await;
@@ -512,10 +500,8 @@ async fn a_tenant_sees_its_own_alerts_and_metrics_stay_bounded(backend: Backend)
     // With the shared rate limits on (the machine's Redis), so that their metrics are exported.
     let app = TestApp::spawn_with(backend, |config| {
         config.alerts.min_open_seconds = 0;
-        config.redis_url = Some(
-            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
-        );
-        config.redis_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.redis_url = Some(common::redis_url());
+        config.redis_prefix = common::redis_prefix();
     })
     .await;
     app.create_tenant("acme").await;

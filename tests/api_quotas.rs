@@ -903,19 +903,7 @@ async fn another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leave
 ) {
     let app = TestApp::spawn(backend).await;
     // A third party's policy, built with the test plugins: every limit is 3.
-    let wasm = std::fs::read(format!(
-        "{}/flat_quota.wasm",
-        env!("BUILT_PLUGINS_WASM_DIR")
-    ))
-    .expect("the flat-quota test plugin is built");
-    let response = app
-        .request(Method::POST, "/api/v1/plugin")
-        .header("content-type", "application/wasm")
-        .body(wasm)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    app.install_test_plugin("flat_quota").await;
     app.create_tenant("acme").await;
     app.create_tenant("globex").await;
     assert_eq!(tenant_quota(&app, "acme", "agents").await["limit"], 10);

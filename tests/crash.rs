@@ -93,42 +93,32 @@ async fn setup(backend: Backend, double: &RecorderBackend) -> Setup {
     }
 }
 
-/// A `tenantry serve` process on the setup's database, with the provisioning settings these
-/// tests need.
+/// A `tenantry serve` process.
 type Server = ServerProcess;
 
-trait StartOnSetup {
-    async fn start(setup: &Setup, data_dir: &Path, fault: Option<&str>) -> Server;
-    async fn start_with(
-        setup: &Setup,
-        data_dir: &Path,
-        fault: Option<&str>,
-        settings: &[(&str, &str)],
-    ) -> Server;
+/// A server on the setup's database with the provisioning settings these tests need, paused at
+/// `fault` when one is given.
+async fn start(setup: &Setup, data_dir: &Path, fault: Option<&str>) -> Server {
+    start_with(setup, data_dir, fault, &[]).await
 }
 
-impl StartOnSetup for ServerProcess {
-    async fn start(setup: &Setup, data_dir: &Path, fault: Option<&str>) -> Server {
-        <Server as StartOnSetup>::start_with(setup, data_dir, fault, &[]).await
+/// [`start`] with more `TENANTRY_*` settings.
+async fn start_with(
+    setup: &Setup,
+    data_dir: &Path,
+    fault: Option<&str>,
+    settings: &[(&str, &str)],
+) -> Server {
+    let mut all = vec![
+        ("TENANTRY_PROVISIONING__LEASE_SECONDS", "2"),
+        ("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "200"),
+        ("TENANTRY_PROVISIONING__WORKERS", "8"),
+    ];
+    if let Some(fault) = fault {
+        all.push(("TENANTRY_PROVISIONING__FAULT_INJECTION", fault));
     }
-
-    async fn start_with(
-        setup: &Setup,
-        data_dir: &Path,
-        fault: Option<&str>,
-        settings: &[(&str, &str)],
-    ) -> Server {
-        let mut all = vec![
-            ("TENANTRY_PROVISIONING__LEASE_SECONDS", "2"),
-            ("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "200"),
-            ("TENANTRY_PROVISIONING__WORKERS", "8"),
-        ];
-        if let Some(fault) = fault {
-            all.push(("TENANTRY_PROVISIONING__FAULT_INJECTION", fault));
-        }
-        all.extend_from_slice(settings);
-        ServerProcess::start(&setup.database.url, &setup.master_key, data_dir, &all).await
-    }
+    all.extend_from_slice(settings);
+    ServerProcess::start(&setup.database.url, &setup.master_key, data_dir, &all).await
 }
 
 fn client() -> reqwest::Client {
@@ -179,12 +169,7 @@ async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend)
     let double = RecorderBackend::start().await;
     let setup = setup(backend, &double).await;
     let data = tempfile::tempdir().unwrap();
-    let server = <Server as StartOnSetup>::start(
-        &setup,
-        data.path(),
-        Some("pause-after-apply:recorder:beta"),
-    )
-    .await;
+    let server = start(&setup, data.path(), Some("pause-after-apply:recorder:beta")).await;
     let url = provision(&setup, &server, "crashco").await;
 
     // The server stops right after beta reached the backend, before it journaled it.
@@ -212,7 +197,7 @@ async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend)
     std::fs::remove_file(&marker).unwrap();
 
     // The same server restarted takes the run over once the dead one's lease has expired.
-    let server = <Server as StartOnSetup>::start(&setup, data.path(), None).await;
+    let server = start(&setup, data.path(), None).await;
     let done = wait_finished(&setup, &server, &url, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["executions"], 2, "taken over once: {done}");
@@ -246,8 +231,8 @@ async fn two_replicas_execute_every_run_once(backend: Backend) {
     let double = RecorderBackend::start().await;
     let setup = setup(backend, &double).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = <Server as StartOnSetup>::start(&setup, dir_a.path(), None).await;
-    let b = <Server as StartOnSetup>::start(&setup, dir_b.path(), None).await;
+    let a = start(&setup, dir_a.path(), None).await;
+    let b = start(&setup, dir_b.path(), None).await;
 
     // 50 tenants, requested alternately through both servers, ten at a time.
     let mut urls = Vec::new();
@@ -299,7 +284,7 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
     let double = RecorderBackend::start().await;
     let setup = setup(backend, &double).await;
     let data = tempfile::tempdir().unwrap();
-    let server = <Server as StartOnSetup>::start(&setup, data.path(), None).await;
+    let server = start(&setup, data.path(), None).await;
     let url = provision(&setup, &server, "outboxco").await;
     let done = wait_finished(&setup, &server, &url, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -307,7 +292,7 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
 
     // A server whose worker would not look for runs for a minute, stopped right after the
     // suspension committed (before it could wake its worker), then killed.
-    let server = <Server as StartOnSetup>::start_with(
+    let server = start_with(
         &setup,
         data.path(),
         Some("pause-after-lifecycle-commit"),
@@ -345,7 +330,7 @@ async fn a_suspension_reaches_the_backends_after_a_crash_at_its_commit(backend: 
     );
 
     // A restarted server carries the suspension into the backend.
-    let server = <Server as StartOnSetup>::start(&setup, data.path(), None).await;
+    let server = start(&setup, data.path(), None).await;
     let started = Instant::now();
     loop {
         let events = double.events();
@@ -392,7 +377,7 @@ async fn usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush(
     let setup = setup(backend, &double).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = [("TENANTRY_QUOTAS__FLUSH_INTERVAL_MS", "500")];
-    let server = <Server as StartOnSetup>::start_with(&setup, dir.path(), None, &settings).await;
+    let server = start_with(&setup, dir.path(), None, &settings).await;
     let http = client();
     let admin =
         |method: reqwest::Method, url: String| http.request(method, url).bearer_auth(&setup.token);
@@ -459,7 +444,7 @@ async fn usage_survives_sigkill_exactly_once_and_api_calls_lose_at_most_a_flush(
         "killed mid-stream"
     );
 
-    let server = <Server as StartOnSetup>::start_with(&setup, dir.path(), None, &settings).await;
+    let server = start_with(&setup, dir.path(), None, &settings).await;
     let used = |metric: &'static str| {
         let request = admin(
             reqwest::Method::GET,

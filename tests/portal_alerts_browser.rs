@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{ChromeDriver, Ui, screenshot_root};
+use common::browser::{ChromeDriver, Ui, fresh_screenshots};
 use common::{ADMIN_PASSWORD, Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -18,14 +18,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 backend_tests!(an_operator_sees_alerts_and_overrides_a_quota_in_the_portal);
 
 async fn an_operator_sees_alerts_and_overrides_a_quota_in_the_portal(backend: Backend) {
-    let shots = screenshot_root().join("alerts").join(match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    });
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
-    for old in std::fs::read_dir(&shots).expect("screenshot dir").flatten() {
-        let _ = std::fs::remove_file(old.path());
-    }
+    let shots = fresh_screenshots(Some("alerts"), backend);
     let driver = ChromeDriver::start(&shots).await;
     let app = TestApp::spawn_with(backend, |config| config.alerts.min_open_seconds = 0).await;
     // A free-tier tenant with 10 of its 10 agents: every line crossed.

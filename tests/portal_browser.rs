@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::browser::{ChromeDriver, Ui, screenshot_root};
+use common::browser::{ChromeDriver, Ui, fresh_screenshots};
 use common::{ADMIN_PASSWORD, Backend, TestApp};
 use fantoccini::Locator;
 use serde_json::json;
@@ -21,14 +21,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 backend_tests!(admin_logs_in_creates_suspends_a_tenant_and_finds_it_in_the_audit_log);
 
 async fn admin_logs_in_creates_suspends_a_tenant_and_finds_it_in_the_audit_log(backend: Backend) {
-    let shots = screenshot_root().join(match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
-    });
-    std::fs::create_dir_all(&shots).expect("screenshot dir");
-    for old in std::fs::read_dir(&shots).expect("screenshot dir").flatten() {
-        let _ = std::fs::remove_file(old.path());
-    }
+    let shots = fresh_screenshots(None, backend);
     let driver = ChromeDriver::start(&shots).await;
     let app = TestApp::spawn(backend).await;
     let ui = Ui {
@@ -352,14 +345,7 @@ mod provisioning_walk {
     }
 
     async fn admin_creates_a_template_and_provisions_a_tenant_through_the_form(backend: Backend) {
-        let shots = screenshot_root().join("provisioning").join(match backend {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        });
-        std::fs::create_dir_all(&shots).expect("screenshot dir");
-        for old in std::fs::read_dir(&shots).expect("screenshot dir").flatten() {
-            let _ = std::fs::remove_file(old.path());
-        }
+        let shots = fresh_screenshots(Some("provisioning"), backend);
         let driver = ChromeDriver::start(&shots).await;
         let (app, double) = with_recorder(backend).await;
         let ui = Ui {

@@ -18,10 +18,6 @@ backend_tests!(
     a_redis_outage_follows_the_setting_and_recovers,
 );
 
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
 /// A second server on the first one's database and configuration.
 async fn second_server(first: &TestApp) -> (String, app::RunningServer) {
     let config = (*first.ctx.config).clone();
@@ -61,9 +57,9 @@ async fn get(http: &reqwest::Client, url: String, token: &str) -> StatusCode {
 
 async fn a_keys_limit_and_failed_key_blocks_hold_across_servers(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| {
-        config.redis_url = Some(redis_url());
+        config.redis_url = Some(common::redis_url());
         // Budgets of their own on the machine's Redis: other tests fail keys from 127.0.0.1 too.
-        config.redis_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        config.redis_prefix = common::redis_prefix();
         config.auth.key_failures_per_address_per_minute = 3;
     })
     .await;

@@ -18,10 +18,6 @@ use serde_json::{Value, json};
 use tenantry::audit::Actor;
 use tenantry::auth::{self, Role};
 
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
 struct Setup {
     database: TestDatabase,
     master_key: String,
@@ -50,8 +46,8 @@ async fn setup() -> Setup {
 }
 
 async fn servers(setup: &Setup, n: usize) -> Vec<ServerProcess> {
-    let redis = redis_url();
-    let prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let redis = common::redis_url();
+    let prefix = common::redis_prefix();
     let settings = [
         ("TENANTRY_REDIS_URL", redis.as_str()),
         ("TENANTRY_REDIS_PREFIX", prefix.as_str()),

@@ -154,3 +154,22 @@ pub async fn drop_database(db: &Database) {
         }
     }
 }
+
+/// A tenant with a slug and a name, and nothing else set.
+pub fn new_tenant(slug: &str, name: &str) -> tenantry::tenants::NewTenant {
+    tenantry::tenants::NewTenant {
+        slug: slug.into(),
+        name: name.into(),
+        tier: None,
+        trial_days: None,
+        contact: None,
+        metadata: None,
+        oauth_issuer: None,
+        client_id: None,
+        client_secret: None,
+        scopes: None,
+        db_uri: None,
+        default_schema: None,
+        role_mapping: None,
+    }
+}

@@ -65,15 +65,6 @@ const QUOTA_THRESHOLDS: [(Level, AlertSeverity); 3] = [
     (Level::Blocked, AlertSeverity::Blocked),
 ];
 
-fn level_rank(level: Level) -> u8 {
-    match level {
-        Level::Ok => 0,
-        Level::Warning => 1,
-        Level::Critical => 2,
-        Level::Blocked => 3,
-    }
-}
-
 /// The quota and at-risk lines of `tenant`, from its policy's decision; none when the policy
 /// cannot decide (fail-closed without an earlier decision): those alerts are left as they are.
 async fn quota_observations(
@@ -102,7 +93,7 @@ async fn quota_observations(
                 period: period.clone(),
                 threshold: severity.as_str(),
                 severity,
-                crossed: level_rank(view.severity) >= level_rank(level),
+                crossed: view.severity >= level,
                 value: view.percent,
                 line: None,
                 message: format!(
@@ -337,15 +328,8 @@ pub async fn evaluate_tenant(ctx: &Context, tenant: &Tenant) -> AppResult<Change
         ] {
             for id in ids {
                 let alert = load(tx, id, &tenant.slug).await?;
-                webhooks::enqueue(
-                    ctx,
-                    tx,
-                    Some(&tenant.id),
-                    event,
-                    json!({ "alert": alert }),
-                    now,
-                )
-                .await?;
+                webhooks::enqueue(tx, Some(&tenant.id), event, json!({ "alert": alert }), now)
+                    .await?;
                 out.push(alert);
             }
         }

@@ -137,10 +137,6 @@ impl Alert {
             resolved_at: row.resolved_at.map(clock::to_utc),
         }
     }
-
-    pub fn is_open(&self) -> bool {
-        self.status == store::alerts::OPEN
-    }
 }
 
 /// What a listing of alerts asks for (all optional).
@@ -296,7 +292,7 @@ pub async fn refresh_metrics(ctx: &Context) -> AppResult<()> {
     let mut conn = ctx.db.conn().await?;
     let open = store::alerts::open_by_severity(&mut conn).await?;
     let mut uses: Vec<(String, String, f64)> = Vec::new();
-    for (slug, metric, value, _) in store::alerts::open_quota_use(&mut conn).await? {
+    for (slug, metric, value) in store::alerts::open_quota_use(&mut conn).await? {
         match uses.iter_mut().find(|(s, m, _)| *s == slug && *m == metric) {
             Some(existing) => existing.2 = existing.2.max(value),
             None => uses.push((slug, metric, value)),

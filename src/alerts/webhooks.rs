@@ -462,7 +462,6 @@ fn delivery_row(
 /// Writes `event` for every endpoint listening to `tenant_id`'s events, in the caller's
 /// transaction (the outbox). The caller wakes the deliverer once it has committed.
 pub async fn enqueue(
-    _ctx: &Context,
     tx: &mut Conn,
     tenant_id: Option<&str>,
     event_type: &str,

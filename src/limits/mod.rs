@@ -90,7 +90,8 @@ impl Limits {
         format!("{}:{name}", self.prefix)
     }
 
-    /// What to do when Redis did not answer: `None` to decide locally (fail open).
+    /// What to do when Redis did not answer: `Ok` to decide with this server's own budgets
+    /// (fail open), else the refusal (fail closed).
     fn unreachable(&self, err: Unreachable) -> Result<(), Refusal> {
         match self.on_failure {
             FailMode::Open => Ok(()),

@@ -213,7 +213,16 @@ pub async fn flush(ctx: &Context) -> AppResult<()> {
             for ((tenant, metric, period, _), value) in pending.iter().zip(values) {
                 ctx.api_calls
                     .set_base(tenant, metric, period, value.max(0) as u64);
-                ctx.alerting.mark(tenant);
+                // Only a limit can make API calls raise or resolve an alert.
+                let limited = ctx.quota_decisions.get(tenant).is_some_and(|d| {
+                    d.decision
+                        .metrics
+                        .iter()
+                        .any(|m| m.metric == *metric && m.limit.is_some())
+                });
+                if limited {
+                    ctx.alerting.mark(tenant);
+                }
             }
             Ok(())
         }

@@ -38,8 +38,8 @@ pub use catalogue::{Metric, catalogue};
 use decision::Need;
 pub use overrides::{OverrideChange, parse_overrides, set_overrides};
 
-/// How close a use is to its limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+/// How close a use is to its limit, in rising order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Ok,

@@ -189,19 +189,13 @@ pub async fn tenants_with_open(conn: &mut Conn, limit: i64) -> AppResult<Vec<Str
         .await)?)
 }
 
-/// Open quota alerts as (tenant slug, metric, percent, severity): the tenants at warning or
-/// above.
-pub async fn open_quota_use(conn: &mut Conn) -> AppResult<Vec<(String, String, f64, String)>> {
+/// Open quota alerts as (tenant slug, metric, percent): the tenants at warning or above.
+pub async fn open_quota_use(conn: &mut Conn) -> AppResult<Vec<(String, String, f64)>> {
     Ok(with_conn!(conn, |c| alerts::table
         .inner_join(tenants::table)
         .filter(alerts::status.eq(OPEN))
         .filter(alerts::kind.eq("quota"))
-        .select((
-            tenants::slug,
-            alerts::subject,
-            alerts::value,
-            alerts::severity
-        ))
+        .select((tenants::slug, alerts::subject, alerts::value))
         .load(c)
         .await)?)
 }

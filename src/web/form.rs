@@ -67,3 +67,12 @@ where
         })
     }
 }
+
+/// A filter field as given: trimmed, and none when empty.
+pub fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}

@@ -142,6 +142,23 @@ pub fn screenshot_root() -> PathBuf {
     dir
 }
 
+/// `target/screenshots/[<group>/]<backend>/`, emptied: where a walk's screenshots land.
+pub fn fresh_screenshots(group: Option<&str>, backend: super::Backend) -> PathBuf {
+    let mut dir = screenshot_root();
+    if let Some(group) = group {
+        dir = dir.join(group);
+    }
+    let dir = dir.join(match backend {
+        super::Backend::Sqlite => "sqlite",
+        super::Backend::Postgres => "postgres",
+    });
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    for old in std::fs::read_dir(&dir).expect("screenshot dir").flatten() {
+        let _ = std::fs::remove_file(old.path());
+    }
+    dir
+}
+
 /// The browser, with helpers that fail with the step's context and save screenshots.
 pub struct Ui {
     pub client: Client,

@@ -118,6 +118,17 @@ impl TestDatabase {
     }
 }
 
+/// The Redis of the shared-budget tests: `TEST_REDIS_URL`, default the machine's.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A `redis_prefix` of a test's own: tests share the machine's Redis, and fail keys from the
+/// same address.
+pub fn redis_prefix() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
 pub fn random_master_key() -> String {
     let mut bytes = [0u8; 32];
     for b in bytes.iter_mut() {
@@ -239,6 +250,20 @@ impl TestApp {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body
+    }
+
+    /// Installs the test plugin `<file>.wasm` (built with the test plugins) through the API.
+    pub async fn install_test_plugin(&self, file: &str) {
+        let wasm = std::fs::read(format!("{}/{file}.wasm", env!("BUILT_PLUGINS_WASM_DIR")))
+            .unwrap_or_else(|e| panic!("the {file} test plugin is built: {e}"));
+        let response = self
+            .request(Method::POST, "/api/v1/plugin")
+            .header("content-type", "application/wasm")
+            .body(wasm)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), StatusCode::CREATED);
     }
 
     /// Another API token with `role`.

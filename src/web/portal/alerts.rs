@@ -12,6 +12,7 @@ use crate::error::AppError;
 use crate::quotas;
 use crate::tenants;
 use crate::web::error::PageResult;
+use crate::web::form::non_empty;
 use crate::web::portal::session::{PortalForm, PortalSession};
 use crate::web::{Flash, redirect_with};
 
@@ -22,14 +23,6 @@ pub struct AlertFilterForm {
     kind: Option<String>,
     status: Option<String>,
     before: Option<String>,
-}
-
-fn non_empty(value: &Option<String>) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
 }
 
 /// `GET /alerts`: alerts on every tenant, newest first, with the registered webhooks.

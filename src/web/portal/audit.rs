@@ -6,6 +6,7 @@ use serde::Deserialize;
 use crate::audit::{self, AuditQuery};
 use crate::context::Context;
 use crate::web::error::PageResult;
+use crate::web::form::non_empty;
 use crate::web::portal::session::PortalSession;
 
 #[derive(Debug, Deserialize)]
@@ -16,14 +17,6 @@ pub struct AuditFilterForm {
     before: Option<i64>,
     /// Check the whole hash chain (walks every record: on request only).
     verify: Option<String>,
-}
-
-fn non_empty(value: &Option<String>) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
 }
 
 pub async fn list(
