@@ -1,7 +1,8 @@
 //! Evaluating a tenant: what its alerts should be now, and the changes that makes.
 //!
 //! Each round looks at the tenants marked since the last one (usage reported, API calls
-//! written, limits, tier or policy changed: at most a few rounds a second), and every
+//! written for a tenant whose decision limits them, limits, tier or policy changed: at most a
+//! few rounds a second), and every
 //! `alerts.evaluate_interval_seconds` at the tenants with open alerts or recent traffic.
 //!
 //! An alert is raised when its line is crossed, once per tenant, kind, subject, period and
