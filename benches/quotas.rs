@@ -5,15 +5,19 @@
 //!    enforced in process, and enforced through Redis (`redis_url`) — three servers on one
 //!    database, in the same run, on SQLite and on PostgreSQL. The tenant's limits are set far
 //!    above the load, so every call is checked and counted and none refused.
-//! 2. Reported usage on PostgreSQL in batches of 100 events (each id remembered and its counter
+//! 2. Reported usage on PostgreSQL in batches of 100 events (the ids remembered and the counter
 //!    changed in one transaction, admission checked), against plain inserts of the same event
-//!    rows in a transaction per batch.
+//!    rows in a transaction per batch: one multi-row statement (the baseline) and one statement
+//!    per row.
 //!
 //!     cargo bench --bench quotas
 //!     BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_CONCURRENCY=16 BENCH_BACKENDS=sqlite cargo bench --bench quotas
 //!
 //! The three servers run side by side and the cases take turns for `BENCH_ROUNDS` rounds; each
-//! case reports its median round (requests/s and p99) and the spread of its rounds.
+//! case reports its median round (requests/s and p99) and the spread of its rounds. Twice: at
+//! saturation (`BENCH_CONCURRENCY` clients in a closed loop: throughput, as a ratio to the
+//! baseline), then at a fixed rate in an open loop (`BENCH_PACED_RATE`, default half the
+//! baseline's throughput: the latency each case adds, as p99 against the case before it).
 //!
 //! Redis comes from `TEST_REDIS_URL` (default `redis://127.0.0.1:6379/0`). A table goes to
 //! stdout and JSON to `target/bench-quotas.json`.
@@ -23,12 +27,14 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{Credential, database, drop_database, load};
+use common::{Credential, database, drop_database, load, paced};
 use serde_json::json;
 use tenantry::app;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, KeySpec, Role, TenantScope};
 use tenantry::quotas::report::UsageEvent;
+use tenantry::store::models::UsageEventRow;
+use tenantry::store::schema::usage_events;
 use tenantry::tenants;
 
 #[tokio::main]
@@ -44,8 +50,8 @@ async fn main() {
         "quotas benchmark: GET /api/v1/tenant/acme with a tenant API key, {concurrency} keep-alive clients, {rounds} rounds of {seconds} s per case (each after 1 s warm-up), median round\n"
     );
     println!(
-        "{:<10} {:<32} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
-        "db", "case", "requests", "req/s", "median", "p99", "ratio", "p99 added"
+        "{:<10} {:<32} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "db", "case", "requests", "req/s", "median", "p99", "ratio"
     );
     for backend in backends.split(',').filter(|b| !b.is_empty()) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -110,11 +116,24 @@ async fn main() {
             let listener = TcpListener::bind("127.0.0.1:0").expect("port");
             let server = app::start(server_ctx, listener).expect("server");
             let url = format!("http://{}/api/v1/tenant/acme", server.addr);
-            servers.push((*name, url, server, Vec::new()));
+            servers.push((*name, url, server, Vec::new(), Vec::new()));
         }
         for _ in 0..rounds {
-            for (_, url, _, outcomes) in servers.iter_mut() {
+            for (_, url, _, outcomes, _) in servers.iter_mut() {
                 outcomes.push(load(url, Credential::Bearer(&key), concurrency, seconds).await);
+            }
+        }
+        // Then at a fixed rate every case sustains (half the baseline's, unless given): the
+        // latency a request has when the server is not saturated.
+        let baseline_rate = {
+            let mut rates: Vec<f64> = servers[0].3.iter().map(|o| o.per_second).collect();
+            rates.sort_by(f64::total_cmp);
+            rates[rates.len() / 2]
+        };
+        let paced_rate = common::env_num::<f64>("BENCH_PACED_RATE", (baseline_rate / 2.0).round());
+        for _ in 0..rounds {
+            for (_, url, _, _, outcomes) in servers.iter_mut() {
+                outcomes.push(paced(url, Credential::Bearer(&key), paced_rate, seconds).await);
             }
         }
         let median = |outcomes: &mut Vec<common::Outcome>| {
@@ -126,23 +145,25 @@ async fn main() {
             let mid = outcomes.len() / 2;
             let mut p99s: Vec<Duration> = outcomes.iter().map(|o| o.p99).collect();
             p99s.sort();
-            (outcomes.swap_remove(mid), p99s[p99s.len() / 2], spread)
+            let p99_spread = (p99s[0], p99s[p99s.len() - 1]);
+            (
+                outcomes.swap_remove(mid),
+                p99s[p99s.len() / 2],
+                spread,
+                p99_spread,
+            )
         };
         let mut medians = Vec::new();
-        for (name, _, server, outcomes) in servers.iter_mut() {
-            let (outcome, p99, spread) = median(outcomes);
-            medians.push((*name, outcome, p99, spread));
+        for (name, _, server, saturated, paced) in servers.iter_mut() {
+            medians.push((*name, median(saturated), median(paced)));
             server.handle.stop(true).await;
             server.worker_stop.notify_one();
         }
-        let base_rate = medians[0].1.per_second;
-        let in_process_p99 = medians[1].2;
-        for (name, outcome, p99, spread) in &medians {
+        let base_rate = (medians[0].1).0.per_second;
+        for (name, (outcome, p99, spread, _), _) in &medians {
             let ratio = outcome.per_second / base_rate;
-            let added = (*name == "quotas enforced, Redis")
-                .then(|| p99.as_secs_f64() - in_process_p99.as_secs_f64());
             println!(
-                "{:<10} {:<32} {:>9} {:>9.0} {:>9.2?} {:>9.2?} {:>7.3} {:>11}   rounds {:.0}–{:.0} req/s",
+                "{:<10} {:<32} {:>9} {:>9.0} {:>9.2?} {:>9.2?} {:>7.3}   rounds {:.0}–{:.0} req/s",
                 backend,
                 name,
                 outcome.requests,
@@ -150,18 +171,48 @@ async fn main() {
                 outcome.median,
                 p99,
                 ratio,
-                added.map_or("".into(), |a| format!("{:+.3} ms", a * 1000.0)),
                 spread.0,
                 spread.1
             );
             report.push(json!({
-                "db": backend, "case": name, "rounds": rounds,
+                "db": backend, "case": name, "load": "saturated", "rounds": rounds,
+                "concurrency": concurrency,
                 "requests_per_second": outcome.per_second,
                 "requests_per_second_spread": [spread.0, spread.1],
                 "median_ms": outcome.median.as_secs_f64() * 1000.0,
                 "p99_ms": p99.as_secs_f64() * 1000.0,
                 "ratio_to_baseline": ratio,
-                "p99_added_over_in_process_ms": added.map(|a| a * 1000.0),
+            }));
+        }
+        println!("\n{backend}: at a fixed {paced_rate:.0} requests/s (an open loop), median round\n");
+        println!(
+            "{:<10} {:<32} {:>9} {:>9} {:>9} {:>12} {:>22}",
+            "db", "case", "requests", "median", "p99", "p99 added", "p99 of rounds"
+        );
+        for (i, (name, _, (outcome, p99, _, p99_spread))) in medians.iter().enumerate() {
+            // Each case against the one before it: in process against off, Redis against in process.
+            let added = (i > 0).then(|| {
+                let before = (medians[i - 1].2).1;
+                p99.as_secs_f64() - before.as_secs_f64()
+            });
+            println!(
+                "{:<10} {:<32} {:>9} {:>9.2?} {:>9.2?} {:>12} {:>10.2?}–{:.2?}",
+                backend,
+                name,
+                outcome.requests,
+                outcome.median,
+                p99,
+                added.map_or("".into(), |a| format!("{:+.3} ms", a * 1000.0)),
+                p99_spread.0,
+                p99_spread.1,
+            );
+            report.push(json!({
+                "db": backend, "case": name, "load": "paced", "rounds": rounds,
+                "requests_per_second": paced_rate,
+                "median_ms": outcome.median.as_secs_f64() * 1000.0,
+                "p99_ms": p99.as_secs_f64() * 1000.0,
+                "p99_spread_ms": [p99_spread.0.as_secs_f64() * 1000.0, p99_spread.1.as_secs_f64() * 1000.0],
+                "p99_added_over_previous_case_ms": added.map(|a| a * 1000.0),
             }));
         }
 
@@ -184,6 +235,7 @@ async fn main() {
 
 /// Batches of 100 reported events, against plain inserts of the same rows.
 async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_json::Value> {
+    use diesel_async::RunQueryDsl as _;
     let actor = Actor::system();
     let reported = tenants::create(ctx, &actor, &common::new_tenant("ingest", "Ingest"))
         .await
@@ -222,7 +274,8 @@ async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_
     let mut out = Vec::new();
     let mut baseline = None;
     for case in [
-        "plain inserts of the event rows (baseline)",
+        "plain insert, one multi-row statement (baseline)",
+        "plain inserts, one statement per row",
         "POST usage: dedup + counters + admission",
     ] {
         let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -232,20 +285,43 @@ async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_
             let events = batch(batches);
             if case.starts_with("plain") {
                 let now = tenantry::clock::now();
+                let rows: Vec<UsageEventRow> = events
+                    .iter()
+                    .map(|e| UsageEventRow {
+                        tenant_id: plain.id.clone(),
+                        event_id: e.id.clone(),
+                        metric: e.metric.clone(),
+                        period: "2026-12-04".into(),
+                        amount: 1,
+                        received_at: now,
+                    })
+                    .collect();
+                let per_row = case.contains("per row");
                 tenantry::transaction!(ctx.db, |tx| {
-                    for e in &events {
-                        tenantry::store::usage::insert_event(
-                            tx,
-                            &tenantry::store::models::UsageEventRow {
-                                tenant_id: plain.id.clone(),
-                                event_id: e.id.clone(),
-                                metric: e.metric.clone(),
-                                period: "2026-12-04".into(),
-                                amount: 1,
-                                received_at: now,
-                            },
-                        )
-                        .await?;
+                    if per_row {
+                        for row in &rows {
+                            tenantry::with_conn!(tx, |c| diesel::insert_into(usage_events::table)
+                                .values(row)
+                                .execute(c)
+                                .await)?;
+                        }
+                    } else {
+                        // SQLite has no multi-row insert in diesel; this case runs on PostgreSQL.
+                        tenantry::with_conn!(tx,
+                            postgres |c| diesel::insert_into(usage_events::table)
+                                .values(&rows)
+                                .execute(c)
+                                .await?,
+                            sqlite |c| {
+                                for row in &rows {
+                                    diesel::insert_into(usage_events::table)
+                                        .values(row)
+                                        .execute(c)
+                                        .await?;
+                                }
+                                rows.len()
+                            }
+                        );
                     }
                     Ok(())
                 })

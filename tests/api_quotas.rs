@@ -621,6 +621,42 @@ async fn a_gauge_keeps_its_latest_measurement(backend: Backend) {
     assert_eq!(agents["used"], 12);
     assert_eq!(agents["severity"], "blocked");
     assert_eq!(agents["percent"], 120.0);
+
+    // One batch of gauges and counters of two periods, in the report's order: a value measured
+    // before the one held is stale, also when the later one came earlier in the same batch.
+    let yesterday = (now - chrono::Duration::days(1)).to_rfc3339();
+    let (status, body) = report(
+        &app,
+        "acme",
+        json!({ "events": [
+            { "id": "g3", "metric": "agents", "value": 20, "timestamp": (now - chrono::Duration::hours(2)).to_rfc3339() },
+            { "id": "t1", "metric": "llm_tokens_per_day", "increment": 40 },
+            { "id": "g4", "metric": "agents", "value": 9, "timestamp": (now + chrono::Duration::minutes(2)).to_rfc3339() },
+            { "id": "t2", "metric": "llm_tokens_per_day", "increment": 7, "timestamp": yesterday },
+            { "id": "g5", "metric": "agents", "value": 4, "timestamp": (now + chrono::Duration::minutes(1)).to_rfc3339() },
+            { "id": "t3", "metric": "llm_tokens_per_day", "increment": 2 },
+        ] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let outcomes: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["stale", "counted", "counted", "counted", "stale", "counted"],
+        "{body}"
+    );
+    assert_eq!((body["counted"].clone(), body["stale"].clone()), (json!(4), json!(2)));
+    assert_eq!(used(&app, "acme", "agents").await, 9);
+    assert_eq!(
+        used(&app, "acme", "llm_tokens_per_day").await,
+        42,
+        "yesterday's tokens count in yesterday's period"
+    );
     app.stop().await;
 }
 

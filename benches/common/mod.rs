@@ -114,6 +114,65 @@ pub async fn load(
     }
 }
 
+/// Requests at a fixed `rate` a second for `seconds` (after a second of warm-up), each sent when
+/// it is due whatever the earlier ones are doing (an open loop). A closed loop at saturation
+/// measures throughput twice: its latency is the number of clients over the rate. At a rate every
+/// case sustains, the latencies are what a request costs, and a stall shows in the tail instead of
+/// slowing the load down.
+pub async fn paced(url: &str, credential: Credential<'_>, rate: f64, seconds: u64) -> Outcome {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    let header = match credential {
+        Credential::None => None,
+        Credential::Bearer(token) => Some(("authorization", format!("Bearer {token}"))),
+        Credential::Cookie(cookie) => Some(("cookie", format!("tenantry_tenant_acme={cookie}"))),
+    };
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let run = |duration: Duration| {
+        let client = client.clone();
+        let header = header.clone();
+        let url = url.to_owned();
+        async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let n = (duration.as_secs_f64() / interval.as_secs_f64()) as usize;
+            let mut tasks = Vec::with_capacity(n);
+            for _ in 0..n {
+                ticks.tick().await;
+                let sent = Instant::now();
+                let mut request = client.get(&url);
+                if let Some((name, value)) = &header {
+                    request = request.header(*name, value);
+                }
+                tasks.push(tokio::spawn(async move {
+                    let response = request.send().await.expect("request");
+                    assert!(response.status().is_success(), "{}", response.status());
+                    response.bytes().await.expect("body");
+                    sent.elapsed()
+                }));
+            }
+            let mut all = Vec::with_capacity(n);
+            for task in tasks {
+                all.push(task.await.expect("paced request"));
+            }
+            all
+        }
+    };
+    run(Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let mut times = run(Duration::from_secs(seconds)).await;
+    let elapsed = started.elapsed();
+    times.sort();
+    Outcome {
+        requests: times.len() as u64,
+        per_second: times.len() as f64 / elapsed.as_secs_f64(),
+        median: times[times.len() / 2],
+        p99: times[times.len() * 99 / 100],
+    }
+}
+
 pub struct Database {
     pub url: String,
     pub pg_name: Option<String>,

@@ -264,68 +264,49 @@ pub async fn report(
         .collect();
 
     let now = clock::now();
+    // An id repeated within the report counts once, at its first place.
+    let mut seen: HashSet<&str> = HashSet::new();
+    let firsts: Vec<bool> = checked
+        .iter()
+        .map(|c| seen.insert(c.event.id.as_str()))
+        .collect();
+    let rows: Vec<UsageEventRow> = checked
+        .iter()
+        .zip(&firsts)
+        .filter(|(_, first)| **first)
+        .map(|(c, _)| UsageEventRow {
+            tenant_id: tenant.id.clone(),
+            event_id: c.event.id.clone(),
+            metric: c.metric.name.clone(),
+            period: c.period.clone(),
+            amount: c.amount,
+            received_at: now,
+        })
+        .collect();
     let outcome = transaction!(ctx.db, |tx| {
-        let mut outcomes = Vec::with_capacity(checked.len());
-        let mut seen: HashSet<&str> = HashSet::new();
-        for c in &checked {
-            let fresh = seen.insert(c.event.id.as_str())
-                && store::usage::insert_event(
-                    tx,
-                    &UsageEventRow {
-                        tenant_id: tenant.id.clone(),
-                        event_id: c.event.id.clone(),
-                        metric: c.metric.name.clone(),
-                        period: c.period.clone(),
-                        amount: c.amount,
-                        received_at: now,
-                    },
-                )
-                .await?;
-            if !fresh {
-                outcomes.push(EventOutcome {
-                    id: c.event.id.clone(),
-                    outcome: "duplicate",
-                });
-                continue;
-            }
-            if c.metric.is_gauge() {
-                let applied =
-                    store::usage::set_gauge(tx, &tenant.id, &c.metric.name, c.amount, c.at, now)
-                        .await?;
-                outcomes.push(EventOutcome {
-                    id: c.event.id.clone(),
-                    outcome: if applied { "counted" } else { "stale" },
-                });
-                continue;
-            }
-            // Overflow-checked: a counter never wraps or turns into a float.
-            let current = store::usage::value(tx, &tenant.id, &c.metric.name, &c.period)
-                .await?
-                .unwrap_or(0);
-            if current.checked_add(c.amount).is_none() {
-                return Err(AppError::invalid(
-                    format!("{}increment", prefix(c.index)),
-                    "overflow",
-                    format!(
-                        "would take `{}` past the largest count ({}); nothing of this report was counted",
-                        c.metric.name,
-                        i64::MAX
-                    ),
-                ));
-            }
-            let value =
-                store::usage::add(tx, &tenant.id, &c.metric.name, &c.period, c.amount, now).await?;
-            if let Some(&limit) = hard_limit.get(c.metric.name.as_str())
-                && value.max(0) as u64 > limit
-            {
-                return Err(exceeded(tenant, c, value, limit));
-            }
-            outcomes.push(EventOutcome {
+        let fresh = store::usage::insert_events(tx, &rows).await?;
+        let counted: Vec<&Checked<'_>> = checked
+            .iter()
+            .zip(&firsts)
+            .filter(|(c, first)| **first && fresh.contains(&c.event.id))
+            .map(|(c, _)| c)
+            .collect();
+        let stale = apply_gauges(tx, tenant, &counted, now).await?;
+        add_counters(tx, tenant, &counted, &hard_limit, &prefix, now).await?;
+        Ok(checked
+            .iter()
+            .zip(&firsts)
+            .map(|(c, first)| EventOutcome {
                 id: c.event.id.clone(),
-                outcome: "counted",
-            });
-        }
-        Ok(outcomes)
+                outcome: if !*first || !fresh.contains(&c.event.id) {
+                    "duplicate"
+                } else if stale.contains(&c.index) {
+                    "stale"
+                } else {
+                    "counted"
+                },
+            })
+            .collect::<Vec<_>>())
     });
     let events = match outcome {
         Ok(events) => events,
@@ -349,6 +330,119 @@ pub async fn report(
         stale: count("stale"),
         events,
     })
+}
+
+/// Applies the gauge values among `counted`, in the report's order: a value measured before the
+/// one held is stale (kept for its id, not applied). One read and at most two writes a gauge.
+/// The places of the stale events.
+async fn apply_gauges(
+    tx: &mut store::Conn,
+    tenant: &Tenant,
+    counted: &[&Checked<'_>],
+    now: chrono::NaiveDateTime,
+) -> AppResult<HashSet<usize>> {
+    let mut stale = HashSet::new();
+    let mut gauges: Vec<&str> = Vec::new();
+    for c in counted.iter().filter(|c| c.metric.is_gauge()) {
+        if !gauges.contains(&c.metric.name.as_str()) {
+            gauges.push(&c.metric.name);
+        }
+    }
+    for name in gauges {
+        let mut held = store::usage::gauge(tx, &tenant.id, name).await?;
+        let before = held;
+        for c in counted.iter().filter(|c| c.metric.name == name) {
+            match held {
+                Some((_, at)) if at > c.at => {
+                    stale.insert(c.index);
+                }
+                _ => held = Some((c.amount, c.at)),
+            }
+        }
+        if let Some((value, at)) = held.filter(|h| Some(*h) != before)
+            && !store::usage::set_gauge(tx, &tenant.id, name, value, at, now).await?
+        {
+            // Another server wrote a later measurement meanwhile: this report's values are stale.
+            stale.extend(
+                counted
+                    .iter()
+                    .filter(|c| c.metric.name == name)
+                    .map(|c| c.index),
+            );
+        }
+    }
+    Ok(stale)
+}
+
+/// Adds the increments among `counted` to their counters, one upsert per metric and period;
+/// refuses (and so rolls back) an increment that would wrap a counter or take it past a hard
+/// limit, naming the event that would.
+async fn add_counters(
+    tx: &mut store::Conn,
+    tenant: &Tenant,
+    counted: &[&Checked<'_>],
+    hard_limit: &HashMap<&str, u64>,
+    prefix: &dyn Fn(usize) -> String,
+    now: chrono::NaiveDateTime,
+) -> AppResult<()> {
+    // Grouped by (metric, period), in the order of their first event.
+    let mut groups: Vec<((&str, &str), Vec<&Checked<'_>>)> = Vec::new();
+    for c in counted.iter().filter(|c| !c.metric.is_gauge()) {
+        let key = (c.metric.name.as_str(), c.period.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, events)) => events.push(c),
+            None => groups.push((key, vec![c])),
+        }
+    }
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let mut periods: Vec<String> = groups.iter().map(|((_, p), _)| (*p).to_owned()).collect();
+    periods.sort();
+    periods.dedup();
+    let current: HashMap<(String, String), i64> =
+        store::usage::counters_in(tx, &tenant.id, &periods)
+            .await?
+            .into_iter()
+            .map(|row| ((row.metric, row.period), row.value))
+            .collect();
+    for ((metric, period), events) in &groups {
+        // Overflow-checked: a counter never wraps or turns into a float.
+        let mut sum: i64 = 0;
+        let base = current
+            .get(&((*metric).to_owned(), (*period).to_owned()))
+            .copied()
+            .unwrap_or(0);
+        for c in events {
+            sum = match sum.checked_add(c.amount).filter(|s| base.checked_add(*s).is_some()) {
+                Some(sum) => sum,
+                None => {
+                    return Err(AppError::invalid(
+                        format!("{}increment", prefix(c.index)),
+                        "overflow",
+                        format!(
+                            "would take `{metric}` past the largest count ({}); nothing of this report was counted",
+                            i64::MAX
+                        ),
+                    ));
+                }
+            };
+        }
+        let value = store::usage::add(tx, &tenant.id, metric, period, sum, now).await?;
+        if let Some(&limit) = hard_limit.get(metric)
+            && value.max(0) as u64 > limit
+        {
+            // The event that crosses the line, counting from the value before this report.
+            let mut reached = value - sum;
+            for c in events {
+                reached += c.amount;
+                if reached.max(0) as u64 > limit {
+                    return Err(exceeded(tenant, c, reached, limit));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn exceeded(tenant: &Tenant, c: &Checked<'_>, value: i64, limit: u64) -> AppError {

@@ -1,8 +1,8 @@
 //! SQL of usage counters, reported events and quota overrides.
 //!
 //! Counter changes are atomic upserts (`INSERT … ON CONFLICT DO UPDATE SET value = value + n`) so
-//! that concurrent writers on either backend never lose an increment; the caller reads the new
-//! value back in the same transaction to decide admission.
+//! that concurrent writers on either backend never lose an increment; the upsert returns the new
+//! value, on which the caller decides admission in the same transaction.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -15,18 +15,51 @@ use super::schema::{quota_overrides, tenant_users, usage_counters, usage_events}
 use crate::error::AppResult;
 use crate::with_conn;
 
-/// Remembers a reported event's id; false when the tenant sent that id before.
-pub async fn insert_event(conn: &mut Conn, event: &UsageEventRow) -> AppResult<bool> {
-    let inserted = with_conn!(conn, |c| diesel::insert_into(usage_events::table)
-        .values(event)
-        .on_conflict((usage_events::tenant_id, usage_events::event_id))
-        .do_nothing()
-        .execute(c)
-        .await)?;
-    Ok(inserted == 1)
+/// Rows of one multi-row insert of event ids on PostgreSQL: 6 parameters a row stays far below
+/// its limit of 65,535.
+const EVENTS_PER_STATEMENT: usize = 1000;
+
+/// Remembers reported events' ids; the ids the tenant had not sent before. The rows' ids must be
+/// distinct. On PostgreSQL one statement per thousand (a round trip each); on SQLite, in process,
+/// one per row.
+pub async fn insert_events(
+    conn: &mut Conn,
+    events: &[UsageEventRow],
+) -> AppResult<std::collections::HashSet<String>> {
+    let mut fresh = std::collections::HashSet::with_capacity(events.len());
+    with_conn!(conn,
+        postgres |c| {
+            for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+                let ids: Vec<String> = diesel::insert_into(usage_events::table)
+                    .values(chunk)
+                    .on_conflict((usage_events::tenant_id, usage_events::event_id))
+                    .do_nothing()
+                    .returning(usage_events::event_id)
+                    .get_results(c)
+                    .await?;
+                fresh.extend(ids);
+            }
+        },
+        sqlite |c| {
+            for event in events {
+                let inserted = diesel::insert_into(usage_events::table)
+                    .values(event)
+                    .on_conflict((usage_events::tenant_id, usage_events::event_id))
+                    .do_nothing()
+                    .execute(c)
+                    .await?;
+                if inserted == 1 {
+                    fresh.insert(event.event_id.clone());
+                }
+            }
+        }
+    );
+    Ok(fresh)
 }
 
-/// Adds `amount` to a counter (created at `amount`) and returns its new value.
+/// Adds `amount` to a counter (created at `amount`) and returns its new value, in one statement:
+/// the value returned holds every change committed before, so admission decided on it is exact
+/// under concurrent writers.
 pub async fn add(
     conn: &mut Conn,
     tenant_id: &str,
@@ -43,7 +76,7 @@ pub async fn add(
         measured_at: now,
         updated_at: now,
     };
-    with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
+    Ok(with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
         .values(&row)
         .on_conflict((
             usage_counters::tenant_id,
@@ -56,15 +89,24 @@ pub async fn add(
             usage_counters::measured_at.eq(excluded(usage_counters::measured_at)),
             usage_counters::updated_at.eq(excluded(usage_counters::updated_at)),
         ))
-        .execute(c)
-        .await)?;
-    value(conn, tenant_id, metric, period)
-        .await
-        .map(|v| v.unwrap_or(amount))
+        .returning(usage_counters::value)
+        .get_result(c)
+        .await)?)
 }
 
-/// Sets a gauge to `value` as measured at `measured_at`, unless it holds a later measurement;
-/// true when it was set.
+/// A gauge's value and when it was measured; none when it was never set.
+pub async fn gauge(
+    conn: &mut Conn,
+    tenant_id: &str,
+    metric: &str,
+) -> AppResult<Option<(i64, NaiveDateTime)>> {
+    Ok(counter(conn, tenant_id, metric, GAUGE_PERIOD)
+        .await?
+        .map(|row| (row.value, row.measured_at)))
+}
+
+/// Sets a gauge to `value` as measured at `measured_at`, unless it holds a later measurement
+/// (written meanwhile by another server); true when it was set.
 pub async fn set_gauge(
     conn: &mut Conn,
     tenant_id: &str,
@@ -73,41 +115,38 @@ pub async fn set_gauge(
     measured_at: NaiveDateTime,
     now: NaiveDateTime,
 ) -> AppResult<bool> {
-    let existing = counter(conn, tenant_id, metric, GAUGE_PERIOD).await?;
-    match existing {
-        Some(row) if row.measured_at > measured_at => Ok(false),
-        Some(_) => {
-            with_conn!(conn, |c| diesel::update(
-                usage_counters::table
-                    .filter(usage_counters::tenant_id.eq(tenant_id))
-                    .filter(usage_counters::metric.eq(metric))
-                    .filter(usage_counters::period.eq(GAUGE_PERIOD))
-            )
-            .set((
-                usage_counters::value.eq(value),
-                usage_counters::measured_at.eq(measured_at),
-                usage_counters::updated_at.eq(now),
-            ))
-            .execute(c)
-            .await)?;
-            Ok(true)
-        }
-        None => {
-            let row = UsageCounterRow {
-                tenant_id: tenant_id.to_owned(),
-                metric: metric.to_owned(),
-                period: GAUGE_PERIOD.to_owned(),
-                value,
-                measured_at,
-                updated_at: now,
-            };
-            with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
-                .values(&row)
-                .execute(c)
-                .await)?;
-            Ok(true)
-        }
+    let updated = with_conn!(conn, |c| diesel::update(
+        usage_counters::table
+            .filter(usage_counters::tenant_id.eq(tenant_id))
+            .filter(usage_counters::metric.eq(metric))
+            .filter(usage_counters::period.eq(GAUGE_PERIOD))
+            .filter(usage_counters::measured_at.le(measured_at))
+    )
+    .set((
+        usage_counters::value.eq(value),
+        usage_counters::measured_at.eq(measured_at),
+        usage_counters::updated_at.eq(now),
+    ))
+    .execute(c)
+    .await)?;
+    if updated > 0 {
+        return Ok(true);
     }
+    // No row, or one measured later: only the first is set.
+    let row = UsageCounterRow {
+        tenant_id: tenant_id.to_owned(),
+        metric: metric.to_owned(),
+        period: GAUGE_PERIOD.to_owned(),
+        value,
+        measured_at,
+        updated_at: now,
+    };
+    let inserted = with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
+        .values(&row)
+        .on_conflict_do_nothing()
+        .execute(c)
+        .await)?;
+    Ok(inserted == 1)
 }
 
 /// The period of a gauge's one counter.
