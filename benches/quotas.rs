@@ -156,6 +156,10 @@ async fn main() {
         let mut medians = Vec::new();
         for (name, _, server, saturated, paced) in servers.iter_mut() {
             medians.push((*name, median(saturated), median(paced)));
+            if name.ends_with("Redis") {
+                let roundtrips = redis_roundtrips(&format!("http://{}/metrics", server.addr)).await;
+                println!("{backend}: Redis round trips as the server timed them, over both loads: {roundtrips}");
+            }
             server.handle.stop(true).await;
             server.worker_stop.notify_one();
         }
@@ -233,6 +237,35 @@ async fn main() {
     println!("\n(JSON in {})", out.display());
 }
 
+/// The distribution of the Redis round trips a server timed, from its
+/// `tenantry_redis_roundtrip_seconds` histogram: the share within each bucket's bound.
+async fn redis_roundtrips(metrics_url: &str) -> String {
+    let text = reqwest::get(metrics_url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let buckets: Vec<(String, f64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("tenantry_redis_roundtrip_seconds_bucket{le=\""))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.to_owned(), count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |(_, n)| *n);
+    let shares: Vec<String> = buckets
+        .iter()
+        .filter(|(le, _)| le != "+Inf")
+        .map(|(le, n)| {
+            let bound = le.parse::<f64>().unwrap_or(0.0) * 1e6;
+            format!("≤{bound:.0}µs {:.2}%", n / total.max(1.0) * 100.0)
+        })
+        .collect();
+    format!("{total:.0} checks; {}", shares.join(", "))
+}
+
 /// Batches of 100 reported events, against plain inserts of the same rows.
 async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_json::Value> {
     use diesel_async::RunQueryDsl as _;
@@ -253,10 +286,10 @@ async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_
     tenantry::quotas::set_overrides(ctx, &actor, &reported, &unlimited)
         .await
         .expect("set");
-    let batch = |n: u64| -> Vec<UsageEvent> {
+    let batch = |case: usize, n: u64| -> Vec<UsageEvent> {
         (0..100)
             .map(|i| UsageEvent {
-                id: format!("e-{n}-{i}"),
+                id: format!("e-{case}-{n}-{i}"),
                 metric: "llm_tokens_per_day".into(),
                 increment: Some(1),
                 value: None,
@@ -273,16 +306,19 @@ async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_
     );
     let mut out = Vec::new();
     let mut baseline = None;
-    for case in [
+    for (case_index, case) in [
         "plain insert, one multi-row statement (baseline)",
         "plain inserts, one statement per row",
         "POST usage: dedup + counters + admission",
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
         let mut batches = 0u64;
         while Instant::now() < deadline {
-            let events = batch(batches);
+            let events = batch(case_index, batches);
             if case.starts_with("plain") {
                 let now = tenantry::clock::now();
                 let rows: Vec<UsageEventRow> = events

@@ -114,14 +114,16 @@ pub async fn load(
     }
 }
 
-/// Requests at a fixed `rate` a second for `seconds` (after a second of warm-up), each sent when
-/// it is due whatever the earlier ones are doing (an open loop). A closed loop at saturation
-/// measures throughput twice: its latency is the number of clients over the rate. At a rate every
-/// case sustains, the latencies are what a request costs, and a stall shows in the tail instead of
-/// slowing the load down.
+/// Requests at a fixed `rate` a second for `seconds` (after a second of warm-up), as wrk2 sends
+/// them: [`PACED_CONNECTIONS`] connections, each sending on its own schedule. A closed loop at
+/// saturation measures throughput twice (its latency is the number of clients over the rate); at
+/// a rate every case sustains, the latencies are what a request costs. A request that could not
+/// be sent when due, because its connection's previous one was still waiting, counts its latency
+/// from when it was due, so that a stall shows in the tail instead of slowing the load down
+/// (no coordinated omission).
 pub async fn paced(url: &str, credential: Credential<'_>, rate: f64, seconds: u64) -> Outcome {
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(PACED_CONNECTIONS)
         .build()
         .expect("client");
     let header = match credential {
@@ -129,33 +131,45 @@ pub async fn paced(url: &str, credential: Credential<'_>, rate: f64, seconds: u6
         Credential::Bearer(token) => Some(("authorization", format!("Bearer {token}"))),
         Credential::Cookie(cookie) => Some(("cookie", format!("tenantry_tenant_acme={cookie}"))),
     };
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let rate = rate.max(1.0);
     let run = |duration: Duration| {
         let client = client.clone();
         let header = header.clone();
         let url = url.to_owned();
         async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let n = (duration.as_secs_f64() / interval.as_secs_f64()) as usize;
-            let mut tasks = Vec::with_capacity(n);
-            for _ in 0..n {
-                ticks.tick().await;
-                let sent = Instant::now();
-                let mut request = client.get(&url);
-                if let Some((name, value)) = &header {
-                    request = request.header(*name, value);
-                }
+            let start = Instant::now() + Duration::from_millis(10);
+            let end = start + duration;
+            // Connection `i` sends at start + (i + k·n) / rate.
+            let step = Duration::from_secs_f64(PACED_CONNECTIONS as f64 / rate);
+            let mut tasks = Vec::new();
+            for i in 0..PACED_CONNECTIONS {
+                let client = client.clone();
+                let header = header.clone();
+                let url = url.clone();
+                let first = start + Duration::from_secs_f64(i as f64 / rate);
                 tasks.push(tokio::spawn(async move {
-                    let response = request.send().await.expect("request");
-                    assert!(response.status().is_success(), "{}", response.status());
-                    response.bytes().await.expect("body");
-                    sent.elapsed()
+                    let mut times = Vec::new();
+                    let mut due = first;
+                    while due < end {
+                        let late = Instant::now() > due;
+                        tokio::time::sleep_until(due.into()).await;
+                        let sent = if late { due } else { Instant::now() };
+                        let mut request = client.get(&url);
+                        if let Some((name, value)) = &header {
+                            request = request.header(*name, value);
+                        }
+                        let response = request.send().await.expect("request");
+                        assert!(response.status().is_success(), "{}", response.status());
+                        response.bytes().await.expect("body");
+                        times.push(sent.elapsed());
+                        due += step;
+                    }
+                    times
                 }));
             }
-            let mut all = Vec::with_capacity(n);
+            let mut all = Vec::new();
             for task in tasks {
-                all.push(task.await.expect("paced request"));
+                all.extend(task.await.expect("paced connection"));
             }
             all
         }
@@ -172,6 +186,9 @@ pub async fn paced(url: &str, credential: Credential<'_>, rate: f64, seconds: u6
         p99: times[times.len() * 99 / 100],
     }
 }
+
+/// The connections of a [`paced`] load.
+pub const PACED_CONNECTIONS: usize = 32;
 
 pub struct Database {
     pub url: String,

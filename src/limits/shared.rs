@@ -171,8 +171,13 @@ pub struct SharedBudgets {
 impl SharedBudgets {
     /// Connects lazily (a server starts while Redis is down, and reconnects by itself).
     pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("invalid configuration: redis_url: {e}"))?;
+        let invalid = |e: redis::RedisError| anyhow::anyhow!("invalid configuration: redis_url: {e}");
+        // TCP_NODELAY: the checks of concurrent requests share a connection, and Nagle's
+        // algorithm would hold each small write back until the one before it is acknowledged.
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(invalid)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info).map_err(invalid)?;
         let address = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(timeout))
