@@ -135,6 +135,7 @@ fn start_with(
     portal::templates()?;
     let worker_stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let worker = crate::provisioning::saga::spawn(ctx.clone(), worker_stop.clone());
+    crate::store::changes::spawn_listener(&ctx.db);
     ctx.plugins.spawn_stats_reporter();
     crate::quotas::meter::spawn_flusher(&ctx);
     crate::alerts::evaluate::spawn(&ctx);

@@ -12,6 +12,8 @@ use crate::store::Db;
 #[derive(Clone)]
 pub struct Context {
     pub db: Db,
+    /// API keys, sessions and tenants as every request reads them (forgotten when they change).
+    pub caches: Arc<crate::caches::Caches>,
     pub keyring: Arc<Keyring>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
@@ -47,6 +49,7 @@ impl Context {
         let plugins = PluginHost::new(services, Some(config.data_dir.join("plugin-cache")))?;
         let limits = Arc::new(crate::limits::Limits::new(&config, metrics.clone())?);
         Ok(Self {
+            caches: crate::caches::Caches::new(&db, &config.cache, metrics.clone()),
             db,
             limits,
             keyring,

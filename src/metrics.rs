@@ -26,6 +26,8 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub redis_errors: IntCounter,
     pub redis_roundtrip: Histogram,
+    pub cache_lookups: IntCounterVec,
+    pub change_feed_live: IntGauge,
 }
 
 impl Metrics {
@@ -175,6 +177,30 @@ impl Metrics {
             ]),
         )
         .expect("metric definition");
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "tenantry_cache_lookups_total",
+                "Lookups of the caches of API keys, sessions and tenants by result (hit, miss; bypass while changes made elsewhere cannot be heard)",
+            ),
+            &["cache", "result"],
+        )
+        .expect("metric definition");
+        let change_feed_live = IntGauge::new(
+            "tenantry_change_feed_live",
+            "Whether this server hears the changes other servers make to cached rows (1), or bypasses its caches (0)",
+        )
+        .expect("metric definition");
+        for cache in ["key", "session", "tenant"] {
+            for result in ["hit", "miss", "bypass"] {
+                cache_lookups.with_label_values(&[cache, result]);
+            }
+        }
+        registry
+            .register(Box::new(cache_lookups.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(change_feed_live.clone()))
+            .expect("register");
         // Exported at zero from the start, so that a rule on them has a series to watch.
         for result in ["delivered", "retry", "failed"] {
             webhook_deliveries.with_label_values(&[result]);
@@ -241,6 +267,8 @@ impl Metrics {
             redis_up,
             redis_errors,
             redis_roundtrip,
+            cache_lookups,
+            change_feed_live,
         }
     }
 

@@ -1023,6 +1023,12 @@ async fn age_sessions(world: &LoginWorld, column: &str, minutes_ago: i64) {
         .execute(c)
         .await)
     .expect("age the sessions");
+    // The server's own memory of the sessions' activity ages with them.
+    world
+        .app
+        .ctx
+        .caches
+        .forget(&tenantry::store::changes::Change::Everything);
 }
 
 async fn sessions_end_after_inactivity_and_at_their_absolute_expiry(backend: Backend) {

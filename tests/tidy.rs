@@ -40,7 +40,7 @@ const LAYERS: &[Layer] = &[
     },
     Layer {
         name: "runtime",
-        modules: &["limits", "identity_providers", "alerting", "context"],
+        modules: &["limits", "identity_providers", "alerting", "caches", "context"],
         ordered: true,
     },
     Layer {

@@ -14,7 +14,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store;
-use crate::store::models::{ApiKeyRow, TenantRef};
+use crate::store::models::{ApiKeyRow, TenantRow};
 use crate::transaction;
 
 // ---------------------------------------------------------------------------------------------
@@ -457,16 +457,14 @@ pub async fn authenticate_key(
         .strip_prefix("tny_")
         .and_then(|rest| rest.split_once('_'))
         .filter(|(prefix, secret)| prefix.len() == 8 && secret.len() == 32);
-    let (row, tenant_row) = match parts {
-        Some((prefix, _)) => {
-            let mut conn = ctx.db.conn().await?;
-            match store::admin::find_key_with_tenant(&mut conn, prefix).await? {
-                Some((row, tenant)) => (Some(row), tenant),
-                None => (None, None),
-            }
-        }
+    let (key, tenant_row) = match parts {
+        Some((prefix, _)) => match ctx.caches.key_with_tenant(prefix).await? {
+            Some((key, tenant)) => (Some(key), tenant),
+            None => (None, None),
+        },
         None => (None, None),
     };
+    let row = key.as_ref().map(|key| &key.row);
     let label = match (&row, &tenant_row) {
         (_, Some(t)) => t.slug.as_str(),
         (Some(r), None) if r.tenant_id.is_none() => "platform",
@@ -492,7 +490,7 @@ pub async fn authenticate_key(
             } else if row.expires_at.is_some_and(|at| at <= now) {
                 Err("expired")
             } else {
-                key_principal(row, tenant_row.as_ref())
+                key_principal(row, tenant_row.as_deref())
             }
         }
         (Some(_), None) => Err("malformed"),
@@ -537,13 +535,10 @@ pub async fn authenticate_key(
             );
         }
     };
-    let row = row.expect("a principal comes from a key");
+    let key = key.expect("a principal comes from a key");
     // Last-used time, at most once a minute per key: not a write on every request.
-    if row
-        .last_used_at
-        .is_none_or(|at| now - at > chrono::Duration::minutes(1))
-    {
-        let id = row.id.clone();
+    if key.touch_due(now) {
+        let id = key.row.id.clone();
         let db = ctx.db.clone();
         let _ = transaction!(db, |tx| { store::admin::touch_key(tx, &id, now).await });
     }
@@ -559,7 +554,7 @@ pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<
 }
 
 /// The principal of a key whose secret matched, if its role and tenant allow one.
-fn key_principal(row: &ApiKeyRow, tenant: Option<&TenantRef>) -> Result<Principal, &'static str> {
+fn key_principal(row: &ApiKeyRow, tenant: Option<&TenantRow>) -> Result<Principal, &'static str> {
     let role = Role::parse(&row.role).ok_or("unknown_role")?;
     let tenant = match (&row.tenant_id, tenant) {
         (None, _) if role.is_tenant_role() => return Err("unknown_role"),

@@ -177,23 +177,28 @@ pub async fn load_session(
 ) -> AppResult<Option<Session>> {
     let id = sha256_hex(cookie);
     let now = clock::now();
-    let mut conn = ctx.db.conn().await?;
-    let Some((row, tenant_ref)) =
-        store::sessions::find_live_with_tenant(&mut conn, &id, now).await?
-    else {
+    let idle = chrono::Duration::minutes(ctx.config.session_idle_minutes.into());
+    let Some((session, tenant_row)) = ctx.caches.session_with_tenant(&id, now).await? else {
         return Ok(None);
     };
-    let idle = chrono::Duration::minutes(ctx.config.session_idle_minutes.into());
-    if now - row.last_seen_at > idle {
-        return Ok(None);
-    }
+    let (session, tenant_row) = if now - session.last_seen() > idle {
+        // Idle as this server saw it: another server may have seen it since.
+        ctx.caches.recheck_session(&id);
+        match ctx.caches.session_with_tenant(&id, now).await? {
+            Some(fresh) if now - fresh.0.last_seen() <= idle => fresh,
+            _ => return Ok(None),
+        }
+    } else {
+        (session, tenant_row)
+    };
+    let row = &session.row;
     let Some(role) = Role::parse(&row.role) else {
         return Ok(None);
     };
     let tenant = match (kind, &row.tenant_id) {
         (SessionKind::Platform, None) if !role.is_tenant_role() => None,
         (SessionKind::Tenant, Some(_)) if role.is_tenant_role() => {
-            let Some(t) = tenant_ref else {
+            let Some(t) = tenant_row else {
                 return Ok(None);
             };
             let active = t
@@ -204,14 +209,14 @@ pub async fn load_session(
                 return Ok(None);
             }
             Some(TenantScope {
-                id: t.id,
-                slug: t.slug,
+                id: t.id.clone(),
+                slug: t.slug.clone(),
             })
         }
         _ => return Ok(None),
     };
-    if now - row.last_seen_at > chrono::Duration::minutes(1) {
-        drop(conn);
+    // Last activity, written back at most once a minute.
+    if session.seen_at(now) {
         let db = ctx.db.clone();
         let _ = transaction!(db, |tx| { store::sessions::touch(tx, &id, now).await });
     }
@@ -226,15 +231,15 @@ pub async fn load_session(
         _ => None,
     };
     Ok(Some(Session {
-        id: row.id,
-        handle: row.handle.unwrap_or_default(),
+        id: row.id.clone(),
+        handle: row.handle.clone().unwrap_or_default(),
         principal: Principal {
-            name: row.principal,
+            name: row.principal.clone(),
             role,
             tenant,
             key: None,
         },
-        csrf_token: row.csrf_token,
+        csrf_token: row.csrf_token.clone(),
         user,
     }))
 }

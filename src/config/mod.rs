@@ -10,8 +10,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod alerts;
+mod cache;
 mod quotas;
 pub use alerts::{AlertsConfig, WebhooksConfig};
+pub use cache::CacheConfig;
 pub use quotas::{
     BUILTIN_METRICS, BuiltinMetric, FailMode, MetricConfig, MetricKind, QuotasConfig, Window,
     valid_metric_name,
@@ -299,6 +301,8 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// Alerts on tenants, and the webhooks told about them.
     pub alerts: AlertsConfig,
+    /// The caches of API keys, sessions and tenants.
+    pub cache: CacheConfig,
 }
 
 impl Default for Config {
@@ -330,6 +334,7 @@ impl Default for Config {
             provisioning: ProvisioningConfig::default(),
             quotas: QuotasConfig::default(),
             alerts: AlertsConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -501,6 +506,7 @@ impl Config {
         );
         self.quotas.validate()?;
         self.alerts.validate()?;
+        self.cache.validate()?;
         Ok(())
     }
 

@@ -5,8 +5,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
-use super::models::{AdminUserRow, ApiKeyRow, TenantRef};
-use super::schema::{admin_users, api_keys, tenants};
+use super::changes::Change;
+use super::models::{AdminUserRow, ApiKeyRow};
+use super::schema::{admin_users, api_keys};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -50,20 +51,12 @@ pub async fn insert_key(conn: &mut Conn, row: &ApiKeyRow) -> AppResult<()> {
     Ok(())
 }
 
-/// The key with this prefix and its tenant's id, slug and status: one query on the request
-/// path of every API call with a key.
-pub async fn find_key_with_tenant(
-    conn: &mut Conn,
-    prefix: &str,
-) -> AppResult<Option<(ApiKeyRow, Option<TenantRef>)>> {
+/// The API key with this prefix: one query, when it is not cached.
+pub async fn find_key_by_prefix(conn: &mut Conn, prefix: &str) -> AppResult<Option<ApiKeyRow>> {
     let row = with_conn!(conn, |c| api_keys::table
-        .left_join(tenants::table)
         .filter(api_keys::prefix.eq(prefix))
-        .select((
-            ApiKeyRow::as_select(),
-            (tenants::id, tenants::slug, tenants::status).nullable(),
-        ))
-        .first::<(ApiKeyRow, Option<TenantRef>)>(c)
+        .select(ApiKeyRow::as_select())
+        .first(c)
         .await
         .optional())?;
     Ok(row)
@@ -106,6 +99,7 @@ pub async fn revoke_platform_key(
     .set(api_keys::revoked_at.eq(Some(at)))
     .execute(c)
     .await)?;
+    conn.changed(Change::Key(key.prefix.clone()));
     Ok(Some(key.clone()))
 }
 
@@ -181,12 +175,16 @@ pub async fn live_key_name_taken(
 }
 
 pub async fn revoke_key(conn: &mut Conn, id: &str, at: NaiveDateTime) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::update(
+    let prefixes: Vec<String> = with_conn!(conn, |c| diesel::update(
         api_keys::table.filter(api_keys::id.eq(id))
     )
     .set(api_keys::revoked_at.eq(Some(at)))
-    .execute(c)
+    .returning(api_keys::prefix)
+    .get_results(c)
     .await)?;
+    for prefix in prefixes {
+        conn.changed(Change::Key(prefix));
+    }
     Ok(())
 }
 
@@ -204,7 +202,10 @@ pub async fn mark_rotated(
         api_keys::replaced_by.eq(Some(by)),
         api_keys::expires_at.eq(Some(until)),
     ))
-    .execute(c)
-    .await)?;
+    .returning(api_keys::prefix)
+    .get_results::<String>(c)
+    .await)?
+    .into_iter()
+    .for_each(|prefix| conn.changed(Change::Key(prefix)));
     Ok(())
 }

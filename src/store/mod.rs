@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod audit;
+pub mod changes;
 pub mod logins;
 pub mod models;
 pub mod plugins;
@@ -74,6 +75,8 @@ enum Pools {
 #[derive(Clone)]
 pub struct Db {
     pools: Pools,
+    /// Who hears of changes to cached rows (shared by every clone).
+    feed: std::sync::Arc<changes::ChangeFeed>,
     /// The URL as configured (may hold a password: never display it).
     url: String,
     /// The URL with any password removed, for messages.
@@ -84,6 +87,9 @@ pub struct Db {
 pub struct Conn {
     inner: Option<Pooled>,
     in_transaction: bool,
+    /// Cached rows this transaction changed, told to the feed when it commits.
+    changes: Vec<changes::Change>,
+    feed: std::sync::Arc<changes::ChangeFeed>,
 }
 
 pub enum Pooled {
@@ -198,8 +204,10 @@ impl Db {
                 .runtime(deadpool_runtime())
                 .build()
                 .context("building the SQLite pool")?;
+            let pools = Pools::Sqlite(pool);
             let db = Db {
-                pools: Pools::Sqlite(pool),
+                feed: Db::feed_for(&pools, path),
+                pools,
                 url: path.to_owned(),
                 display_url,
             };
@@ -216,8 +224,10 @@ impl Db {
                 .runtime(deadpool_runtime())
                 .build()
                 .context("building the PostgreSQL pool")?;
+            let pools = Pools::Postgres(pool);
             let db = Db {
-                pools: Pools::Postgres(pool),
+                feed: Db::feed_for(&pools, url),
+                pools,
                 url: url.to_owned(),
                 display_url: display_url.clone(),
             };
@@ -287,6 +297,8 @@ impl Db {
         Ok(Conn {
             inner: Some(pooled),
             in_transaction: false,
+            changes: Vec::new(),
+            feed: self.feed.clone(),
         })
     }
 
@@ -327,6 +339,9 @@ impl Conn {
     pub async fn commit(mut self) -> AppResult<()> {
         with_conn!(self, |c| c.batch_execute("COMMIT").await)?;
         self.in_transaction = false;
+        for change in std::mem::take(&mut self.changes) {
+            self.feed.publish(&change);
+        }
         Ok(())
     }
 

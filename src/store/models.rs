@@ -352,14 +352,6 @@ pub struct ResourceRow {
     pub applied_at: NaiveDateTime,
 }
 
-/// What authentication needs of a credential's tenant: its id, slug and status.
-#[derive(Debug, Clone, Queryable)]
-pub struct TenantRef {
-    pub id: String,
-    pub slug: String,
-    pub status: String,
-}
-
 /// A usage counter of one tenant, metric and period (`current` for a gauge).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = super::schema::usage_counters)]

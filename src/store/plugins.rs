@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
+use super::changes::Change;
 use super::models::{PluginCallStatsRow, PluginGrantRow, PluginMetaRow, PluginRow};
 use super::schema::{plugin_call_stats, plugin_grants, plugin_state, plugins};
 use crate::error::AppResult;
@@ -114,6 +115,7 @@ pub async fn upsert(conn: &mut Conn, row: &PluginRow) -> AppResult<()> {
         bump_revision!(c, &row.name)?;
         Ok::<_, diesel::result::Error>(())
     })?;
+    conn.changed(Change::Plugin(row.name.clone()));
     Ok(())
 }
 
@@ -136,6 +138,7 @@ pub async fn set_enabled(
     ))
     .execute(c)
     .await)?;
+    conn.changed(Change::Plugin(name.to_owned()));
     Ok(n == 1)
 }
 
@@ -166,6 +169,7 @@ pub async fn put_grant(conn: &mut Conn, row: &PluginGrantRow) -> AppResult<()> {
             .await?;
         bump_revision!(c, &row.plugin)
     })?;
+    conn.changed(Change::Plugin(row.plugin.clone()));
     Ok(())
 }
 
@@ -187,6 +191,7 @@ pub async fn delete_grant(
         bump_revision!(c, plugin)?;
         Ok::<_, diesel::result::Error>(n)
     })?;
+    conn.changed(Change::Plugin(plugin.to_owned()));
     Ok(n == 1)
 }
 

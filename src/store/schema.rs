@@ -315,6 +315,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// SQLite only: the changes to cached rows, written by triggers, read by the server.
+    cache_changes (seq) {
+        seq -> BigInt,
+        subject -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
     usage_events (tenant_id, event_id) {
         tenant_id -> Text,
         event_id -> Text,

@@ -5,8 +5,9 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
-use super::models::{SessionRow, TenantRef};
-use super::schema::{sessions, tenants};
+use super::changes::Change;
+use super::models::SessionRow;
+use super::schema::sessions;
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -18,22 +19,17 @@ pub async fn insert(conn: &mut Conn, row: &SessionRow) -> AppResult<()> {
     Ok(())
 }
 
-/// The live session with this id and its tenant's id, slug and status (none for a platform
-/// session): one query on the request path of every page or API call with a session.
-pub async fn find_live_with_tenant(
+/// The session with this id, unless it expired before `now`: one query, when it is not cached.
+pub async fn find_live(
     conn: &mut Conn,
     id: &str,
     now: NaiveDateTime,
-) -> AppResult<Option<(SessionRow, Option<TenantRef>)>> {
+) -> AppResult<Option<SessionRow>> {
     let row = with_conn!(conn, |c| sessions::table
-        .left_join(tenants::table)
         .filter(sessions::id.eq(id))
         .filter(sessions::expires_at.gt(now))
-        .select((
-            SessionRow::as_select(),
-            (tenants::id, tenants::slug, tenants::status).nullable(),
-        ))
-        .first::<(SessionRow, Option<TenantRef>)>(c)
+        .select(SessionRow::as_select())
+        .first(c)
         .await
         .optional())?;
     Ok(row)
@@ -55,6 +51,7 @@ pub async fn delete(conn: &mut Conn, id: &str) -> AppResult<()> {
     )
     .execute(c)
     .await)?;
+    conn.changed(Change::Session(id.to_owned()));
     Ok(())
 }
 
@@ -112,5 +109,8 @@ pub async fn delete_by_handle(
         }
         Ok::<_, diesel::result::Error>(found)
     })?;
+    if let Some(row) = &row {
+        conn.changed(Change::Session(row.id.clone()));
+    }
     Ok(row)
 }

@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
+use super::changes::Change;
 use super::models::{StatusChangeRow, TenantRow};
 use super::schema::{tenant_status_history, tenants};
 use crate::error::AppResult;
@@ -69,6 +70,9 @@ pub async fn update(conn: &mut Conn, row: &TenantRow) -> AppResult<bool> {
     .set(row)
     .execute(c)
     .await)?;
+    if n == 1 {
+        conn.changed(Change::Tenant(row.id.clone()));
+    }
     Ok(n == 1)
 }
 
@@ -79,6 +83,7 @@ pub async fn delete(conn: &mut Conn, id: &str) -> AppResult<()> {
     )
     .execute(c)
     .await)?;
+    conn.changed(Change::Tenant(id.to_owned()));
     Ok(())
 }
 
@@ -192,5 +197,6 @@ pub async fn update_sealed(
     ))
     .execute(c)
     .await)?;
+    conn.changed(Change::Tenant(id.to_owned()));
     Ok(())
 }

@@ -184,22 +184,21 @@ pub async fn open_client_secret(ctx: &Context, tenant_id: &str) -> AppResult<Opt
 
 /// The tenant with this slug.
 pub async fn get(ctx: &Context, slug: &str) -> AppResult<Tenant> {
-    let row = find(ctx, slug).await?;
+    let row = ctx
+        .caches
+        .tenant_by_slug(slug)
+        .await?
+        .ok_or_else(|| AppError::not_found("tenant", slug))?;
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 
 /// The tenant with this id; none when it was purged.
 pub async fn get_by_id(ctx: &Context, id: &str) -> AppResult<Option<Tenant>> {
-    let mut conn = ctx.db.conn().await?;
-    store::tenants::find_by_id(&mut conn, id)
+    ctx.caches
+        .tenant_by_id(id)
         .await?
         .map(|row| Tenant::from_row(&row, ctx.config.retention_days))
         .transpose()
-}
-
-async fn find(ctx: &Context, slug: &str) -> AppResult<TenantRow> {
-    let mut conn = ctx.db.conn().await?;
-    find_in(&mut conn, slug).await
 }
 
 pub(super) async fn find_in(conn: &mut Conn, slug: &str) -> AppResult<TenantRow> {

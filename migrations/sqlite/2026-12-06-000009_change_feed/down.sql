@@ -1,0 +1,10 @@
+DROP TRIGGER plugins_deleted;
+DROP TRIGGER plugins_changed;
+DROP TRIGGER plugins_inserted;
+DROP TRIGGER tenants_deleted;
+DROP TRIGGER tenants_changed;
+DROP TRIGGER sessions_deleted;
+DROP TRIGGER sessions_changed;
+DROP TRIGGER api_keys_deleted;
+DROP TRIGGER api_keys_changed;
+DROP TABLE cache_changes;

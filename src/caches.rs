@@ -1,0 +1,381 @@
+//! What every authenticated request reads, kept in memory: API keys by prefix, sessions by id
+//! and tenants by id and by slug ([`Caches`]). A tenant-scoped read with a cached credential and
+//! tenant needs no query at all.
+//!
+//! The caches hold rows, not verdicts: the constant-time comparison of a key's secret, expiry,
+//! rotation grace periods, a session's idle and absolute limits and the abuse limits run on
+//! every request against the cached row. What they must never do is keep a row that changed:
+//! - every change of a cached row is heard through the database's change feed
+//!   ([`crate::store::changes`]) — this server's own at its commit, other servers' and the CLI's
+//!   through PostgreSQL's `LISTEN/NOTIFY` or SQLite's change log — and the row is forgotten;
+//! - while the feed is not live (the listener is reconnecting), the caches are bypassed, and they
+//!   start empty when it is live again;
+//! - a row loaded while a change was heard is not kept (every load is stamped with the
+//!   generation it started in), so a load that raced a revocation cannot put the old row back.
+//!
+//! Unknown key prefixes and sessions are not cached (nothing negative is), so a guesser cannot
+//! fill the caches; each cache is bounded (`cache.max_entries`, least used first out) and each
+//! entry expires after `cache.ttl_seconds` as a backstop.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use moka::sync::Cache;
+
+use crate::config::CacheConfig;
+use crate::error::AppResult;
+use crate::metrics::Metrics;
+use crate::store::changes::Change;
+use crate::store::models::{ApiKeyRow, SessionRow, TenantRow};
+use crate::store::{self, Db};
+
+/// Last use and last activity are written back at most this often per key or session.
+pub const TOUCH_INTERVAL_SECONDS: i64 = 60;
+
+pub struct Caches {
+    db: Db,
+    enabled: bool,
+    keys: Cache<String, Arc<CachedKey>>,
+    sessions: Cache<String, Arc<CachedSession>>,
+    tenants: Cache<String, Arc<TenantRow>>,
+    /// Slug → tenant id; checked against the tenant's row, so a stale entry only costs a load.
+    slugs: Cache<String, String>,
+    /// Counts the changes heard; a load keeps its row only when none was heard meanwhile.
+    generation: AtomicU64,
+    /// Held to keep a loaded row (shared) and to forget one (exclusive), so that a change heard
+    /// between a load's stamp check and its insert cannot be lost.
+    keeping: RwLock<()>,
+    metrics: Arc<Metrics>,
+}
+
+/// An API key's row, with when this server last wrote its last use.
+pub struct CachedKey {
+    pub row: ApiKeyRow,
+    touched: Touch,
+}
+
+/// A session's row, with its last activity as this server saw it (the row's is written back at
+/// most once a minute).
+pub struct CachedSession {
+    pub row: SessionRow,
+    seen: AtomicI64,
+    touched: Touch,
+}
+
+/// When a row's last use was last written (seconds since the epoch).
+struct Touch(AtomicI64);
+
+impl Touch {
+    fn new(at: Option<NaiveDateTime>) -> Touch {
+        Touch(AtomicI64::new(at.map_or(0, |t| t.and_utc().timestamp())))
+    }
+
+    /// Whether `now` is to be written back: true for one caller once a minute.
+    fn due(&self, now: NaiveDateTime) -> bool {
+        let now = now.and_utc().timestamp();
+        let last = self.0.load(Ordering::Relaxed);
+        now - last >= TOUCH_INTERVAL_SECONDS
+            && self
+                .0
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl CachedKey {
+    fn new(row: ApiKeyRow) -> CachedKey {
+        CachedKey {
+            touched: Touch::new(row.last_used_at),
+            row,
+        }
+    }
+
+    /// Whether this use is to be written back as the key's last use.
+    pub fn touch_due(&self, now: NaiveDateTime) -> bool {
+        self.touched.due(now)
+    }
+}
+
+impl CachedSession {
+    fn new(row: SessionRow) -> CachedSession {
+        CachedSession {
+            seen: AtomicI64::new(row.last_seen_at.and_utc().timestamp_millis()),
+            touched: Touch::new(Some(row.last_seen_at)),
+            row,
+        }
+    }
+
+    /// The session's last activity: the row's, or a later one this server saw.
+    pub fn last_seen(&self) -> NaiveDateTime {
+        let ms = self.seen.load(Ordering::Relaxed);
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map_or(self.row.last_seen_at, |t| t.naive_utc())
+            .max(self.row.last_seen_at)
+    }
+
+    /// Records activity at `now`; whether it is to be written back.
+    pub fn seen_at(&self, now: NaiveDateTime) -> bool {
+        self.seen
+            .fetch_max(now.and_utc().timestamp_millis(), Ordering::Relaxed);
+        self.touched.due(now)
+    }
+}
+
+/// A cache's name in the metrics.
+#[derive(Clone, Copy)]
+enum Kind {
+    Key,
+    Session,
+    Tenant,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Key => "key",
+            Kind::Session => "session",
+            Kind::Tenant => "tenant",
+        }
+    }
+}
+
+impl Caches {
+    /// The caches of `db`, told of its changes from now on.
+    pub fn new(db: &Db, config: &CacheConfig, metrics: Arc<Metrics>) -> Arc<Caches> {
+        fn cache<V: Clone + Send + Sync + 'static>(config: &CacheConfig) -> Cache<String, V> {
+            Cache::builder()
+                .max_capacity(config.max_entries)
+                .time_to_live(Duration::from_secs(config.ttl_seconds))
+                .build()
+        }
+        let caches = Arc::new(Caches {
+            db: db.clone(),
+            enabled: config.enabled,
+            keys: cache(config),
+            sessions: cache(config),
+            tenants: cache(config),
+            slugs: cache(config),
+            generation: AtomicU64::new(0),
+            keeping: RwLock::new(()),
+            metrics,
+        });
+        let weak = Arc::downgrade(&caches);
+        db.changes().subscribe(move |change| {
+            if let Some(caches) = weak.upgrade() {
+                caches.forget(change);
+            }
+        });
+        caches
+    }
+
+    /// Forgets what `change` names (everything for [`Change::Everything`]).
+    pub fn forget(&self, change: &Change) {
+        let _forgetting = self.keeping.write().expect("cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        match change {
+            Change::Key(prefix) => self.keys.invalidate(prefix),
+            Change::Session(id) => self.sessions.invalidate(id),
+            Change::Tenant(id) => self.tenants.invalidate(id),
+            Change::Plugin(_) => {}
+            Change::Everything => {
+                self.keys.invalidate_all();
+                self.sessions.invalidate_all();
+                self.tenants.invalidate_all();
+                self.slugs.invalidate_all();
+            }
+        }
+    }
+
+    /// Whether the caches may be read: enabled, and changes made elsewhere are heard.
+    fn usable(&self, kind: Kind) -> bool {
+        if !self.enabled {
+            self.count(kind, "bypass");
+            return false;
+        }
+        self.db.changes().catch_up();
+        let live = self.db.changes().is_live();
+        self.metrics.change_feed_live.set(i64::from(live));
+        let usable = live;
+        if !usable {
+            self.count(kind, "bypass");
+        }
+        usable
+    }
+
+    fn count(&self, kind: Kind, result: &str) {
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[kind.label(), result])
+            .inc();
+    }
+
+    fn stamp(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Keeps a row loaded since `stamp`, unless a change was heard meanwhile.
+    fn keep<V: Clone + Send + Sync + 'static>(
+        &self,
+        cache: &Cache<String, V>,
+        stamp: u64,
+        key: &str,
+        value: V,
+    ) {
+        let _keeping = self.keeping.read().expect("cache lock");
+        if self.db.changes().is_live() && self.generation.load(Ordering::Acquire) == stamp {
+            cache.insert(key.to_owned(), value);
+        }
+    }
+
+    /// The API key with this prefix and its tenant (none for a platform key, or when the
+    /// tenant is gone).
+    pub async fn key_with_tenant(
+        &self,
+        prefix: &str,
+    ) -> AppResult<Option<(Arc<CachedKey>, Option<Arc<TenantRow>>)>> {
+        let usable = self.usable(Kind::Key);
+        if usable && let Some(key) = self.keys.get(prefix) {
+            self.count(Kind::Key, "hit");
+            let tenant = match &key.row.tenant_id {
+                Some(id) => self.tenant_by_id(id).await?,
+                None => None,
+            };
+            return Ok(Some((key, tenant)));
+        }
+        if usable {
+            self.count(Kind::Key, "miss");
+        }
+        let stamp = self.stamp();
+        let row = {
+            let mut conn = self.db.conn().await?;
+            store::admin::find_key_by_prefix(&mut conn, prefix).await?
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let key = Arc::new(CachedKey::new(row));
+        if usable {
+            self.keep(&self.keys, stamp, prefix, key.clone());
+        }
+        let tenant = match &key.row.tenant_id {
+            Some(id) => self.tenant_by_id(id).await?,
+            None => None,
+        };
+        Ok(Some((key, tenant)))
+    }
+
+    /// The session with this id, unless it expired before `now`, and its tenant (none for a
+    /// platform session, or when the tenant is gone).
+    pub async fn session_with_tenant(
+        &self,
+        id: &str,
+        now: NaiveDateTime,
+    ) -> AppResult<Option<(Arc<CachedSession>, Option<Arc<TenantRow>>)>> {
+        let usable = self.usable(Kind::Session);
+        if usable && let Some(session) = self.sessions.get(id) {
+            self.count(Kind::Session, "hit");
+            if session.row.expires_at <= now {
+                return Ok(None);
+            }
+            let tenant = match &session.row.tenant_id {
+                Some(tenant_id) => self.tenant_by_id(tenant_id).await?,
+                None => None,
+            };
+            return Ok(Some((session, tenant)));
+        }
+        if usable {
+            self.count(Kind::Session, "miss");
+        }
+        let stamp = self.stamp();
+        let row = {
+            let mut conn = self.db.conn().await?;
+            store::sessions::find_live(&mut conn, id, now).await?
+        };
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let session = Arc::new(CachedSession::new(row));
+        if usable {
+            self.keep(&self.sessions, stamp, id, session.clone());
+        }
+        let tenant = match &session.row.tenant_id {
+            Some(tenant_id) => self.tenant_by_id(tenant_id).await?,
+            None => None,
+        };
+        Ok(Some((session, tenant)))
+    }
+
+    /// Forgets a session this server found idle: another server may have seen it since, so
+    /// the next look reads its row again.
+    pub fn recheck_session(&self, id: &str) {
+        self.sessions.invalidate(id);
+    }
+
+    /// The tenant with this id; none when there is none.
+    pub async fn tenant_by_id(&self, id: &str) -> AppResult<Option<Arc<TenantRow>>> {
+        let usable = self.usable(Kind::Tenant);
+        if usable && let Some(tenant) = self.tenants.get(id) {
+            self.count(Kind::Tenant, "hit");
+            return Ok(Some(tenant));
+        }
+        if usable {
+            self.count(Kind::Tenant, "miss");
+        }
+        let stamp = self.stamp();
+        let tenant = {
+            let mut conn = self.db.conn().await?;
+            store::tenants::find_by_id(&mut conn, id).await?.map(Arc::new)
+        };
+        if usable && let Some(tenant) = &tenant {
+            self.keep_tenant(stamp, tenant.clone());
+        }
+        Ok(tenant)
+    }
+
+    /// The tenant with this slug; none when there is none.
+    pub async fn tenant_by_slug(&self, slug: &str) -> AppResult<Option<Arc<TenantRow>>> {
+        let usable = self.usable(Kind::Tenant);
+        if usable
+            && let Some(id) = self.slugs.get(slug)
+            && let Some(tenant) = self.tenants.get(&id)
+            && tenant.slug == slug
+        {
+            self.count(Kind::Tenant, "hit");
+            return Ok(Some(tenant));
+        }
+        if usable {
+            self.count(Kind::Tenant, "miss");
+        }
+        let stamp = self.stamp();
+        let tenant = {
+            let mut conn = self.db.conn().await?;
+            store::tenants::find_by_slug(&mut conn, slug).await?.map(Arc::new)
+        };
+        if usable && let Some(tenant) = &tenant {
+            self.keep_tenant(stamp, tenant.clone());
+        }
+        Ok(tenant)
+    }
+
+    fn keep_tenant(&self, stamp: u64, tenant: Arc<TenantRow>) {
+        let _keeping = self.keeping.read().expect("cache lock");
+        if self.db.changes().is_live() && self.generation.load(Ordering::Acquire) == stamp {
+            self.slugs.insert(tenant.slug.clone(), tenant.id.clone());
+            self.tenants.insert(tenant.id.clone(), tenant);
+        }
+    }
+
+    /// Entries held now (approximately: evictions are applied lazily), for tests of the bounds.
+    pub fn entries(&self) -> u64 {
+        [
+            self.keys.entry_count(),
+            self.sessions.entry_count(),
+            self.tenants.entry_count(),
+            self.slugs.entry_count(),
+        ]
+        .iter()
+        .sum()
+    }
+}
