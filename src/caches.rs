@@ -379,3 +379,65 @@ impl Caches {
         .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn caches(max_entries: u64) -> (tempfile::TempDir, Arc<Caches>) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        let config = CacheConfig {
+            max_entries,
+            ..CacheConfig::default()
+        };
+        let caches = Caches::new(&db, &config, Arc::new(Metrics::new()));
+        (dir, caches)
+    }
+
+    #[tokio::test]
+    async fn a_row_loaded_while_a_change_was_heard_is_not_kept() {
+        let (_dir, caches) = caches(100).await;
+        let stamp = caches.stamp();
+        // The load raced a change (a revocation heard between its query and its insert).
+        caches.forget(&Change::Key("tny12345".into()));
+        caches.keep(&caches.slugs, stamp, "acme", "old".to_owned());
+        assert!(caches.slugs.get("acme").is_none());
+        // A load that raced nothing is kept.
+        let stamp = caches.stamp();
+        caches.keep(&caches.slugs, stamp, "acme", "new".to_owned());
+        assert_eq!(caches.slugs.get("acme").as_deref(), Some("new"));
+        // Forgetting everything empties every cache.
+        caches.forget(&Change::Everything);
+        assert!(caches.slugs.get("acme").is_none());
+    }
+
+    #[tokio::test]
+    async fn each_cache_holds_at_most_its_bound() {
+        let (_dir, caches) = caches(100).await;
+        for i in 0..5_000 {
+            let stamp = caches.stamp();
+            caches.keep(&caches.slugs, stamp, &format!("tenant-{i}"), format!("id-{i}"));
+        }
+        caches.slugs.run_pending_tasks();
+        assert!(
+            caches.slugs.entry_count() <= 100,
+            "{} entries",
+            caches.slugs.entry_count()
+        );
+    }
+
+    #[test]
+    fn a_touch_is_due_once_a_minute() {
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 12, 6)
+            .unwrap()
+            .and_hms_opt(10, 0, 0)
+            .unwrap();
+        let touch = Touch::new(Some(at));
+        assert!(!touch.due(at + chrono::Duration::seconds(59)));
+        assert!(touch.due(at + chrono::Duration::seconds(60)));
+        assert!(!touch.due(at + chrono::Duration::seconds(61)), "once");
+        assert!(touch.due(at + chrono::Duration::seconds(121)));
+    }
+}

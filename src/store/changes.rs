@@ -32,6 +32,10 @@ use crate::with_conn;
 /// The PostgreSQL channel the triggers notify.
 pub const CHANNEL: &str = "tenantry_changes";
 
+/// The `application_name` of the listening connection (how operators find it in
+/// `pg_stat_activity`).
+pub const LISTENER_NAME: &str = "tenantry change listener";
+
 /// How often a server on SQLite reads the changes other processes made.
 pub const SQLITE_POLL: Duration = Duration::from_millis(250);
 
@@ -253,7 +257,12 @@ async fn listen_postgres(db: Db) {
             return;
         }
         match AsyncPgConnection::establish(&db.url).await {
-            Ok(mut conn) => match conn.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+            Ok(mut conn) => match conn
+                .batch_execute(&format!(
+                    "SET application_name = '{LISTENER_NAME}'; LISTEN {CHANNEL}"
+                ))
+                .await
+            {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     db.feed.resumed();
