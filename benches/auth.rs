@@ -8,8 +8,11 @@
 //!
 //! Each case runs `BENCH_CONCURRENCY` keep-alive clients in a loop for `BENCH_SECONDS` (after a
 //! warm-up of a second) and reports requests/s, median and p99 latency, and the ratio of its
-//! requests/s to the unauthenticated baseline's. A table goes to stdout and JSON to
-//! `target/bench-auth.json`.
+//! requests/s to the unauthenticated baseline's. Quotas are enforced (every call metered and
+//! checked against the tenant's limits). Then the whole path with `wrk` (Debian's package, left
+//! out when it is not installed): the same GET with the key and the cookie against `GET /health`
+//! of the same server, the cases taking turns for `BENCH_ROUNDS` rounds (default 3, median
+//! round). A table goes to stdout and JSON to `target/bench-auth.json`.
 
 mod common;
 
@@ -45,6 +48,17 @@ async fn main() {
         let tenant = tenants::create(&ctx, &actor, &common::new_tenant("acme", "Acme"))
             .await
             .expect("tenant");
+        // Limits far above the load: every call is metered and checked, none refused.
+        let unlimited = tenantry::quotas::parse_overrides(
+            &ctx,
+            serde_json::json!({ "api_calls_per_minute": 1_000_000_000u64, "api_calls_per_month": 1_000_000_000_000u64 })
+                .as_object()
+                .unwrap(),
+        )
+        .expect("overrides");
+        tenantry::quotas::set_overrides(&ctx, &actor, &tenant, &unlimited)
+            .await
+            .expect("set");
         let scope = TenantScope {
             id: tenant.id.clone(),
             slug: tenant.slug.clone(),
@@ -117,6 +131,60 @@ async fn main() {
                 "p99_ms": outcome.p99.as_secs_f64() * 1000.0,
                 "ratio_to_baseline": ratio,
             }));
+        }
+        // The whole path against the bare server, with wrk: the same GET against `GET /health`
+        // of the same server, the cases taking turns for `BENCH_ROUNDS` rounds (median round).
+        let rounds = common::env_num::<usize>("BENCH_ROUNDS", 3).max(1);
+        let bearer = format!("Authorization: Bearer {key}");
+        let cookie_header = format!("Cookie: tenantry_tenant_acme={cookie}");
+        let wrk_cases: [(&str, String, Option<&str>); 3] = [
+            ("GET /health (wrk baseline)", format!("{base}/health"), None),
+            ("tenant API key (wrk)", url.clone(), Some(bearer.as_str())),
+            ("tenant session cookie (wrk)", url.clone(), Some(cookie_header.as_str())),
+        ];
+        let mut outcomes: Vec<Vec<common::Outcome>> = wrk_cases.iter().map(|_| Vec::new()).collect();
+        let mut have_wrk = true;
+        'rounds: for _ in 0..rounds {
+            for (i, (_, url, header)) in wrk_cases.iter().enumerate() {
+                match common::wrk(url, *header, concurrency, seconds) {
+                    Some(outcome) => outcomes[i].push(outcome),
+                    None => {
+                        have_wrk = false;
+                        break 'rounds;
+                    }
+                }
+            }
+        }
+        if have_wrk {
+            let mut health_rate = None;
+            for ((name, _, _), mut runs) in wrk_cases.iter().zip(outcomes) {
+                runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+                let spread = (runs[0].per_second, runs[runs.len() - 1].per_second);
+                let outcome = runs.swap_remove(runs.len() / 2);
+                let ratio = outcome.per_second / *health_rate.get_or_insert(outcome.per_second);
+                println!(
+                    "{:<10} {:<34} {:>10} {:>10.0} {:>10.2?} {:>10.2?} {:>8.3}   rounds {:.0}–{:.0} req/s",
+                    backend,
+                    name,
+                    outcome.requests,
+                    outcome.per_second,
+                    outcome.median,
+                    outcome.p99,
+                    ratio,
+                    spread.0,
+                    spread.1
+                );
+                report.push(serde_json::json!({
+                    "db": backend, "case": name, "tool": "wrk", "rounds": rounds,
+                    "requests_per_second": outcome.per_second,
+                    "requests_per_second_spread": [spread.0, spread.1],
+                    "median_ms": outcome.median.as_secs_f64() * 1000.0,
+                    "p99_ms": outcome.p99.as_secs_f64() * 1000.0,
+                    "ratio_to_health": ratio,
+                }));
+            }
+        } else {
+            println!("{backend}: wrk is not installed (apt-get install wrk): the whole-path comparison is left out");
         }
         server.handle.stop(true).await;
         bare.handle.stop(true).await;

@@ -6,7 +6,8 @@
 //!   within 1 s, although B had them cached;
 //! - a rotated key keeps working on B until its grace period ends, to the second;
 //! - a change B cannot hear (its listener's connection is cut) is still honoured: B bypasses
-//!   its caches until it listens again, and starts them empty.
+//!   its caches until it listens again, and starts them empty;
+//! - a plugin's host grant revoked on A binds B's calls of the plugin within a second.
 
 mod common;
 
@@ -158,7 +159,7 @@ async fn a_key_revoked_a_session_ended_and_a_tenant_suspended_on_one_server_are_
         .admin(
             reqwest::Method::POST,
             "/api/v1/tenant",
-            json!({ "slug": "acme", "name": "Acme" }),
+            json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }),
         )
         .await;
     let (key_id, key) = setup.new_key("acme", "revoked").await;
@@ -242,7 +243,7 @@ async fn a_rotated_key_works_on_the_other_server_until_its_grace_period_ends_to_
         .admin(
             reqwest::Method::POST,
             "/api/v1/tenant",
-            json!({ "slug": "acme", "name": "Acme" }),
+            json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }),
         )
         .await;
     let (key_id, key) = setup.new_key("acme", "rotated").await;
@@ -315,7 +316,7 @@ async fn a_server_whose_listener_is_cut_honours_the_changes_it_could_not_hear() 
         .admin(
             reqwest::Method::POST,
             "/api/v1/tenant",
-            json!({ "slug": "acme", "name": "Acme" }),
+            json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }),
         )
         .await;
     let (key_id, key) = setup.new_key("acme", "cut").await;
@@ -388,5 +389,110 @@ async fn a_server_whose_listener_is_cut_honours_the_changes_it_could_not_hear() 
         "lost change honoured after {took:?}; requests that bypassed the cache meanwhile: {}",
         lookups(&setup.b, "key", "bypass").await - bypassed
     );
+    setup.shutdown().await;
+}
+
+/// A local HTTP server counting the requests it gets: what a plugin reaches.
+async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hit", listener.local_addr().unwrap());
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_grant_revoked_on_one_server_binds_the_others_calls_within_a_second() {
+    let setup = setup().await;
+    let http = reqwest::Client::new();
+    let probe = std::fs::read(format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"))).unwrap();
+    let installed = http
+        .post(format!("{}/api/v1/plugin", setup.a.base))
+        .bearer_auth(&setup.token)
+        .header("content-type", "application/wasm")
+        .body(probe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/plugin/probe/grants",
+            json!({ "kind": "host", "name": "127.0.0.1" }),
+        )
+        .await;
+    let (url, hits) = counting_server().await;
+    // The probe plugin reaches `url` while B plans a tenant into it.
+    let provision = |slug: String| {
+        let http = http.clone();
+        let token = setup.token.clone();
+        let base = setup.b.base.clone();
+        let url = url.clone();
+        async move {
+            let response = http
+                .post(format!("{base}/api/v1/tenant/provision"))
+                .bearer_auth(token)
+                .json(&json!({
+                    "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+                    "backends": { "probe": { "do": "http", "url": url } },
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+        }
+    };
+    provision("probe-one".into()).await;
+    provision("probe-two".into()).await;
+    let reached = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reached, 2, "granted: B's calls reach the host");
+
+    let revoked_at = Instant::now();
+    let response = http
+        .delete(format!(
+            "{}/api/v1/plugin/probe/grants/host/127.0.0.1",
+            setup.a.base
+        ))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    // Within a second, B's calls of the plugin no longer reach the host.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+        provision(format!("probe-after-{n}")).await;
+        if hits.load(std::sync::atomic::Ordering::SeqCst) == before {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "B's calls still reached the host {:?} after the revoke",
+            revoked_at.elapsed()
+        );
+    }
+    let took = revoked_at.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for i in 0..3 {
+        let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+        provision(format!("probe-later-{i}")).await;
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before, "revoked for good");
+    }
     setup.shutdown().await;
 }

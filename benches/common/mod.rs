@@ -190,6 +190,56 @@ pub async fn paced(url: &str, credential: Credential<'_>, rate: f64, seconds: u6
 /// The connections of a [`paced`] load.
 pub const PACED_CONNECTIONS: usize = 32;
 
+/// Requests per second and latency that `wrk` (Debian's package) measured: `connections`
+/// keep-alive connections on two threads for `seconds`. None when wrk is not installed.
+pub fn wrk(url: &str, header: Option<&str>, connections: u64, seconds: u64) -> Option<Outcome> {
+    let mut command = std::process::Command::new("wrk");
+    command.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(header) = header {
+        command.args(["-H", header]);
+    }
+    let output = command.arg(url).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw failed requests at {url}: {text}"
+    );
+    let number = |prefix: &str| -> Option<String> {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
+    let duration = |v: String| -> Duration {
+        let (n, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = n.parse().unwrap_or(0.0);
+        Duration::from_secs_f64(match unit {
+            "us" => n / 1e6,
+            "ms" => n / 1e3,
+            "s" => n,
+            "m" => n * 60.0,
+            _ => n,
+        })
+    };
+    let per_second: f64 = number("Requests/sec:")?.parse().ok()?;
+    let requests = text
+        .lines()
+        .find(|line| line.contains("requests in"))
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Some(Outcome {
+        requests,
+        per_second,
+        median: duration(number("50%")?),
+        p99: duration(number("99%")?),
+    })
+}
+
 pub struct Database {
     pub url: String,
     pub pg_name: Option<String>,

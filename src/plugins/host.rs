@@ -29,7 +29,7 @@ pub struct PluginHost {
     services: HostServices,
     compiler: Compiler,
     engine: Engine,
-    table: Table,
+    table: Arc<Table>,
     permits: Arc<tokio::sync::Semaphore>,
     stats: Counter,
     stop_ticker: Arc<AtomicBool>,
@@ -79,10 +79,17 @@ impl PluginHost {
                     }
                 })?;
         }
+        let table = Arc::new(Table::default());
+        let heard = Arc::downgrade(&table);
+        services.db.changes().subscribe(move |change| {
+            if let Some(table) = heard.upgrade() {
+                table.heard(change);
+            }
+        });
         Ok(PluginHost {
             compiler: Compiler::new(engine.clone(), cache_dir)?,
             engine,
-            table: Table::default(),
+            table,
             permits: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_calls.max(1),
             )),

@@ -1,9 +1,12 @@
-//! The plugins this server has loaded: a cache of the database, checked against it before every
-//! call. The check is one indexed read of the plugin's revision; when it differs from what was
-//! loaded (an install, an enable or disable, a new deadline, a grant or a revoke, made by this
-//! server, another replica or the CLI), the plugin is reloaded from the database before the call.
+//! The plugins this server has loaded: a cache of the database. A change of a plugin (an install,
+//! an enable or disable, a new deadline, a grant or a revoke, made by this server, another
+//! replica or the CLI) is heard through the database's change feed and the plugin is loaded again
+//! before its next call, so a call needs no query while the feed is live. While it is not (the
+//! listener reconnecting), every call reads the plugin's revision first (one indexed read) and
+//! reloads what changed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -11,6 +14,7 @@ use super::compile::{Compiled, Compiler};
 use super::manifest::{self, Inspection, Manifest, World};
 use super::{CallError, Grants, HostServices, builtins};
 use crate::config::PluginsConfig;
+use crate::store::changes::Change;
 use crate::store::models::{PluginGrantRow, PluginMetaRow};
 use crate::store::{self, Conn};
 
@@ -63,6 +67,8 @@ pub fn grants_of(rows: &[PluginGrantRow]) -> Result<Grants, String> {
 #[derive(Default)]
 pub struct Table {
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
+    /// Counts the changes heard; a load is kept only when none was heard meanwhile.
+    generation: AtomicU64,
 }
 
 fn registry_error(plugin: &str, err: impl std::fmt::Display) -> CallError {
@@ -88,13 +94,35 @@ impl Table {
             .remove(name);
     }
 
-    /// Plugin `name` as the database holds it now.
+    /// Forgets what a change heard on the feed names.
+    pub fn heard(&self, change: &Change) {
+        let mut plugins = self.plugins.write().expect("plugin table lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        match change {
+            Change::Plugin(name) => {
+                plugins.remove(name);
+            }
+            Change::Everything => plugins.clear(),
+            _ => {}
+        }
+    }
+
+    /// Plugin `name` as the database holds it now: as loaded, while the change feed is live;
+    /// else after a look at its revision.
     pub async fn current(
         &self,
         services: &HostServices,
         compiler: &Compiler,
         name: &str,
     ) -> Result<Arc<LoadedPlugin>, CallError> {
+        let feed = services.db.changes();
+        feed.catch_up();
+        if feed.is_live()
+            && let Some(plugin) = self.cached(name)
+        {
+            return Ok(plugin);
+        }
+        let stamp = self.generation.load(Ordering::Acquire);
         let mut conn = services
             .db
             .conn()
@@ -112,15 +140,17 @@ impl Table {
         {
             return Ok(plugin);
         }
-        self.reload(&mut conn, compiler, name).await
+        self.reload(&mut conn, compiler, name, stamp).await
     }
 
-    /// Loads plugin `name` from the database, replacing what was loaded.
+    /// Loads plugin `name` from the database, replacing what was loaded, unless a change was
+    /// heard since `stamp` (then the load serves this call only).
     async fn reload(
         &self,
         conn: &mut Conn,
         compiler: &Compiler,
         name: &str,
+        stamp: u64,
     ) -> Result<Arc<LoadedPlugin>, CallError> {
         let Some(row) = store::plugins::find_meta(conn, name)
             .await
@@ -159,10 +189,10 @@ impl Table {
             revision: row.revision,
             bytes,
         });
-        self.plugins
-            .write()
-            .expect("plugin table lock")
-            .insert(row.name.clone(), plugin.clone());
+        let mut plugins = self.plugins.write().expect("plugin table lock");
+        if self.generation.load(Ordering::Acquire) == stamp {
+            plugins.insert(row.name.clone(), plugin.clone());
+        }
         Ok(plugin)
     }
 }

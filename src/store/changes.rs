@@ -21,7 +21,6 @@ use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt as _;
@@ -92,20 +91,6 @@ struct SqliteWatch {
     seq: i64,
 }
 
-#[derive(QueryableByName)]
-struct Version {
-    #[diesel(sql_type = BigInt)]
-    version: i64,
-}
-
-#[derive(QueryableByName)]
-struct Entry {
-    #[diesel(sql_type = BigInt)]
-    seq: i64,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    subject: String,
-}
-
 impl SqliteWatch {
     /// The changes committed by other connections since the last look; [`Change::Everything`]
     /// at the first look (the log is read from its end) and when the database cannot be read.
@@ -121,6 +106,7 @@ impl SqliteWatch {
     }
 
     fn read(&mut self) -> anyhow::Result<Vec<Change>> {
+        use super::schema::{cache_changes as cc, pragma_data_version as dv};
         use diesel::RunQueryDsl as _;
         let first = self.conn.is_none();
         if first {
@@ -132,34 +118,31 @@ impl SqliteWatch {
             self.conn = Some(conn);
         }
         let conn = self.conn.as_mut().expect("connected above");
-        // The version first: a commit after it is seen at the next look.
-        let version = diesel::sql_query("SELECT data_version AS version FROM pragma_data_version()")
-            .get_result::<Version>(conn)?
-            .version;
+        // The version first: a commit after it is seen at the next look. (Prepared once.)
+        let version: i64 = dv::table.select(dv::data_version).first(conn)?;
         if first {
             self.version = version;
-            self.seq = diesel::sql_query(
-                "SELECT COALESCE(MAX(seq), 0) AS version FROM cache_changes",
-            )
-            .get_result::<Version>(conn)?
-            .version;
+            self.seq = cc::table
+                .select(diesel::dsl::max(cc::seq))
+                .first::<Option<i64>>(conn)?
+                .unwrap_or(0);
             return Ok(vec![Change::Everything]);
         }
         if version == self.version {
             return Ok(Vec::new());
         }
         self.version = version;
-        let entries = diesel::sql_query(
-            "SELECT seq, subject FROM cache_changes WHERE seq > ? ORDER BY seq",
-        )
-        .bind::<BigInt, _>(self.seq)
-        .load::<Entry>(conn)?;
-        if let Some(last) = entries.last() {
-            self.seq = last.seq;
+        let entries: Vec<(i64, String)> = cc::table
+            .filter(cc::seq.gt(self.seq))
+            .order(cc::seq.asc())
+            .select((cc::seq, cc::subject))
+            .load(conn)?;
+        if let Some((seq, _)) = entries.last() {
+            self.seq = *seq;
         }
         Ok(entries
             .iter()
-            .filter_map(|entry| Change::parse(&entry.subject))
+            .filter_map(|(_, subject)| Change::parse(subject))
             .collect())
     }
 }

@@ -315,6 +315,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// SQLite only: `PRAGMA data_version` as a table-valued function, so that the statement
+    /// asking it is prepared once and reused.
+    pragma_data_version (data_version) {
+        data_version -> BigInt,
+    }
+}
+
+diesel::table! {
     /// SQLite only: the changes to cached rows, written by triggers, read by the server.
     cache_changes (seq) {
         seq -> BigInt,
