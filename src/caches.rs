@@ -196,12 +196,17 @@ impl Caches {
         }
         self.db.changes().catch_up();
         let live = self.db.changes().is_live();
-        self.metrics.change_feed_live.set(i64::from(live));
-        let usable = live;
-        if !usable {
+        if !live {
             self.count(kind, "bypass");
         }
-        usable
+        live
+    }
+
+    /// Sets the gauges the caches export (when `/metrics` is scraped).
+    pub fn refresh_metrics(&self) {
+        self.metrics
+            .change_feed_live
+            .set(i64::from(self.db.changes().is_live()));
     }
 
     fn count(&self, kind: Kind, result: &str) {

@@ -129,6 +129,7 @@ async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
     if let Err(err) = crate::alerts::refresh_metrics(&ctx).await {
         tracing::warn!("metrics: counting alerts failed: {err}");
     }
+    ctx.caches.refresh_metrics();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(ctx.metrics.render())

@@ -23,8 +23,29 @@ struct TenantCalls {
     /// this server's since.
     month: String,
     month_base: u64,
-    /// Calls not yet written, by (metric, period).
-    pending: HashMap<(&'static str, String), u64>,
+    /// Calls not yet written: (metric, period, calls). A handful (a period rolls over between
+    /// two flushes at most), searched without allocating.
+    pending: Vec<(&'static str, String, u64)>,
+}
+
+impl TenantCalls {
+    fn pending(&self, metric: &str, period: &str) -> u64 {
+        self.pending
+            .iter()
+            .find(|(m, p, _)| *m == metric && p == period)
+            .map_or(0, |(_, _, n)| *n)
+    }
+
+    fn add_pending(&mut self, metric: &'static str, period: &str, n: u64) {
+        match self
+            .pending
+            .iter_mut()
+            .find(|(m, p, _)| *m == metric && p == period)
+        {
+            Some((_, _, count)) => *count += n,
+            None => self.pending.push((metric, period.to_owned(), n)),
+        }
+    }
 }
 
 /// The counter of a tenant's API calls per day: not a quota, shown in the usage summary.
@@ -64,7 +85,10 @@ impl ApiCallMeter {
         limits: CallLimits,
     ) -> Result<CallAdmitted, CallRefused> {
         let mut map = self.by_tenant.lock().expect("api call meter");
-        let calls = map.entry(tenant_id.to_owned()).or_default();
+        if !map.contains_key(tenant_id) {
+            map.insert(tenant_id.to_owned(), TenantCalls::default());
+        }
+        let calls = map.get_mut(tenant_id).expect("inserted above");
         if calls.minute != minute {
             calls.minute = minute.clone();
             calls.in_minute = 0;
@@ -84,11 +108,7 @@ impl ApiCallMeter {
                 retry_after: reset_minute,
             });
         }
-        let month_pending = calls
-            .pending
-            .get(&("api_calls_per_month", month.clone()))
-            .copied()
-            .unwrap_or(0);
+        let month_pending = calls.pending("api_calls_per_month", &month);
         if let Some(limit) = limits.per_month
             && calls.month_base + month_pending >= limit
         {
@@ -100,16 +120,9 @@ impl ApiCallMeter {
         }
         calls.in_minute += 1;
         // The day's calls, for the usage summary (`2026-12-04T09:15` → `2026-12-04`).
-        let day = minute.get(..10).unwrap_or(&minute).to_owned();
-        *calls.pending.entry((API_CALLS_PER_DAY, day)).or_default() += 1;
-        *calls
-            .pending
-            .entry(("api_calls_per_minute", minute))
-            .or_default() += 1;
-        *calls
-            .pending
-            .entry(("api_calls_per_month", month))
-            .or_default() += 1;
+        calls.add_pending(API_CALLS_PER_DAY, minute.get(..10).unwrap_or(&minute), 1);
+        calls.add_pending("api_calls_per_minute", &minute, 1);
+        calls.add_pending("api_calls_per_month", &month, 1);
         Ok(CallAdmitted {
             limit: limits.per_minute,
             remaining: limits
@@ -124,7 +137,7 @@ impl ApiCallMeter {
         let mut map = self.by_tenant.lock().expect("api call meter");
         let mut taken = Vec::new();
         for (tenant, calls) in map.iter_mut() {
-            for ((metric, period), n) in calls.pending.drain() {
+            for (metric, period, n) in calls.pending.drain(..) {
                 taken.push((tenant.clone(), metric, period, n));
             }
         }
@@ -136,11 +149,7 @@ impl ApiCallMeter {
     pub fn restore_pending(&self, pending: Vec<(String, &'static str, String, u64)>) {
         let mut map = self.by_tenant.lock().expect("api call meter");
         for (tenant, metric, period, n) in pending {
-            *map.entry(tenant)
-                .or_default()
-                .pending
-                .entry((metric, period))
-                .or_default() += n;
+            map.entry(tenant).or_default().add_pending(metric, &period, n);
         }
     }
 

@@ -207,12 +207,12 @@ impl Limits {
         address: Option<&str>,
         calls: Option<(String, u64, Duration)>,
     ) -> Result<Option<(u64, Duration)>, Refusal> {
-        let blocks = if key.is_some() {
-            self.block_keys(tenant_id, address)
-        } else {
-            Vec::new()
-        };
         if let Some(shared) = &self.shared {
+            let blocks = if key.is_some() {
+                self.block_keys(tenant_id, address)
+            } else {
+                Vec::new()
+            };
             let mut budgets = Vec::new();
             let mut whats = Vec::new();
             if let Some((id, Some(per_minute))) = key {
@@ -325,6 +325,9 @@ impl AuthLimits {
     pub fn key_blocked(&self, tenant_id: Option<&str>, address: Option<&str>) -> Option<Duration> {
         let now = Instant::now();
         let mut blocked = self.blocked.lock().expect("auth limits lock");
+        if blocked.is_empty() {
+            return None;
+        }
         blocked.retain(|_, until| *until > now);
         [
             address.map(|a| format!("address:{a}")),

@@ -10,8 +10,8 @@
 //!   not *live*, and the caches are bypassed; when it listens again they start empty;
 //! - **the CLI on SQLite**: triggers write the same subjects into `cache_changes`. Before a cache
 //!   is read, [`ChangeFeed::catch_up`] asks SQLite whether another connection committed since
-//!   (`PRAGMA data_version`, in process, no I/O) and only then reads the new entries; the
-//!   listener does the same every [`SQLITE_POLL`] and prunes the log.
+//!   (`PRAGMA data_version`, in process, at most once a millisecond) and only then reads the new
+//!   entries; the listener does the same every [`SQLITE_POLL`] and prunes the log.
 //!
 //! A touch (an API key's last use, a session's last activity) is not a change: nothing a cache
 //! decides on depends on it being fresh.
@@ -79,7 +79,15 @@ pub struct ChangeFeed {
     live: AtomicBool,
     /// SQLite: where the log of other connections' changes was read up to.
     sqlite: Option<Mutex<SqliteWatch>>,
+    /// When the SQLite database was last looked at (nanoseconds since `started`).
+    looked: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
+
+/// On SQLite, the database is looked at no more often than this: every request looks, and a
+/// look starts a read transaction (file locks, a statement). A change another process made is
+/// heard within this time.
+pub const SQLITE_LOOK_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A connection of its own to the SQLite database, to ask whether anyone committed since the
 /// last look and to read the change log.
@@ -154,6 +162,8 @@ impl ChangeFeed {
         ChangeFeed {
             subscribers: RwLock::new(Vec::new()),
             live: AtomicBool::new(sqlite.is_some()),
+            looked: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
             sqlite: sqlite.map(|path| {
                 Mutex::new(SqliteWatch {
                     path,
@@ -166,13 +176,25 @@ impl ChangeFeed {
     }
 
     /// On SQLite, hears what other connections committed since the last look, before a cache
-    /// is trusted: one in-process pragma, and the log read only when the database changed. On
-    /// PostgreSQL, nothing: the listener hears as the changes come.
+    /// is trusted: one in-process pragma at most every [`SQLITE_LOOK_INTERVAL`], and the log
+    /// read only when the database changed. On PostgreSQL, nothing: the listener hears as the
+    /// changes come.
     pub fn catch_up(&self) {
         let Some(watch) = &self.sqlite else {
             return;
         };
-        let changes = watch.lock().expect("change feed lock").look();
+        let now = self.started.elapsed().as_nanos() as u64;
+        let looked = self.looked.load(Ordering::Acquire);
+        if now.saturating_sub(looked) < SQLITE_LOOK_INTERVAL.as_nanos() as u64 {
+            return;
+        }
+        // One look at a time; whoever is looking now looks for everyone.
+        let Ok(mut watch) = watch.try_lock() else {
+            return;
+        };
+        self.looked.store(now, Ordering::Release);
+        let changes = watch.look();
+        drop(watch);
         for change in &changes {
             self.publish(change);
         }
