@@ -7,12 +7,12 @@
 //!     BENCH_SECONDS=5 BENCH_CONCURRENCY=16 BENCH_BACKENDS=sqlite cargo bench --bench auth
 //!
 //! Each case runs `BENCH_CONCURRENCY` keep-alive clients in a loop for `BENCH_SECONDS` (after a
-//! warm-up of a second) and reports requests/s, median and p99 latency, and the ratio of its
-//! requests/s to the unauthenticated baseline's. Quotas are enforced (every call metered and
+//! warm-up of a second), the cases taking turns for `BENCH_ROUNDS` rounds (default 3), and
+//! reports its median round — requests/s, median and p99 latency, and the ratio of its
+//! requests/s to the unauthenticated baseline's — and the spread of its rounds. Quotas are enforced (every call metered and
 //! checked against the tenant's limits). Then the whole path with `wrk` (Debian's package, left
 //! out when it is not installed): the same GET with the key and the cookie against `GET /health`
-//! of the same server, the cases taking turns for `BENCH_ROUNDS` rounds (default 3, median
-//! round). A table goes to stdout and JSON to `target/bench-auth.json`.
+//! of the same server, the cases taking turns likewise. A table goes to stdout and JSON to `target/bench-auth.json`.
 
 mod common;
 
@@ -109,40 +109,58 @@ async fn main() {
                 Credential::Cookie(&cookie),
             ),
         ];
+        // The cases take turns for `BENCH_ROUNDS` rounds, so that the machine's drift falls on
+        // each of them alike; each reports its median round and the spread of its rounds.
+        let rounds = common::env_num::<usize>("BENCH_ROUNDS", 3).max(1);
+        let mut runs: Vec<Vec<common::Outcome>> = cases.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (i, (_, url, credential)) in cases.iter().enumerate() {
+                runs[i].push(load(url, *credential, concurrency, seconds).await);
+            }
+        }
         let mut baseline = None;
-        for (name, url, credential) in cases {
-            let outcome = load(&url, credential, concurrency, seconds).await;
+        for ((name, _, _), mut runs) in cases.iter().zip(runs) {
+            runs.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+            let spread = (runs[0].per_second, runs[runs.len() - 1].per_second);
+            let outcome = runs.swap_remove(runs.len() / 2);
             let base_rate = *baseline.get_or_insert(outcome.per_second);
             let ratio = outcome.per_second / base_rate;
             println!(
-                "{:<10} {:<34} {:>10} {:>10.0} {:>10.2?} {:>10.2?} {:>8.3}",
+                "{:<10} {:<34} {:>10} {:>10.0} {:>10.2?} {:>10.2?} {:>8.3}   rounds {:.0}–{:.0} req/s",
                 backend,
                 name,
                 outcome.requests,
                 outcome.per_second,
                 outcome.median,
                 outcome.p99,
-                ratio
+                ratio,
+                spread.0,
+                spread.1
             );
             report.push(serde_json::json!({
-                "db": backend, "case": name, "requests": outcome.requests,
+                "db": backend, "case": name, "rounds": rounds, "requests": outcome.requests,
                 "requests_per_second": outcome.per_second,
+                "requests_per_second_spread": [spread.0, spread.1],
                 "median_ms": outcome.median.as_secs_f64() * 1000.0,
                 "p99_ms": outcome.p99.as_secs_f64() * 1000.0,
                 "ratio_to_baseline": ratio,
             }));
         }
         // The whole path against the bare server, with wrk: the same GET against `GET /health`
-        // of the same server, the cases taking turns for `BENCH_ROUNDS` rounds (median round).
-        let rounds = common::env_num::<usize>("BENCH_ROUNDS", 3).max(1);
+        // of the same server, the cases taking turns likewise.
         let bearer = format!("Authorization: Bearer {key}");
         let cookie_header = format!("Cookie: tenantry_tenant_acme={cookie}");
         let wrk_cases: [(&str, String, Option<&str>); 3] = [
             ("GET /health (wrk baseline)", format!("{base}/health"), None),
             ("tenant API key (wrk)", url.clone(), Some(bearer.as_str())),
-            ("tenant session cookie (wrk)", url.clone(), Some(cookie_header.as_str())),
+            (
+                "tenant session cookie (wrk)",
+                url.clone(),
+                Some(cookie_header.as_str()),
+            ),
         ];
-        let mut outcomes: Vec<Vec<common::Outcome>> = wrk_cases.iter().map(|_| Vec::new()).collect();
+        let mut outcomes: Vec<Vec<common::Outcome>> =
+            wrk_cases.iter().map(|_| Vec::new()).collect();
         let mut have_wrk = true;
         'rounds: for _ in 0..rounds {
             for (i, (_, url, header)) in wrk_cases.iter().enumerate() {
@@ -184,7 +202,9 @@ async fn main() {
                 }));
             }
         } else {
-            println!("{backend}: wrk is not installed (apt-get install wrk): the whole-path comparison is left out");
+            println!(
+                "{backend}: wrk is not installed (apt-get install wrk): the whole-path comparison is left out"
+            );
         }
         server.handle.stop(true).await;
         bare.handle.stop(true).await;

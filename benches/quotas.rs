@@ -158,7 +158,9 @@ async fn main() {
             medians.push((*name, median(saturated), median(paced)));
             if name.ends_with("Redis") {
                 let roundtrips = redis_roundtrips(&format!("http://{}/metrics", server.addr)).await;
-                println!("{backend}: Redis round trips as the server timed them, over both loads: {roundtrips}");
+                println!(
+                    "{backend}: Redis round trips as the server timed them, over both loads: {roundtrips}"
+                );
             }
             server.handle.stop(true).await;
             server.worker_stop.notify_one();
@@ -188,7 +190,9 @@ async fn main() {
                 "ratio_to_baseline": ratio,
             }));
         }
-        println!("\n{backend}: at a fixed {paced_rate:.0} requests/s (an open loop), median round\n");
+        println!(
+            "\n{backend}: at a fixed {paced_rate:.0} requests/s (an open loop), median round\n"
+        );
         println!(
             "{:<10} {:<32} {:>9} {:>9} {:>9} {:>12} {:>22}",
             "db", "case", "requests", "median", "p99", "p99 added", "p99 of rounds"
@@ -343,12 +347,15 @@ async fn ingestion(ctx: &tenantry::context::Context, seconds: u64) -> Vec<serde_
                         }
                     } else {
                         // SQLite has no multi-row insert in diesel; this case runs on PostgreSQL.
-                        tenantry::with_conn!(tx,
-                            postgres |c| diesel::insert_into(usage_events::table)
-                                .values(&rows)
-                                .execute(c)
-                                .await?,
-                            sqlite |c| {
+                        tenantry::with_conn!(
+                            tx,
+                            postgres
+                                | c
+                                | diesel::insert_into(usage_events::table)
+                                    .values(&rows)
+                                    .execute(c)
+                                    .await?,
+                            sqlite | c | {
                                 for row in &rows {
                                     diesel::insert_into(usage_events::table)
                                         .values(row)

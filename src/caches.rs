@@ -220,17 +220,48 @@ impl Caches {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Keeps a row loaded since `stamp`, unless a change was heard meanwhile.
-    fn keep<V: Clone + Send + Sync + 'static>(
-        &self,
-        cache: &Cache<String, V>,
-        stamp: u64,
-        key: &str,
-        value: V,
-    ) {
+    /// Runs `insert` (keeping what was loaded since `stamp`) unless a change was heard
+    /// meanwhile or the feed is not live.
+    fn keep(&self, stamp: u64, insert: impl FnOnce()) {
         let _keeping = self.keeping.read().expect("cache lock");
         if self.db.changes().is_live() && self.generation.load(Ordering::Acquire) == stamp {
-            cache.insert(key.to_owned(), value);
+            insert();
+        }
+    }
+
+    /// A row from its cache (`cached`) when the caches may be read, else `load`ed and kept
+    /// (`keep`, given the stamp of the load).
+    async fn read_through<V, Fut>(
+        &self,
+        kind: Kind,
+        cached: impl FnOnce() -> Option<V>,
+        load: impl FnOnce() -> Fut,
+        keep: impl FnOnce(u64, &V),
+    ) -> AppResult<Option<V>>
+    where
+        Fut: std::future::Future<Output = AppResult<Option<V>>>,
+    {
+        let usable = self.usable(kind);
+        if usable {
+            if let Some(value) = cached() {
+                self.count(kind, "hit");
+                return Ok(Some(value));
+            }
+            self.count(kind, "miss");
+        }
+        let stamp = self.stamp();
+        let value = load().await?;
+        if usable && let Some(value) = &value {
+            keep(stamp, value);
+        }
+        Ok(value)
+    }
+
+    /// The tenant of a credential (none for the platform's, or when the tenant is gone).
+    async fn tenant_of(&self, tenant_id: Option<&str>) -> AppResult<Option<Arc<TenantRow>>> {
+        match tenant_id {
+            Some(id) => self.tenant_by_id(id).await,
+            None => Ok(None),
         }
     }
 
@@ -240,34 +271,22 @@ impl Caches {
         &self,
         prefix: &str,
     ) -> AppResult<Option<(Arc<CachedKey>, Option<Arc<TenantRow>>)>> {
-        let usable = self.usable(Kind::Key);
-        if usable && let Some(key) = self.keys.get(prefix) {
-            self.count(Kind::Key, "hit");
-            let tenant = match &key.row.tenant_id {
-                Some(id) => self.tenant_by_id(id).await?,
-                None => None,
-            };
-            return Ok(Some((key, tenant)));
-        }
-        if usable {
-            self.count(Kind::Key, "miss");
-        }
-        let stamp = self.stamp();
-        let row = {
-            let mut conn = self.db.conn().await?;
-            store::admin::find_key_by_prefix(&mut conn, prefix).await?
-        };
-        let Some(row) = row else {
+        let key = self
+            .read_through(
+                Kind::Key,
+                || self.keys.get(prefix),
+                || async {
+                    let mut conn = self.db.conn().await?;
+                    let row = store::admin::find_key_by_prefix(&mut conn, prefix).await?;
+                    Ok(row.map(|row| Arc::new(CachedKey::new(row))))
+                },
+                |stamp, key| self.keep(stamp, || self.keys.insert(prefix.to_owned(), key.clone())),
+            )
+            .await?;
+        let Some(key) = key else {
             return Ok(None);
         };
-        let key = Arc::new(CachedKey::new(row));
-        if usable {
-            self.keep(&self.keys, stamp, prefix, key.clone());
-        }
-        let tenant = match &key.row.tenant_id {
-            Some(id) => self.tenant_by_id(id).await?,
-            None => None,
-        };
+        let tenant = self.tenant_of(key.row.tenant_id.as_deref()).await?;
         Ok(Some((key, tenant)))
     }
 
@@ -278,37 +297,26 @@ impl Caches {
         id: &str,
         now: NaiveDateTime,
     ) -> AppResult<Option<(Arc<CachedSession>, Option<Arc<TenantRow>>)>> {
-        let usable = self.usable(Kind::Session);
-        if usable && let Some(session) = self.sessions.get(id) {
-            self.count(Kind::Session, "hit");
-            if session.row.expires_at <= now {
-                return Ok(None);
-            }
-            let tenant = match &session.row.tenant_id {
-                Some(tenant_id) => self.tenant_by_id(tenant_id).await?,
-                None => None,
-            };
-            return Ok(Some((session, tenant)));
-        }
-        if usable {
-            self.count(Kind::Session, "miss");
-        }
-        let stamp = self.stamp();
-        let row = {
-            let mut conn = self.db.conn().await?;
-            store::sessions::find_live(&mut conn, id, now).await?
-        };
-        let Some(row) = row else {
+        let session = self
+            .read_through(
+                Kind::Session,
+                || self.sessions.get(id),
+                || async {
+                    let mut conn = self.db.conn().await?;
+                    let row = store::sessions::find_live(&mut conn, id, now).await?;
+                    Ok(row.map(|row| Arc::new(CachedSession::new(row))))
+                },
+                |stamp, session| {
+                    self.keep(stamp, || {
+                        self.sessions.insert(id.to_owned(), session.clone())
+                    })
+                },
+            )
+            .await?;
+        let Some(session) = session.filter(|s| s.row.expires_at > now) else {
             return Ok(None);
         };
-        let session = Arc::new(CachedSession::new(row));
-        if usable {
-            self.keep(&self.sessions, stamp, id, session.clone());
-        }
-        let tenant = match &session.row.tenant_id {
-            Some(tenant_id) => self.tenant_by_id(tenant_id).await?,
-            None => None,
-        };
+        let tenant = self.tenant_of(session.row.tenant_id.as_deref()).await?;
         Ok(Some((session, tenant)))
     }
 
@@ -320,56 +328,44 @@ impl Caches {
 
     /// The tenant with this id; none when there is none.
     pub async fn tenant_by_id(&self, id: &str) -> AppResult<Option<Arc<TenantRow>>> {
-        let usable = self.usable(Kind::Tenant);
-        if usable && let Some(tenant) = self.tenants.get(id) {
-            self.count(Kind::Tenant, "hit");
-            return Ok(Some(tenant));
-        }
-        if usable {
-            self.count(Kind::Tenant, "miss");
-        }
-        let stamp = self.stamp();
-        let tenant = {
-            let mut conn = self.db.conn().await?;
-            store::tenants::find_by_id(&mut conn, id).await?.map(Arc::new)
-        };
-        if usable && let Some(tenant) = &tenant {
-            self.keep_tenant(stamp, tenant.clone());
-        }
-        Ok(tenant)
+        self.read_through(
+            Kind::Tenant,
+            || self.tenants.get(id),
+            || async {
+                let mut conn = self.db.conn().await?;
+                Ok(store::tenants::find_by_id(&mut conn, id)
+                    .await?
+                    .map(Arc::new))
+            },
+            |stamp, tenant| self.keep_tenant(stamp, tenant),
+        )
+        .await
     }
 
     /// The tenant with this slug; none when there is none.
     pub async fn tenant_by_slug(&self, slug: &str) -> AppResult<Option<Arc<TenantRow>>> {
-        let usable = self.usable(Kind::Tenant);
-        if usable
-            && let Some(id) = self.slugs.get(slug)
-            && let Some(tenant) = self.tenants.get(&id)
-            && tenant.slug == slug
-        {
-            self.count(Kind::Tenant, "hit");
-            return Ok(Some(tenant));
-        }
-        if usable {
-            self.count(Kind::Tenant, "miss");
-        }
-        let stamp = self.stamp();
-        let tenant = {
-            let mut conn = self.db.conn().await?;
-            store::tenants::find_by_slug(&mut conn, slug).await?.map(Arc::new)
-        };
-        if usable && let Some(tenant) = &tenant {
-            self.keep_tenant(stamp, tenant.clone());
-        }
-        Ok(tenant)
+        self.read_through(
+            Kind::Tenant,
+            || {
+                let id = self.slugs.get(slug)?;
+                self.tenants.get(&id).filter(|tenant| tenant.slug == slug)
+            },
+            || async {
+                let mut conn = self.db.conn().await?;
+                Ok(store::tenants::find_by_slug(&mut conn, slug)
+                    .await?
+                    .map(Arc::new))
+            },
+            |stamp, tenant| self.keep_tenant(stamp, tenant),
+        )
+        .await
     }
 
-    fn keep_tenant(&self, stamp: u64, tenant: Arc<TenantRow>) {
-        let _keeping = self.keeping.read().expect("cache lock");
-        if self.db.changes().is_live() && self.generation.load(Ordering::Acquire) == stamp {
+    fn keep_tenant(&self, stamp: u64, tenant: &Arc<TenantRow>) {
+        self.keep(stamp, || {
             self.slugs.insert(tenant.slug.clone(), tenant.id.clone());
-            self.tenants.insert(tenant.id.clone(), tenant);
-        }
+            self.tenants.insert(tenant.id.clone(), tenant.clone());
+        });
     }
 
     /// Entries held now (approximately: evictions are applied lazily), for tests of the bounds.
@@ -407,11 +403,11 @@ mod tests {
         let stamp = caches.stamp();
         // The load raced a change (a revocation heard between its query and its insert).
         caches.forget(&Change::Key("tny12345".into()));
-        caches.keep(&caches.slugs, stamp, "acme", "old".to_owned());
+        caches.keep(stamp, || caches.slugs.insert("acme".into(), "old".into()));
         assert!(caches.slugs.get("acme").is_none());
         // A load that raced nothing is kept.
         let stamp = caches.stamp();
-        caches.keep(&caches.slugs, stamp, "acme", "new".to_owned());
+        caches.keep(stamp, || caches.slugs.insert("acme".into(), "new".into()));
         assert_eq!(caches.slugs.get("acme").as_deref(), Some("new"));
         // Forgetting everything empties every cache.
         caches.forget(&Change::Everything);
@@ -423,7 +419,11 @@ mod tests {
         let (_dir, caches) = caches(100).await;
         for i in 0..5_000 {
             let stamp = caches.stamp();
-            caches.keep(&caches.slugs, stamp, &format!("tenant-{i}"), format!("id-{i}"));
+            caches.keep(stamp, || {
+                caches
+                    .slugs
+                    .insert(format!("tenant-{i}"), format!("id-{i}"))
+            });
         }
         caches.slugs.run_pending_tasks();
         assert!(

@@ -650,7 +650,10 @@ async fn a_gauge_keeps_its_latest_measurement(backend: Backend) {
         ["stale", "counted", "counted", "counted", "stale", "counted"],
         "{body}"
     );
-    assert_eq!((body["counted"].clone(), body["stale"].clone()), (json!(4), json!(2)));
+    assert_eq!(
+        (body["counted"].clone(), body["stale"].clone()),
+        (json!(4), json!(2))
+    );
     assert_eq!(used(&app, "acme", "agents").await, 9);
     assert_eq!(
         used(&app, "acme", "llm_tokens_per_day").await,

@@ -62,7 +62,11 @@ impl Setup {
             .send()
             .await
             .unwrap();
-        assert!(response.status().is_success(), "{path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
         response.json().await.unwrap_or(Value::Null)
     }
 
@@ -205,7 +209,10 @@ async fn a_key_revoked_a_session_ended_and_a_tenant_suspended_on_one_server_are_
         )
         .await;
     let took = until(&setup.b, Credential::Key(&key), StatusCode::UNAUTHORIZED).await;
-    assert!(took < Duration::from_secs(1), "the revoked key worked on B for {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the revoked key worked on B for {took:?}"
+    );
     assert_eq!(
         get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&other_key)).await,
         StatusCode::OK,
@@ -220,8 +227,16 @@ async fn a_key_revoked_a_session_ended_and_a_tenant_suspended_on_one_server_are_
             Value::Null,
         )
         .await;
-    let took = until(&setup.b, Credential::Cookie(&cookie), StatusCode::UNAUTHORIZED).await;
-    assert!(took < Duration::from_secs(1), "the ended session worked on B for {took:?}");
+    let took = until(
+        &setup.b,
+        Credential::Cookie(&cookie),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert!(
+        took < Duration::from_secs(1),
+        "the ended session worked on B for {took:?}"
+    );
 
     // The tenant suspended on A: its keys get 403 on B within a second.
     setup
@@ -232,7 +247,10 @@ async fn a_key_revoked_a_session_ended_and_a_tenant_suspended_on_one_server_are_
         )
         .await;
     let took = until(&setup.b, Credential::Key(&other_key), StatusCode::FORBIDDEN).await;
-    assert!(took < Duration::from_secs(1), "the suspended tenant's key worked on B for {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the suspended tenant's key worked on B for {took:?}"
+    );
     setup.shutdown().await;
 }
 
@@ -327,7 +345,9 @@ async fn a_server_whose_listener_is_cut_honours_the_changes_it_could_not_hear() 
         );
     }
     assert_eq!(
-        metric(&setup.b, "tenantry_change_feed_live").await.as_deref(),
+        metric(&setup.b, "tenantry_change_feed_live")
+            .await
+            .as_deref(),
         Some("1")
     );
     // The key revoked with the triggers off: a change whose notification was lost.
@@ -365,10 +385,17 @@ async fn a_server_whose_listener_is_cut_honours_the_changes_it_could_not_hear() 
     });
     drop(conn);
     let took = until(&setup.b, Credential::Key(&key), StatusCode::UNAUTHORIZED).await;
-    assert!(took < Duration::from_secs(2), "the lost change was honoured only after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "the lost change was honoured only after {took:?}"
+    );
     // The listener comes back by itself, and the caches serve again.
     let started = Instant::now();
-    while metric(&setup.b, "tenantry_change_feed_live").await.as_deref() != Some("1") {
+    while metric(&setup.b, "tenantry_change_feed_live")
+        .await
+        .as_deref()
+        != Some("1")
+    {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "B's listener did not come back"
@@ -406,7 +433,9 @@ async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
                 let mut buffer = [0u8; 4096];
                 let _ = stream.read(&mut buffer).await;
                 let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
                     .await;
             });
         }
@@ -492,7 +521,11 @@ async fn a_plugin_grant_revoked_on_one_server_binds_the_others_calls_within_a_se
     for i in 0..3 {
         let before = hits.load(std::sync::atomic::Ordering::SeqCst);
         provision(format!("probe-later-{i}")).await;
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before, "revoked for good");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            before,
+            "revoked for good"
+        );
     }
     setup.shutdown().await;
 }

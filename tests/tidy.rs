@@ -40,7 +40,13 @@ const LAYERS: &[Layer] = &[
     },
     Layer {
         name: "runtime",
-        modules: &["limits", "identity_providers", "alerting", "caches", "context"],
+        modules: &[
+            "limits",
+            "identity_providers",
+            "alerting",
+            "caches",
+            "context",
+        ],
         ordered: true,
     },
     Layer {

@@ -211,8 +211,11 @@ pub fn wrk(url: &str, header: Option<&str>, connections: u64, seconds: u64) -> O
         "wrk saw failed requests at {url}: {text}"
     );
     let number = |prefix: &str| -> Option<String> {
-        text.lines()
-            .find_map(|line| line.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+        text.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(prefix)
+                .map(|v| v.trim().to_owned())
+        })
     };
     let duration = |v: String| -> Duration {
         let (n, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));

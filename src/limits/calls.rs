@@ -149,7 +149,9 @@ impl ApiCallMeter {
     pub fn restore_pending(&self, pending: Vec<(String, &'static str, String, u64)>) {
         let mut map = self.by_tenant.lock().expect("api call meter");
         for (tenant, metric, period, n) in pending {
-            map.entry(tenant).or_default().add_pending(metric, &period, n);
+            map.entry(tenant)
+                .or_default()
+                .add_pending(metric, &period, n);
         }
     }
 

@@ -171,7 +171,8 @@ pub struct SharedBudgets {
 impl SharedBudgets {
     /// Connects lazily (a server starts while Redis is down, and reconnects by itself).
     pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let invalid = |e: redis::RedisError| anyhow::anyhow!("invalid configuration: redis_url: {e}");
+        let invalid =
+            |e: redis::RedisError| anyhow::anyhow!("invalid configuration: redis_url: {e}");
         // TCP_NODELAY: the checks of concurrent requests share a connection, and Nagle's
         // algorithm would hold each small write back until the one before it is acknowledged.
         let info = redis::IntoConnectionInfo::into_connection_info(url)

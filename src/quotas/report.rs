@@ -414,7 +414,10 @@ async fn add_counters(
             .copied()
             .unwrap_or(0);
         for c in events {
-            sum = match sum.checked_add(c.amount).filter(|s| base.checked_add(*s).is_some()) {
+            sum = match sum
+                .checked_add(c.amount)
+                .filter(|s| base.checked_add(*s).is_some())
+            {
                 Some(sum) => sum,
                 None => {
                     return Err(AppError::invalid(

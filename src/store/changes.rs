@@ -285,7 +285,9 @@ async fn listen_postgres(db: Db) {
                     tracing::warn!("cannot listen for changes to cached rows: {err}");
                 }
             },
-            Err(err) => tracing::warn!("cannot connect to listen for changes to cached rows: {err}"),
+            Err(err) => {
+                tracing::warn!("cannot connect to listen for changes to cached rows: {err}")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -318,7 +320,9 @@ async fn hear(db: &Db, conn: &mut AsyncPgConnection) -> Option<String> {
                 if db.abandoned() {
                     return None;
                 }
-                let alive = tokio::time::timeout(Duration::from_secs(2), conn.batch_execute("SELECT 1")).await;
+                let alive =
+                    tokio::time::timeout(Duration::from_secs(2), conn.batch_execute("SELECT 1"))
+                        .await;
                 match alive {
                     Ok(Ok(())) => {}
                     Ok(Err(err)) => return Some(err.to_string()),
@@ -344,8 +348,8 @@ async fn poll_sqlite(db: Db) {
         let _ = tokio::task::spawn_blocking(move || feed.catch_up()).await;
         if pruned.elapsed() > SQLITE_KEEP / 4 {
             pruned = std::time::Instant::now();
-            let before = crate::clock::now()
-                - chrono::Duration::from_std(SQLITE_KEEP).expect("an hour");
+            let before =
+                crate::clock::now() - chrono::Duration::from_std(SQLITE_KEEP).expect("an hour");
             let prune = async {
                 let mut conn = db.begin().await?;
                 with_conn!(conn, |c| diesel_async::RunQueryDsl::execute(

@@ -27,8 +27,9 @@ pub async fn insert_events(
     events: &[UsageEventRow],
 ) -> AppResult<std::collections::HashSet<String>> {
     let mut fresh = std::collections::HashSet::with_capacity(events.len());
-    with_conn!(conn,
-        postgres |c| {
+    with_conn!(
+        conn,
+        postgres | c | {
             for chunk in events.chunks(EVENTS_PER_STATEMENT) {
                 let ids: Vec<String> = diesel::insert_into(usage_events::table)
                     .values(chunk)
@@ -40,7 +41,7 @@ pub async fn insert_events(
                 fresh.extend(ids);
             }
         },
-        sqlite |c| {
+        sqlite | c | {
             for event in events {
                 let inserted = diesel::insert_into(usage_events::table)
                     .values(event)
@@ -76,22 +77,24 @@ pub async fn add(
         measured_at: now,
         updated_at: now,
     };
-    Ok(with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
-        .values(&row)
-        .on_conflict((
-            usage_counters::tenant_id,
-            usage_counters::metric,
-            usage_counters::period
-        ))
-        .do_update()
-        .set((
-            usage_counters::value.eq(usage_counters::value + excluded(usage_counters::value)),
-            usage_counters::measured_at.eq(excluded(usage_counters::measured_at)),
-            usage_counters::updated_at.eq(excluded(usage_counters::updated_at)),
-        ))
-        .returning(usage_counters::value)
-        .get_result(c)
-        .await)?)
+    Ok(with_conn!(conn, |c| diesel::insert_into(
+        usage_counters::table
+    )
+    .values(&row)
+    .on_conflict((
+        usage_counters::tenant_id,
+        usage_counters::metric,
+        usage_counters::period
+    ))
+    .do_update()
+    .set((
+        usage_counters::value.eq(usage_counters::value + excluded(usage_counters::value)),
+        usage_counters::measured_at.eq(excluded(usage_counters::measured_at)),
+        usage_counters::updated_at.eq(excluded(usage_counters::updated_at)),
+    ))
+    .returning(usage_counters::value)
+    .get_result(c)
+    .await)?)
 }
 
 /// A gauge's value and when it was measured; none when it was never set.
