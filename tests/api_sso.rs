@@ -169,6 +169,19 @@ async fn sso_settings_are_read_and_changed_by_tenant_admins_only(backend: Backen
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // A mapping is an object: a list is refused, not read as the default mapping.
+    let (status, body) = call(
+        app,
+        &admin,
+        reqwest::Method::PATCH,
+        "/api/v1/tenant/alpha/sso",
+        Some(json!({"role_mapping": []})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("role_mapping"), "{body}");
+    let (_, after) = app.get("/api/v1/tenant/alpha").await;
+    assert_eq!(before["version"], after["version"]);
 
     // A tenant admin changes the scopes and the mapping; audited as the key.
     let (status, sso) = call(

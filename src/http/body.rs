@@ -85,9 +85,10 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
     from_value(value)
 }
 
-/// Reads a parsed JSON document into `T`; a shape error is a 422 naming the field.
+/// Reads a parsed JSON document into `T`, a struct only from an object at any depth; a shape
+/// error is a 422 naming the field.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, AppError> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+    serde_path_to_error::deserialize::<_, T>(super::strict::Strict(value)).map_err(|err| {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();
         // serde_path_to_error's path already ends in an unknown field's name; for a missing
