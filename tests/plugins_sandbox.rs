@@ -271,6 +271,63 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_deadline_while_the_server_
     app.stop().await;
 }
 
+/// A quota policy or a renderer runs where it is called, within the inline budget (5 ms by
+/// default); one that needs longer is run again, from a fresh instance, on the blocking pool
+/// with its whole deadline, and its failure names that deadline, never the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_outruns_the_inline_budget_answers_within_its_deadline() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.install_test_plugin("flat_quota").await;
+    let usage = || {
+        vec![Usage {
+            metric: "users".into(),
+            used: 2,
+            override_limit: None,
+        }]
+    };
+    let evaluate = |slug: &'static str| {
+        let ctx = app.ctx.clone();
+        let usage = usage();
+        async move {
+            ctx.plugins
+                .evaluate("flat-quota", &tenant(slug, "free"), usage)
+                .await
+        }
+    };
+    // Quick calls answer as they always did.
+    for _ in 0..3 {
+        let decision = evaluate("acme").await.unwrap().unwrap();
+        assert_eq!(decision.metrics[0].limit, Some(3));
+    }
+    // 30 ms: past the 5 ms budget, well within the 100 ms deadline of a quota policy. It
+    // answers, and counts as one call that took the whole time.
+    let started = std::time::Instant::now();
+    let decision = evaluate("slow-30").await.unwrap().unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(30));
+    assert_eq!(decision.metrics[0].severity, Severity::Warning);
+    let stats = app.ctx.plugins.stats("flat-quota").await.unwrap();
+    assert_eq!((stats.calls, stats.failures), (4, 0));
+    assert!(stats.max_ms >= 30.0, "{stats:?}");
+    // A loop is stopped at the policy's deadline, not at the budget.
+    let err = evaluate("loop").await.expect_err("the loop is stopped");
+    assert!(
+        matches!(
+            err,
+            CallError::Deadline {
+                deadline_ms: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Later calls still answer (on the blocking pool now).
+    let decision = evaluate("acme").await.unwrap().unwrap();
+    assert_eq!(decision.metrics[0].limit, Some(3));
+    let stats = app.ctx.plugins.stats("flat-quota").await.unwrap();
+    assert_eq!((stats.calls, stats.failures), (6, 1));
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_that_grows_memory_past_its_limit_traps_or_panics_fails_cleanly() {
     let app = with_probe(Backend::Sqlite).await;

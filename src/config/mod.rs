@@ -120,6 +120,11 @@ pub struct PluginsConfig {
     pub http_max_response_bytes: usize,
     /// Bytes of a call's stdout/stderr kept for the log.
     pub max_output_bytes: usize,
+    /// How long a renderer or quota-policy call may run on the thread that makes it, in
+    /// milliseconds, before it is stopped and run again on the blocking pool with its full
+    /// deadline (those worlds have no side effects, so running again is safe). 0: every call
+    /// goes to the blocking pool.
+    pub inline_budget_ms: u64,
 }
 
 impl Default for PluginsConfig {
@@ -133,6 +138,7 @@ impl Default for PluginsConfig {
             http_timeout_ms: 30_000,
             http_max_response_bytes: 4 * 1024 * 1024,
             max_output_bytes: 16 * 1024,
+            inline_budget_ms: 5,
         }
     }
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+};
 
 use super::bindings::provisioner::exports::tenantry::plugin::provision;
 use super::bindings::provisioner::tenantry::plugin::types as wit;
@@ -23,6 +25,18 @@ use crate::error::AppResult;
 
 /// Epoch ticks per second: deadlines are counted in milliseconds.
 const TICK: Duration = Duration::from_millis(1);
+
+/// Bytes of a pooled memory or table kept resident (and reset in place) between calls.
+const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
+
+/// What the instance pool keeps between calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolState {
+    pub warm_memories: u32,
+    pub resident_memory_bytes: usize,
+    pub warm_tables: u32,
+    pub resident_table_bytes: usize,
+}
 
 /// The host. Cheap to share (`Arc`); one per process.
 pub struct PluginHost {
@@ -56,7 +70,15 @@ impl PluginHost {
             .max_tables_per_component(8)
             .max_core_instances_per_component(8)
             .max_memory_size(max_memory)
-            .total_stacks(slots);
+            .total_stacks(slots)
+            // A slot is reset by writing back only the pages the last call dirtied (found with
+            // the PAGEMAP_SCAN ioctl where the kernel has it, Linux 6.7 and later), and stays
+            // resident: no madvise, so no interrupt of every core running the process and no
+            // page faults at the next call. A call that dirtied more than this is reset the
+            // usual way.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
@@ -97,6 +119,20 @@ impl PluginHost {
             services,
             stop_ticker,
         })
+    }
+
+    /// The instance pool as it stands: slots kept warm between calls and the bytes they keep
+    /// resident.
+    pub fn pool(&self) -> PoolState {
+        self.engine
+            .pooling_allocator_metrics()
+            .map(|m| PoolState {
+                warm_memories: m.unused_warm_memories(),
+                resident_memory_bytes: m.unused_memory_bytes_resident(),
+                warm_tables: m.unused_warm_tables(),
+                resident_table_bytes: m.unused_table_bytes_resident(),
+            })
+            .unwrap_or_default()
     }
 
     /// Plugin `name` as the database holds it now (reloaded when it changed).
@@ -230,43 +266,46 @@ impl PluginHost {
         })
     }
 
-    /// Calls plugin `name` of `world`: checked against the database, then `f` on a fresh
-    /// instance in a fresh store, on the blocking pool, within the plugin's deadline and behind
-    /// the semaphore that bounds concurrent calls. Counted, timed and logged once.
+    /// Calls plugin `name` of `world`: checked against the plugin table, then `f` on a fresh
+    /// instance in a fresh store, within the plugin's deadline and behind the semaphore that
+    /// bounds concurrent calls. Counted, timed and logged once.
+    ///
+    /// A renderer or a quota policy (worlds without side effects) runs on the calling thread,
+    /// with `inline_budget_ms` as its deadline: a call that runs out of it is run again, from a
+    /// fresh instance, on the blocking pool with its full deadline, and that plugin's later
+    /// calls go there directly. A provisioner always runs on the blocking pool (its
+    /// capabilities block on the database and the network).
     async fn call<R: Send + 'static>(
         self: &Arc<Self>,
         name: &str,
         world: World,
         tenant: Option<&PluginTenant>,
-        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
+        f: impl Fn(&Instance, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
     ) -> (Result<R, CallError>, Vec<LogLine>) {
         let plugin = match self.callable(name, world).await {
             Ok(plugin) => plugin,
             Err(err) => return (Err(err), Vec::new()),
         };
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        let host = self.clone();
-        let tenant = tenant.cloned();
-        let runtime = tokio::runtime::Handle::current();
+        let _permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => self
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore never closed"),
+        };
         let started = Instant::now();
-        let (result, lines) = match tokio::task::spawn_blocking(move || {
-            host.run_here(&plugin, tenant.as_ref(), runtime, f)
-        })
-        .await
-        {
-            Ok(done) => done,
-            Err(e) => (
-                Err(CallError::Trapped {
-                    plugin: name.to_owned(),
-                    reason: format!("the call did not finish: {e}"),
-                }),
-                Vec::new(),
-            ),
+        let deadline = plugin.deadline(&self.services.config);
+        let (result, lines) = match self.inline_budget(&plugin) {
+            Some(budget) => match self.run_here(&plugin, tenant, None, budget, &f) {
+                (Err(CallError::Deadline { .. }), _) if budget < deadline => {
+                    plugin.outran_inline.store(true, Ordering::Relaxed);
+                    tracing::debug!(plugin = %name, "the call ran past the inline budget; running it on the blocking pool");
+                    self.run_on_pool(plugin, tenant, f).await
+                }
+                done => done,
+            },
+            None => self.run_on_pool(plugin, tenant, f).await,
         };
         let elapsed = started.elapsed();
         self.stats.record(name, elapsed, result.is_ok());
@@ -285,16 +324,54 @@ impl PluginHost {
         (result, lines)
     }
 
+    /// The deadline of a call of `plugin` on the calling thread, when it may run there.
+    fn inline_budget(&self, plugin: &LoadedPlugin) -> Option<Duration> {
+        let budget = Duration::from_millis(self.services.config.inline_budget_ms);
+        let deadline = plugin.deadline(&self.services.config);
+        (!budget.is_zero()
+            && !plugin.manifest.world.has_capabilities()
+            && !plugin.outran_inline.load(Ordering::Relaxed))
+        .then_some(budget.min(deadline))
+    }
+
+    /// Runs `f` on the blocking pool, within the plugin's full deadline.
+    async fn run_on_pool<R: Send + 'static>(
+        self: &Arc<Self>,
+        plugin: Arc<LoadedPlugin>,
+        tenant: Option<&PluginTenant>,
+        f: impl Fn(&Instance, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
+    ) -> (Result<R, CallError>, Vec<LogLine>) {
+        let host = self.clone();
+        let tenant = tenant.cloned();
+        let runtime = tokio::runtime::Handle::current();
+        let name = plugin.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = plugin.deadline(&host.services.config);
+            host.run_here(&plugin, tenant.as_ref(), Some(runtime), deadline, &f)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (
+                Err(CallError::Trapped {
+                    plugin: name,
+                    reason: format!("the call did not finish: {e}"),
+                }),
+                Vec::new(),
+            )
+        })
+    }
+
     /// Runs `f` in a fresh store of `plugin` on this thread: new store, instantiate from the
-    /// pre-instantiated component, call, drop. Blocks for up to the plugin's deadline.
+    /// pre-instantiated component, call, drop. Blocks for up to `deadline`. `runtime` is
+    /// what the capabilities of a provisioner block on.
     fn run_here<R>(
         &self,
         plugin: &LoadedPlugin,
         tenant: Option<&PluginTenant>,
-        runtime: tokio::runtime::Handle,
-        f: impl FnOnce(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
+        runtime: Option<tokio::runtime::Handle>,
+        deadline: Duration,
+        f: &impl Fn(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> (Result<R, CallError>, Vec<LogLine>) {
-        let deadline = plugin.deadline(&self.services.config);
         let pre = match self.compiler.prepare(
             &plugin.compiled,
             &plugin.name,
@@ -335,8 +412,8 @@ impl PluginHost {
         usage: &[Usage],
     ) -> Result<Result<Decision, PluginError>, CallError> {
         let wit_tenant = tenant.to_wit();
-        let runtime = tokio::runtime::Handle::current();
-        self.run_here(plugin, Some(tenant), runtime, move |instance, store| {
+        let deadline = plugin.deadline(&self.services.config);
+        self.run_here(plugin, Some(tenant), None, deadline, &|instance, store| {
             instance
                 .quota()
                 .tenantry_plugin_policy()
@@ -402,7 +479,7 @@ impl PluginHost {
         self: &Arc<Self>,
         plugin: &str,
         tenant: &PluginTenant,
-        f: impl FnOnce(
+        f: impl Fn(
             &provision::Guest,
             &mut Store<CallState>,
             &wit::Tenant,
@@ -514,11 +591,7 @@ async fn store_enabled(conn: &mut crate::store::Conn, world: World) -> AppResult
 
 /// Writes what the guest printed to the log (it was capped by the pipes).
 fn flush_output(plugin: &str, state: &mut CallState) {
-    for (stream, pipe) in [
-        ("stdout", state.stdout.clone()),
-        ("stderr", state.stderr.clone()),
-    ] {
-        let contents = pipe.contents();
+    for (stream, contents) in state.output() {
         if contents.is_empty() {
             continue;
         }
@@ -555,7 +628,8 @@ fn classify(
             limit_mib: (state.limiter.max_memory / (1024 * 1024)) as u64,
         };
     }
-    let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+    let [_, (_, stderr)] = state.output();
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
     let panicked = stderr
         .lines()
         .find(|l| l.contains("panicked at"))

@@ -4,14 +4,17 @@
 //! interruption (a ticker thread advances the epoch every millisecond). Each plugin is compiled
 //! once — the compiled code is cached on disk, keyed by the component's hash and the engine's
 //! settings — and pre-instantiated (`…Pre`). Every call gets a fresh `Store` carrying that
-//! call's tenant, memory limits and deadline, runs on the blocking pool behind a semaphore that
-//! bounds concurrent calls, and is dropped when the call ends.
+//! call's tenant, memory limits and deadline, runs behind a semaphore that bounds concurrent
+//! calls, and is dropped when the call ends. A provisioner call runs on the blocking pool; a
+//! renderer or quota-policy call (no side effects) runs on the calling thread within a budget of
+//! a few milliseconds, and on the blocking pool, from a fresh instance, if it needs longer.
+//! Pooled slots are reset in place (only the pages a call dirtied) and stay resident.
 //!
-//! The database is the truth about plugins. Before each call the host reads the plugin's
-//! revision (one indexed read) and reloads the plugin — enabled flag, deadline, grants and, when
-//! its hash changed, its component — if anything changed since it last looked, whoever changed
-//! it: this server, another replica or the CLI. A disable or a revoke therefore binds the very
-//! next call. The host is given a narrow set of services ([`HostServices`]): the database for
+//! The database is the truth about plugins. The host keeps the plugins it loaded and hears,
+//! through the database's change feed, when one changes — enabled flag, deadline, grants or its
+//! component — whoever changed it: this server, another replica or the CLI; while the feed is
+//! not live it reads the plugin's revision before each call. A disable or a revoke therefore
+//! binds the very next call. The host is given a narrow set of services ([`HostServices`]): the database for
 //! plugin state and the registry, the keyring for granted secrets, the HTTP client and its
 //! configuration — nothing else of the server.
 
@@ -32,7 +35,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use builtins::BUILTINS;
-pub use host::PluginHost;
+pub use host::{PluginHost, PoolState};
 pub use manifest::{Inspection, Manifest, SUPPORTED_WIT_VERSIONS, World};
 pub use stats::CallStats;
 pub use table::{LoadedPlugin, grants_of};

@@ -4,7 +4,8 @@
 //! and they survive restarts.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -45,33 +46,85 @@ impl Delta {
     }
 }
 
-/// What this server counted and has not yet added to the database.
+/// A plugin's counts not yet added to the database, kept in atomics so that concurrent calls
+/// never wait for each other to count.
+#[derive(Default)]
+struct Tally {
+    calls: AtomicI64,
+    failures: AtomicI64,
+    total_us: AtomicI64,
+    max_us: AtomicI64,
+}
+
+impl Tally {
+    fn add(&self, delta: Delta) {
+        self.calls.fetch_add(delta.calls, Ordering::Relaxed);
+        self.failures.fetch_add(delta.failures, Ordering::Relaxed);
+        self.total_us.fetch_add(delta.total_us, Ordering::Relaxed);
+        self.max_us.fetch_max(delta.max_us, Ordering::Relaxed);
+    }
+
+    /// What was counted since the last take, leaving zero behind.
+    fn take(&self) -> Delta {
+        Delta {
+            calls: self.calls.swap(0, Ordering::Relaxed),
+            failures: self.failures.swap(0, Ordering::Relaxed),
+            total_us: self.total_us.swap(0, Ordering::Relaxed),
+            max_us: self.max_us.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    fn peek(&self) -> Delta {
+        Delta {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            total_us: self.total_us.load(Ordering::Relaxed),
+            max_us: self.max_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What this server counted and has not yet added to the database. A call takes a read lock
+/// (a write lock only at a plugin's first call) and adds to atomics.
 #[derive(Default)]
 pub struct Counter {
-    pending: Mutex<HashMap<String, Delta>>,
+    tallies: RwLock<HashMap<String, Arc<Tally>>>,
 }
 
 impl Counter {
     pub fn record(&self, plugin: &str, elapsed: Duration, ok: bool) {
         let us = elapsed.as_micros().min(i64::MAX as u128) as i64;
-        self.pending
-            .lock()
+        self.tally(plugin).add(Delta {
+            calls: 1,
+            failures: i64::from(!ok),
+            total_us: us,
+            max_us: us,
+        });
+    }
+
+    fn tally(&self, plugin: &str) -> Arc<Tally> {
+        if let Some(tally) = self.tallies.read().expect("stats lock").get(plugin) {
+            return tally.clone();
+        }
+        self.tallies
+            .write()
             .expect("stats lock")
             .entry(plugin.to_owned())
             .or_default()
-            .add(Delta {
-                calls: 1,
-                failures: i64::from(!ok),
-                total_us: us,
-                max_us: us,
-            });
+            .clone()
     }
 
     /// Adds what was counted to the database; what could not be written is kept for the next
     /// report.
     pub async fn report(&self, db: &Db) -> AppResult<()> {
-        let pending: Vec<(String, Delta)> =
-            self.pending.lock().expect("stats lock").drain().collect();
+        let pending: Vec<(String, Delta)> = self
+            .tallies
+            .read()
+            .expect("stats lock")
+            .iter()
+            .map(|(plugin, tally)| (plugin.clone(), tally.take()))
+            .filter(|(_, delta)| delta.calls > 0)
+            .collect();
         let mut failed = Vec::new();
         let mut first_error = None;
         for (plugin, delta) in pending {
@@ -96,14 +149,13 @@ impl Counter {
                 if exists {
                     failed.push((plugin, delta));
                     first_error.get_or_insert(err);
+                } else {
+                    self.tallies.write().expect("stats lock").remove(&plugin);
                 }
             }
         }
-        if !failed.is_empty() {
-            let mut pending = self.pending.lock().expect("stats lock");
-            for (plugin, delta) in failed {
-                pending.entry(plugin).or_default().add(delta);
-            }
+        for (plugin, delta) in failed {
+            self.tally(&plugin).add(delta);
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -120,8 +172,8 @@ impl Counter {
             total_us: row.total_us,
             max_us: row.max_us,
         });
-        if let Some(local) = self.pending.lock().expect("stats lock").get(plugin) {
-            total.add(*local);
+        if let Some(local) = self.tallies.read().expect("stats lock").get(plugin) {
+            total.add(local.peek());
         }
         Ok(CallStats {
             calls: total.calls.max(0) as u64,

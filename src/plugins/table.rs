@@ -6,7 +6,7 @@
 //! reloads what changed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ pub struct LoadedPlugin {
     pub(super) bytes: Arc<Vec<u8>>,
     /// Compiled and pre-instantiated on first use; shared by every load of the same component.
     pub(super) compiled: Compiled,
+    /// Set when a call ran past the inline budget: later calls go straight to the blocking
+    /// pool (until the plugin is loaded again).
+    pub(super) outran_inline: AtomicBool,
 }
 
 impl LoadedPlugin {
@@ -188,6 +191,7 @@ impl Table {
             grants,
             revision: row.revision,
             bytes,
+            outran_inline: AtomicBool::new(false),
         });
         let mut plugins = self.plugins.write().expect("plugin table lock");
         if self.generation.load(Ordering::Acquire) == stamp {

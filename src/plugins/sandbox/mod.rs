@@ -9,7 +9,8 @@
 //!
 //! Renderers and quota policies get `log` only. WASI is linked with nothing behind it: no
 //! preopened directories, no environment, no arguments, no sockets; stdout and stderr go to
-//! capped in-memory pipes that end up in the log. The units are built from the plugin as the
+//! capped in-memory pipes that end up in the log. The WASI context is built only when the guest
+//! first uses it. The units are built from the plugin as the
 //! database held it when the call began, and dropped with the store when the call ends.
 
 pub mod http;
@@ -69,13 +70,29 @@ impl ResourceLimiter for Limiter {
 }
 
 /// Everything one call of one plugin may see. Dropped with the `Store` when the call ends.
+///
+/// Built for every call, so it is built lazily: WASI (its context and the pipes behind stdout
+/// and stderr) only when the guest first reaches for it, which a renderer or a quota policy
+/// that neither prints nor panics never does; the capability units only for the worlds that
+/// import them.
 pub struct CallState {
-    wasi: WasiCtx,
+    wasi: Option<Wasi>,
+    max_output_bytes: usize,
     table: ResourceTable,
     pub limiter: Limiter,
-    pub stdout: MemoryOutputPipe,
-    pub stderr: MemoryOutputPipe,
     pub log: log::LogUnit,
+    capabilities: Option<Box<Capabilities>>,
+}
+
+/// WASI with nothing behind it, and the capped pipes it writes stdout and stderr to.
+struct Wasi {
+    ctx: WasiCtx,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+/// The units of the capabilities a provisioner may import.
+struct Capabilities {
     state: state::StateUnit,
     secrets: secrets::SecretsUnit,
     http: http::HttpUnit,
@@ -86,22 +103,23 @@ impl CallState {
         services: &HostServices,
         plugin: &LoadedPlugin,
         tenant: Option<&PluginTenant>,
-        runtime: tokio::runtime::Handle,
+        runtime: Option<tokio::runtime::Handle>,
     ) -> Self {
         let config = &services.config;
-        let stdout = MemoryOutputPipe::new(config.max_output_bytes);
-        let stderr = MemoryOutputPipe::new(config.max_output_bytes);
-        let mut builder = WasiCtx::builder();
-        builder
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
         let max_memory = (config.max_memory_mib * 1024 * 1024) as usize;
+        let capabilities = match runtime {
+            Some(runtime) if plugin.manifest.world.has_capabilities() => {
+                Some(Box::new(Capabilities {
+                    state: state::StateUnit::new(services, &plugin.name, tenant, runtime.clone()),
+                    secrets: secrets::SecretsUnit::new(services, plugin),
+                    http: http::HttpUnit::new(services, plugin, runtime),
+                }))
+            }
+            _ => None,
+        };
         CallState {
-            wasi: builder.build(),
+            wasi: None,
+            max_output_bytes: config.max_output_bytes,
             table: ResourceTable::new(),
             limiter: Limiter {
                 inner: wasmtime::StoreLimitsBuilder::new()
@@ -113,20 +131,52 @@ impl CallState {
                 refused_memory: false,
                 max_memory,
             },
-            stdout,
-            stderr,
             log: log::LogUnit::new(&plugin.name, tenant),
-            state: state::StateUnit::new(services, &plugin.name, tenant, runtime.clone()),
-            secrets: secrets::SecretsUnit::new(services, plugin),
-            http: http::HttpUnit::new(services, plugin, runtime),
+            capabilities,
         }
+    }
+
+    /// What the guest wrote to stdout and to stderr (nothing when it never reached for WASI).
+    pub fn output(&self) -> [(&'static str, Vec<u8>); 2] {
+        let (stdout, stderr) = match &self.wasi {
+            Some(wasi) => (
+                wasi.stdout.contents().to_vec(),
+                wasi.stderr.contents().to_vec(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        [("stdout", stdout), ("stderr", stderr)]
+    }
+
+    fn capabilities(&mut self) -> &mut Capabilities {
+        self.capabilities
+            .as_mut()
+            .expect("the capabilities are linked only for the worlds that have them")
     }
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let max = self.max_output_bytes;
+        let wasi = self.wasi.get_or_insert_with(|| {
+            let stdout = MemoryOutputPipe::new(max);
+            let stderr = MemoryOutputPipe::new(max);
+            let mut builder = WasiCtx::builder();
+            builder
+                .stdout(stdout.clone())
+                .stderr(stderr.clone())
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .socket_addr_check(|_, _| Box::pin(async { false }));
+            Wasi {
+                ctx: builder.build(),
+                stdout,
+                stderr,
+            }
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: &mut wasi.ctx,
             table: &mut self.table,
         }
     }
@@ -142,11 +192,15 @@ pub fn linker(engine: &wasmtime::Engine, world: World) -> wasmtime::Result<Linke
     wit::types::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
     wit::log::add_to_linker::<_, HasSelf<log::LogUnit>>(&mut linker, |s| &mut s.log)?;
     if world.has_capabilities() {
-        wit::state::add_to_linker::<_, HasSelf<state::StateUnit>>(&mut linker, |s| &mut s.state)?;
-        wit::secrets::add_to_linker::<_, HasSelf<secrets::SecretsUnit>>(&mut linker, |s| {
-            &mut s.secrets
+        wit::state::add_to_linker::<_, HasSelf<state::StateUnit>>(&mut linker, |s| {
+            &mut s.capabilities().state
         })?;
-        wit::http::add_to_linker::<_, HasSelf<http::HttpUnit>>(&mut linker, |s| &mut s.http)?;
+        wit::secrets::add_to_linker::<_, HasSelf<secrets::SecretsUnit>>(&mut linker, |s| {
+            &mut s.capabilities().secrets
+        })?;
+        wit::http::add_to_linker::<_, HasSelf<http::HttpUnit>>(&mut linker, |s| {
+            &mut s.capabilities().http
+        })?;
     }
     Ok(linker)
 }

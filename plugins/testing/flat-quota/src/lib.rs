@@ -1,6 +1,7 @@
 //! A third-party quota policy for tests: every metric's limit is 3 whatever the tier (an
 //! override still wins), blocked at 3 and a warning from 2. For a tenant whose slug starts with
-//! `loop` it never returns, so that the host's deadline stops it.
+//! `loop` it never returns, so that the host's deadline stops it; for `slow-N` it spins for N
+//! milliseconds (reading the clock, through WASI) before it answers.
 
 use tenantry_plugin_sdk::quota::{
     Decision, MetricDecision, PluginError, QuotaPolicy, Severity, Tenant, Usage,
@@ -16,6 +17,16 @@ impl QuotaPolicy for FlatQuota {
             let mut n: u64 = 0;
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if let Some(ms) = tenant
+            .slug
+            .strip_prefix("slow-")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_millis(ms) {
+                std::hint::spin_loop();
             }
         }
         let metrics: Vec<MetricDecision> = usage
