@@ -17,6 +17,7 @@ backend_tests!(
     every_error_has_details_as_an_object,
     body_over_the_limit_is_413,
     list_paginates_with_a_cursor_and_filters_by_status_tier_and_search,
+    a_search_that_matches_many_tenants_or_a_few_among_many_finds_them_in_slug_order,
     list_with_a_bad_filter_is_422,
     patch_changes_fields_and_rotating_the_secret_keeps_the_previous_for_rollback,
     patch_is_active_false_suspends_and_true_reactivates,
@@ -405,6 +406,104 @@ async fn list_paginates_with_a_cursor_and_filters_by_status_tier_and_search(back
         0,
         "LIKE wildcards in the search match literally"
     );
+
+    // The search index follows renames and removals, and takes any text.
+    let search = |q: &'static str| {
+        let app = &app;
+        async move {
+            let (status, page) = app.get(&format!("/api/v1/tenant?q={q}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["slug"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let (status, body) = app
+        .patch(
+            "/api/v1/tenant/shop-6",
+            json!({ "name": "Bäckerei \"Zur Linde\"" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(search("number%206").await, Vec::<String>::new());
+    assert_eq!(search("zur%20linde").await, vec!["shop-6"]);
+    assert_eq!(
+        search("%22Zur").await,
+        vec!["shop-6"],
+        "a quote is searched for"
+    );
+    assert_eq!(search("p-6").await, vec!["shop-6"]);
+    assert_eq!(search("-6").await, vec!["shop-6"], "two characters");
+    app.delete("/api/v1/tenant/shop-6").await;
+    let (status, body) = app
+        .delete("/api/v1/tenant/shop-6?hard=true&force=true&reason=test")
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(search("linde").await, Vec::<String>::new());
+    assert_eq!(search("shop").await.len(), 6);
+    app.stop().await;
+}
+
+/// The trigram index narrows a search to its few matches; one that matches more than it hands
+/// out (a thousand) reads tenants in slug order instead. Either way the page is the same.
+async fn a_search_that_matches_many_tenants_or_a_few_among_many_finds_them_in_slug_order(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let actor = tenantry::audit::Actor::system();
+    for i in 0..1_050 {
+        let name = if i % 500 == 7 {
+            format!("Rare Orchid {i}")
+        } else {
+            format!("Common shop {i}")
+        };
+        let request = tenantry::tenants::NewTenant {
+            slug: format!("t-{i:04}"),
+            name,
+            tier: None,
+            trial_days: None,
+            contact: None,
+            metadata: None,
+            oauth_issuer: None,
+            client_id: None,
+            client_secret: None,
+            scopes: None,
+            db_uri: None,
+            default_schema: None,
+            role_mapping: None,
+        };
+        tenantry::tenants::create(&app.ctx, &actor, &request)
+            .await
+            .expect("create");
+    }
+    let slugs = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["slug"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, page) = app.get("/api/v1/tenant?q=orchid").await;
+    assert_eq!(slugs(&page), vec!["t-0007", "t-0507", "t-1007"]);
+    // 1,047 matches: more than the index hands out.
+    let (_, page) = app.get("/api/v1/tenant?q=common%20SHOP&limit=5").await;
+    assert_eq!(
+        slugs(&page),
+        vec!["t-0000", "t-0001", "t-0002", "t-0003", "t-0004"]
+    );
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (_, page) = app
+        .get(&format!(
+            "/api/v1/tenant?q=common%20shop&limit=3&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(slugs(&page), vec!["t-0005", "t-0006", "t-0008"]);
+    let (_, page) = app.get("/api/v1/tenant?q=shop%201049").await;
+    assert_eq!(slugs(&page), vec!["t-1049"]);
     app.stop().await;
 }
 

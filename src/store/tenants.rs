@@ -88,6 +88,10 @@ pub async fn delete(conn: &mut Conn, id: &str) -> AppResult<()> {
 }
 
 pub async fn list(conn: &mut Conn, filter: &TenantFilter) -> AppResult<Vec<TenantRow>> {
+    let candidates = match &filter.search {
+        Some(search) => search_candidates(conn, search).await?,
+        None => None,
+    };
     let rows = with_conn!(conn, |c| {
         let mut query = tenants::table.select(TenantRow::as_select()).into_boxed();
         if let Some(status) = &filter.status {
@@ -105,6 +109,9 @@ pub async fn list(conn: &mut Conn, filter: &TenantFilter) -> AppResult<Vec<Tenan
                     .or(lower(tenants::name).like(pattern).escape('\\')),
             );
         }
+        if let Some(ids) = &candidates {
+            query = query.filter(tenants::id.eq_any(ids.clone()));
+        }
         if let Some(after) = &filter.after_slug {
             query = query.filter(tenants::slug.gt(after.clone()));
         }
@@ -115,6 +122,44 @@ pub async fn list(conn: &mut Conn, filter: &TenantFilter) -> AppResult<Vec<Tenan
             .await
     })?;
     Ok(rows)
+}
+
+/// At most this many candidates of a search are read from SQLite's trigram index; a search
+/// that matches more is served by reading tenants in slug order, where matches are dense.
+const MAX_SEARCH_CANDIDATES: i64 = 1_000;
+
+/// The ids of the tenants whose slug or name may contain `search`, from SQLite's trigram index
+/// (`tenant_search`, FTS5), when they are few; `None` when the index cannot narrow the search:
+/// on PostgreSQL (its pg_trgm indexes serve the LIKE itself, the planner choosing them), for a
+/// search shorter than three characters (no trigram), or when it matches more than
+/// [`MAX_SEARCH_CANDIDATES`] tenants. The LIKE of [`list`] then keeps exactly the matches.
+async fn search_candidates(conn: &mut Conn, search: &str) -> AppResult<Option<Vec<String>>> {
+    if conn.backend() != super::Backend::Sqlite || search.chars().count() < 3 {
+        return Ok(None);
+    }
+    let phrase = format!(
+        "{{slug name}} : \"{}\"",
+        search.to_lowercase().replace('"', "\"\"")
+    );
+    let rows: Vec<SearchCandidate> = with_conn!(
+        conn,
+        postgres | _pg | Ok(Vec::new()),
+        sqlite
+            | c
+            | diesel::sql_query("SELECT id FROM tenant_search WHERE tenant_search MATCH ? LIMIT ?")
+                .bind::<diesel::sql_types::Text, _>(&phrase)
+                .bind::<diesel::sql_types::BigInt, _>(MAX_SEARCH_CANDIDATES + 1)
+                .load::<SearchCandidate>(c)
+                .await
+    )?;
+    let ids: Vec<String> = rows.into_iter().map(|row| row.id).collect();
+    Ok((ids.len() as i64 <= MAX_SEARCH_CANDIDATES).then_some(ids))
+}
+
+#[derive(diesel::QueryableByName)]
+struct SearchCandidate {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
 }
 
 /// Number of tenants per (status, tier), for the dashboard and the metrics.

@@ -1,0 +1,2 @@
+DROP INDEX tenants_name_trigrams;
+DROP INDEX tenants_slug_trigrams;
