@@ -1,12 +1,15 @@
 //! Registry load benchmark: request latency against the real server (SQLite, in-process, loopback
 //! HTTP) with a small registry and with a registry 100× larger, measured in the same run.
 //!
-//!     cargo bench --bench registry            # N = 200 then 20 000 tenants
+//!     cargo bench --bench registry            # N = 200 then 20 000 tenants, SQLite
 //!     BENCH_SMALL=100 BENCH_LARGE=20000 BENCH_REQUESTS=3000 cargo bench --bench registry
+//!     BENCH_BACKEND=postgres cargo bench --bench registry   # TEST_POSTGRES_URL, a database of its own
 //!
 //! It prints each operation's median and p95 at both sizes and the ratio large/small: per-request
 //! work that does not grow with the number of tenants shows a ratio near 1. Every list request
-//! returns a full page (50) at both sizes, so the responses compared are the same size.
+//! returns a full page (50) at both sizes, so the responses compared are the same size, except
+//! the searches: one that matches a few tenants (a name's number, ~11 matches) and one that
+//! matches none, which without an index read every tenant.
 
 mod common;
 
@@ -77,7 +80,9 @@ async fn main() {
     let large = common::env_num::<usize>("BENCH_LARGE", 20_000);
     let requests = common::env_num::<usize>("BENCH_REQUESTS", 2000);
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = common::config(dir.path(), None);
+    let backend = std::env::var("BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
+    let database = common::database(&backend, dir.path()).await;
+    let config = common::config(dir.path(), Some(database.url.clone()));
     let (ctx, _) = tenantry::app::open(config).await.expect("open");
     let server = tenantry::app::start(ctx.clone(), TcpListener::bind("127.0.0.1:0").unwrap())
         .expect("start");
@@ -89,7 +94,7 @@ async fn main() {
             .token;
     let client = reqwest::Client::new();
 
-    let operations: [(&str, Box<dyn Fn(usize, usize) -> String>); 3] = [
+    let operations: [(&str, Box<dyn Fn(usize, usize) -> String>); 5] = [
         (
             "GET /api/v1/tenant/{slug}",
             Box::new(|i, n| format!("/api/v1/tenant/tenant-{:06}", (i * 7919) % n)),
@@ -112,6 +117,14 @@ async fn main() {
                 )
             }),
         ),
+        (
+            "GET /api/v1/tenant?q=number%20N (few)",
+            Box::new(|i, n| format!("/api/v1/tenant?q=number%20{}", (i * 7919) % n)),
+        ),
+        (
+            "GET /api/v1/tenant?q=… (none)",
+            Box::new(|i, _| format!("/api/v1/tenant?q=zq{i}x")),
+        ),
     ];
     let mut results = Vec::new();
     let started = Instant::now();
@@ -128,7 +141,7 @@ async fn main() {
     grow(&ctx, small, large).await;
     let large_setup = started.elapsed();
     println!(
-        "registry benchmark: {requests} sequential requests per operation, SQLite, loopback HTTP\n\
+        "registry benchmark: {requests} sequential requests per operation, {backend}, loopback HTTP\n\
          created {small} tenants in {:.2?} ({:.0}/s), then {} more in {:.2?} ({:.0}/s)\n",
         small_setup,
         small as f64 / small_setup.as_secs_f64(),
@@ -161,4 +174,6 @@ async fn main() {
         );
     }
     server.handle.stop(true).await;
+    drop(ctx);
+    common::drop_database(&database).await;
 }

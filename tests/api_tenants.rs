@@ -515,6 +515,18 @@ async fn list_with_a_bad_filter_is_422(backend: Backend) {
         field_rules(&body),
         vec![("status".to_owned(), "one_of".to_owned())]
     );
+    let (status, body) = app.get("/api/v1/tenant?q=ab%00c&cursor=%01").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        field_rules(&body),
+        vec![
+            ("q".to_owned(), "text".to_owned()),
+            ("cursor".to_owned(), "text".to_owned())
+        ]
+    );
+    let long = "x".repeat(201);
+    let (status, body) = app.get(&format!("/api/v1/tenant?q={long}")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let (status, body) = app.get("/api/v1/tenant?limit=0").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(field_rules(&body)[0].0, "limit");

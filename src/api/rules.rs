@@ -332,6 +332,16 @@ fn parameter_rules() -> Vec<(&'static str, &'static str, Value)> {
             json!({ "minimum": 1, "maximum": 200 }),
         ),
         (
+            "GET /api/v1/tenant",
+            "q",
+            json!({ "pattern": OPTIONAL_TEXT, "maxLength": 200 }),
+        ),
+        (
+            "GET /api/v1/tenant",
+            "cursor",
+            json!({ "pattern": OPTIONAL_TEXT, "maxLength": 200 }),
+        ),
+        (
             "GET /api/v1/alerts",
             "status",
             json!({ "enum": ["open", "resolved", "all", ""] }),

@@ -300,7 +300,7 @@ impl NewTenant {
     }
 }
 
-fn has_control(value: &str) -> bool {
+pub(crate) fn has_control(value: &str) -> bool {
     value.chars().any(char::is_control)
 }
 

@@ -224,6 +224,19 @@ pub async fn list(ctx: &Context, query: &TenantQuery) -> AppResult<TenantPage> {
         .as_deref()
         .filter(|s| !s.is_empty())
         .and_then(|t| checks.tier(t));
+    // A search and a cursor are text of at most 200 characters without control characters
+    // (PostgreSQL cannot hold a NUL, and nothing a slug or a name holds needs one).
+    for (field, value) in [("q", &query.q), ("cursor", &query.cursor)] {
+        if let Some(value) = value
+            && (input::has_control(value) || value.chars().count() > 200)
+        {
+            checks.push(FieldError::new(
+                field,
+                "text",
+                "must be at most 200 characters, without control characters",
+            ));
+        }
+    }
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         checks.push(FieldError::new(
