@@ -148,55 +148,109 @@ pub fn chain_hash(row: &AuditRow) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The outcome of checking the whole chain.
+/// The outcome of checking the chain.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub ok: bool,
-    /// Records checked.
+    /// Records known good: every record up to the head when `ok`, else those before the first
+    /// broken one.
     pub records: i64,
+    /// The first record this check hashed: 1 for a full check, else the one after the newest
+    /// checkpoint (the chain up to it was verified before, and its last record is checked to be
+    /// unchanged).
+    pub from_seq: i64,
+    /// Records this check hashed.
+    pub checked: i64,
     /// The first record found broken, and why.
     pub first_broken_seq: Option<i64>,
     pub problem: Option<String>,
 }
 
-/// Walks the chain from the first record, checking sequence, links and hashes, then the head.
-pub async fn verify(db: &Db) -> AppResult<VerifyReport> {
+/// Records read from the database at a time while verifying.
+const VERIFY_PAGE: i64 = 1_000;
+
+/// Checks the chain: sequence, links and hashes of every record up to the head, then the head.
+///
+/// Incremental unless `full`: a check that found the chain intact leaves a checkpoint (the head's
+/// sequence number and hash), and the next check starts after the newest checkpoint, once it has
+/// seen that the checkpoint's record is still the one it verified (its hash recomputed and
+/// equal). A daily check therefore hashes only the records of the day; a full check hashes
+/// them all (a change to an old record that left its stored hash alone is found only then).
+pub async fn verify(db: &Db, full: bool) -> AppResult<VerifyReport> {
     let mut conn = db.conn().await?;
     let (head_seq, head_hash) = store::audit::read_head(&mut conn).await?;
-    let mut expected_seq = 1;
-    let mut prev_hash = "0".repeat(64);
-    let broken = |seq: i64, problem: String, records: i64| VerifyReport {
+    let genesis = || (1, "0".repeat(64));
+    let checkpoint = if full {
+        None
+    } else {
+        store::audit::last_checkpoint(&mut conn).await?
+    };
+    let (from_seq, mut prev_hash) = match &checkpoint {
+        None => genesis(),
+        Some((seq, hash, at)) => {
+            let row = store::audit::record(&mut conn, *seq).await?;
+            let what = match &row {
+                Some(row) if row.hash == *hash && chain_hash(row) == row.hash => None,
+                Some(_) => Some("was changed"),
+                None => Some("was removed (records were removed)"),
+            };
+            match (row, what) {
+                (Some(row), None) => (seq + 1, row.hash),
+                (_, what) => {
+                    return Ok(VerifyReport {
+                        ok: false,
+                        records: seq - 1,
+                        from_seq: *seq,
+                        checked: 1,
+                        first_broken_seq: Some(*seq),
+                        problem: Some(format!(
+                            "record {seq} {} after it was verified at {} UTC (checkpoint)",
+                            what.unwrap_or("was changed"),
+                            at.format("%Y-%m-%d %H:%M:%S")
+                        )),
+                    });
+                }
+            }
+        }
+    };
+    let mut expected_seq = from_seq;
+    let broken = |seq: i64, problem: String, expected_seq: i64| VerifyReport {
         ok: false,
-        records,
+        records: expected_seq - 1,
+        from_seq,
+        checked: expected_seq - from_seq + 1,
         first_broken_seq: Some(seq),
         problem: Some(problem),
     };
-    loop {
-        let page = store::audit::chain_page(&mut conn, expected_seq - 1, 1000).await?;
+    // Up to the head as it was read: records appended meanwhile are the next check's.
+    'pages: while expected_seq <= head_seq {
+        let page = store::audit::chain_page(&mut conn, expected_seq - 1, VERIFY_PAGE).await?;
         if page.is_empty() {
             break;
         }
         for row in page {
-            let checked = expected_seq - 1;
+            if row.seq > head_seq {
+                break 'pages;
+            }
             if row.seq != expected_seq {
                 return Ok(broken(
                     expected_seq,
                     format!("record {expected_seq} is missing"),
-                    checked,
+                    expected_seq,
                 ));
             }
             if row.prev_hash != prev_hash {
                 return Ok(broken(
                     row.seq,
                     format!("record {} does not link to record {}", row.seq, row.seq - 1),
-                    checked,
+                    expected_seq,
                 ));
             }
             if chain_hash(&row) != row.hash {
                 return Ok(broken(
                     row.seq,
                     format!("record {} was changed after it was written", row.seq),
-                    checked,
+                    expected_seq,
                 ));
             }
             prev_hash = row.hash;
@@ -205,17 +259,26 @@ pub async fn verify(db: &Db) -> AppResult<VerifyReport> {
     }
     let records = expected_seq - 1;
     if records != head_seq || prev_hash != head_hash {
-        return Ok(broken(
-            records + 1,
-            format!(
-                "the chain ends at record {records} but its head says {head_seq}: records were removed"
-            ),
-            records,
-        ));
+        return Ok(VerifyReport {
+            checked: expected_seq - from_seq,
+            ..broken(
+                records + 1,
+                format!(
+                    "the chain ends at record {records} but its head says {head_seq}: records were removed"
+                ),
+                expected_seq,
+            )
+        });
+    }
+    let newer = checkpoint.as_ref().is_none_or(|(seq, ..)| records > *seq);
+    if records > 0 && newer {
+        store::audit::add_checkpoint(&mut conn, records, &prev_hash, clock::now()).await?;
     }
     Ok(VerifyReport {
         ok: true,
         records,
+        from_seq,
+        checked: expected_seq - from_seq,
         first_broken_seq: None,
         problem: None,
     })

@@ -1396,22 +1396,56 @@ async fn audit_verify_passes_an_intact_chain_and_fails_naming_a_changed_record(b
     assert_eq!(report["ok"], true);
     assert_eq!(report["records"], 8);
 
+    assert_eq!(
+        (&report["from_seq"], &report["checked"]),
+        (&json!(9), &json!(0)),
+        "the first check left a checkpoint at the head: {report}"
+    );
+
+    // The check left a checkpoint: the next hashes only what came after it.
+    cli.ok(&["tenant", "create", "--slug", "initech", "--name", "Initech"])
+        .await;
+    let out = cli.ok(&["audit", "verify"]).await;
+    assert_eq!(
+        out.trim_end(),
+        "audit chain intact: 9 records (1 checked from record 9, the rest at an earlier check; --full checks them all)"
+    );
+
+    // A changed old record whose stored hash was left alone is found by a full check; a
+    // checkpoint's own record is checked every time.
     let changed = cli
         .execute_sql(r#"UPDATE audit_log SET details = '{"name":"Evil Corp"}' WHERE seq = 2"#)
         .await;
     assert_eq!(changed, 1);
-    let run = cli.run(&["audit", "verify"]).await;
+    cli.ok(&["audit", "verify"]).await;
+    let run = cli.run(&["audit", "verify", "--full"]).await;
     let line = run.one_line_error("audit verify after a changed record");
     assert_eq!(line, "error: audit chain is broken at record 2");
     assert_eq!(
         run.stdout.trim_end(),
         "audit chain BROKEN: record 2 was changed after it was written"
     );
-    let run = cli.run(&["audit", "verify", "--output", "json"]).await;
+    let run = cli
+        .run(&["audit", "verify", "--full", "--output", "json"])
+        .await;
     assert!(!run.status.success());
     let report: Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(report["ok"], false);
     assert_eq!(report["first_broken_seq"], 2);
+    let changed = cli
+        .execute_sql(r#"UPDATE audit_log SET details = '{"name":"Evil Corp"}' WHERE seq = 9"#)
+        .await;
+    assert_eq!(changed, 1);
+    let run = cli.run(&["audit", "verify"]).await;
+    assert_eq!(
+        run.one_line_error("audit verify after the checkpoint's record changed"),
+        "error: audit chain is broken at record 9"
+    );
+    assert!(
+        run.stdout
+            .contains("record 9 was changed after it was verified at"),
+        "{run:#?}"
+    );
     cli.finish().await;
 }
 

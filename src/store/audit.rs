@@ -6,7 +6,7 @@ use diesel_async::RunQueryDsl;
 
 use super::Conn;
 use super::models::AuditRow;
-use super::schema::{audit_head, audit_log};
+use super::schema::{audit_checkpoints, audit_head, audit_log};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -107,6 +107,51 @@ pub async fn list(conn: &mut Conn, filter: &AuditFilter) -> AppResult<Vec<AuditR
 }
 
 /// Records in chain order, starting after `after_seq`.
+/// The newest checkpoint: (seq, hash, when it was verified).
+pub async fn last_checkpoint(conn: &mut Conn) -> AppResult<Option<(i64, String, NaiveDateTime)>> {
+    let row = with_conn!(conn, |c| audit_checkpoints::table
+        .order(audit_checkpoints::seq.desc())
+        .select((
+            audit_checkpoints::seq,
+            audit_checkpoints::hash,
+            audit_checkpoints::verified_at
+        ))
+        .first(c)
+        .await
+        .optional())?;
+    Ok(row)
+}
+
+/// Records that the chain up to `seq`, ending in `hash`, was verified at `at`.
+pub async fn add_checkpoint(
+    conn: &mut Conn,
+    seq: i64,
+    hash: &str,
+    at: NaiveDateTime,
+) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(audit_checkpoints::table)
+        .values((
+            audit_checkpoints::seq.eq(seq),
+            audit_checkpoints::hash.eq(hash),
+            audit_checkpoints::verified_at.eq(at),
+        ))
+        .on_conflict_do_nothing()
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+/// One record's stored row, by sequence number.
+pub async fn record(conn: &mut Conn, seq: i64) -> AppResult<Option<AuditRow>> {
+    let row = with_conn!(conn, |c| audit_log::table
+        .filter(audit_log::seq.eq(seq))
+        .select(AuditRow::as_select())
+        .first(c)
+        .await
+        .optional())?;
+    Ok(row)
+}
+
 pub async fn chain_page(conn: &mut Conn, after_seq: i64, limit: i64) -> AppResult<Vec<AuditRow>> {
     let rows = with_conn!(conn, |c| audit_log::table
         .filter(audit_log::seq.gt(after_seq))

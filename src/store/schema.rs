@@ -66,6 +66,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    audit_checkpoints (seq) {
+        seq -> BigInt,
+        hash -> Text,
+        verified_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     admin_users (username) {
         username -> Text,
         password_hash -> Text,

@@ -37,7 +37,7 @@ pub async fn list(
     )
     .await?;
     let verify = match query.verify.as_deref() {
-        Some("1" | "on" | "true") => Some(audit::verify(&ctx.db).await?),
+        Some("1" | "on" | "true") => Some(audit::verify(&ctx.db, false).await?),
         _ => None,
     };
     let mut context = tera::Context::new();
