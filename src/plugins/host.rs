@@ -11,15 +11,12 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
 
-use super::bindings::provisioner::exports::tenantry::plugin::provision;
-use super::bindings::provisioner::tenantry::plugin::types as wit;
 use super::compile::{Compiler, Instance};
 use super::sandbox::CallState;
 use super::stats::{self, CallStats, Counter};
 use super::table::{LoadedPlugin, Table};
 use super::{
-    CallError, Decision, Drift, HostServices, LifecycleChange, LogLine, Logged, Outcome,
-    PluginError, PluginInfo, PluginTenant, RenderError, Step, Template, Usage, World, manifest,
+    CallError, Decision, HostServices, LogLine, PluginError, PluginTenant, Usage, World, manifest,
 };
 use crate::error::AppResult;
 
@@ -275,7 +272,7 @@ impl PluginHost {
     /// fresh instance, on the blocking pool with its full deadline, and that plugin's later
     /// calls go there directly. A provisioner always runs on the blocking pool (its
     /// capabilities block on the database and the network).
-    async fn call<R: Send + 'static>(
+    pub(super) async fn call<R: Send + 'static>(
         self: &Arc<Self>,
         name: &str,
         world: World,
@@ -420,168 +417,6 @@ impl PluginHost {
                 .call_evaluate(store, &wit_tenant, usage)
         })
         .0
-    }
-
-    /// `render` of a renderer plugin.
-    pub async fn render(
-        self: &Arc<Self>,
-        plugin: &str,
-        template: Template,
-        values: Vec<(String, String)>,
-    ) -> Result<Result<String, RenderError>, CallError> {
-        self.call(plugin, World::Renderer, None, move |instance, store| {
-            instance
-                .renderer()
-                .tenantry_plugin_render()
-                .call_render(store, &template, &values)
-        })
-        .await
-        .0
-    }
-
-    /// `evaluate` of a quota-policy plugin.
-    pub async fn evaluate(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        usage: Vec<Usage>,
-    ) -> Result<Result<Decision, PluginError>, CallError> {
-        let wit_tenant = tenant.to_wit();
-        self.call(
-            plugin,
-            World::QuotaPolicy,
-            Some(tenant),
-            move |instance, store| {
-                instance
-                    .quota()
-                    .tenantry_plugin_policy()
-                    .call_evaluate(store, &wit_tenant, &usage)
-            },
-        )
-        .await
-        .0
-    }
-
-    /// `describe` of a provisioner plugin.
-    pub async fn describe(self: &Arc<Self>, plugin: &str) -> Result<PluginInfo, CallError> {
-        self.call(plugin, World::Provisioner, None, |instance, store| {
-            instance
-                .provisioner()
-                .tenantry_plugin_provision()
-                .call_describe(store)
-        })
-        .await
-        .0
-    }
-
-    /// One export of a provisioner, for `tenant`, with the plugin's log lines.
-    async fn provision<T: Send + 'static>(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        f: impl Fn(
-            &provision::Guest,
-            &mut Store<CallState>,
-            &wit::Tenant,
-        ) -> wasmtime::Result<Result<T, PluginError>>
-        + Send
-        + 'static,
-    ) -> Logged<T> {
-        let wit_tenant = tenant.to_wit();
-        let (result, log) = self
-            .call(
-                plugin,
-                World::Provisioner,
-                Some(tenant),
-                move |instance, store| {
-                    f(
-                        instance.provisioner().tenantry_plugin_provision(),
-                        store,
-                        &wit_tenant,
-                    )
-                },
-            )
-            .await;
-        Logged { result, log }
-    }
-
-    /// `plan` of a provisioner plugin.
-    pub async fn plan(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        request: String,
-    ) -> Result<Result<Vec<Step>, PluginError>, CallError> {
-        self.plan_logged(plugin, tenant, request).await.result
-    }
-
-    /// `plan` of a provisioner plugin, with its log lines.
-    pub async fn plan_logged(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        request: String,
-    ) -> Logged<Vec<Step>> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_plan(store, tenant, &request)
-        })
-        .await
-    }
-
-    /// `apply` of one step.
-    pub async fn apply(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        step: Step,
-        idempotency_key: String,
-    ) -> Logged<Outcome> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_apply(store, tenant, &step, &idempotency_key)
-        })
-        .await
-    }
-
-    /// `compensate` of one applied step.
-    pub async fn compensate(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        step: Step,
-        outcome: Outcome,
-        idempotency_key: String,
-    ) -> Logged<()> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_compensate(store, tenant, &step, &outcome, &idempotency_key)
-        })
-        .await
-    }
-
-    /// `observe`: drift between the applied steps and the backend.
-    pub async fn observe(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        applied: Vec<(Step, Outcome)>,
-    ) -> Logged<Vec<Drift>> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_observe(store, tenant, &applied)
-        })
-        .await
-    }
-
-    /// `transition`: a lifecycle change carried into the backend.
-    pub async fn transition(
-        self: &Arc<Self>,
-        plugin: &str,
-        tenant: &PluginTenant,
-        change: LifecycleChange,
-        reason: String,
-    ) -> Logged<Outcome> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_transition(store, tenant, change, &reason)
-        })
-        .await
     }
 }
 

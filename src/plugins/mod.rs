@@ -21,6 +21,7 @@
 mod bindings;
 pub mod builtins;
 mod compile;
+mod exports;
 mod host;
 pub mod manifest;
 mod sandbox;
