@@ -460,21 +460,7 @@ async fn a_search_that_matches_many_tenants_or_a_few_among_many_finds_them_in_sl
         } else {
             format!("Common shop {i}")
         };
-        let request = tenantry::tenants::NewTenant {
-            slug: format!("t-{i:04}"),
-            name,
-            tier: None,
-            trial_days: None,
-            contact: None,
-            metadata: None,
-            oauth_issuer: None,
-            client_id: None,
-            client_secret: None,
-            scopes: None,
-            db_uri: None,
-            default_schema: None,
-            role_mapping: None,
-        };
+        let request = common::new_tenant(&format!("t-{i:04}"), &name);
         tenantry::tenants::create(&app.ctx, &actor, &request)
             .await
             .expect("create");

@@ -310,6 +310,25 @@ pub async fn into_json(response: reqwest::Response) -> (StatusCode, Value) {
     (status, value)
 }
 
+/// A tenant with a slug and a name, and nothing else set.
+pub fn new_tenant(slug: &str, name: &str) -> tenantry::tenants::NewTenant {
+    tenantry::tenants::NewTenant {
+        slug: slug.into(),
+        name: name.into(),
+        tier: None,
+        trial_days: None,
+        contact: None,
+        metadata: None,
+        oauth_issuer: None,
+        client_id: None,
+        client_secret: None,
+        scopes: None,
+        db_uri: None,
+        default_schema: None,
+        role_mapping: None,
+    }
+}
+
 /// The field errors of a 422 body, as (field, rule) pairs.
 pub fn field_rules(body: &Value) -> Vec<(String, String)> {
     body["error"]["details"]["fields"]
