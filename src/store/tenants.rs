@@ -134,16 +134,16 @@ const MAX_SEARCH_CANDIDATES: i64 = 1_000;
 /// search shorter than three characters (no trigram), or when it matches more than
 /// [`MAX_SEARCH_CANDIDATES`] tenants. The LIKE of [`list`] then keeps exactly the matches.
 async fn search_candidates(conn: &mut Conn, search: &str) -> AppResult<Option<Vec<String>>> {
-    if conn.backend() != super::Backend::Sqlite || search.chars().count() < 3 {
+    if search.chars().count() < 3 {
         return Ok(None);
     }
     let phrase = format!(
         "{{slug name}} : \"{}\"",
         search.to_lowercase().replace('"', "\"\"")
     );
-    let rows: Vec<SearchCandidate> = with_conn!(
+    let rows: Option<Vec<SearchCandidate>> = with_conn!(
         conn,
-        postgres | _pg | Ok(Vec::new()),
+        postgres | _pg | Ok(None),
         sqlite
             | c
             | diesel::sql_query("SELECT id FROM tenant_search WHERE tenant_search MATCH ? LIMIT ?")
@@ -151,9 +151,11 @@ async fn search_candidates(conn: &mut Conn, search: &str) -> AppResult<Option<Ve
                 .bind::<diesel::sql_types::BigInt, _>(MAX_SEARCH_CANDIDATES + 1)
                 .load::<SearchCandidate>(c)
                 .await
+                .map(Some)
     )?;
-    let ids: Vec<String> = rows.into_iter().map(|row| row.id).collect();
-    Ok((ids.len() as i64 <= MAX_SEARCH_CANDIDATES).then_some(ids))
+    Ok(rows
+        .map(|rows| rows.into_iter().map(|row| row.id).collect::<Vec<_>>())
+        .filter(|ids| ids.len() as i64 <= MAX_SEARCH_CANDIDATES))
 }
 
 #[derive(diesel::QueryableByName)]
