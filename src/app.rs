@@ -138,6 +138,7 @@ fn start_with(
     crate::store::changes::spawn_listener(&ctx.db);
     ctx.plugins.spawn_stats_reporter();
     crate::quotas::meter::spawn_flusher(&ctx);
+    crate::limits::Limits::spawn(&ctx.limits);
     crate::alerts::evaluate::spawn(&ctx);
     crate::alerts::delivery::spawn_deliverer(&ctx)?;
     let server = HttpServer::new(move || {
@@ -309,6 +310,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Err(err) = crate::quotas::meter::flush(&ctx).await {
         tracing::warn!("cannot write the last counted API calls: {err}");
     }
+    ctx.limits.give_back_all().await;
     if let Err(err) = ctx.plugins.report_stats().await {
         tracing::warn!("cannot record the last plugin call statistics: {err}");
     }

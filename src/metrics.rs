@@ -26,6 +26,8 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub redis_errors: IntCounter,
     pub redis_roundtrip: Histogram,
+    pub redis_feed_live: IntGauge,
+    pub redis_leased: IntCounter,
     pub cache_lookups: IntCounterVec,
     pub change_feed_live: IntGauge,
 }
@@ -177,6 +179,16 @@ impl Metrics {
             ]),
         )
         .expect("metric definition");
+        let redis_feed_live = IntGauge::new(
+            "tenantry_redis_feed_live",
+            "Whether this server hears the rate-limit blocks every server sets (1), and so may admit from leased budget, or asks Redis on every request (0)",
+        )
+        .expect("metric definition");
+        let redis_leased = IntCounter::new(
+            "tenantry_redis_leased_admissions_total",
+            "Requests admitted from per-minute budget this server had leased from Redis, without a round trip",
+        )
+        .expect("metric definition");
         let cache_lookups = IntCounterVec::new(
             Opts::new(
                 "tenantry_cache_lookups_total",
@@ -267,6 +279,8 @@ impl Metrics {
             redis_up,
             redis_errors,
             redis_roundtrip,
+            redis_feed_live,
+            redis_leased,
             cache_lookups,
             change_feed_live,
         }
@@ -302,6 +316,10 @@ impl Metrics {
         let _ = self
             .registry
             .register(Box::new(self.redis_roundtrip.clone()));
+        let _ = self
+            .registry
+            .register(Box::new(self.redis_feed_live.clone()));
+        let _ = self.registry.register(Box::new(self.redis_leased.clone()));
     }
 
     /// Sets the open-alert gauges from fresh counts by severity (every severity is exported,

@@ -1,7 +1,9 @@
 //! Rate limits shared through a real Redis by two servers on one database (SQLite and
-//! PostgreSQL): a key's own limit and the abuse limit on failed keys hold across them; and a
-//! Redis outage — a `redis-server` this test starts and kills — follows `redis_on_failure`,
-//! shows in `/health/ready` and `/metrics`, and recovers by itself.
+//! PostgreSQL): a key's own limit and the abuse limit on failed keys hold across them; a busy
+//! tenant's calls come from leases of its minute budget, a block set on one server refuses on
+//! the other at once, and calls leased and left unspent are given back; and a Redis outage — a
+//! `redis-server` this test starts and kills — follows `redis_on_failure`, shows in
+//! `/health/ready` and `/metrics`, and recovers by itself.
 
 mod common;
 
@@ -15,6 +17,8 @@ use tenantry::app;
 
 backend_tests!(
     a_keys_limit_and_failed_key_blocks_hold_across_servers,
+    a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once,
+    calls_leased_and_left_unspent_are_given_back,
     a_redis_outage_follows_the_setting_and_recovers,
 );
 
@@ -53,6 +57,172 @@ async fn get(http: &reqwest::Client, url: String, token: &str) -> StatusCode {
         .await
         .unwrap()
         .status()
+}
+
+/// A counter or gauge of `/metrics` at `base` (0 when absent).
+async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (at most 10 s) until the server at `base` hears the blocks every server sets.
+async fn feed_live(http: &reqwest::Client, base: &str, live: bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metric(http, base, "tenantry_redis_feed_live").await != f64::from(u8::from(live)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base}: blocks feed not live = {live}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two servers sharing a Redis, with failed keys from one address blocked after three.
+async fn two_servers(backend: Backend) -> (TestApp, String, app::RunningServer) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.redis_url = Some(common::redis_url());
+        // Budgets of their own on the machine's Redis: other tests fail keys from 127.0.0.1 too.
+        config.redis_prefix = common::redis_prefix();
+        config.auth.key_failures_per_address_per_minute = 3;
+    })
+    .await;
+    let (other, server) = second_server(&app).await;
+    (app, other, server)
+}
+
+async fn limit_calls(app: &TestApp, slug: &str, per_minute: u64) {
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/tenant/{slug}/quotas"),
+            Some(json!({ "api_calls_per_minute": per_minute })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once(backend: Backend) {
+    let (app, other, _server) = two_servers(backend).await;
+    app.create_tenant("acme").await;
+    limit_calls(&app, "acme", 1_000_000).await;
+    let good = key_for(&app, "acme", json!({ "name": "app" })).await;
+    let http = reqwest::Client::new();
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    feed_live(&http, base, true).await;
+    feed_live(&http, &other, true).await;
+
+    let trips_before = metric(&http, base, "tenantry_redis_roundtrip_seconds_count").await;
+    for _ in 0..300 {
+        assert_eq!(
+            get(&http, app.url("/api/v1/tenant/acme"), &good).await,
+            StatusCode::OK
+        );
+    }
+    let leased = metric(&http, base, "tenantry_redis_leased_admissions_total").await;
+    let trips = metric(&http, base, "tenantry_redis_roundtrip_seconds_count").await - trips_before;
+    assert!(
+        leased >= 250.0 && trips <= 50.0,
+        "300 calls: {leased} admitted from leases, {trips} round trips to Redis"
+    );
+
+    // Failed keys from this address on the other server spend the shared budget and block it;
+    // this server, which would admit the good key from its lease without asking Redis, has
+    // heard the block and refuses.
+    let wrong = format!("{}{}", &good[..good.len() - 4], "zzzz");
+    for _ in 0..3 {
+        assert_eq!(
+            get(&http, format!("{other}/api/v1/tenant/acme"), &wrong).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        get(&http, format!("{other}/api/v1/tenant/acme"), &wrong).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let heard = tokio::time::Instant::now();
+    while get(&http, app.url("/api/v1/tenant/acme"), &good).await != StatusCode::TOO_MANY_REQUESTS {
+        assert!(
+            heard.elapsed() < Duration::from_secs(1),
+            "the block set on the other server was not heard within a second"
+        );
+    }
+    // A block that held before a server subscribed is loaded when it does: a third server.
+    let (third, _third_server) = second_server(&app).await;
+    feed_live(&http, &third, true).await;
+    assert_eq!(
+        get(&http, format!("{third}/api/v1/tenant/acme"), &good).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    app.stop().await;
+}
+
+/// Waits, when needed, so that the next ~15 s fall in one calendar minute.
+async fn early_in_a_minute() {
+    let second = chrono::Timelike::second(&chrono::Utc::now());
+    if second >= 40 {
+        tokio::time::sleep(Duration::from_millis(u64::from(60 - second) * 1000 + 200)).await;
+    }
+}
+
+async fn calls_leased_and_left_unspent_are_given_back(backend: Backend) {
+    let (app, other, _server) = two_servers(backend).await;
+    app.create_tenant("acme").await;
+    limit_calls(&app, "acme", 100).await;
+    let key = key_for(&app, "acme", json!({ "name": "app" })).await;
+    let http = reqwest::Client::new();
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    feed_live(&http, base, true).await;
+    feed_live(&http, &other, true).await;
+    // The other server asks for the tenant's limits with its first call (not yet limited, so
+    // not counted); this one knows them since the change.
+    assert_eq!(
+        get(&http, format!("{other}/api/v1/tenant/acme"), &key).await,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    early_in_a_minute().await;
+    let minute = chrono::Utc::now().format("%H:%M").to_string();
+
+    let mut admitted = 0;
+    for _ in 0..60 {
+        if get(&http, app.url("/api/v1/tenant/acme"), &key).await == StatusCode::OK {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 60);
+    assert!(metric(&http, base, "tenantry_redis_leased_admissions_total").await > 0.0);
+    // This server leaves its lease unspent: given back, the other can admit the rest.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut refused = 0;
+    for _ in 0..60 {
+        match get(&http, format!("{other}/api/v1/tenant/acme"), &key).await {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            status => panic!("unexpected {status}"),
+        }
+    }
+    assert_eq!(
+        chrono::Utc::now().format("%H:%M").to_string(),
+        minute,
+        "the calls fit in one minute"
+    );
+    assert_eq!(
+        (admitted, refused),
+        (100, 20),
+        "exactly the limit of 100 admitted"
+    );
+    app.stop().await;
 }
 
 async fn a_keys_limit_and_failed_key_blocks_hold_across_servers(backend: Backend) {
@@ -195,10 +365,14 @@ async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
         StatusCode::OK
     );
     ready_until(&app, "connected").await;
+    let base = app.url("");
+    let base = base.trim_end_matches('/');
+    feed_live(&http, base, true).await;
 
     // Down: fail open, the server's own budgets decide; ready, but Redis unreachable.
     redis.kill().unwrap();
     redis.wait().unwrap();
+    feed_live(&http, base, false).await;
     for _ in 0..5 {
         assert_eq!(
             get(&http, app.url("/api/v1/tenant/acme"), &key).await,
@@ -217,6 +391,7 @@ async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
     // Back: it recovers by itself.
     let _redis = RedisGuard(start_redis(port, dir.path()));
     ready_until(&app, "connected").await;
+    feed_live(&http, base, true).await;
     assert_eq!(
         get(&http, app.url("/api/v1/tenant/acme"), &key).await,
         StatusCode::OK

@@ -2,7 +2,8 @@
 //!
 //! - three servers share a tenant's API-call budget through Redis: with a limit of 600 a
 //!   minute and 1,200 calls offered across them, the admitted count is within max(1 %, 1) of
-//!   600 (each server alone would let up to its own 600 through);
+//!   600 (each server alone would let up to its own 600 through), while most calls come from
+//!   leases of the budget;
 //! - the same usage event id, sent to two servers at once, is counted once.
 //!
 //! Redis is the machine's (`TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`); keys are
@@ -171,6 +172,25 @@ async fn three_servers_sharing_one_redis_admit_a_tenants_limit_exactly() {
         per_server.iter().all(|n| *n > 0),
         "every server admitted some: {per_server:?}"
     );
+    // Most calls were admitted from leases of the budget, without a round trip each.
+    let mut leased = 0.0;
+    for server in &servers {
+        let text = http
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        leased += text
+            .lines()
+            .find_map(|l| l.strip_prefix("tenantry_redis_leased_admissions_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    println!("{leased} of the admitted calls came from leases");
+    assert!(leased > 0.0, "no call was admitted from a lease");
     for server in servers {
         server.kill().await;
     }

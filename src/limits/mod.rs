@@ -1,6 +1,7 @@
 //! Rate limits ([`Limits`]): kept by each server in memory (token buckets from `governor`), or
 //! with `redis_url` shared by every server through Redis ([`shared`]) — the same budgets, one
-//! round trip a check. The budgets are the per-minute limit of an API key that has one
+//! round trip a check, or none while a tenant's calls come from a lease of its minute budget
+//! ([`lease`]) and this server hears every block set ([`shared::BlocksFeed`]). The budgets are the per-minute limit of an API key that has one
 //! ([`KeyLimits`]), a tenant's API calls a minute, and abuse limits on authentication
 //! ([`AuthLimits`]):
 //!
@@ -23,10 +24,11 @@ use crate::metrics::Metrics;
 
 mod calls;
 mod decisions;
+pub mod lease;
 pub mod shared;
 pub use calls::{API_CALLS_PER_DAY, ApiCallMeter, CallAdmitted, CallLimits, CallRefused};
 pub use decisions::{CachedDecision, QuotaDecisions};
-pub use shared::{Budget, Outcome, SharedBudgets, Unreachable};
+pub use shared::{Budget, Granted, Outcome, SharedBudgets, Unreachable};
 
 /// Why a rate limit refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +56,8 @@ pub struct Limits {
     pub auth: AuthLimits,
     pub keys: KeyLimits,
     pub shared: Option<SharedBudgets>,
+    /// Calls of tenants' minute budgets this server leased from the shared ones.
+    leases: lease::Leases,
     on_failure: FailMode,
     config: AuthConfig,
     /// What every shared budget's Redis key starts with.
@@ -69,6 +73,7 @@ impl Limits {
                 metrics.register_redis();
                 Some(SharedBudgets::new(
                     url,
+                    &config.redis_prefix,
                     Duration::from_millis(config.redis_timeout_ms),
                     metrics,
                 )?)
@@ -79,10 +84,56 @@ impl Limits {
             auth: AuthLimits::new(&config.auth),
             keys: KeyLimits::default(),
             shared,
+            leases: lease::Leases::default(),
             on_failure: config.redis_on_failure,
             config: config.auth.clone(),
             prefix: config.redis_prefix.clone(),
         })
+    }
+
+    /// With shared budgets, starts hearing the blocks every server sets and giving back the
+    /// leased calls this server leaves unspent (each task ends when `limits` is dropped).
+    pub fn spawn(limits: &std::sync::Arc<Self>) {
+        let Some(shared) = &limits.shared else {
+            return;
+        };
+        let weak = std::sync::Arc::downgrade(limits);
+        tokio::spawn(shared.feed().run(move |block| {
+            let Some(limits) = weak.upgrade() else {
+                return false;
+            };
+            if let Some((name, wait)) = block {
+                limits.auth.block(name.to_owned(), wait);
+            }
+            true
+        }));
+        let weak = std::sync::Arc::downgrade(limits);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(lease::IDLE / 5);
+            loop {
+                tick.tick().await;
+                let Some(limits) = weak.upgrade() else {
+                    return;
+                };
+                limits.give_back(limits.leases.idle(Instant::now())).await;
+            }
+        });
+    }
+
+    /// Gives back every leased call this server has not spent (a server stopping).
+    pub async fn give_back_all(&self) {
+        self.give_back(self.leases.drain()).await;
+    }
+
+    async fn give_back(&self, unspent: Vec<(String, u64)>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        for (counter, calls) in unspent {
+            if let Err(err) = shared.give_back(&counter, calls).await {
+                tracing::debug!("cannot give back {calls} leased calls: {err}");
+            }
+        }
     }
 
     /// The Redis key of a shared budget named `name`.
@@ -200,6 +251,10 @@ impl Limits {
     /// own per-minute limit, and its tenant's API calls of this minute (`calls`: the counter's
     /// key, the limit and the time left in the minute). The remaining calls when the shared
     /// budgets counted them; `None` when this server's meter is to count them.
+    ///
+    /// While this server hears every block set (so that its own record of blocks is whole), a
+    /// request whose key has no limit of its own takes its tenant's call from this server's
+    /// lease, and asks Redis only for a new lease.
     pub async fn admit(
         &self,
         key: Option<(&str, Option<u32>)>,
@@ -208,6 +263,33 @@ impl Limits {
         calls: Option<(String, u64, Duration)>,
     ) -> Result<Option<(u64, Duration)>, Refusal> {
         if let Some(shared) = &self.shared {
+            let own_limit = matches!(key, Some((_, Some(_))));
+            let mut lease = 1;
+            let mut leasing = None;
+            if !own_limit && shared.feed_live() {
+                match (&calls, tenant_id) {
+                    (None, _) => return Ok(None),
+                    (Some((counter, limit, left)), Some(tenant)) => {
+                        match self.leases.take(tenant, counter, *limit, Instant::now()) {
+                            lease::Take::Local { remaining } => {
+                                shared.count_leased();
+                                return Ok(Some((remaining, *left)));
+                            }
+                            lease::Take::Lease(n) => {
+                                lease = n;
+                                leasing = Some(tenant);
+                            }
+                            lease::Take::One => {}
+                        }
+                    }
+                    (Some(_), None) => {}
+                }
+            }
+            let not_granted = || {
+                if let Some(tenant) = leasing {
+                    self.leases.not_granted(tenant);
+                }
+            };
             let blocks = if key.is_some() {
                 self.block_keys(tenant_id, address)
             } else {
@@ -228,6 +310,7 @@ impl Limits {
                     key: counter.clone(),
                     limit: *limit,
                     window: *left,
+                    lease,
                 });
                 whats.push(Limited::TenantCalls);
             }
@@ -235,17 +318,44 @@ impl Limits {
                 return Ok(None);
             }
             match shared.admit(&blocks, &budgets).await {
-                Ok(Outcome::Blocked(wait)) => return Err(Refusal::Blocked(wait)),
+                Ok(Outcome::Blocked(wait)) => {
+                    not_granted();
+                    return Err(Refusal::Blocked(wait));
+                }
                 Ok(Outcome::Spent { index, wait }) => {
+                    not_granted();
                     return Err(Refusal::Spent {
                         what: whats.get(index).copied().unwrap_or(Limited::TenantCalls),
                         wait,
                     });
                 }
-                Ok(Outcome::Admitted(remaining)) => {
-                    return Ok(calls.and_then(|_| remaining.last().copied()));
+                Ok(Outcome::Admitted(granted)) => {
+                    let Some((counter, limit, _)) = &calls else {
+                        return Ok(None);
+                    };
+                    let Some(window) = granted.last().copied() else {
+                        return Ok(None);
+                    };
+                    if let Some(tenant) = leasing {
+                        self.leases.granted(
+                            tenant,
+                            counter,
+                            *limit,
+                            window.granted,
+                            window.remaining,
+                            Instant::now(),
+                        );
+                    }
+                    // What this server leased is the tenant's to spend too.
+                    return Ok(Some((
+                        window.remaining + window.granted.saturating_sub(1),
+                        window.reset,
+                    )));
                 }
-                Err(err) => self.unreachable(err)?,
+                Err(err) => {
+                    not_granted();
+                    self.unreachable(err)?
+                }
             }
         }
         // This server's blocks were checked when the key was (`auth::authenticate_key`).
