@@ -242,7 +242,8 @@ async fn main() {
 }
 
 /// The distribution of the Redis round trips a server timed, from its
-/// `tenantry_redis_roundtrip_seconds` histogram: the share within each bucket's bound.
+/// `tenantry_redis_roundtrip_seconds` histogram (the share within each bucket's bound), and how
+/// many requests it admitted from leases instead.
 async fn redis_roundtrips(metrics_url: &str) -> String {
     let text = reqwest::get(metrics_url)
         .await
@@ -267,7 +268,15 @@ async fn redis_roundtrips(metrics_url: &str) -> String {
             format!("≤{bound:.0}µs {:.2}%", n / total.max(1.0) * 100.0)
         })
         .collect();
-    format!("{total:.0} checks; {}", shares.join(", "))
+    let leased: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("tenantry_redis_leased_admissions_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0.0);
+    format!(
+        "{total:.0} round trips, {leased:.0} requests admitted from leases without one; {}",
+        shares.join(", ")
+    )
 }
 
 /// Batches of 100 reported events, against plain inserts of the same rows.
