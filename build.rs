@@ -76,6 +76,9 @@ fn main() {
     );
     println!("cargo:rerun-if-changed=plugins");
     println!("cargo:rerun-if-changed=wit");
+    // The migrations are embedded (`embed_migrations!`), which does not tell Cargo to look at
+    // them: a migration added later would otherwise not reach an incremental build.
+    println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=build.rs");
 }
 
