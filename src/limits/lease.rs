@@ -23,6 +23,9 @@ pub const LEASE_SPAN: Duration = Duration::from_millis(250);
 pub const IDLE: Duration = Duration::from_millis(500);
 /// The most calls one lease asks for.
 pub const MAX_LEASE: u64 = 1024;
+/// The most tenants a server keeps leases for; a tenant beyond them asks call by call until
+/// idle leases are forgotten (memory does not grow with the number of tenants seen).
+pub const MAX_TENANTS: usize = 10_000;
 
 /// What a request is to do about its tenant's minute budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,9 @@ impl Leases {
     /// many to ask Redis for.
     pub fn take(&self, tenant: &str, window: &str, limit: u64, now: Instant) -> Take {
         let mut leases = self.by_tenant.lock().expect("leases lock");
+        if leases.len() >= MAX_TENANTS && !leases.contains_key(tenant) {
+            return Take::One;
+        }
         let Some(lease) = leases.get_mut(tenant) else {
             leases.insert(tenant.to_owned(), Lease::asking(window, limit, now));
             return Take::Lease(1);
@@ -142,7 +148,8 @@ impl Leases {
                 back.push((lease.window.clone(), lease.tokens));
                 lease.tokens = 0;
             }
-            idle < Duration::from_secs(60) || lease.asking
+            // An ask unanswered for a minute is long gone.
+            idle < Duration::from_secs(60)
         });
         back
     }
@@ -244,6 +251,21 @@ mod tests {
         assert!(leases.by_tenant.lock().unwrap().contains_key("t"));
         leases.idle(t0 + Duration::from_secs(61));
         assert!(leases.by_tenant.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn leases_are_kept_for_a_bounded_number_of_tenants() {
+        let leases = Leases::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_TENANTS {
+            assert_eq!(leases.take(&format!("t{i}"), "w1", 1000, t0), Take::Lease(1));
+        }
+        assert_eq!(leases.take("one more", "w1", 1000, t0), Take::One);
+        assert_eq!(leases.by_tenant.lock().unwrap().len(), MAX_TENANTS);
+        // Known tenants go on leasing; once idle ones are forgotten, new ones lease again.
+        assert_eq!(leases.take("t0", "w1", 1000, t0), Take::One);
+        leases.idle(t0 + Duration::from_secs(61));
+        assert_eq!(leases.take("one more", "w1", 1000, t0 + Duration::from_secs(61)), Take::Lease(1));
     }
 
     #[test]
