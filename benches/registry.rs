@@ -221,7 +221,12 @@ async fn grow(ctx: &tenantry::context::Context, from: usize, to: usize) -> Optio
 /// Appends records to the audit chain, as the server writes them, until it holds `total`;
 /// spread over the last 30 days, among the tenants and a few actions.
 async fn grow_audit(ctx: &tenantry::context::Context, tenants: usize, total: i64) {
-    let actions = ["tenant.update", "tenant.api_key_create", "quota.updated", "tenant.suspend"];
+    let actions = [
+        "tenant.update",
+        "tenant.api_key_create",
+        "quota.updated",
+        "tenant.suspend",
+    ];
     let now = tenantry::clock::now();
     loop {
         let mut tx = ctx.db.begin().await.expect("begin");
@@ -312,7 +317,11 @@ async fn portal(base: &str) -> reqwest::Client {
         .send()
         .await
         .expect("login");
-    assert!(response.status().is_success(), "portal login: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "portal login: {}",
+        response.status()
+    );
     client
 }
 
@@ -331,7 +340,10 @@ fn page_url(page: usize, i: usize, n: usize) -> String {
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
     match page {
-        0 => format!("/api/v1/tenant?limit=50&cursor=tenant-{:06}", (i * 7919) % n),
+        0 => format!(
+            "/api/v1/tenant?limit=50&cursor=tenant-{:06}",
+            (i * 7919) % n
+        ),
         1 => format!(
             "/api/v1/tenant?tier={}&limit=50",
             ["free", "starter", "professional", "enterprise"][i % 4]
@@ -410,16 +422,20 @@ async fn measure_size(setup: &Setup<'_>, run: &mut Run) {
     ) {
         Some(scoped) => (
             scoped.per_second,
-            common::wrk(&format!("{base}/health"), None, 16, seconds)
-                .map_or(0.0, |o| o.per_second),
+            common::wrk(&format!("{base}/health"), None, 16, seconds).map_or(0.0, |o| o.per_second),
         ),
         None => (
             common::load(&scoped_url, common::Credential::Bearer(key), 16, seconds)
                 .await
                 .per_second,
-            common::load(&format!("{base}/health"), common::Credential::None, 16, seconds)
-                .await
-                .per_second,
+            common::load(
+                &format!("{base}/health"),
+                common::Credential::None,
+                16,
+                seconds,
+            )
+            .await
+            .per_second,
         ),
     };
     run.scoped = scoped;
@@ -525,9 +541,7 @@ async fn main() {
         let mut conn = diesel_async::AsyncPgConnection::establish(&database.url)
             .await
             .expect("PostgreSQL");
-        conn.batch_execute("ANALYZE")
-            .await
-            .expect("ANALYZE");
+        conn.batch_execute("ANALYZE").await.expect("ANALYZE");
     }
     let started = Instant::now();
     let full = tenantry::audit::verify(&ctx.db, true)
@@ -687,6 +701,9 @@ fn report(backend: &str, small: &Run, large: &Run, verify: (i64, Duration, i64, 
         },
     });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-registry.json");
-    let _ = std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap_or_default());
+    let _ = std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    );
     println!("\n(JSON in {})", out.display());
 }

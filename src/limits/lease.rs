@@ -258,14 +258,20 @@ mod tests {
         let leases = Leases::default();
         let t0 = Instant::now();
         for i in 0..MAX_TENANTS {
-            assert_eq!(leases.take(&format!("t{i}"), "w1", 1000, t0), Take::Lease(1));
+            assert_eq!(
+                leases.take(&format!("t{i}"), "w1", 1000, t0),
+                Take::Lease(1)
+            );
         }
         assert_eq!(leases.take("one more", "w1", 1000, t0), Take::One);
         assert_eq!(leases.by_tenant.lock().unwrap().len(), MAX_TENANTS);
         // Known tenants go on leasing; once idle ones are forgotten, new ones lease again.
         assert_eq!(leases.take("t0", "w1", 1000, t0), Take::One);
         leases.idle(t0 + Duration::from_secs(61));
-        assert_eq!(leases.take("one more", "w1", 1000, t0 + Duration::from_secs(61)), Take::Lease(1));
+        assert_eq!(
+            leases.take("one more", "w1", 1000, t0 + Duration::from_secs(61)),
+            Take::Lease(1)
+        );
     }
 
     #[test]
