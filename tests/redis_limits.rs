@@ -59,25 +59,10 @@ async fn get(http: &reqwest::Client, url: String, token: &str) -> StatusCode {
         .status()
 }
 
-/// A counter or gauge of `/metrics` at `base` (0 when absent).
-async fn metric(http: &reqwest::Client, base: &str, name: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Waits (at most 10 s) until the server at `base` hears the blocks every server sets.
-async fn feed_live(http: &reqwest::Client, base: &str, live: bool) {
+async fn feed_live(base: &str, live: bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while metric(http, base, "tenantry_redis_feed_live").await != f64::from(u8::from(live)) {
+    while common::scraped(base, "tenantry_redis_feed_live").await != f64::from(u8::from(live)) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{base}: blocks feed not live = {live}"
@@ -118,18 +103,19 @@ async fn a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once
     let http = reqwest::Client::new();
     let base = app.url("");
     let base = base.trim_end_matches('/');
-    feed_live(&http, base, true).await;
-    feed_live(&http, &other, true).await;
+    feed_live(base, true).await;
+    feed_live(&other, true).await;
 
-    let trips_before = metric(&http, base, "tenantry_redis_roundtrip_seconds_count").await;
+    let trips_before = common::scraped(base, "tenantry_redis_roundtrip_seconds_count").await;
     for _ in 0..300 {
         assert_eq!(
             get(&http, app.url("/api/v1/tenant/acme"), &good).await,
             StatusCode::OK
         );
     }
-    let leased = metric(&http, base, "tenantry_redis_leased_admissions_total").await;
-    let trips = metric(&http, base, "tenantry_redis_roundtrip_seconds_count").await - trips_before;
+    let leased = common::scraped(base, "tenantry_redis_leased_admissions_total").await;
+    let trips =
+        common::scraped(base, "tenantry_redis_roundtrip_seconds_count").await - trips_before;
     assert!(
         leased >= 250.0 && trips <= 50.0,
         "300 calls: {leased} admitted from leases, {trips} round trips to Redis"
@@ -158,7 +144,7 @@ async fn a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once
     }
     // A block that held before a server subscribed is loaded when it does: a third server.
     let (third, _third_server) = second_server(&app).await;
-    feed_live(&http, &third, true).await;
+    feed_live(&third, true).await;
     assert_eq!(
         get(&http, format!("{third}/api/v1/tenant/acme"), &good).await,
         StatusCode::TOO_MANY_REQUESTS
@@ -182,8 +168,8 @@ async fn calls_leased_and_left_unspent_are_given_back(backend: Backend) {
     let http = reqwest::Client::new();
     let base = app.url("");
     let base = base.trim_end_matches('/');
-    feed_live(&http, base, true).await;
-    feed_live(&http, &other, true).await;
+    feed_live(base, true).await;
+    feed_live(&other, true).await;
     // The other server asks for the tenant's limits with its first call (not yet limited, so
     // not counted); this one knows them since the change.
     assert_eq!(
@@ -201,7 +187,7 @@ async fn calls_leased_and_left_unspent_are_given_back(backend: Backend) {
         }
     }
     assert_eq!(admitted, 60);
-    assert!(metric(&http, base, "tenantry_redis_leased_admissions_total").await > 0.0);
+    assert!(common::scraped(base, "tenantry_redis_leased_admissions_total").await > 0.0);
     // This server leaves its lease unspent: given back, the other can admit the rest.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut refused = 0;
@@ -367,12 +353,12 @@ async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
     ready_until(&app, "connected").await;
     let base = app.url("");
     let base = base.trim_end_matches('/');
-    feed_live(&http, base, true).await;
+    feed_live(base, true).await;
 
     // Down: fail open, the server's own budgets decide; ready, but Redis unreachable.
     redis.kill().unwrap();
     redis.wait().unwrap();
-    feed_live(&http, base, false).await;
+    feed_live(base, false).await;
     for _ in 0..5 {
         assert_eq!(
             get(&http, app.url("/api/v1/tenant/acme"), &key).await,
@@ -391,7 +377,7 @@ async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
     // Back: it recovers by itself.
     let _redis = RedisGuard(start_redis(port, dir.path()));
     ready_until(&app, "connected").await;
-    feed_live(&http, base, true).await;
+    feed_live(base, true).await;
     assert_eq!(
         get(&http, app.url("/api/v1/tenant/acme"), &key).await,
         StatusCode::OK

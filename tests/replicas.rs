@@ -175,19 +175,7 @@ async fn three_servers_sharing_one_redis_admit_a_tenants_limit_exactly() {
     // Most calls were admitted from leases of the budget, without a round trip each.
     let mut leased = 0.0;
     for server in &servers {
-        let text = http
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        leased += text
-            .lines()
-            .find_map(|l| l.strip_prefix("tenantry_redis_leased_admissions_total "))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        leased += common::scraped(&server.base, "tenantry_redis_leased_admissions_total").await;
     }
     println!("{leased} of the admitted calls came from leases");
     assert!(leased > 0.0, "no call was admitted from a lease");

@@ -129,6 +129,19 @@ pub fn redis_prefix() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// A counter or gauge without labels from `/metrics` of the server at `base` (0 when absent).
+pub async fn scraped(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn random_master_key() -> String {
     let mut bytes = [0u8; 32];
     for b in bytes.iter_mut() {
