@@ -285,11 +285,6 @@ impl Limits {
                     (Some(_), None) => {}
                 }
             }
-            let not_granted = || {
-                if let Some(tenant) = leasing {
-                    self.leases.not_granted(tenant);
-                }
-            };
             let blocks = if key.is_some() {
                 self.block_keys(tenant_id, address)
             } else {
@@ -317,13 +312,15 @@ impl Limits {
             if blocks.is_empty() && budgets.is_empty() {
                 return Ok(None);
             }
-            match shared.admit(&blocks, &budgets).await {
-                Ok(Outcome::Blocked(wait)) => {
-                    not_granted();
-                    return Err(Refusal::Blocked(wait));
-                }
+            let outcome = shared.admit(&blocks, &budgets).await;
+            if let Some(tenant) = leasing
+                && !matches!(outcome, Ok(Outcome::Admitted(_)))
+            {
+                self.leases.not_granted(tenant);
+            }
+            match outcome {
+                Ok(Outcome::Blocked(wait)) => return Err(Refusal::Blocked(wait)),
                 Ok(Outcome::Spent { index, wait }) => {
-                    not_granted();
                     return Err(Refusal::Spent {
                         what: whats.get(index).copied().unwrap_or(Limited::TenantCalls),
                         wait,
@@ -352,10 +349,7 @@ impl Limits {
                         window.reset,
                     )));
                 }
-                Err(err) => {
-                    not_granted();
-                    self.unreachable(err)?
-                }
+                Err(err) => self.unreachable(err)?,
             }
         }
         // This server's blocks were checked when the key was (`auth::authenticate_key`).
