@@ -1,13 +1,21 @@
-//! Builds the plugins workspace (`plugins/`) for `wasm32-wasip2` as part of the normal build, so
-//! that the server can embed its built-in plugins and the tests can load the test plugins.
+//! Builds the plugins workspace (`plugins/`) as part of the normal build, so that the server can
+//! embed its built-in plugins and the tests can load the test plugins.
 //!
 //! Each plugin is built by its own `cargo build -p` so that the SDK is compiled with that
 //! plugin's one world (cargo would otherwise unify the SDK's world features across plugins).
-//! The output directory is exported to the crate as `BUILT_PLUGINS_WASM_DIR`.
+//!
+//! The built-in plugins of the pure worlds (the template renderer and the tier quota policy) are
+//! built lean: for `wasm32-unknown-unknown`, then made components here with `wit-component`.
+//! Without WASI, a component is one core instance (a WASI build is three, and imports twenty
+//! functions it never calls), and the SDK's arena allocator starts in the initial memory, so a
+//! call never grows it; together that is most of what instantiating one costs, and a pure
+//! plugin is instantiated on every call. Every other plugin is built for `wasm32-wasip2`, as a
+//! plugin author builds theirs. All components are gathered in one directory, exported to the
+//! crate as `BUILT_PLUGINS_WASM_DIR`.
 //!
 //! rustup installs the targets named in `rust-toolchain.toml` only when it installs the toolchain
-//! itself; a machine that already has the pinned toolchain without `wasm32-wasip2` would fail
-//! here with "can't find crate for `core`". So the build adds the target to the toolchain it is
+//! itself; a machine that already has the pinned toolchain without the wasm targets would fail
+//! here with "can't find crate for `core`". So the build adds the targets to the toolchain it is
 //! being built with, through rustup, before building the plugins, and says what to do where
 //! rustup is not there.
 
@@ -15,11 +23,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+const LEAN_TARGET: &str = "wasm32-unknown-unknown";
 
-/// Plugins built with the server: the built-ins, then the test plugins.
+/// Built-in plugins of the pure worlds, built lean (see above).
+const LEAN_PLUGINS: &[&str] = &["template-renderer", "tier-quota"];
+
+/// Plugins built for WASI: the other built-ins, then the test plugins.
 const PLUGINS: &[&str] = &[
-    "template-renderer",
-    "tier-quota",
     "superset",
     "airflow",
     "crm",
@@ -40,16 +50,19 @@ fn main() {
         .unwrap_or_else(|| root.join("target"));
     let wasm_target_dir = target_dir.join("wasm-plugins");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    ensure_wasm_target();
+    ensure_target(WASM_TARGET);
 
-    for plugin in PLUGINS {
+    ensure_target(LEAN_TARGET);
+    let components = wasm_target_dir.join("components");
+    std::fs::create_dir_all(&components).expect("creating the components directory");
+    let build = |target: &str, plugin: &str| {
         let status = Command::new(&cargo)
             .current_dir(root.join("plugins"))
             .args([
                 "build",
                 "--release",
                 "--target",
-                "wasm32-wasip2",
+                target,
                 "--package",
                 plugin,
             ])
@@ -66,13 +79,33 @@ fn main() {
             .unwrap_or_else(|e| panic!("running {cargo} for plugin {plugin}: {e}"));
         assert!(
             status.success(),
-            "building plugin {plugin} for wasm32-wasip2 failed (is the target installed? `rustup target add wasm32-wasip2`)"
+            "building plugin {plugin} for {target} failed (is the target installed? `rustup target add {target}`)"
+        );
+        let file = format!("{}.wasm", plugin.replace('-', "_"));
+        (
+            wasm_target_dir.join(target).join("release").join(&file),
+            components.join(file),
+        )
+    };
+    for plugin in LEAN_PLUGINS {
+        let (module, component) = build(LEAN_TARGET, plugin);
+        let bytes = std::fs::read(&module).expect("reading the built module");
+        let encoded = wit_component::ComponentEncoder::default()
+            .module(&bytes)
+            .and_then(|encoder| encoder.validate(true).encode())
+            .unwrap_or_else(|e| panic!("making plugin {plugin} a component: {e:#}"));
+        write_if_changed(&component, &encoded);
+    }
+    for plugin in PLUGINS {
+        let (built, component) = build(WASM_TARGET, plugin);
+        write_if_changed(
+            &component,
+            &std::fs::read(&built).expect("reading the built component"),
         );
     }
-    let wasm_dir = wasm_target_dir.join(WASM_TARGET).join("release");
     println!(
         "cargo:rustc-env=BUILT_PLUGINS_WASM_DIR={}",
-        wasm_dir.display()
+        components.display()
     );
     println!("cargo:rerun-if-changed=plugins");
     println!("cargo:rerun-if-changed=wit");
@@ -82,9 +115,17 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
 }
 
-/// Makes sure the compiler this build runs with has the standard library for [`WASM_TARGET`],
-/// adding it through rustup when it is missing.
-fn ensure_wasm_target() {
+/// Writes `bytes` to `path` unless it holds them already (an unchanged plugin keeps its file's
+/// time, so what embeds it is not rebuilt).
+fn write_if_changed(path: &Path, bytes: &[u8]) {
+    if std::fs::read(path).ok().as_deref() != Some(bytes) {
+        std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+}
+
+/// Makes sure the compiler this build runs with has the standard library for `target`, adding
+/// it through rustup when it is missing.
+fn ensure_target(target: &str) {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -96,7 +137,7 @@ fn ensure_wasm_target() {
     let installed = |sysroot: &Path| {
         sysroot
             .join("lib/rustlib")
-            .join(WASM_TARGET)
+            .join(target)
             .join("lib")
             .is_dir()
     };
@@ -117,26 +158,26 @@ fn ensure_wasm_target() {
     let rustup = std::env::var("RUSTUP").unwrap_or_else(|_| "rustup".into());
     let Some(toolchain) = toolchain else {
         panic!(
-            "the Rust standard library for {WASM_TARGET} is not installed in {} and this toolchain \
-             is not managed by rustup; install the {WASM_TARGET} target for this compiler (with \
-             rustup: `rustup target add {WASM_TARGET}`) and build again",
+            "the Rust standard library for {target} is not installed in {} and this toolchain \
+             is not managed by rustup; install the {target} target for this compiler (with \
+             rustup: `rustup target add {target}`) and build again",
             sysroot.display()
         );
     };
     let status = Command::new(&rustup)
-        .args(["target", "add", WASM_TARGET, "--toolchain", &toolchain])
+        .args(["target", "add", target, "--toolchain", &toolchain])
         .status();
     match status {
         Ok(status) if status.success() && installed(&sysroot) => println!(
-            "cargo:warning=added the Rust target {WASM_TARGET} to toolchain {toolchain} (the built-in plugins are built for it)"
+            "cargo:warning=added the Rust target {target} to toolchain {toolchain} (the built-in plugins are built for it)"
         ),
         Ok(status) => panic!(
-            "`{rustup} target add {WASM_TARGET} --toolchain {toolchain}` failed ({status}); the \
+            "`{rustup} target add {target} --toolchain {toolchain}` failed ({status}); the \
              built-in plugins need that target: add it by hand and build again"
         ),
         Err(err) => panic!(
-            "the Rust standard library for {WASM_TARGET} is not installed in {} and rustup could \
-             not be run ({err}); install rustup, or the {WASM_TARGET} target for this compiler, \
+            "the Rust standard library for {target} is not installed in {} and rustup could \
+             not be run ({err}); install rustup, or the {target} target for this compiler, \
              and build again",
             sysroot.display()
         ),

@@ -14,7 +14,7 @@ use wasmtime::{
 use super::compile::{Compiler, Instance};
 use super::sandbox::CallState;
 use super::stats::{self, CallStats, Counter};
-use super::table::{LoadedPlugin, Table};
+use super::table::{CallMeters, LoadedPlugin, Table};
 use super::{
     CallError, Decision, HostServices, LogLine, PluginError, PluginTenant, Usage, World, manifest,
 };
@@ -298,27 +298,37 @@ impl PluginHost {
                 (Err(CallError::Deadline { .. }), _) if budget < deadline => {
                     plugin.outran_inline.store(true, Ordering::Relaxed);
                     tracing::debug!(plugin = %name, "the call ran past the inline budget; running it on the blocking pool");
-                    self.run_on_pool(plugin, tenant, f).await
+                    self.run_on_pool(plugin.clone(), tenant, f).await
                 }
                 done => done,
             },
-            None => self.run_on_pool(plugin, tenant, f).await,
+            None => self.run_on_pool(plugin.clone(), tenant, f).await,
         };
         let elapsed = started.elapsed();
-        self.stats.record(name, elapsed, result.is_ok());
-        let metrics = &self.services.metrics;
-        metrics
-            .plugin_calls
-            .with_label_values(&[name, if result.is_ok() { "ok" } else { "failed" }])
-            .inc();
-        metrics
-            .plugin_duration
-            .with_label_values(&[name])
-            .observe(elapsed.as_secs_f64());
+        let meters = plugin.meters.get_or_init(|| self.meters(name));
+        meters.tally.record(elapsed, result.is_ok());
+        if result.is_ok() {
+            &meters.ok
+        } else {
+            &meters.failed
+        }
+        .inc();
+        meters.duration.observe(elapsed.as_secs_f64());
         if let Err(err) = &result {
             tracing::warn!(plugin = %name, "plugin call failed: {err}");
         }
         (result, lines)
+    }
+
+    /// Where the calls of plugin `name` are counted.
+    fn meters(&self, name: &str) -> CallMeters {
+        let metrics = &self.services.metrics;
+        CallMeters {
+            ok: metrics.plugin_calls.with_label_values(&[name, "ok"]),
+            failed: metrics.plugin_calls.with_label_values(&[name, "failed"]),
+            duration: metrics.plugin_duration.with_label_values(&[name]),
+            tally: self.stats.tally(name),
+        }
     }
 
     /// The deadline of a call of `plugin` on the calling thread, when it may run there.

@@ -49,7 +49,7 @@ impl Delta {
 /// A plugin's counts not yet added to the database, kept in atomics so that concurrent calls
 /// never wait for each other to count.
 #[derive(Default)]
-struct Tally {
+pub struct Tally {
     calls: AtomicI64,
     failures: AtomicI64,
     total_us: AtomicI64,
@@ -57,6 +57,17 @@ struct Tally {
 }
 
 impl Tally {
+    /// Counts one call.
+    pub fn record(&self, elapsed: Duration, ok: bool) {
+        let us = elapsed.as_micros().min(i64::MAX as u128) as i64;
+        self.add(Delta {
+            calls: 1,
+            failures: i64::from(!ok),
+            total_us: us,
+            max_us: us,
+        });
+    }
+
     fn add(&self, delta: Delta) {
         self.calls.fetch_add(delta.calls, Ordering::Relaxed);
         self.failures.fetch_add(delta.failures, Ordering::Relaxed);
@@ -92,17 +103,8 @@ pub struct Counter {
 }
 
 impl Counter {
-    pub fn record(&self, plugin: &str, elapsed: Duration, ok: bool) {
-        let us = elapsed.as_micros().min(i64::MAX as u128) as i64;
-        self.tally(plugin).add(Delta {
-            calls: 1,
-            failures: i64::from(!ok),
-            total_us: us,
-            max_us: us,
-        });
-    }
-
-    fn tally(&self, plugin: &str) -> Arc<Tally> {
+    /// Where the calls of `plugin` are counted (kept by the caller for its later calls).
+    pub fn tally(&self, plugin: &str) -> Arc<Tally> {
         if let Some(tally) = self.tallies.read().expect("stats lock").get(plugin) {
             return tally.clone();
         }

@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use super::compile::{Compiled, Compiler};
 use super::manifest::{self, Inspection, Manifest, World};
+use super::stats::Tally;
 use super::{CallError, Grants, HostServices, builtins};
 use crate::config::PluginsConfig;
 use crate::store::changes::Change;
@@ -34,6 +35,16 @@ pub struct LoadedPlugin {
     /// Set when a call ran past the inline budget: later calls go straight to the blocking
     /// pool (until the plugin is loaded again).
     pub(super) outran_inline: AtomicBool,
+    /// Where this plugin's calls are counted, looked up at its first call rather than at each.
+    pub(super) meters: OnceLock<CallMeters>,
+}
+
+/// The metrics and statistics one plugin's calls are counted in.
+pub(super) struct CallMeters {
+    pub ok: prometheus::IntCounter,
+    pub failed: prometheus::IntCounter,
+    pub duration: prometheus::Histogram,
+    pub tally: Arc<Tally>,
 }
 
 impl LoadedPlugin {
@@ -192,6 +203,7 @@ impl Table {
             revision: row.revision,
             bytes,
             outran_inline: AtomicBool::new(false),
+            meters: OnceLock::new(),
         });
         let mut plugins = self.plugins.write().expect("plugin table lock");
         if self.generation.load(Ordering::Acquire) == stamp {

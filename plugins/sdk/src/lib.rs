@@ -26,6 +26,13 @@
 
 pub mod backend;
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+mod arena;
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+#[global_allocator]
+static ARENA: arena::Arena = arena::Arena::new();
+
 /// The WIT package version this SDK builds plugins for.
 pub const WIT_VERSION: &str = "0.1.0";
 
