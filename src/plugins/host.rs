@@ -23,6 +23,9 @@ use crate::error::AppResult;
 /// Epoch ticks per second: deadlines are counted in milliseconds.
 const TICK: Duration = Duration::from_millis(1);
 
+/// Address space reserved for each pooled linear memory.
+const MEMORY_RESERVATION: u64 = 4 << 30;
+
 /// Bytes of a pooled memory or table kept resident (and reset in place) between calls.
 const KEEP_RESIDENT: usize = 4 * 1024 * 1024;
 
@@ -80,7 +83,10 @@ impl PluginHost {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .memory_reservation(max_memory as u64)
+            // Each slot reserves (never commits) 4 GiB of address space, all a 32-bit guest can
+            // address, so compiled code needs no bounds check on its loads and stores; what a
+            // guest may really use is `max_memory_size` above and the store's limiter.
+            .memory_reservation(MEMORY_RESERVATION)
             .memory_guard_size(64 * 1024)
             .max_wasm_stack(1024 * 1024);
         let engine =
