@@ -107,12 +107,61 @@ fn main() {
         "cargo:rustc-env=BUILT_PLUGINS_WASM_DIR={}",
         components.display()
     );
+    write_sdk_files(&root, &out_dir);
     println!("cargo:rerun-if-changed=plugins");
     println!("cargo:rerun-if-changed=wit");
     // The migrations are embedded (`embed_migrations!`), which does not tell Cargo to look at
     // them: a migration added later would otherwise not reach an incremental build.
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// `$OUT_DIR/sdk_files.rs`: the guest SDK's sources, the WIT and the plugins' lock file, which
+/// `tenantry plugin new` writes into the crate it makes (so that it builds anywhere).
+fn write_sdk_files(root: &Path, out_dir: &Path) {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| entry.expect("a directory entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, found);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    let list = |base: &Path, under: &str, ext: &str| -> String {
+        let mut found = Vec::new();
+        walk(&base.join(under), &mut found);
+        found
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .map(|p| {
+                let relative = p.strip_prefix(base).expect("under the base");
+                format!(
+                    "    ({:?}, include_str!({:?})),\n",
+                    relative.to_string_lossy(),
+                    p.to_string_lossy()
+                )
+            })
+            .collect()
+    };
+    let sdk = root.join("plugins/sdk");
+    let text = format!(
+        "/// The guest SDK's sources, by path under its crate.\n\
+         pub const SDK_SOURCES: &[(&str, &str)] = &[\n{}];\n\
+         /// The WIT packages, by path under the repository.\n\
+         pub const WIT_FILES: &[(&str, &str)] = &[\n{}];\n\
+         /// The plugins' lock file (the versions the SDK is built and tested with).\n\
+         pub const PLUGINS_LOCK: &str = include_str!({:?});\n",
+        list(&sdk, "src", "rs"),
+        list(root, "wit", "wit"),
+        root.join("plugins/Cargo.lock").to_string_lossy()
+    );
+    write_if_changed(&out_dir.join("sdk_files.rs"), text.as_bytes());
 }
 
 /// Writes `bytes` to `path` unless it holds them already (an unchanged plugin keeps its file's

@@ -334,6 +334,15 @@ pub async fn grant(
     let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
     let (kind, cap_name, sealed) = match &capability {
         Capability::Host(host) => {
+            if host.split(':').next() == Some("*") {
+                return Err(AppError::invalid(
+                    "host",
+                    "host",
+                    "must name one host: `*` is what a manifest requests when its backend can be \
+                     anywhere, and the operator then grants the host it is at (e.g. \
+                     `superset.internal:8088`, or `superset.internal:*` for any port)",
+                ));
+            }
             if !manifest::is_grantable_host(host) {
                 return Err(AppError::invalid(
                     "host",

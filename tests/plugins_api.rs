@@ -132,6 +132,11 @@ async fn install_grant_enable_and_disable_through_the_api_are_audited(backend: B
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(enabled["deadline_ms"], 2500);
+    // Reading a plugin gives the deadline in force, as setting it did: its own, or its world's.
+    let (_, read) = app.get("/api/v1/plugin/probe").await;
+    assert_eq!(read["deadline_ms"], 2500, "{read}");
+    let (_, policy) = app.get("/api/v1/plugin/tier-quota").await;
+    assert_eq!(policy["deadline_ms"], 100, "{policy}");
     let (status, disabled) = app.post("/api/v1/plugin/probe/disable", json!({})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(disabled["enabled"], false);
@@ -203,6 +208,19 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
         String::from_utf8_lossy(&out.stdout)
             .contains("cargo build --release --target wasm32-wasip2")
     );
+    // The crate carries the SDK and the WIT: nothing points back at this machine's source
+    // tree, so it builds after being moved anywhere.
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains(r#"path = "vendor/tenantry-plugin-sdk""#),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(env!("CARGO_MANIFEST_DIR")), "{manifest}");
+    assert!(crate_dir.join("wit/v0.1.0/worlds.wit").is_file());
+    let moved = dir.path().join("elsewhere/shout");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&crate_dir, &moved).unwrap();
+    let crate_dir = moved;
 
     // The same target directory as build.rs: the SDK and wit-bindgen are compiled already.
     let target_dir = std::path::Path::new(env!("BUILT_PLUGINS_WASM_DIR"))

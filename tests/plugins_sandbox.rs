@@ -261,14 +261,63 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_deadline_while_the_server_
     );
     assert!(
         err.to_string()
-            .contains("stopped at its deadline of 1500 ms"),
+            .contains("stopped at its deadline of 1500 ms (its own code ran past it)"),
         "{err}"
+    );
+    assert!(
+        !err.waited_on_hosts(),
+        "a loop in guest code is not a slow backend: it is not retried"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     // The host still works after it.
     let report = probe(&app, "acme", json!({ "do": "env" })).await.unwrap();
     assert_eq!(report["vars"], json!([]));
+
+    // A call that spends its deadline waiting on a granted host that answers late is a slow
+    // backend: it may answer next time.
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("127.0.0.1".into()),
+    )
+    .await
+    .unwrap();
+    let port = slow_server(std::time::Duration::from_millis(2_000));
+    let err = app
+        .ctx
+        .plugins
+        .plan(
+            "probe",
+            &tenant("acme", "free"),
+            json!({ "do": "http", "url": format!("http://127.0.0.1:{port}/") }).to_string(),
+        )
+        .await
+        .expect_err("stopped at the deadline once the answer came");
+    assert!(err.waited_on_hosts(), "{err}");
+    assert!(
+        err.to_string().contains("ms of it waiting on granted hosts"),
+        "{err}"
+    );
     app.stop().await;
+}
+
+/// A one-request HTTP server on 127.0.0.1 that answers after `delay`.
+fn slow_server(delay: std::time::Duration) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut stream)) = listener.incoming().next() {
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            std::thread::sleep(delay);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            );
+        }
+    });
+    port
 }
 
 /// A quota policy or a renderer runs where it is called, within the inline budget (5 ms by
@@ -342,6 +391,28 @@ async fn a_guest_that_grows_memory_past_its_limit_traps_or_panics_fails_cleanly(
         .await
         .expect_err("trap");
     assert!(matches!(err, CallError::Trapped { .. }), "{err}");
+    assert!(
+        err.to_string().contains("it overflowed its stack"),
+        "deep recursion is a stack overflow: {err}"
+    );
+    // Overflowing the stack the compiler keeps in linear memory shows as an access out of
+    // bounds; it is named for what it is.
+    let err = probe(&app, "acme", json!({ "do": "stack-overflow" }))
+        .await
+        .expect_err("stack overflow");
+    assert!(
+        err.to_string().contains("it overflowed its stack"),
+        "{err}"
+    );
+    let err = probe(&app, "acme", json!({ "do": "exit" }))
+        .await
+        .expect_err("exit");
+    assert!(
+        err.to_string().ends_with(
+            "crashed: it exited with status 3 (a plugin returns its errors; it does not exit)"
+        ),
+        "{err}"
+    );
     let err = probe(&app, "acme", json!({ "do": "panic" }))
         .await
         .expect_err("panic");
@@ -381,6 +452,15 @@ async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
         refused["error"].as_str().unwrap().contains("NotGranted"),
         "{refused}"
     );
+    // The refusal names the host with its port, and what is granted.
+    let port = url::Url::parse(&url).unwrap().port().unwrap();
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port} is not granted to plugin `probe` (granted: none)")),
+        "{refused}"
+    );
     registry::grant(
         &app.ctx,
         &Actor::system(),
@@ -414,7 +494,9 @@ async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
     .await
     .unwrap();
     assert!(
-        other_host["error"].as_str().unwrap().contains("NotGranted"),
+        other_host["error"].as_str().unwrap().contains(&format!(
+            "localhost:{port} is not requested by plugin `probe` in its manifest (requested: 127.0.0.1)"
+        )),
         "{other_host}"
     );
     let not_requested = registry::grant(
@@ -424,10 +506,24 @@ async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
         Capability::Host("example.com".into()),
     )
     .await;
+    let message = not_requested
+        .expect_err("a host the manifest does not request cannot be granted")
+        .to_string();
     assert!(
-        not_requested.is_err(),
-        "a host the manifest does not request cannot be granted"
+        message.contains("does not request host `example.com` (it requests: 127.0.0.1)"),
+        "{message}"
     );
+    // `*` is a manifest's request, never a grant, and the refusal says so.
+    let star = registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("*".into()),
+    )
+    .await
+    .expect_err("`*` is not a grant")
+    .to_string();
+    assert!(star.contains("must name one host"), "{star}");
 
     let secret = probe(
         &app,
@@ -585,6 +681,40 @@ async fn backend_plugins_describe_themselves_and_output_goes_to_the_log_capped()
     );
     let stats = app.ctx.plugins.stats("probe").await.unwrap();
     assert_eq!(stats.calls, 1);
+
+    // `println!` panics on a failed write; past the cap, writes succeed and are dropped, and
+    // the log says how much was.
+    let logged = app
+        .ctx
+        .plugins
+        .plan_logged(
+            "probe",
+            &tenant("acme", "free"),
+            json!({ "do": "println" }).to_string(),
+        )
+        .await;
+    let steps = logged
+        .result
+        .expect("the call succeeds")
+        .expect("the probe answers");
+    let answer: Value = serde_json::from_str(&steps[0].input).unwrap();
+    assert_eq!(answer["printed"], true);
+    let kept = logged
+        .log
+        .iter()
+        .filter(|l| l.level == "stdout" && l.message.starts_with("println line"))
+        .count();
+    assert!(kept > 0 && kept <= 64, "{kept} lines kept");
+    let note = logged
+        .log
+        .iter()
+        .find(|l| l.message.contains("more bytes of stdout dropped"))
+        .unwrap_or_else(|| panic!("no note of the dropped output in {:?}", logged.log.last()));
+    let written: usize = (0..2_000)
+        .map(|i| format!("println line {i} {}\n", "y".repeat(100)).len())
+        .sum();
+    let dropped: usize = note.message[1..].split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(dropped, written - 16 * 1024, "{}", note.message);
     app.stop().await;
 }
 

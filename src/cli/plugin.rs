@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use super::{Output, app_error, print, read_secret_file, table};
 
+mod call;
+
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Install (or upgrade) a plugin from its component.
@@ -55,13 +57,17 @@ pub enum PluginCommand {
         /// Directory to create (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The SDK crate (default: the one of this source tree).
+        /// Depend on the SDK crate at PATH (default: a copy written into the new crate, with
+        /// the WIT it builds against, so that it builds anywhere).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
     /// Check a component: world, WIT version, manifest, exports, requested capabilities.
     Check { file: PathBuf },
-    /// Call an installed plugin as the product would, and print its answer (nothing changes).
+    /// Call an installed plugin's export as the product would, and print its answer and the
+    /// lines it logged (a provisioner's `apply`, `compensate` and `transition` act on its
+    /// backend; nothing else changes). With `TENANTRY_DATA_DIR` set to a scratch directory,
+    /// calls a plugin installed there.
     Call {
         name: String,
         #[command(subcommand)]
@@ -69,9 +75,69 @@ pub enum PluginCommand {
     },
 }
 
-/// What `plugin call` calls.
+/// What `plugin call` calls. A tenant not in the registry is made up (tier `free`, status
+/// `active`) for the call, and the call says so.
 #[derive(Debug, clap::Subcommand)]
 pub enum CallFunction {
+    /// A renderer's `render`.
+    Render {
+        /// JSON: `{"name", "body", "placeholders": [...], "format"}` (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        template: PathBuf,
+        /// JSON object of placeholder → value.
+        #[arg(long, value_name = "FILE")]
+        values: PathBuf,
+    },
+    /// A provisioner's `describe`.
+    Describe,
+    /// A provisioner's `plan`: the steps it would take (it changes nothing).
+    Plan {
+        #[arg(long)]
+        tenant: String,
+        /// The request (JSON; `{}` when not given).
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
+    },
+    /// A provisioner's `apply` of one step (as `plan` prints it).
+    Apply {
+        #[arg(long)]
+        tenant: String,
+        /// JSON: `{"id", "description", "input"}`.
+        #[arg(long, value_name = "FILE")]
+        step: PathBuf,
+        /// The idempotency key (default: `cli:<plugin>:<step id>`).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// A provisioner's `compensate` of one applied step.
+    Compensate {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_name = "FILE")]
+        step: PathBuf,
+        /// JSON: `{"output", "manual_follow_up"}` (as `apply` prints it).
+        #[arg(long, value_name = "FILE")]
+        outcome: PathBuf,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// A provisioner's `observe`: drift between applied steps and its backend.
+    Observe {
+        #[arg(long)]
+        tenant: String,
+        /// JSON: a list of `{"step": {...}, "outcome": {...}}`.
+        #[arg(long, value_name = "FILE")]
+        applied: PathBuf,
+    },
+    /// A provisioner's `transition`: a lifecycle change carried into its backend.
+    Transition {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum)]
+        change: CliChange,
+        #[arg(long, default_value = "tried with tenantry plugin call")]
+        reason: String,
+    },
     /// A quota policy's decision on a tenant's real usage (or on `--usage`).
     Evaluate {
         #[arg(long)]
@@ -81,6 +147,14 @@ pub enum CallFunction {
         #[arg(long, value_name = "FILE")]
         usage: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CliChange {
+    Suspend,
+    Reactivate,
+    Cancel,
+    Purge,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -280,6 +354,7 @@ pub(super) async fn plugin_command(
                 )
             })
         }
+        PluginCommand::Call { name, function } => call::run(ctx, out, &name, function).await,
         PluginCommand::New { .. } | PluginCommand::Check { .. } => {
             unreachable!("handled without a database")
         }

@@ -22,14 +22,25 @@ impl PluginHost {
         template: Template,
         values: Vec<(String, String)>,
     ) -> Result<Result<String, RenderError>, CallError> {
-        self.call(plugin, World::Renderer, None, move |instance, store| {
-            instance
-                .renderer()
-                .tenantry_plugin_render()
-                .call_render(store, &template, &values)
-        })
-        .await
-        .0
+        self.render_logged(plugin, template, values).await.result
+    }
+
+    /// `render` of a renderer plugin, with its log lines.
+    pub async fn render_logged(
+        self: &Arc<Self>,
+        plugin: &str,
+        template: Template,
+        values: Vec<(String, String)>,
+    ) -> Logged<String, RenderError> {
+        let (result, log) = self
+            .call(plugin, World::Renderer, None, move |instance, store| {
+                instance
+                    .renderer()
+                    .tenantry_plugin_render()
+                    .call_render(store, &template, &values)
+            })
+            .await;
+        Logged { result, log }
     }
 
     /// `evaluate` of a quota-policy plugin.
@@ -39,24 +50,43 @@ impl PluginHost {
         tenant: &PluginTenant,
         usage: Vec<Usage>,
     ) -> Result<Result<Decision, PluginError>, CallError> {
+        self.evaluate_logged(plugin, tenant, usage).await.result
+    }
+
+    /// `evaluate` of a quota-policy plugin, with its log lines.
+    pub async fn evaluate_logged(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        usage: Vec<Usage>,
+    ) -> Logged<Decision> {
         let wit_tenant = tenant.to_wit();
-        self.call(
-            plugin,
-            World::QuotaPolicy,
-            Some(tenant),
-            move |instance, store| {
-                instance
-                    .quota()
-                    .tenantry_plugin_policy()
-                    .call_evaluate(store, &wit_tenant, &usage)
-            },
-        )
-        .await
-        .0
+        let (result, log) = self
+            .call(
+                plugin,
+                World::QuotaPolicy,
+                Some(tenant),
+                move |instance, store| {
+                    instance
+                        .quota()
+                        .tenantry_plugin_policy()
+                        .call_evaluate(store, &wit_tenant, &usage)
+                },
+            )
+            .await;
+        Logged { result, log }
     }
 
     /// `describe` of a provisioner plugin.
     pub async fn describe(self: &Arc<Self>, plugin: &str) -> Result<PluginInfo, CallError> {
+        self.describe_logged(plugin).await.0
+    }
+
+    /// `describe` of a provisioner plugin, with its log lines.
+    pub async fn describe_logged(
+        self: &Arc<Self>,
+        plugin: &str,
+    ) -> (Result<PluginInfo, CallError>, Vec<super::LogLine>) {
         self.call(plugin, World::Provisioner, None, |instance, store| {
             instance
                 .provisioner()
@@ -64,7 +94,6 @@ impl PluginHost {
                 .call_describe(store)
         })
         .await
-        .0
     }
 
     /// One export of a provisioner, for `tenant`, with the plugin's log lines.

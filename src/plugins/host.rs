@@ -442,16 +442,20 @@ async fn store_enabled(conn: &mut crate::store::Conn, world: World) -> AppResult
 
 /// Writes what the guest printed to the log (it was capped by the pipes).
 fn flush_output(plugin: &str, state: &mut CallState) {
-    for (stream, contents) in state.output() {
-        if contents.is_empty() {
-            continue;
-        }
+    let cap = state.max_output_bytes();
+    for (stream, contents, dropped) in state.output() {
         let text = String::from_utf8_lossy(&contents);
-        for line in text.lines().take(64) {
+        let mut lines: Vec<String> = text.lines().take(64).map(str::to_owned).collect();
+        if dropped > 0 {
+            lines.push(format!(
+                "[{dropped} more bytes of {stream} dropped: a call keeps at most {cap} bytes of it]"
+            ));
+        }
+        for line in lines {
             tracing::info!(plugin = %plugin, stream, "plugin output: {line}");
             state.log.captured.push(LogLine {
                 level: stream.to_owned(),
-                message: line.to_owned(),
+                message: line,
             });
         }
     }
@@ -465,12 +469,12 @@ fn classify(
     err: wasmtime::Error,
 ) -> CallError {
     let name = plugin.name.clone();
-    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>()
-        && *trap == wasmtime::Trap::Interrupt
-    {
+    let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+    if trap == Some(wasmtime::Trap::Interrupt) {
         return CallError::Deadline {
             plugin: name,
             deadline_ms: deadline.as_millis(),
+            waited_ms: state.waited_on_hosts().as_millis(),
         };
     }
     if state.limiter.refused_memory {
@@ -479,23 +483,58 @@ fn classify(
             limit_mib: (state.limiter.max_memory / (1024 * 1024)) as u64,
         };
     }
-    let [_, (_, stderr)] = state.output();
+    let [_, (_, stderr, _)] = state.output();
     let stderr = String::from_utf8_lossy(&stderr).into_owned();
-    let panicked = stderr
-        .lines()
-        .find(|l| l.contains("panicked at"))
-        .map(str::to_owned);
-    let reason = match (err.downcast_ref::<wasmtime::Trap>(), panicked) {
-        (_, Some(_)) => "it panicked (its message is in the server log)".to_owned(),
-        (Some(trap), None) => format!("{trap}"),
-        (None, None) => format!("{err}")
+    let reason = if stderr.lines().any(|l| l.contains("panicked at")) {
+        "it panicked (its message is in the server log)".to_owned()
+    } else if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        format!(
+            "it exited with status {} (a plugin returns its errors; it does not exit)",
+            exit.0
+        )
+    } else if trap == Some(wasmtime::Trap::StackOverflow) || overflowed_its_stack(trap, &err) {
+        "it overflowed its stack (too deep a recursion, or too large values on the stack)"
+            .to_owned()
+    } else if let Some(trap) = trap {
+        trap.to_string()
+    } else {
+        // The message without the backtrace wasmtime appends.
+        let text = format!("{:#}", err.root_cause());
+        text.split("\nwasm backtrace:")
+            .next()
+            .unwrap_or_default()
             .lines()
             .next()
+            .filter(|l| !l.trim().is_empty())
             .unwrap_or("unknown")
-            .to_owned(),
+            .to_owned()
     };
     CallError::Trapped {
         plugin: name,
         reason,
     }
+}
+
+/// Whether an out-of-bounds access is a stack overflow. Rust (and C) compilers keep a second
+/// stack in linear memory, below the data, for the values that do not fit in WebAssembly's
+/// own: overflowing it runs its pointer below zero, which the guest sees as an access out of
+/// bounds. Told apart by its backtrace (wasmtime keeps the innermost 20 frames): full, and
+/// most of it one function, or two calling each other.
+fn overflowed_its_stack(trap: Option<wasmtime::Trap>, err: &wasmtime::Error) -> bool {
+    if trap != Some(wasmtime::Trap::MemoryOutOfBounds) {
+        return false;
+    }
+    let Some(backtrace) = err.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return false;
+    };
+    let frames = backtrace.frames();
+    if frames.len() < 16 {
+        return false;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for frame in frames {
+        let key = (frame.module().name().map(str::to_owned), frame.func_index());
+        *counts.entry(key).or_insert(0usize) += 1;
+    }
+    counts.values().any(|&n| n * 2 >= frames.len())
 }

@@ -128,8 +128,15 @@ pub enum CallError {
         expected: World,
         actual: World,
     },
-    #[error("plugin `{plugin}` was stopped at its deadline of {deadline_ms} ms")]
-    Deadline { plugin: String, deadline_ms: u128 },
+    /// Stopped at its deadline. Time spent waiting on granted hosts (HTTP, state) is counted
+    /// apart: a call that spent most of its deadline waiting on a backend may get an answer
+    /// next time; one whose own code ran past it will not.
+    #[error("plugin `{plugin}` was stopped at its deadline of {deadline_ms} ms ({})", deadline_detail(*.deadline_ms, *.waited_ms))]
+    Deadline {
+        plugin: String,
+        deadline_ms: u128,
+        waited_ms: u128,
+    },
     #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB")]
     OutOfMemory { plugin: String, limit_mib: u64 },
     #[error("plugin `{plugin}` crashed: {reason}")]
@@ -141,6 +148,24 @@ pub enum CallError {
     Registry { plugin: String, reason: String },
 }
 
+impl CallError {
+    /// A deadline reached while the call mostly waited on granted hosts: a slow backend, which
+    /// may answer next time (guest code that runs past its deadline will not).
+    pub fn waited_on_hosts(&self) -> bool {
+        matches!(self, CallError::Deadline { deadline_ms, waited_ms, .. } if waited_ms * 2 >= *deadline_ms)
+    }
+}
+
+fn deadline_detail(deadline_ms: u128, waited_ms: u128) -> String {
+    if waited_ms * 2 >= deadline_ms {
+        format!("{waited_ms} ms of it waiting on granted hosts")
+    } else if waited_ms > 0 {
+        format!("its own code ran past it; {waited_ms} ms waiting on granted hosts")
+    } else {
+        "its own code ran past it".to_owned()
+    }
+}
+
 /// A line a plugin wrote during a call (through `log`, or to stdout/stderr).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 pub struct LogLine {
@@ -150,7 +175,7 @@ pub struct LogLine {
 }
 
 /// What a call returned, with the lines the plugin logged meanwhile.
-pub struct Logged<T> {
-    pub result: Result<Result<T, PluginError>, CallError>,
+pub struct Logged<T, E = PluginError> {
+    pub result: Result<Result<T, E>, CallError>,
     pub log: Vec<LogLine>,
 }

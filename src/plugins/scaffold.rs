@@ -1,4 +1,7 @@
-//! `tenantry plugin new`: a plugin crate that builds as is, for one world.
+//! `tenantry plugin new`: a plugin crate that builds as is, anywhere, for one world. The guest
+//! SDK and the WIT it is built against are written into the crate (`vendor/` and `wit/`, with
+//! the lock file the SDK is tested with), so the crate needs nothing of the machine tenantry was
+//! built on; `--sdk PATH` depends on an SDK crate elsewhere instead.
 
 use std::path::{Path, PathBuf};
 
@@ -6,8 +9,30 @@ use anyhow::Context as _;
 
 use super::World;
 
-/// The SDK of this source tree.
-const SOURCE_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/plugins/sdk");
+include!(concat!(env!("OUT_DIR"), "/sdk_files.rs"));
+
+/// Where the SDK is written in a new crate; its bindings read `../../wit` from there.
+const VENDORED_SDK: &str = "vendor/tenantry-plugin-sdk";
+
+/// The SDK's manifest in a new crate: the source tree's, with what it inherits from the plugins
+/// workspace written out.
+const VENDORED_SDK_MANIFEST: &str = r#"[package]
+name = "tenantry-plugin-sdk"
+description = "Write tenantry plugins in Rust: implement a trait, register it with one macro."
+edition = "2024"
+version = "0.1.0"
+license = "Apache-2.0"
+
+[dependencies]
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc", "std"] }
+serde_json = "1"
+serde = { version = "1", features = ["derive"] }
+
+[features]
+provisioner = []
+renderer = []
+quota-policy = []
+"#;
 
 /// Creates the crate `name` in `dir` (default `./name`); returns its directory.
 pub fn create(
@@ -31,15 +56,11 @@ pub fn create(
         .unwrap_or_else(|| PathBuf::from(name));
     anyhow::ensure!(!dir.exists(), "{} exists already", dir.display());
     let sdk = match sdk {
-        Some(path) => path.to_path_buf(),
-        None => PathBuf::from(SOURCE_SDK),
+        Some(path) => Some(path.canonicalize().with_context(|| {
+            format!("the SDK crate is not at {} (--sdk PATH)", path.display())
+        })?),
+        None => None,
     };
-    let sdk = sdk.canonicalize().with_context(|| {
-        format!(
-            "the SDK crate is not at {} (pass --sdk PATH)",
-            sdk.display()
-        )
-    })?;
     std::fs::create_dir_all(dir.join("src"))?;
     let feature = world.as_str();
     let type_name: String = name
@@ -76,7 +97,9 @@ strip = "debuginfo"
 # A crate of its own, not part of an enclosing workspace.
 [workspace]
 "#,
-                sdk = sdk.display()
+                sdk = sdk
+                    .as_deref()
+                    .map_or_else(|| VENDORED_SDK.to_owned(), |p| p.display().to_string())
             ),
         ),
         (
@@ -105,6 +128,21 @@ description = "A tenantry {feature} plugin."
     ];
     for (file, content) in files {
         std::fs::write(dir.join(file), content).with_context(|| format!("writing {file}"))?;
+    }
+    if sdk.is_none() {
+        let vendored = dir.join(VENDORED_SDK);
+        let mut written = vec![
+            (vendored.join("Cargo.toml"), VENDORED_SDK_MANIFEST),
+            (dir.join("Cargo.lock"), PLUGINS_LOCK),
+        ];
+        written.extend(SDK_SOURCES.iter().map(|(p, text)| (vendored.join(p), *text)));
+        written.extend(WIT_FILES.iter().map(|(p, text)| (dir.join(p), *text)));
+        for (path, text) in written {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     Ok(dir)
 }

@@ -86,8 +86,11 @@ pub mod provisioner {
         Drift, LifecycleChange, Outcome, PluginError, PluginInfo, Step, Tenant,
     };
 
-    /// A backend plugin. Only `describe` is required; the defaults plan nothing and refuse the
-    /// rest as permanent errors, so a plugin implements what its backend supports.
+    /// A backend plugin. Only `describe` is required, so a plugin implements what its backend
+    /// supports. The defaults: `plan` plans nothing; `apply` refuses every step as a permanent
+    /// error (a plugin that plans steps applies them); `compensate` succeeds (nothing was
+    /// made); `observe` reports no drift; `transition` succeeds with a manual follow-up saying
+    /// the plugin has nothing to do in its backend.
     pub trait Provisioner {
         /// Name, version and description (the name must match the manifest).
         fn describe() -> PluginInfo;
@@ -330,6 +333,9 @@ pub mod log {
         host::write(host::Level::Error, message);
     }
 }
+
+#[cfg(feature = "provisioner")]
+pub mod json;
 
 #[cfg(feature = "provisioner")]
 pub mod state {

@@ -21,6 +21,8 @@ pub struct HttpUnit {
     timeout_cap: Duration,
     max_body: usize,
     runtime: tokio::runtime::Handle,
+    /// Time this call spent waiting on requests.
+    pub waited: Duration,
 }
 
 impl HttpUnit {
@@ -37,6 +39,7 @@ impl HttpUnit {
             timeout_cap: Duration::from_millis(services.config.http_timeout_ms),
             max_body: services.config.http_max_response_bytes,
             runtime,
+            waited: Duration::ZERO,
         }
     }
 
@@ -48,6 +51,40 @@ impl HttpUnit {
         let port = url.port_or_known_default();
         let matches = |pattern: &String| host_matches(pattern, host, port);
         self.requested.iter().any(matches) && self.granted.iter().any(matches)
+    }
+
+    /// Why a request to `url` is refused: the host and port asked for, and what the plugin
+    /// requests and was granted.
+    fn refusal(&self, url: &url::Url) -> String {
+        let host = url.host_str().unwrap_or("?");
+        let asked = match url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let list = |hosts: &[String]| {
+            if hosts.is_empty() {
+                "none".to_owned()
+            } else {
+                hosts.join(", ")
+            }
+        };
+        let requested = self
+            .requested
+            .iter()
+            .any(|p| host_matches(p, host, url.port_or_known_default()));
+        if requested {
+            format!(
+                "{asked} is not granted to plugin `{}` (granted: {})",
+                self.plugin,
+                list(&self.granted)
+            )
+        } else {
+            format!(
+                "{asked} is not requested by plugin `{}` in its manifest (requested: {})",
+                self.plugin,
+                list(&self.requested)
+            )
+        }
     }
 
     fn client(&self) -> Result<reqwest::Client, http::HttpError> {
@@ -103,17 +140,14 @@ impl http::Host for HttpUnit {
         let max_body = self.max_body;
         let unit = &*self;
         let body = request.body;
-        self.runtime.block_on(async move {
+        let started = std::time::Instant::now();
+        let result = self.runtime.block_on(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             let mut method = method;
             let mut body = body;
             for _ in 0..=MAX_REDIRECTS {
                 if !unit.allowed(&url) {
-                    return Err(http::HttpError::NotGranted(format!(
-                        "{} is not a host granted to plugin `{}`",
-                        url.host_str().unwrap_or("?"),
-                        unit.plugin
-                    )));
+                    return Err(http::HttpError::NotGranted(unit.refusal(&url)));
                 }
                 let mut builder = client
                     .request(method.clone(), url.clone())
@@ -147,7 +181,9 @@ impl http::Host for HttpUnit {
             Err(http::HttpError::Invalid(format!(
                 "more than {MAX_REDIRECTS} redirects"
             )))
-        })
+        });
+        self.waited += started.elapsed();
+        result
     }
 }
 

@@ -15,12 +15,12 @@
 
 pub mod http;
 pub mod log;
+pub mod output;
 pub mod secrets;
 pub mod state;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::provisioner::tenantry::plugin as wit;
@@ -87,8 +87,8 @@ pub struct CallState {
 /// WASI with nothing behind it, and the capped pipes it writes stdout and stderr to.
 struct Wasi {
     ctx: WasiCtx,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: output::CappedOutput,
+    stderr: output::CappedOutput,
 }
 
 /// The units of the capabilities a provisioner may import.
@@ -136,16 +136,30 @@ impl CallState {
         }
     }
 
-    /// What the guest wrote to stdout and to stderr (nothing when it never reached for WASI).
-    pub fn output(&self) -> [(&'static str, Vec<u8>); 2] {
-        let (stdout, stderr) = match &self.wasi {
-            Some(wasi) => (
-                wasi.stdout.contents().to_vec(),
-                wasi.stderr.contents().to_vec(),
-            ),
-            None => (Vec::new(), Vec::new()),
+    /// What the guest wrote to stdout and to stderr, up to the cap, and how many bytes of each
+    /// were dropped past it (nothing when it never reached for WASI).
+    pub fn output(&self) -> [(&'static str, Vec<u8>, u64); 2] {
+        let ((stdout, out_dropped), (stderr, err_dropped)) = match &self.wasi {
+            Some(wasi) => (wasi.stdout.contents(), wasi.stderr.contents()),
+            None => ((Vec::new(), 0), (Vec::new(), 0)),
         };
-        [("stdout", stdout), ("stderr", stderr)]
+        [
+            ("stdout", stdout, out_dropped),
+            ("stderr", stderr, err_dropped),
+        ]
+    }
+
+    /// Time the call spent waiting on granted hosts and on its state (none for the worlds
+    /// without capabilities).
+    pub fn waited_on_hosts(&self) -> std::time::Duration {
+        self.capabilities
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |c| c.http.waited + c.state.waited)
+    }
+
+    /// The bytes of stdout, and of stderr, a call keeps.
+    pub fn max_output_bytes(&self) -> usize {
+        self.max_output_bytes
     }
 
     fn capabilities(&mut self) -> &mut Capabilities {
@@ -159,8 +173,8 @@ impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         let max = self.max_output_bytes;
         let wasi = self.wasi.get_or_insert_with(|| {
-            let stdout = MemoryOutputPipe::new(max);
-            let stderr = MemoryOutputPipe::new(max);
+            let stdout = output::CappedOutput::new(max);
+            let stderr = output::CappedOutput::new(max);
             let mut builder = WasiCtx::builder();
             builder
                 .stdout(stdout.clone())

@@ -17,6 +17,8 @@ pub struct StateUnit {
     /// The call's tenant: the only one whose state the plugin can reach.
     tenant_id: Option<String>,
     runtime: tokio::runtime::Handle,
+    /// Time this call spent waiting on the database.
+    pub waited: std::time::Duration,
 }
 
 impl StateUnit {
@@ -31,7 +33,16 @@ impl StateUnit {
             plugin: plugin.to_owned(),
             tenant_id: tenant.map(|t| t.id.clone()),
             runtime,
+            waited: std::time::Duration::ZERO,
         }
+    }
+
+    /// Runs `work` to its end, counting the time waited.
+    fn wait<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let result = self.runtime.block_on(work);
+        self.waited += started.elapsed();
+        result
     }
 
     /// The access check: state needs the call's tenant.
@@ -46,12 +57,11 @@ impl state::Host for StateUnit {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         let tenant = self.tenant().ok()?;
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.runtime
-            .block_on(async move {
-                let mut conn = db.conn().await?;
-                store::plugins::state_get(&mut conn, &plugin, &tenant, &key).await
-            })
-            .unwrap_or_else(|err| {
+        self.wait(async move {
+            let mut conn = db.conn().await?;
+            store::plugins::state_get(&mut conn, &plugin, &tenant, &key).await
+        })
+        .unwrap_or_else(|err| {
                 tracing::warn!(plugin = %self.plugin, "plugin state read failed: {err}");
                 None
             })
@@ -68,7 +78,7 @@ impl state::Host for StateUnit {
             ));
         }
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.runtime.block_on(async move {
+        self.wait(async move {
             crate::transaction!(db, |tx| {
                 let keys = store::plugins::state_keys(tx, &plugin, &tenant).await?;
                 if keys.len() >= MAX_STATE_KEYS && !keys.contains(&key) {
@@ -86,7 +96,7 @@ impl state::Host for StateUnit {
     fn delete(&mut self, key: String) {
         let Ok(tenant) = self.tenant() else { return };
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        let result = self.runtime.block_on(async move {
+        let result = self.wait(async move {
             crate::transaction!(db, |tx| {
                 store::plugins::state_delete(tx, &plugin, &tenant, &key).await
             })
@@ -101,11 +111,10 @@ impl state::Host for StateUnit {
             return Vec::new();
         };
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.runtime
-            .block_on(async move {
-                let mut conn = db.conn().await?;
-                store::plugins::state_keys(&mut conn, &plugin, &tenant).await
-            })
-            .unwrap_or_default()
+        self.wait(async move {
+            let mut conn = db.conn().await?;
+            store::plugins::state_keys(&mut conn, &plugin, &tenant).await
+        })
+        .unwrap_or_default()
     }
 }

@@ -15,8 +15,9 @@ pub(super) fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plu
         Ok(Ok(value)) => Ok(value),
         Ok(Err(PluginError::Transient(m))) => Err(Failure::Transient(m)),
         Ok(Err(PluginError::Permanent(m))) => Err(Failure::Permanent(m)),
-        // A slow backend may answer next time; a broken, missing or disabled plugin will not.
-        Err(err @ CallError::Deadline { .. }) => Err(Failure::Transient(err.to_string())),
+        // A slow backend may answer next time; a plugin whose own code runs past its deadline,
+        // or a broken, missing or disabled one, will not.
+        Err(err) if err.waited_on_hosts() => Err(Failure::Transient(err.to_string())),
         Err(err) => Err(Failure::Permanent(err.to_string())),
     };
     (result, logged.log)

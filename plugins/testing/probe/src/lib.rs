@@ -60,6 +60,17 @@ impl Provisioner for Probe {
                 report(serde_json::json!({ "never": deeper(0) }))
             }
             "panic" => panic!("the probe panics on purpose"),
+            "stack-overflow" => {
+                // Large values on the stack: the compiler's stack in linear memory overflows
+                // long before WebAssembly's own.
+                #[allow(unconditional_recursion)]
+                fn deeper(n: u64) -> u64 {
+                    let frame = std::hint::black_box([n as u8; 8192]);
+                    std::hint::black_box(deeper(n + 1)) + u64::from(frame[(n % 8192) as usize])
+                }
+                report(serde_json::json!({ "never": deeper(0) }))
+            }
+            "exit" => std::process::exit(3),
             "read-file" => {
                 let result = std::fs::read_to_string("/etc/passwd");
                 report(
@@ -107,6 +118,13 @@ impl Provisioner for Probe {
                     let _ = writeln!(out, "stdout line {i} {}", "x".repeat(100));
                 }
                 let _ = writeln!(std::io::stderr(), "a line on stderr");
+                report(serde_json::json!({ "printed": true }))
+            }
+            "println" => {
+                // `println!` panics when a write fails: past the output cap, none must.
+                for i in 0..2_000 {
+                    println!("println line {i} {}", "y".repeat(100));
+                }
                 report(serde_json::json!({ "printed": true }))
             }
             other => Err(PluginError::Permanent(format!(
