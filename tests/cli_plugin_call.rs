@@ -54,9 +54,7 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
     );
 
     // A provisioner, for a tenant the registry does not have (made up, and said so).
-    let described = cli
-        .json(&["plugin", "call", "recorder", "describe"])
-        .await;
+    let described = cli.json(&["plugin", "call", "recorder", "describe"]).await;
     assert_eq!(described["name"], "recorder");
     let request = cli.file("request.json", r#"{"settings": {"steps": ["db"]}}"#);
     let plan = cli
@@ -86,7 +84,10 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
     );
     let steps: Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(steps[0]["id"], "db");
-    assert_eq!(steps[0]["input"]["name"], "acme-db", "input as JSON: {steps}");
+    assert_eq!(
+        steps[0]["input"]["name"], "acme-db",
+        "input as JSON: {steps}"
+    );
 
     // What `plan` prints is what `apply` reads; what `apply` prints, `compensate` reads.
     let step = cli.file("step.json", &steps[0].to_string());
@@ -102,7 +103,10 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
             step.to_str().unwrap(),
         ])
         .await;
-    assert_eq!(outcome["output"], json!({ "name": "acme-db", "recorded": false }));
+    assert_eq!(
+        outcome["output"],
+        json!({ "name": "acme-db", "recorded": false })
+    );
     let outcome_file = cli.file("outcome.json", &outcome.to_string());
     let compensated = cli
         .json(&[
@@ -148,7 +152,10 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
             "suspend",
         ])
         .await;
-    assert!(transition.contains(r#"done: {"change":"suspend"}"#), "{transition}");
+    assert!(
+        transition.contains(r#"done: {"change":"suspend"}"#),
+        "{transition}"
+    );
 
     // A file that is not a step is refused before any call, naming what it should be.
     let bad = cli.file("bad.json", r#"{"name": "x"}"#);
@@ -172,7 +179,9 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
         .await;
     assert!(!wrong.ok);
     assert!(
-        wrong.stderr.contains("is a renderer plugin, not a provisioner"),
+        wrong
+            .stderr
+            .contains("is a renderer plugin, not a provisioner"),
         "{}",
         wrong.stderr
     );

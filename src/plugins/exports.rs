@@ -67,10 +67,11 @@ impl PluginHost {
                 World::QuotaPolicy,
                 Some(tenant),
                 move |instance, store| {
-                    instance
-                        .quota()
-                        .tenantry_plugin_policy()
-                        .call_evaluate(store, &wit_tenant, &usage)
+                    instance.quota().tenantry_plugin_policy().call_evaluate(
+                        store,
+                        &wit_tenant,
+                        &usage,
+                    )
                 },
             )
             .await;

@@ -55,12 +55,13 @@ pub fn create(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(name));
     anyhow::ensure!(!dir.exists(), "{} exists already", dir.display());
-    let sdk = match sdk {
-        Some(path) => Some(path.canonicalize().with_context(|| {
-            format!("the SDK crate is not at {} (--sdk PATH)", path.display())
-        })?),
-        None => None,
-    };
+    let sdk =
+        match sdk {
+            Some(path) => Some(path.canonicalize().with_context(|| {
+                format!("the SDK crate is not at {} (--sdk PATH)", path.display())
+            })?),
+            None => None,
+        };
     std::fs::create_dir_all(dir.join("src"))?;
     let feature = world.as_str();
     let type_name: String = name
@@ -135,7 +136,11 @@ description = "A tenantry {feature} plugin."
             (vendored.join("Cargo.toml"), VENDORED_SDK_MANIFEST),
             (dir.join("Cargo.lock"), PLUGINS_LOCK),
         ];
-        written.extend(SDK_SOURCES.iter().map(|(p, text)| (vendored.join(p), *text)));
+        written.extend(
+            SDK_SOURCES
+                .iter()
+                .map(|(p, text)| (vendored.join(p), *text)),
+        );
         written.extend(WIT_FILES.iter().map(|(p, text)| (dir.join(p), *text)));
         for (path, text) in written {
             if let Some(parent) = path.parent() {

@@ -41,7 +41,11 @@ fn text(value: &impl Serialize) -> String {
 
 impl Step {
     /// A step whose input is `input` as JSON.
-    pub fn new(id: impl Into<String>, description: impl Into<String>, input: &impl Serialize) -> Step {
+    pub fn new(
+        id: impl Into<String>,
+        description: impl Into<String>,
+        input: &impl Serialize,
+    ) -> Step {
         Step {
             id: id.into(),
             description: description.into(),
@@ -90,11 +94,21 @@ mod tests {
 
     #[test]
     fn steps_and_outcomes_carry_typed_json() {
-        let step = Step::new("create", "Create it", &Create { name: "acme".into(), replicas: 2 });
+        let step = Step::new(
+            "create",
+            "Create it",
+            &Create {
+                name: "acme".into(),
+                replicas: 2,
+            },
+        );
         assert_eq!(step.input, r#"{"name":"acme","replicas":2}"#);
         assert_eq!(
             step.input_as::<Create>().unwrap(),
-            Create { name: "acme".into(), replicas: 2 }
+            Create {
+                name: "acme".into(),
+                replicas: 2
+            }
         );
         let outcome = Outcome::done(&serde_json::json!({ "id": 7 }));
         assert_eq!(outcome.output_as::<serde_json::Value>().unwrap()["id"], 7);
@@ -106,14 +120,19 @@ mod tests {
         let step = Step::new("create", "Create it", &serde_json::json!({ "name": 1 }));
         match step.input_as::<Create>() {
             Err(PluginError::Permanent(message)) => assert!(
-                message.starts_with("the input of step `create` is not what this plugin expects: invalid type"),
+                message.starts_with(
+                    "the input of step `create` is not what this plugin expects: invalid type"
+                ),
                 "{message}"
             ),
             other => panic!("{other:?}"),
         }
         match request::<Create>("not json") {
             Err(PluginError::Permanent(message)) => {
-                assert!(message.starts_with("the request is not what this plugin expects"), "{message}")
+                assert!(
+                    message.starts_with("the request is not what this plugin expects"),
+                    "{message}"
+                )
             }
             other => panic!("{other:?}"),
         }

@@ -154,7 +154,9 @@ fn answer<T, E: std::fmt::Debug>(
 
 fn plugin_error(err: &PluginError) -> String {
     match err {
-        PluginError::Transient(m) => format!("the plugin failed (transient: may succeed later): {m}"),
+        PluginError::Transient(m) => {
+            format!("the plugin failed (transient: may succeed later): {m}")
+        }
         PluginError::Permanent(m) => format!("the plugin failed (permanent): {m}"),
     }
 }
@@ -165,7 +167,9 @@ fn render_error(err: &RenderError) -> String {
         RenderError::Undeclared(names) => {
             format!("placeholders not declared: {}", names.join(", "))
         }
-        RenderError::Unexpected(names) => format!("values for no placeholder: {}", names.join(", ")),
+        RenderError::Unexpected(names) => {
+            format!("values for no placeholder: {}", names.join(", "))
+        }
         RenderError::Invalid(reason) => format!("the template is invalid: {reason}"),
     }
 }
@@ -206,7 +210,10 @@ pub(super) async fn run(
                 format!("{} {} — {}", info.name, info.version, info.description)
             })
         }
-        CallFunction::Plan { tenant: slug, request } => {
+        CallFunction::Plan {
+            tenant: slug,
+            request,
+        } => {
             let tenant = tenant(ctx, &slug).await?;
             let request = match request {
                 Some(file) => read_file_or_stdin(&file)?,
@@ -231,7 +238,8 @@ pub(super) async fn run(
             key,
         } => {
             let tenant = tenant(ctx, &slug).await?;
-            let step: StepJson = read_json(&step, "a step (`{\"id\", \"description\", \"input\"}`)")?;
+            let step: StepJson =
+                read_json(&step, "a step (`{\"id\", \"description\", \"input\"}`)")?;
             let key = key.unwrap_or_else(|| format!("cli:{name}:{}", step.id));
             let logged = host.apply(name, &tenant, step.to_wit(), key).await;
             let outcome = answer(logged.result, &logged.log, plugin_error)?;
@@ -245,9 +253,12 @@ pub(super) async fn run(
             key,
         } => {
             let tenant = tenant(ctx, &slug).await?;
-            let step: StepJson = read_json(&step, "a step (`{\"id\", \"description\", \"input\"}`)")?;
-            let outcome: OutcomeJson =
-                read_json(&outcome, "an outcome (`{\"output\", \"manual_follow_up\"}`)")?;
+            let step: StepJson =
+                read_json(&step, "a step (`{\"id\", \"description\", \"input\"}`)")?;
+            let outcome: OutcomeJson = read_json(
+                &outcome,
+                "an outcome (`{\"output\", \"manual_follow_up\"}`)",
+            )?;
             let key = key.unwrap_or_else(|| format!("cli:{name}:{}", step.id));
             let logged = host
                 .compensate(name, &tenant, step.to_wit(), outcome.to_wit(), key)

@@ -154,7 +154,9 @@ impl CallState {
     pub fn waited_on_hosts(&self) -> std::time::Duration {
         self.capabilities
             .as_ref()
-            .map_or(std::time::Duration::ZERO, |c| c.http.waited + c.state.waited)
+            .map_or(std::time::Duration::ZERO, |c| {
+                c.http.waited + c.state.waited
+            })
     }
 
     /// The bytes of stdout, and of stderr, a call keeps.

@@ -62,9 +62,9 @@ impl state::Host for StateUnit {
             store::plugins::state_get(&mut conn, &plugin, &tenant, &key).await
         })
         .unwrap_or_else(|err| {
-                tracing::warn!(plugin = %self.plugin, "plugin state read failed: {err}");
-                None
-            })
+            tracing::warn!(plugin = %self.plugin, "plugin state read failed: {err}");
+            None
+        })
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {

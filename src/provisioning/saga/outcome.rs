@@ -1,7 +1,7 @@
 //! How a step's plugin call ended, as the saga sees it: transient or permanent failures, the
 //! manual follow-ups a compensation reports in its log, and the step's log of every attempt.
 
-use crate::plugins::{CallError, Logged, PluginError};
+use crate::plugins::{Logged, PluginError};
 use crate::store::models::StepRow;
 
 /// Why a call failed, as the saga sees it.
