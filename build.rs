@@ -37,6 +37,7 @@ const PLUGINS: &[&str] = &[
     "renderer-old-wit",
     "recorder",
     "flat-quota",
+    "provisioner-v2",
 ];
 
 fn main() {

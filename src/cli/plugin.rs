@@ -129,6 +129,11 @@ pub enum CallFunction {
         #[arg(long, value_name = "FILE")]
         applied: PathBuf,
     },
+    /// A provisioner's `measure` (WIT 0.2.0): the tenant's use of its backend.
+    Measure {
+        #[arg(long)]
+        tenant: String,
+    },
     /// A provisioner's `transition`: a lifecycle change carried into its backend.
     Transition {
         #[arg(long)]
@@ -175,7 +180,18 @@ impl From<CliWorld> for crate::plugins::World {
 }
 
 pub(super) fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
-    format!(
+    let lacks = i.version().lacks();
+    let lacks = if lacks.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nbuilt against WIT {}, which lacks (rebuild against {} for them):\n  - {}",
+            i.wit_version,
+            crate::plugins::SUPPORTED_WIT_VERSIONS[0],
+            lacks.join("\n  - ")
+        )
+    };
+    let text = format!(
         "ok: {} {} — world {}, WIT {}\n{}\nrequests hosts: {}\nrequests secrets: {}\nexports: {}\nimports: {}\nsha256: {} ({} bytes)",
         i.manifest.name,
         i.manifest.version,
@@ -188,7 +204,8 @@ pub(super) fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
         i.imports.join(", "),
         i.sha256,
         i.size_bytes
-    )
+    );
+    text + &lacks
 }
 
 fn plugin_text(p: &crate::plugin_registry::PluginView) -> String {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::bindings::provisioner::exports::tenantry::plugin::provision;
 use super::bindings::provisioner::tenantry::plugin::types as wit;
+use super::compile::Provision;
 use super::host::PluginHost;
 use super::sandbox::CallState;
 use super::{
-    CallError, Decision, Drift, LifecycleChange, Logged, Outcome, PluginError, PluginInfo,
-    PluginTenant, RenderError, Step, Template, Usage, World,
+    BundlePart, CallError, Decision, Drift, LifecycleChange, Logged, Measurement, Outcome,
+    PluginError, PluginInfo, PluginTenant, RenderError, Step, Template, Usage, World,
 };
 
 impl PluginHost {
@@ -34,10 +34,7 @@ impl PluginHost {
     ) -> Logged<String, RenderError> {
         let (result, log) = self
             .call(plugin, World::Renderer, None, move |instance, store| {
-                instance
-                    .renderer()
-                    .tenantry_plugin_render()
-                    .call_render(store, &template, &values)
+                instance.render(store, &template, &values)
             })
             .await;
         Logged { result, log }
@@ -67,11 +64,7 @@ impl PluginHost {
                 World::QuotaPolicy,
                 Some(tenant),
                 move |instance, store| {
-                    instance.quota().tenantry_plugin_policy().call_evaluate(
-                        store,
-                        &wit_tenant,
-                        &usage,
-                    )
+                    instance.evaluate(store, &wit_tenant, &usage)
                 },
             )
             .await;
@@ -89,10 +82,7 @@ impl PluginHost {
         plugin: &str,
     ) -> (Result<PluginInfo, CallError>, Vec<super::LogLine>) {
         self.call(plugin, World::Provisioner, None, |instance, store| {
-            instance
-                .provisioner()
-                .tenantry_plugin_provision()
-                .call_describe(store)
+            instance.provisioner().describe(store)
         })
         .await
     }
@@ -103,7 +93,7 @@ impl PluginHost {
         plugin: &str,
         tenant: &PluginTenant,
         f: impl Fn(
-            &provision::Guest,
+            &Provision<'_>,
             &mut Store<CallState>,
             &wit::Tenant,
         ) -> wasmtime::Result<Result<T, PluginError>>
@@ -117,11 +107,7 @@ impl PluginHost {
                 World::Provisioner,
                 Some(tenant),
                 move |instance, store| {
-                    f(
-                        instance.provisioner().tenantry_plugin_provision(),
-                        store,
-                        &wit_tenant,
-                    )
+                    f(&instance.provisioner(), store, &wit_tenant)
                 },
             )
             .await;
@@ -146,7 +132,7 @@ impl PluginHost {
         request: String,
     ) -> Logged<Vec<Step>> {
         self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_plan(store, tenant, &request)
+            guest.plan(store, tenant, &request)
         })
         .await
     }
@@ -160,7 +146,7 @@ impl PluginHost {
         idempotency_key: String,
     ) -> Logged<Outcome> {
         self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_apply(store, tenant, &step, &idempotency_key)
+            guest.apply(store, tenant, &step, &idempotency_key)
         })
         .await
     }
@@ -173,9 +159,9 @@ impl PluginHost {
         step: Step,
         outcome: Outcome,
         idempotency_key: String,
-    ) -> Logged<()> {
+    ) -> Logged<Outcome> {
         self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_compensate(store, tenant, &step, &outcome, &idempotency_key)
+            guest.compensate(store, tenant, &step, &outcome, &idempotency_key)
         })
         .await
     }
@@ -188,7 +174,7 @@ impl PluginHost {
         applied: Vec<(Step, Outcome)>,
     ) -> Logged<Vec<Drift>> {
         self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_observe(store, tenant, &applied)
+            guest.observe(store, tenant, &applied)
         })
         .await
     }
@@ -202,7 +188,43 @@ impl PluginHost {
         reason: String,
     ) -> Logged<Outcome> {
         self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.call_transition(store, tenant, change, &reason)
+            guest.transition(store, tenant, change, &reason)
+        })
+        .await
+    }
+
+    /// `measure`: the tenant's use of the plugin's backend (nothing from a 0.1.0 plugin).
+    pub async fn measure(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+    ) -> Logged<Vec<Measurement>> {
+        self.provision(plugin, tenant, move |guest, store, tenant| guest.measure(store, tenant))
+            .await
+    }
+
+    /// `export-tenant`: what the backend holds of the tenant, for a bundle.
+    pub async fn export_tenant(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> Logged<Option<BundlePart>> {
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.export_tenant(store, tenant, &applied)
+        })
+        .await
+    }
+
+    /// `import-tenant`: restores what `export-tenant` handed over.
+    pub async fn import_tenant(
+        self: &Arc<Self>,
+        plugin: &str,
+        tenant: &PluginTenant,
+        part: BundlePart,
+    ) -> Logged<Outcome> {
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.import_tenant(store, tenant, &part)
         })
         .await
     }

@@ -185,6 +185,7 @@ impl PluginHost {
                     &checked.manifest.name,
                     &checked.sha256,
                     checked.world,
+                    checked.version(),
                     &bytes,
                 )
                 .map(|_| ())
@@ -202,6 +203,7 @@ impl PluginHost {
                 &plugin.name,
                 &plugin.inspection.sha256,
                 plugin.manifest.world,
+                plugin.inspection.version(),
                 &plugin.bytes,
             )
             .map(|_| ())
@@ -390,6 +392,7 @@ impl PluginHost {
             &plugin.name,
             &plugin.inspection.sha256,
             plugin.manifest.world,
+            plugin.inspection.version(),
             &plugin.bytes,
         ) {
             Ok(pre) => pre,
@@ -427,10 +430,7 @@ impl PluginHost {
         let wit_tenant = tenant.to_wit();
         let deadline = plugin.deadline(&self.services.config);
         self.run_here(plugin, Some(tenant), None, deadline, &|instance, store| {
-            instance
-                .quota()
-                .tenantry_plugin_policy()
-                .call_evaluate(store, &wit_tenant, usage)
+            instance.evaluate(store, &wit_tenant, usage)
         })
         .0
     }

@@ -7,9 +7,52 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// WIT versions this host can run. A released version is frozen under `wit/v<version>/` and kept
-/// beside the next one, each with its own bindings in `plugins::bindings`.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+/// WIT versions this host can run, newest first. A released version is frozen under
+/// `wit/v<version>/` and kept beside the next one, each with its own bindings in
+/// `plugins::bindings`.
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
+
+/// A WIT version this host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WitVersion {
+    /// `tenantry:plugin@0.1.0`, frozen: no configuration, `measure`, `export-tenant`,
+    /// `import-tenant` or `sql`, and `compensate` returns no outcome.
+    V0_1,
+    /// `tenantry:plugin@0.2.0`.
+    V0_2,
+}
+
+impl WitVersion {
+    pub fn parse(text: &str) -> Option<WitVersion> {
+        match text {
+            "0.1.0" => Some(WitVersion::V0_1),
+            "0.2.0" => Some(WitVersion::V0_2),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V0_1 => "0.1.0",
+            WitVersion::V0_2 => "0.2.0",
+        }
+    }
+
+    /// What a plugin of this version cannot do that one of the current version can, for
+    /// `plugin check` and the plugin's page.
+    pub fn lacks(self) -> &'static [&'static str] {
+        match self {
+            WitVersion::V0_1 => &[
+                "configuration (the `config` interface)",
+                "`measure` (usage for quotas)",
+                "`export-tenant` and `import-tenant` (tenant bundles)",
+                "a typed outcome from `compensate` (manual follow-ups are read from `warn` log lines that begin with `manual follow-up:`)",
+                "the `sql` interface",
+            ],
+            WitVersion::V0_2 => &[],
+        }
+    }
+}
 
 /// The package every plugin interface belongs to.
 pub const WIT_PACKAGE: &str = "tenantry:plugin";
@@ -106,6 +149,13 @@ pub struct Inspection {
     pub exports: Vec<String>,
     pub sha256: String,
     pub size_bytes: usize,
+}
+
+impl Inspection {
+    /// The WIT version (inspecting refuses a component of any other).
+    pub fn version(&self) -> WitVersion {
+        WitVersion::parse(&self.wit_version).expect("inspected components have a supported version")
+    }
 }
 
 /// Why a component is refused.
@@ -211,7 +261,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
     }
     if !world.has_capabilities() {
         for import in &imports {
-            let denied = ["state", "secrets", "http"]
+            let denied = ["state", "secrets", "http", "sql"]
                 .iter()
                 .any(|i| import.starts_with(&format!("{WIT_PACKAGE}/{i}@")))
                 || import.starts_with("wasi:http/")

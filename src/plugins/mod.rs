@@ -22,6 +22,7 @@ mod bindings;
 pub mod builtins;
 mod compile;
 mod exports;
+mod follow_up;
 mod host;
 pub mod manifest;
 mod sandbox;
@@ -42,8 +43,8 @@ pub use stats::CallStats;
 pub use table::{LoadedPlugin, grants_of};
 
 pub use bindings::provisioner::tenantry::plugin::types::{
-    Decision, Drift, LifecycleChange, MetricDecision, Outcome, PluginError, PluginInfo,
-    RenderError, Severity, Step, Template, Usage,
+    BundlePart, Decision, Drift, LifecycleChange, Measurement, MetricDecision, Outcome,
+    PluginError, PluginInfo, RenderError, Severity, Step, Template, Usage,
 };
 
 use crate::config::PluginsConfig;

@@ -11,6 +11,10 @@ use super::World;
 
 include!(concat!(env!("OUT_DIR"), "/sdk_files.rs"));
 
+/// The WIT version the SDK builds plugins for (the SDK moves to a new version after the host
+/// runs it).
+const SDK_WIT_VERSION: &str = "0.1.0";
+
 /// Where the SDK is written in a new crate; its bindings read `../../wit` from there.
 const VENDORED_SDK: &str = "vendor/tenantry-plugin-sdk";
 
@@ -112,7 +116,7 @@ world = "{feature}"
 wit_version = "{wit}"
 description = "A tenantry {feature} plugin."
 {caps}"#,
-                wit = super::manifest::SUPPORTED_WIT_VERSIONS[0],
+                wit = SDK_WIT_VERSION,
                 caps = if world == World::Provisioner {
                     "\n# Hosts (host or host:port) and secrets the plugin needs; the operator grants them.\n[capabilities]\nhosts = []\nsecrets = []\n"
                 } else {

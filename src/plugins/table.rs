@@ -28,6 +28,8 @@ pub struct LoadedPlugin {
     pub enabled: bool,
     pub deadline_ms: Option<u64>,
     pub grants: Grants,
+    /// The configuration in force, as JSON text by key.
+    pub config: Arc<std::collections::BTreeMap<String, String>>,
     pub revision: i64,
     pub(super) bytes: Arc<Vec<u8>>,
     /// Compiled and pre-instantiated on first use; shared by every load of the same component.
@@ -191,6 +193,9 @@ impl Table {
                 (Arc::new(bytes), inspection)
             }
         };
+        let config = Arc::new(super::sandbox::config::defaults(
+            inspection.manifest.config_schema.as_ref(),
+        ));
         let plugin = Arc::new(LoadedPlugin {
             name: row.name.clone(),
             manifest: inspection.manifest.clone(),
@@ -200,6 +205,7 @@ impl Table {
             enabled: row.enabled,
             deadline_ms: row.deadline_ms.map(|d| d.max(1) as u64),
             grants,
+            config,
             revision: row.revision,
             bytes,
             outran_inline: AtomicBool::new(false),

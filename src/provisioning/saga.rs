@@ -12,7 +12,7 @@ mod lease;
 mod outcome;
 
 use lease::{LeaseKeeper, claim, owner_id};
-use outcome::{Failure, append_log, follow_up_in, split};
+use outcome::{Failure, append_log, split};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -324,11 +324,10 @@ impl Executor<'_> {
                         )
                         .await;
                     let (result, log) = split(logged);
-                    let follow_up = follow_up_in(&log);
                     (
-                        result.map(|()| Outcome {
+                        result.map(|undone| Outcome {
                             output: json!({ "undone": true }).to_string(),
-                            manual_follow_up: follow_up,
+                            manual_follow_up: undone.manual_follow_up,
                         }),
                         log,
                     )
@@ -472,9 +471,9 @@ impl Executor<'_> {
             let (result, log) = split(logged);
             append_log(step, &log);
             match result {
-                Ok(()) => {
+                Ok(undone) => {
                     step.state = StepState::Compensated;
-                    if let Some(follow_up) = follow_up_in(&log) {
+                    if let Some(follow_up) = undone.manual_follow_up {
                         step.manual_follow_up = Some(follow_up);
                     }
                     step.finished_at = Some(clock::now());

@@ -263,9 +263,16 @@ pub(super) async fn run(
             let logged = host
                 .compensate(name, &tenant, step.to_wit(), outcome.to_wit(), key)
                 .await;
-            answer(logged.result, &logged.log, plugin_error)?;
-            print(out, &serde_json::json!({ "compensated": step.id }), || {
-                format!("step {} compensated", step.id)
+            let undone = answer(logged.result, &logged.log, plugin_error)?;
+            let view = serde_json::json!({
+                "compensated": step.id,
+                "manual_follow_up": undone.manual_follow_up,
+            });
+            print(out, &view, || match &undone.manual_follow_up {
+                Some(follow_up) => {
+                    format!("step {} compensated\nmanual follow-up: {follow_up}", step.id)
+                }
+                None => format!("step {} compensated", step.id),
             })
         }
         CallFunction::Observe {
@@ -294,6 +301,24 @@ pub(super) async fn run(
                 }
                 view.iter()
                     .map(|d| format!("{}: {}", d.resource, d.problem))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        CallFunction::Measure { tenant: slug } => {
+            let tenant = tenant(ctx, &slug).await?;
+            let logged = host.measure(name, &tenant).await;
+            let measured = answer(logged.result, &logged.log, plugin_error)?;
+            let view: std::collections::BTreeMap<String, f64> = measured
+                .into_iter()
+                .map(|m| (m.metric, m.value))
+                .collect();
+            print(out, &view, || {
+                if view.is_empty() {
+                    return "nothing measured".to_owned();
+                }
+                view.iter()
+                    .map(|(metric, value)| format!("{metric}: {value}"))
                     .collect::<Vec<_>>()
                     .join("\n")
             })

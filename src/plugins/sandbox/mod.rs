@@ -13,17 +13,22 @@
 //! first uses it. The units are built from the plugin as the
 //! database held it when the call began, and dropped with the store when the call ends.
 
+pub mod config;
 pub mod http;
 pub mod log;
 pub mod output;
 pub mod secrets;
+pub mod sql;
 pub mod state;
+mod v0_1;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::provisioner::tenantry::plugin as wit;
+use super::bindings::v0_1::provisioner::tenantry::plugin as wit_v0_1;
+use super::manifest::WitVersion;
 use super::{HostServices, LoadedPlugin, PluginTenant, World};
 
 /// Memory limits that remember whether they refused a growth (for a clear error).
@@ -81,6 +86,7 @@ pub struct CallState {
     table: ResourceTable,
     pub limiter: Limiter,
     pub log: log::LogUnit,
+    config: config::ConfigUnit,
     capabilities: Option<Box<Capabilities>>,
 }
 
@@ -96,6 +102,7 @@ struct Capabilities {
     state: state::StateUnit,
     secrets: secrets::SecretsUnit,
     http: http::HttpUnit,
+    sql: sql::SqlUnit,
 }
 
 impl CallState {
@@ -113,6 +120,7 @@ impl CallState {
                     state: state::StateUnit::new(services, &plugin.name, tenant, runtime.clone()),
                     secrets: secrets::SecretsUnit::new(services, plugin),
                     http: http::HttpUnit::new(services, plugin, runtime),
+                    sql: sql::SqlUnit::new(&plugin.name),
                 }))
             }
             _ => None,
@@ -132,6 +140,7 @@ impl CallState {
                 max_memory,
             },
             log: log::LogUnit::new(&plugin.name, tenant),
+            config: config::ConfigUnit::new(plugin.config.clone()),
             capabilities,
         }
     }
@@ -200,23 +209,59 @@ impl WasiView for CallState {
 
 impl wit::types::Host for CallState {}
 
-/// The linker of `world`: WASI with nothing behind it, and the capability units the world may
-/// import.
-pub fn linker(engine: &wasmtime::Engine, world: World) -> wasmtime::Result<Linker<CallState>> {
+/// The linker of `world` at WIT `version`: WASI with nothing behind it, and the capability units
+/// the world may import.
+pub fn linker(
+    engine: &wasmtime::Engine,
+    world: World,
+    version: WitVersion,
+) -> wasmtime::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     wit::types::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
-    wit::log::add_to_linker::<_, HasSelf<log::LogUnit>>(&mut linker, |s| &mut s.log)?;
-    if world.has_capabilities() {
-        wit::state::add_to_linker::<_, HasSelf<state::StateUnit>>(&mut linker, |s| {
-            &mut s.capabilities().state
-        })?;
-        wit::secrets::add_to_linker::<_, HasSelf<secrets::SecretsUnit>>(&mut linker, |s| {
-            &mut s.capabilities().secrets
-        })?;
-        wit::http::add_to_linker::<_, HasSelf<http::HttpUnit>>(&mut linker, |s| {
-            &mut s.capabilities().http
-        })?;
+    match version {
+        WitVersion::V0_2 => {
+            wit::log::add_to_linker::<_, HasSelf<log::LogUnit>>(&mut linker, |s| &mut s.log)?;
+            wit::config::add_to_linker::<_, HasSelf<config::ConfigUnit>>(&mut linker, |s| {
+                &mut s.config
+            })?;
+            if world.has_capabilities() {
+                wit::state::add_to_linker::<_, HasSelf<state::StateUnit>>(&mut linker, |s| {
+                    &mut s.capabilities().state
+                })?;
+                wit::secrets::add_to_linker::<_, HasSelf<secrets::SecretsUnit>>(
+                    &mut linker,
+                    |s| &mut s.capabilities().secrets,
+                )?;
+                wit::http::add_to_linker::<_, HasSelf<http::HttpUnit>>(&mut linker, |s| {
+                    &mut s.capabilities().http
+                })?;
+                wit::sql::add_to_linker::<_, HasSelf<sql::SqlUnit>>(&mut linker, |s| {
+                    &mut s.capabilities().sql
+                })?;
+            }
+        }
+        WitVersion::V0_1 => {
+            // The shared types of 0.1.0 are the current ones; the interface that declares them
+            // (no functions) is linked under its own name.
+            linker.instance("tenantry:plugin/types@0.1.0")?;
+            wit_v0_1::log::add_to_linker::<_, HasSelf<log::LogUnit>>(&mut linker, |s| {
+                &mut s.log
+            })?;
+            if world.has_capabilities() {
+                wit_v0_1::state::add_to_linker::<_, HasSelf<state::StateUnit>>(
+                    &mut linker,
+                    |s| &mut s.capabilities().state,
+                )?;
+                wit_v0_1::secrets::add_to_linker::<_, HasSelf<secrets::SecretsUnit>>(
+                    &mut linker,
+                    |s| &mut s.capabilities().secrets,
+                )?;
+                wit_v0_1::http::add_to_linker::<_, HasSelf<http::HttpUnit>>(&mut linker, |s| {
+                    &mut s.capabilities().http
+                })?;
+            }
+        }
     }
     Ok(linker)
 }

@@ -1,5 +1,5 @@
-//! How a step's plugin call ended, as the saga sees it: transient or permanent failures, the
-//! manual follow-ups a compensation reports in its log, and the step's log of every attempt.
+//! How a step's plugin call ended, as the saga sees it: transient or permanent failures, and
+//! the step's log of every attempt.
 
 use crate::plugins::{Logged, PluginError};
 use crate::store::models::StepRow;
@@ -21,22 +21,6 @@ pub(super) fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plu
         Err(err) => Err(Failure::Permanent(err.to_string())),
     };
     (result, logged.log)
-}
-
-/// A compensation cannot return an outcome (WIT 0.1.0): a plugin reports what a person must
-/// still do as a `warn` line starting with `manual follow-up:`, which the run shows as such.
-pub(super) fn follow_up_in(lines: &[crate::plugins::LogLine]) -> Option<String> {
-    let found: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.level == "warn")
-        .filter_map(|l| {
-            let m = l.message.trim_start();
-            m.get(..17)
-                .filter(|head| head.eq_ignore_ascii_case("manual follow-up:"))
-                .map(|_| m[17..].trim())
-        })
-        .collect();
-    (!found.is_empty()).then(|| found.join("; "))
 }
 
 /// Keeps every attempt's lines (at most 500 in all).
