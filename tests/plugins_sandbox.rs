@@ -632,7 +632,7 @@ async fn corrupt_wrong_world_and_unsupported_wit_components_are_refused_clearly(
         .unwrap_err();
     assert!(
         old.to_string()
-            .contains("built for WIT version 0.0.9; this server supports 0.1.0"),
+            .contains("built for WIT version 0.0.9; this server supports 0.2.0, 0.1.0"),
         "{old}"
     );
     // A quota policy called as a renderer.

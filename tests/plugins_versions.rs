@@ -78,7 +78,10 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
     let measured = host.measure("provisioner-v2", &tenant).await;
     let figures = measured.result.unwrap().unwrap();
     assert_eq!(figures.len(), 1);
-    assert_eq!((figures[0].metric.as_str(), figures[0].value), ("users", 3.0));
+    assert_eq!(
+        (figures[0].metric.as_str(), figures[0].value),
+        ("users", 3.0)
+    );
     assert!(
         measured.log.iter().any(|l| l.message.contains(
             "NotGranted(\"no database `warehouse` is granted to plugin `provisioner-v2`\")"
@@ -134,7 +137,12 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
         Some("archive the audit trail of acme-db by hand")
     );
     // It measures nothing, and cannot export: said, never taken for "nothing to export".
-    let measured = host.measure("recorder", &tenant).await.result.unwrap().unwrap();
+    let measured = host
+        .measure("recorder", &tenant)
+        .await
+        .result
+        .unwrap()
+        .unwrap();
     assert!(measured.is_empty());
     match host
         .export_tenant("recorder", &tenant, Vec::new())

@@ -69,19 +69,30 @@ impl Instance {
         values: &[(String, String)],
     ) -> Answer<String, RenderError> {
         match self {
-            Instance::Renderer(i) => i.tenantry_plugin_render().call_render(store, template, values),
-            Instance::RendererV0_1(i) => {
-                i.tenantry_plugin_render().call_render(store, template, values)
-            }
+            Instance::Renderer(i) => i
+                .tenantry_plugin_render()
+                .call_render(store, template, values),
+            Instance::RendererV0_1(i) => i
+                .tenantry_plugin_render()
+                .call_render(store, template, values),
             _ => unreachable!("{CHECKED}"),
         }
     }
 
     /// `evaluate` of a quota policy.
-    pub fn evaluate(&self, store: &mut Store, tenant: &Tenant, usage: &[Usage]) -> Answer<Decision> {
+    pub fn evaluate(
+        &self,
+        store: &mut Store,
+        tenant: &Tenant,
+        usage: &[Usage],
+    ) -> Answer<Decision> {
         match self {
-            Instance::Quota(i) => i.tenantry_plugin_policy().call_evaluate(store, tenant, usage),
-            Instance::QuotaV0_1(i) => i.tenantry_plugin_policy().call_evaluate(store, tenant, usage),
+            Instance::Quota(i) => i
+                .tenantry_plugin_policy()
+                .call_evaluate(store, tenant, usage),
+            Instance::QuotaV0_1(i) => i
+                .tenantry_plugin_policy()
+                .call_evaluate(store, tenant, usage),
             _ => unreachable!("{CHECKED}"),
         }
     }
@@ -118,7 +129,13 @@ impl Provision<'_> {
         }
     }
 
-    pub fn apply(&self, store: &mut Store, tenant: &Tenant, step: &Step, key: &str) -> Answer<Outcome> {
+    pub fn apply(
+        &self,
+        store: &mut Store,
+        tenant: &Tenant,
+        step: &Step,
+        key: &str,
+    ) -> Answer<Outcome> {
         match self {
             Provision::Now(g) => g.call_apply(store, tenant, step, key),
             Provision::V0_1(g) => g.call_apply(store, tenant, step, key),
@@ -138,7 +155,7 @@ impl Provision<'_> {
         match self {
             Provision::Now(g) => g.call_compensate(store, tenant, step, outcome, key),
             Provision::V0_1(g) => Ok(g
-                .call_compensate(store, tenant, step, outcome, key)?
+                .call_compensate(&mut *store, tenant, step, outcome, key)?
                 .map(|()| Outcome {
                     output: "{}".into(),
                     manual_follow_up: follow_up::in_log_lines(&store.data().log.captured),
@@ -196,7 +213,12 @@ impl Provision<'_> {
     }
 
     /// `import-tenant`; likewise.
-    pub fn import_tenant(&self, store: &mut Store, tenant: &Tenant, part: &BundlePart) -> Answer<Outcome> {
+    pub fn import_tenant(
+        &self,
+        store: &mut Store,
+        tenant: &Tenant,
+        part: &BundlePart,
+    ) -> Answer<Outcome> {
         match self {
             Provision::Now(g) => g.call_import_tenant(store, tenant, part),
             Provision::V0_1(_) => Ok(Err(PluginError::Permanent(

@@ -63,9 +63,7 @@ impl PluginHost {
                 plugin,
                 World::QuotaPolicy,
                 Some(tenant),
-                move |instance, store| {
-                    instance.evaluate(store, &wit_tenant, &usage)
-                },
+                move |instance, store| instance.evaluate(store, &wit_tenant, &usage),
             )
             .await;
         Logged { result, log }
@@ -106,9 +104,7 @@ impl PluginHost {
                 plugin,
                 World::Provisioner,
                 Some(tenant),
-                move |instance, store| {
-                    f(&instance.provisioner(), store, &wit_tenant)
-                },
+                move |instance, store| f(&instance.provisioner(), store, &wit_tenant),
             )
             .await;
         Logged { result, log }
@@ -199,8 +195,10 @@ impl PluginHost {
         plugin: &str,
         tenant: &PluginTenant,
     ) -> Logged<Vec<Measurement>> {
-        self.provision(plugin, tenant, move |guest, store, tenant| guest.measure(store, tenant))
-            .await
+        self.provision(plugin, tenant, move |guest, store, tenant| {
+            guest.measure(store, tenant)
+        })
+        .await
     }
 
     /// `export-tenant`: what the backend holds of the tenant, for a bundle.

@@ -270,7 +270,10 @@ pub(super) async fn run(
             });
             print(out, &view, || match &undone.manual_follow_up {
                 Some(follow_up) => {
-                    format!("step {} compensated\nmanual follow-up: {follow_up}", step.id)
+                    format!(
+                        "step {} compensated\nmanual follow-up: {follow_up}",
+                        step.id
+                    )
                 }
                 None => format!("step {} compensated", step.id),
             })
@@ -309,10 +312,8 @@ pub(super) async fn run(
             let tenant = tenant(ctx, &slug).await?;
             let logged = host.measure(name, &tenant).await;
             let measured = answer(logged.result, &logged.log, plugin_error)?;
-            let view: std::collections::BTreeMap<String, f64> = measured
-                .into_iter()
-                .map(|m| (m.metric, m.value))
-                .collect();
+            let view: std::collections::BTreeMap<String, f64> =
+                measured.into_iter().map(|m| (m.metric, m.value)).collect();
             print(out, &view, || {
                 if view.is_empty() {
                     return "nothing measured".to_owned();

@@ -39,7 +39,9 @@ pub fn defaults(schema: Option<&serde_json::Value>) -> BTreeMap<String, String> 
             properties
                 .iter()
                 .filter_map(|(key, property)| {
-                    property.get("default").map(|d| (key.clone(), d.to_string()))
+                    property
+                        .get("default")
+                        .map(|d| (key.clone(), d.to_string()))
                 })
                 .collect()
         })

@@ -245,14 +245,11 @@ pub fn linker(
             // The shared types of 0.1.0 are the current ones; the interface that declares them
             // (no functions) is linked under its own name.
             linker.instance("tenantry:plugin/types@0.1.0")?;
-            wit_v0_1::log::add_to_linker::<_, HasSelf<log::LogUnit>>(&mut linker, |s| {
-                &mut s.log
-            })?;
+            wit_v0_1::log::add_to_linker::<_, HasSelf<log::LogUnit>>(&mut linker, |s| &mut s.log)?;
             if world.has_capabilities() {
-                wit_v0_1::state::add_to_linker::<_, HasSelf<state::StateUnit>>(
-                    &mut linker,
-                    |s| &mut s.capabilities().state,
-                )?;
+                wit_v0_1::state::add_to_linker::<_, HasSelf<state::StateUnit>>(&mut linker, |s| {
+                    &mut s.capabilities().state
+                })?;
                 wit_v0_1::secrets::add_to_linker::<_, HasSelf<secrets::SecretsUnit>>(
                     &mut linker,
                     |s| &mut s.capabilities().secrets,

@@ -46,7 +46,10 @@ impl old::secrets::Host for SecretsUnit {
 }
 
 impl old::http::Host for HttpUnit {
-    fn send(&mut self, request: old::http::Request) -> Result<old::http::Response, old::http::HttpError> {
+    fn send(
+        &mut self,
+        request: old::http::Request,
+    ) -> Result<old::http::Response, old::http::HttpError> {
         let request = now::http::Request {
             method: request.method,
             url: request.url,

@@ -6,8 +6,7 @@ wit_bindgen::generate!({ world: "provisioner", path: "../../../wit/v0.2.0" });
 
 use exports::tenantry::plugin::provision::Guest;
 use tenantry::plugin::types::{
-    BundlePart, Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Step,
-    Tenant,
+    BundlePart, Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Step, Tenant,
 };
 use tenantry::plugin::{config, log, sql};
 
@@ -69,7 +68,10 @@ impl Guest for V2 {
     ) -> Result<Outcome, PluginError> {
         Ok(Outcome {
             output: "{}".into(),
-            manual_follow_up: Some(format!("return the seat licences of {} by hand", tenant.slug)),
+            manual_follow_up: Some(format!(
+                "return the seat licences of {} by hand",
+                tenant.slug
+            )),
         })
     }
 
@@ -82,7 +84,9 @@ impl Guest for V2 {
         change: LifecycleChange,
         _reason: String,
     ) -> Result<Outcome, PluginError> {
-        Ok(outcome(serde_json::json!({ "change": format!("{change:?}") })))
+        Ok(outcome(
+            serde_json::json!({ "change": format!("{change:?}") }),
+        ))
     }
 
     fn measure(_tenant: Tenant) -> Result<Vec<Measurement>, PluginError> {
