@@ -173,6 +173,35 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
         .await;
     assert!(!refused.ok);
     assert!(refused.stderr.contains("not a step"), "{}", refused.stderr);
+    // A quota policy's decision on a tenant of the registry, with what the policy logged.
+    let flat = format!("{}/flat_quota.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    cli.ok(&["plugin", "install", &flat]).await;
+    cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
+        .await;
+    let evaluated = cli
+        .run(&[
+            "plugin",
+            "call",
+            "flat-quota",
+            "evaluate",
+            "--tenant",
+            "acme",
+        ])
+        .await;
+    assert!(evaluated.ok, "{}", evaluated.stderr);
+    assert!(
+        evaluated.stdout.starts_with("flat-quota on acme: allowed"),
+        "{}",
+        evaluated.stdout
+    );
+    assert!(
+        evaluated
+            .stderr
+            .contains("[debug] a flat limit of 3 for acme"),
+        "{}",
+        evaluated.stderr
+    );
+
     // A world's function asked of another world's plugin is refused.
     let wrong = cli
         .run(&["plugin", "call", "template-renderer", "describe"])

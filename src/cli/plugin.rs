@@ -340,9 +340,13 @@ pub(super) async fn plugin_command(
                 }
                 None => None,
             };
-            let decision = crate::quotas::evaluate(ctx, &name, &tenant, usage.as_ref())
+            let (decision, lines) = crate::quotas::evaluate(ctx, &name, &tenant, usage.as_ref())
                 .await
                 .map_err(app_error)?;
+            for line in &lines {
+                eprintln!("[{}] {}", line.level, line.message);
+            }
+            let decision = decision.map_err(app_error)?;
             let view = crate::quotas::decision_view(&decision);
             print(out, &view, || {
                 let rows = view

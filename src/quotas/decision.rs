@@ -15,7 +15,7 @@ use crate::config::FailMode;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::limits::CachedDecision;
-use crate::plugins::{Decision, MetricDecision, PluginTenant, Severity, Usage};
+use crate::plugins::{Decision, LogLine, MetricDecision, PluginTenant, Severity, Usage};
 use crate::store::models::QuotaOverrideRow;
 use crate::tenants::Tenant;
 
@@ -57,7 +57,7 @@ pub async fn decide(
             return Ok(cached.clone());
         }
     }
-    match ask(ctx, policy, tenant, metrics, overrides, usage).await {
+    match ask(ctx, policy, tenant, metrics, overrides, usage, None).await {
         Ok((decision, defaults)) => {
             ctx.alerting.policy_answered(&tenant.id);
             Ok(ctx.quota_decisions.put(
@@ -98,24 +98,26 @@ pub async fn decide(
 }
 
 /// Asks `policy` once for its decision on `tenant` with `usage` and `overrides`, keeping
-/// nothing (what `tenantry plugin call … evaluate` shows).
+/// nothing (what `tenantry plugin call … evaluate` shows), with the lines the policy logged.
 pub async fn evaluate_once(
     ctx: &Context,
     policy: &str,
     tenant: &Tenant,
     standing: &super::Standing,
-) -> AppResult<Decision> {
+) -> (AppResult<Decision>, Vec<LogLine>) {
     let super::Standing {
         metrics,
         overrides,
         usage,
     } = standing;
-    ask(ctx, policy, tenant, metrics, overrides, usage)
+    let lines = std::sync::Mutex::new(Vec::new());
+    let answer = ask(ctx, policy, tenant, metrics, overrides, usage, Some(&lines))
         .await
         .map(|(decision, _)| decision)
         .map_err(|reason| {
             AppError::Unavailable(format!("the quota policy `{policy}` failed: {reason}"))
-        })
+        });
+    (answer, lines.into_inner().unwrap_or_default())
 }
 
 /// Calls the policy with and, where overrides set limits, without them (for the defaults).
@@ -126,6 +128,7 @@ async fn ask(
     metrics: &[Metric],
     overrides: &[QuotaOverrideRow],
     usage: &HashMap<String, u64>,
+    log: Option<&std::sync::Mutex<Vec<LogLine>>>,
 ) -> Result<(Decision, HashMap<String, Option<u64>>), String> {
     let plugin_tenant = PluginTenant {
         id: tenant.id.clone(),
@@ -153,7 +156,14 @@ async fn ask(
             .collect()
     };
     let call = |usage: Vec<Usage>| async {
-        match ctx.plugins.evaluate(policy, &plugin_tenant, usage).await {
+        let logged = ctx
+            .plugins
+            .evaluate_logged(policy, &plugin_tenant, usage)
+            .await;
+        if let Some(log) = log {
+            log.lock().expect("log lock").extend(logged.log);
+        }
+        match logged.result {
             Ok(Ok(decision)) => Ok(decision),
             Ok(Err(err)) => Err(format!("{err:?}")),
             Err(err) => Err(err.to_string()),

@@ -310,13 +310,16 @@ pub async fn admit_user(
 }
 
 /// What `policy` decides for `tenant` on its current usage, or on `usage` (metric → use) where
-/// given, with its overrides; nothing is kept or counted.
+/// given, with its overrides, and the lines it logged; nothing is kept or counted.
 pub async fn evaluate(
     ctx: &Context,
     policy: &str,
     tenant: &Tenant,
     usage: Option<&HashMap<String, u64>>,
-) -> AppResult<crate::plugins::Decision> {
+) -> AppResult<(
+    AppResult<crate::plugins::Decision>,
+    Vec<crate::plugins::LogLine>,
+)> {
     let mut standing = Standing::of(ctx, tenant).await?;
     if let Some(usage) = usage {
         for (metric, used) in usage {
@@ -324,7 +327,7 @@ pub async fn evaluate(
             standing.usage.insert(metric.clone(), *used);
         }
     }
-    decision::evaluate_once(ctx, policy, tenant, &standing).await
+    Ok(decision::evaluate_once(ctx, policy, tenant, &standing).await)
 }
 
 /// The policy that decides for `tenant`.

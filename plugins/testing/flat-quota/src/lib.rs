@@ -3,6 +3,7 @@
 //! `loop` it never returns, so that the host's deadline stops it; for `slow-N` it spins for N
 //! milliseconds (reading the clock, through WASI) before it answers.
 
+use tenantry_plugin_sdk::log;
 use tenantry_plugin_sdk::quota::{
     Decision, MetricDecision, PluginError, QuotaPolicy, Severity, Tenant, Usage,
 };
@@ -13,6 +14,7 @@ const LIMIT: u64 = 3;
 
 impl QuotaPolicy for FlatQuota {
     fn evaluate(tenant: Tenant, usage: Vec<Usage>) -> Result<Decision, PluginError> {
+        log::debug(&format!("a flat limit of {LIMIT} for {}", tenant.slug));
         if tenant.slug.starts_with("loop") {
             let mut n: u64 = 0;
             loop {
