@@ -13,10 +13,10 @@ use utoipa::ToSchema;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldError};
 use crate::plugins::manifest::{self, Capabilities, Manifest, World};
 use crate::plugins::{BUILTINS, CallStats, Grants, grants_of};
-use crate::store::models::{PluginGrantRow, PluginMetaRow, PluginRow};
+use crate::store::models::{PluginConfigRow, PluginGrantRow, PluginMetaRow, PluginRow};
 use crate::{store, transaction};
 
 /// Built-in plugins the platform itself works with: every template is rendered by the first, and
@@ -50,6 +50,13 @@ pub struct PluginView {
     pub effective: Capabilities,
     #[schema(value_type = Option<Object>)]
     pub config_schema: Option<serde_json::Value>,
+    /// The fields of its configuration (from `config_schema`).
+    pub config_fields: Vec<crate::plugins::config::Field>,
+    /// The configuration in force: what the operator set, else each field's default.
+    #[schema(value_type = Object)]
+    pub config: serde_json::Map<String, Value>,
+    /// The keys the operator set (the others are defaults).
+    pub config_set: Vec<String>,
     /// Calls since the plugin was installed, on every server (each adds its own about once a
     /// second).
     pub stats: CallStats,
@@ -90,6 +97,20 @@ async fn view(ctx: &Context, row: &PluginMetaRow) -> AppResult<PluginView> {
         World::Renderer => config.renderer_deadline_ms,
         World::QuotaPolicy => config.quota_deadline_ms,
     };
+    let set: std::collections::BTreeMap<String, String> = {
+        let mut conn = ctx.db.conn().await?;
+        store::plugins::config(&mut conn, &row.name)
+            .await?
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect()
+    };
+    let config_fields = crate::plugins::config::fields(manifest.config_schema.as_ref())
+        .map_err(|e| AppError::internal(anyhow::anyhow!("plugin {}: {e}", row.name)))?;
+    let config = crate::plugins::config::effective(&config_fields, &set)
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(Value::String(v))))
+        .collect();
     Ok(PluginView {
         name: row.name.clone(),
         version: row.version.clone(),
@@ -104,6 +125,9 @@ async fn view(ctx: &Context, row: &PluginMetaRow) -> AppResult<PluginView> {
         granted,
         effective,
         config_schema: manifest.config_schema.clone(),
+        config_fields,
+        config,
+        config_set: set.into_keys().collect(),
         stats: ctx.plugins.stats(&row.name).await?,
         installed_by: row.installed_by.clone(),
         installed_at: clock::to_utc(row.installed_at),
@@ -412,6 +436,55 @@ pub async fn grant(
             tx,
             actor,
             grant_event("plugin.grant", name, kind, &cap_name),
+        )
+        .await?;
+        Ok(())
+    })?;
+    get(ctx, name).await
+}
+
+/// Sets the whole configuration of plugin `name`: `values` by key, each checked against the
+/// field its manifest declares (a refusal names the field and the rule, and changes nothing);
+/// a field left out takes its default. Audited with the values (configuration holds no secret).
+pub async fn configure(
+    ctx: &Context,
+    actor: &Actor,
+    name: &str,
+    values: serde_json::Map<String, Value>,
+) -> AppResult<PluginView> {
+    let row = find_row(ctx, name).await?;
+    let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
+    let fields = crate::plugins::config::fields(manifest.config_schema.as_ref())
+        .map_err(|e| AppError::internal(anyhow::anyhow!("plugin {name}: {e}")))?;
+    let refused = crate::plugins::config::check(&fields, &values);
+    if !refused.is_empty() {
+        return Err(AppError::Validation(
+            refused
+                .into_iter()
+                .map(|r| FieldError::new(r.field, r.rule, r.message))
+                .collect(),
+        ));
+    }
+    let now = clock::now();
+    let rows: Vec<PluginConfigRow> = values
+        .iter()
+        .map(|(key, value)| PluginConfigRow {
+            plugin: name.to_owned(),
+            key: key.clone(),
+            value: value.to_string(),
+            set_by: actor.name.clone(),
+            set_at: now,
+        })
+        .collect();
+    transaction!(ctx.db, |tx| {
+        store::plugins::replace_config(tx, name, &rows).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::platform(
+                "plugin.configure",
+                json!({ "plugin": name, "config": values }),
+            ),
         )
         .await?;
         Ok(())

@@ -1,7 +1,8 @@
-//! `/api/v1/plugin…`: install, list, inspect, enable, disable, grant and revoke plugins.
+//! `/api/v1/plugin…`: install, list, inspect, enable, disable, configure, grant and revoke
+//! plugins.
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, delete, get, post, put, web};
 use futures_util::StreamExt as _;
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
@@ -23,7 +24,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(enable_plugin)
         .service(disable_plugin)
         .service(grant_capability)
-        .service(revoke_capability);
+        .service(revoke_capability)
+        .service(configure_plugin);
 }
 
 /// Largest component accepted, in bytes.
@@ -183,6 +185,25 @@ pub struct GrantRequest {
     /// The secret's value (write-only; sealed at rest).
     #[serde(default)]
     pub value: Option<String>,
+}
+
+/// Set a plugin's whole configuration: a JSON object of the fields its manifest declares
+/// (`config_fields`); a field left out takes its default. Each value is checked against its
+/// field, and a refusal names the field and changes nothing.
+#[utoipa::path(
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    request_body(content = Object, description = "Field → value"),
+    responses((status = 200, body = PluginView), (status = 422, description = "A value its field refuses, naming the field", body = ErrorBody)),
+)]
+#[put("/plugin/{name}/config")]
+async fn configure_plugin(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    name: web::Path<String>,
+    body: ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(registry::configure(&ctx, &caller.actor, &name, body.0).await?))
 }
 
 /// Grant a host or a secret the plugin's manifest requests.

@@ -32,6 +32,18 @@ pub enum PluginCommand {
         #[arg(long, value_name = "FILE")]
         value_file: Option<PathBuf>,
     },
+    /// Set a plugin's configuration: each `--set KEY=VALUE` typed by the field it names, each
+    /// `--unset KEY` back to its default; `-f FILE` (a JSON object) replaces the whole of it
+    /// first. Every value is checked against its field, and a refusal changes nothing.
+    Configure {
+        name: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long = "unset", value_name = "KEY")]
+        unset: Vec<String>,
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Revoke a granted host or secret.
     Revoke {
         name: String,
@@ -226,7 +238,11 @@ fn plugin_text(p: &crate::plugin_registry::PluginView) -> String {
         p.stats.calls,
         p.stats.failures,
         p.stats.mean_ms
-    )
+    ) + &if p.config_fields.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", config_text(p))
+    }
 }
 
 pub(super) async fn plugin_command(
@@ -294,6 +310,60 @@ pub(super) async fn plugin_command(
                 .await
                 .map_err(app_error)?;
             print(out, &plugin, || plugin_text(&plugin))
+        }
+        PluginCommand::Configure {
+            name,
+            set,
+            unset,
+            file,
+        } => {
+            let current = registry::get(ctx, &name).await.map_err(app_error)?;
+            let mut values: serde_json::Map<String, serde_json::Value> = match file {
+                Some(file) => {
+                    let text = super::read_file_or_stdin(&file)?;
+                    serde_json::from_str(&text).with_context(|| {
+                        format!("{}: not a JSON object of field → value", file.display())
+                    })?
+                }
+                None => current
+                    .config
+                    .iter()
+                    .filter(|(key, _)| current.config_set.contains(key))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            };
+            for key in unset {
+                values.remove(&key);
+            }
+            for pair in set {
+                let Some((key, text)) = pair.split_once('=') else {
+                    anyhow::bail!("--set {pair}: give KEY=VALUE");
+                };
+                let Some(field) = current.config_fields.iter().find(|f| f.name == key) else {
+                    let names: Vec<&str> = current
+                        .config_fields
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect();
+                    anyhow::bail!(
+                        "--set {key}: plugin `{name}` has no such field ({})",
+                        if names.is_empty() {
+                            "it takes no configuration".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    );
+                };
+                let value = field
+                    .kind
+                    .read(text)
+                    .map_err(|message| anyhow::anyhow!("--set {key}: {message}"))?;
+                values.insert(key.to_owned(), value);
+            }
+            let plugin = registry::configure(ctx, actor, &name, values)
+                .await
+                .map_err(app_error)?;
+            print(out, &plugin, || config_text(&plugin))
         }
         PluginCommand::Revoke { name, host, secret } => {
             let (kind, capability) = match (host, secret) {
@@ -380,6 +450,32 @@ pub(super) async fn plugin_command(
             unreachable!("handled without a database")
         }
     }
+}
+
+/// A plugin's configuration, one field a line: its value, and whether it is the default.
+fn config_text(p: &crate::plugin_registry::PluginView) -> String {
+    if p.config_fields.is_empty() {
+        return format!("plugin {} takes no configuration", p.name);
+    }
+    let lines: Vec<String> = p
+        .config_fields
+        .iter()
+        .map(|f| {
+            let value = p
+                .config
+                .get(&f.name)
+                .map_or_else(|| "(not set)".to_owned(), |v| v.to_string());
+            let origin = if p.config_set.contains(&f.name) {
+                ""
+            } else if p.config.contains_key(&f.name) {
+                " (default)"
+            } else {
+                ""
+            };
+            format!("{} = {value}{origin}", f.name)
+        })
+        .collect();
+    format!("plugin {} configured:\n{}", p.name, lines.join("\n"))
 }
 
 fn list_or_none(items: &[String]) -> String {

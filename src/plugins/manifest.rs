@@ -130,7 +130,8 @@ pub struct Manifest {
     pub description: String,
     #[serde(default)]
     pub capabilities: Capabilities,
-    /// A JSON Schema of the plugin's configuration, if it takes any.
+    /// The plugin's configuration, if it takes any: a JSON Schema object of typed properties
+    /// (see `plugins::config`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub config_schema: Option<serde_json::Value>,
@@ -332,6 +333,9 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
         if seen.insert(secret, ()).is_some() {
             return bad(format!("secret `{secret}` is listed twice"));
         }
+    }
+    if let Err(err) = super::config::fields(manifest.config_schema.as_ref()) {
+        return bad(err);
     }
     Ok(())
 }

@@ -21,6 +21,7 @@
 mod bindings;
 pub mod builtins;
 mod compile;
+pub mod config;
 mod exports;
 mod follow_up;
 mod host;

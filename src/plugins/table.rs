@@ -193,9 +193,19 @@ impl Table {
                 (Arc::new(bytes), inspection)
             }
         };
-        let config = Arc::new(super::sandbox::config::defaults(
-            inspection.manifest.config_schema.as_ref(),
-        ));
+        let set: std::collections::BTreeMap<String, String> = store::plugins::config(conn, name)
+            .await
+            .map_err(|e| registry_error(name, e))?
+            .into_iter()
+            .map(|r| (r.key, r.value))
+            .collect();
+        let fields = super::config::fields(inspection.manifest.config_schema.as_ref()).map_err(
+            |reason| CallError::Load {
+                plugin: name.to_owned(),
+                reason,
+            },
+        )?;
+        let config = Arc::new(super::config::effective(&fields, &set));
         let plugin = Arc::new(LoadedPlugin {
             name: row.name.clone(),
             manifest: inspection.manifest.clone(),

@@ -230,6 +230,18 @@ pub struct PluginCallStatsRow {
     pub updated_at: NaiveDateTime,
 }
 
+/// One key of a plugin's configuration, as the operator set it.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = super::schema::plugin_config)]
+pub struct PluginConfigRow {
+    pub plugin: String,
+    pub key: String,
+    /// The value as JSON.
+    pub value: String,
+    pub set_by: String,
+    pub set_at: NaiveDateTime,
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = super::schema::plugin_grants)]
 pub struct PluginGrantRow {

@@ -1,6 +1,7 @@
-//! SQL of installed plugins, their grants, their call statistics and their per-tenant state.
+//! SQL of installed plugins, their configuration, their grants, their call statistics and their
+//! per-tenant state.
 //!
-//! Every write to a plugin's row or its grants bumps the plugin's `revision` in the same
+//! Every write to a plugin's row, its configuration or its grants bumps the plugin's `revision` in the same
 //! statement batch, so a server that reads the revision before a call knows whether what it
 //! loaded is still what the database holds.
 
@@ -10,8 +11,10 @@ use diesel_async::RunQueryDsl;
 
 use super::Conn;
 use super::changes::Change;
-use super::models::{PluginCallStatsRow, PluginGrantRow, PluginMetaRow, PluginRow};
-use super::schema::{plugin_call_stats, plugin_grants, plugin_state, plugins};
+use super::models::{
+    PluginCallStatsRow, PluginConfigRow, PluginGrantRow, PluginMetaRow, PluginRow,
+};
+use super::schema::{plugin_call_stats, plugin_config, plugin_grants, plugin_state, plugins};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -140,6 +143,39 @@ pub async fn set_enabled(
     .await)?;
     conn.changed(Change::Plugin(name.to_owned()));
     Ok(n == 1)
+}
+
+/// The configuration the operator set for `plugin`, by key.
+pub async fn config(conn: &mut Conn, plugin: &str) -> AppResult<Vec<PluginConfigRow>> {
+    let rows = with_conn!(conn, |c| plugin_config::table
+        .filter(plugin_config::plugin.eq(plugin))
+        .order(plugin_config::key.asc())
+        .select(PluginConfigRow::as_select())
+        .load(c)
+        .await)?;
+    Ok(rows)
+}
+
+/// Replaces the configuration of `plugin` by `rows`.
+pub async fn replace_config(
+    conn: &mut Conn,
+    plugin: &str,
+    rows: &[PluginConfigRow],
+) -> AppResult<()> {
+    with_conn!(conn, |c| {
+        diesel::delete(plugin_config::table.filter(plugin_config::plugin.eq(plugin)))
+            .execute(c)
+            .await?;
+        if !rows.is_empty() {
+            diesel::insert_into(plugin_config::table)
+                .values(rows)
+                .execute(c)
+                .await?;
+        }
+        bump_revision!(c, plugin)
+    })?;
+    conn.changed(Change::Plugin(plugin.to_owned()));
+    Ok(())
 }
 
 pub async fn grants(conn: &mut Conn, plugin: &str) -> AppResult<Vec<PluginGrantRow>> {

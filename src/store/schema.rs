@@ -191,6 +191,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    plugin_config (plugin, key) {
+        plugin -> Text,
+        key -> Text,
+        value -> Text,
+        set_by -> Text,
+        set_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     plugin_grants (plugin, kind, name) {
         plugin -> Text,
         kind -> Text,
