@@ -185,7 +185,7 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// What is wrong with `values` as a whole configuration of `fields`.
+/// What is wrong with `values` as a whole configuration of `fields`, by field name.
 pub fn check(fields: &[Field], values: &Map<String, Value>) -> Vec<Refusal> {
     let mut refused = Vec::new();
     for (key, value) in values {
@@ -231,6 +231,7 @@ pub fn check(fields: &[Field], values: &Map<String, Value>) -> Vec<Refusal> {
             });
         }
     }
+    refused.sort_by(|a, b| a.field.cmp(&b.field));
     refused
 }
 

@@ -166,9 +166,9 @@ pub async fn replace_config(
         diesel::delete(plugin_config::table.filter(plugin_config::plugin.eq(plugin)))
             .execute(c)
             .await?;
-        if !rows.is_empty() {
+        for row in rows {
             diesel::insert_into(plugin_config::table)
-                .values(rows)
+                .values(row)
                 .execute(c)
                 .await?;
         }
