@@ -23,6 +23,7 @@ backend_tests!(
     bad_query_parameters_and_unknown_pages_answer_with_a_page_keeping_the_menu,
     rolling_back_the_client_secret_and_checking_the_database_from_the_detail_page,
     plugins_page_shows_world_wit_version_capabilities_and_calls,
+    a_plugins_configuration_is_set_from_the_plugins_page,
     api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page,
 );
 
@@ -1050,5 +1051,86 @@ async fn api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page(b
     forged.assert_status(StatusCode::FORBIDDEN);
     let (_, keys) = app.get("/api/v1/tenant/acme/api-keys").await;
     assert!(keys.as_array().unwrap().iter().all(|k| k["name"] != "evil"));
+    app.stop().await;
+}
+
+/// The plugins page shows a plugin's configuration fields and saves them; a value its field
+/// refuses is named and changes nothing; an empty field goes back to its default.
+async fn a_plugins_configuration_is_set_from_the_plugins_page(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.install_test_plugin("provisioner_v2").await;
+    let browser = Browser::admin(&app).await;
+    let page = browser.get("/plugins").await;
+    page.assert_status(StatusCode::OK);
+    assert!(
+        page.body.contains(r#"name="config.seats""#)
+            && page.body.contains(r#"placeholder="3 (default)""#)
+            && page.body.contains("Seats each tenant gets."),
+        "{}",
+        page.body
+    );
+    let answer = browser
+        .post(
+            "/plugins/provisioner-v2/config",
+            &[
+                ("csrf", &page.csrf()),
+                ("config.seats", "lots"),
+                ("config.plan", "gold"),
+            ],
+        )
+        .await;
+    let refused = browser.see_other(&answer).await;
+    assert!(
+        refused.body.contains("must be an integer"),
+        "{}",
+        refused.body
+    );
+    let (_, plugin) = app.get("/api/v1/plugin/provisioner-v2").await;
+    assert_eq!(
+        plugin["config_set"],
+        serde_json::json!([]),
+        "nothing changed"
+    );
+
+    let answer = browser
+        .post(
+            "/plugins/provisioner-v2/config",
+            &[
+                ("csrf", &page.csrf()),
+                ("config.seats", "12"),
+                ("config.plan", "gold"),
+            ],
+        )
+        .await;
+    let saved = browser.see_other(&answer).await;
+    assert!(
+        saved
+            .body
+            .contains("The configuration of provisioner-v2 is saved."),
+        "{}",
+        saved.body
+    );
+    assert!(saved.body.contains(r#"value="12""#), "{}", saved.body);
+    let (_, plugin) = app.get("/api/v1/plugin/provisioner-v2").await;
+    assert_eq!(
+        plugin["config"],
+        serde_json::json!({ "seats": 12, "plan": "gold" })
+    );
+    let answer = browser
+        .post(
+            "/plugins/provisioner-v2/config",
+            &[
+                ("csrf", &page.csrf()),
+                ("config.seats", ""),
+                ("config.plan", "gold"),
+            ],
+        )
+        .await;
+    browser.see_other(&answer).await;
+    let (_, plugin) = app.get("/api/v1/plugin/provisioner-v2").await;
+    assert_eq!(
+        plugin["config"]["seats"], 3,
+        "back to its default: {plugin}"
+    );
     app.stop().await;
 }

@@ -233,6 +233,7 @@ where
             web::post().to(alerts::save_quotas),
         )
         .route("/plugins", web::get().to(plugins::list))
+        .route("/plugins/{name}/config", web::post().to(plugins::configure))
         .route("/tokens", web::get().to(tokens::list))
         .route("/tokens", web::post().to(tokens::create))
         .route("/tokens/{id}/revoke", web::post().to(tokens::revoke))
