@@ -72,8 +72,11 @@ pub struct Field {
     #[serde(rename = "type")]
     pub kind: Kind,
     pub required: bool,
+    /// The value when the operator sets none (absent when the field has no default).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub default: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The values allowed, when the schema lists them.
     #[serde(rename = "enum", skip_serializing_if = "Option::is_none")]
