@@ -67,13 +67,15 @@ pub struct PluginView {
 async fn view(ctx: &Context, row: &PluginMetaRow) -> AppResult<PluginView> {
     let grants = grants_for(ctx, &row.name).await?;
     let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
+    let sorted = |names: Vec<&String>| {
+        let mut names: Vec<String> = names.into_iter().cloned().collect();
+        names.sort();
+        names
+    };
     let granted = Capabilities {
         hosts: grants.hosts.clone(),
-        secrets: {
-            let mut names: Vec<String> = grants.secrets.keys().cloned().collect();
-            names.sort();
-            names
-        },
+        secrets: sorted(grants.secrets.keys().collect()),
+        databases: sorted(grants.databases.keys().collect()),
     };
     let effective = Capabilities {
         hosts: manifest
@@ -88,6 +90,13 @@ async fn view(ctx: &Context, row: &PluginMetaRow) -> AppResult<PluginView> {
             .secrets
             .iter()
             .filter(|s| granted.secrets.contains(s))
+            .cloned()
+            .collect(),
+        databases: manifest
+            .capabilities
+            .databases
+            .iter()
+            .filter(|d| granted.databases.contains(d))
             .cloned()
             .collect(),
     };
@@ -345,6 +354,12 @@ pub enum Capability {
         name: String,
         value: String,
     },
+    /// A database alias and its connection URL (sealed before it is stored; the role in it is
+    /// what the plugin may do).
+    Database {
+        alias: String,
+        url: String,
+    },
 }
 
 /// Grants a capability the plugin's manifest requests.
@@ -418,6 +433,40 @@ pub async fn grant(
                 Some(
                     ctx.keyring
                         .seal(value, &crate::plugins::secret_context(name, secret)),
+                ),
+            )
+        }
+        Capability::Database { alias, url } => {
+            if !manifest.capabilities.databases.contains(alias) {
+                return Err(AppError::invalid(
+                    "database",
+                    "requested",
+                    format!(
+                        "plugin `{name}` does not request database `{alias}` (it requests: {})",
+                        if manifest.capabilities.databases.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            manifest.capabilities.databases.join(", ")
+                        }
+                    ),
+                ));
+            }
+            let parsed = url::Url::parse(url).ok().filter(|u| {
+                matches!(u.scheme(), "postgres" | "postgresql") && u.host_str().is_some()
+            });
+            if parsed.is_none() {
+                return Err(AppError::invalid(
+                    "url",
+                    "format",
+                    "must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                ));
+            }
+            (
+                "database",
+                alias.clone(),
+                Some(
+                    ctx.keyring
+                        .seal(url, &crate::plugins::database_context(name, alias)),
                 ),
             )
         }
@@ -508,11 +557,11 @@ pub async fn revoke(
     kind: &str,
     cap_name: &str,
 ) -> AppResult<PluginView> {
-    if !matches!(kind, "host" | "secret") {
+    if !matches!(kind, "host" | "secret" | "database") {
         return Err(AppError::invalid(
             "kind",
             "one_of",
-            "must be `host` or `secret`",
+            "must be `host`, `secret` or `database`",
         ));
     }
     find_row(ctx, name).await?;

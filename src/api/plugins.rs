@@ -178,11 +178,12 @@ async fn disable_plugin(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantRequest {
-    /// `host` or `secret`.
+    /// `host`, `secret` or `database`.
     pub kind: String,
-    /// The host (`host` or `host:port`) or the secret's name, as the manifest requests it.
+    /// The host (`host` or `host:port`), the secret's name or the database's alias, as the
+    /// manifest requests it.
     pub name: String,
-    /// The secret's value (write-only; sealed at rest).
+    /// The secret's value, or the database's URL (write-only; sealed at rest).
     #[serde(default)]
     pub value: Option<String>,
 }
@@ -236,24 +237,34 @@ async fn grant_capability(
                 )
             })?,
         },
+        "database" => Capability::Database {
+            alias: request.name,
+            url: request.value.ok_or_else(|| {
+                AppError::invalid(
+                    "value",
+                    "required",
+                    "a database grant needs the database's URL",
+                )
+            })?,
+        },
         _ => {
             return Err(AppError::invalid(
                 "kind",
                 "one_of",
-                "must be `host` or `secret`",
+                "must be `host`, `secret` or `database`",
             ));
         }
     };
     Ok(HttpResponse::Ok().json(registry::grant(&ctx, &caller.actor, &name, capability).await?))
 }
 
-/// Revoke a granted host or secret.
+/// Revoke a granted host, secret or database.
 #[utoipa::path(
     tag = "plugins",
     params(
         ("name" = String, Path, description = "The plugin's name"),
-        ("kind" = String, Path, description = "`host` or `secret`"),
-        ("capability" = String, Path, description = "The host or the secret's name"),
+        ("kind" = String, Path, description = "`host`, `secret` or `database`"),
+        ("capability" = String, Path, description = "The host, the secret's name or the database's alias"),
     ),
     responses((status = 200, body = PluginView),),
 )]

@@ -19,18 +19,25 @@ pub enum PluginCommand {
     List,
     /// Show one plugin: manifest, requested and granted capabilities, deadline.
     Inspect { name: String },
-    /// Grant a host or a secret the plugin's manifest requests.
+    /// Grant a host, a secret or a database the plugin's manifest requests.
     Grant {
         name: String,
         /// A host (`host` or `host:port`).
-        #[arg(long, conflicts_with = "secret")]
+        #[arg(long, conflicts_with_all = ["secret", "database"])]
         host: Option<String>,
         /// A secret's name; its value is read from --value-file.
-        #[arg(long, requires = "value_file")]
+        #[arg(long, requires = "value_file", conflicts_with = "database")]
         secret: Option<String>,
         /// File holding the secret's value (`-` for standard input).
         #[arg(long, value_name = "FILE")]
         value_file: Option<PathBuf>,
+        /// A database's alias; its connection URL (the role the plugin acts as) is read from
+        /// --url-file.
+        #[arg(long, requires = "url_file")]
+        database: Option<String>,
+        /// File holding the database's URL (`-` for standard input).
+        #[arg(long, value_name = "FILE")]
+        url_file: Option<PathBuf>,
     },
     /// Set a plugin's configuration: each `--set KEY=VALUE` typed by the field it names, each
     /// `--unset KEY` back to its default; `-f FILE` (a JSON object) replaces the whole of it
@@ -47,10 +54,12 @@ pub enum PluginCommand {
     /// Revoke a granted host or secret.
     Revoke {
         name: String,
-        #[arg(long, conflicts_with = "secret")]
+        #[arg(long, conflicts_with_all = ["secret", "database"])]
         host: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "database")]
         secret: Option<String>,
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Enable a plugin, optionally with its own call deadline.
     Enable {
@@ -297,14 +306,22 @@ pub(super) async fn plugin_command(
             host,
             secret,
             value_file,
+            database,
+            url_file,
         } => {
-            let capability = match (host, secret, value_file) {
-                (Some(host), None, _) => Capability::Host(host),
-                (None, Some(secret), Some(file)) => Capability::Secret {
+            let capability = match (host, secret, value_file, database, url_file) {
+                (Some(host), None, _, None, _) => Capability::Host(host),
+                (None, Some(secret), Some(file), None, _) => Capability::Secret {
                     name: secret,
                     value: read_secret_file(&file)?,
                 },
-                _ => anyhow::bail!("give --host HOST, or --secret NAME --value-file FILE"),
+                (None, None, _, Some(alias), Some(file)) => Capability::Database {
+                    alias,
+                    url: read_secret_file(&file)?,
+                },
+                _ => anyhow::bail!(
+                    "give --host HOST, --secret NAME --value-file FILE, or --database ALIAS --url-file FILE"
+                ),
             };
             let plugin = registry::grant(ctx, actor, &name, capability)
                 .await
@@ -365,11 +382,17 @@ pub(super) async fn plugin_command(
                 .map_err(app_error)?;
             print(out, &plugin, || config_text(&plugin))
         }
-        PluginCommand::Revoke { name, host, secret } => {
-            let (kind, capability) = match (host, secret) {
-                (Some(host), None) => ("host", host),
-                (None, Some(secret)) => ("secret", secret),
-                _ => anyhow::bail!("give --host HOST or --secret NAME"),
+        PluginCommand::Revoke {
+            name,
+            host,
+            secret,
+            database,
+        } => {
+            let (kind, capability) = match (host, secret, database) {
+                (Some(host), None, None) => ("host", host),
+                (None, Some(secret), None) => ("secret", secret),
+                (None, None, Some(alias)) => ("database", alias),
+                _ => anyhow::bail!("give --host HOST, --secret NAME or --database ALIAS"),
             };
             let plugin = registry::revoke(ctx, actor, &name, kind, &capability)
                 .await

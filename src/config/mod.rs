@@ -120,6 +120,12 @@ pub struct PluginsConfig {
     pub http_max_response_bytes: usize,
     /// Bytes of a call's stdout/stderr kept for the log.
     pub max_output_bytes: usize,
+    /// Longest one SQL statement of a plugin may run on a granted database, in milliseconds.
+    pub sql_statement_timeout_ms: u64,
+    /// Most rows one query of a plugin may return.
+    pub sql_max_rows: usize,
+    /// Most bytes of values one query of a plugin may return.
+    pub sql_max_result_bytes: usize,
     /// How long a renderer or quota-policy call may run on the thread that makes it, in
     /// milliseconds, before it is stopped and run again on the blocking pool with its full
     /// deadline (those worlds have no side effects, so running again is safe). 0: every call
@@ -138,6 +144,9 @@ impl Default for PluginsConfig {
             http_timeout_ms: 30_000,
             http_max_response_bytes: 4 * 1024 * 1024,
             max_output_bytes: 16 * 1024,
+            sql_statement_timeout_ms: 10_000,
+            sql_max_rows: 10_000,
+            sql_max_result_bytes: 4 * 1024 * 1024,
             inline_budget_ms: 5,
         }
     }

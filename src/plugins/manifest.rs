@@ -116,6 +116,10 @@ pub struct Capabilities {
     pub hosts: Vec<String>,
     /// Names of secrets the plugin wants to read.
     pub secrets: Vec<String>,
+    /// Aliases of databases the plugin wants to run SQL on (WIT 0.2.0 `sql`); the operator
+    /// grants each with its connection URL.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
 }
 
 /// The manifest a plugin author writes (`tenantry-plugin.toml`).
@@ -314,12 +318,29 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
         ));
     }
     if !manifest.world.has_capabilities()
-        && (!manifest.capabilities.hosts.is_empty() || !manifest.capabilities.secrets.is_empty())
+        && (!manifest.capabilities.hosts.is_empty()
+            || !manifest.capabilities.secrets.is_empty()
+            || !manifest.capabilities.databases.is_empty())
     {
         return bad(format!(
-            "the `{}` world may not request hosts or secrets",
+            "the `{}` world may not request hosts, secrets or databases",
             manifest.world
         ));
+    }
+    let mut aliases = BTreeMap::new();
+    for alias in &manifest.capabilities.databases {
+        let ok = (1..=63).contains(&alias.len())
+            && alias
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok {
+            return bad(format!(
+                "database `{alias}` must be 1–63 lowercase letters, digits, `_` and `-`"
+            ));
+        }
+        if aliases.insert(alias, ()).is_some() {
+            return bad(format!("database `{alias}` is listed twice"));
+        }
     }
     for host in &manifest.capabilities.hosts {
         if host.is_empty() || host.contains('/') || host.contains('@') || host.contains(' ') {

@@ -110,6 +110,13 @@ pub struct Grants {
     pub hosts: Vec<String>,
     /// Secret name → sealed value.
     pub secrets: HashMap<String, String>,
+    /// Database alias → sealed connection URL.
+    pub databases: HashMap<String, String>,
+}
+
+/// Where a database URL granted to a plugin is bound (associated data of the seal).
+pub fn database_context(plugin: &str, alias: &str) -> String {
+    format!("plugin/{plugin}/database/{alias}")
 }
 
 /// Where secrets granted to plugins are bound (associated data of the seal).

@@ -61,8 +61,8 @@ impl LoadedPlugin {
     }
 }
 
-/// The grants of a plugin, from its grant rows. A grant of a kind other than `host` or
-/// `secret` is an error naming it (never read as something else).
+/// The grants of a plugin, from its grant rows. A grant of a kind other than `host`, `secret`
+/// or `database` is an error naming it (never read as something else).
 pub fn grants_of(rows: &[PluginGrantRow]) -> Result<Grants, String> {
     let mut grants = Grants::default();
     for row in rows {
@@ -73,6 +73,12 @@ pub fn grants_of(rows: &[PluginGrantRow]) -> Result<Grants, String> {
             }
             ("secret", None) => {
                 return Err(format!("secret grant `{}` has no value", row.name));
+            }
+            ("database", Some(url)) => {
+                grants.databases.insert(row.name.clone(), url.clone());
+            }
+            ("database", None) => {
+                return Err(format!("database grant `{}` has no URL", row.name));
             }
             (other, _) => return Err(format!("unknown grant kind `{other}` ({})", row.name)),
         }

@@ -119,8 +119,8 @@ impl CallState {
                 Some(Box::new(Capabilities {
                     state: state::StateUnit::new(services, &plugin.name, tenant, runtime.clone()),
                     secrets: secrets::SecretsUnit::new(services, plugin),
-                    http: http::HttpUnit::new(services, plugin, runtime),
-                    sql: sql::SqlUnit::new(&plugin.name),
+                    http: http::HttpUnit::new(services, plugin, runtime.clone()),
+                    sql: sql::SqlUnit::new(services, plugin, runtime.clone()),
                 }))
             }
             _ => None,

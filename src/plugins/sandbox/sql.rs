@@ -1,44 +1,305 @@
-//! The `sql` capability (WIT 0.2.0, provisioners): statements on the databases the operator
-//! granted to the plugin by alias. A grant is what makes an alias usable; a plugin without
-//! database grants — every plugin until the operator grants one — is refused, naming the alias.
+//! The `sql` capability (WIT 0.2.0, provisioners): statements with parameters on the PostgreSQL
+//! databases the operator granted to the plugin by alias. The grant is the capability: the
+//! URL (sealed at rest, opened here, never shown to the plugin or written to a message) logs in
+//! with the role the operator chose. A connection is opened at a call's first statement on an
+//! alias and closed with the call. Each statement runs on its own (autocommit) within
+//! `sql_statement_timeout_ms`; a query returns at most `sql_max_rows` rows and
+//! `sql_max_result_bytes` bytes.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::plugins::bindings::provisioner::tenantry::plugin::sql;
+use crate::plugins::{HostServices, LoadedPlugin, database_context};
+use crate::secrets::Keyring;
 
 pub struct SqlUnit {
+    keyring: Arc<Keyring>,
     plugin: String,
+    requested: Vec<String>,
+    /// Alias → sealed URL.
+    granted: HashMap<String, String>,
+    /// Alias → the call's connection.
+    open: HashMap<String, tokio_postgres::Client>,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+    max_rows: usize,
+    max_bytes: usize,
+    /// Time this call spent waiting on databases.
+    pub waited: Duration,
 }
 
 impl SqlUnit {
-    pub fn new(plugin: &str) -> Self {
+    pub fn new(
+        services: &HostServices,
+        plugin: &LoadedPlugin,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        let config = &services.config;
         SqlUnit {
-            plugin: plugin.to_owned(),
+            keyring: services.keyring.clone(),
+            plugin: plugin.name.clone(),
+            requested: plugin.manifest.capabilities.databases.clone(),
+            granted: plugin.grants.databases.clone(),
+            open: HashMap::new(),
+            runtime,
+            timeout: Duration::from_millis(config.sql_statement_timeout_ms),
+            max_rows: config.sql_max_rows,
+            max_bytes: config.sql_max_result_bytes,
+            waited: Duration::ZERO,
         }
     }
 
-    fn refused(&self, alias: &str) -> sql::SqlError {
-        sql::SqlError::NotGranted(format!(
-            "no database `{alias}` is granted to plugin `{}`",
-            self.plugin
-        ))
+    /// The call's connection to `alias`, opened on first use.
+    fn client(&mut self, alias: &str) -> Result<&tokio_postgres::Client, sql::SqlError> {
+        if !self.open.contains_key(alias) {
+            if !self.requested.iter().any(|a| a == alias) {
+                return Err(sql::SqlError::NotGranted(format!(
+                    "database `{alias}` is not requested in the manifest of plugin `{}`",
+                    self.plugin
+                )));
+            }
+            let Some(sealed) = self.granted.get(alias) else {
+                return Err(sql::SqlError::NotGranted(format!(
+                    "no database `{alias}` is granted to plugin `{}`",
+                    self.plugin
+                )));
+            };
+            let url = self
+                .keyring
+                .open(sealed, &database_context(&self.plugin, alias))
+                .map_err(|_| {
+                    sql::SqlError::Connection(format!(
+                        "the URL of database `{alias}` cannot be opened on this server"
+                    ))
+                })?;
+            let timeout = self.timeout;
+            let runtime = self.runtime.clone();
+            let client = self.runtime.block_on(async move {
+                let (client, connection) = tokio::time::timeout(
+                    timeout,
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls),
+                )
+                .await
+                .map_err(|_| sql::SqlError::Timeout)?
+                .map_err(|e| sql::SqlError::Connection(describe(&e)))?;
+                runtime.spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "SET statement_timeout = {}",
+                        timeout.as_millis().max(1)
+                    ))
+                    .await
+                    .map_err(|e| failure(&e))?;
+                Ok::<_, sql::SqlError>(client)
+            })?;
+            self.open.insert(alias.to_owned(), client);
+        }
+        Ok(&self.open[alias])
     }
+
+    fn wait<T>(&mut self, work: impl Fn(&mut Self) -> T) -> T {
+        let started = Instant::now();
+        let result = work(self);
+        self.waited += started.elapsed();
+        result
+    }
+}
+
+/// A database error, as the plugin sees it: the SQLSTATE and the message; a cancelled
+/// statement is a timeout.
+fn failure(err: &tokio_postgres::Error) -> sql::SqlError {
+    match err.as_db_error() {
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::QUERY_CANCELED => {
+            sql::SqlError::Timeout
+        }
+        Some(db) => sql::SqlError::Database(format!("{}: {}", db.code().code(), db.message())),
+        None if err.is_closed() => sql::SqlError::Connection("the connection closed".into()),
+        None => sql::SqlError::Connection(describe(err)),
+    }
+}
+
+/// A connection error with its causes, never the URL (tokio-postgres does not print it).
+fn describe(err: &tokio_postgres::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A parameter, converted to the type PostgreSQL inferred for its placeholder.
+#[derive(Debug)]
+struct Param(sql::Value);
+
+impl ToSql for Param {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use sql::Value as V;
+        let wrong = || -> Box<dyn std::error::Error + Sync + Send> {
+            format!(
+                "a {} parameter cannot be sent as {ty}; cast the placeholder (e.g. `$1::text`)",
+                match &self.0 {
+                    V::Null => "null",
+                    V::Boolean(_) => "boolean",
+                    V::Int(_) => "int",
+                    V::Float(_) => "float",
+                    V::Text(_) => "text",
+                    V::Bytes(_) => "bytes",
+                }
+            )
+            .into()
+        };
+        match (&self.0, ty) {
+            (V::Null, _) => Ok(IsNull::Yes),
+            (V::Boolean(b), &Type::BOOL) => b.to_sql(ty, out),
+            (V::Int(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
+            (V::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (V::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (V::Int(i), &Type::OID) => u32::try_from(*i)?.to_sql(ty, out),
+            (V::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
+            (V::Float(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
+            (V::Float(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (V::Text(t), ty) if <&str as ToSql>::accepts(ty) => t.as_str().to_sql(ty, out),
+            (V::Bytes(b), &Type::BYTEA) => b.as_slice().to_sql(ty, out),
+            _ => Err(wrong()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A column's value; a type without a plain counterpart is an error that says how to read it.
+fn column(row: &tokio_postgres::Row, index: usize) -> Result<(sql::Value, usize), sql::SqlError> {
+    use sql::Value as V;
+    let col = &row.columns()[index];
+    let bad = |e: tokio_postgres::Error| sql::SqlError::Database(e.to_string());
+    let value = match *col.type_() {
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(index)
+            .map_err(bad)?
+            .map(V::Boolean),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(index)
+            .map_err(bad)?
+            .map(|v| V::Int(v.into())),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(index)
+            .map_err(bad)?
+            .map(|v| V::Int(v.into())),
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(index)
+            .map_err(bad)?
+            .map(V::Int),
+        Type::OID => row
+            .try_get::<_, Option<u32>>(index)
+            .map_err(bad)?
+            .map(|v| V::Int(v.into())),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(index)
+            .map_err(bad)?
+            .map(|v| V::Float(v.into())),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(index)
+            .map_err(bad)?
+            .map(V::Float),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(index)
+            .map_err(bad)?
+            .map(V::Bytes),
+        ref ty if <String as tokio_postgres::types::FromSql>::accepts(ty) => row
+            .try_get::<_, Option<String>>(index)
+            .map_err(bad)?
+            .map(V::Text),
+        ref ty => {
+            return Err(sql::SqlError::Database(format!(
+                "column `{}` is of type {ty}, which the plugin interface does not carry; cast \
+                 it in the query (e.g. `{}::text`)",
+                col.name(),
+                col.name()
+            )));
+        }
+    };
+    let value = value.unwrap_or(V::Null);
+    let size = match &value {
+        V::Text(t) => t.len(),
+        V::Bytes(b) => b.len(),
+        _ => 8,
+    };
+    Ok((value, size))
 }
 
 impl sql::Host for SqlUnit {
     fn execute(
         &mut self,
         alias: String,
-        _statement: String,
-        _params: Vec<sql::Value>,
+        statement: String,
+        params: Vec<sql::Value>,
     ) -> Result<u64, sql::SqlError> {
-        Err(self.refused(&alias))
+        self.wait(|unit| {
+            let runtime = unit.runtime.clone();
+            let client = unit.client(&alias)?;
+            let params: Vec<Param> = params.iter().cloned().map(Param).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            runtime
+                .block_on(client.execute(statement.as_str(), &refs))
+                .map_err(|e| failure(&e))
+        })
     }
 
     fn query(
         &mut self,
         alias: String,
-        _statement: String,
-        _params: Vec<sql::Value>,
+        statement: String,
+        params: Vec<sql::Value>,
     ) -> Result<sql::Rows, sql::SqlError> {
-        Err(self.refused(&alias))
+        self.wait(|unit| {
+            let (max_rows, max_bytes) = (unit.max_rows, unit.max_bytes);
+            let runtime = unit.runtime.clone();
+            let client = unit.client(&alias)?;
+            let params: Vec<Param> = params.iter().cloned().map(Param).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+            let found = runtime
+                .block_on(client.query(statement.as_str(), &refs))
+                .map_err(|e| failure(&e))?;
+            if found.len() > max_rows {
+                return Err(sql::SqlError::TooLarge);
+            }
+            let columns = found
+                .first()
+                .map(|row| row.columns().iter().map(|c| c.name().to_owned()).collect())
+                .unwrap_or_default();
+            let mut bytes = 0usize;
+            let mut rows = Vec::with_capacity(found.len());
+            for row in &found {
+                let mut values = Vec::with_capacity(row.len());
+                for index in 0..row.len() {
+                    let (value, size) = column(row, index)?;
+                    bytes += size;
+                    if bytes > max_bytes {
+                        return Err(sql::SqlError::TooLarge);
+                    }
+                    values.push(value);
+                }
+                rows.push(values);
+            }
+            Ok(sql::Rows { columns, rows })
+        })
     }
 }

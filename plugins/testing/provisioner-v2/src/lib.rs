@@ -26,6 +26,53 @@ static MANIFEST_SECTION: [u8; MANIFEST.len()] = {
 
 struct V2;
 
+fn param(value: &serde_json::Value) -> sql::Value {
+    match value {
+        serde_json::Value::Null => sql::Value::Null,
+        serde_json::Value::Bool(b) => sql::Value::Boolean(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => sql::Value::Int(i),
+            None => sql::Value::Float(n.as_f64().unwrap_or_default()),
+        },
+        serde_json::Value::String(s) => sql::Value::Text(s.clone()),
+        other => sql::Value::Bytes(other.to_string().into_bytes()),
+    }
+}
+
+fn json(value: &sql::Value) -> serde_json::Value {
+    match value {
+        sql::Value::Null => serde_json::Value::Null,
+        sql::Value::Boolean(b) => (*b).into(),
+        sql::Value::Int(i) => (*i).into(),
+        sql::Value::Float(f) => (*f).into(),
+        sql::Value::Text(t) => t.clone().into(),
+        sql::Value::Bytes(b) => serde_json::json!({ "bytes": b }),
+    }
+}
+
+/// Runs one statement of a request; what it answered, as JSON.
+fn run(statement: &serde_json::Value) -> serde_json::Value {
+    let alias = statement["alias"].as_str().unwrap_or("warehouse");
+    let params: Vec<sql::Value> = statement["params"]
+        .as_array()
+        .map(|p| p.iter().map(param).collect())
+        .unwrap_or_default();
+    if let Some(text) = statement["execute"].as_str() {
+        return match sql::execute(alias, text, &params) {
+            Ok(changed) => serde_json::json!({ "changed": changed }),
+            Err(err) => serde_json::json!({ "error": format!("{err:?}") }),
+        };
+    }
+    let text = statement["query"].as_str().unwrap_or_default();
+    match sql::query(alias, text, &params) {
+        Ok(rows) => serde_json::json!({
+            "columns": rows.columns,
+            "rows": rows.rows.iter().map(|r| r.iter().map(json).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        }),
+        Err(err) => serde_json::json!({ "error": format!("{err:?}") }),
+    }
+}
+
 fn seats() -> u64 {
     config::get("seats")
         .and_then(|v| v.parse().ok())
@@ -48,11 +95,18 @@ impl Guest for V2 {
         }
     }
 
-    fn plan(tenant: Tenant, _request: String) -> Result<Vec<Step>, PluginError> {
+    /// A request `{"sql": [{"alias", "query" | "execute", "params"}]}` runs each statement and
+    /// reports what it answered in the step's input (for the host's tests).
+    fn plan(tenant: Tenant, request: String) -> Result<Vec<Step>, PluginError> {
+        let request: serde_json::Value = serde_json::from_str(&request).unwrap_or_default();
+        let answers: Vec<serde_json::Value> = request["sql"]
+            .as_array()
+            .map(|statements| statements.iter().map(run).collect())
+            .unwrap_or_default();
         Ok(vec![Step {
             id: "seats".into(),
             description: format!("give {} its seats", tenant.slug),
-            input: serde_json::json!({ "config": config::all() }).to_string(),
+            input: serde_json::json!({ "config": config::all(), "sql": answers }).to_string(),
         }])
     }
 
