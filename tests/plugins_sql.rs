@@ -146,10 +146,13 @@ async fn a_granted_database_runs_the_plugins_statements_as_the_grants_role() {
         answers[5]
     );
     assert_eq!(
-        answers[6]["error"], "Timeout",
+        answers[6]["error"], "SqlError::Timeout",
         "stopped at the statement timeout"
     );
-    assert_eq!(answers[7]["error"], "TooLarge", "more rows than allowed");
+    assert_eq!(
+        answers[7]["error"], "SqlError::TooLarge",
+        "more rows than allowed"
+    );
     assert!(
         answers[8]["error"]
             .as_str()
