@@ -27,7 +27,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(put_quotas)
         .service(check_quota)
         .service(get_usage)
-        .service(report_usage);
+        .service(report_usage)
+        .service(measure_usage);
 }
 
 /// The catalogue of metrics: the built-in ones and the operator's, with how each counts (a
@@ -239,4 +240,26 @@ async fn report_usage(
     };
     let outcome = quotas::report::report(&ctx, &tenant, &events, single).await?;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// Measure the tenant's usage in its backends now: every enabled provisioner's `measure`
+/// (WIT 0.2.0), with what is a gauge of the catalogue recorded as its value. What a plugin
+/// could not measure is listed, never taken for zero.
+#[utoipa::path(
+    tag = "quotas",
+    params(("slug" = String, Path, description = "The tenant's slug")),
+    responses(
+        (status = 200, description = "Each figure, whether it was recorded, and the plugins that failed", body = quotas::measure::MeasureOutcome),
+        (status = 403, description = "The tenant is not active", body = ErrorBody),
+    ),
+)]
+#[post("/tenant/{slug}/usage/measure")]
+async fn measure_usage(
+    ctx: web::Data<Context>,
+    _caller: ApiAdmin,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(quotas::measure::measure(&ctx, &tenant).await?))
 }

@@ -61,6 +61,9 @@ pub enum UsageCommand {
         #[arg(long)]
         timestamp: Option<DateTime<Utc>>,
     },
+    /// Measure a tenant's usage in its backends now (each enabled provisioner's `measure`,
+    /// WIT 0.2.0) and record the gauges of the catalogue.
+    Measure { slug: String },
 }
 
 fn quota_rows(views: &[QuotaView]) -> String {
@@ -216,6 +219,41 @@ pub async fn usage_command(ctx: &Context, out: Output, cmd: UsageCommand) -> any
                 .map_err(app_error)?;
             print(out, &outcome, || {
                 format!("{id}: {}", outcome.events[0].outcome)
+            })
+        }
+        UsageCommand::Measure { slug } => {
+            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
+            let outcome = quotas::measure::measure(ctx, &tenant)
+                .await
+                .map_err(app_error)?;
+            print(out, &outcome, || {
+                let mut lines: Vec<String> = outcome
+                    .measured
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} {} = {}: {}",
+                            m.plugin,
+                            m.metric,
+                            m.value,
+                            match &m.note {
+                                None => "recorded".to_owned(),
+                                Some(note) => format!("not recorded ({note})"),
+                            }
+                        )
+                    })
+                    .collect();
+                lines.extend(
+                    outcome
+                        .failures
+                        .iter()
+                        .map(|f| format!("{}: measuring failed: {}", f.plugin, f.error)),
+                );
+                if lines.is_empty() {
+                    "no plugin measured anything".to_owned()
+                } else {
+                    lines.join("\n")
+                }
             })
         }
     }

@@ -10,6 +10,7 @@
 
 pub mod catalogue;
 pub mod decision;
+pub mod measure;
 pub mod meter;
 mod overrides;
 pub mod policy;

@@ -147,10 +147,20 @@ impl Guest for V2 {
         if let Err(err) = sql::query("warehouse", "select 1", &[]) {
             log::write(log::Level::Info, &format!("sql: {err:?}"));
         }
-        Ok(vec![Measurement {
-            metric: "users".into(),
-            value: seats() as f64,
-        }])
+        Ok(vec![
+            Measurement {
+                metric: "users".into(),
+                value: seats() as f64,
+            },
+            Measurement {
+                metric: "storage_gb".into(),
+                value: seats() as f64 / 2.0,
+            },
+            Measurement {
+                metric: "dashboards".into(),
+                value: 4.0,
+            },
+        ])
     }
 
     fn export_tenant(

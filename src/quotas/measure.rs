@@ -1,0 +1,120 @@
+//! Usage measured in the backends: every enabled provisioner's `measure` (WIT 0.2.0) for a
+//! tenant, and the figures that are gauges of the catalogue recorded as their values (what the
+//! server counts itself, and rates, which are counted from events, are shown and not recorded).
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::report::{self, UsageEvent};
+use crate::config::MetricKind;
+use crate::context::Context;
+use crate::error::AppResult;
+use crate::plugins::{PluginTenant, World};
+use crate::tenants::Tenant;
+
+/// One figure a plugin measured.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Measured {
+    pub plugin: String,
+    pub metric: String,
+    pub value: f64,
+    /// Recorded as the metric's value (rounded up to a whole number).
+    pub recorded: bool,
+    /// Why it was not recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A plugin whose `measure` failed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MeasureFailure {
+    pub plugin: String,
+    pub error: String,
+}
+
+/// What measuring a tenant found and recorded.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MeasureOutcome {
+    pub measured: Vec<Measured>,
+    pub failures: Vec<MeasureFailure>,
+}
+
+/// Measures `tenant` in every enabled provisioner and records what is a gauge of the
+/// catalogue (all of it or, when recording fails, none).
+pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome> {
+    if !tenant.status.is_active() {
+        return Err(crate::error::AppError::forbidden(format!(
+            "tenant {} is {}: its usage is not measured",
+            tenant.slug, tenant.status
+        )));
+    }
+    let metrics = super::metrics(ctx);
+    let plugin_tenant = PluginTenant {
+        id: tenant.id.clone(),
+        slug: tenant.slug.clone(),
+        name: tenant.name.clone(),
+        tier: tenant.tier.to_string(),
+        status: tenant.status.to_string(),
+    };
+    let stamp = chrono::Utc::now().timestamp_millis();
+    let mut measured = Vec::new();
+    let mut failures = Vec::new();
+    let mut events = Vec::new();
+    for plugin in ctx.plugins.enabled(World::Provisioner).await? {
+        let logged = ctx.plugins.measure(&plugin, &plugin_tenant).await;
+        let figures = match logged.result {
+            Ok(Ok(figures)) => figures,
+            Ok(Err(err)) => {
+                failures.push(MeasureFailure {
+                    plugin,
+                    error: match err {
+                        crate::plugins::PluginError::Transient(m)
+                        | crate::plugins::PluginError::Permanent(m) => m,
+                    },
+                });
+                continue;
+            }
+            Err(err) => {
+                failures.push(MeasureFailure {
+                    plugin,
+                    error: err.to_string(),
+                });
+                continue;
+            }
+        };
+        for figure in figures {
+            let metric = metrics.iter().find(|m| m.name == figure.metric);
+            let note = match metric {
+                None => Some("not a metric of the quota catalogue".to_owned()),
+                Some(m) if m.metered => Some("counted by the server itself".to_owned()),
+                Some(m) if m.kind != MetricKind::Gauge => Some(
+                    "a rate: counted from reported events, not from a measured total".to_owned(),
+                ),
+                Some(_) if !figure.value.is_finite() || figure.value < 0.0 => {
+                    Some("not a value of 0 or more".to_owned())
+                }
+                Some(_) => None,
+            };
+            if note.is_none() {
+                events.push(UsageEvent {
+                    id: format!("measure:{plugin}:{}:{stamp}", figure.metric),
+                    metric: figure.metric.clone(),
+                    increment: None,
+                    value: Some(figure.value.ceil().min(i64::MAX as f64) as i64),
+                    timestamp: None,
+                });
+            }
+            measured.push(Measured {
+                plugin: plugin.clone(),
+                metric: figure.metric,
+                value: figure.value,
+                recorded: note.is_none(),
+                note,
+            });
+        }
+    }
+    if !events.is_empty() {
+        report::report(ctx, tenant, &events, false).await?;
+    }
+    Ok(MeasureOutcome { measured, failures })
+}

@@ -1,0 +1,106 @@
+//! Usage measured in the backends on demand: each enabled provisioner's `measure` (WIT 0.2.0),
+//! with the catalogue's gauges recorded and everything else shown with why it was not.
+
+mod common;
+
+use common::cli::Cli;
+use common::{Backend, TestApp};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+backend_tests!(
+    measuring_records_the_gauges_plugins_report_through_the_api,
+    measuring_from_the_cli
+);
+
+fn figure<'a>(outcome: &'a Value, metric: &str) -> &'a Value {
+    outcome["measured"]
+        .as_array()
+        .expect("measured")
+        .iter()
+        .find(|m| m["metric"] == metric)
+        .unwrap_or_else(|| panic!("no {metric} in {outcome}"))
+}
+
+async fn used(app: &TestApp, metric: &str) -> Value {
+    let (_, usage) = app.get("/api/v1/tenant/acme/usage").await;
+    usage["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == metric)
+        .unwrap_or_else(|| panic!("no {metric} in {usage}"))["used"]
+        .clone()
+}
+
+async fn measuring_records_the_gauges_plugins_report_through_the_api(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme").await;
+    app.install_test_plugin("provisioner_v2").await;
+    app.install_test_plugin("recorder").await;
+    let (status, outcome) = app
+        .post("/api/v1/tenant/acme/usage/measure", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    let storage = figure(&outcome, "storage_gb");
+    assert_eq!(
+        (
+            storage["plugin"].as_str(),
+            storage["value"].as_f64(),
+            storage["recorded"].as_bool()
+        ),
+        (Some("provisioner-v2"), Some(1.5), Some(true))
+    );
+    assert_eq!(used(&app, "storage_gb").await, 2, "rounded up");
+    let users = figure(&outcome, "users");
+    assert_eq!(users["recorded"], false);
+    assert_eq!(users["note"], "counted by the server itself");
+    assert_eq!(used(&app, "users").await, 0);
+    let dashboards = figure(&outcome, "dashboards");
+    assert_eq!(dashboards["note"], "not a metric of the quota catalogue");
+    assert_eq!(
+        outcome["failures"],
+        json!([]),
+        "a 0.1.0 plugin measures nothing, and that is no failure"
+    );
+
+    // Configured, measured again: the value follows.
+    app.put(
+        "/api/v1/plugin/provisioner-v2/config",
+        json!({ "seats": 9 }),
+    )
+    .await;
+    let (_, outcome) = app
+        .post("/api/v1/tenant/acme/usage/measure", json!({}))
+        .await;
+    assert_eq!(figure(&outcome, "storage_gb")["value"], 4.5);
+    assert_eq!(used(&app, "storage_gb").await, 5);
+
+    // A suspended tenant is not measured.
+    app.post("/api/v1/tenant/acme/suspend", json!({ "reason": "unpaid" }))
+        .await;
+    let (status, body) = app
+        .post("/api/v1/tenant/acme/usage/measure", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    app.stop().await;
+}
+
+async fn measuring_from_the_cli(backend: Backend) {
+    let cli = Cli::new(backend).await;
+    cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
+        .await;
+    let wasm = format!("{}/provisioner_v2.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    cli.ok(&["plugin", "install", &wasm]).await;
+    let text = cli.ok(&["usage", "measure", "acme"]).await;
+    assert!(
+        text.contains("provisioner-v2 storage_gb = 1.5: recorded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("provisioner-v2 users = 3: not recorded (counted by the server itself)"),
+        "{text}"
+    );
+    let usage = cli.ok(&["tenant", "usage", "acme"]).await;
+    assert!(usage.contains("storage_gb"), "{usage}");
+}
