@@ -202,6 +202,47 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
         evaluated.stderr
     );
 
+    // WIT 0.2.0's exports: what `export` prints is what `import` reads.
+    let v2 = format!("{}/provisioner_v2.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    cli.ok(&["plugin", "install", &v2]).await;
+    let part = cli
+        .json(&[
+            "plugin",
+            "call",
+            "provisioner-v2",
+            "export",
+            "--tenant",
+            "acme",
+        ])
+        .await;
+    assert_eq!(part["media_type"], "application/json", "{part}");
+    assert_eq!(part["instance_specific"], json!(["/tenant"]));
+    let part_file = cli.file("part.json", &part.to_string());
+    let restored = cli
+        .json(&[
+            "plugin",
+            "call",
+            "provisioner-v2",
+            "import",
+            "--tenant",
+            "acme",
+            "--part",
+            part_file.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(restored["output"]["restored"]["seats"], 3, "{restored}");
+    let measured = cli
+        .json(&[
+            "plugin",
+            "call",
+            "provisioner-v2",
+            "measure",
+            "--tenant",
+            "acme",
+        ])
+        .await;
+    assert_eq!(measured["storage_gb"], 1.5, "{measured}");
+
     // A world's function asked of another world's plugin is refused.
     let wrong = cli
         .run(&["plugin", "call", "template-renderer", "describe"])

@@ -155,6 +155,22 @@ pub enum CallFunction {
         #[arg(long)]
         tenant: String,
     },
+    /// A provisioner's `export-tenant` (WIT 0.2.0): what its backend holds of the tenant, as a
+    /// bundle part (JSON: `{"media_type", "data_base64", "instance_specific"}`).
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// JSON: a list of `{"step": {...}, "outcome": {...}}` (default: none).
+        #[arg(long, value_name = "FILE")]
+        applied: Option<PathBuf>,
+    },
+    /// A provisioner's `import-tenant` (WIT 0.2.0) of a part as `export` prints it.
+    Import {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_name = "FILE")]
+        part: PathBuf,
+    },
     /// A provisioner's `transition`: a lifecycle change carried into its backend.
     Transition {
         #[arg(long)]

@@ -95,6 +95,16 @@ fn template_format() -> String {
     "text".into()
 }
 
+/// A bundle part as `export` prints it and `import` reads it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartJson {
+    media_type: String,
+    data_base64: String,
+    #[serde(default)]
+    instance_specific: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 struct Drifted {
     resource: String,
@@ -323,6 +333,54 @@ pub(super) async fn run(
                     .collect::<Vec<_>>()
                     .join("\n")
             })
+        }
+        CallFunction::Export {
+            tenant: slug,
+            applied,
+        } => {
+            use base64::Engine as _;
+            let tenant = tenant(ctx, &slug).await?;
+            let applied: Vec<AppliedJson> = match applied {
+                Some(file) => read_json(&file, "a list of `{\"step\": …, \"outcome\": …}`")?,
+                None => Vec::new(),
+            };
+            let applied = applied
+                .iter()
+                .map(|a| (a.step.to_wit(), a.outcome.to_wit()))
+                .collect();
+            let logged = host.export_tenant(name, &tenant, applied).await;
+            let part = answer(logged.result, &logged.log, plugin_error)?;
+            let view = part.map(|p| PartJson {
+                media_type: p.media_type,
+                data_base64: base64::engine::general_purpose::STANDARD.encode(&p.data),
+                instance_specific: p.instance_specific,
+            });
+            print(out, &view, || match &view {
+                Some(p) => format!(
+                    "{} ({} bytes as base64); instance-specific: {}",
+                    p.media_type,
+                    p.data_base64.len(),
+                    p.instance_specific.join(", ")
+                ),
+                None => "nothing to export".to_owned(),
+            })
+        }
+        CallFunction::Import { tenant: slug, part } => {
+            use base64::Engine as _;
+            let tenant = tenant(ctx, &slug).await?;
+            let part: PartJson = read_json(&part, "a part as `export` prints it")?;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(part.data_base64.as_bytes())
+                .context("data_base64 is not base64")?;
+            let part = crate::plugins::BundlePart {
+                media_type: part.media_type,
+                data,
+                instance_specific: part.instance_specific,
+            };
+            let logged = host.import_tenant(name, &tenant, part).await;
+            let outcome = answer(logged.result, &logged.log, plugin_error)?;
+            let view = OutcomeJson::of(&outcome);
+            print(out, &view, || outcome_text(&view))
         }
         CallFunction::Transition {
             tenant: slug,
