@@ -7,29 +7,18 @@ use common::cli::Cli;
 use common::{Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tenantry::plugins::PluginTenant;
 
 backend_tests!(
     configuration_is_set_through_the_api_checked_per_field_and_read_by_the_plugin,
     configuration_is_set_from_the_cli,
 );
 
-fn acme() -> PluginTenant {
-    PluginTenant {
-        id: "id-acme".into(),
-        slug: "acme".into(),
-        name: "Acme".into(),
-        tier: "free".into(),
-        status: "active".into(),
-    }
-}
-
 /// The configuration the plugin sees, from the input of the step it plans.
 async fn seen_by_the_plugin(app: &TestApp) -> Value {
     let steps = app
         .ctx
         .plugins
-        .plan("provisioner-v2", &acme(), "{}".into())
+        .plan("provisioner-v2", &common::plugin_acme(), "{}".into())
         .await
         .unwrap()
         .unwrap();

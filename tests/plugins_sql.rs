@@ -8,17 +8,6 @@ use common::{Backend, TestApp, TestDatabase};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tenantry::plugins::PluginTenant;
-
-fn acme() -> PluginTenant {
-    PluginTenant {
-        id: "id-acme".into(),
-        slug: "acme".into(),
-        name: "Acme".into(),
-        tier: "free".into(),
-        status: "active".into(),
-    }
-}
 
 /// What the plugin's statements answered.
 async fn run(app: &TestApp, statements: Value) -> Vec<Value> {
@@ -27,7 +16,7 @@ async fn run(app: &TestApp, statements: Value) -> Vec<Value> {
         .plugins
         .plan(
             "provisioner-v2",
-            &acme(),
+            &common::plugin_acme(),
             json!({ "sql": statements }).to_string(),
         )
         .await

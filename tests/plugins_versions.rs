@@ -8,21 +8,11 @@ use common::{Backend, TestApp};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
 use tenantry::plugin_registry as registry;
-use tenantry::plugins::{BundlePart, Outcome, PluginError, PluginTenant, Step};
+use tenantry::plugins::{BundlePart, Outcome, PluginError, Step};
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-fn acme() -> PluginTenant {
-    PluginTenant {
-        id: "id-acme".into(),
-        slug: "acme".into(),
-        name: "Acme".into(),
-        tier: "free".into(),
-        status: "active".into(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +28,7 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
         .expect("a 0.1.0 plugin installs");
     assert_eq!(v1.wit_version, "0.1.0");
     let host = &app.ctx.plugins;
-    let tenant = acme();
+    let tenant = common::plugin_acme();
 
     // Configuration: the schema's defaults, as JSON text; a key without a default is absent.
     let steps = host

@@ -68,7 +68,7 @@ pub enum Provisioned {
     Replayed(Accepted),
 }
 
-/// The run snapshot of the tenant handed to plugins.
+/// The tenant as plugins see it (a snapshot taken when a call or a run begins).
 pub(crate) fn plugin_tenant(tenant: &Tenant) -> PluginTenant {
     PluginTenant {
         id: tenant.id.clone(),

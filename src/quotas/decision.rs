@@ -15,7 +15,7 @@ use crate::config::FailMode;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::limits::CachedDecision;
-use crate::plugins::{Decision, LogLine, MetricDecision, PluginTenant, Severity, Usage};
+use crate::plugins::{Decision, LogLine, MetricDecision, Severity, Usage};
 use crate::store::models::QuotaOverrideRow;
 use crate::tenants::Tenant;
 
@@ -130,13 +130,7 @@ async fn ask(
     usage: &HashMap<String, u64>,
     log: Option<&std::sync::Mutex<Vec<LogLine>>>,
 ) -> Result<(Decision, HashMap<String, Option<u64>>), String> {
-    let plugin_tenant = PluginTenant {
-        id: tenant.id.clone(),
-        slug: tenant.slug.clone(),
-        name: tenant.name.clone(),
-        tier: tenant.tier.to_string(),
-        status: tenant.status.to_string(),
-    };
+    let plugin_tenant = crate::provisioning::plugin_tenant(tenant);
     let input = |with_overrides: bool| -> Vec<Usage> {
         metrics
             .iter()

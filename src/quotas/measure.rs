@@ -9,7 +9,7 @@ use super::report::{self, UsageEvent};
 use crate::config::MetricKind;
 use crate::context::Context;
 use crate::error::AppResult;
-use crate::plugins::{PluginTenant, World};
+use crate::plugins::World;
 use crate::tenants::Tenant;
 
 /// One figure a plugin measured.
@@ -49,13 +49,7 @@ pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome
         )));
     }
     let metrics = super::metrics(ctx);
-    let plugin_tenant = PluginTenant {
-        id: tenant.id.clone(),
-        slug: tenant.slug.clone(),
-        name: tenant.name.clone(),
-        tier: tenant.tier.to_string(),
-        status: tenant.status.to_string(),
-    };
+    let plugin_tenant = crate::provisioning::plugin_tenant(tenant);
     let stamp = chrono::Utc::now().timestamp_millis();
     let mut measured = Vec::new();
     let mut failures = Vec::new();

@@ -328,6 +328,17 @@ pub async fn into_json(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// A tenant with a slug and a name, and nothing else set.
+/// Tenant `acme` (free, active) as a plugin sees it, for calls made straight to the host.
+pub fn plugin_acme() -> tenantry::plugins::PluginTenant {
+    tenantry::plugins::PluginTenant {
+        id: "id-acme".into(),
+        slug: "acme".into(),
+        name: "Acme".into(),
+        tier: "free".into(),
+        status: "active".into(),
+    }
+}
+
 pub fn new_tenant(slug: &str, name: &str) -> tenantry::tenants::NewTenant {
     tenantry::tenants::NewTenant {
         slug: slug.into(),
