@@ -452,9 +452,7 @@ pub(super) async fn plugin_command(
             let (decision, lines) = crate::quotas::evaluate(ctx, &name, &tenant, usage.as_ref())
                 .await
                 .map_err(app_error)?;
-            for line in &lines {
-                eprintln!("[{}] {}", line.level, line.message);
-            }
+            call::show_log(&lines);
             let decision = decision.map_err(app_error)?;
             let view = crate::quotas::decision_view(&decision);
             print(out, &view, || {

@@ -31,13 +31,6 @@ impl WitVersion {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WitVersion::V0_1 => "0.1.0",
-            WitVersion::V0_2 => "0.2.0",
-        }
-    }
-
     /// What a plugin of this version cannot do that one of the current version can, for
     /// `plugin check` and the plugin's page.
     pub fn lacks(self) -> &'static [&'static str] {

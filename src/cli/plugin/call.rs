@@ -142,7 +142,7 @@ async fn tenant(ctx: &Context, slug: &str) -> anyhow::Result<PluginTenant> {
 }
 
 /// Prints the plugin's log lines to stderr.
-fn show_log(lines: &[LogLine]) {
+pub(super) fn show_log(lines: &[LogLine]) {
     for line in lines {
         eprintln!("[{}] {}", line.level, line.message);
     }
