@@ -33,10 +33,12 @@ const PLUGINS: &[&str] = &[
     "superset",
     "airflow",
     "crm",
+    "postgres",
     "probe",
     "renderer-old-wit",
     "recorder",
     "flat-quota",
+    "provisioner-v1",
     "provisioner-v2",
 ];
 

@@ -13,6 +13,9 @@
 //!   semaphore, statistics, metrics), by default on the calling thread within the inline budget;
 //! - host API, blocking pool: the same with `inline_budget_ms = 0`, every call handed to
 //!   tokio's blocking pool (what every call cost before the inline budget);
+//! - JavaScript policy: the quota policy `tenantry plugin new --lang js` scaffolds, built with
+//!   componentize-js (a pre-initialised engine snapshot), through the host API, when the
+//!   toolchain of tests/js-plugin is installed (`scripts/install-test-deps`);
 //! - actix-web request: `GET /health` on the running server over loopback HTTP.
 //!
 //! Next to each: minor page faults, context switches (every thread of the process) and TLB
@@ -26,6 +29,34 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use tenantry::plugins::{PluginTenant, Template, Usage};
+
+/// The JavaScript quota policy `plugin new --lang js` scaffolds, built in `dir`; none without
+/// the toolchain.
+fn js_policy(dir: &std::path::Path) -> Option<Vec<u8>> {
+    let toolchain =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js-plugin/node_modules");
+    if !toolchain.join("@bytecodealliance/componentize-js").is_dir() {
+        return None;
+    }
+    let crate_dir = tenantry::plugins::scaffold::create_js(
+        "js-quota",
+        tenantry::plugins::World::QuotaPolicy,
+        Some(&dir.join("js-quota")),
+    )
+    .expect("scaffold");
+    std::os::unix::fs::symlink(&toolchain, crate_dir.join("node_modules")).expect("symlink");
+    let built = std::process::Command::new("npm")
+        .args(["run", "build"])
+        .current_dir(&crate_dir)
+        .output()
+        .expect("npm");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    Some(std::fs::read(crate_dir.join("js-quota.wasm")).expect("the component"))
+}
 
 /// The rule of `plugins/tier-quota` for the metrics measured, as a plain function.
 fn plain_rule(tier: &str, usage: &[(&str, u64)]) -> (bool, bool) {
@@ -319,6 +350,43 @@ async fn main() {
         })
         .await,
     );
+
+    // The same kind of policy in JavaScript (the scaffold of `plugin new --lang js`, built with
+    // the pinned componentize-js of tests/js-plugin), when that toolchain is installed.
+    let js_dir = tempfile::tempdir().expect("temp dir");
+    if let Some(wasm) = js_policy(js_dir.path()) {
+        tenantry::plugin_registry::install(&ctx, &tenantry::audit::Actor::system(), wasm)
+            .await
+            .expect("the JavaScript policy installs");
+        let decision = ctx
+            .plugins
+            .evaluate("js-quota", &tenant, usage.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(decision.metrics.len(), usage.len());
+        let js_n = (n / 10).max(200);
+        quota.push(
+            phase(
+                "JavaScript policy, host API (componentize-js)",
+                js_n,
+                || async {
+                    black_box(
+                        ctx.plugins
+                            .evaluate("js-quota", &tenant, usage.clone())
+                            .await
+                            .unwrap()
+                            .unwrap(),
+                    );
+                },
+            )
+            .await,
+        );
+    } else {
+        println!(
+            "(no JavaScript toolchain in tests/js-plugin: run scripts/install-test-deps for the JavaScript policy)"
+        );
+    }
 
     let mut render = vec![plain_phase("plain Rust function", batches, || {
         black_box(plain_render(black_box(&template.body), black_box(&values)));

@@ -10,7 +10,7 @@ mod common;
 
 use std::net::TcpListener;
 
-use common::airflow::{AirflowClient, enable, grant_airflow, grant_host, grant_secret};
+use common::airflow::{AirflowClient, configure, enable, grant_airflow, grant_host, grant_secret};
 use common::kube::KubeDouble;
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
@@ -359,6 +359,8 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
     // Kubernetes through the API test double: every object created, a second apply finds them.
     let kube = KubeDouble::start(Some("kube-test-token")).await;
     grant_host(&app.ctx, &format!("127.0.0.1:{}", kube.port)).await;
+    // Granted under its WIT 0.1.0 name, as an installation from before configuration has it:
+    // it still serves while `kubernetes_url` is not configured.
     grant_secret(&app.ctx, "kubernetes-url", &kube.url).await;
     grant_secret(&app.ctx, "kubernetes-token", "kube-test-token").await;
     let (outcome, out) = apply(&app, &tenant, step(&steps, "kubernetes")).await;
@@ -520,8 +522,7 @@ async fn airflow_on_a_closed_port_is_a_transient_failure() {
         .unwrap()
         .port();
     grant_host(&app.ctx, &format!("127.0.0.1:{port}")).await;
-    grant_secret(&app.ctx, "airflow-url", &format!("http://127.0.0.1:{port}")).await;
-    grant_secret(&app.ctx, "airflow-username", "admin").await;
+    configure(&app.ctx, &format!("http://127.0.0.1:{port}"), "admin").await;
     grant_secret(&app.ctx, "airflow-password", "closed-port-password").await;
     let tenant = create_tenant(&app, "free").await;
     let steps = plan(&app, &tenant, request(&tenant, json!([]), json!({}))).await;

@@ -66,23 +66,28 @@ async fn grant(app: &TestApp, url: &str) {
     registry::grant(&app.ctx, &actor, "superset", Capability::Host(pattern))
         .await
         .expect("grant host");
-    for (name, value) in [
-        ("superset-url", url.to_string()),
-        ("superset-username", username),
-        ("superset-password", password),
-    ] {
-        registry::grant(
-            &app.ctx,
-            &actor,
-            "superset",
-            Capability::Secret {
-                name: name.into(),
-                value,
-            },
-        )
-        .await
-        .expect("grant secret");
-    }
+    registry::configure(
+        &app.ctx,
+        &actor,
+        "superset",
+        serde_json::json!({ "url": url, "username": username })
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+    .await
+    .expect("configure superset");
+    registry::grant(
+        &app.ctx,
+        &actor,
+        "superset",
+        Capability::Secret {
+            name: "superset-password".into(),
+            value: password,
+        },
+    )
+    .await
+    .expect("grant secret");
     // Built-in backend plugins start disabled until an operator enables them.
     registry::set_enabled(&app.ctx, &actor, "superset", true, None)
         .await

@@ -80,6 +80,9 @@ async fn grant_superset(app: &TestApp, superset: &SupersetClient) {
     registry::grant(&app.ctx, &actor, "superset", Capability::Host(host))
         .await
         .unwrap();
+    // Granted under the names a WIT 0.1.0 Superset plugin read them by, as an installation that
+    // predates configuration has them: they still serve while `url` and `username` are not
+    // configured (the plugin warns in its log how to move them).
     for (name, value) in [
         ("superset-url", superset.url.clone()),
         ("superset-username", superset.username.clone()),
@@ -551,5 +554,185 @@ async fn crm_organization_and_admin_follow_the_tenant_and_purge_leaves_a_follow_
         user.is_none() || !user.unwrap().active,
         "the admin can no longer sign in"
     );
+    app.stop().await;
+}
+
+/// The `postgres` plugin and Superset in one request: the database the connection template
+/// describes is made first (whatever order the request names the backends in), then Superset
+/// registers it, its row-level-security dataset on the table the postgres plugin made, and the
+/// tenant's dashboard; both measure and export; purge removes everything in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_makes_the_database_that_superset_registers_in_one_request() {
+    let superset = SupersetClient::from_env().await;
+    let app = spawn().await;
+    grant_superset(&app, &superset).await;
+    templates(&app).await;
+    let server_role = format!(
+        "tp_e2e_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let admin = postgres_admin_url();
+    let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
+    conn.batch_execute(&format!(
+        "CREATE ROLE {server_role} LOGIN CREATEROLE CREATEDB NOSUPERUSER"
+    ))
+    .await
+    .unwrap();
+    let mut server_url = url::Url::parse(&admin).unwrap();
+    server_url.set_username(&server_role).unwrap();
+    server_url.set_password(None).unwrap();
+    let actor = Actor::system();
+    registry::grant(
+        &app.ctx,
+        &actor,
+        "postgres",
+        Capability::Database {
+            alias: "server".into(),
+            url: server_url.to_string(),
+        },
+    )
+    .await
+    .unwrap();
+    registry::set_enabled(&app.ctx, &actor, "postgres", true, None)
+        .await
+        .unwrap();
+
+    let slug = slug("pgss");
+    let u = underscored(&slug);
+    let data = TenantData {
+        name: format!("{u}_db"),
+    };
+    let role = format!("{u}_user");
+    let mut body = request(
+        &slug,
+        &data,
+        json!({
+            "superset": { "rls": { "table": "orders", "schema": "public", "column": "tenant_id" } },
+            "postgres": { "rls": { "tables": [{
+                "schema": "public",
+                "table": "orders",
+                "columns": "id int, tenant_id text not null",
+            }] } },
+        }),
+    );
+    body["connection_template"]["placeholders"]["user"] = json!(role);
+    let (status, accepted) = app.post("/api/v1/tenant/provision", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let run = wait_run(&app, accepted["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let plugins: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["plugin"].as_str().unwrap())
+        .collect();
+    let last_postgres = plugins.iter().rposition(|p| *p == "postgres").unwrap();
+    let first_superset = plugins.iter().position(|p| *p == "superset").unwrap();
+    assert!(last_postgres < first_superset, "{plugins:?}");
+    assert!(
+        superset
+            .database_named(&format!("tenantry-{slug}-primary"))
+            .await
+            .is_some(),
+        "Superset registered the database the postgres plugin made"
+    );
+    assert!(
+        superset
+            .dashboard_titled(&format!("Sales of {slug}"))
+            .await
+            .is_some()
+    );
+
+    // Both backends measure: Superset's dashboards and charts of the tenant's database, the
+    // database's size.
+    let (status, measured) = app
+        .post(&format!("/api/v1/tenant/{slug}/usage/measure"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{measured}");
+    assert_eq!(measured["failures"], json!([]), "{measured:#}");
+    let value = |plugin: &str, metric: &str| -> f64 {
+        measured["measured"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["plugin"] == plugin && m["metric"] == metric)
+            .unwrap_or_else(|| panic!("no {plugin} {metric}: {measured:#}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(value("superset", "dashboards"), 1.0);
+    assert!(value("superset", "charts") >= 1.0);
+    assert!(value("postgres", "storage_gb") > 0.0);
+
+    // Superset hands over the tenant's dashboard as its export ZIP, and takes it back.
+    let tenant = tenantry::tenants::get(&app.ctx, &slug).await.unwrap();
+    let ptenant = tenantry::provisioning::plugin_tenant(&tenant);
+    let mut applied = tenantry::provisioning::applied_steps(&app.ctx, &tenant)
+        .await
+        .unwrap();
+    let part = app
+        .ctx
+        .plugins
+        .export_tenant("superset", &ptenant, applied.remove("superset").unwrap())
+        .await
+        .result
+        .unwrap()
+        .unwrap()
+        .expect("the tenant's dashboard");
+    assert_eq!(part.media_type, "application/zip");
+    assert!(part.data.starts_with(b"PK"), "a ZIP");
+    let imported = app
+        .ctx
+        .plugins
+        .import_tenant("superset", &ptenant, part)
+        .await;
+    let outcome = imported
+        .result
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e:?}: {:?}", imported.log));
+    assert!(outcome.output.contains("dashboard"), "{}", outcome.output);
+    // Imported over itself, not twice (the lookup asserts there is one).
+    assert!(
+        superset
+            .dashboard_titled(&format!("Sales of {slug}"))
+            .await
+            .is_some()
+    );
+
+    // Purge: Superset's side and the database and role are gone.
+    lifecycle(&app, &slug, "cancel").await;
+    let (status, _) = app
+        .delete(&format!(
+            "/api/v1/tenant/{slug}?hard=true&force=true&reason=e2e"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, runs) = app.get("/api/v1/provisioning?limit=1").await;
+    let purge = wait_run(&app, runs[0]["url"].as_str().unwrap()).await;
+    assert_eq!(purge["status"], "succeeded", "{purge:#}");
+    assert!(
+        superset
+            .database_named(&format!("tenantry-{slug}-primary"))
+            .await
+            .is_none()
+    );
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let left = client
+        .query(
+            "SELECT 1 FROM pg_database WHERE datname = $1 UNION ALL SELECT 1 FROM pg_roles WHERE rolname = $2",
+            &[&data.name, &role],
+        )
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "database and role dropped");
+    data.drop().await;
+    conn.batch_execute(&format!(
+        "DROP ROLE IF EXISTS {role}; DROP ROLE IF EXISTS {server_role}"
+    ))
+    .await
+    .unwrap();
     app.stop().await;
 }

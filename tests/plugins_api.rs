@@ -49,15 +49,16 @@ async fn install_grant_enable_and_disable_through_the_api_are_audited(backend: B
         vec![
             "airflow",
             "crm",
+            "postgres",
             "superset",
             "template-renderer",
             "tier-quota"
         ],
         "the built-ins"
     );
-    assert_eq!(plugins[3]["world"], "renderer");
-    assert_eq!(plugins[3]["wit_version"], "0.1.0");
-    assert_eq!(plugins[3]["builtin"], true);
+    assert_eq!(plugins[4]["world"], "renderer");
+    assert_eq!(plugins[4]["wit_version"], "0.2.0");
+    assert_eq!(plugins[4]["builtin"], true);
 
     let response = app
         .request(reqwest::Method::POST, "/api/v1/plugin/check")
@@ -216,7 +217,7 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
         "{manifest}"
     );
     assert!(!manifest.contains(env!("CARGO_MANIFEST_DIR")), "{manifest}");
-    assert!(crate_dir.join("wit/v0.1.0/worlds.wit").is_file());
+    assert!(crate_dir.join("wit/v0.2.0/worlds.wit").is_file());
     let moved = dir.path().join("elsewhere/shout");
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
     std::fs::rename(&crate_dir, &moved).unwrap();
@@ -255,7 +256,7 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{text}");
     assert!(
-        text.contains("ok: shout 0.1.0 — world renderer, WIT 0.1.0"),
+        text.contains("ok: shout 0.1.0 — world renderer, WIT 0.2.0"),
         "{text}"
     );
 

@@ -661,14 +661,14 @@ async fn corrupt_wrong_world_and_unsupported_wit_components_are_refused_clearly(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_plugins_describe_themselves_and_output_goes_to_the_log_capped() {
     let app = with_probe(Backend::Sqlite).await;
-    for name in ["superset", "airflow", "crm"] {
+    for name in ["superset", "airflow", "crm", "postgres"] {
         // Backend plugins start disabled until an operator has granted them their backend.
         registry::set_enabled(&app.ctx, &Actor::system(), name, true, None)
             .await
             .unwrap();
         let info = app.ctx.plugins.describe(name).await.unwrap();
         assert_eq!(info.name, name);
-        assert_eq!(info.version, "0.1.0");
+        assert_eq!(info.version, "0.2.0");
         assert!(!info.description.is_empty());
     }
     let printed = probe(&app, "acme", json!({ "do": "print" })).await.unwrap();

@@ -1,6 +1,7 @@
 //! WIT versions side by side: a plugin built against `tenantry:plugin@0.2.0` (configuration, a
 //! typed compensation, `measure`, `export-tenant`, `import-tenant`, `sql`) and plugins built
-//! against the frozen 0.1.0 (the SDK's, from `wit/v0.1.0`) load and run in one host.
+//! against the frozen 0.1.0 (from `wit/v0.1.0`, with wit-bindgen alone, as a third party's
+//! plugin from before 0.2.0 is) load and run in one host, beside the built-ins on 0.2.0.
 
 mod common;
 
@@ -23,7 +24,7 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
         .await
         .expect("a 0.2.0 plugin installs");
     assert_eq!(v2.wit_version, "0.2.0");
-    let v1 = registry::install(&app.ctx, &actor, wasm("recorder"))
+    let v1 = registry::install(&app.ctx, &actor, wasm("provisioner_v1"))
         .await
         .expect("a 0.1.0 plugin installs");
     assert_eq!(v1.wit_version, "0.1.0");
@@ -65,7 +66,7 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
     );
 
     // `measure`, and `sql` on a database that was not granted.
-    let measured = host.measure("provisioner-v2", &tenant).await;
+    let measured = host.measure("provisioner-v2", &tenant, Vec::new()).await;
     let figures = measured.result.unwrap().unwrap();
     assert_eq!(figures.len(), 3);
     assert_eq!(
@@ -109,7 +110,7 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
     };
     let undone = host
         .compensate(
-            "recorder",
+            "provisioner-v1",
             &tenant,
             step.clone(),
             Outcome {
@@ -128,14 +129,14 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
     );
     // It measures nothing, and cannot export: said, never taken for "nothing to export".
     let measured = host
-        .measure("recorder", &tenant)
+        .measure("provisioner-v1", &tenant, Vec::new())
         .await
         .result
         .unwrap()
         .unwrap();
     assert!(measured.is_empty());
     match host
-        .export_tenant("recorder", &tenant, Vec::new())
+        .export_tenant("provisioner-v1", &tenant, Vec::new())
         .await
         .result
         .unwrap()
@@ -147,7 +148,7 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
     }
     match host
         .import_tenant(
-            "recorder",
+            "provisioner-v1",
             &tenant,
             BundlePart {
                 media_type: "application/json".into(),
@@ -179,7 +180,7 @@ fn plugin_check_names_what_a_0_1_plugin_lacks() {
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap()
     };
-    let old = check("recorder");
+    let old = check("provisioner_v1");
     assert!(old.contains("WIT 0.1.0"), "{old}");
     assert!(
         old.contains("built against WIT 0.1.0, which lacks (rebuild against 0.2.0 for them)"),

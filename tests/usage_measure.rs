@@ -1,5 +1,6 @@
-//! Usage measured in the backends on demand: each enabled provisioner's `measure` (WIT 0.2.0),
-//! with the catalogue's gauges recorded and everything else shown with why it was not.
+//! Usage measured in the backends, on demand and on a schedule: each enabled provisioner's
+//! `measure` (WIT 0.2.0), with the catalogue's gauges recorded and everything else shown with
+//! why it was not.
 
 mod common;
 
@@ -10,7 +11,8 @@ use serde_json::{Value, json};
 
 backend_tests!(
     measuring_records_the_gauges_plugins_report_through_the_api,
-    measuring_from_the_cli
+    measuring_from_the_cli,
+    provisioned_tenants_are_measured_on_a_schedule
 );
 
 fn figure<'a>(outcome: &'a Value, metric: &str) -> &'a Value {
@@ -37,7 +39,7 @@ async fn measuring_records_the_gauges_plugins_report_through_the_api(backend: Ba
     let app = TestApp::spawn(backend).await;
     app.create_tenant("acme").await;
     app.install_test_plugin("provisioner_v2").await;
-    app.install_test_plugin("recorder").await;
+    app.install_test_plugin("provisioner_v1").await;
     let (status, outcome) = app
         .post("/api/v1/tenant/acme/usage/measure", json!({}))
         .await;
@@ -103,4 +105,47 @@ async fn measuring_from_the_cli(backend: Backend) {
     );
     let usage = cli.ok(&["tenant", "usage", "acme"]).await;
     assert!(usage.contains("storage_gb"), "{usage}");
+}
+
+async fn provisioned_tenants_are_measured_on_a_schedule(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.quotas.measure_interval_seconds = 1).await;
+    app.install_test_plugin("provisioner_v2").await;
+    let response = app
+        .request(reqwest::Method::POST, "/api/v1/tenant/provision")
+        .header("Idempotency-Key", "measure-acme")
+        .json(&json!({
+            "tenant": {
+                "slug": "acme",
+                "name": "Acme",
+                "oauth_issuer": "https://idp.example.com/oauth2/default",
+                "client_id": "acme-client",
+                "client_secret": "acme-client-secret",
+            },
+            "tier": "starter",
+            "backends": { "provisioner-v2": {} },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (status, accepted) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    // An unprovisioned tenant holds nothing in a backend: the schedule passes it by.
+    app.create_tenant("idle").await;
+    let started = std::time::Instant::now();
+    while used(&app, "storage_gb").await != 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the schedule measured nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, idle) = app.get("/api/v1/tenant/idle/usage").await;
+    let storage = idle["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "storage_gb")
+        .unwrap();
+    assert_eq!(storage["used"], 0, "{idle}");
+    app.stop().await;
 }

@@ -149,6 +149,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             world,
             dir,
             sdk,
+            lang: plugin::CliLang::Js,
+        }) => {
+            let _ = sdk;
+            let dir = crate::plugins::scaffold::create_js(&name, world.into(), dir.as_deref())?;
+            print(out, &serde_json::json!({ "created": dir }), || {
+                format!(
+                    "created {dir}
+build it:   cd {dir} && npm install && npm run build
+install it: tenantry plugin install {dir}/{name}.wasm",
+                    dir = dir.display(),
+                )
+            })
+        }
+        Command::Plugin(PluginCommand::New {
+            name,
+            world,
+            dir,
+            sdk,
+            lang: plugin::CliLang::Rust,
         }) => {
             let dir = crate::plugins::scaffold::create(
                 &name,

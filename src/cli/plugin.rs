@@ -80,8 +80,12 @@ pub enum PluginCommand {
         dir: Option<PathBuf>,
         /// Depend on the SDK crate at PATH (default: a copy written into the new crate, with
         /// the WIT it builds against, so that it builds anywhere).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "lang")]
         sdk: Option<PathBuf>,
+        /// The plugin's language: Rust (a crate on the guest SDK), or JavaScript (a quota
+        /// policy or a renderer built with componentize-js).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: CliLang,
     },
     /// Check a component: world, WIT version, manifest, exports, requested capabilities.
     Check { file: PathBuf },
@@ -154,6 +158,9 @@ pub enum CallFunction {
     Measure {
         #[arg(long)]
         tenant: String,
+        /// JSON: a list of `{"step": {...}, "outcome": {...}}` (default: none).
+        #[arg(long, value_name = "FILE")]
+        applied: Option<PathBuf>,
     },
     /// A provisioner's `export-tenant` (WIT 0.2.0): what its backend holds of the tenant, as a
     /// bundle part (JSON: `{"media_type", "data_base64", "instance_specific"}`).
@@ -204,6 +211,13 @@ pub enum CliWorld {
     Provisioner,
     Renderer,
     QuotaPolicy,
+}
+
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CliLang {
+    Rust,
+    Js,
 }
 
 impl From<CliWorld> for crate::plugins::World {

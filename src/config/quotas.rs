@@ -26,6 +26,9 @@ pub struct QuotasConfig {
     /// `api_calls_per_month` (the default). Off when a gateway in front of the server does it:
     /// those counters then stay at zero.
     pub meter_api_calls: bool,
+    /// How often every active tenant that holds resources in a backend is measured there
+    /// (`measure`), in seconds; 0 turns the schedule off (measuring on demand stays).
+    pub measure_interval_seconds: u64,
 }
 
 impl Default for QuotasConfig {
@@ -37,6 +40,7 @@ impl Default for QuotasConfig {
             flush_interval_ms: 5000,
             metrics: Vec::new(),
             meter_api_calls: true,
+            measure_interval_seconds: 3600,
         }
     }
 }

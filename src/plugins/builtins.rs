@@ -27,6 +27,10 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
         "crm",
         include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/crm.wasm")),
     ),
+    (
+        "postgres",
+        include_bytes!(concat!(env!("BUILT_PLUGINS_WASM_DIR"), "/postgres.wasm")),
+    ),
 ];
 
 /// The bytes of the built-in plugin `name`.

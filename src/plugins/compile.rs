@@ -189,9 +189,14 @@ impl Provision<'_> {
     }
 
     /// `measure`; a 0.1.0 plugin measures nothing.
-    pub fn measure(&self, store: &mut Store, tenant: &Tenant) -> Answer<Vec<Measurement>> {
+    pub fn measure(
+        &self,
+        store: &mut Store,
+        tenant: &Tenant,
+        applied: &[(Step, Outcome)],
+    ) -> Answer<Vec<Measurement>> {
         match self {
-            Provision::Now(g) => g.call_measure(store, tenant),
+            Provision::Now(g) => g.call_measure(store, tenant, applied),
             Provision::V0_1(_) => Ok(Ok(Vec::new())),
         }
     }

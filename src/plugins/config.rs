@@ -1,6 +1,7 @@
 //! A plugin's configuration: the fields its manifest's `config_schema` declares (a JSON Schema
 //! object of typed properties — `string`, `integer`, `number` or `boolean` — with an optional
-//! `default`, `description` and `enum`, and a `required` list), checked when the plugin is
+//! `default`, `description`, `enum` and, for strings, `format = "uri"` (an absolute http(s)
+//! URL), and a `required` list), checked when the plugin is
 //! installed, and the values an operator sets, checked against them when set.
 //!
 //! Configuration is for what is not secret (endpoints, user names, options): a field whose name
@@ -82,6 +83,15 @@ pub struct Field {
     #[serde(rename = "enum", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub choices: Option<Vec<Value>>,
+    /// `uri`: the value is an absolute http(s) URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// Whether `text` is an absolute http(s) URL with a host.
+fn is_http_url(text: &str) -> bool {
+    url::Url::parse(text)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 /// The fields of `schema`, or what is wrong with it (naming the field).
@@ -155,6 +165,11 @@ pub fn fields(schema: Option<&Value>) -> Result<Vec<Field>, String> {
             }
             Some(_) => return Err(format!("{at}.enum must list the values allowed")),
         };
+        let format = match property.get("format") {
+            None => None,
+            Some(Value::String(f)) if f == "uri" && kind == Kind::String => Some(f.clone()),
+            Some(_) => return Err(format!("{at}.format can only be \"uri\", on a string")),
+        };
         let default = property.get("default").cloned();
         if let Some(default) = &default {
             if !kind.admits(default) {
@@ -162,6 +177,9 @@ pub fn fields(schema: Option<&Value>) -> Result<Vec<Field>, String> {
             }
             if choices.as_ref().is_some_and(|c| !c.contains(default)) {
                 return Err(format!("{at}.default is not one of its enum"));
+            }
+            if format.is_some() && !default.as_str().is_some_and(is_http_url) {
+                return Err(format!("{at}.default is not an http(s) URL"));
             }
         }
         fields.push(Field {
@@ -174,6 +192,7 @@ pub fn fields(schema: Option<&Value>) -> Result<Vec<Field>, String> {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             choices,
+            format,
         });
     }
     fields.sort_by(|a, b| a.name.cmp(&b.name));
@@ -223,6 +242,12 @@ pub fn check(fields: &[Field], values: &Map<String, Value>) -> Vec<Refusal> {
                 rule: "enum",
                 message: format!("must be one of {}", listed.join(", ")),
             });
+        } else if field.format.is_some() && !value.as_str().is_some_and(is_http_url) {
+            refused.push(Refusal {
+                field: key.clone(),
+                rule: "format",
+                message: "must be an absolute http(s) URL, e.g. https://bi.internal:8088".into(),
+            });
         }
     }
     for field in fields {
@@ -261,7 +286,7 @@ mod tests {
             "type": "object",
             "required": ["url"],
             "properties": {
-                "url": { "type": "string", "description": "Where the backend answers." },
+                "url": { "type": "string", "format": "uri", "description": "Where the backend answers." },
                 "port": { "type": "integer", "default": 8088 },
                 "mode": { "type": "string", "enum": ["fast", "safe"], "default": "safe" },
             },
@@ -301,6 +326,14 @@ mod tests {
                 json!({ "properties": { "Bad": { "type": "string" } } }),
                 "properties.Bad: a field name",
             ),
+            (
+                json!({ "properties": { "n": { "type": "integer", "format": "uri" } } }),
+                "properties.n.format can only be \"uri\", on a string",
+            ),
+            (
+                json!({ "properties": { "u": { "type": "string", "format": "uri", "default": "x" } } }),
+                "properties.u.default is not an http(s) URL",
+            ),
         ] {
             let err = fields(Some(&schema)).unwrap_err();
             assert!(err.contains(says), "{err}");
@@ -327,6 +360,14 @@ mod tests {
             ]
         );
         assert_eq!(refused[2].message, "must be an integer");
+        for bad in ["superset.internal:8088", "ftp://x", "/api", ""] {
+            let refused = check(&fields, &values(json!({ "url": bad })));
+            assert_eq!(refused.len(), 1, "{bad}");
+            assert_eq!(
+                (refused[0].field.as_str(), refused[0].rule),
+                ("url", "format")
+            );
+        }
     }
 
     #[test]

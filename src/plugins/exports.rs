@@ -189,14 +189,16 @@ impl PluginHost {
         .await
     }
 
-    /// `measure`: the tenant's use of the plugin's backend (nothing from a 0.1.0 plugin).
+    /// `measure`: the tenant's use of the plugin's backend, given the steps applied for it
+    /// (nothing from a 0.1.0 plugin).
     pub async fn measure(
         self: &Arc<Self>,
         plugin: &str,
         tenant: &PluginTenant,
+        applied: Vec<(Step, Outcome)>,
     ) -> Logged<Vec<Measurement>> {
         self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.measure(store, tenant)
+            guest.measure(store, tenant, &applied)
         })
         .await
     }

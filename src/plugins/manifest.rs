@@ -132,6 +132,11 @@ pub struct Manifest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub config_schema: Option<serde_json::Value>,
+    /// A provisioner that makes real the databases the request's connections describe (the
+    /// `postgres` plugin): in a provisioning run it goes before the backends that connect to
+    /// them.
+    #[serde(default)]
+    pub makes_connections: bool,
 }
 
 /// What inspecting a component found.

@@ -13,7 +13,25 @@ include!(concat!(env!("OUT_DIR"), "/sdk_files.rs"));
 
 /// The WIT version the SDK builds plugins for (the SDK moves to a new version after the host
 /// runs it).
-const SDK_WIT_VERSION: &str = "0.1.0";
+const SDK_WIT_VERSION: &str = "0.2.0";
+
+/// What a provisioner's manifest adds: its capabilities and a configuration schema.
+const PROVISIONER_MANIFEST_TAIL: &str = r#"
+# Hosts (host or host:port), secrets and databases the plugin needs; the operator grants them.
+[capabilities]
+hosts = []
+secrets = []
+
+# What the operator configures (`tenantry plugin configure NAME --set KEY=VALUE`): endpoints,
+# user names, options; read with `tenantry_plugin_sdk::config`. Secrets stay in `secrets`.
+[config_schema]
+type = "object"
+
+[config_schema.properties.greeting]
+type = "string"
+default = "hello"
+description = "How the plugin greets a tenant."
+"#;
 
 /// Where the SDK is written in a new crate; its bindings read `../../wit` from there.
 const VENDORED_SDK: &str = "vendor/tenantry-plugin-sdk";
@@ -45,16 +63,7 @@ pub fn create(
     dir: Option<&Path>,
     sdk: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
-    let valid = (2..=63).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && !name.ends_with('-');
-    anyhow::ensure!(
-        valid,
-        "plugin name `{name}` must be 2–63 lowercase letters, digits and hyphens, starting with a letter"
-    );
+    check_name(name)?;
     let dir = dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(name));
@@ -118,7 +127,7 @@ description = "A tenantry {feature} plugin."
 {caps}"#,
                 wit = SDK_WIT_VERSION,
                 caps = if world == World::Provisioner {
-                    "\n# Hosts (host or host:port) and secrets the plugin needs; the operator grants them.\n[capabilities]\nhosts = []\nsecrets = []\n"
+                    PROVISIONER_MANIFEST_TAIL
                 } else {
                     ""
                 }
@@ -156,12 +165,27 @@ description = "A tenantry {feature} plugin."
     Ok(dir)
 }
 
+/// A plugin's name: 2–63 lowercase letters, digits and hyphens, starting with a letter.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let valid = (2..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-');
+    anyhow::ensure!(
+        valid,
+        "plugin name `{name}` must be 2–63 lowercase letters, digits and hyphens, starting with a letter"
+    );
+    Ok(())
+}
+
 fn source(world: World, name: &str, type_name: &str) -> String {
     match world {
         World::Provisioner => format!(
             r#"//! The `{name}` provisioner.
 
-use tenantry_plugin_sdk::log;
+use tenantry_plugin_sdk::{{config, log}};
 use tenantry_plugin_sdk::provisioner::{{Outcome, PluginError, PluginInfo, Provisioner, Step, Tenant}};
 
 struct {type_name};
@@ -184,7 +208,8 @@ impl Provisioner for {type_name} {{
     }}
 
     fn apply(tenant: Tenant, step: Step, _idempotency_key: String) -> Result<Outcome, PluginError> {{
-        log::info(&format!("applying {{}} for {{}}", step.id, tenant.slug));
+        let greeting = config::string("greeting").unwrap_or_default();
+        log::info(&format!("applying {{}}: {{greeting}}, {{}}", step.id, tenant.slug));
         Ok(Outcome {{ output: "{{}}".into(), manual_follow_up: None }})
     }}
 }}
@@ -249,6 +274,174 @@ impl QuotaPolicy for {type_name} {{
 }}
 
 tenantry_plugin_sdk::register_quota_policy!({type_name});
+"#
+        ),
+    }
+}
+
+/// The componentize-js release a JavaScript plugin is built with (the one tenantry is tested
+/// with).
+pub const COMPONENTIZE_JS_VERSION: &str = "0.19.3";
+
+/// Creates the JavaScript plugin `name` in `dir` (default `./name`): a quota policy or a
+/// renderer in `src/plugin.js`, built by `npm run build` with componentize-js into a component
+/// against the WIT written into it, with its manifest embedded. Returns its directory.
+pub fn create_js(name: &str, world: World, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    anyhow::ensure!(
+        world != World::Provisioner,
+        "--lang js makes a quota policy or a renderer; write a provisioner in Rust"
+    );
+    check_name(name)?;
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(name));
+    anyhow::ensure!(!dir.exists(), "{} exists already", dir.display());
+    std::fs::create_dir_all(dir.join("src"))?;
+    let world_name = world.as_str();
+    let file = format!("{name}.wasm");
+    let files: [(&str, String); 6] = [
+        (
+            "package.json",
+            format!(
+                r#"{{
+  "name": "{name}",
+  "version": "0.1.0",
+  "private": true,
+  "description": "A tenantry {world_name} plugin in JavaScript.",
+  "type": "module",
+  "scripts": {{
+    "build": "node build.mjs"
+  }},
+  "devDependencies": {{
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS_VERSION}"
+  }}
+}}
+"#
+            ),
+        ),
+        (
+            "build.mjs",
+            format!(
+                r#"// Builds {file}: src/plugin.js made a WebAssembly component of the `{world_name}` world of
+// wit/v0.2.0 by componentize-js, which snapshots its JavaScript engine with the script loaded
+// (a call starts from that snapshot, booting nothing), and the manifest tenantry-plugin.toml
+// embedded as the custom section `tenantry-manifest` that the server reads.
+import {{ componentize }} from '@bytecodealliance/componentize-js';
+import {{ readFile, writeFile }} from 'node:fs/promises';
+
+const source = await readFile('src/plugin.js', 'utf8');
+const manifest = await readFile('tenantry-plugin.toml');
+const {{ component }} = await componentize(source, {{
+  witPath: 'wit/v0.2.0',
+  worldName: '{world_name}',
+  // No WASI: the plugin gets the host interfaces of its world and nothing else.
+  disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],
+}});
+
+// A custom section: id 0, its size, its name's size and name, then its bytes (sizes in
+// unsigned LEB128).
+function leb128(n) {{
+  const out = [];
+  do {{
+    let byte = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) byte |= 0x80;
+    out.push(byte);
+  }} while (n !== 0);
+  return Buffer.from(out);
+}}
+const name = Buffer.from('tenantry-manifest');
+const payload = Buffer.concat([leb128(name.length), name, manifest]);
+const section = Buffer.concat([Buffer.from([0]), leb128(payload.length), payload]);
+const wasm = Buffer.concat([Buffer.from(component), section]);
+await writeFile('{file}', wasm);
+console.log(`built {file} (${{wasm.length}} bytes): tenantry plugin install {file}`);
+"#
+            ),
+        ),
+        (
+            "tenantry-plugin.toml",
+            format!(
+                r#"name = "{name}"
+version = "0.1.0"
+world = "{world_name}"
+wit_version = "0.2.0"
+description = "A tenantry {world_name} plugin in JavaScript."
+{config}"#,
+                config = if world == World::QuotaPolicy {
+                    "\n# What the operator configures (`tenantry plugin configure NAME --set limit=10`).\n[config_schema]\ntype = \"object\"\n\n[config_schema.properties.limit]\ntype = \"integer\"\ndefault = 5\ndescription = \"Every metric's limit, unless the operator overrode it for the tenant.\"\n"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        (".gitignore", "/node_modules\n/*.wasm\n".to_owned()),
+        ("src/plugin.js", js_source(world, name)),
+        (
+            "README.md",
+            format!(
+                "# {name}\n\nA tenantry {world_name} plugin in JavaScript.\n\n```sh\nnpm install\nnpm run build\ntenantry plugin install {file}\n```\n"
+            ),
+        ),
+    ];
+    for (path, content) in files {
+        std::fs::write(dir.join(path), content).with_context(|| format!("writing {path}"))?;
+    }
+    for (path, text) in WIT_FILES
+        .iter()
+        .filter(|(p, _)| p.starts_with("wit/v0.2.0/"))
+    {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir)
+}
+
+fn js_source(world: World, name: &str) -> String {
+    match world {
+        World::QuotaPolicy => format!(
+            r#"// The `{name}` quota policy: every metric has the configured limit (an operator's
+// override for the tenant wins). Numbers that are u64 in WIT (`used`, limits) are BigInts.
+import {{ write }} from 'tenantry:plugin/log@0.2.0';
+import {{ get }} from 'tenantry:plugin/config@0.2.0';
+
+export const policy = {{
+  // `tenant`: {{ id, slug, name, tier, status }}; `usage`: [{{ metric, used, overrideLimit }}].
+  // Returns a decision; throwing {{ tag: 'permanent' | 'transient', val: 'why' }} fails the call.
+  evaluate(tenant, usage) {{
+    const limit = BigInt(JSON.parse(get('limit') ?? '5'));
+    write('debug', `a limit of ${{limit}} for ${{tenant.slug}}`);
+    const metrics = usage.map((u) => {{
+      const l = u.overrideLimit ?? limit;
+      const percent = l === 0n ? (u.used > 0n ? 100 : 0) : (Number(u.used) * 100) / Number(l);
+      const severity = percent >= 100 ? 'blocked' : percent >= 95 ? 'critical' : percent >= 80 ? 'warning' : 'ok';
+      return {{ metric: u.metric, used: u.used, limit: l, percent, severity }};
+    }});
+    return {{
+      metrics,
+      allowed: metrics.every((m) => m.severity !== 'blocked'),
+      atRisk: metrics.some((m) => m.percent > 90),
+    }};
+  }},
+}};
+"#
+        ),
+        _ => format!(
+            r#"// The `{name}` renderer: replaces each `{{name}}` slot with its value, as is.
+export const render = {{
+  // `template`: {{ name, body, placeholders, format }}; `values`: [[name, value], ...].
+  // Returns the text; throwing {{ tag: 'missing' | 'undeclared' | 'unexpected' | 'invalid', val }}
+  // fails the call.
+  render(template, values) {{
+    const given = new Map(values);
+    const missing = template.placeholders.filter((p) => !given.has(p));
+    if (missing.length > 0) throw {{ tag: 'missing', val: missing }};
+    return template.body.replace(/\{{([a-z0-9_]+)\}}/g, (slot, key) => given.get(key) ?? slot);
+  }},
+}};
 "#
         ),
     }

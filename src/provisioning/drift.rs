@@ -1,9 +1,12 @@
 //! Drift: what the backends say about the resources a tenant was provisioned with (each backend
 //! plugin's `observe`).
 
+use std::collections::HashMap;
+
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
+use crate::store::models::ResourceRow;
 use crate::tenants::Tenant;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -31,6 +34,45 @@ pub struct DriftReport {
     pub errors: Vec<DriftItem>,
 }
 
+/// The steps applied for `tenant` that hold resources, by plugin, as `observe`, `measure` and
+/// `export-tenant` take them (inputs opened).
+pub async fn applied_steps(
+    ctx: &Context,
+    tenant: &Tenant,
+) -> AppResult<HashMap<String, Vec<(crate::plugins::Step, crate::plugins::Outcome)>>> {
+    let rows = held_resources(ctx, tenant).await?;
+    applied_by_plugin(ctx, tenant, &rows)
+}
+
+fn applied_by_plugin(
+    ctx: &Context,
+    tenant: &Tenant,
+    rows: &[ResourceRow],
+) -> AppResult<HashMap<String, Vec<(crate::plugins::Step, crate::plugins::Outcome)>>> {
+    let mut held: HashMap<String, Vec<_>> = HashMap::new();
+    for r in rows {
+        let input = ctx
+            .keyring
+            .open(
+                &r.input,
+                &resource_context(&tenant.id, &r.plugin, &r.step_id),
+            )
+            .map_err(AppError::internal)?;
+        held.entry(r.plugin.clone()).or_default().push((
+            crate::plugins::Step {
+                id: r.step_id.clone(),
+                description: r.description.clone(),
+                input,
+            },
+            crate::plugins::Outcome {
+                output: r.output.clone(),
+                manual_follow_up: None,
+            },
+        ));
+    }
+    Ok(held)
+}
+
 /// Asks every backend the tenant holds resources in for drift (`observe`).
 pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
     let rows = held_resources(ctx, tenant).await?;
@@ -41,30 +83,11 @@ pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
             plugins.push(r.plugin.clone());
         }
     }
+    let mut held = applied_by_plugin(ctx, tenant, &rows)?;
     let mut drift = Vec::new();
     let mut errors = Vec::new();
     for plugin in plugins {
-        let mut applied = Vec::new();
-        for r in rows.iter().filter(|r| r.plugin == plugin) {
-            let input = ctx
-                .keyring
-                .open(
-                    &r.input,
-                    &resource_context(&tenant.id, &r.plugin, &r.step_id),
-                )
-                .map_err(AppError::internal)?;
-            applied.push((
-                crate::plugins::Step {
-                    id: r.step_id.clone(),
-                    description: r.description.clone(),
-                    input,
-                },
-                crate::plugins::Outcome {
-                    output: r.output.clone(),
-                    manual_follow_up: None,
-                },
-            ));
-        }
+        let applied = held.remove(&plugin).unwrap_or_default();
         let logged = ctx.plugins.observe(&plugin, &ptenant, applied).await;
         match logged.result {
             Ok(Ok(found)) => drift.extend(found.into_iter().map(|d| DriftItem {

@@ -17,7 +17,7 @@ pub mod spec;
 pub mod templates;
 mod views;
 
-pub use drift::{DriftItem, DriftReport, drift};
+pub use drift::{DriftItem, DriftReport, applied_steps, drift};
 pub use lifecycle::queue_lifecycle_in;
 pub(crate) use lifecycle::{CarriedResource, TransitionInput};
 use views::held_resources;
@@ -69,7 +69,7 @@ pub enum Provisioned {
 }
 
 /// The tenant as plugins see it (a snapshot taken when a call or a run begins).
-pub(crate) fn plugin_tenant(tenant: &Tenant) -> PluginTenant {
+pub fn plugin_tenant(tenant: &Tenant) -> PluginTenant {
     PluginTenant {
         id: tenant.id.clone(),
         slug: tenant.slug.clone(),

@@ -467,5 +467,16 @@ async fn backends(
         }
         seen.push(name.clone());
     }
+    // Plugins that make the connections' databases real go before the backends that connect
+    // to them; otherwise the order given (or the names') stands.
+    let mut first = Vec::new();
+    for name in &names {
+        if let Ok(p) = ctx.plugins.loaded(name).await
+            && p.manifest.makes_connections
+        {
+            first.push(name.clone());
+        }
+    }
+    names.sort_by_key(|n| !first.contains(n));
     Ok((names, settings))
 }

@@ -1,5 +1,5 @@
 //! Usage measured in the backends: every enabled provisioner's `measure` (WIT 0.2.0) for a
-//! tenant, and the figures that are gauges of the catalogue recorded as their values (what the
+//! tenant, given the steps applied for it there, and the figures that are gauges of the catalogue recorded as their values (what the
 //! server counts itself, and rates, which are counted from events, are shown and not recorded).
 
 use serde::Serialize;
@@ -39,6 +39,66 @@ pub struct MeasureOutcome {
     pub failures: Vec<MeasureFailure>,
 }
 
+/// Measures, every `quotas.measure_interval_seconds`, each active tenant that holds resources
+/// in a backend. Every server of a cluster runs it: a gauge written twice holds the same value.
+pub fn spawn(ctx: &Context) -> Option<tokio::task::JoinHandle<()>> {
+    let every = ctx.config.quotas.measure_interval_seconds;
+    if every == 0 {
+        return None;
+    }
+    let ctx = ctx.clone();
+    Some(tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(every);
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(err) = measure_all(&ctx).await {
+                tracing::warn!("usage: the scheduled measuring stopped: {err}");
+            }
+        }
+    }))
+}
+
+/// One round of the schedule: what was measured, and the tenants whose measuring failed.
+pub async fn measure_all(ctx: &Context) -> AppResult<(usize, usize)> {
+    let ids = {
+        let mut conn = ctx.db.conn().await?;
+        crate::store::provisioning::tenants_with_resources(&mut conn).await?
+    };
+    let (mut measured, mut failed) = (0, 0);
+    for id in ids {
+        let Some(tenant) = crate::tenants::get_by_id(ctx, &id).await? else {
+            continue;
+        };
+        if !tenant.status.is_active() {
+            continue;
+        }
+        match measure(ctx, &tenant).await {
+            Ok(outcome) => {
+                measured += 1;
+                for failure in outcome.failures {
+                    failed += 1;
+                    tracing::warn!(
+                        tenant = %tenant.slug,
+                        plugin = %failure.plugin,
+                        "usage: measuring failed: {}",
+                        failure.error
+                    );
+                }
+            }
+            Err(err) => {
+                failed += 1;
+                tracing::warn!(tenant = %tenant.slug, "usage: cannot measure: {err}");
+            }
+        }
+    }
+    tracing::info!(
+        measured,
+        failed,
+        "usage: tenants measured in their backends"
+    );
+    Ok((measured, failed))
+}
+
 /// Measures `tenant` in every enabled provisioner and records what is a gauge of the
 /// catalogue (all of it or, when recording fails, none).
 pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome> {
@@ -54,8 +114,10 @@ pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome
     let mut measured = Vec::new();
     let mut failures = Vec::new();
     let mut events = Vec::new();
+    let mut held = crate::provisioning::applied_steps(ctx, tenant).await?;
     for plugin in ctx.plugins.enabled(World::Provisioner).await? {
-        let logged = ctx.plugins.measure(&plugin, &plugin_tenant).await;
+        let applied = held.remove(&plugin).unwrap_or_default();
+        let logged = ctx.plugins.measure(&plugin, &plugin_tenant, applied).await;
         let figures = match logged.result {
             Ok(Ok(figures)) => figures,
             Ok(Err(err)) => {

@@ -94,7 +94,7 @@ struct Checked<'a> {
 fn check_events<'a>(
     metrics: &'a [Metric],
     events: &'a [UsageEvent],
-    prefix: &dyn Fn(usize) -> String,
+    prefix: &(dyn Fn(usize) -> String + Sync),
 ) -> AppResult<Vec<Checked<'a>>> {
     if events.is_empty() {
         return Err(AppError::invalid(
@@ -382,7 +382,7 @@ async fn add_counters(
     tenant: &Tenant,
     counted: &[&Checked<'_>],
     hard_limit: &HashMap<&str, u64>,
-    prefix: &dyn Fn(usize) -> String,
+    prefix: &(dyn Fn(usize) -> String + Sync),
     now: chrono::NaiveDateTime,
 ) -> AppResult<()> {
     // Grouped by (metric, period), in the order of their first event.

@@ -323,6 +323,16 @@ pub async fn resources(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<Resour
         .await)?)
 }
 
+/// The tenants that hold resources in some backend, by id.
+pub async fn tenants_with_resources(conn: &mut Conn) -> AppResult<Vec<String>> {
+    Ok(with_conn!(conn, |c| tenant_resources::table
+        .select(tenant_resources::tenant_id)
+        .distinct()
+        .order(tenant_resources::tenant_id.asc())
+        .load(c)
+        .await)?)
+}
+
 pub async fn put_resource(conn: &mut Conn, row: &ResourceRow) -> AppResult<()> {
     with_conn!(conn, |c| {
         diesel::delete(

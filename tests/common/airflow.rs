@@ -98,14 +98,28 @@ pub async fn enable(ctx: &Context) {
         .unwrap_or_else(|e| panic!("enable the airflow plugin: {e:?}"));
 }
 
-/// Enables the `airflow` plugin and grants it its host and the secrets `airflow-url`,
-/// `airflow-username`, `airflow-password` for `settings`.
+/// Enables the `airflow` plugin, configures its `url` and `username` and grants it its host
+/// and the secret `airflow-password` for `settings`.
 pub async fn grant_airflow(ctx: &Context, settings: &AirflowSettings) {
     enable(ctx).await;
     grant_host(ctx, &settings.host_port()).await;
-    grant_secret(ctx, "airflow-url", &settings.url).await;
-    grant_secret(ctx, "airflow-username", &settings.username).await;
+    configure(ctx, &settings.url, &settings.username).await;
     grant_secret(ctx, "airflow-password", &settings.password).await;
+}
+
+/// Sets the `airflow` plugin's configuration: its `url` and `username`.
+pub async fn configure(ctx: &Context, url: &str, username: &str) {
+    registry::configure(
+        ctx,
+        &Actor::system(),
+        "airflow",
+        json!({ "url": url, "username": username })
+            .as_object()
+            .unwrap()
+            .clone(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("configure the airflow plugin: {e:?}"));
 }
 
 /// A client of Airflow's REST API, signed in.

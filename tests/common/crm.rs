@@ -94,8 +94,8 @@ impl CrmClient {
         )
     }
 
-    /// Enables the `crm` plugin and grants it the CRM's host and the secrets `crm-url`,
-    /// `crm-token`.
+    /// Enables the `crm` plugin, configures its `url` and grants it the CRM's host and the
+    /// secret `crm-token`.
     pub async fn grant(&self, app: &TestApp) {
         registry::set_enabled(&app.ctx, &Actor::system(), "crm", true, None)
             .await
@@ -103,7 +103,7 @@ impl CrmClient {
         self.grant_with_url(app, &self.url).await;
     }
 
-    /// As [`grant`](Self::grant), with another `crm-url`.
+    /// As [`grant`](Self::grant), with another `url`.
     pub async fn grant_with_url(&self, app: &TestApp, crm_url: &str) {
         let actor = Actor::system();
         let url = url::Url::parse(crm_url).expect("a URL");
@@ -117,19 +117,28 @@ impl CrmClient {
                 .await
                 .unwrap_or_else(|e| panic!("granting host {host}: {e:?}"));
         }
-        for (name, value) in [("crm-url", crm_url), ("crm-token", self.token.as_str())] {
-            registry::grant(
-                &app.ctx,
-                &actor,
-                "crm",
-                Capability::Secret {
-                    name: name.into(),
-                    value: value.into(),
-                },
-            )
-            .await
-            .unwrap_or_else(|e| panic!("granting secret {name}: {e:?}"));
-        }
+        registry::configure(
+            &app.ctx,
+            &actor,
+            "crm",
+            serde_json::json!({ "url": crm_url })
+                .as_object()
+                .unwrap()
+                .clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("configuring the crm plugin: {e:?}"));
+        registry::grant(
+            &app.ctx,
+            &actor,
+            "crm",
+            Capability::Secret {
+                name: "crm-token".into(),
+                value: self.token.clone(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("granting secret crm-token: {e:?}"));
     }
 
     /// Sends a request with `token`; the status and the JSON body.

@@ -31,9 +31,10 @@ impl Airflow {
     /// Reads the granted URL and credentials and gets a token (`POST /auth/token`). `hidden`
     /// holds values of the call's own that no message may show.
     pub fn connect(hidden: Redactor) -> Result<Airflow, PluginError> {
-        let mut api = Backend::new("Airflow", PLUGIN, &secret("airflow-url")?);
+        let url = backend::setting(PLUGIN, "url", "airflow-url")?;
+        let mut api = Backend::new("Airflow", PLUGIN, &url).require_http("url")?;
         *api.redactor_mut() = hidden;
-        let username = secret("airflow-username")?;
+        let username = backend::setting(PLUGIN, "username", "airflow-username")?;
         let password = secret("airflow-password")?;
         api.hide(&password);
         let what = "Airflow sign-in";
@@ -70,6 +71,17 @@ impl Airflow {
     ) -> Result<Answer, PluginError> {
         self.api
             .json(method, &format!("/api/v2/{path}"), body, what)
+    }
+
+    /// `total_entries` of a list (`GET /api/v2/{path}`, its query included).
+    pub fn count(&self, path: &str, what: &str) -> Result<u64, PluginError> {
+        let response = self.call("GET", path, None, what)?;
+        if response.status != 200 {
+            return Err(self.api.status_error(what, &response));
+        }
+        response.json()["total_entries"]
+            .as_u64()
+            .ok_or_else(|| permanent(format!("{what}: Airflow's answer has no total_entries")))
     }
 
     /// `GET /api/v2/{collection}/{name}`: the resource, or none (404).
@@ -161,7 +173,7 @@ impl Kubernetes {
         let mut api = Backend::new(
             "Kubernetes",
             PLUGIN,
-            &backend::optional_secret("kubernetes-url")?,
+            &backend::optional_setting(PLUGIN, "kubernetes_url", "kubernetes-url")?,
         );
         *api.redactor_mut() = hidden;
         if let Some(token) = backend::optional_secret("kubernetes-token") {

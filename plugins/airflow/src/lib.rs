@@ -13,7 +13,8 @@ mod uri;
 
 use serde_json::{Map, Value, json};
 use tenantry_plugin_sdk::provisioner::{
-    Drift, LifecycleChange, Outcome, PluginError, PluginInfo, Provisioner, Step, Tenant,
+    BundlePart, Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Provisioner,
+    Step, Tenant,
 };
 use tenantry_plugin_sdk::{log, state};
 
@@ -482,6 +483,185 @@ fn apply_kubernetes(input: &Value) -> Result<Outcome, PluginError> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// measure, export, import
+
+/// Today's start (UTC) as Airflow's API takes a time: `YYYY-MM-DDT00:00:00Z`.
+fn today_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T00:00:00Z")
+}
+
+/// The tenant's task runs today (task instances started since midnight UTC in its pool) and
+/// its DAGs (tagged with its slug, as the tenant's DAG factory tags them).
+fn measure(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Result<Vec<Measurement>, PluginError> {
+    let Some((pool_step, _)) = applied.iter().find(|(s, _)| s.id == "pool") else {
+        return Ok(Vec::new());
+    };
+    let pool = str_at(&input_of(pool_step)?, "name", "pool")?.to_owned();
+    let af = Airflow::connect(Redactor::new())?;
+    let task_runs = af.count(
+        &format!(
+            "dags/~/dagRuns/~/taskInstances?pool={}&start_date_gte={}&limit=1",
+            tenantry_plugin_sdk::backend::uri::percent_encode(&pool),
+            tenantry_plugin_sdk::backend::uri::percent_encode(&today_utc())
+        ),
+        "counting today's task runs",
+    )?;
+    let dags = af.count(
+        &format!(
+            "dags?tags={}&limit=1",
+            tenantry_plugin_sdk::backend::uri::percent_encode(&tenant.slug)
+        ),
+        "counting the tenant's DAGs",
+    )?;
+    Ok(vec![
+        Measurement {
+            metric: "task_runs".into(),
+            value: task_runs as f64,
+        },
+        Measurement {
+            metric: "dags".into(),
+            value: dags as f64,
+        },
+    ])
+}
+
+/// The tenant's pool, variables and connections as Airflow holds them now, as JSON. Airflow
+/// masks connection passwords in its answers, so they are not in the part.
+fn export(applied: &[(Step, Outcome)]) -> Result<Option<BundlePart>, PluginError> {
+    if applied.iter().all(|(s, _)| s.id == "kubernetes") {
+        return Ok(None);
+    }
+    let af = Airflow::connect(Redactor::new())?;
+    let mut pool = Value::Null;
+    let mut variables = Vec::new();
+    let mut connections = Vec::new();
+    for (step, _) in applied {
+        let input = input_of(step)?;
+        match step.id.as_str() {
+            "pool" => {
+                if let Some(p) = af.get("pools", str_at(&input, "name", "pool")?)? {
+                    pool = json!({ "name": p["name"], "slots": p["slots"], "description": p["description"] });
+                }
+            }
+            "variables" => {
+                for (key, _, _) in variables_of(&input)? {
+                    if let Some(v) = af.get("variables", &key)? {
+                        variables.push(json!({ "key": v["key"], "value": v["value"], "description": v["description"] }));
+                    }
+                }
+            }
+            id if id.starts_with("connection:") => {
+                let conn_id = str_at(&input["connection"], "connection_id", id)?;
+                if let Some(c) = af.get("connections", conn_id)? {
+                    connections.push(json!({
+                        "connection_id": c["connection_id"],
+                        "conn_type": c["conn_type"],
+                        "description": c["description"],
+                        "host": c["host"],
+                        "port": c["port"],
+                        "login": c["login"],
+                        "schema": c["schema"],
+                        "extra": c["extra"],
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+    let data = json!({ "pool": pool, "variables": variables, "connections": connections });
+    Ok(Some(BundlePart {
+        media_type: "application/json".into(),
+        data: data.to_string().into_bytes(),
+        instance_specific: Vec::new(),
+    }))
+}
+
+/// Restores a part of [`export`]: the pool's slots and the variables are written; a
+/// connection that exists gets its fields (its password stays); a missing one is created
+/// without a password, which is the outcome's manual follow-up.
+fn import(part: &BundlePart) -> Result<Outcome, PluginError> {
+    if part.media_type != "application/json" {
+        return Err(permanent(format!(
+            "the airflow plugin imports its own export (application/json), not {}",
+            part.media_type
+        )));
+    }
+    let data: Value = serde_json::from_slice(&part.data)
+        .map_err(|e| permanent(format!("the bundle part is not JSON: {e}")))?;
+    let af = Airflow::connect(Redactor::new())?;
+    let mut restored = Map::new();
+    if let Some(name) = data["pool"]["name"].as_str() {
+        let slots = data["pool"]["slots"].as_i64().unwrap_or(0);
+        let body = json!({ "name": name, "slots": slots, "description": data["pool"]["description"], "include_deferred": false });
+        match af.get("pools", name)? {
+            None => {
+                af.create("pools", name, &body)?;
+            }
+            Some(_) => {
+                af.patch("pools", name, Some("slots"), &body)?;
+            }
+        }
+        restored.insert("pool".into(), json!({ "name": name, "slots": slots }));
+    }
+    let mut keys = Vec::new();
+    for v in data["variables"].as_array().into_iter().flatten() {
+        let key = str_at(v, "key", "variables")?;
+        put_variable(
+            &af,
+            key,
+            v["value"].as_str().unwrap_or_default(),
+            &v["description"],
+        )?;
+        keys.push(key.to_owned());
+    }
+    restored.insert("variables".into(), json!(keys));
+    let mut without_password = Vec::new();
+    let mut ids = Vec::new();
+    for c in data["connections"].as_array().into_iter().flatten() {
+        let id = str_at(c, "connection_id", "connections")?;
+        match af.get("connections", id)? {
+            Some(_) => {
+                af.patch(
+                    "connections",
+                    id,
+                    Some("conn_type,description,host,port,login,schema,extra"),
+                    c,
+                )?;
+            }
+            None => {
+                af.create("connections", id, c)?;
+                without_password.push(id.to_owned());
+            }
+        }
+        ids.push(id.to_owned());
+    }
+    restored.insert("connections".into(), json!(ids));
+    let follow_up = (!without_password.is_empty()).then(|| {
+        format!(
+            "set the password of the Airflow connection(s) {} (a bundle carries no passwords), or provision the tenant again",
+            without_password.join(", ")
+        )
+    });
+    Ok(Outcome {
+        output: Value::Object(restored).to_string(),
+        manual_follow_up: follow_up,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // compensate
 
 fn compensate(tenant: &Tenant, step: &Step, outcome: &Outcome) -> Result<(), PluginError> {
@@ -815,12 +995,31 @@ impl Provisioner for AirflowPlugin {
         step: Step,
         outcome: Outcome,
         _key: String,
-    ) -> Result<(), PluginError> {
-        compensate(&tenant, &step, &outcome)
+    ) -> Result<Outcome, PluginError> {
+        compensate(&tenant, &step, &outcome)?;
+        Ok(Outcome::done(&json!({ "undone": step.id })))
     }
 
     fn observe(_tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Result<Vec<Drift>, PluginError> {
         observe(&applied)
+    }
+
+    fn measure(
+        tenant: Tenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> Result<Vec<Measurement>, PluginError> {
+        measure(&tenant, &applied)
+    }
+
+    fn export_tenant(
+        _tenant: Tenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> Result<Option<BundlePart>, PluginError> {
+        export(&applied)
+    }
+
+    fn import_tenant(_tenant: Tenant, part: BundlePart) -> Result<Outcome, PluginError> {
+        import(&part)
     }
 
     fn transition(

@@ -64,11 +64,9 @@ pub enum Removed {
 }
 
 impl Crm {
-    /// The CRM of the granted secrets `crm-url` and `crm-token`.
+    /// The CRM of the configured `url` and the granted secret `crm-token`.
     pub fn from_secrets() -> Result<Crm, PluginError> {
-        let url = secrets::get("crm-url").map_err(|e| {
-            PluginError::Permanent(format!("the BottleCRM URL (secret crm-url): {e}"))
-        })?;
+        let url = backend::setting("crm", "url", "crm-url")?;
         let token = secrets::get("crm-token").map_err(|e| {
             PluginError::Permanent(format!(
                 "the BottleCRM operator token (secret crm-token): {e}"
@@ -76,7 +74,7 @@ impl Crm {
         })?;
         let token = token.trim().to_owned();
         let mut api = Backend::new("BottleCRM", "crm", &url)
-            .require_http("crm-url")?
+            .require_http("url")?
             .with_timeouts(TIMEOUT_MS, TIMEOUT_MS);
         if token.len() >= 8 {
             api.hide(&token);

@@ -17,7 +17,8 @@ use api::{Changed, Crm, Member, Org, Removed, Session};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenantry_plugin_sdk::provisioner::{
-    Drift, LifecycleChange, Outcome, PluginError, PluginInfo, Provisioner, Step, Tenant,
+    BundlePart, Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Provisioner,
+    Step, Tenant,
 };
 use tenantry_plugin_sdk::{log, state};
 
@@ -118,6 +119,63 @@ fn tenant_org(crm: &Crm, tenant: &Tenant) -> Result<Option<Org>, PluginError> {
         .map(|o| o.name.clone())
         .unwrap_or_else(|| organization_name(&tenant.name, &tenant.slug));
     crm.find_organization(remembered.as_ref().map(|o| o.id.as_str()), Some(&name))
+}
+
+/// The members of the tenant's organization (the operator's own membership aside); none when
+/// the organization is gone.
+fn tenant_members(crm: &Crm, tenant: &Tenant) -> Result<Vec<Member>, PluginError> {
+    let Some(org) = tenant_org(crm, tenant)? else {
+        return Ok(Vec::new());
+    };
+    match crm.session(&org.id)? {
+        Some(session) => crm.members(&session),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Restores the users of an export: a missing one is added with its role, and each gets the
+/// active state it had.
+fn import_members(tenant: &Tenant, part: &BundlePart) -> Result<Outcome, PluginError> {
+    if part.media_type != "application/json" {
+        return Err(permanent(format!(
+            "the crm plugin imports its own export (application/json), not {}",
+            part.media_type
+        )));
+    }
+    let data: Value = serde_json::from_slice(&part.data)
+        .map_err(|e| permanent(format!("the bundle part is not JSON: {e}")))?;
+    let crm = Crm::from_secrets()?;
+    let org = tenant_org(&crm, tenant)?.ok_or_else(|| {
+        permanent(format!(
+            "tenant {} has no BottleCRM organization: provision it before importing",
+            tenant.slug
+        ))
+    })?;
+    let session = organization_session(&crm, &org.name)?;
+    let mut added = Vec::new();
+    for user in data["users"].as_array().into_iter().flatten() {
+        let email = user["email"]
+            .as_str()
+            .ok_or_else(|| permanent("a user of the bundle part has no email"))?;
+        let role = user["role"].as_str().unwrap_or("USER");
+        let member = match crm.member(&session, email)? {
+            Some(member) => member,
+            None => {
+                crm.add_member(&session, email, role)?;
+                added.push(email.to_owned());
+                crm.member(&session, email)?.ok_or_else(|| {
+                    PluginError::Transient(format!("user {email} was added but is not listed yet"))
+                })?
+            }
+        };
+        let active = user["active"].as_bool().unwrap_or(true);
+        if member.active != active {
+            crm.set_active(&session, &member, active)?;
+        }
+    }
+    Ok(Outcome::done(
+        &json!({ "organization": org.id, "added": added }),
+    ))
 }
 
 /// The follow-up for an organization that stays behind.
@@ -256,7 +314,13 @@ fn compensate_admin_user(crm: &Crm, step: &Step, outcome: &Outcome) -> Result<()
     Ok(())
 }
 
-fn compensate_organization(crm: &Crm, step: &Step, outcome: &Outcome) -> Result<(), PluginError> {
+/// Undoes the organization step: its members deactivated; the organization itself, which the
+/// API cannot delete, is the outcome's manual follow-up.
+fn compensate_organization(
+    crm: &Crm,
+    step: &Step,
+    outcome: &Outcome,
+) -> Result<Outcome, PluginError> {
     let input: OrganizationInput = parse("the step's input", &step.input)?;
     let output: Value = serde_json::from_str(&outcome.output).unwrap_or(Value::Null);
     let known = output_org(&output).or_else(remembered_org);
@@ -264,7 +328,7 @@ fn compensate_organization(crm: &Crm, step: &Step, outcome: &Outcome) -> Result<
     let Some(org) = org else {
         state::delete(KEY_FOLLOW_UP);
         log::info("the organization is gone: nothing to undo");
-        return Ok(());
+        return Ok(Outcome::done(&json!({ "organization": "gone" })));
     };
     // What can be undone: nobody but the operator stays active in it.
     if let Some(session) = crm.session(&org.id)? {
@@ -273,13 +337,14 @@ fn compensate_organization(crm: &Crm, step: &Step, outcome: &Outcome) -> Result<
             log::info(&format!("user {} deactivated", member.email));
         }
     }
-    // What cannot: the host journals this line; `transition(purge)` returns it as the
-    // outcome's manual follow-up.
+    // What cannot: the outcome's manual follow-up (`transition(purge)` returns it again).
     let follow_up = organization_follow_up(&org);
     state::set(KEY_FOLLOW_UP, follow_up.as_bytes())
         .map_err(|e| PluginError::Permanent(format!("plugin state: {e}")))?;
-    log::warn(&format!("manual follow-up: {follow_up}"));
-    Ok(())
+    Ok(Outcome::with_follow_up(
+        &json!({ "organization": org.id, "members": "deactivated" }),
+        follow_up,
+    ))
 }
 
 /// The ids of the users a suspension or cancellation deactivated (ids only: a state value
@@ -418,7 +483,6 @@ fn purge(crm: &Crm, tenant: &Tenant) -> Result<Outcome, PluginError> {
     let follow_up = organization_follow_up(&org);
     state::set(KEY_FOLLOW_UP, follow_up.as_bytes())
         .map_err(|e| PluginError::Permanent(format!("plugin state: {e}")))?;
-    log::warn(&format!("manual follow-up: {follow_up}"));
     Ok(Outcome {
         output: json!({
             "organization": org_json(&org),
@@ -572,13 +636,55 @@ impl Provisioner for CrmPlugin {
         step: Step,
         outcome: Outcome,
         _key: String,
-    ) -> Result<(), PluginError> {
+    ) -> Result<Outcome, PluginError> {
         let crm = Crm::from_secrets()?;
         match step.id.as_str() {
-            STEP_ADMIN_USER => compensate_admin_user(&crm, &step, &outcome),
+            STEP_ADMIN_USER => {
+                compensate_admin_user(&crm, &step, &outcome)?;
+                Ok(Outcome::done(&json!({ "admin_user": "removed" })))
+            }
             STEP_ORGANIZATION => compensate_organization(&crm, &step, &outcome),
-            _ => Ok(()),
+            _ => Ok(Outcome::done(&json!({}))),
         }
+    }
+
+    fn measure(
+        tenant: Tenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> Result<Vec<Measurement>, PluginError> {
+        if applied.is_empty() {
+            return Ok(Vec::new());
+        }
+        let crm = Crm::from_secrets()?;
+        let members = tenant_members(&crm, &tenant)?;
+        let active = members.iter().filter(|m| m.active).count();
+        Ok(vec![Measurement {
+            metric: "users".into(),
+            value: active as f64,
+        }])
+    }
+
+    fn export_tenant(
+        tenant: Tenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> Result<Option<BundlePart>, PluginError> {
+        if applied.is_empty() {
+            return Ok(None);
+        }
+        let crm = Crm::from_secrets()?;
+        let members: Vec<Value> = tenant_members(&crm, &tenant)?
+            .into_iter()
+            .map(|m| json!({ "email": m.email, "role": m.role, "active": m.active }))
+            .collect();
+        Ok(Some(BundlePart {
+            media_type: "application/json".into(),
+            data: json!({ "users": members }).to_string().into_bytes(),
+            instance_specific: Vec::new(),
+        }))
+    }
+
+    fn import_tenant(tenant: Tenant, part: BundlePart) -> Result<Outcome, PluginError> {
+        import_members(&tenant, &part)
     }
 
     fn observe(tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Result<Vec<Drift>, PluginError> {

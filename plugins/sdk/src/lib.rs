@@ -34,7 +34,7 @@ mod arena;
 static ARENA: arena::Arena = arena::Arena::new();
 
 /// The WIT package version this SDK builds plugins for.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 #[doc(hidden)]
 pub mod __private {
@@ -75,7 +75,7 @@ pub mod provisioner {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "provisioner",
-            path: "../../wit/v0.1.0",
+            path: "../../wit/v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_provisioner",
             default_bindings_module: "tenantry_plugin_sdk::provisioner::bindings",
@@ -83,14 +83,17 @@ pub mod provisioner {
     }
 
     pub use bindings::tenantry::plugin::types::{
-        Drift, LifecycleChange, Outcome, PluginError, PluginInfo, Step, Tenant,
+        BundlePart, Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Step,
+        Tenant,
     };
 
     /// A backend plugin. Only `describe` is required, so a plugin implements what its backend
     /// supports. The defaults: `plan` plans nothing; `apply` refuses every step as a permanent
     /// error (a plugin that plans steps applies them); `compensate` succeeds (nothing was
     /// made); `observe` reports no drift; `transition` succeeds with a manual follow-up saying
-    /// the plugin has nothing to do in its backend.
+    /// the plugin has nothing to do in its backend; `measure` reports nothing; `export_tenant`
+    /// has nothing to hand over; `import_tenant` refuses a part as a permanent error (a plugin
+    /// that exports imports).
     pub trait Provisioner {
         /// Name, version and description (the name must match the manifest).
         fn describe() -> PluginInfo;
@@ -112,14 +115,18 @@ pub mod provisioner {
             )))
         }
 
-        /// Undoes an applied step; undoing something already gone succeeds.
+        /// Undoes an applied step; undoing something already gone succeeds. What a person
+        /// must still do is the outcome's `manual_follow_up`.
         fn compensate(
             _tenant: Tenant,
             _step: Step,
             _outcome: Outcome,
             _idempotency_key: String,
-        ) -> Result<(), PluginError> {
-            Ok(())
+        ) -> Result<Outcome, PluginError> {
+            Ok(Outcome {
+                output: "{}".into(),
+                manual_follow_up: None,
+            })
         }
 
         /// Differences between what was applied and what the backend holds now.
@@ -142,6 +149,32 @@ pub mod provisioner {
                     "{change:?}: this plugin has nothing to do in its backend"
                 )),
             })
+        }
+
+        /// The tenant's use of the backend now (metric → value), given the steps applied for
+        /// it; must not change anything.
+        fn measure(
+            _tenant: Tenant,
+            _applied: Vec<(Step, Outcome)>,
+        ) -> Result<Vec<Measurement>, PluginError> {
+            Ok(Vec::new())
+        }
+
+        /// What the backend holds of the tenant, for a whole-tenant bundle; `None` when there
+        /// is nothing worth carrying. Must not change anything.
+        fn export_tenant(
+            _tenant: Tenant,
+            _applied: Vec<(Step, Outcome)>,
+        ) -> Result<Option<BundlePart>, PluginError> {
+            Ok(None)
+        }
+
+        /// Restores what `export_tenant` handed over; restoring what is there changes nothing.
+        fn import_tenant(_tenant: Tenant, part: BundlePart) -> Result<Outcome, PluginError> {
+            Err(PluginError::Permanent(format!(
+                "this plugin does not import bundle parts ({})",
+                part.media_type
+            )))
         }
     }
 
@@ -177,7 +210,7 @@ pub mod provisioner {
                     step: $crate::provisioner::Step,
                     outcome: $crate::provisioner::Outcome,
                     key: String,
-                ) -> Result<(), $crate::provisioner::PluginError> {
+                ) -> Result<$crate::provisioner::Outcome, $crate::provisioner::PluginError> {
                     <$plugin as $crate::provisioner::Provisioner>::compensate(
                         tenant, step, outcome, key,
                     )
@@ -197,6 +230,28 @@ pub mod provisioner {
                         tenant, change, reason,
                     )
                 }
+                fn measure(
+                    tenant: $crate::provisioner::Tenant,
+                    applied: Vec<($crate::provisioner::Step, $crate::provisioner::Outcome)>,
+                ) -> Result<Vec<$crate::provisioner::Measurement>, $crate::provisioner::PluginError>
+                {
+                    <$plugin as $crate::provisioner::Provisioner>::measure(tenant, applied)
+                }
+                fn export_tenant(
+                    tenant: $crate::provisioner::Tenant,
+                    applied: Vec<($crate::provisioner::Step, $crate::provisioner::Outcome)>,
+                ) -> Result<
+                    Option<$crate::provisioner::BundlePart>,
+                    $crate::provisioner::PluginError,
+                > {
+                    <$plugin as $crate::provisioner::Provisioner>::export_tenant(tenant, applied)
+                }
+                fn import_tenant(
+                    tenant: $crate::provisioner::Tenant,
+                    part: $crate::provisioner::BundlePart,
+                ) -> Result<$crate::provisioner::Outcome, $crate::provisioner::PluginError> {
+                    <$plugin as $crate::provisioner::Provisioner>::import_tenant(tenant, part)
+                }
             }
             $crate::provisioner::bindings::__export_provisioner!(__TenantryProvisioner);
         };
@@ -211,7 +266,7 @@ pub mod renderer {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "renderer",
-            path: "../../wit/v0.1.0",
+            path: "../../wit/v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_renderer",
             default_bindings_module: "tenantry_plugin_sdk::renderer::bindings",
@@ -258,7 +313,7 @@ pub mod quota {
     pub mod bindings {
         wit_bindgen::generate!({
             world: "quota-policy",
-            path: "../../wit/v0.1.0",
+            path: "../../wit/v0.2.0",
             pub_export_macro: true,
             export_macro_name: "__export_quota_policy",
             default_bindings_module: "tenantry_plugin_sdk::quota::bindings",
@@ -334,8 +389,90 @@ pub mod log {
     }
 }
 
+#[cfg(any(
+    feature = "provisioner",
+    feature = "renderer",
+    feature = "quota-policy"
+))]
+pub mod config {
+    //! The plugin's configuration, as the operator set it (`tenantry plugin configure`) or as
+    //! the manifest's `config_schema` defaults it; checked against the schema when it was set.
+    //! Usable from every world.
+    #[cfg(feature = "provisioner")]
+    use crate::provisioner::bindings::tenantry::plugin::config as host;
+    #[cfg(all(feature = "quota-policy", not(feature = "provisioner")))]
+    use crate::quota::bindings::tenantry::plugin::config as host;
+    #[cfg(all(
+        feature = "renderer",
+        not(feature = "provisioner"),
+        not(feature = "quota-policy")
+    ))]
+    use crate::renderer::bindings::tenantry::plugin::config as host;
+
+    /// The value of `key` as JSON text (`"https://bi.internal"`, `8088`, `true`); `None` when
+    /// neither the operator nor the schema's default gives it one.
+    pub fn raw(key: &str) -> Option<String> {
+        host::get(key)
+    }
+
+    /// A string field's value.
+    pub fn string(key: &str) -> Option<String> {
+        match serde_json::from_str(&raw(key)?) {
+            Ok(serde_json::Value::String(text)) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// An integer field's value.
+    pub fn integer(key: &str) -> Option<i64> {
+        serde_json::from_str::<serde_json::Value>(&raw(key)?)
+            .ok()?
+            .as_i64()
+    }
+
+    /// A number field's value.
+    pub fn number(key: &str) -> Option<f64> {
+        serde_json::from_str::<serde_json::Value>(&raw(key)?)
+            .ok()?
+            .as_f64()
+    }
+
+    /// A boolean field's value.
+    pub fn boolean(key: &str) -> Option<bool> {
+        serde_json::from_str::<serde_json::Value>(&raw(key)?)
+            .ok()?
+            .as_bool()
+    }
+
+    /// Every field that has a value, as JSON text, in key order.
+    pub fn all() -> Vec<(String, String)> {
+        host::all()
+    }
+}
+
 #[cfg(feature = "provisioner")]
 pub mod json;
+
+#[cfg(feature = "provisioner")]
+pub mod sql {
+    //! SQL on the databases the operator granted to the plugin by alias
+    //! (`tenantry plugin grant NAME --database ALIAS --url-file FILE`; provisioners only). The
+    //! plugin never sees the URL; the connection logs in with the role the operator put in it.
+    //! Each statement runs on its own (autocommit) within the host's time and size limits.
+    //! A [`SqlError`] displays as its message.
+    use crate::provisioner::bindings::tenantry::plugin::sql as host;
+    pub use crate::provisioner::bindings::tenantry::plugin::sql::{Rows, SqlError, Value};
+
+    /// Runs `statement` with `params` (`$1`, `$2`...); the number of rows it changed.
+    pub fn execute(alias: &str, statement: &str, params: &[Value]) -> Result<u64, SqlError> {
+        host::execute(alias, statement, params)
+    }
+
+    /// Runs a query; its rows.
+    pub fn query(alias: &str, statement: &str, params: &[Value]) -> Result<Rows, SqlError> {
+        host::query(alias, statement, params)
+    }
+}
 
 #[cfg(feature = "provisioner")]
 pub mod state {

@@ -33,9 +33,11 @@ fn secret(name: &str) -> Result<String> {
 impl Session {
     /// Logs in with the granted secrets and fetches a CSRF token.
     pub fn open() -> Result<Session> {
-        let mut api = Backend::new("Superset", "superset", &secret("superset-url")?)
+        let url = backend::setting("superset", "url", "superset-url")?;
+        let mut api = Backend::new("Superset", "superset", &url)
+            .require_http("url")?
             .with_timeouts(READ_TIMEOUT_MS, WRITE_TIMEOUT_MS);
-        let username = secret("superset-username")?;
+        let username = backend::setting("superset", "username", "superset-username")?;
         let password = secret("superset-password")?;
         api.hide(&password);
         let login = api.json(
@@ -132,6 +134,15 @@ impl Session {
             status: answer.status,
             body: answer.json(),
         })
+    }
+
+    /// A GET whose answer is not JSON (an export's ZIP): its bytes.
+    pub fn download(&self, path: &str, what: &str) -> Result<Vec<u8>> {
+        let answer = self.api.send("GET", path, Body::None, what)?;
+        if !answer.is_success() {
+            return Err(self.api.status_error(what, &answer));
+        }
+        Ok(answer.body)
     }
 
     pub fn get(&self, path: &str, what: &str) -> Result<Answer> {

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenantry_plugin_sdk::log;
 use tenantry_plugin_sdk::provisioner::{
-    Drift, LifecycleChange, Outcome, PluginError, PluginInfo, Provisioner, Step, Tenant,
+    BundlePart, Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Provisioner,
+    Step, Tenant,
 };
 use tenantry_plugin_sdk::state;
 
@@ -697,20 +698,36 @@ fn database_yaml(s: &Session, name: &str) -> Res<(String, String)> {
 }
 
 fn import(s: &Session, zip: Vec<u8>, overwrite: bool, seed: &str) -> Res<()> {
+    upload_zip(
+        s,
+        "/api/v1/assets/import/",
+        "bundle",
+        zip,
+        overwrite,
+        seed,
+        "import assets",
+    )
+}
+
+/// Uploads a ZIP of assets to an import endpoint (`field` is the form field it expects).
+fn upload_zip(
+    s: &Session,
+    path: &str,
+    field: &str,
+    zip: Vec<u8>,
+    overwrite: bool,
+    seed: &str,
+    what: &str,
+) -> Res<()> {
     let (content_type, body) = logic::multipart(
         &[
             ("passwords", "{}"),
             ("overwrite", if overwrite { "true" } else { "false" }),
         ],
-        ("bundle", "bundle.zip", &zip),
+        (field, "bundle.zip", &zip),
         seed,
     );
-    match s.upload(
-        "/api/v1/assets/import/",
-        &content_type,
-        body,
-        "import assets",
-    ) {
+    match s.upload(path, &content_type, body, what) {
         // Superset answers 500 "Import failed for an unknown reason" to a malformed bundle:
         // retrying cannot help.
         Err(PluginError::Transient(m)) if m.contains(": Superset answered 500") => {
@@ -793,6 +810,126 @@ fn apply_assets(tenant: &Tenant, step: &Step) -> Res<Outcome> {
         json!(input.bundle_base64.is_some()),
     );
     Ok(outcome(Value::Object(output)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// measure, export, import
+
+/// The Superset databases of the tenant's applied `database-*` steps that exist.
+fn tenant_databases(s: &Session, tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<i64>> {
+    let mut ids = Vec::new();
+    for (step, _) in applied
+        .iter()
+        .filter(|(s, _)| s.id.starts_with("database-"))
+    {
+        let input: DatabaseInput = input(step)?;
+        owned(tenant, &input.database_name)?;
+        if let Some(id) = find_database(s, &input.database_name)? {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The ids of the charts and dashboards that use the tenant's databases.
+fn tenant_assets(
+    s: &Session,
+    tenant: &Tenant,
+    applied: &[(Step, Outcome)],
+) -> Res<(BTreeSet<i64>, BTreeSet<i64>)> {
+    let mut charts = BTreeSet::new();
+    let mut dashboards = BTreeSet::new();
+    for id in tenant_databases(s, tenant, applied)? {
+        let related = s.get(
+            &format!("/api/v1/database/{id}/related_objects/"),
+            "database related objects",
+        )?;
+        let ids = |kind: &str| -> Vec<i64> {
+            related.body[kind]["result"]
+                .as_array()
+                .map(|rows| rows.iter().filter_map(|r| r["id"].as_i64()).collect())
+                .unwrap_or_default()
+        };
+        charts.extend(ids("charts"));
+        dashboards.extend(ids("dashboards"));
+    }
+    Ok((charts, dashboards))
+}
+
+fn measure(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Measurement>> {
+    if !applied.iter().any(|(s, _)| s.id.starts_with("database-")) {
+        return Ok(Vec::new());
+    }
+    let s = Session::open()?;
+    let (charts, dashboards) = tenant_assets(&s, tenant, applied)?;
+    Ok(vec![
+        Measurement {
+            metric: "dashboards".into(),
+            value: dashboards.len() as f64,
+        },
+        Measurement {
+            metric: "charts".into(),
+            value: charts.len() as f64,
+        },
+    ])
+}
+
+/// The tenant's dashboards, with their charts, datasets and database connections (passwords
+/// masked, as Superset exports them), as Superset's own export ZIP.
+fn export(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Option<BundlePart>> {
+    if !applied.iter().any(|(s, _)| s.id.starts_with("database-")) {
+        return Ok(None);
+    }
+    let s = Session::open()?;
+    let (charts, dashboards) = tenant_assets(&s, tenant, applied)?;
+    let (kind, ids) = if !dashboards.is_empty() {
+        ("dashboard", dashboards)
+    } else if !charts.is_empty() {
+        ("chart", charts)
+    } else {
+        return Ok(None);
+    };
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let zip = s.download(
+        &format!("/api/v1/{kind}/export/?q=!({})", list.join(",")),
+        &format!("export {kind}s"),
+    )?;
+    Ok(Some(BundlePart {
+        media_type: "application/zip".into(),
+        data: zip,
+        // The export's file names and `metadata.yaml` carry the time of the export.
+        instance_specific: vec!["metadata.yaml#timestamp".into(), "file names".into()],
+    }))
+}
+
+/// Imports an export of [`export`] over what is there; the tenant's database connections are
+/// matched by UUID (their passwords are the ones Superset holds).
+fn import_part(tenant: &Tenant, part: &BundlePart) -> Res<Outcome> {
+    if part.media_type != "application/zip" {
+        return Err(permanent(format!(
+            "the superset plugin imports its own export (application/zip), not {}",
+            part.media_type
+        )));
+    }
+    let s = Session::open()?;
+    // Superset's export names its kind in metadata.yaml; the dashboard import takes charts too.
+    let kind = if part.data.windows(15).any(|w| w == b"type: Dashboard") {
+        "dashboard"
+    } else {
+        "chart"
+    };
+    upload_zip(
+        &s,
+        &format!("/api/v1/{kind}/import/"),
+        "formData",
+        part.data.clone(),
+        true,
+        &tenant.slug,
+        &format!("import {kind}s"),
+    )?;
+    Ok(Outcome::done(
+        &json!({ "imported": kind, "bytes": part.data.len() }),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1083,8 +1220,9 @@ impl Provisioner for Superset {
         step: Step,
         _outcome: Outcome,
         _key: String,
-    ) -> std::result::Result<(), PluginError> {
-        Ok(compensate(&tenant, &step)?)
+    ) -> std::result::Result<Outcome, PluginError> {
+        compensate(&tenant, &step)?;
+        Ok(Outcome::done(&json!({ "undone": step.id })))
     }
 
     fn observe(
@@ -1100,6 +1238,27 @@ impl Provisioner for Superset {
         _reason: String,
     ) -> std::result::Result<Outcome, PluginError> {
         Ok(transition(&tenant, change)?)
+    }
+
+    fn measure(
+        tenant: Tenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> std::result::Result<Vec<Measurement>, PluginError> {
+        measure(&tenant, &applied)
+    }
+
+    fn export_tenant(
+        tenant: Tenant,
+        applied: Vec<(Step, Outcome)>,
+    ) -> std::result::Result<Option<BundlePart>, PluginError> {
+        export(&tenant, &applied)
+    }
+
+    fn import_tenant(
+        tenant: Tenant,
+        part: BundlePart,
+    ) -> std::result::Result<Outcome, PluginError> {
+        import_part(&tenant, &part)
     }
 }
 

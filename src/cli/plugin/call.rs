@@ -121,6 +121,20 @@ fn read_json<T: serde::de::DeserializeOwned>(file: &Path, what: &str) -> anyhow:
     serde_json::from_str(&text).with_context(|| format!("{}: not {what}", file.display()))
 }
 
+/// The applied steps of `--applied FILE` (none without it).
+fn read_applied(
+    file: Option<&Path>,
+) -> anyhow::Result<Vec<(crate::plugins::Step, crate::plugins::Outcome)>> {
+    let applied: Vec<AppliedJson> = match file {
+        Some(file) => read_json(file, "a list of `{\"step\": …, \"outcome\": …}`")?,
+        None => Vec::new(),
+    };
+    Ok(applied
+        .iter()
+        .map(|a| (a.step.to_wit(), a.outcome.to_wit()))
+        .collect())
+}
+
 /// The tenant named `slug`, or one made up for the call when the registry has none.
 async fn tenant(ctx: &Context, slug: &str) -> anyhow::Result<PluginTenant> {
     match crate::tenants::get(ctx, slug).await {
@@ -318,9 +332,13 @@ pub(super) async fn run(
                     .join("\n")
             })
         }
-        CallFunction::Measure { tenant: slug } => {
+        CallFunction::Measure {
+            tenant: slug,
+            applied,
+        } => {
             let tenant = tenant(ctx, &slug).await?;
-            let logged = host.measure(name, &tenant).await;
+            let applied = read_applied(applied.as_deref())?;
+            let logged = host.measure(name, &tenant, applied).await;
             let measured = answer(logged.result, &logged.log, plugin_error)?;
             let view: std::collections::BTreeMap<String, f64> =
                 measured.into_iter().map(|m| (m.metric, m.value)).collect();
@@ -340,14 +358,7 @@ pub(super) async fn run(
         } => {
             use base64::Engine as _;
             let tenant = tenant(ctx, &slug).await?;
-            let applied: Vec<AppliedJson> = match applied {
-                Some(file) => read_json(&file, "a list of `{\"step\": …, \"outcome\": …}`")?,
-                None => Vec::new(),
-            };
-            let applied = applied
-                .iter()
-                .map(|a| (a.step.to_wit(), a.outcome.to_wit()))
-                .collect();
+            let applied = read_applied(applied.as_deref())?;
             let logged = host.export_tenant(name, &tenant, applied).await;
             let part = answer(logged.result, &logged.log, plugin_error)?;
             let view = part.map(|p| PartJson {

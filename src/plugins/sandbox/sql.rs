@@ -54,9 +54,20 @@ impl SqlUnit {
         }
     }
 
-    /// The call's connection to `alias`, opened on first use.
-    fn client(&mut self, alias: &str) -> Result<&tokio_postgres::Client, sql::SqlError> {
-        if !self.open.contains_key(alias) {
+    /// The call's connection to `alias`, opened on first use. `ALIAS/DATABASE` is the granted
+    /// server and role of `ALIAS` on another of that server's databases (one the role made, for
+    /// a plugin that makes a database per tenant); what it may do there is what the role may.
+    fn client(&mut self, target: &str) -> Result<&tokio_postgres::Client, sql::SqlError> {
+        if !self.open.contains_key(target) {
+            let (alias, database) = match target.split_once('/') {
+                Some((alias, database)) => (alias, Some(database)),
+                None => (target, None),
+            };
+            if database.is_some_and(|d| d.is_empty() || d.len() > 63 || d.contains('/')) {
+                return Err(sql::SqlError::NotGranted(format!(
+                    "`{target}`: a database name after `/` is 1–63 characters"
+                )));
+            }
             if !self.requested.iter().any(|a| a == alias) {
                 return Err(sql::SqlError::NotGranted(format!(
                     "database `{alias}` is not requested in the manifest of plugin `{}`",
@@ -77,16 +88,22 @@ impl SqlUnit {
                         "the URL of database `{alias}` cannot be opened on this server"
                     ))
                 })?;
+            let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
+                sql::SqlError::Connection(format!(
+                    "the URL granted as database `{alias}` is not a PostgreSQL URL"
+                ))
+            })?;
+            if let Some(database) = database {
+                config.dbname(database);
+            }
             let timeout = self.timeout;
             let runtime = self.runtime.clone();
             let client = self.runtime.block_on(async move {
-                let (client, connection) = tokio::time::timeout(
-                    timeout,
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls),
-                )
-                .await
-                .map_err(|_| sql::SqlError::Timeout)?
-                .map_err(|e| sql::SqlError::Connection(describe(&e)))?;
+                let (client, connection) =
+                    tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
+                        .await
+                        .map_err(|_| sql::SqlError::Timeout)?
+                        .map_err(|e| sql::SqlError::Connection(describe(&e)))?;
                 runtime.spawn(connection);
                 client
                     .batch_execute(&format!(
@@ -97,9 +114,9 @@ impl SqlUnit {
                     .map_err(|e| failure(&e))?;
                 Ok::<_, sql::SqlError>(client)
             })?;
-            self.open.insert(alias.to_owned(), client);
+            self.open.insert(target.to_owned(), client);
         }
-        Ok(&self.open[alias])
+        Ok(&self.open[target])
     }
 
     fn wait<T>(&mut self, work: impl Fn(&mut Self) -> T) -> T {

@@ -110,13 +110,13 @@ impl Backend {
         }
     }
 
-    /// Checks that the base URL is an http(s) URL; the error names `setting`.
+    /// Checks that the base URL is an http(s) URL; the error names the setting it came from.
     pub fn require_http(self, setting: &str) -> Result<Backend, PluginError> {
         if self.base.starts_with("http://") || self.base.starts_with("https://") {
             Ok(self)
         } else {
             Err(permanent(format!(
-                "the secret {setting} is not an http(s) URL"
+                "the setting `{setting}` is not an http(s) URL"
             )))
         }
     }

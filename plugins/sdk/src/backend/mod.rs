@@ -41,7 +41,9 @@ pub fn status_message(what: &str, backend: &str, status: u16, message: &str) -> 
 }
 
 #[cfg(feature = "provisioner")]
-pub use errors::{optional_secret, permanent, secret, status_error, transient};
+pub use errors::{
+    optional_secret, optional_setting, permanent, secret, setting, status_error, transient,
+};
 
 #[cfg(feature = "provisioner")]
 mod errors {
@@ -85,6 +87,35 @@ mod errors {
                  (tenantry plugin grant {plugin} --secret {name} --value-file -)"
             ))),
         }
+    }
+
+    /// A configuration field of the plugin `plugin` (a string: an endpoint, a user name).
+    /// Plugins built against WIT 0.1.0 took these as secrets; a secret granted under the old
+    /// name `legacy_secret` still serves when the field is not set, with a warning in the log
+    /// that says how to move it. Neither set is a permanent error naming the command that
+    /// sets the field.
+    pub fn setting(plugin: &str, key: &str, legacy_secret: &str) -> Result<String, PluginError> {
+        optional_setting(plugin, key, legacy_secret).ok_or_else(|| {
+            permanent(format!(
+                "the {plugin} plugin's `{key}` is not configured \
+                 (tenantry plugin configure {plugin} --set {key}=VALUE)"
+            ))
+        })
+    }
+
+    /// A configuration field that may be absent, with the same fallback to the secret of its
+    /// 0.1.0 name as [`setting`]; empty counts as absent.
+    pub fn optional_setting(plugin: &str, key: &str, legacy_secret: &str) -> Option<String> {
+        if let Some(value) = crate::config::string(key).filter(|v| !v.trim().is_empty()) {
+            return Some(value);
+        }
+        let legacy = optional_secret(legacy_secret)?;
+        crate::log::warn(&format!(
+            "`{key}` is read from the secret `{legacy_secret}`, as before WIT 0.2.0; move it to \
+             configuration: tenantry plugin configure {plugin} --set {key}=VALUE, then \
+             tenantry plugin revoke {plugin} --secret {legacy_secret}"
+        ));
+        Some(legacy)
     }
 
     /// A secret that may be absent (an optional setting); empty counts as absent.

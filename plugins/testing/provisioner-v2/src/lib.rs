@@ -143,7 +143,10 @@ impl Guest for V2 {
         ))
     }
 
-    fn measure(_tenant: Tenant) -> Result<Vec<Measurement>, PluginError> {
+    fn measure(
+        _tenant: Tenant,
+        _applied: Vec<(Step, Outcome)>,
+    ) -> Result<Vec<Measurement>, PluginError> {
         if let Err(err) = sql::query("warehouse", "select 1", &[]) {
             log::write(log::Level::Info, &format!("sql: {err:?}"));
         }

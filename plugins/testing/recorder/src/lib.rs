@@ -163,19 +163,21 @@ impl Provisioner for Recorder {
         step: Step,
         _outcome: Outcome,
         _idempotency_key: String,
-    ) -> Result<(), PluginError> {
+    ) -> Result<Outcome, PluginError> {
         let input = parse(&step.input)?;
         let name = input["name"].as_str().unwrap_or_default();
-        if input["follow_up_on_undo"] == json!(true) {
-            log::warn(&format!(
-                "manual follow-up: archive the audit trail of {name} by hand"
-            ));
-        }
-        let Some(base) = base() else { return Ok(()) };
+        let undone = Outcome {
+            output: json!({ "removed": name }).to_string(),
+            manual_follow_up: (input["follow_up_on_undo"] == json!(true))
+                .then(|| format!("archive the audit trail of {name} by hand")),
+        };
+        let Some(base) = base() else {
+            return Ok(undone);
+        };
         let (status, body) = call("DELETE", format!("{base}/resources/{name}"), None)?;
         if status == 200 || status == 204 || status == 404 {
             log::info(&format!("removed {name}"));
-            Ok(())
+            Ok(undone)
         } else {
             Err(PluginError::Permanent(format!(
                 "recorder refused to remove {name}: {status} {body}"

@@ -1,0 +1,972 @@
+//! The `postgres` backend plugin: a dedicated PostgreSQL database per tenant, made from the
+//! tenant's rendered connection (`postgresql://{user}:{password}@{host}:{port}/{database}`)
+//! through the `sql` host interface, on the server the operator granted as `server`.
+//!
+//! Steps (stable ids): `role` (the connection's user, with its password, a connection limit by
+//! tier, no superuser, no BYPASSRLS), `database` (owned by the role, CONNECT revoked from
+//! PUBLIC), `schemas` (when `settings.schemas` or `settings.schema_prefix` names any) and `rls`
+//! (when `settings.rls` lists tables: row-level security, forced so that the owner is filtered
+//! too). Each role and database carries a comment naming the tenant's id: a name that exists
+//! and is not this tenant's is a permanent failure, never adopted.
+//!
+//! Lifecycle: suspend and cancel take LOGIN away and close the role's sessions; reactivate
+//! gives it back; purge drops the database and the role. See docs/provisioning.md, "PostgreSQL".
+
+mod names;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tenantry_plugin_sdk::backend::{permanent, transient};
+use tenantry_plugin_sdk::provisioner::{
+    Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Provisioner, Step,
+    Tenant,
+};
+use tenantry_plugin_sdk::sql::{self, SqlError, Value as SqlValue};
+use tenantry_plugin_sdk::{config, log, state};
+
+use names::{ident, literal, valid_name};
+
+/// The granted server.
+const SERVER: &str = "server";
+
+/// Where the names of what the tenant holds are kept (lifecycle changes get no steps).
+const KEY_ROLE: &str = "role";
+const KEY_DATABASE: &str = "database";
+
+/// The policy each listed table gets.
+const POLICY: &str = "tenantry_tenant_rows";
+
+struct Postgres;
+
+type Res<T> = Result<T, PluginError>;
+
+// ---------------------------------------------------------------------------------------------
+// the request
+
+#[derive(Deserialize)]
+struct Request {
+    #[serde(default)]
+    connections: Vec<Connection>,
+    #[serde(default)]
+    settings: Settings,
+}
+
+#[derive(Deserialize)]
+struct Connection {
+    name: String,
+    uri: String,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    version: Option<i64>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Settings {
+    /// The connection to make real (default: the first PostgreSQL one).
+    connection: Option<String>,
+    /// Schemas to create, as named.
+    schemas: Vec<String>,
+    /// `<prefix>_<layer>` for each of `layers` (default bronze, silver, gold).
+    schema_prefix: Option<String>,
+    layers: Option<Vec<String>>,
+    /// Overrides the tier's connection limit.
+    connection_limit: Option<i64>,
+    rls: Option<RlsSettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RlsSettings {
+    tables: Vec<RlsTable>,
+    /// What a row's tenant column holds for this tenant (default: the tenant's slug).
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct RlsTable {
+    schema: String,
+    table: String,
+    #[serde(default = "tenant_id")]
+    column: String,
+    /// Column definitions to create the table with when it does not exist yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    columns: Option<String>,
+}
+
+fn tenant_id() -> String {
+    "tenant_id".into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// step inputs
+
+#[derive(Serialize, Deserialize)]
+struct RoleInput {
+    role: String,
+    password: String,
+    connection_limit: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DatabaseInput {
+    database: String,
+    owner: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SchemasInput {
+    database: String,
+    owner: String,
+    schemas: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RlsInput {
+    database: String,
+    owner: String,
+    value: String,
+    tables: Vec<RlsTable>,
+}
+
+fn input<T: for<'a> Deserialize<'a>>(step: &Step) -> Res<T> {
+    serde_json::from_str(&step.input)
+        .map_err(|e| permanent(format!("step `{}`: invalid input: {e}", step.id)))
+}
+
+fn step(id: &str, description: String, input: &impl Serialize) -> Step {
+    Step {
+        id: id.into(),
+        description,
+        input: serde_json::to_string(input).expect("a step's input is JSON"),
+    }
+}
+
+fn done(output: Value) -> Outcome {
+    Outcome {
+        output: output.to_string(),
+        manual_follow_up: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL
+
+/// A statement's error: a lost connection or a timeout may pass, a refusal does not.
+fn sql_error(what: &str, err: SqlError) -> PluginError {
+    match err {
+        SqlError::Connection(m) => transient(format!("{what}: cannot reach PostgreSQL: {m}")),
+        SqlError::Timeout => transient(format!("{what}: the statement ran past its time")),
+        SqlError::NotGranted(m) => permanent(format!(
+            "{what}: {m} (tenantry plugin grant postgres --database server --url-file FILE)"
+        )),
+        SqlError::Database(m) => permanent(format!("{what}: {m}")),
+        SqlError::TooLarge => permanent(format!("{what}: the answer is too large")),
+    }
+}
+
+fn execute(on: &str, statement: &str, what: &str) -> Res<u64> {
+    sql::execute(on, statement, &[]).map_err(|e| sql_error(what, e))
+}
+
+fn rows(on: &str, statement: &str, params: &[SqlValue], what: &str) -> Res<Vec<Vec<SqlValue>>> {
+    sql::query(on, statement, params)
+        .map(|r| r.rows)
+        .map_err(|e| sql_error(what, e))
+}
+
+fn text(value: &SqlValue) -> Option<String> {
+    match value {
+        SqlValue::Text(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+fn tenant_db(database: &str) -> String {
+    format!("{SERVER}/{database}")
+}
+
+/// The comment that marks a role or database as the tenant's.
+fn mark(tenant: &Tenant) -> String {
+    format!("tenantry tenant {}", tenant.id)
+}
+
+/// Who holds a role: none when it does not exist, else its comment, whether it may log in,
+/// its connection limit and its dangerous attributes.
+struct RoleRow {
+    comment: Option<String>,
+    can_login: bool,
+    connection_limit: i64,
+    superuser_or_bypass: bool,
+}
+
+fn find_role(role: &str) -> Res<Option<RoleRow>> {
+    let found = rows(
+        SERVER,
+        "SELECT shobj_description(oid, 'pg_authid'), rolcanlogin, rolconnlimit::bigint, \
+         (rolsuper OR rolbypassrls) FROM pg_roles WHERE rolname = $1",
+        &[SqlValue::Text(role.into())],
+        "looking up the role",
+    )?;
+    Ok(found.first().map(|r| RoleRow {
+        comment: text(&r[0]),
+        can_login: matches!(r[1], SqlValue::Boolean(true)),
+        connection_limit: match r[2] {
+            SqlValue::Int(n) => n,
+            _ => -1,
+        },
+        superuser_or_bypass: matches!(r[3], SqlValue::Boolean(true)),
+    }))
+}
+
+/// A database's comment and owner, when it exists.
+fn find_database(database: &str) -> Res<Option<(Option<String>, String)>> {
+    let found = rows(
+        SERVER,
+        "SELECT shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba)::text \
+         FROM pg_database WHERE datname = $1",
+        &[SqlValue::Text(database.into())],
+        "looking up the database",
+    )?;
+    Ok(found
+        .first()
+        .map(|r| (text(&r[0]), text(&r[1]).unwrap_or_default())))
+}
+
+/// Refuses a name that exists and is not the tenant's.
+fn ours(tenant: &Tenant, kind: &str, name: &str, comment: Option<&str>) -> Res<()> {
+    if comment == Some(mark(tenant).as_str()) {
+        Ok(())
+    } else {
+        Err(permanent(format!(
+            "the {kind} `{name}` exists and is not tenant {}'s: it is not taken over (choose \
+             another name in the connection, or remove it)",
+            tenant.slug
+        )))
+    }
+}
+
+/// Closes every session of `role`; how many there were.
+fn terminate_sessions(role: &str) -> Res<usize> {
+    let closed = rows(
+        SERVER,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+        &[SqlValue::Text(role.into())],
+        "closing the role's sessions",
+    )?;
+    Ok(closed.len())
+}
+
+fn remember(key: &str, value: &str) -> Res<()> {
+    state::set(key, value.as_bytes()).map_err(|e| transient(format!("plugin state: {e}")))
+}
+
+fn remembered(key: &str) -> Option<String> {
+    state::get(key).and_then(|v| String::from_utf8(v).ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// plan
+
+fn connection_limit(tenant: &Tenant, settings: &Settings) -> i64 {
+    settings.connection_limit.unwrap_or_else(|| {
+        config::integer(&format!("connection_limit_{}", tenant.tier))
+            .or_else(|| config::integer("connection_limit_custom"))
+            .unwrap_or(25)
+    })
+}
+
+fn is_postgres(uri: &str) -> bool {
+    let scheme = uri.split("://").next().unwrap_or_default();
+    let base = scheme.split('+').next().unwrap_or_default();
+    matches!(base, "postgres" | "postgresql")
+}
+
+fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
+    let request: Request = serde_json::from_str(request)
+        .map_err(|e| permanent(format!("the request is not what this plugin expects: {e}")))?;
+    let settings = request.settings;
+    let connection = match &settings.connection {
+        Some(name) => Some(
+            request
+                .connections
+                .iter()
+                .find(|c| &c.name == name)
+                .ok_or_else(|| {
+                    permanent(format!(
+                        "settings.connection: the request has no connection `{name}`"
+                    ))
+                })?,
+        ),
+        None => request.connections.iter().find(|c| is_postgres(&c.uri)),
+    };
+    let Some(connection) = connection else {
+        log::info("the request has no PostgreSQL connection: nothing to make");
+        return Ok(Vec::new());
+    };
+    if !is_postgres(&connection.uri) {
+        return Err(permanent(format!(
+            "connection `{}` is not a PostgreSQL URI",
+            connection.name
+        )));
+    }
+    let url = tenantry_plugin_sdk::backend::uri::DatabaseUrl::parse(&connection.uri)
+        .map_err(|e| permanent(format!("connection `{}`: {e}", connection.name)))?;
+    let what = |part: &str| format!("connection `{}`: its {part}", connection.name);
+    let role = url
+        .username
+        .clone()
+        .ok_or_else(|| permanent(format!("{} is missing", what("user"))))?;
+    let password = url
+        .password
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| permanent(format!("{} is missing", what("password"))))?;
+    let database = url
+        .database
+        .clone()
+        .ok_or_else(|| permanent(format!("{} is missing", what("database name"))))?;
+    valid_name(&role).map_err(|e| permanent(format!("{}: {e}", what("user"))))?;
+    valid_name(&database).map_err(|e| permanent(format!("{}: {e}", what("database name"))))?;
+    let limit = connection_limit(tenant, &settings);
+    if limit < -1 {
+        return Err(permanent(
+            "settings.connection_limit: -1 (no limit) or more",
+        ));
+    }
+
+    let mut schemas = settings.schemas.clone();
+    if let Some(prefix) = &settings.schema_prefix {
+        let layers = settings
+            .layers
+            .clone()
+            .unwrap_or_else(|| vec!["bronze".into(), "silver".into(), "gold".into()]);
+        schemas.extend(layers.iter().map(|l| format!("{prefix}_{l}")));
+    }
+    for (i, schema) in schemas.iter().enumerate() {
+        valid_name(schema).map_err(|e| permanent(format!("settings.schemas[{i}]: {e}")))?;
+    }
+    schemas.dedup();
+
+    let source = connection.template.as_ref().map(|t| {
+        json!({ "template": t, "version": connection.version, "fingerprint": connection.fingerprint })
+    });
+    let mut steps = vec![
+        step(
+            "role",
+            format!("create role {role} (connection limit {limit})"),
+            &RoleInput {
+                role: role.clone(),
+                password,
+                connection_limit: limit,
+                source,
+            },
+        ),
+        step(
+            "database",
+            format!("create database {database} owned by {role}"),
+            &DatabaseInput {
+                database: database.clone(),
+                owner: role.clone(),
+            },
+        ),
+    ];
+    if !schemas.is_empty() {
+        steps.push(step(
+            "schemas",
+            format!("create schemas {} in {database}", schemas.join(", ")),
+            &SchemasInput {
+                database: database.clone(),
+                owner: role.clone(),
+                schemas,
+            },
+        ));
+    }
+    if let Some(rls) = settings.rls {
+        for (i, t) in rls.tables.iter().enumerate() {
+            for (part, name) in [
+                ("schema", &t.schema),
+                ("table", &t.table),
+                ("column", &t.column),
+            ] {
+                valid_name(name)
+                    .map_err(|e| permanent(format!("settings.rls.tables[{i}].{part}: {e}")))?;
+            }
+        }
+        if !rls.tables.is_empty() {
+            let listed: Vec<String> = rls
+                .tables
+                .iter()
+                .map(|t| format!("{}.{}", t.schema, t.table))
+                .collect();
+            steps.push(step(
+                "rls",
+                format!("force row-level security on {}", listed.join(", ")),
+                &RlsInput {
+                    database,
+                    owner: role,
+                    value: rls.value.unwrap_or_else(|| tenant.slug.clone()),
+                    tables: rls.tables,
+                },
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply
+
+fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
+    let role = ident(&input.role);
+    let attributes = format!(
+        "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION \
+         CONNECTION LIMIT {} PASSWORD {}",
+        input.connection_limit,
+        literal(&input.password)
+    );
+    let action = match find_role(&input.role)? {
+        None => {
+            execute(
+                SERVER,
+                &format!("CREATE ROLE {role} {attributes}"),
+                "creating the role",
+            )?;
+            execute(
+                SERVER,
+                &format!("COMMENT ON ROLE {role} IS {}", literal(&mark(tenant))),
+                "marking the role",
+            )?;
+            "created"
+        }
+        Some(found) => {
+            ours(tenant, "role", &input.role, found.comment.as_deref())?;
+            // While the tenant is suspended its role stays without LOGIN.
+            let login = if remembered("suspended").is_some() {
+                "NOLOGIN"
+            } else {
+                "LOGIN"
+            };
+            execute(
+                SERVER,
+                &format!(
+                    "ALTER ROLE {role} {login} NOSUPERUSER NOBYPASSRLS CONNECTION LIMIT {} PASSWORD {}",
+                    input.connection_limit,
+                    literal(&input.password)
+                ),
+                "updating the role",
+            )?;
+            "updated"
+        }
+    };
+    // The granted role works in the tenant's database as a member of its role.
+    execute(
+        SERVER,
+        &format!("GRANT {role} TO CURRENT_USER"),
+        "making the server's role a member of the tenant's",
+    )?;
+    remember(KEY_ROLE, &input.role)?;
+    log::info(&format!("role {} {action}", input.role));
+    Ok(done(json!({
+        "role": input.role,
+        "connection_limit": input.connection_limit,
+        "action": action,
+    })))
+}
+
+fn apply_database(tenant: &Tenant, input: &DatabaseInput) -> Res<Outcome> {
+    let database = ident(&input.database);
+    let owner = ident(&input.owner);
+    let action = match find_database(&input.database)? {
+        None => {
+            execute(
+                SERVER,
+                &format!("CREATE DATABASE {database} OWNER {owner}"),
+                "creating the database",
+            )?;
+            execute(
+                SERVER,
+                &format!(
+                    "COMMENT ON DATABASE {database} IS {}",
+                    literal(&mark(tenant))
+                ),
+                "marking the database",
+            )?;
+            "created"
+        }
+        Some((comment, current_owner)) => {
+            ours(tenant, "database", &input.database, comment.as_deref())?;
+            if current_owner != input.owner {
+                execute(
+                    SERVER,
+                    &format!("ALTER DATABASE {database} OWNER TO {owner}"),
+                    "giving the database to its role",
+                )?;
+            }
+            "found"
+        }
+    };
+    execute(
+        SERVER,
+        &format!("REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"),
+        "revoking CONNECT from PUBLIC",
+    )?;
+    remember(KEY_DATABASE, &input.database)?;
+    log::info(&format!("database {} {action}", input.database));
+    Ok(done(json!({
+        "database": input.database,
+        "owner": input.owner,
+        "action": action,
+    })))
+}
+
+fn apply_schemas(input: &SchemasInput) -> Res<Outcome> {
+    let on = tenant_db(&input.database);
+    for schema in &input.schemas {
+        execute(
+            &on,
+            &format!(
+                "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}",
+                ident(schema),
+                ident(&input.owner)
+            ),
+            &format!("creating schema {schema}"),
+        )?;
+    }
+    log::info(&format!("schemas {} in place", input.schemas.join(", ")));
+    Ok(done(json!({ "schemas": input.schemas })))
+}
+
+fn table_exists(on: &str, t: &RlsTable) -> Res<bool> {
+    Ok(!rows(
+        on,
+        "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2",
+        &[
+            SqlValue::Text(t.schema.clone()),
+            SqlValue::Text(t.table.clone()),
+        ],
+        "looking up a table",
+    )?
+    .is_empty())
+}
+
+/// The clause of a table's policy.
+fn clause(t: &RlsTable, value: &str) -> String {
+    format!("({} = {})", ident(&t.column), literal(value))
+}
+
+fn apply_rls(input: &RlsInput) -> Res<Outcome> {
+    let on = tenant_db(&input.database);
+    let mut done_tables = Vec::new();
+    for t in &input.tables {
+        let name = format!("{}.{}", ident(&t.schema), ident(&t.table));
+        if !table_exists(&on, t)? {
+            let Some(columns) = &t.columns else {
+                return Err(permanent(format!(
+                    "table {}.{} does not exist in {} (give `columns` to create it)",
+                    t.schema, t.table, input.database
+                )));
+            };
+            execute(
+                &on,
+                &format!(
+                    "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}",
+                    ident(&t.schema),
+                    ident(&input.owner)
+                ),
+                &format!("creating schema {}", t.schema),
+            )?;
+            execute(
+                &on,
+                &format!("CREATE TABLE IF NOT EXISTS {name} ({columns})"),
+                &format!("creating table {}.{}", t.schema, t.table),
+            )?;
+            execute(
+                &on,
+                &format!("ALTER TABLE {name} OWNER TO {}", ident(&input.owner)),
+                &format!("giving table {}.{} to its role", t.schema, t.table),
+            )?;
+        }
+        let what = format!("row-level security on {}.{}", t.schema, t.table);
+        execute(
+            &on,
+            &format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY"),
+            &what,
+        )?;
+        // Owners bypass row-level security unless it is forced.
+        execute(
+            &on,
+            &format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY"),
+            &what,
+        )?;
+        execute(
+            &on,
+            &format!("DROP POLICY IF EXISTS {POLICY} ON {name}"),
+            &what,
+        )?;
+        let clause = clause(t, &input.value);
+        execute(
+            &on,
+            &format!("CREATE POLICY {POLICY} ON {name} USING {clause} WITH CHECK {clause}"),
+            &what,
+        )?;
+        done_tables.push(format!("{}.{}", t.schema, t.table));
+    }
+    log::info(&format!(
+        "row-level security forced on {}",
+        done_tables.join(", ")
+    ));
+    Ok(done(
+        json!({ "tables": done_tables, "policy": POLICY, "value": input.value }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// compensate
+
+fn drop_database(tenant: &Tenant, database: &str) -> Res<bool> {
+    match find_database(database)? {
+        None => Ok(false),
+        Some((comment, _)) => {
+            ours(tenant, "database", database, comment.as_deref())?;
+            execute(
+                SERVER,
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)),
+                "dropping the database",
+            )?;
+            Ok(true)
+        }
+    }
+}
+
+fn drop_role(tenant: &Tenant, role: &str) -> Res<bool> {
+    match find_role(role)? {
+        None => Ok(false),
+        Some(found) => {
+            ours(tenant, "role", role, found.comment.as_deref())?;
+            terminate_sessions(role)?;
+            execute(
+                SERVER,
+                &format!("DROP ROLE IF EXISTS {}", ident(role)),
+                "dropping the role",
+            )?;
+            Ok(true)
+        }
+    }
+}
+
+fn compensate(tenant: &Tenant, step: &Step) -> Res<Outcome> {
+    let output = match step.id.as_str() {
+        "role" => {
+            let input: RoleInput = input(step)?;
+            let dropped = drop_role(tenant, &input.role)?;
+            state::delete(KEY_ROLE);
+            json!({ "role": input.role, "dropped": dropped })
+        }
+        "database" => {
+            let input: DatabaseInput = input(step)?;
+            let dropped = drop_database(tenant, &input.database)?;
+            state::delete(KEY_DATABASE);
+            json!({ "database": input.database, "dropped": dropped })
+        }
+        "schemas" => {
+            let input: SchemasInput = input(step)?;
+            if find_database(&input.database)?.is_some() {
+                for schema in &input.schemas {
+                    execute(
+                        &tenant_db(&input.database),
+                        &format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema)),
+                        &format!("dropping schema {schema}"),
+                    )?;
+                }
+            }
+            json!({ "schemas": input.schemas, "dropped": true })
+        }
+        "rls" => {
+            let input: RlsInput = input(step)?;
+            if find_database(&input.database)?.is_some() {
+                let on = tenant_db(&input.database);
+                for t in &input.tables {
+                    if table_exists(&on, t)? {
+                        execute(
+                            &on,
+                            &format!(
+                                "DROP POLICY IF EXISTS {POLICY} ON {}.{}",
+                                ident(&t.schema),
+                                ident(&t.table)
+                            ),
+                            "dropping a policy",
+                        )?;
+                    }
+                }
+            }
+            json!({ "policies": "dropped" })
+        }
+        other => return Err(permanent(format!("unknown step `{other}`"))),
+    };
+    Ok(done(output))
+}
+
+// ---------------------------------------------------------------------------------------------
+// observe, measure
+
+fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
+    let mut drift = Vec::new();
+    let mut push = |resource: String, problem: String| drift.push(Drift { resource, problem });
+    let mut database_there = None;
+    for (step, _) in applied {
+        match step.id.as_str() {
+            "role" => {
+                let input: RoleInput = input(step)?;
+                let resource = format!("role {}", input.role);
+                match find_role(&input.role)? {
+                    None => push(resource, "missing".into()),
+                    Some(found) if found.comment.as_deref() != Some(mark(tenant).as_str()) => {
+                        push(resource, "changed: no longer marked as the tenant's".into())
+                    }
+                    Some(found) => {
+                        if found.superuser_or_bypass {
+                            push(
+                                resource.clone(),
+                                "changed: it is a superuser or bypasses row-level security".into(),
+                            );
+                        }
+                        if found.connection_limit != input.connection_limit {
+                            push(
+                                resource.clone(),
+                                format!(
+                                    "changed: connection limit is {}, not {}",
+                                    found.connection_limit, input.connection_limit
+                                ),
+                            );
+                        }
+                        let suspended = remembered("suspended").is_some();
+                        if found.can_login == suspended {
+                            push(
+                                resource,
+                                format!(
+                                    "changed: it {} log in",
+                                    if found.can_login { "can" } else { "cannot" }
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            "database" => {
+                let input: DatabaseInput = input(step)?;
+                let resource = format!("database {}", input.database);
+                match find_database(&input.database)? {
+                    None => {
+                        database_there = Some(false);
+                        push(resource, "missing".into());
+                    }
+                    Some((_, owner)) => {
+                        database_there = Some(true);
+                        if owner != input.owner {
+                            push(
+                                resource.clone(),
+                                format!("changed: owned by {owner}, not {}", input.owner),
+                            );
+                        }
+                        let public = rows(
+                            SERVER,
+                            "SELECT has_database_privilege('public', $1, 'CONNECT')",
+                            &[SqlValue::Text(input.database.clone())],
+                            "checking CONNECT of PUBLIC",
+                        )?;
+                        if matches!(public.first().map(|r| &r[0]), Some(SqlValue::Boolean(true))) {
+                            push(resource, "changed: PUBLIC may connect".into());
+                        }
+                    }
+                }
+            }
+            "schemas" if database_there != Some(false) => {
+                let input: SchemasInput = input(step)?;
+                let on = tenant_db(&input.database);
+                for schema in &input.schemas {
+                    let found = rows(
+                        &on,
+                        "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                        &[SqlValue::Text(schema.clone())],
+                        "looking up a schema",
+                    )?;
+                    if found.is_empty() {
+                        push(
+                            format!("schema {}.{schema}", input.database),
+                            "missing".into(),
+                        );
+                    }
+                }
+            }
+            "rls" if database_there != Some(false) => {
+                let input: RlsInput = input(step)?;
+                let on = tenant_db(&input.database);
+                for t in &input.tables {
+                    let resource = format!("policy on {}.{}.{}", input.database, t.schema, t.table);
+                    let found = rows(
+                        &on,
+                        "SELECT c.relrowsecurity, c.relforcerowsecurity, \
+                         (SELECT pg_get_expr(p.polqual, p.polrelid) FROM pg_policy p \
+                          WHERE p.polrelid = c.oid AND p.polname = $3) \
+                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND c.relname = $2",
+                        &[
+                            SqlValue::Text(t.schema.clone()),
+                            SqlValue::Text(t.table.clone()),
+                            SqlValue::Text(POLICY.into()),
+                        ],
+                        "looking up a policy",
+                    )?;
+                    let Some(row) = found.first() else {
+                        push(resource, "missing: the table is gone".into());
+                        continue;
+                    };
+                    if !matches!(row[0], SqlValue::Boolean(true))
+                        || !matches!(row[1], SqlValue::Boolean(true))
+                    {
+                        push(
+                            resource.clone(),
+                            "changed: row-level security is not enabled and forced".into(),
+                        );
+                    }
+                    match text(&row[2]) {
+                        None => push(resource, "missing".into()),
+                        Some(qual) if !qual.contains(&literal(&input.value)) => {
+                            push(resource, format!("changed: its clause is {qual}"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(drift)
+}
+
+fn measure(applied: &[(Step, Outcome)]) -> Res<Vec<Measurement>> {
+    let Some((step, _)) = applied.iter().find(|(s, _)| s.id == "database") else {
+        return Ok(Vec::new());
+    };
+    let input: DatabaseInput = input(step)?;
+    let size = rows(
+        SERVER,
+        "SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1",
+        &[SqlValue::Text(input.database.clone())],
+        "measuring the database",
+    )?;
+    let bytes = match size.first().map(|r| &r[0]) {
+        Some(SqlValue::Int(n)) => *n as f64,
+        _ => return Err(permanent(format!("database {} is missing", input.database))),
+    };
+    Ok(vec![Measurement {
+        metric: "storage_gb".into(),
+        value: bytes / (1024.0 * 1024.0 * 1024.0),
+    }])
+}
+
+// ---------------------------------------------------------------------------------------------
+// lifecycle
+
+fn transition(tenant: &Tenant, change: LifecycleChange) -> Res<Outcome> {
+    let (Some(role), database) = (remembered(KEY_ROLE), remembered(KEY_DATABASE)) else {
+        return Ok(done(
+            json!({ "change": format!("{change:?}"), "role": null }),
+        ));
+    };
+    let output = match change {
+        LifecycleChange::Suspend | LifecycleChange::Cancel => {
+            if let Some(found) = find_role(&role)? {
+                ours(tenant, "role", &role, found.comment.as_deref())?;
+                execute(
+                    SERVER,
+                    &format!("ALTER ROLE {} NOLOGIN", ident(&role)),
+                    "taking LOGIN away",
+                )?;
+            }
+            remember("suspended", "1")?;
+            let closed = terminate_sessions(&role)?;
+            log::info(&format!("role {role}: NOLOGIN, {closed} session(s) closed"));
+            json!({ "role": role, "login": false, "sessions_closed": closed })
+        }
+        LifecycleChange::Reactivate => {
+            if let Some(found) = find_role(&role)? {
+                ours(tenant, "role", &role, found.comment.as_deref())?;
+                execute(
+                    SERVER,
+                    &format!("ALTER ROLE {} LOGIN", ident(&role)),
+                    "giving LOGIN back",
+                )?;
+            }
+            state::delete("suspended");
+            json!({ "role": role, "login": true })
+        }
+        LifecycleChange::Purge => {
+            let database_dropped = match &database {
+                Some(d) => drop_database(tenant, d)?,
+                None => false,
+            };
+            let role_dropped = drop_role(tenant, &role)?;
+            for key in [KEY_ROLE, KEY_DATABASE, "suspended"] {
+                state::delete(key);
+            }
+            json!({
+                "database": database,
+                "database_dropped": database_dropped,
+                "role": role,
+                "role_dropped": role_dropped,
+            })
+        }
+    };
+    Ok(done(output))
+}
+
+impl Provisioner for Postgres {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "postgres".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: env!("CARGO_PKG_DESCRIPTION").into(),
+        }
+    }
+
+    fn plan(tenant: Tenant, request: String) -> Res<Vec<Step>> {
+        plan(&tenant, &request)
+    }
+
+    fn apply(tenant: Tenant, step: Step, _key: String) -> Res<Outcome> {
+        match step.id.as_str() {
+            "role" => apply_role(&tenant, &input(&step)?),
+            "database" => apply_database(&tenant, &input(&step)?),
+            "schemas" => apply_schemas(&input(&step)?),
+            "rls" => apply_rls(&input(&step)?),
+            other => Err(permanent(format!("unknown step `{other}`"))),
+        }
+    }
+
+    fn compensate(tenant: Tenant, step: Step, _outcome: Outcome, _key: String) -> Res<Outcome> {
+        compensate(&tenant, &step)
+    }
+
+    fn observe(tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Res<Vec<Drift>> {
+        observe(&tenant, &applied)
+    }
+
+    fn transition(tenant: Tenant, change: LifecycleChange, _reason: String) -> Res<Outcome> {
+        transition(&tenant, change)
+    }
+
+    fn measure(_tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Res<Vec<Measurement>> {
+        measure(&applied)
+    }
+}
+
+tenantry_plugin_sdk::register_provisioner!(Postgres);
