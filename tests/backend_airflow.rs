@@ -17,6 +17,42 @@ use serde_json::{Value, json};
 use tenantry::plugins::{LifecycleChange, Outcome, PluginError, PluginTenant, Step};
 
 /// A tenant of this test, created through the API.
+/// Runs, in the real Airflow, a DAG tagged with the tenant's slug whose two tasks use its pool
+/// (`airflow dags test`, through `scripts/backends/airflow run-dag`).
+async fn run_tenant_dag(slug: &str, pool: &str) {
+    let state = std::env::var("AIRFLOW_STATE").expect("AIRFLOW_STATE (scripts/test sets it)");
+    let dags = tempfile::tempdir().unwrap();
+    let dag_id = format!("probe_{}", slug.replace('-', "_"));
+    let file = dags.path().join("probe.py");
+    std::fs::write(
+        &file,
+        format!(
+            r#"from datetime import datetime
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG("{dag_id}", start_date=datetime(2026, 1, 1), schedule=None, tags=["{slug}"]) as dag:
+    EmptyOperator(task_id="extract", pool="{pool}") >> EmptyOperator(task_id="load", pool="{pool}")
+"#
+        ),
+    )
+    .unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/backends/airflow");
+    let out = tokio::process::Command::new(script)
+        .arg("run-dag")
+        .arg(&state)
+        .arg(&file)
+        .arg(&dag_id)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "airflow dags test: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn create_tenant(app: &TestApp, tier: &str) -> PluginTenant {
     let slug = format!("af-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let (status, body) = app
@@ -268,6 +304,99 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
         );
     }
     applied.push((step(&steps, "variables").clone(), outcome));
+
+    // Measure: the task runs of today in the tenant's pool and the DAGs tagged with its slug.
+    let measured = |applied: Vec<(Step, Outcome)>| {
+        let app = &app;
+        let tenant = &tenant;
+        async move {
+            let logged = app.ctx.plugins.measure("airflow", tenant, applied).await;
+            let figures = logged
+                .result
+                .expect("the measure call runs")
+                .unwrap_or_else(|e| panic!("measure refused: {e:?}: {:?}", logged.log));
+            figures
+                .into_iter()
+                .map(|m| (m.metric, m.value))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        measured(applied.clone()).await,
+        [("task_runs".to_owned(), 0.0), ("dags".to_owned(), 0.0)]
+    );
+    run_tenant_dag(&slug, &pool).await;
+    assert_eq!(
+        measured(applied.clone()).await,
+        [("task_runs".to_owned(), 2.0), ("dags".to_owned(), 1.0)],
+        "the DAG run's two tasks in the tenant's pool, today"
+    );
+    assert!(
+        measured(Vec::new()).await.is_empty(),
+        "nothing applied, nothing measured"
+    );
+
+    // Export: the pool, the variables and the connection (without its password); a changed
+    // variable and a deleted connection are restored by the import, the connection without
+    // its password, which the outcome says.
+    let part = app
+        .ctx
+        .plugins
+        .export_tenant("airflow", &tenant, applied.clone())
+        .await
+        .result
+        .unwrap()
+        .unwrap()
+        .expect("a part");
+    assert_eq!(part.media_type, "application/json");
+    let data: Value = serde_json::from_slice(&part.data).unwrap();
+    assert_eq!(data["pool"]["slots"], 16, "{data}");
+    assert_eq!(data["connections"][0]["connection_id"], conn_id, "{data}");
+    assert!(
+        !String::from_utf8_lossy(&part.data).contains("p@ss"),
+        "no password in a part"
+    );
+    assert!(
+        data["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["key"] == format!("tenant_{ks}_region") && v["value"] == "eu-west-1"),
+        "{data}"
+    );
+    airflow
+        .set_variable(&format!("tenant_{ks}_region"), "us-east-1")
+        .await;
+    airflow.delete_connection(&conn_id).await;
+    let restored = app
+        .ctx
+        .plugins
+        .import_tenant("airflow", &tenant, part)
+        .await
+        .result
+        .unwrap()
+        .unwrap_or_else(|e| panic!("import refused: {e:?}"));
+    assert_eq!(
+        airflow
+            .variable_value(&format!("tenant_{ks}_region"))
+            .await
+            .as_deref(),
+        Some("eu-west-1")
+    );
+    assert_eq!(
+        airflow.connection(&conn_id).await.unwrap()["host"],
+        "db.acme.example"
+    );
+    assert!(
+        restored
+            .manual_follow_up
+            .as_deref()
+            .is_some_and(|f| f.contains(&conn_id) && f.contains("password")),
+        "{restored:?}"
+    );
+    // Provisioning again puts the password back, as the follow-up says.
+    let (outcome, _) = apply(&app, &tenant, step(&steps, "connection:primary")).await;
+    applied[1] = (step(&steps, "connection:primary").clone(), outcome);
 
     // Kubernetes without a Kubernetes API: rendered, not applied, not a failure.
     let (outcome, out) = apply(&app, &tenant, step(&steps, "kubernetes")).await;

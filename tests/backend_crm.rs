@@ -203,6 +203,56 @@ async fn provisions_suspends_reactivates_and_purges_in_a_real_bottlecrm() {
         staff.push(email);
     }
 
+    // Measure: the organization's active users (the operator aside).
+    let measured = ok(
+        "measure",
+        app.ctx
+            .plugins
+            .measure(PLUGIN, &tenant, applied.clone())
+            .await,
+    );
+    assert_eq!(measured.len(), 1);
+    assert_eq!(
+        (measured[0].metric.as_str(), measured[0].value),
+        ("users", 28.0),
+        "the admin, the member and 26 staff"
+    );
+
+    // Export the members; one deactivated behind the plugin's back is active again after the
+    // import, and nobody is added twice.
+    let part = ok(
+        "export",
+        app.ctx
+            .plugins
+            .export_tenant(PLUGIN, &tenant, applied.clone())
+            .await,
+    )
+    .expect("a part");
+    let exported = json_of(std::str::from_utf8(&part.data).unwrap());
+    assert_eq!(
+        exported["users"].as_array().unwrap().len(),
+        28,
+        "{exported}"
+    );
+    let member_user = crm.org_user(&org_id, &member).await.unwrap();
+    crm.set_user_active(&org_id, &member_user.id, false).await;
+    let restored = ok(
+        "import",
+        app.ctx.plugins.import_tenant(PLUGIN, &tenant, part).await,
+    );
+    assert_eq!(
+        json_of(&restored.output)["added"],
+        json!([]),
+        "{}",
+        restored.output
+    );
+    assert!(crm.org_user(&org_id, &member).await.unwrap().active);
+    assert_eq!(
+        crm.org_users(&org_id).await.len(),
+        29,
+        "28 and the operator"
+    );
+
     // The admin signs in (magic link, code by mail) and works in the organization.
     let admin_token = crm.sign_in(&admin, &org_id).await;
     assert_eq!(status_as(&crm, &admin_token).await, StatusCode::OK);
@@ -466,14 +516,11 @@ async fn refusals_are_permanent_with_the_crm_message_and_outages_transient() {
 
     // A token BottleCRM does not accept: permanent, and it says which secret to look at.
     let actor = tenantry::audit::Actor::system();
-    tenantry::plugin_registry::grant(
+    tenantry::plugin_registry::configure(
         &app.ctx,
         &actor,
         PLUGIN,
-        tenantry::plugin_registry::Capability::Secret {
-            name: "crm-url".into(),
-            value: crm.url.clone(),
-        },
+        json!({ "url": crm.url }).as_object().unwrap().clone(),
     )
     .await
     .unwrap();

@@ -1383,22 +1383,22 @@ async fn three_audit_records(cli: &Cli) {
         .iter()
         .map(|r| r["seq"].as_i64().unwrap())
         .collect();
-    // The platform tenant, the five built-in plugins recorded at the first start, two tenants.
-    assert_eq!(seqs, [8, 7, 6, 5, 4, 3, 2, 1]);
+    // The platform tenant, the six built-in plugins recorded at the first start, two tenants.
+    assert_eq!(seqs, [9, 8, 7, 6, 5, 4, 3, 2, 1]);
 }
 
 async fn audit_verify_passes_an_intact_chain_and_fails_naming_a_changed_record(backend: Backend) {
     let cli = Cli::new(backend).await;
     three_audit_records(&cli).await;
     let out = cli.ok(&["audit", "verify"]).await;
-    assert_eq!(out.trim_end(), "audit chain intact: 8 records");
+    assert_eq!(out.trim_end(), "audit chain intact: 9 records");
     let report = cli.json(&["audit", "verify"]).await;
     assert_eq!(report["ok"], true);
-    assert_eq!(report["records"], 8);
+    assert_eq!(report["records"], 9);
 
     assert_eq!(
         (&report["from_seq"], &report["checked"]),
-        (&json!(9), &json!(0)),
+        (&json!(10), &json!(0)),
         "the first check left a checkpoint at the head: {report}"
     );
 
@@ -1408,7 +1408,7 @@ async fn audit_verify_passes_an_intact_chain_and_fails_naming_a_changed_record(b
     let out = cli.ok(&["audit", "verify"]).await;
     assert_eq!(
         out.trim_end(),
-        "audit chain intact: 9 records (1 checked from record 9, the rest at an earlier check; --full checks them all)"
+        "audit chain intact: 10 records (1 checked from record 10, the rest at an earlier check; --full checks them all)"
     );
 
     // A changed old record whose stored hash was left alone is found by a full check; a
@@ -1433,17 +1433,17 @@ async fn audit_verify_passes_an_intact_chain_and_fails_naming_a_changed_record(b
     assert_eq!(report["ok"], false);
     assert_eq!(report["first_broken_seq"], 2);
     let changed = cli
-        .execute_sql(r#"UPDATE audit_log SET details = '{"name":"Evil Corp"}' WHERE seq = 9"#)
+        .execute_sql(r#"UPDATE audit_log SET details = '{"name":"Evil Corp"}' WHERE seq = 10"#)
         .await;
     assert_eq!(changed, 1);
     let run = cli.run(&["audit", "verify"]).await;
     assert_eq!(
         run.one_line_error("audit verify after the checkpoint's record changed"),
-        "error: audit chain is broken at record 9"
+        "error: audit chain is broken at record 10"
     );
     assert!(
         run.stdout
-            .contains("record 9 was changed after it was verified at"),
+            .contains("record 10 was changed after it was verified at"),
         "{run:#?}"
     );
     cli.finish().await;
@@ -1459,7 +1459,7 @@ async fn audit_verify_fails_when_the_newest_record_is_deleted(backend: Backend) 
     assert_eq!(removed, 1);
     let run = cli.run(&["audit", "verify"]).await;
     let line = run.one_line_error("audit verify after the newest record was deleted");
-    assert_eq!(line, "error: audit chain is broken at record 8");
+    assert_eq!(line, "error: audit chain is broken at record 9");
     assert!(run.stdout.contains("records were removed"), "{run:#?}");
     cli.finish().await;
 }

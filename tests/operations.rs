@@ -75,8 +75,8 @@ async fn concurrent_changes_all_land_and_the_audit_chain_stays_intact(backend: B
     assert_eq!(page["items"].as_array().unwrap().len(), 24);
     let (_, verify) = app.get("/api/v1/audit/verify").await;
     assert_eq!(verify["ok"], true, "{verify}");
-    // admin tenant + password + 5 built-in plugins + test token + 25 creates + 1 suspend
-    assert_eq!(verify["records"], 34, "{verify}");
+    // admin tenant + password + 6 built-in plugins + test token + 25 creates + 1 suspend
+    assert_eq!(verify["records"], 35, "{verify}");
     app.stop().await;
 }
 

@@ -262,6 +262,30 @@ impl AirflowClient {
         assert_eq!(status, StatusCode::OK, "PATCH pool {name}: {body}");
     }
 
+    /// Changes a variable's value behind the plugin's back.
+    pub async fn set_variable(&self, key: &str, value: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PATCH,
+                &format!("variables/{key}"),
+                Some(json!({"key": key, "value": value})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "PATCH variable {key}: {body}");
+    }
+
+    /// Deletes a connection behind the plugin's back.
+    pub async fn delete_connection(&self, id: &str) {
+        let (status, body) = self
+            .call(reqwest::Method::DELETE, &format!("connections/{id}"), None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "DELETE connection {id}: {body}"
+        );
+    }
+
     /// Deletes a variable behind the plugin's back (a missing one is fine).
     pub async fn delete_variable(&self, key: &str) {
         self.call(reqwest::Method::DELETE, &format!("variables/{key}"), None)
