@@ -173,6 +173,27 @@ async fn a_javascript_quota_policy_decides_for_the_tenant_it_is_chosen_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_renderer_renders_through_the_host() {
     let dir = tempfile::tempdir().unwrap();
+    // A provisioner, or the Rust SDK, is not for JavaScript: refused, nothing written.
+    for extra in [
+        &["--world", "provisioner"][..],
+        &["--world", "renderer", "--sdk", "."],
+    ] {
+        let target = dir.path().join("refused");
+        let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["plugin", "new", "refused", "--lang", "js", "--dir"])
+            .arg(&target)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("write a provisioner in Rust")
+                || err.contains("a JavaScript plugin takes none"),
+            "{err}"
+        );
+        assert!(!target.exists(), "nothing written");
+    }
     let wasm = build(dir.path(), "js-render", "renderer");
     let app = TestApp::spawn(Backend::Sqlite).await;
     let actor = tenantry::audit::Actor::system();

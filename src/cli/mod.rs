@@ -151,7 +151,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             sdk,
             lang: plugin::CliLang::Js,
         }) => {
-            let _ = sdk;
+            anyhow::ensure!(
+                sdk.is_none(),
+                "--sdk is the Rust SDK crate; a JavaScript plugin takes none"
+            );
             let dir = crate::plugins::scaffold::create_js(&name, world.into(), dir.as_deref())?;
             print(out, &serde_json::json!({ "created": dir }), || {
                 format!(

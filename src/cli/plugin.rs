@@ -80,7 +80,7 @@ pub enum PluginCommand {
         dir: Option<PathBuf>,
         /// Depend on the SDK crate at PATH (default: a copy written into the new crate, with
         /// the WIT it builds against, so that it builds anywhere).
-        #[arg(long, conflicts_with = "lang")]
+        #[arg(long)]
         sdk: Option<PathBuf>,
         /// The plugin's language: Rust (a crate on the guest SDK), or JavaScript (a quota
         /// policy or a renderer built with componentize-js).

@@ -75,13 +75,11 @@ pub struct Field {
     pub required: bool,
     /// The value when the operator sets none (absent when the field has no default).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub default: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// The values allowed, when the schema lists them.
     #[serde(rename = "enum", skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
     pub choices: Option<Vec<Value>>,
     /// `uri`: the value is an absolute http(s) URL.
     #[serde(skip_serializing_if = "Option::is_none")]
