@@ -8,12 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pg::{self, admin, url_as};
 use common::{Backend, TestApp, postgres_admin_url};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tenantry::audit::Actor;
-use tenantry::plugin_registry::{self as registry, Capability};
 
 /// A name unique to this run.
 fn unique(prefix: &str) -> String {
@@ -21,24 +20,6 @@ fn unique(prefix: &str) -> String {
         "{prefix}_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
-}
-
-/// The URL of the admin server with another user, password and database.
-fn url_as(user: &str, password: Option<&str>, database: &str) -> String {
-    let mut url = url::Url::parse(&postgres_admin_url()).unwrap();
-    url.set_username(user).unwrap();
-    url.set_password(password).unwrap();
-    url.set_path(database);
-    url.to_string()
-}
-
-async fn admin(statement: &str) {
-    let mut conn = AsyncPgConnection::establish(&postgres_admin_url())
-        .await
-        .unwrap();
-    conn.batch_execute(statement)
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
 
 async fn exists(query: &str) -> bool {
@@ -74,31 +55,13 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
-        let server_role = unique("tp_admin");
-        admin(&format!(
-            "CREATE ROLE {server_role} LOGIN CREATEROLE CREATEDB NOSUPERUSER"
-        ))
-        .await;
+        let server_role = pg::server_role("tp_admin").await;
         let app = TestApp::spawn_with(Backend::Sqlite, |c| {
             c.provisioning.backoff_base_ms = 50;
             c.provisioning.backoff_max_ms = 200;
         })
         .await;
-        let actor = Actor::system();
-        registry::grant(
-            &app.ctx,
-            &actor,
-            "postgres",
-            Capability::Database {
-                alias: "server".into(),
-                url: url_as(&server_role, None, "postgres"),
-            },
-        )
-        .await
-        .expect("grant the server");
-        registry::set_enabled(&app.ctx, &actor, "postgres", true, None)
-            .await
-            .expect("enable postgres");
+        pg::grant_postgres(&app.ctx, &server_role).await;
         let (status, body) = app
             .post(
                 "/api/v1/template",
@@ -198,7 +161,7 @@ impl Fixture {
             admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
             admin(&format!("DROP ROLE IF EXISTS {role}")).await;
         }
-        admin(&format!("DROP ROLE IF EXISTS {}", self.server_role)).await;
+        pg::drop_role(&self.server_role).await;
     }
 }
 

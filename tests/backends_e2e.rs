@@ -567,35 +567,9 @@ async fn postgres_makes_the_database_that_superset_registers_in_one_request() {
     let app = spawn().await;
     grant_superset(&app, &superset).await;
     templates(&app).await;
-    let server_role = format!(
-        "tp_e2e_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
+    let server_role = common::pg::server_role("tp_e2e").await;
+    common::pg::grant_postgres(&app.ctx, &server_role).await;
     let admin = postgres_admin_url();
-    let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
-    conn.batch_execute(&format!(
-        "CREATE ROLE {server_role} LOGIN CREATEROLE CREATEDB NOSUPERUSER"
-    ))
-    .await
-    .unwrap();
-    let mut server_url = url::Url::parse(&admin).unwrap();
-    server_url.set_username(&server_role).unwrap();
-    server_url.set_password(None).unwrap();
-    let actor = Actor::system();
-    registry::grant(
-        &app.ctx,
-        &actor,
-        "postgres",
-        Capability::Database {
-            alias: "server".into(),
-            url: server_url.to_string(),
-        },
-    )
-    .await
-    .unwrap();
-    registry::set_enabled(&app.ctx, &actor, "postgres", true, None)
-        .await
-        .unwrap();
 
     let slug = slug("pgss");
     let u = underscored(&slug);
@@ -729,10 +703,7 @@ async fn postgres_makes_the_database_that_superset_registers_in_one_request() {
         .unwrap();
     assert!(left.is_empty(), "database and role dropped");
     data.drop().await;
-    conn.batch_execute(&format!(
-        "DROP ROLE IF EXISTS {role}; DROP ROLE IF EXISTS {server_role}"
-    ))
-    .await
-    .unwrap();
+    common::pg::drop_role(&role).await;
+    common::pg::drop_role(&server_role).await;
     app.stop().await;
 }

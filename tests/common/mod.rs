@@ -18,6 +18,7 @@ pub mod crm;
 pub mod kube;
 pub mod login;
 pub mod oidc;
+pub mod pg;
 pub mod process;
 pub mod recorder;
 pub mod superset;

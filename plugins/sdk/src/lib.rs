@@ -353,6 +353,26 @@ pub mod quota {
     }
 }
 
+/// The host interfaces every world imports, from the bindings of the world the plugin is built
+/// for (a provisioner's, else a quota policy's, else a renderer's).
+#[cfg(any(
+    feature = "provisioner",
+    feature = "renderer",
+    feature = "quota-policy"
+))]
+mod world_host {
+    #[cfg(feature = "provisioner")]
+    pub use crate::provisioner::bindings::tenantry::plugin::{config, log};
+    #[cfg(all(feature = "quota-policy", not(feature = "provisioner")))]
+    pub use crate::quota::bindings::tenantry::plugin::{config, log};
+    #[cfg(all(
+        feature = "renderer",
+        not(feature = "provisioner"),
+        not(feature = "quota-policy")
+    ))]
+    pub use crate::renderer::bindings::tenantry::plugin::{config, log};
+}
+
 #[cfg(any(
     feature = "provisioner",
     feature = "renderer",
@@ -361,16 +381,7 @@ pub mod quota {
 pub mod log {
     //! The plugin's log lines, written to the server's log with the plugin and tenant. Usable
     //! from every world.
-    #[cfg(feature = "provisioner")]
-    use crate::provisioner::bindings::tenantry::plugin::log as host;
-    #[cfg(all(feature = "quota-policy", not(feature = "provisioner")))]
-    use crate::quota::bindings::tenantry::plugin::log as host;
-    #[cfg(all(
-        feature = "renderer",
-        not(feature = "provisioner"),
-        not(feature = "quota-policy")
-    ))]
-    use crate::renderer::bindings::tenantry::plugin::log as host;
+    use crate::world_host::log as host;
 
     pub fn trace(message: &str) {
         host::write(host::Level::Trace, message);
@@ -398,16 +409,7 @@ pub mod config {
     //! The plugin's configuration, as the operator set it (`tenantry plugin configure`) or as
     //! the manifest's `config_schema` defaults it; checked against the schema when it was set.
     //! Usable from every world.
-    #[cfg(feature = "provisioner")]
-    use crate::provisioner::bindings::tenantry::plugin::config as host;
-    #[cfg(all(feature = "quota-policy", not(feature = "provisioner")))]
-    use crate::quota::bindings::tenantry::plugin::config as host;
-    #[cfg(all(
-        feature = "renderer",
-        not(feature = "provisioner"),
-        not(feature = "quota-policy")
-    ))]
-    use crate::renderer::bindings::tenantry::plugin::config as host;
+    use crate::world_host::config as host;
 
     /// The value of `key` as JSON text (`"https://bi.internal"`, `8088`, `true`); `None` when
     /// neither the operator nor the schema's default gives it one.
