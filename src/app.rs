@@ -138,7 +138,7 @@ fn start_with(
     crate::store::changes::spawn_listener(&ctx.db);
     ctx.plugins.spawn_stats_reporter();
     crate::quotas::meter::spawn_flusher(&ctx);
-    crate::quotas::measure::spawn(&ctx);
+    crate::jobs::spawn(&ctx);
     crate::limits::Limits::spawn(&ctx.limits);
     crate::alerts::evaluate::spawn(&ctx);
     crate::alerts::delivery::spawn_deliverer(&ctx)?;

@@ -17,6 +17,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod identity_providers;
+pub mod jobs;
 pub mod key_rotation;
 pub mod lifecycle;
 pub mod limits;

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub tenants: IntGaugeVec,
     pub plugin_calls: IntCounterVec,
+    pub job_runs: IntCounterVec,
     pub plugin_duration: HistogramVec,
     pub provisioning_duration: HistogramVec,
     pub step_failures: IntCounterVec,
@@ -57,6 +58,14 @@ impl Metrics {
         let tenants = IntGaugeVec::new(
             Opts::new("tenantry_tenants", "Tenants by status and tier"),
             &["status", "tier"],
+        )
+        .expect("metric definition");
+        let job_runs = IntCounterVec::new(
+            Opts::new(
+                "tenantry_job_runs_total",
+                "Scheduled job runs by job and outcome (succeeded or failed), on this server",
+            ),
+            &["job", "outcome"],
         )
         .expect("metric definition");
         let plugin_calls = IntCounterVec::new(
@@ -248,6 +257,9 @@ impl Metrics {
             .register(Box::new(plugin_calls.clone()))
             .expect("register");
         registry
+            .register(Box::new(job_runs.clone()))
+            .expect("register");
+        registry
             .register(Box::new(plugin_duration.clone()))
             .expect("register");
         registry
@@ -265,6 +277,7 @@ impl Metrics {
             http_duration,
             tenants,
             plugin_calls,
+            job_runs,
             plugin_duration,
             provisioning_duration,
             step_failures,

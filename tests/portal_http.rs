@@ -25,6 +25,7 @@ backend_tests!(
     plugins_page_shows_world_wit_version_capabilities_and_calls,
     a_plugins_configuration_is_set_from_the_plugins_page,
     api_keys_are_made_shown_once_rotated_and_revoked_from_the_tenant_page,
+    the_jobs_page_shows_each_jobs_schedule_and_last_run,
 );
 
 /// The pages behind the login, with `{slug}` for an existing tenant.
@@ -35,6 +36,7 @@ const PAGES: &[&str] = &[
     "/tenants/{slug}",
     "/tenants/{slug}/edit",
     "/audit",
+    "/jobs",
     "/plugins",
 ];
 
@@ -1131,6 +1133,44 @@ async fn a_plugins_configuration_is_set_from_the_plugins_page(backend: Backend) 
     assert_eq!(
         plugin["config"]["seats"], 3,
         "back to its default: {plugin}"
+    );
+    app.stop().await;
+}
+
+async fn the_jobs_page_shows_each_jobs_schedule_and_last_run(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.jobs.housekeeping_interval_seconds = 1).await;
+    let browser = Browser::admin(&app).await;
+    let started = std::time::Instant::now();
+    let page = loop {
+        let page = browser.get("/jobs").await;
+        page.assert_status(StatusCode::OK);
+        if page.body.contains("swept ") {
+            break page;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "the housekeeping never ran:\n{}",
+            page.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    for expected in [
+        "<strong>housekeeping</strong>",
+        "<strong>usage-measure</strong>",
+        "3600 s",
+        "1 s",
+        " ms</td>",
+    ] {
+        assert!(
+            page.body.contains(expected),
+            "{expected} missing:\n{}",
+            page.body
+        );
+    }
+    assert!(
+        page.body.contains("aria-current=\"page\">Jobs</a>"),
+        "{}",
+        page.body
     );
     app.stop().await;
 }

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod audit;
+pub mod jobs;
 pub mod keys;
 pub mod openapi;
 pub mod ops;
@@ -36,6 +37,7 @@ fn configure(cfg: &mut ServiceConfig) {
             .configure(provisioning::routes)
             .configure(quotas::routes)
             .configure(alerts::routes)
+            .configure(jobs::routes)
             .service(openapi_json),
     )
     .configure(ops::routes);

@@ -12,6 +12,7 @@ use serde::Serialize;
 mod admin;
 mod alerts;
 mod audit;
+mod jobs;
 mod keys;
 mod plugin;
 mod provisioning;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Endpoints told about alerts (signed, retried).
     #[command(subcommand)]
     Webhook(alerts::WebhookCommand),
+    /// The jobs the servers run by themselves.
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// Follow provisioning and lifecycle runs.
     #[command(subcommand)]
     Run(provisioning::RunCommand),
@@ -248,6 +252,7 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                 Command::Usage(cmd) => quotas::usage_command(&ctx, out, cmd).await,
                 Command::Alerts(cmd) => alerts::alerts_command(&ctx, out, cmd).await,
                 Command::Webhook(cmd) => alerts::webhook_command(&ctx, &actor, out, cmd).await,
+                Command::Job(cmd) => jobs::job_command(&ctx, out, cmd).await,
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
                 }

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 mod alerts;
 mod cache;
+mod jobs;
 mod quotas;
 pub use alerts::{AlertsConfig, WebhooksConfig};
 pub use cache::CacheConfig;
+pub use jobs::JobsConfig;
 pub use quotas::{
     BUILTIN_METRICS, BuiltinMetric, FailMode, MetricConfig, MetricKind, QuotasConfig, Window,
     valid_metric_name,
@@ -318,6 +320,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The caches of API keys, sessions and tenants.
     pub cache: CacheConfig,
+    /// The scheduled jobs.
+    pub jobs: JobsConfig,
 }
 
 impl Default for Config {
@@ -350,6 +354,7 @@ impl Default for Config {
             quotas: QuotasConfig::default(),
             alerts: AlertsConfig::default(),
             cache: CacheConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }
@@ -522,6 +527,7 @@ impl Config {
         self.quotas.validate()?;
         self.alerts.validate()?;
         self.cache.validate()?;
+        self.jobs.validate()?;
         Ok(())
     }
 

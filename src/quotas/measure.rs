@@ -39,26 +39,8 @@ pub struct MeasureOutcome {
     pub failures: Vec<MeasureFailure>,
 }
 
-/// Measures, every `quotas.measure_interval_seconds`, each active tenant that holds resources
-/// in a backend. Every server of a cluster runs it: a gauge written twice holds the same value.
-pub fn spawn(ctx: &Context) -> Option<tokio::task::JoinHandle<()>> {
-    let every = ctx.config.quotas.measure_interval_seconds;
-    if every == 0 {
-        return None;
-    }
-    let ctx = ctx.clone();
-    Some(tokio::spawn(async move {
-        let every = std::time::Duration::from_secs(every);
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(err) = measure_all(&ctx).await {
-                tracing::warn!("usage: the scheduled measuring stopped: {err}");
-            }
-        }
-    }))
-}
-
-/// One round of the schedule: what was measured, and the tenants whose measuring failed.
+/// Measures every active tenant that holds resources in a backend (the `usage-measure` job):
+/// how many were measured, and how many measurements failed.
 pub async fn measure_all(ctx: &Context) -> AppResult<(usize, usize)> {
     let ids = {
         let mut conn = ctx.db.conn().await?;

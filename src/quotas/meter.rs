@@ -239,23 +239,11 @@ pub fn spawn_flusher(ctx: &Context) -> tokio::task::JoinHandle<()> {
     let ctx = ctx.clone();
     let every = Duration::from_millis(ctx.config.quotas.flush_interval_ms);
     tokio::spawn(async move {
-        // Reported events' ids are forgotten once they are too old to be sent again (hourly).
-        let mut next_sweep = tokio::time::Instant::now() + Duration::from_secs(60);
+        // (Reported events' ids too old to come again are forgotten by the `housekeeping` job.)
         loop {
             tokio::time::sleep(every).await;
             if let Err(err) = flush(&ctx).await {
                 tracing::warn!("cannot write the counted API calls: {err}");
-            }
-            if tokio::time::Instant::now() >= next_sweep {
-                next_sweep = tokio::time::Instant::now() + Duration::from_secs(3600);
-                match super::report::forget_old_events(&ctx).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(
-                        "forgot the ids of {n} reported events older than {} days",
-                        super::report::REMEMBER_IDS_DAYS
-                    ),
-                    Err(err) => tracing::warn!("cannot forget old reported events: {err}"),
-                }
             }
         }
     })

@@ -119,3 +119,12 @@ pub async fn revoke_link(
     })?;
     Ok(row)
 }
+
+/// Removes setup links that expired before `now`, used or not (their use is in the audit log).
+pub async fn delete_expired_setup_links(conn: &mut Conn, now: NaiveDateTime) -> AppResult<usize> {
+    Ok(with_conn!(conn, |c| diesel::delete(
+        sso_setup_links::table.filter(sso_setup_links::expires_at.lt(now))
+    )
+    .execute(c)
+    .await)?)
+}

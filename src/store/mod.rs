@@ -12,6 +12,7 @@ pub mod admin;
 pub mod alerts;
 pub mod audit;
 pub mod changes;
+pub mod jobs;
 pub mod logins;
 pub mod models;
 pub mod plugins;

@@ -449,3 +449,21 @@ diesel::joinable!(alerts -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(alerts, tenants);
 diesel::joinable!(webhook_deliveries -> webhooks (webhook_id));
 diesel::allow_tables_to_appear_in_same_query!(webhook_deliveries, webhooks);
+
+diesel::table! {
+    scheduled_jobs (name) {
+        name -> Text,
+        interval_seconds -> BigInt,
+        next_run_at -> Timestamp,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        runs -> BigInt,
+        failures -> BigInt,
+        last_started_at -> Nullable<Timestamp>,
+        last_finished_at -> Nullable<Timestamp>,
+        last_duration_ms -> Nullable<BigInt>,
+        last_server -> Nullable<Text>,
+        last_outcome -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+    }
+}

@@ -79,6 +79,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/provisioning/runs.html"),
     ),
     ("audit.html", include_str!("../../templates/audit.html")),
+    ("jobs.html", include_str!("../../templates/jobs.html")),
     ("alerts.html", include_str!("../../templates/alerts.html")),
     (
         "tenants/quotas.html",
@@ -227,6 +228,7 @@ where
         .route("/runs", web::get().to(provisioning::runs))
         .route("/runs/{id}", web::get().to(provisioning::run))
         .route("/audit", web::get().to(audit::list))
+        .route("/jobs", web::get().to(portal::jobs::list))
         .route("/alerts", web::get().to(alerts::list))
         .route(
             "/tenants/{slug}/quotas",

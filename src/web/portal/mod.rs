@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod catalog;
+pub mod jobs;
 pub mod pages;
 pub mod plugins;
 pub mod provisioning;
