@@ -5,9 +5,10 @@
 //! and the job is taken over at its next tick by any server.
 //!
 //! The jobs: `usage-measure` (every active tenant that holds resources, measured in its
-//! backends: `quotas.measure_interval_seconds`) and `housekeeping` (expired sessions, login
+//! backends: `quotas.measure_interval_seconds`), `housekeeping` (expired sessions, login
 //! attempts, setup links and idempotency keys, and reported-event ids too old to come again:
-//! `jobs.housekeeping_interval_seconds`).
+//! `jobs.housekeeping_interval_seconds`) and `retention` (canceled and deleted tenants purged
+//! when their retention period ends: `jobs.retention_interval_seconds`).
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,11 @@ pub fn specs(ctx: &Context) -> Vec<JobSpec> {
             name: "housekeeping",
             description: "expired sessions, login attempts, setup links and idempotency keys swept; old reported-event ids forgotten",
             interval: Duration::from_secs(config.jobs.housekeeping_interval_seconds),
+        },
+        JobSpec {
+            name: "retention",
+            description: "canceled and deleted tenants purged across their backends when their retention period ends",
+            interval: Duration::from_secs(config.jobs.retention_interval_seconds),
         },
         JobSpec {
             name: "usage-measure",
@@ -250,6 +256,7 @@ async fn tick(ctx: &Context, owner: &str, spec: JobSpec) -> AppResult<()> {
 async fn run(ctx: &Context, name: &str) -> AppResult<String> {
     match name {
         "housekeeping" => housekeeping(ctx).await,
+        "retention" => retention(ctx).await,
         "usage-measure" => {
             let (measured, failed) = crate::quotas::measure::measure_all(ctx).await?;
             if failed > 0 {
@@ -275,4 +282,53 @@ async fn housekeeping(ctx: &Context) -> AppResult<String> {
     Ok(format!(
         "swept {sessions} sessions, {attempts} login attempts, {links} setup links, {keys} idempotency keys, {events} reported-event ids"
     ))
+}
+
+/// Tenants purged by one run of `retention` at most (the next run takes the rest).
+const PURGES_PER_RUN: i64 = 1000;
+
+/// Purges the canceled and deleted tenants whose retention period has ended, as an operator's
+/// purge would (audited, and undone in every backend by a purge run), as `job:retention`.
+async fn retention(ctx: &Context) -> AppResult<String> {
+    let ended = clock::now() - chrono::Duration::days(ctx.config.retention_days.into());
+    let slugs = {
+        let mut conn = ctx.db.conn().await?;
+        store::tenants::slugs_in_status_since(
+            &mut conn,
+            &["canceled", "deleted"],
+            ended,
+            PURGES_PER_RUN,
+        )
+        .await?
+    };
+    let actor = crate::audit::Actor {
+        name: "job:retention".into(),
+        source_ip: None,
+        request_id: None,
+    };
+    let reason = format!(
+        "retention period of {} days ended",
+        ctx.config.retention_days
+    );
+    let (mut purged, mut failed) = (Vec::new(), Vec::new());
+    for slug in slugs {
+        match crate::lifecycle::purge(ctx, &actor, &slug, false, &reason).await {
+            Ok(()) => purged.push(slug),
+            // Restored, purged or changed meanwhile: not this run's to purge.
+            Err(AppError::NotFound { .. } | AppError::Conflict { .. }) => {}
+            Err(err) => failed.push(format!("{slug}: {err}")),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(AppError::Unavailable(format!(
+            "purged {}; could not purge {}",
+            purged.len(),
+            failed.join("; ")
+        )));
+    }
+    Ok(if purged.is_empty() {
+        "nothing to purge".to_owned()
+    } else {
+        format!("purged {} tenants: {}", purged.len(), purged.join(", "))
+    })
 }

@@ -1,7 +1,9 @@
 //! Scheduled jobs: each runs once per interval across every replica. Two real servers
 //! (`tenantry serve`) on one PostgreSQL run the `housekeeping` job every 2 s: the runs the
 //! database records are the runs the servers made (no interval run twice), it sweeps what
-//! expired, and the jobs show through the API and the CLI.
+//! expired, and the jobs show through the API and the CLI. The `retention` job purges a
+//! canceled tenant whose retention period has ended (its status change moved back in time by
+//! the test), and leaves one still within it.
 
 mod common;
 
@@ -14,6 +16,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
 use tenantry::audit::Actor;
 use tenantry::auth::{self, Role};
+
+backend_tests!(retention_purges_tenants_whose_retention_period_ended);
 
 const RUNS: &str = r#"tenantry_job_runs_total{job="housekeeping",outcome="succeeded"}"#;
 
@@ -154,5 +158,70 @@ async fn the_cli_lists_the_jobs() {
     assert!(text.contains("usage-measure"), "{text}");
     assert!(text.contains("never"), "no run yet: {text}");
     let listed = cli.json(&["job", "list"]).await;
-    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+}
+
+async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend) {
+    let app = common::TestApp::spawn_with(backend, |c| {
+        c.jobs.retention_interval_seconds = 1;
+        c.retention_days = 30;
+    })
+    .await;
+    for slug in ["old-co", "recent-co"] {
+        app.create_tenant(slug).await;
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/tenant/{slug}/cancel"),
+                serde_json::json!({ "reason": "left" }),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    let (_, recent) = app.get("/api/v1/tenant/recent-co").await;
+    assert!(recent["retention_ends_at"].is_string(), "{recent}");
+    // old-co was canceled 31 days ago.
+    {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use tenantry::store::schema::tenants;
+        let past = tenantry::clock::now() - chrono::Duration::days(31);
+        let mut conn = app.ctx.db.conn().await.unwrap();
+        let changed = tenantry::with_conn!(conn, |c| diesel::update(
+            tenants::table.filter(tenants::slug.eq("old-co"))
+        )
+        .set(tenants::status_changed_at.eq(past))
+        .execute(c)
+        .await)
+        .unwrap();
+        assert_eq!(changed, 1);
+    }
+    let started = Instant::now();
+    loop {
+        let (status, _) = app.get("/api/v1/tenant/old-co").await;
+        if status == reqwest::StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "old-co was not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = app.get("/api/v1/tenant/recent-co").await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "within its retention period"
+    );
+    let (_, audit) = app.get("/api/v1/audit?action=tenant.purge").await;
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{audit}");
+    assert_eq!(items[0]["actor"], "job:retention", "{audit}");
+    let listed: Vec<Value> = {
+        let (_, jobs) = app.get("/api/v1/jobs").await;
+        jobs.as_array().unwrap().clone()
+    };
+    let retention = job(&listed, "retention");
+    assert!(retention["runs"].as_i64().unwrap() >= 1, "{retention}");
+    app.stop().await;
 }

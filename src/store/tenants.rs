@@ -1,5 +1,6 @@
 //! SQL of the tenant registry and its status history.
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -246,4 +247,23 @@ pub async fn update_sealed(
     .await)?;
     conn.changed(Change::Tenant(id.to_owned()));
     Ok(())
+}
+
+/// The slugs of tenants in one of `statuses` whose status changed before `before`, oldest
+/// change first (at most `limit`).
+pub async fn slugs_in_status_since(
+    conn: &mut Conn,
+    statuses: &[&str],
+    before: NaiveDateTime,
+    limit: i64,
+) -> AppResult<Vec<String>> {
+    let statuses: Vec<String> = statuses.iter().map(|s| (*s).to_owned()).collect();
+    Ok(with_conn!(conn, |c| tenants::table
+        .filter(tenants::status.eq_any(&statuses))
+        .filter(tenants::status_changed_at.lt(before))
+        .order(tenants::status_changed_at.asc())
+        .limit(limit)
+        .select(tenants::slug)
+        .load(c)
+        .await)?)
 }
