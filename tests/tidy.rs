@@ -62,6 +62,7 @@ const LAYERS: &[Layer] = &[
             "plugin_registry",
             "quotas",
             "alerts",
+            "jobs",
         ],
         ordered: true,
     },
