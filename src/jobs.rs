@@ -158,13 +158,33 @@ pub fn spawn(ctx: &Context) -> tokio::task::JoinHandle<()> {
         }
         loop {
             tokio::time::sleep(TICK).await;
-            for spec in &specs {
+            // A read first: the claim (a write) only for what is due and not held.
+            let due = match due(&ctx).await {
+                Ok(due) => due,
+                Err(err) => {
+                    tracing::warn!("jobs: cannot read the schedule: {err}");
+                    continue;
+                }
+            };
+            for spec in specs.iter().filter(|s| due.iter().any(|d| d == s.name)) {
                 if let Err(err) = tick(&ctx, &owner, *spec).await {
                     tracing::warn!(job = spec.name, "jobs: {err}");
                 }
             }
         }
     })
+}
+
+/// The jobs due now whose lease is free or expired.
+async fn due(ctx: &Context) -> AppResult<Vec<String>> {
+    let now = clock::now();
+    let mut conn = ctx.db.conn().await?;
+    Ok(store::jobs::list(&mut conn)
+        .await?
+        .into_iter()
+        .filter(|r| r.next_run_at <= now && r.lease_expires_at.is_none_or(|until| until < now))
+        .map(|r| r.name)
+        .collect())
 }
 
 async fn record(ctx: &Context, specs: &[JobSpec]) -> AppResult<()> {
