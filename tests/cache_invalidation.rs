@@ -13,43 +13,30 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::ServerProcess;
-use common::{Backend, TestDatabase, random_master_key, test_config};
+use common::process::{ServerProcess, SharedDatabase};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
 use tenantry::auth::{self, Principal, Role, TenantScope};
 
 struct Setup {
-    database: TestDatabase,
+    shared: SharedDatabase,
     ctx: tenantry::context::Context,
     token: String,
     a: ServerProcess,
     b: ServerProcess,
-    _dir: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::create(Backend::Postgres, dir.path()).await;
-    let master_key = random_master_key();
-    let mut config = test_config(dir.path(), &database.url);
-    config.master_key = Some(master_key.clone());
-    let (ctx, _) = tenantry::app::open(config).await.expect("opens");
-    let token =
-        auth::create_platform_token(&ctx, &Actor::system(), "ops", Role::PlatformAdmin, None)
-            .await
-            .unwrap()
-            .token;
-    let a = ServerProcess::start(&database.url, &master_key, &dir.path().join("a"), &[]).await;
-    let b = ServerProcess::start(&database.url, &master_key, &dir.path().join("b"), &[]).await;
+    let shared = SharedDatabase::create().await;
+    let a = shared.server("a", &[]).await;
+    let b = shared.server("b", &[]).await;
     Setup {
-        database,
-        ctx,
-        token,
+        ctx: shared.ctx.clone(),
+        token: shared.token.clone(),
+        shared,
         a,
         b,
-        _dir: dir,
     }
 }
 
@@ -88,7 +75,7 @@ impl Setup {
         self.a.kill().await;
         self.b.kill().await;
         drop(self.ctx);
-        self.database.drop_database().await;
+        self.shared.database.drop_database().await;
     }
 }
 

@@ -9,13 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::Backend;
 use common::cli::Cli;
-use common::process::ServerProcess;
-use common::{Backend, TestDatabase, random_master_key, test_config};
+use common::process::SharedDatabase;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
-use tenantry::audit::Actor;
-use tenantry::auth::{self, Role};
 
 backend_tests!(retention_purges_tenants_whose_retention_period_ended);
 
@@ -41,17 +39,8 @@ fn job<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_run_each_interval_of_a_job_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::create(Backend::Postgres, dir.path()).await;
-    let master_key = random_master_key();
-    let mut config = test_config(dir.path(), &database.url);
-    config.master_key = Some(master_key.clone());
-    let (ctx, _) = tenantry::app::open(config).await.expect("opens");
-    let token =
-        auth::create_platform_token(&ctx, &Actor::system(), "ops", Role::PlatformAdmin, None)
-            .await
-            .unwrap()
-            .token;
+    let shared = SharedDatabase::create().await;
+    let (database, token) = (&shared.database, &shared.token);
     // An idempotency key that expired: the housekeeping sweeps it.
     let mut conn = AsyncPgConnection::establish(&database.url).await.unwrap();
     conn.batch_execute(
@@ -68,12 +57,10 @@ async fn two_servers_run_each_interval_of_a_job_once() {
     ];
     let mut servers = Vec::new();
     for i in 0..2 {
-        let server_dir = dir.path().join(format!("server-{i}"));
-        servers
-            .push(ServerProcess::start(&database.url, &master_key, &server_dir, &settings).await);
+        servers.push(shared.server(&format!("server-{i}"), &settings).await);
     }
     let base = servers[0].base.clone();
-    let listed = jobs(&base, &token).await;
+    let listed = jobs(&base, token).await;
     assert!(
         listed.iter().all(|j| j["name"] != "usage-measure"),
         "an interval of 0 turns a job off: {listed:?}"
@@ -84,7 +71,7 @@ async fn two_servers_run_each_interval_of_a_job_once() {
     let started = Instant::now();
     tokio::time::sleep(Duration::from_millis(8_500)).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let listed = jobs(&base, &token).await;
+    let listed = jobs(&base, token).await;
     let housekeeping = job(&listed, "housekeeping");
     let runs = housekeeping["runs"].as_i64().unwrap();
     let mut made = 0.0;
@@ -124,7 +111,7 @@ async fn two_servers_run_each_interval_of_a_job_once() {
     let base = servers[0].base.clone();
     let started = Instant::now();
     loop {
-        let runs = job(&jobs(&base, &token).await, "housekeeping")["runs"]
+        let runs = job(&jobs(&base, token).await, "housekeeping")["runs"]
             .as_i64()
             .unwrap();
         if runs >= before + 2 {
@@ -137,7 +124,7 @@ async fn two_servers_run_each_interval_of_a_job_once() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(servers);
-    database.drop_database().await;
+    shared.database.drop_database().await;
 }
 
 #[derive(diesel::QueryableByName)]

@@ -13,37 +13,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::ServerProcess;
-use common::{Backend, TestDatabase, random_master_key, test_config};
+use common::process::{ServerProcess, SharedDatabase};
 use serde_json::{Value, json};
-use tenantry::audit::Actor;
-use tenantry::auth::{self, Role};
 
-struct Setup {
-    database: TestDatabase,
-    master_key: String,
-    token: String,
-    dir: tempfile::TempDir,
-}
+type Setup = SharedDatabase;
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let database = TestDatabase::create(Backend::Postgres, dir.path()).await;
-    let master_key = random_master_key();
-    let mut config = test_config(dir.path(), &database.url);
-    config.master_key = Some(master_key.clone());
-    let (ctx, _) = tenantry::app::open(config).await.expect("opens");
-    let token =
-        auth::create_platform_token(&ctx, &Actor::system(), "ops", Role::PlatformAdmin, None)
-            .await
-            .unwrap()
-            .token;
-    Setup {
-        database,
-        master_key,
-        token,
-        dir,
-    }
+    SharedDatabase::create().await
 }
 
 async fn servers(setup: &Setup, n: usize) -> Vec<ServerProcess> {
@@ -56,10 +32,7 @@ async fn servers(setup: &Setup, n: usize) -> Vec<ServerProcess> {
     ];
     let mut out = Vec::new();
     for i in 0..n {
-        let dir = setup.dir.path().join(format!("server-{i}"));
-        out.push(
-            ServerProcess::start(&setup.database.url, &setup.master_key, &dir, &settings).await,
-        );
+        out.push(setup.server(&format!("server-{i}"), &settings).await);
     }
     out
 }

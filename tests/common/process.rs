@@ -76,3 +76,53 @@ impl ServerProcess {
         let _ = self.child.wait().await;
     }
 }
+
+/// A PostgreSQL database of its own for servers started with [`ServerProcess::start`], opened
+/// (migrated) once with a master key, and a platform-admin token on it.
+pub struct SharedDatabase {
+    pub database: super::TestDatabase,
+    pub master_key: String,
+    /// The registry as the test sees it (the servers are processes of their own).
+    pub ctx: tenantry::context::Context,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl SharedDatabase {
+    pub async fn create() -> SharedDatabase {
+        let dir = tempfile::tempdir().unwrap();
+        let database = super::TestDatabase::create(super::Backend::Postgres, dir.path()).await;
+        let master_key = super::random_master_key();
+        let mut config = super::test_config(dir.path(), &database.url);
+        config.master_key = Some(master_key.clone());
+        let (ctx, _) = tenantry::app::open(config).await.expect("opens");
+        let token = tenantry::auth::create_platform_token(
+            &ctx,
+            &tenantry::audit::Actor::system(),
+            "ops",
+            tenantry::auth::Role::PlatformAdmin,
+            None,
+        )
+        .await
+        .unwrap()
+        .token;
+        SharedDatabase {
+            database,
+            master_key,
+            ctx,
+            token,
+            dir,
+        }
+    }
+
+    /// Starts a server named `name` on the database, with more `TENANTRY_*` `settings`.
+    pub async fn server(&self, name: &str, settings: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::start(
+            &self.database.url,
+            &self.master_key,
+            &self.dir.path().join(name),
+            settings,
+        )
+        .await
+    }
+}
