@@ -1172,5 +1172,27 @@ async fn the_jobs_page_shows_each_jobs_schedule_and_last_run(backend: Backend) {
         "{}",
         page.body
     );
+
+    // A canceled tenant's page says when the retention job purges it.
+    app.create_tenant("leaving-co").await;
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant/leaving-co/cancel",
+            serde_json::json!({ "reason": "left" }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let page = browser.get("/tenants/leaving-co").await;
+    page.assert_status(StatusCode::OK);
+    assert!(
+        page.body.contains("<dt>Purge scheduled</dt>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("restore it before to keep it"),
+        "{}",
+        page.body
+    );
     app.stop().await;
 }

@@ -380,6 +380,11 @@ pub async fn detail(
         "can_purge",
         &(tenant.status.is_purgeable() && tenant.slug != tenants::ADMIN_SLUG),
     );
+    // A canceled or deleted tenant is purged by the `retention` job when its retention ends.
+    context.insert(
+        "auto_purge",
+        &(ctx.config.jobs.retention_interval_seconds > 0),
+    );
     context.insert("nav", "tenants");
     Ok(portal.page("tenants/detail.html", context)?)
 }
