@@ -184,6 +184,20 @@ async fn lifecycle(app: &TestApp, slug: &str, action: &str) -> Value {
     run
 }
 
+/// Purges a canceled tenant (hard delete, forced) and waits for the purge run, which succeeds.
+async fn purge(app: &TestApp, slug: &str) -> Value {
+    let (status, _) = app
+        .delete(&format!(
+            "/api/v1/tenant/{slug}?hard=true&force=true&reason=e2e"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, runs) = app.get("/api/v1/provisioning?limit=1").await;
+    let purge = wait_run(app, runs[0]["url"].as_str().unwrap()).await;
+    assert_eq!(purge["status"], "succeeded", "{purge:#}");
+    purge
+}
+
 fn request(slug: &str, data: &TenantData, backends: Value) -> Value {
     json!({
         "tenant": {
@@ -337,16 +351,8 @@ async fn superset_and_airflow_tenant_is_provisioned_suspended_reactivated_and_pu
 
     // Purge undoes everything in both backends.
     lifecycle(&app, &slug, "cancel").await;
-    let (status, _) = app
-        .delete(&format!(
-            "/api/v1/tenant/{slug}?hard=true&force=true&reason=e2e"
-        ))
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, runs) = app.get("/api/v1/provisioning?limit=1").await;
-    let purge = wait_run(&app, runs[0]["url"].as_str().unwrap()).await;
+    let purge = purge(&app, &slug).await;
     assert_eq!(purge["kind"], "purge");
-    assert_eq!(purge["status"], "succeeded", "{purge:#}");
     let _ = database;
     assert!(
         superset
@@ -532,15 +538,7 @@ async fn crm_organization_and_admin_follow_the_tenant_and_purge_leaves_a_follow_
     assert!(crm.org_user(&org.id, &email).await.unwrap().active);
 
     lifecycle(&app, &slug, "cancel").await;
-    let (status, _) = app
-        .delete(&format!(
-            "/api/v1/tenant/{slug}?hard=true&force=true&reason=e2e"
-        ))
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, runs) = app.get("/api/v1/provisioning?limit=1").await;
-    let purge = wait_run(&app, runs[0]["url"].as_str().unwrap()).await;
-    assert_eq!(purge["status"], "succeeded", "{purge:#}");
+    let purge = purge(&app, &slug).await;
     // BottleCRM's API cannot delete an organization: the run says so, never "done".
     let follow_ups = purge["manual_follow_ups"].as_array().unwrap();
     assert!(
@@ -675,15 +673,7 @@ async fn postgres_makes_the_database_that_superset_registers_in_one_request() {
 
     // Purge: Superset's side and the database and role are gone.
     lifecycle(&app, &slug, "cancel").await;
-    let (status, _) = app
-        .delete(&format!(
-            "/api/v1/tenant/{slug}?hard=true&force=true&reason=e2e"
-        ))
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, runs) = app.get("/api/v1/provisioning?limit=1").await;
-    let purge = wait_run(&app, runs[0]["url"].as_str().unwrap()).await;
-    assert_eq!(purge["status"], "succeeded", "{purge:#}");
+    purge(&app, &slug).await;
     assert!(
         superset
             .database_named(&format!("tenantry-{slug}-primary"))
