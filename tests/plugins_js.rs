@@ -60,6 +60,10 @@ fn build(dir: &Path, name: &str, world: &str) -> Vec<u8> {
         tenantry::plugins::scaffold::COMPONENTIZE_JS_VERSION,
         "the scaffold pins the version the tests build with"
     );
+    assert_eq!(
+        package["devDependencies"]["@bytecodealliance/preview2-shim"],
+        tenantry::plugins::scaffold::PREVIEW2_SHIM_VERSION,
+    );
     let built = Command::new("npm")
         .args(["run", "build"])
         .current_dir(&crate_dir)

@@ -283,6 +283,10 @@ tenantry_plugin_sdk::register_quota_policy!({type_name});
 /// with).
 pub const COMPONENTIZE_JS_VERSION: &str = "0.19.3";
 
+/// The WASI shim componentize-js imports without declaring it (npm does not always hoist its
+/// dependencies' copy where componentize-js finds it): a JavaScript plugin names it itself.
+pub const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
+
 /// Creates the JavaScript plugin `name` in `dir` (default `./name`): a quota policy or a
 /// renderer in `src/plugin.js`, built by `npm run build` with componentize-js into a component
 /// against the WIT written into it, with its manifest embedded. Returns its directory.
@@ -313,7 +317,8 @@ pub fn create_js(name: &str, world: World, dir: Option<&Path>) -> anyhow::Result
     "build": "node build.mjs"
   }},
   "devDependencies": {{
-    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS_VERSION}"
+    "@bytecodealliance/componentize-js": "{COMPONENTIZE_JS_VERSION}",
+    "@bytecodealliance/preview2-shim": "{PREVIEW2_SHIM_VERSION}"
   }}
 }}
 "#
