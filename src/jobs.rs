@@ -7,8 +7,13 @@
 //! The jobs: `usage-measure` (every active tenant that holds resources, measured in its
 //! backends: `quotas.measure_interval_seconds`), `housekeeping` (expired sessions, login
 //! attempts, setup links and idempotency keys, and reported-event ids too old to come again:
-//! `jobs.housekeeping_interval_seconds`) and `retention` (canceled and deleted tenants purged
-//! when their retention period ends: `jobs.retention_interval_seconds`).
+//! `jobs.housekeeping_interval_seconds`), `retention` (canceled and deleted tenants purged
+//! when their retention period ends: `jobs.retention_interval_seconds`), `trials` (trials that
+//! end suspended or converted, a `trial_ending` alert before: `jobs.trials_interval_seconds`)
+//! and `alerts` (every live tenant's alerts evaluated: `jobs.alerts_interval_seconds`).
+//!
+//! A failed run raises a `job_failing` alert on the platform's own tenant; the next run that
+//! succeeds resolves it.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +21,10 @@ use chrono::NaiveDateTime;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::alerts::{AlertKind, AlertSeverity};
+use crate::audit::Actor;
 use crate::clock;
+use crate::config::TrialEndAction;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::store;
@@ -37,6 +45,11 @@ pub fn specs(ctx: &Context) -> Vec<JobSpec> {
     let config = &ctx.config;
     [
         JobSpec {
+            name: "alerts",
+            description: "every trial and active tenant's alerts evaluated (quotas, at-risk), beside each server's own evaluation of the tenants it serves",
+            interval: Duration::from_secs(config.jobs.alerts_interval_seconds),
+        },
+        JobSpec {
             name: "housekeeping",
             description: "expired sessions, login attempts, setup links and idempotency keys swept; old reported-event ids forgotten",
             interval: Duration::from_secs(config.jobs.housekeeping_interval_seconds),
@@ -45,6 +58,11 @@ pub fn specs(ctx: &Context) -> Vec<JobSpec> {
             name: "retention",
             description: "canceled and deleted tenants purged across their backends when their retention period ends",
             interval: Duration::from_secs(config.jobs.retention_interval_seconds),
+        },
+        JobSpec {
+            name: "trials",
+            description: "trials that have ended suspended or converted (trials.end_action); a trial_ending alert and webhook trials.notice_days before",
+            interval: Duration::from_secs(config.jobs.trials_interval_seconds),
         },
         JobSpec {
             name: "usage-measure",
@@ -255,6 +273,12 @@ async fn tick(ctx: &Context, owner: &str, spec: JobSpec) -> AppResult<()> {
         None => tracing::info!(job = spec.name, "jobs: {}", outcome.unwrap_or_default()),
         Some(err) => tracing::warn!(job = spec.name, "jobs: failed: {err}"),
     }
+    if let Err(err) = alert(ctx, owner, spec, error.as_deref(), outcome).await {
+        tracing::warn!(
+            job = spec.name,
+            "jobs: cannot raise or resolve its alert: {err}"
+        );
+    }
     let mut conn = ctx.db.conn().await?;
     store::jobs::finish(
         &mut conn,
@@ -272,11 +296,62 @@ async fn tick(ctx: &Context, owner: &str, spec: JobSpec) -> AppResult<()> {
     Ok(())
 }
 
+/// Raises the `job_failing` alert of `spec` (on the platform's own tenant) when its run
+/// failed, and resolves it when the run succeeded.
+async fn alert(
+    ctx: &Context,
+    owner: &str,
+    spec: JobSpec,
+    error: Option<&str>,
+    outcome: Option<&str>,
+) -> AppResult<()> {
+    let platform = crate::tenants::get(ctx, crate::tenants::ADMIN_SLUG).await?;
+    match error {
+        Some(error) => {
+            crate::alerts::operations::raise(
+                ctx,
+                crate::alerts::operations::Raise {
+                    tenant_id: &platform.id,
+                    slug: &platform.slug,
+                    kind: AlertKind::JobFailing,
+                    subject: spec.name,
+                    period: "",
+                    severity: AlertSeverity::Critical,
+                    value: 1.0,
+                    message: format!(
+                        "the scheduled job `{}` failed on {owner}: {error}",
+                        spec.name
+                    ),
+                },
+            )
+            .await?;
+        }
+        None => {
+            crate::alerts::operations::resolve(
+                ctx,
+                &platform.id,
+                &platform.slug,
+                AlertKind::JobFailing,
+                spec.name,
+                &format!(
+                    "the scheduled job `{}` ran again on {owner}: {}",
+                    spec.name,
+                    outcome.unwrap_or_default()
+                ),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// One run of the job `name`: what it did.
 async fn run(ctx: &Context, name: &str) -> AppResult<String> {
     match name {
+        "alerts" => alerts(ctx).await,
         "housekeeping" => housekeeping(ctx).await,
         "retention" => retention(ctx).await,
+        "trials" => trials(ctx).await,
         "usage-measure" => {
             let (measured, failed) = crate::quotas::measure::measure_all(ctx).await?;
             if failed > 0 {
@@ -321,11 +396,7 @@ async fn retention(ctx: &Context) -> AppResult<String> {
         )
         .await?
     };
-    let actor = crate::audit::Actor {
-        name: "job:retention".into(),
-        source_ip: None,
-        request_id: None,
-    };
+    let actor = job_actor("retention");
     let reason = format!(
         "retention period of {} days ended",
         ctx.config.retention_days
@@ -351,4 +422,143 @@ async fn retention(ctx: &Context) -> AppResult<String> {
     } else {
         format!("purged {} tenants: {}", purged.len(), purged.join(", "))
     })
+}
+
+/// Who a job acts as in the audit log and the status history.
+fn job_actor(job: &str) -> Actor {
+    Actor {
+        name: format!("job:{job}"),
+        source_ip: None,
+        request_id: None,
+    }
+}
+
+/// Trials ended (or noticed) by one run of `trials` at most (the next run takes the rest).
+const TRIALS_PER_RUN: i64 = 1000;
+
+/// Ends the trials that have ended (`trials.end_action`: suspend or convert, as the lifecycle
+/// transition an operator would make, as `job:trials`), raises `trial_ending` for the trials
+/// that end within `trials.notice_days`, and resolves that alert for tenants no longer in trial.
+async fn trials(ctx: &Context) -> AppResult<String> {
+    let now = clock::now();
+    let config = &ctx.config.trials;
+    let actor = job_actor("trials");
+    let (transition, done) = match config.end_action {
+        TrialEndAction::Suspend => (crate::tenants::Transition::Suspend, "suspended"),
+        TrialEndAction::Convert => (crate::tenants::Transition::Convert, "converted to active"),
+    };
+    let ended = {
+        let mut conn = ctx.db.conn().await?;
+        store::tenants::trials_ending_before(&mut conn, now, TRIALS_PER_RUN).await?
+    };
+    let (mut changed, mut failed) = (Vec::new(), Vec::new());
+    for (id, slug, end) in ended {
+        let reason = format!("trial ended on {}", end.format("%Y-%m-%d %H:%M UTC"));
+        match crate::lifecycle::transition(ctx, &actor, &slug, transition, &reason).await {
+            Ok(_) => {
+                crate::alerts::operations::resolve(
+                    ctx,
+                    &id,
+                    &slug,
+                    AlertKind::TrialEnding,
+                    "trial",
+                    &format!("{slug}'s {reason}; it is {done}"),
+                )
+                .await?;
+                changed.push(slug);
+            }
+            // Changed meanwhile by an operator: not this run's.
+            Err(AppError::NotFound { .. } | AppError::Conflict { .. }) => {}
+            Err(err) => failed.push(format!("{slug}: {err}")),
+        }
+    }
+    let mut noticed = 0;
+    if config.notice_days > 0 {
+        let horizon = now + chrono::Duration::days(config.notice_days.into());
+        let soon = {
+            let mut conn = ctx.db.conn().await?;
+            store::tenants::trials_ending_before(&mut conn, horizon, TRIALS_PER_RUN).await?
+        };
+        for (id, slug, end) in soon.into_iter().filter(|(_, _, end)| *end > now) {
+            let left = end - now;
+            let days = (left.num_seconds() as f64 / 86_400.0).ceil().max(1.0);
+            let raised = crate::alerts::operations::raise(
+                ctx,
+                crate::alerts::operations::Raise {
+                    tenant_id: &id,
+                    slug: &slug,
+                    kind: AlertKind::TrialEnding,
+                    subject: "trial",
+                    period: &end.format("%Y-%m-%d").to_string(),
+                    severity: AlertSeverity::Warning,
+                    value: days,
+                    message: format!(
+                        "{slug}'s trial ends on {} (in {days} day{}); it is then {done}",
+                        end.format("%Y-%m-%d %H:%M UTC"),
+                        if days == 1.0 { "" } else { "s" }
+                    ),
+                },
+            )
+            .await?;
+            noticed += usize::from(raised.is_some());
+        }
+    }
+    // Tenants converted, suspended or canceled by an operator before their trial ended.
+    let stale = {
+        let mut conn = ctx.db.conn().await?;
+        store::alerts::open_of_kind(&mut conn, AlertKind::TrialEnding.as_str(), TRIALS_PER_RUN)
+            .await?
+    };
+    for (row, slug, status) in stale.into_iter().filter(|(_, _, s)| s != "trial") {
+        crate::alerts::operations::resolve(
+            ctx,
+            &row.tenant_id,
+            &slug,
+            AlertKind::TrialEnding,
+            "trial",
+            &format!("{slug} is no longer in trial: it is {status}"),
+        )
+        .await?;
+    }
+    if !failed.is_empty() {
+        return Err(AppError::Unavailable(format!(
+            "{} trials ended; could not end {}",
+            changed.len(),
+            failed.join("; ")
+        )));
+    }
+    Ok(match changed.is_empty() {
+        true => format!("no trial ended; {noticed} trial_ending alerts raised"),
+        false => format!(
+            "{} trials ended ({done}): {}; {noticed} trial_ending alerts raised",
+            changed.len(),
+            changed.join(", ")
+        ),
+    })
+}
+
+/// Evaluates the alerts of every trial and active tenant.
+async fn alerts(ctx: &Context) -> AppResult<String> {
+    let (mut after, mut evaluated, mut raised, mut resolved) = (String::new(), 0, 0, 0);
+    loop {
+        let rows = {
+            let mut conn = ctx.db.conn().await?;
+            store::tenants::page_after(&mut conn, &after, 200).await?
+        };
+        let Some(last) = rows.last() else { break };
+        after = last.slug.clone();
+        for row in &rows {
+            let tenant = crate::tenants::Tenant::from_row(row, ctx.config.retention_days)?;
+            if !tenant.status.is_active() {
+                continue;
+            }
+            let changes = crate::alerts::evaluate::evaluate_tenant(ctx, &tenant).await?;
+            evaluated += 1;
+            raised += changes.raised.len();
+            resolved += changes.resolved.len();
+        }
+    }
+    Ok(format!(
+        "{evaluated} tenants evaluated: {raised} alerts raised, {resolved} resolved"
+    ))
 }

@@ -20,7 +20,10 @@ use crate::transaction;
 pub fn backend_change(transition: Transition) -> LifecycleChange {
     match transition {
         Transition::Suspend => LifecycleChange::Suspend,
-        Transition::Reactivate | Transition::Restore => LifecycleChange::Reactivate,
+        // A converted trial keeps what it had; its backends are told it is live.
+        Transition::Reactivate | Transition::Restore | Transition::Convert => {
+            LifecycleChange::Reactivate
+        }
         Transition::Cancel | Transition::Delete => LifecycleChange::Cancel,
     }
 }

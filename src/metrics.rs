@@ -315,6 +315,8 @@ impl Metrics {
             "policy_failing",
             "error_rate",
             "latency",
+            "trial_ending",
+            "job_failing",
         ] {
             for severity in ["warning", "critical", "blocked"] {
                 self.alerts_raised.with_label_values(&[kind, severity]);

@@ -3,7 +3,9 @@
 //! database records are the runs the servers made (no interval run twice), it sweeps what
 //! expired, and the jobs show through the API and the CLI. The `retention` job purges a
 //! canceled tenant whose retention period has ended (its status change moved back in time by
-//! the test), and leaves one still within it.
+//! the test), and leaves one still within it. Trials end by themselves, once, with two servers
+//! on a clock the test moves (`TENANTRY_TEST_CLOCK_FILE`), after a `trial_ending` alert and its
+//! webhook; a job that fails raises an alert its next good run resolves.
 
 mod common;
 
@@ -15,7 +17,11 @@ use common::process::SharedDatabase;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::Value;
 
-backend_tests!(retention_purges_tenants_whose_retention_period_ended);
+backend_tests!(
+    retention_purges_tenants_whose_retention_period_ended,
+    a_failing_job_raises_an_alert_its_next_good_run_resolves,
+    a_trial_is_converted_by_an_operator_or_by_the_job
+);
 
 const RUNS: &str = r#"tenantry_job_runs_total{job="housekeeping",outcome="succeeded"}"#;
 
@@ -145,7 +151,22 @@ async fn the_cli_lists_the_jobs() {
     assert!(text.contains("usage-measure"), "{text}");
     assert!(text.contains("never"), "no run yet: {text}");
     let listed = cli.json(&["job", "list"]).await;
-    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "alerts",
+            "housekeeping",
+            "retention",
+            "trials",
+            "usage-measure"
+        ]
+    );
 }
 
 async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend) {
@@ -210,5 +231,388 @@ async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend)
     };
     let retention = job(&listed, "retention");
     assert!(retention["runs"].as_i64().unwrap() >= 1, "{retention}");
+    app.stop().await;
+}
+
+/// Polls `check` every 200 ms until it holds, for at most `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn get(base: &str, token: &str, path: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+fn days(n: i64) -> String {
+    (n * 86_400).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trials_end_once_with_two_servers_on_a_clock_the_test_moves() {
+    let shared = SharedDatabase::create().await;
+    let token = &shared.token;
+    let clock = shared.dir.path().join("clock-offset");
+    std::fs::write(&clock, "0").unwrap();
+    let actor = tenantry::audit::Actor::system();
+    for slug in ["trial-a", "trial-b", "trial-c"] {
+        let mut new = common::new_tenant(slug, slug);
+        new.trial_days = Some(10);
+        tenantry::tenants::create(&shared.ctx, &actor, &new)
+            .await
+            .unwrap();
+    }
+    let receiver = common::webhooks::Receiver::start(0).await;
+    let settings = [
+        ("TENANTRY_TEST_CLOCK_FILE", clock.to_str().unwrap()),
+        ("TENANTRY_JOBS__TRIALS_INTERVAL_SECONDS", "1"),
+        ("TENANTRY_JOBS__ALERTS_INTERVAL_SECONDS", "0"),
+        ("TENANTRY_QUOTAS__MEASURE_INTERVAL_SECONDS", "0"),
+        ("TENANTRY_JOBS__LEASE_SECONDS", "3"),
+    ];
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        servers.push(shared.server(&format!("server-{i}"), &settings).await);
+    }
+    let base = servers[0].base.clone();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/v1/webhooks"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "url": receiver.url, "events": ["alert.raised"] }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    // Today nothing is due: the trials run, and end nothing.
+    eventually(Duration::from_secs(10), "a first run of trials", || async {
+        job(&jobs(&base, token).await, "trials")["runs"].as_i64() >= Some(1)
+    })
+    .await;
+    let alerts = get(&base, token, "/api/v1/alerts?kind=trial_ending").await;
+    assert_eq!(alerts["items"], serde_json::json!([]), "{alerts}");
+
+    // An operator converts trial-c before its end: it is no trial any more.
+    let converted = reqwest::Client::new()
+        .post(format!("{base}/api/v1/tenant/trial-c/convert"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "reason": "signed the contract" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(converted.status().is_success(), "{}", converted.status());
+
+    // Eight days on, two trials end within three days: an alert and a webhook each, once.
+    std::fs::write(&clock, days(8)).unwrap();
+    eventually(Duration::from_secs(15), "trial_ending alerts", || async {
+        let alerts = get(&base, token, "/api/v1/alerts?kind=trial_ending").await;
+        alerts["items"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let alerts = get(&base, token, "/api/v1/alerts?kind=trial_ending").await;
+    for alert in alerts["items"].as_array().unwrap() {
+        assert_eq!(alert["severity"], "warning", "{alert}");
+        assert_eq!(alert["value"], 2.0, "two days left: {alert}");
+        let message = alert["message"].as_str().unwrap();
+        assert!(
+            message.contains("(in 2 days); it is then suspended"),
+            "{message}"
+        );
+    }
+    let received = receiver.wait_for(2, Duration::from_secs(15)).await;
+    // More runs go by: nothing is raised or sent twice.
+    let runs = job(&jobs(&base, token).await, "trials")["runs"]
+        .as_i64()
+        .unwrap();
+    eventually(Duration::from_secs(10), "more runs of trials", || async {
+        job(&jobs(&base, token).await, "trials")["runs"].as_i64() >= Some(runs + 2)
+    })
+    .await;
+    let received_later = receiver.received();
+    assert_eq!(received_later.len(), 2, "{received_later:?}");
+    let mut told: Vec<String> = received
+        .iter()
+        .map(|r| {
+            r.json()["data"]["alert"]["tenant"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    told.sort();
+    assert_eq!(told, ["trial-a", "trial-b"]);
+    assert!(
+        received
+            .iter()
+            .all(|r| r.json()["data"]["alert"]["kind"] == "trial_ending")
+    );
+
+    // Past the end: both are suspended, once, by the job, with its reason.
+    std::fs::write(&clock, (10 * 86_400 + 3_600).to_string()).unwrap();
+    for slug in ["trial-a", "trial-b"] {
+        eventually(Duration::from_secs(15), "the trial ends", || async {
+            get(&base, token, &format!("/api/v1/tenant/{slug}")).await["status"] == "suspended"
+        })
+        .await;
+    }
+    let runs = job(&jobs(&base, token).await, "trials")["runs"]
+        .as_i64()
+        .unwrap();
+    eventually(Duration::from_secs(10), "more runs of trials", || async {
+        job(&jobs(&base, token).await, "trials")["runs"].as_i64() >= Some(runs + 2)
+    })
+    .await;
+    for slug in ["trial-a", "trial-b"] {
+        let tenant = get(&base, token, &format!("/api/v1/tenant/{slug}")).await;
+        assert!(
+            tenant["status_reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("trial ended on ")),
+            "{tenant}"
+        );
+        let history = get(&base, token, &format!("/api/v1/tenant/{slug}/history")).await;
+        let suspensions: Vec<&Value> = history
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["to"] == "suspended")
+            .collect();
+        assert_eq!(suspensions.len(), 1, "once: {history}");
+        assert_eq!(suspensions[0]["actor"], "job:trials", "{history}");
+    }
+    let audit = get(&base, token, "/api/v1/audit?action=tenant.suspend").await;
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{audit}");
+    assert!(items.iter().all(|i| i["actor"] == "job:trials"), "{audit}");
+    let converted = get(&base, token, "/api/v1/tenant/trial-c").await;
+    assert_eq!(converted["status"], "active", "{converted}");
+    // The alerts are over with the trials.
+    let open = get(&base, token, "/api/v1/alerts?kind=trial_ending").await;
+    assert_eq!(open["items"], serde_json::json!([]), "{open}");
+    let resolved = get(
+        &base,
+        token,
+        "/api/v1/alerts?kind=trial_ending&status=resolved",
+    )
+    .await;
+    assert_eq!(resolved["items"].as_array().unwrap().len(), 2, "{resolved}");
+    assert!(
+        resolved["items"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is suspended"),
+        "{resolved}"
+    );
+    drop(servers);
+    receiver.stop().await;
+    shared.database.drop_database().await;
+}
+
+async fn a_failing_job_raises_an_alert_its_next_good_run_resolves(backend: Backend) {
+    let app = common::TestApp::spawn_with(backend, |c| {
+        c.quotas.measure_interval_seconds = 1;
+    })
+    .await;
+    app.install_test_plugin("provisioner_v2").await;
+    let response = app
+        .request(reqwest::Method::POST, "/api/v1/tenant/provision")
+        .header("Idempotency-Key", "failing-job")
+        .json(&serde_json::json!({
+            "tenant": { "slug": "acme", "name": "Acme" },
+            "backends": { "provisioner-v2": {} },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (status, accepted) = common::into_json(response).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{accepted}");
+    eventually(Duration::from_secs(20), "a good run", || async {
+        let (_, jobs) = app.get("/api/v1/jobs").await;
+        job(jobs.as_array().unwrap(), "usage-measure")["last_outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("1 tenants measured"))
+    })
+    .await;
+
+    // The backend cannot be reached: the run fails, and says so in an alert.
+    let (status, body) = app
+        .put(
+            "/api/v1/plugin/provisioner-v2/config",
+            serde_json::json!({ "unreachable": true }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    eventually(Duration::from_secs(20), "a job_failing alert", || async {
+        let (_, alerts) = app.get("/api/v1/alerts?kind=job_failing").await;
+        alerts["items"].as_array().unwrap().len() == 1
+    })
+    .await;
+    let (_, alerts) = app.get("/api/v1/alerts?kind=job_failing").await;
+    let alert = &alerts["items"][0];
+    assert_eq!(alert["subject"], "usage-measure", "{alert}");
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    assert_eq!(alert["tenant"], tenantry::tenants::ADMIN_SLUG, "{alert}");
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 measurements failed"),
+        "{alert}"
+    );
+    let (_, jobs) = app.get("/api/v1/jobs").await;
+    let measure = job(jobs.as_array().unwrap(), "usage-measure");
+    assert!(measure["failures"].as_i64().unwrap() >= 1, "{measure}");
+    assert!(measure["last_error"].is_string(), "{measure}");
+
+    // Reachable again: the next good run resolves it.
+    let (status, body) = app
+        .put(
+            "/api/v1/plugin/provisioner-v2/config",
+            serde_json::json!({ "unreachable": false }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    eventually(Duration::from_secs(20), "the alert resolved", || async {
+        let (_, alerts) = app.get("/api/v1/alerts?kind=job_failing").await;
+        alerts["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let (_, resolved) = app
+        .get("/api/v1/alerts?kind=job_failing&status=resolved")
+        .await;
+    assert!(
+        resolved["items"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ran again"),
+        "{resolved}"
+    );
+    app.stop().await;
+}
+
+/// `tenantry tenant convert` ends a trial from the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_converts_a_trial() {
+    let cli = Cli::new(Backend::Sqlite).await;
+    cli.ok(&[
+        "tenant",
+        "create",
+        "--slug",
+        "acme",
+        "--name",
+        "Acme",
+        "--trial-days",
+        "7",
+    ])
+    .await;
+    let text = cli
+        .ok(&["tenant", "convert", "acme", "--reason", "paid"])
+        .await;
+    assert!(text.contains("active"), "{text}");
+    let shown = cli.json(&["tenant", "show", "acme"]).await;
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["status_reason"], "paid", "{shown}");
+}
+
+async fn a_trial_is_converted_by_an_operator_or_by_the_job(backend: Backend) {
+    let app = common::TestApp::spawn_with(backend, |c| {
+        c.jobs.trials_interval_seconds = 1;
+        c.trials.end_action = tenantry::config::TrialEndAction::Convert;
+    })
+    .await;
+    for slug in ["early", "ending"] {
+        let (status, body) = app
+            .post(
+                "/api/v1/tenant",
+                serde_json::json!({ "slug": slug, "name": slug, "trial_days": 14 }),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+        assert_eq!(body["status"], "trial", "{body}");
+    }
+    // Convert: only from trial, with its reason, audited.
+    let (status, body) = app
+        .post("/api/v1/tenant/early/convert", serde_json::json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, tenant) = app
+        .post(
+            "/api/v1/tenant/early/convert",
+            serde_json::json!({ "reason": "paid" }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{tenant}");
+    assert_eq!(tenant["status"], "active");
+    let (status, again) = app
+        .post(
+            "/api/v1/tenant/early/convert",
+            serde_json::json!({ "reason": "paid" }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{again}");
+    assert_eq!(
+        again["error"]["details"]["allowed_from"],
+        serde_json::json!(["trial"]),
+        "{again}"
+    );
+    // A suspension and a reactivation find it active, not back in trial.
+    for action in ["suspend", "reactivate"] {
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/tenant/early/{action}"),
+                serde_json::json!({ "reason": "check" }),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    }
+    let (_, early) = app.get("/api/v1/tenant/early").await;
+    assert_eq!(early["status"], "active", "{early}");
+
+    // `ending`'s trial ended an hour ago: the job converts it (trials.end_action = convert).
+    {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use tenantry::store::schema::tenants;
+        let past = tenantry::clock::now() - chrono::Duration::hours(1);
+        let mut conn = app.ctx.db.conn().await.unwrap();
+        tenantry::with_conn!(conn, |c| diesel::update(
+            tenants::table.filter(tenants::slug.eq("ending"))
+        )
+        .set(tenants::trial_ends_at.eq(Some(past)))
+        .execute(c)
+        .await)
+        .unwrap();
+    }
+    eventually(Duration::from_secs(15), "the job converts it", || async {
+        app.get("/api/v1/tenant/ending").await.1["status"] == "active"
+    })
+    .await;
+    let (_, audit) = app.get("/api/v1/audit?action=tenant.convert").await;
+    let actors: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors.len(), 2, "{audit}");
+    assert!(actors.contains(&"job:trials"), "{audit}");
     app.stop().await;
 }

@@ -1116,7 +1116,8 @@ async fn a_plugins_configuration_is_set_from_the_plugins_page(backend: Backend) 
     let (_, plugin) = app.get("/api/v1/plugin/provisioner-v2").await;
     assert_eq!(
         plugin["config"],
-        serde_json::json!({ "seats": 12, "plan": "gold" })
+        serde_json::json!({ "seats": 12, "plan": "gold", "unreachable": false }),
+        "an unticked box is saved as false"
     );
     let answer = browser
         .post(
@@ -1194,5 +1195,38 @@ async fn the_jobs_page_shows_each_jobs_schedule_and_last_run(backend: Backend) {
         "{}",
         page.body
     );
+
+    // A trial's page says when it ends and what the `trials` job does then, and converts it.
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant",
+            serde_json::json!({ "slug": "trying-co", "name": "Trying", "trial_days": 14 }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let page = browser.get("/tenants/trying-co").await;
+    assert!(
+        page.body.contains("<dt>Trial ends</dt>") && page.body.contains("then it is suspended"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("name=\"action\" value=\"convert\""),
+        "{}",
+        page.body
+    );
+    let answer = browser
+        .post(
+            "/tenants/trying-co/lifecycle",
+            &[
+                ("csrf", &page.csrf()),
+                ("action", "convert"),
+                ("reason", "signed"),
+            ],
+        )
+        .await;
+    let page = browser.see_other(&answer).await;
+    assert_eq!(heading_status(&page.body), "active");
+    assert!(page.body.contains("<dt>Trial ended</dt>"), "{}", page.body);
     app.stop().await;
 }

@@ -4,12 +4,15 @@
 //!   policy answers, the error rate and response time of its API requests — and raises an
 //!   alert once per tenant, kind, subject, period and threshold, resolving it when what it
 //!   watches falls back (with hysteresis, and not before it has been open a while).
+//! - [`operations`]: alerts the scheduled jobs raise — a trial about to end, a job that
+//!   failed — resolved when what they tell of is over.
 //! - [`webhooks`]: endpoints operators register; each raise and resolution is written to an
 //!   outbox in the same transaction, then delivered signed (Standard Webhooks: HMAC-SHA256 over
 //!   id, timestamp and body) and retried with backoff.
 
 pub mod delivery;
 pub mod evaluate;
+pub mod operations;
 pub mod webhooks;
 
 use chrono::{DateTime, Utc};
@@ -37,15 +40,21 @@ pub enum AlertKind {
     ErrorRate,
     /// The 95th-percentile response time of the tenant's API requests over the window.
     Latency,
+    /// The tenant's trial ends within `trials.notice_days` (period: the day it ends).
+    TrialEnding,
+    /// A scheduled job failed (subject: the job; raised on the platform's own tenant).
+    JobFailing,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 5] = [
+    pub const ALL: [AlertKind; 7] = [
         AlertKind::Quota,
         AlertKind::AtRisk,
         AlertKind::PolicyFailing,
         AlertKind::ErrorRate,
         AlertKind::Latency,
+        AlertKind::TrialEnding,
+        AlertKind::JobFailing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +64,8 @@ impl AlertKind {
             AlertKind::PolicyFailing => "policy_failing",
             AlertKind::ErrorRate => "error_rate",
             AlertKind::Latency => "latency",
+            AlertKind::TrialEnding => "trial_ending",
+            AlertKind::JobFailing => "job_failing",
         }
     }
 

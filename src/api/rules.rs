@@ -59,6 +59,8 @@ const ALERT_KINDS: &[&str] = &[
     "policy_failing",
     "error_rate",
     "latency",
+    "trial_ending",
+    "job_failing",
     "",
 ];
 const TENANT_ROLES: &[&str] = &["tenant-admin", "member"];

@@ -27,6 +27,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(reactivate_tenant)
         .service(cancel_tenant)
         .service(restore_tenant)
+        .service(convert_tenant)
         .service(rollback_client_secret)
         .service(tenant_history)
         .service(export_tenant)
@@ -257,6 +258,12 @@ lifecycle_route!(
     "/tenant/{slug}/restore",
     Transition::Restore,
     "Restore a canceled or deleted tenant."
+);
+lifecycle_route!(
+    convert_tenant,
+    "/tenant/{slug}/convert",
+    Transition::Convert,
+    "Convert a trial into an active tenant: its trial ends now."
 );
 
 /// Roll the OAuth client secret back to the one before the last rotation.

@@ -14,7 +14,7 @@ pub enum AlertsCommand {
     List {
         #[arg(long)]
         tenant: Option<String>,
-        /// quota, at_risk, policy_failing, error_rate or latency.
+        /// quota, at_risk, policy_failing, error_rate, latency, trial_ending or job_failing.
         #[arg(long)]
         kind: Option<String>,
         /// The metric of a quota alert.

@@ -60,6 +60,8 @@ pub enum TenantCommand {
     },
     /// Restore a canceled or deleted tenant.
     Restore(ReasonArgs),
+    /// Convert a trial into an active tenant (its trial ends now).
+    Convert(ReasonArgs),
     /// Roll the OAuth client secret back to the one before the last rotation.
     RollbackSecret { slug: String },
     /// Check a tenant: whether it is serving, and a round trip to its own database.
@@ -388,6 +390,7 @@ pub(super) async fn tenant_command(
         TenantCommand::Reactivate(a) => transition(a.slug, Transition::Reactivate, a.reason).await,
         TenantCommand::Cancel(a) => transition(a.slug, Transition::Cancel, a.reason).await,
         TenantCommand::Restore(a) => transition(a.slug, Transition::Restore, a.reason).await,
+        TenantCommand::Convert(a) => transition(a.slug, Transition::Convert, a.reason).await,
         TenantCommand::Delete {
             slug,
             hard,

@@ -15,7 +15,7 @@ mod jobs;
 mod quotas;
 pub use alerts::{AlertsConfig, WebhooksConfig};
 pub use cache::CacheConfig;
-pub use jobs::JobsConfig;
+pub use jobs::{JobsConfig, TrialEndAction, TrialsConfig};
 pub use quotas::{
     BUILTIN_METRICS, BuiltinMetric, FailMode, MetricConfig, MetricKind, QuotasConfig, Window,
     valid_metric_name,
@@ -322,6 +322,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The scheduled jobs.
     pub jobs: JobsConfig,
+    /// The end of trials.
+    pub trials: TrialsConfig,
 }
 
 impl Default for Config {
@@ -355,12 +357,13 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             cache: CacheConfig::default(),
             jobs: JobsConfig::default(),
+            trials: TrialsConfig::default(),
         }
     }
 }
 
 /// Environment variables read by [`Config::load`] that are not configuration keys themselves.
-const ENV_NOT_KEYS: &[&str] = &["config"];
+const ENV_NOT_KEYS: &[&str] = &["config", "test_clock_file"];
 
 impl Config {
     /// Loads defaults, then `file` (or `$TENANTRY_CONFIG`, or `tenantry.toml` when it exists),
@@ -528,6 +531,7 @@ impl Config {
         self.alerts.validate()?;
         self.cache.validate()?;
         self.jobs.validate()?;
+        self.trials.validate()?;
         Ok(())
     }
 

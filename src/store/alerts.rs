@@ -208,3 +208,20 @@ pub async fn get(conn: &mut Conn, id: &str) -> AppResult<Option<AlertRow>> {
         .await
         .optional())?)
 }
+
+/// The open alerts of `kind`, with their tenant's slug and status.
+pub async fn open_of_kind(
+    conn: &mut Conn,
+    kind: &str,
+    limit: i64,
+) -> AppResult<Vec<(AlertRow, String, String)>> {
+    Ok(with_conn!(conn, |c| alerts::table
+        .inner_join(tenants::table)
+        .filter(alerts::status.eq(OPEN))
+        .filter(alerts::kind.eq(kind))
+        .order(alerts::id.asc())
+        .limit(limit)
+        .select((AlertRow::as_select(), tenants::slug, tenants::status))
+        .load(c)
+        .await)?)
+}

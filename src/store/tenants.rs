@@ -267,3 +267,23 @@ pub async fn slugs_in_status_since(
         .load(c)
         .await)?)
 }
+
+/// Tenants in `trial` whose trial ends before `before`, soonest first: (id, slug, end).
+pub async fn trials_ending_before(
+    conn: &mut Conn,
+    before: NaiveDateTime,
+    limit: i64,
+) -> AppResult<Vec<(String, String, NaiveDateTime)>> {
+    let rows: Vec<(String, String, Option<NaiveDateTime>)> = with_conn!(conn, |c| tenants::table
+        .filter(tenants::status.eq("trial"))
+        .filter(tenants::trial_ends_at.lt(before))
+        .order(tenants::trial_ends_at.asc())
+        .limit(limit)
+        .select((tenants::id, tenants::slug, tenants::trial_ends_at))
+        .load(c)
+        .await)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, slug, end)| end.map(|end| (id, slug, end)))
+        .collect())
+}

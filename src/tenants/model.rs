@@ -170,6 +170,7 @@ string_enum!(
         Cancel => "cancel",
         Delete => "delete",
         Restore => "restore",
+        Convert => "convert",
     }
 );
 
@@ -182,6 +183,7 @@ impl Transition {
             Transition::Cancel => "tenant.cancel",
             Transition::Delete => "tenant.delete",
             Transition::Restore => "tenant.restore",
+            Transition::Convert => "tenant.convert",
         }
     }
 
@@ -197,6 +199,7 @@ impl Transition {
             (Transition::Cancel, Trial | Active | Suspended) => Some(Canceled),
             (Transition::Delete, Trial | Active | Suspended | Canceled | Failed) => Some(Deleted),
             (Transition::Restore, Canceled | Deleted) => Some(live),
+            (Transition::Convert, Trial) => Some(Active),
             _ => None,
         }
     }

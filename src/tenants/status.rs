@@ -149,6 +149,10 @@ pub(super) async fn apply_transition(
     let to = transition
         .target(from, in_trial)
         .ok_or_else(|| illegal(&row, transition))?;
+    if transition == Transition::Convert {
+        // The trial ends now: a later suspension and reactivation finds the tenant active.
+        row.trial_ends_at = row.trial_ends_at.map(|end| end.min(now));
+    }
     change_status(tx, &mut row, from, to, reason, actor, now).await?;
     audit::record(
         tx,

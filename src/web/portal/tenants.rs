@@ -339,6 +339,7 @@ pub async fn detail(
                 Transition::Cancel => "Cancel",
                 Transition::Delete => "Delete",
                 Transition::Restore => "Restore",
+                Transition::Convert => "Convert to active",
             },
             danger: matches!(
                 t,
@@ -385,6 +386,22 @@ pub async fn detail(
         "auto_purge",
         &(ctx.config.jobs.retention_interval_seconds > 0),
     );
+    context.insert(
+        "trial_over",
+        &tenant
+            .trial_ends_at
+            .is_some_and(|end| end.naive_utc() <= crate::clock::now()),
+    );
+    // What the `trials` job does when the trial ends (nothing when the job is off).
+    if ctx.config.jobs.trials_interval_seconds > 0 {
+        context.insert(
+            "trial_end",
+            match ctx.config.trials.end_action {
+                crate::config::TrialEndAction::Suspend => "then it is suspended",
+                crate::config::TrialEndAction::Convert => "then it becomes active",
+            },
+        );
+    }
     context.insert("nav", "tenants");
     Ok(portal.page("tenants/detail.html", context)?)
 }

@@ -147,6 +147,11 @@ impl Guest for V2 {
         _tenant: Tenant,
         _applied: Vec<(Step, Outcome)>,
     ) -> Result<Vec<Measurement>, PluginError> {
+        if config::get("unreachable").as_deref() == Some("true") {
+            return Err(PluginError::Transient(
+                "the warehouse cannot be reached".into(),
+            ));
+        }
         if let Err(err) = sql::query("warehouse", "select 1", &[]) {
             log::write(log::Level::Info, &format!("sql: {err:?}"));
         }
