@@ -13,6 +13,7 @@ pub struct Metrics {
     pub tenants: IntGaugeVec,
     pub plugin_calls: IntCounterVec,
     pub job_runs: IntCounterVec,
+    pub backend_checks: IntCounterVec,
     pub plugin_duration: HistogramVec,
     pub provisioning_duration: HistogramVec,
     pub step_failures: IntCounterVec,
@@ -66,6 +67,14 @@ impl Metrics {
                 "Scheduled job runs by job and outcome (succeeded or failed), on this server",
             ),
             &["job", "outcome"],
+        )
+        .expect("metric definition");
+        let backend_checks = IntCounterVec::new(
+            Opts::new(
+                "tenantry_backend_checks_total",
+                "Checks of a tenant's resources in a backend (observe) by plugin and status: healthy, drifted or unreachable",
+            ),
+            &["plugin", "status"],
         )
         .expect("metric definition");
         let plugin_calls = IntCounterVec::new(
@@ -260,6 +269,9 @@ impl Metrics {
             .register(Box::new(job_runs.clone()))
             .expect("register");
         registry
+            .register(Box::new(backend_checks.clone()))
+            .expect("register");
+        registry
             .register(Box::new(plugin_duration.clone()))
             .expect("register");
         registry
@@ -278,6 +290,7 @@ impl Metrics {
             tenants,
             plugin_calls,
             job_runs,
+            backend_checks,
             plugin_duration,
             provisioning_duration,
             step_failures,

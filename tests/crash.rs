@@ -214,7 +214,12 @@ async fn a_run_survives_sigkill_and_creates_each_resource_once(backend: Backend)
         .collect();
     assert_eq!(
         attempts,
-        vec![("alpha".into(), 1), ("beta".into(), 2), ("gamma".into(), 1)],
+        vec![
+            ("alpha".into(), 1),
+            ("beta".into(), 2),
+            ("gamma".into(), 1),
+            ("validate".into(), 1)
+        ],
         "only the interrupted step ran again"
     );
     for name in ["crashco-alpha", "crashco-beta", "crashco-gamma"] {

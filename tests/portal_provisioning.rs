@@ -779,7 +779,7 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
     let run_path = provision_through_form(&browser, "acme-corp", "p@ss/word").await;
     let first = browser.get(&run_path).await;
     first.assert_status(StatusCode::OK);
-    assert!(first.has("Provisioning of acme-corp queued: 3 steps."));
+    assert!(first.has("Provisioning of acme-corp queued: 4 steps."));
     let page = wait_until_finished(&browser, &run_path).await;
     assert!(
         page.has("<span class=\"badge run-succeeded\">succeeded</span>"),
@@ -794,7 +794,7 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         page.html
             .matches("<span class=\"badge state-done\">done</span>")
             .count(),
-        3,
+        4,
         "{}",
         page.html
     );

@@ -312,7 +312,12 @@ async fn provisions_through_the_saga_and_replays_by_key(backend: Backend) {
     assert_eq!(accepted["url"], location);
     assert_eq!(
         accepted["steps"],
-        json!(["recorder/alpha", "recorder/beta", "recorder/gamma"])
+        json!([
+            "recorder/alpha",
+            "recorder/beta",
+            "recorder/gamma",
+            "recorder/validate"
+        ])
     );
     let (_, tenant) = app.get("/api/v1/tenant/acme-corp").await;
     assert!(
@@ -867,4 +872,121 @@ backend_tests!(
     bad_requests_change_nothing,
     option_b_uses_the_tenant_database_and_bundle,
     lifecycle_changes_reach_the_backends_and_purge_undoes_everything,
+    a_run_whose_backend_lost_what_it_created_fails_validation_and_is_compensated,
+    backend_health_shows_drift_and_reconcile_re_applies_exactly_what_drifted,
 );
+
+async fn a_run_whose_backend_lost_what_it_created_fails_validation_and_is_compensated(
+    backend: Backend,
+) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    // The backend answers the creation of beta and keeps nothing of it.
+    double.set_loses(Some("lossy-beta"));
+    let run = provision(&app, option_a("lossy", json!({}))).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let validate = step(&run, "validate");
+    assert_eq!(validate["action"], "validate", "{validate}");
+    assert_eq!(validate["state"], "failed", "{validate}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("recorder does not hold what this run created: resource lossy-beta: missing"),
+        "{run}"
+    );
+    for name in ["alpha", "beta", "gamma"] {
+        assert_eq!(step(&run, name)["state"], "compensated", "{run}");
+    }
+    assert!(double.names().is_empty(), "{:?}", double.names());
+    let (_, tenant) = app.get("/api/v1/tenant/lossy").await;
+    assert_eq!(tenant["status"], "failed", "not succeeded: {tenant}");
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn backend_health_shows_drift_and_reconcile_re_applies_exactly_what_drifted(
+    backend: Backend,
+) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(&app, option_a("mended", json!({}))).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(step(&run, "validate")["state"], "done", "{run}");
+    let (status, health) = app.get("/api/v1/tenant/mended/health/backends").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "healthy", "{health}");
+    let recorder = &health["backends"][0];
+    assert_eq!(recorder["plugin"], "recorder");
+    assert_eq!(recorder["resources"], 3, "{recorder}");
+    assert!(recorder["observed_at"].is_string() && recorder["duration_ms"].is_i64());
+
+    // Gone behind the plugin's back: drift, traced to its step.
+    double.forget("mended-beta");
+    let (_, health) = app.get("/api/v1/tenant/mended/health/backends").await;
+    assert_eq!(health["status"], "drifted", "{health}");
+    assert_eq!(
+        health["backends"][0]["drift"],
+        json!([{ "plugin": "recorder", "resource": "resource mended-beta", "problem": "missing" }])
+    );
+    let (status, plan) = app
+        .post("/api/v1/tenant/mended/reconcile?dry_run=true", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["changes"], true);
+    let planned: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(planned, ["beta"], "{plan}");
+    assert!(
+        plan.get("run").is_none(),
+        "a dry run queues nothing: {plan}"
+    );
+    assert!(!double.exists("mended-beta"), "the dry run changed nothing");
+
+    // A viewer may look, not repair.
+    let viewer = app
+        .token_with_role("viewer", tenantry::auth::Role::PlatformViewer)
+        .await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/tenant/mended/reconcile"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let (status, repaired) = app.post("/api/v1/tenant/mended/reconcile", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repaired}");
+    let run = wait_run(&app, repaired["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "apply");
+    let steps: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["beta"], "exactly what drifted: {run}");
+    assert!(double.exists("mended-beta"));
+    assert_eq!(double.creations("mended-alpha"), 1, "the rest untouched");
+    let (_, health) = app.get("/api/v1/tenant/mended/health/backends").await;
+    assert_eq!(health["status"], "healthy", "{health}");
+    // Nothing drifted: nothing is queued.
+    let (status, plan) = app.post("/api/v1/tenant/mended/reconcile", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["changes"], false, "{plan}");
+    let (_, audit) = app.get("/api/v1/audit?action=tenant.reconcile").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    // A backend that cannot be reached is said so.
+    double.set_down(true);
+    let (_, health) = app.get("/api/v1/tenant/mended/health/backends").await;
+    assert_eq!(health["status"], "unreachable", "{health}");
+    assert!(health["backends"][0]["error"].is_string(), "{health}");
+    double.stop().await;
+    app.stop().await;
+}

@@ -12,7 +12,8 @@ use crate::http::body::{self, ApiJson};
 use crate::http::{ApiAdmin, ApiCaller};
 use crate::provisioning::templates::{self, TemplateInput, TemplateView, VersionSummary};
 use crate::provisioning::{
-    self, Accepted, DriftReport, ProvisionRequest, Provisioned, ResourceView, RunView,
+    self, Accepted, BackendHealth, DriftReport, ProvisionRequest, Provisioned, ReconcilePlan,
+    ResourceView, RunView,
 };
 use crate::telemetry::record_tenant;
 use crate::tenants;
@@ -29,7 +30,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_runs)
         .service(get_run)
         .service(tenant_resources)
-        .service(tenant_drift);
+        .service(tenant_drift)
+        .service(tenant_backend_health)
+        .service(reconcile_tenant);
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -340,4 +343,61 @@ async fn tenant_drift(
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
     Ok(HttpResponse::Ok().json(provisioning::drift(&ctx, &tenant).await?))
+}
+
+/// Each backend's health for the tenant: its `observe`, when it was asked, how long it took,
+/// and what drifted (or why it could not be asked).
+#[utoipa::path(
+    tag = "provisioning",
+    responses((status = 200, description = "Health of each backend the tenant holds resources in", body = BackendHealth),),
+)]
+#[get("/tenant/{slug}/health/backends")]
+async fn tenant_backend_health(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_tenant_read(&slug)?;
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(provisioning::backend_health(&ctx, &tenant).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ReconcileParams {
+    /// Only show what would be re-applied.
+    dry_run: Option<bool>,
+}
+
+/// Repair drift: the backends are asked what drifted, step by step, and exactly the drifted
+/// steps are re-applied with the inputs they were applied with (an `apply` run). With
+/// `dry_run=true`, the plan only.
+#[utoipa::path(
+    tag = "provisioning",
+    params(ReconcileParams),
+    responses(
+        (status = 200, description = "The plan: nothing drifted, or a dry run", body = ReconcilePlan),
+        (status = 202, description = "The plan and the run that repairs it", body = ReconcilePlan),
+        (status = 409, description = "The tenant is not trial or active, or has a run in progress", body = ErrorBody),
+    ),
+)]
+#[post("/tenant/{slug}/reconcile")]
+async fn reconcile_tenant(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+    params: web::Query<ReconcileParams>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let plan = provisioning::reconcile_plan(&ctx, &tenant).await?;
+    if params.dry_run.unwrap_or(false) {
+        return Ok(HttpResponse::Ok().json(plan));
+    }
+    let plan = provisioning::reconcile(&ctx, &caller.actor, &tenant, plan).await?;
+    Ok(match &plan.run {
+        Some(_) => HttpResponse::Accepted().json(plan),
+        None => HttpResponse::Ok().json(plan),
+    })
 }

@@ -10,6 +10,7 @@
 //! reach the backends as runs of their own.
 
 mod drift;
+mod health;
 mod lifecycle;
 pub mod request;
 pub mod saga;
@@ -18,6 +19,10 @@ pub mod templates;
 mod views;
 
 pub use drift::{DriftItem, DriftReport, applied_steps, drift};
+pub use health::{
+    BackendHealth, BackendState, ReconcilePlan, RepairStep, backend_health, reconcile,
+    reconcile_plan,
+};
 pub use lifecycle::queue_lifecycle_in;
 pub(crate) use lifecycle::{CarriedResource, TransitionInput};
 use views::held_resources;
@@ -252,6 +257,29 @@ pub async fn provision(
             ));
         }
     }
+    // The run ends by asking each backend whether it holds what the run created.
+    let planned: Vec<String> = prepared
+        .backends
+        .iter()
+        .filter(|plugin| steps.iter().any(|s| &s.plugin == *plugin))
+        .cloned()
+        .collect();
+    for plugin in planned {
+        let seq = steps.len() as i64;
+        let sealed = ctx
+            .keyring
+            .seal("{}", &step_context(&run_id, &plugin, VALIDATE_STEP));
+        steps.push(pending_step(
+            &run_id,
+            seq,
+            &plugin,
+            VALIDATE_STEP,
+            StepAction::Validate,
+            format!("check that {plugin} holds what this run created"),
+            sealed,
+            "[]".into(),
+        ));
+    }
     let now = clock::now();
     let run = queued_run(
         &run_id,
@@ -332,6 +360,9 @@ pub async fn provision(
     ctx.runs_queued.notify_one();
     Ok(Provisioned::Queued(accepted))
 }
+
+/// The id of the step that ends a provision run in each backend: its `observe`.
+pub const VALIDATE_STEP: &str = "validate";
 
 /// A step of a new run, `pending`, its input already sealed.
 pub(crate) fn pending_step(

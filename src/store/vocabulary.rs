@@ -154,6 +154,9 @@ stored_words! {
         Compensate = "compensate",
         /// `transition`: carry a lifecycle change into the backend.
         Transition = "transition",
+        /// `validate`: ask the backend (`observe`) whether it holds what the run's `apply`
+        /// steps created; drift fails the run.
+        Validate = "validate",
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Books {
     pub down: bool,
     /// Requests about this resource are answered 503 (that part of the backend is down).
     pub down_for: Option<String>,
+    /// This resource's creation is answered 201 and not kept (a backend that loses it).
+    pub loses: Option<String>,
     next_id: u64,
 }
 
@@ -105,6 +107,11 @@ impl RecorderBackend {
         self.books.lock().unwrap().down_for = name.map(str::to_owned);
     }
 
+    /// Answers the creation of `name` and keeps nothing of it.
+    pub fn set_loses(&self, name: Option<&str>) {
+        self.books.lock().unwrap().loses = name.map(str::to_owned);
+    }
+
     /// Removes a resource behind the plugin's back (drift).
     pub fn forget(&self, name: &str) {
         self.books.lock().unwrap().resources.remove(name);
@@ -133,6 +140,9 @@ async fn create(books: web::Data<Mutex<Books>>, body: web::Json<Value>) -> HttpR
     }
     b.next_id += 1;
     let id = b.next_id;
+    if b.loses.as_deref() == Some(name.as_str()) {
+        return HttpResponse::Created().json(json!({ "id": id, "name": name }));
+    }
     b.resources.insert(name.clone(), id);
     *b.creations.entry(name.clone()).or_default() += 1;
     HttpResponse::Created().json(json!({ "id": id, "name": name }))

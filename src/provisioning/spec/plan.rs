@@ -350,7 +350,7 @@ pub async fn apply(
         });
     }
     let tenant = tenants::get(ctx, &req.tenant.slug).await?;
-    let run_id = queue_apply(ctx, actor, &tenant, &plan.steps).await?;
+    let run_id = queue_apply(ctx, actor, &tenant, &plan.steps, "tenant.apply").await?;
     Ok(Applied {
         tenant: tenant.slug,
         url: Some(run_url(&run_id)),
@@ -394,12 +394,13 @@ pub(super) fn digest(value: &Value) -> String {
 }
 
 /// Queues a run of kind `apply` for an existing tenant: the given steps, applied in order (no
-/// compensation on failure: they change live resources).
-pub(super) async fn queue_apply(
+/// compensation on failure: they change live resources), audited as `audit_action`.
+pub(crate) async fn queue_apply(
     ctx: &Context,
     actor: &Actor,
     tenant: &Tenant,
     steps: &[(String, crate::plugins::Step)],
+    audit_action: &'static str,
 ) -> AppResult<String> {
     let now = clock::now();
     let run_id = uuid::Uuid::now_v7().to_string();
@@ -450,7 +451,7 @@ pub(super) async fn queue_apply(
             tx,
             actor,
             AuditEvent::tenant(
-                "tenant.apply",
+                audit_action,
                 &tenant.id,
                 &tenant.slug,
                 json!({ "run": run_id, "steps": rows.iter().map(|s| format!("{}/{}", s.plugin, s.step_id)).collect::<Vec<_>>() }),
