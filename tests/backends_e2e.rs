@@ -257,6 +257,18 @@ async fn superset_and_airflow_tenant_is_provisioned_suspended_reactivated_and_pu
     let accepted: Value = response.json().await.unwrap();
     let run = wait_run(&app, accepted["url"].as_str().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
+    // The run ended by checking that each backend holds what it created.
+    let validated: Vec<&str> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "validate")
+        .map(|s| {
+            assert_eq!(s["state"], "done", "{s}");
+            s["plugin"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(validated.len(), 2, "{run:#}");
     let (_, tenant) = app.get(&format!("/api/v1/tenant/{slug}")).await;
     assert_eq!(tenant["status"], "active");
 
@@ -333,7 +345,60 @@ async fn superset_and_airflow_tenant_is_provisioned_suspended_reactivated_and_pu
             .any(|d| d["plugin"] == "airflow" && d["problem"].as_str().unwrap().contains("16 → 4")),
         "{report:#}"
     );
-    airflow.set_pool_slots(&format!("tenant-{slug}"), 16).await;
+    // Drift in Superset too: the row-level-security filter deleted by hand.
+    let rls_id = rls["id"].as_i64().unwrap();
+    superset.delete("rowlevelsecurity", rls_id).await;
+    let (status, health) = app
+        .get(&format!("/api/v1/tenant/{slug}/health/backends"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "drifted", "{health:#}");
+    for backend in health["backends"].as_array().unwrap() {
+        assert_eq!(backend["status"], "drifted", "{health:#}");
+        assert!(backend["observed_at"].is_string(), "{backend}");
+    }
+    // The repair plan names exactly the drifted steps; the repair re-applies them.
+    let (status, plan) = app
+        .post(
+            &format!("/api/v1/tenant/{slug}/reconcile?dry_run=true"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    let mut planned: Vec<String> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["plugin"].as_str().unwrap(),
+                s["step"].as_str().unwrap()
+            )
+        })
+        .collect();
+    planned.sort();
+    assert_eq!(planned, ["airflow/pool", "superset/rls"], "{plan:#}");
+    assert_eq!(plan["unattributed"], json!([]), "{plan:#}");
+    let (status, repaired) = app
+        .post(&format!("/api/v1/tenant/{slug}/reconcile"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repaired}");
+    let run = wait_run(&app, repaired["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(
+        airflow.pool(&format!("tenant-{slug}")).await.unwrap()["slots"],
+        16
+    );
+    let rls = superset
+        .rls_named(&format!("tenantry-{slug}-rls"))
+        .await
+        .expect("RLS filter made again");
+    assert_eq!(rls["clause"], format!("tenant_id = '{slug}'"));
+    let (_, health) = app
+        .get(&format!("/api/v1/tenant/{slug}/health/backends"))
+        .await;
+    assert_eq!(health["status"], "healthy", "{health:#}");
 
     // Suspend takes access away in both backends; reactivate gives it back.
     lifecycle(&app, &slug, "suspend").await;

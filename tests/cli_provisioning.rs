@@ -151,6 +151,35 @@ async fn templates_and_provisioning_from_the_command_line(backend: Backend) {
         "{}",
         drift.stdout
     );
+    // Health names the backend and what drifted, and exits non-zero.
+    let health = cli.run(&["tenant", "health", "cli-acme"]).await;
+    assert!(!health.ok, "{}", health.stdout);
+    assert!(
+        health
+            .stdout
+            .contains("backend recorder: drifted (3 resources")
+            && health.stdout.contains("resource cli-acme-gamma — missing"),
+        "{}",
+        health.stdout
+    );
+    // Reconcile shows the plan first, and repairs only with --yes.
+    let plan = cli.ok(&["tenant", "reconcile", "cli-acme"]).await;
+    assert!(
+        plan.contains("~ recorder/gamma") && !plan.contains("recorder/alpha"),
+        "{plan}"
+    );
+    assert!(plan.contains("run again with --yes to repair"), "{plan}");
+    assert!(!double.exists("cli-acme-gamma"), "the plan changed nothing");
+    let repaired = cli.ok(&["tenant", "reconcile", "cli-acme", "--yes"]).await;
+    assert!(repaired.contains("succeeded"), "{repaired}");
+    assert!(double.exists("cli-acme-gamma"));
+    assert_eq!(double.creations("cli-acme-alpha"), 1, "only what drifted");
+    let health = cli.json(&["tenant", "health", "cli-acme"]).await;
+    assert_eq!(health["backends"]["status"], "healthy", "{health}");
+    assert_eq!(
+        health["backends"]["backends"][0]["plugin"], "recorder",
+        "{health}"
+    );
 
     // Lifecycle through the command line reaches the backend.
     cli.ok(&["tenant", "suspend", "cli-acme", "--reason", "unpaid"])

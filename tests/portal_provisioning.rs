@@ -866,6 +866,42 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
     );
     double.set_down(false);
 
+    // The page shows each backend's health, which step a repair re-applies, and repairs it.
+    let drifted = browser.get("/tenants/acme-corp?drift=1").await;
+    assert!(
+        drifted.has("<tr id=\"health-recorder\"><td>recorder</td><td><span class=\"badge drifted\">drifted</span>"),
+        "{}",
+        drifted.html
+    );
+    assert!(
+        drifted.has("<code>recorder/beta</code>") && drifted.has("id=\"repair-drift\""),
+        "{}",
+        drifted.html
+    );
+    assert!(
+        !drifted.has("<code>recorder/alpha</code>"),
+        "only what drifted"
+    );
+    let answer = browser
+        .post("/tenants/acme-corp/reconcile", &[("csrf", &drifted.csrf())])
+        .await;
+    let run_page = browser.see_other(&answer).await;
+    assert!(
+        run_page.has("Repair of acme-corp queued: 1 step(s) re-applied."),
+        "{}",
+        run_page.html
+    );
+    let run_path = answer.redirect.clone().expect("the run's page");
+    let done = wait_until_finished(&browser, &run_path).await;
+    assert!(done.has("run-succeeded"), "{}", done.html);
+    assert!(double.exists("acme-corp-beta"));
+    let mended = browser.get("/tenants/acme-corp?drift=1").await;
+    assert!(
+        mended.has("<span class=\"badge ok\">no drift</span>"),
+        "{}",
+        mended.html
+    );
+
     // The same request with the same idempotency key opens the first run.
     let mut fields = provision_fields("keyed-co", "pw");
     for f in fields.iter_mut() {
@@ -897,7 +933,7 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         "{}",
         page.html
     );
-    assert_eq!(run_count(&app).await, 2);
+    assert_eq!(run_count(&app).await, 3, "two provisions and the repair");
     app.stop().await;
     double.stop().await;
 }

@@ -64,7 +64,9 @@ pub enum TenantCommand {
     Convert(ReasonArgs),
     /// Roll the OAuth client secret back to the one before the last rotation.
     RollbackSecret { slug: String },
-    /// Check a tenant: whether it is serving, and a round trip to its own database.
+    /// Check a tenant: whether it is serving, its identity provider, a round trip to its own
+    /// database, and each backend it holds resources in (`observe`: drift, or why it cannot be
+    /// asked). Exit 1 when anything is not healthy.
     Health { slug: String },
     /// Export a tenant as a JSON bundle (record with sealed secrets, status history).
     Export {
@@ -104,6 +106,14 @@ pub enum TenantCommand {
     Resources { slug: String },
     /// Ask each backend whether the tenant's resources are as provisioned (exit 1 on drift).
     Drift { slug: String },
+    /// Repair drift: show which steps drifted, then (with --yes) re-apply exactly those, with
+    /// the inputs they were applied with, and wait for the run.
+    Reconcile {
+        slug: String,
+        /// Re-apply without asking; without it the plan is only shown.
+        #[arg(long)]
+        yes: bool,
+    },
     /// What a tenant used and may use: each metric's use, limit and severity.
     Usage { slug: String },
     /// A tenant's limits: show them, set or clear overrides.
@@ -418,11 +428,34 @@ pub(super) async fn tenant_command(
             let oauth = crate::auth::sso::oauth_health(ctx, &slug)
                 .await
                 .map_err(app_error)?;
-            let report =
-                serde_json::json!({ "tenant": tenant, "database": database, "oauth": oauth });
+            let backends = {
+                let found = tenants::get(ctx, &slug).await.map_err(app_error)?;
+                crate::provisioning::backend_health(ctx, &found)
+                    .await
+                    .map_err(app_error)?
+            };
+            let report = serde_json::json!({ "tenant": tenant, "database": database, "oauth": oauth, "backends": backends });
             print(out, &report, || {
+                let mut lines = Vec::new();
+                for b in &backends.backends {
+                    lines.push(format!(
+                        "\nbackend {}: {} ({} resources, asked at {} in {} ms){}",
+                        b.plugin,
+                        b.status,
+                        b.resources,
+                        b.observed_at,
+                        b.duration_ms,
+                        b.error
+                            .as_deref()
+                            .map(|e| format!(" — {e}"))
+                            .unwrap_or_default()
+                    ));
+                    for d in &b.drift {
+                        lines.push(format!("\n  {} — {}", d.resource, d.problem));
+                    }
+                }
                 format!(
-                    "tenant {}: {} ({})\noauth: {}{}{}\ndatabase: {}{}{}",
+                    "tenant {}: {} ({})\noauth: {}{}{}\ndatabase: {}{}{}{}",
                     tenant.tenant,
                     tenant.status,
                     tenant.tenant_status,
@@ -454,13 +487,15 @@ pub(super) async fn tenant_command(
                         .detail
                         .as_deref()
                         .map(|d| format!(" — {d}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    lines.concat()
                 )
             })?;
             anyhow::ensure!(
                 tenant.status == "healthy"
                     && matches!(database.status.as_str(), "connected" | "not_configured")
-                    && matches!(oauth.status.as_str(), "healthy" | "not_configured"),
+                    && matches!(oauth.status.as_str(), "healthy" | "not_configured")
+                    && backends.status == "healthy",
                 "tenant {slug} is not healthy"
             );
             Ok(())
@@ -525,6 +560,9 @@ pub(super) async fn tenant_command(
         TenantCommand::Sso(cmd) => super::sso::sso_command(ctx, actor, out, cmd).await,
         TenantCommand::Session(cmd) => super::sso::session_command(ctx, actor, out, cmd).await,
         TenantCommand::Drift { slug } => super::provisioning::drift(ctx, out, &slug).await,
+        TenantCommand::Reconcile { slug, yes } => {
+            super::provisioning::reconcile(ctx, actor, out, &slug, yes).await
+        }
         TenantCommand::Usage { slug } => super::quotas::usage(ctx, out, &slug).await,
         TenantCommand::Quota(cmd) => super::quotas::quota_command(ctx, actor, out, cmd).await,
         TenantCommand::RollbackSecret { slug } => {

@@ -183,6 +183,10 @@ where
             web::post().to(tenant_actions::purge),
         )
         .route(
+            "/tenants/{slug}/reconcile",
+            web::post().to(tenant_actions::reconcile),
+        )
+        .route(
             "/tenants/{slug}/api-keys",
             web::post().to(tenant_actions::create_key),
         )

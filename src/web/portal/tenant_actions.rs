@@ -1,5 +1,5 @@
-//! What a platform admin does to one tenant from its page: lifecycle actions, purge, export and
-//! import, the client secret's rollback, the database check, and its API keys (with the shared
+//! What a platform admin does to one tenant from its page: lifecycle actions, purge, repair of
+//! drift, export and import, the client secret's rollback, the database check, and its API keys (with the shared
 //! key handlers).
 
 use crate::context::Context;
@@ -80,6 +80,39 @@ pub async fn purge(
             Flash::success(format!("Tenant {slug} was purged.")),
         )),
         Err(err) => back_or_error(&format!("/tenants/{slug}"), err),
+    }
+}
+
+/// Repairs drift: the backends are asked again what drifted, and exactly those steps are
+/// re-applied; the page of the run that does it.
+pub async fn reconcile(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm,
+) -> PageResult {
+    form.session.require_admin()?;
+    let location = format!("/tenants/{slug}");
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let repaired = async {
+        let plan = crate::provisioning::reconcile_plan(&ctx, &tenant).await?;
+        crate::provisioning::reconcile(&ctx, &form.session.actor, &tenant, plan).await
+    }
+    .await;
+    match repaired {
+        Ok(plan) => match &plan.run {
+            Some(run) => Ok(redirect_with(
+                &format!("/runs/{run}"),
+                Flash::success(format!(
+                    "Repair of {slug} queued: {} step(s) re-applied.",
+                    plan.steps.len()
+                )),
+            )),
+            None => Ok(redirect_with(
+                &format!("{location}?drift=1#backends"),
+                Flash::success(format!("Nothing of {slug} has drifted: nothing to repair.")),
+            )),
+        },
+        Err(err) => back_or_error(&location, err),
     }
 }
 

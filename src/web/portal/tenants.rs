@@ -263,14 +263,57 @@ pub struct DetailQuery {
     drift: Option<String>,
 }
 
-/// The tenant's resources in the backends, its recent runs and (when asked for) the drift report.
+/// The tenant's resources in the backends, its recent runs and (when asked for) each backend's
+/// health, the drift found and the repair that would mend it.
 #[derive(Debug, Serialize)]
 struct BackendsView {
     resources: Vec<crate::provisioning::ResourceView>,
     runs: Vec<crate::provisioning::RunView>,
+    health: Option<crate::provisioning::BackendHealth>,
     drift: Option<crate::provisioning::DriftReport>,
+    /// The steps a repair re-applies (when something drifted and the tenant is live).
+    repair: Option<crate::provisioning::ReconcilePlan>,
     /// Why the drift check could not run at all.
     drift_error: Option<String>,
+}
+
+async fn check_backends(
+    ctx: &Context,
+    tenant: &tenants::Tenant,
+    resources: &[crate::provisioning::ResourceView],
+) -> AppResult<(
+    crate::provisioning::BackendHealth,
+    crate::provisioning::DriftReport,
+    Option<crate::provisioning::ReconcilePlan>,
+)> {
+    let health = crate::provisioning::backend_health(ctx, tenant).await?;
+    let report = crate::provisioning::DriftReport {
+        tenant: tenant.slug.clone(),
+        checked_at: health.checked_at.clone(),
+        resources: resources.to_vec(),
+        drift: health
+            .backends
+            .iter()
+            .flat_map(|b| b.drift.iter().cloned())
+            .collect(),
+        errors: health
+            .backends
+            .iter()
+            .filter_map(|b| {
+                b.error.as_ref().map(|e| crate::provisioning::DriftItem {
+                    plugin: b.plugin.clone(),
+                    resource: "*".into(),
+                    problem: e.clone(),
+                })
+            })
+            .collect(),
+    };
+    let repair = if !report.drift.is_empty() && tenant.status.is_active() {
+        Some(crate::provisioning::reconcile_plan(ctx, tenant).await?)
+    } else {
+        None
+    };
+    Ok((health, report, repair))
 }
 
 async fn backends_view(
@@ -280,27 +323,30 @@ async fn backends_view(
 ) -> AppResult<BackendsView> {
     let resources = crate::provisioning::resources(ctx, tenant).await?;
     let runs = crate::provisioning::list_runs(ctx, Some(&tenant.slug), None, 10).await?;
-    let (drift, drift_error) = if check_drift {
-        match crate::provisioning::drift(ctx, tenant).await {
-            Ok(report) => (Some(report), None),
-            Err(AppError::Internal(inner)) => {
-                tracing::error!("drift check of {}: {inner:#}", tenant.slug);
-                (
-                    None,
-                    Some("the drift check failed on our side; the error was logged".to_owned()),
-                )
-            }
-            Err(err) => (None, Some(err.to_string())),
-        }
-    } else {
-        (None, None)
-    };
-    Ok(BackendsView {
+    let mut view = BackendsView {
         resources,
         runs,
-        drift,
-        drift_error,
-    })
+        health: None,
+        drift: None,
+        repair: None,
+        drift_error: None,
+    };
+    if check_drift {
+        match check_backends(ctx, tenant, &view.resources).await {
+            Ok((health, drift, repair)) => {
+                view.health = Some(health);
+                view.drift = Some(drift);
+                view.repair = repair;
+            }
+            Err(AppError::Internal(inner)) => {
+                tracing::error!("drift check of {}: {inner:#}", tenant.slug);
+                view.drift_error =
+                    Some("the drift check failed on our side; the error was logged".to_owned());
+            }
+            Err(err) => view.drift_error = Some(err.to_string()),
+        }
+    }
+    Ok(view)
 }
 
 pub async fn detail(
