@@ -64,6 +64,9 @@ pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     let admin_tenant_created = tenants::ensure_admin_tenant(&ctx).await?;
     let admin = auth::ensure_bootstrap_admin(&ctx).await?;
     crate::plugin_registry::record_builtins(&ctx).await?;
+    let jobs: Vec<&str> = crate::jobs::specs(&ctx).iter().map(|j| j.name).collect();
+    ctx.metrics.initialise_operations_series(&jobs);
+    crate::plugin_registry::initialise_series(&ctx).await?;
     Ok((
         ctx,
         StartupReport {

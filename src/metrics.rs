@@ -14,6 +14,8 @@ pub struct Metrics {
     pub plugin_calls: IntCounterVec,
     pub job_runs: IntCounterVec,
     pub backend_checks: IntCounterVec,
+    pub plugin_deadlines: IntCounterVec,
+    pub provisioning_runs: IntGaugeVec,
     pub plugin_duration: HistogramVec,
     pub provisioning_duration: HistogramVec,
     pub step_failures: IntCounterVec,
@@ -75,6 +77,22 @@ impl Metrics {
                 "Checks of a tenant's resources in a backend (observe) by plugin and status: healthy, drifted or unreachable",
             ),
             &["plugin", "status"],
+        )
+        .expect("metric definition");
+        let plugin_deadlines = IntCounterVec::new(
+            Opts::new(
+                "tenantry_plugin_deadline_hits_total",
+                "Plugin calls stopped at their deadline, by plugin (also counted as failed calls)",
+            ),
+            &["plugin"],
+        )
+        .expect("metric definition");
+        let provisioning_runs = IntGaugeVec::new(
+            Opts::new(
+                "tenantry_provisioning_runs",
+                "Provisioning runs not finished, by status (queued, running, compensating): the queue",
+            ),
+            &["status"],
         )
         .expect("metric definition");
         let plugin_calls = IntCounterVec::new(
@@ -272,6 +290,12 @@ impl Metrics {
             .register(Box::new(backend_checks.clone()))
             .expect("register");
         registry
+            .register(Box::new(plugin_deadlines.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(provisioning_runs.clone()))
+            .expect("register");
+        registry
             .register(Box::new(plugin_duration.clone()))
             .expect("register");
         registry
@@ -291,6 +315,8 @@ impl Metrics {
             plugin_calls,
             job_runs,
             backend_checks,
+            plugin_deadlines,
+            provisioning_runs,
             plugin_duration,
             provisioning_duration,
             step_failures,
@@ -367,6 +393,62 @@ impl Metrics {
             self.tenant_quota_use
                 .with_label_values(&[tenant, metric])
                 .set(percent / 100.0);
+        }
+    }
+
+    /// Exports the operations series at zero — each job's runs, each kind of run's durations,
+    /// the queue — so that rules and dashboards have a series before the first event.
+    pub fn initialise_operations_series(&self, jobs: &[&str]) {
+        for job in jobs {
+            for outcome in ["succeeded", "failed"] {
+                self.job_runs.with_label_values(&[job, outcome]);
+            }
+        }
+        for kind in [
+            "provision",
+            "suspend",
+            "reactivate",
+            "cancel",
+            "purge",
+            "apply",
+        ] {
+            for outcome in ["succeeded", "failed"] {
+                self.provisioning_duration
+                    .with_label_values(&[kind, outcome]);
+            }
+        }
+        for status in ["queued", "running", "compensating"] {
+            self.provisioning_runs.with_label_values(&[status]);
+        }
+    }
+
+    /// Exports an enabled plugin's series at zero: its calls and deadline hits, and for a
+    /// provisioner its step failures and backend checks.
+    pub fn initialise_plugin_series(&self, plugin: &str, provisioner: bool) {
+        for outcome in ["ok", "failed"] {
+            self.plugin_calls.with_label_values(&[plugin, outcome]);
+        }
+        self.plugin_duration.with_label_values(&[plugin]);
+        self.plugin_deadlines.with_label_values(&[plugin]);
+        if provisioner {
+            for kind in ["transient", "permanent"] {
+                self.step_failures.with_label_values(&[plugin, kind]);
+            }
+            for status in ["healthy", "drifted", "unreachable"] {
+                self.backend_checks.with_label_values(&[plugin, status]);
+            }
+        }
+    }
+
+    /// Sets the queue gauge from fresh counts of unfinished runs by status.
+    pub fn set_run_counts(&self, counts: &[(String, i64)]) {
+        for status in ["queued", "running", "compensating"] {
+            let n = counts
+                .iter()
+                .filter(|(s, _)| s == status)
+                .map(|(_, n)| *n)
+                .sum();
+            self.provisioning_runs.with_label_values(&[status]).set(n);
         }
     }
 

@@ -242,6 +242,18 @@ pub fn check(bytes: &[u8]) -> AppResult<manifest::Inspection> {
 }
 
 /// Installs (or upgrades) a plugin from its component bytes. A built-in cannot be replaced.
+/// Exports the series of every enabled plugin at zero (at start; an install or an enable does
+/// the same for its plugin).
+pub async fn initialise_series(ctx: &Context) -> AppResult<()> {
+    for world in [World::Provisioner, World::Renderer, World::QuotaPolicy] {
+        for name in ctx.plugins.enabled(world).await? {
+            ctx.metrics
+                .initialise_plugin_series(&name, world == World::Provisioner);
+        }
+    }
+    Ok(())
+}
+
 pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<PluginView> {
     let inspection = check(&bytes)?;
     let name = inspection.manifest.name.clone();
@@ -279,6 +291,10 @@ pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<
     let details = json!({ "name": row.name, "version": row.version, "world": row.world, "sha256": row.sha256,
                           "upgraded_from": existing.as_ref().map(|r| r.version.clone()) });
     save_install(ctx, actor, &row, details).await?;
+    if enabled {
+        ctx.metrics
+            .initialise_plugin_series(&name, inspection.manifest.world == World::Provisioner);
+    }
     get(ctx, &name).await
 }
 
@@ -342,6 +358,10 @@ pub async fn set_enabled(
         .await?;
         Ok(())
     })?;
+    if enabled {
+        ctx.metrics
+            .initialise_plugin_series(name, row.world == World::Provisioner.as_str());
+    }
     get(ctx, name).await
 }
 

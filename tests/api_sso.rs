@@ -1076,6 +1076,11 @@ async fn the_shipped_alert_rules_name_metrics_the_server_exports(backend: Backen
         .unwrap();
     let named = common::assert_rules_name_exported("tenantry-auth-alerts.yml", &exported);
     assert!(named >= 4, "the rules name the auth metrics ({named})");
+    let named = common::assert_dashboard_names_exported("tenantry-identity.json", &exported);
+    assert!(
+        named >= 5,
+        "the identity dashboard names the auth metrics ({named})"
+    );
     world.stop().await;
 }
 

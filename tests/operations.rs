@@ -1,5 +1,6 @@
 //! Storage guarantees and logs: concurrent writers, SQLite's settings, JSON logs with the
-//! request id and tenant on each request.
+//! request id and tenant on each request. The dashboards and alerting rules of `deploy/` name
+//! only what `/metrics` exports, and the rules pass `promtool check rules`.
 
 mod common;
 
@@ -203,4 +204,66 @@ async fn json_logs_carry_the_request_id_and_the_tenant_of_each_request() {
                 && l["span"]["tenant"] == "acme"),
         "{stderr}"
     );
+}
+
+/// Every dashboard (but identity's, checked where logins happen, in tests/api_sso.rs) and every
+/// rule file names only metrics and labels a fresh server exports, and the rules pass promtool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_and_rules_name_what_metrics_exports_and_promtool_accepts_the_rules() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.create_tenant("acme").await;
+    // A provisioner enabled: its step failures and backend checks are exported from then on.
+    let (status, body) = app.post("/api/v1/plugin/superset/enable", json!({})).await;
+    assert!(status.is_success(), "{body}");
+    let (status, _) = app.get("/api/v1/tenant/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let exported = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (file, at_least) in [
+        ("tenantry-overview.json", 8),
+        ("tenantry-provisioning.json", 6),
+        ("tenantry-plugins.json", 5),
+    ] {
+        let named = common::assert_dashboard_names_exported(file, &exported);
+        assert!(named >= at_least, "{file} names {named} metrics");
+    }
+    let named = common::assert_rules_name_exported("tenantry-operations-alerts.yml", &exported);
+    assert!(named >= 8, "the operations rules name {named} metrics");
+    // The series the rules watch exist before the first event.
+    for series in [
+        r#"tenantry_job_runs_total{job="retention",outcome="failed"} 0"#,
+        r#"tenantry_provisioning_runs{status="queued"} 0"#,
+        r#"tenantry_backend_checks_total{plugin="superset",status="unreachable"} 0"#,
+        r#"tenantry_plugin_deadline_hits_total{plugin="tier-quota"} 0"#,
+    ] {
+        assert!(exported.contains(series), "{series} missing:\n{exported}");
+    }
+
+    let rules: Vec<std::path::PathBuf> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+            .collect();
+    assert_eq!(rules.len(), 4, "{rules:?}");
+    let checked = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .args(&rules)
+        .output()
+        .expect("promtool (Debian's prometheus package) is installed by scripts/install-test-deps");
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    app.stop().await;
 }

@@ -126,6 +126,10 @@ async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
         Ok(counts) => ctx.metrics.set_tenant_counts(&counts),
         Err(err) => tracing::warn!("metrics: counting tenants failed: {err}"),
     }
+    match crate::provisioning::open_run_counts(&ctx).await {
+        Ok(counts) => ctx.metrics.set_run_counts(&counts),
+        Err(err) => tracing::warn!("metrics: counting runs failed: {err}"),
+    }
     if let Err(err) = crate::alerts::refresh_metrics(&ctx).await {
         tracing::warn!("metrics: counting alerts failed: {err}");
     }

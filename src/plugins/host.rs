@@ -323,6 +323,9 @@ impl PluginHost {
         .inc();
         meters.duration.observe(elapsed.as_secs_f64());
         if let Err(err) = &result {
+            if matches!(err, CallError::Deadline { .. }) {
+                meters.deadline.inc();
+            }
             tracing::warn!(plugin = %name, "plugin call failed: {err}");
         }
         (result, lines)
@@ -334,6 +337,7 @@ impl PluginHost {
         CallMeters {
             ok: metrics.plugin_calls.with_label_values(&[name, "ok"]),
             failed: metrics.plugin_calls.with_label_values(&[name, "failed"]),
+            deadline: metrics.plugin_deadlines.with_label_values(&[name]),
             duration: metrics.plugin_duration.with_label_values(&[name]),
             tally: self.stats.tally(name),
         }

@@ -45,6 +45,8 @@ pub struct LoadedPlugin {
 pub(super) struct CallMeters {
     pub ok: prometheus::IntCounter,
     pub failed: prometheus::IntCounter,
+    /// Calls stopped at their deadline (counted as failed too).
+    pub deadline: prometheus::IntCounter,
     pub duration: prometheus::Histogram,
     pub tally: Arc<Tally>,
 }

@@ -465,6 +465,12 @@ pub(crate) fn resource_context(tenant_id: &str, plugin: &str, step: &str) -> Str
 }
 
 /// Backend plugins that are installed, enabled provisioners, in name order.
+/// Unfinished runs by status (the queue, for `/metrics`).
+pub async fn open_run_counts(ctx: &Context) -> AppResult<Vec<(String, i64)>> {
+    let mut conn = ctx.db.conn().await?;
+    sql::count_by_status(&mut conn).await
+}
+
 pub async fn enabled_backends(ctx: &Context) -> AppResult<Vec<String>> {
     Ok(ctx
         .plugins

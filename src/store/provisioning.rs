@@ -173,6 +173,16 @@ pub async fn list_runs(
     })?)
 }
 
+/// Unfinished runs by status.
+pub async fn count_by_status(conn: &mut Conn) -> AppResult<Vec<(String, i64)>> {
+    Ok(with_conn!(conn, |c| provisioning_runs::table
+        .filter(provisioning_runs::status.eq_any(RunStatus::OPEN))
+        .group_by(provisioning_runs::status)
+        .select((provisioning_runs::status, diesel::dsl::count_star()))
+        .load(c)
+        .await)?)
+}
+
 /// Whether the tenant has a run that has not finished.
 pub async fn open_run_of(conn: &mut Conn, tenant_id: &str) -> AppResult<Option<RunRow>> {
     Ok(with_conn!(conn, |c| provisioning_runs::table
