@@ -403,6 +403,12 @@ async fn retention(ctx: &Context) -> AppResult<String> {
     );
     let (mut purged, mut failed) = (Vec::new(), Vec::new());
     for slug in slugs {
+        if let Some(dir) = &ctx.config.jobs.export_before_purge_dir
+            && let Err(err) = export_before_purge(ctx, &actor, dir, &slug).await
+        {
+            failed.push(format!("{slug}: not purged, its export failed: {err}"));
+            continue;
+        }
         match crate::lifecycle::purge(ctx, &actor, &slug, false, &reason).await {
             Ok(()) => purged.push(slug),
             // Restored, purged or changed meanwhile: not this run's to purge.
@@ -422,6 +428,41 @@ async fn retention(ctx: &Context) -> AppResult<String> {
     } else {
         format!("purged {} tenants: {}", purged.len(), purged.join(", "))
     })
+}
+
+/// Writes the export bundle of `slug` to `dir` (created when missing) as
+/// `<slug>-<time>.json`, readable by this user only; the path written.
+async fn export_before_purge(
+    ctx: &Context,
+    actor: &Actor,
+    dir: &std::path::Path,
+    slug: &str,
+) -> AppResult<std::path::PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let bundle = crate::tenants::bundle::export(ctx, actor, slug).await?;
+    let json = serde_json::to_vec_pretty(&bundle).map_err(AppError::internal)?;
+    let path = dir.join(format!(
+        "{slug}-{}.json",
+        clock::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    let written = path.clone();
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(&json)?;
+        file.sync_all()
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(|err| AppError::Unavailable(format!("cannot write {}: {err}", written.display())))?;
+    tracing::info!(tenant = %slug, path = %written.display(), "retention: exported before the purge");
+    Ok(written)
 }
 
 /// Who a job acts as in the audit log and the status history.

@@ -169,10 +169,72 @@ async fn the_cli_lists_the_jobs() {
     );
 }
 
+/// Sets `slug`'s last status change `days` ago.
+async fn changed_days_ago(app: &common::TestApp, slug: &str, days: i64) {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use tenantry::store::schema::tenants;
+    let past = tenantry::clock::now() - chrono::Duration::days(days);
+    let mut conn = app.ctx.db.conn().await.unwrap();
+    let changed = tenantry::with_conn!(conn, |c| diesel::update(
+        tenants::table.filter(tenants::slug.eq(slug))
+    )
+    .set(tenants::status_changed_at.eq(past))
+    .execute(c)
+    .await)
+    .unwrap();
+    assert_eq!(changed, 1);
+}
+
+/// With `jobs.export_before_purge_dir` a tenant whose export cannot be written is not purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_whose_export_cannot_be_written_is_not_purged() {
+    let blocked = tempfile::NamedTempFile::new().unwrap();
+    let dir = blocked.path().join("exports");
+    let app = common::TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.jobs.retention_interval_seconds = 1;
+        c.jobs.export_before_purge_dir = Some(dir.clone());
+    })
+    .await;
+    app.create_tenant("kept-co").await;
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant/kept-co/cancel",
+            serde_json::json!({ "reason": "left" }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    changed_days_ago(&app, "kept-co", 31).await;
+    eventually(
+        Duration::from_secs(15),
+        "a failed retention run",
+        || async {
+            let (_, jobs) = app.get("/api/v1/jobs").await;
+            job(jobs.as_array().unwrap(), "retention")["failures"].as_i64() >= Some(1)
+        },
+    )
+    .await;
+    let (_, jobs) = app.get("/api/v1/jobs").await;
+    let retention = job(jobs.as_array().unwrap(), "retention");
+    assert!(
+        retention["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("kept-co: not purged, its export failed"),
+        "{retention}"
+    );
+    let (status, _) = app.get("/api/v1/tenant/kept-co").await;
+    assert_eq!(status, reqwest::StatusCode::OK, "kept");
+    app.stop().await;
+}
+
 async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend) {
+    let exports = tempfile::tempdir().unwrap();
+    let dir = exports.path().join("before-purge");
     let app = common::TestApp::spawn_with(backend, |c| {
         c.jobs.retention_interval_seconds = 1;
         c.retention_days = 30;
+        c.jobs.export_before_purge_dir = Some(dir.clone());
     })
     .await;
     for slug in ["old-co", "recent-co"] {
@@ -188,21 +250,7 @@ async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend)
     let (_, recent) = app.get("/api/v1/tenant/recent-co").await;
     assert!(recent["retention_ends_at"].is_string(), "{recent}");
     // old-co was canceled 31 days ago.
-    {
-        use diesel::prelude::*;
-        use diesel_async::RunQueryDsl;
-        use tenantry::store::schema::tenants;
-        let past = tenantry::clock::now() - chrono::Duration::days(31);
-        let mut conn = app.ctx.db.conn().await.unwrap();
-        let changed = tenantry::with_conn!(conn, |c| diesel::update(
-            tenants::table.filter(tenants::slug.eq("old-co"))
-        )
-        .set(tenants::status_changed_at.eq(past))
-        .execute(c)
-        .await)
-        .unwrap();
-        assert_eq!(changed, 1);
-    }
+    changed_days_ago(&app, "old-co", 31).await;
     let started = Instant::now();
     loop {
         let (status, _) = app.get("/api/v1/tenant/old-co").await;
@@ -231,6 +279,24 @@ async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend)
     };
     let retention = job(&listed, "retention");
     assert!(retention["runs"].as_i64().unwrap() >= 1, "{retention}");
+    // Its export was written first, for this user only; it restores the tenant.
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("old-co-") && name.ends_with(".json"),
+        "{name}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let bundle: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let (status, restored) = app.post("/api/v1/tenant/import", bundle).await;
+    assert!(status.is_success(), "{restored}");
+    assert_eq!(restored["slug"], "old-co");
     app.stop().await;
 }
 

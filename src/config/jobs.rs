@@ -12,6 +12,10 @@ pub struct JobsConfig {
     /// (`retention_days`) has ended; each is purged across its backends (the `retention` job).
     /// 0 turns it off: such tenants then wait for an operator's purge.
     pub retention_interval_seconds: u64,
+    /// When set, the `retention` job writes each tenant's export bundle to this directory
+    /// (`<slug>-<time>.json`, mode 0600) before it purges the tenant; a tenant whose export
+    /// cannot be written is not purged (the run fails and says why).
+    pub export_before_purge_dir: Option<std::path::PathBuf>,
     /// Seconds between looks for trials that end (the `trials` job): a trial past its end gets
     /// `trials.end_action`, one ending within `trials.notice_days` an alert. 0 turns it off.
     pub trials_interval_seconds: u64,
@@ -28,6 +32,7 @@ impl Default for JobsConfig {
         Self {
             housekeeping_interval_seconds: 3600,
             retention_interval_seconds: 3600,
+            export_before_purge_dir: None,
             trials_interval_seconds: 600,
             alerts_interval_seconds: 3600,
             lease_seconds: 120,
