@@ -713,7 +713,59 @@ backend_tests!(
     config_file_with_an_unknown_key_exits_non_zero_naming_the_key_before_touching_anything,
     unknown_tenantry_env_var_exits_non_zero_naming_it_before_touching_anything,
     serve_with_a_bad_bind_address_exits_non_zero_with_one_line_before_touching_anything,
+    backup_writes_every_tenant_and_skips_the_unchanged_next_time,
 );
+
+async fn backup_writes_every_tenant_and_skips_the_unchanged_next_time(backend: Backend) {
+    let cli = Cli::new(backend).await;
+    for slug in ["acme", "globex"] {
+        cli.ok(&["tenant", "create", "--slug", slug, "--name", slug])
+            .await;
+    }
+    let dir = cli.dir.path().join("backups");
+    let dir_arg = dir.to_str().unwrap();
+    let first = cli.json(&["backup", "--dir", dir_arg]).await;
+    assert_eq!(
+        first["exported"],
+        serde_json::json!(["acme", "admin", "globex"]),
+        "{first}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    for slug in ["admin", "acme", "globex"] {
+        let file = dir.join(format!("{slug}.json"));
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{slug}");
+    }
+    // Nothing changed: nothing is exported again.
+    let second = cli.ok(&["backup", "--dir", dir_arg]).await;
+    assert!(second.contains("0 exported, 3 unchanged"), "{second}");
+    // A change is picked up; a purged tenant's last file is kept, and restores it.
+    cli.ok(&["tenant", "update", "acme", "--name", "Acme Corp"])
+        .await;
+    cli.ok(&["tenant", "cancel", "globex", "--reason", "left"])
+        .await;
+    let third = cli.json(&["backup", "--dir", dir_arg]).await;
+    assert_eq!(
+        third["exported"],
+        serde_json::json!(["acme", "globex"]),
+        "{third}"
+    );
+    cli.ok(&["tenant", "delete", "globex", "--hard", "--force"])
+        .await;
+    let fourth = cli.ok(&["backup", "--dir", dir_arg]).await;
+    assert!(
+        fourth.contains("no longer in the registry (their last file is kept): globex"),
+        "{fourth}"
+    );
+    let globex = dir.join("globex.json");
+    cli.ok(&["tenant", "import", "--file", globex.to_str().unwrap()])
+        .await;
+    let restored = cli.json(&["tenant", "show", "globex"]).await;
+    assert_eq!(restored["status"], "canceled", "{restored}");
+    let acme: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("acme.json")).unwrap()).unwrap();
+    assert_eq!(acme["tenant"]["name"], "Acme Corp");
+}
 
 async fn migrate_applies_migrations_and_a_second_run_says_the_schema_is_up_to_date(
     backend: Backend,

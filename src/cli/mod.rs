@@ -99,6 +99,13 @@ pub enum Command {
     /// The jobs the servers run by themselves.
     #[command(subcommand)]
     Job(jobs::JobCommand),
+    /// Back every tenant up into a directory: each tenant's export bundle (`<slug>.json`,
+    /// secrets sealed), skipping tenants unchanged since the last backup there.
+    Backup {
+        /// The backup directory (created when missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Follow provisioning and lifecycle runs.
     #[command(subcommand)]
     Run(provisioning::RunCommand),
@@ -253,6 +260,7 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                 Command::Alerts(cmd) => alerts::alerts_command(&ctx, out, cmd).await,
                 Command::Webhook(cmd) => alerts::webhook_command(&ctx, &actor, out, cmd).await,
                 Command::Job(cmd) => jobs::job_command(&ctx, out, cmd).await,
+                Command::Backup { dir } => jobs::backup(&ctx, &actor, out, &dir).await,
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
                 }
