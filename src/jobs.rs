@@ -430,8 +430,8 @@ async fn retention(ctx: &Context) -> AppResult<String> {
     })
 }
 
-/// Writes the export bundle of `slug` to `dir` (created when missing) as
-/// `<slug>-<time>.json`, readable by this user only; the path written.
+/// Writes the bundle of `slug` to `dir` (created when missing) as `<slug>-<time>.tar`,
+/// readable by this user only; the path written.
 async fn export_before_purge(
     ctx: &Context,
     actor: &Actor,
@@ -440,10 +440,11 @@ async fn export_before_purge(
 ) -> AppResult<std::path::PathBuf> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let bundle = crate::tenants::bundle::export(ctx, actor, slug).await?;
-    let json = serde_json::to_vec_pretty(&bundle).map_err(AppError::internal)?;
+    let bundle =
+        crate::bundles::export(ctx, actor, slug, crate::bundles::ExportOptions::default()).await?;
+    let json = bundle.to_tar()?;
     let path = dir.join(format!(
-        "{slug}-{}.json",
+        "{slug}-{}.tar",
         clock::now().format("%Y%m%dT%H%M%SZ")
     ));
     let written = path.clone();

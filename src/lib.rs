@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bundles;
 pub mod caches;
 pub mod cli;
 pub mod clock;

@@ -732,7 +732,7 @@ async fn backup_writes_every_tenant_and_skips_the_unchanged_next_time(backend: B
     );
     use std::os::unix::fs::PermissionsExt as _;
     for slug in ["admin", "acme", "globex"] {
-        let file = dir.join(format!("{slug}.json"));
+        let file = dir.join(format!("{slug}.tar"));
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{slug}");
     }
@@ -757,14 +757,18 @@ async fn backup_writes_every_tenant_and_skips_the_unchanged_next_time(backend: B
         fourth.contains("no longer in the registry (their last file is kept): globex"),
         "{fourth}"
     );
-    let globex = dir.join("globex.json");
+    let globex = dir.join("globex.tar");
     cli.ok(&["tenant", "import", "--file", globex.to_str().unwrap()])
         .await;
     let restored = cli.json(&["tenant", "show", "globex"]).await;
     assert_eq!(restored["status"], "canceled", "{restored}");
-    let acme: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("acme.json")).unwrap()).unwrap();
-    assert_eq!(acme["tenant"]["name"], "Acme Corp");
+    let acme =
+        tenantry::bundles::Bundle::from_tar(&std::fs::read(dir.join("acme.tar")).unwrap()).unwrap();
+    let record: serde_json::Value = acme.json("registry/tenant.json").unwrap();
+    assert_eq!(record["name"], "Acme Corp");
+    // --full exports every tenant again.
+    let full = cli.json(&["backup", "--dir", dir_arg, "--full"]).await;
+    assert_eq!(full["unchanged"], serde_json::json!([]), "{full}");
 }
 
 async fn migrate_applies_migrations_and_a_second_run_says_the_schema_is_up_to_date(
@@ -1835,7 +1839,11 @@ async fn serve_with_a_bad_bind_address_exits_non_zero_with_one_line_before_touch
 async fn export_then_purge_then_import_restores_the_tenant(backend: Backend) {
     let cli = Cli::new(backend).await;
     let created = create_acme(&cli).await;
-    let bundle_path = cli.path().join("acme-bundle.json");
+    cli.ok(&[
+        "tenant", "api-key", "create", "acme", "--name", "ci", "--role", "member",
+    ])
+    .await;
+    let bundle_path = cli.path().join("acme.tar");
     let bundle_arg = bundle_path.to_str().unwrap().to_owned();
     cli.ok(&["tenant", "export", "acme", "--file", &bundle_arg])
         .await;
@@ -1844,16 +1852,47 @@ async fn export_then_purge_then_import_restores_the_tenant(backend: Backend) {
         0o600,
         "the bundle is readable by its owner only"
     );
-    let bundle = std::fs::read_to_string(&bundle_path).unwrap();
+    let bytes = std::fs::read(&bundle_path).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
     assert!(
-        !bundle.contains(ACME_SECRET),
+        !text.contains(ACME_SECRET),
         "secrets stay sealed in the bundle"
     );
+    let bundle = tenantry::bundles::Bundle::from_tar(&bytes).unwrap();
+    assert_eq!(bundle.manifest.format, "tenantry.tenant-bundle/v2");
+    let paths: Vec<&str> = bundle
+        .manifest
+        .parts
+        .iter()
+        .map(|p| p.path.as_str())
+        .collect();
+    for part in [
+        "registry/tenant.json",
+        "registry/status_history.json",
+        "registry/sso.json",
+        "registry/api_keys.json",
+        "registry/quota_overrides.json",
+        "registry/usage_counters.json",
+        "audit/records.json",
+        "provisioning/resources.json",
+    ] {
+        assert!(paths.contains(&part), "{part} in {paths:?}");
+    }
+    let excluded: Vec<&str> = bundle
+        .manifest
+        .excluded
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(excluded.contains(&"sessions"), "{excluded:?}");
+    let keys: serde_json::Value = bundle.json("registry/api_keys.json").unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert!(keys[0]["secret_hash"].is_string(), "hashes only: {keys}");
+    let sso: serde_json::Value = bundle.json("registry/sso.json").unwrap();
     assert!(
-        bundle.contains("tsk1:"),
-        "sealed values travel with the bundle"
+        sso["client_secret"].as_str().unwrap().starts_with("tsk1:"),
+        "{sso}"
     );
-    assert!(bundle.contains("tenantry.tenant-bundle/v1"));
 
     let exists = cli
         .fails(&["tenant", "import", "--file", &bundle_arg])
@@ -1868,13 +1907,49 @@ async fn export_then_purge_then_import_restores_the_tenant(backend: Backend) {
     .await;
     cli.fails(&["tenant", "show", "acme"]).await;
 
+    // A bundle changed after the export is refused, and nothing is written.
+    let mut tampered = bytes.clone();
+    let at = tampered
+        .windows(4)
+        .position(|w| w == b"Acme")
+        .expect("the name is in the bundle");
+    tampered[at] = b'X';
+    let tampered_path = cli.path().join("tampered.tar");
+    std::fs::write(&tampered_path, &tampered).unwrap();
+    let refused = cli
+        .fails(&[
+            "tenant",
+            "import",
+            "--file",
+            tampered_path.to_str().unwrap(),
+        ])
+        .await;
+    assert!(refused.contains("SHA-256"), "{refused}");
+    cli.fails(&["tenant", "show", "acme"]).await;
+
+    // A dry run says what would be created, and creates nothing.
+    let plan = cli
+        .ok(&["tenant", "import", "--file", &bundle_arg, "--dry-run"])
+        .await;
+    assert!(
+        plan.contains("would restore tenant acme") && plan.contains("+ 1 api keys"),
+        "{plan}"
+    );
+    assert!(plan.contains("- sessions (not in the bundle"), "{plan}");
+    cli.fails(&["tenant", "show", "acme"]).await;
+
     let restored = cli.json(&["tenant", "import", "--file", &bundle_arg]).await;
-    assert_eq!(restored["id"], created["id"]);
-    assert_eq!(restored["status"], created["status"]);
+    assert_eq!(restored["ok"], true, "{restored}");
+    assert_eq!(restored["differences"], serde_json::json!([]), "{restored}");
+    let shown = cli.json(&["tenant", "show", "acme"]).await;
+    assert_eq!(shown["id"], created["id"]);
+    assert_eq!(shown["status"], created["status"]);
     assert_eq!(
-        restored["client_secret"]["fingerprint"],
+        shown["client_secret"]["fingerprint"],
         created["client_secret"]["fingerprint"]
     );
+    let listed = cli.json(&["tenant", "api-key", "list", "acme"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     let actions: Vec<String> = cli
         .audit()
         .await
@@ -1885,6 +1960,24 @@ async fn export_then_purge_then_import_restores_the_tenant(backend: Backend) {
         actions.contains(&"tenant.export".to_owned())
             && actions.contains(&"tenant.import".to_owned()),
         "{actions:?}"
+    );
+
+    // The JSON bundle of earlier versions is still written and read.
+    let json_path = cli.path().join("acme.json");
+    cli.ok(&[
+        "tenant",
+        "export",
+        "acme",
+        "--format",
+        "json",
+        "--file",
+        json_path.to_str().unwrap(),
+    ])
+    .await;
+    assert!(
+        std::fs::read_to_string(&json_path)
+            .unwrap()
+            .contains("tenantry.tenant-bundle/v1")
     );
     cli.finish().await;
 }

@@ -287,16 +287,23 @@ async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend)
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_str().unwrap().to_owned();
     assert!(
-        name.starts_with("old-co-") && name.ends_with(".json"),
+        name.starts_with("old-co-") && name.ends_with(".tar"),
         "{name}"
     );
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let bundle: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
-    let (status, restored) = app.post("/api/v1/tenant/import", bundle).await;
-    assert!(status.is_success(), "{restored}");
-    assert_eq!(restored["slug"], "old-co");
+    let response = app
+        .request(reqwest::Method::POST, "/api/v1/tenant/bundle")
+        .header("Content-Type", "application/x-tar")
+        .body(std::fs::read(&files[0]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let (status, restored) = common::into_json(response).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{restored}");
+    assert_eq!(restored["plan"]["tenant"], "old-co");
+    assert_eq!(restored["ok"], true, "{restored}");
     app.stop().await;
 }
 

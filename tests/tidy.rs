@@ -61,6 +61,7 @@ const LAYERS: &[Layer] = &[
             "lifecycle",
             "plugin_registry",
             "quotas",
+            "bundles",
             "alerts",
             "jobs",
         ],

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::context::Context;
-use crate::error::{AppResult, ErrorBody};
+use crate::error::{AppError, AppResult, ErrorBody};
 use crate::health::{self, TenantDatabaseHealth};
 use crate::http::body::ApiJson;
 use crate::http::{ApiAdmin, ApiCaller};
@@ -28,6 +28,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(cancel_tenant)
         .service(restore_tenant)
         .service(convert_tenant)
+        .service(export_tenant_bundle)
+        .service(import_tenant_bundle)
         .service(rollback_client_secret)
         .service(tenant_history)
         .service(export_tenant)
@@ -347,6 +349,106 @@ async fn import_tenant(
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/tenant/{}", tenant.slug)))
         .json(tenant))
+}
+
+/// Export a tenant as one archive across every system (`application/x-tar`): its registry
+/// record and history, SSO settings, API keys (hashes only), quota overrides and usage
+/// counters, audit records, resources, and each backend plugin's part, listed with their
+/// SHA-256 (and every exclusion) in `manifest.json`. Secrets stay sealed.
+#[utoipa::path(
+    tag = "tenants",
+    responses(
+        (status = 200, description = "The archive", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 503, description = "A backend plugin's export failed; nothing was written", body = ErrorBody),
+    ),
+)]
+#[get("/tenant/{slug}/bundle")]
+async fn export_tenant_bundle(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let bundle = crate::bundles::export(
+        &ctx,
+        &caller.actor,
+        &slug,
+        crate::bundles::ExportOptions::default(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type(crate::bundles::MEDIA_TYPE)
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"tenant-{slug}.tar\""),
+        ))
+        .body(bundle.to_tar()?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct BundleImportParams {
+    /// Only say what would be created.
+    dry_run: Option<bool>,
+}
+
+/// Restore a tenant from its archive (`GET /tenant/{slug}/bundle`): checked whole first (a
+/// refused import leaves nothing), the registry in one transaction, its resources re-applied
+/// and each backend's part imported, then verified against the bundle (`ok`, `differences`).
+#[utoipa::path(
+    tag = "tenants",
+    params(BundleImportParams),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses(
+        (status = 200, description = "A dry run: what would be created", body = crate::bundles::ImportOutcome),
+        (status = 201, description = "Imported; `ok` says whether it matched the bundle", body = crate::bundles::ImportOutcome),
+        (status = 409, description = "The slug or id exists", body = ErrorBody),
+        (status = 422, description = "Not a valid bundle (naming the part), sealed with a key this server lacks, or naming a backend plugin not enabled here", body = ErrorBody),
+    ),
+)]
+#[post("/tenant/bundle")]
+async fn import_tenant_bundle(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    params: web::Query<BundleImportParams>,
+    mut payload: web::Payload,
+) -> AppResult<HttpResponse> {
+    use futures_util::StreamExt as _;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            AppError::Validation(vec![crate::error::FieldError::new(
+                "bundle",
+                "body",
+                format!("could not be read: {e}"),
+            )])
+        })?;
+        if bytes.len() + chunk.len() > crate::bundles::MAX_BYTES {
+            return Err(AppError::Validation(vec![crate::error::FieldError::new(
+                "bundle",
+                "size",
+                format!(
+                    "is larger than {} MiB",
+                    crate::bundles::MAX_BYTES / (1024 * 1024)
+                ),
+            )]));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let bundle = crate::bundles::Bundle::from_tar(&bytes)?;
+    record_tenant(&bundle.manifest.tenant_slug);
+    let dry_run = params.dry_run.unwrap_or(false);
+    let outcome = crate::bundles::import(&ctx, &caller.actor, &bundle, dry_run).await?;
+    Ok(if dry_run {
+        HttpResponse::Ok().json(outcome)
+    } else {
+        HttpResponse::Created()
+            .insert_header((
+                "Location",
+                format!("/api/v1/tenant/{}", outcome.plan.tenant),
+            ))
+            .json(outcome)
+    })
 }
 
 /// Round trip to the tenant's own database (its `db_uri`), with the time it took.

@@ -50,8 +50,9 @@ pub(super) async fn backup(
     actor: &crate::audit::Actor,
     out: Output,
     dir: &std::path::Path,
+    full: bool,
 ) -> anyhow::Result<()> {
-    let report = crate::tenants::backup::backup(ctx, actor, dir)
+    let report = crate::bundles::backup::backup(ctx, actor, dir, full)
         .await
         .map_err(super::app_error)?;
     print(out, &report, || {

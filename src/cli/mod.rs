@@ -99,12 +99,15 @@ pub enum Command {
     /// The jobs the servers run by themselves.
     #[command(subcommand)]
     Job(jobs::JobCommand),
-    /// Back every tenant up into a directory: each tenant's export bundle (`<slug>.json`,
-    /// secrets sealed), skipping tenants unchanged since the last backup there.
+    /// Back every tenant up into a directory: each tenant's bundle (`<slug>.tar`, secrets
+    /// sealed), skipping tenants whose record is unchanged since the last backup there.
     Backup {
         /// The backup directory (created when missing).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
+        /// Export every tenant, changed or not (what changed only in a backend is seen then).
+        #[arg(long)]
+        full: bool,
     },
     /// Follow provisioning and lifecycle runs.
     #[command(subcommand)]
@@ -260,7 +263,7 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                 Command::Alerts(cmd) => alerts::alerts_command(&ctx, out, cmd).await,
                 Command::Webhook(cmd) => alerts::webhook_command(&ctx, &actor, out, cmd).await,
                 Command::Job(cmd) => jobs::job_command(&ctx, out, cmd).await,
-                Command::Backup { dir } => jobs::backup(&ctx, &actor, out, &dir).await,
+                Command::Backup { dir, full } => jobs::backup(&ctx, &actor, out, &dir, full).await,
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
                 }

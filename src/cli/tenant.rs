@@ -74,12 +74,25 @@ pub enum TenantCommand {
         /// Write the bundle to this file (mode 0600) instead of standard output.
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// Re-seal the bundle's secrets to this master key (a file holding its base64), for
+        /// another installation.
+        #[arg(long, value_name = "FILE")]
+        recipient_key: Option<PathBuf>,
+        /// `tar`: the whole tenant across every system (the default); `json`: the registry
+        /// record and its status history only (the bundle of earlier versions).
+        #[arg(long, default_value = "tar", value_parser = ["tar", "json"])]
+        format: String,
     },
-    /// Restore a tenant from an export bundle.
+    /// Restore a tenant from a bundle: the registry (all or nothing), its resources re-applied
+    /// in its backends, each backend's own part imported, the counts verified (exit 1 on any
+    /// difference).
     Import {
-        /// The bundle (`-` for standard input).
+        /// The bundle (`-` for standard input): a `.tar` bundle or a JSON one.
         #[arg(long, value_name = "FILE")]
         file: PathBuf,
+        /// Show what would be created; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Provision a tenant into its backends from a request file (JSON or YAML, the shape of
     /// `POST /api/v1/tenant/provision`), and wait for the run.
@@ -500,11 +513,44 @@ pub(super) async fn tenant_command(
             );
             Ok(())
         }
-        TenantCommand::Export { slug, file } => {
-            let bundle = tenants::bundle::export(ctx, actor, &slug)
+        TenantCommand::Export {
+            slug,
+            file,
+            recipient_key,
+            format,
+        } => {
+            let bytes = if format == "json" {
+                anyhow::ensure!(
+                    recipient_key.is_none(),
+                    "--recipient-key re-seals a tar bundle; the JSON bundle keeps this installation's sealing"
+                );
+                let bundle = tenants::bundle::export(ctx, actor, &slug)
+                    .await
+                    .map_err(app_error)?;
+                let mut json = serde_json::to_vec_pretty(&bundle)?;
+                json.push(b'\n');
+                json
+            } else {
+                let recipient = recipient_key
+                    .map(|path| {
+                        crate::secrets::MasterKey::read_file(&path).with_context(|| {
+                            format!("--recipient-key {}: not a master key file", path.display())
+                        })
+                    })
+                    .transpose()?;
+                let bundle = crate::bundles::export(
+                    ctx,
+                    actor,
+                    &slug,
+                    crate::bundles::ExportOptions {
+                        recipient,
+                        unaudited: false,
+                    },
+                )
                 .await
                 .map_err(app_error)?;
-            let json = serde_json::to_string_pretty(&bundle)?;
+                bundle.to_tar().map_err(app_error)?
+            };
             match file {
                 Some(path) => {
                     use std::io::Write as _;
@@ -516,29 +562,52 @@ pub(super) async fn tenant_command(
                         .mode(0o600)
                         .open(&path)
                         .with_context(|| format!("writing {}", path.display()))?;
-                    writeln!(out, "{json}")?;
+                    out.write_all(&bytes)?;
                     eprintln!("tenant {slug} exported to {}", path.display());
                 }
-                None => println!("{json}"),
+                None => {
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(&bytes)?;
+                }
             }
             Ok(())
         }
-        TenantCommand::Import { file } => {
-            let text = if file == Path::new("-") {
-                let mut text = String::new();
-                std::io::stdin().read_to_string(&mut text)?;
-                text
+        TenantCommand::Import { file, dry_run } => {
+            let bytes = if file == Path::new("-") {
+                let mut bytes = Vec::new();
+                std::io::stdin().read_to_end(&mut bytes)?;
+                bytes
             } else {
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
             };
-            let bundle = crate::http::body::parse(text.as_bytes()).map_err(app_error)?;
-            let tenant = tenants::bundle::import(ctx, actor, &bundle)
-                .await
-                .map_err(app_error)?;
-            print(out, &tenant, || {
-                format!("restored tenant {} ({})", tenant.slug, tenant.status)
-            })
+            if !crate::bundles::is_tar(&bytes) {
+                anyhow::ensure!(!dry_run, "--dry-run needs a tar bundle");
+                let bundle = crate::http::body::parse(&bytes).map_err(app_error)?;
+                let tenant = tenants::bundle::import(ctx, actor, &bundle)
+                    .await
+                    .map_err(app_error)?;
+                return print(out, &tenant, || {
+                    format!("restored tenant {} ({})", tenant.slug, tenant.status)
+                });
+            }
+            let bundle = crate::bundles::Bundle::from_tar(&bytes).map_err(app_error)?;
+            // The resources are re-applied by a run: this command carries it out itself.
+            let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+            let worker =
+                (!dry_run).then(|| crate::provisioning::saga::spawn(ctx.clone(), stop.clone()));
+            let outcome = crate::bundles::import(ctx, actor, &bundle, dry_run).await;
+            stop.notify_one();
+            if let Some(worker) = worker {
+                let _ = worker.await;
+            }
+            let outcome = outcome.map_err(app_error)?;
+            print(out, &outcome, || import_text(&outcome))?;
+            anyhow::ensure!(
+                outcome.ok,
+                "tenant {} imported with differences (see above)",
+                outcome.plan.tenant
+            );
+            Ok(())
         }
         TenantCommand::Provision {
             file,
@@ -578,4 +647,42 @@ pub(super) async fn tenant_command(
             })
         }
     }
+}
+
+fn import_text(outcome: &crate::bundles::ImportOutcome) -> String {
+    let plan = &outcome.plan;
+    let mut lines = vec![format!(
+        "{} tenant {} ({}, exported {}):",
+        if outcome.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        },
+        plan.tenant,
+        plan.status,
+        plan.exported_at
+    )];
+    for l in &plan.lines {
+        lines.push(format!("  + {} {} — {}", l.count, l.what, l.detail));
+    }
+    for e in &plan.excluded {
+        lines.push(format!("  - {} (not in the bundle: {})", e.name, e.why));
+    }
+    if let (Some(run), Some(status)) = (&outcome.run, &outcome.run_status) {
+        lines.push(format!("resources re-applied by run {run}: {status}"));
+    }
+    for b in &outcome.backends {
+        lines.push(match (&b.error, &b.manual_follow_up) {
+            (Some(e), _) => format!("backend {}: import failed: {e}", b.plugin),
+            (None, Some(f)) => format!("backend {}: imported; to do by hand: {f}", b.plugin),
+            (None, None) => format!("backend {}: imported", b.plugin),
+        });
+    }
+    for d in &outcome.differences {
+        lines.push(format!("difference: {d}"));
+    }
+    if !outcome.dry_run && outcome.ok {
+        lines.push("verified: the tenant exported again matches the bundle".into());
+    }
+    lines.join("\n")
 }

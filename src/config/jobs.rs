@@ -13,7 +13,7 @@ pub struct JobsConfig {
     /// 0 turns it off: such tenants then wait for an operator's purge.
     pub retention_interval_seconds: u64,
     /// When set, the `retention` job writes each tenant's export bundle to this directory
-    /// (`<slug>-<time>.json`, mode 0600) before it purges the tenant; a tenant whose export
+    /// (`<slug>-<time>.tar`, mode 0600) before it purges the tenant; a tenant whose export
     /// cannot be written is not purged (the run fails and says why).
     pub export_before_purge_dir: Option<std::path::PathBuf>,
     /// Seconds between looks for trials that end (the `trials` job): a trial past its end gets

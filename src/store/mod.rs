@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod audit;
+pub mod bundle;
 pub mod changes;
 pub mod jobs;
 pub mod logins;

@@ -63,7 +63,7 @@ pub struct StatusChangeRow {
     pub at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = audit_log)]
 pub struct AuditRow {
     pub seq: i64,
@@ -88,7 +88,7 @@ pub struct AdminUserRow {
     pub updated_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = api_keys)]
 pub struct ApiKeyRow {
     pub id: String,
@@ -346,7 +346,7 @@ pub struct IdempotencyRow {
     pub expires_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = tenant_resources)]
 pub struct ResourceRow {
     pub tenant_id: String,
@@ -365,7 +365,7 @@ pub struct ResourceRow {
 }
 
 /// A usage counter of one tenant, metric and period (`current` for a gauge).
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = super::schema::usage_counters)]
 pub struct UsageCounterRow {
     pub tenant_id: String,
@@ -389,7 +389,7 @@ pub struct UsageEventRow {
 }
 
 /// An operator's limit for one tenant and metric.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, Serialize, Deserialize)]
 #[diesel(table_name = super::schema::quota_overrides, treat_none_as_null = true)]
 pub struct QuotaOverrideRow {
     pub tenant_id: String,

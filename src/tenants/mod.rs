@@ -1,7 +1,6 @@
 //! The tenant registry and its lifecycle. Business rules live here; SQL lives in
 //! [`crate::store::tenants`]; HTTP lives in `api/` and `web/`.
 
-pub mod backup;
 pub mod bundle;
 pub mod input;
 pub mod model;

@@ -1,11 +1,12 @@
-//! Backups of every tenant: each tenant's export bundle written to a directory, incrementally.
+//! Backups of every tenant: each tenant's bundle written to a directory, incrementally.
 //!
-//! `DIR/<slug>.json` holds a tenant's bundle (mode 0600; secrets stay sealed) and
+//! `DIR/<slug>.tar` holds a tenant's bundle (mode 0600; secrets stay sealed) and
 //! `DIR/index.json` what each file was made from: the tenant's id, its record's version and
 //! the time of its last change. A tenant whose record has not changed since the last backup is
-//! skipped (its file is kept); one that changed is exported again (and the export audited); the
-//! file of a tenant that no longer exists is kept and listed as `gone`, since a backup is what
-//! restores it.
+//! skipped (its file is kept) unless `full` asks for every tenant (what changed only in a
+//! backend is seen by a full backup); one that changed is exported again (and the export
+//! audited); the file of a tenant that no longer exists is kept and listed as `gone`, since a
+//! backup is what restores it.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -19,6 +20,8 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::store;
+
+use super::ExportOptions;
 
 /// What a backup file was made from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +55,7 @@ pub struct BackupReport {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -69,7 +72,12 @@ fn io(dir: &Path, err: std::io::Error) -> AppError {
 }
 
 /// Backs every tenant up into `dir` (created when missing), skipping the unchanged ones.
-pub async fn backup(ctx: &Context, actor: &Actor, dir: &Path) -> AppResult<BackupReport> {
+pub async fn backup(
+    ctx: &Context,
+    actor: &Actor,
+    dir: &Path,
+    full: bool,
+) -> AppResult<BackupReport> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let index_path = dir.join("index.json");
     let mut index: Index = match std::fs::read(&index_path) {
@@ -99,33 +107,34 @@ pub async fn backup(ctx: &Context, actor: &Actor, dir: &Path) -> AppResult<Backu
         for row in rows {
             seen.push(row.slug.clone());
             let updated_at = clock::rfc3339(row.updated_at);
-            let file = format!("{}.json", row.slug);
-            let current = index.tenants.get(&row.slug).is_some_and(|i| {
-                i.tenant_id == row.id
-                    && i.version == row.version
-                    && i.updated_at == updated_at
-                    && dir.join(&i.file).is_file()
-            });
+            let file = format!("{}.tar", row.slug);
+            let current = !full
+                && index.tenants.get(&row.slug).is_some_and(|i| {
+                    i.tenant_id == row.id
+                        && i.version == row.version
+                        && i.updated_at == updated_at
+                        && dir.join(&i.file).is_file()
+                });
             if current {
                 report.unchanged.push(row.slug);
                 continue;
             }
-            let bundle = match super::bundle::export(ctx, actor, &row.slug).await {
+            let bundle = match super::export(ctx, actor, &row.slug, ExportOptions::default()).await
+            {
                 Ok(bundle) => bundle,
                 // Purged meanwhile.
                 Err(AppError::NotFound { .. }) => continue,
                 Err(err) => return Err(err),
             };
-            let json = serde_json::to_vec_pretty(&bundle).map_err(AppError::internal)?;
-            write_private(&dir.join(&file), &json).map_err(|e| io(dir, e))?;
+            write_private(&dir.join(&file), &bundle.to_tar()?).map_err(|e| io(dir, e))?;
             index.tenants.insert(
                 row.slug.clone(),
                 Indexed {
-                    tenant_id: bundle.tenant.id.clone(),
-                    version: bundle.tenant.version,
-                    updated_at: clock::rfc3339(bundle.tenant.updated_at),
+                    tenant_id: row.id.clone(),
+                    version: row.version,
+                    updated_at,
                     file,
-                    exported_at: bundle.exported_at.to_rfc3339(),
+                    exported_at: bundle.manifest.exported_at.clone(),
                 },
             );
             // The index after every file: an interrupted backup resumes where it stopped.

@@ -1,0 +1,282 @@
+//! Building a tenant's bundle: the registry's parts read in one transaction (with the export's
+//! audit record), then each backend plugin's `export` part.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{Bundle, Exclusion, FORMAT, Manifest, PartEntry, sha256_hex};
+use crate::audit::{self, Actor, AuditEvent};
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::plugins::PluginError;
+use crate::secrets::{Keyring, MasterKey};
+use crate::store::models::{ResourceRow, TenantRow};
+use crate::tenants::{Tenant, secret_context};
+use crate::{store, transaction};
+
+/// How to export.
+#[derive(Default)]
+pub struct ExportOptions {
+    /// Re-seal every secret to this master key (a bundle for another installation).
+    pub recipient: Option<MasterKey>,
+    /// Record the export in the audit log (off only for the check an import makes of itself).
+    pub unaudited: bool,
+}
+
+/// What a bundle leaves out, always.
+fn exclusions() -> Vec<Exclusion> {
+    [
+        ("sessions", "short-lived: the tenant's users log in again"),
+        ("login attempts", "a login's state for a few minutes only"),
+        (
+            "SSO setup links",
+            "single-use and short-lived: make a new one",
+        ),
+        (
+            "API key secrets",
+            "only their hashes are kept anywhere; the keys work again as they were",
+        ),
+        (
+            "usage event ids",
+            "kept to count a reported event once, for a few days",
+        ),
+        (
+            "alerts",
+            "evaluated again from the usage and limits the bundle carries",
+        ),
+        (
+            "provisioning runs and steps",
+            "this installation's history; the resources part holds what they made",
+        ),
+        (
+            "plugin state",
+            "a plugin's own scratch state, remade by its calls",
+        ),
+        (
+            "webhook endpoints and deliveries",
+            "the installation's, not the tenant's",
+        ),
+        (
+            "users seen at login",
+            "recorded again at each user's next login",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, why)| Exclusion {
+        name: name.into(),
+        why: why.into(),
+    })
+    .collect()
+}
+
+struct Parts {
+    entries: Vec<PartEntry>,
+    bytes: BTreeMap<String, Vec<u8>>,
+}
+
+impl Parts {
+    fn json(&mut self, path: &str, value: &Value, instance_specific: &[&str]) -> AppResult<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(AppError::internal)?;
+        self.entries.push(PartEntry {
+            path: path.into(),
+            media_type: "application/json".into(),
+            sha256: sha256_hex(&bytes),
+            bytes: bytes.len() as u64,
+            items: value.as_array().map(|a| a.len() as u64),
+            plugin: None,
+            instance_specific: instance_specific.iter().map(|s| (*s).to_owned()).collect(),
+        });
+        self.bytes.insert(path.into(), bytes);
+        Ok(())
+    }
+}
+
+/// Opens `sealed` (sealed for `context`) and seals it again for `to`.
+fn reseal(ctx: &Context, to: &Keyring, sealed: &str, context: &str) -> AppResult<String> {
+    let plain = ctx.keyring.open(sealed, context)?;
+    Ok(to.seal(&plain, context))
+}
+
+fn reseal_row(ctx: &Context, to: &Keyring, row: &mut TenantRow) -> AppResult<()> {
+    let id = row.id.clone();
+    for (value, place) in [
+        (&mut row.client_secret, "client_secret"),
+        (&mut row.client_secret_previous, "client_secret"),
+        (&mut row.db_uri, "db_uri"),
+    ] {
+        if let Some(sealed) = value.as_mut() {
+            *sealed = reseal(ctx, to, sealed, &secret_context(&id, place))?;
+        }
+    }
+    Ok(())
+}
+
+fn reseal_resources(ctx: &Context, to: &Keyring, rows: &mut [ResourceRow]) -> AppResult<()> {
+    for r in rows {
+        let context = crate::provisioning::resource_context(&r.tenant_id, &r.plugin, &r.step_id);
+        r.input = reseal(ctx, to, &r.input, &context)?;
+    }
+    Ok(())
+}
+
+/// Builds the bundle of tenant `slug`.
+pub async fn export(
+    ctx: &Context,
+    actor: &Actor,
+    slug: &str,
+    options: ExportOptions,
+) -> AppResult<Bundle> {
+    let audited = !options.unaudited;
+    let (mut row, history, keys, overrides, counters, records, mut resources) =
+        transaction!(ctx.db, |tx| {
+            let row = store::tenants::find_by_slug(tx, slug)
+                .await?
+                .ok_or_else(|| AppError::not_found("tenant", slug))?;
+            let mut history = store::tenants::status_history(tx, &row.id).await?;
+            history.reverse();
+            let keys = store::bundle::api_keys_of(tx, &row.id).await?;
+            let overrides = store::bundle::overrides_of(tx, &row.id).await?;
+            let counters = store::bundle::counters_of(tx, &row.id).await?;
+            let resources = store::provisioning::resources(tx, &row.id).await?;
+            if audited {
+                audit::record(
+                    tx,
+                    actor,
+                    AuditEvent::tenant(
+                        "tenant.export",
+                        &row.id,
+                        &row.slug,
+                        json!({ "format": FORMAT, "resources": resources.len() }),
+                    ),
+                )
+                .await?;
+            }
+            let records = store::bundle::audit_of(tx, &row.id).await?;
+            Ok((row, history, keys, overrides, counters, records, resources))
+        })?;
+    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
+    // The backends' parts, from the steps applied for the tenant (inputs opened).
+    let mut backend_parts = Vec::new();
+    let mut excluded = exclusions();
+    let applied = crate::provisioning::applied_steps(ctx, &tenant).await?;
+    let mut plugins: Vec<_> = applied.into_iter().collect();
+    plugins.sort_by(|a, b| a.0.cmp(&b.0));
+    let ptenant = crate::provisioning::plugin_tenant(&tenant);
+    for (plugin, steps) in plugins {
+        let logged = ctx.plugins.export_tenant(&plugin, &ptenant, steps).await;
+        match logged.result {
+            Ok(Ok(Some(part))) => backend_parts.push((plugin, part)),
+            Ok(Ok(None)) => excluded.push(Exclusion {
+                name: format!("backends/{plugin}"),
+                why: "the plugin keeps nothing of the tenant worth carrying".into(),
+            }),
+            Ok(Err(PluginError::Transient(m) | PluginError::Permanent(m))) => {
+                return Err(AppError::Unavailable(format!(
+                    "the export of `{plugin}` failed: {m}; nothing was written"
+                )));
+            }
+            Err(err) => {
+                return Err(AppError::Unavailable(format!(
+                    "the export of `{plugin}` failed: {err}; nothing was written"
+                )));
+            }
+        }
+    }
+
+    let recipient = options.recipient.map(|key| Keyring::new(key, Vec::new()));
+    if let Some(to) = &recipient {
+        reseal_row(ctx, to, &mut row)?;
+        reseal_resources(ctx, to, &mut resources)?;
+    }
+    let sealed_for = recipient
+        .as_ref()
+        .map_or_else(|| ctx.keyring.primary_id(), |k| k.primary_id())
+        .to_owned();
+
+    let mut parts = Parts {
+        entries: Vec::new(),
+        bytes: BTreeMap::new(),
+    };
+    parts.json(
+        "registry/tenant.json",
+        &serde_json::to_value(&row).map_err(AppError::internal)?,
+        &[],
+    )?;
+    parts.json(
+        "registry/status_history.json",
+        &serde_json::to_value(&history).map_err(AppError::internal)?,
+        &[],
+    )?;
+    parts.json(
+        "registry/sso.json",
+        &json!({
+            "oauth_issuer": row.oauth_issuer,
+            "client_id": row.client_id,
+            "client_secret": row.client_secret,
+            "client_secret_previous": row.client_secret_previous,
+            "scopes": row.scopes,
+            "role_mapping": row.role_mapping,
+        }),
+        &[],
+    )?;
+    parts.json(
+        "registry/api_keys.json",
+        &serde_json::to_value(&keys).map_err(AppError::internal)?,
+        &[],
+    )?;
+    parts.json(
+        "registry/quota_overrides.json",
+        &serde_json::to_value(&overrides).map_err(AppError::internal)?,
+        &[],
+    )?;
+    parts.json(
+        "registry/usage_counters.json",
+        &serde_json::to_value(&counters).map_err(AppError::internal)?,
+        &[],
+    )?;
+    // The audit log is the installation's: it grows with every action, the export itself too.
+    parts.json(
+        "audit/records.json",
+        &serde_json::to_value(&records).map_err(AppError::internal)?,
+        &[""],
+    )?;
+    // Re-applied on import: the run and the time are the new installation's.
+    parts.json(
+        "provisioning/resources.json",
+        &serde_json::to_value(&resources).map_err(AppError::internal)?,
+        &["/*/run_id", "/*/applied_at", "/*/input", "/*/seq"],
+    )?;
+    for (plugin, part) in backend_parts {
+        let extension = match part.media_type.as_str() {
+            "application/json" => "json",
+            "application/zip" => "zip",
+            _ => "bin",
+        };
+        let path = format!("backends/{plugin}.{extension}");
+        parts.entries.push(PartEntry {
+            path: path.clone(),
+            media_type: part.media_type.clone(),
+            sha256: sha256_hex(&part.data),
+            bytes: part.data.len() as u64,
+            items: None,
+            plugin: Some(plugin),
+            instance_specific: part.instance_specific.clone(),
+        });
+        parts.bytes.insert(path, part.data);
+    }
+    Ok(Bundle {
+        manifest: Manifest {
+            format: FORMAT.into(),
+            tenant_id: row.id.clone(),
+            tenant_slug: row.slug.clone(),
+            exported_at: clock::rfc3339(clock::now()),
+            sealed_for,
+            audit_hash: "each record's `hash` is the hex SHA-256 of its fields prev_hash, seq, at (RFC 3339, microseconds), actor, tenant_id, tenant_slug, action, details, source_ip, request_id — each as an 8-byte big-endian length and its UTF-8 bytes, a missing value as the single character U+0000 — and `prev_hash` is the hash of the record before it in the installation's chain (`tenantry audit verify`)".into(),
+            parts: parts.entries,
+            excluded,
+        },
+        parts: parts.bytes,
+    })
+}

@@ -1,0 +1,540 @@
+//! Importing a tenant's bundle.
+//!
+//! Everything is checked before anything is written: the archive (every part's SHA-256), each
+//! part's records, that the tenant's slug and id are free, that every sealed secret opens with
+//! this installation's keys, and that every backend plugin the bundle names is enabled here. A
+//! refused import leaves nothing behind. The registry's parts are then written in one
+//! transaction; the resources the tenant was provisioned with are re-applied (one `apply` run,
+//! with the recorded inputs) and carried to the tenant's status (a suspended tenant's backends
+//! suspend it again); each plugin imports its part; and the tenant is exported again and
+//! compared with the bundle: any difference outside what the manifest names as
+//! instance-specific is reported, and the import is not `ok`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::{Bundle, Exclusion, ExportOptions, differences, export};
+use crate::audit::{self, Actor, AuditEvent};
+use crate::context::Context;
+use crate::error::{AppError, AppResult, FieldError};
+use crate::plugins::{BundlePart, PluginError, World};
+use crate::provisioning::{self, LifecycleChange, resource_context};
+use crate::store::models::{
+    ApiKeyRow, QuotaOverrideRow, ResourceRow, StatusChangeRow, TenantRow, UsageCounterRow,
+};
+use crate::tenants::{Tenant, TenantSlug, TenantStatus, Tier, secret_context};
+use crate::{store, transaction};
+
+/// One line of what an import creates.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlanLine {
+    /// `tenant`, `status history`, `api keys`… or `backends/<plugin>`.
+    pub what: String,
+    pub count: u64,
+    pub detail: String,
+}
+
+/// What importing a bundle creates.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImportPlan {
+    pub tenant: String,
+    pub tenant_id: String,
+    pub status: String,
+    pub exported_at: String,
+    pub lines: Vec<PlanLine>,
+    /// What the bundle leaves out, as its manifest says.
+    pub excluded: Vec<Exclusion>,
+}
+
+/// What a backend plugin's import did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BackendImport {
+    pub plugin: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual_follow_up: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What an import did (or, for a dry run, would do).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImportOutcome {
+    pub plan: ImportPlan,
+    pub dry_run: bool,
+    /// The run that re-applied the tenant's resources, and how it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_status: Option<String>,
+    pub backends: Vec<BackendImport>,
+    /// Where the tenant, exported again, differs from the bundle.
+    pub differences: Vec<String>,
+    /// Imported, every backend restored, and no difference.
+    pub ok: bool,
+}
+
+struct Checked {
+    row: TenantRow,
+    history: Vec<StatusChangeRow>,
+    keys: Vec<ApiKeyRow>,
+    overrides: Vec<QuotaOverrideRow>,
+    counters: Vec<UsageCounterRow>,
+    resources: Vec<ResourceRow>,
+}
+
+fn invalid(field: impl Into<String>, rule: &str, message: impl Into<String>) -> FieldError {
+    FieldError::new(field, rule, message)
+}
+
+/// Checks every part against this installation; changes nothing.
+async fn check(ctx: &Context, bundle: &Bundle) -> AppResult<Checked> {
+    let row: TenantRow = bundle.json("registry/tenant.json")?;
+    let checked = Checked {
+        history: bundle.json("registry/status_history.json")?,
+        keys: bundle.json("registry/api_keys.json")?,
+        overrides: bundle.json("registry/quota_overrides.json")?,
+        counters: bundle.json("registry/usage_counters.json")?,
+        resources: bundle.json("provisioning/resources.json")?,
+        row,
+    };
+    let row = &checked.row;
+    let mut errors = Vec::new();
+    if row.id != bundle.manifest.tenant_id || row.slug != bundle.manifest.tenant_slug {
+        errors.push(invalid(
+            "registry/tenant.json",
+            "manifest",
+            "is not the tenant the manifest names",
+        ));
+    }
+    if let Err(mut e) = TenantSlug::parse(&row.slug, true) {
+        e.field = "registry/tenant.json/slug".into();
+        errors.push(e);
+    }
+    if row.tier.parse::<Tier>().is_err() {
+        errors.push(invalid(
+            "registry/tenant.json/tier",
+            "one_of",
+            "is not a known tier",
+        ));
+    }
+    if row.status.parse::<TenantStatus>().is_err() || row.status == "provisioning" {
+        errors.push(invalid(
+            "registry/tenant.json/status",
+            "one_of",
+            "is not a status a tenant can be restored in",
+        ));
+    }
+    let foreign = |id: Option<&str>| id != Some(row.id.as_str());
+    for (part, wrong) in [
+        (
+            "registry/status_history.json",
+            checked.history.iter().any(|h| foreign(Some(&h.tenant_id))),
+        ),
+        (
+            "registry/api_keys.json",
+            checked.keys.iter().any(|k| foreign(k.tenant_id.as_deref())),
+        ),
+        (
+            "registry/quota_overrides.json",
+            checked
+                .overrides
+                .iter()
+                .any(|o| foreign(Some(&o.tenant_id))),
+        ),
+        (
+            "registry/usage_counters.json",
+            checked.counters.iter().any(|c| foreign(Some(&c.tenant_id))),
+        ),
+        (
+            "provisioning/resources.json",
+            checked
+                .resources
+                .iter()
+                .any(|r| foreign(Some(&r.tenant_id))),
+        ),
+    ] {
+        if wrong {
+            errors.push(invalid(
+                part,
+                "tenant_id",
+                "holds records of another tenant",
+            ));
+        }
+    }
+    // Every sealed value opens with this installation's keys.
+    let key_of = |sealed: &str| sealed.split(':').nth(1).unwrap_or("?").to_owned();
+    for (field, sealed, place) in [
+        (
+            "registry/tenant.json/client_secret",
+            &row.client_secret,
+            "client_secret",
+        ),
+        (
+            "registry/tenant.json/client_secret_previous",
+            &row.client_secret_previous,
+            "client_secret",
+        ),
+        ("registry/tenant.json/db_uri", &row.db_uri, "db_uri"),
+    ] {
+        if let Some(sealed) = sealed
+            && ctx
+                .keyring
+                .open(sealed, &secret_context(&row.id, place))
+                .is_err()
+        {
+            errors.push(invalid(
+                field,
+                "sealed_key",
+                format!(
+                    "is sealed with master key {}, which this server has not loaded (export with --recipient-key for this installation)",
+                    key_of(sealed)
+                ),
+            ));
+        }
+    }
+    for r in &checked.resources {
+        if ctx
+            .keyring
+            .open(
+                &r.input,
+                &resource_context(&r.tenant_id, &r.plugin, &r.step_id),
+            )
+            .is_err()
+        {
+            errors.push(invalid(
+                format!("provisioning/resources.json/{}/{}", r.plugin, r.step_id),
+                "sealed_key",
+                format!(
+                    "is sealed with master key {}, which this server has not loaded",
+                    key_of(&r.input)
+                ),
+            ));
+        }
+    }
+    // The backends it names are here.
+    let enabled = ctx.plugins.enabled(World::Provisioner).await?;
+    let mut named: Vec<&str> = checked
+        .resources
+        .iter()
+        .map(|r| r.plugin.as_str())
+        .collect();
+    named.extend(
+        bundle
+            .manifest
+            .parts
+            .iter()
+            .filter_map(|p| p.plugin.as_deref()),
+    );
+    named.sort();
+    named.dedup();
+    for plugin in named {
+        if !enabled.contains(plugin) {
+            errors.push(invalid(
+                format!("backends/{plugin}"),
+                "plugin",
+                format!("the tenant is in the backend of plugin `{plugin}`, which is not installed and enabled here"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let mut conn = ctx.db.conn().await?;
+    let taken = store::tenants::find_by_slug(&mut conn, &row.slug)
+        .await?
+        .is_some()
+        || store::tenants::find_by_id(&mut conn, &row.id)
+            .await?
+            .is_some();
+    if taken {
+        return Err(AppError::conflict(
+            "slug_taken",
+            format!(
+                "a tenant with slug `{}` or id `{}` already exists",
+                row.slug, row.id
+            ),
+            json!({ "field": "slug", "slug": row.slug }),
+        ));
+    }
+    Ok(checked)
+}
+
+fn plan_of(bundle: &Bundle, c: &Checked) -> ImportPlan {
+    let mut lines = vec![
+        PlanLine {
+            what: "tenant".into(),
+            count: 1,
+            detail: format!(
+                "{} ({}, {}), with its SSO settings",
+                c.row.slug, c.row.name, c.row.status
+            ),
+        },
+        PlanLine {
+            what: "status history".into(),
+            count: c.history.len() as u64,
+            detail: "status changes, as they were".into(),
+        },
+        PlanLine {
+            what: "api keys".into(),
+            count: c.keys.len() as u64,
+            detail: "by their hashes: the same keys work again".into(),
+        },
+        PlanLine {
+            what: "quota overrides".into(),
+            count: c.overrides.len() as u64,
+            detail: String::new(),
+        },
+        PlanLine {
+            what: "usage counters".into(),
+            count: c.counters.len() as u64,
+            detail: String::new(),
+        },
+        PlanLine {
+            what: "resources".into(),
+            count: c.resources.len() as u64,
+            detail: "re-applied in their backends with the recorded inputs".into(),
+        },
+    ];
+    for part in bundle.manifest.parts.iter().filter(|p| p.plugin.is_some()) {
+        lines.push(PlanLine {
+            what: part.path.clone(),
+            count: 1,
+            detail: format!(
+                "imported by plugin `{}` ({}, {} bytes)",
+                part.plugin.as_deref().unwrap_or_default(),
+                part.media_type,
+                part.bytes
+            ),
+        });
+    }
+    lines.push(PlanLine {
+        what: "audit records".into(),
+        count: bundle
+            .manifest
+            .parts
+            .iter()
+            .find(|p| p.path == "audit/records.json")
+            .and_then(|p| p.items)
+            .unwrap_or(0),
+        detail: "kept in the bundle as evidence; this installation's log records the import".into(),
+    });
+    ImportPlan {
+        tenant: c.row.slug.clone(),
+        tenant_id: c.row.id.clone(),
+        status: c.row.status.clone(),
+        exported_at: bundle.manifest.exported_at.clone(),
+        lines,
+        excluded: bundle.manifest.excluded.clone(),
+    }
+}
+
+/// How long an import waits for the run that re-applies the resources.
+const RUN_WAIT: Duration = Duration::from_secs(900);
+
+async fn wait_run(ctx: &Context, id: &str) -> AppResult<provisioning::RunView> {
+    let started = std::time::Instant::now();
+    loop {
+        let run = provisioning::get_run(ctx, id).await?;
+        if !run.is_open() {
+            return Ok(run);
+        }
+        if started.elapsed() > RUN_WAIT {
+            return Err(AppError::Unavailable(format!(
+                "run {id} has not finished after {} s; follow it at {}",
+                RUN_WAIT.as_secs(),
+                provisioning::run_url(id)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Imports `bundle` (or, with `dry_run`, says what it would create). Whoever calls it runs a
+/// provisioning worker (a server does; the CLI starts one).
+pub async fn import(
+    ctx: &Context,
+    actor: &Actor,
+    bundle: &Bundle,
+    dry_run: bool,
+) -> AppResult<ImportOutcome> {
+    let checked = check(ctx, bundle).await?;
+    let plan = plan_of(bundle, &checked);
+    let mut outcome = ImportOutcome {
+        plan,
+        dry_run,
+        run: None,
+        run_status: None,
+        backends: Vec::new(),
+        differences: Vec::new(),
+        ok: true,
+    };
+    if dry_run {
+        return Ok(outcome);
+    }
+    let Checked {
+        row,
+        history,
+        keys,
+        overrides,
+        counters,
+        resources,
+    } = checked;
+    transaction!(ctx.db, |tx| {
+        store::tenants::insert(tx, &row).await.map_err(|err| {
+            store::unique_violation(err, || {
+                AppError::conflict(
+                    "slug_taken",
+                    format!(
+                        "a tenant with slug `{}` or id `{}` already exists",
+                        row.slug, row.id
+                    ),
+                    json!({ "field": "slug", "slug": row.slug }),
+                )
+            })
+        })?;
+        for change in &history {
+            store::tenants::insert_status_change(tx, change).await?;
+        }
+        store::bundle::insert_rows(tx, &keys, &overrides, &counters, &[]).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::tenant(
+                "tenant.import",
+                &row.id,
+                &row.slug,
+                json!({
+                    "format": super::FORMAT,
+                    "exported_at": bundle.manifest.exported_at,
+                    "history": history.len(),
+                    "api_keys": keys.len(),
+                    "quota_overrides": overrides.len(),
+                    "usage_counters": counters.len(),
+                    "resources": resources.len(),
+                }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })?;
+    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
+
+    // The resources, re-applied in order with their recorded inputs.
+    if !resources.is_empty() {
+        let mut ordered = resources.clone();
+        ordered.sort_by_key(|r| (r.applied_at, r.seq));
+        let mut steps = Vec::new();
+        for r in &ordered {
+            let input = ctx.keyring.open(
+                &r.input,
+                &resource_context(&r.tenant_id, &r.plugin, &r.step_id),
+            )?;
+            steps.push((
+                r.plugin.clone(),
+                crate::plugins::Step {
+                    id: r.step_id.clone(),
+                    description: r.description.clone(),
+                    input,
+                },
+            ));
+        }
+        let run =
+            provisioning::spec::queue_apply(ctx, actor, &tenant, &steps, "tenant.import").await?;
+        let view = wait_run(ctx, &run).await?;
+        outcome.run_status = Some(view.status.to_string());
+        outcome.run = Some(run.clone());
+        if view.status != provisioning::RunStatus::Succeeded {
+            outcome.ok = false;
+            outcome.differences.push(format!(
+                "the resources could not be re-applied: run {run} {}{}",
+                view.status,
+                view.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+            return Ok(outcome);
+        }
+        // A tenant that is not live has its backends told so again.
+        let change = match tenant.status {
+            TenantStatus::Suspended => Some(LifecycleChange::Suspend),
+            TenantStatus::Canceled | TenantStatus::Deleted => Some(LifecycleChange::Cancel),
+            _ => None,
+        };
+        if let Some(change) = change {
+            let queued = transaction!(ctx.db, |tx| {
+                provisioning::queue_lifecycle_in(
+                    tx,
+                    &ctx.keyring,
+                    actor,
+                    &tenant,
+                    change,
+                    "restored from a bundle",
+                )
+                .await
+            })?;
+            ctx.runs_queued.notify_one();
+            if let Some(run) = queued {
+                let view = wait_run(ctx, &run).await?;
+                if view.status != provisioning::RunStatus::Succeeded {
+                    outcome.ok = false;
+                    outcome.differences.push(format!(
+                        "the backends were not told the tenant is {}: run {run} {}",
+                        tenant.status, view.status
+                    ));
+                }
+            }
+        }
+    }
+
+    // Each plugin's own part.
+    let ptenant = provisioning::plugin_tenant(&tenant);
+    for part in bundle.manifest.parts.iter().filter(|p| p.plugin.is_some()) {
+        let plugin = part.plugin.clone().unwrap_or_default();
+        let logged = ctx
+            .plugins
+            .import_tenant(
+                &plugin,
+                &ptenant,
+                BundlePart {
+                    media_type: part.media_type.clone(),
+                    data: bundle.parts[&part.path].clone(),
+                    instance_specific: part.instance_specific.clone(),
+                },
+            )
+            .await;
+        let (ok, manual_follow_up, error) = match logged.result {
+            Ok(Ok(done)) => (true, done.manual_follow_up, None),
+            Ok(Err(PluginError::Transient(m) | PluginError::Permanent(m))) => {
+                (false, None, Some(m))
+            }
+            Err(err) => (false, None, Some(err.to_string())),
+        };
+        outcome.ok &= ok;
+        outcome.backends.push(BackendImport {
+            plugin,
+            ok,
+            manual_follow_up,
+            error,
+        });
+    }
+
+    // The tenant as it now is, against the bundle.
+    let again = export(
+        ctx,
+        actor,
+        &tenant.slug,
+        ExportOptions {
+            recipient: None,
+            unaudited: true,
+        },
+    )
+    .await?;
+    outcome.differences.extend(differences(bundle, &again));
+    outcome.ok &= outcome.differences.is_empty();
+    Ok(outcome)
+}
