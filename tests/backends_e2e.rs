@@ -769,3 +769,155 @@ async fn postgres_makes_the_database_that_superset_registers_in_one_request() {
     common::pg::drop_role(&server_role).await;
     app.stop().await;
 }
+
+async fn bundle_of(app: &TestApp, slug: &str) -> (Vec<u8>, tenantry::bundles::Bundle) {
+    let response = app
+        .request(Method::GET, &format!("/api/v1/tenant/{slug}/bundle"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/x-tar"
+    );
+    let bytes = response.bytes().await.unwrap().to_vec();
+    let bundle = tenantry::bundles::Bundle::from_tar(&bytes).expect("a valid bundle");
+    (bytes, bundle)
+}
+
+/// A tenant as one bundle across the real Superset and Airflow: exported, purged from both,
+/// imported (its resources made again, each backend's part restored), and exported again —
+/// the two bundles are the same apart from what their manifests name as instance-specific.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_round_trip_through_superset_and_airflow_is_equal() {
+    let superset = SupersetClient::from_env().await;
+    let airflow = AirflowClient::from_env().await;
+    let app = spawn().await;
+    grant_superset(&app, &superset).await;
+    af::grant_airflow(&app.ctx, &AirflowSettings::from_env()).await;
+    templates(&app).await;
+    let data = TenantData::create().await;
+    let slug = slug("bndl");
+    let u = underscored(&slug);
+    let (status, accepted) = app
+        .post(
+            "/api/v1/tenant/provision",
+            request(
+                &slug,
+                &data,
+                json!({
+                    "superset": { "rls": { "table": "orders", "schema": "public", "column": "tenant_id" } },
+                    "airflow": { "variables": { "region": "eu-west" } },
+                }),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let run = wait_run(&app, accepted["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    // Something of the tenant's own in Airflow, beyond what provisioning made.
+    airflow
+        .set_variable(&format!("tenant_{u}_region"), "us-east")
+        .await;
+
+    let (first_bytes, first) = bundle_of(&app, &slug).await;
+    let plugins: Vec<&str> = first
+        .manifest
+        .parts
+        .iter()
+        .filter_map(|p| p.plugin.as_deref())
+        .collect();
+    assert_eq!(plugins, ["airflow", "superset"], "{:#?}", first.manifest);
+    assert!(
+        !String::from_utf8_lossy(&first_bytes).contains("e2e-client-secret"),
+        "secrets stay sealed"
+    );
+
+    lifecycle(&app, &slug, "cancel").await;
+    purge(&app, &slug).await;
+    assert!(airflow.pool(&format!("tenant-{slug}")).await.is_none());
+    assert!(
+        superset
+            .database_named(&format!("tenantry-{slug}-primary"))
+            .await
+            .is_none()
+    );
+
+    // A dry run first: what would be created.
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/bundle?dry_run=true")
+        .header("Content-Type", "application/x-tar")
+        .body(first_bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, plan) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["dry_run"], true);
+    let (status, _) = app.get(&format!("/api/v1/tenant/{slug}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a dry run creates nothing");
+
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/bundle")
+        .header("Content-Type", "application/x-tar")
+        .body(first_bytes)
+        .send()
+        .await
+        .unwrap();
+    let (status, outcome) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{outcome:#}");
+    assert_eq!(outcome["ok"], true, "{outcome:#}");
+    assert_eq!(outcome["run_status"], "succeeded", "{outcome:#}");
+    // Both backends hold the tenant again, with what was its own.
+    assert_eq!(
+        airflow.pool(&format!("tenant-{slug}")).await.unwrap()["slots"],
+        16
+    );
+    assert_eq!(
+        airflow
+            .variable_value(&format!("tenant_{u}_region"))
+            .await
+            .as_deref(),
+        Some("us-east")
+    );
+    assert!(
+        superset
+            .dashboard_titled(&format!("Sales of {slug}"))
+            .await
+            .is_some()
+    );
+    assert!(
+        superset
+            .rls_named(&format!("tenantry-{slug}-rls"))
+            .await
+            .is_some()
+    );
+
+    let (_, second) = bundle_of(&app, &slug).await;
+    let differences = tenantry::bundles::differences(&first, &second);
+    assert!(differences.is_empty(), "{differences:#?}");
+    // Compared for real: the same steps, descriptions, templates and fingerprints in the
+    // resources, the same registry records, and each backend's part without what the plugin
+    // names instance-specific.
+    let resources = |b: &tenantry::bundles::Bundle| -> Vec<(String, String)> {
+        let rows: Value = b.json("provisioning/resources.json").unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["plugin"].as_str().unwrap().to_owned(),
+                    r["step_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(resources(&first), resources(&second));
+    assert!(resources(&first).len() >= 6, "{:?}", resources(&first));
+
+    lifecycle(&app, &slug, "cancel").await;
+    purge(&app, &slug).await;
+    data.drop().await;
+    app.stop().await;
+}

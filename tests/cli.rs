@@ -714,7 +714,67 @@ backend_tests!(
     unknown_tenantry_env_var_exits_non_zero_naming_it_before_touching_anything,
     serve_with_a_bad_bind_address_exits_non_zero_with_one_line_before_touching_anything,
     backup_writes_every_tenant_and_skips_the_unchanged_next_time,
+    a_bundle_for_another_installation_is_resealed_to_its_key,
 );
+
+async fn a_bundle_for_another_installation_is_resealed_to_its_key(backend: Backend) {
+    let source = Cli::new(backend).await;
+    let target = Cli::new(backend).await;
+    let created = create_acme(&source).await;
+    let plain = source.path().join("plain.tar");
+    source
+        .ok(&["tenant", "export", "acme", "--file", plain.to_str().unwrap()])
+        .await;
+    // Sealed with the source's key: the target cannot open it, says so, and keeps nothing.
+    let refused = target
+        .fails(&["tenant", "import", "--file", plain.to_str().unwrap()])
+        .await;
+    assert!(
+        refused.contains("sealed with master key") && refused.contains("--recipient-key"),
+        "{refused}"
+    );
+    target.fails(&["tenant", "show", "acme"]).await;
+    // Re-sealed to the target's key (never masked): it imports there with its secrets.
+    // The target's own key file, as its operator would hand it over.
+    let key_file = target.path().join("master.key");
+    assert!(key_file.is_file(), "the target made its key");
+    let resealed = source.path().join("resealed.tar");
+    source
+        .ok(&[
+            "tenant",
+            "export",
+            "acme",
+            "--recipient-key",
+            key_file.to_str().unwrap(),
+            "--file",
+            resealed.to_str().unwrap(),
+        ])
+        .await;
+    let outcome = target
+        .json(&["tenant", "import", "--file", resealed.to_str().unwrap()])
+        .await;
+    assert_eq!(outcome["ok"], true, "{outcome}");
+    let shown = target.json(&["tenant", "show", "acme"]).await;
+    assert_eq!(shown["id"], created["id"]);
+    assert_eq!(
+        shown["client_secret"]["fingerprint"],
+        created["client_secret"]["fingerprint"],
+        "the same secret, opened with the target's key"
+    );
+    let bad_key = source.write_file("bad.key", "not a key");
+    let line = source
+        .fails(&[
+            "tenant",
+            "export",
+            "acme",
+            "--recipient-key",
+            bad_key.to_str().unwrap(),
+        ])
+        .await;
+    assert!(line.contains("not a master key file"), "{line}");
+    source.finish().await;
+    target.finish().await;
+}
 
 async fn backup_writes_every_tenant_and_skips_the_unchanged_next_time(backend: Backend) {
     let cli = Cli::new(backend).await;

@@ -242,11 +242,18 @@ pub async fn export(
         &serde_json::to_value(&records).map_err(AppError::internal)?,
         &[""],
     )?;
-    // Re-applied on import: the run and the time are the new installation's.
+    // Re-applied on import: the run, the time, the ids a backend assigns (in the output) and
+    // the sealing (a fresh nonce) are the new installation's.
     parts.json(
         "provisioning/resources.json",
         &serde_json::to_value(&resources).map_err(AppError::internal)?,
-        &["/*/run_id", "/*/applied_at", "/*/input", "/*/seq"],
+        &[
+            "/*/run_id",
+            "/*/applied_at",
+            "/*/input",
+            "/*/output",
+            "/*/seq",
+        ],
     )?;
     for (plugin, part) in backend_parts {
         let extension = match part.media_type.as_str() {

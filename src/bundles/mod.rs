@@ -340,4 +340,67 @@ mod tests {
         strip(&mut whole, &[String::new()]);
         assert_eq!(whole, Value::Null);
     }
+
+    fn bundle(parts: &[(&str, Value, &[&str])]) -> Bundle {
+        let mut entries = Vec::new();
+        let mut bytes = BTreeMap::new();
+        for (path, value, pointers) in parts {
+            let data = serde_json::to_vec(value).unwrap();
+            entries.push(PartEntry {
+                path: (*path).into(),
+                media_type: "application/json".into(),
+                sha256: sha256_hex(&data),
+                bytes: data.len() as u64,
+                items: value.as_array().map(|a| a.len() as u64),
+                plugin: None,
+                instance_specific: pointers.iter().map(|p| (*p).to_owned()).collect(),
+            });
+            bytes.insert((*path).to_owned(), data);
+        }
+        Bundle {
+            manifest: Manifest {
+                format: FORMAT.into(),
+                tenant_id: "t".into(),
+                tenant_slug: "acme".into(),
+                exported_at: "2026-12-06T00:00:00Z".into(),
+                sealed_for: "k".into(),
+                audit_hash: String::new(),
+                parts: entries,
+                excluded: Vec::new(),
+            },
+            parts: bytes,
+        }
+    }
+
+    #[test]
+    fn differences_name_changed_missing_and_recounted_parts_but_not_instance_specific_ones() {
+        let a = bundle(&[
+            ("r.json", json!([{ "id": 1, "at": "x" }]), &["/*/at"]),
+            ("audit.json", json!([1, 2]), &[""]),
+            ("gone.json", json!({}), &[]),
+        ]);
+        let b = bundle(&[
+            ("r.json", json!([{ "id": 1, "at": "y" }]), &["/*/at"]),
+            ("audit.json", json!([1, 2, 3]), &[""]),
+            ("gone.json", json!({}), &[]),
+        ]);
+        assert!(differences(&a, &b).is_empty());
+        let c = bundle(&[
+            ("r.json", json!([{ "id": 2, "at": "y" }]), &["/*/at"]),
+            ("audit.json", json!([]), &[""]),
+            ("new.json", json!({}), &[]),
+        ]);
+        assert_eq!(
+            differences(&a, &c),
+            [
+                "r.json: the content differs",
+                "gone.json: only in the first bundle",
+                "new.json: only in the second bundle"
+            ]
+        );
+        let tar = a.to_tar().unwrap();
+        assert!(is_tar(&tar));
+        let read = Bundle::from_tar(&tar).unwrap();
+        assert_eq!(read.parts, a.parts);
+    }
 }
