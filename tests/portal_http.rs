@@ -761,6 +761,16 @@ async fn export_downloads_the_bundle_and_import_restores_a_purged_tenant(backend
     let bundle: serde_json::Value =
         serde_json::from_str(&download.body).expect("the download is the JSON bundle");
     assert_eq!(bundle["tenant"]["slug"], "acme-corp");
+    // The whole tenant as one archive, from the same page.
+    assert!(detail.body.contains("id=\"download-bundle\""));
+    let archive = browser
+        .post("/tenants/acme-corp/bundle", &[("csrf", &csrf)])
+        .await;
+    archive.assert_status(StatusCode::OK);
+    let whole = tenantry::bundles::Bundle::from_tar(archive.body.as_bytes())
+        .expect("the download is the tar bundle");
+    assert_eq!(whole.manifest.tenant_slug, "acme-corp");
+    assert_eq!(whole.manifest.format, "tenantry.tenant-bundle/v2");
 
     // Purge it, then bring it back by pasting the bundle.
     let (status, _) = app

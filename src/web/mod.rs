@@ -183,6 +183,10 @@ where
             web::post().to(tenant_actions::purge),
         )
         .route(
+            "/tenants/{slug}/bundle",
+            web::post().to(tenant_actions::bundle),
+        )
+        .route(
             "/tenants/{slug}/reconcile",
             web::post().to(tenant_actions::reconcile),
         )

@@ -134,6 +134,41 @@ pub async fn export(
         .body(serde_json::to_string_pretty(&bundle).unwrap_or_default()))
 }
 
+/// Downloads the tenant's whole bundle (`tenantry.tenant-bundle/v2`, a tar archive).
+pub async fn bundle(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm,
+) -> PageResult {
+    form.session.require_admin()?;
+    let location = format!("/tenants/{slug}");
+    let bundle = match crate::bundles::export(
+        &ctx,
+        &form.session.actor,
+        &slug,
+        crate::bundles::ExportOptions::default(),
+    )
+    .await
+    {
+        Ok(bundle) => bundle,
+        Err(err @ AppError::Unavailable(_)) => {
+            return Ok(redirect_with(
+                &location,
+                Flash::error(format!("The bundle was not made: {err}")),
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(crate::bundles::MEDIA_TYPE)
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"tenant-{slug}.tar\""),
+        ))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(bundle.to_tar()?))
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ImportForm {
     #[serde(default)]
