@@ -723,7 +723,13 @@ async fn a_bundle_for_another_installation_is_resealed_to_its_key(backend: Backe
     let created = create_acme(&source).await;
     let plain = source.path().join("plain.tar");
     source
-        .ok(&["tenant", "export", "acme", "--file", plain.to_str().unwrap()])
+        .ok(&[
+            "tenant",
+            "export",
+            "acme",
+            "--file",
+            plain.to_str().unwrap(),
+        ])
         .await;
     // Sealed with the source's key: the target cannot open it, says so, and keeps nothing.
     let refused = target
@@ -757,8 +763,7 @@ async fn a_bundle_for_another_installation_is_resealed_to_its_key(backend: Backe
     let shown = target.json(&["tenant", "show", "acme"]).await;
     assert_eq!(shown["id"], created["id"]);
     assert_eq!(
-        shown["client_secret"]["fingerprint"],
-        created["client_secret"]["fingerprint"],
+        shown["client_secret"]["fingerprint"], created["client_secret"]["fingerprint"],
         "the same secret, opened with the target's key"
     );
     let bad_key = source.write_file("bad.key", "not a key");
