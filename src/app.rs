@@ -1,6 +1,7 @@
 //! Start-up and the HTTP server: configuration → keyring → database (migrated) → platform tenant
 //! and bootstrap administrator → actix-web with the API, the portal, metrics and request logging.
 
+use crate::plugins::World;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Instant;
 
@@ -66,7 +67,13 @@ pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     crate::plugin_registry::record_builtins(&ctx).await?;
     let jobs: Vec<&str> = crate::jobs::specs(&ctx).iter().map(|j| j.name).collect();
     ctx.metrics.initialise_operations_series(&jobs);
-    crate::plugin_registry::initialise_series(&ctx).await?;
+    // Every enabled plugin's series at zero (an install or an enable does the same for its own).
+    for world in [World::Provisioner, World::Renderer, World::QuotaPolicy] {
+        for name in ctx.plugins.enabled(world).await? {
+            ctx.metrics
+                .initialise_plugin_series(&name, world == World::Provisioner);
+        }
+    }
     Ok((
         ctx,
         StartupReport {

@@ -242,18 +242,6 @@ pub fn check(bytes: &[u8]) -> AppResult<manifest::Inspection> {
 }
 
 /// Installs (or upgrades) a plugin from its component bytes. A built-in cannot be replaced.
-/// Exports the series of every enabled plugin at zero (at start; an install or an enable does
-/// the same for its plugin).
-pub async fn initialise_series(ctx: &Context) -> AppResult<()> {
-    for world in [World::Provisioner, World::Renderer, World::QuotaPolicy] {
-        for name in ctx.plugins.enabled(world).await? {
-            ctx.metrics
-                .initialise_plugin_series(&name, world == World::Provisioner);
-        }
-    }
-    Ok(())
-}
-
 pub async fn install(ctx: &Context, actor: &Actor, bytes: Vec<u8>) -> AppResult<PluginView> {
     let inspection = check(&bytes)?;
     let name = inspection.manifest.name.clone();

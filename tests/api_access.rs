@@ -104,11 +104,12 @@ async fn a_viewer_token_reads_but_every_change_is_403(backend: Backend) {
             .unwrap();
         let status = response.status();
         let (_, body): (StatusCode, Value) = common::into_json(response).await;
-        // Tokens and exports (which carry sealed secrets) are for administrators only.
+        // Tokens, exports and bundles (which carry sealed secrets) are for administrators only.
         // API keys' metadata is for administrators only, like the platform's tokens.
         let reads_tenant_data = method == Method::GET
             && !path.starts_with("/api/v1/admin/")
             && !path.ends_with("/export")
+            && !path.ends_with("/bundle")
             && !path.ends_with("/api-keys")
             // Webhook endpoints too: a URL can be a secret of its own.
             && !path.starts_with("/api/v1/webhooks");

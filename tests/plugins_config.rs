@@ -67,7 +67,7 @@ async fn configuration_is_set_through_the_api_checked_per_field_and_read_by_the_
         errors[0]["message"]
             .as_str()
             .unwrap()
-            .contains("(plan, seats)"),
+            .contains("(plan, seats, unreachable)"),
         "{body}"
     );
     let (_, unchanged) = app.get("/api/v1/plugin/provisioner-v2").await;
@@ -161,7 +161,9 @@ async fn configuration_is_set_from_the_cli(backend: Backend) {
         ])
         .await;
     assert!(
-        unknown.stderr.contains("has no such field (plan, seats)"),
+        unknown
+            .stderr
+            .contains("has no such field (plan, seats, unreachable)"),
         "{}",
         unknown.stderr
     );

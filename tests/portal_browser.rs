@@ -518,7 +518,11 @@ mod provisioning_walk {
         let states = ui
             .script("return [...document.querySelectorAll('.timeline .stephead .badge')].map(b => b.textContent.trim())")
             .await;
-        assert_eq!(states, json!(["done", "done", "done"]), "{states}");
+        assert_eq!(
+            states,
+            json!(["done", "done", "done", "done"]),
+            "three steps and the validation: {states}"
+        );
         let refresh = ui
             .script("return document.querySelectorAll('meta[http-equiv=refresh]').length")
             .await;

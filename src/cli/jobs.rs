@@ -1,4 +1,4 @@
-//! `tenantry job list` and `tenantry backup --dir DIR`.
+//! `tenantry job list`.
 
 use clap::Subcommand;
 
@@ -41,36 +41,5 @@ pub(super) async fn job_command(ctx: &Context, out: Output, cmd: JobCommand) -> 
                 .collect(),
             "no scheduled jobs (every interval is 0)",
         )
-    })
-}
-
-/// `tenantry backup --dir DIR`.
-pub(super) async fn backup(
-    ctx: &Context,
-    actor: &crate::audit::Actor,
-    out: Output,
-    dir: &std::path::Path,
-    full: bool,
-) -> anyhow::Result<()> {
-    let report = crate::bundles::backup::backup(ctx, actor, dir, full)
-        .await
-        .map_err(super::app_error)?;
-    print(out, &report, || {
-        let mut text = format!(
-            "backup in {}: {} exported, {} unchanged",
-            report.dir,
-            report.exported.len(),
-            report.unchanged.len()
-        );
-        if !report.exported.is_empty() {
-            text.push_str(&format!("\nexported: {}", report.exported.join(", ")));
-        }
-        if !report.gone.is_empty() {
-            text.push_str(&format!(
-                "\nno longer in the registry (their last file is kept): {}",
-                report.gone.join(", ")
-            ));
-        }
-        text
     })
 }

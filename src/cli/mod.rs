@@ -12,11 +12,13 @@ use serde::Serialize;
 mod admin;
 mod alerts;
 mod audit;
+mod bundles;
 mod jobs;
 mod keys;
 mod plugin;
 mod provisioning;
 mod quotas;
+mod repair;
 mod sso;
 mod tenant;
 
@@ -263,7 +265,9 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                 Command::Alerts(cmd) => alerts::alerts_command(&ctx, out, cmd).await,
                 Command::Webhook(cmd) => alerts::webhook_command(&ctx, &actor, out, cmd).await,
                 Command::Job(cmd) => jobs::job_command(&ctx, out, cmd).await,
-                Command::Backup { dir, full } => jobs::backup(&ctx, &actor, out, &dir, full).await,
+                Command::Backup { dir, full } => {
+                    bundles::backup(&ctx, &actor, out, &dir, full).await
+                }
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
                 }

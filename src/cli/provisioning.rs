@@ -20,7 +20,7 @@ use crate::audit::Actor;
 use crate::context::Context;
 use crate::provisioning::spec::{ApplyPlan, TenantSpec};
 use crate::provisioning::templates::{self, TemplateInput, TemplateView};
-use crate::provisioning::{self, ProvisionRequest, Provisioned, ReconcilePlan, RunView, StepState};
+use crate::provisioning::{self, ProvisionRequest, Provisioned, RunView, StepState};
 use crate::tenants;
 
 #[derive(Debug, Subcommand)]
@@ -341,7 +341,7 @@ pub async fn provision(
 }
 
 /// Prints a finished run; a failed run is a failed command.
-fn finish(out: Output, run: &RunView) -> anyhow::Result<()> {
+pub(super) fn finish(out: Output, run: &RunView) -> anyhow::Result<()> {
     print(out, run, || run_text(run))?;
     if run.status == provisioning::RunStatus::Failed {
         anyhow::bail!(
@@ -481,91 +481,6 @@ pub async fn resources(ctx: &Context, out: Output, slug: &str) -> anyhow::Result
             .collect::<Vec<_>>()
             .join("\n")
     })
-}
-
-pub async fn drift(ctx: &Context, out: Output, slug: &str) -> anyhow::Result<()> {
-    let tenant = tenants::get(ctx, slug).await.map_err(app_error)?;
-    let report = provisioning::drift(ctx, &tenant).await.map_err(app_error)?;
-    print(out, &report, || {
-        let mut lines = Vec::new();
-        if report.drift.is_empty() && report.errors.is_empty() {
-            lines.push(format!("{slug}: no drift"));
-        }
-        for d in &report.drift {
-            lines.push(format!("{}: {} — {}", d.plugin, d.resource, d.problem));
-        }
-        for e in &report.errors {
-            lines.push(format!("{}: cannot check: {}", e.plugin, e.problem));
-        }
-        lines.join("\n")
-    })?;
-    if !report.drift.is_empty() {
-        anyhow::bail!("{} resources drifted", report.drift.len());
-    }
-    Ok(())
-}
-
-fn reconcile_text(plan: &ReconcilePlan) -> String {
-    let mut text = if plan.changes {
-        format!("tenant {}: steps that drifted, to re-apply:", plan.tenant)
-    } else {
-        format!("tenant {}: nothing to repair", plan.tenant)
-    };
-    for s in &plan.steps {
-        text.push_str(&format!(
-            "\n  ~ {}/{} — {}",
-            s.plugin, s.step, s.description
-        ));
-        for d in &s.drift {
-            text.push_str(&format!("\n      {} — {}", d.resource, d.problem));
-        }
-    }
-    for d in &plan.unattributed {
-        text.push_str(&format!(
-            "\n  ! {}: {} — {} (no single step made it: repair by hand)",
-            d.plugin, d.resource, d.problem
-        ));
-    }
-    for d in &plan.unreachable {
-        text.push_str(&format!("\n  ? {}: cannot check: {}", d.plugin, d.problem));
-    }
-    text
-}
-
-/// `tenantry tenant reconcile SLUG [--yes]`: the plan, then (with `--yes`) the repair run.
-pub async fn reconcile(
-    ctx: &Context,
-    actor: &Actor,
-    out: Output,
-    slug: &str,
-    yes: bool,
-) -> anyhow::Result<()> {
-    let tenant = tenants::get(ctx, slug).await.map_err(app_error)?;
-    let plan = provisioning::reconcile_plan(ctx, &tenant)
-        .await
-        .map_err(app_error)?;
-    if !yes || !plan.changes {
-        print(out, &plan, || {
-            let mut text = reconcile_text(&plan);
-            if plan.changes {
-                text.push_str("\nrun again with --yes to repair");
-            }
-            text
-        })?;
-        return Ok(());
-    }
-    if out == Output::Text {
-        eprintln!("{}", reconcile_text(&plan));
-    }
-    let plan = provisioning::reconcile(ctx, actor, &tenant, plan)
-        .await
-        .map_err(app_error)?;
-    let run = plan
-        .run
-        .as_deref()
-        .expect("a plan with changes queues a run");
-    let run = wait_for(ctx, run).await?;
-    finish(out, &run)
 }
 
 fn plan_text(plan: &ApplyPlan) -> String {

@@ -11,8 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{Output, app_error, print, read_secret_file, table};
 
@@ -518,96 +517,9 @@ pub(super) async fn tenant_command(
             file,
             recipient_key,
             format,
-        } => {
-            let bytes = if format == "json" {
-                anyhow::ensure!(
-                    recipient_key.is_none(),
-                    "--recipient-key re-seals a tar bundle; the JSON bundle keeps this installation's sealing"
-                );
-                let bundle = tenants::bundle::export(ctx, actor, &slug)
-                    .await
-                    .map_err(app_error)?;
-                let mut json = serde_json::to_vec_pretty(&bundle)?;
-                json.push(b'\n');
-                json
-            } else {
-                let recipient = recipient_key
-                    .map(|path| {
-                        crate::secrets::MasterKey::read_file(&path).with_context(|| {
-                            format!("--recipient-key {}: not a master key file", path.display())
-                        })
-                    })
-                    .transpose()?;
-                let bundle = crate::bundles::export(
-                    ctx,
-                    actor,
-                    &slug,
-                    crate::bundles::ExportOptions {
-                        recipient,
-                        unaudited: false,
-                    },
-                )
-                .await
-                .map_err(app_error)?;
-                bundle.to_tar().map_err(app_error)?
-            };
-            match file {
-                Some(path) => {
-                    use std::io::Write as _;
-                    use std::os::unix::fs::OpenOptionsExt as _;
-                    let mut out = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    out.write_all(&bytes)?;
-                    eprintln!("tenant {slug} exported to {}", path.display());
-                }
-                None => {
-                    use std::io::Write as _;
-                    std::io::stdout().write_all(&bytes)?;
-                }
-            }
-            Ok(())
-        }
+        } => super::bundles::export(ctx, actor, &slug, file, recipient_key, &format).await,
         TenantCommand::Import { file, dry_run } => {
-            let bytes = if file == Path::new("-") {
-                let mut bytes = Vec::new();
-                std::io::stdin().read_to_end(&mut bytes)?;
-                bytes
-            } else {
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
-            };
-            if !crate::bundles::is_tar(&bytes) {
-                anyhow::ensure!(!dry_run, "--dry-run needs a tar bundle");
-                let bundle = crate::http::body::parse(&bytes).map_err(app_error)?;
-                let tenant = tenants::bundle::import(ctx, actor, &bundle)
-                    .await
-                    .map_err(app_error)?;
-                return print(out, &tenant, || {
-                    format!("restored tenant {} ({})", tenant.slug, tenant.status)
-                });
-            }
-            let bundle = crate::bundles::Bundle::from_tar(&bytes).map_err(app_error)?;
-            // The resources are re-applied by a run: this command carries it out itself.
-            let stop = std::sync::Arc::new(tokio::sync::Notify::new());
-            let worker =
-                (!dry_run).then(|| crate::provisioning::saga::spawn(ctx.clone(), stop.clone()));
-            let outcome = crate::bundles::import(ctx, actor, &bundle, dry_run).await;
-            stop.notify_one();
-            if let Some(worker) = worker {
-                let _ = worker.await;
-            }
-            let outcome = outcome.map_err(app_error)?;
-            print(out, &outcome, || import_text(&outcome))?;
-            anyhow::ensure!(
-                outcome.ok,
-                "tenant {} imported with differences (see above)",
-                outcome.plan.tenant
-            );
-            Ok(())
+            super::bundles::import(ctx, actor, out, &file, dry_run).await
         }
         TenantCommand::Provision {
             file,
@@ -628,9 +540,9 @@ pub(super) async fn tenant_command(
         TenantCommand::ApiKey(cmd) => super::keys::api_key_command(ctx, actor, out, cmd).await,
         TenantCommand::Sso(cmd) => super::sso::sso_command(ctx, actor, out, cmd).await,
         TenantCommand::Session(cmd) => super::sso::session_command(ctx, actor, out, cmd).await,
-        TenantCommand::Drift { slug } => super::provisioning::drift(ctx, out, &slug).await,
+        TenantCommand::Drift { slug } => super::repair::drift(ctx, out, &slug).await,
         TenantCommand::Reconcile { slug, yes } => {
-            super::provisioning::reconcile(ctx, actor, out, &slug, yes).await
+            super::repair::reconcile(ctx, actor, out, &slug, yes).await
         }
         TenantCommand::Usage { slug } => super::quotas::usage(ctx, out, &slug).await,
         TenantCommand::Quota(cmd) => super::quotas::quota_command(ctx, actor, out, cmd).await,
@@ -647,42 +559,4 @@ pub(super) async fn tenant_command(
             })
         }
     }
-}
-
-fn import_text(outcome: &crate::bundles::ImportOutcome) -> String {
-    let plan = &outcome.plan;
-    let mut lines = vec![format!(
-        "{} tenant {} ({}, exported {}):",
-        if outcome.dry_run {
-            "would restore"
-        } else {
-            "restored"
-        },
-        plan.tenant,
-        plan.status,
-        plan.exported_at
-    )];
-    for l in &plan.lines {
-        lines.push(format!("  + {} {} — {}", l.count, l.what, l.detail));
-    }
-    for e in &plan.excluded {
-        lines.push(format!("  - {} (not in the bundle: {})", e.name, e.why));
-    }
-    if let (Some(run), Some(status)) = (&outcome.run, &outcome.run_status) {
-        lines.push(format!("resources re-applied by run {run}: {status}"));
-    }
-    for b in &outcome.backends {
-        lines.push(match (&b.error, &b.manual_follow_up) {
-            (Some(e), _) => format!("backend {}: import failed: {e}", b.plugin),
-            (None, Some(f)) => format!("backend {}: imported; to do by hand: {f}", b.plugin),
-            (None, None) => format!("backend {}: imported", b.plugin),
-        });
-    }
-    for d in &outcome.differences {
-        lines.push(format!("difference: {d}"));
-    }
-    if !outcome.dry_run && outcome.ok {
-        lines.push("verified: the tenant exported again matches the bundle".into());
-    }
-    lines.join("\n")
 }

@@ -10,6 +10,7 @@
 
 mod lease;
 mod outcome;
+mod validate;
 
 use lease::{LeaseKeeper, claim, owner_id};
 use outcome::{Failure, append_log, split};
@@ -394,60 +395,6 @@ impl Executor<'_> {
                 }
             }
         }
-    }
-
-    /// Asks the step's backend whether it holds what this run's `apply` steps in it created:
-    /// drift is a permanent failure (the run is compensated), an unreachable backend a
-    /// transient one.
-    async fn validate(
-        &self,
-        step: &StepRow,
-    ) -> AppResult<(Result<Outcome, Failure>, Vec<crate::plugins::LogLine>)> {
-        let mut applied = Vec::new();
-        for done in self.steps().await? {
-            if done.plugin == step.plugin
-                && done.action == StepAction::Apply
-                && done.state == StepState::Done
-            {
-                applied.push((
-                    Step {
-                        id: done.step_id.clone(),
-                        description: done.description.clone(),
-                        input: self.input(&done)?,
-                    },
-                    Outcome {
-                        output: done.output.clone().unwrap_or_default(),
-                        manual_follow_up: None,
-                    },
-                ));
-            }
-        }
-        let checked = applied.len();
-        let logged = self
-            .ctx
-            .plugins
-            .observe(&step.plugin, &self.tenant, applied)
-            .await;
-        let (result, log) = split(logged);
-        let result = result.and_then(|drift| {
-            if drift.is_empty() {
-                Ok(Outcome {
-                    output: json!({ "validated": checked }).to_string(),
-                    manual_follow_up: None,
-                })
-            } else {
-                let found: Vec<String> = drift
-                    .iter()
-                    .map(|d| format!("{}: {}", d.resource, d.problem))
-                    .collect();
-                Err(Failure::Permanent(format!(
-                    "{} does not hold what this run created: {}",
-                    step.plugin,
-                    found.join("; ")
-                )))
-            }
-        });
-        Ok((result, log))
     }
 
     /// Journals a finished step, and what the tenant now holds (or no longer holds).
