@@ -358,7 +358,7 @@ async fn import_tenant(
 #[utoipa::path(
     tag = "tenants",
     responses(
-        (status = 200, description = "The archive", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 200, description = "The archive", content_type = "application/x-tar", body = TarArchive),
         (status = 503, description = "A backend plugin's export failed; nothing was written", body = ErrorBody),
     ),
 )]
@@ -385,6 +385,12 @@ async fn export_tenant_bundle(
         .body(bundle.to_tar()?))
 }
 
+/// A tenant bundle: a tar archive (`tenantry.tenant-bundle/v2`).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct TarArchive(Vec<u8>);
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct BundleImportParams {
@@ -398,7 +404,7 @@ struct BundleImportParams {
 #[utoipa::path(
     tag = "tenants",
     params(BundleImportParams),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = TarArchive, content_type = "application/octet-stream", description = "The tar archive of `GET /tenant/{slug}/bundle` (sent as `application/x-tar` or `application/octet-stream`)"),
     responses(
         (status = 200, description = "A dry run: what would be created", body = crate::bundles::ImportOutcome),
         (status = 201, description = "Imported; `ok` says whether it matched the bundle", body = crate::bundles::ImportOutcome),
