@@ -54,7 +54,9 @@ pub struct BackupReport {
     pub gone: Vec<String>,
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `path` readable by this user only (mode 0600), whole or not at all: a
+/// file beside it first, then renamed over it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()

@@ -25,7 +25,7 @@ use crate::provisioning::{self, LifecycleChange, resource_context};
 use crate::store::models::{
     ApiKeyRow, QuotaOverrideRow, ResourceRow, StatusChangeRow, TenantRow, UsageCounterRow,
 };
-use crate::tenants::{Tenant, TenantSlug, TenantStatus, Tier, secret_context};
+use crate::tenants::{Tenant, TenantSlug, TenantStatus, Tier};
 use crate::{store, transaction};
 
 /// One line of what an import creates.
@@ -167,35 +167,12 @@ async fn check(ctx: &Context, bundle: &Bundle) -> AppResult<Checked> {
     }
     // Every sealed value opens with this installation's keys.
     let key_of = |sealed: &str| sealed.split(':').nth(1).unwrap_or("?").to_owned();
-    for (field, sealed, place) in [
-        (
-            "registry/tenant.json/client_secret",
-            &row.client_secret,
-            "client_secret",
-        ),
-        (
-            "registry/tenant.json/client_secret_previous",
-            &row.client_secret_previous,
-            "client_secret",
-        ),
-        ("registry/tenant.json/db_uri", &row.db_uri, "db_uri"),
-    ] {
-        if let Some(sealed) = sealed
-            && ctx
-                .keyring
-                .open(sealed, &secret_context(&row.id, place))
-                .is_err()
-        {
-            errors.push(invalid(
-                field,
-                "sealed_key",
-                format!(
-                    "is sealed with master key {}, which this server has not loaded (export with --recipient-key for this installation)",
-                    key_of(sealed)
-                ),
-            ));
-        }
-    }
+    errors.extend(crate::tenants::bundle::unopenable_secrets(
+        ctx,
+        row,
+        "registry/tenant.json/",
+        "export with --recipient-key for this installation",
+    ));
     for r in &checked.resources {
         if ctx
             .keyring

@@ -54,20 +54,16 @@ pub(super) async fn export(
     };
     match file {
         Some(path) => {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
+            crate::bundles::backup::write_private(&path, &bytes)
                 .with_context(|| format!("writing {}", path.display()))?;
-            out.write_all(&bytes)?;
             eprintln!("tenant {slug} exported to {}", path.display());
         }
         None => {
-            use std::io::Write as _;
+            use std::io::{IsTerminal as _, Write as _};
+            anyhow::ensure!(
+                format == "json" || !std::io::stdout().is_terminal(),
+                "the bundle is a tar archive: write it with --file FILE, or redirect standard output"
+            );
             std::io::stdout().write_all(&bytes)?;
         }
     }

@@ -82,11 +82,9 @@ async fn export_before_purge(
     dir: &std::path::Path,
     slug: &str,
 ) -> AppResult<std::path::PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let bundle =
         crate::bundles::export(ctx, actor, slug, crate::bundles::ExportOptions::default()).await?;
-    let json = bundle.to_tar()?;
+    let tar = bundle.to_tar()?;
     let path = dir.join(format!(
         "{slug}-{}.tar",
         clock::now().format("%Y%m%dT%H%M%SZ")
@@ -95,13 +93,7 @@ async fn export_before_purge(
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(&json)?;
-        file.sync_all()
+        crate::bundles::backup::write_private(&path, &tar)
     })
     .await
     .map_err(AppError::internal)?

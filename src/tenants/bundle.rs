@@ -58,6 +58,43 @@ pub async fn export(ctx: &Context, actor: &Actor, slug: &str) -> AppResult<Tenan
     })
 }
 
+/// The sealed secrets of `row` this server cannot open, each named `<prefix><column>`, the
+/// message ending with `hint`.
+pub(crate) fn unopenable_secrets(
+    ctx: &Context,
+    row: &TenantRow,
+    prefix: &str,
+    hint: &str,
+) -> Vec<FieldError> {
+    [
+        ("client_secret", &row.client_secret, "client_secret"),
+        (
+            "client_secret_previous",
+            &row.client_secret_previous,
+            "client_secret",
+        ),
+        ("db_uri", &row.db_uri, "db_uri"),
+    ]
+    .into_iter()
+    .filter_map(|(column, sealed, place)| {
+        let sealed = sealed.as_ref()?;
+        ctx.keyring
+            .open(sealed, &secret_context(&row.id, place))
+            .is_err()
+            .then(|| {
+                let kid = sealed.split(':').nth(1).unwrap_or("?");
+                FieldError::new(
+                    format!("{prefix}{column}"),
+                    "sealed_key",
+                    format!(
+                        "is sealed with master key {kid}, which this server has not loaded ({hint})"
+                    ),
+                )
+            })
+    })
+    .collect()
+}
+
 /// Recreates a tenant from its bundle, with its id, status and history.
 pub async fn import(ctx: &Context, actor: &Actor, bundle: &TenantBundle) -> AppResult<Tenant> {
     let mut errors = Vec::new();
@@ -90,29 +127,12 @@ pub async fn import(ctx: &Context, actor: &Actor, bundle: &TenantBundle) -> AppR
     if uuid::Uuid::parse_str(&row.id).is_err() {
         errors.push(FieldError::new("tenant.id", "uuid", "must be a UUID"));
     }
-    for (field, sealed, place) in [
-        ("tenant.client_secret", &row.client_secret, "client_secret"),
-        (
-            "tenant.client_secret_previous",
-            &row.client_secret_previous,
-            "client_secret",
-        ),
-        ("tenant.db_uri", &row.db_uri, "db_uri"),
-    ] {
-        if let Some(sealed) = sealed
-            && ctx
-                .keyring
-                .open(sealed, &secret_context(&row.id, place))
-                .is_err()
-        {
-            let kid = sealed.split(':').nth(1).unwrap_or("?");
-            errors.push(FieldError::new(
-                field,
-                "sealed_key",
-                format!("is sealed with master key {kid}, which this server has not loaded (or the value was altered)"),
-            ));
-        }
-    }
+    errors.extend(unopenable_secrets(
+        ctx,
+        row,
+        "tenant.",
+        "or the value was altered",
+    ));
     if bundle.status_history.iter().any(|h| h.tenant_id != row.id) {
         errors.push(FieldError::new(
             "status_history",

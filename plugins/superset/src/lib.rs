@@ -490,33 +490,6 @@ fn outcome(output: Value) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // apply
 
-/// A UUID derived from the tenant's id and a connection's name (two FNV-1a 64-bit hashes; the
-/// version nibble 8, "custom", RFC 9562).
-fn connection_uuid(tenant_id: &str, name: &str) -> String {
-    let fnv = |seed: u64| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-        for b in tenant_id.bytes().chain([0]).chain(name.bytes()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h
-    };
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&fnv(0).to_be_bytes());
-    bytes[8..].copy_from_slice(&fnv(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 fn apply_database(tenant: &Tenant, step: &Step) -> Res<Outcome> {
     let input: DatabaseInput = input(step)?;
     owned(tenant, &input.database_name)?;
@@ -532,7 +505,7 @@ fn apply_database(tenant: &Tenant, step: &Step) -> Res<Outcome> {
                 "database_name": input.database_name,
                 // The same for the same tenant and name: a connection made again (a tenant
                 // restored from its bundle) is the one its exported dashboards name.
-                "uuid": connection_uuid(&tenant.id, &input.database_name),
+                "uuid": logic::tenant_uuid(&tenant.slug, &format!("database:{}", input.database_name)),
                 "sqlalchemy_uri": input.uri,
                 "expose_in_sqllab": input.settings.expose_in_sqllab,
                 "allow_ctas": input.settings.allow_ctas,
