@@ -136,8 +136,9 @@ pub async fn export(
                 .ok_or_else(|| AppError::not_found("tenant", slug))?;
             let mut history = store::tenants::status_history(tx, &row.id).await?;
             history.reverse();
-            let keys = store::bundle::api_keys_of(tx, &row.id).await?;
-            let overrides = store::bundle::overrides_of(tx, &row.id).await?;
+            let mut keys = store::admin::list_tenant_keys(tx, &row.id).await?;
+            keys.sort_by(|a, b| a.id.cmp(&b.id));
+            let overrides = store::usage::overrides(tx, &row.id).await?;
             let counters = store::bundle::counters_of(tx, &row.id).await?;
             let resources = store::provisioning::resources(tx, &row.id).await?;
             if audited {

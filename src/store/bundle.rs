@@ -1,5 +1,6 @@
-//! SQL of whole-tenant bundles: a tenant's API keys, quota overrides, usage counters and audit
-//! records read for an export, and written back by an import (in the caller's transaction).
+//! SQL of whole-tenant bundles: a tenant's usage counters and audit records read for an export
+//! (its keys and overrides are read as their own services read them), and the rows an import
+//! writes back (in the caller's transaction).
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -10,24 +11,8 @@ use super::schema::{api_keys, audit_log, quota_overrides, tenant_resources, usag
 use crate::error::AppResult;
 use crate::with_conn;
 
-pub async fn api_keys_of(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<ApiKeyRow>> {
-    Ok(with_conn!(conn, |c| api_keys::table
-        .filter(api_keys::tenant_id.eq(tenant_id))
-        .order(api_keys::id.asc())
-        .select(ApiKeyRow::as_select())
-        .load(c)
-        .await)?)
-}
-
-pub async fn overrides_of(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<QuotaOverrideRow>> {
-    Ok(with_conn!(conn, |c| quota_overrides::table
-        .filter(quota_overrides::tenant_id.eq(tenant_id))
-        .order(quota_overrides::metric.asc())
-        .select(QuotaOverrideRow::as_select())
-        .load(c)
-        .await)?)
-}
-
+/// Every usage counter of a tenant, every period (a summary reads only the current ones:
+/// `usage::counters_in`).
 pub async fn counters_of(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<UsageCounterRow>> {
     Ok(with_conn!(conn, |c| usage_counters::table
         .filter(usage_counters::tenant_id.eq(tenant_id))
