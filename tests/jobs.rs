@@ -20,7 +20,8 @@ use serde_json::Value;
 backend_tests!(
     retention_purges_tenants_whose_retention_period_ended,
     a_failing_job_raises_an_alert_its_next_good_run_resolves,
-    a_trial_is_converted_by_an_operator_or_by_the_job
+    a_trial_is_converted_by_an_operator_or_by_the_job,
+    the_alerts_job_evaluates_tenants_no_server_was_told_about
 );
 
 const RUNS: &str = r#"tenantry_job_runs_total{job="housekeeping",outcome="succeeded"}"#;
@@ -687,5 +688,71 @@ async fn a_trial_is_converted_by_an_operator_or_by_the_job(backend: Backend) {
         .collect();
     assert_eq!(actors.len(), 2, "{audit}");
     assert!(actors.contains(&"job:trials"), "{audit}");
+    app.stop().await;
+}
+
+/// The `alerts` job evaluates every live tenant, also one whose usage changed where no server
+/// saw it (here a counter written straight into the database).
+async fn the_alerts_job_evaluates_tenants_no_server_was_told_about(backend: Backend) {
+    let app = common::TestApp::spawn_with(backend, |c| {
+        c.jobs.alerts_interval_seconds = 1;
+        c.alerts.evaluate_interval_seconds = 3600;
+    })
+    .await;
+    app.create_tenant("quiet-co").await;
+    let (status, body) = app
+        .put(
+            "/api/v1/tenant/quiet-co/quotas",
+            serde_json::json!({ "agents": 100 }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (_, tenant) = app.get("/api/v1/tenant/quiet-co").await;
+    // The change of limits had the tenant evaluated (nothing crossed); let that pass.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (_, none) = app.get("/api/v1/alerts?tenant=quiet-co").await;
+    assert_eq!(none["items"], serde_json::json!([]), "{none}");
+    {
+        use diesel_async::RunQueryDsl;
+        let now = tenantry::clock::now();
+        let row = tenantry::store::models::UsageCounterRow {
+            tenant_id: tenant["id"].as_str().unwrap().to_owned(),
+            metric: "agents".into(),
+            period: "current".into(),
+            value: 90,
+            measured_at: now,
+            updated_at: now,
+        };
+        let mut conn = app.ctx.db.conn().await.unwrap();
+        tenantry::with_conn!(conn, |c| diesel::insert_into(
+            tenantry::store::schema::usage_counters::table
+        )
+        .values(&row)
+        .execute(c)
+        .await)
+        .unwrap();
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the job raises the alert",
+        || async {
+            let (_, alerts) = app.get("/api/v1/alerts?tenant=quiet-co&kind=quota").await;
+            alerts["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["threshold"] == "warning" && a["subject"] == "agents")
+        },
+    )
+    .await;
+    let (_, jobs) = app.get("/api/v1/jobs").await;
+    let job = job(jobs.as_array().unwrap(), "alerts");
+    assert!(job["runs"].as_i64().unwrap() >= 1, "{job}");
+    assert!(
+        job["last_outcome"]
+            .as_str()
+            .is_some_and(|o| o.contains("tenants evaluated")),
+        "{job}"
+    );
     app.stop().await;
 }
