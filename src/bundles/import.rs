@@ -361,22 +361,8 @@ pub async fn import(
         resources,
     } = checked;
     transaction!(ctx.db, |tx| {
-        store::tenants::insert(tx, &row).await.map_err(|err| {
-            store::unique_violation(err, || {
-                AppError::conflict(
-                    "slug_taken",
-                    format!(
-                        "a tenant with slug `{}` or id `{}` already exists",
-                        row.slug, row.id
-                    ),
-                    json!({ "field": "slug", "slug": row.slug }),
-                )
-            })
-        })?;
-        for change in &history {
-            store::tenants::insert_status_change(tx, change).await?;
-        }
-        store::bundle::insert_rows(tx, &keys, &overrides, &counters, &[]).await?;
+        crate::tenants::bundle::insert_restored(tx, &row, &history).await?;
+        store::bundle::insert_rows(tx, &keys, &overrides, &counters).await?;
         audit::record(
             tx,
             actor,
@@ -402,7 +388,7 @@ pub async fn import(
 
     // The resources, re-applied in order with their recorded inputs.
     if !resources.is_empty() {
-        let mut ordered = resources.clone();
+        let mut ordered = resources;
         ordered.sort_by_key(|r| (r.applied_at, r.seq));
         let mut steps = Vec::new();
         for r in &ordered {

@@ -6,8 +6,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::Conn;
-use super::models::{ApiKeyRow, AuditRow, QuotaOverrideRow, ResourceRow, UsageCounterRow};
-use super::schema::{api_keys, audit_log, quota_overrides, tenant_resources, usage_counters};
+use super::models::{ApiKeyRow, AuditRow, QuotaOverrideRow, UsageCounterRow};
+use super::schema::{api_keys, audit_log, quota_overrides, usage_counters};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -38,7 +38,6 @@ pub async fn insert_rows(
     keys: &[ApiKeyRow],
     overrides: &[QuotaOverrideRow],
     counters: &[UsageCounterRow],
-    resources: &[ResourceRow],
 ) -> AppResult<()> {
     // One row at a time: SQLite takes no multi-row insert of rows with optional columns.
     for row in keys {
@@ -55,12 +54,6 @@ pub async fn insert_rows(
     }
     for row in counters {
         with_conn!(conn, |c| diesel::insert_into(usage_counters::table)
-            .values(row)
-            .execute(c)
-            .await)?;
-    }
-    for row in resources {
-        with_conn!(conn, |c| diesel::insert_into(tenant_resources::table)
             .values(row)
             .execute(c)
             .await)?;

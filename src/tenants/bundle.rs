@@ -58,6 +58,30 @@ pub async fn export(ctx: &Context, actor: &Actor, slug: &str) -> AppResult<Tenan
     })
 }
 
+/// Writes a restored tenant's record and status history in `tx`; a slug or id in use is a 409.
+pub(crate) async fn insert_restored(
+    tx: &mut crate::store::Conn,
+    row: &TenantRow,
+    history: &[StatusChangeRow],
+) -> AppResult<()> {
+    store::tenants::insert(tx, row).await.map_err(|err| {
+        store::unique_violation(err, || {
+            AppError::conflict(
+                "slug_taken",
+                format!(
+                    "a tenant with slug `{}` or id `{}` already exists",
+                    row.slug, row.id
+                ),
+                json!({ "field": "slug", "slug": row.slug }),
+            )
+        })
+    })?;
+    for change in history {
+        store::tenants::insert_status_change(tx, change).await?;
+    }
+    Ok(())
+}
+
 /// The sealed secrets of `row` this server cannot open, each named `<prefix><column>`, the
 /// message ending with `hint`.
 pub(crate) fn unopenable_secrets(
@@ -144,21 +168,7 @@ pub async fn import(ctx: &Context, actor: &Actor, bundle: &TenantBundle) -> AppR
         return Err(AppError::Validation(errors));
     }
     transaction!(ctx.db, |tx| {
-        store::tenants::insert(tx, row).await.map_err(|err| {
-            store::unique_violation(err, || {
-                AppError::conflict(
-                    "slug_taken",
-                    format!(
-                        "a tenant with slug `{}` or id `{}` already exists",
-                        row.slug, row.id
-                    ),
-                    json!({ "field": "slug", "slug": row.slug }),
-                )
-            })
-        })?;
-        for change in &bundle.status_history {
-            store::tenants::insert_status_change(tx, change).await?;
-        }
+        insert_restored(tx, row, &bundle.status_history).await?;
         audit::record(
             tx,
             actor,
