@@ -3,9 +3,10 @@
 //! database records are the runs the servers made (no interval run twice), it sweeps what
 //! expired, and the jobs show through the API and the CLI. The `retention` job purges a
 //! canceled tenant whose retention period has ended (its status change moved back in time by
-//! the test), and leaves one still within it. Trials end by themselves, once, with two servers
-//! on a clock the test moves (`TENANTRY_TEST_CLOCK_FILE`), after a `trial_ending` alert and its
-//! webhook; a job that fails raises an alert its next good run resolves.
+//! the test), and leaves one still within it. Trials end and retention purges happen by
+//! themselves, once, with two servers on a clock the test moves (`TENANTRY_TEST_CLOCK_FILE`),
+//! after a `trial_ending` alert and its webhook, and after an export of each purged tenant; a
+//! job that fails raises an alert its next good run resolves.
 
 mod common;
 
@@ -306,6 +307,157 @@ async fn retention_purges_tenants_whose_retention_period_ended(backend: Backend)
     assert_eq!(restored["plan"]["tenant"], "old-co");
     assert_eq!(restored["ok"], true, "{restored}");
     app.stop().await;
+}
+
+/// Sends `method` to `path` on `base` with `token` and `body`; the status must be a success.
+async fn send(base: &str, token: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+/// Two servers on one PostgreSQL, the clock moved by the test: a canceled and a deleted tenant
+/// are purged when their retention ends, once (one export, one purge, one audit record each),
+/// while one canceled later is kept until its own end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_once_with_two_servers_on_a_clock_the_test_moves() {
+    let shared = SharedDatabase::create().await;
+    let token = &shared.token;
+    let clock = shared.dir.path().join("clock-offset");
+    std::fs::write(&clock, "0").unwrap();
+    let exports = shared.dir.path().join("before-purge");
+    let actor = tenantry::audit::Actor::system();
+    for slug in ["gone-a", "gone-b", "kept-c"] {
+        tenantry::tenants::create(&shared.ctx, &actor, &common::new_tenant(slug, slug))
+            .await
+            .unwrap();
+    }
+    let settings = [
+        ("TENANTRY_TEST_CLOCK_FILE", clock.to_str().unwrap()),
+        ("TENANTRY_RETENTION_DAYS", "30"),
+        ("TENANTRY_JOBS__RETENTION_INTERVAL_SECONDS", "1"),
+        (
+            "TENANTRY_JOBS__EXPORT_BEFORE_PURGE_DIR",
+            exports.to_str().unwrap(),
+        ),
+        ("TENANTRY_JOBS__ALERTS_INTERVAL_SECONDS", "0"),
+        ("TENANTRY_QUOTAS__MEASURE_INTERVAL_SECONDS", "0"),
+        ("TENANTRY_JOBS__LEASE_SECONDS", "3"),
+    ];
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        servers.push(shared.server(&format!("server-{i}"), &settings).await);
+    }
+    let (base, other) = (servers[0].base.clone(), servers[1].base.clone());
+    let post = reqwest::Method::POST;
+    send(
+        &base,
+        token,
+        post.clone(),
+        "/api/v1/tenant/gone-a/cancel",
+        serde_json::json!({ "reason": "left" }),
+    )
+    .await;
+    send(
+        &other,
+        token,
+        reqwest::Method::DELETE,
+        "/api/v1/tenant/gone-b?reason=closed",
+        Value::Null,
+    )
+    .await;
+    let canceled = get(&base, token, "/api/v1/tenant/gone-a").await;
+    let ends: chrono::DateTime<chrono::Utc> = canceled["retention_ends_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let days_left = (ends - chrono::Utc::now()).num_hours();
+    assert!((29 * 24..=30 * 24).contains(&days_left), "{canceled}");
+
+    // Twenty days on, kept-c is canceled: its retention ends ten days after the others'.
+    std::fs::write(&clock, days(20)).unwrap();
+    send(
+        &other,
+        token,
+        post,
+        "/api/v1/tenant/kept-c/cancel",
+        serde_json::json!({ "reason": "left too" }),
+    )
+    .await;
+    let runs = job(&jobs(&base, token).await, "retention")["runs"]
+        .as_i64()
+        .unwrap();
+    eventually(Duration::from_secs(10), "runs of retention", || async {
+        job(&jobs(&base, token).await, "retention")["runs"].as_i64() >= Some(runs + 2)
+    })
+    .await;
+    for slug in ["gone-a", "gone-b", "kept-c"] {
+        let tenant = get(&base, token, &format!("/api/v1/tenant/{slug}")).await;
+        assert!(tenant["retention_ends_at"].is_string(), "not yet: {tenant}");
+    }
+    assert!(!exports.exists(), "nothing exported before a purge is due");
+
+    // Past thirty days, both servers running: each of the two is purged once.
+    std::fs::write(&clock, (30 * 86_400 + 3_600).to_string()).unwrap();
+    for slug in ["gone-a", "gone-b"] {
+        eventually(Duration::from_secs(15), "the purge", || async {
+            let response = reqwest::Client::new()
+                .get(format!("{base}/api/v1/tenant/{slug}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            response.status() == reqwest::StatusCode::NOT_FOUND
+        })
+        .await;
+    }
+    let runs = job(&jobs(&base, token).await, "retention")["runs"]
+        .as_i64()
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "more runs of retention",
+        || async { job(&jobs(&base, token).await, "retention")["runs"].as_i64() >= Some(runs + 2) },
+    )
+    .await;
+    let audit = get(&base, token, "/api/v1/audit?action=tenant.purge").await;
+    let items = audit["items"].as_array().unwrap();
+    let mut purged: Vec<&str> = items
+        .iter()
+        .map(|i| i["tenant"].as_str().unwrap())
+        .collect();
+    purged.sort();
+    assert_eq!(purged, ["gone-a", "gone-b"], "once each: {audit}");
+    assert!(
+        items.iter().all(|i| i["actor"] == "job:retention"),
+        "{audit}"
+    );
+    let mut written: Vec<String> = std::fs::read_dir(&exports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(written.len(), 2, "one export each: {written:?}");
+    assert!(
+        written[0].starts_with("gone-a-") && written[1].starts_with("gone-b-"),
+        "{written:?}"
+    );
+    let kept = get(&base, token, "/api/v1/tenant/kept-c").await;
+    assert_eq!(
+        kept["status"], "canceled",
+        "within its own retention: {kept}"
+    );
+    drop(servers);
+    shared.database.drop_database().await;
 }
 
 /// Polls `check` every 200 ms until it holds, for at most `within`.
