@@ -180,6 +180,40 @@ async fn templates_and_provisioning_from_the_command_line(backend: Backend) {
         health["backends"]["backends"][0]["plugin"], "recorder",
         "{health}"
     );
+    // A newer template version: a repair asked for it renders the drifted step from it, with
+    // the values the tenant was provisioned with.
+    let v3 = cli.file(
+        "pg3.tmpl",
+        "postgresql://{user}:{password}@{host}/{db}?sslmode=verify-full",
+    );
+    cli.ok(&["template", "update", "pg", "--body-file", path(&v3)])
+        .await;
+    double.forget("cli-acme-alpha");
+    let plan = cli.ok(&["tenant", "reconcile", "cli-acme"]).await;
+    assert!(plan.contains("from template pg@2\n"), "{plan}");
+    let plan = cli
+        .ok(&["tenant", "reconcile", "cli-acme", "--current-templates"])
+        .await;
+    assert!(
+        plan.contains("~ recorder/alpha") && plan.contains("from template pg@3 (made from @2)"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("pw"),
+        "no placeholder value is shown: {plan}"
+    );
+    let repaired = cli
+        .ok(&[
+            "tenant",
+            "reconcile",
+            "cli-acme",
+            "--current-templates",
+            "--yes",
+        ])
+        .await;
+    assert!(repaired.contains("succeeded"), "{repaired}");
+    let resources = cli.ok(&["tenant", "resources", "cli-acme"]).await;
+    assert!(resources.contains("(from pg@3)"), "{resources}");
 
     // Lifecycle through the command line reaches the backend.
     cli.ok(&["tenant", "suspend", "cli-acme", "--reason", "unpaid"])

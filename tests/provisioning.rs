@@ -874,6 +874,8 @@ backend_tests!(
     lifecycle_changes_reach_the_backends_and_purge_undoes_everything,
     a_run_whose_backend_lost_what_it_created_fails_validation_and_is_compensated,
     backend_health_shows_drift_and_reconcile_re_applies_exactly_what_drifted,
+    a_repair_renders_the_current_template_version_when_asked,
+    an_import_whose_backend_fails_is_taken_back_whole,
 );
 
 async fn a_run_whose_backend_lost_what_it_created_fails_validation_and_is_compensated(
@@ -987,6 +989,212 @@ async fn backend_health_shows_drift_and_reconcile_re_applies_exactly_what_drifte
     let (_, health) = app.get("/api/v1/tenant/mended/health/backends").await;
     assert_eq!(health["status"], "unreachable", "{health}");
     assert!(health["backends"][0]["error"].is_string(), "{health}");
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn a_repair_renders_the_current_template_version_when_asked(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(&app, option_a("renewed", json!({}))).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The template gets a second version after the tenant was made from the first.
+    let (status, v2) = app
+        .call(
+            Method::PUT,
+            "/api/v1/template/postgresql-default",
+            Some(json!({
+                "body": "postgresql://{user}:{password}@{host}:{port}/{database_name}?sslmode=require",
+                "placeholders": ["user", "password", "host", "port", "database_name"],
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v2}");
+    double.forget("renewed-alpha");
+
+    // By default the drifted step is planned with the version it was applied with.
+    let (status, plan) = app
+        .post("/api/v1/tenant/renewed/reconcile?dry_run=true", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["templates"], "recorded");
+    assert_eq!(
+        plan["steps"][0]["template"],
+        json!({ "name": "postgresql-default", "recorded_version": 1, "version": 1 }),
+        "{plan}"
+    );
+    // Asked for the current one, with the values it was provisioned with.
+    let (status, plan) = app
+        .post(
+            "/api/v1/tenant/renewed/reconcile?dry_run=true&templates=current",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["templates"], "current");
+    let planned: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(planned, ["alpha"], "only what drifted: {plan}");
+    assert_eq!(
+        plan["steps"][0]["template"],
+        json!({ "name": "postgresql-default", "recorded_version": 1, "version": 2 }),
+        "{plan}"
+    );
+    assert!(!double.exists("renewed-alpha"), "a dry run changes nothing");
+    let (status, repaired) = app
+        .post(
+            "/api/v1/tenant/renewed/reconcile?templates=current",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repaired}");
+    let run = wait_run(&app, repaired["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(double.exists("renewed-alpha"));
+    let (_, resources) = app.get("/api/v1/tenant/renewed/resources").await;
+    let alpha = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == "alpha")
+        .unwrap()
+        .clone();
+    assert_eq!(alpha["template_version"], 2, "{alpha}");
+    let beta = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == "beta")
+        .unwrap()
+        .clone();
+    assert_eq!(double.creations("renewed-beta"), 1, "untouched: {beta}");
+
+    // A tenant whose request was not recorded (an import, an earlier version) is told so.
+    {
+        use diesel_async::RunQueryDsl;
+        let mut conn = app.ctx.db.conn().await.unwrap();
+        tenantry::with_conn!(conn, |c| diesel::sql_query("DELETE FROM tenant_requests")
+            .execute(c)
+            .await)
+        .unwrap();
+    }
+    double.forget("renewed-gamma");
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant/renewed/reconcile?dry_run=true&templates=current",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no recorded provisioning request")),
+        "{body}"
+    );
+    let secret = body.to_string();
+    assert!(
+        !secret.contains("p@ss") && !secret.contains("p%40ss"),
+        "{secret}"
+    );
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn an_import_whose_backend_fails_is_taken_back_whole(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(&app, option_a("moved", json!({}))).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let bundle = app
+        .request(Method::GET, "/api/v1/tenant/moved/bundle")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let (status, body) = app
+        .post("/api/v1/tenant/moved/cancel", json!({ "reason": "moving" }))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let response = app
+        .request(
+            Method::DELETE,
+            "/api/v1/tenant/moved?hard=true&force=true&reason=moving",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let started = Instant::now();
+    while !double.names().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The backend takes the first two resources back and refuses the third: the import is
+    // taken back, the two undone, and the registry holds nothing of the tenant.
+    double.set_down_for(Some("moved-gamma"));
+    let import = |bytes: Vec<u8>| {
+        app.request(Method::POST, "/api/v1/tenant/bundle")
+            .header("Content-Type", "application/x-tar")
+            .body(bytes)
+            .send()
+    };
+    let (status, outcome) = common::into_json(import(bundle.clone()).await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{outcome}");
+    assert_eq!(outcome["ok"], false, "{outcome}");
+    assert_eq!(outcome["run_status"], "failed", "{outcome}");
+    assert_eq!(
+        outcome["rolled_back_by"]["status"], "succeeded",
+        "{outcome}"
+    );
+    assert_eq!(
+        double.creations("moved-alpha"),
+        2,
+        "made again by the import, then undone"
+    );
+    assert!(
+        double.names().is_empty(),
+        "undone in the backend: {:?}",
+        double.names()
+    );
+    let (status, _) = app.get("/api/v1/tenant/moved").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing left in the registry"
+    );
+    let (_, resources) = app.get("/api/v1/audit?action=tenant.import.rollback").await;
+    assert_eq!(
+        resources["items"].as_array().unwrap().len(),
+        1,
+        "{resources}"
+    );
+
+    // With the backend whole again, the same bundle imports, equal.
+    double.set_down_for(None);
+    let (status, outcome) = common::into_json(import(bundle).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{outcome}");
+    assert_eq!(outcome["ok"], true, "{outcome}");
+    assert!(outcome.get("rolled_back_by").is_none(), "{outcome}");
+    assert_eq!(double.names().len(), 3, "{:?}", double.names());
+    // What it was provisioned with came along: it can be repaired with the current templates.
+    double.forget("moved-beta");
+    let (status, plan) = app
+        .post(
+            "/api/v1/tenant/moved/reconcile?dry_run=true&templates=current",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["steps"][0]["step"], "beta", "{plan}");
     double.stop().await;
     app.stop().await;
 }

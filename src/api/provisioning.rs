@@ -368,18 +368,23 @@ async fn tenant_backend_health(
 struct ReconcileParams {
     /// Only show what would be re-applied.
     dry_run: Option<bool>,
+    /// `recorded` (default): the template versions the steps were applied with; `current`:
+    /// each template's newest version, rendered with the values the tenant was provisioned with.
+    templates: Option<provisioning::TemplateVersions>,
 }
 
 /// Repair drift: the backends are asked what drifted, step by step, and exactly the drifted
-/// steps are re-applied with the inputs they were applied with (an `apply` run). With
-/// `dry_run=true`, the plan only.
+/// steps are re-applied (an `apply` run) with the inputs they were applied with, or, with
+/// `templates=current`, rendered from their templates' newest versions. With `dry_run=true`,
+/// the plan only.
 #[utoipa::path(
     tag = "provisioning",
     params(ReconcileParams),
     responses(
         (status = 200, description = "The plan: nothing drifted, or a dry run", body = ReconcilePlan),
         (status = 202, description = "The plan and the run that repairs it", body = ReconcilePlan),
-        (status = 409, description = "The tenant is not trial or active, or has a run in progress", body = ErrorBody),
+        (status = 409, description = "The tenant is not trial or active, has a run in progress, or (`templates=current`) has no recorded provisioning request", body = ErrorBody),
+        (status = 422, description = "`templates=current`: a template's newest version cannot be rendered with the recorded values", body = ErrorBody),
     ),
 )]
 #[post("/tenant/{slug}/reconcile")]
@@ -391,7 +396,8 @@ async fn reconcile_tenant(
 ) -> AppResult<HttpResponse> {
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
-    let plan = provisioning::reconcile_plan(&ctx, &tenant).await?;
+    let templates = params.templates.unwrap_or_default();
+    let plan = provisioning::reconcile_plan(&ctx, &tenant, templates).await?;
     if params.dry_run.unwrap_or(false) {
         return Ok(HttpResponse::Ok().json(plan));
     }

@@ -401,13 +401,15 @@ struct BundleImportParams {
 /// Restore a tenant from its archive (`GET /tenant/{slug}/bundle`): checked whole first (a
 /// refused import leaves nothing), the registry in one transaction, its resources re-applied
 /// and each backend's part imported, then verified against the bundle (`ok`, `differences`).
+/// An import that is not whole is taken back, registry and backends.
 #[utoipa::path(
     tag = "tenants",
     params(BundleImportParams),
     request_body(content = TarArchive, content_type = "application/octet-stream", description = "The tar archive of `GET /tenant/{slug}/bundle` (sent as `application/x-tar` or `application/octet-stream`)"),
     responses(
         (status = 200, description = "A dry run: what would be created", body = crate::bundles::ImportOutcome),
-        (status = 201, description = "Imported; `ok` says whether it matched the bundle", body = crate::bundles::ImportOutcome),
+        (status = 201, description = "Imported, every backend restored, and equal to the bundle", body = crate::bundles::ImportOutcome),
+        (status = 502, description = "Not imported: a backend's restore failed or the tenant differed from its bundle, and the import was taken back (`rolled_back_by`, `backends`, `differences` say why)", body = crate::bundles::ImportOutcome),
         (status = 409, description = "The slug or id exists", body = ErrorBody),
         (status = 422, description = "Not a valid bundle (naming the part), sealed with a key this server lacks, or naming a backend plugin not enabled here", body = ErrorBody),
     ),
@@ -447,6 +449,8 @@ async fn import_tenant_bundle(
     let outcome = crate::bundles::import(&ctx, &caller.actor, &bundle, dry_run).await?;
     Ok(if dry_run {
         HttpResponse::Ok().json(outcome)
+    } else if outcome.rolled_back_by.is_some() {
+        HttpResponse::BadGateway().json(outcome)
     } else {
         HttpResponse::Created()
             .insert_header((

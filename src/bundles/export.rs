@@ -129,7 +129,7 @@ pub async fn export(
     options: ExportOptions,
 ) -> AppResult<Bundle> {
     let audited = !options.unaudited;
-    let (mut row, history, keys, overrides, counters, records, mut resources) =
+    let (mut row, history, keys, overrides, counters, records, mut resources, mut request) =
         transaction!(ctx.db, |tx| {
             let row = store::tenants::find_by_slug(tx, slug)
                 .await?
@@ -141,6 +141,7 @@ pub async fn export(
             let overrides = store::usage::overrides(tx, &row.id).await?;
             let counters = store::bundle::counters_of(tx, &row.id).await?;
             let resources = store::provisioning::resources(tx, &row.id).await?;
+            let request = store::tenant_requests::get(tx, &row.id).await?;
             if audited {
                 audit::record(
                     tx,
@@ -155,7 +156,9 @@ pub async fn export(
                 .await?;
             }
             let records = store::bundle::audit_of(tx, &row.id).await?;
-            Ok((row, history, keys, overrides, counters, records, resources))
+            Ok((
+                row, history, keys, overrides, counters, records, resources, request,
+            ))
         })?;
     let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
     // The backends' parts, from the steps applied for the tenant (inputs opened).
@@ -190,6 +193,10 @@ pub async fn export(
     if let Some(to) = &recipient {
         reseal_row(ctx, to, &mut row)?;
         reseal_resources(ctx, to, &mut resources)?;
+        if let Some(r) = request.as_mut() {
+            let context = crate::provisioning::request_context(&row.id);
+            r.request = reseal(ctx, to, &r.request, &context)?;
+        }
     }
     let sealed_for = recipient
         .as_ref()
@@ -255,6 +262,13 @@ pub async fn export(
             "/*/output",
             "/*/seq",
         ],
+    )?;
+    // What the tenant was provisioned with (sealed): a repair with the current template
+    // versions renders them from it.
+    parts.json(
+        "provisioning/request.json",
+        &serde_json::to_value(&request).map_err(AppError::internal)?,
+        &["/request"],
     )?;
     for (plugin, part) in backend_parts {
         let extension = match part.media_type.as_str() {

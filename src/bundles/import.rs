@@ -9,6 +9,10 @@
 //! suspend it again); each plugin imports its part; and the tenant is exported again and
 //! compared with the bundle: any difference outside what the manifest names as
 //! instance-specific is reported, and the import is not `ok`.
+//!
+//! An import is all or nothing: one that is not `ok` (a run or a plugin's import failed, or the
+//! tenant differs from its bundle) is taken back — the registry's part removed and a purge run
+//! undoing in the backends what the import made there — and says so (`rolled_back_by`).
 
 use std::time::Duration;
 
@@ -25,8 +29,11 @@ use crate::provisioning::{self, LifecycleChange, resource_context};
 use crate::store::models::{
     ApiKeyRow, QuotaOverrideRow, ResourceRow, StatusChangeRow, TenantRow, UsageCounterRow,
 };
+use crate::store::tenant_requests::RequestRow;
 use crate::tenants::{Tenant, TenantSlug, TenantStatus, Tier};
 use crate::{store, transaction};
+
+const REQUEST_PART: &str = "provisioning/request.json";
 
 /// One line of what an import creates.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -75,6 +82,21 @@ pub struct ImportOutcome {
     pub differences: Vec<String>,
     /// Imported, every backend restored, and no difference.
     pub ok: bool,
+    /// An import that is not `ok` is taken back whole: the registry's part removed and the
+    /// backends' undone by a purge run (this one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<RollBack>,
+}
+
+/// How an import that was not whole was taken back.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RollBack {
+    /// The purge run that undid what the import made in the backends (none when it made
+    /// nothing there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// How that run ended; `succeeded` when there was none.
+    pub status: String,
 }
 
 struct Checked {
@@ -84,6 +106,8 @@ struct Checked {
     overrides: Vec<QuotaOverrideRow>,
     counters: Vec<UsageCounterRow>,
     resources: Vec<ResourceRow>,
+    /// What the tenant was provisioned with, sealed (bundles of earlier versions have none).
+    request: Option<RequestRow>,
 }
 
 fn invalid(field: impl Into<String>, rule: &str, message: impl Into<String>) -> FieldError {
@@ -99,6 +123,11 @@ async fn check(ctx: &Context, bundle: &Bundle) -> AppResult<Checked> {
         overrides: bundle.json("registry/quota_overrides.json")?,
         counters: bundle.json("registry/usage_counters.json")?,
         resources: bundle.json("provisioning/resources.json")?,
+        request: if bundle.parts.contains_key(REQUEST_PART) {
+            bundle.json(REQUEST_PART)?
+        } else {
+            None
+        },
         row,
     };
     let row = &checked.row;
@@ -192,6 +221,21 @@ async fn check(ctx: &Context, bundle: &Bundle) -> AppResult<Checked> {
             ));
         }
     }
+    if let Some(r) = &checked.request
+        && ctx
+            .keyring
+            .open(&r.request, &provisioning::request_context(&row.id))
+            .is_err()
+    {
+        errors.push(invalid(
+            format!("{REQUEST_PART}/request"),
+            "sealed_key",
+            format!(
+                "is sealed with master key {}, which this server has not loaded",
+                key_of(&r.request)
+            ),
+        ));
+    }
     // The backends it names are here.
     let enabled = ctx.plugins.enabled(World::Provisioner).await?;
     let mut named: Vec<&str> = checked
@@ -275,6 +319,11 @@ fn plan_of(bundle: &Bundle, c: &Checked) -> ImportPlan {
             count: c.resources.len() as u64,
             detail: "re-applied in their backends with the recorded inputs".into(),
         },
+        PlanLine {
+            what: "provisioning request".into(),
+            count: u64::from(c.request.is_some()),
+            detail: "sealed: what a repair with the current template versions renders from".into(),
+        },
     ];
     for part in bundle.manifest.parts.iter().filter(|p| p.plugin.is_some()) {
         lines.push(PlanLine {
@@ -348,6 +397,7 @@ pub async fn import(
         backends: Vec::new(),
         differences: Vec::new(),
         ok: true,
+        rolled_back_by: None,
     };
     if dry_run {
         return Ok(outcome);
@@ -359,10 +409,14 @@ pub async fn import(
         overrides,
         counters,
         resources,
+        request,
     } = checked;
     transaction!(ctx.db, |tx| {
         crate::tenants::bundle::insert_restored(tx, &row, &history).await?;
         store::bundle::insert_rows(tx, &keys, &overrides, &counters).await?;
+        if let Some(r) = &request {
+            store::tenant_requests::put(tx, &row.id, &r.request, r.recorded_at).await?;
+        }
         audit::record(
             tx,
             actor,
@@ -385,7 +439,68 @@ pub async fn import(
         Ok(())
     })?;
     let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
+    restore(ctx, actor, bundle, &tenant, resources, &mut outcome).await?;
+    if !outcome.ok {
+        outcome.rolled_back_by = Some(roll_back(ctx, actor, &tenant, &outcome).await?);
+    }
+    Ok(outcome)
+}
 
+/// Takes back an import that is not whole: in one transaction the tenant's registry part is
+/// removed and a purge run queued, which undoes in the backends what the import made there; it
+/// is waited for.
+async fn roll_back(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: &Tenant,
+    outcome: &ImportOutcome,
+) -> AppResult<RollBack> {
+    let why = outcome
+        .backends
+        .iter()
+        .find_map(|b| b.error.as_ref().map(|e| format!("{}: {e}", b.plugin)))
+        .or_else(|| outcome.differences.first().cloned())
+        .unwrap_or_else(|| "the import was not whole".into());
+    let reason: String = format!("import rolled back: {why}")
+        .chars()
+        .take(480)
+        .collect();
+    let run = transaction!(ctx.db, |tx| {
+        crate::tenants::bundle::withdraw_import_in(tx, actor, &tenant.slug, &reason).await?;
+        provisioning::queue_lifecycle_in(
+            tx,
+            &ctx.keyring,
+            actor,
+            tenant,
+            LifecycleChange::Purge,
+            &reason,
+        )
+        .await
+    })?;
+    ctx.runs_queued.notify_one();
+    let Some(run) = run else {
+        return Ok(RollBack {
+            run: None,
+            status: provisioning::RunStatus::Succeeded.to_string(),
+        });
+    };
+    let view = wait_run(ctx, &run).await?;
+    Ok(RollBack {
+        run: Some(run),
+        status: view.status.to_string(),
+    })
+}
+
+/// Restores into the backends what the registry part of an import names, and compares the
+/// tenant, exported again, with the bundle; what went wrong is in `outcome`.
+async fn restore(
+    ctx: &Context,
+    actor: &Actor,
+    bundle: &Bundle,
+    tenant: &Tenant,
+    resources: Vec<ResourceRow>,
+    outcome: &mut ImportOutcome,
+) -> AppResult<()> {
     // The resources, re-applied in order with their recorded inputs.
     if !resources.is_empty() {
         let mut ordered = resources;
@@ -406,7 +521,7 @@ pub async fn import(
             ));
         }
         let run =
-            provisioning::spec::queue_apply(ctx, actor, &tenant, &steps, "tenant.import").await?;
+            provisioning::spec::queue_apply(ctx, actor, tenant, &steps, "tenant.import").await?;
         let view = wait_run(ctx, &run).await?;
         outcome.run_status = Some(view.status.to_string());
         outcome.run = Some(run.clone());
@@ -420,7 +535,7 @@ pub async fn import(
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             ));
-            return Ok(outcome);
+            return Ok(());
         }
         // A tenant that is not live has its backends told so again.
         let change = match tenant.status {
@@ -434,7 +549,7 @@ pub async fn import(
                     tx,
                     &ctx.keyring,
                     actor,
-                    &tenant,
+                    tenant,
                     change,
                     "restored from a bundle",
                 )
@@ -455,7 +570,7 @@ pub async fn import(
     }
 
     // Each plugin's own part.
-    let ptenant = provisioning::plugin_tenant(&tenant);
+    let ptenant = provisioning::plugin_tenant(tenant);
     for part in bundle.manifest.parts.iter().filter(|p| p.plugin.is_some()) {
         let plugin = part.plugin.clone().unwrap_or_default();
         let logged = ctx
@@ -499,5 +614,5 @@ pub async fn import(
     .await?;
     outcome.differences.extend(differences(bundle, &again));
     outcome.ok &= outcome.differences.is_empty();
-    Ok(outcome)
+    Ok(())
 }

@@ -108,7 +108,7 @@ pub(super) async fn import(
     print(out, &outcome, || import_text(&outcome))?;
     anyhow::ensure!(
         outcome.ok,
-        "tenant {} imported with differences (see above)",
+        "tenant {} not imported: it was not whole, and was taken back (see above)",
         outcome.plan.tenant
     );
     Ok(())
@@ -148,6 +148,15 @@ fn import_text(outcome: &crate::bundles::ImportOutcome) -> String {
     }
     if !outcome.dry_run && outcome.ok {
         lines.push("verified: the tenant exported again matches the bundle".into());
+    }
+    if let Some(back) = &outcome.rolled_back_by {
+        lines.push(match &back.run {
+            Some(run) => format!(
+                "taken back: the registry holds nothing of it, and run {run} undid its backends ({})",
+                back.status
+            ),
+            None => "taken back: the registry holds nothing of it".into(),
+        });
     }
     lines.join("\n")
 }

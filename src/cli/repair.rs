@@ -5,7 +5,7 @@ use super::provisioning::{finish, wait_for};
 use super::{Output, app_error, print};
 use crate::audit::Actor;
 use crate::context::Context;
-use crate::provisioning::{self, ReconcilePlan};
+use crate::provisioning::{self, ReconcilePlan, TemplateVersions};
 use crate::tenants;
 
 pub async fn drift(ctx: &Context, out: Output, slug: &str) -> anyhow::Result<()> {
@@ -41,6 +41,19 @@ fn reconcile_text(plan: &ReconcilePlan) -> String {
             "\n  ~ {}/{} — {}",
             s.plugin, s.step, s.description
         ));
+        if let Some(t) = &s.template {
+            let version = |v: Option<i64>| v.map_or("?".to_owned(), |v| v.to_string());
+            text.push_str(&if t.version == t.recorded_version {
+                format!("\n      from template {}@{}", t.name, version(t.version))
+            } else {
+                format!(
+                    "\n      from template {}@{} (made from @{})",
+                    t.name,
+                    version(t.version),
+                    version(t.recorded_version)
+                )
+            });
+        }
         for d in &s.drift {
             text.push_str(&format!("\n      {} — {}", d.resource, d.problem));
         }
@@ -57,16 +70,17 @@ fn reconcile_text(plan: &ReconcilePlan) -> String {
     text
 }
 
-/// `tenantry tenant reconcile SLUG [--yes]`: the plan, then (with `--yes`) the repair run.
+/// `tenantry tenant reconcile SLUG [--yes] [--current-templates]`: the plan, then (with `--yes`) the repair run.
 pub async fn reconcile(
     ctx: &Context,
     actor: &Actor,
     out: Output,
     slug: &str,
     yes: bool,
+    templates: TemplateVersions,
 ) -> anyhow::Result<()> {
     let tenant = tenants::get(ctx, slug).await.map_err(app_error)?;
-    let plan = provisioning::reconcile_plan(ctx, &tenant)
+    let plan = provisioning::reconcile_plan(ctx, &tenant, templates)
         .await
         .map_err(app_error)?;
     if !yes || !plan.changes {

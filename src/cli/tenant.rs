@@ -125,6 +125,10 @@ pub enum TenantCommand {
         /// Re-apply without asking; without it the plan is only shown.
         #[arg(long)]
         yes: bool,
+        /// Render the drifted steps from their templates' newest versions (with the values the
+        /// tenant was provisioned with) instead of the versions they were applied with.
+        #[arg(long)]
+        current_templates: bool,
     },
     /// What a tenant used and may use: each metric's use, limit and severity.
     Usage { slug: String },
@@ -541,8 +545,17 @@ pub(super) async fn tenant_command(
         TenantCommand::Sso(cmd) => super::sso::sso_command(ctx, actor, out, cmd).await,
         TenantCommand::Session(cmd) => super::sso::session_command(ctx, actor, out, cmd).await,
         TenantCommand::Drift { slug } => super::repair::drift(ctx, out, &slug).await,
-        TenantCommand::Reconcile { slug, yes } => {
-            super::repair::reconcile(ctx, actor, out, &slug, yes).await
+        TenantCommand::Reconcile {
+            slug,
+            yes,
+            current_templates,
+        } => {
+            let templates = if current_templates {
+                crate::provisioning::TemplateVersions::Current
+            } else {
+                crate::provisioning::TemplateVersions::Recorded
+            };
+            super::repair::reconcile(ctx, actor, out, &slug, yes, templates).await
         }
         TenantCommand::Usage { slug } => super::quotas::usage(ctx, out, &slug).await,
         TenantCommand::Quota(cmd) => super::quotas::quota_command(ctx, actor, out, cmd).await,

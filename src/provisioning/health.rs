@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::drift::applied_steps;
@@ -134,6 +134,27 @@ pub async fn backend_health(ctx: &Context, tenant: &Tenant) -> AppResult<Backend
     })
 }
 
+/// Which version of its template a repaired step is rendered from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateVersions {
+    /// The version the step was applied with (its recorded inputs, unchanged).
+    #[default]
+    Recorded,
+    /// The template's newest version, rendered with the values the tenant was provisioned with.
+    Current,
+}
+
+/// The template a repaired step's input is rendered from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RepairTemplate {
+    pub name: String,
+    /// The version the resource was made from.
+    pub recorded_version: Option<i64>,
+    /// The version the repair applies.
+    pub version: Option<i64>,
+}
+
 /// A step a repair re-applies, and the drift that asks for it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RepairStep {
@@ -141,6 +162,8 @@ pub struct RepairStep {
     pub step: String,
     pub description: String,
     pub drift: Vec<DriftItem>,
+    /// Where the step's input comes from a template (else null).
+    pub template: Option<RepairTemplate>,
 }
 
 /// What a repair of `tenant` would do.
@@ -148,6 +171,8 @@ pub struct RepairStep {
 pub struct ReconcilePlan {
     pub tenant: String,
     pub checked_at: String,
+    /// Which template versions the repaired steps are rendered from.
+    pub templates: TemplateVersions,
     /// The steps to re-apply, with the inputs they were applied with.
     pub steps: Vec<RepairStep>,
     /// Drift no single step accounts for: left to an operator.
@@ -165,11 +190,18 @@ pub struct ReconcilePlan {
     apply: Vec<(String, Step)>,
 }
 
-/// Finds what drifted, step by step; changes nothing.
-pub async fn reconcile_plan(ctx: &Context, tenant: &Tenant) -> AppResult<ReconcilePlan> {
+/// Finds what drifted, step by step, and what re-applying it would apply (with `templates`'
+/// versions); changes nothing.
+pub async fn reconcile_plan(
+    ctx: &Context,
+    tenant: &Tenant,
+    templates: TemplateVersions,
+) -> AppResult<ReconcilePlan> {
     let ptenant = plugin_tenant(tenant);
     let (mut steps, mut unattributed, mut unreachable, mut apply) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The inputs the drifted steps were applied with, beside `apply`.
+    let mut recorded = Vec::new();
     for (plugin, applied) in sorted(applied_steps(ctx, tenant).await?) {
         let drift = match observe(ctx, &plugin, &ptenant, applied.clone())
             .await
@@ -202,7 +234,9 @@ pub async fn reconcile_plan(ctx: &Context, tenant: &Tenant) -> AppResult<Reconci
                         step: step.id.clone(),
                         description: step.description.clone(),
                         drift: own,
+                        template: None,
                     });
+                    recorded.push(step.input.clone());
                     apply.push((plugin.clone(), step));
                 }
                 Err(error) => unreachable.push(DriftItem {
@@ -218,9 +252,21 @@ pub async fn reconcile_plan(ctx: &Context, tenant: &Tenant) -> AppResult<Reconci
                 .filter(|d| !explained.contains(&(d.resource.clone(), d.problem.clone()))),
         );
     }
+    if templates == TemplateVersions::Current && !apply.is_empty() {
+        let fresh = super::desired::current_steps(ctx, tenant).await?;
+        for (plugin, step) in &mut apply {
+            if let Some((_, now)) = fresh.iter().find(|(p, s)| p == plugin && s.id == step.id) {
+                *step = now.clone();
+            }
+        }
+    }
+    for ((repair, (_, step)), before) in steps.iter_mut().zip(&apply).zip(&recorded) {
+        repair.template = step_template(before, &step.input);
+    }
     Ok(ReconcilePlan {
         tenant: tenant.slug.clone(),
         checked_at: clock::rfc3339(clock::now()),
+        templates,
         changes: !apply.is_empty(),
         steps,
         unattributed,
@@ -228,6 +274,22 @@ pub async fn reconcile_plan(ctx: &Context, tenant: &Tenant) -> AppResult<Reconci
         run: None,
         url: None,
         apply,
+    })
+}
+
+/// The template a step's input was rendered from, before (`recorded`) and as re-applied (`now`).
+fn step_template(recorded: &str, now: &str) -> Option<RepairTemplate> {
+    let origin = |input: &str| {
+        serde_json::from_str::<serde_json::Value>(input)
+            .ok()
+            .and_then(|v| super::template_origin(&v))
+    };
+    let (name, recorded_version, _) = origin(recorded)?;
+    let version = origin(now).map(|(_, v, _)| v).unwrap_or(recorded_version);
+    Some(RepairTemplate {
+        name,
+        recorded_version,
+        version,
     })
 }
 

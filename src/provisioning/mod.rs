@@ -9,6 +9,8 @@
 //! reverse order after a permanent one. Lifecycle changes (suspend, reactivate, cancel, purge)
 //! reach the backends as runs of their own.
 
+mod desired;
+pub use desired::request_context;
 mod drift;
 mod health;
 mod lifecycle;
@@ -20,8 +22,8 @@ mod views;
 
 pub use drift::{DriftItem, DriftReport, applied_steps, drift};
 pub use health::{
-    BackendHealth, BackendState, ReconcilePlan, RepairStep, backend_health, reconcile,
-    reconcile_plan,
+    BackendHealth, BackendState, ReconcilePlan, RepairStep, RepairTemplate, TemplateVersions,
+    backend_health, reconcile, reconcile_plan,
 };
 pub use lifecycle::queue_lifecycle_in;
 pub(crate) use lifecycle::{CarriedResource, TransitionInput};
@@ -327,6 +329,7 @@ pub async fn provision(
             }
         }
         tenants::insert_in(tx, actor, &tenant_row).await?;
+        desired::record_in(tx, &ctx.keyring, &tenant_row.id, &req).await?;
         sql::insert_run(tx, &run, &steps).await?;
         audit::record(
             tx,

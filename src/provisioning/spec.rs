@@ -5,7 +5,7 @@
 //! (`client_secret_env`, `uri_env`, `placeholders_env`), which the command line reads.
 
 mod plan;
-pub(crate) use plan::queue_apply;
+pub(crate) use plan::{plan_steps, queue_apply};
 
 pub use plan::{Applied, ApplyPlan, PlanItem, apply, plan};
 

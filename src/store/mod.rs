@@ -20,6 +20,7 @@ pub mod plugins;
 pub mod provisioning;
 pub mod schema;
 pub mod sessions;
+pub mod tenant_requests;
 pub mod tenants;
 pub mod usage;
 pub mod vocabulary;

@@ -467,3 +467,11 @@ diesel::table! {
         last_error -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    tenant_requests (tenant_id) {
+        tenant_id -> Text,
+        request -> Text,
+        recorded_at -> Timestamp,
+    }
+}

@@ -184,3 +184,30 @@ pub async fn import(ctx: &Context, actor: &Actor, bundle: &TenantBundle) -> AppR
     })?;
     Tenant::from_row(row, ctx.config.retention_days)
 }
+
+/// Takes back an import that was not whole: the tenant's row, and with it everything the import
+/// wrote in the registry, is removed (its backends are the caller's to undo), audited as
+/// `tenant.import.rollback` with `reason`. Runs in `tx`.
+pub(crate) async fn withdraw_import_in(
+    tx: &mut store::Conn,
+    actor: &Actor,
+    slug: &str,
+    reason: &str,
+) -> AppResult<TenantRow> {
+    let row = store::tenants::find_by_slug(tx, slug)
+        .await?
+        .ok_or_else(|| AppError::not_found("tenant", slug))?;
+    store::tenants::delete(tx, &row.id).await?;
+    audit::record(
+        tx,
+        actor,
+        AuditEvent::tenant(
+            "tenant.import.rollback",
+            &row.id,
+            &row.slug,
+            json!({ "reason": reason }),
+        ),
+    )
+    .await?;
+    Ok(row)
+}

@@ -280,7 +280,7 @@ pub(super) fn same_json(a: &str, b: &str) -> bool {
     }
 }
 
-pub(super) async fn plan_steps(
+pub(crate) async fn plan_steps(
     ctx: &Context,
     prepared: &request::Prepared,
     plugin: &str,
@@ -341,6 +341,10 @@ pub async fn apply(
     if let Some(patch) = &plan.patch {
         tenants::update(ctx, actor, &req.tenant.slug, patch).await?;
     }
+    let tenant = tenants::get(ctx, &req.tenant.slug).await?;
+    transaction!(ctx.db, |tx| {
+        super::super::desired::record_in(tx, &ctx.keyring, &tenant.id, req).await
+    })?;
     if plan.steps.is_empty() {
         return Ok(Applied {
             tenant: plan.tenant.clone(),
@@ -349,7 +353,6 @@ pub async fn apply(
             changed_fields: plan.patch.is_some(),
         });
     }
-    let tenant = tenants::get(ctx, &req.tenant.slug).await?;
     let run_id = queue_apply(ctx, actor, &tenant, &plan.steps, "tenant.apply").await?;
     Ok(Applied {
         tenant: tenant.slug,

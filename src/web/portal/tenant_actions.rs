@@ -13,6 +13,13 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
+/// The repair button: which template versions to render the drifted steps from.
+#[derive(Debug, Deserialize)]
+pub struct ReconcileForm {
+    #[serde(default)]
+    templates: crate::provisioning::TemplateVersions,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LifecycleForm {
     #[serde(default)]
@@ -88,13 +95,14 @@ pub async fn purge(
 pub async fn reconcile(
     ctx: web::Data<Context>,
     slug: web::Path<String>,
-    form: PortalForm,
+    form: PortalForm<ReconcileForm>,
 ) -> PageResult {
     form.session.require_admin()?;
     let location = format!("/tenants/{slug}");
     let tenant = tenants::get(&ctx, &slug).await?;
     let repaired = async {
-        let plan = crate::provisioning::reconcile_plan(&ctx, &tenant).await?;
+        let plan =
+            crate::provisioning::reconcile_plan(&ctx, &tenant, form.fields.templates).await?;
         crate::provisioning::reconcile(&ctx, &form.session.actor, &tenant, plan).await
     }
     .await;

@@ -309,7 +309,14 @@ async fn check_backends(
             .collect(),
     };
     let repair = if !report.drift.is_empty() && tenant.status.is_active() {
-        Some(crate::provisioning::reconcile_plan(ctx, tenant).await?)
+        Some(
+            crate::provisioning::reconcile_plan(
+                ctx,
+                tenant,
+                crate::provisioning::TemplateVersions::Recorded,
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -1,0 +1,97 @@
+//! The request each tenant was last provisioned or applied with — its connection template and
+//! placeholder values, asset tags and values, database settings and backends — kept sealed
+//! (the values hold passwords), and the steps it plans today: a repair asked to use the current
+//! template versions re-plans from it.
+
+use serde_json::{Value, json};
+
+use super::request::{self, ProvisionRequest};
+use super::spec::plan_steps;
+use crate::clock;
+use crate::context::Context;
+use crate::error::{AppError, AppResult};
+use crate::plugins::Step;
+use crate::secrets::Keyring;
+use crate::store::{self, Conn};
+use crate::tenants::Tenant;
+
+/// Where a tenant's recorded request is bound.
+pub fn request_context(tenant_id: &str) -> String {
+    format!("tenant-request:{tenant_id}")
+}
+
+/// What of `req` is kept: what its steps are planned from. The tenant's own fields are taken
+/// from the registry when it is planned again; the template version is not kept (the recorded
+/// one is in each resource's inputs).
+fn kept(req: &ProvisionRequest) -> Value {
+    json!({
+        "tenant": {
+            "slug": req.tenant.slug,
+            "name": req.tenant.name,
+            "db_uri": req.tenant.db_uri,
+        },
+        "connection_template": req.connection_template.as_ref().map(|c| json!({
+            "template_name": c.template_name,
+            "name": c.name,
+            "placeholders": c.placeholders,
+        })),
+        "database": req.database,
+        "assets": req.assets.as_ref().map(|a| json!({
+            "use_admin_templates": a.use_admin_templates,
+            "template_tags": a.template_tags,
+            "placeholders": a.placeholders,
+            "bundle_base64": a.bundle_base64,
+            "overwrite": a.overwrite,
+        })),
+        "backends": req.backends,
+    })
+}
+
+/// Records `req` as what `tenant_id` is provisioned with, sealed, in `tx`.
+pub(crate) async fn record_in(
+    tx: &mut Conn,
+    keyring: &Keyring,
+    tenant_id: &str,
+    req: &ProvisionRequest,
+) -> AppResult<()> {
+    let sealed = keyring.seal(&kept(req).to_string(), &request_context(tenant_id));
+    store::tenant_requests::put(tx, tenant_id, &sealed, clock::now()).await
+}
+
+/// The steps `tenant`'s recorded request plans today, by plugin and step, with the newest
+/// version of each template it names rendered with the recorded values.
+pub(crate) async fn current_steps(
+    ctx: &Context,
+    tenant: &Tenant,
+) -> AppResult<Vec<(String, Step)>> {
+    let sealed = {
+        let mut conn = ctx.db.conn().await?;
+        store::tenant_requests::get(&mut conn, &tenant.id).await?
+    };
+    let Some(recorded) = sealed else {
+        return Err(AppError::conflict(
+            "no_recorded_request",
+            format!(
+                "tenant `{}` has no recorded provisioning request (it was imported, or provisioned by an earlier version): repair it with the recorded template versions, or apply its spec again",
+                tenant.slug
+            ),
+            json!({}),
+        ));
+    };
+    let text = ctx
+        .keyring
+        .open(&recorded.request, &request_context(&tenant.id))?;
+    let mut req: ProvisionRequest = serde_json::from_str(&text).map_err(AppError::internal)?;
+    req.tenant.name = tenant.name.clone();
+    req.tenant.tier = Some(tenant.tier.as_str().to_owned());
+    req.tenant.default_schema = tenant.default_schema.clone();
+    let prepared = request::prepare(ctx, &req).await?;
+    let ptenant = super::plugin_tenant(tenant);
+    let mut steps = Vec::new();
+    for plugin in &prepared.backends {
+        for step in plan_steps(ctx, &prepared, plugin, &ptenant).await? {
+            steps.push((plugin.clone(), step));
+        }
+    }
+    Ok(steps)
+}
