@@ -816,6 +816,72 @@ async fn export_downloads_the_bundle_and_import_restores_a_purged_tenant(backend
         restored.body
     );
     assert_eq!(heading_status(&restored.body), "active");
+
+    // The archive the page downloads is uploaded as a file: tried first, then imported whole.
+    app.delete("/api/v1/tenant/acme-corp").await;
+    let (status, _) = app
+        .delete("/api/v1/tenant/acme-corp?hard=true&force=true")
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let upload = |csrf: &str, dry_run: bool| {
+        let file = reqwest::multipart::Part::bytes(archive.body.as_bytes().to_vec())
+            .file_name("acme-corp.tar")
+            .mime_str("application/x-tar")
+            .unwrap();
+        let mut form = reqwest::multipart::Form::new()
+            .text("csrf", csrf.to_owned())
+            .part("file", file);
+        if dry_run {
+            form = form.text("dry_run", "1");
+        }
+        form
+    };
+    let form = browser.get("/tenants/import").await;
+    assert!(
+        form.body.contains("enctype=\"multipart/form-data\""),
+        "{}",
+        form.body
+    );
+    let forged = browser
+        .post_multipart("/tenants/import", upload("not-the-token", false))
+        .await;
+    forged.assert_status(StatusCode::FORBIDDEN);
+    assert!(!tenant_exists(&app, "acme-corp").await);
+    let tried = browser
+        .post_multipart("/tenants/import", upload(&form.csrf(), true))
+        .await;
+    tried.assert_status(StatusCode::OK);
+    assert!(
+        tried
+            .body
+            .contains("Would restore tenant acme-corp (active")
+            && tried.body.contains("+ 1 tenant"),
+        "{}",
+        tried.body
+    );
+    assert!(
+        !tenant_exists(&app, "acme-corp").await,
+        "a dry run writes nothing"
+    );
+    let imported = browser
+        .post_multipart("/tenants/import", upload(&form.csrf(), false))
+        .await;
+    imported.assert_status(StatusCode::SEE_OTHER);
+    let page = browser.see_other(&imported).await;
+    assert!(
+        page.body.contains(
+            "Tenant acme-corp imported (active): every backend restored, and equal to its bundle."
+        ),
+        "{}",
+        page.body
+    );
+    assert!(tenant_exists(&app, "acme-corp").await);
+    // The same archive again: refused, and the page says why.
+    let again = browser
+        .post_multipart("/tenants/import", upload(&form.csrf(), false))
+        .await;
+    again.assert_status(StatusCode::CONFLICT);
+    assert!(again.body.contains("already exists"), "{}", again.body);
     app.stop().await;
 }
 

@@ -902,6 +902,44 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         mended.html
     );
 
+    // A step made from a template can be repaired with the template's newest version.
+    let (status, v2) = app
+        .put(
+            "/api/v1/template/postgresql-default",
+            json!({
+                "body": format!("{PG_BODY}?sslmode=require"),
+                "placeholders": ["user", "password", "host", "port", "database_name"],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v2}");
+    double.forget("acme-corp-alpha");
+    let drifted = browser.get("/tenants/acme-corp?drift=1").await;
+    assert!(
+        drifted.has("from template <code>postgresql-default@1</code>")
+            && drifted.has("id=\"repair-current-templates\""),
+        "{}",
+        drifted.html
+    );
+    let answer = browser
+        .post(
+            "/tenants/acme-corp/reconcile",
+            &[("csrf", &drifted.csrf()), ("templates", "current")],
+        )
+        .await;
+    let run_path = answer.redirect.clone().expect("the run's page");
+    let done = wait_until_finished(&browser, &run_path).await;
+    assert!(done.has("run-succeeded"), "{}", done.html);
+    let (_, resources) = app.get("/api/v1/tenant/acme-corp/resources").await;
+    let alpha = resources
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == "alpha")
+        .cloned()
+        .unwrap();
+    assert_eq!(alpha["template_version"], 2, "{alpha}");
+
     // The same request with the same idempotency key opens the first run.
     let mut fields = provision_fields("keyed-co", "pw");
     for f in fields.iter_mut() {
@@ -933,7 +971,7 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         "{}",
         page.html
     );
-    assert_eq!(run_count(&app).await, 3, "two provisions and the repair");
+    assert_eq!(run_count(&app).await, 4, "two provisions and the two repairs");
     app.stop().await;
     double.stop().await;
 }

@@ -17,8 +17,8 @@ use tera::Tera;
 
 pub use portal::session::{self, PortalSession, SESSION_COOKIE, tenant_session_cookie};
 use portal::{
-    alerts, audit, catalog as templates, pages, plugins, provisioning, tenant_actions, tenants,
-    tokens,
+    alerts, audit, catalog as templates, pages, plugins, provisioning, tenant_actions,
+    tenant_import, tenants, tokens,
 };
 use site::{home, login as site_login};
 
@@ -166,11 +166,8 @@ where
         .route("/tenants", web::get().to(tenants::list))
         .route("/tenants", web::post().to(tenants::create))
         .route("/tenants/new", web::get().to(tenants::new_form))
-        .route(
-            "/tenants/import",
-            web::get().to(tenant_actions::import_form),
-        )
-        .route("/tenants/import", web::post().to(tenant_actions::import))
+        .route("/tenants/import", web::get().to(tenant_import::import_form))
+        .route("/tenants/import", web::post().to(tenant_import::import))
         .route("/tenants/{slug}", web::get().to(tenants::detail))
         .route("/tenants/{slug}/edit", web::get().to(tenants::edit_form))
         .route("/tenants/{slug}/edit", web::post().to(tenants::update))

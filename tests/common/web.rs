@@ -186,6 +186,19 @@ impl Browser {
         Self::page(url, response).await
     }
 
+    /// Sends a `multipart/form-data` form (a file upload).
+    pub async fn post_multipart(&self, target: &str, form: reqwest::multipart::Form) -> Page {
+        let url = self.url(target);
+        let response = self
+            .http
+            .post(url.clone())
+            .multipart(form)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        Self::page(url, response).await
+    }
+
     async fn page(url: Url, response: reqwest::Response) -> Page {
         let status = response.status();
         let redirect = response

@@ -10,5 +10,6 @@ pub mod plugins;
 pub mod provisioning;
 pub mod session;
 pub mod tenant_actions;
+pub mod tenant_import;
 pub mod tenants;
 pub mod tokens;

@@ -1,5 +1,5 @@
 //! What a platform admin does to one tenant from its page: lifecycle actions, purge, repair of
-//! drift, export and import, the client secret's rollback, the database check, and its API keys (with the shared
+//! drift, export, the client secret's rollback, the database check, and its API keys (with the shared
 //! key handlers).
 
 use crate::context::Context;
@@ -8,8 +8,7 @@ use crate::tenants::{self, Transition};
 use crate::web::error::PageResult;
 use crate::web::keys::{self, KeyForm, KeysPlace};
 use crate::web::portal::session::{PortalForm, PortalSession};
-use crate::web::{Flash, back_or_error, redirect_with, render, render_status, tera};
-use actix_web::http::StatusCode;
+use crate::web::{Flash, back_or_error, redirect_with, render, tera};
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
@@ -175,69 +174,6 @@ pub async fn bundle(
         ))
         .insert_header(("Cache-Control", "no-store"))
         .body(bundle.to_tar()?))
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct ImportForm {
-    #[serde(default)]
-    bundle: String,
-}
-
-fn import_page(
-    portal: &PortalSession,
-    errors: &[crate::error::FieldError],
-    status: StatusCode,
-) -> PageResult {
-    let mut context = tera::Context::new();
-    context.insert("errors", errors);
-    context.insert("nav", "tenants");
-    let flash = (!errors.is_empty()).then(|| Flash::error("The bundle was not imported."));
-    Ok(render_status(
-        tera(),
-        "tenants/import.html",
-        status,
-        Some(portal),
-        flash,
-        &mut context,
-    )?)
-}
-
-pub async fn import_form(portal: PortalSession) -> PageResult {
-    Ok(import_page(&portal, &[], StatusCode::OK)?)
-}
-
-/// Restores a tenant from a pasted bundle.
-pub async fn import(ctx: web::Data<Context>, form: PortalForm<ImportForm>) -> PageResult {
-    let (portal, form) = (form.session, form.fields);
-    portal.require_admin()?;
-    let result =
-        match crate::http::body::parse::<tenants::bundle::TenantBundle>(form.bundle.as_bytes()) {
-            Ok(bundle) => tenants::bundle::import(&ctx, &portal.actor, &bundle).await,
-            Err(AppError::BadRequest(message)) => Err(AppError::invalid("bundle", "json", message)),
-            Err(err) => Err(err),
-        };
-    Ok(match result {
-        Ok(tenant) => redirect_with(
-            &format!("/tenants/{}", tenant.slug),
-            Flash::success(format!(
-                "Tenant {} restored ({}).",
-                tenant.slug, tenant.status
-            )),
-        ),
-        Err(AppError::Validation(errors)) => {
-            import_page(&portal, &errors, StatusCode::UNPROCESSABLE_ENTITY)?
-        }
-        Err(err @ AppError::Conflict { .. }) => import_page(
-            &portal,
-            &[crate::error::FieldError::new(
-                "bundle",
-                "conflict",
-                err.to_string(),
-            )],
-            StatusCode::CONFLICT,
-        )?,
-        Err(err) => return Err(err.into()),
-    })
 }
 
 /// Swaps the client secret back to the one before the last rotation.
