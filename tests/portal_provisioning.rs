@@ -971,7 +971,11 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         "{}",
         page.html
     );
-    assert_eq!(run_count(&app).await, 4, "two provisions and the two repairs");
+    assert_eq!(
+        run_count(&app).await,
+        4,
+        "two provisions and the two repairs"
+    );
     app.stop().await;
     double.stop().await;
 }
