@@ -335,7 +335,7 @@ async fn retention_purges_once_with_two_servers_on_a_clock_the_test_moves() {
     std::fs::write(&clock, "0").unwrap();
     let exports = shared.dir.path().join("before-purge");
     let actor = tenantry::audit::Actor::system();
-    for slug in ["gone-a", "gone-b", "kept-c"] {
+    for slug in ["gone-a", "gone-b", "kept-c", "back-d"] {
         tenantry::tenants::create(&shared.ctx, &actor, &common::new_tenant(slug, slug))
             .await
             .unwrap();
@@ -374,6 +374,14 @@ async fn retention_purges_once_with_two_servers_on_a_clock_the_test_moves() {
         Value::Null,
     )
     .await;
+    send(
+        &base,
+        token,
+        post.clone(),
+        "/api/v1/tenant/back-d/cancel",
+        serde_json::json!({ "reason": "left" }),
+    )
+    .await;
     let canceled = get(&base, token, "/api/v1/tenant/gone-a").await;
     let ends: chrono::DateTime<chrono::Utc> = canceled["retention_ends_at"]
         .as_str()
@@ -383,8 +391,17 @@ async fn retention_purges_once_with_two_servers_on_a_clock_the_test_moves() {
     let days_left = (ends - chrono::Utc::now()).num_hours();
     assert!((29 * 24..=30 * 24).contains(&days_left), "{canceled}");
 
-    // Twenty days on, kept-c is canceled: its retention ends ten days after the others'.
+    // Twenty days on, kept-c is canceled: its retention ends ten days after the others'; back-d
+    // is restored before its purge.
     std::fs::write(&clock, days(20)).unwrap();
+    send(
+        &base,
+        token,
+        post.clone(),
+        "/api/v1/tenant/back-d/restore",
+        serde_json::json!({ "reason": "came back" }),
+    )
+    .await;
     send(
         &other,
         token,
@@ -404,6 +421,8 @@ async fn retention_purges_once_with_two_servers_on_a_clock_the_test_moves() {
         let tenant = get(&base, token, &format!("/api/v1/tenant/{slug}")).await;
         assert!(tenant["retention_ends_at"].is_string(), "not yet: {tenant}");
     }
+    let back = get(&base, token, "/api/v1/tenant/back-d").await;
+    assert!(back["retention_ends_at"].is_null(), "restored: {back}");
     assert!(!exports.exists(), "nothing exported before a purge is due");
 
     // Past thirty days, both servers running: each of the two is purged once.
@@ -455,6 +474,11 @@ async fn retention_purges_once_with_two_servers_on_a_clock_the_test_moves() {
     assert_eq!(
         kept["status"], "canceled",
         "within its own retention: {kept}"
+    );
+    let back = get(&base, token, "/api/v1/tenant/back-d").await;
+    assert_eq!(
+        back["status"], "active",
+        "restored before its purge: {back}"
     );
     drop(servers);
     shared.database.drop_database().await;
