@@ -1,5 +1,6 @@
-//! `tenantry secrets rotate-key`: re-seals every secret at rest under a new master key, in one
-//! transaction (all or nothing), then switches the key file.
+//! `tenantry secrets rotate-key`: re-seals every secret at rest — every sealed column of every
+//! table — under a new master key, in one transaction (all or nothing), then switches the key
+//! file.
 //!
 //! Crash safety: the new key is written beside the old one (`master.key.next`) before the
 //! database changes; the key files are renamed only after the commit. Whatever the moment of a
@@ -17,6 +18,7 @@ use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::secrets::{Keyring, MasterKey};
 use crate::store;
+use crate::store::sealed::SealedColumn;
 use crate::tenants::secret_context;
 use crate::transaction;
 
@@ -31,7 +33,67 @@ pub struct RotationReport {
     pub key_file: Option<PathBuf>,
 }
 
-/// Re-seals every sealed value under `new_key` in one transaction.
+/// The sealed values beside the tenants' own secrets, with the columns that bind each.
+const SEALED: &[SealedColumn] = &[
+    SealedColumn {
+        table: "provisioning_steps",
+        column: "input",
+        binds: &["run_id", "plugin", "step_id"],
+    },
+    SealedColumn {
+        table: "tenant_resources",
+        column: "input",
+        binds: &["tenant_id", "plugin", "step_id"],
+    },
+    SealedColumn {
+        table: "tenant_requests",
+        column: "request",
+        binds: &["tenant_id"],
+    },
+    SealedColumn {
+        table: "plugin_grants",
+        column: "sealed_value",
+        binds: &["plugin", "kind", "name"],
+    },
+    SealedColumn {
+        table: "webhooks",
+        column: "secret",
+        binds: &["id"],
+    },
+    SealedColumn {
+        table: "sessions",
+        column: "id_token",
+        binds: &["handle"],
+    },
+    SealedColumn {
+        table: "login_attempts",
+        column: "pkce_verifier",
+        binds: &["state_hash"],
+    },
+];
+
+/// The context a value of `column` is sealed for, from its binds.
+fn context_of(column: &SealedColumn, [a, b, c]: [&str; 3]) -> AppResult<String> {
+    Ok(match (column.table, column.column) {
+        ("provisioning_steps", _) => crate::provisioning::step_context(a, b, c),
+        ("tenant_resources", _) => crate::provisioning::resource_context(a, b, c),
+        ("tenant_requests", _) => crate::provisioning::request_context(a),
+        ("plugin_grants", _) if b == "secret" => crate::plugins::secret_context(a, c),
+        ("plugin_grants", _) if b == "database" => crate::plugins::database_context(a, c),
+        ("webhooks", _) => crate::alerts::webhooks::secret_context(a),
+        ("sessions", _) => crate::auth::id_token_context(a),
+        ("login_attempts", _) => crate::auth::login::pkce_context(a),
+        (table, col) => {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "{table}.{col} of kind `{b}` holds a sealed value with no known context"
+            )));
+        }
+    })
+}
+
+/// Re-seals every sealed value under `new_key` in one transaction: the tenants' secrets, run
+/// and resource inputs, recorded requests, plugins' granted secrets and databases, webhook
+/// signing secrets, sessions' ID tokens and login attempts' PKCE verifiers.
 pub async fn reseal_all(ctx: &Context, actor: &Actor, new_key: &MasterKey) -> AppResult<usize> {
     let old: &Keyring = &ctx.keyring;
     let ring = old.rotated_to(new_key.clone());
@@ -59,6 +121,15 @@ pub async fn reseal_all(ctx: &Context, actor: &Actor, new_key: &MasterKey) -> Ap
                 let previous = reseal(&row.client_secret_previous, &context)?;
                 let db_uri = reseal(&row.db_uri, &secret_context(&row.id, "db_uri"))?;
                 store::tenants::update_sealed(tx, &row.id, client_secret, previous, db_uri).await?;
+            }
+        }
+        for column in SEALED {
+            for sealed in store::sealed::values(tx, column).await? {
+                let context = context_of(column, sealed.binds())?;
+                let plain = ring.open(&sealed.value, &context)?;
+                store::sealed::replace(tx, column, &sealed.value, &ring.seal(&plain, &context))
+                    .await?;
+                resealed += 1;
             }
         }
         audit::record(

@@ -876,6 +876,7 @@ backend_tests!(
     backend_health_shows_drift_and_reconcile_re_applies_exactly_what_drifted,
     a_repair_renders_the_current_template_version_when_asked,
     an_import_whose_backend_fails_is_taken_back_whole,
+    a_key_rotation_reseals_every_sealed_value_of_every_table,
 );
 
 async fn a_run_whose_backend_lost_what_it_created_fails_validation_and_is_compensated(
@@ -1195,6 +1196,123 @@ async fn an_import_whose_backend_fails_is_taken_back_whole(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{plan}");
     assert_eq!(plan["steps"][0]["step"], "beta", "{plan}");
+    double.stop().await;
+    app.stop().await;
+}
+
+#[derive(diesel::QueryableByName)]
+struct TextColumn {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    table_name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    column_name: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// Every `table.column` of the database holding a value that starts with `prefix`.
+async fn columns_holding(app: &TestApp, prefix: &str) -> Vec<String> {
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.ctx.db.conn().await.unwrap();
+    let columns: Vec<TextColumn> = tenantry::with_conn!(
+        conn,
+        postgres | c | {
+            diesel::sql_query(
+                "SELECT table_name::text AS table_name, column_name::text AS column_name \
+                 FROM information_schema.columns WHERE table_schema = current_schema() \
+                 AND data_type = 'text'",
+            )
+            .load::<TextColumn>(c)
+            .await
+        },
+        sqlite | c | {
+            diesel::sql_query(
+                "SELECT m.name AS table_name, p.name AS column_name FROM sqlite_master m \
+                 JOIN pragma_table_info(m.name) p WHERE m.type = 'table'",
+            )
+            .load::<TextColumn>(c)
+            .await
+        }
+    )
+    .unwrap();
+    assert!(columns.len() > 50, "every text column: {}", columns.len());
+    let mut holding = Vec::new();
+    for col in columns {
+        let sql = format!(
+            "SELECT count(*) AS n FROM \"{}\" WHERE CAST(\"{}\" AS TEXT) LIKE '{prefix}%'",
+            col.table_name, col.column_name
+        );
+        let found = tenantry::with_conn!(conn, |c| diesel::sql_query(&sql)
+            .get_result::<Count>(c)
+            .await)
+        .unwrap();
+        if found.n > 0 {
+            holding.push(format!("{}.{}", col.table_name, col.column_name));
+        }
+    }
+    holding.sort();
+    holding
+}
+
+async fn a_key_rotation_reseals_every_sealed_value_of_every_table(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(&app, option_a("sealed-co", json!({}))).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let (status, hook) = app
+        .post(
+            "/api/v1/webhooks",
+            json!({ "url": "http://127.0.0.1:9/hook", "events": ["alert.raised"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{hook}");
+    let old_id = app.ctx.keyring.primary_id().to_owned();
+    let old = format!("tsk1:{old_id}:");
+    let before = columns_holding(&app, &old).await;
+    for column in [
+        "plugin_grants.sealed_value",
+        "provisioning_steps.input",
+        "tenant_requests.request",
+        "tenant_resources.input",
+        "tenants.client_secret",
+        "webhooks.secret",
+    ] {
+        assert!(
+            before.contains(&column.to_owned()),
+            "{column} in {before:?}"
+        );
+    }
+
+    let new_key = tenantry::secrets::MasterKey::generate();
+    let resealed = tenantry::key_rotation::reseal_all(&app.ctx, &Actor::system(), &new_key)
+        .await
+        .unwrap();
+    assert!(resealed >= 10, "{resealed}");
+    let left = columns_holding(&app, &old).await;
+    assert!(left.is_empty(), "still sealed under the old key: {left:?}");
+
+    // With the new key alone, what the backends need opens: the resources (health), the
+    // recorded request (a repair with the current templates).
+    let mut ctx = app.ctx.clone();
+    ctx.keyring = std::sync::Arc::new(tenantry::secrets::Keyring::new(new_key, Vec::new()));
+    let tenant = tenantry::tenants::get(&ctx, "sealed-co").await.unwrap();
+    let health = tenantry::provisioning::backend_health(&ctx, &tenant)
+        .await
+        .unwrap();
+    assert_eq!(health.status, "healthy", "{health:?}");
+    double.forget("sealed-co-alpha");
+    let plan = tenantry::provisioning::reconcile_plan(
+        &ctx,
+        &tenant,
+        tenantry::provisioning::TemplateVersions::Current,
+    )
+    .await
+    .unwrap();
+    assert_eq!(plan.steps.len(), 1, "{plan:?}");
     double.stop().await;
     app.stop().await;
 }

@@ -141,7 +141,7 @@ pub struct DeliveryPage {
     pub next_before: Option<String>,
 }
 
-pub(super) fn secret_context(id: &str) -> String {
+pub(crate) fn secret_context(id: &str) -> String {
     format!("webhook:{id}:secret")
 }
 

@@ -40,6 +40,11 @@ use crate::transaction;
 
 mod callback;
 
+/// Where a login attempt's sealed PKCE verifier is bound: its state's hash.
+pub(crate) fn pkce_context(state_hash: &str) -> String {
+    format!("login/{state_hash}/pkce")
+}
+
 /// Every claim beyond the standard ones (e.g. `groups`), kept for the role mapping.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ExtraClaims {
@@ -399,10 +404,9 @@ async fn start_login(
         client_id: settings.client_id.clone(),
         browser_hash: sha256_hex(&browser),
         nonce,
-        pkce_verifier: ctx.keyring.seal(
-            verifier.secret(),
-            &format!("login/{}/pkce", sha256_hex(&state)),
-        ),
+        pkce_verifier: ctx
+            .keyring
+            .seal(verifier.secret(), &pkce_context(&sha256_hex(&state))),
         redirect_uri: redirect_uri.to_owned(),
         next_path: next.map(str::to_owned),
         source_ip: source_ip.map(str::to_owned),

@@ -8,6 +8,7 @@ mod admins;
 mod keys;
 pub mod login;
 mod sessions;
+pub(crate) use sessions::id_token_context;
 pub mod sso;
 pub use admins::*;
 pub use keys::*;

@@ -91,7 +91,7 @@ impl SessionInfo {
 }
 
 /// Where a session's sealed id_token is bound.
-fn id_token_context(handle: &str) -> String {
+pub(crate) fn id_token_context(handle: &str) -> String {
     format!("session/{handle}/id_token")
 }
 

@@ -19,6 +19,7 @@ pub mod models;
 pub mod plugins;
 pub mod provisioning;
 pub mod schema;
+pub mod sealed;
 pub mod sessions;
 pub mod tenant_requests;
 pub mod tenants;

@@ -246,7 +246,7 @@ async fn exchange_code(
         .keyring
         .open(
             &attempt.pkce_verifier,
-            &format!("login/{}/pkce", attempt.state_hash),
+            &super::pkce_context(&attempt.state_hash),
         )
         .map_err(|_| unreadable_secret())?;
     let request = client
