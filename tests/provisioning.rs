@@ -877,6 +877,7 @@ backend_tests!(
     a_repair_renders_the_current_template_version_when_asked,
     an_import_whose_backend_fails_is_taken_back_whole,
     a_key_rotation_reseals_every_sealed_value_of_every_table,
+    a_tenants_runs_go_one_at_a_time_in_the_order_they_were_queued,
 );
 
 async fn a_run_whose_backend_lost_what_it_created_fails_validation_and_is_compensated(
@@ -1313,6 +1314,58 @@ async fn a_key_rotation_reseals_every_sealed_value_of_every_table(backend: Backe
     .await
     .unwrap();
     assert_eq!(plan.steps.len(), 1, "{plan:?}");
+    double.stop().await;
+    app.stop().await;
+}
+
+async fn a_tenants_runs_go_one_at_a_time_in_the_order_they_were_queued(backend: Backend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(&app, option_a("ordered", json!({}))).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The backend is down: the suspension's run retries while the reactivation is queued
+    // behind it (the server has four workers, so nothing but the order holds it back).
+    double.set_down(true);
+    for action in ["suspend", "reactivate"] {
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/tenant/ordered/{action}"),
+                json!({ "reason": "billing" }),
+            )
+            .await;
+        assert!(status.is_success(), "{action}: {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    double.set_down(false);
+    let started = Instant::now();
+    let runs = loop {
+        let (_, runs) = app.get("/api/v1/provisioning?tenant=ordered").await;
+        let runs = runs.as_array().unwrap().clone();
+        if runs.len() == 3 && runs.iter().all(|r| r["finished_at"].is_string()) {
+            break runs;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{runs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let at = |run: &Value, field: &str| -> chrono::DateTime<chrono::Utc> {
+        run[field].as_str().unwrap().parse().unwrap()
+    };
+    // Newest first: the reactivation, then the suspension.
+    let (reactivation, suspension) = (&runs[0], &runs[1]);
+    assert!(
+        at(reactivation, "started_at") >= at(suspension, "finished_at"),
+        "the reactivation started before the suspension ended: {suspension} {reactivation}"
+    );
+    let events = double.events();
+    let changes: Vec<&str> = events
+        .iter()
+        .map(|e| e["change"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        changes.last(),
+        Some(&"reactivate"),
+        "the backend heard the reactivation last: {changes:?}"
+    );
     double.stop().await;
     app.stop().await;
 }

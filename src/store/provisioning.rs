@@ -194,7 +194,10 @@ pub async fn open_run_of(conn: &mut Conn, tenant_id: &str) -> AppResult<Option<R
         .optional())?)
 }
 
-/// Takes the lease of one open run whose lease is free or expired, for `owner` until `until`:
+/// Takes the lease of one open run whose lease is free or expired, for `owner` until `until`.
+/// A tenant's runs are taken in the order they were queued, one at a time: a run waits while an
+/// earlier run of its tenant is open (a purge never overtakes the cancellation before it).
+/// Runs of different tenants go in parallel;
 /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas never take the same run; on SQLite the
 /// caller's `BEGIN IMMEDIATE` transaction serialises the claim.
 pub async fn claim_run(
@@ -211,10 +214,15 @@ pub async fn claim_run(
                  executions = executions + 1, started_at = COALESCE(started_at, $3), \
                  status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, \
                  updated_at = $3 \
-                 WHERE id = (SELECT id FROM provisioning_runs \
-                    WHERE status IN ('queued', 'running', 'compensating') \
-                    AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
-                    ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 WHERE id = (SELECT r.id FROM provisioning_runs r \
+                    WHERE r.status IN ('queued', 'running', 'compensating') \
+                    AND (r.lease_expires_at IS NULL OR r.lease_expires_at < $3) \
+                    AND NOT EXISTS (SELECT 1 FROM provisioning_runs e \
+                        WHERE e.tenant_id = r.tenant_id \
+                        AND e.status IN ('queued', 'running', 'compensating') \
+                        AND (e.created_at < r.created_at \
+                             OR (e.created_at = r.created_at AND e.id < r.id))) \
+                    ORDER BY r.created_at, r.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  RETURNING *",
             )
             .bind::<diesel::sql_types::Text, _>(owner)
@@ -225,18 +233,26 @@ pub async fn claim_run(
             .optional()
         },
         sqlite | c | {
-            let candidate: Option<String> = provisioning_runs::table
+            // The first open run of each tenant, taken when its lease is free.
+            let open: Vec<(String, String, Option<NaiveDateTime>)> = provisioning_runs::table
                 .filter(provisioning_runs::status.eq_any(RunStatus::OPEN))
-                .filter(
-                    provisioning_runs::lease_expires_at
-                        .is_null()
-                        .or(provisioning_runs::lease_expires_at.lt(now)),
-                )
-                .order(provisioning_runs::created_at.asc())
-                .select(provisioning_runs::id)
-                .first(c)
-                .await
-                .optional()?;
+                .order((
+                    provisioning_runs::created_at.asc(),
+                    provisioning_runs::id.asc(),
+                ))
+                .select((
+                    provisioning_runs::id,
+                    provisioning_runs::tenant_id,
+                    provisioning_runs::lease_expires_at,
+                ))
+                .load(c)
+                .await?;
+            let mut seen = std::collections::HashSet::new();
+            let candidate = open
+                .into_iter()
+                .filter(|(_, tenant, _)| seen.insert(tenant.clone()))
+                .find(|(_, _, lease)| lease.is_none_or(|until| until < now))
+                .map(|(id, _, _)| id);
             match candidate {
                 None => Ok(None),
                 Some(id) => {
