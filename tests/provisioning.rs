@@ -101,6 +101,16 @@ fn option_a(slug: &str, settings: Value) -> Value {
     })
 }
 
+/// A server with the recorder backend and the PostgreSQL template, and tenant `slug`
+/// provisioned into it (Option A).
+async fn provisioned(backend: Backend, slug: &str) -> (TestApp, RecorderBackend) {
+    let (app, double) = with_recorder(backend).await;
+    postgres_template(&app).await;
+    let run = provision(&app, option_a(slug, json!({}))).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    (app, double)
+}
+
 /// Polls the run until it has finished.
 async fn wait_run(app: &TestApp, url: &str) -> Value {
     let started = Instant::now();
@@ -705,10 +715,7 @@ async fn option_b_uses_the_tenant_database_and_bundle(backend: Backend) {
 }
 
 async fn lifecycle_changes_reach_the_backends_and_purge_undoes_everything(backend: Backend) {
-    let (app, double) = with_recorder(backend).await;
-    postgres_template(&app).await;
-    let run = provision(&app, option_a("lifeco", json!({}))).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let (app, double) = provisioned(backend, "lifeco").await;
 
     // Drift: a resource removed behind tenantry's back.
     let (_, report) = app.get("/api/v1/tenant/lifeco/drift").await;
@@ -996,10 +1003,7 @@ async fn backend_health_shows_drift_and_reconcile_re_applies_exactly_what_drifte
 }
 
 async fn a_repair_renders_the_current_template_version_when_asked(backend: Backend) {
-    let (app, double) = with_recorder(backend).await;
-    postgres_template(&app).await;
-    let run = provision(&app, option_a("renewed", json!({}))).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let (app, double) = provisioned(backend, "renewed").await;
     // The template gets a second version after the tenant was made from the first.
     let (status, v2) = app
         .call(
@@ -1108,10 +1112,7 @@ async fn a_repair_renders_the_current_template_version_when_asked(backend: Backe
 }
 
 async fn an_import_whose_backend_fails_is_taken_back_whole(backend: Backend) {
-    let (app, double) = with_recorder(backend).await;
-    postgres_template(&app).await;
-    let run = provision(&app, option_a("moved", json!({}))).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let (app, double) = provisioned(backend, "moved").await;
     let bundle = app
         .request(Method::GET, "/api/v1/tenant/moved/bundle")
         .send()
@@ -1260,10 +1261,7 @@ async fn columns_holding(app: &TestApp, prefix: &str) -> Vec<String> {
 }
 
 async fn a_key_rotation_reseals_every_sealed_value_of_every_table(backend: Backend) {
-    let (app, double) = with_recorder(backend).await;
-    postgres_template(&app).await;
-    let run = provision(&app, option_a("sealed-co", json!({}))).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let (app, double) = provisioned(backend, "sealed-co").await;
     let (status, hook) = app
         .post(
             "/api/v1/webhooks",
@@ -1319,10 +1317,7 @@ async fn a_key_rotation_reseals_every_sealed_value_of_every_table(backend: Backe
 }
 
 async fn a_tenants_runs_go_one_at_a_time_in_the_order_they_were_queued(backend: Backend) {
-    let (app, double) = with_recorder(backend).await;
-    postgres_template(&app).await;
-    let run = provision(&app, option_a("ordered", json!({}))).await;
-    assert_eq!(run["status"], "succeeded", "{run}");
+    let (app, double) = provisioned(backend, "ordered").await;
     // The backend is down: the suspension's run retries while the reactivation is queued
     // behind it (the server has four workers, so nothing but the order holds it back).
     double.set_down(true);
