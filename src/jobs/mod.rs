@@ -149,23 +149,11 @@ fn first_run(now: NaiveDateTime, spec: JobSpec) -> NaiveDateTime {
     now + chrono::Duration::from_std(spec.interval).unwrap_or_default()
 }
 
-/// This server's name in leases: host, process and a random part.
-fn server_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!(
-        "{host}-{}-{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
-
 /// Starts this server's scheduler.
 pub fn spawn(ctx: &Context) -> tokio::task::JoinHandle<()> {
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let owner = server_id();
+        let owner = crate::provisioning::saga::owner_id();
         let specs = specs(&ctx);
         loop {
             if let Err(err) = record(&ctx, &specs).await {

@@ -12,7 +12,8 @@ mod lease;
 mod outcome;
 mod validate;
 
-use lease::{LeaseKeeper, claim, owner_id};
+pub(crate) use lease::owner_id;
+use lease::{LeaseKeeper, claim};
 use outcome::{Failure, append_log, split};
 
 use std::sync::Arc;

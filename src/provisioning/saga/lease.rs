@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// This process's name in leases: host, process id and a random part.
-pub(super) fn owner_id() -> String {
+/// This process's name in leases (of runs and of scheduled jobs): host, process id and a random
+/// part.
+pub(crate) fn owner_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "host".into());
