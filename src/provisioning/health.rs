@@ -8,8 +8,10 @@
 //!   made the resource; that step is what a repair re-applies. Drift no single step accounts for
 //!   is shown and left to an operator.
 //! - [`reconcile`]: re-applies exactly the drifted steps — with the inputs recorded when they
-//!   were applied (the template version of the time) — as an `apply` run, audited as
-//!   `tenant.reconcile`. Changes nothing when nothing drifted.
+//!   were applied (the template version of the time), or, asked for
+//!   [`TemplateVersions::Current`], as the tenant's recorded request plans them with each
+//!   template's newest version — as an `apply` run, audited as `tenant.reconcile`. Changes
+//!   nothing when nothing drifted.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -173,7 +175,7 @@ pub struct ReconcilePlan {
     pub checked_at: String,
     /// Which template versions the repaired steps are rendered from.
     pub templates: TemplateVersions,
-    /// The steps to re-apply, with the inputs they were applied with.
+    /// The steps to re-apply.
     pub steps: Vec<RepairStep>,
     /// Drift no single step accounts for: left to an operator.
     pub unattributed: Vec<DriftItem>,
