@@ -710,6 +710,42 @@ async fn option_b_uses_the_tenant_database_and_bundle(backend: Backend) {
         "no template: {resources}"
     );
     assert_eq!(double.creations("direct-co-alpha"), 1);
+
+    // The database moves; the connection drifts. A repair with the current inputs takes the
+    // URI the registry holds now, not the one of the provisioning request.
+    let (status, body) = app
+        .patch(
+            "/api/v1/tenant/direct-co",
+            json!({ "db_uri": "postgresql://direct:pw@db2.example.com:5432/direct" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    double.forget("direct-co-alpha");
+    let (status, repaired) = app
+        .post(
+            "/api/v1/tenant/direct-co/reconcile?templates=current",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repaired}");
+    assert!(repaired["steps"][0]["template"].is_null(), "{repaired}");
+    let run = wait_run(&app, repaired["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let tenant = tenantry::tenants::get(&app.ctx, "direct-co").await.unwrap();
+    let mut conn = app.ctx.db.conn().await.unwrap();
+    let rows = tenantry::store::provisioning::resources(&mut conn, &tenant.id)
+        .await
+        .unwrap();
+    let alpha = rows.iter().find(|r| r.step_id == "alpha").unwrap();
+    let input = app
+        .ctx
+        .keyring
+        .open(
+            &alpha.input,
+            &tenantry::provisioning::resource_context(&tenant.id, "recorder", "alpha"),
+        )
+        .unwrap();
+    assert!(input.contains("db2.example.com"), "the new URI: {input}");
     double.stop().await;
     app.stop().await;
 }

@@ -20,15 +20,14 @@ pub fn request_context(tenant_id: &str) -> String {
     format!("tenant-request:{tenant_id}")
 }
 
-/// What of `req` is kept: what its steps are planned from. The tenant's own fields are taken
-/// from the registry when it is planned again; the template version is not kept (the recorded
-/// one is in each resource's inputs).
+/// What of `req` is kept: what its steps are planned from. The tenant's own fields (its name,
+/// tier, schema and database URI) are taken from the registry when it is planned again; the
+/// template version is not kept (the recorded one is in each resource's inputs).
 fn kept(req: &ProvisionRequest) -> Value {
     json!({
         "tenant": {
             "slug": req.tenant.slug,
             "name": req.tenant.name,
-            "db_uri": req.tenant.db_uri,
         },
         "connection_template": req.connection_template.as_ref().map(|c| json!({
             "template_name": c.template_name,
@@ -85,6 +84,7 @@ pub(crate) async fn current_steps(
     req.tenant.name = tenant.name.clone();
     req.tenant.tier = Some(tenant.tier.as_str().to_owned());
     req.tenant.default_schema = tenant.default_schema.clone();
+    req.tenant.db_uri = database_uri(ctx, tenant).await?;
     let prepared = request::prepare(ctx, &req).await?;
     let ptenant = super::plugin_tenant(tenant);
     let mut steps = Vec::new();
@@ -94,4 +94,20 @@ pub(crate) async fn current_steps(
         }
     }
     Ok(steps)
+}
+
+/// The tenant's database URI as the registry holds it now (opened), if it has one.
+async fn database_uri(ctx: &Context, tenant: &Tenant) -> AppResult<Option<String>> {
+    let row = {
+        let mut conn = ctx.db.conn().await?;
+        store::tenants::find_by_slug(&mut conn, &tenant.slug)
+            .await?
+            .ok_or_else(|| AppError::not_found("tenant", &tenant.slug))?
+    };
+    row.db_uri
+        .map(|sealed| {
+            ctx.keyring
+                .open(&sealed, &crate::tenants::secret_context(&row.id, "db_uri"))
+        })
+        .transpose()
 }

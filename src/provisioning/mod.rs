@@ -463,7 +463,7 @@ pub(crate) fn step_context(run: &str, plugin: &str, step: &str) -> String {
 }
 
 /// Where a resource's sealed input is bound.
-pub(crate) fn resource_context(tenant_id: &str, plugin: &str, step: &str) -> String {
+pub fn resource_context(tenant_id: &str, plugin: &str, step: &str) -> String {
     format!("resource/{tenant_id}/{plugin}/{step}")
 }
 
