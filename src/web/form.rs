@@ -52,12 +52,7 @@ where
             let token: Token = serde_urlencoded::from_bytes(&body).unwrap_or(Token {
                 csrf: String::new(),
             });
-            if !auth::csrf_matches(session.csrf_token(), &token.csrf) {
-                return Err(PageError(AppError::forbidden(
-                    "the form expired or did not come from this site (CSRF check failed); reload the page and try again",
-                ))
-                .into());
-            }
+            check_csrf(&session, &token.csrf)?;
             let fields = serde_urlencoded::from_bytes(&body).map_err(|err| {
                 PageError(AppError::BadRequest(format!(
                     "the form is malformed: {err}"
@@ -66,6 +61,16 @@ where
             Ok(CsrfForm { session, fields })
         })
     }
+}
+
+/// Whether `submitted` is the CSRF token of `session`'s pages; a 403 page when it is not.
+pub fn check_csrf(session: &impl FormSession, submitted: &str) -> Result<(), PageError> {
+    if auth::csrf_matches(session.csrf_token(), submitted) {
+        return Ok(());
+    }
+    Err(PageError(AppError::forbidden(
+        "the form expired or did not come from this site (CSRF check failed); reload the page and try again",
+    )))
 }
 
 /// A filter field as given: trimmed, and none when empty.

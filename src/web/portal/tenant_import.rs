@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::error::{AppError, FieldError};
 use crate::tenants;
 use crate::web::error::{PageError, PageResult};
-use crate::web::form::FormSession as _;
+use crate::web::form::check_csrf;
 use crate::web::portal::session::PortalSession;
 use crate::web::{Flash, redirect_with, render_status, tera};
 
@@ -174,11 +174,7 @@ pub async fn import(
         }
         Err(err) => return Err(PageError(err)),
     };
-    if !crate::auth::csrf_matches(portal.csrf_token(), &fields.csrf) {
-        return Err(PageError(AppError::forbidden(
-            "the form expired or did not come from this site (CSRF check failed); reload the page and try again",
-        )));
-    }
+    check_csrf(&portal, &fields.csrf)?;
     let text = String::from_utf8_lossy(&fields.bundle);
     if text.trim_start().starts_with('{') || fields.bundle.is_empty() {
         return import_json(&ctx, &portal, &fields.bundle).await;
