@@ -146,6 +146,16 @@ fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {id} in {run}"))
 }
 
+/// The resource of step `id` in a tenant's resources as the API lists them.
+fn resource<'a>(resources: &'a Value, id: &str) -> &'a Value {
+    resources
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["step"] == id)
+        .unwrap_or_else(|| panic!("no resource of step {id} in {resources}"))
+}
+
 async fn templates_are_versioned_and_validated(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     postgres_template(&app).await;
@@ -1098,21 +1108,9 @@ async fn a_repair_renders_the_current_template_version_when_asked(backend: Backe
     assert_eq!(run["status"], "succeeded", "{run}");
     assert!(double.exists("renewed-alpha"));
     let (_, resources) = app.get("/api/v1/tenant/renewed/resources").await;
-    let alpha = resources
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["step"] == "alpha")
-        .unwrap()
-        .clone();
+    let alpha = resource(&resources, "alpha");
     assert_eq!(alpha["template_version"], 2, "{alpha}");
-    let beta = resources
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["step"] == "beta")
-        .unwrap()
-        .clone();
+    let beta = resource(&resources, "beta");
     assert_eq!(double.creations("renewed-beta"), 1, "untouched: {beta}");
 
     // A tenant whose request was not recorded (an import, an earlier version) is told so.
