@@ -1,8 +1,10 @@
 //! Builds the plugins workspace (`plugins/`) as part of the normal build, so that the server can
 //! embed its built-in plugins and the tests can load the test plugins.
 //!
-//! Each plugin is built by its own `cargo build -p` so that the SDK is compiled with that
-//! plugin's one world (cargo would otherwise unify the SDK's world features across plugins).
+//! The plugins are built in a few `cargo build` runs, each of several packages at once (so that
+//! cargo builds them in parallel): one run per world of the guest SDK, since cargo unifies a
+//! package's features across the packages of one run, and the SDK must be compiled with each
+//! plugin's one world. Plugins that do not use the SDK go with any run.
 //!
 //! The built-in plugins of the pure worlds (the template renderer and the tier quota policy) are
 //! built lean: for `wasm32-unknown-unknown`, then made components here with `wit-component`.
@@ -25,21 +27,24 @@ use std::process::Command;
 const WASM_TARGET: &str = "wasm32-wasip2";
 const LEAN_TARGET: &str = "wasm32-unknown-unknown";
 
-/// Built-in plugins of the pure worlds, built lean (see above).
-const LEAN_PLUGINS: &[&str] = &["template-renderer", "tier-quota"];
+/// Built-in plugins of the pure worlds, built lean (see above), each with its SDK world.
+const LEAN_PLUGINS: &[&[&str]] = &[&["template-renderer"], &["tier-quota"]];
 
-/// Plugins built for WASI: the other built-ins, then the test plugins.
-const PLUGINS: &[&str] = &[
-    "superset",
-    "airflow",
-    "crm",
-    "postgres",
-    "probe",
-    "renderer-old-wit",
-    "recorder",
-    "flat-quota",
-    "provisioner-v1",
-    "provisioner-v2",
+/// Plugins built for WASI, by SDK world: the other built-ins, then the test plugins. The last
+/// three use wit-bindgen alone, so they go with the provisioners.
+const PLUGINS: &[&[&str]] = &[
+    &[
+        "superset",
+        "airflow",
+        "crm",
+        "postgres",
+        "probe",
+        "recorder",
+        "renderer-old-wit",
+        "provisioner-v1",
+        "provisioner-v2",
+    ],
+    &["flat-quota"],
 ];
 
 fn main() {
@@ -58,17 +63,13 @@ fn main() {
     ensure_target(LEAN_TARGET);
     let components = wasm_target_dir.join("components");
     std::fs::create_dir_all(&components).expect("creating the components directory");
-    let build = |target: &str, plugin: &str| {
-        let status = Command::new(&cargo)
+    // Builds `plugins` (one SDK world) for `target`; the built file of each, and where its
+    // component goes.
+    let build = |target: &str, plugins: &[&str]| -> Vec<(String, PathBuf, PathBuf)> {
+        let mut command = Command::new(&cargo);
+        command
             .current_dir(root.join("plugins"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                target,
-                "--package",
-                plugin,
-            ])
+            .args(["build", "--release", "--target", target])
             .arg("--target-dir")
             .arg(&wasm_target_dir)
             // The outer build's settings are not the plugins' settings.
@@ -77,34 +78,46 @@ fn main() {
             .env_remove("CARGO_BUILD_TARGET")
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_RUSTFLAGS");
+        for plugin in plugins {
+            command.args(["--package", plugin]);
+        }
+        let status = command
             .status()
-            .unwrap_or_else(|e| panic!("running {cargo} for plugin {plugin}: {e}"));
+            .unwrap_or_else(|e| panic!("running {cargo} for plugins {plugins:?}: {e}"));
         assert!(
             status.success(),
-            "building plugin {plugin} for {target} failed (is the target installed? `rustup target add {target}`)"
+            "building plugins {plugins:?} for {target} failed (is the target installed? `rustup target add {target}`)"
         );
-        let file = format!("{}.wasm", plugin.replace('-', "_"));
-        (
-            wasm_target_dir.join(target).join("release").join(&file),
-            components.join(file),
-        )
+        plugins
+            .iter()
+            .map(|plugin| {
+                let file = format!("{}.wasm", plugin.replace('-', "_"));
+                (
+                    plugin.to_string(),
+                    wasm_target_dir.join(target).join("release").join(&file),
+                    components.join(file),
+                )
+            })
+            .collect()
     };
-    for plugin in LEAN_PLUGINS {
-        let (module, component) = build(LEAN_TARGET, plugin);
-        let bytes = std::fs::read(&module).expect("reading the built module");
-        let encoded = wit_component::ComponentEncoder::default()
-            .module(&bytes)
-            .and_then(|encoder| encoder.validate(true).encode())
-            .unwrap_or_else(|e| panic!("making plugin {plugin} a component: {e:#}"));
-        write_if_changed(&component, &encoded);
+    for group in LEAN_PLUGINS {
+        for (plugin, module, component) in build(LEAN_TARGET, group) {
+            let bytes = std::fs::read(&module).expect("reading the built module");
+            let encoded = wit_component::ComponentEncoder::default()
+                .module(&bytes)
+                .and_then(|encoder| encoder.validate(true).encode())
+                .unwrap_or_else(|e| panic!("making plugin {plugin} a component: {e:#}"));
+            write_if_changed(&component, &encoded);
+        }
     }
-    for plugin in PLUGINS {
-        let (built, component) = build(WASM_TARGET, plugin);
-        write_if_changed(
-            &component,
-            &std::fs::read(&built).expect("reading the built component"),
-        );
+    for group in PLUGINS {
+        for (_, built, component) in build(WASM_TARGET, group) {
+            write_if_changed(
+                &component,
+                &std::fs::read(&built).expect("reading the built component"),
+            );
+        }
     }
     println!(
         "cargo:rustc-env=BUILT_PLUGINS_WASM_DIR={}",

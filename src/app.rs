@@ -318,6 +318,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         handle.stop(true).await;
     });
     running.task.await??;
+    // No new provisioning run starts; what this server counted is written last.
+    running.worker_stop.notify_one();
+    let _ = running.worker.await;
     if let Err(err) = crate::quotas::meter::flush(&ctx).await {
         tracing::warn!("cannot write the last counted API calls: {err}");
     }

@@ -10,6 +10,10 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct ApiCallMeter {
     by_tenant: Mutex<HashMap<String, TenantCalls>>,
+    /// Held by a flush from taking what is pending until it is written or given back, so that
+    /// the last flush at shutdown waits for a periodic one still writing (whose task would
+    /// otherwise be dropped mid-write with the calls it took).
+    flushing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +134,11 @@ impl ApiCallMeter {
                 .map_or(u64::MAX, |l| l.saturating_sub(minute_used + 1)),
             reset: reset_minute,
         })
+    }
+
+    /// The right to flush: one flush at a time takes, writes and gives back.
+    pub async fn flushing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.flushing.lock().await
     }
 
     /// Takes what is not yet written: (tenant id, metric, period, calls).

@@ -1,7 +1,7 @@
 //! Call statistics of each plugin, summed over every server that calls it. Each server counts
-//! its calls in memory and adds them to the database about once a second (and when it stops),
-//! so the API, the portal and the CLI of any server show the same figures, within a second,
-//! and they survive restarts.
+//! its calls in memory and adds them to the database about once a second and when it stops (the
+//! last report waits for a periodic one still writing), so the API, the portal and the CLI of
+//! any server show the same figures, within a second, and they survive restarts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -100,6 +100,10 @@ impl Tally {
 #[derive(Default)]
 pub struct Counter {
     tallies: RwLock<HashMap<String, Arc<Tally>>>,
+    /// Held by a report from taking the counts until they are written or given back, so that
+    /// the last report at shutdown waits for a periodic one still writing (whose task would
+    /// otherwise be dropped mid-write with the counts it took).
+    reporting: tokio::sync::Mutex<()>,
 }
 
 impl Counter {
@@ -119,6 +123,7 @@ impl Counter {
     /// Adds what was counted to the database; what could not be written is kept for the next
     /// report.
     pub async fn report(&self, db: &Db) -> AppResult<()> {
+        let _reporting = self.reporting.lock().await;
         let pending: Vec<(String, Delta)> = self
             .tallies
             .read()

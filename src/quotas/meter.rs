@@ -175,6 +175,7 @@ async fn refresh(ctx: &Context, slug: &str) -> AppResult<()> {
 /// Writes the API calls counted since the last flush; what cannot be written is kept for the
 /// next one (the calls of a tenant purged since are dropped).
 pub async fn flush(ctx: &Context) -> AppResult<()> {
+    let _flushing = ctx.api_calls.flushing().await;
     let pending = ctx.api_calls.take_pending();
     if pending.is_empty() {
         return Ok(());

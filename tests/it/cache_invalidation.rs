@@ -1,0 +1,516 @@
+//! Two real server processes (`tenantry serve`) on one PostgreSQL, each caching API keys,
+//! sessions and tenants: a change made on one is refused by the other within a second, through
+//! the change feed (`LISTEN/NOTIFY`).
+//!
+//! - a key revoked, a session ended and a tenant suspended on server A are refused by server B
+//!   within 1 s, although B had them cached;
+//! - a rotated key keeps working on B until its grace period ends, to the second;
+//! - a change B cannot hear (its listener's connection is cut) is still honoured: B bypasses
+//!   its caches until it listens again, and starts them empty;
+//! - a plugin's host grant revoked on A binds B's calls of the plugin within a second.
+
+use std::time::{Duration, Instant};
+
+use crate::common::process::{ServerProcess, SharedDatabase};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tenantry::audit::Actor;
+use tenantry::auth::{self, Principal, Role, TenantScope};
+
+struct Setup {
+    shared: SharedDatabase,
+    ctx: tenantry::context::Context,
+    token: String,
+    a: ServerProcess,
+    b: ServerProcess,
+}
+
+async fn setup() -> Setup {
+    let shared = SharedDatabase::create().await;
+    let a = shared.server("a", &[]).await;
+    let b = shared.server("b", &[]).await;
+    Setup {
+        ctx: shared.ctx.clone(),
+        token: shared.token.clone(),
+        shared,
+        a,
+        b,
+    }
+}
+
+impl Setup {
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.a.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn new_key(&self, slug: &str, name: &str) -> (String, String) {
+        let key = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/v1/tenant/{slug}/api-keys"),
+                json!({ "name": name }),
+            )
+            .await;
+        (
+            key["id"].as_str().unwrap().to_owned(),
+            key["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn shutdown(self) {
+        self.a.kill().await;
+        self.b.kill().await;
+        drop(self.ctx);
+        self.shared.database.drop_database().await;
+    }
+}
+
+/// How a request on a server authenticates.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Key(&'a str),
+    Cookie(&'a str),
+}
+
+async fn get(server: &ServerProcess, path: &str, credential: Credential<'_>) -> StatusCode {
+    let request = reqwest::Client::new().get(format!("{}{path}", server.base));
+    let request = match credential {
+        Credential::Key(token) => request.bearer_auth(token),
+        Credential::Cookie(cookie) => {
+            request.header("cookie", format!("tenantry_tenant_acme={cookie}"))
+        }
+    };
+    request.send().await.unwrap().status()
+}
+
+/// Asks `server` until it answers `expected` (at most 3 s); how long that took.
+async fn until(
+    server: &ServerProcess,
+    credential: Credential<'_>,
+    expected: StatusCode,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = get(server, "/api/v1/tenant/acme", credential).await;
+        if status == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "still {status} after 3 s, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `server`'s count of cache lookups of `cache` with `result`.
+async fn lookups(server: &ServerProcess, cache: &str, result: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("tenantry_cache_lookups_total{{cache=\"{cache}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+async fn metric(server: &ServerProcess, name: &str) -> Option<String> {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")).map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_a_session_ended_and_a_tenant_suspended_on_one_server_are_refused_by_the_other_within_a_second()
+ {
+    let setup = setup().await;
+    let tenant = setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }),
+        )
+        .await;
+    let (key_id, key) = setup.new_key("acme", "revoked").await;
+    let (_, other_key) = setup.new_key("acme", "kept").await;
+    let scope = TenantScope {
+        id: tenant["id"].as_str().unwrap().to_owned(),
+        slug: "acme".into(),
+    };
+    let user = Principal {
+        name: "user:acme/alice@acme.example".into(),
+        role: Role::Member,
+        tenant: Some(scope),
+        key: None,
+    };
+    let (cookie, session) =
+        auth::start_session(&setup.ctx, &user, &Actor::system(), None, None, None)
+            .await
+            .unwrap();
+
+    // B has them cached: the second request of each is a hit.
+    for credential in [
+        Credential::Key(&key),
+        Credential::Key(&other_key),
+        Credential::Cookie(&cookie),
+    ] {
+        for _ in 0..2 {
+            assert_eq!(
+                get(&setup.b, "/api/v1/tenant/acme", credential).await,
+                StatusCode::OK
+            );
+        }
+    }
+    assert!(lookups(&setup.b, "key", "hit").await >= 2);
+    assert!(lookups(&setup.b, "session", "hit").await >= 1);
+    assert!(lookups(&setup.b, "tenant", "hit").await >= 3);
+
+    // Revoked on A: refused by B within a second.
+    setup
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenant/acme/api-keys/{key_id}"),
+            Value::Null,
+        )
+        .await;
+    let took = until(&setup.b, Credential::Key(&key), StatusCode::UNAUTHORIZED).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "the revoked key worked on B for {took:?}"
+    );
+    assert_eq!(
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&other_key)).await,
+        StatusCode::OK,
+        "another key of the tenant is not touched"
+    );
+
+    // The session ended on A: B sends its user away within a second.
+    setup
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenant/acme/sessions/{}", session.handle),
+            Value::Null,
+        )
+        .await;
+    let took = until(
+        &setup.b,
+        Credential::Cookie(&cookie),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert!(
+        took < Duration::from_secs(1),
+        "the ended session worked on B for {took:?}"
+    );
+
+    // The tenant suspended on A: its keys get 403 on B within a second.
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/tenant/acme/suspend",
+            json!({ "reason": "unpaid invoice" }),
+        )
+        .await;
+    let took = until(&setup.b, Credential::Key(&other_key), StatusCode::FORBIDDEN).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "the suspended tenant's key worked on B for {took:?}"
+    );
+    setup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_works_on_the_other_server_until_its_grace_period_ends_to_the_second() {
+    let setup = setup().await;
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }),
+        )
+        .await;
+    let (key_id, key) = setup.new_key("acme", "rotated").await;
+    assert_eq!(
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await,
+        StatusCode::OK
+    );
+    let rotated = setup
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/v1/tenant/acme/api-keys/{key_id}/rotate"),
+            json!({ "grace_minutes": 1 }),
+        )
+        .await;
+    let new_key = rotated["token"].as_str().unwrap().to_owned();
+    let grace_until = {
+        let keys = reqwest::Client::new()
+            .get(format!("{}/api/v1/tenant/acme/api-keys", setup.a.base))
+            .bearer_auth(&setup.token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let old = keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == key_id)
+            .unwrap()
+            .clone();
+        chrono::DateTime::parse_from_rfc3339(old["expires_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    assert_eq!(
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&new_key)).await,
+        StatusCode::OK
+    );
+    // Until a second before the grace period ends, the old key works on B…
+    let before = grace_until - chrono::Duration::seconds(1);
+    while chrono::Utc::now() < before {
+        assert_eq!(
+            get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await,
+            StatusCode::OK,
+            "the old key stopped before its grace period ended ({grace_until})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // …and from a second after, it does not.
+    let after = grace_until + chrono::Duration::seconds(1);
+    tokio::time::sleep((after - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    assert_eq!(
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await,
+        StatusCode::UNAUTHORIZED,
+        "the old key worked past its grace period ({grace_until})"
+    );
+    assert_eq!(
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&new_key)).await,
+        StatusCode::OK
+    );
+    setup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_listener_is_cut_honours_the_changes_it_could_not_hear() {
+    let setup = setup().await;
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }),
+        )
+        .await;
+    let (key_id, key) = setup.new_key("acme", "cut").await;
+    for _ in 0..2 {
+        assert_eq!(
+            get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        metric(&setup.b, "tenantry_change_feed_live")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    // The key revoked with the triggers off: a change whose notification was lost.
+    let mut conn = setup.ctx.db.conn().await.unwrap();
+    tenantry::with_conn!(conn, |c| {
+        use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+        c.batch_execute("SET session_replication_role = replica")
+            .await
+            .unwrap();
+        diesel::sql_query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+            .bind::<diesel::sql_types::Text, _>(&key_id)
+            .execute(c)
+            .await
+            .unwrap();
+        c.batch_execute("SET session_replication_role = DEFAULT")
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await,
+        StatusCode::OK,
+        "B did not hear it: it still holds the key's row"
+    );
+    // Its listener cut: B forgets what it holds, and the key is refused.
+    let bypassed = lookups(&setup.b, "key", "bypass").await;
+    tenantry::with_conn!(conn, |c| {
+        use diesel_async::RunQueryDsl as _;
+        diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'tenantry change listener' AND datname = current_database()",
+        )
+        .execute(c)
+        .await
+        .unwrap()
+    });
+    drop(conn);
+    let took = until(&setup.b, Credential::Key(&key), StatusCode::UNAUTHORIZED).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "the lost change was honoured only after {took:?}"
+    );
+    // The listener comes back by itself, and the caches serve again.
+    let started = Instant::now();
+    while metric(&setup.b, "tenantry_change_feed_live")
+        .await
+        .as_deref()
+        != Some("1")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "B's listener did not come back"
+        );
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hits = lookups(&setup.b, "tenant", "hit").await;
+    let (_, fresh) = setup.new_key("acme", "fresh").await;
+    for _ in 0..2 {
+        assert_eq!(
+            get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&fresh)).await,
+            StatusCode::OK
+        );
+    }
+    assert!(lookups(&setup.b, "tenant", "hit").await > hits);
+    println!(
+        "lost change honoured after {took:?}; requests that bypassed the cache meanwhile: {}",
+        lookups(&setup.b, "key", "bypass").await - bypassed
+    );
+    setup.shutdown().await;
+}
+
+/// A local HTTP server counting the requests it gets: what a plugin reaches.
+async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hit", listener.local_addr().unwrap());
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_grant_revoked_on_one_server_binds_the_others_calls_within_a_second() {
+    let setup = setup().await;
+    let http = reqwest::Client::new();
+    let probe = std::fs::read(format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"))).unwrap();
+    let installed = http
+        .post(format!("{}/api/v1/plugin", setup.a.base))
+        .bearer_auth(&setup.token)
+        .header("content-type", "application/wasm")
+        .body(probe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/plugin/probe/grants",
+            json!({ "kind": "host", "name": "127.0.0.1" }),
+        )
+        .await;
+    let (url, hits) = counting_server().await;
+    // The probe plugin reaches `url` while B plans a tenant into it.
+    let provision = |slug: String| {
+        let http = http.clone();
+        let token = setup.token.clone();
+        let base = setup.b.base.clone();
+        let url = url.clone();
+        async move {
+            let response = http
+                .post(format!("{base}/api/v1/tenant/provision"))
+                .bearer_auth(token)
+                .json(&json!({
+                    "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+                    "backends": { "probe": { "do": "http", "url": url } },
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+        }
+    };
+    provision("probe-one".into()).await;
+    provision("probe-two".into()).await;
+    let reached = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(reached, 2, "granted: B's calls reach the host");
+
+    let revoked_at = Instant::now();
+    let response = http
+        .delete(format!(
+            "{}/api/v1/plugin/probe/grants/host/127.0.0.1",
+            setup.a.base
+        ))
+        .bearer_auth(&setup.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    // Within a second, B's calls of the plugin no longer reach the host.
+    let mut n = 0;
+    loop {
+        n += 1;
+        let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+        provision(format!("probe-after-{n}")).await;
+        if hits.load(std::sync::atomic::Ordering::SeqCst) == before {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "B's calls still reached the host {:?} after the revoke",
+            revoked_at.elapsed()
+        );
+    }
+    let took = revoked_at.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for i in 0..3 {
+        let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+        provision(format!("probe-later-{i}")).await;
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            before,
+            "revoked for good"
+        );
+    }
+    setup.shutdown().await;
+}

@@ -1,0 +1,457 @@
+//! Tidy checks of the source tree itself (as rust-analyzer keeps them): rules of the code base
+//! that a reviewer would otherwise have to remember.
+//!
+//! - **Layers point one way.** Every top-level module of `src/` belongs to one layer of
+//!   [`LAYERS`]; a module imports only modules of lower layers, or earlier modules of its own
+//!   layer where the layer is ordered. The web and API layers do not reach the store. This is the
+//!   rule `ARCHITECTURE.md` states; the import graph therefore has no cycle.
+//! - **Files hold one job.** A file of `src/` longer than [`LONG_FILE`] lines says why at its top,
+//!   in a line starting with `//! Long file:`.
+//! - **The repository stands on its own.** Code and docs do not refer to documents the
+//!   repository does not contain.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// A group of modules at the same depth.
+struct Layer {
+    name: &'static str,
+    modules: &'static [&'static str],
+    /// Whether a module may import the modules listed before it in the same layer.
+    ordered: bool,
+}
+
+/// The layers, lowest first.
+const LAYERS: &[Layer] = &[
+    Layer {
+        name: "foundation",
+        modules: &["clock", "error", "roles", "config", "metrics", "telemetry"],
+        ordered: true,
+    },
+    Layer {
+        name: "storage and secrets",
+        modules: &["secrets", "store"],
+        ordered: true,
+    },
+    Layer {
+        name: "plugin host",
+        modules: &["plugins"],
+        ordered: true,
+    },
+    Layer {
+        name: "runtime",
+        modules: &[
+            "limits",
+            "identity_providers",
+            "alerting",
+            "caches",
+            "context",
+        ],
+        ordered: true,
+    },
+    Layer {
+        name: "services",
+        modules: &[
+            "audit",
+            "tenants",
+            "auth",
+            "health",
+            "provisioning",
+            "lifecycle",
+            "plugin_registry",
+            "quotas",
+            "bundles",
+            "alerts",
+            "key_rotation",
+            "jobs",
+        ],
+        ordered: true,
+    },
+    Layer {
+        name: "http",
+        modules: &["http"],
+        ordered: true,
+    },
+    Layer {
+        name: "api and web",
+        modules: &["api", "web"],
+        ordered: false,
+    },
+    Layer {
+        name: "entry points",
+        modules: &["app", "cli"],
+        ordered: true,
+    },
+];
+
+/// Imports that skip layers they must go through: (from, to).
+const FORBIDDEN: &[(&str, &str)] = &[("api", "store"), ("web", "store"), ("http", "store")];
+
+/// Macros exported at the crate root, by the module that defines them.
+const MACROS: &[(&str, &str)] = &[("transaction", "store"), ("with_conn", "store")];
+
+const LONG_FILE: usize = 600;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The source with comments, string and character literals blanked out (newlines kept), so
+/// that only code is searched.
+fn code_only(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !chars
+                .get(i.wrapping_sub(1))
+                .is_some_and(|p| p.is_alphanumeric() || *p == '_')
+        {
+            // A raw string: r"…", r#"…"#.
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while chars.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if chars.get(j) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            j += 1;
+            loop {
+                if j >= chars.len() {
+                    break;
+                }
+                if chars[j] == '"' && (0..hashes).all(|k| chars.get(j + 1 + k) == Some(&'#')) {
+                    j += 1 + hashes;
+                    break;
+                }
+                j += 1;
+            }
+            for &ch in &chars[i..j.min(chars.len())] {
+                out.push(blank(ch));
+            }
+            i = j;
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' {
+            // A character literal ('x', '\n', '\u{1b}'), not a lifetime ('a).
+            let end = if next == Some('\\') {
+                chars[i + 2..]
+                    .iter()
+                    .position(|&ch| ch == '\'')
+                    .map(|p| i + 2 + p)
+            } else if chars.get(i + 2) == Some(&'\'') {
+                Some(i + 2)
+            } else {
+                None
+            };
+            match end {
+                Some(end) => {
+                    for _ in i..=end {
+                        out.push(' ');
+                    }
+                    i = end + 1;
+                }
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn identifier_at(text: &str) -> Option<&str> {
+    let end = text
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(text.len());
+    (end > 0).then(|| &text[..end])
+}
+
+/// The first path segment of each item of a `{…}` group that starts `text`.
+fn group_heads(text: &str) -> Vec<String> {
+    let mut heads = Vec::new();
+    let mut depth = 0;
+    let mut start = 1;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    heads.extend(identifier_at(text[start..i].trim_start()).map(str::to_owned));
+                    break;
+                }
+            }
+            ',' if depth == 1 => {
+                heads.extend(identifier_at(text[start..i].trim_start()).map(str::to_owned));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    heads
+}
+
+/// The top-level modules (and crate-root macros) a file's code names through `crate::`.
+fn crate_references(code: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("crate::") {
+        let before = rest[..at].chars().next_back();
+        let after = &rest[at + "crate::".len()..];
+        if before.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')) {
+            if after.starts_with('{') {
+                found.extend(group_heads(after));
+            } else if let Some(name) = identifier_at(after) {
+                found.insert(name.to_owned());
+            }
+        }
+        rest = after;
+    }
+    found
+}
+
+/// The top-level module a file of `src/` belongs to (`None` for the crate roots).
+fn module_of(relative: &Path) -> Option<String> {
+    let first = relative
+        .components()
+        .next()?
+        .as_os_str()
+        .to_str()?
+        .to_owned();
+    let name = first.strip_suffix(".rs").unwrap_or(&first).to_owned();
+    (!matches!(name.as_str(), "lib" | "main")).then_some(name)
+}
+
+/// Where a module sits: (layer index, position in the layer).
+fn position(module: &str) -> Option<(usize, usize)> {
+    LAYERS.iter().enumerate().find_map(|(l, layer)| {
+        layer
+            .modules
+            .iter()
+            .position(|m| *m == module)
+            .map(|p| (l, p))
+    })
+}
+
+/// module → (imported module → the files that import it).
+fn import_graph() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    let src = root().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).unwrap().to_path_buf();
+        let Some(module) = module_of(&relative) else {
+            continue;
+        };
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        let edges = graph.entry(module.clone()).or_default();
+        for name in crate_references(&code) {
+            let target = MACROS
+                .iter()
+                .find(|(m, _)| *m == name)
+                .map_or(name.clone(), |(_, owner)| (*owner).to_owned());
+            if target != module {
+                edges
+                    .entry(target)
+                    .or_default()
+                    .insert(relative.display().to_string());
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn the_source_scanner_sees_only_code() {
+    let code = code_only(
+        "use crate::a; // crate::b\n/* crate::c /* nested */ crate::d */ let s = \"crate::e\";\n\
+         let r = r#\"crate::f\"#; let c = '\"'; fn f<'a>(x: &'a str) { crate::g::h(); }\n\
+         use crate::{i::j, k, l::{m, n}};",
+    );
+    let found: Vec<String> = crate_references(&code).into_iter().collect();
+    assert_eq!(found, ["a", "g", "i", "k", "l"]);
+}
+
+#[test]
+fn every_module_has_a_layer_and_imports_only_below_it() {
+    let graph = import_graph();
+    let unplaced: Vec<&String> = graph.keys().filter(|m| position(m).is_none()).collect();
+    assert!(
+        unplaced.is_empty(),
+        "modules without a layer (add them to LAYERS in tests/it/tidy.rs and to ARCHITECTURE.md): {unplaced:?}"
+    );
+    let mut wrong = Vec::new();
+    for (module, edges) in &graph {
+        let (layer, at) = position(module).unwrap();
+        for (target, files) in edges {
+            let Some((target_layer, target_at)) = position(target) else {
+                continue; // not a module: an item of the crate root
+            };
+            let allowed = target_layer < layer
+                || (target_layer == layer && LAYERS[layer].ordered && target_at < at);
+            let forbidden = FORBIDDEN.contains(&(module.as_str(), target.as_str()));
+            if !allowed || forbidden {
+                wrong.push(format!(
+                    "{module} ({}) → {target} ({}) in {}",
+                    LAYERS[layer].name,
+                    LAYERS[target_layer].name,
+                    files.iter().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports that point up or skip a layer:\n  {}",
+        wrong.join("\n  ")
+    );
+}
+
+#[test]
+fn long_files_say_why_at_their_top() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut unexplained = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines = text.lines().count();
+        let explained = text
+            .lines()
+            .take_while(|l| l.starts_with("//!") || l.trim().is_empty())
+            .any(|l| l.starts_with("//! Long file:"));
+        if lines > LONG_FILE && !explained {
+            unexplained.push(format!(
+                "{} ({lines} lines)",
+                file.strip_prefix(root()).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "files over {LONG_FILE} lines without a `//! Long file:` reason at the top: {unexplained:?}"
+    );
+}
+
+#[test]
+fn the_repository_names_no_document_it_does_not_contain() {
+    let mut files = Vec::new();
+    for dir in [
+        "src", "plugins", "docs", "tests", "wit", "scripts", "deploy", "benches",
+    ] {
+        let dir = root().join(dir);
+        if dir.is_dir() {
+            collect_text(&dir, &mut files);
+        }
+    }
+    files.extend(["README.md", "ARCHITECTURE.md"].map(|f| root().join(f)));
+    let needles = ["DESIGN.md", "seeds/", "seed 00", "the seed"];
+    let mut found = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            if file.ends_with("tests/it/tidy.rs") {
+                continue;
+            }
+            let lower = line.to_lowercase();
+            if needles
+                .iter()
+                .any(|needle| lower.contains(&needle.to_lowercase()))
+            {
+                found.push(format!(
+                    "{}:{}: {}",
+                    file.strip_prefix(root()).unwrap().display(),
+                    n + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "references to documents outside the repository:\n  {}",
+        found.join("\n  ")
+    );
+}
+
+fn collect_text(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if !matches!(name.as_str(), "node_modules" | "target") {
+                collect_text(&path, out);
+            }
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("rs" | "md" | "toml" | "wit" | "mjs" | "yml" | "yaml" | "sh" | "py")
+        ) || path.extension().is_none()
+        {
+            out.push(path);
+        }
+    }
+}
