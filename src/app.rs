@@ -152,10 +152,14 @@ fn start_with(
     crate::limits::Limits::spawn(&ctx.limits);
     crate::alerts::evaluate::spawn(&ctx);
     crate::alerts::delivery::spawn_deliverer(&ctx)?;
+    let trusted_proxies = crate::client::TrustedProxies::parse(&ctx.config.trusted_proxies)
+        .map_err(|err| anyhow::anyhow!("trusted_proxies: {err}"))?;
     let server = HttpServer::new(move || {
         let metrics = ctx.metrics.clone();
         let alerting = ctx.alerting.clone();
-        let mut app = App::new().app_data(web::Data::new(ctx.clone()));
+        let mut app = App::new()
+            .app_data(web::Data::new(ctx.clone()))
+            .app_data(web::Data::new(trusted_proxies.clone()));
         if let Some(principal) = &fixed {
             app = app.app_data(web::Data::new(principal.clone()));
         }
@@ -188,7 +192,7 @@ fn start_with(
             ))
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
-                let method = req.method().to_string();
+                let method = crate::metrics::method_label(req.method());
                 // The request runs as a task of its own on the worker: a client that goes away
                 // does not cancel it halfway through a database call (diesel-async's SQLite
                 // wrapper cannot be cancelled on actix's single-threaded worker runtimes).
@@ -223,11 +227,11 @@ fn start_with(
                     let status = res.status().as_u16().to_string();
                     metrics
                         .http_requests
-                        .with_label_values(&[&route, &method, &status])
+                        .with_label_values(&[&route, method, &status])
                         .inc();
                     metrics
                         .http_duration
-                        .with_label_values(&[&route, &method])
+                        .with_label_values(&[&route, method])
                         .observe(started.elapsed().as_secs_f64());
                     let request_id = res
                         .request()
@@ -246,6 +250,8 @@ fn start_with(
                 portal::site::route_tenant_hosts,
             ))
             .wrap(TracingLogger::<TenantRootSpan>::new())
+            // Outermost: who the request came from, before anything logs or counts it.
+            .wrap(actix_web::middleware::from_fn(crate::client::resolve))
     })
     .listen(listener)?
     .shutdown_timeout(10)

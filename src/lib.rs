@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bundles;
 pub mod caches;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod context;

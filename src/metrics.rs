@@ -6,6 +6,22 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The `method` label of a request: one of the methods the server answers, or `other`. A label
+/// takes whatever a client sends otherwise, and every distinct value is a series kept for ever.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
@@ -30,7 +46,6 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     pub redis_errors: IntCounter,
     pub redis_roundtrip: Histogram,
-    pub redis_feed_live: IntGauge,
     pub redis_leased: IntCounter,
     pub cache_lookups: IntCounterVec,
     pub change_feed_live: IntGauge,
@@ -215,11 +230,6 @@ impl Metrics {
             ]),
         )
         .expect("metric definition");
-        let redis_feed_live = IntGauge::new(
-            "tenantry_redis_feed_live",
-            "Whether this server hears the rate-limit blocks every server sets (1), and so may admit from leased budget, or asks Redis on every request (0)",
-        )
-        .expect("metric definition");
         let redis_leased = IntCounter::new(
             "tenantry_redis_leased_admissions_total",
             "Requests admitted from per-minute budget this server had leased from Redis, without a round trip",
@@ -331,7 +341,6 @@ impl Metrics {
             redis_up,
             redis_errors,
             redis_roundtrip,
-            redis_feed_live,
             redis_leased,
             cache_lookups,
             change_feed_live,
@@ -370,9 +379,6 @@ impl Metrics {
         let _ = self
             .registry
             .register(Box::new(self.redis_roundtrip.clone()));
-        let _ = self
-            .registry
-            .register(Box::new(self.redis_feed_live.clone()));
         let _ = self.registry.register(Box::new(self.redis_leased.clone()));
     }
 

@@ -34,17 +34,64 @@ pub fn init(config: &Config) {
     };
 }
 
-/// The root span of each request: tracing-actix-web's fields plus `tenant`, recorded by the
-/// handlers that act on a tenant.
+/// The root span of each request, and so the access log line. It names the matched route
+/// (`/t/{slug}/setup/{token}`), never the target the client sent: paths and query strings
+/// carry setup-link tokens, OAuth codes and states, which whoever reads the logs could use. The
+/// client address is the one `http::client` trusts (behind a trusted proxy, the client's, never a
+/// header anyone can send), and text the client chose (host, user agent) is escaped so that it
+/// cannot forge a log line. `tenant` is recorded by the handlers that act on a tenant.
 pub struct TenantRootSpan;
 
 impl RootSpanBuilder for TenantRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        tracing_actix_web::root_span!(request, tenant = tracing::field::Empty)
+        use actix_web::HttpMessage as _;
+        let method = crate::metrics::method_label(request.method());
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let client = crate::client::of_service_request(request);
+        let user_agent = request
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .map(|v| escape_for_log(&String::from_utf8_lossy(v.as_bytes())).into_owned())
+            .unwrap_or_default();
+        let request_id = request
+            .extensions()
+            .get::<tracing_actix_web::RequestId>()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "HTTP request",
+            http.method = %method,
+            http.route = %route,
+            http.flavor = ?request.version(),
+            http.scheme = %client.scheme,
+            http.host = %escape_for_log(&client.host),
+            http.client_ip = %client.address.map(|a| a.to_string()).unwrap_or_default(),
+            http.user_agent = %user_agent,
+            http.status_code = tracing::field::Empty,
+            otel.name = %format!("HTTP {method} {route}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+            tenant = tracing::field::Empty,
+        )
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
         DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}
+
+/// `text` with control characters written as escapes (`\n`, `\u{1b}`), so that text a client or
+/// a plugin chose cannot start a new log line or colour the terminal of whoever reads it.
+pub fn escape_for_log(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.escape_debug().to_string().into()
+    } else {
+        text.into()
     }
 }
 

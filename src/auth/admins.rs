@@ -133,12 +133,58 @@ pub async fn ensure_bootstrap_admin(ctx: &Context) -> AppResult<BootstrapAdmin> 
     Ok(BootstrapAdmin::Generated(path))
 }
 
-/// Checks a portal login. Always spends one argon2 verification, known user or not.
-pub async fn verify_admin_login(
+/// How a password login went.
+#[derive(Debug)]
+pub enum PasswordLogin {
+    Accepted(Principal),
+    /// Wrong user name or password; `user` is the name when such a user exists (what a log may
+    /// name: an unknown name may be a password typed into the wrong box).
+    Refused {
+        user: Option<String>,
+    },
+    /// Too many failed logins from this address or for this user name: refused for this long
+    /// without checking the password.
+    Limited(std::time::Duration),
+    /// Every password check is busy (`auth.max_concurrent_password_checks`): try again.
+    Busy,
+}
+
+/// Logs in the portal's administrator with a password, within the failure budgets (per source
+/// address and per user name; a spent budget refuses without checking the password) and the
+/// cap on password checks running at once — each is an argon2 hash, 19 MiB and tens of
+/// milliseconds of CPU, so a flood of guesses would otherwise take the server's memory and CPU.
+pub async fn password_login(
     ctx: &Context,
     username: &str,
     password: &str,
-) -> AppResult<Option<Principal>> {
+    address: Option<&str>,
+) -> AppResult<PasswordLogin> {
+    use crate::limits::{Credential, Refusal};
+    // The budget of a user name: its first 64 characters (a limiter key per form is bounded).
+    let subject: String = username.chars().take(64).collect();
+    let refusal = |refused: Refusal| match refused {
+        Refusal::Unavailable(detail) => AppError::Unavailable(detail),
+        Refusal::Spent { wait, .. } => AppError::RateLimited {
+            what: "too many failed logins".into(),
+            retry_after_secs: wait.as_secs().max(1),
+        },
+    };
+    if let Some(wait) = ctx
+        .limits
+        .blocked(Credential::Password, Some(&subject), address)
+        .await
+        .map_err(refusal)?
+    {
+        return Ok(PasswordLogin::Limited(wait));
+    }
+    let Ok(_permit) = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        ctx.limits.auth.password_checks.acquire(),
+    )
+    .await
+    else {
+        return Ok(PasswordLogin::Busy);
+    };
     let row = {
         let mut conn = ctx.db.conn().await?;
         store::admin::find_admin(&mut conn, username).await?
@@ -157,10 +203,24 @@ pub async fn verify_admin_login(
     let ok = tokio::task::spawn_blocking(move || password_matches(&password, &hash))
         .await
         .map_err(AppError::internal)?;
-    Ok((ok && row.is_some()).then(|| Principal {
-        tenant: None,
-        key: None,
-        name: username.to_owned(),
-        role: Role::PlatformAdmin,
-    }))
+    if ok && row.is_some() {
+        return Ok(PasswordLogin::Accepted(Principal {
+            tenant: None,
+            key: None,
+            name: username.to_owned(),
+            role: Role::PlatformAdmin,
+        }));
+    }
+    // The attempt that spends a budget is answered as limited.
+    if let Some(wait) = ctx
+        .limits
+        .failed(Credential::Password, Some(&subject), address)
+        .await
+        .map_err(refusal)?
+    {
+        return Ok(PasswordLogin::Limited(wait));
+    }
+    Ok(PasswordLogin::Refused {
+        user: row.map(|r| r.username),
+    })
 }

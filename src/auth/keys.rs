@@ -429,9 +429,10 @@ pub enum KeyOutcome {
     Blocked(std::time::Duration),
 }
 
-/// Resolves a bearer token to its principal, within the abuse limits: a refused token counts
-/// against its source address and the tenant of the key it names, and a spent budget blocks
-/// further attempts. Attempts and failures are counted in the metrics by tenant.
+/// Resolves a bearer token to its principal. A correct key is accepted whatever others failed;
+/// a refused token counts against its source address and, when it names a key that exists,
+/// against that key, and once either budget is spent further failures get 429 (see
+/// `limits`). Attempts and failures are counted in the metrics by tenant.
 pub async fn authenticate_key(
     ctx: &Context,
     token: &str,
@@ -447,12 +448,6 @@ pub async fn authenticate_key(
             .with_label_values(&[tenant, "api_key", reason])
             .inc();
     };
-    // A blocked address is refused before the key is even looked up (its tenant is unknown):
-    // blocks this server set or heard of; the shared ones are checked again at admission.
-    if let Some(wait) = ctx.limits.auth.key_blocked(None, address) {
-        refuse("unknown", "rate_limited");
-        return Ok(KeyOutcome::Blocked(wait));
-    }
     let parts = token
         .strip_prefix("tny_")
         .and_then(|rest| rest.split_once('_'))
@@ -470,14 +465,6 @@ pub async fn authenticate_key(
         (Some(r), None) if r.tenant_id.is_none() => "platform",
         _ => "unknown",
     };
-    if let Some(wait) = ctx
-        .limits
-        .auth
-        .key_blocked(row.as_ref().and_then(|r| r.tenant_id.as_deref()), None)
-    {
-        refuse(label, "rate_limited");
-        return Ok(KeyOutcome::Blocked(wait));
-    }
     let now = clock::now();
     let verdict = match (&row, parts) {
         (None, None) => Err("malformed"),
@@ -513,13 +500,12 @@ pub async fn authenticate_key(
         }
         Err(reason) => {
             refuse(label, reason);
-            // The attempt that spends a budget is the first one refused with 429.
-            // A blocked address or tenant gets 429 whatever the key (a valid key's request
-            // meets the same blocks when it is admitted, in `quotas::meter::admit_request`).
+            // The attempt that spends a budget is the first one refused with 429; failures
+            // count against the key only when the token named one that exists.
             return Ok(
                 match ctx
                     .limits
-                    .key_failed(row.as_ref().and_then(|r| r.tenant_id.as_deref()), address)
+                    .key_failed(row.as_ref().map(|r| r.prefix.as_str()), address)
                     .await
                 {
                     Ok(Some(wait)) => KeyOutcome::Blocked(wait),
@@ -527,10 +513,7 @@ pub async fn authenticate_key(
                     Err(crate::limits::Refusal::Unavailable(detail)) => {
                         return Err(AppError::Unavailable(detail));
                     }
-                    Err(
-                        crate::limits::Refusal::Blocked(wait)
-                        | crate::limits::Refusal::Spent { wait, .. },
-                    ) => KeyOutcome::Blocked(wait),
+                    Err(crate::limits::Refusal::Spent { wait, .. }) => KeyOutcome::Blocked(wait),
                 },
             );
         }

@@ -149,7 +149,7 @@ impl LoginFailure {
     fn limited(refusal: crate::limits::Refusal) -> Self {
         use crate::limits::Refusal;
         match refusal {
-            Refusal::Blocked(wait) | Refusal::Spent { wait, .. } => Self::rate_limited(wait),
+            Refusal::Spent { wait, .. } => Self::rate_limited(wait),
             Refusal::Unavailable(detail) => Self::new(
                 "rate_limits_unavailable",
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -300,6 +300,7 @@ pub async fn create_setup_link(
     hours: Option<u32>,
     urls: &TenantUrls,
 ) -> AppResult<NewSetupLink> {
+    refuse_platform_tenant(&tenant.slug)?;
     let hours = hours.unwrap_or(ctx.config.auth.setup_link_hours);
     if !(1..=168).contains(&hours) {
         return Err(AppError::invalid(
@@ -393,6 +394,7 @@ fn unusable(info: &SetupLinkInfo) -> AppError {
 /// The tenant a usable setup link belongs to; 404 for an unknown link or one of another
 /// tenant, 403 for a used, expired or revoked one.
 pub async fn open_setup_link(ctx: &Context, slug: &str, token: &str) -> AppResult<Tenant> {
+    refuse_platform_tenant(slug)?;
     let tenant = tenants::get(ctx, slug).await?;
     let row = {
         let mut conn = ctx.db.conn().await?;
@@ -407,6 +409,19 @@ pub async fn open_setup_link(ctx: &Context, slug: &str, token: &str) -> AppResul
     Ok(tenant)
 }
 
+/// The platform's own tenant has no setup links: whoever set up its SSO would choose who logs in
+/// as a platform administrator. Its SSO comes from the server's configuration or a platform
+/// admin. (A link made for it by an earlier version is refused, as not found.)
+fn refuse_platform_tenant(slug: &str) -> AppResult<()> {
+    if slug == tenants::ADMIN_SLUG {
+        return Err(AppError::forbidden(format!(
+            "the platform's own tenant `{slug}` has no setup links: its single sign-on is set in \
+             the server's configuration ([admin_tenant]) or by a platform admin"
+        )));
+    }
+    Ok(())
+}
+
 /// Saves SSO settings through a setup link and uses it up, in one transaction: a refused change
 /// leaves the link usable; a saved one makes it unusable.
 pub async fn use_setup_link(
@@ -418,6 +433,7 @@ pub async fn use_setup_link(
 ) -> AppResult<Tenant> {
     let tenant = open_setup_link(ctx, slug, token).await?;
     let patch = change.to_patch();
+    tenants::refuse_configured_fields(slug, &patch)?;
     let checked = tenants::check_patch(&patch, slug == tenants::ADMIN_SLUG)?;
     let token_hash = sha256_hex(token);
     let now = clock::now();

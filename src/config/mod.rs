@@ -78,11 +78,24 @@ pub struct AuthConfig {
     /// Logins all users of one tenant may start per minute.
     pub logins_per_tenant_per_minute: u32,
     /// Failed API-key authentications one source address may make per minute; beyond, its
-    /// requests with a key are refused (429) until the minute is over.
+    /// failed attempts get 429 instead of 401 (one more every `60 / limit` seconds). A correct
+    /// key is never refused for it.
     pub key_failures_per_address_per_minute: u32,
-    /// Failed API-key authentications against one tenant per minute; beyond, that tenant's keys
-    /// are refused (429) until the minute is over.
-    pub key_failures_per_tenant_per_minute: u32,
+    /// Failed API-key authentications against one key (a token with that key's prefix and a
+    /// wrong secret) per minute; beyond, they get 429 instead of 401. The key itself keeps
+    /// working. (`key_failures_per_tenant_per_minute` is the name of earlier versions.)
+    #[serde(alias = "key_failures_per_tenant_per_minute")]
+    pub key_failures_per_key_per_minute: u32,
+    /// Failed portal password logins one source address may make per minute; beyond, its
+    /// attempts are refused (429) without checking the password, until the bucket allows one
+    /// again (one every `60 / limit` seconds).
+    pub password_failures_per_address_per_minute: u32,
+    /// Failed portal password logins for one user name per minute, from anywhere; beyond,
+    /// likewise.
+    pub password_failures_per_user_per_minute: u32,
+    /// Password checks (argon2, about 19 MiB and 50 ms of CPU each) running at once; a login
+    /// that finds them all busy for a second is refused (503) rather than queued.
+    pub max_concurrent_password_checks: u32,
     /// Default lifetime of an SSO setup link, in hours.
     pub setup_link_hours: u32,
 }
@@ -96,7 +109,10 @@ impl Default for AuthConfig {
             logins_per_address_per_minute: 30,
             logins_per_tenant_per_minute: 600,
             key_failures_per_address_per_minute: 20,
-            key_failures_per_tenant_per_minute: 100,
+            key_failures_per_key_per_minute: 20,
+            password_failures_per_address_per_minute: 10,
+            password_failures_per_user_per_minute: 10,
+            max_concurrent_password_checks: 4,
             setup_link_hours: 24,
         }
     }
@@ -299,6 +315,9 @@ pub struct Config {
     pub log_level: String,
     /// Public base URL of the server (used for links and to decide on `Secure` cookies).
     pub public_url: Option<String>,
+    /// The proxies in front of the server (addresses or CIDR ranges): only from these are the
+    /// client's address, scheme and host taken from `Forwarded` / `X-Forwarded-*` headers.
+    pub trusted_proxies: Vec<String>,
     /// Tenants are also reached at `<slug>.<base_domain>` (e.g. `acme.example.com/login`);
     /// without it, only at `/t/<slug>/…`.
     pub base_domain: Option<String>,
@@ -346,6 +365,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             public_url: None,
+            trusted_proxies: Vec::new(),
             base_domain: None,
             session_idle_minutes: 60,
             session_absolute_hours: 12,
@@ -447,6 +467,8 @@ impl Config {
             url::Url::parse(url)
                 .map_err(|err| anyhow::anyhow!("invalid configuration: public_url: {err}"))?;
         }
+        crate::client::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|err| anyhow::anyhow!("invalid configuration: trusted_proxies: {err}"))?;
         if let Some(domain) = &self.base_domain {
             let valid = !domain.is_empty()
                 && domain.len() <= 200
@@ -480,8 +502,20 @@ impl Config {
                 a.key_failures_per_address_per_minute,
             ),
             (
-                "auth.key_failures_per_tenant_per_minute",
-                a.key_failures_per_tenant_per_minute,
+                "auth.key_failures_per_key_per_minute",
+                a.key_failures_per_key_per_minute,
+            ),
+            (
+                "auth.password_failures_per_address_per_minute",
+                a.password_failures_per_address_per_minute,
+            ),
+            (
+                "auth.password_failures_per_user_per_minute",
+                a.password_failures_per_user_per_minute,
+            ),
+            (
+                "auth.max_concurrent_password_checks",
+                a.max_concurrent_password_checks,
             ),
             ("auth.setup_link_hours", a.setup_link_hours),
         ] {

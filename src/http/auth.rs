@@ -27,7 +27,7 @@ pub struct ApiCaller {
 pub fn actor_for(req: &HttpRequest, name: &str) -> Actor {
     Actor {
         name: name.to_owned(),
-        source_ip: req.peer_addr().map(|addr| addr.ip().to_string()),
+        source_ip: crate::client::Client::of(req).address_text(),
         request_id: req
             .extensions()
             .get::<tracing_actix_web::RequestId>()
@@ -55,7 +55,7 @@ pub async fn authenticate(
                     .or_else(|| h.strip_prefix("bearer "))
             })
             .map(|t| t.trim().to_owned());
-        let address = req.peer_addr().map(|a| a.ip().to_string());
+        let address = crate::client::of_service_request(&req).address_text();
         let principal = match token {
             Some(token) => match auth::authenticate_key(&ctx, &token, address.as_deref()).await? {
                 auth::KeyOutcome::Authenticated(principal) => Some(principal),
@@ -72,19 +72,8 @@ pub async fn authenticate(
         };
         let mut budget = None;
         if let Some(principal) = principal {
-            match crate::quotas::meter::admit_request(&ctx, &principal, address.as_deref()).await {
+            match crate::quotas::meter::admit_request(&ctx, &principal).await {
                 Ok(admitted) => budget = admitted,
-                Err(RequestRefused::Blocked(wait)) => {
-                    let tenant = principal
-                        .tenant
-                        .as_ref()
-                        .map_or("platform", |t| t.slug.as_str());
-                    ctx.metrics
-                        .auth_failures
-                        .with_label_values(&[tenant, "api_key", "rate_limited"])
-                        .inc();
-                    return Err(blocked(wait));
-                }
                 Err(RequestRefused::KeyLimit { per_minute, wait }) => {
                     return Err(AppError::RateLimited {
                         what: format!(
@@ -121,7 +110,7 @@ pub async fn authenticate(
     next.call(req).await
 }
 
-/// 429 for a key attempt from a blocked address or against a blocked tenant's keys.
+/// 429 for a failed key attempt from a blocked address or against a blocked key.
 fn blocked(wait: std::time::Duration) -> actix_web::Error {
     AppError::RateLimited {
         what: "too many failed API-key attempts".into(),

@@ -23,10 +23,10 @@ pub fn tenant_session_cookie(slug: &str) -> String {
     format!("tenantry_tenant_{slug}")
 }
 
-/// `scheme://host[:port]` of the request, as the client addressed it.
+/// `scheme://host[:port]` of the request, as the client addressed it (through a trusted proxy,
+/// as the proxy says: see `client`).
 pub fn request_origin(req: &HttpRequest) -> String {
-    let info = req.connection_info();
-    format!("{}://{}", info.scheme(), info.host())
+    crate::client::Client::of(req).origin()
 }
 
 /// Maps a malformed query string to a 400 that names the parameter.

@@ -456,7 +456,11 @@ async fn backends(
                     "is not an installed plugin".to_owned()
                 }
                 Err(err) => return Err(AppError::Unavailable(err.to_string())),
-                Ok(p) if !p.enabled => "is disabled".to_owned(),
+                // The list of enabled provisioners was read first: a provisioner missing from
+                // it was disabled, even if this server's copy has not heard so yet.
+                Ok(p) if !p.enabled || p.manifest.world == crate::plugins::World::Provisioner => {
+                    "is disabled".to_owned()
+                }
                 Ok(p) => format!("is a {} plugin, not a provisioner", p.manifest.world),
             };
             errors.push(FieldError::new(

@@ -28,8 +28,6 @@ use super::decision::Need;
 /// Why a request was not admitted.
 #[derive(Debug, Clone)]
 pub enum RequestRefused {
-    /// Key attempts from its address, or against its tenant's keys, are blocked for a while.
-    Blocked(Duration),
     /// Its key's own per-minute limit is spent.
     KeyLimit { per_minute: u32, wait: Duration },
     /// Its tenant's API calls are at a hard limit.
@@ -38,14 +36,13 @@ pub enum RequestRefused {
     Unavailable(String),
 }
 
-/// Admits an authenticated request: the abuse blocks on its key's address and tenant, its key's
-/// own limit and its tenant's API-call limits — with `redis_url`, the blocks, the key's limit
-/// and the tenant's calls of this minute in one round trip to the shared budgets. A tenant's
-/// call is counted for the usage counters either way.
+/// Admits an authenticated request: its key's own limit and its tenant's API-call limits — with
+/// `redis_url`, the key's limit and the tenant's calls of this minute in one round trip to the
+/// shared budgets. Failed attempts of others play no part. A tenant's call is counted for the
+/// usage counters either way.
 pub async fn admit_request(
     ctx: &Context,
     principal: &Principal,
-    address: Option<&str>,
 ) -> Result<Option<CallAdmitted>, RequestRefused> {
     let key = principal
         .key
@@ -70,11 +67,10 @@ pub async fn admit_request(
     };
     let shared = ctx
         .limits
-        .admit(key, tenant.map(|t| t.id.as_str()), address, shared_calls)
+        .admit(key, tenant.map(|t| t.id.as_str()), shared_calls)
         .await;
     let counted = match shared {
         Ok(counted) => counted,
-        Err(Refusal::Blocked(wait)) => return Err(RequestRefused::Blocked(wait)),
         Err(Refusal::Spent {
             what: Limited::Key,
             wait,

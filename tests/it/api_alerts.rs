@@ -548,7 +548,7 @@ async fn a_tenant_sees_its_own_alerts_and_metrics_stay_bounded(backend: Backend)
     assert!(metrics.contains("tenantry_alerts_open{severity=\"warning\"} 1"));
     assert!(metrics.contains("tenantry_alerts_open{severity=\"blocked\"} 0"));
     let named = common::assert_rules_name_exported("tenantry-alerts.yml", metrics);
-    assert_eq!(named, 7);
+    assert_eq!(named, 5);
     let named = common::assert_dashboard_names_exported("tenantry-quotas.json", metrics);
     assert!(named >= 10, "{named}");
     app.stop().await;

@@ -2402,6 +2402,28 @@ async fn provision_probe(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits (at most 30 s) until every provisioning run has ended, succeeded or failed.
+async fn runs_ended(cli: &Cli) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = cli.json(&["run", "list", "--limit", "100"]).await;
+        let open: Vec<&Value> = runs
+            .as_array()
+            .expect("a list of runs")
+            .iter()
+            .filter(|run| !matches!(run["status"].as_str(), Some("succeeded" | "failed")))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runs still open after 30 s: {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `plugin inspect` (CLI, from the database) and the running server's API agree on the calls
 /// made, once the server has reported them (about once a second).
 async fn agreed_calls(cli: &Cli, base: &str, token: &str) -> u64 {
@@ -2507,7 +2529,10 @@ async fn plugin_changes_from_the_cli_bind_the_next_call_of_a_running_server(back
     assert!(!cli.slugs().await.contains(&"probe-four".to_owned()));
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 
-    // The call statistics agree between the CLI and the server, and survive a restart.
+    // The call statistics agree between the CLI and the server, and survive a restart. The runs
+    // above go on in the background (a compensation calls the plugin after the answer): only once
+    // every one has ended is the count final.
+    runs_ended(&cli).await;
     let calls = agreed_calls(&cli, &base, &token).await;
     let (status, _) = server.terminate().await;
     assert!(status.success());

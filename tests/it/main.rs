@@ -8,6 +8,7 @@
 #[macro_use]
 mod common;
 
+mod abuse;
 mod api_access;
 mod api_alerts;
 mod api_keys;

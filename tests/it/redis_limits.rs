@@ -1,7 +1,7 @@
 //! Rate limits shared through a real Redis by two servers on one database (SQLite and
-//! PostgreSQL): a key's own limit and the abuse limit on failed keys hold across them; a busy
-//! tenant's calls come from leases of its minute budget, a block set on one server refuses on
-//! the other at once, and calls leased and left unspent are given back; and a Redis outage — a
+//! PostgreSQL): a key's own limit and the abuse limit on failed keys hold across them (and the
+//! right key is admitted all the while); a busy tenant's calls come from leases of its minute
+//! budget, and calls leased and left unspent are given back; and a Redis outage — a
 //! `redis-server` this test starts and kills — follows `redis_on_failure`, shows in
 //! `/health/ready` and `/metrics`, and recovers by itself.
 
@@ -17,7 +17,7 @@ use tenantry::app;
 
 backend_tests!(
     a_keys_limit_and_failed_key_blocks_hold_across_servers,
-    a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once,
+    a_busy_tenant_is_admitted_from_leases_whatever_others_fail,
     calls_leased_and_left_unspent_are_given_back,
     a_redis_outage_follows_the_setting_and_recovers,
 );
@@ -59,18 +59,6 @@ async fn get(http: &reqwest::Client, url: String, token: &str) -> StatusCode {
         .status()
 }
 
-/// Waits (at most 10 s) until the server at `base` hears the blocks every server sets.
-async fn feed_live(base: &str, live: bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while common::scraped(base, "tenantry_redis_feed_live").await != f64::from(u8::from(live)) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{base}: blocks feed not live = {live}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Two servers sharing a Redis, with failed keys from one address blocked after three.
 async fn two_servers(backend: Backend) -> (TestApp, String, app::RunningServer) {
     let app = TestApp::spawn_with(backend, |config| {
@@ -95,7 +83,7 @@ async fn limit_calls(app: &TestApp, slug: &str, per_minute: u64) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once(backend: Backend) {
+async fn a_busy_tenant_is_admitted_from_leases_whatever_others_fail(backend: Backend) {
     let (app, other, _server) = two_servers(backend).await;
     app.create_tenant("acme").await;
     limit_calls(&app, "acme", 1_000_000).await;
@@ -103,8 +91,6 @@ async fn a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once
     let http = reqwest::Client::new();
     let base = app.url("");
     let base = base.trim_end_matches('/');
-    feed_live(base, true).await;
-    feed_live(&other, true).await;
 
     let trips_before = common::scraped(base, "tenantry_redis_roundtrip_seconds_count").await;
     for _ in 0..300 {
@@ -121,9 +107,9 @@ async fn a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once
         "300 calls: {leased} admitted from leases, {trips} round trips to Redis"
     );
 
-    // Failed keys from this address on the other server spend the shared budget and block it;
-    // this server, which would admit the good key from its lease without asking Redis, has
-    // heard the block and refuses.
+    // Failed keys from this address on the other server spend the shared budget: failures are
+    // refused with 429 on every server, but the good key from the same address keeps being
+    // admitted, from this server's lease too.
     let wrong = format!("{}{}", &good[..good.len() - 4], "zzzz");
     for _ in 0..3 {
         assert_eq!(
@@ -135,20 +121,21 @@ async fn a_busy_tenant_is_admitted_from_leases_and_a_block_heard_refuses_at_once
         get(&http, format!("{other}/api/v1/tenant/acme"), &wrong).await,
         StatusCode::TOO_MANY_REQUESTS
     );
-    let heard = tokio::time::Instant::now();
-    while get(&http, app.url("/api/v1/tenant/acme"), &good).await != StatusCode::TOO_MANY_REQUESTS {
-        assert!(
-            heard.elapsed() < Duration::from_secs(1),
-            "the block set on the other server was not heard within a second"
+    assert_eq!(
+        get(&http, app.url("/api/v1/tenant/acme"), &wrong).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the block is shared"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            get(&http, app.url("/api/v1/tenant/acme"), &good).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&http, format!("{other}/api/v1/tenant/acme"), &good).await,
+            StatusCode::OK
         );
     }
-    // A block that held before a server subscribed is loaded when it does: a third server.
-    let (third, _third_server) = second_server(&app).await;
-    feed_live(&third, true).await;
-    assert_eq!(
-        get(&http, format!("{third}/api/v1/tenant/acme"), &good).await,
-        StatusCode::TOO_MANY_REQUESTS
-    );
     app.stop().await;
 }
 
@@ -168,8 +155,6 @@ async fn calls_leased_and_left_unspent_are_given_back(backend: Backend) {
     let http = reqwest::Client::new();
     let base = app.url("");
     let base = base.trim_end_matches('/');
-    feed_live(base, true).await;
-    feed_live(&other, true).await;
     // The other server asks for the tenant's limits with its first call (not yet limited, so
     // not counted); this one knows them since the change.
     assert_eq!(
@@ -265,14 +250,18 @@ async fn a_keys_limit_and_failed_key_blocks_hold_across_servers(backend: Backend
         StatusCode::TOO_MANY_REQUESTS,
         "the fourth failure, on the other server, spends the shared budget"
     );
-    // Now every key attempt from this address is refused, on both, even with a good key.
+    // Now failed attempts from this address are refused on both; the good key still works.
     assert_eq!(
-        get(&http, app.url("/api/v1/tenant/globex"), &good).await,
+        get(&http, app.url("/api/v1/tenant/globex"), &wrong).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(
+        get(&http, app.url("/api/v1/tenant/globex"), &good).await,
+        StatusCode::OK
+    );
+    assert_eq!(
         get(&http, format!("{other}/api/v1/tenant/globex"), &good).await,
-        StatusCode::TOO_MANY_REQUESTS
+        StatusCode::OK
     );
     let (_, ready) = app.get("/health/ready").await;
     assert_eq!(ready["redis"]["status"], "connected", "{ready}");
@@ -351,14 +340,10 @@ async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
         StatusCode::OK
     );
     ready_until(&app, "connected").await;
-    let base = app.url("");
-    let base = base.trim_end_matches('/');
-    feed_live(base, true).await;
 
     // Down: fail open, the server's own budgets decide; ready, but Redis unreachable.
     redis.kill().unwrap();
     redis.wait().unwrap();
-    feed_live(base, false).await;
     for _ in 0..5 {
         assert_eq!(
             get(&http, app.url("/api/v1/tenant/acme"), &key).await,
@@ -377,7 +362,6 @@ async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
     // Back: it recovers by itself.
     let _redis = RedisGuard(start_redis(port, dir.path()));
     ready_until(&app, "connected").await;
-    feed_live(base, true).await;
     assert_eq!(
         get(&http, app.url("/api/v1/tenant/acme"), &key).await,
         StatusCode::OK
@@ -399,7 +383,28 @@ async fn a_redis_outage_follows_the_setting_and_recovers(backend: Backend) {
         config.redis_timeout_ms = 100;
     })
     .await;
+    // A request with no limit of its own (the platform's token) needs no Redis; a tenant's key
+    // under a per-minute limit does, and is refused.
     let (status, body) = closed.get("/api/v1/tenant").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    closed.create_tenant("acme").await;
+    let (status, body) = closed
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/tenant/acme/quotas",
+            Some(json!({ "api_calls_per_minute": 1000 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let key = key_for(&closed, "acme", json!({ "name": "app" })).await;
+    let response = reqwest::Client::new()
+        .get(closed.url("/api/v1/tenant/acme"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(
         body["error"]["message"]

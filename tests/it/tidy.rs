@@ -25,7 +25,15 @@ struct Layer {
 const LAYERS: &[Layer] = &[
     Layer {
         name: "foundation",
-        modules: &["clock", "error", "roles", "config", "metrics", "telemetry"],
+        modules: &[
+            "clock",
+            "error",
+            "roles",
+            "client",
+            "config",
+            "metrics",
+            "telemetry",
+        ],
         ordered: true,
     },
     Layer {

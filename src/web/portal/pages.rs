@@ -46,14 +46,48 @@ impl From<&auth::login::LoginFailure> for LoginError {
     }
 }
 
-/// Only local paths are followed after login (no open redirect).
+/// Whether the portal's cookies must be `Secure`: `public_url` is https, or the request came
+/// over TLS through a trusted proxy.
+fn secure(req: &HttpRequest, ctx: &Context) -> bool {
+    ctx.config.secure_cookies() || crate::client::Client::of(req).scheme == "https"
+}
+
+/// Where to go after login: `next` when it is a path on this server, else `/` (no open
+/// redirect). `next` must be a relative reference with an absolute path and no scheme or host,
+/// without control characters, whitespace or backslashes (browsers drop a tab or a newline and
+/// read `\\` as `/`, so `/<TAB>/evil.example` would leave the site); it is returned as the URL
+/// parser writes it, so the `Location` header carries nothing it did not check.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
-            n.to_owned()
-        }
-        _ => "/".to_owned(),
+    next.and_then(local_path).unwrap_or_else(|| "/".to_owned())
+}
+
+fn local_path(next: &str) -> Option<String> {
+    if !next.starts_with('/')
+        || next.starts_with("//")
+        || next
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    {
+        return None;
     }
+    let base = url::Url::parse("http://tenantry.invalid/").expect("a valid base");
+    let joined = base.join(next).ok()?;
+    if joined.origin() != base.origin() {
+        return None;
+    }
+    let mut path = joined.path().to_owned();
+    if path.starts_with("//") {
+        return None;
+    }
+    if let Some(query) = joined.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    if let Some(fragment) = joined.fragment() {
+        path.push('#');
+        path.push_str(fragment);
+    }
+    Some(path)
 }
 
 pub async fn login_form(
@@ -99,10 +133,7 @@ pub async fn login_page(
     context.insert("platform_sso", &platform_sso);
     let flash = session::read_flash(req);
     let mut response = render_status(tera(), "login.html", status, None, flash, &mut context)?;
-    let _ = response.add_cookie(&session::login_csrf_cookie(
-        &token,
-        ctx.config.secure_cookies(),
-    ));
+    let _ = response.add_cookie(&session::login_csrf_cookie(&token, secure(req, ctx)));
     Ok(response)
 }
 
@@ -139,33 +170,74 @@ pub async fn login(
         )
         .await;
     }
-    let principal =
-        match auth::verify_admin_login(&ctx, form.username.trim(), &form.password).await? {
-            Some(principal) => principal,
-            None => {
-                tracing::info!(username = %form.username.trim(), "portal login refused");
-                return login_page(
-                    &req,
-                    &ctx,
-                    form.next.as_deref(),
-                    Some(&LoginError::new("Wrong user name or password.")),
-                    actix_web::http::StatusCode::UNAUTHORIZED,
-                )
-                .await;
+    let address = crate::client::Client::of(&req).address_text();
+    let username = form.username.trim();
+    use actix_web::http::StatusCode;
+    let (message, status, retry_after) =
+        match auth::password_login(&ctx, username, &form.password, address.as_deref()).await? {
+            auth::PasswordLogin::Accepted(principal) => {
+                return logged_in(&req, &ctx, principal, form.next.as_deref()).await;
             }
+            auth::PasswordLogin::Refused { user } => {
+                // Only a name that is a user's: anything else may be a password typed into the
+                // wrong box.
+                tracing::info!(
+                    user = user.as_deref().unwrap_or("(not a user)"),
+                    "portal login refused"
+                );
+                (
+                    "Wrong user name or password.".to_owned(),
+                    StatusCode::UNAUTHORIZED,
+                    None,
+                )
+            }
+            auth::PasswordLogin::Limited(wait) => (
+                format!(
+                    "Too many failed logins. Try again in {} seconds.",
+                    wait.as_secs().max(1)
+                ),
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(wait.as_secs().max(1)),
+            ),
+            auth::PasswordLogin::Busy => (
+                "Too many logins at once. Try again in a moment.".to_owned(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(1),
+            ),
         };
-    let actor = actor_for(&req, &principal.name);
+    let mut page = login_page(
+        &req,
+        &ctx,
+        form.next.as_deref(),
+        Some(&LoginError::new(message)),
+        status,
+    )
+    .await?;
+    if let Some(seconds) = retry_after {
+        page.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from(seconds),
+        );
+    }
+    Ok(page)
+}
+
+/// Starts the portal session of a login that succeeded and sends the browser on.
+async fn logged_in(
+    req: &HttpRequest,
+    ctx: &Context,
+    principal: auth::Principal,
+    next: Option<&str>,
+) -> PageResult {
+    let actor = actor_for(req, &principal.name);
     let user_agent = req
         .headers()
         .get("user-agent")
         .and_then(|v| v.to_str().ok());
-    let (cookie, _) = auth::start_session(&ctx, &principal, &actor, user_agent, None, None).await?;
+    let (cookie, _) = auth::start_session(ctx, &principal, &actor, user_agent, None, None).await?;
     Ok(HttpResponse::SeeOther()
-        .insert_header(("Location", safe_next(form.next.as_deref())))
-        .cookie(session::session_cookie(
-            &cookie,
-            ctx.config.secure_cookies(),
-        ))
+        .insert_header(("Location", safe_next(next)))
+        .cookie(session::session_cookie(&cookie, secure(req, ctx)))
         .finish())
 }
 
@@ -258,5 +330,38 @@ pub async fn dashboard(ctx: web::Data<Context>, portal: PortalSession) -> PageRe
         context.insert("at_risk", &at_risk.items);
         context.insert("nav", "dashboard");
         Ok(portal.page("dashboard.html", context)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_paths_on_this_server_are_followed() {
+        for (next, expected) in [
+            ("/tenants?status=active", "/tenants?status=active"),
+            ("/t/acme/keys#new", "/t/acme/keys#new"),
+            ("/a/../b", "/b"),
+            ("/%09/evil.example", "/%09/evil.example"),
+        ] {
+            assert_eq!(safe_next(Some(next)), expected, "{next:?}");
+        }
+        for next in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/x",
+            "/\0/x",
+            "/ /evil.example",
+            "https://evil.example/",
+            "evil.example",
+            "/x\\y",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(next)), "/", "{next:?}");
+        }
+        assert_eq!(safe_next(None), "/");
     }
 }

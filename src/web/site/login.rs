@@ -158,7 +158,7 @@ pub async fn start(
     let browser = req
         .cookie(LOGIN_BROWSER_COOKIE)
         .map(|c| c.value().to_owned());
-    let address = req.peer_addr().map(|a| a.ip().to_string());
+    let address = crate::client::Client::of(&req).address_text();
     Ok(
         match login::begin_login(
             &ctx,
@@ -196,13 +196,20 @@ pub async fn callback(
     let page = match TenantPage::resolve(&req, &ctx, &slug).await {
         Ok(page) => page,
         Err(response) => {
+            // A slug no tenant has is `unknown`: a label of whatever a client sends would make
+            // a series for each.
+            let label = if response.status() == actix_web::http::StatusCode::NOT_FOUND {
+                "unknown"
+            } else {
+                slug.as_str()
+            };
             ctx.metrics
                 .auth_attempts
-                .with_label_values(&[slug.as_str(), "oidc"])
+                .with_label_values(&[label, "oidc"])
                 .inc();
             ctx.metrics
                 .auth_failures
-                .with_label_values(&[slug.as_str(), "oidc", "tenant_unavailable"])
+                .with_label_values(&[label, "oidc", "tenant_unavailable"])
                 .inc();
             return Ok(response);
         }

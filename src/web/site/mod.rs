@@ -62,7 +62,7 @@ pub async fn route_tenant_hosts(
         .app_data::<web::Data<Context>>()
         .and_then(|ctx| ctx.config.base_domain.clone());
     if let Some(domain) = domain {
-        let host = req.connection_info().host().to_owned();
+        let host = crate::client::of_service_request(&req).host;
         let path = req.path().to_owned();
         let keep = path.starts_with("/api/")
             || path.starts_with("/static/")
@@ -105,7 +105,8 @@ impl TenantSite {
             .extensions()
             .get::<HostTenant>()
             .is_some_and(|h| h.0 == slug);
-        let secure = ctx.config.secure_cookies() || req.connection_info().scheme() == "https";
+        let secure =
+            ctx.config.secure_cookies() || crate::client::Client::of(req).scheme == "https";
         if host_style {
             TenantSite {
                 slug: slug.to_owned(),
