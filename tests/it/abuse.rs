@@ -19,6 +19,7 @@ backend_tests!(
     forwarding_headers_from_anyone_else_change_nothing,
     after_login_only_paths_on_this_server_are_followed,
     the_platform_tenant_has_no_setup_links,
+    password_guesses_are_limited_and_checks_are_capped,
 );
 
 /// The text of `/metrics`.
@@ -489,4 +490,108 @@ async fn access_log_names_routes_never_tokens_and_cannot_be_forged() {
         !stderr.contains("nobody") && stderr.contains("(not a user)"),
         "a name that is no user's (perhaps a password in the wrong box) is not logged: {stderr}"
     );
+}
+
+/// Posts the portal's login form with `password`, from `client` (through a trusted proxy).
+async fn password_login(app: &TestApp, password: &str, client: &str) -> reqwest::Response {
+    let browser = crate::common::web::Browser::at(app);
+    let form = browser.get("/login").await;
+    let csrf = form.csrf();
+    let cookie = browser
+        .cookie("/login", "tenantry_login_csrf")
+        .unwrap_or_default();
+    app.client
+        .post(app.url("/login"))
+        .header("X-Forwarded-For", client)
+        .header("Cookie", format!("tenantry_login_csrf={cookie}"))
+        .form(&[
+            ("username", "admin"),
+            ("password", password),
+            ("csrf", &csrf),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every password try costs an argon2 hash (19 MiB, tens of milliseconds): guesses are limited
+/// per address and per user name (refused without a check once spent), and the checks running
+/// at once are capped, so a flood of guesses can neither go on nor take the server's memory.
+async fn password_guesses_are_limited_and_checks_are_capped(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.auth.password_failures_per_address_per_minute = 5;
+        c.auth.password_failures_per_user_per_minute = 8;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(
+            password_login(&app, "wrong-wrong-wrong", "198.51.100.7")
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(&statuses[..5], &[StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    // Spent: even the right password from that address waits.
+    let refused = password_login(&app, crate::common::ADMIN_PASSWORD, "198.51.100.7").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Another address is not that one…
+    let other = password_login(&app, crate::common::ADMIN_PASSWORD, "203.0.113.5").await;
+    assert_eq!(
+        other.status(),
+        StatusCode::SEE_OTHER,
+        "the right password from elsewhere"
+    );
+    // …but guesses at one user name from many addresses meet the name's own budget.
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        statuses.push(
+            password_login(&app, "wrong-wrong-wrong", &format!("192.0.2.{n}"))
+                .await
+                .status(),
+        );
+    }
+    assert_eq!(statuses[..2], [StatusCode::UNAUTHORIZED; 2], "{statuses:?}");
+    assert!(
+        statuses[2..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    app.stop().await;
+
+    // One check at a time: a crowd of logins is answered 503 beyond what waits a second,
+    // never queued without end.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.auth.password_failures_per_address_per_minute = 1000;
+        c.auth.password_failures_per_user_per_minute = 1000;
+        c.auth.max_concurrent_password_checks = 1;
+    })
+    .await;
+    let tries = (0..48).map(|n| {
+        let app = &app;
+        async move {
+            password_login(app, "wrong-wrong-wrong", &format!("10.1.0.{n}"))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(tries).await;
+    assert!(
+        statuses.iter().all(|s| matches!(
+            *s,
+            StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+        )),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "48 checks at once, one at a time, do not all fit in a second: {statuses:?}"
+    );
+    app.stop().await;
 }
