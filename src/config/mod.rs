@@ -144,6 +144,9 @@ pub struct PluginsConfig {
     pub sql_max_rows: usize,
     /// Most bytes of values one query of a plugin may return.
     pub sql_max_result_bytes: usize,
+    /// Most database connections one plugin call may open (one per granted alias, or per
+    /// `alias/database` it names).
+    pub sql_max_connections_per_call: usize,
     /// How long a renderer or quota-policy call may run on the thread that makes it, in
     /// milliseconds, before it is stopped and run again on the blocking pool with its full
     /// deadline (those worlds have no side effects, so running again is safe). 0: every call
@@ -165,6 +168,7 @@ impl Default for PluginsConfig {
             sql_statement_timeout_ms: 10_000,
             sql_max_rows: 10_000,
             sql_max_result_bytes: 4 * 1024 * 1024,
+            sql_max_connections_per_call: 4,
             inline_budget_ms: 5,
         }
     }

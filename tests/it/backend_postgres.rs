@@ -53,13 +53,18 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Self::start_on("postgres").await
+    }
+
+    /// The plugin granted the server as its role, on `database` (the alias's own database).
+    async fn start_on(database: &str) -> Fixture {
         let server_role = pg::server_role("tp_admin").await;
         let app = TestApp::spawn_with(Backend::Sqlite, |c| {
             c.provisioning.backoff_base_ms = 50;
             c.provisioning.backoff_max_ms = 200;
         })
         .await;
-        pg::grant_postgres(&app.ctx, &server_role).await;
+        pg::grant_postgres_on(&app.ctx, &server_role, database).await;
         let (status, body) = app
             .post(
                 "/api/v1/template",
@@ -449,5 +454,67 @@ async fn a_failure_midway_removes_everything_made_and_a_taken_name_is_never_adop
     );
     // No password reaches the run.
     assert!(!run.to_string().contains("s3cret"), "{run:#}");
+    f.finish().await;
+}
+
+/// The CVE-2018-1058 pattern: where `public` of the server alias's database is writable by
+/// everyone (PostgreSQL 14 and earlier by default, and clusters upgraded from them), a tenant
+/// that holds its own role's password plants `public.shobj_description(oid, text)` there; an
+/// unqualified call from the plugin, which runs as the granted role (a member of every tenant
+/// role), would run it with that role's rights. The host pins `search_path` on every plugin
+/// connection and the plugin qualifies its catalogue calls, so the planted function is never
+/// called: here it would make tenant A a member of tenant B's role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_a_tenant_plants_in_a_writable_public_schema_is_never_run_by_the_plugin() {
+    let server_db = unique("tp_srv");
+    admin(&format!("CREATE DATABASE {server_db}")).await;
+    {
+        // The state of a cluster from before PostgreSQL 15: `public` writable by PUBLIC.
+        let mut conn = AsyncPgConnection::establish(&url_as("postgres", None, &server_db))
+            .await
+            .unwrap();
+        conn.batch_execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+            .await
+            .unwrap();
+    }
+    let mut f = Fixture::start_on(&server_db).await;
+    let (a, b) = (unique("pgplanta"), unique("pgplantb"));
+    let (slug_a, slug_b) = (a.replace('_', "-"), b.replace('_', "-"));
+    for (slug, name) in [(&slug_a, &a), (&slug_b, &b)] {
+        let run = f.provision(slug, name, json!({})).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    let (role_a, role_b) = (format!("{a}_user"), format!("{b}_user"));
+    // Tenant A, with its own credentials, on the server alias's database.
+    let planted = connect(&role_a, &server_db)
+        .await
+        .expect("tenant A logs in");
+    planted
+        .batch_execute(&format!(
+            "CREATE FUNCTION public.shobj_description(oid, text) RETURNS text \
+             LANGUAGE plpgsql AS $$ BEGIN \
+               EXECUTE 'GRANT {role_b} TO {role_a}'; \
+               RETURN pg_catalog.shobj_description($1, $2::name); \
+             END $$"
+        ))
+        .await
+        .expect("tenant A plants its function");
+    // Any member of tenant A may look for drift; the plugin reads the roles' marks.
+    let (status, report) = f.app.get(&format!("/api/v1/tenant/{slug_a}/drift")).await;
+    assert_eq!(status, StatusCode::OK, "{report:#}");
+    let (status, report) = f
+        .app
+        .get(&format!("/api/v1/tenant/{slug_a}/health/backends"))
+        .await;
+    assert!(status.is_success(), "{report:#}");
+    assert!(
+        !exists(&format!(
+            "SELECT 1 WHERE pg_has_role('{role_a}', '{role_b}', 'MEMBER')"
+        ))
+        .await,
+        "tenant A took tenant B's role through the plugin"
+    );
+    // Tenant A's function goes with the database, before the roles are dropped.
+    admin(&format!("DROP DATABASE IF EXISTS {server_db} WITH (FORCE)")).await;
     f.finish().await;
 }

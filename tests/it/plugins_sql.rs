@@ -101,13 +101,13 @@ async fn a_granted_database_runs_the_plugins_statements_as_the_grants_role() {
     let answers = run(
         &app,
         json!([
-            { "execute": "create table seats (tenant text, n int, ratio float8, ok bool, data bytea)" },
-            { "execute": "insert into seats values ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)",
+            { "execute": "create table public.seats (tenant text, n int, ratio float8, ok bool, data bytea)" },
+            { "execute": "insert into public.seats values ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)",
               "params": ["acme", 5, 0.5, true, null, "other", 7, 1.5, false, null] },
-            { "query": "select tenant, n, ratio, ok, data from seats where tenant = $1", "params": ["acme"] },
+            { "query": "select tenant, n, ratio, ok, data from public.seats where tenant = $1", "params": ["acme"] },
             { "query": "select current_user as who" },
             { "query": "select now() as at" },
-            { "execute": "insert into nowhere values (1)" },
+            { "execute": "insert into public.nowhere values (1)" },
             { "query": "select pg_sleep(2)::text" },
             { "query": "select g from generate_series(1, 101) g" },
             { "query": "select 1", "alias": "ledger" },
@@ -173,4 +173,121 @@ async fn a_granted_database_runs_the_plugins_statements_as_the_grants_role() {
     let _ = admin
         .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
         .await;
+}
+
+/// A plugin that means harm cannot get past the limits of `sql`: it sets the server's
+/// `statement_timeout` to 0 and sleeps (the host's own clock stops it), asks for a hundred
+/// million rows (they are never read past the cap, so neither the time nor the memory goes),
+/// and names a database after another on one grant (a call opens only so many connections).
+/// Its names resolve in the catalogue only (`search_path`): an unqualified table is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_plugin_cannot_escape_the_sql_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = TestDatabase::create(Backend::Postgres, dir.path()).await;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.plugins.sql_statement_timeout_ms = 500;
+        c.plugins.sql_max_rows = 100;
+        c.plugins.sql_max_connections_per_call = 3;
+    })
+    .await;
+    app.install_test_plugin("provisioner_v2").await;
+    let (status, body) = app
+        .post(
+            "/api/v1/plugin/provisioner-v2/grants",
+            json!({ "kind": "database", "name": "warehouse", "value": warehouse.url }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let database = url::Url::parse(&warehouse.url).unwrap().path()[1..].to_owned();
+
+    let started = std::time::Instant::now();
+    let answers = run(
+        &app,
+        json!([
+            { "execute": "set statement_timeout = 0" },
+            { "query": "select pg_sleep(4)::text" },
+            { "execute": "set statement_timeout = 0" },
+            { "query": "select 1 from generate_series(1, 10000) a, generate_series(1, 10000) b" },
+            { "query": "select 1 as one" },
+            { "execute": "create table planted (x int)" },
+            { "query": "show search_path" },
+        ]),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(answers[1]["error"], "SqlError::Timeout", "{answers:?}");
+    assert_eq!(answers[3]["error"], "SqlError::TooLarge", "{answers:?}");
+    assert_eq!(
+        answers[4]["rows"],
+        json!([[1]]),
+        "a new connection serves the next: {answers:?}"
+    );
+    assert!(
+        answers[5]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("42501"),
+        "an unqualified table would go to pg_catalog: {answers:?}"
+    );
+    assert_eq!(
+        answers[6]["rows"],
+        json!([["pg_catalog, pg_temp"]]),
+        "{answers:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "stopped by the host's clock and the row cap, not the plugin's: {took:?}"
+    );
+    // The sleeping statement was cancelled on the server, not left running.
+    let mut admin = AsyncPgConnection::establish(&common::postgres_admin_url())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let running: Vec<Count> = diesel_async::RunQueryDsl::load(
+            diesel::sql_query(format!(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{database}' \
+                 AND (query LIKE '%pg_sleep(4)%' OR query LIKE '%generate_series(1, 10000)%') \
+                 AND state = 'active'"
+            )),
+            &mut admin,
+        )
+        .await
+        .unwrap();
+        if running[0].n == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statements still run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Three connections a call, however many databases it names.
+    let answers = run(
+        &app,
+        json!([
+            { "query": "select 1", "alias": format!("warehouse/{database}") },
+            { "query": "select 1", "alias": "warehouse/postgres" },
+            { "query": "select 1", "alias": "warehouse/template1" },
+            { "query": "select 1", "alias": "warehouse/no_such_database" },
+        ]),
+    )
+    .await;
+    assert_eq!(answers[0]["rows"], json!([[1]]), "{answers:?}");
+    assert!(
+        answers[3]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 3 database connections"),
+        "{answers:?}"
+    );
+    app.stop().await;
+    warehouse.drop_database().await;
 }

@@ -210,8 +210,9 @@ struct RoleRow {
 fn find_role(role: &str) -> Res<Option<RoleRow>> {
     let found = rows(
         SERVER,
-        "SELECT shobj_description(oid, 'pg_authid'), rolcanlogin, rolconnlimit::bigint, \
-         (rolsuper OR rolbypassrls) FROM pg_roles WHERE rolname = $1",
+        "SELECT pg_catalog.shobj_description(oid, 'pg_authid'), rolcanlogin, \
+         rolconnlimit::pg_catalog.int8, (rolsuper OR rolbypassrls) \
+         FROM pg_catalog.pg_roles WHERE rolname = $1",
         &[SqlValue::Text(role.into())],
         "looking up the role",
     )?;
@@ -230,8 +231,9 @@ fn find_role(role: &str) -> Res<Option<RoleRow>> {
 fn find_database(database: &str) -> Res<Option<(Option<String>, String)>> {
     let found = rows(
         SERVER,
-        "SELECT shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba)::text \
-         FROM pg_database WHERE datname = $1",
+        "SELECT pg_catalog.shobj_description(oid, 'pg_database'), \
+         pg_catalog.pg_get_userbyid(datdba)::pg_catalog.text \
+         FROM pg_catalog.pg_database WHERE datname = $1",
         &[SqlValue::Text(database.into())],
         "looking up the database",
     )?;
@@ -257,7 +259,8 @@ fn ours(tenant: &Tenant, kind: &str, name: &str, comment: Option<&str>) -> Res<(
 fn terminate_sessions(role: &str) -> Res<usize> {
     let closed = rows(
         SERVER,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+        "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+         WHERE usename = $1",
         &[SqlValue::Text(role.into())],
         "closing the role's sessions",
     )?;
@@ -547,7 +550,7 @@ fn apply_schemas(input: &SchemasInput) -> Res<Outcome> {
 fn table_exists(on: &str, t: &RlsTable) -> Res<bool> {
     Ok(!rows(
         on,
-        "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2",
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2",
         &[
             SqlValue::Text(t.schema.clone()),
             SqlValue::Text(t.table.clone()),
@@ -778,7 +781,7 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                         }
                         let public = rows(
                             SERVER,
-                            "SELECT has_database_privilege('public', $1, 'CONNECT')",
+                            "SELECT pg_catalog.has_database_privilege('public', $1, 'CONNECT')",
                             &[SqlValue::Text(input.database.clone())],
                             "checking CONNECT of PUBLIC",
                         )?;
@@ -794,7 +797,7 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                 for schema in &input.schemas {
                     let found = rows(
                         &on,
-                        "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                        "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1",
                         &[SqlValue::Text(schema.clone())],
                         "looking up a schema",
                     )?;
@@ -814,9 +817,11 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                     let found = rows(
                         &on,
                         "SELECT c.relrowsecurity, c.relforcerowsecurity, \
-                         (SELECT pg_get_expr(p.polqual, p.polrelid) FROM pg_policy p \
+                         (SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid) \
+                          FROM pg_catalog.pg_policy p \
                           WHERE p.polrelid = c.oid AND p.polname = $3) \
-                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         FROM pg_catalog.pg_class c \
+                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                          WHERE n.nspname = $1 AND c.relname = $2",
                         &[
                             SqlValue::Text(t.schema.clone()),
@@ -859,7 +864,8 @@ fn measure(applied: &[(Step, Outcome)]) -> Res<Vec<Measurement>> {
     let input: DatabaseInput = input(step)?;
     let size = rows(
         SERVER,
-        "SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1",
+        "SELECT pg_catalog.pg_database_size(datname) FROM pg_catalog.pg_database \
+         WHERE datname = $1",
         &[SqlValue::Text(input.database.clone())],
         "measuring the database",
     )?;

@@ -2,9 +2,14 @@
 //! databases the operator granted to the plugin by alias. The grant is the capability: the
 //! URL (sealed at rest, opened here, never shown to the plugin or written to a message) logs in
 //! with the role the operator chose. A connection is opened at a call's first statement on an
-//! alias and closed with the call. Each statement runs on its own (autocommit) within
-//! `sql_statement_timeout_ms`; a query returns at most `sql_max_rows` rows and
-//! `sql_max_result_bytes` bytes.
+//! alias and closed with the call, with `search_path` set to `pg_catalog, pg_temp` (a name the
+//! plugin leaves unqualified never resolves to an object someone planted in a writable schema).
+//! Each statement runs on its own (autocommit) within `sql_statement_timeout_ms` — the server's
+//! `statement_timeout`, and the host's own clock besides, which a plugin that sets the timeout
+//! to 0 cannot change: past it the statement is cancelled and the connection closed. A query's
+//! rows are read as they come and stop at `sql_max_rows` rows or `sql_max_result_bytes` bytes
+//! (the rest is never read), and a call opens at most `sql_max_connections_per_call`
+//! connections.
 
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -29,6 +34,9 @@ pub struct SqlUnit {
     timeout: Duration,
     max_rows: usize,
     max_bytes: usize,
+    max_connections: usize,
+    /// Connections this call tried to open (a failed one counts too: each costs a timeout).
+    attempted: usize,
     /// Time this call spent waiting on databases.
     pub waited: Duration,
 }
@@ -50,6 +58,8 @@ impl SqlUnit {
             timeout: Duration::from_millis(config.sql_statement_timeout_ms),
             max_rows: config.sql_max_rows,
             max_bytes: config.sql_max_result_bytes,
+            max_connections: config.sql_max_connections_per_call.max(1),
+            attempted: 0,
             waited: Duration::ZERO,
         }
     }
@@ -80,6 +90,14 @@ impl SqlUnit {
                     self.plugin
                 )));
             };
+            if self.attempted >= self.max_connections {
+                return Err(sql::SqlError::Connection(format!(
+                    "`{target}`: a call opens at most {} database connections \
+                     (sql_max_connections_per_call)",
+                    self.max_connections
+                )));
+            }
+            self.attempted += 1;
             let url = self
                 .keyring
                 .open(sealed, &database_context(&self.plugin, alias))
@@ -105,9 +123,12 @@ impl SqlUnit {
                         .map_err(|_| sql::SqlError::Timeout)?
                         .map_err(|e| sql::SqlError::Connection(describe(&e)))?;
                 runtime.spawn(connection);
+                // `search_path` pinned to the catalogue: an object anyone planted in a schema
+                // they may write (`public` before PostgreSQL 15) is never what an unqualified
+                // name in a plugin's statement finds, when it runs as the granted role.
                 client
                     .batch_execute(&format!(
-                        "SET statement_timeout = {}",
+                        "SET statement_timeout = {}; SET search_path = pg_catalog, pg_temp",
                         timeout.as_millis().max(1)
                     ))
                     .await
@@ -260,6 +281,53 @@ fn column(row: &tokio_postgres::Row, index: usize) -> Result<(sql::Value, usize)
     Ok((value, size))
 }
 
+impl SqlUnit {
+    /// Runs `work` on the connection to `target` within the host's own time limit (a grace
+    /// second past the server's `statement_timeout`, which the plugin may have changed): past
+    /// it, the statement is cancelled on the server and the connection closed.
+    fn bounded<T>(
+        &mut self,
+        target: &str,
+        work: impl for<'c> FnOnce(
+            &'c tokio_postgres::Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, sql::SqlError>> + Send + 'c>,
+        >,
+    ) -> Result<T, sql::SqlError> {
+        let limit = self.timeout + Duration::from_secs(1);
+        let runtime = self.runtime.clone();
+        let client = self.client(target)?;
+        let cancel = client.cancel_token();
+        let outcome = runtime.block_on(async { tokio::time::timeout(limit, work(client)).await });
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(sql::SqlError::TooLarge)) => {
+                // The rest of the result is not read: stop the statement, drop the connection.
+                self.abandon(target, cancel);
+                Err(sql::SqlError::TooLarge)
+            }
+            Ok(Err(err)) => Err(err),
+            Err(_) => {
+                self.abandon(target, cancel);
+                Err(sql::SqlError::Timeout)
+            }
+        }
+    }
+
+    /// Cancels what runs on `target`'s connection and closes it (the next statement opens
+    /// another, within the call's connection cap).
+    fn abandon(&mut self, target: &str, cancel: tokio_postgres::CancelToken) {
+        self.open.remove(target);
+        let _ = self.runtime.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                cancel.cancel_query(tokio_postgres::NoTls),
+            )
+            .await
+        });
+    }
+}
+
 impl sql::Host for SqlUnit {
     fn execute(
         &mut self,
@@ -268,14 +336,18 @@ impl sql::Host for SqlUnit {
         params: Vec<sql::Value>,
     ) -> Result<u64, sql::SqlError> {
         self.wait(|unit| {
-            let runtime = unit.runtime.clone();
-            let client = unit.client(&alias)?;
             let params: Vec<Param> = params.iter().cloned().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            runtime
-                .block_on(client.execute(statement.as_str(), &refs))
-                .map_err(|e| failure(&e))
+            let statement = statement.clone();
+            unit.bounded(&alias, move |client| {
+                Box::pin(async move {
+                    let refs: Vec<&(dyn ToSql + Sync)> =
+                        params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                    client
+                        .execute(statement.as_str(), &refs)
+                        .await
+                        .map_err(|e| failure(&e))
+                })
+            })
         })
     }
 
@@ -287,36 +359,42 @@ impl sql::Host for SqlUnit {
     ) -> Result<sql::Rows, sql::SqlError> {
         self.wait(|unit| {
             let (max_rows, max_bytes) = (unit.max_rows, unit.max_bytes);
-            let runtime = unit.runtime.clone();
-            let client = unit.client(&alias)?;
             let params: Vec<Param> = params.iter().cloned().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let found = runtime
-                .block_on(client.query(statement.as_str(), &refs))
-                .map_err(|e| failure(&e))?;
-            if found.len() > max_rows {
-                return Err(sql::SqlError::TooLarge);
-            }
-            let columns = found
-                .first()
-                .map(|row| row.columns().iter().map(|c| c.name().to_owned()).collect())
-                .unwrap_or_default();
-            let mut bytes = 0usize;
-            let mut rows = Vec::with_capacity(found.len());
-            for row in &found {
-                let mut values = Vec::with_capacity(row.len());
-                for index in 0..row.len() {
-                    let (value, size) = column(row, index)?;
-                    bytes += size;
-                    if bytes > max_bytes {
-                        return Err(sql::SqlError::TooLarge);
+            let statement = statement.clone();
+            unit.bounded(&alias, move |client| {
+                Box::pin(async move {
+                    use futures_util::StreamExt as _;
+                    let stream = client
+                        .query_raw(statement.as_str(), params.iter())
+                        .await
+                        .map_err(|e| failure(&e))?;
+                    let mut stream = std::pin::pin!(stream);
+                    let mut columns = Vec::new();
+                    let mut rows = Vec::new();
+                    let mut bytes = 0usize;
+                    // Row by row: a result past a cap is never read, let alone kept.
+                    while let Some(row) = stream.next().await {
+                        let row = row.map_err(|e| failure(&e))?;
+                        if rows.len() == max_rows {
+                            return Err(sql::SqlError::TooLarge);
+                        }
+                        if columns.is_empty() {
+                            columns = row.columns().iter().map(|c| c.name().to_owned()).collect();
+                        }
+                        let mut values = Vec::with_capacity(row.len());
+                        for index in 0..row.len() {
+                            let (value, size) = column(&row, index)?;
+                            bytes += size;
+                            if bytes > max_bytes {
+                                return Err(sql::SqlError::TooLarge);
+                            }
+                            values.push(value);
+                        }
+                        rows.push(values);
                     }
-                    values.push(value);
-                }
-                rows.push(values);
-            }
-            Ok(sql::Rows { columns, rows })
+                    Ok(sql::Rows { columns, rows })
+                })
+            })
         })
     }
 }

@@ -42,6 +42,11 @@ pub async fn server_role(prefix: &str) -> String {
 
 /// Grants the `postgres` plugin the test server as `role`, and enables it.
 pub async fn grant_postgres(ctx: &Context, role: &str) {
+    grant_postgres_on(ctx, role, "postgres").await
+}
+
+/// Grants the `postgres` plugin the test server as `role` on `database`, and enables it.
+pub async fn grant_postgres_on(ctx: &Context, role: &str, database: &str) {
     let actor = Actor::system();
     registry::grant(
         ctx,
@@ -49,7 +54,7 @@ pub async fn grant_postgres(ctx: &Context, role: &str) {
         "postgres",
         Capability::Database {
             alias: "server".into(),
-            url: url_as(role, None, "postgres"),
+            url: url_as(role, None, database),
         },
     )
     .await
