@@ -24,6 +24,7 @@ pub mod key_rotation;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod plugin_registry;
 pub mod plugins;
 pub mod provisioning;

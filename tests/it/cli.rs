@@ -2315,7 +2315,7 @@ async fn plugins_are_installed_granted_enabled_and_disabled_from_the_cli(backend
         .await;
     let inspected = cli.ok(&["plugin", "inspect", "probe"]).await;
     assert!(
-        inspected.contains("hosts:   requested 127.0.0.1 | granted 127.0.0.1"),
+        inspected.contains("hosts:   requested 127.0.0.1, localhost | granted 127.0.0.1"),
         "{inspected}"
     );
     assert!(!inspected.contains("probe-secret-value"));

@@ -85,7 +85,10 @@ async fn install_grant_enable_and_disable_through_the_api_are_audited(backend: B
         .unwrap();
     let (status, installed) = common::into_json(response).await;
     assert_eq!(status, StatusCode::CREATED, "{installed}");
-    assert_eq!(installed["requested"]["hosts"], json!(["127.0.0.1"]));
+    assert_eq!(
+        installed["requested"]["hosts"],
+        json!(["127.0.0.1", "localhost"])
+    );
     assert_eq!(installed["granted"]["hosts"], json!([]));
     assert_eq!(installed["deadline_ms"], 30000);
 

@@ -484,13 +484,13 @@ async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
     let other_host = probe(
         &app,
         "acme",
-        json!({ "do": "http", "url": url.replace("127.0.0.1", "localhost") }),
+        json!({ "do": "http", "url": url.replace("127.0.0.1", "127.0.0.2") }),
     )
     .await
     .unwrap();
     assert!(
         other_host["error"].as_str().unwrap().contains(&format!(
-            "localhost:{port} is not requested by plugin `probe` in its manifest (requested: 127.0.0.1)"
+            "127.0.0.2:{port} is not requested by plugin `probe` in its manifest (requested: 127.0.0.1, localhost)"
         )),
         "{other_host}"
     );
@@ -505,7 +505,7 @@ async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
         .expect_err("a host the manifest does not request cannot be granted")
         .to_string();
     assert!(
-        message.contains("does not request host `example.com` (it requests: 127.0.0.1)"),
+        message.contains("does not request host `example.com` (it requests: 127.0.0.1, localhost)"),
         "{message}"
     );
     // `*` is a manifest's request, never a grant, and the refusal says so.
@@ -736,6 +736,66 @@ fn redirecting_server(location: impl Fn(u16) -> String + Send + 'static) -> u16 
         }
     });
     port
+}
+
+/// A granted name is resolved by the host, and one that lands on an internal address (here
+/// `localhost`, as a name rebound to 127.0.0.1 or 169.254.169.254 would) is refused unless that
+/// address itself is granted. `Host` and hop-by-hop headers are the host's: a plugin's own would
+/// reach another virtual host behind the granted address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_on_an_internal_address_is_reached_only_through_a_grant_of_that_address() {
+    let app = with_probe(Backend::Sqlite).await;
+    let port = url::Url::parse(&app.url("/health"))
+        .unwrap()
+        .port()
+        .unwrap();
+    let by_name = format!("http://localhost:{port}/health");
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("localhost".into()),
+    )
+    .await
+    .unwrap();
+    let refused = probe(&app, "acme", json!({ "do": "http", "url": by_name }))
+        .await
+        .unwrap();
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("NotGranted") && error.contains("resolves to the internal address"),
+        "{refused}"
+    );
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("127.0.0.1".into()),
+    )
+    .await
+    .unwrap();
+    let fetched = probe(&app, "acme", json!({ "do": "http", "url": by_name }))
+        .await
+        .unwrap();
+    assert_eq!(
+        fetched["status"], 200,
+        "the address granted as such: {fetched}"
+    );
+    for header in ["Host", "Connection", "Transfer-Encoding", "Upgrade"] {
+        let refused = probe(
+            &app,
+            "acme",
+            json!({ "do": "http", "url": app.url("/health"), "headers": { header: "x" } }),
+        )
+        .await
+        .unwrap();
+        let error = refused["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("Invalid") && error.contains("written by the host"),
+            "{header}: {refused}"
+        );
+    }
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,7 @@ const LAYERS: &[Layer] = &[
             "error",
             "roles",
             "client",
+            "net",
             "config",
             "metrics",
             "telemetry",

@@ -1,7 +1,16 @@
 //! The `http` capability: outbound HTTP to the hosts the plugin's manifest requests and the
 //! operator granted — checked for the first URL and again for every redirect hop — with a
 //! deadline and a cap on the response body.
+//!
+//! A granted name is resolved by the host, and the request goes to the addresses it checked
+//! (never resolved again, so a name that changes its answer cannot lead it elsewhere). An
+//! address that is internal (loopback, private, link-local — the metadata services —, see
+//! `net`) is reached only through a grant of that very address: a grant of a name that resolves
+//! to one is refused. `Host` and the hop-by-hop headers are the host's to write: a plugin's own
+//! would reach another virtual host behind the same address.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::plugins::bindings::provisioner::tenantry::plugin::http;
@@ -12,6 +21,44 @@ use crate::plugins::{HostServices, LoadedPlugin};
 pub type HttpClient = std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>;
 
 const MAX_REDIRECTS: usize = 5;
+
+/// Headers a plugin may not set: the host writes them from the URL and the body.
+const HOST_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+tokio::task_local! {
+    /// The addresses the host checked for each name of the request being sent.
+    static PINNED: HashMap<String, Vec<SocketAddr>>;
+}
+
+/// reqwest's resolver for plugins' requests: the addresses the host checked for the name, and
+/// nothing else (a name it did not check does not resolve).
+struct PinnedResolver;
+
+impl reqwest::dns::Resolve for PinnedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let found = PINNED
+            .try_with(|pinned| pinned.get(name.as_str()).cloned())
+            .ok()
+            .flatten();
+        Box::pin(async move {
+            match found {
+                Some(addresses) => Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs),
+                None => Err("a name the host did not check".into()),
+            }
+        })
+    }
+}
 
 pub struct HttpUnit {
     client: HttpClient,
@@ -87,11 +134,58 @@ impl HttpUnit {
         }
     }
 
+    /// The addresses `url`'s host may be reached at: an address granted as such, or the
+    /// addresses its name resolves to when none is internal.
+    async fn checked_addresses(
+        &self,
+        url: &url::Url,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<(String, Vec<SocketAddr>)>, http::HttpError> {
+        let port = url.port_or_known_default().unwrap_or(80);
+        match url.host() {
+            // An address in the URL passed `allowed` only through a grant of that address.
+            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) | None => Ok(None),
+            Some(url::Host::Domain(name)) => {
+                let resolved =
+                    tokio::time::timeout_at(deadline, tokio::net::lookup_host((name, port)))
+                        .await
+                        .map_err(|_| http::HttpError::Timeout)?
+                        .map_err(|e| {
+                            http::HttpError::Connection(format!("resolving {name}: {e}"))
+                        })?;
+                let addresses: Vec<SocketAddr> = resolved.collect();
+                // An internal address only where the operator granted that very address.
+                let granted_as_such = |address: &SocketAddr| {
+                    let host = match address.ip() {
+                        std::net::IpAddr::V4(v4) => v4.to_string(),
+                        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                    };
+                    self.granted
+                        .iter()
+                        .any(|pattern| host_matches(pattern, &host, Some(port)))
+                };
+                if let Some(internal) = addresses
+                    .iter()
+                    .find(|a| crate::net::is_internal(a.ip()) && !granted_as_such(a))
+                {
+                    return Err(http::HttpError::NotGranted(format!(
+                        "{name} resolves to the internal address {}, which plugin `{}` may \
+                         reach only through a grant of that address itself",
+                        internal.ip(),
+                        self.plugin
+                    )));
+                }
+                Ok(Some((name.to_owned(), addresses)))
+            }
+        }
+    }
+
     fn client(&self) -> Result<reqwest::Client, http::HttpError> {
         self.client
             .get_or_init(|| {
                 reqwest::Client::builder()
                     .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(std::sync::Arc::new(PinnedResolver))
                     .build()
                     .map_err(|e| format!("the host's HTTP client cannot start: {e}"))
             })
@@ -132,6 +226,11 @@ impl http::Host for HttpUnit {
         for (name, value) in &request.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| http::HttpError::Invalid(format!("header name `{name}`")))?;
+            if HOST_HEADERS.contains(&name.as_str()) {
+                return Err(http::HttpError::Invalid(format!(
+                    "header `{name}` is written by the host, not by a plugin"
+                )));
+            }
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| http::HttpError::Invalid(format!("header value of `{name}`")))?;
             headers.append(name, value);
@@ -149,16 +248,22 @@ impl http::Host for HttpUnit {
                 if !unit.allowed(&url) {
                     return Err(http::HttpError::NotGranted(unit.refusal(&url)));
                 }
+                let pinned: HashMap<String, Vec<SocketAddr>> = unit
+                    .checked_addresses(&url, deadline)
+                    .await?
+                    .into_iter()
+                    .collect();
                 let mut builder = client
                     .request(method.clone(), url.clone())
                     .headers(headers.clone());
                 if let Some(body) = &body {
                     builder = builder.body(body.clone());
                 }
-                let response = tokio::time::timeout_at(deadline, builder.send())
-                    .await
-                    .map_err(|_| http::HttpError::Timeout)?
-                    .map_err(|e| http::HttpError::Connection(describe(e)))?;
+                let response =
+                    tokio::time::timeout_at(deadline, PINNED.scope(pinned, builder.send()))
+                        .await
+                        .map_err(|_| http::HttpError::Timeout)?
+                        .map_err(|e| http::HttpError::Connection(describe(e)))?;
                 if response.status().is_redirection() {
                     let location = response
                         .headers()

@@ -1,6 +1,6 @@
 //! A test plugin whose `plan` does what the request asks, to test the host's sandbox:
 //! `{"do": "loop"}`, `"grow-memory"`, `"trap"`, `"panic"`, `"read-file"`, `"env"`, `"socket"`,
-//! `"http"` (with `"url"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
+//! `"http"` (with `"url"` and `"headers"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
 //! reads it back after a pause, and reports every key it sees), `"print"` (writes to stdout).
 //! The answer is a single step whose input is a JSON report.
 
@@ -88,7 +88,22 @@ impl Provisioner for Probe {
                     serde_json::json!({ "connected": result.is_ok(), "error": result.err().map(|e| e.to_string()) }),
                 )
             }
-            "http" => match http::get(&arg("url")) {
+            "http" => match http::send(&http::Request {
+                method: "GET".into(),
+                url: arg("url"),
+                // `"headers": {"name": "value"}`, sent as given.
+                headers: request["headers"]
+                    .as_object()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                body: None,
+                timeout_ms: None,
+            }) {
                 Ok(response) => report(
                     serde_json::json!({ "status": response.status, "body": String::from_utf8_lossy(&response.body) }),
                 ),
