@@ -245,6 +245,9 @@ fn start_with(
                     Ok(res)
                 }
             })
+            // Before authentication: an oversized head is refused, the body put under its
+            // deadline.
+            .wrap(actix_web::middleware::from_fn(crate::http::envelope::bound))
             // Before routing: `<slug>.<base_domain>/…` is served as `/t/<slug>/…`.
             .wrap(actix_web::middleware::from_fn(
                 portal::site::route_tenant_hosts,

@@ -104,9 +104,62 @@ pub struct Provider {
     fetched_at: Instant,
 }
 
+/// Resolves identity providers' names and keeps only addresses the server may reach on a
+/// tenant's say-so: a provider is configured by a tenant's admin, who must not be able to make
+/// the server fetch from (or time, or report on) the inside of its network. Internal addresses
+/// are refused; loopback only with `auth.allow_loopback_providers`. The request goes to the
+/// addresses checked here (reqwest does not resolve again).
+struct CheckedResolver {
+    allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addresses
+                .iter()
+                .find(|a| !address_allowed(a.ip(), allow_loopback))
+            {
+                return Err(
+                    format!("{host} resolves to an internal address ({})", bad.ip()).into(),
+                );
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether a provider may be reached at `address`.
+fn address_allowed(address: std::net::IpAddr, allow_loopback: bool) -> bool {
+    let loopback = match address {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    !crate::net::is_internal(address) || (allow_loopback && loopback)
+}
+
+/// Why `url` may not be fetched for a provider, when its host is an internal address written
+/// as such (a name is checked when it is resolved).
+fn refused_address(url: &url::Url, allow_loopback: bool) -> Option<String> {
+    let address = match url.host()? {
+        url::Host::Ipv4(v4) => std::net::IpAddr::V4(v4),
+        url::Host::Ipv6(v6) => std::net::IpAddr::V6(v6),
+        url::Host::Domain(_) => return None,
+    };
+    (!address_allowed(address, allow_loopback))
+        .then(|| format!("{address} is an internal address, which a provider may not be"))
+}
+
 /// Discovery documents and key sets by issuer, with the HTTP client that fetches them.
 pub struct Providers {
     http: reqwest::Client,
+    allow_loopback: bool,
     ttl: Duration,
     timeout: Duration,
     cache: Mutex<HashMap<String, Arc<Provider>>>,
@@ -156,9 +209,13 @@ impl Providers {
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("tenantry/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(CheckedResolver {
+                allow_loopback: config.allow_loopback_providers,
+            }))
             .build()?;
         Ok(Self {
             http,
+            allow_loopback: config.allow_loopback_providers,
             ttl: Duration::from_secs(config.discovery_cache_seconds),
             timeout,
             cache: Mutex::new(HashMap::new()),
@@ -173,6 +230,9 @@ impl Providers {
     ) -> Result<openidconnect::HttpResponse, openidconnect::HttpClientError<reqwest::Error>> {
         use openidconnect::HttpClientError;
         let request: reqwest::Request = request.try_into().map_err(Box::new)?;
+        if let Some(refused) = refused_address(request.url(), self.allow_loopback) {
+            return Err(HttpClientError::Other(refused));
+        }
         let response = self.http.execute(request).await.map_err(Box::new)?;
         let mut answer = openidconnect::http::Response::builder().status(response.status());
         for (name, value) in response.headers() {
@@ -267,7 +327,11 @@ impl Providers {
         ) {
             Ok(metadata) => metadata,
             Err(err) => {
-                let detail = format!("the discovery document is not valid: {err}");
+                // Where, not what: the answer is the provider's text, never quoted back.
+                let detail = format!(
+                    "the discovery document is not valid OpenID Connect discovery (at `{}`)",
+                    err.path()
+                );
                 return Discovery::refused(discovery, None, "discovery_invalid", detail);
             }
         };
@@ -332,8 +396,8 @@ impl Providers {
                 probe.detail = Some("the key set holds no keys".into());
                 (probe, None)
             }
-            Err(err) => {
-                probe.detail = Some(format!("the key set is not valid: {err}"));
+            Err(_) => {
+                probe.detail = Some("the key set is not a valid JSON Web Key Set".into());
                 (probe, None)
             }
         }
@@ -342,6 +406,21 @@ impl Providers {
     /// GET `url` as JSON; the body of a 200 answer.
     async fn fetch(&self, url: &str) -> (Probe, Option<Vec<u8>>) {
         let started = Instant::now();
+        if let Some(refused) = url::Url::parse(url)
+            .ok()
+            .and_then(|u| refused_address(&u, self.allow_loopback))
+        {
+            return (
+                Probe {
+                    url: url.to_owned(),
+                    reachable: false,
+                    status: None,
+                    response_time_ms: 0.0,
+                    detail: Some(refused),
+                },
+                None,
+            );
+        }
         let outcome = tokio::time::timeout(self.timeout, async {
             let response = self
                 .http

@@ -101,13 +101,15 @@ async fn update_sso(
 #[post("/tenant/{slug}/sso/test")]
 async fn test_sso(
     ctx: web::Data<Context>,
-    _caller: TenantAdminCaller,
+    caller: TenantAdminCaller,
     slug: web::Path<String>,
     body: ApiJson<ConnectionTest>,
 ) -> AppResult<HttpResponse> {
     record_tenant(&slug);
     let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(sso::test_connection(&ctx, &tenant, &body.0).await?))
+    let address = caller.actor.source_ip.clone();
+    Ok(HttpResponse::Ok()
+        .json(sso::test_connection(&ctx, &tenant, &body.0, address.as_deref()).await?))
 }
 
 /// A new setup link.

@@ -169,6 +169,7 @@ pub async fn test_connection(
     ctx: &Context,
     tenant: &Tenant,
     test: &ConnectionTest,
+    address: Option<&str>,
 ) -> AppResult<ConnectionReport> {
     let mut checks = tenants::input::Checks::default();
     let issuer = match &test.oauth_issuer {
@@ -188,6 +189,17 @@ pub async fn test_connection(
         Some(text) => tenants::model::split_scopes(&text),
         None => tenant.scopes.clone(),
     };
+    // A test fetches from wherever the tenant says: it spends a login start of the address and
+    // the tenant, so that tests cannot be fired at the server's rate.
+    if let Err(refused) = ctx.limits.check_login(&tenant.id, address).await {
+        return Err(match refused {
+            crate::limits::Refusal::Unavailable(detail) => AppError::Unavailable(detail),
+            crate::limits::Refusal::Spent { wait, .. } => AppError::RateLimited {
+                what: "too many provider tests".into(),
+                retry_after_secs: wait.as_secs().max(1),
+            },
+        });
+    }
     Ok(identity_providers::test_connection(&ctx.providers, &issuer, &scopes).await)
 }
 

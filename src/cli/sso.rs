@@ -232,6 +232,7 @@ pub async fn sso_command(
                     oauth_issuer,
                     scopes: None,
                 },
+                None,
             )
             .await
             .map_err(app_error)?;

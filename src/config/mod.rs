@@ -73,6 +73,10 @@ pub struct AuthConfig {
     pub discovery_cache_seconds: u64,
     /// Longest a request to an identity provider may take, in milliseconds.
     pub provider_timeout_ms: u64,
+    /// FOR DEVELOPMENT AND TESTS: identity providers on loopback (127.0.0.1, ::1, localhost)
+    /// may be reached. Every other internal address (private, link-local, metadata) stays
+    /// refused either way.
+    pub allow_loopback_providers: bool,
     /// Logins one source address may start per minute.
     pub logins_per_address_per_minute: u32,
     /// Logins all users of one tenant may start per minute.
@@ -106,6 +110,7 @@ impl Default for AuthConfig {
             login_attempt_minutes: 10,
             discovery_cache_seconds: 3600,
             provider_timeout_ms: 5_000,
+            allow_loopback_providers: false,
             logins_per_address_per_minute: 30,
             logins_per_tenant_per_minute: 600,
             key_failures_per_address_per_minute: 20,
@@ -313,6 +318,8 @@ pub struct Config {
     pub retention_days: u32,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds a request's body may take to arrive after its head.
+    pub body_timeout_seconds: u64,
     /// `text` or `json`.
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info` or `tenantry=debug,info`.
@@ -366,6 +373,7 @@ impl Default for Config {
             previous_master_keys: Vec::new(),
             retention_days: 30,
             max_body_bytes: 256 * 1024,
+            body_timeout_seconds: 30,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             public_url: None,
@@ -466,6 +474,10 @@ impl Config {
         anyhow::ensure!(
             self.max_body_bytes >= 1024,
             "invalid configuration: max_body_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.body_timeout_seconds),
+            "invalid configuration: body_timeout_seconds must be from 1 to 3600"
         );
         if let Some(url) = &self.public_url {
             url::Url::parse(url)

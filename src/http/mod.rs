@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod envelope;
 pub mod strict;
 
 use actix_web::HttpRequest;

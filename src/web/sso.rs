@@ -166,6 +166,7 @@ pub async fn handle_form<F, Fut>(
     ctx: &Context,
     tenant: &Tenant,
     form: &SsoForm,
+    address: Option<&str>,
     save: F,
 ) -> SsoOutcome
 where
@@ -173,7 +174,7 @@ where
     Fut: std::future::Future<Output = Result<Tenant, AppError>>,
 {
     if form.action == "test" {
-        return match sso::test_connection(ctx, tenant, &form.connection_test()).await {
+        return match sso::test_connection(ctx, tenant, &form.connection_test(), address).await {
             Ok(report) => SsoOutcome::Tested(Box::new(report)),
             Err(err) => SsoOutcome::Refused(err),
         };
@@ -253,7 +254,8 @@ pub async fn admin_submit(
     portal.require_admin()?;
     let tenant = tenants::get(&ctx, &slug).await?;
     let urls = TenantUrls::new(&ctx.config, &slug, &crate::http::request_origin(&req));
-    let outcome = handle_form(&ctx, &tenant, &form, |update| {
+    let address = crate::client::Client::of(&req).address_text();
+    let outcome = handle_form(&ctx, &tenant, &form, address.as_deref(), |update| {
         let ctx = ctx.clone();
         let actor = portal.actor.clone();
         let slug = slug.clone();

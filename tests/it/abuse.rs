@@ -20,6 +20,8 @@ backend_tests!(
     after_login_only_paths_on_this_server_are_followed,
     the_platform_tenant_has_no_setup_links,
     password_guesses_are_limited_and_checks_are_capped,
+    a_provider_test_cannot_reach_inside_the_network,
+    a_heads_size_and_a_bodys_time_are_bounded,
 );
 
 /// The text of `/metrics`.
@@ -593,5 +595,111 @@ async fn password_guesses_are_limited_and_checks_are_capped(backend: Backend) {
         statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
         "48 checks at once, one at a time, do not all fit in a second: {statuses:?}"
     );
+    app.stop().await;
+}
+
+/// A tenant admin names the identity provider, so a "test connection" would otherwise make the
+/// server fetch from anywhere and report reachability, timing and errors: a port scanner of the
+/// inside of its network. Internal addresses are refused before any connection (loopback only
+/// with the development setting), a name that resolves to one too, and the report quotes no
+/// answer; tests spend the tenant's and the address's login budgets.
+async fn a_provider_test_cannot_reach_inside_the_network(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.auth.allow_loopback_providers = false;
+        c.auth.logins_per_address_per_minute = 8;
+    })
+    .await;
+    app.create_tenant("acme").await;
+    let port = url::Url::parse(&app.base).unwrap().port().unwrap();
+    for issuer in [
+        format!("https://127.0.0.1:{port}"),
+        format!("https://localhost:{port}"),
+        format!("https://[::1]:{port}"),
+        "https://169.254.169.254".to_owned(),
+        "https://10.1.2.3:8443".to_owned(),
+    ] {
+        let (status, report) = app
+            .post(
+                "/api/v1/tenant/acme/sso/test",
+                json!({ "oauth_issuer": issuer }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{issuer}: {report}");
+        assert_eq!(report["ok"], false, "{report}");
+        assert_eq!(report["discovery"]["reachable"], false, "{report}");
+        let detail = report["discovery"]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("internal address"), "{issuer}: {report}");
+    }
+    // Past the budget: refused with 429, nothing fetched.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (status, _) = app
+            .post(
+                "/api/v1/tenant/acme/sso/test",
+                json!({ "oauth_issuer": "https://169.254.169.254" }),
+            )
+            .await;
+        statuses.push(status);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    app.stop().await;
+}
+
+/// A request head larger than any route needs is refused before anything else reads it, and a
+/// body that trickles in (a byte every half second) is cut off at its deadline instead of
+/// holding the connection for as long as the client likes.
+async fn a_heads_size_and_a_bodys_time_are_bounded(backend: Backend) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn_with(backend, |c| c.body_timeout_seconds = 2).await;
+    let long_query = format!("/health?{}", "q".repeat(9 * 1024));
+    let response = app.client.get(app.url(&long_query)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
+    let response = app
+        .client
+        .get(app.url("/health"))
+        .header("X-Padding", "p".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let body = json!({ "slug": "slowloris", "name": "Slow" }).to_string();
+    let head = format!(
+        "POST /api/v1/tenant HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.token,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let trickle = async {
+        for byte in body.as_bytes() {
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    };
+    // The answer comes at the deadline, long before the body would have.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(6), trickle).await;
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer, not a connection held open")
+        .unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let (status, _) = app.get("/api/v1/tenant/slowloris").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was created");
     app.stop().await;
 }

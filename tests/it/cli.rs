@@ -96,7 +96,9 @@ impl Cli {
         command
             .args(args)
             .env("TENANTRY_DATA_DIR", self.path())
-            .env("DATABASE_URL", &self.database.url);
+            .env("DATABASE_URL", &self.database.url)
+            // The OpenID provider test double listens on loopback.
+            .env("TENANTRY_AUTH__ALLOW_LOOPBACK_PROVIDERS", "true");
         for (key, value) in &self.env {
             command.env(key, value);
         }

@@ -166,7 +166,8 @@ pub async fn sso_submit(
     let scope = ts.admin_scope()?;
     let tenant = tenants::get(&ctx, &scope.slug).await?;
     let action = ts.page.site.path("/settings/sso");
-    let outcome = handle_form(&ctx, &tenant, &form, |update| {
+    let address = crate::client::Client::of(&req).address_text();
+    let outcome = handle_form(&ctx, &tenant, &form, address.as_deref(), |update| {
         let ctx = ctx.clone();
         let actor = ts.actor.clone();
         let slug = scope.slug.clone();
@@ -276,7 +277,8 @@ pub async fn setup_submit(
     // token in the address is what a forged form could not know.
     let actor = actor_for(&req, "setup-link");
     let action = page.site.path(&format!("/setup/{token}"));
-    let outcome = handle_form(&ctx, &tenant, &form, |update| {
+    let address = crate::client::Client::of(&req).address_text();
+    let outcome = handle_form(&ctx, &tenant, &form, address.as_deref(), |update| {
         let ctx = ctx.clone();
         let slug = slug.clone();
         let token = token.clone();

@@ -52,6 +52,8 @@ impl Cli {
             .env("DATABASE_URL", &self.database.url)
             .env("TENANTRY_MASTER_KEY", &self.master_key)
             .env("TENANTRY_PROVISIONING__POLL_INTERVAL_MS", "100")
+            // The OpenID provider test double listens on loopback.
+            .env("TENANTRY_AUTH__ALLOW_LOOPBACK_PROVIDERS", "true")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         for (k, v) in &self.env {

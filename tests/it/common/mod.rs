@@ -153,7 +153,11 @@ pub fn random_master_key() -> String {
 
 /// A configuration for a test: its own data directory and database, a known admin password.
 pub fn test_config(dir: &std::path::Path, database_url: &str) -> Config {
+    let mut auth = tenantry::config::AuthConfig::default();
+    // The OpenID provider test double listens on loopback.
+    auth.allow_loopback_providers = true;
     Config {
+        auth,
         bind: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
         database_url: Some(database_url.to_owned()),

@@ -37,6 +37,8 @@ impl ServerProcess {
             .env("DATABASE_URL", database_url)
             .env("TENANTRY_MASTER_KEY", master_key)
             .env("TENANTRY_LOG_LEVEL", "warn")
+            // The OpenID provider test double listens on loopback.
+            .env("TENANTRY_AUTH__ALLOW_LOOPBACK_PROVIDERS", "true")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
