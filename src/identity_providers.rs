@@ -104,58 +104,6 @@ pub struct Provider {
     fetched_at: Instant,
 }
 
-/// Resolves identity providers' names and keeps only addresses the server may reach on a
-/// tenant's say-so: a provider is configured by a tenant's admin, who must not be able to make
-/// the server fetch from (or time, or report on) the inside of its network. Internal addresses
-/// are refused; loopback only with `auth.allow_loopback_providers`. The request goes to the
-/// addresses checked here (reqwest does not resolve again).
-struct CheckedResolver {
-    allow_loopback: bool,
-}
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_loopback = self.allow_loopback;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addresses: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addresses
-                .iter()
-                .find(|a| !address_allowed(a.ip(), allow_loopback))
-            {
-                return Err(
-                    format!("{host} resolves to an internal address ({})", bad.ip()).into(),
-                );
-            }
-            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// Whether a provider may be reached at `address`.
-fn address_allowed(address: std::net::IpAddr, allow_loopback: bool) -> bool {
-    let loopback = match address {
-        std::net::IpAddr::V4(v4) => v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    };
-    !crate::net::is_internal(address) || (allow_loopback && loopback)
-}
-
-/// Why `url` may not be fetched for a provider, when its host is an internal address written
-/// as such (a name is checked when it is resolved).
-fn refused_address(url: &url::Url, allow_loopback: bool) -> Option<String> {
-    let address = match url.host()? {
-        url::Host::Ipv4(v4) => std::net::IpAddr::V4(v4),
-        url::Host::Ipv6(v6) => std::net::IpAddr::V6(v6),
-        url::Host::Domain(_) => return None,
-    };
-    (!address_allowed(address, allow_loopback))
-        .then(|| format!("{address} is an internal address, which a provider may not be"))
-}
-
 /// Discovery documents and key sets by issuer, with the HTTP client that fetches them.
 pub struct Providers {
     http: reqwest::Client,
@@ -209,7 +157,7 @@ impl Providers {
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("tenantry/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(CheckedResolver {
+            .dns_resolver(Arc::new(crate::net::CheckedResolver {
                 allow_loopback: config.allow_loopback_providers,
             }))
             .build()?;
@@ -230,7 +178,7 @@ impl Providers {
     ) -> Result<openidconnect::HttpResponse, openidconnect::HttpClientError<reqwest::Error>> {
         use openidconnect::HttpClientError;
         let request: reqwest::Request = request.try_into().map_err(Box::new)?;
-        if let Some(refused) = refused_address(request.url(), self.allow_loopback) {
+        if let Some(refused) = crate::net::refused_address(request.url(), self.allow_loopback) {
             return Err(HttpClientError::Other(refused));
         }
         let response = self.http.execute(request).await.map_err(Box::new)?;
@@ -408,7 +356,7 @@ impl Providers {
         let started = Instant::now();
         if let Some(refused) = url::Url::parse(url)
             .ok()
-            .and_then(|u| refused_address(&u, self.allow_loopback))
+            .and_then(|u| crate::net::refused_address(&u, self.allow_loopback))
         {
             return (
                 Probe {

@@ -50,6 +50,56 @@ fn internal_v6(v6: Ipv6Addr) -> bool {
         || (first == 0x0064 && v6.segments()[1] == 0xff9b && v6.segments()[2] == 0x0001)
 }
 
+/// A resolver for reqwest that keeps only addresses the server may reach on someone else's
+/// say-so (an identity provider a tenant's admin names): a name that resolves to an internal
+/// address is an error; loopback is allowed only with `allow_loopback` (development). The
+/// request goes to the addresses checked here (reqwest does not resolve again).
+pub struct CheckedResolver {
+    pub allow_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_loopback = self.allow_loopback;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addresses: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addresses
+                .iter()
+                .find(|a| !address_allowed(a.ip(), allow_loopback))
+            {
+                return Err(
+                    format!("{host} resolves to an internal address ({})", bad.ip()).into(),
+                );
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether `address` may be reached (`allow_loopback`: loopback too).
+pub fn address_allowed(address: std::net::IpAddr, allow_loopback: bool) -> bool {
+    let loopback = match address {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    !crate::net::is_internal(address) || (allow_loopback && loopback)
+}
+
+/// Why `url` may not be fetched, when its host is an internal address written as such (a name
+/// is checked when it is resolved, by [`CheckedResolver`]).
+pub fn refused_address(url: &url::Url, allow_loopback: bool) -> Option<String> {
+    let address = match url.host()? {
+        url::Host::Ipv4(v4) => std::net::IpAddr::V4(v4),
+        url::Host::Ipv6(v6) => std::net::IpAddr::V6(v6),
+        url::Host::Domain(_) => return None,
+    };
+    (!address_allowed(address, allow_loopback)).then(|| format!("{address} is an internal address"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_internal;

@@ -344,7 +344,8 @@ fn refused(ctx: &Context, tenant: &Tenant, failure: &LoginFailure, what: &str) {
     tracing::info!(
         tenant = %tenant.slug,
         reason = failure.reason,
-        detail = failure.detail.as_deref().unwrap_or(""),
+        // The provider's words, escaped: they cannot start a log line of their own.
+        detail = %crate::telemetry::escape_for_log(failure.detail.as_deref().unwrap_or("")),
         "{what}"
     );
 }

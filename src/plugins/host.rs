@@ -456,7 +456,8 @@ fn flush_output(plugin: &str, state: &mut CallState) {
             ));
         }
         for line in lines {
-            tracing::info!(plugin = %plugin, stream, "plugin output: {line}");
+            let shown = crate::telemetry::escape_for_log(&line);
+            tracing::info!(plugin = %plugin, stream, "plugin output: {shown}");
             state.log.captured.push(LogLine {
                 level: stream.to_owned(),
                 message: line,

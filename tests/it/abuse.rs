@@ -390,6 +390,22 @@ async fn access_log_names_routes_never_tokens_and_cannot_be_forged() {
     assert!(out.status.success());
     let token: Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
+    // A plugin whose log line would start a line of its own.
+    let probe = format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    assert!(
+        run(&["plugin", "install", &probe])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(
+        run(&["plugin", "enable", "probe"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     let mut child = run(&["serve", "--bind", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -457,6 +473,25 @@ async fn access_log_names_routes_never_tokens_and_cannot_be_forged() {
         .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 
+    let planned = client
+        .post(format!("{base}/api/v1/tenant/provision"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "tenant": { "slug": "logged", "name": "Logged" },
+            "backends": { "probe": {
+                "do": "log",
+                "message": "fine\nFORGED LINE from a plugin \u{1b}[31mred",
+            } },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        planned.status().is_success(),
+        "{}",
+        planned.text().await.unwrap()
+    );
+
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -486,7 +521,11 @@ async fn access_log_names_routes_never_tokens_and_cannot_be_forged() {
     }
     assert!(
         !stderr.lines().any(|l| l.starts_with("FORGED LINE")),
-        "a client's text started a log line: {stderr}"
+        "a client's or a plugin's text started a log line: {stderr}"
+    );
+    assert!(
+        stderr.contains("fine\\nFORGED LINE from a plugin \\u{1b}[31mred"),
+        "the plugin's line is logged, escaped: {stderr}"
     );
     assert!(
         !stderr.contains("nobody") && stderr.contains("(not a user)"),

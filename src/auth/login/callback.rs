@@ -405,6 +405,7 @@ async fn claims_with_userinfo(
                 }
             }
             Err(err) => {
+                let err = crate::telemetry::escape_for_log(&err.to_string()).into_owned();
                 tracing::warn!(tenant = %tenant.slug, "userinfo request failed: {err}");
             }
         }

@@ -43,6 +43,9 @@ impl log::Host for LogUnit {
             message.push('…');
         }
         let (plugin, tenant) = (&self.plugin, &self.tenant);
+        // The plugin's text, with its control characters escaped: a line of the server's log
+        // is the server's, and a plugin cannot start one of its own or colour a terminal.
+        let shown = crate::telemetry::escape_for_log(&message);
         let name = match level {
             log::Level::Trace => "trace",
             log::Level::Debug => "debug",
@@ -52,19 +55,19 @@ impl log::Host for LogUnit {
         };
         match level {
             log::Level::Trace => {
-                tracing::trace!(plugin = %plugin, tenant = %tenant, "plugin: {message}")
+                tracing::trace!(plugin = %plugin, tenant = %tenant, "plugin: {shown}")
             }
             log::Level::Debug => {
-                tracing::debug!(plugin = %plugin, tenant = %tenant, "plugin: {message}")
+                tracing::debug!(plugin = %plugin, tenant = %tenant, "plugin: {shown}")
             }
             log::Level::Info => {
-                tracing::info!(plugin = %plugin, tenant = %tenant, "plugin: {message}")
+                tracing::info!(plugin = %plugin, tenant = %tenant, "plugin: {shown}")
             }
             log::Level::Warn => {
-                tracing::warn!(plugin = %plugin, tenant = %tenant, "plugin: {message}")
+                tracing::warn!(plugin = %plugin, tenant = %tenant, "plugin: {shown}")
             }
             log::Level::Error => {
-                tracing::error!(plugin = %plugin, tenant = %tenant, "plugin: {message}")
+                tracing::error!(plugin = %plugin, tenant = %tenant, "plugin: {shown}")
             }
         }
         self.captured.push(LogLine {

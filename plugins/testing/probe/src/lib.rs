@@ -1,7 +1,7 @@
 //! A test plugin whose `plan` does what the request asks, to test the host's sandbox:
 //! `{"do": "loop"}`, `"grow-memory"`, `"trap"`, `"panic"`, `"read-file"`, `"env"`, `"socket"`,
 //! `"http"` (with `"url"` and `"headers"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
-//! reads it back after a pause, and reports every key it sees), `"print"` (writes to stdout).
+//! reads it back after a pause, and reports every key it sees), `"print"` (writes to stdout), `"log"` (logs `"message"`).
 //! The answer is a single step whose input is a JSON report.
 
 use std::io::Write as _;
@@ -125,6 +125,10 @@ impl Provisioner for Probe {
                 report(
                     serde_json::json!({ "tenant": tenant.slug, "wrote": value, "read": read, "keys": state::keys() }),
                 )
+            }
+            "log" => {
+                log::info(&arg("message"));
+                report(serde_json::json!({ "logged": true }))
             }
             "print" => {
                 log::info("the probe logs a line");
