@@ -29,17 +29,16 @@ pub struct Readiness {
     pub redis: Option<RedisHealth>,
 }
 
+/// The answer is public (a load balancer asks it): it says whether, never why — the address
+/// and the error of a dependency are in the server's log and in `/metrics`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RedisHealth {
     /// `connected` or `unreachable`.
     pub status: String,
-    /// `host:port` (never credentials).
-    pub address: String,
     pub response_time_ms: f64,
     /// What requests get while it is unreachable: `open` (each server's own budgets) or
     /// `closed` (refused; the server is then not ready).
     pub on_failure: crate::config::FailMode,
-    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,7 +47,6 @@ pub struct DatabaseHealth {
     pub status: String,
     pub backend: String,
     pub response_time_ms: f64,
-    pub error: Option<String>,
 }
 
 /// The process is up.
@@ -73,11 +71,17 @@ async fn ready(ctx: web::Data<Context>) -> HttpResponse {
     let result = ctx.db.ping().await;
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     let ok = result.is_ok();
+    if let Err(err) = &result {
+        tracing::warn!("readiness: the database does not answer: {err}");
+    }
     let redis = match &ctx.limits.shared {
         None => None,
         Some(shared) => {
             let started = Instant::now();
             let answer = shared.ping().await;
+            if let Err(err) = &answer {
+                tracing::debug!(redis = %shared.address, "readiness: {err}");
+            }
             Some(RedisHealth {
                 status: if answer.is_ok() {
                     "connected"
@@ -85,10 +89,8 @@ async fn ready(ctx: web::Data<Context>) -> HttpResponse {
                     "unreachable"
                 }
                 .into(),
-                address: shared.address.clone(),
                 response_time_ms: (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
                 on_failure: ctx.config.redis_on_failure,
-                error: answer.err().map(|e| e.to_string()),
             })
         }
     };
@@ -107,7 +109,6 @@ async fn ready(ctx: web::Data<Context>) -> HttpResponse {
             status: if ok { "connected" } else { "unreachable" }.into(),
             backend: ctx.db.backend().to_string(),
             response_time_ms: (elapsed * 1000.0).round() / 1000.0,
-            error: result.err().map(|e| e.to_string()),
         },
         redis,
     };
@@ -121,7 +122,26 @@ async fn ready(ctx: web::Data<Context>) -> HttpResponse {
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(tag = "operations", responses((status = 200, description = "Metrics", content_type = "text/plain")), security(()))]
 #[get("/metrics")]
-async fn metrics(ctx: web::Data<Context>) -> HttpResponse {
+async fn metrics(req: actix_web::HttpRequest, ctx: web::Data<Context>) -> HttpResponse {
+    // With `metrics_token`, only a scraper that presents it: the series name tenants.
+    if let Some(expected) = &ctx.config.metrics_token {
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq as _;
+        if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            return HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer"))
+                .json(json!({ "error": {
+                    "code": "unauthorized",
+                    "message": "/metrics needs the metrics token (Authorization: Bearer …)",
+                    "details": {},
+                } }));
+        }
+    }
     match tenants::counts(&ctx).await {
         Ok(counts) => ctx.metrics.set_tenant_counts(&counts),
         Err(err) => tracing::warn!("metrics: counting tenants failed: {err}"),

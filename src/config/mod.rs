@@ -267,6 +267,8 @@ pub struct Config {
     pub log_level: String,
     /// Public base URL of the server (used for links and to decide on `Secure` cookies).
     pub public_url: Option<String>,
+    /// When set, `/metrics` answers only a request with `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
     /// The proxies in front of the server (addresses or CIDR ranges): only from these are the
     /// client's address, scheme and host taken from `Forwarded` / `X-Forwarded-*` headers.
     pub trusted_proxies: Vec<String>,
@@ -318,6 +320,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             public_url: None,
+            metrics_token: None,
             trusted_proxies: Vec::new(),
             base_domain: None,
             session_idle_minutes: 60,
@@ -423,6 +426,12 @@ impl Config {
         if let Some(url) = &self.public_url {
             url::Url::parse(url)
                 .map_err(|err| anyhow::anyhow!("invalid configuration: public_url: {err}"))?;
+        }
+        if let Some(token) = &self.metrics_token {
+            anyhow::ensure!(
+                token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic()),
+                "invalid configuration: metrics_token must be at least 16 visible ASCII characters"
+            );
         }
         crate::client::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|err| anyhow::anyhow!("invalid configuration: trusted_proxies: {err}"))?;

@@ -22,6 +22,7 @@ backend_tests!(
     password_guesses_are_limited_and_checks_are_capped,
     a_provider_test_cannot_reach_inside_the_network,
     a_heads_size_and_a_bodys_time_are_bounded,
+    metrics_can_be_kept_to_the_scraper_and_readiness_says_no_why,
 );
 
 /// The text of `/metrics`.
@@ -740,5 +741,58 @@ async fn a_heads_size_and_a_bodys_time_are_bounded(backend: Backend) {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let (status, _) = app.get("/api/v1/tenant/slowloris").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was created");
+    app.stop().await;
+}
+
+/// `/metrics` names tenants: with `metrics_token` only the scraper that presents it reads it.
+/// `/health/ready` is public, and says whether the server can serve, never why (an address or a
+/// dependency's error text would tell an outsider about the inside).
+async fn metrics_can_be_kept_to_the_scraper_and_readiness_says_no_why(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.metrics_token = Some("scrape-token-0123456789".into());
+        c.redis_url = Some("redis://127.0.0.1:1/0".into());
+        c.redis_timeout_ms = 100;
+    })
+    .await;
+    let refused = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let wrong = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-token-0123456780")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let scraped = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(
+        scraped
+            .text()
+            .await
+            .unwrap()
+            .contains("tenantry_http_requests_total")
+    );
+
+    let ready = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "fail open stays ready");
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["redis"]["status"], "unreachable", "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("127.0.0.1:1") && body["redis"].get("error").is_none(),
+        "no address, no error text: {body}"
+    );
     app.stop().await;
 }

@@ -265,7 +265,10 @@ async fn a_keys_limit_and_failed_key_blocks_hold_across_servers(backend: Backend
     );
     let (_, ready) = app.get("/health/ready").await;
     assert_eq!(ready["redis"]["status"], "connected", "{ready}");
-    assert_eq!(ready["redis"]["address"], "127.0.0.1:6379");
+    assert!(
+        ready["redis"].get("address").is_none(),
+        "public: no address {ready}"
+    );
     let (_, metrics) = app.get("/metrics").await;
     let metrics = metrics.as_str().unwrap();
     assert!(metrics.contains("tenantry_redis_up 1"), "{metrics}");
