@@ -43,14 +43,31 @@ pub struct ApiTokenInfo {
     pub live: bool,
 }
 
+/// A key's stored role; a word this version does not know is an error (never a default: a
+/// rotation would write the default into the new key).
+fn stored_role(row: &ApiKeyRow) -> AppResult<Role> {
+    Role::parse(&row.role).ok_or_else(|| {
+        AppError::conflict(
+            "unknown_role",
+            format!(
+                "key `{}` has the stored role `{}`, which this version does not know: it cannot \
+                 authenticate, be shown or rotated (correct the row, or revoke the key in the \
+                 database)",
+                row.id, row.role
+            ),
+            json!({ "id": row.id, "role": row.role }),
+        )
+    })
+}
+
 impl ApiTokenInfo {
-    pub fn from_row(row: &ApiKeyRow) -> Self {
+    pub fn from_row(row: &ApiKeyRow) -> AppResult<Self> {
         let now = clock::now();
-        ApiTokenInfo {
+        Ok(ApiTokenInfo {
             id: row.id.clone(),
             name: row.name.clone(),
             prefix: row.prefix.clone(),
-            role: Role::parse(&row.role).unwrap_or(Role::Member),
+            role: stored_role(row)?,
             tenant_id: row.tenant_id.clone(),
             created_by: row.created_by.clone(),
             created_at: clock::to_utc(row.created_at),
@@ -60,7 +77,7 @@ impl ApiTokenInfo {
             rate_limit_per_minute: row.rate_limit_per_minute,
             replaced_by: row.replaced_by.clone(),
             live: row.revoked_at.is_none() && row.expires_at.is_none_or(|at| at > now),
-        }
+        })
     }
 }
 
@@ -237,7 +254,7 @@ pub async fn create_key(
     })?;
     Ok(NewApiToken {
         token,
-        info: ApiTokenInfo::from_row(&row),
+        info: ApiTokenInfo::from_row(&row)?,
     })
 }
 
@@ -279,13 +296,13 @@ fn key_event(
 pub async fn list_platform_tokens(ctx: &Context) -> AppResult<Vec<ApiTokenInfo>> {
     let mut conn = ctx.db.conn().await?;
     let rows = store::admin::list_platform_keys(&mut conn).await?;
-    Ok(rows.iter().map(ApiTokenInfo::from_row).collect())
+    rows.iter().map(ApiTokenInfo::from_row).collect()
 }
 
 pub async fn list_tenant_keys(ctx: &Context, tenant: &TenantScope) -> AppResult<Vec<ApiTokenInfo>> {
     let mut conn = ctx.db.conn().await?;
     let rows = store::admin::list_tenant_keys(&mut conn, &tenant.id).await?;
-    Ok(rows.iter().map(ApiTokenInfo::from_row).collect())
+    rows.iter().map(ApiTokenInfo::from_row).collect()
 }
 
 /// Revokes a platform token by id or name.
@@ -302,7 +319,7 @@ pub async fn revoke_platform_token(
         audit::record(tx, actor, key_event("revoke", None, &row, json!({}))).await?;
         Ok(row)
     })?;
-    let mut info = ApiTokenInfo::from_row(&row);
+    let mut info = ApiTokenInfo::from_row(&row)?;
     info.revoked_at = Some(clock::to_utc(now));
     info.live = false;
     Ok(info)
@@ -379,7 +396,7 @@ pub async fn rotate_key(
         }
         let spec = KeySpec {
             name: old.name.clone(),
-            role: Role::parse(&old.role).unwrap_or(Role::Member),
+            role: stored_role(&old)?,
             expires_in_days: None,
             rate_limit_per_minute: old.rate_limit_per_minute.map(|n| n as u32),
         };
@@ -409,7 +426,7 @@ pub async fn rotate_key(
     })?;
     Ok(NewApiToken {
         token,
-        info: ApiTokenInfo::from_row(&new_row),
+        info: ApiTokenInfo::from_row(&new_row)?,
     })
 }
 

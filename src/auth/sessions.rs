@@ -72,11 +72,22 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    fn from_row(row: &SessionRow) -> Self {
-        SessionInfo {
+    fn from_row(row: &SessionRow) -> AppResult<Self> {
+        let role = Role::parse(&row.role).ok_or_else(|| {
+            AppError::conflict(
+                "unknown_role",
+                format!(
+                    "a session of `{}` has the stored role `{}`, which this version does not \
+                     know: it cannot authenticate or be shown",
+                    row.principal, row.role
+                ),
+                serde_json::json!({ "role": row.role }),
+            )
+        })?;
+        Ok(SessionInfo {
             handle: row.handle.clone().unwrap_or_default(),
             user: row.principal.clone(),
-            role: Role::parse(&row.role).unwrap_or(Role::Member),
+            role,
             email: row.email.clone(),
             name: row.display_name.clone(),
             subject: row.subject.clone(),
@@ -86,7 +97,7 @@ impl SessionInfo {
             created_at: clock::to_utc(row.created_at),
             last_seen_at: clock::to_utc(row.last_seen_at),
             expires_at: clock::to_utc(row.expires_at),
-        }
+        })
     }
 }
 
@@ -290,7 +301,7 @@ pub async fn list_tenant_sessions(
         .iter()
         .filter(|row| now - row.last_seen_at <= idle)
         .map(SessionInfo::from_row)
-        .collect())
+        .collect::<AppResult<Vec<_>>>()?)
 }
 
 /// Ends session `handle` of `tenant` (a tenant admin signing someone out), audited.

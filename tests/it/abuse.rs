@@ -23,6 +23,7 @@ backend_tests!(
     a_provider_test_cannot_reach_inside_the_network,
     a_heads_size_and_a_bodys_time_are_bounded,
     metrics_can_be_kept_to_the_scraper_and_readiness_says_no_why,
+    an_unknown_stored_role_is_an_error_never_a_default,
 );
 
 /// The text of `/metrics`.
@@ -793,6 +794,88 @@ async fn metrics_can_be_kept_to_the_scraper_and_readiness_says_no_why(backend: B
     assert!(
         !text.contains("127.0.0.1:1") && body["redis"].get("error").is_none(),
         "no address, no error text: {body}"
+    );
+    app.stop().await;
+}
+
+/// Runs `statement` on the test server's database, whichever it is.
+async fn run_sql(app: &TestApp, statement: &str) {
+    use diesel_async::SimpleAsyncConnection as _;
+    match app.backend {
+        Backend::Sqlite => {
+            use diesel::Connection as _;
+            let path = app.database.url.trim_start_matches("sqlite://").to_owned();
+            let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, statement).unwrap();
+        }
+        Backend::Postgres => {
+            use diesel_async::AsyncConnection as _;
+            let mut conn = diesel_async::AsyncPgConnection::establish(&app.database.url)
+                .await
+                .unwrap();
+            conn.batch_execute(statement).await.unwrap();
+        }
+    }
+}
+
+/// A stored role this version does not know (a downgrade, a hand-edited row) is an error
+/// wherever the key is used, never `member`: a rotation would otherwise write that default into
+/// the new key.
+async fn an_unknown_stored_role_is_an_error_never_a_default(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme").await;
+    let (status, created) = app
+        .post(
+            "/api/v1/tenant/acme/api-keys",
+            json!({ "name": "odd", "role": "member" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let token = created["token"].as_str().unwrap().to_owned();
+    run_sql(
+        &app,
+        &format!("UPDATE api_keys SET role = 'superuser' WHERE id = '{id}'"),
+    )
+    .await;
+
+    let refused = app
+        .client
+        .get(app.url("/api/v1/tenant/acme"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::UNAUTHORIZED,
+        "it cannot authenticate"
+    );
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/tenant/acme/api-keys/{id}/rotate"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.to_string().contains("superuser"), "{body}");
+    let (status, body) = app.get("/api/v1/tenant/acme/api-keys").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "shown as what it is not: {body}"
+    );
+    run_sql(
+        &app,
+        &format!("UPDATE api_keys SET role = 'member' WHERE id = '{id}'"),
+    )
+    .await;
+    let (status, keys) = app.get("/api/v1/tenant/acme/api-keys").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(1),
+        "no key was made by the rotation: {keys}"
     );
     app.stop().await;
 }
