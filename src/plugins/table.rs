@@ -131,17 +131,17 @@ impl Table {
         }
     }
 
-    /// Plugin `name` as the database holds it now: as loaded, while the change feed is live;
-    /// else after a look at its revision.
+    /// Plugin `name` as the database holds it now, never as it was: a revoke or a disable
+    /// committed anywhere before this call binds it. On SQLite as loaded, after a look at what
+    /// other connections committed (one in-process pragma); on PostgreSQL after a read of its
+    /// revision, since a notification arrives after its commit, if at all.
     pub async fn current(
         &self,
         services: &HostServices,
         compiler: &Compiler,
         name: &str,
     ) -> Result<Arc<LoadedPlugin>, CallError> {
-        let feed = services.db.changes();
-        feed.catch_up();
-        if feed.is_live()
+        if services.db.changes().heard_everything_committed()
             && let Some(plugin) = self.cached(name)
         {
             return Ok(plugin);

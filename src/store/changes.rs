@@ -6,8 +6,11 @@
 //!   feed hears it when the transaction commits (a rolled-back change is never heard);
 //! - **other servers and the CLI on PostgreSQL**: triggers (migration `000009_change_feed`) send
 //!   `NOTIFY tenantry_changes, '<kind>:<key>'` in the writing transaction, delivered at its
-//!   commit; [`listen`] holds one connection that listens. While it is not listening the feed is
-//!   not *live*, and the caches are bypassed; when it listens again they start empty;
+//!   commit; [`spawn_listener`] holds one connection that listens. The feed is *live* only while
+//!   that connection hears the heartbeat the server sends itself from a second session every
+//!   [`HEARTBEAT_EVERY`], as any writer's notification comes: a listener that answers but hears
+//!   nothing (behind a transaction-pooling proxy, say) is not live. While it is not live the
+//!   caches are bypassed; when it is live again they start empty;
 //! - **the CLI on SQLite**: triggers write the same subjects into `cache_changes`. Before a cache
 //!   is read, [`ChangeFeed::catch_up`] asks SQLite whether another connection committed since
 //!   (`PRAGMA data_version`, in process, at most once a millisecond) and only then reads the new
@@ -34,6 +37,18 @@ pub const CHANNEL: &str = "tenantry_changes";
 /// The `application_name` of the listening connection (how operators find it in
 /// `pg_stat_activity`).
 pub const LISTENER_NAME: &str = "tenantry change listener";
+
+/// How often the listener sends itself a heartbeat notification (from a second session, as a
+/// writer's notification comes).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A listener that heard none of its heartbeats for this long is not live: the caches are
+/// bypassed, and it connects again. It bounds how long a change whose notification was lost
+/// can go unheard.
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// What a heartbeat's payload starts with (older servers read no change in it).
+const HEARTBEAT: &str = "heartbeat:";
 
 /// How often a server on SQLite reads the changes other processes made.
 pub const SQLITE_POLL: Duration = Duration::from_millis(250);
@@ -79,7 +94,7 @@ pub struct ChangeFeed {
     live: AtomicBool,
     /// SQLite: where the log of other connections' changes was read up to.
     sqlite: Option<Mutex<SqliteWatch>>,
-    /// When the SQLite database was last looked at (nanoseconds since `started`).
+    /// When the last look at the SQLite database began (nanoseconds since `started`).
     looked: std::sync::atomic::AtomicU64,
     started: std::time::Instant,
 }
@@ -183,21 +198,46 @@ impl ChangeFeed {
         let Some(watch) = &self.sqlite else {
             return;
         };
-        let now = self.started.elapsed().as_nanos() as u64;
+        let now = self.nanos();
         let looked = self.looked.load(Ordering::Acquire);
         if now.saturating_sub(looked) < SQLITE_LOOK_INTERVAL.as_nanos() as u64 {
             return;
         }
-        // One look at a time; whoever is looking now looks for everyone.
-        let Ok(mut watch) = watch.try_lock() else {
+        // One look at a time. A look that is under way may have begun before a commit this
+        // caller must see: wait for it, and look again unless a look began since this call.
+        let mut watch = watch.lock().expect("change feed watch lock");
+        if self.looked.load(Ordering::Acquire) >= now {
             return;
-        };
-        self.looked.store(now, Ordering::Release);
-        let changes = watch.look();
-        drop(watch);
-        for change in &changes {
+        }
+        self.looked.store(self.nanos(), Ordering::Release);
+        self.look(&mut watch);
+    }
+
+    /// Nanoseconds since the feed was made: when a look begins.
+    fn nanos(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Reads what other connections committed and tells the subscribers, before the look's
+    /// lock is let go: whoever waited for the lock finds the caches told.
+    fn look(&self, watch: &mut SqliteWatch) {
+        for change in &watch.look() {
             self.publish(change);
         }
+    }
+
+    /// Whether every change committed before this call has now been heard, so that a cache
+    /// may be trusted for a decision that must never be late (a plugin's grants). On SQLite,
+    /// after a look at the database made now (one in-process pragma); on PostgreSQL never: a
+    /// notification arrives after its commit, if at all.
+    pub fn heard_everything_committed(&self) -> bool {
+        let Some(watch) = &self.sqlite else {
+            return false;
+        };
+        let mut watch = watch.lock().expect("change feed watch lock");
+        self.looked.store(self.nanos(), Ordering::Release);
+        self.look(&mut watch);
+        true
     }
 
     /// Calls `subscriber` with every change heard from now on, on the thread that heard it (keep
@@ -235,9 +275,8 @@ impl ChangeFeed {
 }
 
 /// Keeps the feed told of the changes other processes make, for as long as anyone else holds
-/// the database: on PostgreSQL by listening on [`CHANNEL`] (reconnecting with backoff; a ping
-/// every few seconds finds a connection that died silently), on SQLite by reading
-/// `cache_changes`.
+/// the database: on PostgreSQL by listening on [`CHANNEL`] (reconnecting with backoff, and
+/// live only while its heartbeats are heard), on SQLite by reading `cache_changes`.
 pub fn spawn_listener(db: &Db) -> tokio::task::JoinHandle<()> {
     let db = db.clone();
     tokio::spawn(async move {
@@ -257,60 +296,96 @@ impl Db {
 
 async fn listen_postgres(db: Db) {
     let mut backoff = Duration::from_millis(100);
+    // The last reason the listener stopped, so that a reason that repeats (a proxy that never
+    // delivers notifications) is a warning once, not at every attempt.
+    let mut last_reason: Option<String> = None;
     loop {
         if db.abandoned() {
             return;
         }
-        match AsyncPgConnection::establish(&db.url).await {
-            Ok(mut conn) => match conn
-                .batch_execute(&format!(
-                    "SET application_name = '{LISTENER_NAME}'; LISTEN {CHANNEL}"
-                ))
-                .await
-            {
-                Ok(()) => {
+        let reason = match connect_listener(&db).await {
+            Ok((mut listener, mut sender)) => {
+                let reason = hear(&db, &mut listener, &mut sender).await;
+                if db.feed.is_live() {
                     backoff = Duration::from_millis(100);
-                    db.feed.resumed();
-                    tracing::info!("listening for changes to cached rows");
-                    let reason = hear(&db, &mut conn).await;
-                    db.feed.lost();
-                    match reason {
-                        None => return,
-                        Some(err) => tracing::warn!(
-                            "stopped hearing changes to cached rows ({err}): caches are bypassed until the listener is back"
-                        ),
-                    }
+                    last_reason = None;
                 }
-                Err(err) => {
-                    tracing::warn!("cannot listen for changes to cached rows: {err}");
+                db.feed.lost();
+                match reason {
+                    None => return,
+                    Some(err) => format!(
+                        "stopped hearing changes to cached rows ({err}): caches are bypassed until the listener is back"
+                    ),
                 }
-            },
-            Err(err) => {
-                tracing::warn!("cannot connect to listen for changes to cached rows: {err}")
             }
+            Err(err) => format!("cannot listen for changes to cached rows: {err}"),
+        };
+        if last_reason.as_deref() == Some(reason.as_str()) {
+            tracing::debug!("{reason}");
+        } else {
+            tracing::warn!("{reason}");
+            last_reason = Some(reason);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-/// Passes the notifications of `conn` to the feed until the connection fails (the reason) or
-/// the database is abandoned (none).
-async fn hear(db: &Db, conn: &mut AsyncPgConnection) -> Option<String> {
-    let mut ping = tokio::time::interval(Duration::from_secs(5));
-    ping.tick().await;
+/// The listening connection, and a second connection that sends the heartbeats: another
+/// session, as a writer's notification comes from another session (and, through a pooler,
+/// another server connection).
+async fn connect_listener(db: &Db) -> anyhow::Result<(AsyncPgConnection, AsyncPgConnection)> {
+    let mut listener = AsyncPgConnection::establish(&db.url).await?;
+    listener
+        .batch_execute(&format!(
+            "SET application_name = '{LISTENER_NAME}'; LISTEN {CHANNEL}"
+        ))
+        .await?;
+    let mut sender = AsyncPgConnection::establish(&db.url).await?;
+    sender
+        .batch_execute(&format!(
+            "SET application_name = '{LISTENER_NAME} (heartbeat)'"
+        ))
+        .await?;
+    Ok((listener, sender))
+}
+
+/// Passes the notifications `listener` hears to the feed until a connection fails or none of
+/// the heartbeats `sender` sends every [`HEARTBEAT_EVERY`] arrives within
+/// [`HEARTBEAT_DEADLINE`] (the reason), or the database is abandoned (none). The feed is live
+/// from the first heartbeat heard.
+async fn hear(
+    db: &Db,
+    listener: &mut AsyncPgConnection,
+    sender: &mut AsyncPgConnection,
+) -> Option<String> {
+    let heartbeat = format!("{HEARTBEAT}{}", uuid::Uuid::new_v4().simple());
+    let notify = format!("NOTIFY {CHANNEL}, '{heartbeat}'");
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let listening = std::time::Instant::now();
+    let mut heard: Option<std::time::Instant> = None;
     loop {
-        // The notifications stream borrows the connection; the ping needs it too.
-        let heard = {
-            let mut notifications = std::pin::pin!(conn.notifications_stream());
+        // The notifications stream borrows the listening connection.
+        let event = {
+            let mut notifications = std::pin::pin!(listener.notifications_stream());
             tokio::select! {
                 n = notifications.next() => Some(n),
-                _ = ping.tick() => None,
+                _ = beat.tick() => None,
             }
         };
-        match heard {
+        match event {
             Some(Some(Ok(notification))) => {
-                if let Some(change) = Change::parse(&notification.payload) {
+                if notification.payload.starts_with(HEARTBEAT) {
+                    // Another server's heartbeat says nothing of this listener.
+                    if notification.payload == heartbeat {
+                        if heard.is_none() {
+                            db.feed.resumed();
+                            tracing::info!("listening for changes to cached rows");
+                        }
+                        heard = Some(std::time::Instant::now());
+                    }
+                } else if let Some(change) = Change::parse(&notification.payload) {
                     db.feed.publish(&change);
                 }
             }
@@ -320,13 +395,22 @@ async fn hear(db: &Db, conn: &mut AsyncPgConnection) -> Option<String> {
                 if db.abandoned() {
                     return None;
                 }
-                let alive =
-                    tokio::time::timeout(Duration::from_secs(2), conn.batch_execute("SELECT 1"))
-                        .await;
-                match alive {
+                if heard.unwrap_or(listening).elapsed() > HEARTBEAT_DEADLINE {
+                    return Some(format!(
+                        "none of its heartbeat notifications arrived within {} s: notifications do \
+                         not reach this server, as behind a proxy that pools transactions",
+                        HEARTBEAT_DEADLINE.as_secs()
+                    ));
+                }
+                match tokio::time::timeout(HEARTBEAT_EVERY, sender.batch_execute(&notify)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(err)) => return Some(err.to_string()),
-                    Err(_) => return Some("no answer to a ping within 2 s".into()),
+                    Ok(Err(err)) => return Some(format!("sending a heartbeat: {err}")),
+                    Err(_) => {
+                        return Some(format!(
+                            "a heartbeat took longer than {} s to send",
+                            HEARTBEAT_EVERY.as_secs()
+                        ));
+                    }
                 }
             }
         }

@@ -7,9 +7,15 @@
 //! - a rotated key keeps working on B until its grace period ends, to the second;
 //! - a change B cannot hear (its listener's connection is cut) is still honoured: B bypasses
 //!   its caches until it listens again, and starts them empty;
-//! - a plugin's host grant revoked on A binds B's calls of the plugin within a second.
+//! - a plugin's host grant revoked on A binds B's calls of the plugin within a second, and binds
+//!   B's very next call even when its notification is lost;
+//! - a server whose listener answers but hears no notification (a transaction-pooling proxy
+//!   between it and PostgreSQL, here a test double that drops them) is not live: it bypasses its
+//!   caches, and every change made elsewhere binds it at once.
 
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::common::process::{ServerProcess, SharedDatabase};
 use reqwest::StatusCode;
@@ -417,7 +423,6 @@ async fn a_server_whose_listener_is_cut_honours_the_changes_it_could_not_hear() 
 
 /// A local HTTP server counting the requests it gets: what a plugin reaches.
 async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hit", listener.local_addr().unwrap());
@@ -523,5 +528,207 @@ async fn a_plugin_grant_revoked_on_one_server_binds_the_others_calls_within_a_se
             "revoked for good"
         );
     }
+    setup.shutdown().await;
+}
+
+/// Runs `statements` on the shared database with the triggers off: changes whose
+/// notifications are lost.
+async fn unheard(ctx: &tenantry::context::Context, statements: &str) {
+    let mut conn = ctx.db.conn().await.unwrap();
+    let statements = format!(
+        "SET session_replication_role = replica; {statements}; SET session_replication_role = DEFAULT"
+    );
+    tenantry::with_conn!(conn, |c| {
+        use diesel_async::SimpleAsyncConnection as _;
+        c.batch_execute(&statements).await.unwrap()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_grant_revoked_whose_notification_was_lost_binds_the_next_call() {
+    let setup = setup().await;
+    let http = reqwest::Client::new();
+    let probe = std::fs::read(format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"))).unwrap();
+    let installed = http
+        .post(format!("{}/api/v1/plugin", setup.a.base))
+        .bearer_auth(&setup.token)
+        .header("content-type", "application/wasm")
+        .body(probe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(installed.status(), StatusCode::CREATED);
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/plugin/probe/grants",
+            json!({ "kind": "host", "name": "127.0.0.1" }),
+        )
+        .await;
+    let (url, hits) = counting_server().await;
+    let provision = |slug: &str| {
+        http.post(format!("{}/api/v1/tenant/provision", setup.b.base))
+            .bearer_auth(&setup.token)
+            .json(&json!({
+                "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+                "backends": { "probe": { "do": "http", "url": url } },
+            }))
+            .send()
+    };
+    for slug in ["probe-one", "probe-two"] {
+        assert_eq!(
+            provision(slug).await.unwrap().status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2, "granted");
+    assert_eq!(
+        metric(&setup.b, "tenantry_change_feed_live")
+            .await
+            .as_deref(),
+        Some("1"),
+        "B hears changes: its caches are trusted"
+    );
+
+    // Revoked as the store does it (the grant gone, the revision bumped), with no
+    // notification: B's very next call must not reach the host.
+    unheard(
+        &setup.ctx,
+        "DELETE FROM plugin_grants WHERE plugin = 'probe' AND kind = 'host'; \
+         UPDATE plugins SET revision = revision + 1 WHERE name = 'probe'",
+    )
+    .await;
+    assert_eq!(
+        provision("probe-after").await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "B's next call still reached the host after the revoke"
+    );
+    setup.shutdown().await;
+}
+
+/// A test double of a transaction-pooling proxy (PgBouncer) as the change feed meets it: it
+/// passes everything between a server and PostgreSQL both ways except the notifications
+/// PostgreSQL sends (`NotificationResponse`, message type `A`), which it drops. `LISTEN`
+/// succeeds and every query is answered, yet no notification ever arrives. The port it
+/// listens on.
+async fn notification_dropping_proxy(upstream: String) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = tokio::io::copy(&mut from_client, &mut to_server);
+                // Server to client: typed messages (the client asks for no TLS, so there is
+                // no untyped answer to an SSLRequest): a type byte and a length that counts
+                // itself.
+                let down = async move {
+                    let mut head = [0u8; 5];
+                    while from_server.read_exact(&mut head).await.is_ok() {
+                        let length = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+                        let mut message = head.to_vec();
+                        message.resize(1 + length, 0);
+                        if from_server.read_exact(&mut message[5..]).await.is_err() {
+                            break;
+                        }
+                        if head[0] != b'A' && to_client.write_all(&message).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hears_no_notifications_is_not_live_and_every_change_binds_it_at_once() {
+    let shared = SharedDatabase::create().await;
+    let a = shared.server("a", &[]).await;
+    let direct = url::Url::parse(&shared.database.url).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        direct.host_str().unwrap(),
+        direct.port().unwrap_or(5432)
+    );
+    let mut proxied = direct.clone();
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied
+        .set_port(Some(notification_dropping_proxy(upstream).await))
+        .unwrap();
+    proxied.query_pairs_mut().append_pair("sslmode", "disable");
+    let b = ServerProcess::start(
+        proxied.as_str(),
+        &shared.master_key,
+        &shared.dir.path().join("b"),
+        &[],
+    )
+    .await;
+    let setup = Setup {
+        ctx: shared.ctx.clone(),
+        token: shared.token.clone(),
+        shared,
+        a,
+        b,
+    };
+    setup
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "Acme", "tier": "enterprise" }),
+        )
+        .await;
+    let (key_id, key) = setup.new_key("acme", "unheard").await;
+    // B's listener connected, its LISTEN succeeded and it is answered, but none of its
+    // heartbeats arrives: past the heartbeat deadline (3 s) it is not live.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let bypassed = lookups(&setup.b, "key", "bypass").await;
+    for _ in 0..2 {
+        assert_eq!(
+            get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        metric(&setup.b, "tenantry_change_feed_live")
+            .await
+            .as_deref(),
+        Some("0"),
+        "a listener that hears nothing is not live"
+    );
+    assert!(
+        lookups(&setup.b, "key", "bypass").await >= bypassed + 2,
+        "B's key cache is bypassed"
+    );
+    // Revoked on A (its notification never reaches B): refused by B at once.
+    setup
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenant/acme/api-keys/{key_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        get(&setup.b, "/api/v1/tenant/acme", Credential::Key(&key)).await,
+        StatusCode::UNAUTHORIZED,
+        "B still honoured a key revoked on A"
+    );
     setup.shutdown().await;
 }
