@@ -432,19 +432,20 @@ async fn start_login(
     })
 }
 
-/// Finishes a login at `tenant`'s callback. Counts the attempt and any failure in the metrics;
-/// never creates anything on failure.
+/// Finishes a login at `tenant`'s callback, from the client at `address`. Counts the attempt and
+/// any failure in the metrics; never creates anything on failure.
 pub async fn finish_login(
     ctx: &Context,
     tenant: &Tenant,
     params: &CallbackParams,
     browser_cookie: Option<&str>,
+    address: Option<&str>,
 ) -> Result<LoginUser, LoginFailure> {
     ctx.metrics
         .auth_attempts
         .with_label_values(&[&tenant.slug, "oidc"])
         .inc();
-    let outcome = callback::verify(ctx, tenant, params, browser_cookie).await;
+    let outcome = callback::verify(ctx, tenant, params, browser_cookie, address).await;
     if let Err(failure) = &outcome {
         refused(ctx, tenant, failure, "login refused");
     }

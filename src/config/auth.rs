@@ -38,6 +38,11 @@ pub struct AuthConfig {
     /// Failed portal password logins for one user name per minute, from anywhere; beyond,
     /// likewise.
     pub password_failures_per_user_per_minute: u32,
+    /// Login callbacks from one source address per minute whose state no login holds (forged,
+    /// used or expired long ago); beyond, that address's callbacks are refused (429) without a
+    /// look at the database, until the bucket allows one again (one every `60 / limit`
+    /// seconds). A callback is answered without any write until its state is found.
+    pub callback_failures_per_address_per_minute: u32,
     /// Password checks (argon2, about 19 MiB and 50 ms of CPU each) running at once; a login
     /// that finds them all busy for a second is refused (503) rather than queued.
     pub max_concurrent_password_checks: u32,
@@ -58,6 +63,7 @@ impl Default for AuthConfig {
             key_failures_per_key_per_minute: 20,
             password_failures_per_address_per_minute: 10,
             password_failures_per_user_per_minute: 10,
+            callback_failures_per_address_per_minute: 30,
             max_concurrent_password_checks: 4,
             setup_link_hours: 24,
         }

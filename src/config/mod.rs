@@ -480,6 +480,10 @@ impl Config {
                 a.password_failures_per_user_per_minute,
             ),
             (
+                "auth.callback_failures_per_address_per_minute",
+                a.callback_failures_per_address_per_minute,
+            ),
+            (
                 "auth.max_concurrent_password_checks",
                 a.max_concurrent_password_checks,
             ),

@@ -20,6 +20,7 @@ pub struct AuthLimits {
     key_failures_per_key: DefaultKeyedRateLimiter<String>,
     password_failures_per_address: DefaultKeyedRateLimiter<String>,
     password_failures_per_user: DefaultKeyedRateLimiter<String>,
+    state_failures_per_address: DefaultKeyedRateLimiter<String>,
     /// `<kind>-address:<ip>` / `key-key:<prefix>` / `password-user:<name>` → failed attempts
     /// refused until then.
     blocked: Mutex<HashMap<String, Instant>>,
@@ -50,6 +51,7 @@ impl AuthLimits {
             key_failures_per_key: keyed(config.key_failures_per_key_per_minute),
             password_failures_per_address: keyed(config.password_failures_per_address_per_minute),
             password_failures_per_user: keyed(config.password_failures_per_user_per_minute),
+            state_failures_per_address: keyed(config.callback_failures_per_address_per_minute),
             blocked: Mutex::new(HashMap::new()),
             password_checks: tokio::sync::Semaphore::new(
                 config.max_concurrent_password_checks.max(1) as usize,
@@ -106,15 +108,21 @@ impl AuthLimits {
             return Some(held);
         }
         let (by_address, by_subject) = match kind {
-            Credential::ApiKey => (&self.key_failures_per_address, &self.key_failures_per_key),
+            Credential::ApiKey => (
+                &self.key_failures_per_address,
+                Some(&self.key_failures_per_key),
+            ),
             Credential::Password => (
                 &self.password_failures_per_address,
-                &self.password_failures_per_user,
+                Some(&self.password_failures_per_user),
             ),
+            Credential::LoginState => (&self.state_failures_per_address, None),
         };
         let spent = [
             address.and_then(|a| take(by_address, a).err()),
-            subject.and_then(|s| take(by_subject, s).err()),
+            subject
+                .zip(by_subject)
+                .and_then(|(s, limiter)| take(limiter, s).err()),
         ];
         let now = Instant::now();
         let mut blocked = self.blocked.lock().expect("auth limits lock");

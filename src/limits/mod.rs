@@ -53,6 +53,8 @@ pub enum Credential {
     ApiKey,
     /// A portal password (budgets per address and per user name).
     Password,
+    /// The state a login callback carries (a budget per address only).
+    LoginState,
 }
 
 impl Credential {
@@ -60,6 +62,7 @@ impl Credential {
         match self {
             Credential::ApiKey => "key",
             Credential::Password => "password",
+            Credential::LoginState => "state",
         }
     }
 
@@ -68,6 +71,7 @@ impl Credential {
         let subject_word = match self {
             Credential::ApiKey => "key",
             Credential::Password => "user",
+            Credential::LoginState => "state",
         };
         [
             address.map(|a| format!("address:{a}")),
@@ -220,6 +224,8 @@ impl Limits {
                 self.config.password_failures_per_address_per_minute,
                 self.config.password_failures_per_user_per_minute,
             ),
+            // No subject: a state no login holds names nothing.
+            Credential::LoginState => (self.config.callback_failures_per_address_per_minute, 1),
         };
         kind.names(subject, address)
             .into_iter()

@@ -20,6 +20,17 @@ pub async fn insert_attempt(conn: &mut Conn, row: &LoginAttemptRow) -> AppResult
 
 /// Removes the attempt with this state and returns it: a state can be used once, whatever the
 /// outcome of the login it belongs to.
+/// Whether a login attempt with this state exists (a read: nothing is taken).
+pub async fn attempt_exists(conn: &mut Conn, state_hash: &str) -> AppResult<bool> {
+    let found = with_conn!(conn, |c| login_attempts::table
+        .filter(login_attempts::state_hash.eq(state_hash))
+        .select(login_attempts::state_hash)
+        .first::<String>(c)
+        .await
+        .optional())?;
+    Ok(found.is_some())
+}
+
 pub async fn take_attempt(conn: &mut Conn, state_hash: &str) -> AppResult<Option<LoginAttemptRow>> {
     let row = with_conn!(conn, |c| diesel::delete(
         login_attempts::table.filter(login_attempts::state_hash.eq(state_hash))

@@ -24,6 +24,7 @@ backend_tests!(
     a_heads_size_and_a_bodys_time_are_bounded,
     metrics_can_be_kept_to_the_scraper_and_readiness_says_no_why,
     an_unknown_stored_role_is_an_error_never_a_default,
+    callbacks_with_states_no_login_holds_write_nothing_and_are_limited,
 );
 
 /// The text of `/metrics`.
@@ -877,5 +878,75 @@ async fn an_unknown_stored_role_is_an_error_never_a_default(backend: Backend) {
         Some(1),
         "no key was made by the rotation: {keys}"
     );
+    app.stop().await;
+}
+
+/// Someone else's hold on the database that a login callback would need to write: on SQLite
+/// the one write lock (`BEGIN IMMEDIATE`), on PostgreSQL a lock on `login_attempts` that lets
+/// reads through and blocks deletes. Held until dropped.
+#[expect(
+    dead_code,
+    reason = "held, never read: dropping it lets the writes through"
+)]
+enum WriteHold {
+    Sqlite(diesel::SqliteConnection),
+    Postgres(diesel_async::AsyncPgConnection),
+}
+
+async fn hold_login_writes(app: &TestApp) -> WriteHold {
+    use diesel_async::SimpleAsyncConnection as _;
+    match app.backend {
+        Backend::Sqlite => {
+            use diesel::Connection as _;
+            let path = app.database.url.trim_start_matches("sqlite://").to_owned();
+            let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, "BEGIN IMMEDIATE")
+                .unwrap();
+            WriteHold::Sqlite(conn)
+        }
+        Backend::Postgres => {
+            use diesel_async::AsyncConnection as _;
+            let mut conn = diesel_async::AsyncPgConnection::establish(&app.database.url)
+                .await
+                .unwrap();
+            conn.batch_execute("BEGIN; LOCK TABLE login_attempts IN EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            WriteHold::Postgres(conn)
+        }
+    }
+}
+
+/// A login callback carries no credential, so anyone can send one. One whose state no login
+/// holds is answered without a write (here while another connection holds what a write would
+/// need), and an address that sends more than its budget is refused before the database is
+/// looked at.
+async fn callbacks_with_states_no_login_holds_write_nothing_and_are_limited(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.auth.callback_failures_per_address_per_minute = 3;
+    })
+    .await;
+    app.create_tenant("acme").await;
+    let hold = hold_login_writes(&app).await;
+    let callback = |state: &str| {
+        let url = format!("{}/t/acme/callback?code=c&state={state}", app.base);
+        let client = app.client.clone();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(5), client.get(url).send())
+                .await
+                .expect("answered while another connection holds the database's writes")
+                .unwrap()
+        }
+    };
+    for i in 0..3 {
+        let response = callback(&format!("forged-{i}")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let page = response.text().await.unwrap();
+        assert!(page.contains("not valid or was already used"), "{page}");
+    }
+    let response = callback("forged-again").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    drop(hold);
     app.stop().await;
 }

@@ -1,5 +1,5 @@
-//! The callback of a login, step by step: the attempt it answers (consumed before anything
-//! else), the provider's error or the response's issuer, the code exchanged for tokens, the
+//! The callback of a login, step by step: the attempt it answers (found without a write, then
+//! consumed before anything else; a state no login holds spends its address's budget), the provider's error or the response's issuer, the code exchanged for tokens, the
 //! id_token verified, the claims completed from userinfo, and the role they map to. Each step
 //! refuses with a [`LoginFailure`] that says why; nothing is stored on the way.
 
@@ -52,8 +52,9 @@ pub(super) async fn verify(
     tenant: &Tenant,
     params: &CallbackParams,
     browser_cookie: Option<&str>,
+    address: Option<&str>,
 ) -> Result<LoginUser, LoginFailure> {
-    let attempt = take_attempt(ctx, tenant, params, browser_cookie).await?;
+    let attempt = take_attempt(ctx, tenant, params, browser_cookie, address).await?;
     refuse_provider_error(params)?;
     let settings = client_settings(ctx, tenant).await?;
     if settings.issuer != attempt.issuer || settings.client_id != attempt.client_id {
@@ -108,39 +109,77 @@ pub(super) async fn verify(
 /// The login attempt the callback answers, consumed first — whatever happens next, its state
 /// never works again — then checked: not expired, started in this browser, at this tenant,
 /// which can still log in.
+///
+/// Callbacks need no credential, so a state is looked for with a read before anything is
+/// written (on SQLite a write takes the database's one write lock), and a state no login holds
+/// spends the address's budget (`auth.callback_failures_per_address_per_minute`); an address
+/// that spent it is refused before any look at the database.
 async fn take_attempt(
     ctx: &Context,
     tenant: &Tenant,
     params: &CallbackParams,
     browser_cookie: Option<&str>,
+    address: Option<&str>,
 ) -> Result<LoginAttemptRow, LoginFailure> {
-    let state = params
-        .state
-        .as_deref()
-        .filter(|s| !s.is_empty() && s.len() <= 512)
-        .ok_or_else(|| {
-            start_again(
-                "state_missing",
-                "This sign-in response is incomplete (it has no state).",
-            )
-        })?;
-    let attempt = transaction!(ctx.db, |tx| {
-        store::logins::take_attempt(tx, &sha256_hex(state)).await
-    })
-    .map_err(|err| {
+    use crate::limits::Credential;
+    if let Some(wait) = ctx
+        .limits
+        .blocked(Credential::LoginState, None, address)
+        .await
+        .map_err(LoginFailure::limited)?
+    {
+        return Err(LoginFailure::rate_limited(wait));
+    }
+    let unknown = || async {
+        match ctx
+            .limits
+            .failed(Credential::LoginState, None, address)
+            .await
+        {
+            Ok(Some(wait)) => LoginFailure::rate_limited(wait),
+            Ok(None) => start_again(
+                "state_unknown",
+                "This sign-in link is not valid or was already used.",
+            ),
+            Err(refusal) => LoginFailure::limited(refusal),
+        }
+    };
+    let storage = |err: crate::error::AppError| {
         tracing::error!(tenant = %tenant.slug, "reading a login attempt: {err}");
         LoginFailure::new(
             "storage",
             StatusCode::SERVICE_UNAVAILABLE,
             "Signing in is not possible right now. Please try again in a moment.",
         )
-    })?
-    .ok_or_else(|| {
-        start_again(
-            "state_unknown",
-            "This sign-in link is not valid or was already used.",
-        )
-    })?;
+    };
+    let Some(state) = params
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+    else {
+        return Err(start_again(
+            "state_missing",
+            "This sign-in response is incomplete (it has no state).",
+        ));
+    };
+    let state_hash = sha256_hex(state);
+    let held = {
+        let mut conn = ctx.db.conn().await.map_err(storage)?;
+        store::logins::attempt_exists(&mut conn, &state_hash)
+            .await
+            .map_err(storage)?
+    };
+    if !held {
+        return Err(unknown().await);
+    }
+    // Taken, not read: of two callbacks with one state, one gets it.
+    let Some(attempt) = transaction!(ctx.db, |tx| {
+        store::logins::take_attempt(tx, &state_hash).await
+    })
+    .map_err(storage)?
+    else {
+        return Err(unknown().await);
+    };
     if attempt.expires_at <= clock::now() {
         return Err(start_again(
             "state_expired",

@@ -217,7 +217,16 @@ pub async fn callback(
     let browser = req
         .cookie(LOGIN_BROWSER_COOKIE)
         .map(|c| c.value().to_owned());
-    let user = match login::finish_login(&ctx, &page.tenant, &query, browser.as_deref()).await {
+    let address = crate::client::Client::of(&req).address_text();
+    let user = match login::finish_login(
+        &ctx,
+        &page.tenant,
+        &query,
+        browser.as_deref(),
+        address.as_deref(),
+    )
+    .await
+    {
         Ok(user) => user,
         Err(failure) => return refused(&req, &ctx, &page, None, &failure).await,
     };
