@@ -87,10 +87,18 @@ impl Fixture {
 
     /// Provisions a tenant whose role and database are `<name>_user` and `<name>_db`; the run.
     async fn provision(&mut self, slug: &str, name: &str, settings: Value) -> Value {
+        let response = self.request(slug, name, settings).await;
+        let status = response.status();
+        let accepted: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        self.wait(accepted["url"].as_str().unwrap()).await
+    }
+
+    /// Asks to provision a tenant as [`Fixture::provision`] does; the answer.
+    async fn request(&mut self, slug: &str, name: &str, settings: Value) -> reqwest::Response {
         let (role, database) = (format!("{name}_user"), format!("{name}_db"));
         self.tenants.push((role.clone(), database.clone()));
-        let response = self
-            .app
+        self.app
             .request(Method::POST, "/api/v1/tenant/provision")
             .header("Idempotency-Key", format!("pg-{slug}"))
             .json(&json!({
@@ -117,11 +125,7 @@ impl Fixture {
             }))
             .send()
             .await
-            .unwrap();
-        let status = response.status();
-        let accepted: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-        self.wait(accepted["url"].as_str().unwrap()).await
+            .unwrap()
     }
 
     async fn wait(&self, url: &str) -> Value {
@@ -176,7 +180,11 @@ fn settings() -> Value {
                 "schema": "analytics_silver",
                 "table": "orders",
                 "column": "tenant_id",
-                "columns": "id int, tenant_id text not null, amount numeric",
+                "columns": [
+                    { "name": "id", "type": "int" },
+                    { "name": "tenant_id", "type": "text", "not_null": true },
+                    { "name": "amount", "type": "numeric(12,2)" },
+                ],
             }],
         },
     })
@@ -386,6 +394,60 @@ async fn a_database_per_tenant_is_made_isolated_kept_in_step_and_purged() {
     connect(&role_b, &db_b)
         .await
         .expect("the other tenant is untouched");
+    f.finish().await;
+}
+
+/// A table `rls` creates is described by typed columns, never SQL: the columns text of earlier
+/// versions (which went into `CREATE TABLE` as the granted role, so that `… AS SELECT` read
+/// what that role reads) and any type outside the list are refused before anything is made,
+/// naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_is_made_from_typed_columns_never_from_sql_text() {
+    let mut f = Fixture::start().await;
+    let table = |columns: Value| {
+        json!({
+            "schema_prefix": "analytics",
+            "rls": { "tables": [{
+                "schema": "analytics_silver",
+                "table": "orders",
+                "columns": columns,
+            }] },
+        })
+    };
+    let attempts = [
+        (
+            json!("tenant_id text) AS SELECT rolname FROM pg_catalog.pg_roles --"),
+            "typed column definitions",
+        ),
+        (
+            json!([
+                { "name": "tenant_id", "type": "text" },
+                { "name": "x", "type": "int) AS SELECT rolname FROM pg_catalog.pg_roles --" },
+            ]),
+            "settings.rls.tables[0].columns[1].type",
+        ),
+        (
+            json!([{ "name": "id", "type": "bigint" }]),
+            "has no column `tenant_id`",
+        ),
+    ];
+    for (i, (columns, expected)) in attempts.into_iter().enumerate() {
+        let name = unique(&format!("pgcol{i}"));
+        let response = f
+            .request(&name.replace('_', "-"), &name, table(columns))
+            .await;
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body.contains(expected), "{expected}: {body}");
+        assert!(
+            !exists(&format!(
+                "SELECT 1 FROM pg_database WHERE datname = '{name}_db'"
+            ))
+            .await,
+            "nothing is made"
+        );
+    }
     f.finish().await;
 }
 

@@ -235,6 +235,36 @@ async fn templates_are_versioned_and_validated(backend: Backend) {
     let (_, list) = app.get("/api/v1/template").await;
     assert_eq!(list.as_array().unwrap().len(), 1, "nothing else stored");
 
+    // A SQL literal: quotes are doubled, and a backslash (which would escape the closing quote
+    // where standard_conforming_strings is off, and in MySQL) is refused, naming the
+    // placeholder and never showing the value.
+    let (status, body) = app
+        .post(
+            "/api/v1/template",
+            json!({ "name": "grant-sql", "kind": "asset", "format": "sql-literal",
+                    "body": "ALTER ROLE x PASSWORD '{password}'", "placeholders": ["password"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/template/grant-sql/render",
+            json!({ "values": { "password": "it's" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["rendered"], "ALTER ROLE x PASSWORD 'it''s'");
+    let (status, body) = app
+        .post(
+            "/api/v1/template/grant-sql/render",
+            json!({ "values": { "password": "s3cret\\'; DROP ROLE y; --" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("`password` holds a backslash"), "{text}");
+    assert!(!text.contains("s3cret"), "the value is not shown: {text}");
+
     // Same name twice: 409.
     let (status, _) = app
         .post(

@@ -94,9 +94,96 @@ struct RlsTable {
     table: String,
     #[serde(default = "tenant_id")]
     column: String,
-    /// Column definitions to create the table with when it does not exist yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    columns: Option<String>,
+    /// The columns to create the table with when it does not exist yet: typed definitions,
+    /// never SQL text.
+    #[serde(
+        default,
+        deserialize_with = "typed_columns",
+        skip_serializing_if = "Option::is_none"
+    )]
+    columns: Option<Vec<Column>>,
+}
+
+/// A column of a table `rls` creates.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct Column {
+    name: String,
+    /// One of the types [`names::column_type`] accepts.
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    not_null: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    primary_key: bool,
+}
+
+impl Column {
+    /// The column's definition in `CREATE TABLE` (checked by [`check_columns`] first).
+    fn definition(&self) -> Res<String> {
+        let kind = names::column_type(&self.kind).map_err(permanent)?;
+        let mut sql = format!("{} {kind}", ident(&self.name));
+        if self.not_null {
+            sql.push_str(" NOT NULL");
+        }
+        if self.primary_key {
+            sql.push_str(" PRIMARY KEY");
+        }
+        Ok(sql)
+    }
+}
+
+/// Reads `columns`: a list of typed definitions. SQL text (the form of earlier versions) is
+/// refused with what to give instead.
+fn typed_columns<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<Column>>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(_)) => Err(D::Error::custom(
+            "`columns` takes typed column definitions ([{\"name\": \"id\", \"type\": \"bigint\", \
+             \"primary_key\": true}, {\"name\": \"tenant_id\", \"type\": \"text\", \"not_null\": \
+             true}]), not SQL text",
+        )),
+        Some(list) => serde_json::from_value(list)
+            .map(Some)
+            .map_err(D::Error::custom),
+    }
+}
+
+/// Checks table `i`'s column definitions: names, types, no name twice, and the tenant column
+/// among them.
+fn check_columns(i: usize, t: &RlsTable) -> Res<()> {
+    let Some(columns) = &t.columns else {
+        return Ok(());
+    };
+    let at = |j: usize, part: &str| format!("settings.rls.tables[{i}].columns[{j}].{part}");
+    if columns.is_empty() {
+        return Err(permanent(format!(
+            "settings.rls.tables[{i}].columns: give at least the tenant column `{}`",
+            t.column
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (j, c) in columns.iter().enumerate() {
+        valid_name(&c.name).map_err(|e| permanent(format!("{}: {e}", at(j, "name"))))?;
+        names::column_type(&c.kind).map_err(|e| permanent(format!("{}: {e}", at(j, "type"))))?;
+        if !seen.insert(c.name.as_str()) {
+            return Err(permanent(format!(
+                "{}: `{}` is named twice",
+                at(j, "name"),
+                c.name
+            )));
+        }
+    }
+    if !seen.contains(t.column.as_str()) {
+        return Err(permanent(format!(
+            "settings.rls.tables[{i}].columns: has no column `{}` (the table's tenant column)",
+            t.column
+        )));
+    }
+    Ok(())
 }
 
 fn tenant_id() -> String {
@@ -402,6 +489,7 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
                 valid_name(name)
                     .map_err(|e| permanent(format!("settings.rls.tables[{i}].{part}: {e}")))?;
             }
+            check_columns(i, t)?;
         }
         if !rls.tables.is_empty() {
             let listed: Vec<String> = rls
@@ -586,6 +674,11 @@ fn apply_rls(input: &RlsInput) -> Res<Outcome> {
                 ),
                 &format!("creating schema {}", t.schema),
             )?;
+            let columns = columns
+                .iter()
+                .map(Column::definition)
+                .collect::<Res<Vec<_>>>()?
+                .join(", ");
             execute(
                 &on,
                 &format!("CREATE TABLE IF NOT EXISTS {name} ({columns})"),

@@ -4,7 +4,11 @@
 //!   host, path or query), so a password with `@` or `/` cannot change where the URI points.
 //! - `json`: the value is escaped as the inside of a JSON string.
 //! - `yaml`: the value is emitted as a double-quoted YAML scalar body.
-//! - `sql-literal`: single quotes are doubled.
+//! - `sql-literal`: single quotes are doubled, for a value the body puts between single quotes.
+//!   A value holding a backslash or a NUL character is refused, naming its placeholder: a
+//!   backslash escapes the closing quote where `standard_conforming_strings` is off (PostgreSQL
+//!   before 9.1, and any server so configured) and in MySQL's default mode, so no one spelling
+//!   means the same on every server.
 //! - `text`: as is.
 //!
 //! `{{` and `}}` are literal braces. Every placeholder the body uses must be declared; every
@@ -191,6 +195,26 @@ impl Renderer for TemplateRenderer {
             .collect();
         if !unexpected.is_empty() {
             return Err(RenderError::Unexpected(unexpected));
+        }
+        if format == "sql-literal" {
+            let refused: Vec<&str> = used
+                .iter()
+                .copied()
+                .filter(|name| values[name].contains(['\\', '\0']))
+                .collect();
+            if !refused.is_empty() {
+                return Err(RenderError::Invalid(format!(
+                    "template `{}`: the value of {} holds a backslash or a NUL character, which a \
+                     SQL literal cannot carry alike on every server (a backslash escapes the \
+                     closing quote where standard_conforming_strings is off, and in MySQL)",
+                    template.name,
+                    refused
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
         }
 
         let has_userinfo = format == "uri" && {
