@@ -444,6 +444,8 @@ async fn import_tenant_bundle(
         bytes.extend_from_slice(&chunk);
     }
     let bundle = crate::bundles::Bundle::from_tar(&bytes)?;
+    // The parts are the bundle's own now: the archive goes before the import runs.
+    drop(bytes);
     record_tenant(&bundle.manifest.tenant_slug);
     let dry_run = params.dry_run.unwrap_or(false);
     let outcome = crate::bundles::import(&ctx, &caller.actor, &bundle, dry_run).await?;

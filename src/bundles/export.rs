@@ -270,7 +270,26 @@ pub async fn export(
         &serde_json::to_value(&request).map_err(AppError::internal)?,
         &["/request"],
     )?;
-    for (plugin, part) in backend_parts {
+    for (plugin, mut part) in backend_parts {
+        // What the plugin names as possibly secret is sealed, as the bundle's other secrets.
+        let sealer = recipient.as_ref().unwrap_or(&ctx.keyring);
+        let (data, sealed) = super::sealed_fields::map(&part.data, |pointer, value| {
+            Ok(sealer.seal(
+                value,
+                &super::sealed_fields::context(&row.id, &plugin, pointer),
+            ))
+        })
+        .map_err(|err| {
+            AppError::Unavailable(format!(
+                "the export of `{plugin}` is not what a bundle can carry ({err}); nothing was written"
+            ))
+        })?;
+        part.data = data;
+        for pointer in sealed {
+            if !part.instance_specific.contains(&pointer) {
+                part.instance_specific.push(pointer);
+            }
+        }
         let extension = match part.media_type.as_str() {
             "application/json" => "json",
             "application/zip" => "zip",

@@ -315,6 +315,14 @@ async fn restore(
     let ptenant = provisioning::plugin_tenant(tenant);
     for part in bundle.manifest.parts.iter().filter(|p| p.plugin.is_some()) {
         let plugin = part.plugin.clone().unwrap_or_default();
+        // What the bundle carries sealed reaches the plugin open (checked before anything
+        // was written).
+        let (data, _) = super::sealed_fields::map(&bundle.parts[&part.path], |pointer, value| {
+            ctx.keyring.open(
+                value,
+                &super::sealed_fields::context(&tenant.id, &plugin, pointer),
+            )
+        })?;
         let logged = ctx
             .plugins
             .import_tenant(
@@ -322,7 +330,7 @@ async fn restore(
                 &ptenant,
                 BundlePart {
                     media_type: part.media_type.clone(),
-                    data: bundle.parts[&part.path].clone(),
+                    data,
                     instance_specific: part.instance_specific.clone(),
                 },
             )

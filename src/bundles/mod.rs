@@ -17,6 +17,7 @@
 pub mod backup;
 mod export;
 mod import;
+pub mod sealed_fields;
 
 pub use export::{ExportOptions, export};
 pub use import::{ImportOutcome, ImportPlan, import};

@@ -336,9 +336,10 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
         "nothing applied, nothing measured"
     );
 
-    // Export: the pool, the variables and the connection (without its password); a changed
-    // variable and a deleted connection are restored by the import, the connection without
-    // its password, which the outcome says.
+    // Export: the pool, the variables and the connection (without its password), naming what
+    // may hold a secret — each variable's value, the connection's `extra` — for the bundle to
+    // seal; a changed variable and a deleted connection are restored by the import, the
+    // connection without its password, which the outcome says.
     let part = app
         .ctx
         .plugins
@@ -356,6 +357,19 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
         !String::from_utf8_lossy(&part.data).contains("p@ss"),
         "no password in a part"
     );
+    let sealed: Vec<&str> = data["sealed"]
+        .as_array()
+        .expect("the sealed list")
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for (i, v) in data["variables"].as_array().unwrap().iter().enumerate() {
+        assert!(
+            sealed.contains(&format!("/variables/{i}/value").as_str()),
+            "{v} is sealed: {sealed:?}"
+        );
+    }
+    assert!(sealed.contains(&"/connections/0/extra"), "{sealed:?}");
     assert!(
         data["variables"]
             .as_array()

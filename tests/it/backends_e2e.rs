@@ -654,7 +654,10 @@ async fn postgres_makes_the_database_that_superset_registers_in_one_request() {
             "postgres": { "rls": { "tables": [{
                 "schema": "public",
                 "table": "orders",
-                "columns": "id int, tenant_id text not null",
+                "columns": [
+                    { "name": "id", "type": "int" },
+                    { "name": "tenant_id", "type": "text", "not_null": true },
+                ],
             }] } },
         }),
     );
@@ -832,6 +835,10 @@ async fn a_bundle_round_trip_through_superset_and_airflow_is_equal() {
     assert!(
         !String::from_utf8_lossy(&first_bytes).contains("e2e-client-secret"),
         "secrets stay sealed"
+    );
+    assert!(
+        !String::from_utf8_lossy(&first_bytes).contains("us-east"),
+        "what a backend part names as possibly secret (an Airflow variable's value) is sealed"
     );
 
     lifecycle(&app, &slug, "cancel").await;

@@ -538,8 +538,10 @@ fn measure(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Result<Vec<Measureme
     ])
 }
 
-/// The tenant's pool, variables and connections as Airflow holds them now, as JSON. Airflow
-/// masks connection passwords in its answers, so they are not in the part.
+/// The tenant's pool, variables and connections as Airflow holds them now, as JSON. What may
+/// hold a secret — each variable's value, each connection's `extra` — is named in the part's
+/// `sealed` list, and the bundle carries it sealed with the master key. Connection passwords
+/// are not in the part at all: Airflow masks them in its answers.
 fn export(applied: &[(Step, Outcome)]) -> Result<Option<BundlePart>, PluginError> {
     if applied.iter().all(|(s, _)| s.id == "kubernetes") {
         return Ok(None);
@@ -548,6 +550,7 @@ fn export(applied: &[(Step, Outcome)]) -> Result<Option<BundlePart>, PluginError
     let mut pool = Value::Null;
     let mut variables = Vec::new();
     let mut connections = Vec::new();
+    let mut sealed: Vec<String> = Vec::new();
     for (step, _) in applied {
         let input = input_of(step)?;
         match step.id.as_str() {
@@ -559,6 +562,7 @@ fn export(applied: &[(Step, Outcome)]) -> Result<Option<BundlePart>, PluginError
             "variables" => {
                 for (key, _, _) in variables_of(&input)? {
                     if let Some(v) = af.get("variables", &key)? {
+                        sealed.push(format!("/variables/{}/value", variables.len()));
                         variables.push(json!({ "key": v["key"], "value": v["value"], "description": v["description"] }));
                     }
                 }
@@ -576,12 +580,18 @@ fn export(applied: &[(Step, Outcome)]) -> Result<Option<BundlePart>, PluginError
                         "schema": c["schema"],
                         "extra": c["extra"],
                     }));
+                    sealed.push(format!("/connections/{}/extra", connections.len() - 1));
                 }
             }
             _ => {}
         }
     }
-    let data = json!({ "pool": pool, "variables": variables, "connections": connections });
+    let data = json!({
+        "pool": pool,
+        "variables": variables,
+        "connections": connections,
+        "sealed": sealed,
+    });
     Ok(Some(BundlePart {
         media_type: "application/json".into(),
         data: data.to_string().into_bytes(),
@@ -589,9 +599,11 @@ fn export(applied: &[(Step, Outcome)]) -> Result<Option<BundlePart>, PluginError
     }))
 }
 
-/// Restores a part of [`export`]: the pool's slots and the variables are written; a
-/// connection that exists gets its fields (its password stays); a missing one is created
-/// without a password, which is the outcome's manual follow-up.
+/// Restores a part of [`export`] (its sealed values opened by the host): the pool's slots and
+/// the variables are written; a connection that exists gets its fields (its password stays); a
+/// missing one is created without a password, which is the outcome's manual follow-up. A
+/// variable the part carries without a value keeps the one it has, or, missing, is a follow-up
+/// too.
 fn import(part: &BundlePart) -> Result<Outcome, PluginError> {
     if part.media_type != "application/json" {
         return Err(permanent(format!(
@@ -617,14 +629,22 @@ fn import(part: &BundlePart) -> Result<Outcome, PluginError> {
         restored.insert("pool".into(), json!({ "name": name, "slots": slots }));
     }
     let mut keys = Vec::new();
+    let mut without_value = Vec::new();
     for v in data["variables"].as_array().into_iter().flatten() {
         let key = str_at(v, "key", "variables")?;
-        put_variable(
-            &af,
-            key,
-            v["value"].as_str().unwrap_or_default(),
-            &v["description"],
-        )?;
+        match (v["value"].as_str(), af.get("variables", key)?) {
+            (Some(value), _) => {
+                put_variable(&af, key, value, &v["description"])?;
+            }
+            (None, Some(have)) => {
+                let value = have["value"].as_str().unwrap_or_default();
+                put_variable(&af, key, value, &v["description"])?;
+            }
+            (None, None) => {
+                without_value.push(key.to_owned());
+                continue;
+            }
+        }
         keys.push(key.to_owned());
     }
     restored.insert("variables".into(), json!(keys));
@@ -632,14 +652,14 @@ fn import(part: &BundlePart) -> Result<Outcome, PluginError> {
     let mut ids = Vec::new();
     for c in data["connections"].as_array().into_iter().flatten() {
         let id = str_at(c, "connection_id", "connections")?;
+        let fields = if c.get("extra").is_some() {
+            "conn_type,description,host,port,login,schema,extra"
+        } else {
+            "conn_type,description,host,port,login,schema"
+        };
         match af.get("connections", id)? {
             Some(_) => {
-                af.patch(
-                    "connections",
-                    id,
-                    Some("conn_type,description,host,port,login,schema,extra"),
-                    c,
-                )?;
+                af.patch("connections", id, Some(fields), c)?;
             }
             None => {
                 af.create("connections", id, c)?;
@@ -649,12 +669,21 @@ fn import(part: &BundlePart) -> Result<Outcome, PluginError> {
         ids.push(id.to_owned());
     }
     restored.insert("connections".into(), json!(ids));
-    let follow_up = (!without_password.is_empty()).then(|| {
-        format!(
-            "set the password of the Airflow connection(s) {} (a bundle carries no passwords), or provision the tenant again",
+    let mut follow_ups = Vec::new();
+    if !without_password.is_empty() {
+        follow_ups.push(format!(
+            "set the password of the Airflow connection(s) {} (a bundle carries no passwords)",
             without_password.join(", ")
-        )
-    });
+        ));
+    }
+    if !without_value.is_empty() {
+        follow_ups.push(format!(
+            "set the Airflow variable(s) {} (a bundle carries no variable values)",
+            without_value.join(", ")
+        ));
+    }
+    let follow_up = (!follow_ups.is_empty())
+        .then(|| format!("{}, or provision the tenant again", follow_ups.join("; ")));
     Ok(Outcome {
         output: Value::Object(restored).to_string(),
         manual_follow_up: follow_up,

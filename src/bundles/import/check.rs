@@ -119,6 +119,40 @@ pub(super) async fn check(ctx: &Context, bundle: &Bundle) -> AppResult<Checked> 
         "registry/tenant.json/",
         "export with --recipient-key for this installation",
     ));
+    for part in bundle.manifest.parts.iter().filter(|p| p.plugin.is_some()) {
+        let plugin = part.plugin.as_deref().unwrap_or_default();
+        let Some(data) = bundle.parts.get(&part.path) else {
+            continue;
+        };
+        let mut unopened = Vec::new();
+        let opened = crate::bundles::sealed_fields::map(data, |pointer, value| {
+            if ctx
+                .keyring
+                .open(
+                    value,
+                    &crate::bundles::sealed_fields::context(&row.id, plugin, pointer),
+                )
+                .is_err()
+            {
+                unopened.push((pointer.to_owned(), key_of(value)));
+            }
+            Ok(String::new())
+        });
+        if let Err(err) = opened {
+            errors.push(invalid(
+                part.path.clone(),
+                "sealed",
+                format!("names its sealed values wrongly: {err}"),
+            ));
+        }
+        for (pointer, key) in unopened {
+            errors.push(invalid(
+                format!("{}{pointer}", part.path),
+                "sealed_key",
+                format!("is sealed with master key {key}, which this server has not loaded"),
+            ));
+        }
+    }
     for r in &checked.resources {
         if ctx
             .keyring
