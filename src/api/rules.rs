@@ -10,19 +10,16 @@
 
 use serde_json::{Value, json};
 
+use crate::tenants::input::{DB_URI, ISSUER};
+
 /// Trimmed, not empty, no control characters.
 const TEXT: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 /// No control characters (may be empty or blank: it is then left out).
 const OPTIONAL_TEXT: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 /// A tenant's slug: 3–63 lowercase letters, digits and hyphens, no hyphen at either end.
 const SLUG: &str = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$";
-/// An identity provider's issuer: an https URL (plain http only on loopback), no query or
-/// fragment.
-const ISSUER: &str = r"^(https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|http://(localhost|127\.0\.0\.1|\[::1\]))(:[0-9]{1,4})?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$";
 /// An e-mail address: one `@`, a dotted domain, no spaces.
 const EMAIL: &str = r"^$|^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s.\x00-\x1f\x7f-\x9f][^@\s\x00-\x1f\x7f-\x9f]*\.[^@\s\x00-\x1f\x7f-\x9f]*[^@\s.\x00-\x1f\x7f-\x9f]$";
-/// A database URL (`postgresql://user:pass@host:5432/db`).
-const DB_URI: &str = r"^[A-Za-z][A-Za-z0-9+.-]*://([^\s/@\[\]:]+(:[^\s/@\[\]]*)?@)?[^\s/@\[\]:]*(:[0-9]{1,4})?(/[^\s]*)?$";
 /// A database schema: an identifier of at most 63 characters.
 const SCHEMA_NAME: &str = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$";
 /// An OAuth scope-token (RFC 6749 §3.3), without the separators `,` and space.

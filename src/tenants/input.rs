@@ -9,6 +9,22 @@ use super::model::{Contact, TenantSlug, Tier};
 use crate::error::FieldError;
 use crate::roles::RoleMapping;
 
+/// An identity provider's issuer: an https URL (plain http only on loopback), a port of at
+/// most 65535, no query or fragment. The OpenAPI document states it; [`check_issuer`] accepts
+/// every issuer it matches, and besides only what it leaves out of the document (an IPv6
+/// literal host, a percent-encoded path).
+pub const ISSUER: &str = r"^(https://[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*|http://(localhost|127\.0\.0\.1|\[::1\]))(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(/[A-Za-z0-9._~!$&'()*+,;=:@/-]*)?$";
+
+/// A database URL (`postgresql://user:pass@host:5432/db`): a host wherever a user or a port is
+/// given, a port of at most 65535. The OpenAPI document states it and [`check_db_uri`] checks
+/// exactly it: the two cannot disagree.
+pub const DB_URI: &str = r"^[A-Za-z][A-Za-z0-9+.-]*://(([^\s/@\[\]:]+(:[^\s/@\[\]]*)?@)?[^\s/@\[\]:]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?|[^\s/@\[\]:]*)(/[^\s]*)?$";
+
+fn pattern(source: &'static str) -> regex::Regex {
+    regex::Regex::new(source).expect("a valid pattern")
+}
+static DB_URI_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| pattern(DB_URI));
+
 /// Scopes as a comma-separated string (`"openid,profile,email"`) or as a list.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -482,18 +498,12 @@ fn check_db_uri(uri: &str) -> Result<String, FieldError> {
         ));
     }
     // The value is never echoed back: it may hold a password.
-    let parsed = url::Url::parse(uri).map_err(|_| {
-        FieldError::new(
-            field,
-            "url",
-            "must be a database URL like postgresql://user:pass@host:5432/db",
-        )
-    })?;
-    if parsed.cannot_be_a_base() && parsed.scheme() != "sqlite" {
+    if !DB_URI_RE.is_match(uri) {
         return Err(FieldError::new(
             field,
             "url",
-            "must be a database URL like postgresql://user:pass@host:5432/db",
+            "must be a database URL like postgresql://user:pass@host:5432/db (a host wherever \
+             a user or a port is given, a port of at most 65535)",
         ));
     }
     Ok(uri.to_owned())
@@ -514,4 +524,45 @@ fn check_schema(schema: &str) -> Result<String, FieldError> {
         ));
     }
     Ok(schema.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the OpenAPI document's pattern accepts, the server accepts (for database URLs,
+    /// exactly that), and ports up to 65535 are in both.
+    #[test]
+    fn the_documented_patterns_and_the_server_agree() {
+        let issuers = [
+            ("https://idp.example.com", true),
+            ("https://idp.example.com/realms/acme", true),
+            ("http://127.0.0.1:41100/oidc", true),
+            ("https://idp.example.com:65535", true),
+            ("https://idp.example.com:65536", false),
+            ("https://idp.example.com:443/", true),
+            ("http://idp.example.com", false),
+            ("https://idp.example.com/?x=1", false),
+        ];
+        for (issuer, ok) in issuers {
+            assert_eq!(pattern(ISSUER).is_match(issuer), ok, "pattern: {issuer}");
+            assert_eq!(check_issuer(issuer).is_ok(), ok, "server: {issuer}");
+        }
+        let uris = [
+            ("postgresql://user:pass@db.example.com:5432/acme", true),
+            ("postgresql+psycopg2://u@h/db", true),
+            ("sqlite:///var/lib/acme.db", true),
+            ("mysql://h:65535/db", true),
+            ("A://:00", false),
+            ("postgresql://user@:5432/db", false),
+            ("postgresql://h:65536/db", false),
+            ("postgresql://h:99999/db", false),
+            ("not a url", false),
+            ("postgresql://u:p@h/d b", false),
+        ];
+        for (uri, ok) in uris {
+            assert_eq!(DB_URI_RE.is_match(uri), ok, "pattern: {uri}");
+            assert_eq!(check_db_uri(uri).is_ok(), ok, "server: {uri}");
+        }
+    }
 }
