@@ -39,6 +39,7 @@ backend_tests!(
     users_of_two_tenants_log_in_through_their_own_providers_in_a_browser,
     tampered_logins_are_refused_with_a_clear_page_in_a_browser,
     a_tenant_admin_creates_a_key_and_signs_a_user_out_in_a_browser,
+    after_login_the_browser_stays_on_this_server_whatever_next_says,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -819,4 +820,58 @@ async fn admin_walk(scene: &Scene) {
     let page = carol.get(&format!("{base}/t/alpha/")).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "carol is signed out");
     ui.shot("06-carol-signed-out").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. `next` never leaves the server
+
+async fn after_login_the_browser_stays_on_this_server_whatever_next_says(backend: Backend) {
+    Scene::open(backend, "next", 1, |_| {})
+        .await
+        .run(async |scene: &Scene| next_walk(scene).await)
+        .await;
+}
+
+/// `next` values that browsers read as another host (a tab, a newline or a backslash after the
+/// leading slash: Chromium goes to `http://evil.example/` for `/<TAB>/evil.example`) end on
+/// the tenant's home page, in Chromium itself; a path of the site is followed.
+async fn next_walk(scene: &Scene) {
+    let world = &scene.world;
+    let ui = scene.ui();
+    let base = world.app.base.clone();
+    let issuer = world.op.issuer("alpha").await;
+    for (n, next) in ["/%09/evil.example", "/%5Cevil.example", "/%0a/evil.example"]
+        .into_iter()
+        .enumerate()
+    {
+        let page = open(ui, &format!("/t/alpha/login?next={next}")).await;
+        assert_eq!(page.status, Some(200), "{next}");
+        let landing = log_in(ui, &issuer, "alpha", "alice", None).await;
+        assert!(landing.page.on(&base), "{next}: {:?}", landing.page.url);
+        assert_eq!(
+            landing.page.path(),
+            "/t/alpha/",
+            "{next}: {:?}",
+            landing.page
+        );
+        assert!(
+            has_session_cookie(ui).await,
+            "{next}: the session was delivered"
+        );
+        ui.shot(&format!("{n:02}-after-next")).await;
+        // The next round starts without this server's session (the provider's stays).
+        ui.client
+            .delete_all_cookies()
+            .await
+            .expect("the server's cookies deleted");
+    }
+    // A path of the tenant's site is where the user goes.
+    open(ui, "/t/alpha/login?next=/t/alpha/settings/sso").await;
+    let landing = log_in(ui, &issuer, "alpha", "alice", None).await;
+    assert_eq!(
+        landing.page.path(),
+        "/t/alpha/settings/sso",
+        "{:?}",
+        landing.page
+    );
 }
