@@ -275,11 +275,13 @@ impl PluginHost {
     /// instance in a fresh store, within the plugin's deadline and behind the semaphore that
     /// bounds concurrent calls. Counted, timed and logged once.
     ///
-    /// A renderer or a quota policy (worlds without side effects) runs on the calling thread,
-    /// with `inline_budget_ms` as its deadline: a call that runs out of it is run again, from a
-    /// fresh instance, on the blocking pool with its full deadline, and that plugin's later
-    /// calls go there directly. A provisioner always runs on the blocking pool (its
-    /// capabilities block on the database and the network).
+    /// A renderer or a quota policy (worlds without side effects) built without WASI streams
+    /// (a lean build) runs on the calling thread, with `inline_budget_ms` as its deadline: a
+    /// call that runs out of it is run again, from a fresh instance, on the blocking pool with
+    /// its full deadline, and that plugin's later calls go there directly. A provisioner, and a
+    /// plugin that imports `wasi:io` (stdout, stderr, sleeping: what a default `wasm32-wasip2`
+    /// build imports), always runs on the blocking pool: those calls block on the runtime,
+    /// which a thread of the runtime cannot do.
     pub(super) async fn call<R: Send + 'static>(
         self: &Arc<Self>,
         name: &str,
@@ -347,8 +349,14 @@ impl PluginHost {
     fn inline_budget(&self, plugin: &LoadedPlugin) -> Option<Duration> {
         let budget = Duration::from_millis(self.services.config.inline_budget_ms);
         let deadline = plugin.deadline(&self.services.config);
+        let blocks_on_runtime = plugin
+            .inspection
+            .imports
+            .iter()
+            .any(|import| import.starts_with("wasi:io/"));
         (!budget.is_zero()
             && !plugin.manifest.world.has_capabilities()
+            && !blocks_on_runtime
             && !plugin.outran_inline.load(Ordering::Relaxed))
         .then_some(budget.min(deadline))
     }
@@ -413,9 +421,27 @@ impl PluginHost {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
         store.epoch_deadline_trap();
-        let outcome = pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(&instance, &mut store));
+        // A failure of the host's own during the call (a panic in a host function) ends this
+        // call with an error, like the guest's own trap, never the request or the worker.
+        let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pre.instantiate(&mut store)
+                .and_then(|instance| f(&instance, &mut store))
+        })) {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(plugin = %plugin.name, "the host failed during a call of the plugin: {what}");
+                let err = CallError::Trapped {
+                    plugin: plugin.name.clone(),
+                    reason: "the server failed while serving the call (its log says why)".into(),
+                };
+                return (Err(err), Vec::new());
+            }
+        };
         let mut state = store.into_data();
         flush_output(&plugin.name, &mut state);
         let outcome = outcome.map_err(|err| classify(plugin, &state, deadline, err));

@@ -22,6 +22,7 @@ backend_tests!(
     a_suspended_tenants_usage_is_not_counted,
     a_tenants_api_calls_are_metered_and_limited_per_minute,
     another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leaves_the_last_decision,
+    a_wasi_built_policy_that_prints_sleeps_or_panics_answers_or_fails_as_a_policy,
 );
 
 /// The quota of `metric` in a `GET …/quotas` answer.
@@ -1050,4 +1051,78 @@ async fn another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leave
         common::assert_rules_name_exported("tenantry-quota-alerts.yml", metrics.as_str().unwrap());
     assert_eq!(named, 2);
     app.stop().await;
+}
+
+/// A quota policy built the scaffold's default way (`wasm32-wasip2`) that prints a line or
+/// sleeps is answered (those WASI calls block on the runtime, so such a policy never runs on a
+/// thread of it); one that panics is a counted policy failure under `on_policy_failure`, never
+/// a 500 with the host's internals.
+async fn a_wasi_built_policy_that_prints_sleeps_or_panics_answers_or_fails_as_a_policy(
+    backend: Backend,
+) {
+    for fail_mode in [
+        tenantry::config::FailMode::Open,
+        tenantry::config::FailMode::Closed,
+    ] {
+        let app = TestApp::spawn_with(backend, |c| c.quotas.on_policy_failure = fail_mode).await;
+        app.install_test_plugin("flat_quota").await;
+        for slug in ["print-co", "sleep-20", "panic-co"] {
+            app.create_tenant(slug).await;
+            let (status, chosen) = choose_policy(
+                &app,
+                &format!("/api/v1/tenant/{slug}/quota-policy"),
+                json!("flat-quota"),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{chosen}");
+        }
+        for slug in ["print-co", "sleep-20"] {
+            for path in ["quotas", "usage"] {
+                let (status, body) = app.get(&format!("/api/v1/tenant/{slug}/{path}")).await;
+                assert_eq!(status, StatusCode::OK, "{slug} {path}: {body}");
+            }
+            assert_eq!(
+                tenant_quota(&app, slug, "agents").await["limit"],
+                3,
+                "decided by the policy"
+            );
+            let (status, body) = app
+                .post(
+                    &format!("/api/v1/tenant/{slug}/quotas/check"),
+                    json!({ "metric": "agents", "increment": 1 }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        // The panic: no decision was ever kept for this tenant.
+        let (status, body) = app.get("/api/v1/tenant/panic-co/usage").await;
+        let text = body.to_string();
+        assert!(
+            !text.contains("panicked") && !text.contains("runtime"),
+            "no internals: {text}"
+        );
+        match fail_mode {
+            tenantry::config::FailMode::Open => {
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert_eq!(
+                    tenant_quota(&app, "panic-co", "agents").await["limit"],
+                    Value::Null,
+                    "open: nothing is limited"
+                );
+            }
+            tenantry::config::FailMode::Closed => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+                assert!(text.contains("is failing"), "{text}");
+            }
+        }
+        let (_, metrics) = app.get("/metrics").await;
+        assert!(
+            metrics
+                .as_str()
+                .unwrap()
+                .contains("tenantry_quota_policy_failures_total{policy=\"flat-quota\"}"),
+            "the failure is counted"
+        );
+        app.stop().await;
+    }
 }

@@ -1,7 +1,10 @@
 //! A third-party quota policy for tests: every metric's limit is 3 whatever the tier (an
 //! override still wins), blocked at 3 and a warning from 2. For a tenant whose slug starts with
 //! `loop` it never returns, so that the host's deadline stops it; for `slow-N` it spins for N
-//! milliseconds (reading the clock, through WASI) before it answers.
+//! milliseconds (reading the clock, through WASI) before it answers. Built for `wasm32-wasip2`
+//! the scaffold's default way, it also does what such a build makes easy: for `print-…` it
+//! prints a line to stdout, for `sleep-N` it sleeps N milliseconds (WASI poll), and for
+//! `panic-…` it panics (which prints to stderr, then traps).
 
 use tenantry_plugin_sdk::log;
 use tenantry_plugin_sdk::quota::{
@@ -20,6 +23,19 @@ impl QuotaPolicy for FlatQuota {
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        if tenant.slug.starts_with("print") {
+            println!("evaluating {}", tenant.slug);
+        }
+        if tenant.slug.starts_with("panic") {
+            panic!("a policy that panics for {}", tenant.slug);
+        }
+        if let Some(ms) = tenant
+            .slug
+            .strip_prefix("sleep-")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         if let Some(ms) = tenant
             .slug
