@@ -416,7 +416,8 @@ impl PluginHost {
                 return (Err(err), Vec::new());
             }
         };
-        let state = CallState::new(&self.services, plugin, tenant, runtime);
+        let end = crate::plugins::sandbox::CallEnd(std::time::Instant::now() + deadline);
+        let state = CallState::new(&self.services, plugin, tenant, runtime, end);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
@@ -444,7 +445,12 @@ impl PluginHost {
         };
         let mut state = store.into_data();
         flush_output(&plugin.name, &mut state);
-        let outcome = outcome.map_err(|err| classify(plugin, &state, deadline, err));
+        // A host wait that ran to the call's end ends the call, whatever the guest made of
+        // its cut-short answer.
+        let outcome = match outcome {
+            Ok(_) if state.waits().cut => Err(deadline_error(plugin, &state, deadline)),
+            outcome => outcome.map_err(|err| classify(plugin, &state, deadline, err)),
+        };
         (outcome, std::mem::take(&mut state.log.captured))
     }
 
@@ -492,6 +498,17 @@ fn flush_output(plugin: &str, state: &mut CallState) {
     }
 }
 
+/// The call reached its deadline: in its own code, or waiting in a host call (named).
+fn deadline_error(plugin: &LoadedPlugin, state: &CallState, deadline: Duration) -> CallError {
+    let waits = state.waits();
+    CallError::Deadline {
+        plugin: plugin.name.clone(),
+        deadline_ms: deadline.as_millis(),
+        waited_ms: waits.total.as_millis(),
+        waited_on: waits.longest.map(|(what, _)| what),
+    }
+}
+
 /// Turns a wasmtime error into what happened, for people.
 fn classify(
     plugin: &LoadedPlugin,
@@ -501,12 +518,8 @@ fn classify(
 ) -> CallError {
     let name = plugin.name.clone();
     let trap = err.downcast_ref::<wasmtime::Trap>().copied();
-    if trap == Some(wasmtime::Trap::Interrupt) {
-        return CallError::Deadline {
-            plugin: name,
-            deadline_ms: deadline.as_millis(),
-            waited_ms: state.waited_on_hosts().as_millis(),
-        };
+    if trap == Some(wasmtime::Trap::Interrupt) || state.waits().cut {
+        return deadline_error(plugin, state, deadline);
     }
     if state.limiter.refused_memory {
         return CallError::OutOfMemory {

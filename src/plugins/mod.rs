@@ -137,14 +137,17 @@ pub enum CallError {
         expected: World,
         actual: World,
     },
-    /// Stopped at its deadline. Time spent waiting on granted hosts (HTTP, state) is counted
-    /// apart: a call that spent most of its deadline waiting on a backend may get an answer
-    /// next time; one whose own code ran past it will not.
-    #[error("plugin `{plugin}` was stopped at its deadline of {deadline_ms} ms ({})", deadline_detail(*.deadline_ms, *.waited_ms))]
+    /// Stopped at its deadline. Time spent waiting in host calls (HTTP, SQL, state, sleeping)
+    /// is counted apart, and the longest wait is named: a call that spent most of its deadline
+    /// waiting on a backend may get an answer next time; one whose own code ran past it will
+    /// not. Every host wait ends with the call, so the deadline covers both.
+    #[error("plugin `{plugin}` was stopped at its deadline of {deadline_ms} ms ({})", deadline_detail(*.deadline_ms, *.waited_ms, .waited_on.as_deref()))]
     Deadline {
         plugin: String,
         deadline_ms: u128,
         waited_ms: u128,
+        /// What it waited on longest (`billing.example.com (HTTP)`, `the clock (a sleep)`…).
+        waited_on: Option<String>,
     },
     #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB")]
     OutOfMemory { plugin: String, limit_mib: u64 },
@@ -159,17 +162,23 @@ pub enum CallError {
 
 impl CallError {
     /// A deadline reached while the call mostly waited on granted hosts: a slow backend, which
-    /// may answer next time (guest code that runs past its deadline will not).
+    /// may answer next time (guest code that runs past its deadline will not, nor a guest that
+    /// sleeps past it).
     pub fn waited_on_hosts(&self) -> bool {
-        matches!(self, CallError::Deadline { deadline_ms, waited_ms, .. } if waited_ms * 2 >= *deadline_ms)
+        matches!(self, CallError::Deadline { deadline_ms, waited_ms, waited_on, .. }
+            if waited_ms * 2 >= *deadline_ms && waited_on.as_deref() != Some(SLEEP))
     }
 }
 
-fn deadline_detail(deadline_ms: u128, waited_ms: u128) -> String {
+/// What a deadline's error names when the call's longest wait was its own sleep.
+pub const SLEEP: &str = "the clock (a sleep)";
+
+fn deadline_detail(deadline_ms: u128, waited_ms: u128, waited_on: Option<&str>) -> String {
+    let on = waited_on.unwrap_or("granted hosts");
     if waited_ms * 2 >= deadline_ms {
-        format!("{waited_ms} ms of it waiting on granted hosts")
+        format!("{waited_ms} ms of it waiting in host calls, longest on {on}")
     } else if waited_ms > 0 {
-        format!("its own code ran past it; {waited_ms} ms waiting on granted hosts")
+        format!("its own code ran past it; {waited_ms} ms waiting in host calls, longest on {on}")
     } else {
         "its own code ran past it".to_owned()
     }

@@ -294,10 +294,67 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_deadline_while_the_server_
         .expect_err("stopped at the deadline once the answer came");
     assert!(err.waited_on_hosts(), "{err}");
     assert!(
-        err.to_string()
-            .contains("ms of it waiting on granted hosts"),
+        err.to_string().contains(&format!(
+            "ms of it waiting in host calls, longest on 127.0.0.1:{port} (HTTP)"
+        )),
         "{err}"
     );
+    app.stop().await;
+}
+
+/// A deadline covers the time a call spends in host calls: a sleep of two minutes and a host
+/// that answers after a minute (which the plugin's request would wait 10 s for) both end at a
+/// deadline of 1.5 s, and the error names what the call waited on, never "its own code".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_ends_sleeps_and_slow_hosts_and_says_which_it_was() {
+    let app = with_probe(Backend::Sqlite).await;
+    registry::set_enabled(&app.ctx, &Actor::system(), "probe", true, Some(1500))
+        .await
+        .unwrap();
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("127.0.0.1".into()),
+    )
+    .await
+    .unwrap();
+    let port = slow_server(std::time::Duration::from_secs(60));
+    for (request, waited_on) in [
+        (
+            json!({ "do": "sleep", "ms": 120_000 }),
+            "the clock (a sleep)".to_owned(),
+        ),
+        (
+            json!({ "do": "http", "url": format!("http://127.0.0.1:{port}/") }),
+            format!("127.0.0.1:{port} (HTTP)"),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let err = app
+            .ctx
+            .plugins
+            .plan("probe", &tenant("acme", "free"), request.to_string())
+            .await
+            .expect_err("stopped at the deadline");
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(2_500),
+            "{request}: the call took {took:?} under a deadline of 1.5 s"
+        );
+        let text = err.to_string();
+        assert_eq!(
+            err.waited_on_hosts(),
+            !waited_on.contains("sleep"),
+            "a slow host may answer next time (retried); a sleep will sleep again: {text}"
+        );
+        assert!(
+            text.contains("stopped at its deadline of 1500 ms")
+                && text.contains(&format!("longest on {waited_on}"))
+                && !text.contains("its own code"),
+            "{text}"
+        );
+    }
     app.stop().await;
 }
 

@@ -68,8 +68,9 @@ pub struct HttpUnit {
     timeout_cap: Duration,
     max_body: usize,
     runtime: tokio::runtime::Handle,
-    /// Time this call spent waiting on requests.
-    pub waited: Duration,
+    end: super::CallEnd,
+    /// What this call waited on, and how long.
+    pub waits: super::Waits,
 }
 
 impl HttpUnit {
@@ -77,6 +78,7 @@ impl HttpUnit {
         services: &HostServices,
         plugin: &LoadedPlugin,
         runtime: tokio::runtime::Handle,
+        end: super::CallEnd,
     ) -> Self {
         HttpUnit {
             client: services.http.clone(),
@@ -86,7 +88,8 @@ impl HttpUnit {
             timeout_cap: Duration::from_millis(services.config.http_timeout_ms),
             max_body: services.config.http_max_response_bytes,
             runtime,
-            waited: Duration::ZERO,
+            end,
+            waits: super::Waits::default(),
         }
     }
 
@@ -222,6 +225,12 @@ impl http::Host for HttpUnit {
                 Duration::from_millis(ms.into())
             })
             .min(self.timeout_cap);
+        // The request ends with the call, whatever it asked for.
+        let timeout = self.end.cap(timeout);
+        if timeout.is_zero() {
+            self.waits.cut = true;
+            return Err(http::HttpError::Timeout);
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &request.headers {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
@@ -287,9 +296,24 @@ impl http::Host for HttpUnit {
                 "more than {MAX_REDIRECTS} redirects"
             )))
         });
-        self.waited += started.elapsed();
+        let host = request_host(&request.url);
+        self.waits
+            .ended(|| format!("{host} (HTTP)"), started.elapsed(), &self.end);
         result
     }
+}
+
+/// The host (and port) of a request's URL, as the deadline's error names it.
+fn request_host(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| {
+                u.port()
+                    .map_or_else(|| h.to_owned(), |p| format!("{h}:{p}"))
+            })
+        })
+        .unwrap_or_else(|| "a host".into())
 }
 
 /// The status, headers and body (at most `max_body` bytes) of a response, before `deadline`.

@@ -22,6 +22,64 @@ pub mod sql;
 pub mod state;
 mod v0_1;
 
+/// When a call must end: every wait of the host on the guest's behalf (an HTTP request, a SQL
+/// statement, a state read, a sleep) ends by then, so that the deadline covers the time spent
+/// in host calls as well as the guest's own code.
+#[derive(Debug, Clone, Copy)]
+pub struct CallEnd(pub std::time::Instant);
+
+impl CallEnd {
+    /// What is left of the call.
+    pub fn remaining(&self) -> std::time::Duration {
+        self.0.saturating_duration_since(std::time::Instant::now())
+    }
+
+    /// `wait`, cut to what is left of the call.
+    pub fn cap(&self, wait: std::time::Duration) -> std::time::Duration {
+        wait.min(self.remaining())
+    }
+}
+
+/// The longest single thing a call waited on, for the deadline's error: what, and how long.
+#[derive(Debug, Clone, Default)]
+pub struct Waits {
+    pub total: std::time::Duration,
+    pub longest: Option<(String, std::time::Duration)>,
+    /// A wait ran to the call's end: the call is over, whatever the guest does next.
+    pub cut: bool,
+}
+
+impl Waits {
+    /// Counts a wait on `what` that took `waited`, and ended at `end` or not.
+    pub fn add(&mut self, what: impl FnOnce() -> String, waited: std::time::Duration) {
+        self.total += waited;
+        if self.longest.as_ref().is_none_or(|(_, d)| waited > *d) {
+            self.longest = Some((what(), waited));
+        }
+    }
+
+    /// Counts a wait that has just ended, and whether it ran to the call's end.
+    pub fn ended(
+        &mut self,
+        what: impl FnOnce() -> String,
+        waited: std::time::Duration,
+        end: &CallEnd,
+    ) {
+        self.add(what, waited);
+        self.cut |= end.remaining().is_zero();
+    }
+
+    fn merge(&mut self, other: &Waits) {
+        self.total += other.total;
+        self.cut |= other.cut;
+        if let Some((what, d)) = &other.longest
+            && self.longest.as_ref().is_none_or(|(_, mine)| d > mine)
+        {
+            self.longest = Some((what.clone(), *d));
+        }
+    }
+}
+
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -88,6 +146,10 @@ pub struct CallState {
     pub log: log::LogUnit,
     config: config::ConfigUnit,
     capabilities: Option<Box<Capabilities>>,
+    /// When the call must end.
+    end: CallEnd,
+    /// What the guest's sleeps waited on the clock.
+    clock_waits: Waits,
 }
 
 /// WASI with nothing behind it, and the capped pipes it writes stdout and stderr to.
@@ -111,16 +173,23 @@ impl CallState {
         plugin: &LoadedPlugin,
         tenant: Option<&PluginTenant>,
         runtime: Option<tokio::runtime::Handle>,
+        end: CallEnd,
     ) -> Self {
         let config = &services.config;
         let max_memory = (config.max_memory_mib * 1024 * 1024) as usize;
         let capabilities = match runtime {
             Some(runtime) if plugin.manifest.world.has_capabilities() => {
                 Some(Box::new(Capabilities {
-                    state: state::StateUnit::new(services, &plugin.name, tenant, runtime.clone()),
+                    state: state::StateUnit::new(
+                        services,
+                        &plugin.name,
+                        tenant,
+                        runtime.clone(),
+                        end,
+                    ),
                     secrets: secrets::SecretsUnit::new(services, plugin),
-                    http: http::HttpUnit::new(services, plugin, runtime.clone()),
-                    sql: sql::SqlUnit::new(services, plugin, runtime.clone()),
+                    http: http::HttpUnit::new(services, plugin, runtime.clone(), end),
+                    sql: sql::SqlUnit::new(services, plugin, runtime.clone(), end),
                 }))
             }
             _ => None,
@@ -142,6 +211,8 @@ impl CallState {
             log: log::LogUnit::new(&plugin.name, tenant),
             config: config::ConfigUnit::new(plugin.config.clone()),
             capabilities,
+            end,
+            clock_waits: Waits::default(),
         }
     }
 
@@ -158,14 +229,16 @@ impl CallState {
         ]
     }
 
-    /// Time the call spent waiting on granted hosts and on its state (none for the worlds
-    /// without capabilities).
-    pub fn waited_on_hosts(&self) -> std::time::Duration {
-        self.capabilities
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |c| {
-                c.http.waited + c.state.waited
-            })
+    /// What the call waited on — granted hosts, databases, its state — and how long (nothing
+    /// for the worlds without capabilities).
+    pub fn waits(&self) -> Waits {
+        let mut waits = self.clock_waits.clone();
+        if let Some(c) = &self.capabilities {
+            waits.merge(&c.http.waits);
+            waits.merge(&c.sql.waits);
+            waits.merge(&c.state.waits);
+        }
+        waits
     }
 
     /// The bytes of stdout, and of stderr, a call keeps.
@@ -209,6 +282,62 @@ impl WasiView for CallState {
 
 impl wit::types::Host for CallState {}
 
+/// The WASI monotonic clock's `subscribe-duration` and `subscribe-instant` (what a guest's
+/// sleep waits on), cut to what is left of the call: a sleep past the deadline wakes at it, and
+/// the deadline stops the guest at once. The name is the exact one wasmtime-wasi registers
+/// (a guest importing any 0.2.x resolves to it).
+fn sleeps_end_with_the_call(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use wasmtime::StoreContextMut;
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::clocks::WasiClocksView;
+    use wasmtime_wasi::p2::DynPollable;
+    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as Monotonic;
+    const CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+    fn nanos(d: std::time::Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: StoreContextMut<'_, CallState>,
+         (duration,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let left = nanos(store.data().end.remaining());
+            let waits = &mut store.data_mut().clock_waits;
+            waits.cut |= duration >= left;
+            let duration = duration.min(left);
+            waits.add(
+                || crate::plugins::SLEEP.into(),
+                std::time::Duration::from_nanos(duration),
+            );
+            let mut clocks = WasiClocksView::clocks(store.data_mut());
+            Ok((Monotonic::subscribe_duration(&mut clocks, duration)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: StoreContextMut<'_, CallState>,
+         (when,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let left = nanos(store.data().end.remaining());
+            let mut clocks = WasiClocksView::clocks(store.data_mut());
+            let now = Monotonic::now(&mut clocks)?;
+            let cut = when >= now.saturating_add(left);
+            let when = when.min(now.saturating_add(left));
+            let pollable = Monotonic::subscribe_instant(&mut clocks, when)?;
+            store.data_mut().clock_waits.cut |= cut;
+            store.data_mut().clock_waits.add(
+                || crate::plugins::SLEEP.into(),
+                std::time::Duration::from_nanos(when.saturating_sub(now)),
+            );
+            Ok((pollable,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// The linker of `world` at WIT `version`: WASI with nothing behind it, and the capability units
 /// the world may import.
 pub fn linker(
@@ -218,6 +347,7 @@ pub fn linker(
 ) -> wasmtime::Result<Linker<CallState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    sleeps_end_with_the_call(&mut linker)?;
     wit::types::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |s| s)?;
     match version {
         WitVersion::V0_2 => {

@@ -37,8 +37,9 @@ pub struct SqlUnit {
     max_connections: usize,
     /// Connections this call tried to open (a failed one counts too: each costs a timeout).
     attempted: usize,
-    /// Time this call spent waiting on databases.
-    pub waited: Duration,
+    end: super::CallEnd,
+    /// What this call waited on (its databases), and how long.
+    pub waits: super::Waits,
 }
 
 impl SqlUnit {
@@ -46,6 +47,7 @@ impl SqlUnit {
         services: &HostServices,
         plugin: &LoadedPlugin,
         runtime: tokio::runtime::Handle,
+        end: super::CallEnd,
     ) -> Self {
         let config = &services.config;
         SqlUnit {
@@ -60,7 +62,8 @@ impl SqlUnit {
             max_bytes: config.sql_max_result_bytes,
             max_connections: config.sql_max_connections_per_call.max(1),
             attempted: 0,
-            waited: Duration::ZERO,
+            end,
+            waits: super::Waits::default(),
         }
     }
 
@@ -115,10 +118,11 @@ impl SqlUnit {
                 config.dbname(database);
             }
             let timeout = self.timeout;
+            let connect_within = self.end.cap(timeout);
             let runtime = self.runtime.clone();
             let client = self.runtime.block_on(async move {
                 let (client, connection) =
-                    tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
+                    tokio::time::timeout(connect_within, config.connect(tokio_postgres::NoTls))
                         .await
                         .map_err(|_| sql::SqlError::Timeout)?
                         .map_err(|e| sql::SqlError::Connection(describe(&e)))?;
@@ -140,10 +144,14 @@ impl SqlUnit {
         Ok(&self.open[target])
     }
 
-    fn wait<T>(&mut self, work: impl Fn(&mut Self) -> T) -> T {
+    fn wait<T>(&mut self, target: &str, work: impl Fn(&mut Self) -> T) -> T {
         let started = Instant::now();
         let result = work(self);
-        self.waited += started.elapsed();
+        self.waits.ended(
+            || format!("database `{target}` (SQL)"),
+            started.elapsed(),
+            &self.end,
+        );
         result
     }
 }
@@ -294,7 +302,12 @@ impl SqlUnit {
             Box<dyn std::future::Future<Output = Result<T, sql::SqlError>> + Send + 'c>,
         >,
     ) -> Result<T, sql::SqlError> {
-        let limit = self.timeout + Duration::from_secs(1);
+        // The call's own end comes first when it is nearer.
+        let limit = self.end.cap(self.timeout + Duration::from_secs(1));
+        if limit.is_zero() {
+            self.waits.cut = true;
+            return Err(sql::SqlError::Timeout);
+        }
         let runtime = self.runtime.clone();
         let client = self.client(target)?;
         let cancel = client.cancel_token();
@@ -335,7 +348,7 @@ impl sql::Host for SqlUnit {
         statement: String,
         params: Vec<sql::Value>,
     ) -> Result<u64, sql::SqlError> {
-        self.wait(|unit| {
+        self.wait(&alias.clone(), |unit| {
             let params: Vec<Param> = params.iter().cloned().map(Param).collect();
             let statement = statement.clone();
             unit.bounded(&alias, move |client| {
@@ -357,7 +370,7 @@ impl sql::Host for SqlUnit {
         statement: String,
         params: Vec<sql::Value>,
     ) -> Result<sql::Rows, sql::SqlError> {
-        self.wait(|unit| {
+        self.wait(&alias.clone(), |unit| {
             let (max_rows, max_bytes) = (unit.max_rows, unit.max_bytes);
             let params: Vec<Param> = params.iter().cloned().map(Param).collect();
             let statement = statement.clone();

@@ -17,8 +17,9 @@ pub struct StateUnit {
     /// The call's tenant: the only one whose state the plugin can reach.
     tenant_id: Option<String>,
     runtime: tokio::runtime::Handle,
-    /// Time this call spent waiting on the database.
-    pub waited: std::time::Duration,
+    end: super::CallEnd,
+    /// What this call waited on (its state, in the database), and how long.
+    pub waits: super::Waits,
 }
 
 impl StateUnit {
@@ -27,13 +28,15 @@ impl StateUnit {
         plugin: &str,
         tenant: Option<&PluginTenant>,
         runtime: tokio::runtime::Handle,
+        end: super::CallEnd,
     ) -> Self {
         StateUnit {
             db: services.db.clone(),
             plugin: plugin.to_owned(),
             tenant_id: tenant.map(|t| t.id.clone()),
             runtime,
-            waited: std::time::Duration::ZERO,
+            end,
+            waits: super::Waits::default(),
         }
     }
 
@@ -41,8 +44,18 @@ impl StateUnit {
     fn wait<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
         let started = std::time::Instant::now();
         let result = self.runtime.block_on(work);
-        self.waited += started.elapsed();
+        self.waits.ended(
+            || "its state (the database)".into(),
+            started.elapsed(),
+            &self.end,
+        );
         result
+    }
+
+    /// A read of the state, given up when the call's time is up (None then).
+    fn read<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let left = self.end.remaining();
+        self.wait(async move { tokio::time::timeout(left, work).await.ok() })
     }
 
     /// The access check: state needs the call's tenant.
@@ -57,10 +70,10 @@ impl state::Host for StateUnit {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         let tenant = self.tenant().ok()?;
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.wait(async move {
+        self.read(async move {
             let mut conn = db.conn().await?;
             store::plugins::state_get(&mut conn, &plugin, &tenant, &key).await
-        })
+        })?
         .unwrap_or_else(|err| {
             tracing::warn!(plugin = %self.plugin, "plugin state read failed: {err}");
             None
@@ -111,10 +124,11 @@ impl state::Host for StateUnit {
             return Vec::new();
         };
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.wait(async move {
+        self.read(async move {
             let mut conn = db.conn().await?;
             store::plugins::state_keys(&mut conn, &plugin, &tenant).await
         })
+        .and_then(Result::ok)
         .unwrap_or_default()
     }
 }

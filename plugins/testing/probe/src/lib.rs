@@ -1,6 +1,6 @@
 //! A test plugin whose `plan` does what the request asks, to test the host's sandbox:
 //! `{"do": "loop"}`, `"grow-memory"`, `"trap"`, `"panic"`, `"read-file"`, `"env"`, `"socket"`,
-//! `"http"` (with `"url"` and `"headers"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
+//! `"http"` (with `"url"` and `"headers"`), `"sleep"` (with `"ms"`: WASI's clock), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
 //! reads it back after a pause, and reports every key it sees), `"print"` (writes to stdout), `"log"` (logs `"message"`).
 //! The answer is a single step whose input is a JSON report.
 
@@ -129,6 +129,11 @@ impl Provisioner for Probe {
             "log" => {
                 log::info(&arg("message"));
                 report(serde_json::json!({ "logged": true }))
+            }
+            "sleep" => {
+                let ms = request["ms"].as_u64().unwrap_or(1000);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                report(serde_json::json!({ "slept_ms": ms }))
             }
             "print" => {
                 log::info("the probe logs a line");
