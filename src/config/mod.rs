@@ -98,6 +98,15 @@ pub struct PluginsConfig {
     /// deadline (those worlds have no side effects, so running again is safe). 0: every call
     /// goes to the blocking pool.
     pub inline_budget_ms: u64,
+    /// Most steps one plan may have.
+    pub max_plan_steps: usize,
+    /// Largest input of one planned step, in bytes.
+    pub max_step_input_bytes: usize,
+    /// Largest result of one call, in bytes: a plan's inputs and descriptions together, a
+    /// rendering, a drift report.
+    pub max_result_bytes: usize,
+    /// Most measurements one `measure` may report.
+    pub max_measurements: usize,
 }
 
 impl Default for PluginsConfig {
@@ -116,6 +125,10 @@ impl Default for PluginsConfig {
             sql_max_result_bytes: 4 * 1024 * 1024,
             sql_max_connections_per_call: 4,
             inline_budget_ms: 5,
+            max_plan_steps: 1_000,
+            max_step_input_bytes: 256 * 1024,
+            max_result_bytes: 4 * 1024 * 1024,
+            max_measurements: 100,
         }
     }
 }

@@ -14,6 +14,28 @@ use super::{
     PluginError, PluginInfo, PluginTenant, RenderError, Step, Template, Usage, World,
 };
 
+/// A cap a result broke: what it was, the cap, its setting.
+type Broken = (String, String, &'static str);
+
+/// `logged` as it was, or, when its result breaks a cap (`check`), the error that names it.
+fn capped<T, E>(
+    plugin: &str,
+    mut logged: Logged<T, E>,
+    check: impl FnOnce(&T) -> Option<Broken>,
+) -> Logged<T, E> {
+    if let Ok(Ok(value)) = &logged.result
+        && let Some((what, cap, setting)) = check(value)
+    {
+        logged.result = Err(CallError::TooLarge {
+            plugin: plugin.to_owned(),
+            what,
+            cap,
+            setting,
+        });
+    }
+    logged
+}
+
 impl PluginHost {
     /// `render` of a renderer plugin.
     pub async fn render(
@@ -37,7 +59,16 @@ impl PluginHost {
                 instance.render(store, &template, &values)
             })
             .await;
-        Logged { result, log }
+        let max = self.services().config.max_result_bytes;
+        capped(plugin, Logged { result, log }, |text: &String| {
+            (text.len() > max).then(|| {
+                (
+                    format!("a rendering of {} bytes", text.len()),
+                    format!("{max} bytes"),
+                    "max_result_bytes",
+                )
+            })
+        })
     }
 
     /// `evaluate` of a quota-policy plugin.
@@ -127,10 +158,46 @@ impl PluginHost {
         tenant: &PluginTenant,
         request: String,
     ) -> Logged<Vec<Step>> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.plan(store, tenant, &request)
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.plan(store, tenant, &request)
+            })
+            .await;
+        let config = &self.services().config;
+        capped(plugin, logged, |steps: &Vec<Step>| {
+            if steps.len() > config.max_plan_steps {
+                return Some((
+                    format!("a plan of {} steps", steps.len()),
+                    format!("{} steps", config.max_plan_steps),
+                    "max_plan_steps",
+                ));
+            }
+            if let Some(step) = steps
+                .iter()
+                .find(|s| s.input.len() > config.max_step_input_bytes)
+            {
+                return Some((
+                    format!(
+                        "step `{}` with an input of {} bytes",
+                        step.id,
+                        step.input.len()
+                    ),
+                    format!("{} bytes", config.max_step_input_bytes),
+                    "max_step_input_bytes",
+                ));
+            }
+            let total: usize = steps
+                .iter()
+                .map(|s| s.id.len() + s.description.len() + s.input.len())
+                .sum();
+            (total > config.max_result_bytes).then(|| {
+                (
+                    format!("a plan of {total} bytes"),
+                    format!("{} bytes", config.max_result_bytes),
+                    "max_result_bytes",
+                )
+            })
         })
-        .await
     }
 
     /// `apply` of one step.
@@ -169,10 +236,25 @@ impl PluginHost {
         tenant: &PluginTenant,
         applied: Vec<(Step, Outcome)>,
     ) -> Logged<Vec<Drift>> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.observe(store, tenant, &applied)
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.observe(store, tenant, &applied)
+            })
+            .await;
+        let max = self.services().config.max_result_bytes;
+        capped(plugin, logged, |drifts: &Vec<Drift>| {
+            let total: usize = drifts
+                .iter()
+                .map(|d| d.resource.len() + d.problem.len())
+                .sum();
+            (total > max).then(|| {
+                (
+                    format!("a drift report of {total} bytes"),
+                    format!("{max} bytes"),
+                    "max_result_bytes",
+                )
+            })
         })
-        .await
     }
 
     /// `transition`: a lifecycle change carried into the backend.
@@ -197,10 +279,21 @@ impl PluginHost {
         tenant: &PluginTenant,
         applied: Vec<(Step, Outcome)>,
     ) -> Logged<Vec<Measurement>> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.measure(store, tenant, &applied)
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.measure(store, tenant, &applied)
+            })
+            .await;
+        let max = self.services().config.max_measurements;
+        capped(plugin, logged, |report: &Vec<Measurement>| {
+            (report.len() > max).then(|| {
+                (
+                    format!("a measure report of {} measurements", report.len()),
+                    format!("{max} measurements"),
+                    "max_measurements",
+                )
+            })
         })
-        .await
     }
 
     /// `export-tenant`: what the backend holds of the tenant, for a bundle.

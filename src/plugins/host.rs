@@ -257,6 +257,11 @@ impl PluginHost {
         self.stats.report(&self.services.db).await
     }
 
+    /// What the host serves calls with.
+    pub(super) fn services(&self) -> &HostServices {
+        &self.services
+    }
+
     /// Reports call counts about once a second for as long as the host lives.
     pub fn spawn_stats_reporter(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let host: Weak<Self> = Arc::downgrade(self);

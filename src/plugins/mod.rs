@@ -149,6 +149,16 @@ pub enum CallError {
         /// What it waited on longest (`billing.example.com (HTTP)`, `the clock (a sleep)`…).
         waited_on: Option<String>,
     },
+    /// A result past one of the caps on what a plugin returns (`[plugins]` settings).
+    #[error("plugin `{plugin}` returned {what}, past the cap of {cap} (`plugins.{setting}`)")]
+    TooLarge {
+        plugin: String,
+        /// What it returned, with its figure: `a plan of 200000 steps`.
+        what: String,
+        /// The cap, with its unit: `1000 steps`.
+        cap: String,
+        setting: &'static str,
+    },
     #[error("plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB")]
     OutOfMemory { plugin: String, limit_mib: u64 },
     #[error("plugin `{plugin}` crashed: {reason}")]

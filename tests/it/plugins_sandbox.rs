@@ -358,6 +358,60 @@ async fn a_deadline_ends_sleeps_and_slow_hosts_and_says_which_it_was() {
     app.stop().await;
 }
 
+/// What a plugin returns is capped: the steps of a plan, the input of a step, the bytes of a
+/// result, the measurements of a report; each refusal names the cap, its setting and the
+/// figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_plugin_returns_is_capped_and_the_refusal_names_the_cap() {
+    let app = with_probe(Backend::Sqlite).await;
+    let plan = |request: Value| {
+        let ctx = app.ctx.clone();
+        async move {
+            ctx.plugins
+                .plan("probe", &tenant("acme", "free"), request.to_string())
+                .await
+        }
+    };
+    let ok = plan(json!({ "do": "many-steps", "steps": 1000 })).await;
+    assert_eq!(ok.unwrap().unwrap().len(), 1000, "at the cap: accepted");
+    for (request, expected) in [
+        (
+            json!({ "do": "many-steps", "steps": 200_000 }),
+            "returned a plan of 200000 steps, past the cap of 1000 steps (`plugins.max_plan_steps`)",
+        ),
+        (
+            json!({ "do": "big-input", "bytes": 300_000 }),
+            "returned step `big` with an input of 300008 bytes, past the cap of 262144 bytes (`plugins.max_step_input_bytes`)",
+        ),
+    ] {
+        let err = plan(request).await.expect_err("refused");
+        assert!(matches!(err, CallError::TooLarge { .. }), "{err}");
+        assert_eq!(err.to_string(), format!("plugin `probe` {expected}"));
+    }
+    let err = app
+        .ctx
+        .plugins
+        .measure("probe", &tenant("measure-101", "free"), Vec::new())
+        .await
+        .result
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("a measure report of 101 measurements, past the cap of 100 measurements (`plugins.max_measurements`)"),
+        "{err}"
+    );
+    let report = app
+        .ctx
+        .plugins
+        .measure("probe", &tenant("measure-3", "free"), Vec::new())
+        .await
+        .result
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.len(), 3);
+    app.stop().await;
+}
+
 /// A one-request HTTP server on 127.0.0.1 that answers after `delay`.
 fn slow_server(delay: std::time::Duration) -> u16 {
     use std::io::{Read as _, Write as _};

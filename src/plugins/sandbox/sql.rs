@@ -22,6 +22,9 @@ use crate::plugins::bindings::provisioner::tenantry::plugin::sql;
 use crate::plugins::{HostServices, LoadedPlugin, database_context};
 use crate::secrets::Keyring;
 
+/// How long opening a connection may take (less when the call's end is nearer).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct SqlUnit {
     keyring: Arc<Keyring>,
     plugin: String,
@@ -118,7 +121,8 @@ impl SqlUnit {
                 config.dbname(database);
             }
             let timeout = self.timeout;
-            let connect_within = self.end.cap(timeout);
+            // Connecting is not a statement: a short statement timeout does not rush it.
+            let connect_within = self.end.cap(timeout.max(CONNECT_TIMEOUT));
             let runtime = self.runtime.clone();
             let client = self.runtime.block_on(async move {
                 let (client, connection) =

@@ -1,12 +1,15 @@
 //! A test plugin whose `plan` does what the request asks, to test the host's sandbox:
 //! `{"do": "loop"}`, `"grow-memory"`, `"trap"`, `"panic"`, `"read-file"`, `"env"`, `"socket"`,
-//! `"http"` (with `"url"` and `"headers"`), `"sleep"` (with `"ms"`: WASI's clock), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
+//! `"http"` (with `"url"` and `"headers"`), `"sleep"` (with `"ms"`: WASI's clock),
+//! `"many-steps"` (with `"steps"`), `"big-input"` (one step of `"bytes"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
 //! reads it back after a pause, and reports every key it sees), `"print"` (writes to stdout), `"log"` (logs `"message"`).
 //! The answer is a single step whose input is a JSON report.
 
 use std::io::Write as _;
 
-use tenantry_plugin_sdk::provisioner::{PluginError, PluginInfo, Provisioner, Step, Tenant};
+use tenantry_plugin_sdk::provisioner::{
+    Measurement, Outcome, PluginError, PluginInfo, Provisioner, Step, Tenant,
+};
 use tenantry_plugin_sdk::{http, log, secrets, state};
 
 struct Probe;
@@ -26,6 +29,24 @@ impl Provisioner for Probe {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "sandbox test plugin".into(),
         }
+    }
+
+    /// For a tenant whose slug is `measure-N`: N measurements (`m0`, `m1`…), to test the cap.
+    fn measure(
+        tenant: Tenant,
+        _applied: Vec<(Step, Outcome)>,
+    ) -> Result<Vec<Measurement>, PluginError> {
+        let n = tenant
+            .slug
+            .strip_prefix("measure-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        Ok((0..n)
+            .map(|i| Measurement {
+                metric: format!("m{i}"),
+                value: 1.0,
+            })
+            .collect())
     }
 
     fn plan(tenant: Tenant, request: String) -> Result<Vec<Step>, PluginError> {
@@ -129,6 +150,24 @@ impl Provisioner for Probe {
             "log" => {
                 log::info(&arg("message"));
                 report(serde_json::json!({ "logged": true }))
+            }
+            "many-steps" => {
+                let n = request["steps"].as_u64().unwrap_or(1);
+                Ok((0..n)
+                    .map(|i| Step {
+                        id: format!("s{i}"),
+                        description: "one of many".into(),
+                        input: "{}".into(),
+                    })
+                    .collect())
+            }
+            "big-input" => {
+                let n = request["bytes"].as_u64().unwrap_or(1) as usize;
+                Ok(vec![Step {
+                    id: "big".into(),
+                    description: "a big step".into(),
+                    input: serde_json::json!({ "x": "x".repeat(n) }).to_string(),
+                }])
             }
             "sleep" => {
                 let ms = request["ms"].as_u64().unwrap_or(1000);
