@@ -256,7 +256,25 @@ pub(super) fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
         i.sha256,
         i.size_bytes
     );
-    text + &lacks
+    // WASI interfaces the host links with nothing behind them: a call of one fails.
+    let unserved: Vec<&str> = i
+        .imports
+        .iter()
+        .map(String::as_str)
+        .filter(|import| {
+            import.starts_with("wasi:sockets/") || import.starts_with("wasi:filesystem/")
+        })
+        .collect();
+    let unserved = if unserved.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nimports what it will not get (linked with nothing behind it, every call fails: no \
+             sockets — use the `http` capability; no file system — keep data in `state`):\n  - {}",
+            unserved.join("\n  - ")
+        )
+    };
+    text + &lacks + &unserved
 }
 
 fn plugin_text(p: &crate::plugin_registry::PluginView) -> String {

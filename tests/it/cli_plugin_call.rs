@@ -80,6 +80,30 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
         "the plugin's log lines: {}",
         plan.stderr
     );
+    // The made-up tenant is the same one at every call (a second `apply` can test that the
+    // plugin converges).
+    let made_up = |stderr: &str| {
+        stderr
+            .split("(id ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("the note names the id: {stderr}"))
+    };
+    let again = cli
+        .run(&[
+            "plugin",
+            "call",
+            "recorder",
+            "plan",
+            "--tenant",
+            "acme",
+            "--request",
+            request.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(made_up(&plan.stderr), made_up(&again.stderr));
+    assert!(uuid::Uuid::parse_str(&made_up(&plan.stderr)).is_ok());
     let steps: Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(steps[0]["id"], "db");
     assert_eq!(

@@ -190,4 +190,13 @@ fn plugin_check_names_what_a_0_1_plugin_lacks() {
     let new = check("provisioner_v2");
     assert!(new.contains("world provisioner, WIT 0.2.0"), "{new}");
     assert!(!new.contains("lacks"), "{new}");
+    // The probe reaches for sockets and files: what it will not get is named.
+    let probe = check("probe");
+    assert!(
+        probe.contains("imports what it will not get")
+            && probe.contains("\n  - wasi:sockets/")
+            && probe.contains("\n  - wasi:filesystem/"),
+        "{probe}"
+    );
+    assert!(!new.contains("will not get"), "{new}");
 }

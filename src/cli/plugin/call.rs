@@ -135,16 +135,30 @@ fn read_applied(
         .collect())
 }
 
+/// The id of the made-up tenant `slug`: derived from the slug, so that every call for it names
+/// the same tenant (a second `apply` finds what the first made as this tenant's).
+fn made_up_id(slug: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("tenantry made-up tenant:{slug}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
 /// The tenant named `slug`, or one made up for the call when the registry has none.
 async fn tenant(ctx: &Context, slug: &str) -> anyhow::Result<PluginTenant> {
     match crate::tenants::get(ctx, slug).await {
         Ok(tenant) => Ok(crate::provisioning::plugin_tenant(&tenant)),
         Err(crate::error::AppError::NotFound { .. }) => {
+            let id = made_up_id(slug);
             eprintln!(
-                "note: no tenant `{slug}` in this database; calling for a made-up one (tier free, status active)"
+                "note: no tenant `{slug}` in this database; calling for a made-up one (id {id}, \
+                 the same at every call for `{slug}`; tier free, status active)"
             );
             Ok(PluginTenant {
-                id: uuid::Uuid::new_v4().to_string(),
+                id,
                 slug: slug.to_owned(),
                 name: slug.to_owned(),
                 tier: "free".into(),
