@@ -22,7 +22,8 @@ pub enum PluginCommand {
     /// Grant a host, a secret or a database the plugin's manifest requests.
     Grant {
         name: String,
-        /// A host (`host` or `host:port`).
+        /// A host: `host` or `host:*` (any port), or `host:port`. A private, loopback or
+        /// link-local address is reached only through a grant that names that address.
         #[arg(long, conflicts_with_all = ["secret", "database"])]
         host: Option<String>,
         /// A secret's name; its value is read from --value-file.

@@ -537,10 +537,15 @@ fn classify(
     let reason = if stderr.lines().any(|l| l.contains("panicked at")) {
         "it panicked (its message is in the server log)".to_owned()
     } else if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        format!(
-            "it exited with status {} (a plugin returns its errors; it does not exit)",
-            exit.0
-        )
+        // WASI 0.2's `exit` carries success or failure only: any code but 0 arrives as 1.
+        let status = if exit.0 == 0 {
+            "it exited with status 0".to_owned()
+        } else {
+            "it exited with a failure status (WASI 0.2 carries no exit code: what it passed to \
+             `exit` is lost)"
+                .to_owned()
+        };
+        format!("{status}; a plugin returns its errors, it does not exit")
     } else if trap == Some(wasmtime::Trap::StackOverflow) || overflowed_its_stack(trap, &err) {
         "it overflowed its stack (too deep a recursion, or too large values on the stack)"
             .to_owned()

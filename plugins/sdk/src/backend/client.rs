@@ -21,9 +21,10 @@ const WRITE_TIMEOUT_MS: u32 = 25_000;
 /// use tenantry_plugin_sdk::provisioner::PluginError;
 ///
 /// fn space(name: &str) -> Result<Option<Value>, PluginError> {
-///     let url = backend::secret("workspace", "workspace-url")?;
+///     // The endpoint is configuration (the manifest's `config_schema`), the token a secret.
+///     let url = backend::setting("workspace", "url", "workspace-url")?;
 ///     let token = backend::secret("workspace", "workspace-token")?;
-///     let mut api = Backend::new("Workspace", "workspace", &url).require_http("workspace-url")?;
+///     let mut api = Backend::new("Workspace", "workspace", &url).require_http("url")?;
 ///     api.hide(&token);
 ///     api.set_header("Authorization", &format!("Bearer {token}"));
 ///     let path = format!("/api/spaces/{}", backend::uri::percent_encode(name));
