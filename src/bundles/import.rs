@@ -243,10 +243,11 @@ async fn restore(
     resources: Vec<ResourceRow>,
     outcome: &mut ImportOutcome,
 ) -> AppResult<()> {
-    // The resources, re-applied in order with their recorded inputs.
+    // The resources, re-applied in plan order with their recorded inputs (never in the order
+    // they were last applied: a repair re-applies an early step late).
     if !resources.is_empty() {
         let mut ordered = resources;
-        ordered.sort_by_key(|r| (r.applied_at, r.seq));
+        ordered.sort_by_key(|r| (r.seq, r.applied_at));
         let mut steps = Vec::new();
         for r in &ordered {
             let input = ctx.keyring.open(

@@ -340,9 +340,12 @@ pub async fn save_step(conn: &mut Conn, step: &StepRow, owner: &str) -> AppResul
 pub async fn resources(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<ResourceRow>> {
     Ok(with_conn!(conn, |c| tenant_resources::table
         .filter(tenant_resources::tenant_id.eq(tenant_id))
+        // Plan order: what a resource was made after, it is listed after.
         .order((
+            tenant_resources::seq.asc(),
             tenant_resources::applied_at.asc(),
-            tenant_resources::seq.asc()
+            tenant_resources::plugin.asc(),
+            tenant_resources::step_id.asc(),
         ))
         .select(ResourceRow::as_select())
         .load(c)
@@ -359,18 +362,27 @@ pub async fn tenants_with_resources(conn: &mut Conn) -> AppResult<Vec<String>> {
         .await)?)
 }
 
+/// Records what a step made. A resource made before keeps its place in the plan (`seq`): a
+/// repair re-applies a step in a run of its own, and the resources are re-applied in plan order
+/// (an import), which a repair must not change.
 pub async fn put_resource(conn: &mut Conn, row: &ResourceRow) -> AppResult<()> {
+    let mut row = row.clone();
     with_conn!(conn, |c| {
-        diesel::delete(
+        let earlier: Option<i64> = diesel::delete(
             tenant_resources::table
                 .filter(tenant_resources::tenant_id.eq(&row.tenant_id))
                 .filter(tenant_resources::plugin.eq(&row.plugin))
                 .filter(tenant_resources::step_id.eq(&row.step_id)),
         )
-        .execute(c)
-        .await?;
+        .returning(tenant_resources::seq)
+        .get_result(c)
+        .await
+        .optional()?;
+        if let Some(seq) = earlier {
+            row.seq = seq;
+        }
         diesel::insert_into(tenant_resources::table)
-            .values(row)
+            .values(&row)
             .execute(c)
             .await
     })?;

@@ -959,6 +959,7 @@ backend_tests!(
     backend_health_shows_drift_and_reconcile_re_applies_exactly_what_drifted,
     a_repair_renders_the_current_template_version_when_asked,
     an_import_whose_backend_fails_is_taken_back_whole,
+    an_import_re_applies_resources_in_plan_order,
     a_key_rotation_reseals_every_sealed_value_of_every_table,
     a_tenants_runs_go_one_at_a_time_in_the_order_they_were_queued,
 );
@@ -1172,6 +1173,94 @@ async fn a_repair_renders_the_current_template_version_when_asked(backend: Backe
         "{secret}"
     );
     double.stop().await;
+    app.stop().await;
+}
+
+/// An import re-applies a tenant's resources in the order they were planned, not in the order
+/// they were last applied: a repair re-applies an early step late.
+async fn an_import_re_applies_resources_in_plan_order(backend: Backend) {
+    let (app, double) = provisioned(backend, "order").await;
+    let planned = |run: &Value| -> Vec<String> {
+        run["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|s| s["action"] == "apply")
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s["plugin"].as_str().unwrap(),
+                    s["step"].as_str().unwrap()
+                )
+            })
+            .filter(|s| !s.ends_with("/validate"))
+            .collect()
+    };
+    let (_, runs) = app.get("/api/v1/provisioning?tenant=order").await;
+    let provision_run = runs
+        .as_array()
+        .and_then(|runs| runs.iter().find(|r| r["kind"] == "provision"))
+        .cloned()
+        .unwrap_or_else(|| panic!("the provision run in {runs}"));
+    let (_, provision_run) = app
+        .get(&format!(
+            "/api/v1/provisioning/{}",
+            provision_run["id"].as_str().unwrap()
+        ))
+        .await;
+    let expected = planned(&provision_run);
+    assert!(expected.len() >= 3, "{provision_run}");
+    // What a repair of the first resource leaves: it was applied last.
+    let sql = "UPDATE tenant_resources SET applied_at = '2099-01-01 00:00:00' \
+               WHERE step_id = (SELECT step_id FROM tenant_resources WHERE seq = \
+               (SELECT min(seq) FROM tenant_resources))";
+    tenantry::with_conn!(app.ctx.db.conn().await.unwrap(), |c| {
+        use diesel_async::SimpleAsyncConnection as _;
+        c.batch_execute(sql).await.unwrap()
+    });
+    let bundle = app
+        .request(Method::GET, "/api/v1/tenant/order/bundle")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let (status, body) = app
+        .post("/api/v1/tenant/order/cancel", json!({ "reason": "moving" }))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let response = app
+        .request(
+            Method::DELETE,
+            "/api/v1/tenant/order?hard=true&force=true&reason=moving",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let started = Instant::now();
+    while !double.names().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/bundle")
+        .header("Content-Type", "application/x-tar")
+        .body(bundle)
+        .send()
+        .await
+        .unwrap();
+    let (status, outcome) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{outcome}");
+    let (_, import_run) = app
+        .get(&format!(
+            "/api/v1/provisioning/{}",
+            outcome["run"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(planned(&import_run), expected, "{import_run}");
     app.stop().await;
 }
 
