@@ -19,8 +19,8 @@ pub use auth::AuthConfig;
 pub use cache::CacheConfig;
 pub use jobs::{JobsConfig, TrialEndAction, TrialsConfig};
 pub use quotas::{
-    BUILTIN_METRICS, BuiltinMetric, FailMode, MetricConfig, MetricKind, QuotasConfig, Window,
-    valid_metric_name,
+    BUILTIN_METRICS, BuiltinMetric, DEFAULT_MAX_VALUE, FailMode, MetricConfig, MetricKind,
+    QuotasConfig, Window, valid_metric_name,
 };
 
 /// Log line format.

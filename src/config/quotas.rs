@@ -90,10 +90,21 @@ pub struct MetricConfig {
     pub hard: bool,
     #[serde(default)]
     pub description: String,
+    /// The largest value a backend's measurement of this gauge may have; one past it is not
+    /// recorded (default 1,000,000,000).
+    #[serde(default = "default_max_value")]
+    pub max_value: u64,
 }
 
 fn hard_by_default() -> bool {
     true
+}
+
+/// The bound of a metric whose configuration names none, and of the built-in ones.
+pub const DEFAULT_MAX_VALUE: u64 = 1_000_000_000;
+
+fn default_max_value() -> u64 {
+    DEFAULT_MAX_VALUE
 }
 
 /// A built-in metric.

@@ -161,6 +161,11 @@ impl PluginHost {
         Ok(plugin)
     }
 
+    /// The manifest of plugin `name`, as the database holds it now.
+    pub async fn manifest(&self, name: &str) -> Result<manifest::Manifest, CallError> {
+        Ok(self.loaded(name).await?.manifest.clone())
+    }
+
     /// Names of the enabled plugins of `world`, as the database holds them now.
     pub async fn enabled(&self, world: World) -> AppResult<BTreeSet<String>> {
         let mut conn = self.services.db.conn().await?;

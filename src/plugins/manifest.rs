@@ -137,6 +137,10 @@ pub struct Manifest {
     /// them.
     #[serde(default)]
     pub makes_connections: bool,
+    /// The metrics a provisioner's `measure` reports: only these are recorded (a figure of any
+    /// other metric is shown, not recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measures: Vec<String>,
 }
 
 /// What inspecting a component found.

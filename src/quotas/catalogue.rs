@@ -22,6 +22,8 @@ pub struct Metric {
     /// override says otherwise.
     pub hard: bool,
     pub description: String,
+    /// The largest value a backend's measurement of it may have: one past it is not recorded.
+    pub max_value: u64,
 }
 
 impl Metric {
@@ -64,6 +66,7 @@ pub fn catalogue(config: &QuotasConfig) -> Vec<Metric> {
             metered: b.metered,
             hard: true,
             description: b.description.to_owned(),
+            max_value: crate::config::DEFAULT_MAX_VALUE,
         })
         .chain(config.metrics.iter().map(|m| Metric {
             name: m.name.clone(),
@@ -72,6 +75,7 @@ pub fn catalogue(config: &QuotasConfig) -> Vec<Metric> {
             metered: false,
             hard: m.hard,
             description: m.description.clone(),
+            max_value: m.max_value,
         }))
         .collect()
 }

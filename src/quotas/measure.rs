@@ -1,6 +1,9 @@
-//! Usage measured in the backends: every enabled provisioner's `measure` (WIT 0.2.0) for a
-//! tenant, given the steps applied for it there, and the figures that are gauges of the catalogue recorded as their values (what the
-//! server counts itself, and rates, which are counted from events, are shown and not recorded).
+//! Usage measured in the backends: the `measure` (WIT 0.2.0) of each enabled provisioner that
+//! holds resources of the tenant, given the steps applied for it there. A figure is recorded as
+//! its metric's value only when the metric is a gauge of the catalogue, the plugin's manifest
+//! declares it (`measures`), and the value is within the catalogue's bound (`max_value`); any
+//! other figure is shown with why it was not recorded (what the server counts itself, rates,
+//! which are counted from events, undeclared metrics, values out of bounds).
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -81,8 +84,9 @@ pub async fn measure_all(ctx: &Context) -> AppResult<(usize, usize)> {
     Ok((measured, failed))
 }
 
-/// Measures `tenant` in every enabled provisioner and records what is a gauge of the
-/// catalogue (all of it or, when recording fails, none).
+/// Measures `tenant` in every enabled provisioner that holds resources of it, and records what
+/// is a declared gauge of the catalogue within its bound (all of it or, when recording fails,
+/// none). A plugin that holds nothing of the tenant is not asked: it cannot speak for it.
 pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome> {
     if !tenant.status.is_active() {
         return Err(crate::error::AppError::forbidden(format!(
@@ -98,7 +102,15 @@ pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome
     let mut events = Vec::new();
     let mut held = crate::provisioning::applied_steps(ctx, tenant).await?;
     for plugin in ctx.plugins.enabled(World::Provisioner).await? {
-        let applied = held.remove(&plugin).unwrap_or_default();
+        let Some(applied) = held.remove(&plugin) else {
+            continue;
+        };
+        let declared = ctx
+            .plugins
+            .manifest(&plugin)
+            .await
+            .map(|m| m.measures)
+            .unwrap_or_default();
         let logged = ctx.plugins.measure(&plugin, &plugin_tenant, applied).await;
         let figures = match logged.result {
             Ok(Ok(figures)) => figures,
@@ -128,9 +140,21 @@ pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome
                 Some(m) if m.kind != MetricKind::Gauge => Some(
                     "a rate: counted from reported events, not from a measured total".to_owned(),
                 ),
+                Some(_) if !declared.contains(&figure.metric) => Some(format!(
+                    "not one of the metrics the plugin's manifest declares it measures (`measures`: {})",
+                    if declared.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        declared.join(", ")
+                    }
+                )),
                 Some(_) if !figure.value.is_finite() || figure.value < 0.0 => {
                     Some("not a value of 0 or more".to_owned())
                 }
+                Some(m) if figure.value > m.max_value as f64 => Some(format!(
+                    "past the catalogue's bound of {} for it (`max_value`)",
+                    m.max_value
+                )),
                 Some(_) => None,
             };
             if note.is_none() {
@@ -138,7 +162,7 @@ pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome
                     id: format!("measure:{plugin}:{}:{stamp}", figure.metric),
                     metric: figure.metric.clone(),
                     increment: None,
-                    value: Some(figure.value.ceil().min(i64::MAX as f64) as i64),
+                    value: Some(figure.value.ceil() as i64),
                     timestamp: None,
                 });
             }

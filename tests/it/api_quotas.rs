@@ -65,6 +65,7 @@ async fn the_catalogue_lists_the_built_in_and_the_configured_metrics(backend: Ba
             window: Some(tenantry::config::Window::Month),
             hard: false,
             description: "Reports rendered".into(),
+            max_value: tenantry::config::DEFAULT_MAX_VALUE,
         });
     })
     .await;

@@ -68,7 +68,7 @@ async fn a_0_2_plugin_and_0_1_plugins_run_side_by_side() {
     // `measure`, and `sql` on a database that was not granted.
     let measured = host.measure("provisioner-v2", &tenant, Vec::new()).await;
     let figures = measured.result.unwrap().unwrap();
-    assert_eq!(figures.len(), 3);
+    assert_eq!(figures.len(), 5);
     assert_eq!(
         (figures[0].metric.as_str(), figures[0].value),
         ("users", 3.0)

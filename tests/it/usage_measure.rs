@@ -9,8 +9,41 @@ use crate::common::{Backend, TestApp};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// Provisions `slug` into `provisioner-v2` (so that the plugin holds resources of it).
+async fn provisioned(app: &TestApp, slug: &str) {
+    let response = app
+        .request(reqwest::Method::POST, "/api/v1/tenant/provision")
+        .header("Idempotency-Key", format!("measure-{slug}"))
+        .json(&json!({
+            "tenant": { "slug": slug, "name": slug },
+            "tier": "starter",
+            "backends": { "provisioner-v2": {} },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (status, accepted) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let url = accepted["url"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    loop {
+        let (_, run) = app.get(&url).await;
+        match run["status"].as_str() {
+            Some("succeeded") => return,
+            Some("queued" | "running") => {}
+            _ => panic!("{run}"),
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{run}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 backend_tests!(
     measuring_records_the_gauges_plugins_report_through_the_api,
+    only_the_plugins_that_hold_a_tenant_measure_it_and_only_what_they_declare_within_bounds,
     measuring_from_the_cli,
     provisioned_tenants_are_measured_on_a_schedule
 );
@@ -37,9 +70,9 @@ async fn used(app: &TestApp, metric: &str) -> Value {
 
 async fn measuring_records_the_gauges_plugins_report_through_the_api(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.create_tenant("acme").await;
     app.install_test_plugin("provisioner_v2").await;
     app.install_test_plugin("provisioner_v1").await;
+    provisioned(&app, "acme").await;
     let (status, outcome) = app
         .post("/api/v1/tenant/acme/usage/measure", json!({}))
         .await;
@@ -88,12 +121,76 @@ async fn measuring_records_the_gauges_plugins_report_through_the_api(backend: Ba
     app.stop().await;
 }
 
+/// A plugin is asked about the tenants it holds resources of, and only the metrics its manifest
+/// declares are recorded, within the catalogue's bound: an undeclared gauge and a lie of 1e300
+/// are shown, not recorded, and a tenant the plugin holds nothing of is not asked at all.
+async fn only_the_plugins_that_hold_a_tenant_measure_it_and_only_what_they_declare_within_bounds(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    app.install_test_plugin("provisioner_v2").await;
+    provisioned(&app, "huge-co").await;
+    app.create_tenant("idle").await;
+    let (status, outcome) = app
+        .post("/api/v1/tenant/huge-co/usage/measure", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    let retention = figure(&outcome, "data_retention_days");
+    assert_eq!(retention["recorded"], false, "{outcome}");
+    assert!(
+        retention["note"]
+            .as_str()
+            .unwrap()
+            .contains("not one of the metrics the plugin's manifest declares"),
+        "{outcome}"
+    );
+    let agents = figure(&outcome, "concurrent_agents");
+    assert_eq!(agents["recorded"], false, "{outcome}");
+    assert_eq!(
+        agents["note"], "past the catalogue's bound of 1000000000 for it (`max_value`)",
+        "{outcome}"
+    );
+    assert_eq!(figure(&outcome, "storage_gb")["recorded"], true);
+    let (_, usage) = app.get("/api/v1/tenant/huge-co/usage").await;
+    let agents_used = usage["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["metric"] == "concurrent_agents")
+        .unwrap()["used"]
+        .clone();
+    assert_eq!(agents_used, 0, "the lie is not recorded: {usage}");
+    // The catalogue states the bound.
+    let (_, catalogue) = app.get("/api/v1/quotas/metrics").await;
+    assert!(
+        catalogue
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["max_value"] == 1_000_000_000),
+        "{catalogue}"
+    );
+    // The plugin holds nothing of `idle`: it is not asked.
+    let (status, outcome) = app
+        .post("/api/v1/tenant/idle/usage/measure", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(outcome["measured"], json!([]), "{outcome}");
+    app.stop().await;
+}
+
 async fn measuring_from_the_cli(backend: Backend) {
     let cli = Cli::new(backend).await;
-    cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
-        .await;
     let wasm = format!("{}/provisioner_v2.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
     cli.ok(&["plugin", "install", &wasm]).await;
+    let request = cli.file(
+        "acme.yaml",
+        "tenant:\n  slug: acme\n  name: Acme\ntier: starter\nbackends:\n  provisioner-v2: {}\n",
+    );
+    let out = cli
+        .ok(&["tenant", "provision", "-f", request.to_str().unwrap()])
+        .await;
+    assert!(out.contains("succeeded"), "{out}");
     let text = cli.ok(&["usage", "measure", "acme"]).await;
     assert!(
         text.contains("provisioner-v2 storage_gb = 1.5: recorded"),

@@ -144,7 +144,7 @@ impl Guest for V2 {
     }
 
     fn measure(
-        _tenant: Tenant,
+        tenant: Tenant,
         _applied: Vec<(Step, Outcome)>,
     ) -> Result<Vec<Measurement>, PluginError> {
         if config::get("unreachable").as_deref() == Some("true") {
@@ -167,6 +167,19 @@ impl Guest for V2 {
             Measurement {
                 metric: "dashboards".into(),
                 value: 4.0,
+            },
+            Measurement {
+                metric: "data_retention_days".into(),
+                value: 30.0,
+            },
+            // A lie past any bound for a tenant whose slug starts with `huge`.
+            Measurement {
+                metric: "concurrent_agents".into(),
+                value: if tenant.slug.starts_with("huge") {
+                    1e300
+                } else {
+                    2.0
+                },
             },
         ])
     }
