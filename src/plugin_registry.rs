@@ -349,6 +349,9 @@ pub async fn set_enabled(
     if enabled {
         ctx.metrics
             .initialise_plugin_series(name, row.world == World::Provisioner.as_str());
+    } else {
+        ctx.plugins
+            .cancel_calls(name, "it was disabled while the call ran");
     }
     get(ctx, name).await
 }
@@ -585,5 +588,9 @@ pub async fn revoke(
         .await?;
         Ok(())
     })?;
+    ctx.plugins.cancel_calls(
+        name,
+        &format!("its {kind} grant `{cap_name}` was revoked while the call ran"),
+    );
     get(ctx, name).await
 }

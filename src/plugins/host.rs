@@ -12,7 +12,7 @@ use wasmtime::{
 };
 
 use super::compile::{Compiler, Instance};
-use super::sandbox::CallState;
+use super::sandbox::{CallState, Cancel, Cancelled};
 use super::stats::{self, CallStats, Counter};
 use super::table::{CallMeters, LoadedPlugin, Table};
 use super::{
@@ -47,6 +47,8 @@ pub struct PluginHost {
     permits: Arc<tokio::sync::Semaphore>,
     stats: Counter,
     stop_ticker: Arc<AtomicBool>,
+    /// The calls running now, by plugin: what a disable or a revoke cancels.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, Vec<Weak<Cancel>>>>,
 }
 
 impl Drop for PluginHost {
@@ -121,6 +123,7 @@ impl PluginHost {
             stats: Counter::default(),
             services,
             stop_ticker,
+            in_flight: Default::default(),
         })
     }
 
@@ -262,6 +265,37 @@ impl PluginHost {
         self.stats.report(&self.services.db).await
     }
 
+    /// Cancels the calls of plugin `name` running on this server now, saying `reason` (the
+    /// plugin was disabled, a grant of it revoked): each stops within a millisecond of guest
+    /// code, and a host wait it is in ends at once. How many there were.
+    pub fn cancel_calls(&self, name: &str, reason: &str) -> usize {
+        let calls = self
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .remove(name)
+            .unwrap_or_default();
+        let mut cancelled = 0;
+        for call in calls.iter().filter_map(Weak::upgrade) {
+            call.cancel(reason);
+            cancelled += 1;
+        }
+        if cancelled > 0 {
+            tracing::info!(plugin = %name, cancelled, "plugin calls cancelled: {reason}");
+        }
+        cancelled
+    }
+
+    /// A new call of plugin `name`, registered so that [`PluginHost::cancel_calls`] reaches it.
+    fn register_call(&self, name: &str) -> Arc<Cancel> {
+        let cancel = Arc::new(Cancel::default());
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        let calls = in_flight.entry(name.to_owned()).or_default();
+        calls.retain(|c| c.strong_count() > 0);
+        calls.push(Arc::downgrade(&cancel));
+        cancel
+    }
+
     /// What the host serves calls with.
     pub(super) fn services(&self) -> &HostServices {
         &self.services
@@ -313,16 +347,21 @@ impl PluginHost {
         };
         let started = Instant::now();
         let deadline = plugin.deadline(&self.services.config);
+        let cancel = self.register_call(name);
         let (result, lines) = match self.inline_budget(&plugin) {
-            Some(budget) => match self.run_here(&plugin, tenant, None, budget, &f) {
+            Some(budget) => match self.run_here(&plugin, tenant, None, budget, &cancel, &f) {
                 (Err(CallError::Deadline { .. }), _) if budget < deadline => {
                     plugin.outran_inline.store(true, Ordering::Relaxed);
                     tracing::debug!(plugin = %name, "the call ran past the inline budget; running it on the blocking pool");
-                    self.run_on_pool(plugin.clone(), tenant, f).await
+                    self.run_on_pool(plugin.clone(), tenant, cancel.clone(), f)
+                        .await
                 }
                 done => done,
             },
-            None => self.run_on_pool(plugin.clone(), tenant, f).await,
+            None => {
+                self.run_on_pool(plugin.clone(), tenant, cancel.clone(), f)
+                    .await
+            }
         };
         let elapsed = started.elapsed();
         let meters = plugin.meters.get_or_init(|| self.meters(name));
@@ -376,6 +415,7 @@ impl PluginHost {
         self: &Arc<Self>,
         plugin: Arc<LoadedPlugin>,
         tenant: Option<&PluginTenant>,
+        cancel: Arc<Cancel>,
         f: impl Fn(&Instance, &mut Store<CallState>) -> wasmtime::Result<R> + Send + 'static,
     ) -> (Result<R, CallError>, Vec<LogLine>) {
         let host = self.clone();
@@ -384,7 +424,14 @@ impl PluginHost {
         let name = plugin.name.clone();
         tokio::task::spawn_blocking(move || {
             let deadline = plugin.deadline(&host.services.config);
-            host.run_here(&plugin, tenant.as_ref(), Some(runtime), deadline, &f)
+            host.run_here(
+                &plugin,
+                tenant.as_ref(),
+                Some(runtime),
+                deadline,
+                &cancel,
+                &f,
+            )
         })
         .await
         .unwrap_or_else(|e| {
@@ -407,6 +454,7 @@ impl PluginHost {
         tenant: Option<&PluginTenant>,
         runtime: Option<tokio::runtime::Handle>,
         deadline: Duration,
+        cancel: &Arc<Cancel>,
         f: &impl Fn(&Instance, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> (Result<R, CallError>, Vec<LogLine>) {
         let pre = match self.compiler.prepare(
@@ -426,12 +474,23 @@ impl PluginHost {
                 return (Err(err), Vec::new());
             }
         };
-        let end = crate::plugins::sandbox::CallEnd(std::time::Instant::now() + deadline);
-        let state = CallState::new(&self.services, plugin, tenant, runtime, end);
+        let ends = std::time::Instant::now() + deadline;
+        let end = crate::plugins::sandbox::CallEnd(ends);
+        let state = CallState::new(&self.services, plugin, tenant, runtime, end, cancel.clone());
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline((deadline.as_millis() as u64).max(1));
-        store.epoch_deadline_trap();
+        // Every tick (a millisecond) of guest code: stopped when cancelled, or at the deadline.
+        store.set_epoch_deadline(1);
+        let watched = cancel.clone();
+        store.epoch_deadline_callback(move |_| {
+            if watched.is_cancelled() {
+                return Err(Cancelled.into());
+            }
+            if std::time::Instant::now() >= ends {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         // A failure of the host's own during the call (a panic in a host function) ends this
         // call with an error, like the guest's own trap, never the request or the worker.
         let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -458,6 +517,10 @@ impl PluginHost {
         // A host wait that ran to the call's end ends the call, whatever the guest made of
         // its cut-short answer.
         let outcome = match outcome {
+            _ if cancel.is_cancelled() => Err(CallError::Cancelled {
+                plugin: plugin.name.clone(),
+                reason: cancel.reason(),
+            }),
             Ok(_) if state.waits().cut => Err(deadline_error(plugin, &state, deadline)),
             outcome => outcome.map_err(|err| classify(plugin, &state, deadline, err)),
         };
@@ -475,9 +538,15 @@ impl PluginHost {
     ) -> Result<Result<Decision, PluginError>, CallError> {
         let wit_tenant = tenant.to_wit();
         let deadline = plugin.deadline(&self.services.config);
-        self.run_here(plugin, Some(tenant), None, deadline, &|instance, store| {
-            instance.evaluate(store, &wit_tenant, usage)
-        })
+        let cancel = Arc::new(Cancel::default());
+        self.run_here(
+            plugin,
+            Some(tenant),
+            None,
+            deadline,
+            &cancel,
+            &|instance, store| instance.evaluate(store, &wit_tenant, usage),
+        )
         .0
     }
 }

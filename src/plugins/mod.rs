@@ -149,6 +149,9 @@ pub enum CallError {
         /// What it waited on longest (`billing.example.com (HTTP)`, `the clock (a sleep)`…).
         waited_on: Option<String>,
     },
+    /// Cancelled while it ran: the plugin was disabled, or a grant of it revoked.
+    #[error("plugin `{plugin}` was stopped while it ran: {reason}")]
+    Cancelled { plugin: String, reason: String },
     /// A result past one of the caps on what a plugin returns (`[plugins]` settings).
     #[error("plugin `{plugin}` returned {what}, past the cap of {cap} (`plugins.{setting}`)")]
     TooLarge {

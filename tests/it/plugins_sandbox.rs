@@ -358,6 +358,69 @@ async fn a_deadline_ends_sleeps_and_slow_hosts_and_says_which_it_was() {
     app.stop().await;
 }
 
+/// A disable or a revoke cancels the calls of the plugin already running: a guest in its own
+/// loop and a guest waiting on a host both stop at once, long before their deadline, and the
+/// error says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_or_a_revoke_stops_the_calls_in_flight() {
+    let app = with_probe(Backend::Sqlite).await;
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host("127.0.0.1".into()),
+    )
+    .await
+    .unwrap();
+    let port = slow_server(std::time::Duration::from_secs(60));
+    let call = |request: Value| {
+        let ctx = app.ctx.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = ctx
+                .plugins
+                .plan("probe", &tenant("acme", "free"), request.to_string())
+                .await;
+            (result, started.elapsed())
+        })
+    };
+    // Waiting on a host (the deadline is 30 s): the grant revoked.
+    let waiting = call(json!({ "do": "http", "url": format!("http://127.0.0.1:{port}/") }));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished());
+    registry::revoke(&app.ctx, &Actor::system(), "probe", "host", "127.0.0.1")
+        .await
+        .unwrap();
+    let (result, took) = waiting.await.unwrap();
+    let err = result.expect_err("cancelled");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "the revoke stopped it after {took:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "plugin `probe` was stopped while it ran: its host grant `127.0.0.1` was revoked while the call ran"
+    );
+    // Its own loop: the plugin disabled.
+    let looping = call(json!({ "do": "loop" }));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!looping.is_finished());
+    registry::set_enabled(&app.ctx, &Actor::system(), "probe", false, None)
+        .await
+        .unwrap();
+    let (result, took) = looping.await.unwrap();
+    let err = result.expect_err("cancelled");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "the disable stopped it after {took:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "plugin `probe` was stopped while it ran: it was disabled while the call ran"
+    );
+    app.stop().await;
+}
+
 /// What a plugin returns is capped: the steps of a plan, the input of a step, the bytes of a
 /// result, the measurements of a report; each refusal names the cap, its setting and the
 /// figure.

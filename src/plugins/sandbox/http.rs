@@ -69,6 +69,7 @@ pub struct HttpUnit {
     max_body: usize,
     runtime: tokio::runtime::Handle,
     end: super::CallEnd,
+    cancel: std::sync::Arc<super::Cancel>,
     /// What this call waited on, and how long.
     pub waits: super::Waits,
 }
@@ -79,6 +80,7 @@ impl HttpUnit {
         plugin: &LoadedPlugin,
         runtime: tokio::runtime::Handle,
         end: super::CallEnd,
+        cancel: std::sync::Arc<super::Cancel>,
     ) -> Self {
         HttpUnit {
             client: services.http.clone(),
@@ -89,6 +91,7 @@ impl HttpUnit {
             max_body: services.config.http_max_response_bytes,
             runtime,
             end,
+            cancel,
             waits: super::Waits::default(),
         }
     }
@@ -249,53 +252,57 @@ impl http::Host for HttpUnit {
         let unit = &*self;
         let body = request.body;
         let started = std::time::Instant::now();
-        let result = self.runtime.block_on(async move {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut method = method;
-            let mut body = body;
-            for _ in 0..=MAX_REDIRECTS {
-                if !unit.allowed(&url) {
-                    return Err(http::HttpError::NotGranted(unit.refusal(&url)));
-                }
-                let pinned: HashMap<String, Vec<SocketAddr>> = unit
-                    .checked_addresses(&url, deadline)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let mut builder = client
-                    .request(method.clone(), url.clone())
-                    .headers(headers.clone());
-                if let Some(body) = &body {
-                    builder = builder.body(body.clone());
-                }
-                let response =
-                    tokio::time::timeout_at(deadline, PINNED.scope(pinned, builder.send()))
-                        .await
-                        .map_err(|_| http::HttpError::Timeout)?
-                        .map_err(|e| http::HttpError::Connection(describe(e)))?;
-                if response.status().is_redirection() {
-                    let location = response
-                        .headers()
-                        .get(reqwest::header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .ok_or_else(|| {
-                            http::HttpError::Invalid("a redirect without a Location".into())
-                        })?;
-                    url = url
-                        .join(location)
-                        .map_err(|e| http::HttpError::Invalid(format!("redirect: {e}")))?;
-                    if response.status() == reqwest::StatusCode::SEE_OTHER {
-                        method = reqwest::Method::GET;
-                        body = None;
+        let cancel = self.cancel.clone();
+        let result = self.runtime.block_on(cancel.or(
+            async move {
+                let deadline = tokio::time::Instant::now() + timeout;
+                let mut method = method;
+                let mut body = body;
+                for _ in 0..=MAX_REDIRECTS {
+                    if !unit.allowed(&url) {
+                        return Err(http::HttpError::NotGranted(unit.refusal(&url)));
                     }
-                    continue;
+                    let pinned: HashMap<String, Vec<SocketAddr>> = unit
+                        .checked_addresses(&url, deadline)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    let mut builder = client
+                        .request(method.clone(), url.clone())
+                        .headers(headers.clone());
+                    if let Some(body) = &body {
+                        builder = builder.body(body.clone());
+                    }
+                    let response =
+                        tokio::time::timeout_at(deadline, PINNED.scope(pinned, builder.send()))
+                            .await
+                            .map_err(|_| http::HttpError::Timeout)?
+                            .map_err(|e| http::HttpError::Connection(describe(e)))?;
+                    if response.status().is_redirection() {
+                        let location = response
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|v| v.to_str().ok())
+                            .ok_or_else(|| {
+                                http::HttpError::Invalid("a redirect without a Location".into())
+                            })?;
+                        url = url
+                            .join(location)
+                            .map_err(|e| http::HttpError::Invalid(format!("redirect: {e}")))?;
+                        if response.status() == reqwest::StatusCode::SEE_OTHER {
+                            method = reqwest::Method::GET;
+                            body = None;
+                        }
+                        continue;
+                    }
+                    return read_response(response, deadline, max_body).await;
                 }
-                return read_response(response, deadline, max_body).await;
-            }
-            Err(http::HttpError::Invalid(format!(
-                "more than {MAX_REDIRECTS} redirects"
-            )))
-        });
+                Err(http::HttpError::Invalid(format!(
+                    "more than {MAX_REDIRECTS} redirects"
+                )))
+            },
+            Err(http::HttpError::Timeout),
+        ));
         let host = request_host(&request.url);
         self.waits
             .ended(|| format!("{host} (HTTP)"), started.elapsed(), &self.end);

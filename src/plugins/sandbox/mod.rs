@@ -40,6 +40,64 @@ impl CallEnd {
     }
 }
 
+/// A call's cancellation: set when its plugin is disabled, or a grant of it revoked, while the
+/// call runs. The guest is stopped at its next epoch check (within a millisecond of running),
+/// and a host wait (HTTP, SQL, a state read) ends at once.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    flag: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+    reason: std::sync::Mutex<String>,
+}
+
+/// The error a cancelled call traps with.
+#[derive(Debug)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call was cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+impl Cancel {
+    pub fn cancel(&self, reason: &str) {
+        *self.reason.lock().expect("cancel lock") = reason.to_owned();
+        self.flag.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Why it was cancelled.
+    pub fn reason(&self) -> String {
+        self.reason.lock().expect("cancel lock").clone()
+    }
+
+    /// Resolves once the call is cancelled.
+    pub async fn cancelled(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_cancelled() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// `work`, or `on_cancel` as soon as the call is cancelled.
+    pub async fn or<T>(&self, work: impl std::future::Future<Output = T>, on_cancel: T) -> T {
+        tokio::select! {
+            value = work => value,
+            () = self.cancelled() => on_cancel,
+        }
+    }
+}
+
 /// The longest single thing a call waited on, for the deadline's error: what, and how long.
 #[derive(Debug, Clone, Default)]
 pub struct Waits {
@@ -174,6 +232,7 @@ impl CallState {
         tenant: Option<&PluginTenant>,
         runtime: Option<tokio::runtime::Handle>,
         end: CallEnd,
+        cancel: std::sync::Arc<Cancel>,
     ) -> Self {
         let config = &services.config;
         let max_memory = (config.max_memory_mib * 1024 * 1024) as usize;
@@ -186,10 +245,17 @@ impl CallState {
                         tenant,
                         runtime.clone(),
                         end,
+                        cancel.clone(),
                     ),
                     secrets: secrets::SecretsUnit::new(services, plugin),
-                    http: http::HttpUnit::new(services, plugin, runtime.clone(), end),
-                    sql: sql::SqlUnit::new(services, plugin, runtime.clone(), end),
+                    http: http::HttpUnit::new(
+                        services,
+                        plugin,
+                        runtime.clone(),
+                        end,
+                        cancel.clone(),
+                    ),
+                    sql: sql::SqlUnit::new(services, plugin, runtime.clone(), end, cancel.clone()),
                 }))
             }
             _ => None,

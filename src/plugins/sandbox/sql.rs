@@ -41,6 +41,7 @@ pub struct SqlUnit {
     /// Connections this call tried to open (a failed one counts too: each costs a timeout).
     attempted: usize,
     end: super::CallEnd,
+    cancel: std::sync::Arc<super::Cancel>,
     /// What this call waited on (its databases), and how long.
     pub waits: super::Waits,
 }
@@ -51,6 +52,7 @@ impl SqlUnit {
         plugin: &LoadedPlugin,
         runtime: tokio::runtime::Handle,
         end: super::CallEnd,
+        cancel: std::sync::Arc<super::Cancel>,
     ) -> Self {
         let config = &services.config;
         SqlUnit {
@@ -66,6 +68,7 @@ impl SqlUnit {
             max_connections: config.sql_max_connections_per_call.max(1),
             attempted: 0,
             end,
+            cancel,
             waits: super::Waits::default(),
         }
     }
@@ -313,9 +316,20 @@ impl SqlUnit {
             return Err(sql::SqlError::Timeout);
         }
         let runtime = self.runtime.clone();
+        let stop = self.cancel.clone();
         let client = self.client(target)?;
         let cancel = client.cancel_token();
-        let outcome = runtime.block_on(async { tokio::time::timeout(limit, work(client)).await });
+        let outcome = runtime.block_on(async {
+            stop.or(
+                async {
+                    tokio::time::timeout(limit, work(client))
+                        .await
+                        .map_err(|_| ())
+                },
+                Err(()),
+            )
+            .await
+        });
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(sql::SqlError::TooLarge)) => {

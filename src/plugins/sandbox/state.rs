@@ -18,6 +18,7 @@ pub struct StateUnit {
     tenant_id: Option<String>,
     runtime: tokio::runtime::Handle,
     end: super::CallEnd,
+    cancel: std::sync::Arc<super::Cancel>,
     /// What this call waited on (its state, in the database), and how long.
     pub waits: super::Waits,
 }
@@ -29,6 +30,7 @@ impl StateUnit {
         tenant: Option<&PluginTenant>,
         runtime: tokio::runtime::Handle,
         end: super::CallEnd,
+        cancel: std::sync::Arc<super::Cancel>,
     ) -> Self {
         StateUnit {
             db: services.db.clone(),
@@ -36,6 +38,7 @@ impl StateUnit {
             tenant_id: tenant.map(|t| t.id.clone()),
             runtime,
             end,
+            cancel,
             waits: super::Waits::default(),
         }
     }
@@ -55,7 +58,12 @@ impl StateUnit {
     /// A read of the state, given up when the call's time is up (None then).
     fn read<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
         let left = self.end.remaining();
-        self.wait(async move { tokio::time::timeout(left, work).await.ok() })
+        let cancel = self.cancel.clone();
+        self.wait(async move {
+            cancel
+                .or(async { tokio::time::timeout(left, work).await.ok() }, None)
+                .await
+        })
     }
 
     /// The access check: state needs the call's tenant.
