@@ -4,8 +4,9 @@
 //! URL), and a `required` list), checked when the plugin is
 //! installed, and the values an operator sets, checked against them when set.
 //!
-//! Configuration is for what is not secret (endpoints, user names, options): a field whose name
-//! says it holds a password, a secret or a token is refused, as those are the operator's grants.
+//! Configuration is for what is not secret (endpoints, user names, options): a string field
+//! named for a password, a secret, a token or credentials (`api_token`, `client-secret`) is
+//! refused, as those are the operator's grants; a number is not (`max_tokens` is a limit).
 
 use std::collections::BTreeMap;
 
@@ -139,20 +140,31 @@ pub fn fields(schema: Option<&Value>) -> Result<Vec<Field>, String> {
                 "{at}: a field name is 1–64 lowercase letters, digits, `_` and `-`"
             ));
         }
-        if ["password", "secret", "token"]
-            .iter()
-            .any(|w| name.contains(w))
-        {
-            return Err(format!(
-                "{at}: a secret is not configuration; request it in `capabilities.secrets` and \
-                 the operator grants it"
-            ));
-        }
         let kind = property
             .get("type")
             .and_then(Value::as_str)
             .and_then(Kind::parse)
             .ok_or_else(|| format!("{at}.type must be string, integer, number or boolean"))?;
+        // A string named for a secret is one: `api_token`, `client-secret`. A number is not
+        // (`max_tokens`, `tokens_per_day` are limits), nor a word that merely contains one.
+        let secret_word = |word: &str| {
+            matches!(
+                word,
+                "password"
+                    | "passwd"
+                    | "secret"
+                    | "token"
+                    | "apikey"
+                    | "credential"
+                    | "credentials"
+            )
+        };
+        if kind == Kind::String && name.split(['_', '-']).any(secret_word) {
+            return Err(format!(
+                "{at}: a secret is not configuration; request it in `capabilities.secrets` and \
+                 the operator grants it"
+            ));
+        }
         let choices = match property.get("enum") {
             None => None,
             Some(Value::Array(values)) if !values.is_empty() => {
@@ -299,6 +311,26 @@ mod tests {
         assert!(fields[2].required);
         assert_eq!(fields[1].kind, Kind::Integer);
         assert!(super::fields(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_limit_named_for_tokens_is_configuration_a_string_named_for_a_secret_is_not() {
+        let schema = json!({ "properties": {
+            "tokens": { "type": "integer" },
+            "max_tokens_per_day": { "type": "integer" },
+            "token_budget": { "type": "number" },
+            "tokenizer": { "type": "string" },
+        } });
+        assert_eq!(super::fields(Some(&schema)).unwrap().len(), 4);
+        for name in ["api_token", "client-secret", "password", "db_credentials"] {
+            let schema = json!({ "properties": { name: { "type": "string" } } });
+            assert!(
+                super::fields(Some(&schema))
+                    .unwrap_err()
+                    .contains("a secret is not configuration"),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod bindings;
 pub mod builtins;
 mod compile;
 pub mod config;
+mod ended;
 mod exports;
 mod follow_up;
 mod host;
