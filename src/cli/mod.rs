@@ -202,6 +202,40 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                 )
             })
         }
+        Command::Plugin(PluginCommand::Call {
+            file: Some(file),
+            allow_host,
+            secrets,
+            set,
+            function,
+            ..
+        }) => {
+            // A scratch installation of its own: a SQLite database and a generated key in a
+            // directory removed afterwards, whatever the configuration names.
+            config.log_level =
+                std::env::var("TENANTRY_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
+            crate::telemetry::init(&config);
+            let scratch = std::env::temp_dir().join(format!(
+                "tenantry-plugin-call-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("creating {}", scratch.display()))?;
+            config.data_dir = scratch.clone();
+            config.database_url =
+                Some(format!("sqlite://{}", scratch.join("scratch.db").display()));
+            config.master_key = None;
+            config.master_key_file = None;
+            config.previous_master_keys = Vec::new();
+            config.redis_url = None;
+            let outcome = async {
+                let ctx = open_for_cli(config).await?;
+                plugin::call_file(&ctx, out, &file, allow_host, secrets, set, function).await
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&scratch);
+            outcome
+        }
         Command::Plugin(PluginCommand::Check { file }) => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;

@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use super::{Output, app_error, print, read_secret_file, table};
 
 mod call;
+mod scratch;
+
+pub(super) use scratch::call_file;
+use scratch::read_set;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -92,10 +96,26 @@ pub enum PluginCommand {
     Check { file: PathBuf },
     /// Call an installed plugin's export as the product would, and print its answer and the
     /// lines it logged (a provisioner's `apply`, `compensate` and `transition` act on its
-    /// backend; nothing else changes). With `TENANTRY_DATA_DIR` set to a scratch directory,
-    /// calls a plugin installed there.
+    /// backend; nothing else changes). With `--file`, a component straight from its file: no
+    /// install, no database, grants given here.
     Call {
-        name: String,
+        /// The installed plugin (none with --file).
+        #[arg(required_unless_present = "file")]
+        name: Option<String>,
+        /// Run this component instead of an installed plugin: it is installed in a scratch
+        /// data directory (a SQLite database of its own, removed afterwards) with the grants
+        /// and configuration given here.
+        #[arg(long, value_name = "FILE.wasm")]
+        file: Option<PathBuf>,
+        /// With --file: a host the plugin may reach (`host`, `host:port`, `host:*`); repeat.
+        #[arg(long = "allow-host", value_name = "HOST", requires = "file")]
+        allow_host: Vec<String>,
+        /// With --file: a secret, its value read from FILE; repeat.
+        #[arg(long = "secret", value_name = "NAME=FILE", requires = "file")]
+        secrets: Vec<String>,
+        /// With --file: a configuration field; repeat.
+        #[arg(long = "set", value_name = "KEY=VALUE", requires = "file")]
+        set: Vec<String>,
         #[command(subcommand)]
         function: CallFunction,
     },
@@ -401,31 +421,7 @@ pub(super) async fn plugin_command(
             for key in unset {
                 values.remove(&key);
             }
-            for pair in set {
-                let Some((key, text)) = pair.split_once('=') else {
-                    anyhow::bail!("--set {pair}: give KEY=VALUE");
-                };
-                let Some(field) = current.config_fields.iter().find(|f| f.name == key) else {
-                    let names: Vec<&str> = current
-                        .config_fields
-                        .iter()
-                        .map(|f| f.name.as_str())
-                        .collect();
-                    anyhow::bail!(
-                        "--set {key}: plugin `{name}` has no such field ({})",
-                        if names.is_empty() {
-                            "it takes no configuration".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
-                    );
-                };
-                let value = field
-                    .kind
-                    .read(text)
-                    .map_err(|message| anyhow::anyhow!("--set {key}: {message}"))?;
-                values.insert(key.to_owned(), value);
-            }
+            read_set(&current, &set, &mut values)?;
             let plugin = registry::configure(ctx, actor, &name, values)
                 .await
                 .map_err(app_error)?;
@@ -466,8 +462,10 @@ pub(super) async fn plugin_command(
             print(out, &plugin, || format!("plugin {} disabled", plugin.name))
         }
         PluginCommand::Call {
-            name,
+            name: Some(name),
+            file: None,
             function: CallFunction::Evaluate { tenant, usage },
+            ..
         } => {
             let tenant = crate::tenants::get(ctx, &tenant).await.map_err(app_error)?;
             let usage: Option<std::collections::HashMap<String, u64>> = match usage {
@@ -515,8 +513,16 @@ pub(super) async fn plugin_command(
                 )
             })
         }
-        PluginCommand::Call { name, function } => call::run(ctx, out, &name, function).await,
-        PluginCommand::New { .. } | PluginCommand::Check { .. } => {
+        PluginCommand::Call {
+            name: Some(name),
+            file: None,
+            function,
+            ..
+        } => call::run(ctx, out, &name, function).await,
+        PluginCommand::New { .. }
+        | PluginCommand::Check { .. }
+        | PluginCommand::Call { file: Some(_), .. }
+        | PluginCommand::Call { name: None, .. } => {
             unreachable!("handled without a database")
         }
     }
