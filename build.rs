@@ -27,8 +27,9 @@ use std::process::Command;
 const WASM_TARGET: &str = "wasm32-wasip2";
 const LEAN_TARGET: &str = "wasm32-unknown-unknown";
 
-/// Built-in plugins of the pure worlds, built lean (see above), each with its SDK world.
-const LEAN_PLUGINS: &[&[&str]] = &[&["template-renderer"], &["tier-quota"]];
+/// The pure-world plugins built lean (see above), grouped by SDK world: the built-ins, and the
+/// `shout-renderer` test plugin with the renderer.
+const LEAN_PLUGINS: &[&[&str]] = &[&["template-renderer", "shout-renderer"], &["tier-quota"]];
 
 /// Plugins built for WASI, by SDK world: the other built-ins, then the test plugins. The last
 /// three use wit-bindgen alone, so they go with the provisioners.

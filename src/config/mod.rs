@@ -107,6 +107,10 @@ pub struct PluginsConfig {
     pub max_result_bytes: usize,
     /// Most measurements one `measure` may report.
     pub max_measurements: usize,
+    /// The renderer plugin every template is rendered through: the built-in
+    /// `template-renderer`, or an installed renderer of the operator's (with its own syntax
+    /// and escaping). A template is checked with it when saved, and rendered with it.
+    pub template_renderer: String,
 }
 
 impl Default for PluginsConfig {
@@ -129,6 +133,7 @@ impl Default for PluginsConfig {
             max_step_input_bytes: 256 * 1024,
             max_result_bytes: 4 * 1024 * 1024,
             max_measurements: 100,
+            template_renderer: "template-renderer".into(),
         }
     }
 }

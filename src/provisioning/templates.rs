@@ -21,9 +21,6 @@ use crate::store::models::{TemplateRow, TemplateVersionRow};
 use crate::store::{self, provisioning as sql};
 use crate::transaction;
 
-/// The built-in renderer every template goes through.
-pub const RENDERER: &str = "template-renderer";
-
 /// Longest template body, in bytes.
 pub const MAX_BODY: usize = 256 * 1024;
 

@@ -156,6 +156,49 @@ fn resource<'a>(resources: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no resource of step {id} in {resources}"))
 }
 
+/// The renderer world has a way in: an installation names the renderer its templates go
+/// through (`plugins.template_renderer`), here a third party's that writes values in capitals;
+/// a template is checked with it when saved and rendered with it. Until it is installed, a
+/// rendering fails naming it.
+async fn an_installation_renders_its_templates_through_a_renderer_of_its_own(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.plugins.template_renderer = "shout-renderer".into();
+    })
+    .await;
+    let (status, body) = app
+        .post(
+            "/api/v1/template",
+            json!({ "name": "greeting", "kind": "asset", "body": "hello {who}", "placeholders": ["who"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.to_string()
+            .contains("`shout-renderer` (`plugins.template_renderer`)"),
+        "{body}"
+    );
+    app.install_test_plugin("shout_renderer").await;
+    let (status, body) = app
+        .post(
+            "/api/v1/template",
+            json!({ "name": "greeting", "kind": "asset", "body": "hello {who}", "placeholders": ["who"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/template/greeting/render",
+            json!({ "values": { "who": "acme corp" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["rendered"], "hello ACME CORP",
+        "rendered by the third party's renderer"
+    );
+    app.stop().await;
+}
+
 async fn templates_are_versioned_and_validated(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     postgres_template(&app).await;
@@ -948,6 +991,7 @@ async fn a_server_that_lost_its_lease_stops_touching_the_run(backend: Backend) {
 backend_tests!(
     a_server_that_lost_its_lease_stops_touching_the_run,
     templates_are_versioned_and_validated,
+    an_installation_renders_its_templates_through_a_renderer_of_its_own,
     provisions_through_the_saga_and_replays_by_key,
     retry_while_running_is_a_conflict_and_concurrent_requests_make_one_run,
     a_permanent_failure_compensates_in_reverse,

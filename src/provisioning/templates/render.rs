@@ -29,9 +29,10 @@ pub(super) async fn render_raw(
     placeholders: &[String],
     values: Vec<(String, String)>,
 ) -> AppResult<Result<String, RenderError>> {
+    let renderer = ctx.config.plugins.template_renderer.as_str();
     ctx.plugins
         .render(
-            RENDERER,
+            renderer,
             WitTemplate {
                 name: name.to_owned(),
                 body: body.to_owned(),
@@ -41,7 +42,11 @@ pub(super) async fn render_raw(
             values,
         )
         .await
-        .map_err(|err| AppError::Unavailable(format!("the template renderer failed: {err}")))
+        .map_err(|err| {
+            AppError::Unavailable(format!(
+                "the template renderer `{renderer}` (`plugins.template_renderer`) failed: {err}"
+            ))
+        })
 }
 
 /// Renders template `name` the request names (404 when there is none) with `values`, as
