@@ -236,6 +236,20 @@ install it: tenantry plugin install {dir}/{name}.wasm",
             let _ = std::fs::remove_dir_all(&scratch);
             outcome
         }
+        Command::Plugin(PluginCommand::Check { file })
+            if file.extension().is_some_and(|e| e == "toml") =>
+        {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let manifest = crate::plugins::manifest::check_manifest_text(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print(out, &manifest, || {
+                format!(
+                    "ok: {} {} — world {}, WIT {} (the manifest alone: build the component and check it too)",
+                    manifest.name, manifest.version, manifest.world, manifest.wit_version
+                )
+            })
+        }
         Command::Plugin(PluginCommand::Check { file }) => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;

@@ -92,7 +92,8 @@ pub enum PluginCommand {
         #[arg(long, value_enum, default_value = "rust")]
         lang: CliLang,
     },
-    /// Check a component: world, WIT version, manifest, exports, requested capabilities.
+    /// Check a component: world, WIT version, manifest, exports, requested capabilities. Given a
+    /// `tenantry-plugin.toml`, checks the manifest alone, before any build.
     Check { file: PathBuf },
     /// Call an installed plugin's export as the product would, and print its answer and the
     /// lines it logged (a provisioner's `apply`, `compensate` and `transition` act on its

@@ -195,6 +195,16 @@ pub enum InspectError {
     ForbiddenImport { world: World, import: String },
 }
 
+/// Checks a manifest file (`tenantry-plugin.toml`) alone, before any build: what a component
+/// carrying it would be refused for (its name, version, world, WIT version, capabilities and
+/// configuration schema).
+pub fn check_manifest_text(text: &str) -> Result<Manifest, InspectError> {
+    let manifest: Manifest =
+        toml::from_str(text).map_err(|e| InspectError::BadManifest(e.message().to_owned()))?;
+    validate_manifest(&manifest)?;
+    Ok(manifest)
+}
+
 /// Reads the manifest, world and WIT version of a component without compiling or running it.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
     use wasmparser::{Parser, Payload};

@@ -259,3 +259,41 @@ fn plugin_call_runs_a_component_from_its_file_with_nothing_installed() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `plugin check` takes a manifest alone, before any build (a JavaScript build takes long): a
+/// string field named for a secret is refused there, naming it; a limit named for tokens is not.
+#[test]
+fn plugin_check_refuses_a_bad_manifest_before_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let path = dir.path().join("tenantry-plugin.toml");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["plugin", "check"])
+            .arg(&path)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .output()
+            .unwrap()
+    };
+    let head = "name = \"llm-quota\"\nversion = \"0.1.0\"\nworld = \"quota-policy\"\nwit_version = \"0.2.0\"\n";
+    let good = check(&format!(
+        "{head}\n[config_schema]\ntype = \"object\"\n[config_schema.properties.tokens]\ntype = \"integer\"\n"
+    ));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("ok: llm-quota 0.1.0"));
+    let bad = check(&format!(
+        "{head}\n[config_schema]\ntype = \"object\"\n[config_schema.properties.api_token]\ntype = \"string\"\n"
+    ));
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("config_schema.properties.api_token: a secret is not configuration"),
+        "{stderr}"
+    );
+}
