@@ -934,6 +934,15 @@ async fn tenant_quota(app: &TestApp, slug: &str, metric: &str) -> Value {
     quota(&quotas, metric).clone()
 }
 
+/// Whether `/metrics` counts a failure of the `flat-quota` policy.
+async fn flat_quota_failures_counted(app: &TestApp) -> bool {
+    let (_, metrics) = app.get("/metrics").await;
+    metrics
+        .as_str()
+        .unwrap()
+        .contains("tenantry_quota_policy_failures_total{policy=\"flat-quota\"}")
+}
+
 async fn choose_policy(app: &TestApp, path: &str, policy: Value) -> (StatusCode, Value) {
     app.call(Method::PUT, path, Some(json!({ "policy": policy })))
         .await
@@ -1031,12 +1040,8 @@ async fn another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leave
     .await;
     let agents = tenant_quota(&app, "loop-co", "agents").await;
     assert_eq!(agents["limit"], 10, "the last good decision: {agents}");
-    let (_, metrics) = app.get("/metrics").await;
     assert!(
-        metrics
-            .as_str()
-            .unwrap()
-            .contains("tenantry_quota_policy_failures_total{policy=\"flat-quota\"}"),
+        flat_quota_failures_counted(&app).await,
         "the failure is counted"
     );
     // With a failure and (below) a rejection counted, the shipped rules name only what is
@@ -1116,12 +1121,8 @@ async fn a_wasi_built_policy_that_prints_sleeps_or_panics_answers_or_fails_as_a_
                 assert!(text.contains("is failing"), "{text}");
             }
         }
-        let (_, metrics) = app.get("/metrics").await;
         assert!(
-            metrics
-                .as_str()
-                .unwrap()
-                .contains("tenantry_quota_policy_failures_total{policy=\"flat-quota\"}"),
+            flat_quota_failures_counted(&app).await,
             "the failure is counted"
         );
         app.stop().await;

@@ -75,6 +75,27 @@ impl Setup {
         )
     }
 
+    /// Installs the probe plugin through server A and grants it 127.0.0.1.
+    async fn install_probe_granted(&self, http: &reqwest::Client) {
+        let probe =
+            std::fs::read(format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"))).unwrap();
+        let installed = http
+            .post(format!("{}/api/v1/plugin", self.a.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/wasm")
+            .body(probe)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(installed.status(), StatusCode::CREATED);
+        self.admin(
+            reqwest::Method::POST,
+            "/api/v1/plugin/probe/grants",
+            json!({ "kind": "host", "name": "127.0.0.1" }),
+        )
+        .await;
+    }
+
     async fn shutdown(self) {
         self.a.kill().await;
         self.b.kill().await;
@@ -448,23 +469,7 @@ async fn counting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
 async fn a_plugin_grant_revoked_on_one_server_binds_the_others_calls_within_a_second() {
     let setup = setup().await;
     let http = reqwest::Client::new();
-    let probe = std::fs::read(format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"))).unwrap();
-    let installed = http
-        .post(format!("{}/api/v1/plugin", setup.a.base))
-        .bearer_auth(&setup.token)
-        .header("content-type", "application/wasm")
-        .body(probe)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(installed.status(), StatusCode::CREATED);
-    setup
-        .admin(
-            reqwest::Method::POST,
-            "/api/v1/plugin/probe/grants",
-            json!({ "kind": "host", "name": "127.0.0.1" }),
-        )
-        .await;
+    setup.install_probe_granted(&http).await;
     let (url, hits) = counting_server().await;
     // The probe plugin reaches `url` while B plans a tenant into it.
     let provision = |slug: String| {
@@ -548,23 +553,7 @@ async fn unheard(ctx: &tenantry::context::Context, statements: &str) {
 async fn a_plugin_grant_revoked_whose_notification_was_lost_binds_the_next_call() {
     let setup = setup().await;
     let http = reqwest::Client::new();
-    let probe = std::fs::read(format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"))).unwrap();
-    let installed = http
-        .post(format!("{}/api/v1/plugin", setup.a.base))
-        .bearer_auth(&setup.token)
-        .header("content-type", "application/wasm")
-        .body(probe)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(installed.status(), StatusCode::CREATED);
-    setup
-        .admin(
-            reqwest::Method::POST,
-            "/api/v1/plugin/probe/grants",
-            json!({ "kind": "host", "name": "127.0.0.1" }),
-        )
-        .await;
+    setup.install_probe_granted(&http).await;
     let (url, hits) = counting_server().await;
     let provision = |slug: &str| {
         http.post(format!("{}/api/v1/tenant/provision", setup.b.base))

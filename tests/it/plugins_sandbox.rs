@@ -32,6 +32,18 @@ async fn with_probe(backend: Backend) -> TestApp {
     app
 }
 
+/// Grants the probe `host`.
+async fn grant_host(app: &TestApp, host: &str) {
+    registry::grant(
+        &app.ctx,
+        &Actor::system(),
+        "probe",
+        Capability::Host(host.into()),
+    )
+    .await
+    .unwrap();
+}
+
 /// The probe's report, or the call's error.
 async fn probe(app: &TestApp, slug: &str, request: Value) -> Result<Value, CallError> {
     let plan = app
@@ -273,14 +285,7 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_deadline_while_the_server_
 
     // A call that spends its deadline waiting on a granted host that answers late is a slow
     // backend: it may answer next time.
-    registry::grant(
-        &app.ctx,
-        &Actor::system(),
-        "probe",
-        Capability::Host("127.0.0.1".into()),
-    )
-    .await
-    .unwrap();
+    grant_host(&app, "127.0.0.1").await;
     let port = slow_server(std::time::Duration::from_millis(2_000));
     let err = app
         .ctx
@@ -311,14 +316,7 @@ async fn a_deadline_ends_sleeps_and_slow_hosts_and_says_which_it_was() {
     registry::set_enabled(&app.ctx, &Actor::system(), "probe", true, Some(1500))
         .await
         .unwrap();
-    registry::grant(
-        &app.ctx,
-        &Actor::system(),
-        "probe",
-        Capability::Host("127.0.0.1".into()),
-    )
-    .await
-    .unwrap();
+    grant_host(&app, "127.0.0.1").await;
     let port = slow_server(std::time::Duration::from_secs(60));
     for (request, waited_on) in [
         (
@@ -364,14 +362,7 @@ async fn a_deadline_ends_sleeps_and_slow_hosts_and_says_which_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disable_or_a_revoke_stops_the_calls_in_flight() {
     let app = with_probe(Backend::Sqlite).await;
-    registry::grant(
-        &app.ctx,
-        &Actor::system(),
-        "probe",
-        Capability::Host("127.0.0.1".into()),
-    )
-    .await
-    .unwrap();
+    grant_host(&app, "127.0.0.1").await;
     let port = slow_server(std::time::Duration::from_secs(60));
     let call = |request: Value| {
         let ctx = app.ctx.clone();
@@ -631,14 +622,7 @@ async fn http_reaches_only_granted_hosts_and_secrets_only_granted_ones() {
         )),
         "{refused}"
     );
-    registry::grant(
-        &app.ctx,
-        &Actor::system(),
-        "probe",
-        Capability::Host("127.0.0.1".into()),
-    )
-    .await
-    .unwrap();
+    grant_host(&app, "127.0.0.1").await;
     let fetched = probe(&app, "acme", json!({ "do": "http", "url": url }))
         .await
         .unwrap();
@@ -925,14 +909,7 @@ async fn a_name_on_an_internal_address_is_reached_only_through_a_grant_of_that_a
         .port()
         .unwrap();
     let by_name = format!("http://localhost:{port}/health");
-    registry::grant(
-        &app.ctx,
-        &Actor::system(),
-        "probe",
-        Capability::Host("localhost".into()),
-    )
-    .await
-    .unwrap();
+    grant_host(&app, "localhost").await;
     let refused = probe(&app, "acme", json!({ "do": "http", "url": by_name }))
         .await
         .unwrap();
@@ -941,14 +918,7 @@ async fn a_name_on_an_internal_address_is_reached_only_through_a_grant_of_that_a
         error.contains("NotGranted") && error.contains("resolves to the internal address"),
         "{refused}"
     );
-    registry::grant(
-        &app.ctx,
-        &Actor::system(),
-        "probe",
-        Capability::Host("127.0.0.1".into()),
-    )
-    .await
-    .unwrap();
+    grant_host(&app, "127.0.0.1").await;
     let fetched = probe(&app, "acme", json!({ "do": "http", "url": by_name }))
         .await
         .unwrap();
@@ -976,14 +946,7 @@ async fn a_name_on_an_internal_address_is_reached_only_through_a_grant_of_that_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_a_host_not_granted_is_refused() {
     let app = with_probe(Backend::Sqlite).await;
-    registry::grant(
-        &app.ctx,
-        &Actor::system(),
-        "probe",
-        Capability::Host("127.0.0.1".into()),
-    )
-    .await
-    .unwrap();
+    grant_host(&app, "127.0.0.1").await;
     let port = redirecting_server(|port| format!("http://localhost:{port}/elsewhere"));
     let report = probe(
         &app,

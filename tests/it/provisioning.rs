@@ -1220,6 +1220,42 @@ async fn a_repair_renders_the_current_template_version_when_asked(backend: Backe
     app.stop().await;
 }
 
+/// Tenant `slug`'s bundle, taken before the tenant is canceled, deleted for good and purged
+/// from the recorder double.
+async fn moved_out(app: &TestApp, double: &RecorderBackend, slug: &str) -> Vec<u8> {
+    let bundle = app
+        .request(Method::GET, &format!("/api/v1/tenant/{slug}/bundle"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/tenant/{slug}/cancel"),
+            json!({ "reason": "moving" }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let response = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/tenant/{slug}?hard=true&force=true&reason=moving"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let started = Instant::now();
+    while !double.names().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "not purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bundle
+}
+
 /// An import re-applies a tenant's resources in the order they were planned, not in the order
 /// they were last applied: a repair re-applies an early step late.
 async fn an_import_re_applies_resources_in_plan_order(backend: Backend) {
@@ -1262,33 +1298,7 @@ async fn an_import_re_applies_resources_in_plan_order(backend: Backend) {
         use diesel_async::SimpleAsyncConnection as _;
         c.batch_execute(sql).await.unwrap()
     });
-    let bundle = app
-        .request(Method::GET, "/api/v1/tenant/order/bundle")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let (status, body) = app
-        .post("/api/v1/tenant/order/cancel", json!({ "reason": "moving" }))
-        .await;
-    assert!(status.is_success(), "{body}");
-    let response = app
-        .request(
-            Method::DELETE,
-            "/api/v1/tenant/order?hard=true&force=true&reason=moving",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let started = Instant::now();
-    while !double.names().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(30), "not purged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let bundle = moved_out(&app, &double, "order").await;
     let response = app
         .request(Method::POST, "/api/v1/tenant/bundle")
         .header("Content-Type", "application/x-tar")
@@ -1310,33 +1320,7 @@ async fn an_import_re_applies_resources_in_plan_order(backend: Backend) {
 
 async fn an_import_whose_backend_fails_is_taken_back_whole(backend: Backend) {
     let (app, double) = provisioned(backend, "moved").await;
-    let bundle = app
-        .request(Method::GET, "/api/v1/tenant/moved/bundle")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let (status, body) = app
-        .post("/api/v1/tenant/moved/cancel", json!({ "reason": "moving" }))
-        .await;
-    assert!(status.is_success(), "{body}");
-    let response = app
-        .request(
-            Method::DELETE,
-            "/api/v1/tenant/moved?hard=true&force=true&reason=moving",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let started = Instant::now();
-    while !double.names().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(30), "not purged");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let bundle = moved_out(&app, &double, "moved").await;
 
     // The backend takes the first two resources back and refuses the third: the import is
     // taken back, the two undone, and the registry holds nothing of the tenant.

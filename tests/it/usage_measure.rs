@@ -58,7 +58,12 @@ fn figure<'a>(outcome: &'a Value, metric: &str) -> &'a Value {
 }
 
 async fn used(app: &TestApp, metric: &str) -> Value {
-    let (_, usage) = app.get("/api/v1/tenant/acme/usage").await;
+    used_by(app, "acme", metric).await
+}
+
+/// Tenant `slug`'s use of `metric`.
+async fn used_by(app: &TestApp, slug: &str, metric: &str) -> Value {
+    let (_, usage) = app.get(&format!("/api/v1/tenant/{slug}/usage")).await;
     usage["metrics"]
         .as_array()
         .unwrap()
@@ -151,15 +156,11 @@ async fn only_the_plugins_that_hold_a_tenant_measure_it_and_only_what_they_decla
         "{outcome}"
     );
     assert_eq!(figure(&outcome, "storage_gb")["recorded"], true);
-    let (_, usage) = app.get("/api/v1/tenant/huge-co/usage").await;
-    let agents_used = usage["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["metric"] == "concurrent_agents")
-        .unwrap()["used"]
-        .clone();
-    assert_eq!(agents_used, 0, "the lie is not recorded: {usage}");
+    assert_eq!(
+        used_by(&app, "huge-co", "concurrent_agents").await,
+        0,
+        "the lie is not recorded"
+    );
     // The catalogue states the bound.
     let (_, catalogue) = app.get("/api/v1/quotas/metrics").await;
     assert!(

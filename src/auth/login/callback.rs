@@ -1,5 +1,6 @@
 //! The callback of a login, step by step: the attempt it answers (found without a write, then
-//! consumed before anything else; a state no login holds spends its address's budget), the provider's error or the response's issuer, the code exchanged for tokens, the
+//! consumed before anything else; a state no login holds spends its address's budget), the
+//! provider's error or the response's issuer, the code exchanged for tokens, the
 //! id_token verified, the claims completed from userinfo, and the role they map to. Each step
 //! refuses with a [`LoginFailure`] that says why; nothing is stored on the way.
 

@@ -108,7 +108,7 @@ pub struct Waits {
 }
 
 impl Waits {
-    /// Counts a wait on `what` that took `waited`, and ended at `end` or not.
+    /// Counts a wait on `what` that took `waited`.
     pub fn add(&mut self, what: impl FnOnce() -> String, waited: std::time::Duration) {
         self.total += waited;
         if self.longest.as_ref().is_none_or(|(_, d)| waited > *d) {
