@@ -3,6 +3,7 @@
 //! to the session (the login form: a double-submit cookie). POST handlers end with a flash
 //! message and a 303 redirect.
 
+mod date_filter;
 pub mod error;
 pub mod form;
 mod keys;
@@ -141,6 +142,7 @@ pub fn tera() -> &'static Tera {
 /// Parses the portal's templates.
 pub fn templates() -> anyhow::Result<Tera> {
     let mut tera = Tera::default();
+    tera.register_filter("date", date_filter::date);
     tera.add_raw_templates(TEMPLATES.to_vec())
         .map_err(|e| anyhow::anyhow!("portal templates: {e:?}"))?;
     tera.autoescape_on(vec![".html"]);
