@@ -13,6 +13,7 @@ use wasmtime::{
 
 use super::compile::{Compiler, Instance};
 use super::ended::{classify, deadline_error, flush_output};
+use super::in_flight::InFlight;
 use super::sandbox::{CallState, Cancel, Cancelled};
 use super::stats::{self, CallStats, Counter};
 use super::table::{CallMeters, LoadedPlugin, Table};
@@ -49,7 +50,7 @@ pub struct PluginHost {
     stats: Counter,
     stop_ticker: Arc<AtomicBool>,
     /// The calls running now, by plugin: what a disable or a revoke cancels.
-    in_flight: std::sync::Mutex<std::collections::HashMap<String, Vec<Weak<Cancel>>>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Drop for PluginHost {
@@ -108,10 +109,18 @@ impl PluginHost {
                 })?;
         }
         let table = Arc::new(Table::default());
-        let heard = Arc::downgrade(&table);
+        let in_flight = Arc::new(InFlight::default());
+        let (heard, calls, db) = (
+            Arc::downgrade(&table),
+            Arc::downgrade(&in_flight),
+            services.db.clone(),
+        );
         services.db.changes().subscribe(move |change| {
             if let Some(table) = heard.upgrade() {
                 table.heard(change);
+            }
+            if let Some(calls) = calls.upgrade() {
+                calls.heard(&db, change);
             }
         });
         Ok(PluginHost {
@@ -124,7 +133,7 @@ impl PluginHost {
             stats: Counter::default(),
             services,
             stop_ticker,
-            in_flight: Default::default(),
+            in_flight,
         })
     }
 
@@ -270,31 +279,7 @@ impl PluginHost {
     /// plugin was disabled, a grant of it revoked): each stops within a millisecond of guest
     /// code, and a host wait it is in ends at once. How many there were.
     pub fn cancel_calls(&self, name: &str, reason: &str) -> usize {
-        let calls = self
-            .in_flight
-            .lock()
-            .expect("in-flight lock")
-            .remove(name)
-            .unwrap_or_default();
-        let mut cancelled = 0;
-        for call in calls.iter().filter_map(Weak::upgrade) {
-            call.cancel(reason);
-            cancelled += 1;
-        }
-        if cancelled > 0 {
-            tracing::info!(plugin = %name, cancelled, "plugin calls cancelled: {reason}");
-        }
-        cancelled
-    }
-
-    /// A new call of plugin `name`, registered so that [`PluginHost::cancel_calls`] reaches it.
-    fn register_call(&self, name: &str) -> Arc<Cancel> {
-        let cancel = Arc::new(Cancel::default());
-        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
-        let calls = in_flight.entry(name.to_owned()).or_default();
-        calls.retain(|c| c.strong_count() > 0);
-        calls.push(Arc::downgrade(&cancel));
-        cancel
+        self.in_flight.cancel(name, reason)
     }
 
     /// What the host serves calls with.
@@ -348,7 +333,7 @@ impl PluginHost {
         };
         let started = Instant::now();
         let deadline = plugin.deadline(&self.services.config);
-        let cancel = self.register_call(name);
+        let cancel = self.in_flight.register(&plugin);
         let (result, lines) = match self.inline_budget(&plugin) {
             Some(budget) => match self.run_here(&plugin, tenant, None, budget, &cancel, &f) {
                 (Err(CallError::Deadline { .. }), _) if budget < deadline => {

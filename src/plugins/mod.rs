@@ -26,6 +26,7 @@ mod ended;
 mod exports;
 mod follow_up;
 mod host;
+mod in_flight;
 pub mod manifest;
 mod sandbox;
 pub mod scaffold;

@@ -53,6 +53,9 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
+/// The busy timeout of [`SQLITE_PRAGMAS`], in milliseconds.
+const SQLITE_BUSY_TIMEOUT_MS: u128 = 10_000;
+
 /// Which database engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -144,8 +147,15 @@ macro_rules! with_conn {
 /// ```
 #[macro_export]
 macro_rules! transaction {
-    ($db:expr, |$tx:ident| $body:block) => {{
-        match $db.begin().await {
+    ($db:expr, |$tx:ident| $body:block) => {
+        $crate::transaction!(@run $db.begin(), |$tx| $body)
+    };
+    // Waits at most `wait` for the write lock (see `Db::begin_within`).
+    ($db:expr, within $wait:expr, |$tx:ident| $body:block) => {
+        $crate::transaction!(@run $db.begin_within($wait), |$tx| $body)
+    };
+    (@run $begin:expr, |$tx:ident| $body:block) => {{
+        match $begin.await {
             Err(err) => Err(err),
             Ok(mut __tx) => {
                 let __result: $crate::error::AppResult<_> = async {
@@ -315,6 +325,29 @@ impl Db {
         };
         with_conn!(conn, |c| c.batch_execute(begin).await)?;
         conn.in_transaction = true;
+        Ok(conn)
+    }
+
+    /// Begins a transaction that waits at most `wait` for the database's write lock. On SQLite,
+    /// where a statement cannot be given up halfway (its wrapper waits for the statement it
+    /// runs), the wait is SQLite's own busy timeout, set to `wait` for the `BEGIN` alone; on
+    /// PostgreSQL the caller gives up by dropping the future (the connection, detached, rolls
+    /// back).
+    pub async fn begin_within(&self, wait: std::time::Duration) -> AppResult<Conn> {
+        let mut conn = self.conn().await?;
+        // Given up midway (refused, or the caller's future dropped), the connection is detached
+        // rather than pooled again: it may still carry the short busy timeout.
+        conn.in_transaction = true;
+        match conn.pooled() {
+            Pooled::Postgres(c) => c.batch_execute("BEGIN").await?,
+            Pooled::Sqlite(c) => {
+                let ms = wait.as_millis().clamp(1, SQLITE_BUSY_TIMEOUT_MS);
+                c.batch_execute(&format!("PRAGMA busy_timeout = {ms}; BEGIN IMMEDIATE"))
+                    .await?;
+                c.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))
+                    .await?;
+            }
+        }
         Ok(conn)
     }
 

@@ -6,7 +6,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, hold_writes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_names_routes_never_tokens_and_cannot_be_forged() {
@@ -881,42 +881,6 @@ async fn an_unknown_stored_role_is_an_error_never_a_default(backend: Backend) {
     app.stop().await;
 }
 
-/// Someone else's hold on the database that a login callback would need to write: on SQLite
-/// the one write lock (`BEGIN IMMEDIATE`), on PostgreSQL a lock on `login_attempts` that lets
-/// reads through and blocks deletes. Held until dropped.
-#[expect(
-    dead_code,
-    reason = "held, never read: dropping it lets the writes through"
-)]
-enum WriteHold {
-    Sqlite(diesel::SqliteConnection),
-    Postgres(diesel_async::AsyncPgConnection),
-}
-
-async fn hold_login_writes(app: &TestApp) -> WriteHold {
-    use diesel_async::SimpleAsyncConnection as _;
-    match app.backend {
-        Backend::Sqlite => {
-            use diesel::Connection as _;
-            let path = app.database.url.trim_start_matches("sqlite://").to_owned();
-            let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
-            diesel::connection::SimpleConnection::batch_execute(&mut conn, "BEGIN IMMEDIATE")
-                .unwrap();
-            WriteHold::Sqlite(conn)
-        }
-        Backend::Postgres => {
-            use diesel_async::AsyncConnection as _;
-            let mut conn = diesel_async::AsyncPgConnection::establish(&app.database.url)
-                .await
-                .unwrap();
-            conn.batch_execute("BEGIN; LOCK TABLE login_attempts IN EXCLUSIVE MODE")
-                .await
-                .unwrap();
-            WriteHold::Postgres(conn)
-        }
-    }
-}
-
 /// A login callback carries no credential, so anyone can send one. One whose state no login
 /// holds is answered without a write (here while another connection holds what a write would
 /// need), and an address that sends more than its budget is refused before the database is
@@ -927,7 +891,7 @@ async fn callbacks_with_states_no_login_holds_write_nothing_and_are_limited(back
     })
     .await;
     app.create_tenant("acme").await;
-    let hold = hold_login_writes(&app).await;
+    let hold = hold_writes(&app, "login_attempts").await;
     let callback = |state: &str| {
         let url = format!("{}/t/acme/callback?code=c&state={state}", app.base);
         let client = app.client.clone();

@@ -2523,8 +2523,34 @@ async fn plugin_changes_from_the_cli_bind_the_next_call_of_a_running_server(back
         "stopped at 1500 ms"
     );
 
-    // Disabled by the CLI: the next request is refused, and nothing is stored.
+    // Disabled by the CLI while a call runs on the server: the server hears it on the change
+    // feed and stops the call, long before its deadline.
+    cli.ok(&["plugin", "enable", "probe", "--deadline-ms", "60000"])
+        .await;
+    let looping = {
+        let (base, token) = (base.clone(), token.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let answer =
+                provision_probe(&base, &token, "probe-stopped", json!({ "do": "loop" })).await;
+            (answer, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!looping.is_finished(), "the loop runs until stopped");
     cli.ok(&["plugin", "disable", "probe"]).await;
+    let ((status, body), took) = looping.await.unwrap();
+    assert!(
+        body.to_string()
+            .contains("was stopped while it ran: it was disabled while the call ran"),
+        "{status}: {body}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "stopped {took:?} after it began, under a deadline of 60 s"
+    );
+
+    // Disabled by the CLI: the next request is refused, and nothing is stored.
     let (status, body) = provision_probe(&base, &token, "probe-four", reach.clone()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("`probe` is disabled"), "{body}");

@@ -208,6 +208,8 @@ pub struct CallState {
     end: CallEnd,
     /// What the guest's sleeps waited on the clock.
     clock_waits: Waits,
+    /// The call's cancellation, which also wakes a sleeping guest.
+    cancel: std::sync::Arc<Cancel>,
 }
 
 /// WASI with nothing behind it, and the capped pipes it writes stdout and stderr to.
@@ -279,6 +281,7 @@ impl CallState {
             capabilities,
             end,
             clock_waits: Waits::default(),
+            cancel,
         }
     }
 
@@ -348,37 +351,72 @@ impl WasiView for CallState {
 
 impl wit::types::Host for CallState {}
 
+/// A guest's sleep: ready at its time, which is never past the call's end, or as soon as the
+/// call is cancelled (a disable or a revoke then stops a sleeping guest at once, as it stops a
+/// running one).
+struct Sleep {
+    until: tokio::time::Instant,
+    cancel: std::sync::Arc<Cancel>,
+    /// A sleep already over yields to the runtime once, as wasmtime-wasi's own clock does, so
+    /// that a guest polling in a loop does not starve the runtime's I/O.
+    yielded: bool,
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for Sleep {
+    async fn ready(&mut self) {
+        if self.until <= tokio::time::Instant::now() {
+            if !self.yielded {
+                self.yielded = true;
+                tokio::task::yield_now().await;
+            }
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(self.until) => {}
+            () = self.cancel.cancelled() => {}
+        }
+    }
+}
+
 /// The WASI monotonic clock's `subscribe-duration` and `subscribe-instant` (what a guest's
 /// sleep waits on), cut to what is left of the call: a sleep past the deadline wakes at it, and
-/// the deadline stops the guest at once. The name is the exact one wasmtime-wasi registers
-/// (a guest importing any 0.2.x resolves to it).
+/// the deadline stops the guest at once; a cancelled call wakes at once. The name is the exact
+/// one wasmtime-wasi registers (a guest importing any 0.2.x resolves to it).
 fn sleeps_end_with_the_call(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     use wasmtime::StoreContextMut;
     use wasmtime::component::Resource;
-    use wasmtime_wasi::clocks::WasiClocksView;
     use wasmtime_wasi::p2::DynPollable;
-    use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as Monotonic;
     const CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
-    fn nanos(d: std::time::Duration) -> u64 {
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    /// A sleep of `asked`, cut to the call's end: its pollable, counted as a wait on the clock.
+    fn sleep(
+        state: &mut CallState,
+        asked: std::time::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let left = state.end.remaining();
+        state.clock_waits.cut |= asked >= left;
+        let duration = asked.min(left);
+        state
+            .clock_waits
+            .add(|| crate::plugins::SLEEP.into(), duration);
+        let sleep = state.table.push(Sleep {
+            until: tokio::time::Instant::now() + duration,
+            cancel: state.cancel.clone(),
+            yielded: false,
+        })?;
+        Ok(wasmtime_wasi::p2::subscribe(&mut state.table, sleep)?)
     }
     linker.allow_shadowing(true);
     let mut clock = linker.instance(CLOCK)?;
     clock.func_wrap(
         "subscribe-duration",
         |mut store: StoreContextMut<'_, CallState>,
-         (duration,): (u64,)|
+         (nanos,): (u64,)|
          -> wasmtime::Result<(Resource<DynPollable>,)> {
-            let left = nanos(store.data().end.remaining());
-            let waits = &mut store.data_mut().clock_waits;
-            waits.cut |= duration >= left;
-            let duration = duration.min(left);
-            waits.add(
-                || crate::plugins::SLEEP.into(),
-                std::time::Duration::from_nanos(duration),
-            );
-            let mut clocks = WasiClocksView::clocks(store.data_mut());
-            Ok((Monotonic::subscribe_duration(&mut clocks, duration)?,))
+            Ok((sleep(
+                store.data_mut(),
+                std::time::Duration::from_nanos(nanos),
+            )?,))
         },
     )?;
     clock.func_wrap(
@@ -386,18 +424,11 @@ fn sleeps_end_with_the_call(linker: &mut Linker<CallState>) -> wasmtime::Result<
         |mut store: StoreContextMut<'_, CallState>,
          (when,): (u64,)|
          -> wasmtime::Result<(Resource<DynPollable>,)> {
-            let left = nanos(store.data().end.remaining());
-            let mut clocks = WasiClocksView::clocks(store.data_mut());
-            let now = Monotonic::now(&mut clocks)?;
-            let cut = when >= now.saturating_add(left);
-            let when = when.min(now.saturating_add(left));
-            let pollable = Monotonic::subscribe_instant(&mut clocks, when)?;
-            store.data_mut().clock_waits.cut |= cut;
-            store.data_mut().clock_waits.add(
-                || crate::plugins::SLEEP.into(),
-                std::time::Duration::from_nanos(when.saturating_sub(now)),
-            );
-            Ok((pollable,))
+            use wasmtime_wasi::clocks::WasiClocksView;
+            use wasmtime_wasi::p2::bindings::clocks::monotonic_clock::Host as Monotonic;
+            let now = Monotonic::now(&mut WasiClocksView::clocks(store.data_mut()))?;
+            let asked = std::time::Duration::from_nanos(when.saturating_sub(now));
+            Ok((sleep(store.data_mut(), asked)?,))
         },
     )?;
     linker.allow_shadowing(false);

@@ -10,6 +10,16 @@ use crate::store::{self, Db};
 const MAX_STATE_KEY: usize = 128;
 const MAX_STATE_VALUE: usize = 64 * 1024;
 const MAX_STATE_KEYS: usize = 256;
+/// What a write that the call's end (or its cancellation) cut short tells the guest.
+const UNFINISHED: &str =
+    "state is unavailable: the call ended before the write did (nothing was written)";
+
+/// How long a write may wait for the database's write lock: until just past the call's end, so
+/// that the call's own timeout is what ends the wait (SQLite's busy timeout, which cannot be
+/// interrupted, then gives up a moment later and the connection is discarded).
+fn lock_wait(end: &super::CallEnd) -> std::time::Duration {
+    end.remaining() + std::time::Duration::from_millis(50)
+}
 
 pub struct StateUnit {
     db: Db,
@@ -55,8 +65,10 @@ impl StateUnit {
         result
     }
 
-    /// A read of the state, given up when the call's time is up (None then).
-    fn read<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+    /// A read or a write of the state, given up when the call's time is up or the call is
+    /// cancelled (None then). A write given up is rolled back whole: its transaction never
+    /// commits, and its connection, dropped midway, is not reused.
+    fn bounded<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
         let left = self.end.remaining();
         let cancel = self.cancel.clone();
         self.wait(async move {
@@ -78,7 +90,7 @@ impl state::Host for StateUnit {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         let tenant = self.tenant().ok()?;
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.read(async move {
+        self.bounded(async move {
             let mut conn = db.conn().await?;
             store::plugins::state_get(&mut conn, &plugin, &tenant, &key).await
         })?
@@ -99,8 +111,9 @@ impl state::Host for StateUnit {
             ));
         }
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.wait(async move {
-            crate::transaction!(db, |tx| {
+        let left = lock_wait(&self.end);
+        self.bounded(async move {
+            crate::transaction!(db, within left, |tx| {
                 let keys = store::plugins::state_keys(tx, &plugin, &tenant).await?;
                 if keys.len() >= MAX_STATE_KEYS && !keys.contains(&key) {
                     return Ok(Err(format!(
@@ -112,18 +125,24 @@ impl state::Host for StateUnit {
             })
             .unwrap_or_else(|err| Err(format!("state is unavailable: {err}")))
         })
+        .unwrap_or_else(|| Err(UNFINISHED.to_owned()))
     }
 
     fn delete(&mut self, key: String) {
         let Ok(tenant) = self.tenant() else { return };
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        let result = self.wait(async move {
-            crate::transaction!(db, |tx| {
+        let left = lock_wait(&self.end);
+        let result = self.bounded(async move {
+            crate::transaction!(db, within left, |tx| {
                 store::plugins::state_delete(tx, &plugin, &tenant, &key).await
             })
         });
-        if let Err(err) = result {
-            tracing::warn!(plugin = %self.plugin, "plugin state delete failed: {err}");
+        match result {
+            Some(Ok(_)) => {}
+            Some(Err(err)) => {
+                tracing::warn!(plugin = %self.plugin, "plugin state delete failed: {err}");
+            }
+            None => tracing::warn!(plugin = %self.plugin, "plugin state delete: {UNFINISHED}"),
         }
     }
 
@@ -132,7 +151,7 @@ impl state::Host for StateUnit {
             return Vec::new();
         };
         let (db, plugin) = (self.db.clone(), self.plugin.clone());
-        self.read(async move {
+        self.bounded(async move {
             let mut conn = db.conn().await?;
             store::plugins::state_keys(&mut conn, &plugin, &tenant).await
         })

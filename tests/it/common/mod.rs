@@ -469,3 +469,39 @@ pub fn assert_dashboard_names_exported(file: &str, exported: &str) -> usize {
     }
     named
 }
+
+/// Someone else's hold on what a write to `table` needs: on SQLite the one write lock (`BEGIN
+/// IMMEDIATE`), on PostgreSQL an `EXCLUSIVE` lock on the table, which lets reads through and
+/// blocks writes. Held until dropped.
+#[expect(
+    dead_code,
+    reason = "held, never read: dropping it lets the writes through"
+)]
+pub enum WriteHold {
+    Sqlite(diesel::SqliteConnection),
+    Postgres(diesel_async::AsyncPgConnection),
+}
+
+pub async fn hold_writes(app: &TestApp, table: &str) -> WriteHold {
+    use diesel_async::SimpleAsyncConnection as _;
+    match app.backend {
+        Backend::Sqlite => {
+            use diesel::Connection as _;
+            let path = app.database.url.trim_start_matches("sqlite://").to_owned();
+            let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, "BEGIN IMMEDIATE")
+                .unwrap();
+            WriteHold::Sqlite(conn)
+        }
+        Backend::Postgres => {
+            use diesel_async::AsyncConnection as _;
+            let mut conn = diesel_async::AsyncPgConnection::establish(&app.database.url)
+                .await
+                .unwrap();
+            conn.batch_execute(&format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE"))
+                .await
+                .unwrap();
+            WriteHold::Postgres(conn)
+        }
+    }
+}
