@@ -102,8 +102,11 @@ pub struct PluginsConfig {
     pub max_plan_steps: usize,
     /// Largest input of one planned step, in bytes.
     pub max_step_input_bytes: usize,
+    /// Largest outcome of one step, transition or import (its output and manual follow-up
+    /// together, as journaled), in bytes.
+    pub max_step_output_bytes: usize,
     /// Largest result of one call, in bytes: a plan's inputs and descriptions together, a
-    /// rendering, a drift report.
+    /// rendering, a drift report, a bundle part.
     pub max_result_bytes: usize,
     /// Most measurements one `measure` may report.
     pub max_measurements: usize,
@@ -131,6 +134,7 @@ impl Default for PluginsConfig {
             inline_budget_ms: 5,
             max_plan_steps: 1_000,
             max_step_input_bytes: 256 * 1024,
+            max_step_output_bytes: 256 * 1024,
             max_result_bytes: 4 * 1024 * 1024,
             max_measurements: 100,
             template_renderer: "template-renderer".into(),
@@ -142,8 +146,16 @@ impl Default for PluginsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvisioningConfig {
-    /// Runs one server executes at once.
+    /// Runs one server moves forward at once.
     pub workers: usize,
+    /// Runs one server may hold beside those while they wait: a run whose plugin call has
+    /// lasted `step_aside_ms`, or that waits to retry a step, gives its worker to the next run
+    /// and waits for one again when its call ends, so slow or sleeping plugins never hold the
+    /// workers that other tenants' runs need.
+    pub waiting_runs: usize,
+    /// How long a plugin call holds its run's worker before the run steps aside, in
+    /// milliseconds.
+    pub step_aside_ms: u64,
     /// How long a server's claim on a run lasts without renewal, in seconds. A run whose server
     /// died is taken over by any server once its lease has expired.
     pub lease_seconds: u64,
@@ -230,6 +242,8 @@ impl Default for ProvisioningConfig {
     fn default() -> Self {
         Self {
             workers: 4,
+            waiting_runs: 16,
+            step_aside_ms: 1_000,
             lease_seconds: 30,
             poll_interval_ms: 1_000,
             max_attempts: 5,

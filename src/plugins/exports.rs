@@ -36,6 +36,21 @@ fn capped<T, E>(
     logged
 }
 
+/// The cap on what one step (or a transition, an import) reports it did: its output and its
+/// manual follow-up together, as journaled.
+fn outcome_cap(max: usize) -> impl FnOnce(&Outcome) -> Option<Broken> {
+    move |outcome: &Outcome| {
+        let bytes = outcome.output.len() + outcome.manual_follow_up.as_ref().map_or(0, String::len);
+        (bytes > max).then(|| {
+            (
+                format!("an outcome of {bytes} bytes"),
+                format!("{max} bytes"),
+                "max_step_output_bytes",
+            )
+        })
+    }
+}
+
 impl PluginHost {
     /// `render` of a renderer plugin.
     pub async fn render(
@@ -208,10 +223,13 @@ impl PluginHost {
         step: Step,
         idempotency_key: String,
     ) -> Logged<Outcome> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.apply(store, tenant, &step, &idempotency_key)
-        })
-        .await
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.apply(store, tenant, &step, &idempotency_key)
+            })
+            .await;
+        let max = self.services().config.max_step_output_bytes;
+        capped(plugin, logged, outcome_cap(max))
     }
 
     /// `compensate` of one applied step.
@@ -223,10 +241,13 @@ impl PluginHost {
         outcome: Outcome,
         idempotency_key: String,
     ) -> Logged<Outcome> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.compensate(store, tenant, &step, &outcome, &idempotency_key)
-        })
-        .await
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.compensate(store, tenant, &step, &outcome, &idempotency_key)
+            })
+            .await;
+        let max = self.services().config.max_step_output_bytes;
+        capped(plugin, logged, outcome_cap(max))
     }
 
     /// `observe`: drift between the applied steps and the backend.
@@ -265,10 +286,13 @@ impl PluginHost {
         change: LifecycleChange,
         reason: String,
     ) -> Logged<Outcome> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.transition(store, tenant, change, &reason)
-        })
-        .await
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.transition(store, tenant, change, &reason)
+            })
+            .await;
+        let max = self.services().config.max_step_output_bytes;
+        capped(plugin, logged, outcome_cap(max))
     }
 
     /// `measure`: the tenant's use of the plugin's backend, given the steps applied for it
@@ -303,10 +327,24 @@ impl PluginHost {
         tenant: &PluginTenant,
         applied: Vec<(Step, Outcome)>,
     ) -> Logged<Option<BundlePart>> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.export_tenant(store, tenant, &applied)
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.export_tenant(store, tenant, &applied)
+            })
+            .await;
+        let max = self.services().config.max_result_bytes;
+        capped(plugin, logged, |part: &Option<BundlePart>| {
+            let bytes = part.as_ref().map_or(0, |p| {
+                p.data.len() + p.instance_specific.iter().map(String::len).sum::<usize>()
+            });
+            (bytes > max).then(|| {
+                (
+                    format!("a bundle part of {bytes} bytes"),
+                    format!("{max} bytes"),
+                    "max_result_bytes",
+                )
+            })
         })
-        .await
     }
 
     /// `import-tenant`: restores what `export-tenant` handed over.
@@ -316,9 +354,12 @@ impl PluginHost {
         tenant: &PluginTenant,
         part: BundlePart,
     ) -> Logged<Outcome> {
-        self.provision(plugin, tenant, move |guest, store, tenant| {
-            guest.import_tenant(store, tenant, &part)
-        })
-        .await
+        let logged = self
+            .provision(plugin, tenant, move |guest, store, tenant| {
+                guest.import_tenant(store, tenant, &part)
+            })
+            .await;
+        let max = self.services().config.max_step_output_bytes;
+        capped(plugin, logged, outcome_cap(max))
     }
 }

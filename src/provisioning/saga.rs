@@ -10,11 +10,13 @@
 
 mod lease;
 mod outcome;
+mod slot;
 mod validate;
 
 pub(crate) use lease::owner_id;
 use lease::{LeaseKeeper, claim};
 use outcome::{Failure, append_log, split};
+use slot::Slot;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,7 +43,13 @@ pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinH
     tokio::spawn(async move {
         let owner = owner_id();
         tracing::info!(owner = %owner, "provisioning worker started");
-        let slots = Arc::new(tokio::sync::Semaphore::new(ctx.config.provisioning.workers));
+        let config = &ctx.config.provisioning;
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.workers));
+        // Every run this server holds: moving (a slot) or waiting (stepped aside).
+        let held = Arc::new(tokio::sync::Semaphore::new(
+            config.workers + config.waiting_runs,
+        ));
+        let step_aside = Duration::from_millis(config.step_aside_ms);
         let poll = Duration::from_millis(ctx.config.provisioning.poll_interval_ms);
         let mut last_sweep = Instant::now() - Duration::from_secs(3600);
         loop {
@@ -55,15 +63,20 @@ pub fn spawn(ctx: Context, stop: Arc<tokio::sync::Notify>) -> tokio::task::JoinH
             }
             // Take runs while there are free slots and runs to take.
             while let Ok(permit) = slots.clone().try_acquire_owned() {
+                let Ok(hold) = held.clone().try_acquire_owned() else {
+                    break;
+                };
                 match claim(&ctx, &owner).await {
                     Ok(Some(run)) => {
                         let (ctx, owner) = (ctx.clone(), owner.clone());
+                        let slot =
+                            Slot::new(permit, slots.clone(), ctx.runs_queued.clone(), step_aside);
                         tokio::spawn(async move {
                             let id = run.id.clone();
-                            if let Err(err) = execute(&ctx, &owner, run).await {
+                            if let Err(err) = execute(&ctx, &owner, run, slot).await {
                                 tracing::error!(run = %id, "provisioning run stopped: {err}");
                             }
-                            drop(permit);
+                            drop(hold);
                             // A slot is free: look for the next run now, not at the next poll
                             // (runs queued meanwhile would otherwise wait for it).
                             ctx.runs_queued.notify_one();
@@ -105,9 +118,11 @@ struct Executor<'a> {
     tenant: PluginTenant,
     keeper: LeaseKeeper,
     fault: Option<Fault>,
+    /// The run's worker, given up while it waits long on a plugin or to retry.
+    slot: Slot,
 }
 
-async fn execute(ctx: &Context, owner: &str, run: RunRow) -> AppResult<()> {
+async fn execute(ctx: &Context, owner: &str, run: RunRow, slot: Slot) -> AppResult<()> {
     tracing::info!(run = %run.id, kind = %run.kind, tenant = %run.tenant_slug, execution = run.executions, "executing provisioning run");
     let keeper = LeaseKeeper::start(ctx, &run.id, owner);
     let tenant = tenant_from_snapshot(&run.tenant)?;
@@ -119,6 +134,7 @@ async fn execute(ctx: &Context, owner: &str, run: RunRow) -> AppResult<()> {
         tenant,
         keeper,
         fault,
+        slot,
     };
     exec.go().await
 }
@@ -291,9 +307,10 @@ impl Executor<'_> {
             let ctx = self.ctx;
             let (result, log): (Result<Outcome, Failure>, _) = match step.action {
                 StepAction::Apply => {
-                    let logged = ctx
-                        .plugins
-                        .apply(
+                    let key = self.key(step);
+                    let logged = self
+                        .slot
+                        .waiting(ctx.plugins.apply(
                             &step.plugin,
                             &self.tenant,
                             Step {
@@ -301,16 +318,17 @@ impl Executor<'_> {
                                 description: step.description.clone(),
                                 input: input.clone(),
                             },
-                            self.key(step),
-                        )
+                            key,
+                        ))
                         .await;
                     split(logged)
                 }
                 StepAction::Compensate => {
                     let carried: CarriedResource = carried(step, &input, "resource to undo")?;
-                    let logged = ctx
-                        .plugins
-                        .compensate(
+                    let key = self.key(step);
+                    let logged = self
+                        .slot
+                        .waiting(ctx.plugins.compensate(
                             &step.plugin,
                             &self.tenant,
                             Step {
@@ -322,8 +340,8 @@ impl Executor<'_> {
                                 output: carried.output,
                                 manual_follow_up: None,
                             },
-                            self.key(step),
-                        )
+                            key,
+                        ))
                         .await;
                     let (result, log) = split(logged);
                     (
@@ -345,8 +363,13 @@ impl Executor<'_> {
                         LifecycleChange::Purge => plugins::LifecycleChange::Purge,
                     };
                     split(
-                        ctx.plugins
-                            .transition(&step.plugin, &self.tenant, change, carried.reason)
+                        self.slot
+                            .waiting(ctx.plugins.transition(
+                                &step.plugin,
+                                &self.tenant,
+                                change,
+                                carried.reason,
+                            ))
                             .await,
                     )
                 }
@@ -381,7 +404,7 @@ impl Executor<'_> {
                         step.next_attempt_at =
                             Some(now + chrono::Duration::milliseconds(delay.as_millis() as i64));
                         self.save_step(step).await?;
-                        tokio::time::sleep(delay).await;
+                        self.slot.idle(tokio::time::sleep(delay)).await;
                         continue;
                     }
                     step.state = StepState::Failed;
@@ -453,10 +476,10 @@ impl Executor<'_> {
             if self.keeper.lost() {
                 return Ok(Ended::LeaseLost);
             }
+            let key = self.key(step);
             let logged = self
-                .ctx
-                .plugins
-                .compensate(
+                .slot
+                .waiting(self.ctx.plugins.compensate(
                     &step.plugin,
                     &self.tenant,
                     Step {
@@ -468,8 +491,8 @@ impl Executor<'_> {
                         output: step.output.clone().unwrap_or_else(|| "{}".into()),
                         manual_follow_up: step.manual_follow_up.clone(),
                     },
-                    self.key(step),
-                )
+                    key,
+                ))
                 .await;
             let (result, log) = split(logged);
             append_log(step, &log);
@@ -503,7 +526,8 @@ impl Executor<'_> {
                     step.error = Some(format!("compensation: {message}"));
                     if transient && attempts < self.ctx.config.provisioning.max_attempts {
                         self.save_step(step).await?;
-                        tokio::time::sleep(self.backoff(i64::from(attempts))).await;
+                        let delay = self.backoff(i64::from(attempts));
+                        self.slot.idle(tokio::time::sleep(delay)).await;
                         continue;
                     }
                     step.state = StepState::Failed;

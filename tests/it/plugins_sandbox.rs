@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, hold_writes};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
 use tenantry::plugin_registry::{self as registry, Capability};
-use tenantry::plugins::{CallError, PluginTenant, RenderError, Severity, Template, Usage};
+use tenantry::plugins::{CallError, PluginTenant, RenderError, Severity, Step, Template, Usage};
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
@@ -357,8 +357,8 @@ async fn a_deadline_ends_sleeps_and_slow_hosts_and_says_which_it_was() {
 }
 
 /// A disable or a revoke cancels the calls of the plugin already running: a guest in its own
-/// loop and a guest waiting on a host both stop at once, long before their deadline, and the
-/// error says why.
+/// loop, a guest waiting on a host and a guest asleep all stop at once, long before their
+/// deadline, and the error says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disable_or_a_revoke_stops_the_calls_in_flight() {
     let app = with_probe(Backend::Sqlite).await;
@@ -392,23 +392,27 @@ async fn a_disable_or_a_revoke_stops_the_calls_in_flight() {
         err.to_string(),
         "plugin `probe` was stopped while it ran: its host grant `127.0.0.1` was revoked while the call ran"
     );
-    // Its own loop: the plugin disabled.
+    // Its own loop, and a sleep on the clock: the plugin disabled.
     let looping = call(json!({ "do": "loop" }));
+    let sleeping = call(json!({ "do": "sleep", "ms": 60_000 }));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(!looping.is_finished());
+    assert!(!looping.is_finished() && !sleeping.is_finished());
     registry::set_enabled(&app.ctx, &Actor::system(), "probe", false, None)
         .await
         .unwrap();
-    let (result, took) = looping.await.unwrap();
-    let err = result.expect_err("cancelled");
-    assert!(
-        took < std::time::Duration::from_secs(3),
-        "the disable stopped it after {took:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "plugin `probe` was stopped while it ran: it was disabled while the call ran"
-    );
+    for (what, task) in [("loop", looping), ("sleep", sleeping)] {
+        let (result, took) = task.await.unwrap();
+        let err = result.expect_err("cancelled");
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "the disable stopped the {what} after {took:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "plugin `probe` was stopped while it ran: it was disabled while the call ran",
+            "{what}"
+        );
+    }
     app.stop().await;
 }
 
@@ -463,6 +467,50 @@ async fn what_a_plugin_returns_is_capped_and_the_refusal_names_the_cap() {
         .unwrap()
         .unwrap();
     assert_eq!(report.len(), 3);
+
+    // A step's outcome is journaled: past its cap, nothing of it is kept.
+    let apply = |bytes: usize| {
+        let ctx = app.ctx.clone();
+        async move {
+            let step = Step {
+                id: "out".into(),
+                description: "an output".into(),
+                input: json!({ "output_bytes": bytes }).to_string(),
+            };
+            ctx.plugins
+                .apply("probe", &tenant("acme", "free"), step, "key".into())
+                .await
+                .result
+        }
+    };
+    let at_cap = apply(262_144).await.unwrap().unwrap();
+    assert_eq!(at_cap.output.len(), 262_144, "at the cap: accepted");
+    let err = apply(12 << 20).await.expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "plugin `probe` returned an outcome of 12582912 bytes, past the cap of 262144 bytes (`plugins.max_step_output_bytes`)"
+    );
+    // A bundle part is one call's result.
+    let export = |slug: &'static str| {
+        let ctx = app.ctx.clone();
+        async move {
+            ctx.plugins
+                .export_tenant("probe", &tenant(slug, "free"), Vec::new())
+                .await
+                .result
+        }
+    };
+    let part = export("export-1000")
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a part");
+    assert_eq!(part.data.len(), 1000);
+    let err = export("export-5000000").await.expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "plugin `probe` returned a bundle part of 5000000 bytes, past the cap of 4194304 bytes (`plugins.max_result_bytes`)"
+    );
     app.stop().await;
 }
 
@@ -481,6 +529,95 @@ fn slow_server(delay: std::time::Duration) -> u16 {
         }
     });
     port
+}
+
+/// Sleeping and slow-host plugins do not hold the provisioning workers other tenants' runs need:
+/// with two workers and three runs whose steps sleep or wait on a slow host, an honest
+/// tenant's run is carried out at once, while those three are still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_plugins_never_hold_the_workers_another_tenants_run_needs() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.provisioning.workers = 2;
+        c.provisioning.step_aside_ms = 300;
+    })
+    .await;
+    registry::install(&app.ctx, &Actor::system(), wasm("probe"))
+        .await
+        .expect("probe installs");
+    registry::set_enabled(&app.ctx, &Actor::system(), "probe", true, Some(20_000))
+        .await
+        .unwrap();
+    grant_host(&app, "127.0.0.1").await;
+    let port = slow_server(std::time::Duration::from_secs(60));
+    let provision = |slug: &str, settings: Value| {
+        let body = json!({
+            "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+            "backends": { "probe": settings },
+        });
+        let app = &app;
+        async move {
+            let (status, accepted) = app.post("/api/v1/tenant/provision", body).await;
+            assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{accepted}");
+            accepted["url"].as_str().expect("url").to_owned()
+        }
+    };
+    let status = |url: String| {
+        let app = &app;
+        async move {
+            app.get(&url).await.1["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    };
+    let mut slow = Vec::new();
+    for (slug, settings) in [
+        (
+            "sleeper-1",
+            json!({ "do": "slow-apply", "sleep_ms": 60_000 }),
+        ),
+        (
+            "sleeper-2",
+            json!({ "do": "slow-apply", "sleep_ms": 60_000 }),
+        ),
+        (
+            "waiter",
+            json!({ "do": "slow-apply", "url": format!("http://127.0.0.1:{port}/") }),
+        ),
+    ] {
+        slow.push(provision(slug, settings).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let started = std::time::Instant::now();
+    let honest = provision("honest", json!({ "do": "log", "message": "hello" })).await;
+    loop {
+        let now = status(honest.clone()).await;
+        if now == "succeeded" {
+            break;
+        }
+        assert!(
+            matches!(now.as_str(), "queued" | "running"),
+            "the honest run ended {now}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the honest run waited {:?} behind slow plugins ({now})",
+            started.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for url in slow {
+        assert_eq!(
+            status(url.clone()).await,
+            "running",
+            "{url}: still waiting on its plugin"
+        );
+    }
+    registry::set_enabled(&app.ctx, &Actor::system(), "probe", false, None)
+        .await
+        .unwrap();
+    app.stop().await;
 }
 
 /// A quota policy or a renderer runs where it is called, within the inline budget (5 ms by
@@ -764,7 +901,49 @@ async fn concurrent_calls_for_different_tenants_never_see_each_others_state(back
     Arc::try_unwrap(app).ok().expect("last owner").stop().await;
 }
 
-backend_tests!(concurrent_calls_for_different_tenants_never_see_each_others_state);
+/// A state write that waits on the database (another connection holds what it needs) ends at
+/// the call's deadline, writes nothing, and the error names the wait.
+async fn a_state_write_waiting_on_the_database_ends_at_the_deadline(backend: Backend) {
+    let app = with_probe(backend).await;
+    registry::set_enabled(&app.ctx, &Actor::system(), "probe", true, Some(1500))
+        .await
+        .unwrap();
+    let hold = hold_writes(&app, "plugin_state").await;
+    let started = std::time::Instant::now();
+    let err = probe(&app, "acme", json!({ "do": "state", "value": "late" }))
+        .await
+        .expect_err("stopped at the deadline");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(3_000),
+        "the call took {took:?} under a deadline of 1.5 s"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("stopped at its deadline of 1500 ms")
+            && text.contains("longest on its state (the database)")
+            && !text.contains("its own code"),
+        "{text}"
+    );
+    drop(hold);
+    // Nothing of the write stayed, and the state works again.
+    let mut conn = app.ctx.db.conn().await.unwrap();
+    let stored = tenantry::store::plugins::state_get(&mut conn, "probe", "id-acme", "mine")
+        .await
+        .unwrap();
+    drop(conn);
+    assert_eq!(stored, None, "the cut write left a value behind");
+    let report = probe(&app, "acme", json!({ "do": "state", "value": "next" }))
+        .await
+        .unwrap();
+    assert_eq!(report["read"], "next", "{report}");
+    app.stop().await;
+}
+
+backend_tests!(
+    concurrent_calls_for_different_tenants_never_see_each_others_state,
+    a_state_write_waiting_on_the_database_ends_at_the_deadline,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_wrong_world_and_unsupported_wit_components_are_refused_clearly() {

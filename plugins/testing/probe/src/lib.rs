@@ -1,14 +1,16 @@
 //! A test plugin whose `plan` does what the request asks, to test the host's sandbox:
 //! `{"do": "loop"}`, `"grow-memory"`, `"trap"`, `"panic"`, `"read-file"`, `"env"`, `"socket"`,
 //! `"http"` (with `"url"` and `"headers"`), `"sleep"` (with `"ms"`: WASI's clock),
-//! `"many-steps"` (with `"steps"`), `"big-input"` (one step of `"bytes"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
+//! `"slow-apply"` (one step whose apply sleeps `"sleep_ms"` or waits on `"url"`), `"many-steps"` (with `"steps"`), `"big-input"` (one step of `"bytes"`), `"secret"` (with `"name"`), `"state"` (with `"value"`: stores it,
 //! reads it back after a pause, and reports every key it sees), `"print"` (writes to stdout), `"log"` (logs `"message"`).
-//! The answer is a single step whose input is a JSON report.
+//! The answer is a single step whose input is a JSON report. `apply` answers a step whose input
+//! is `{"output_bytes": N}` with an output of N bytes; `export-tenant` of a tenant `export-N`
+//! hands over N bytes.
 
 use std::io::Write as _;
 
 use tenantry_plugin_sdk::provisioner::{
-    Measurement, Outcome, PluginError, PluginInfo, Provisioner, Step, Tenant,
+    BundlePart, Measurement, Outcome, PluginError, PluginInfo, Provisioner, Step, Tenant,
 };
 use tenantry_plugin_sdk::{http, log, secrets, state};
 
@@ -47,6 +49,47 @@ impl Provisioner for Probe {
                 value: 1.0,
             })
             .collect())
+    }
+
+    /// Applies a step whose input is `{"output_bytes": N}` with an output of about N bytes, to
+    /// test the cap on outcomes; one with `"sleep_ms"` sleeps first, one with `"url"` waits on
+    /// that URL first (a slow host).
+    fn apply(_tenant: Tenant, step: Step, _key: String) -> Result<Outcome, PluginError> {
+        let input: serde_json::Value = serde_json::from_str(&step.input).unwrap_or_default();
+        if let Some(ms) = input["sleep_ms"].as_u64() {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        if let Some(url) = input["url"].as_str() {
+            http::send(&http::Request {
+                method: "GET".into(),
+                url: url.into(),
+                headers: Vec::new(),
+                body: None,
+                timeout_ms: None,
+            })
+            .map_err(|e| PluginError::Transient(format!("{e:?}")))?;
+        }
+        let n = input["output_bytes"].as_u64().unwrap_or(2) as usize;
+        Ok(Outcome {
+            output: serde_json::json!({ "x": "x".repeat(n.saturating_sub(8)) }).to_string(),
+            manual_follow_up: None,
+        })
+    }
+
+    /// For a tenant whose slug is `export-N`: a bundle part of N bytes, to test the cap.
+    fn export_tenant(
+        tenant: Tenant,
+        _applied: Vec<(Step, Outcome)>,
+    ) -> Result<Option<BundlePart>, PluginError> {
+        let n = tenant
+            .slug
+            .strip_prefix("export-")
+            .and_then(|n| n.parse::<usize>().ok());
+        Ok(n.map(|n| BundlePart {
+            media_type: "application/octet-stream".into(),
+            data: vec![7; n],
+            instance_specific: Vec::new(),
+        }))
     }
 
     fn plan(tenant: Tenant, request: String) -> Result<Vec<Step>, PluginError> {
@@ -151,6 +194,13 @@ impl Provisioner for Probe {
                 log::info(&arg("message"));
                 report(serde_json::json!({ "logged": true }))
             }
+            "slow-apply" => Ok(vec![Step {
+                id: "slow".into(),
+                description: "a step whose apply sleeps or waits on a host".into(),
+                input:
+                    serde_json::json!({ "sleep_ms": request["sleep_ms"], "url": request["url"] })
+                        .to_string(),
+            }]),
             "many-steps" => {
                 let n = request["steps"].as_u64().unwrap_or(1);
                 Ok((0..n)
