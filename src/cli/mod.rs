@@ -241,7 +241,8 @@ install it: tenantry plugin install {dir}/{name}.wasm",
         {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let manifest = crate::plugins::manifest::check_manifest_text(&text)
+            let package = crate::plugins::manifest::Package::beside(&file);
+            let manifest = crate::plugins::manifest::check_manifest_text(&text, package.as_ref())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             print(out, &manifest, || {
                 format!(

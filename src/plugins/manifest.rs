@@ -53,6 +53,81 @@ pub const WIT_PACKAGE: &str = "tenantry:plugin";
 /// The section the SDK embeds the manifest in.
 pub const MANIFEST_SECTION: &str = "tenantry-manifest";
 
+/// The custom section the SDK (and the JavaScript scaffold's build) writes with the package's
+/// own name, version and description — the crate's, or `package.json`'s — separated by NUL
+/// bytes. A manifest that leaves out its name, version or description takes them from it, so
+/// they are written once, in the package.
+pub const PACKAGE_SECTION: &str = "tenantry-package";
+
+/// A plugin's package, as its build describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+}
+
+impl Package {
+    /// From the bytes of the [`PACKAGE_SECTION`].
+    pub fn from_section(data: &[u8]) -> Option<Package> {
+        let text = std::str::from_utf8(data).ok()?;
+        let mut parts = text.splitn(3, '\0');
+        Some(Package {
+            name: parts.next()?.to_owned(),
+            version: parts.next()?.to_owned(),
+            description: parts.next().unwrap_or_default().trim().to_owned(),
+        })
+    }
+
+    /// From the package file beside a manifest: the `[package]` of `Cargo.toml`, or
+    /// `package.json`. None when there is neither (or it cannot be read).
+    pub fn beside(manifest: &std::path::Path) -> Option<Package> {
+        let dir = manifest.parent()?;
+        let field = |v: Option<&str>| v.unwrap_or_default().trim().to_owned();
+        if let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) {
+            let cargo: toml::Table = toml::from_str(&text).ok()?;
+            let package = cargo.get("package")?.as_table()?;
+            let get = |key: &str| field(package.get(key).and_then(toml::Value::as_str));
+            return Some(Package {
+                name: get("name"),
+                version: get("version"),
+                description: get("description"),
+            });
+        }
+        let text = std::fs::read_to_string(dir.join("package.json")).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let get = |key: &str| field(json.get(key).and_then(serde_json::Value::as_str));
+        Some(Package {
+            name: get("name"),
+            version: get("version"),
+            description: get("description"),
+        })
+    }
+}
+
+/// Reads a manifest: what it leaves out of `name`, `version` and `description` is taken from
+/// `package`, and the whole is checked.
+pub fn parse_manifest(text: &str, package: Option<&Package>) -> Result<Manifest, InspectError> {
+    let bad = |e: toml::de::Error| InspectError::BadManifest(e.message().to_owned());
+    let mut table: toml::Table = toml::from_str(text).map_err(bad)?;
+    if let Some(package) = package {
+        for (key, value) in [
+            ("name", &package.name),
+            ("version", &package.version),
+            ("description", &package.description),
+        ] {
+            if !value.is_empty() {
+                table
+                    .entry(key)
+                    .or_insert_with(|| toml::Value::String(value.clone()));
+            }
+        }
+    }
+    let manifest: Manifest = toml::Value::Table(table).try_into().map_err(bad)?;
+    validate_manifest(&manifest)?;
+    Ok(manifest)
+}
+
 /// A plugin's world: what it exports and may import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -198,11 +273,11 @@ pub enum InspectError {
 /// Checks a manifest file (`tenantry-plugin.toml`) alone, before any build: what a component
 /// carrying it would be refused for (its name, version, world, WIT version, capabilities and
 /// configuration schema).
-pub fn check_manifest_text(text: &str) -> Result<Manifest, InspectError> {
-    let manifest: Manifest =
-        toml::from_str(text).map_err(|e| InspectError::BadManifest(e.message().to_owned()))?;
-    validate_manifest(&manifest)?;
-    Ok(manifest)
+pub fn check_manifest_text(
+    text: &str,
+    package: Option<&Package>,
+) -> Result<Manifest, InspectError> {
+    parse_manifest(text, package)
 }
 
 /// Reads the manifest, world and WIT version of a component without compiling or running it.
@@ -217,6 +292,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
         return Err(InspectError::NotAComponent(what));
     }
     let mut manifest_text = None;
+    let mut package = None;
     let mut imports = Vec::new();
     let mut exports = Vec::new();
     let mut depth = 0usize;
@@ -227,6 +303,9 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::CustomSection(section) if section.name() == MANIFEST_SECTION => {
                 manifest_text = Some(String::from_utf8_lossy(section.data()).into_owned());
+            }
+            Payload::CustomSection(section) if section.name() == PACKAGE_SECTION => {
+                package = Package::from_section(section.data());
             }
             Payload::ComponentImportSection(reader) if depth == 0 => {
                 for import in reader {
@@ -261,9 +340,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
         return Err(InspectError::UnsupportedWitVersion { found: wit_version });
     }
     let text = manifest_text.ok_or(InspectError::NoManifest)?;
-    let manifest: Manifest =
-        toml::from_str(&text).map_err(|e| InspectError::BadManifest(e.message().to_owned()))?;
-    validate_manifest(&manifest)?;
+    let manifest = parse_manifest(&text, package.as_ref())?;
     if manifest.world != world {
         return Err(InspectError::WorldMismatch {
             manifest: manifest.world,

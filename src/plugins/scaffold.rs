@@ -119,11 +119,11 @@ strip = "debuginfo"
         (
             "tenantry-plugin.toml",
             format!(
-                r#"name = "{name}"
-version = "0.1.0"
+                r#"# The plugin's name, version and description are the crate's (Cargo.toml): the SDK
+# embeds them beside this manifest, so they are written once. A `name`, `version` or
+# `description` written here would take their place.
 world = "{feature}"
 wit_version = "{wit}"
-description = "A tenantry {feature} plugin."
 {caps}"#,
                 wit = SDK_WIT_VERSION,
                 caps = if world == World::Provisioner {
@@ -330,12 +330,15 @@ pub fn create_js(name: &str, world: World, dir: Option<&Path>) -> anyhow::Result
                 r#"// Builds {file}: src/plugin.js made a WebAssembly component of the `{world_name}` world of
 // wit/v0.2.0 by componentize-js, which snapshots its JavaScript engine with the script loaded
 // (a call starts from that snapshot, booting nothing), and the manifest tenantry-plugin.toml
-// embedded as the custom section `tenantry-manifest` that the server reads.
+// embedded as the custom section `tenantry-manifest` that the server reads, with the name,
+// version and description of package.json as the section `tenantry-package`.
 import {{ componentize }} from '@bytecodealliance/componentize-js';
 import {{ readFile, writeFile }} from 'node:fs/promises';
 
 const source = await readFile('src/plugin.js', 'utf8');
 const manifest = await readFile('tenantry-plugin.toml');
+const pkg = JSON.parse(await readFile('package.json', 'utf8'));
+const packageInfo = Buffer.from([pkg.name, pkg.version, pkg.description ?? ''].join('\0'));
 const {{ component }} = await componentize(source, {{
   witPath: 'wit/v0.2.0',
   worldName: '{world_name}',
@@ -355,10 +358,16 @@ function leb128(n) {{
   }} while (n !== 0);
   return Buffer.from(out);
 }}
-const name = Buffer.from('tenantry-manifest');
-const payload = Buffer.concat([leb128(name.length), name, manifest]);
-const section = Buffer.concat([Buffer.from([0]), leb128(payload.length), payload]);
-const wasm = Buffer.concat([Buffer.from(component), section]);
+function section(name, bytes) {{
+  const id = Buffer.from(name);
+  const payload = Buffer.concat([leb128(id.length), id, bytes]);
+  return Buffer.concat([Buffer.from([0]), leb128(payload.length), payload]);
+}}
+const wasm = Buffer.concat([
+  Buffer.from(component),
+  section('tenantry-manifest', manifest),
+  section('tenantry-package', packageInfo),
+]);
 await writeFile('{file}', wasm);
 console.log(`built {file} (${{wasm.length}} bytes): tenantry plugin install {file}`);
 "#
@@ -367,11 +376,11 @@ console.log(`built {file} (${{wasm.length}} bytes): tenantry plugin install {fil
         (
             "tenantry-plugin.toml",
             format!(
-                r#"name = "{name}"
-version = "0.1.0"
+                r#"# The plugin's name, version and description are the package's (package.json): the build
+# embeds them beside this manifest, so they are written once. A `name`, `version` or
+# `description` written here would take their place.
 world = "{world_name}"
 wit_version = "0.2.0"
-description = "A tenantry {world_name} plugin in JavaScript."
 {config}"#,
                 config = if world == World::QuotaPolicy {
                     "\n# What the operator configures (`tenantry plugin configure NAME --set limit=10`).\n[config_schema]\ntype = \"object\"\n\n[config_schema.properties.limit]\ntype = \"integer\"\ndefault = 5\ndescription = \"Every metric's limit, unless the operator overrode it for the tenant.\"\n"

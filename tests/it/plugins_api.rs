@@ -225,6 +225,32 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
     std::fs::rename(&crate_dir, &moved).unwrap();
     let crate_dir = moved;
+    // The name, version and description are written once, in Cargo.toml: the manifest takes
+    // them from the crate.
+    let plugin_manifest = std::fs::read_to_string(crate_dir.join("tenantry-plugin.toml")).unwrap();
+    assert!(
+        !plugin_manifest.contains("\nversion =") && !plugin_manifest.contains("\nname ="),
+        "{plugin_manifest}"
+    );
+    let cargo = std::fs::read_to_string(crate_dir.join("Cargo.toml"))
+        .unwrap()
+        .replace(r#"version = "0.1.0""#, r#"version = "0.3.1""#)
+        .replace(
+            r#"description = "A tenantry renderer plugin.""#,
+            r#"description = "Shouts its placeholders.""#,
+        );
+    std::fs::write(crate_dir.join("Cargo.toml"), cargo).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["plugin", "check"])
+        .arg(crate_dir.join("tenantry-plugin.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && text.contains("ok: shout 0.3.1 — world renderer"),
+        "the manifest alone, with its crate beside it: {text}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 
     // The same target directory as build.rs: the SDK and wit-bindgen are compiled already.
     let target_dir = std::path::Path::new(env!("BUILT_PLUGINS_WASM_DIR"))
@@ -259,7 +285,7 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{text}");
     assert!(
-        text.contains("ok: shout 0.1.0 — world renderer, WIT 0.2.0"),
+        text.contains("ok: shout 0.3.1 — world renderer, WIT 0.2.0"),
         "{text}"
     );
 
@@ -272,6 +298,12 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
+    let installed = app.ctx.plugins.manifest("shout").await.unwrap();
+    assert_eq!(
+        (installed.version.as_str(), installed.description.as_str()),
+        ("0.3.1", "Shouts its placeholders."),
+        "the crate's own"
+    );
     let rendered = app
         .ctx
         .plugins

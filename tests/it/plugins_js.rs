@@ -77,8 +77,9 @@ fn build(dir: &Path, name: &str, world: &str) -> Vec<u8> {
     );
     let wasm = crate_dir.join(format!("{name}.wasm"));
     let checked = tenantry(&["plugin", "check", wasm.to_str().unwrap()]);
+    // The name and version are package.json's: the manifest does not repeat them.
     assert!(
-        checked.contains(&format!("world {world}, WIT 0.2.0")),
+        checked.contains(&format!("ok: {name} 0.1.0 — world {world}, WIT 0.2.0")),
         "{checked}"
     );
     std::fs::read(wasm).unwrap()
@@ -113,6 +114,10 @@ async fn a_javascript_quota_policy_decides_for_the_tenant_it_is_chosen_for() {
     assert_eq!(status, StatusCode::CREATED, "{installed}");
     assert_eq!(installed["world"], "quota-policy");
     assert_eq!(installed["wit_version"], "0.2.0");
+    assert_eq!(
+        installed["description"], "A tenantry quota-policy plugin in JavaScript.",
+        "package.json's description: {installed}"
+    );
     assert_eq!(
         installed["enabled"], true,
         "a third-party plugin is enabled at install"

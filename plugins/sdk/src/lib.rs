@@ -42,9 +42,26 @@ pub mod __private {
 
     /// The embedded manifest's custom section name (read by the host before instantiation).
     pub const MANIFEST_SECTION: &str = "tenantry-manifest";
+
+    /// The custom section with the crate's name, version and description (NUL-separated):
+    /// what the manifest leaves out of those is taken from it.
+    pub const PACKAGE_SECTION: &str = "tenantry-package";
+
+    /// `N` bytes of `bytes`, as an array a `static` can hold.
+    pub const fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = bytes[i];
+            i += 1;
+        }
+        out
+    }
 }
 
-/// Embeds the manifest file of the calling crate as the `tenantry-manifest` custom section.
+/// Embeds the manifest file of the calling crate as the `tenantry-manifest` custom section, and
+/// the crate's name, version and description as the `tenantry-package` one (so the manifest
+/// need not repeat them).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __embed_manifest {
@@ -54,15 +71,18 @@ macro_rules! __embed_manifest {
                 include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tenantry-plugin.toml"));
             #[used]
             #[unsafe(link_section = "tenantry-manifest")]
-            static __TENANTRY_MANIFEST: [u8; __BYTES.len()] = {
-                let mut out = [0u8; __BYTES.len()];
-                let mut i = 0;
-                while i < __BYTES.len() {
-                    out[i] = __BYTES[i];
-                    i += 1;
-                }
-                out
-            };
+            static __TENANTRY_MANIFEST: [u8; __BYTES.len()] = $crate::__private::array(__BYTES);
+            const __PACKAGE: &[u8] = concat!(
+                env!("CARGO_PKG_NAME"),
+                "\0",
+                env!("CARGO_PKG_VERSION"),
+                "\0",
+                env!("CARGO_PKG_DESCRIPTION")
+            )
+            .as_bytes();
+            #[used]
+            #[unsafe(link_section = "tenantry-package")]
+            static __TENANTRY_PACKAGE: [u8; __PACKAGE.len()] = $crate::__private::array(__PACKAGE);
         };
     };
 }
