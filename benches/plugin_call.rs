@@ -15,7 +15,9 @@
 //!   tokio's blocking pool (what every call cost before the inline budget);
 //! - JavaScript policy: the quota policy `tenantry plugin new --lang js` scaffolds, built with
 //!   componentize-js (a pre-initialised engine snapshot), through the host API, when the
-//!   toolchain of tests/js-plugin is installed (`scripts/install-test-deps`);
+//!   toolchain of tests/js-plugin is installed (`scripts/install-test-deps`): as scaffolded
+//!   (`reuse_instances`, a call takes an instance kept from an earlier one) and without it (a
+//!   fresh instance per call);
 //! - actix-web request: `GET /health` on the running server over loopback HTTP.
 //!
 //! Next to each: minor page faults, context switches (every thread of the process) and TLB
@@ -30,20 +32,26 @@ use std::time::{Duration, Instant};
 
 use tenantry::plugins::{PluginTenant, Template, Usage};
 
-/// The JavaScript quota policy `plugin new --lang js` scaffolds, built in `dir`; none without
-/// the toolchain.
-fn js_policy(dir: &std::path::Path) -> Option<Vec<u8>> {
+/// The JavaScript quota policy `plugin new --lang js` scaffolds, built in `dir` as `name`;
+/// `reuse` false takes `reuse_instances` out of its manifest (a fresh instance per call). None
+/// without the toolchain.
+fn js_policy(dir: &std::path::Path, name: &str, reuse: bool) -> Option<Vec<u8>> {
     let toolchain =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js-plugin/node_modules");
     if !toolchain.join("@bytecodealliance/componentize-js").is_dir() {
         return None;
     }
     let crate_dir = tenantry::plugins::scaffold::create_js(
-        "js-quota",
+        name,
         tenantry::plugins::World::QuotaPolicy,
-        Some(&dir.join("js-quota")),
+        Some(&dir.join(name)),
     )
     .expect("scaffold");
+    if !reuse {
+        let manifest = crate_dir.join("tenantry-plugin.toml");
+        let text = std::fs::read_to_string(&manifest).expect("manifest");
+        std::fs::write(&manifest, text.replace("reuse_instances = true", "")).expect("manifest");
+    }
     std::os::unix::fs::symlink(&toolchain, crate_dir.join("node_modules")).expect("symlink");
     let built = std::process::Command::new("npm")
         .args(["run", "build"])
@@ -55,7 +63,7 @@ fn js_policy(dir: &std::path::Path) -> Option<Vec<u8>> {
         "{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    Some(std::fs::read(crate_dir.join("js-quota.wasm")).expect("the component"))
+    Some(std::fs::read(crate_dir.join(format!("{name}.wasm"))).expect("the component"))
 }
 
 /// The rule of `plugins/tier-quota` for the metrics measured, as a plain function.
@@ -354,35 +362,53 @@ async fn main() {
     // The same kind of policy in JavaScript (the scaffold of `plugin new --lang js`, built with
     // the pinned componentize-js of tests/js-plugin), when that toolchain is installed.
     let js_dir = tempfile::tempdir().expect("temp dir");
-    if let Some(wasm) = js_policy(js_dir.path()) {
+    let js = [
+        (
+            "js-quota",
+            true,
+            "JavaScript policy, host API, kept instance",
+        ),
+        (
+            "js-fresh",
+            false,
+            "JavaScript policy, host API, fresh instance",
+        ),
+    ];
+    let mut js_built = false;
+    for (name, reuse, label) in js {
+        let Some(wasm) = js_policy(js_dir.path(), name, reuse) else {
+            break;
+        };
+        js_built = true;
+        println!(
+            "(the JavaScript policy is a component of {} bytes)",
+            wasm.len()
+        );
         tenantry::plugin_registry::install(&ctx, &tenantry::audit::Actor::system(), wasm)
             .await
             .expect("the JavaScript policy installs");
         let decision = ctx
             .plugins
-            .evaluate("js-quota", &tenant, usage.clone())
+            .evaluate(name, &tenant, usage.clone())
             .await
             .unwrap()
             .unwrap();
         assert_eq!(decision.metrics.len(), usage.len());
         let js_n = (n / 10).max(200);
         quota.push(
-            phase(
-                "JavaScript policy, host API (componentize-js)",
-                js_n,
-                || async {
-                    black_box(
-                        ctx.plugins
-                            .evaluate("js-quota", &tenant, usage.clone())
-                            .await
-                            .unwrap()
-                            .unwrap(),
-                    );
-                },
-            )
+            phase(label, js_n, || async {
+                black_box(
+                    ctx.plugins
+                        .evaluate(name, &tenant, usage.clone())
+                        .await
+                        .unwrap()
+                        .unwrap(),
+                );
+            })
             .await,
         );
-    } else {
+    }
+    if !js_built {
         println!(
             "(no JavaScript toolchain in tests/js-plugin: run scripts/install-test-deps for the JavaScript policy)"
         );

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,37 @@ pub struct PoolState {
     pub resident_table_bytes: usize,
 }
 
+/// Instances a plugin keeps between calls, at most (see [`LoadedPlugin::reuses_instances`]).
+const MAX_KEPT_PER_PLUGIN: usize = 4;
+
+/// An instance kept between calls of a plugin whose calls share nothing, with its store.
+pub(super) struct Kept {
+    store: Store<CallState>,
+    instance: Instance,
+    /// Held while the instance is kept; given back when it is taken or dropped.
+    _slot: KeptSlot,
+}
+
+/// One of the pool's slots for kept instances, given back when the kept instance goes (taken
+/// for a call, or dropped with its plugin's older load).
+pub(super) struct KeptSlot(Arc<AtomicUsize>);
+
+impl KeptSlot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<KeptSlot> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(KeptSlot(count.clone()))
+    }
+}
+
+impl Drop for KeptSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The host. Cheap to share (`Arc`); one per process.
 pub struct PluginHost {
     services: HostServices,
@@ -51,6 +82,10 @@ pub struct PluginHost {
     stop_ticker: Arc<AtomicBool>,
     /// The calls running now, by plugin: what a disable or a revoke cancels.
     in_flight: Arc<InFlight>,
+    /// Instances kept between calls, over every plugin, and how many may be: the pool has
+    /// room for them beside one instance per concurrent call.
+    kept: Arc<AtomicUsize>,
+    max_kept: usize,
 }
 
 impl Drop for PluginHost {
@@ -64,12 +99,14 @@ impl PluginHost {
     pub fn new(services: HostServices, cache_dir: Option<PathBuf>) -> anyhow::Result<PluginHost> {
         let config = &services.config;
         let slots = config.max_concurrent_calls.max(1) as u32;
+        // One instance per concurrent call, and as many kept between calls.
+        let instances = slots * 2;
         let max_memory = (config.max_memory_mib * 1024 * 1024) as usize;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 8)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 8)
             .max_memories_per_component(2)
             .max_tables_per_component(8)
             .max_core_instances_per_component(8)
@@ -134,6 +171,8 @@ impl PluginHost {
             services,
             stop_ticker,
             in_flight,
+            kept: Default::default(),
+            max_kept: slots as usize,
         })
     }
 
@@ -431,7 +470,8 @@ impl PluginHost {
         })
     }
 
-    /// Runs `f` in a fresh store of `plugin` on this thread: new store, instantiate from the
+    /// Runs `f` in a fresh store of `plugin` on this thread (or, for a plugin that reuses
+    /// instances, in one kept from an earlier call, kept again if the call answers): new store, instantiate from the
     /// pre-instantiated component, call, drop. Blocks for up to `deadline`. `runtime` is
     /// what the capabilities of a provisioner block on.
     fn run_here<R>(
@@ -462,9 +502,31 @@ impl PluginHost {
         };
         let ends = std::time::Instant::now() + deadline;
         let end = crate::plugins::sandbox::CallEnd(ends);
-        let state = CallState::new(&self.services, plugin, tenant, runtime, end, cancel.clone());
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
+        let reuse = plugin.reuses_instances();
+        let kept = if reuse {
+            plugin.idle.lock().expect("idle instances lock").pop()
+        } else {
+            None
+        };
+        let (mut store, kept_instance) = match kept {
+            Some(Kept {
+                mut store,
+                instance,
+                _slot: _,
+            }) => {
+                store
+                    .data_mut()
+                    .next_call(plugin, tenant, end, cancel.clone());
+                (store, Some(instance))
+            }
+            None => {
+                let state =
+                    CallState::new(&self.services, plugin, tenant, runtime, end, cancel.clone());
+                let mut store = Store::new(&self.engine, state);
+                store.limiter(|s| &mut s.limiter);
+                (store, None)
+            }
+        };
         // Every tick (a millisecond) of guest code: stopped when cancelled, or at the deadline.
         store.set_epoch_deadline(1);
         let watched = cancel.clone();
@@ -480,8 +542,11 @@ impl PluginHost {
         // A failure of the host's own during the call (a panic in a host function) ends this
         // call with an error, like the guest's own trap, never the request or the worker.
         let outcome = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pre.instantiate(&mut store)
-                .and_then(|instance| f(&instance, &mut store))
+            let instance = match kept_instance {
+                Some(instance) => instance,
+                None => pre.instantiate(&mut store)?,
+            };
+            f(&instance, &mut store).map(|value| (value, instance))
         })) {
             Ok(outcome) => outcome,
             Err(panic) => {
@@ -498,8 +563,11 @@ impl PluginHost {
                 return (Err(err), Vec::new());
             }
         };
-        let mut state = store.into_data();
-        flush_output(&plugin.name, &mut state);
+        let (outcome, instance) = match outcome {
+            Ok((value, instance)) => (Ok(value), Some(instance)),
+            Err(err) => (Err(err), None),
+        };
+        flush_output(&plugin.name, store.data_mut());
         // A host wait that ran to the call's end ends the call, whatever the guest made of
         // its cut-short answer.
         let outcome = match outcome {
@@ -507,10 +575,31 @@ impl PluginHost {
                 plugin: plugin.name.clone(),
                 reason: cancel.reason(),
             }),
-            Ok(_) if state.waits().cut => Err(deadline_error(plugin, &state, deadline)),
-            outcome => outcome.map_err(|err| classify(plugin, &state, deadline, err)),
+            Ok(_) if store.data().waits().cut => {
+                Err(deadline_error(plugin, store.data(), deadline))
+            }
+            outcome => outcome.map_err(|err| classify(plugin, store.data(), deadline, err)),
         };
-        (outcome, std::mem::take(&mut state.log.captured))
+        let lines = std::mem::take(&mut store.data_mut().log.captured);
+        // An instance that answered (its plugin's error included) is kept for the next call;
+        // one that trapped, ran out of time or reached for WASI is not.
+        if reuse
+            && outcome.is_ok()
+            && let Some(instance) = instance
+            && !store.data().used_wasi()
+        {
+            let mut idle = plugin.idle.lock().expect("idle instances lock");
+            if idle.len() < MAX_KEPT_PER_PLUGIN
+                && let Some(slot) = KeptSlot::take(&self.kept, self.max_kept)
+            {
+                idle.push(Kept {
+                    store,
+                    instance,
+                    _slot: slot,
+                });
+            }
+        }
+        (outcome, lines)
     }
 
     /// `evaluate` of a loaded quota-policy plugin on the calling thread, for callers already

@@ -216,6 +216,11 @@ pub struct Manifest {
     /// other metric is shown, not recorded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measures: Vec<String>,
+    /// A renderer or quota policy whose calls share nothing (no state kept in globals between
+    /// them) may be called in an instance kept from an earlier call instead of a fresh one:
+    /// far cheaper for a plugin whose instance is large (a JavaScript engine).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_instances: bool,
 }
 
 /// What inspecting a component found.
@@ -444,6 +449,13 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), InspectError> {
             return bad(format!("secret `{secret}` is listed twice"));
         }
     }
+    if manifest.reuse_instances && manifest.world.has_capabilities() {
+        return bad(format!(
+            "`reuse_instances` is for renderers and quota policies, whose calls have no side \
+             effects; the `{}` world gets a fresh instance for every call",
+            manifest.world
+        ));
+    }
     if let Err(err) = super::config::fields(manifest.config_schema.as_ref()) {
         return bad(err);
     }
@@ -506,6 +518,64 @@ pub fn host_covers(requested: &str, granted: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    const BASE: &str = "world = \"quota-policy\"\nwit_version = \"0.2.0\"\n";
+
+    fn package() -> Package {
+        Package {
+            name: "js-quota".into(),
+            version: "1.2.3".into(),
+            description: "Limits.".into(),
+        }
+    }
+
+    #[test]
+    fn what_a_manifest_leaves_out_of_name_version_and_description_is_the_packages() {
+        let m = parse_manifest(BASE, Some(&package())).unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.version.as_str(), m.description.as_str()),
+            ("js-quota", "1.2.3", "Limits.")
+        );
+        let own = format!("{BASE}name = \"mine\"\nversion = \"0.0.1\"\n");
+        let m = parse_manifest(&own, Some(&package())).unwrap();
+        assert_eq!((m.name.as_str(), m.version.as_str()), ("mine", "0.0.1"));
+        assert_eq!(m.description, "Limits.");
+        let err = parse_manifest(BASE, None).unwrap_err().to_string();
+        assert!(err.contains("missing field `name`"), "{err}");
+        let bad = Package {
+            version: "one".into(),
+            ..package()
+        };
+        let err = parse_manifest(BASE, Some(&bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("version `one` must be MAJOR.MINOR.PATCH"),
+            "{err}"
+        );
+        assert_eq!(
+            Package::from_section(b"js-quota\x001.2.3\x00Limits."),
+            Some(package())
+        );
+    }
+
+    #[test]
+    fn only_a_world_without_side_effects_may_reuse_instances() {
+        let reuse = format!("{BASE}reuse_instances = true\n");
+        assert!(
+            parse_manifest(&reuse, Some(&package()))
+                .unwrap()
+                .reuse_instances
+        );
+        let provisioner = reuse.replace("quota-policy", "provisioner");
+        let err = parse_manifest(&provisioner, Some(&package()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`reuse_instances` is for renderers and quota policies"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn grantable_hosts_are_names_or_addresses_with_an_optional_port() {
         for ok in [

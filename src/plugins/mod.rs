@@ -5,7 +5,9 @@
 //! once — the compiled code is cached on disk, keyed by the component's hash and the engine's
 //! settings — and pre-instantiated (`…Pre`). Every call gets a fresh `Store` carrying that
 //! call's tenant, memory limits and deadline, runs behind a semaphore that bounds concurrent
-//! calls, and is dropped when the call ends. A provisioner call runs on the blocking pool; a
+//! calls, and is dropped when the call ends — except for a renderer or quota policy whose
+//! manifest says its calls share nothing (`reuse_instances`), whose instance and store are kept
+//! for its next call when the call answered. A provisioner call runs on the blocking pool; a
 //! renderer or quota-policy call (no side effects) runs on the calling thread within a budget of
 //! a few milliseconds, and on the blocking pool, from a fresh instance, if it needs longer.
 //! Pooled slots are reset in place (only the pages a call dirtied) and stay resident.

@@ -381,6 +381,9 @@ console.log(`built {file} (${{wasm.length}} bytes): tenantry plugin install {fil
 # `description` written here would take their place.
 world = "{world_name}"
 wit_version = "0.2.0"
+# Calls share nothing (src/plugin.js keeps no state between them), so the server may call the
+# plugin in an instance kept from an earlier call: a JavaScript engine is costly to start.
+reuse_instances = true
 {config}"#,
                 config = if world == World::QuotaPolicy {
                     "\n# What the operator configures (`tenantry plugin configure NAME --set limit=10`).\n[config_schema]\ntype = \"object\"\n\n[config_schema.properties.limit]\ntype = \"integer\"\ndefault = 5\ndescription = \"Every metric's limit, unless the operator overrode it for the tenant.\"\n"

@@ -39,6 +39,9 @@ pub struct LoadedPlugin {
     pub(super) outran_inline: AtomicBool,
     /// Where this plugin's calls are counted, looked up at its first call rather than at each.
     pub(super) meters: OnceLock<CallMeters>,
+    /// Instances kept between calls, for a plugin whose manifest says its calls share nothing
+    /// (`reuse_instances`): a call takes one instead of instantiating.
+    pub(super) idle: std::sync::Mutex<Vec<super::host::Kept>>,
 }
 
 /// The metrics and statistics one plugin's calls are counted in.
@@ -52,6 +55,19 @@ pub(super) struct CallMeters {
 }
 
 impl LoadedPlugin {
+    /// Whether a call may take an instance kept from an earlier call: a renderer or quota
+    /// policy (no side effects, nothing granted) whose manifest says its calls share nothing,
+    /// and that imports no WASI (whose streams and clocks would carry over).
+    pub fn reuses_instances(&self) -> bool {
+        self.manifest.reuse_instances
+            && !self.manifest.world.has_capabilities()
+            && !self
+                .inspection
+                .imports
+                .iter()
+                .any(|import| import.starts_with("wasi:"))
+    }
+
     /// The deadline of a call, from the operator's override or the world's default.
     pub fn deadline(&self, config: &PluginsConfig) -> Duration {
         let default = match self.manifest.world {
@@ -228,6 +244,7 @@ impl Table {
             bytes,
             outran_inline: AtomicBool::new(false),
             meters: OnceLock::new(),
+            idle: Default::default(),
         });
         let mut plugins = self.plugins.write().expect("plugin table lock");
         if self.generation.load(Ordering::Acquire) == stamp {

@@ -28,6 +28,12 @@ fn tenantry(args: &[&str]) -> String {
 
 /// Scaffolds the JavaScript plugin `name` of `world` in `dir` and builds it; its component.
 fn build(dir: &Path, name: &str, world: &str) -> Vec<u8> {
+    build_edited(dir, name, world, |_| {})
+}
+
+/// Scaffolds the JavaScript plugin `name` of `world` in `dir`, lets `edit` change its directory,
+/// and builds it; its component.
+fn build_edited(dir: &Path, name: &str, world: &str, edit: impl FnOnce(&Path)) -> Vec<u8> {
     let crate_dir = dir.join(name);
     let created = tenantry(&[
         "plugin",
@@ -52,6 +58,7 @@ fn build(dir: &Path, name: &str, world: &str) -> Vec<u8> {
         "run scripts/install-test-deps"
     );
     std::os::unix::fs::symlink(&toolchain, crate_dir.join("node_modules")).unwrap();
+    edit(&crate_dir);
     let package: Value =
         serde_json::from_str(&std::fs::read_to_string(crate_dir.join("package.json")).unwrap())
             .unwrap();
@@ -236,5 +243,75 @@ async fn a_javascript_renderer_renders_through_the_host() {
         Err(tenantry::plugins::RenderError::Missing(names)) => assert_eq!(names, ["where"]),
         other => panic!("{other:?}"),
     }
+    app.stop().await;
+}
+
+/// A JavaScript policy whose manifest says its calls share nothing (as the scaffold's does) is
+/// called in an instance kept from an earlier call, so its engine starts once rather than per
+/// call; a global counter, which such a plugin must not keep, shows it. Without the flag every
+/// call starts from a fresh instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_whose_calls_share_nothing_runs_in_a_kept_instance() {
+    const COUNTING: &str = r#"import { write } from 'tenantry:plugin/log@0.2.0';
+let calls = 0;
+export const policy = {
+  evaluate(tenant, usage) {
+    calls += 1;
+    write('info', `call ${calls} for ${tenant.slug}`);
+    return { metrics: [], allowed: true, atRisk: false };
+  },
+};
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let counting = |crate_dir: &Path| {
+        std::fs::write(crate_dir.join("src/plugin.js"), COUNTING).unwrap();
+    };
+    let kept = build_edited(dir.path(), "js-kept", "quota-policy", counting);
+    let fresh = build_edited(dir.path(), "js-fresh", "quota-policy", |crate_dir| {
+        counting(crate_dir);
+        let manifest = crate_dir.join("tenantry-plugin.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        assert!(text.contains("reuse_instances = true"), "{text}");
+        std::fs::write(&manifest, text.replace("reuse_instances = true", "")).unwrap();
+    });
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let actor = tenantry::audit::Actor::system();
+    for wasm in [kept, fresh] {
+        tenantry::plugin_registry::install(&app.ctx, &actor, wasm)
+            .await
+            .expect("installs");
+    }
+    let lines = |plugin: &'static str| {
+        let ctx = app.ctx.clone();
+        async move {
+            let mut seen = Vec::new();
+            for slug in ["acme", "globex", "initech"] {
+                let tenant = tenantry::plugins::PluginTenant {
+                    id: format!("id-{slug}"),
+                    slug: slug.into(),
+                    name: slug.into(),
+                    tier: "free".into(),
+                    status: "active".into(),
+                };
+                let logged = ctx
+                    .plugins
+                    .evaluate_logged(plugin, &tenant, Vec::new())
+                    .await;
+                assert!(logged.result.unwrap().unwrap().allowed);
+                seen.extend(logged.log.into_iter().map(|l| l.message));
+            }
+            seen
+        }
+    };
+    assert_eq!(
+        lines("js-kept").await,
+        ["call 1 for acme", "call 2 for globex", "call 3 for initech"],
+        "one instance, kept between calls, each call with its own tenant"
+    );
+    assert_eq!(
+        lines("js-fresh").await,
+        ["call 1 for acme", "call 1 for globex", "call 1 for initech"],
+        "a fresh instance for every call"
+    );
     app.stop().await;
 }

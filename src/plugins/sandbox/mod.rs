@@ -285,6 +285,29 @@ impl CallState {
         }
     }
 
+    /// Readies a kept instance's state for its next call: that call's tenant, end and
+    /// cancellation, and nothing of the last call's log, waits or memory refusal. Only for the
+    /// worlds without capabilities, whose instances reach nothing else between calls.
+    pub fn next_call(
+        &mut self,
+        plugin: &LoadedPlugin,
+        tenant: Option<&PluginTenant>,
+        end: CallEnd,
+        cancel: std::sync::Arc<Cancel>,
+    ) {
+        debug_assert!(self.capabilities.is_none() && self.wasi.is_none());
+        self.log = log::LogUnit::new(&plugin.name, tenant);
+        self.limiter.refused_memory = false;
+        self.end = end;
+        self.clock_waits = Waits::default();
+        self.cancel = cancel;
+    }
+
+    /// Whether the guest reached for WASI (stdout, stderr, clocks) during its calls.
+    pub fn used_wasi(&self) -> bool {
+        self.wasi.is_some()
+    }
+
     /// What the guest wrote to stdout and to stderr, up to the cap, and how many bytes of each
     /// were dropped past it (nothing when it never reached for WASI).
     pub fn output(&self) -> [(&'static str, Vec<u8>, u64); 2] {
