@@ -323,3 +323,96 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
     assert_eq!(rendered, "hello world");
     app.stop().await;
 }
+
+/// The scaffold's quota policy, built as `plugin new` says (a default `wasm32-wasip2` build, so
+/// it imports WASI) with a `println!` added: its calls answer, and what it prints reaches the
+/// call's log, never the server's stdout or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaffolds_quota_policy_with_a_println_answers_and_its_output_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = dir.path().join("limits");
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args([
+            "plugin",
+            "new",
+            "limits",
+            "--world",
+            "quota-policy",
+            "--dir",
+        ])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lib = crate_dir.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    let edited = source.replace(
+        "fn evaluate(_tenant: Tenant, usage: Vec<Usage>) -> Result<Decision, PluginError> {",
+        "fn evaluate(tenant: Tenant, usage: Vec<Usage>) -> Result<Decision, PluginError> {\n        println!(\"evaluating {}\", tenant.slug);",
+    );
+    assert_ne!(edited, source, "the scaffold's evaluate was found");
+    std::fs::write(&lib, edited).unwrap();
+    let target_dir = std::path::Path::new(env!("BUILT_PLUGINS_WASM_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&crate_dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = std::fs::read(target_dir.join("wasm32-wasip2/release/limits.wasm")).unwrap();
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    tenantry::plugin_registry::install(&app.ctx, &tenantry::audit::Actor::system(), wasm)
+        .await
+        .expect("installs");
+    let tenant = tenantry::plugins::PluginTenant {
+        id: "id-acme".into(),
+        slug: "acme".into(),
+        name: "Acme".into(),
+        tier: "free".into(),
+        status: "active".into(),
+    };
+    let usage = vec![tenantry::plugins::Usage {
+        metric: "users".into(),
+        used: 3,
+        override_limit: Some(10),
+    }];
+    for _ in 0..2 {
+        let logged = app
+            .ctx
+            .plugins
+            .evaluate_logged("limits", &tenant, usage.clone())
+            .await;
+        let decision = logged.result.expect("answered").expect("decided");
+        assert!(decision.allowed);
+        assert_eq!(decision.metrics[0].percent, 30.0);
+        assert!(
+            logged
+                .log
+                .iter()
+                .any(|l| l.level == "stdout" && l.message == "evaluating acme"),
+            "{:?}",
+            logged.log
+        );
+    }
+    app.stop().await;
+}
