@@ -291,14 +291,15 @@ struct RoleRow {
     comment: Option<String>,
     can_login: bool,
     connection_limit: i64,
-    superuser_or_bypass: bool,
+    /// A superuser, or BYPASSRLS, or REPLICATION: what only a superuser can give or take away.
+    privileged: bool,
 }
 
 fn find_role(role: &str) -> Res<Option<RoleRow>> {
     let found = rows(
         SERVER,
         "SELECT pg_catalog.shobj_description(oid, 'pg_authid'), rolcanlogin, \
-         rolconnlimit::pg_catalog.int8, (rolsuper OR rolbypassrls) \
+         rolconnlimit::pg_catalog.int8, (rolsuper OR rolbypassrls OR rolreplication) \
          FROM pg_catalog.pg_roles WHERE rolname = $1",
         &[SqlValue::Text(role.into())],
         "looking up the role",
@@ -310,7 +311,7 @@ fn find_role(role: &str) -> Res<Option<RoleRow>> {
             SqlValue::Int(n) => n,
             _ => -1,
         },
-        superuser_or_bypass: matches!(r[3], SqlValue::Boolean(true)),
+        privileged: matches!(r[3], SqlValue::Boolean(true)),
     }))
 }
 
@@ -523,6 +524,7 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
         input.connection_limit,
         literal(&input.password)
     );
+    let mut follow_up = None;
     let action = match find_role(&input.role)? {
         None => {
             execute(
@@ -545,15 +547,26 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
             } else {
                 "LOGIN"
             };
+            // Only what the grant's CREATEROLE may change: naming SUPERUSER, BYPASSRLS or
+            // REPLICATION at all (even to take them away) needs a superuser. A role that gained
+            // one of them is left to a superuser, as a follow-up; the rest is repaired.
             execute(
                 SERVER,
                 &format!(
-                    "ALTER ROLE {role} {login} NOSUPERUSER NOBYPASSRLS CONNECTION LIMIT {} PASSWORD {}",
+                    "ALTER ROLE {role} {login} NOCREATEDB NOCREATEROLE CONNECTION LIMIT {} PASSWORD {}",
                     input.connection_limit,
                     literal(&input.password)
                 ),
                 "updating the role",
             )?;
+            if found.privileged {
+                follow_up = Some(format!(
+                    "role {} is a superuser, bypasses row-level security or may replicate, which \
+                     only a superuser can take away: run `ALTER ROLE {role} NOSUPERUSER \
+                     NOBYPASSRLS NOREPLICATION` as one",
+                    input.role
+                ));
+            }
             "updated"
         }
     };
@@ -565,11 +578,13 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
     )?;
     remember(KEY_ROLE, &input.role)?;
     log::info(&format!("role {} {action}", input.role));
-    Ok(done(json!({
+    let mut outcome = done(json!({
         "role": input.role,
         "connection_limit": input.connection_limit,
         "action": action,
-    })))
+    }));
+    outcome.manual_follow_up = follow_up;
+    Ok(outcome)
 }
 
 fn apply_database(tenant: &Tenant, input: &DatabaseInput) -> Res<Outcome> {
@@ -828,10 +843,10 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                         push(resource, "changed: no longer marked as the tenant's".into())
                     }
                     Some(found) => {
-                        if found.superuser_or_bypass {
+                        if found.privileged {
                             push(
                                 resource.clone(),
-                                "changed: it is a superuser or bypasses row-level security".into(),
+                                "changed: it is a superuser, bypasses row-level security or may replicate".into(),
                             );
                         }
                         if found.connection_limit != input.connection_limit {
