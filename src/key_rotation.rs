@@ -97,7 +97,7 @@ fn context_of(column: &SealedColumn, [a, b, c]: [&str; 3]) -> AppResult<String> 
 pub async fn reseal_all(ctx: &Context, actor: &Actor, new_key: &MasterKey) -> AppResult<usize> {
     let old: &Keyring = &ctx.keyring;
     let ring = old.rotated_to(new_key.clone());
-    transaction!(ctx.db, |tx| {
+    let resealed = transaction!(ctx.db, |tx| {
         let mut resealed = 0;
         let mut after = String::new();
         loop {
@@ -142,7 +142,11 @@ pub async fn reseal_all(ctx: &Context, actor: &Actor, new_key: &MasterKey) -> Ap
         )
         .await?;
         Ok(resealed)
-    })
+    })?;
+    // The values sealed under the old key are overwritten; on SQLite their old bytes could
+    // still sit in free pages and in the write-ahead log until the file is rewritten.
+    ctx.db.compact().await?;
+    Ok(resealed)
 }
 
 /// Rotates to a freshly generated key kept in the managed key file (default

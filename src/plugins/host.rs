@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use wasmtime::{
 use super::compile::{Compiler, Instance};
 use super::ended::{classify, deadline_error, flush_output};
 use super::in_flight::InFlight;
+use super::kept::KeptInstances;
 use super::sandbox::{CallState, Cancel, Cancelled};
 use super::stats::{self, CallStats, Counter};
 use super::table::{CallMeters, LoadedPlugin, Table};
@@ -40,37 +41,6 @@ pub struct PoolState {
     pub resident_table_bytes: usize,
 }
 
-/// Instances a plugin keeps between calls, at most (see [`LoadedPlugin::reuses_instances`]).
-const MAX_KEPT_PER_PLUGIN: usize = 4;
-
-/// An instance kept between calls of a plugin whose calls share nothing, with its store.
-pub(super) struct Kept {
-    store: Store<CallState>,
-    instance: Instance,
-    /// Held while the instance is kept; given back when it is taken or dropped.
-    _slot: KeptSlot,
-}
-
-/// One of the pool's slots for kept instances, given back when the kept instance goes (taken
-/// for a call, or dropped with its plugin's older load).
-pub(super) struct KeptSlot(Arc<AtomicUsize>);
-
-impl KeptSlot {
-    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<KeptSlot> {
-        if count.fetch_add(1, Ordering::AcqRel) >= max {
-            count.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(KeptSlot(count.clone()))
-    }
-}
-
-impl Drop for KeptSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The host. Cheap to share (`Arc`); one per process.
 pub struct PluginHost {
     services: HostServices,
@@ -82,10 +52,9 @@ pub struct PluginHost {
     stop_ticker: Arc<AtomicBool>,
     /// The calls running now, by plugin: what a disable or a revoke cancels.
     in_flight: Arc<InFlight>,
-    /// Instances kept between calls, over every plugin, and how many may be: the pool has
-    /// room for them beside one instance per concurrent call.
-    kept: Arc<AtomicUsize>,
-    max_kept: usize,
+    /// Instances kept between calls, over every plugin: the pool has room for them beside one
+    /// instance per concurrent call.
+    kept: KeptInstances,
 }
 
 impl Drop for PluginHost {
@@ -171,8 +140,7 @@ impl PluginHost {
             services,
             stop_ticker,
             in_flight,
-            kept: Default::default(),
-            max_kept: slots as usize,
+            kept: KeptInstances::new(slots as usize),
         })
     }
 
@@ -503,17 +471,9 @@ impl PluginHost {
         let ends = std::time::Instant::now() + deadline;
         let end = crate::plugins::sandbox::CallEnd(ends);
         let reuse = plugin.reuses_instances();
-        let kept = if reuse {
-            plugin.idle.lock().expect("idle instances lock").pop()
-        } else {
-            None
-        };
+        let kept = if reuse { self.kept.take(plugin) } else { None };
         let (mut store, kept_instance) = match kept {
-            Some(Kept {
-                mut store,
-                instance,
-                _slot: _,
-            }) => {
+            Some((mut store, instance)) => {
                 store
                     .data_mut()
                     .next_call(plugin, tenant, end, cancel.clone());
@@ -588,16 +548,7 @@ impl PluginHost {
             && let Some(instance) = instance
             && !store.data().used_wasi()
         {
-            let mut idle = plugin.idle.lock().expect("idle instances lock");
-            if idle.len() < MAX_KEPT_PER_PLUGIN
-                && let Some(slot) = KeptSlot::take(&self.kept, self.max_kept)
-            {
-                idle.push(Kept {
-                    store,
-                    instance,
-                    _slot: slot,
-                });
-            }
+            self.kept.keep(plugin, store, instance);
         }
         (outcome, lines)
     }

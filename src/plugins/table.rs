@@ -41,7 +41,7 @@ pub struct LoadedPlugin {
     pub(super) meters: OnceLock<CallMeters>,
     /// Instances kept between calls, for a plugin whose manifest says its calls share nothing
     /// (`reuse_instances`): a call takes one instead of instantiating.
-    pub(super) idle: std::sync::Mutex<Vec<super::host::Kept>>,
+    pub(super) idle: std::sync::Mutex<Vec<super::kept::Kept>>,
 }
 
 /// The metrics and statistics one plugin's calls are counted in.
