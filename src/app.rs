@@ -170,7 +170,9 @@ fn start_with(
             .app_data(web::PathConfig::default());
         portal::mount(api::mount(app))
             .default_service(web::to(unrouted))
-            // Innermost: a page handler's error becomes the page of where it happened.
+            // Innermost: `HEAD` routed as `GET` (the connection leaves out the body).
+            .wrap(actix_web::middleware::from_fn(crate::http::head::as_get))
+            // A page handler's error becomes the page of where it happened.
             .wrap(actix_web::middleware::from_fn(portal::error::error_pages))
             .wrap(
                 DefaultHeaders::new()

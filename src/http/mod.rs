@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod body;
 pub mod envelope;
+pub mod head;
 pub mod strict;
 
 use actix_web::HttpRequest;

@@ -404,3 +404,60 @@ async fn audit_records_carry_actor_source_and_request_id(backend: Backend) {
     );
     app.stop().await;
 }
+
+/// `HEAD` is answered wherever `GET` is (`curl -I`), with the same status and headers and no
+/// body on the wire — the API, a tenant's route with a token, and a portal page; an address
+/// `GET` does not answer, `HEAD` does not either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_answered_wherever_get_is_with_no_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.create_tenant("acme").await;
+    let host = app.base.trim_start_matches("http://").to_owned();
+    let raw = |method: &'static str, path: &'static str, token: Option<String>| {
+        let host = host.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+            let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+            stream
+                .write_all(
+                    format!(
+                        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.unwrap();
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+            (head.to_owned(), body.to_owned())
+        }
+    };
+    let token = Some(app.token.clone());
+    for (path, token) in [
+        ("/health", None),
+        ("/api/v1/tenant/acme", token.clone()),
+        ("/login", None),
+    ] {
+        let (get_head, get_body) = raw("GET", path, token.clone()).await;
+        let (head, body) = raw("HEAD", path, token.clone()).await;
+        let status = |h: &str| h.lines().next().unwrap_or_default().to_owned();
+        assert_eq!(status(&head), status(&get_head), "{path}");
+        assert!(status(&head).contains(" 200 "), "{path}: {head}");
+        assert!(!get_body.is_empty(), "{path}: GET has a body");
+        assert_eq!(body, "", "{path}: HEAD sends no body");
+        let content_type = |h: &str| {
+            h.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+                .map(str::to_owned)
+        };
+        assert_eq!(content_type(&head), content_type(&get_head), "{path}");
+    }
+    let (head, _) = raw("HEAD", "/api/v1/no-such-route", token.clone()).await;
+    let (get_head, _) = raw("GET", "/api/v1/no-such-route", token).await;
+    assert_eq!(head.lines().next(), get_head.lines().next());
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    app.stop().await;
+}
