@@ -63,7 +63,9 @@ pub struct ConnectionTemplate {
     /// The connection's name in the backends (default `primary`).
     #[serde(default)]
     pub name: Option<String>,
-    /// A value for every placeholder the template declares.
+    /// A value for every placeholder the template declares; the tenant's own fields
+    /// (`tenant_slug`, `tenant_name`, `tier`, `default_schema`) fill those it declares and
+    /// this leaves out.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub placeholders: BTreeMap<String, Value>,
@@ -278,14 +280,49 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
         "allow_dml": db.allow_dml.unwrap_or(false),
         "allow_run_async": db.allow_run_async.unwrap_or(false),
     });
+    // What every template may use without the request naming it: the tenant's own fields.
+    let auto: BTreeMap<&str, String> = [
+        ("tenant_slug", valid.slug.as_str().to_owned()),
+        ("tenant_name", valid.name.clone()),
+        ("tier", valid.tier.as_str().to_owned()),
+        (
+            "default_schema",
+            valid
+                .default_schema
+                .clone()
+                .unwrap_or_else(|| "public".into()),
+        ),
+        ("database_name", database_name.clone()),
+    ]
+    .into_iter()
+    .collect();
+    // A template's declared placeholders that the request leaves out, from the tenant. A
+    // connection's `database_name` is never the display name above (it names the database
+    // itself), so a connection template gets the others only.
+    let with_tenant = |given: &BTreeMap<String, Value>, declared: &[String], connection: bool| {
+        let mut values = given.clone();
+        for p in declared {
+            if let Some(v) = auto.get(p.as_str())
+                && !(connection && p == "database_name")
+                && !values.contains_key(p)
+            {
+                values.insert(p.clone(), Value::String(v.clone()));
+            }
+        }
+        values
+    };
     let mut connections = Vec::new();
     if let Some(c) = &req.connection_template {
+        let declared = templates::get(ctx, &c.template_name, c.version)
+            .await
+            .map(|t| t.placeholders)
+            .unwrap_or_default();
         let rendered = templates::render(
             ctx,
             "connection_template.placeholders",
             &c.template_name,
             c.version,
-            &c.placeholders,
+            &with_tenant(&c.placeholders, &declared, true),
         )
         .await?;
         let kind = templates::get(ctx, &rendered.template, Some(rendered.version))
@@ -335,30 +372,8 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
                 ),
             ));
         }
-        let auto: BTreeMap<&str, String> = [
-            ("tenant_slug", valid.slug.as_str().to_owned()),
-            ("tenant_name", valid.name.clone()),
-            ("tier", valid.tier.as_str().to_owned()),
-            (
-                "default_schema",
-                valid
-                    .default_schema
-                    .clone()
-                    .unwrap_or_else(|| "public".into()),
-            ),
-            ("database_name", database_name.clone()),
-        ]
-        .into_iter()
-        .collect();
         for t in chosen {
-            let mut values = a.placeholders.clone();
-            for p in &t.placeholders {
-                if let Some(v) = auto.get(p.as_str())
-                    && !values.contains_key(p)
-                {
-                    values.insert(p.clone(), Value::String(v.clone()));
-                }
-            }
+            let mut values = with_tenant(&a.placeholders, &t.placeholders, false);
             // Request values only for what this template declares: one set of values serves
             // several templates.
             values.retain(|k, _| t.placeholders.contains(k));

@@ -165,8 +165,8 @@ impl Fixture {
     async fn finish(self) {
         self.app.stop().await;
         for (role, database) in &self.tenants {
-            admin(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
-            admin(&format!("DROP ROLE IF EXISTS {role}")).await;
+            admin(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await;
+            admin(&format!("DROP ROLE IF EXISTS \"{role}\"")).await;
         }
         pg::drop_role(&self.server_role).await;
     }
@@ -641,5 +641,57 @@ async fn a_function_a_tenant_plants_in_a_writable_public_schema_is_never_run_by_
     );
     // Tenant A's function goes with the database, before the roles are dropped.
     admin(&format!("DROP DATABASE IF EXISTS {server_db} WITH (FORCE)")).await;
+    f.finish().await;
+}
+
+/// A connection template names the tenant's database after the tenant: `{tenant_slug}` (like
+/// the tenant's other fields) is filled from the tenant when the request leaves it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_template_names_the_database_after_the_tenant() {
+    let mut f = Fixture::start().await;
+    let (status, body) = f
+        .app
+        .post(
+            "/api/v1/template",
+            json!({
+                "name": "per-tenant",
+                "kind": "connection",
+                "body": "postgresql://{tenant_slug}_user:{password}@127.0.0.1:5432/{tenant_slug}_db",
+                "placeholders": ["tenant_slug", "password"],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let slug = unique("pgt").replace('_', "-");
+    let (role, database) = (format!("{slug}_user"), format!("{slug}_db"));
+    f.tenants.push((role.clone(), database.clone()));
+    let response = f
+        .app
+        .request(Method::POST, "/api/v1/tenant/provision")
+        .json(&json!({
+            "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+            "connection_template": {
+                "template_name": "per-tenant",
+                "placeholders": { "password": "s3cret'pass" },
+            },
+            "tier": "starter",
+            "backends": { "postgres": settings() },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let run = f.wait(accepted["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert!(
+        exists(&format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{database}' \
+             AND pg_get_userbyid(datdba) = '{role}'"
+        ))
+        .await,
+        "the tenant's database, named after it"
+    );
     f.finish().await;
 }
