@@ -32,7 +32,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(tenant_resources)
         .service(tenant_drift)
         .service(tenant_backend_health)
-        .service(reconcile_tenant);
+        .service(reconcile_tenant)
+        .service(retry_provision);
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -406,4 +407,31 @@ async fn reconcile_tenant(
         Some(_) => HttpResponse::Accepted().json(plan),
         None => HttpResponse::Ok().json(plan),
     })
+}
+
+/// Provision a `failed` tenant again: a provision run from the request it was provisioned with
+/// (each template's newest version, the values recorded then), which makes it `active` (or
+/// `trial`) when it succeeds and, like the first, compensates and leaves it `failed` when it
+/// does not.
+#[utoipa::path(
+    tag = "provisioning",
+    responses(
+        (status = 202, description = "The run that provisions the tenant again", body = provisioning::Accepted),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "The tenant is not failed, has a run in progress, or has no recorded provisioning request", body = ErrorBody),
+        (status = 422, description = "A template's newest version cannot be rendered with the recorded values", body = ErrorBody),
+    ),
+)]
+#[post("/tenant/{slug}/provision/retry")]
+async fn retry_provision(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    slug: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    let accepted = provisioning::retry(&ctx, &caller.actor, &tenant).await?;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", accepted.url.clone()))
+        .json(accepted))
 }

@@ -1,5 +1,5 @@
-//! `tenantry tenant drift` and `tenantry tenant reconcile`: what drifted in the backends, and
-//! its repair.
+//! `tenantry tenant drift`, `tenantry tenant reconcile` and `tenantry tenant retry`: what
+//! drifted in the backends, its repair, and the way forward from a failed provision.
 
 use super::provisioning::{finish, wait_for};
 use super::{Output, app_error, print};
@@ -104,5 +104,30 @@ pub async fn reconcile(
         .as_deref()
         .expect("a plan with changes queues a run");
     let run = wait_for(ctx, run).await?;
+    finish(out, &run)
+}
+
+/// `tenantry tenant retry SLUG [--no-wait]`: a failed tenant provisioned again.
+pub async fn retry(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    slug: &str,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let tenant = tenants::get(ctx, slug).await.map_err(app_error)?;
+    let accepted = provisioning::retry(ctx, actor, &tenant)
+        .await
+        .map_err(app_error)?;
+    if no_wait {
+        return print(out, &accepted, || {
+            format!(
+                "tenant {slug}: provisioning again, run {} ({})",
+                accepted.run,
+                accepted.steps.join(", ")
+            )
+        });
+    }
+    let run = wait_for(ctx, &accepted.run).await?;
     finish(out, &run)
 }

@@ -130,6 +130,15 @@ pub enum TenantCommand {
         #[arg(long)]
         current_templates: bool,
     },
+    /// Provision a `failed` tenant again, from the request it was provisioned with (each
+    /// template's newest version), and wait for the run: it becomes active (or trial) when the
+    /// run succeeds, and stays failed, with what was made undone, when it does not.
+    Retry {
+        slug: String,
+        /// Queue the run and return without waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// What a tenant used and may use: each metric's use, limit and severity.
     Usage { slug: String },
     /// A tenant's limits: show them, set or clear overrides.
@@ -556,6 +565,9 @@ pub(super) async fn tenant_command(
                 crate::provisioning::TemplateVersions::Recorded
             };
             super::repair::reconcile(ctx, actor, out, &slug, yes, templates).await
+        }
+        TenantCommand::Retry { slug, no_wait } => {
+            super::repair::retry(ctx, actor, out, &slug, no_wait).await
         }
         TenantCommand::Usage { slug } => super::quotas::usage(ctx, out, &slug).await,
         TenantCommand::Quota(cmd) => super::quotas::quota_command(ctx, actor, out, cmd).await,

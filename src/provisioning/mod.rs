@@ -15,6 +15,7 @@ mod drift;
 mod health;
 mod lifecycle;
 pub mod request;
+mod retry;
 pub mod saga;
 pub mod spec;
 pub mod templates;
@@ -52,6 +53,7 @@ use crate::store::{self, Conn, provisioning as sql};
 use crate::tenants::{self, Tenant, TenantStatus};
 use crate::transaction;
 pub use request::ProvisionRequest;
+pub use retry::retry;
 
 /// The answer to `POST /api/v1/tenant/provision`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]

@@ -13,9 +13,9 @@ pub use patch::{
     update,
 };
 pub use platform::ensure_admin_tenant;
-pub(crate) use status::finish_provisioning;
 use status::record_status;
 pub use status::{check_reason, history, purge_in, transition_in};
+pub(crate) use status::{finish_provisioning, retry_provisioning};
 
 use serde::Serialize;
 use serde_json::json;

@@ -61,6 +61,33 @@ pub(crate) async fn finish_provisioning(
     Ok(())
 }
 
+/// Takes a `failed` tenant back to `provisioning` for another provision run, in `tx`: the run
+/// that ends it decides again (`finish_provisioning`). Refused for any other status.
+pub(crate) async fn retry_provisioning(tx: &mut Conn, actor: &Actor, slug: &str) -> AppResult<()> {
+    let mut row = store::tenants::find_by_slug(tx, slug)
+        .await?
+        .ok_or_else(|| AppError::not_found("tenant", slug))?;
+    let from = status_of(&row)?;
+    if from != TenantStatus::Failed {
+        return Err(AppError::conflict(
+            "illegal_transition",
+            format!("cannot retry the provisioning of tenant `{slug}`: it is {from}, not failed"),
+            json!({ "current_status": from }),
+        ));
+    }
+    let now = clock::now();
+    change_status(
+        tx,
+        &mut row,
+        from,
+        TenantStatus::Provisioning,
+        "provisioning retried",
+        actor,
+        now,
+    )
+    .await
+}
+
 /// The tenant's status history, newest first.
 pub async fn history(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<StatusChange>> {
     let mut conn = ctx.db.conn().await?;

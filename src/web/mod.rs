@@ -190,6 +190,10 @@ where
             web::post().to(tenant_actions::reconcile),
         )
         .route(
+            "/tenants/{slug}/provision/retry",
+            web::post().to(tenant_actions::retry_provision),
+        )
+        .route(
             "/tenants/{slug}/api-keys",
             web::post().to(tenant_actions::create_key),
         )

@@ -165,7 +165,10 @@ impl Fixture {
     async fn finish(self) {
         self.app.stop().await;
         for (role, database) in &self.tenants {
-            admin(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).await;
+            admin(&format!(
+                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+            ))
+            .await;
             admin(&format!("DROP ROLE IF EXISTS \"{role}\"")).await;
         }
         pg::drop_role(&self.server_role).await;

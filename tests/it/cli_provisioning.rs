@@ -223,6 +223,29 @@ async fn templates_and_provisioning_from_the_command_line(backend: Backend) {
     let shown = cli.ok(&["run", "show", &id, "--wait"]).await;
     assert!(shown.contains("suspend of cli-acme): succeeded"), "{shown}");
     assert_eq!(double.events()[0]["change"], "suspend");
+
+    // A provision that fails (its backend down) leaves the tenant failed; once the backend is
+    // back, `tenant retry` provisions it again and it becomes active.
+    double.set_down(true);
+    let down = cli.file(
+        "down.yaml",
+        "tenant:\n  slug: cli-down\n  name: CLI Down\nconnection_template:\n  template_name: pg\n  placeholders: {user: u, password: pw, host: db, db: down}\ntier: starter\nbackends:\n  recorder: {}\n",
+    );
+    let failed = cli.run(&["tenant", "provision", "-f", path(&down)]).await;
+    assert!(!failed.ok, "{}", failed.stdout);
+    let tenant = cli.json(&["tenant", "show", "cli-down"]).await;
+    assert_eq!(tenant["status"], "failed", "{tenant}");
+    double.set_down(false);
+    let retried = cli.ok(&["tenant", "retry", "cli-down"]).await;
+    assert!(retried.contains("succeeded"), "{retried}");
+    let tenant = cli.json(&["tenant", "show", "cli-down"]).await;
+    assert_eq!(tenant["status"], "active", "{tenant}");
+    let refused = cli.run(&["tenant", "retry", "cli-down"]).await;
+    assert!(
+        !refused.ok && refused.stderr.contains("not failed"),
+        "{}",
+        refused.stderr
+    );
     cli.database.drop_database().await;
     double.stop().await;
 }

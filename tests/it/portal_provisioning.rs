@@ -1040,6 +1040,33 @@ async fn a_failed_run_shows_its_error_compensation_and_manual_follow_ups_never_a
     assert!(failed.has(&format!("href=\"{path}\"")));
     assert!(failed.has("<span class=\"badge manual\""));
     assert!(double.names().is_empty());
+
+    // The failed tenant's page offers the way forward: a retry, which queues a provision run
+    // from the request it was provisioned with (here it fails the same way again).
+    let tenant_page = browser.get("/tenants/refused").await;
+    assert!(
+        tenant_page.has("id=\"retry-provisioning\""),
+        "{}",
+        tenant_page.html
+    );
+    let queued = browser
+        .submit("/tenants/refused", "/tenants/refused/provision/retry", &[])
+        .await;
+    queued.assert_status(StatusCode::SEE_OTHER);
+    let location = queued
+        .location
+        .as_ref()
+        .expect("to the run's page")
+        .path()
+        .to_owned();
+    assert!(
+        location.starts_with("/runs/") && location != path,
+        "{location}"
+    );
+    let again = wait_until_finished(&browser, &location).await;
+    assert!(again.has("<span class=\"badge run-failed\">failed</span>"));
+    let (_, tenant) = app.get("/api/v1/tenant/refused").await;
+    assert_eq!(tenant["status"], "failed", "{tenant}");
     app.stop().await;
     double.stop().await;
 }

@@ -679,6 +679,50 @@ async fn a_backend_that_stays_down_is_retried_then_compensated(backend: Backend)
     assert!(!double.exists("partco-alpha"));
     let (_, tenant) = app.get("/api/v1/tenant/partco").await;
     assert_eq!(tenant["status"], "failed");
+
+    // The way forward: once the backend is back, a retry provisions the failed tenant again
+    // from the request it was provisioned with, and it becomes active. Its slug stays its own
+    // meanwhile; a tenant that is not failed cannot be retried.
+    let (status, body) = app
+        .post("/api/v1/tenant/provision", option_a("partco", json!({})))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    double.set_down_for(None);
+    let (status, accepted) = app
+        .post("/api/v1/tenant/partco/provision/retry", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(
+        accepted["steps"],
+        json!([
+            "recorder/alpha",
+            "recorder/beta",
+            "recorder/gamma",
+            "recorder/validate"
+        ])
+    );
+    let run = wait_run(&app, accepted["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["kind"], "provision");
+    assert!(double.exists("partco-alpha") && double.exists("partco-beta"));
+    let (_, tenant) = app.get("/api/v1/tenant/partco").await;
+    assert_eq!(tenant["status"], "active", "{tenant}");
+    let (status, body) = app
+        .post("/api/v1/tenant/partco/provision/retry", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it is active, not failed"),
+        "{body}"
+    );
+    let (_, audit) = app.get("/api/v1/audit?tenant=partco").await;
+    assert!(
+        audit.to_string().contains("tenant.provision_retry"),
+        "{audit}"
+    );
     double.stop().await;
     app.stop().await;
 }

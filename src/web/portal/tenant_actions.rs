@@ -123,6 +123,24 @@ pub async fn reconcile(
     }
 }
 
+/// Provisions a failed tenant again; the page of the run that does it.
+pub async fn retry_provision(
+    ctx: web::Data<Context>,
+    slug: web::Path<String>,
+    form: PortalForm,
+) -> PageResult {
+    form.session.require_admin()?;
+    let location = format!("/tenants/{slug}");
+    let tenant = tenants::get(&ctx, &slug).await?;
+    match crate::provisioning::retry(&ctx, &form.session.actor, &tenant).await {
+        Ok(accepted) => Ok(redirect_with(
+            &format!("/runs/{}", accepted.run),
+            Flash::success(format!("{slug} is being provisioned again.")),
+        )),
+        Err(err) => back_or_error(&location, err),
+    }
+}
+
 /// Downloads the tenant's bundle (its record with sealed secrets, and its status history).
 pub async fn export(
     ctx: web::Data<Context>,
