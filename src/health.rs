@@ -26,7 +26,8 @@ pub struct TenantDatabaseHealth {
     pub detail: Option<String>,
 }
 
-/// Opens the tenant's database URI and times a round trip (PostgreSQL URIs; SQLAlchemy's
+/// Opens the tenant's database URI — its own, or the connection it was provisioned with from a
+/// connection template — and times a round trip (PostgreSQL URIs; SQLAlchemy's
 /// `postgresql+driver://` form too).
 pub async fn tenant_database(ctx: &Context, slug: &str) -> AppResult<TenantDatabaseHealth> {
     let row = {
@@ -41,16 +42,39 @@ pub async fn tenant_database(ctx: &Context, slug: &str) -> AppResult<TenantDatab
         response_time_ms: time,
         detail,
     };
-    let Some(sealed) = &row.db_uri else {
-        return Ok(report(
-            "not_configured",
-            None,
-            Some("the tenant has no database URI".into()),
-        ));
+    // The tenant's own database URI, or the connection it was provisioned with from a
+    // connection template.
+    let uri = match &row.db_uri {
+        Some(sealed) => ctx
+            .keyring
+            .open(sealed, &secret_context(&row.id, "db_uri"))?,
+        None => {
+            let tenant = tenants::get(ctx, slug).await?;
+            match crate::provisioning::provisioned_connection(ctx, &tenant).await {
+                Ok(Some(uri)) => uri,
+                Ok(None) => {
+                    return Ok(report(
+                        "not_configured",
+                        None,
+                        Some(
+                            "the tenant has no database URI and was not provisioned from a connection template"
+                                .into(),
+                        ),
+                    ));
+                }
+                Err(err) => {
+                    return Ok(report(
+                        "not_configured",
+                        None,
+                        Some(format!(
+                            "the connection it was provisioned with cannot be rendered again: {}",
+                            err
+                        )),
+                    ));
+                }
+            }
+        }
     };
-    let uri = ctx
-        .keyring
-        .open(sealed, &secret_context(&row.id, "db_uri"))?;
     let Ok(mut url) = url::Url::parse(&uri) else {
         return Ok(report(
             "unsupported",
@@ -110,7 +134,8 @@ pub struct TenantHealth {
     pub status: String,
     pub tenant: String,
     pub tenant_status: tenants::TenantStatus,
-    /// `configured` or `not_configured`.
+    /// `configured` (its own database URI, or a connection it was provisioned with from a
+    /// connection template) or `not_configured`.
     pub database: String,
     /// `configured` or `not_configured`.
     pub oauth: String,
@@ -128,7 +153,10 @@ pub async fn tenant(ctx: &Context, slug: &str) -> AppResult<TenantHealth> {
         .into(),
         tenant: tenant.slug.clone(),
         tenant_status: tenant.status,
-        database: configured(tenant.db_uri.set),
+        database: configured(
+            tenant.db_uri.set
+                || crate::provisioning::has_provisioned_connection(ctx, &tenant).await?,
+        ),
         oauth: configured(tenant.oauth_issuer.is_some() && tenant.client_id.is_some()),
     })
 }

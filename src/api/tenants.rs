@@ -463,7 +463,8 @@ async fn import_tenant_bundle(
     })
 }
 
-/// Round trip to the tenant's own database (its `db_uri`), with the time it took.
+/// Round trip to the tenant's own database (its `db_uri`, or the connection it was provisioned
+/// with from a connection template), with the time it took.
 #[utoipa::path(
     tag = "tenants",
     responses(

@@ -57,17 +57,79 @@ pub(crate) async fn record_in(
     store::tenant_requests::put(tx, tenant_id, &sealed, clock::now()).await
 }
 
+/// `tenant`'s recorded request, opened; None when it has none.
+async fn recorded(ctx: &Context, tenant: &Tenant) -> AppResult<Option<ProvisionRequest>> {
+    let sealed = {
+        let mut conn = ctx.db.conn().await?;
+        store::tenant_requests::get(&mut conn, &tenant.id).await?
+    };
+    let Some(recorded) = sealed else {
+        return Ok(None);
+    };
+    let text = ctx
+        .keyring
+        .open(&recorded.request, &request_context(&tenant.id))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(AppError::internal)
+}
+
+/// Whether `tenant` was provisioned with a connection rendered from a connection template.
+pub async fn has_provisioned_connection(ctx: &Context, tenant: &Tenant) -> AppResult<bool> {
+    Ok(recorded(ctx, tenant)
+        .await?
+        .is_some_and(|req| req.connection_template.is_some()))
+}
+
+/// The URI of the connection `tenant` was provisioned with from a connection template, as the
+/// backends got it: the template, at the version its resources were made from (its newest when
+/// none records one), rendered again with the recorded values and the tenant's fields. None
+/// when it was not provisioned from a template.
+pub async fn provisioned_connection(ctx: &Context, tenant: &Tenant) -> AppResult<Option<String>> {
+    let Some(req) = recorded(ctx, tenant).await? else {
+        return Ok(None);
+    };
+    let Some(connection) = req.connection_template else {
+        return Ok(None);
+    };
+    let version = {
+        let mut conn = ctx.db.conn().await?;
+        store::provisioning::resources(&mut conn, &tenant.id)
+            .await?
+            .into_iter()
+            .filter(|r| r.template.as_deref() == Some(connection.template_name.as_str()))
+            .filter_map(|r| r.template_version)
+            .max()
+    };
+    let declared = super::templates::get(ctx, &connection.template_name, version)
+        .await?
+        .placeholders;
+    let fields = request::tenant_values(
+        tenant.slug.as_str(),
+        &tenant.name,
+        tenant.tier.as_str(),
+        tenant.default_schema.as_deref(),
+        None,
+    );
+    let values = request::with_tenant_values(&connection.placeholders, &declared, &fields, true);
+    let rendered = super::templates::render(
+        ctx,
+        "connection_template.placeholders",
+        &connection.template_name,
+        version,
+        &values,
+    )
+    .await?;
+    Ok(Some(rendered.text))
+}
+
 /// The steps `tenant`'s recorded request plans today, by plugin and step, with the newest
 /// version of each template it names rendered with the recorded values.
 pub(crate) async fn current_steps(
     ctx: &Context,
     tenant: &Tenant,
 ) -> AppResult<Vec<(String, Step)>> {
-    let sealed = {
-        let mut conn = ctx.db.conn().await?;
-        store::tenant_requests::get(&mut conn, &tenant.id).await?
-    };
-    let Some(recorded) = sealed else {
+    let Some(mut req) = recorded(ctx, tenant).await? else {
         return Err(AppError::conflict(
             "no_recorded_request",
             format!(
@@ -77,10 +139,6 @@ pub(crate) async fn current_steps(
             json!({}),
         ));
     };
-    let text = ctx
-        .keyring
-        .open(&recorded.request, &request_context(&tenant.id))?;
-    let mut req: ProvisionRequest = serde_json::from_str(&text).map_err(AppError::internal)?;
     req.tenant.name = tenant.name.clone();
     req.tenant.tier = Some(tenant.tier.as_str().to_owned());
     req.tenant.default_schema = tenant.default_schema.clone();

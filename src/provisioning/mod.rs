@@ -10,7 +10,7 @@
 //! reach the backends as runs of their own.
 
 mod desired;
-pub use desired::request_context;
+pub use desired::{has_provisioned_connection, provisioned_connection, request_context};
 mod drift;
 mod health;
 mod lifecycle;

@@ -280,36 +280,15 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
         "allow_dml": db.allow_dml.unwrap_or(false),
         "allow_run_async": db.allow_run_async.unwrap_or(false),
     });
-    // What every template may use without the request naming it: the tenant's own fields.
-    let auto: BTreeMap<&str, String> = [
-        ("tenant_slug", valid.slug.as_str().to_owned()),
-        ("tenant_name", valid.name.clone()),
-        ("tier", valid.tier.as_str().to_owned()),
-        (
-            "default_schema",
-            valid
-                .default_schema
-                .clone()
-                .unwrap_or_else(|| "public".into()),
-        ),
-        ("database_name", database_name.clone()),
-    ]
-    .into_iter()
-    .collect();
-    // A template's declared placeholders that the request leaves out, from the tenant. A
-    // connection's `database_name` is never the display name above (it names the database
-    // itself), so a connection template gets the others only.
+    let auto = tenant_values(
+        valid.slug.as_str(),
+        &valid.name,
+        valid.tier.as_str(),
+        valid.default_schema.as_deref(),
+        Some(&database_name),
+    );
     let with_tenant = |given: &BTreeMap<String, Value>, declared: &[String], connection: bool| {
-        let mut values = given.clone();
-        for p in declared {
-            if let Some(v) = auto.get(p.as_str())
-                && !(connection && p == "database_name")
-                && !values.contains_key(p)
-            {
-                values.insert(p.clone(), Value::String(v.clone()));
-            }
-        }
-        values
+        with_tenant_values(given, declared, &auto, connection)
     };
     let mut connections = Vec::new();
     if let Some(c) = &req.connection_template {
@@ -405,6 +384,53 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
         assets,
         asset_bundle: bundle,
     })
+}
+
+/// What every template may use without the request naming it: the tenant's own fields
+/// (`database_name`, the database's display name, when there is one).
+pub(crate) fn tenant_values(
+    slug: &str,
+    name: &str,
+    tier: &str,
+    default_schema: Option<&str>,
+    database_name: Option<&str>,
+) -> BTreeMap<&'static str, String> {
+    let mut values: BTreeMap<&'static str, String> = [
+        ("tenant_slug", slug.to_owned()),
+        ("tenant_name", name.to_owned()),
+        ("tier", tier.to_owned()),
+        (
+            "default_schema",
+            default_schema.unwrap_or("public").to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    if let Some(database_name) = database_name {
+        values.insert("database_name", database_name.to_owned());
+    }
+    values
+}
+
+/// `given`, with the tenant's value of each placeholder in `declared` that it leaves out. A
+/// connection's `database_name` is never the display name (it names the database itself), so
+/// a connection template gets the others only.
+pub(crate) fn with_tenant_values(
+    given: &BTreeMap<String, Value>,
+    declared: &[String],
+    tenant: &BTreeMap<&'static str, String>,
+    connection: bool,
+) -> BTreeMap<String, Value> {
+    let mut values = given.clone();
+    for p in declared {
+        if let Some(v) = tenant.get(p.as_str())
+            && !(connection && p == "database_name")
+            && !values.contains_key(p)
+        {
+            values.insert(p.clone(), Value::String(v.clone()));
+        }
+    }
+    values
 }
 
 /// The backends of the request: a list of names, an object of name → settings, or absent (every

@@ -696,5 +696,15 @@ async fn a_connection_template_names_the_database_after_the_tenant() {
         .await,
         "the tenant's database, named after it"
     );
+    // Its database health is checked through the connection it was provisioned with.
+    let (status, health) = f
+        .app
+        .get(&format!("/api/v1/tenant/{slug}/health/database"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["status"], "connected", "{health}");
+    assert!(!health.to_string().contains("s3cret"), "{health}");
+    let (_, public) = f.app.get(&format!("/t/{slug}/health")).await;
+    assert_eq!(public["database"], "configured", "{public}");
     f.finish().await;
 }
