@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::error::AppResult;
 use crate::provisioning::{self, LifecycleChange};
 use crate::store::Conn;
-use crate::tenants::{self, ADMIN_SLUG, Tenant, TenantPatch, Transition};
+use crate::tenants::{self, ADMIN_SLUG, Tenant, TenantPatch, TenantStatus, Transition};
 use crate::transaction;
 
 /// The change a registry transition makes in the backends.
@@ -58,12 +58,26 @@ pub async fn update(
     tenants::refuse_configured_fields(slug, patch)?;
     let checked = tenants::check_patch(patch, slug == ADMIN_SLUG)?;
     let (tenant, changed) = transaction!(ctx.db, |tx| {
+        let before = crate::store::tenants::find_by_slug(tx, slug)
+            .await?
+            .map(|row| row.tier);
         let (row, applied) = tenants::apply_patch(tx, &ctx.keyring, actor, slug, checked).await?;
         let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
         if let Some((transition, reason)) = &applied {
             queue(ctx, tx, actor, &tenant, backend_change(*transition), reason).await?;
         }
-        Ok((tenant, applied.is_some()))
+        // A new tier reaches the backends too: what depends on it (a connection limit, pool
+        // slots) is applied again, in the same transaction as the change.
+        let tier_run = if before.as_deref() != Some(row.tier.as_str())
+            && matches!(
+                tenant.status,
+                TenantStatus::Trial | TenantStatus::Active | TenantStatus::Suspended
+            ) {
+            provisioning::queue_tier_change_in(tx, &ctx.keyring, actor, &tenant).await?
+        } else {
+            None
+        };
+        Ok((tenant, applied.is_some() || tier_run.is_some()))
     })?;
     if changed {
         committed(ctx).await;

@@ -1,5 +1,6 @@
-//! The runs that carry a tenant's lifecycle changes (suspend, reactivate, cancel, purge) into the
-//! backends it holds resources in, stored in the caller's transaction.
+//! The runs that carry a tenant's lifecycle changes (suspend, reactivate, cancel, purge) and
+//! its tier changes into the backends it holds resources in, stored in the caller's
+//! transaction.
 
 use crate::audit::Actor;
 use crate::clock;
@@ -120,6 +121,59 @@ pub async fn queue_lifecycle_in(
         );
     }
     let run = queued_run(&run_id, change.into(), &ptenant, &backends, actor, now);
+    sql::insert_run(tx, &run, &steps).await?;
+    Ok(Some(run_id))
+}
+
+/// Queues, in `tx`, the run that carries `tenant`'s new tier into its backends: every resource
+/// it holds applied again, in plan order, with the inputs it was applied with, for the tenant
+/// as it now is — a plugin derives what depends on the tier (a connection limit, pool slots)
+/// from the tenant it is given, and `apply` of an existing resource converges it. None when the
+/// tenant holds nothing. Queued behind any run of the tenant still open (a tenant's runs go one
+/// at a time, in order).
+pub async fn queue_tier_change_in(
+    tx: &mut Conn,
+    keyring: &crate::secrets::Keyring,
+    actor: &Actor,
+    tenant: &Tenant,
+) -> AppResult<Option<String>> {
+    let mut resources = sql::resources(tx, &tenant.id).await?;
+    if resources.is_empty() {
+        return Ok(None);
+    }
+    resources.sort_by_key(|r| r.seq);
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let mut backends: Vec<String> = Vec::new();
+    let mut steps = Vec::new();
+    for r in resources {
+        if !backends.contains(&r.plugin) {
+            backends.push(r.plugin.clone());
+        }
+        let input = keyring
+            .open(
+                &r.input,
+                &resource_context(&tenant.id, &r.plugin, &r.step_id),
+            )
+            .map_err(AppError::internal)?;
+        steps.push(pending_step(
+            &run_id,
+            steps.len() as i64,
+            &r.plugin,
+            &r.step_id,
+            StepAction::Apply,
+            format!("{} (tier {})", r.description, tenant.tier),
+            keyring.seal(&input, &step_context(&run_id, &r.plugin, &r.step_id)),
+            "[]".into(),
+        ));
+    }
+    let run = queued_run(
+        &run_id,
+        super::RunKind::Apply,
+        &plugin_tenant(tenant),
+        &backends,
+        actor,
+        clock::now(),
+    );
     sql::insert_run(tx, &run, &steps).await?;
     Ok(Some(run_id))
 }

@@ -26,8 +26,8 @@ pub use health::{
     BackendHealth, BackendState, ReconcilePlan, RepairStep, RepairTemplate, TemplateVersions,
     backend_health, reconcile, reconcile_plan,
 };
-pub use lifecycle::queue_lifecycle_in;
 pub(crate) use lifecycle::{CarriedResource, TransitionInput};
+pub use lifecycle::{queue_lifecycle_in, queue_tier_change_in};
 use views::held_resources;
 pub use views::{
     ResourceView, RunView, StepView, get_run, list_runs, resources, run_url, run_view,

@@ -352,7 +352,7 @@ async fn a_database_per_tenant_is_made_isolated_kept_in_step_and_purged() {
         .collect();
     assert!(
         problems.contains(&format!(
-            "role {role_a}: changed: connection limit is 99, not 10"
+            "role {role_a}: changed: connection limit is 99, not 10 (tier starter)"
         )),
         "{problems:?}"
     );
@@ -706,5 +706,55 @@ async fn a_connection_template_names_the_database_after_the_tenant() {
     assert!(!health.to_string().contains("s3cret"), "{health}");
     let (_, public) = f.app.get(&format!("/t/{slug}/health")).await;
     assert_eq!(public["database"], "configured", "{public}");
+    f.finish().await;
+}
+
+/// A tier change reaches the backend: the tenant's role gets the new tier's connection limit
+/// (starter 10 → enterprise 100 → free 5), through a run queued with the change, and drift is
+/// judged against the tier the tenant has now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_change_reaches_the_role_and_drift_follows_the_tier() {
+    let mut f = Fixture::start().await;
+    let name = unique("pgtier");
+    let slug = name.replace('_', "-");
+    let run = f.provision(&slug, &name, settings()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let role = format!("{name}_user");
+    let limit = |expected: i64| {
+        let role = role.clone();
+        async move {
+            exists(&format!(
+                "SELECT 1 FROM pg_roles WHERE rolname = '{role}' AND rolconnlimit = {expected}"
+            ))
+            .await
+        }
+    };
+    assert!(limit(10).await, "starter");
+    for (tier, expected) in [("enterprise", 100), ("free", 5)] {
+        let (status, body) = f
+            .app
+            .patch(&format!("/api/v1/tenant/{slug}"), json!({ "tier": tier }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (_, runs) = f
+            .app
+            .get(&format!("/api/v1/provisioning?tenant={slug}&limit=1"))
+            .await;
+        let run = f.wait(runs[0]["url"].as_str().unwrap()).await;
+        assert_eq!(run["kind"], "apply", "{run:#}");
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+        assert!(limit(expected).await, "{tier}: {run:#}");
+        let (_, report) = f.app.get(&format!("/api/v1/tenant/{slug}/drift")).await;
+        assert_eq!(report["drift"], json!([]), "{tier}: {report:#}");
+    }
+    // Set by hand to the old tier's limit: drift, against the tier it has now.
+    admin(&format!("ALTER ROLE {role} CONNECTION LIMIT 100")).await;
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{slug}/drift")).await;
+    assert!(
+        report["drift"]
+            .to_string()
+            .contains("connection limit is 100, not 5 (tier free)"),
+        "{report:#}"
+    );
     f.finish().await;
 }

@@ -198,6 +198,10 @@ struct RoleInput {
     role: String,
     password: String,
     connection_limit: i64,
+    /// The limit is the tier's (no `settings.connection_limit`): applied and observed as the
+    /// tenant's tier has it then, so that a tier change reaches the role.
+    #[serde(default)]
+    by_tier: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<Value>,
 }
@@ -367,11 +371,25 @@ fn remembered(key: &str) -> Option<String> {
 // plan
 
 fn connection_limit(tenant: &Tenant, settings: &Settings) -> i64 {
-    settings.connection_limit.unwrap_or_else(|| {
-        config::integer(&format!("connection_limit_{}", tenant.tier))
-            .or_else(|| config::integer("connection_limit_custom"))
-            .unwrap_or(25)
-    })
+    settings
+        .connection_limit
+        .unwrap_or_else(|| tier_connection_limit(tenant))
+}
+
+/// The connection limit of the tenant's tier, as configured.
+fn tier_connection_limit(tenant: &Tenant) -> i64 {
+    config::integer(&format!("connection_limit_{}", tenant.tier))
+        .or_else(|| config::integer("connection_limit_custom"))
+        .unwrap_or(25)
+}
+
+/// The limit a role step stands for now: the tenant's tier's, or the one the settings gave.
+fn role_limit(tenant: &Tenant, input: &RoleInput) -> i64 {
+    if input.by_tier {
+        tier_connection_limit(tenant)
+    } else {
+        input.connection_limit
+    }
 }
 
 fn is_postgres(uri: &str) -> bool {
@@ -457,6 +475,7 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
                 role: role.clone(),
                 password,
                 connection_limit: limit,
+                by_tier: settings.connection_limit.is_none(),
                 source,
             },
         ),
@@ -518,10 +537,10 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
 
 fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
     let role = ident(&input.role);
+    let limit = role_limit(tenant, input);
     let attributes = format!(
         "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION \
-         CONNECTION LIMIT {} PASSWORD {}",
-        input.connection_limit,
+         CONNECTION LIMIT {limit} PASSWORD {}",
         literal(&input.password)
     );
     let mut follow_up = None;
@@ -553,8 +572,7 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
             execute(
                 SERVER,
                 &format!(
-                    "ALTER ROLE {role} {login} NOCREATEDB NOCREATEROLE CONNECTION LIMIT {} PASSWORD {}",
-                    input.connection_limit,
+                    "ALTER ROLE {role} {login} NOCREATEDB NOCREATEROLE CONNECTION LIMIT {limit} PASSWORD {}",
                     literal(&input.password)
                 ),
                 "updating the role",
@@ -580,7 +598,7 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
     log::info(&format!("role {} {action}", input.role));
     let mut outcome = done(json!({
         "role": input.role,
-        "connection_limit": input.connection_limit,
+        "connection_limit": limit,
         "action": action,
     }));
     outcome.manual_follow_up = follow_up;
@@ -849,12 +867,18 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                                 "changed: it is a superuser, bypasses row-level security or may replicate".into(),
                             );
                         }
-                        if found.connection_limit != input.connection_limit {
+                        let limit = role_limit(tenant, &input);
+                        if found.connection_limit != limit {
                             push(
                                 resource.clone(),
                                 format!(
-                                    "changed: connection limit is {}, not {}",
-                                    found.connection_limit, input.connection_limit
+                                    "changed: connection limit is {}, not {limit}{}",
+                                    found.connection_limit,
+                                    if input.by_tier {
+                                        format!(" (tier {})", tenant.tier)
+                                    } else {
+                                        String::new()
+                                    }
                                 ),
                             );
                         }
