@@ -326,6 +326,24 @@ async fn a_database_per_tenant_is_made_isolated_kept_in_step_and_purged() {
     let client = connect(&role_a, &db_a).await.expect("logs in again");
     client.query("SELECT 1", &[]).await.unwrap();
     drop(client);
+    // Whether the role logs in is judged by the tenant's status, not by what the plugin last
+    // heard: a stale mark of an earlier version (a restored tenant may carry one) shows no drift.
+    let (_, tenant) = f.app.get(&format!("/api/v1/tenant/{slug_a}")).await;
+    let id = tenant["id"].as_str().unwrap().to_owned();
+    let mut conn = f.app.ctx.db.conn().await.unwrap();
+    tenantry::store::plugins::state_put(
+        &mut conn,
+        "postgres",
+        &id,
+        "suspended",
+        b"1",
+        tenantry::clock::now(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{slug_a}/drift")).await;
+    assert_eq!(report["drift"], json!([]), "{report:#}");
 
     // Drift: a policy dropped and a connection limit changed show.
     admin(&format!("ALTER ROLE {role_a} CONNECTION LIMIT 99")).await;

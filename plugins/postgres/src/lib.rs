@@ -383,6 +383,13 @@ fn tier_connection_limit(tenant: &Tenant) -> i64 {
         .unwrap_or(25)
 }
 
+/// Whether the tenant's role logs in: as the registry has the tenant now (the status the host
+/// hands over), not as this plugin last heard — a tenant restored from a bundle, or changed while
+/// a run was lost, is judged by what it is.
+fn may_log_in(tenant: &Tenant) -> bool {
+    matches!(tenant.status.as_str(), "provisioning" | "trial" | "active")
+}
+
 /// The limit a role step stands for now: the tenant's tier's, or the one the settings gave.
 fn role_limit(tenant: &Tenant, input: &RoleInput) -> i64 {
     if input.by_tier {
@@ -539,8 +546,9 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
     let role = ident(&input.role);
     let limit = role_limit(tenant, input);
     let attributes = format!(
-        "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION \
+        "{} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION \
          CONNECTION LIMIT {limit} PASSWORD {}",
+        if may_log_in(tenant) { "LOGIN" } else { "NOLOGIN" },
         literal(&input.password)
     );
     let mut follow_up = None;
@@ -560,12 +568,8 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
         }
         Some(found) => {
             ours(tenant, "role", &input.role, found.comment.as_deref())?;
-            // While the tenant is suspended its role stays without LOGIN.
-            let login = if remembered("suspended").is_some() {
-                "NOLOGIN"
-            } else {
-                "LOGIN"
-            };
+            // While the tenant is suspended or canceled its role stays without LOGIN.
+            let login = if may_log_in(tenant) { "LOGIN" } else { "NOLOGIN" };
             // Only what the grant's CREATEROLE may change: naming SUPERUSER, BYPASSRLS or
             // REPLICATION at all (even to take them away) needs a superuser. A role that gained
             // one of them is left to a superuser, as a follow-up; the rest is repaired.
@@ -882,8 +886,7 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                                 ),
                             );
                         }
-                        let suspended = remembered("suspended").is_some();
-                        if found.can_login == suspended {
+                        if found.can_login != may_log_in(tenant) {
                             push(
                                 resource,
                                 format!(
@@ -1030,7 +1033,6 @@ fn transition(tenant: &Tenant, change: LifecycleChange) -> Res<Outcome> {
                     "taking LOGIN away",
                 )?;
             }
-            remember("suspended", "1")?;
             let closed = terminate_sessions(&role)?;
             log::info(&format!("role {role}: NOLOGIN, {closed} session(s) closed"));
             json!({ "role": role, "login": false, "sessions_closed": closed })
@@ -1044,7 +1046,6 @@ fn transition(tenant: &Tenant, change: LifecycleChange) -> Res<Outcome> {
                     "giving LOGIN back",
                 )?;
             }
-            state::delete("suspended");
             json!({ "role": role, "login": true })
         }
         LifecycleChange::Purge => {
@@ -1053,6 +1054,7 @@ fn transition(tenant: &Tenant, change: LifecycleChange) -> Res<Outcome> {
                 None => false,
             };
             let role_dropped = drop_role(tenant, &role)?;
+            // (`suspended` is what earlier versions kept; the tenant's status says it now.)
             for key in [KEY_ROLE, KEY_DATABASE, "suspended"] {
                 state::delete(key);
             }
