@@ -1,12 +1,13 @@
 //! Backups of every tenant: each tenant's bundle written to a directory, incrementally.
 //!
-//! `DIR/<slug>.tar` holds a tenant's bundle (mode 0600; secrets stay sealed) and
-//! `DIR/index.json` what each file was made from: the tenant's id, its record's version and
-//! the time of its last change. A tenant whose record has not changed since the last backup is
-//! skipped (its file is kept) unless `full` asks for every tenant (what changed only in a
-//! backend is seen by a full backup); one that changed is exported again (and the export
-//! audited); the file of a tenant that no longer exists is kept and listed as `gone`, since a
-//! backup is what restores it.
+//! `DIR/<slug>.tar` holds a tenant's newest bundle (mode 0600; secrets stay sealed), and the
+//! ones before it are kept beside it as `DIR/<slug>.<time>.tar`, up to `keep` bundles in all;
+//! `DIR/index.json` says what each was made from. Every tenant is exported, and its bundle is
+//! written only when what it holds changed since the last backup there — the tenant's record,
+//! keys, overrides, usage, resources and what its backends hand over, compared by a digest
+//! ([`super::export_with_digest`]) — unless `full` asks for every tenant. A written backup is
+//! audited (`tenant.backup`); the file of a tenant that no longer exists is kept and listed as
+//! `gone`, since a backup is what restores it.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -15,11 +16,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Actor;
+use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::store;
+use crate::{store, transaction};
+use serde_json::json;
 
 use super::ExportOptions;
 
@@ -31,6 +33,13 @@ pub struct Indexed {
     pub updated_at: String,
     pub file: String,
     pub exported_at: String,
+    /// The digest of what the bundle holds (none in an index of an earlier version: the
+    /// tenant is then written again).
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// The tenant's earlier bundles kept beside it, oldest first.
+    #[serde(default)]
+    pub older: Vec<String>,
 }
 
 /// `DIR/index.json`.
@@ -73,13 +82,16 @@ fn io(dir: &Path, err: std::io::Error) -> AppError {
     AppError::Unavailable(format!("backup directory {}: {err}", dir.display()))
 }
 
-/// Backs every tenant up into `dir` (created when missing), skipping the unchanged ones.
+/// Backs every tenant up into `dir` (created when missing), skipping the unchanged ones and
+/// keeping `keep` bundles of each (at least 1).
 pub async fn backup(
     ctx: &Context,
     actor: &Actor,
     dir: &Path,
     full: bool,
+    keep: usize,
 ) -> AppResult<BackupReport> {
+    let keep = keep.max(1);
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let index_path = dir.join("index.json");
     let mut index: Index = match std::fs::read(&index_path) {
@@ -110,25 +122,60 @@ pub async fn backup(
             seen.push(row.slug.clone());
             let updated_at = clock::rfc3339(row.updated_at);
             let file = format!("{}.tar", row.slug);
-            let current = !full
-                && index.tenants.get(&row.slug).is_some_and(|i| {
-                    i.tenant_id == row.id
-                        && i.version == row.version
-                        && i.updated_at == updated_at
-                        && dir.join(&i.file).is_file()
-                });
-            if current {
+            let unaudited = ExportOptions {
+                unaudited: true,
+                ..ExportOptions::default()
+            };
+            let (bundle, digest) =
+                match super::export_with_digest(ctx, actor, &row.slug, unaudited).await {
+                    Ok(exported) => exported,
+                    // Purged meanwhile.
+                    Err(AppError::NotFound { .. }) => continue,
+                    Err(err) => return Err(err),
+                };
+            let earlier = index
+                .tenants
+                .get(&row.slug)
+                .filter(|i| i.tenant_id == row.id && dir.join(&i.file).is_file());
+            if !full && earlier.is_some_and(|i| i.digest.as_deref() == Some(digest.as_str())) {
                 report.unchanged.push(row.slug);
                 continue;
             }
-            let bundle = match super::export(ctx, actor, &row.slug, ExportOptions::default()).await
-            {
-                Ok(bundle) => bundle,
-                // Purged meanwhile.
-                Err(AppError::NotFound { .. }) => continue,
-                Err(err) => return Err(err),
-            };
+            // The bundle before this one is kept beside it; the oldest beyond `keep` go.
+            let mut older = earlier.map(|i| i.older.clone()).unwrap_or_default();
+            if let Some(earlier) = earlier {
+                let stamp: String = earlier
+                    .exported_at
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect();
+                let kept = format!("{}.{stamp}.tar", row.slug);
+                std::fs::rename(dir.join(&earlier.file), dir.join(&kept))
+                    .map_err(|e| io(dir, e))?;
+                older.push(kept);
+            }
+            while older.len() + 1 > keep {
+                let oldest = older.remove(0);
+                match std::fs::remove_file(dir.join(&oldest)) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(io(dir, err)),
+                }
+            }
             write_private(&dir.join(&file), &bundle.to_tar()?).map_err(|e| io(dir, e))?;
+            transaction!(ctx.db, |tx| {
+                audit::record(
+                    tx,
+                    actor,
+                    AuditEvent::tenant(
+                        "tenant.backup",
+                        &row.id,
+                        &row.slug,
+                        json!({ "file": file, "digest": digest, "kept": older.len() + 1 }),
+                    ),
+                )
+                .await
+            })?;
             index.tenants.insert(
                 row.slug.clone(),
                 Indexed {
@@ -137,6 +184,8 @@ pub async fn backup(
                     updated_at,
                     file,
                     exported_at: bundle.manifest.exported_at.clone(),
+                    digest: Some(digest),
+                    older,
                 },
             );
             // The index after every file: an interrupted backup resumes where it stopped.

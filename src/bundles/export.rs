@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
 
 use super::{Bundle, Exclusion, FORMAT, Manifest, PartEntry, sha256_hex};
 use crate::audit::{self, Actor, AuditEvent};
@@ -128,6 +129,19 @@ pub async fn export(
     slug: &str,
     options: ExportOptions,
 ) -> AppResult<Bundle> {
+    Ok(export_with_digest(ctx, actor, slug, options).await?.0)
+}
+
+/// [`export`], with a digest of what the bundle holds that changes only when the tenant does:
+/// every part but the audit log (which grows with the export itself), the backends' parts as
+/// their plugins handed them over (before sealing, whose nonces differ at every export), and
+/// the registry's sealed values as stored. A backup compares it with the last one's.
+pub async fn export_with_digest(
+    ctx: &Context,
+    actor: &Actor,
+    slug: &str,
+    options: ExportOptions,
+) -> AppResult<(Bundle, String)> {
     let audited = !options.unaudited;
     let (mut row, history, keys, overrides, counters, records, mut resources, mut request) =
         transaction!(ctx.db, |tx| {
@@ -270,9 +284,11 @@ pub async fn export(
         &serde_json::to_value(&request).map_err(AppError::internal)?,
         &["/request"],
     )?;
+    let mut unsealed: BTreeMap<String, String> = BTreeMap::new();
     for (plugin, mut part) in backend_parts {
         // What the plugin names as possibly secret is sealed, as the bundle's other secrets.
         let sealer = recipient.as_ref().unwrap_or(&ctx.keyring);
+        unsealed.insert(format!("backends/{plugin}"), sha256_hex(&part.data));
         let (data, sealed) = super::sealed_fields::map(&part.data, |pointer, value| {
             Ok(sealer.seal(
                 value,
@@ -307,7 +323,25 @@ pub async fn export(
         });
         parts.bytes.insert(path, part.data);
     }
-    Ok(Bundle {
+    let mut digest = Sha256::new();
+    let mut entries: Vec<&PartEntry> = parts.entries.iter().collect();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    for entry in entries {
+        if entry.path == "audit/records.json" {
+            continue;
+        }
+        let content = entry
+            .plugin
+            .as_ref()
+            .and_then(|plugin| unsealed.get(&format!("backends/{plugin}")))
+            .unwrap_or(&entry.sha256);
+        digest.update(entry.path.as_bytes());
+        digest.update([0]);
+        digest.update(content.as_bytes());
+        digest.update([0]);
+    }
+    let digest = hex::encode(digest.finalize());
+    let bundle = Bundle {
         manifest: Manifest {
             format: FORMAT.into(),
             tenant_id: row.id.clone(),
@@ -319,5 +353,6 @@ pub async fn export(
             excluded,
         },
         parts: parts.bytes,
-    })
+    };
+    Ok((bundle, digest))
 }

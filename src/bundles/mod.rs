@@ -19,7 +19,7 @@ mod export;
 mod import;
 pub mod sealed_fields;
 
-pub use export::{ExportOptions, export};
+pub use export::{ExportOptions, export, export_with_digest};
 pub use import::{ImportOutcome, ImportPlan, import};
 
 use std::collections::BTreeMap;

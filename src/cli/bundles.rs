@@ -161,15 +161,16 @@ fn import_text(outcome: &crate::bundles::ImportOutcome) -> String {
     lines.join("\n")
 }
 
-/// `tenantry backup --dir DIR`.
+/// `tenantry backup --dir DIR [--full] [--keep N]`.
 pub(super) async fn backup(
     ctx: &Context,
     actor: &crate::audit::Actor,
     out: Output,
     dir: &std::path::Path,
     full: bool,
+    keep: usize,
 ) -> anyhow::Result<()> {
-    let report = crate::bundles::backup::backup(ctx, actor, dir, full)
+    let report = crate::bundles::backup::backup(ctx, actor, dir, full, keep)
         .await
         .map_err(super::app_error)?;
     print(out, &report, || {

@@ -102,14 +102,18 @@ pub enum Command {
     #[command(subcommand)]
     Job(jobs::JobCommand),
     /// Back every tenant up into a directory: each tenant's bundle (`<slug>.tar`, secrets
-    /// sealed), skipping tenants whose record is unchanged since the last backup there.
+    /// sealed), written when anything it holds changed since the last backup there (the
+    /// bundles before it kept beside it as `<slug>.<time>.tar`).
     Backup {
         /// The backup directory (created when missing).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        /// Export every tenant, changed or not (what changed only in a backend is seen then).
+        /// Write every tenant's bundle, changed or not.
         #[arg(long)]
         full: bool,
+        /// Bundles kept of each tenant, the newest included; older ones are removed.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..))]
+        keep: u16,
     },
     /// Follow provisioning and lifecycle runs.
     #[command(subcommand)]
@@ -314,8 +318,8 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                 Command::Alerts(cmd) => alerts::alerts_command(&ctx, out, cmd).await,
                 Command::Webhook(cmd) => alerts::webhook_command(&ctx, &actor, out, cmd).await,
                 Command::Job(cmd) => jobs::job_command(&ctx, out, cmd).await,
-                Command::Backup { dir, full } => {
-                    bundles::backup(&ctx, &actor, out, &dir, full).await
+                Command::Backup { dir, full, keep } => {
+                    bundles::backup(&ctx, &actor, out, &dir, full, keep.into()).await
                 }
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await

@@ -806,6 +806,19 @@ async fn backup_writes_every_tenant_and_skips_the_unchanged_next_time(backend: B
     // Nothing changed: nothing is exported again.
     let second = cli.ok(&["backup", "--dir", dir_arg]).await;
     assert!(second.contains("0 exported, 3 unchanged"), "{second}");
+    // What changes beside the tenant's record is picked up too: a new API key, an override.
+    cli.ok(&["tenant", "api-key", "create", "acme", "--name", "ci"])
+        .await;
+    let keyed = cli.json(&["backup", "--dir", dir_arg]).await;
+    assert_eq!(keyed["exported"], serde_json::json!(["acme"]), "{keyed}");
+    cli.ok(&["tenant", "quota", "set", "globex", "--limit", "users=7"])
+        .await;
+    let overridden = cli.json(&["backup", "--dir", dir_arg]).await;
+    assert_eq!(
+        overridden["exported"],
+        serde_json::json!(["globex"]),
+        "{overridden}"
+    );
     // A change is picked up; a purged tenant's last file is kept, and restores it.
     cli.ok(&["tenant", "update", "acme", "--name", "Acme Corp"])
         .await;
@@ -836,6 +849,34 @@ async fn backup_writes_every_tenant_and_skips_the_unchanged_next_time(backend: B
     // --full exports every tenant again.
     let full = cli.json(&["backup", "--dir", dir_arg, "--full"]).await;
     assert_eq!(full["unchanged"], serde_json::json!([]), "{full}");
+    // Each tenant's earlier bundles are kept beside the newest, up to --keep in all.
+    let acme_files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("acme.") && n.ends_with(".tar"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(acme_files().len(), 4, "{:?}", acme_files());
+    cli.ok(&["tenant", "update", "acme", "--name", "Acme Inc"])
+        .await;
+    cli.ok(&["backup", "--dir", dir_arg, "--keep", "2"]).await;
+    let files = acme_files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.contains(&"acme.tar".to_owned()), "{files:?}");
+    let newest =
+        tenantry::bundles::Bundle::from_tar(&std::fs::read(dir.join("acme.tar")).unwrap()).unwrap();
+    let record: serde_json::Value = newest.json("registry/tenant.json").unwrap();
+    assert_eq!(record["name"], "Acme Inc");
+    let refused = cli.run(&["backup", "--dir", dir_arg, "--keep", "0"]).await;
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("invalid value '0' for '--keep"),
+        "{}",
+        refused.stderr
+    );
 }
 
 async fn migrate_applies_migrations_and_a_second_run_says_the_schema_is_up_to_date(
