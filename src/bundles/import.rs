@@ -157,7 +157,9 @@ pub async fn import(
         crate::tenants::bundle::insert_restored(tx, &row, &history).await?;
         store::bundle::insert_rows(tx, &keys, &overrides, &counters).await?;
         if let Some(r) = &request {
-            store::tenant_requests::put(tx, &row.id, &r.request, r.recorded_at).await?;
+            // The database key comes back at the tenant's next provision or apply (working it
+            // out here would mean rendering the connection).
+            store::tenant_requests::put(tx, &row.id, &r.request, None, r.recorded_at).await?;
         }
         audit::record(
             tx,

@@ -46,15 +46,17 @@ fn kept(req: &ProvisionRequest) -> Value {
     })
 }
 
-/// Records `req` as what `tenant_id` is provisioned with, sealed, in `tx`.
+/// Records `req` as what `tenant_id` is provisioned with, sealed, in `tx`, with the key of the
+/// database its connection names.
 pub(crate) async fn record_in(
     tx: &mut Conn,
     keyring: &Keyring,
     tenant_id: &str,
     req: &ProvisionRequest,
+    database_key: Option<&str>,
 ) -> AppResult<()> {
     let sealed = keyring.seal(&kept(req).to_string(), &request_context(tenant_id));
-    store::tenant_requests::put(tx, tenant_id, &sealed, clock::now()).await
+    store::tenant_requests::put(tx, tenant_id, &sealed, database_key, clock::now()).await
 }
 
 /// `tenant`'s recorded request, opened; None when it has none.

@@ -331,7 +331,14 @@ pub async fn provision(
             }
         }
         tenants::insert_in(tx, actor, &tenant_row).await?;
-        desired::record_in(tx, &ctx.keyring, &tenant_row.id, &req).await?;
+        desired::record_in(
+            tx,
+            &ctx.keyring,
+            &tenant_row.id,
+            &req,
+            prepared.database_key.as_deref(),
+        )
+        .await?;
         sql::insert_run(tx, &run, &steps).await?;
         audit::record(
             tx,

@@ -126,6 +126,8 @@ pub struct Prepared {
     pub backends: Vec<String>,
     pub settings: BTreeMap<String, Value>,
     pub connections: Vec<Value>,
+    /// The key of the database the connection names (see [`database_key`]), when it names one.
+    pub database_key: Option<String>,
     pub assets: Vec<Value>,
     pub asset_bundle: Option<Value>,
 }
@@ -376,14 +378,79 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
         }
     }
 
+    let database_key = match connections.first().and_then(|c| c["uri"].as_str()) {
+        Some(uri) => database_key(uri),
+        None => None,
+    };
+    if let Some(key) = &database_key {
+        refuse_another_tenants_database(ctx, key, valid.slug.as_str(), &connections[0]).await?;
+    }
     Ok(Prepared {
         tenant: valid,
         backends,
         settings,
         connections,
+        database_key,
         assets,
         asset_bundle: bundle,
     })
+}
+
+/// The key of the database a connection URI names: a digest of `host:port/database` (the host
+/// in lower case, the scheme's default port when none is given), so that two URIs naming the
+/// same database — whatever their user, password or options — have the same key, and the key
+/// tells nothing of the URI. None for a URI that names no database this way.
+pub(crate) fn database_key(uri: &str) -> Option<String> {
+    use sha2::{Digest as _, Sha256};
+    let url = url::Url::parse(uri).ok()?;
+    let host = url.host_str()?.to_ascii_lowercase();
+    let scheme = url.scheme().split('+').next().unwrap_or_default();
+    let port = url.port().or(match scheme {
+        "postgres" | "postgresql" => Some(5432),
+        "mysql" | "mariadb" => Some(3306),
+        _ => None,
+    })?;
+    let database = url.path().trim_start_matches('/');
+    if database.is_empty() {
+        return None;
+    }
+    Some(hex::encode(Sha256::digest(
+        format!("{host}:{port}/{database}").as_bytes(),
+    )))
+}
+
+/// Refuses a connection whose database another tenant's recorded connection names (a failed
+/// tenant's excepted).
+async fn refuse_another_tenants_database(
+    ctx: &Context,
+    key: &str,
+    slug: &str,
+    connection: &Value,
+) -> AppResult<()> {
+    let mut conn = ctx.db.conn().await?;
+    for holder in crate::store::tenant_requests::holders_of(&mut conn, key).await? {
+        let Some(other) = crate::store::tenants::find_by_id(&mut conn, &holder).await? else {
+            continue;
+        };
+        // A tenant whose provision failed holds nothing (what it made was undone); its retry
+        // is checked the same way when it comes.
+        if other.slug != slug && other.status != "failed" {
+            let field = if connection["template"].is_null() {
+                "tenant.db_sqlalchemy_uri"
+            } else {
+                "connection_template"
+            };
+            return Err(AppError::invalid(
+                field,
+                "unique",
+                format!(
+                    "the connection names the database of tenant `{}`; each tenant's connection must name a database of its own",
+                    other.slug
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What every template may use without the request naming it: the tenant's own fields

@@ -473,5 +473,6 @@ diesel::table! {
         tenant_id -> Text,
         request -> Text,
         recorded_at -> Timestamp,
+        database_key -> Nullable<Text>,
     }
 }

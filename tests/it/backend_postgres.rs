@@ -724,6 +724,46 @@ async fn a_connection_template_names_the_database_after_the_tenant() {
     assert!(!health.to_string().contains("s3cret"), "{health}");
     let (_, public) = f.app.get(&format!("/t/{slug}/health")).await;
     assert_eq!(public["database"], "configured", "{public}");
+
+    // Another tenant whose connection names this tenant's database (another user, the host
+    // in capitals) is refused before anything is made, naming the field and whose it is.
+    let other = unique("pgo").replace('_', "-");
+    let response = f
+        .app
+        .request(Method::POST, "/api/v1/tenant/provision")
+        .json(&json!({
+            "tenant": { "slug": format!("{other}-2"), "name": "Intruder" },
+            "connection_template": {
+                "template_name": "tenant-postgres",
+                "placeholders": {
+                    "user": "intruder",
+                    "password": "pw",
+                    "host": "127.0.0.1",
+                    "port": 5432,
+                    "database_name": database,
+                },
+            },
+            "tier": "starter",
+            "backends": { "postgres": settings() },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let refused: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    let field = &refused["error"]["details"]["fields"][0];
+    assert_eq!(field["field"], "connection_template", "{refused}");
+    assert_eq!(field["rule"], "unique", "{refused}");
+    assert!(
+        field["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("tenant `{slug}`")),
+        "{refused}"
+    );
+    let (status, _) = f.app.get(&format!("/api/v1/tenant/{other}-2")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
     f.finish().await;
 }
 

@@ -944,6 +944,10 @@ async fn provisioning_through_the_form_reaches_done_and_the_tenant_page_shows_re
         if f.0 == "idempotency_key" {
             f.1 = "portal-keyed-co-1";
         }
+        // A database of its own: another tenant's is refused.
+        if f.0 == "ph_database_name" {
+            f.1 = "keyed_db";
+        }
     }
     let first = browser
         .submit(

@@ -43,6 +43,9 @@ pub struct ApplyPlan {
     patch: Option<TenantPatch>,
     #[serde(skip)]
     steps: Vec<(String, crate::plugins::Step)>,
+    /// The key of the database the request's connection names.
+    #[serde(skip)]
+    database_key: Option<String>,
 }
 
 pub(super) fn item(action: &str, target: impl Into<String>, detail: impl Into<String>) -> PlanItem {
@@ -97,6 +100,7 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
             changes: true,
             patch: None,
             steps: Vec::new(),
+            database_key: prepared.database_key.clone(),
         });
     };
     if tenant.status == TenantStatus::Provisioning {
@@ -267,6 +271,7 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
         changes,
         patch: changed_fields.then_some(patch),
         steps,
+        database_key: prepared.database_key.clone(),
     })
 }
 
@@ -343,7 +348,14 @@ pub async fn apply(
     }
     let tenant = tenants::get(ctx, &req.tenant.slug).await?;
     transaction!(ctx.db, |tx| {
-        super::super::desired::record_in(tx, &ctx.keyring, &tenant.id, req).await
+        super::super::desired::record_in(
+            tx,
+            &ctx.keyring,
+            &tenant.id,
+            req,
+            plan.database_key.as_deref(),
+        )
+        .await
     })?;
     if plan.steps.is_empty() {
         return Ok(Applied {
