@@ -328,7 +328,9 @@ async fn export_tenant(
         .json(bundle))
 }
 
-/// Restore a tenant from an export bundle (same id, status and history).
+/// Restore a tenant from a JSON export bundle (same id, status and history). Such a bundle
+/// carries the registry record and status history only: nothing is restored in the tenant's
+/// backends (`POST /api/v1/tenant/bundle` takes the tar bundle, which carries them).
 #[utoipa::path(
     tag = "tenants",
     request_body = TenantBundle,

@@ -91,8 +91,14 @@ pub(super) async fn import(
         let tenant = tenants::bundle::import(ctx, actor, &bundle)
             .await
             .map_err(app_error)?;
+        if out == Output::Text {
+            eprintln!("note: {}", tenants::bundle::RECORD_ONLY);
+        }
         return print(out, &tenant, || {
-            format!("restored tenant {} ({})", tenant.slug, tenant.status)
+            format!(
+                "restored tenant {} ({}): its record only",
+                tenant.slug, tenant.status
+            )
         });
     }
     let bundle = crate::bundles::Bundle::from_tar(&bytes).map_err(app_error)?;

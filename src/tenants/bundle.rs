@@ -16,6 +16,9 @@ use crate::{store, transaction};
 
 pub const BUNDLE_FORMAT: &str = "tenantry.tenant-bundle/v1";
 
+/// What an import of such a bundle leaves undone, said wherever one is imported.
+pub const RECORD_ONLY: &str = "a JSON bundle carries the tenant's registry record and status history only: nothing was restored in its backends (a tar bundle carries them); provision them again with `tenantry apply -f SPEC`, or import the tenant's tar bundle instead";
+
 /// One tenant, as exported.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

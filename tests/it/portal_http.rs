@@ -808,10 +808,11 @@ async fn export_downloads_the_bundle_and_import_restores_a_purged_tenant(backend
         .await;
     answer.assert_status(StatusCode::SEE_OTHER);
     let restored = browser.see_other(&answer).await;
+    // A JSON bundle restores the record only, and the page says so.
     assert!(
         restored
             .body
-            .contains("Tenant acme-corp restored (active)."),
+            .contains("Tenant acme-corp restored (active): a JSON bundle carries the tenant&#x27;s registry record and status history only: nothing was restored in its backends"),
         "{}",
         restored.body
     );

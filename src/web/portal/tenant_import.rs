@@ -229,8 +229,10 @@ async fn import_json(ctx: &Context, portal: &PortalSession, bytes: &[u8]) -> Pag
         Ok(tenant) => Ok(redirect_with(
             &format!("/tenants/{}", tenant.slug),
             Flash::success(format!(
-                "Tenant {} restored ({}).",
-                tenant.slug, tenant.status
+                "Tenant {} restored ({}): {}.",
+                tenant.slug,
+                tenant.status,
+                tenants::bundle::RECORD_ONLY
             )),
         )),
         Err(err) => refused(portal, err),
