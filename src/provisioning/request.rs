@@ -396,10 +396,12 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
     })
 }
 
-/// The key of the database a connection URI names: a digest of `host:port/database` (the host
-/// in lower case, the scheme's default port when none is given), so that two URIs naming the
-/// same database — whatever their user, password or options — have the same key, and the key
-/// tells nothing of the URI. None for a URI that names no database this way.
+/// The key of the database and user a connection URI names: a digest of
+/// `user@host:port/database` (the host in lower case, the scheme's default port when none is
+/// given), so that two URIs naming the same database as the same user — whatever their
+/// password or options — have the same key, and the key tells nothing of the URI. (Tenants may
+/// share a database as different users: a schema each, or rows of shared tables.) None for a
+/// URI that names no database this way.
 pub(crate) fn database_key(uri: &str) -> Option<String> {
     use sha2::{Digest as _, Sha256};
     let url = url::Url::parse(uri).ok()?;
@@ -414,13 +416,14 @@ pub(crate) fn database_key(uri: &str) -> Option<String> {
     if database.is_empty() {
         return None;
     }
+    let user = url.username();
     Some(hex::encode(Sha256::digest(
-        format!("{host}:{port}/{database}").as_bytes(),
+        format!("{user}@{host}:{port}/{database}").as_bytes(),
     )))
 }
 
-/// Refuses a connection whose database another tenant's recorded connection names (a failed
-/// tenant's excepted).
+/// Refuses a connection whose database and user another tenant's recorded connection names (a
+/// failed tenant's excepted).
 async fn refuse_another_tenants_database(
     ctx: &Context,
     key: &str,
@@ -444,7 +447,7 @@ async fn refuse_another_tenants_database(
                 field,
                 "unique",
                 format!(
-                    "the connection names the database of tenant `{}`; each tenant's connection must name a database of its own",
+                    "the connection names the database and user of tenant `{}`; each tenant's connection must be its own",
                     other.slug
                 ),
             ));

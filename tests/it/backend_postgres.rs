@@ -725,8 +725,8 @@ async fn a_connection_template_names_the_database_after_the_tenant() {
     let (_, public) = f.app.get(&format!("/t/{slug}/health")).await;
     assert_eq!(public["database"], "configured", "{public}");
 
-    // Another tenant whose connection names this tenant's database (another user, the host
-    // in capitals) is refused before anything is made, naming the field and whose it is.
+    // Another tenant whose connection names this tenant's database as its user is refused
+    // before anything is made, naming the field and whose it is.
     let other = unique("pgo").replace('_', "-");
     let response = f
         .app
@@ -736,8 +736,8 @@ async fn a_connection_template_names_the_database_after_the_tenant() {
             "connection_template": {
                 "template_name": "tenant-postgres",
                 "placeholders": {
-                    "user": "intruder",
-                    "password": "pw",
+                    "user": role,
+                    "password": "another",
                     "host": "127.0.0.1",
                     "port": 5432,
                     "database_name": database,
