@@ -816,3 +816,161 @@ async fn a_tier_change_reaches_the_role_and_drift_follows_the_tier() {
     );
     f.finish().await;
 }
+
+/// A schema per tenant in one shared database (`isolation = "schema"`), with the documented
+/// grant plus CREATE and CONNECT (WITH GRANT OPTION) on that database: each tenant's role owns only its schema,
+/// works in it by default (its `search_path` is pinned), cannot reach the other's; drift,
+/// repair, suspension and purge hold as for a database per tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_per_tenant_in_a_shared_database_keeps_each_to_its_own() {
+    let mut f = Fixture::start().await;
+    let shared = unique("pgshared");
+    admin(&format!("CREATE DATABASE {shared}")).await;
+    admin(&format!("REVOKE CONNECT ON DATABASE {shared} FROM PUBLIC")).await;
+    admin(&format!(
+        "GRANT CREATE, CONNECT ON DATABASE {shared} TO {} WITH GRANT OPTION",
+        f.server_role
+    ))
+    .await;
+    let mut tenants = Vec::new();
+    for prefix in ["pgsa", "pgsb"] {
+        let name = unique(prefix);
+        let slug = name.replace('_', "-");
+        let role = format!("{name}_user");
+        f.tenants.push((role.clone(), shared.clone()));
+        let response = f
+            .app
+            .request(Method::POST, "/api/v1/tenant/provision")
+            .json(&json!({
+                "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+                "connection_template": {
+                    "template_name": "tenant-postgres",
+                    "placeholders": {
+                        "user": role,
+                        "password": "s3cret'pass",
+                        "host": "127.0.0.1",
+                        "port": 5432,
+                        "database_name": shared,
+                    },
+                },
+                "tier": "starter",
+                "backends": { "postgres": { "isolation": "schema" } },
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let accepted: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let run = f.wait(accepted["url"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+        tenants.push((slug, role));
+    }
+    let (a_slug, a_role) = tenants[0].clone();
+    let (b_slug, b_role) = tenants[1].clone();
+
+    // Each works in its own schema by default, and cannot reach the other's.
+    let a = connect(&a_role, &shared).await.expect("a logs in");
+    a.batch_execute("CREATE TABLE notes (id int, body text); INSERT INTO notes VALUES (1, 'mine')")
+        .await
+        .unwrap();
+    let schema: String = a
+        .query_one(
+            "SELECT table_schema::text FROM information_schema.tables WHERE table_name = 'notes'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, a_role, "the table went to its own schema");
+    let b = connect(&b_role, &shared).await.expect("b logs in");
+    let refused = b
+        .query(&format!("SELECT * FROM \"{a_role}\".notes"), &[])
+        .await
+        .expect_err("the other tenant's schema is refused");
+    assert!(
+        format!("{refused:?}").contains("permission denied for schema"),
+        "{refused:?}"
+    );
+    drop(b);
+
+    // No drift; measured storage is the schema's.
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{a_slug}/drift")).await;
+    assert_eq!(report["drift"], json!([]), "{report:#}");
+    let (status, measured) = f
+        .app
+        .post(&format!("/api/v1/tenant/{a_slug}/usage/measure"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{measured}");
+    assert!(measured.to_string().contains("storage_gb"), "{measured}");
+
+    // A grant to PUBLIC shows as drift, and a repair takes it away.
+    admin_on(
+        &shared,
+        &format!("GRANT USAGE ON SCHEMA \"{a_role}\" TO PUBLIC"),
+    )
+    .await;
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{a_slug}/drift")).await;
+    assert!(
+        report["drift"].to_string().contains("PUBLIC may use it"),
+        "{report:#}"
+    );
+    let (status, repair) = f
+        .app
+        .post(&format!("/api/v1/tenant/{a_slug}/reconcile"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repair}");
+    let run = f.wait(repair["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{a_slug}/drift")).await;
+    assert_eq!(report["drift"], json!([]), "{report:#}");
+
+    // Suspended: no login; reactivated: back.
+    f.lifecycle(&a_slug, "suspend").await;
+    drop(a);
+    assert!(connect(&a_role, &shared).await.is_err(), "login refused");
+    f.lifecycle(&a_slug, "reactivate").await;
+    connect(&a_role, &shared).await.expect("logs in again");
+
+    // Purged: its schema and role go, the shared database and the other tenant stay.
+    f.lifecycle(&a_slug, "cancel").await;
+    let (status, body) = f
+        .app
+        .delete(&format!(
+            "/api/v1/tenant/{a_slug}?hard=true&force=true&reason=test"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, runs) = f.app.get("/api/v1/provisioning?limit=1").await;
+    let purge = f.wait(runs[0]["url"].as_str().unwrap()).await;
+    assert_eq!(purge["status"], "succeeded", "{purge:#}");
+    assert!(
+        !exists(&format!(
+            "SELECT 1 FROM pg_roles WHERE rolname = '{a_role}'"
+        ))
+        .await,
+        "the role is gone"
+    );
+    let b = connect(&b_role, &shared).await.expect("b is untouched");
+    let left: i64 = b
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pgs%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "only b's schema is left");
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{b_slug}/drift")).await;
+    assert_eq!(report["drift"], json!([]), "{report:#}");
+    drop(b);
+    f.finish().await;
+}
+
+/// Runs `statement` as the test server's superuser in `database`.
+async fn admin_on(database: &str, statement: &str) {
+    let mut url = url::Url::parse(&postgres_admin_url()).unwrap();
+    url.set_path(database);
+    let mut conn = AsyncPgConnection::establish(url.as_str()).await.unwrap();
+    conn.batch_execute(statement).await.unwrap();
+}

@@ -1,13 +1,16 @@
-//! The `postgres` backend plugin: a dedicated PostgreSQL database per tenant, made from the
-//! tenant's rendered connection (`postgresql://{user}:{password}@{host}:{port}/{database}`)
-//! through the `sql` host interface, on the server the operator granted as `server`.
+//! The `postgres` backend plugin: a dedicated PostgreSQL database — or, with
+//! `isolation: "schema"`, a schema in a shared database — per tenant, made from the tenant's
+//! rendered connection (`postgresql://{user}:{password}@{host}:{port}/{database}`) through the
+//! `sql` host interface, on the server the operator granted as `server`.
 //!
 //! Steps (stable ids): `role` (the connection's user, with its password, a connection limit by
 //! tier, no superuser, no BYPASSRLS), `database` (owned by the role, CONNECT revoked from
 //! PUBLIC), `schemas` (when `settings.schemas` or `settings.schema_prefix` names any) and `rls`
 //! (when `settings.rls` lists tables: row-level security, forced so that the owner is filtered
-//! too). Each role and database carries a comment naming the tenant's id: a name that exists
-//! and is not this tenant's is a permanent failure, never adopted.
+//! too); with a schema per tenant, `tenant-schema` instead of `database` (owned by the role,
+//! nothing for PUBLIC, the role's search_path pinned to it). Each role, database and schema
+//! carries a comment naming the tenant's id: a name that exists and is not this tenant's is a
+//! permanent failure, never adopted.
 //!
 //! Lifecycle: suspend and cancel take LOGIN away and close the role's sessions; reactivate
 //! gives it back; purge drops the database and the role. See docs/provisioning.md, "PostgreSQL".
@@ -32,6 +35,8 @@ const SERVER: &str = "server";
 /// Where the names of what the tenant holds are kept (lifecycle changes get no steps).
 const KEY_ROLE: &str = "role";
 const KEY_DATABASE: &str = "database";
+/// `<database>/<schema>` of a tenant's own schema in a shared database.
+const KEY_SCHEMA: &str = "schema";
 
 /// The policy each listed table gets.
 const POLICY: &str = "tenantry_tenant_rows";
@@ -76,6 +81,11 @@ struct Settings {
     /// Overrides the tier's connection limit.
     connection_limit: Option<i64>,
     rls: Option<RlsSettings>,
+    /// `database` (the default): a database per tenant, made and owned by its role. `schema`:
+    /// a schema per tenant in the connection's database, which exists and is shared.
+    isolation: Option<String>,
+    /// The tenant's schema (`isolation = "schema"`; default: the connection's user).
+    schema: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +219,14 @@ struct RoleInput {
 #[derive(Serialize, Deserialize)]
 struct DatabaseInput {
     database: String,
+    owner: String,
+}
+
+/// A schema of the tenant's own in a shared database (`isolation = "schema"`).
+#[derive(Serialize, Deserialize)]
+struct TenantSchemaInput {
+    database: String,
+    schema: String,
     owner: String,
 }
 
@@ -474,27 +492,52 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
     let source = connection.template.as_ref().map(|t| {
         json!({ "template": t, "version": connection.version, "fingerprint": connection.fingerprint })
     });
-    let mut steps = vec![
-        step(
-            "role",
-            format!("create role {role} (connection limit {limit})"),
-            &RoleInput {
-                role: role.clone(),
-                password,
-                connection_limit: limit,
-                by_tier: settings.connection_limit.is_none(),
-                source,
-            },
-        ),
-        step(
-            "database",
-            format!("create database {database} owned by {role}"),
-            &DatabaseInput {
-                database: database.clone(),
-                owner: role.clone(),
-            },
-        ),
-    ];
+    let mut steps = vec![step(
+        "role",
+        format!("create role {role} (connection limit {limit})"),
+        &RoleInput {
+            role: role.clone(),
+            password,
+            connection_limit: limit,
+            by_tier: settings.connection_limit.is_none(),
+            source,
+        },
+    )];
+    match settings.isolation.as_deref().unwrap_or("database") {
+        "database" => {}
+        "schema" => {
+            if !schemas.is_empty() || settings.rls.is_some() {
+                return Err(permanent(
+                    "settings.schemas, settings.schema_prefix and settings.rls are for a database per tenant; with isolation `schema` the tenant has one schema",
+                ));
+            }
+            let schema = settings.schema.clone().unwrap_or_else(|| role.clone());
+            valid_name(&schema).map_err(|e| permanent(format!("settings.schema: {e}")))?;
+            steps.push(step(
+                "tenant-schema",
+                format!("create schema {schema} in {database}, owned by {role}, for it alone"),
+                &TenantSchemaInput {
+                    database,
+                    schema,
+                    owner: role,
+                },
+            ));
+            return Ok(steps);
+        }
+        other => {
+            return Err(permanent(format!(
+                "settings.isolation: `{other}` is not `database` or `schema`"
+            )));
+        }
+    }
+    steps.push(step(
+        "database",
+        format!("create database {database} owned by {role}"),
+        &DatabaseInput {
+            database: database.clone(),
+            owner: role.clone(),
+        },
+    ));
     if !schemas.is_empty() {
         steps.push(step(
             "schemas",
@@ -548,7 +591,11 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
     let attributes = format!(
         "{} NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION \
          CONNECTION LIMIT {limit} PASSWORD {}",
-        if may_log_in(tenant) { "LOGIN" } else { "NOLOGIN" },
+        if may_log_in(tenant) {
+            "LOGIN"
+        } else {
+            "NOLOGIN"
+        },
         literal(&input.password)
     );
     let mut follow_up = None;
@@ -569,7 +616,11 @@ fn apply_role(tenant: &Tenant, input: &RoleInput) -> Res<Outcome> {
         Some(found) => {
             ours(tenant, "role", &input.role, found.comment.as_deref())?;
             // While the tenant is suspended or canceled its role stays without LOGIN.
-            let login = if may_log_in(tenant) { "LOGIN" } else { "NOLOGIN" };
+            let login = if may_log_in(tenant) {
+                "LOGIN"
+            } else {
+                "NOLOGIN"
+            };
             // Only what the grant's CREATEROLE may change: naming SUPERUSER, BYPASSRLS or
             // REPLICATION at all (even to take them away) needs a superuser. A role that gained
             // one of them is left to a superuser, as a follow-up; the rest is repaired.
@@ -761,6 +812,144 @@ fn apply_rls(input: &RlsInput) -> Res<Outcome> {
     ))
 }
 
+/// A schema's comment and owner in `database`, when it exists.
+fn find_schema(database: &str, schema: &str) -> Res<Option<(Option<String>, String)>> {
+    let found = rows(
+        &tenant_db(database),
+        "SELECT pg_catalog.obj_description(oid, 'pg_namespace'), \
+         pg_catalog.pg_get_userbyid(nspowner)::pg_catalog.text \
+         FROM pg_catalog.pg_namespace WHERE nspname = $1",
+        &[SqlValue::Text(schema.into())],
+        "looking up the schema",
+    )?;
+    Ok(found
+        .first()
+        .map(|r| (text(&r[0]), text(&r[1]).unwrap_or_default())))
+}
+
+/// The tenant's own schema in a shared database: owned by its role, with nothing for PUBLIC,
+/// the role's `search_path` pinned to it there, and CONNECT to the database for the role.
+fn apply_tenant_schema(tenant: &Tenant, input: &TenantSchemaInput) -> Res<Outcome> {
+    if find_database(&input.database)?.is_none() {
+        return Err(permanent(format!(
+            "the shared database {} does not exist: with isolation `schema` it is the operator's (create it, and grant the plugin's role CREATE and CONNECT on it)",
+            input.database
+        )));
+    }
+    let on = tenant_db(&input.database);
+    let (schema, owner) = (ident(&input.schema), ident(&input.owner));
+    let action = match find_schema(&input.database, &input.schema)? {
+        None => {
+            execute(
+                &on,
+                &format!("CREATE SCHEMA {schema} AUTHORIZATION {owner}"),
+                "creating the schema",
+            )?;
+            execute(
+                &on,
+                &format!("COMMENT ON SCHEMA {schema} IS {}", literal(&mark(tenant))),
+                "marking the schema",
+            )?;
+            "created"
+        }
+        Some((comment, current_owner)) => {
+            ours(tenant, "schema", &input.schema, comment.as_deref())?;
+            if current_owner != input.owner {
+                execute(
+                    &on,
+                    &format!("ALTER SCHEMA {schema} OWNER TO {owner}"),
+                    "giving the schema back to the tenant's role",
+                )?;
+            }
+            "updated"
+        }
+    };
+    execute(
+        &on,
+        &format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
+        "keeping other roles out of the schema",
+    )?;
+    execute(
+        SERVER,
+        &format!(
+            "GRANT CONNECT ON DATABASE {} TO {owner}",
+            ident(&input.database)
+        ),
+        "letting the role connect to the shared database",
+    )?;
+    // A GRANT the grantor may not pass on only warns: check that it took.
+    if !may_connect(&input.owner, &input.database)? {
+        return Err(permanent(format!(
+            "the role {} cannot connect to {}: the plugin's role must be able to pass CONNECT on (own the database, or hold CONNECT WITH GRANT OPTION)",
+            input.owner, input.database
+        )));
+    }
+    execute(
+        SERVER,
+        &format!(
+            "ALTER ROLE {owner} IN DATABASE {} SET search_path = {schema}",
+            ident(&input.database)
+        ),
+        "pinning the role's search_path",
+    )?;
+    remember(KEY_SCHEMA, &format!("{}/{}", input.database, input.schema))?;
+    log::info(&format!(
+        "schema {} in {} {action}",
+        input.schema, input.database
+    ));
+    Ok(done(json!({
+        "database": input.database,
+        "schema": input.schema,
+        "action": action,
+    })))
+}
+
+/// Whether `role` may connect to `database`.
+fn may_connect(role: &str, database: &str) -> Res<bool> {
+    let found = rows(
+        SERVER,
+        "SELECT pg_catalog.has_database_privilege($1, $2, 'CONNECT')",
+        &[SqlValue::Text(role.into()), SqlValue::Text(database.into())],
+        "checking CONNECT of the role",
+    )?;
+    Ok(matches!(
+        found.first().map(|r| &r[0]),
+        Some(SqlValue::Boolean(true))
+    ))
+}
+
+/// Drops the tenant's schema in the shared database (when it is the tenant's) and the role's
+/// CONNECT there; whether there was a schema.
+fn drop_tenant_schema(tenant: &Tenant, database: &str, schema: &str, owner: &str) -> Res<bool> {
+    if find_database(database)?.is_none() {
+        return Ok(false);
+    }
+    let dropped = match find_schema(database, schema)? {
+        None => false,
+        Some((comment, _)) => {
+            ours(tenant, "schema", schema, comment.as_deref())?;
+            execute(
+                &tenant_db(database),
+                &format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema)),
+                "dropping the schema",
+            )?;
+            true
+        }
+    };
+    if find_role(owner)?.is_some() {
+        execute(
+            SERVER,
+            &format!(
+                "REVOKE CONNECT ON DATABASE {} FROM {}",
+                ident(database),
+                ident(owner)
+            ),
+            "taking CONNECT to the shared database away",
+        )?;
+    }
+    Ok(dropped)
+}
+
 // ---------------------------------------------------------------------------------------------
 // compensate
 
@@ -808,6 +997,12 @@ fn compensate(tenant: &Tenant, step: &Step) -> Res<Outcome> {
             let dropped = drop_database(tenant, &input.database)?;
             state::delete(KEY_DATABASE);
             json!({ "database": input.database, "dropped": dropped })
+        }
+        "tenant-schema" => {
+            let input: TenantSchemaInput = input(step)?;
+            let dropped = drop_tenant_schema(tenant, &input.database, &input.schema, &input.owner)?;
+            state::delete(KEY_SCHEMA);
+            json!({ "schema": input.schema, "dropped": dropped })
         }
         "schemas" => {
             let input: SchemasInput = input(step)?;
@@ -926,6 +1121,69 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                     }
                 }
             }
+            "tenant-schema" => {
+                let input: TenantSchemaInput = input(step)?;
+                let resource = format!("schema {}.{}", input.database, input.schema);
+                if find_database(&input.database)?.is_none() {
+                    push(resource, "missing: its shared database is gone".into());
+                    continue;
+                }
+                match find_schema(&input.database, &input.schema)? {
+                    None => push(resource, "missing".into()),
+                    Some((comment, _)) if comment.as_deref() != Some(mark(tenant).as_str()) => {
+                        push(resource, "changed: no longer marked as the tenant's".into())
+                    }
+                    Some((_, owner)) => {
+                        if owner != input.owner {
+                            push(
+                                resource.clone(),
+                                format!("changed: owned by {owner}, not {}", input.owner),
+                            );
+                        }
+                        let on = tenant_db(&input.database);
+                        let public = rows(
+                            &on,
+                            "SELECT pg_catalog.has_schema_privilege('public', $1, 'USAGE') \
+                             OR pg_catalog.has_schema_privilege('public', $1, 'CREATE')",
+                            &[SqlValue::Text(input.schema.clone())],
+                            "checking what PUBLIC may do in the schema",
+                        )?;
+                        if matches!(public.first().map(|r| &r[0]), Some(SqlValue::Boolean(true))) {
+                            push(resource.clone(), "changed: PUBLIC may use it".into());
+                        }
+                        if !may_connect(&input.owner, &input.database)? {
+                            push(
+                                resource.clone(),
+                                "changed: the tenant's role cannot connect to the database".into(),
+                            );
+                        }
+                        let pinned = rows(
+                            SERVER,
+                            "SELECT pg_catalog.array_to_string(s.setconfig, ',') \
+                             FROM pg_catalog.pg_db_role_setting s \
+                             JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase \
+                             JOIN pg_catalog.pg_roles r ON r.oid = s.setrole \
+                             WHERE d.datname = $1 AND r.rolname = $2",
+                            &[
+                                SqlValue::Text(input.database.clone()),
+                                SqlValue::Text(input.owner.clone()),
+                            ],
+                            "reading the role's settings in the database",
+                        )?;
+                        let expected = format!("search_path={}", input.schema);
+                        let settings = pinned.first().and_then(|r| text(&r[0])).unwrap_or_default();
+                        if !settings.split(',').any(|s| {
+                            s.trim_matches('"') == expected
+                                || s == format!("search_path=\"{}\"", input.schema)
+                        }) {
+                            push(
+                                resource,
+                                "changed: the role's search_path is not pinned to it".into(),
+                            );
+                        }
+                    }
+                }
+            }
             "schemas" if database_there != Some(false) => {
                 let input: SchemasInput = input(step)?;
                 let on = tenant_db(&input.database);
@@ -993,6 +1251,25 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
 }
 
 fn measure(applied: &[(Step, Outcome)]) -> Res<Vec<Measurement>> {
+    if let Some((step, _)) = applied.iter().find(|(s, _)| s.id == "tenant-schema") {
+        let input: TenantSchemaInput = input(step)?;
+        let size = rows(
+            &tenant_db(&input.database),
+            "SELECT COALESCE(SUM(pg_catalog.pg_total_relation_size(c.oid)), 0)::pg_catalog.int8 \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 'p')",
+            &[SqlValue::Text(input.schema.clone())],
+            "measuring the schema",
+        )?;
+        let bytes = match size.first().map(|r| &r[0]) {
+            Some(SqlValue::Int(n)) => *n as f64,
+            _ => 0.0,
+        };
+        return Ok(vec![Measurement {
+            metric: "storage_gb".into(),
+            value: bytes / (1024.0 * 1024.0 * 1024.0),
+        }]);
+    }
     let Some((step, _)) = applied.iter().find(|(s, _)| s.id == "database") else {
         return Ok(Vec::new());
     };
@@ -1053,14 +1330,22 @@ fn transition(tenant: &Tenant, change: LifecycleChange) -> Res<Outcome> {
                 Some(d) => drop_database(tenant, d)?,
                 None => false,
             };
+            let schema_dropped = match remembered(KEY_SCHEMA)
+                .as_deref()
+                .and_then(|s| s.split_once('/'))
+            {
+                Some((d, schema)) => drop_tenant_schema(tenant, d, schema, &role)?,
+                None => false,
+            };
             let role_dropped = drop_role(tenant, &role)?;
             // (`suspended` is what earlier versions kept; the tenant's status says it now.)
-            for key in [KEY_ROLE, KEY_DATABASE, "suspended"] {
+            for key in [KEY_ROLE, KEY_DATABASE, KEY_SCHEMA, "suspended"] {
                 state::delete(key);
             }
             json!({
                 "database": database,
                 "database_dropped": database_dropped,
+                "schema_dropped": schema_dropped,
                 "role": role,
                 "role_dropped": role_dropped,
             })
@@ -1086,6 +1371,7 @@ impl Provisioner for Postgres {
         match step.id.as_str() {
             "role" => apply_role(&tenant, &input(&step)?),
             "database" => apply_database(&tenant, &input(&step)?),
+            "tenant-schema" => apply_tenant_schema(&tenant, &input(&step)?),
             "schemas" => apply_schemas(&input(&step)?),
             "rls" => apply_rls(&input(&step)?),
             other => Err(permanent(format!("unknown step `{other}`"))),
