@@ -974,3 +974,164 @@ async fn admin_on(database: &str, statement: &str) {
     let mut conn = AsyncPgConnection::establish(url.as_str()).await.unwrap();
     conn.batch_execute(statement).await.unwrap();
 }
+
+/// Tenants' rows in tables every tenant shares (`isolation = "shared"`), the tables the
+/// operator's (owned by the plugin's role): each tenant's role reads and writes only the rows
+/// of its tenant column, row-level security forced; drift, repair and purge (its rows deleted)
+/// hold, and the other tenant's rows stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_database_keeps_each_tenant_to_its_rows() {
+    let mut f = Fixture::start().await;
+    let shared = unique("pgrows");
+    admin(&format!("CREATE DATABASE {shared}")).await;
+    admin(&format!("REVOKE CONNECT ON DATABASE {shared} FROM PUBLIC")).await;
+    admin(&format!(
+        "GRANT CREATE, CONNECT ON DATABASE {shared} TO {} WITH GRANT OPTION",
+        f.server_role
+    ))
+    .await;
+    let names = [unique("pgra"), unique("pgrb")];
+    let slugs: Vec<String> = names.iter().map(|n| n.replace('_', "-")).collect();
+    admin_on(
+        &shared,
+        &format!(
+            "CREATE SCHEMA app AUTHORIZATION {server}; \
+             CREATE TABLE app.orders (id int, tenant text, amount int); \
+             ALTER TABLE app.orders OWNER TO {server}; \
+             INSERT INTO app.orders VALUES (1, '{a}', 10), (2, '{b}', 20), (3, '{a}', 30)",
+            server = f.server_role,
+            a = slugs[0],
+            b = slugs[1]
+        ),
+    )
+    .await;
+    let settings = json!({
+        "isolation": "shared",
+        "rls": { "tables": [{ "schema": "app", "table": "orders", "column": "tenant" }] },
+    });
+    for (name, slug) in names.iter().zip(&slugs) {
+        let role = format!("{name}_user");
+        f.tenants.push((role.clone(), shared.clone()));
+        let response = f
+            .app
+            .request(Method::POST, "/api/v1/tenant/provision")
+            .json(&json!({
+                "tenant": { "slug": slug, "name": format!("Tenant {slug}") },
+                "connection_template": {
+                    "template_name": "tenant-postgres",
+                    "placeholders": {
+                        "user": role,
+                        "password": "s3cret'pass",
+                        "host": "127.0.0.1",
+                        "port": 5432,
+                        "database_name": shared,
+                    },
+                },
+                "tier": "starter",
+                "backends": { "postgres": settings },
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let accepted: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let run = f.wait(accepted["url"].as_str().unwrap()).await;
+        assert_eq!(run["status"], "succeeded", "{run:#}");
+    }
+    let (a_role, a_slug, b_slug) = (format!("{}_user", names[0]), &slugs[0], &slugs[1]);
+
+    // Its rows only, and no row of another tenant written.
+    let a = connect(&a_role, &shared).await.expect("a logs in");
+    let ids: Vec<i32> = a
+        .query("SELECT id FROM app.orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 3], "only its tenant's rows");
+    a.execute(
+        &format!("INSERT INTO app.orders VALUES (4, '{a_slug}', 40)"),
+        &[],
+    )
+    .await
+    .expect("its own row is written");
+    let written = a
+        .execute(
+            &format!("INSERT INTO app.orders VALUES (5, '{b_slug}', 50)"),
+            &[],
+        )
+        .await;
+    assert!(written.is_err(), "a row of another tenant is refused");
+    drop(a);
+
+    // No drift; a dropped policy shows, and a repair brings it back.
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{a_slug}/drift")).await;
+    assert_eq!(report["drift"], json!([]), "{report:#}");
+    admin_on(
+        &shared,
+        &format!("DROP POLICY \"tenant_{a_role}\" ON app.orders"),
+    )
+    .await;
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{a_slug}/drift")).await;
+    assert!(
+        report["drift"].to_string().contains("missing"),
+        "{report:#}"
+    );
+    let (status, repair) = f
+        .app
+        .post(&format!("/api/v1/tenant/{a_slug}/reconcile"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{repair}");
+    let run = f.wait(repair["url"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let (_, report) = f.app.get(&format!("/api/v1/tenant/{a_slug}/drift")).await;
+    assert_eq!(report["drift"], json!([]), "{report:#}");
+    let (status, measured) = f
+        .app
+        .post(&format!("/api/v1/tenant/{a_slug}/usage/measure"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{measured}");
+    assert!(measured.to_string().contains("storage_gb"), "{measured}");
+
+    // Purged: its rows and role go; the other tenant's rows stay.
+    f.lifecycle(a_slug, "cancel").await;
+    let (status, body) = f
+        .app
+        .delete(&format!(
+            "/api/v1/tenant/{a_slug}?hard=true&force=true&reason=test"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (_, runs) = f.app.get("/api/v1/provisioning?limit=1").await;
+    let purge = f.wait(runs[0]["url"].as_str().unwrap()).await;
+    assert_eq!(purge["status"], "succeeded", "{purge:#}");
+    let mut url = url::Url::parse(&postgres_admin_url()).unwrap();
+    url.set_path(&shared);
+    let (client, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let left: Vec<String> = client
+        .query("SELECT tenant FROM app.orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        [b_slug.clone()],
+        "only the other tenant's rows are left: {purge:#}"
+    );
+    assert!(
+        !exists(&format!(
+            "SELECT 1 FROM pg_roles WHERE rolname = '{a_role}'"
+        ))
+        .await,
+        "the role is gone"
+    );
+    drop(client);
+    f.finish().await;
+}

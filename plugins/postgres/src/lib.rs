@@ -8,7 +8,8 @@
 //! PUBLIC), `schemas` (when `settings.schemas` or `settings.schema_prefix` names any) and `rls`
 //! (when `settings.rls` lists tables: row-level security, forced so that the owner is filtered
 //! too); with a schema per tenant, `tenant-schema` instead of `database` (owned by the role,
-//! nothing for PUBLIC, the role's search_path pinned to it). Each role, database and schema
+//! nothing for PUBLIC, the role's search_path pinned to it); with tables every tenant shares,
+//! `tenant-rows` (forced row-level security with a policy for the tenant's role alone). Each role, database and schema
 //! carries a comment naming the tenant's id: a name that exists and is not this tenant's is a
 //! permanent failure, never adopted.
 //!
@@ -37,6 +38,8 @@ const KEY_ROLE: &str = "role";
 const KEY_DATABASE: &str = "database";
 /// `<database>/<schema>` of a tenant's own schema in a shared database.
 const KEY_SCHEMA: &str = "schema";
+/// The tenant's rows in shared tables (the `tenant-rows` step's input, as JSON).
+const KEY_SHARED: &str = "shared";
 
 /// The policy each listed table gets.
 const POLICY: &str = "tenantry_tenant_rows";
@@ -220,6 +223,15 @@ struct RoleInput {
 struct DatabaseInput {
     database: String,
     owner: String,
+}
+
+/// The tenant's rows in tables every tenant shares (`isolation = "shared"`).
+#[derive(Serialize, Deserialize)]
+struct TenantRowsInput {
+    database: String,
+    owner: String,
+    value: String,
+    tables: Vec<RlsTable>,
 }
 
 /// A schema of the tenant's own in a shared database (`isolation = "schema"`).
@@ -524,9 +536,61 @@ fn plan(tenant: &Tenant, request: &str) -> Res<Vec<Step>> {
             ));
             return Ok(steps);
         }
+        "shared" => {
+            let Some(rls) = settings.rls else {
+                return Err(permanent(
+                    "settings.rls.tables: with isolation `shared`, list the shared tables that carry a tenant column",
+                ));
+            };
+            if !schemas.is_empty() || rls.tables.is_empty() {
+                return Err(permanent(
+                    "with isolation `shared`, settings.rls.tables lists the shared tables (at least one), and settings.schemas and settings.schema_prefix are not used",
+                ));
+            }
+            if role.len() > 55 {
+                return Err(permanent(format!(
+                    "{}: with isolation `shared` it names a policy, so at most 55 characters",
+                    what("user")
+                )));
+            }
+            for (i, t) in rls.tables.iter().enumerate() {
+                for (part, name) in [
+                    ("schema", &t.schema),
+                    ("table", &t.table),
+                    ("column", &t.column),
+                ] {
+                    valid_name(name)
+                        .map_err(|e| permanent(format!("settings.rls.tables[{i}].{part}: {e}")))?;
+                }
+                if t.columns.is_some() {
+                    return Err(permanent(format!(
+                        "settings.rls.tables[{i}].columns: shared tables are the operator's; they are not made here"
+                    )));
+                }
+            }
+            let listed: Vec<String> = rls
+                .tables
+                .iter()
+                .map(|t| format!("{}.{}", t.schema, t.table))
+                .collect();
+            steps.push(step(
+                "tenant-rows",
+                format!(
+                    "its rows of {} in {database}, for it alone",
+                    listed.join(", ")
+                ),
+                &TenantRowsInput {
+                    database,
+                    owner: role,
+                    value: rls.value.unwrap_or_else(|| tenant.slug.clone()),
+                    tables: rls.tables,
+                },
+            ));
+            return Ok(steps);
+        }
         other => {
             return Err(permanent(format!(
-                "settings.isolation: `{other}` is not `database` or `schema`"
+                "settings.isolation: `{other}` is not `database`, `schema` or `shared`"
             )));
         }
     }
@@ -950,6 +1014,138 @@ fn drop_tenant_schema(tenant: &Tenant, database: &str, schema: &str, owner: &str
     Ok(dropped)
 }
 
+/// The policy that lets the tenant's role see and write its rows of a shared table.
+fn shared_policy(owner: &str) -> String {
+    format!("tenant_{owner}")
+}
+
+/// The tenant's rows in shared tables: CONNECT to the database, USAGE on each table's schema,
+/// the rights to read and write the table, and row-level security forced on it with a policy
+/// for the tenant's role alone, keyed on its tenant column.
+fn apply_tenant_rows(input: &TenantRowsInput) -> Res<Outcome> {
+    if find_database(&input.database)?.is_none() {
+        return Err(permanent(format!(
+            "the shared database {} does not exist: with isolation `shared` it and its tables are the operator's",
+            input.database
+        )));
+    }
+    let on = tenant_db(&input.database);
+    let owner = ident(&input.owner);
+    execute(
+        SERVER,
+        &format!(
+            "GRANT CONNECT ON DATABASE {} TO {owner}",
+            ident(&input.database)
+        ),
+        "letting the role connect to the shared database",
+    )?;
+    if !may_connect(&input.owner, &input.database)? {
+        return Err(permanent(format!(
+            "the role {} cannot connect to {}: the plugin's role must be able to pass CONNECT on (own the database, or hold CONNECT WITH GRANT OPTION)",
+            input.owner, input.database
+        )));
+    }
+    let policy = ident(&shared_policy(&input.owner));
+    for t in &input.tables {
+        if !table_exists(&on, t)? {
+            return Err(permanent(format!(
+                "the shared table {}.{} does not exist in {}: the operator makes the shared tables (owned by the plugin's role)",
+                t.schema, t.table, input.database
+            )));
+        }
+        let name = format!("{}.{}", ident(&t.schema), ident(&t.table));
+        let what = format!("the tenant's rows of {}.{}", t.schema, t.table);
+        for statement in [
+            format!("GRANT USAGE ON SCHEMA {} TO {owner}", ident(&t.schema)),
+            format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {name} TO {owner}"),
+            format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY"),
+            format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY"),
+            format!("DROP POLICY IF EXISTS {policy} ON {name}"),
+        ] {
+            execute(&on, &statement, &what)?;
+        }
+        let clause = clause(t, &input.value);
+        execute(
+            &on,
+            &format!(
+                "CREATE POLICY {policy} ON {name} TO {owner} USING {clause} WITH CHECK {clause}"
+            ),
+            &what,
+        )?;
+    }
+    remember(
+        KEY_SHARED,
+        &serde_json::to_string(input).map_err(|e| permanent(e.to_string()))?,
+    )?;
+    log::info(&format!(
+        "rows of tenant value {} in {}: row-level security for {} on {} table(s)",
+        input.value,
+        input.database,
+        input.owner,
+        input.tables.len()
+    ));
+    Ok(done(json!({
+        "database": input.database,
+        "tables": input.tables.iter().map(|t| format!("{}.{}", t.schema, t.table)).collect::<Vec<_>>(),
+        "value": input.value,
+    })))
+}
+
+/// Takes the tenant's access to shared tables away: its policies, rights and CONNECT; with
+/// `delete_rows`, its rows too (a purge).
+fn undo_tenant_rows(input: &TenantRowsInput, delete_rows: bool) -> Res<usize> {
+    if find_database(&input.database)?.is_none() {
+        return Ok(0);
+    }
+    let on = tenant_db(&input.database);
+    let owner = ident(&input.owner);
+    let policy = ident(&shared_policy(&input.owner));
+    let role_there = find_role(&input.owner)?.is_some();
+    let mut deleted = 0;
+    for t in &input.tables {
+        if !table_exists(&on, t)? {
+            continue;
+        }
+        let name = format!("{}.{}", ident(&t.schema), ident(&t.table));
+        if delete_rows {
+            // As a member of the tenant's role, the plugin's role sees the tenant's rows.
+            deleted += execute(
+                &on,
+                &format!("DELETE FROM {name} WHERE {}", clause(t, &input.value)),
+                "deleting the tenant's rows",
+            )? as usize;
+        }
+        execute(
+            &on,
+            &format!("DROP POLICY IF EXISTS {policy} ON {name}"),
+            "dropping the tenant's policy",
+        )?;
+        if role_there {
+            execute(
+                &on,
+                &format!("REVOKE ALL ON {name} FROM {owner}"),
+                "taking the rights on the table away",
+            )?;
+            execute(
+                &on,
+                &format!("REVOKE USAGE ON SCHEMA {} FROM {owner}", ident(&t.schema)),
+                "taking USAGE on the schema away",
+            )?;
+        }
+    }
+    if role_there {
+        execute(
+            SERVER,
+            &format!(
+                "REVOKE CONNECT ON DATABASE {} FROM {owner}",
+                ident(&input.database)
+            ),
+            "taking CONNECT to the shared database away",
+        )?;
+    }
+    Ok(deleted)
+}
+
 // ---------------------------------------------------------------------------------------------
 // compensate
 
@@ -997,6 +1193,15 @@ fn compensate(tenant: &Tenant, step: &Step) -> Res<Outcome> {
             let dropped = drop_database(tenant, &input.database)?;
             state::delete(KEY_DATABASE);
             json!({ "database": input.database, "dropped": dropped })
+        }
+        "tenant-rows" => {
+            let input: TenantRowsInput = input(step)?;
+            // A purge (the host hands a purged tenant over) deletes the tenant's rows; the
+            // compensation of a failed provision leaves what the tables held before it.
+            let purge = tenant.status == "purged";
+            let deleted = undo_tenant_rows(&input, purge)?;
+            state::delete(KEY_SHARED);
+            json!({ "tables": input.tables.len(), "rows_deleted": deleted, "undone": true })
         }
         "tenant-schema" => {
             let input: TenantSchemaInput = input(step)?;
@@ -1244,6 +1449,72 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                     }
                 }
             }
+            "tenant-rows" => {
+                let input: TenantRowsInput = input(step)?;
+                if find_database(&input.database)?.is_none() {
+                    push(
+                        format!("rows in {}", input.database),
+                        "missing: the shared database is gone".into(),
+                    );
+                    continue;
+                }
+                let on = tenant_db(&input.database);
+                if !may_connect(&input.owner, &input.database)? {
+                    push(
+                        format!("rows in {}", input.database),
+                        "changed: the tenant's role cannot connect to the database".into(),
+                    );
+                }
+                for t in &input.tables {
+                    let resource = format!(
+                        "policy on {}.{}.{} for {}",
+                        input.database, t.schema, t.table, input.owner
+                    );
+                    let found = rows(
+                        &on,
+                        "SELECT c.relrowsecurity, c.relforcerowsecurity, \
+                         (SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid) \
+                          FROM pg_catalog.pg_policy p \
+                          WHERE p.polrelid = c.oid AND p.polname = $3), \
+                         pg_catalog.has_table_privilege($4, c.oid, 'SELECT') \
+                         FROM pg_catalog.pg_class c \
+                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND c.relname = $2",
+                        &[
+                            SqlValue::Text(t.schema.clone()),
+                            SqlValue::Text(t.table.clone()),
+                            SqlValue::Text(shared_policy(&input.owner)),
+                            SqlValue::Text(input.owner.clone()),
+                        ],
+                        "looking up the tenant's policy",
+                    )?;
+                    let Some(row) = found.first() else {
+                        push(resource, "missing: the table is gone".into());
+                        continue;
+                    };
+                    if !matches!(row[0], SqlValue::Boolean(true))
+                        || !matches!(row[1], SqlValue::Boolean(true))
+                    {
+                        push(
+                            resource.clone(),
+                            "changed: row-level security is not enabled and forced".into(),
+                        );
+                    }
+                    match text(&row[2]) {
+                        None => push(resource.clone(), "missing".into()),
+                        Some(qual) if !qual.contains(&literal(&input.value)) => {
+                            push(resource.clone(), format!("changed: its clause is {qual}"))
+                        }
+                        Some(_) => {}
+                    }
+                    if !matches!(row[3], SqlValue::Boolean(true)) {
+                        push(
+                            resource,
+                            "changed: the tenant's role may not read the table".into(),
+                        );
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -1251,6 +1522,33 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
 }
 
 fn measure(applied: &[(Step, Outcome)]) -> Res<Vec<Measurement>> {
+    if let Some((step, _)) = applied.iter().find(|(s, _)| s.id == "tenant-rows") {
+        let input: TenantRowsInput = input(step)?;
+        let on = tenant_db(&input.database);
+        let mut bytes = 0.0;
+        for t in &input.tables {
+            // As a member of the tenant's role, the plugin's role sees the tenant's rows.
+            let size = rows(
+                &on,
+                &format!(
+                    "SELECT COALESCE(SUM(pg_catalog.pg_column_size(t.*)), 0)::pg_catalog.int8 \
+                     FROM {}.{} t WHERE {}",
+                    ident(&t.schema),
+                    ident(&t.table),
+                    clause(t, &input.value)
+                ),
+                &[],
+                "measuring the tenant's rows",
+            )?;
+            if let Some(SqlValue::Int(n)) = size.first().map(|r| &r[0]) {
+                bytes += *n as f64;
+            }
+        }
+        return Ok(vec![Measurement {
+            metric: "storage_gb".into(),
+            value: bytes / (1024.0 * 1024.0 * 1024.0),
+        }]);
+    }
     if let Some((step, _)) = applied.iter().find(|(s, _)| s.id == "tenant-schema") {
         let input: TenantSchemaInput = input(step)?;
         let size = rows(
@@ -1337,15 +1635,22 @@ fn transition(tenant: &Tenant, change: LifecycleChange) -> Res<Outcome> {
                 Some((d, schema)) => drop_tenant_schema(tenant, d, schema, &role)?,
                 None => false,
             };
+            let rows_deleted = match remembered(KEY_SHARED)
+                .and_then(|s| serde_json::from_str::<TenantRowsInput>(&s).ok())
+            {
+                Some(shared) => undo_tenant_rows(&shared, true)?,
+                None => 0,
+            };
             let role_dropped = drop_role(tenant, &role)?;
             // (`suspended` is what earlier versions kept; the tenant's status says it now.)
-            for key in [KEY_ROLE, KEY_DATABASE, KEY_SCHEMA, "suspended"] {
+            for key in [KEY_ROLE, KEY_DATABASE, KEY_SCHEMA, KEY_SHARED, "suspended"] {
                 state::delete(key);
             }
             json!({
                 "database": database,
                 "database_dropped": database_dropped,
                 "schema_dropped": schema_dropped,
+                "shared_rows_deleted": rows_deleted,
                 "role": role,
                 "role_dropped": role_dropped,
             })
@@ -1372,6 +1677,7 @@ impl Provisioner for Postgres {
             "role" => apply_role(&tenant, &input(&step)?),
             "database" => apply_database(&tenant, &input(&step)?),
             "tenant-schema" => apply_tenant_schema(&tenant, &input(&step)?),
+            "tenant-rows" => apply_tenant_rows(&input(&step)?),
             "schemas" => apply_schemas(&input(&step)?),
             "rls" => apply_rls(&input(&step)?),
             other => Err(permanent(format!("unknown step `{other}`"))),
