@@ -13,17 +13,21 @@
 //! carries a comment naming the tenant's id: a name that exists and is not this tenant's is a
 //! permanent failure, never adopted.
 //!
+//! Bundles: `export-tenant` carries the tenant's data (its tables' typed columns and rows, or
+//! its rows of shared tables) and `import-tenant` restores it (`dump`).
+//!
 //! Lifecycle: suspend and cancel take LOGIN away and close the role's sessions; reactivate
 //! gives it back; purge drops the database and the role. See docs/provisioning.md, "PostgreSQL".
 
+mod dump;
 mod names;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenantry_plugin_sdk::backend::{permanent, transient};
 use tenantry_plugin_sdk::provisioner::{
-    Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Provisioner, Step,
-    Tenant,
+    BundlePart, Drift, LifecycleChange, Measurement, Outcome, PluginError, PluginInfo, Provisioner,
+    Step, Tenant,
 };
 use tenantry_plugin_sdk::sql::{self, SqlError, Value as SqlValue};
 use tenantry_plugin_sdk::{config, log, state};
@@ -1590,6 +1594,61 @@ fn measure(applied: &[(Step, Outcome)]) -> Res<Vec<Measurement>> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// bundles
+
+/// The tenant's data as a bundle carries it (see `dump`): its database's tables, its schema's,
+/// or its rows of the shared tables.
+fn export_data(applied: &[(Step, Outcome)]) -> Res<Option<BundlePart>> {
+    let found = |id: &str| applied.iter().find(|(s, _)| s.id == id).map(|(s, _)| s);
+    let dump = if let Some(step) = found("tenant-rows") {
+        let input: TenantRowsInput = input(step)?;
+        dump::export_shared(&input.database, &input.tables, &input.value)?
+    } else if let Some(step) = found("tenant-schema") {
+        let input: TenantSchemaInput = input(step)?;
+        dump::export_owned(&input.database, &input.owner, Some(&input.schema))?
+    } else if let Some(step) = found("database") {
+        let input: DatabaseInput = input(step)?;
+        dump::export_owned(&input.database, &input.owner, None)?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(dump::part(&dump)?))
+}
+
+/// Restores what `export_data` handed over, into what the re-applied steps made (the plugin's
+/// state names it).
+fn import_data(part: &BundlePart) -> Res<Outcome> {
+    if let Some(shared) =
+        remembered(KEY_SHARED).and_then(|s| serde_json::from_str::<TenantRowsInput>(&s).ok())
+    {
+        return dump::restore(
+            &shared.database,
+            &shared.owner,
+            None,
+            Some((&shared.tables, &shared.value)),
+            part,
+        );
+    }
+    let Some(role) = remembered(KEY_ROLE) else {
+        return Err(permanent(
+            "the tenant holds nothing of this plugin to restore into: its steps were not applied",
+        ));
+    };
+    if let Some((database, schema)) = remembered(KEY_SCHEMA)
+        .as_deref()
+        .and_then(|s| s.split_once('/'))
+    {
+        return dump::restore(database, &role, Some(schema), None, part);
+    }
+    let Some(database) = remembered(KEY_DATABASE) else {
+        return Err(permanent(
+            "the tenant's database is not known to this plugin: its steps were not applied",
+        ));
+    };
+    dump::restore(&database, &role, None, None, part)
+}
+
+// ---------------------------------------------------------------------------------------------
 // lifecycle
 
 fn transition(tenant: &Tenant, change: LifecycleChange) -> Res<Outcome> {
@@ -1698,6 +1757,14 @@ impl Provisioner for Postgres {
 
     fn measure(_tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Res<Vec<Measurement>> {
         measure(&applied)
+    }
+
+    fn export_tenant(_tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Res<Option<BundlePart>> {
+        export_data(&applied)
+    }
+
+    fn import_tenant(_tenant: Tenant, part: BundlePart) -> Res<Outcome> {
+        import_data(&part)
     }
 }
 
