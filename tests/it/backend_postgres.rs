@@ -934,6 +934,7 @@ async fn a_schema_per_tenant_in_a_shared_database_keeps_each_to_its_own() {
     connect(&a_role, &shared).await.expect("logs in again");
 
     // Purged: its schema and role go, the shared database and the other tenant stay.
+    let a_bundle = bundle_of(&f, &a_slug).await;
     f.lifecycle(&a_slug, "cancel").await;
     let (status, body) = f
         .app
@@ -965,6 +966,16 @@ async fn a_schema_per_tenant_in_a_shared_database_keeps_each_to_its_own() {
     let (_, report) = f.app.get(&format!("/api/v1/tenant/{b_slug}/drift")).await;
     assert_eq!(report["drift"], json!([]), "{report:#}");
     drop(b);
+    // Its bundle brings its schema back, with its table and row.
+    import_bundle(&f, a_bundle).await;
+    let a = connect(&a_role, &shared).await.expect("a logs in again");
+    let body: String = a
+        .query_one("SELECT body FROM notes WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body, "mine");
+    drop(a);
     f.finish().await;
 }
 
@@ -1097,6 +1108,7 @@ async fn a_shared_database_keeps_each_tenant_to_its_rows() {
     assert!(measured.to_string().contains("storage_gb"), "{measured}");
 
     // Purged: its rows and role go; the other tenant's rows stay.
+    let a_bundle = bundle_of(&f, a_slug).await;
     f.lifecycle(a_slug, "cancel").await;
     let (status, body) = f
         .app
@@ -1133,6 +1145,24 @@ async fn a_shared_database_keeps_each_tenant_to_its_rows() {
         .await,
         "the role is gone"
     );
+    // Its bundle brings its rows back, beside the other tenant's.
+    import_bundle(&f, a_bundle).await;
+    let back: Vec<(i32, String)> = client
+        .query("SELECT id, tenant FROM app.orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        back,
+        [
+            (1, a_slug.clone()),
+            (2, b_slug.clone()),
+            (3, a_slug.clone()),
+            (4, a_slug.clone())
+        ]
+    );
     drop(client);
     f.finish().await;
 }
@@ -1158,6 +1188,41 @@ async fn items(client: &tokio_postgres::Client) -> Vec<Item> {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
         .collect()
+}
+
+/// The tenant's bundle (tar).
+async fn bundle_of(f: &Fixture, slug: &str) -> Vec<u8> {
+    let response = f
+        .app
+        .request(Method::GET, &format!("/api/v1/tenant/{slug}/bundle"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap().to_vec();
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    bytes
+}
+
+/// Imports `bundle`; the import's outcome, which must be whole and verified.
+async fn import_bundle(f: &Fixture, bundle: Vec<u8>) -> Value {
+    let response = f
+        .app
+        .request(Method::POST, "/api/v1/tenant/bundle")
+        .header("Content-Type", "application/x-tar")
+        .body(bundle)
+        .send()
+        .await
+        .unwrap();
+    let (status, outcome) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{outcome:#}");
+    assert_eq!(outcome["ok"], true, "{outcome:#}");
+    outcome
 }
 
 /// Purges `slug` (canceled first, then hard-deleted) and waits for the purge run.
