@@ -259,6 +259,30 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
     assert_eq!(airflow.pool(&pool).await.unwrap()["slots"], 16);
     applied.push((step(&steps, "pool").clone(), outcome));
 
+    // A tier change reaches the pool: the recorded step applied again for the tenant with its
+    // new tier (what a tier change's run does) gives the new tier's slots, and drift is judged
+    // against the tier the tenant has now.
+    let enterprise = PluginTenant {
+        tier: "enterprise".into(),
+        ..tenant.clone()
+    };
+    let drifted = observe(&app, &enterprise, &applied).await;
+    assert!(
+        drifted
+            .iter()
+            .any(|(r, p)| r.contains(&pool) && p == "changed: slots 64 → 16"),
+        "{drifted:?}"
+    );
+    let (_, out) = apply(&app, &enterprise, step(&steps, "pool")).await;
+    assert_eq!(out["action"], "updated", "{out}");
+    assert_eq!(airflow.pool(&pool).await.unwrap()["slots"], 64);
+    assert!(
+        observe(&app, &enterprise, &applied).await.is_empty(),
+        "in step with its tier"
+    );
+    apply(&app, &tenant, step(&steps, "pool")).await;
+    assert_eq!(airflow.pool(&pool).await.unwrap()["slots"], 16, "and back");
+
     let (outcome, out) = apply(&app, &tenant, step(&steps, "connection:primary")).await;
     assert_eq!(out["action"], "created");
     assert!(

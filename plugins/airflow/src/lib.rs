@@ -120,6 +120,9 @@ fn plan(tenant: &Tenant, request: &str) -> Result<Vec<Step>, PluginError> {
         input: json!({
             "name": pool,
             "slots": slots,
+            // The tier's slots: applied and observed as the tenant's tier is then, so that a
+            // tier change reaches the pool.
+            "by_tier": !settings.contains_key("pool_slots"),
             "description": format!("Tenant {} ({slug}), tier {tier}", tenant.name),
         })
         .to_string(),
@@ -278,11 +281,21 @@ fn plan(tenant: &Tenant, request: &str) -> Result<Vec<Step>, PluginError> {
 // ---------------------------------------------------------------------------------------------
 // apply
 
-fn apply_pool(input: &Value) -> Result<Outcome, PluginError> {
-    let name = str_at(input, "name", "pool")?;
-    let slots = input["slots"]
+/// The slots a pool step stands for now: its tier's (as the tenant's tier is) or the settings'.
+fn pool_slots(tenant: &Tenant, input: &Value) -> Result<i64, PluginError> {
+    if input["by_tier"].as_bool() == Some(true)
+        && let Some(slots) = tier_slots(&tenant.tier)
+    {
+        return Ok(slots);
+    }
+    input["slots"]
         .as_i64()
-        .ok_or_else(|| permanent("step `pool`: its input has no `slots`"))?;
+        .ok_or_else(|| permanent("step `pool`: its input has no `slots`"))
+}
+
+fn apply_pool(tenant: &Tenant, input: &Value) -> Result<Outcome, PluginError> {
+    let name = str_at(input, "name", "pool")?;
+    let slots = pool_slots(tenant, input)?;
     // While the tenant is suspended the pool stays at 0 slots; the tier's slots are what
     // `reactivate` gives back.
     let wanted = slots;
@@ -772,7 +785,7 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn observe(applied: &[(Step, Outcome)]) -> Result<Vec<Drift>, PluginError> {
+fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Result<Vec<Drift>, PluginError> {
     let mut drifts = Vec::new();
     let mut drift = |resource: String, problem: String| drifts.push(Drift { resource, problem });
     // Signed in on first need only (a plan may have nothing to check in Airflow).
@@ -793,7 +806,7 @@ fn observe(applied: &[(Step, Outcome)]) -> Result<Vec<Drift>, PluginError> {
                 let expected = if state::get(SUSPENDED_SLOTS_KEY).is_some() {
                     0
                 } else {
-                    input["slots"].as_i64().unwrap_or_default()
+                    pool_slots(tenant, &input)?
                 };
                 match lazy(&mut airflow)?.get("pools", name)? {
                     None => drift(resource, "missing".into()),
@@ -1004,12 +1017,12 @@ impl Provisioner for AirflowPlugin {
         plan(&tenant, &request)
     }
 
-    fn apply(_tenant: Tenant, step: Step, _key: String) -> Result<Outcome, PluginError> {
+    fn apply(tenant: Tenant, step: Step, _key: String) -> Result<Outcome, PluginError> {
         // Names derive from the tenant, so the idempotency key is not needed to find what an
         // earlier attempt created.
         let input = input_of(&step)?;
         match step.id.as_str() {
-            "pool" => apply_pool(&input),
+            "pool" => apply_pool(&tenant, &input),
             "variables" => apply_variables(&input),
             "kubernetes" => apply_kubernetes(&input),
             id if id.starts_with("connection:") => apply_connection(&step, &input),
@@ -1029,8 +1042,8 @@ impl Provisioner for AirflowPlugin {
         Ok(Outcome::done(&json!({ "undone": step.id })))
     }
 
-    fn observe(_tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Result<Vec<Drift>, PluginError> {
-        observe(&applied)
+    fn observe(tenant: Tenant, applied: Vec<(Step, Outcome)>) -> Result<Vec<Drift>, PluginError> {
+        observe(&tenant, &applied)
     }
 
     fn measure(
