@@ -1314,3 +1314,117 @@ async fn a_tenants_database_travels_in_its_bundle() {
     drop(client);
     f.finish().await;
 }
+
+/// In a shared database, a schema of the tenant's name that is not its own is never taken
+/// over, and a provision that cannot finish (a shared table missing) is undone: the role it
+/// made is dropped, the operator's schema and rows stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_patterns_never_adopt_and_undo_a_failed_provision() {
+    let mut f = Fixture::start().await;
+    let shared = unique("pgundo");
+    admin(&format!("CREATE DATABASE {shared}")).await;
+    admin(&format!(
+        "GRANT CREATE, CONNECT ON DATABASE {shared} TO {} WITH GRANT OPTION",
+        f.server_role
+    ))
+    .await;
+    let name = unique("pgtaken");
+    let role = format!("{name}_user");
+    let other = unique("pgmiss");
+    let other_role = format!("{other}_user");
+    f.tenants.push((role.clone(), shared.clone()));
+    f.tenants.push((other_role.clone(), shared.clone()));
+    // Someone else's schema already has the name the tenant's would take.
+    admin_on(
+        &shared,
+        &format!("CREATE SCHEMA \"{role}\"; CREATE TABLE \"{role}\".theirs (x int); INSERT INTO \"{role}\".theirs VALUES (7)"),
+    )
+    .await;
+    let provision = |slug: String, role: String, settings: Value| {
+        let f = &f;
+        let shared = shared.clone();
+        async move {
+            let response = f
+                .app
+                .request(Method::POST, "/api/v1/tenant/provision")
+                .json(&json!({
+                    "tenant": { "slug": slug, "name": "Taken" },
+                    "connection_template": {
+                        "template_name": "tenant-postgres",
+                        "placeholders": {
+                            "user": role,
+                            "password": "pw",
+                            "host": "127.0.0.1",
+                            "port": 5432,
+                            "database_name": shared,
+                        },
+                    },
+                    "tier": "starter",
+                    "backends": { "postgres": settings },
+                }))
+                .send()
+                .await
+                .unwrap();
+            let accepted: Value = response.json().await.unwrap();
+            f.wait(accepted["url"].as_str().expect("queued")).await
+        }
+    };
+    let run = provision(
+        name.replace('_', "-"),
+        role.clone(),
+        json!({ "isolation": "schema" }),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exists and is not tenant"),
+        "{run:#}"
+    );
+    assert!(
+        !exists(&format!("SELECT 1 FROM pg_roles WHERE rolname = '{role}'")).await,
+        "the role it made is undone"
+    );
+    let mut url = url::Url::parse(&postgres_admin_url()).unwrap();
+    url.set_path(&shared);
+    let (client, connection) = tokio_postgres::connect(url.as_str(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let kept: i32 = client
+        .query_one(&format!("SELECT x FROM \"{role}\".theirs"), &[])
+        .await
+        .expect("the other schema is untouched")
+        .get(0);
+    assert_eq!(kept, 7);
+
+    // Shared tables, one of them missing: refused in the backend, undone.
+    let run = provision(
+        other.replace('_', "-"),
+        other_role.clone(),
+        json!({
+            "isolation": "shared",
+            "rls": { "tables": [{ "schema": "app", "table": "missing", "column": "tenant" }] },
+        }),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not exist"),
+        "{run:#}"
+    );
+    assert!(
+        !exists(&format!(
+            "SELECT 1 FROM pg_roles WHERE rolname = '{other_role}'"
+        ))
+        .await,
+        "the role it made is undone"
+    );
+    drop(client);
+    f.finish().await;
+}

@@ -906,7 +906,27 @@ fn apply_tenant_schema(tenant: &Tenant, input: &TenantSchemaInput) -> Res<Outcom
     }
     let on = tenant_db(&input.database);
     let (schema, owner) = (ident(&input.schema), ident(&input.owner));
-    let action = match find_schema(&input.database, &input.schema)? {
+    let existing = find_schema(&input.database, &input.schema)?;
+    if let Some((comment, _)) = &existing {
+        ours(tenant, "schema", &input.schema, comment.as_deref())?;
+    }
+    execute(
+        SERVER,
+        &format!(
+            "GRANT CONNECT ON DATABASE {} TO {owner}",
+            ident(&input.database)
+        ),
+        "letting the role connect to the shared database",
+    )?;
+    // First (a step that fails is not undone): a GRANT the grantor may not pass on only
+    // warns, so check that it took.
+    if !may_connect(&input.owner, &input.database)? {
+        return Err(permanent(format!(
+            "the role {} cannot connect to {}: the plugin's role must be able to pass CONNECT on (own the database, or hold CONNECT WITH GRANT OPTION)",
+            input.owner, input.database
+        )));
+    }
+    let action = match existing {
         None => {
             execute(
                 &on,
@@ -920,8 +940,7 @@ fn apply_tenant_schema(tenant: &Tenant, input: &TenantSchemaInput) -> Res<Outcom
             )?;
             "created"
         }
-        Some((comment, current_owner)) => {
-            ours(tenant, "schema", &input.schema, comment.as_deref())?;
+        Some((_, current_owner)) => {
             if current_owner != input.owner {
                 execute(
                     &on,
@@ -937,21 +956,6 @@ fn apply_tenant_schema(tenant: &Tenant, input: &TenantSchemaInput) -> Res<Outcom
         &format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
         "keeping other roles out of the schema",
     )?;
-    execute(
-        SERVER,
-        &format!(
-            "GRANT CONNECT ON DATABASE {} TO {owner}",
-            ident(&input.database)
-        ),
-        "letting the role connect to the shared database",
-    )?;
-    // A GRANT the grantor may not pass on only warns: check that it took.
-    if !may_connect(&input.owner, &input.database)? {
-        return Err(permanent(format!(
-            "the role {} cannot connect to {}: the plugin's role must be able to pass CONNECT on (own the database, or hold CONNECT WITH GRANT OPTION)",
-            input.owner, input.database
-        )));
-    }
     execute(
         SERVER,
         &format!(
@@ -1035,6 +1039,15 @@ fn apply_tenant_rows(input: &TenantRowsInput) -> Res<Outcome> {
     }
     let on = tenant_db(&input.database);
     let owner = ident(&input.owner);
+    // Everything checked before anything is granted: a step that fails is not undone.
+    for t in &input.tables {
+        if !table_exists(&on, t)? {
+            return Err(permanent(format!(
+                "the shared table {}.{} does not exist in {}: the operator makes the shared tables (owned by the plugin's role)",
+                t.schema, t.table, input.database
+            )));
+        }
+    }
     execute(
         SERVER,
         &format!(
@@ -1051,12 +1064,6 @@ fn apply_tenant_rows(input: &TenantRowsInput) -> Res<Outcome> {
     }
     let policy = ident(&shared_policy(&input.owner));
     for t in &input.tables {
-        if !table_exists(&on, t)? {
-            return Err(permanent(format!(
-                "the shared table {}.{} does not exist in {}: the operator makes the shared tables (owned by the plugin's role)",
-                t.schema, t.table, input.database
-            )));
-        }
         let name = format!("{}.{}", ident(&t.schema), ident(&t.table));
         let what = format!("the tenant's rows of {}.{}", t.schema, t.table);
         for statement in [
