@@ -328,6 +328,23 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
         );
     }
     applied.push((step(&steps, "variables").clone(), outcome));
+    // The tier's variable follows a tier change as the pool does.
+    let tier_drift = observe(&app, &enterprise, &applied).await;
+    assert!(
+        tier_drift
+            .iter()
+            .any(|(r, p)| r.ends_with(&format!("tenant_{ks}_tier")) && p == "changed: value"),
+        "{tier_drift:?}"
+    );
+    apply(&app, &enterprise, step(&steps, "variables")).await;
+    assert_eq!(
+        airflow
+            .variable_value(&format!("tenant_{ks}_tier"))
+            .await
+            .as_deref(),
+        Some("enterprise")
+    );
+    apply(&app, &tenant, step(&steps, "variables")).await;
 
     // Measure: the task runs of today in the tenant's pool and the DAGs tagged with its slug.
     let measured = |applied: Vec<(Step, Outcome)>| {

@@ -225,6 +225,8 @@ fn plan(tenant: &Tenant, request: &str) -> Result<Vec<Step>, PluginError> {
         id: "variables".into(),
         description: format!("Airflow variables tenant_{ks}_* ({} keys)", variables.len()),
         input: json!({
+            // Its value is the tenant's tier as it is when applied and observed.
+            "tier_key": format!("tenant_{ks}_tier"),
             "variables": variables
                 .iter()
                 .map(|(k, v)| json!({
@@ -394,6 +396,25 @@ fn variables_of(input: &Value) -> Result<Vec<(String, String, Value)>, PluginErr
         .collect()
 }
 
+/// The variables of a step as they stand for `tenant` now: the tier's variable holds its
+/// current tier (a tier change applies the step again).
+fn variables_for(
+    tenant: &Tenant,
+    input: &Value,
+) -> Result<Vec<(String, String, Value)>, PluginError> {
+    let tier_key = input["tier_key"].as_str();
+    Ok(variables_of(input)?
+        .into_iter()
+        .map(|(key, value, description)| {
+            if Some(key.as_str()) == tier_key {
+                (key, tenant.tier.clone(), description)
+            } else {
+                (key, value, description)
+            }
+        })
+        .collect())
+}
+
 fn put_variable(
     af: &Airflow,
     key: &str,
@@ -417,8 +438,8 @@ fn put_variable(
     }
 }
 
-fn apply_variables(input: &Value) -> Result<Outcome, PluginError> {
-    let variables = variables_of(input)?;
+fn apply_variables(tenant: &Tenant, input: &Value) -> Result<Outcome, PluginError> {
+    let variables = variables_for(tenant, input)?;
     let af = Airflow::connect(Redactor::new())?;
     let mut report = Map::new();
     for (key, value, description) in &variables {
@@ -819,7 +840,7 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Result<Vec<Drift>, P
                 }
             }
             "variables" => {
-                for (key, value, _) in variables_of(&input)? {
+                for (key, value, _) in variables_for(tenant, &input)? {
                     let resource = format!("Airflow variable {key}");
                     match lazy(&mut airflow)?.get("variables", &key)? {
                         None => drift(resource, "missing".into()),
@@ -1023,7 +1044,7 @@ impl Provisioner for AirflowPlugin {
         let input = input_of(&step)?;
         match step.id.as_str() {
             "pool" => apply_pool(&tenant, &input),
-            "variables" => apply_variables(&input),
+            "variables" => apply_variables(&tenant, &input),
             "kubernetes" => apply_kubernetes(&input),
             id if id.starts_with("connection:") => apply_connection(&step, &input),
             other => Err(permanent(format!(
