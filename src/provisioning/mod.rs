@@ -268,22 +268,8 @@ pub async fn provision(
         .filter(|plugin| steps.iter().any(|s| &s.plugin == *plugin))
         .cloned()
         .collect();
-    for plugin in planned {
-        let seq = steps.len() as i64;
-        let sealed = ctx
-            .keyring
-            .seal("{}", &step_context(&run_id, &plugin, VALIDATE_STEP));
-        steps.push(pending_step(
-            &run_id,
-            seq,
-            &plugin,
-            VALIDATE_STEP,
-            StepAction::Validate,
-            format!("check that {plugin} holds what this run created"),
-            sealed,
-            "[]".into(),
-        ));
-    }
+    let first = steps.len() as i64;
+    steps.extend(validate_steps(&ctx.keyring, &run_id, &planned, first));
     let now = clock::now();
     let run = queued_run(
         &run_id,
@@ -375,6 +361,48 @@ pub async fn provision(
 
 /// The id of the step that ends a provision run in each backend: its `observe`.
 pub const VALIDATE_STEP: &str = "validate";
+
+/// The `validate` steps that end a provision run, one per backend in `backends`, numbered from
+/// `first_seq`.
+pub(crate) fn validate_steps(
+    keyring: &crate::secrets::Keyring,
+    run_id: &str,
+    backends: &[String],
+    first_seq: i64,
+) -> Vec<StepRow> {
+    backends
+        .iter()
+        .enumerate()
+        .map(|(i, plugin)| {
+            pending_step(
+                run_id,
+                first_seq + i as i64,
+                plugin,
+                VALIDATE_STEP,
+                StepAction::Validate,
+                format!("check that {plugin} holds what this run created"),
+                keyring.seal("{}", &step_context(run_id, plugin, VALIDATE_STEP)),
+                "[]".into(),
+            )
+        })
+        .collect()
+}
+
+/// Refuses a new run of `tenant` while one of its runs is open.
+pub(crate) async fn refuse_open_run(tx: &mut crate::store::Conn, tenant: &Tenant) -> AppResult<()> {
+    match sql::open_run_of(tx, &tenant.id).await? {
+        Some(open) => Err(AppError::conflict(
+            "run_in_progress",
+            format!(
+                "tenant `{}` has a run in progress; follow {}",
+                tenant.slug,
+                run_url(&open.id)
+            ),
+            json!({ "run": open.id, "url": run_url(&open.id) }),
+        )),
+        None => Ok(()),
+    }
+}
 
 /// A step of a new run, `pending`, its input already sealed.
 pub(crate) fn pending_step(

@@ -6,8 +6,8 @@
 use serde_json::json;
 
 use super::{
-    Accepted, RunKind, RunStatus, StepAction, VALIDATE_STEP, desired, pending_step, plugin_tenant,
-    queued_run, run_url, step_context,
+    Accepted, RunKind, RunStatus, StepAction, desired, pending_step, plugin_tenant, queued_run,
+    refuse_open_run, run_url, step_context, validate_steps,
 };
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
@@ -52,21 +52,8 @@ pub async fn retry(ctx: &Context, actor: &Actor, tenant: &Tenant) -> AppResult<A
         ));
     }
     // As a first provision does: each backend is asked at the end whether it holds it all.
-    for plugin in &backends {
-        let sealed = ctx
-            .keyring
-            .seal("{}", &step_context(&run_id, plugin, VALIDATE_STEP));
-        steps.push(pending_step(
-            &run_id,
-            steps.len() as i64,
-            plugin,
-            VALIDATE_STEP,
-            StepAction::Validate,
-            format!("check that {plugin} holds what this run created"),
-            sealed,
-            "[]".into(),
-        ));
-    }
+    let first = steps.len() as i64;
+    steps.extend(validate_steps(&ctx.keyring, &run_id, &backends, first));
     let mut ptenant = plugin_tenant(tenant);
     ptenant.status = TenantStatus::Provisioning.to_string();
     let run = queued_run(
@@ -88,17 +75,7 @@ pub async fn retry(ctx: &Context, actor: &Actor, tenant: &Tenant) -> AppResult<A
             .collect(),
     };
     transaction!(ctx.db, |tx| {
-        if let Some(open) = sql::open_run_of(tx, &tenant.id).await? {
-            return Err(AppError::conflict(
-                "run_in_progress",
-                format!(
-                    "tenant `{}` has a run in progress; follow {}",
-                    tenant.slug,
-                    run_url(&open.id)
-                ),
-                json!({ "run": open.id, "url": run_url(&open.id) }),
-            ));
-        }
+        refuse_open_run(tx, tenant).await?;
         tenants::retry_provisioning(tx, actor, &tenant.slug).await?;
         sql::insert_run(tx, &run, &steps).await?;
         audit::record(

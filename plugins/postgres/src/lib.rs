@@ -1022,6 +1022,65 @@ fn drop_tenant_schema(tenant: &Tenant, database: &str, schema: &str, owner: &str
     Ok(dropped)
 }
 
+/// What differs in table `t` from forced row-level security with policy `policy` keyed on
+/// `value` (and, with `role`, from that role reading the table): each a drift problem.
+fn policy_drift(
+    on: &str,
+    t: &RlsTable,
+    policy: &str,
+    value: &str,
+    role: Option<&str>,
+) -> Res<Vec<String>> {
+    let found = rows(
+        on,
+        "SELECT c.relrowsecurity, c.relforcerowsecurity, \
+         (SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid) \
+          FROM pg_catalog.pg_policy p \
+          WHERE p.polrelid = c.oid AND p.polname = $3) \
+         FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2",
+        &[
+            SqlValue::Text(t.schema.clone()),
+            SqlValue::Text(t.table.clone()),
+            SqlValue::Text(policy.into()),
+        ],
+        "looking up a policy",
+    )?;
+    let Some(row) = found.first() else {
+        return Ok(vec!["missing: the table is gone".into()]);
+    };
+    let mut problems = Vec::new();
+    if !matches!(row[0], SqlValue::Boolean(true)) || !matches!(row[1], SqlValue::Boolean(true)) {
+        problems.push("changed: row-level security is not enabled and forced".into());
+    }
+    match text(&row[2]) {
+        None => problems.push("missing".into()),
+        Some(qual) if !qual.contains(&literal(value)) => {
+            problems.push(format!("changed: its clause is {qual}"))
+        }
+        Some(_) => {}
+    }
+    if let Some(role) = role {
+        let readable = rows(
+            on,
+            "SELECT pg_catalog.has_table_privilege($1, $2, 'SELECT')",
+            &[
+                SqlValue::Text(role.into()),
+                SqlValue::Text(format!("{}.{}", ident(&t.schema), ident(&t.table))),
+            ],
+            "checking the role's rights on the table",
+        )?;
+        if !matches!(
+            readable.first().map(|r| &r[0]),
+            Some(SqlValue::Boolean(true))
+        ) {
+            problems.push("changed: the tenant's role may not read the table".into());
+        }
+    }
+    Ok(problems)
+}
+
 /// The policy that lets the tenant's role see and write its rows of a shared table.
 fn shared_policy(owner: &str) -> String {
     format!("tenant_{owner}")
@@ -1423,40 +1482,8 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                 let on = tenant_db(&input.database);
                 for t in &input.tables {
                     let resource = format!("policy on {}.{}.{}", input.database, t.schema, t.table);
-                    let found = rows(
-                        &on,
-                        "SELECT c.relrowsecurity, c.relforcerowsecurity, \
-                         (SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid) \
-                          FROM pg_catalog.pg_policy p \
-                          WHERE p.polrelid = c.oid AND p.polname = $3) \
-                         FROM pg_catalog.pg_class c \
-                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                         WHERE n.nspname = $1 AND c.relname = $2",
-                        &[
-                            SqlValue::Text(t.schema.clone()),
-                            SqlValue::Text(t.table.clone()),
-                            SqlValue::Text(POLICY.into()),
-                        ],
-                        "looking up a policy",
-                    )?;
-                    let Some(row) = found.first() else {
-                        push(resource, "missing: the table is gone".into());
-                        continue;
-                    };
-                    if !matches!(row[0], SqlValue::Boolean(true))
-                        || !matches!(row[1], SqlValue::Boolean(true))
-                    {
-                        push(
-                            resource.clone(),
-                            "changed: row-level security is not enabled and forced".into(),
-                        );
-                    }
-                    match text(&row[2]) {
-                        None => push(resource, "missing".into()),
-                        Some(qual) if !qual.contains(&literal(&input.value)) => {
-                            push(resource, format!("changed: its clause is {qual}"))
-                        }
-                        Some(_) => {}
+                    for problem in policy_drift(&on, t, POLICY, &input.value, None)? {
+                        push(resource.clone(), problem);
                     }
                 }
             }
@@ -1481,48 +1508,10 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Res<Vec<Drift>> {
                         "policy on {}.{}.{} for {}",
                         input.database, t.schema, t.table, input.owner
                     );
-                    let found = rows(
-                        &on,
-                        "SELECT c.relrowsecurity, c.relforcerowsecurity, \
-                         (SELECT pg_catalog.pg_get_expr(p.polqual, p.polrelid) \
-                          FROM pg_catalog.pg_policy p \
-                          WHERE p.polrelid = c.oid AND p.polname = $3), \
-                         pg_catalog.has_table_privilege($4, c.oid, 'SELECT') \
-                         FROM pg_catalog.pg_class c \
-                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                         WHERE n.nspname = $1 AND c.relname = $2",
-                        &[
-                            SqlValue::Text(t.schema.clone()),
-                            SqlValue::Text(t.table.clone()),
-                            SqlValue::Text(shared_policy(&input.owner)),
-                            SqlValue::Text(input.owner.clone()),
-                        ],
-                        "looking up the tenant's policy",
-                    )?;
-                    let Some(row) = found.first() else {
-                        push(resource, "missing: the table is gone".into());
-                        continue;
-                    };
-                    if !matches!(row[0], SqlValue::Boolean(true))
-                        || !matches!(row[1], SqlValue::Boolean(true))
-                    {
-                        push(
-                            resource.clone(),
-                            "changed: row-level security is not enabled and forced".into(),
-                        );
-                    }
-                    match text(&row[2]) {
-                        None => push(resource.clone(), "missing".into()),
-                        Some(qual) if !qual.contains(&literal(&input.value)) => {
-                            push(resource.clone(), format!("changed: its clause is {qual}"))
-                        }
-                        Some(_) => {}
-                    }
-                    if !matches!(row[3], SqlValue::Boolean(true)) {
-                        push(
-                            resource,
-                            "changed: the tenant's role may not read the table".into(),
-                        );
+                    let policy = shared_policy(&input.owner);
+                    let role = Some(input.owner.as_str());
+                    for problem in policy_drift(&on, t, &policy, &input.value, role)? {
+                        push(resource.clone(), problem);
                     }
                 }
             }

@@ -450,17 +450,7 @@ pub(crate) async fn queue_apply(
         now,
     );
     transaction!(ctx.db, |tx| {
-        if let Some(open) = sql::open_run_of(tx, &tenant.id).await? {
-            return Err(AppError::conflict(
-                "run_in_progress",
-                format!(
-                    "tenant `{}` has a run in progress; follow {}",
-                    tenant.slug,
-                    run_url(&open.id)
-                ),
-                json!({ "run": open.id, "url": run_url(&open.id) }),
-            ));
-        }
+        super::super::refuse_open_run(tx, tenant).await?;
         sql::insert_run(tx, &run, &rows).await?;
         audit::record(
             tx,
