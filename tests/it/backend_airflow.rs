@@ -587,6 +587,81 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
     assert_eq!(kube.objects().len(), 7);
     applied.push((step(&steps, "kubernetes").clone(), outcome));
     assert_eq!(observe(&app, &tenant, &applied).await, []);
+
+    // A tier change reaches the namespace: drift is judged against the tenant's tier now, and
+    // the recorded step applied for the tenant as it is (a tier change's run) patches the quota
+    // and the namespace's tier label in place.
+    let kube_drift = |drift: Vec<(String, String)>| -> Vec<(String, String)> {
+        drift
+            .into_iter()
+            .filter(|(r, _)| r.starts_with("Kubernetes"))
+            .collect()
+    };
+    let quota_path = format!("/api/v1/namespaces/{ns}/resourcequotas/tenant-quota");
+    let drifted = kube_drift(observe(&app, &enterprise, &applied).await);
+    assert_eq!(drifted.len(), 2, "{drifted:?}");
+    assert_eq!(drifted[0].0, "Kubernetes Namespace ".to_string() + &ns);
+    assert_eq!(drifted[0].1, "changed: labels");
+    assert_eq!(drifted[1].0, "Kubernetes ResourceQuota tenant-quota");
+    assert!(
+        drifted[1].1.starts_with("changed: ")
+            && drifted[1].1.contains("pods 50 → 25")
+            && drifted[1].1.contains("requests.cpu 8 → 4"),
+        "{drifted:?}"
+    );
+    let (_, out) = apply(&app, &enterprise, step(&steps, "kubernetes")).await;
+    let results: Vec<(&str, &str)> = out["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap(), o["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("Namespace", "updated"),
+            ("ResourceQuota", "updated"),
+            ("LimitRange", "exists"),
+            ("NetworkPolicy", "exists"),
+            ("ServiceAccount", "exists"),
+            ("Role", "exists"),
+            ("RoleBinding", "exists"),
+        ],
+        "{out}"
+    );
+    let quota = kube.object(&quota_path).expect("the quota");
+    assert_eq!(quota["spec"]["hard"]["pods"], "50");
+    assert_eq!(quota["spec"]["hard"]["limits.memory"], "64Gi");
+    assert_eq!(
+        kube.object(&format!("/api/v1/namespaces/{ns}")).unwrap()["metadata"]["labels"]["tier"],
+        "enterprise"
+    );
+    assert_eq!(out["artifacts"][1]["spec"]["hard"]["pods"], "50", "{out}");
+    assert_eq!(kube_drift(observe(&app, &enterprise, &applied).await), []);
+    assert!(
+        kube.requests().contains(&format!("PATCH {quota_path}")),
+        "patched in place, not deleted and created: {:?}",
+        kube.requests()
+    );
+    // An edit by hand (a quota entry changed, one added) is drift, and apply puts it back.
+    kube.edit(&quota_path, |q| {
+        q["spec"]["hard"]["pods"] = "500".into();
+        q["spec"]["hard"]["count/jobs.batch"] = "3".into();
+    });
+    let drifted = kube_drift(observe(&app, &enterprise, &applied).await);
+    assert_eq!(
+        drifted,
+        [(
+            "Kubernetes ResourceQuota tenant-quota".to_string(),
+            "changed: count/jobs.batch none → 3, pods 50 → 500".to_string()
+        )]
+    );
+    // And back down to the tenant's own tier.
+    apply(&app, &tenant, step(&steps, "kubernetes")).await;
+    let quota = kube.object(&quota_path).expect("the quota");
+    assert_eq!(quota["spec"]["hard"]["pods"], "25");
+    assert_eq!(quota["spec"]["hard"].get("count/jobs.batch"), None);
+    assert_eq!(observe(&app, &tenant, &applied).await, []);
     assert!(kube.remove(&format!(
         "/api/v1/namespaces/{ns}/limitranges/tenant-limits"
     )));

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use tenantry_plugin_sdk::backend::uri::percent_encode;
-use tenantry_plugin_sdk::backend::{self, Answer, Backend, Redactor, permanent};
+use tenantry_plugin_sdk::backend::{self, Answer, Backend, Body, Redactor, permanent};
 use tenantry_plugin_sdk::provisioner::PluginError;
 
 const PLUGIN: &str = "airflow";
@@ -202,13 +202,31 @@ impl Kubernetes {
         }
     }
 
-    /// GETs an object: whether it exists.
-    pub fn exists(&self, path: &str, what: &str) -> Result<bool, PluginError> {
+    /// GETs an object: None when it does not exist.
+    pub fn get(&self, path: &str, what: &str) -> Result<Option<Value>, PluginError> {
         let response = self.api.json("GET", path, None, what)?;
         match response.status {
-            200 => Ok(true),
-            404 => Ok(false),
+            200 => Ok(Some(response.json())),
+            404 => Ok(None),
             _ => Err(self.api.status_error(what, &response)),
+        }
+    }
+
+    /// PATCHes an object with a JSON merge patch (RFC 7386), as `kubectl patch --type merge`.
+    pub fn merge_patch(&self, path: &str, patch: &Value, what: &str) -> Result<(), PluginError> {
+        let response = self.api.send(
+            "PATCH",
+            path,
+            Body::Raw {
+                content_type: "application/merge-patch+json",
+                bytes: patch.to_string().into_bytes(),
+            },
+            what,
+        )?;
+        if response.is_success() {
+            Ok(())
+        } else {
+            Err(self.api.status_error(what, &response))
         }
     }
 

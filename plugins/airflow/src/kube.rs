@@ -249,6 +249,137 @@ pub fn render(inputs: &Inputs) -> Vec<Value> {
     ]
 }
 
+/// The objects a `kubernetes` step stands for now: the recorded ones, with the quota and the
+/// namespace's `tier` label of `tier` — the tenant's tier as it is when the step is applied or
+/// observed, so a tier change's run resizes the quota and a missed one shows as drift. Inputs
+/// recorded before quotas followed the tier (no `by_tier`) stand as recorded.
+pub fn for_tier(input: &Value, tier: &str) -> Result<Vec<Value>, String> {
+    let mut objects = input["objects"]
+        .as_array()
+        .cloned()
+        .ok_or("step `kubernetes`: its input has no `objects`")?;
+    if input["by_tier"].as_bool() != Some(true) {
+        return Ok(objects);
+    }
+    let Some(mut quota) = tier_quota(tier) else {
+        return Ok(objects);
+    };
+    apply_overrides(&mut quota, &input["quota_overrides"])?;
+    for object in &mut objects {
+        match object["kind"].as_str() {
+            Some("ResourceQuota") => {
+                object["manifest"]["spec"]["hard"] = Value::Object(quota.clone())
+            }
+            Some("Namespace") => object["manifest"]["metadata"]["labels"]["tier"] = tier.into(),
+            _ => {}
+        }
+    }
+    Ok(objects)
+}
+
+/// The fields of an object that the plugin keeps as its manifest has them, shaped as a JSON
+/// merge patch (RFC 7386). What Kubernetes adds (defaults, its own labels, status) is not among
+/// them; a ServiceAccount has none.
+fn owned(kind: &str, manifest: &Value) -> Option<Value> {
+    match kind {
+        "Namespace" => Some(json!({"metadata": {
+            "labels": manifest["metadata"]["labels"],
+            "annotations": manifest["metadata"]["annotations"],
+        }})),
+        "ResourceQuota" => Some(json!({"spec": {"hard": manifest["spec"]["hard"]}})),
+        "LimitRange" | "NetworkPolicy" => Some(json!({"spec": manifest["spec"]})),
+        "Role" => Some(json!({"rules": manifest["rules"]})),
+        "RoleBinding" => Some(json!({"subjects": manifest["subjects"]})),
+        _ => None,
+    }
+}
+
+/// Whether `have` holds everything of `want`: objects key by key (extra keys allowed, as the
+/// API server adds defaults), arrays element by element, other values equal.
+fn holds(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (_, Value::Null) => true,
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| wv.is_null() || h.get(k).is_some_and(|hv| holds(hv, wv))),
+        (Value::Array(h), Value::Array(w)) => {
+            h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| holds(hv, wv))
+        }
+        _ => have == want,
+    }
+}
+
+fn quantity_text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "none".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// How the object Kubernetes holds differs from its manifest, one entry per difference: each
+/// quota entry (`pods 25 → 50`: wanted, then found; an entry the plugin no longer sets counts),
+/// else the field that differs. Empty when it is in step.
+pub fn differences(kind: &str, manifest: &Value, have: &Value) -> Vec<String> {
+    let Some(want) = owned(kind, manifest) else {
+        return Vec::new();
+    };
+    if kind == "ResourceQuota" {
+        let (w, h) = (&want["spec"]["hard"], &have["spec"]["hard"]);
+        let mut keys: Vec<&String> = w.as_object().into_iter().flat_map(|m| m.keys()).collect();
+        keys.extend(h.as_object().into_iter().flat_map(|m| m.keys()));
+        keys.sort();
+        keys.dedup();
+        return keys
+            .into_iter()
+            .filter(|k| w.get(k.as_str()) != h.get(k.as_str()))
+            .map(|k| {
+                format!(
+                    "{k} {} → {}",
+                    quantity_text(w.get(k.as_str())),
+                    quantity_text(h.get(k.as_str()))
+                )
+            })
+            .collect();
+    }
+    let mut fields = Vec::new();
+    for (field, part) in want.as_object().into_iter().flatten() {
+        match part.as_object() {
+            // `metadata` and `spec` name their own parts (`labels`, `annotations`, `spec`).
+            Some(inner) if field == "metadata" => {
+                for (name, value) in inner {
+                    if !holds(&have[field][name], value) {
+                        fields.push(name.clone());
+                    }
+                }
+            }
+            _ => {
+                if !holds(&have[field], part) {
+                    fields.push(field.clone());
+                }
+            }
+        }
+    }
+    fields
+}
+
+/// The JSON merge patch that brings `have` back to its manifest: the owned fields, and `null`
+/// for each quota entry the plugin no longer sets.
+pub fn patch(kind: &str, manifest: &Value, have: &Value) -> Option<Value> {
+    let mut patch = owned(kind, manifest)?;
+    if kind == "ResourceQuota"
+        && let (Some(want), Some(have)) = (
+            patch["spec"]["hard"].as_object_mut(),
+            have["spec"]["hard"].as_object(),
+        )
+    {
+        for key in have.keys() {
+            want.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    Some(patch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +433,71 @@ mod tests {
         for o in &objects[1..] {
             assert_eq!(o["manifest"]["metadata"]["namespace"], "airflow-acme-corp");
         }
+    }
+    #[test]
+    fn the_quota_and_the_tier_label_follow_the_tenants_tier() {
+        let objects = render(&Inputs {
+            slug: "acme",
+            display_name: "Acme",
+            tier: "free",
+            environment: "production",
+            contact_email: None,
+            quota: tier_quota("free").unwrap(),
+        });
+        let input = json!({
+            "objects": objects,
+            "by_tier": true,
+            "quota_overrides": {"requests": {"pods": "7"}},
+        });
+        let now = for_tier(&input, "enterprise").unwrap();
+        assert_eq!(
+            now[0]["manifest"]["metadata"]["labels"]["tier"],
+            "enterprise"
+        );
+        assert_eq!(now[1]["manifest"]["spec"]["hard"]["requests.cpu"], "8");
+        assert_eq!(
+            now[1]["manifest"]["spec"]["hard"]["pods"], "7",
+            "overrides still apply"
+        );
+        // Recorded before the quota followed the tier: as recorded.
+        let old = for_tier(&json!({"objects": objects}), "enterprise").unwrap();
+        assert_eq!(old[1]["manifest"]["spec"]["hard"]["requests.cpu"], "1");
+
+        // The free quota found where the enterprise one is wanted: one difference per entry.
+        let mut have = objects[1]["manifest"].clone();
+        have["status"] = json!({"used": {"pods": "0"}});
+        have["spec"]["hard"]["count/jobs.batch"] = "3".into();
+        let changes = differences("ResourceQuota", &now[1]["manifest"], &have);
+        assert!(
+            changes.contains(&"requests.cpu 8 → 1".to_string()),
+            "{changes:?}"
+        );
+        assert!(changes.contains(&"pods 7 → 5".to_string()), "{changes:?}");
+        assert!(
+            changes.contains(&"count/jobs.batch none → 3".to_string()),
+            "{changes:?}"
+        );
+        let p = patch("ResourceQuota", &now[1]["manifest"], &have).unwrap();
+        assert_eq!(p["spec"]["hard"]["requests.cpu"], "8");
+        assert_eq!(p["spec"]["hard"]["count/jobs.batch"], Value::Null);
+        assert!(differences("ResourceQuota", &now[1]["manifest"], &now[1]["manifest"]).is_empty());
+
+        // What the API server adds (a label of its own, defaults) is no difference.
+        let mut ns = objects[0]["manifest"].clone();
+        ns["metadata"]["labels"]["kubernetes.io/metadata.name"] = "airflow-acme".into();
+        ns["spec"] = json!({"finalizers": ["kubernetes"]});
+        assert!(differences("Namespace", &objects[0]["manifest"], &ns).is_empty());
+        assert_eq!(
+            differences("Namespace", &now[0]["manifest"], &ns),
+            ["labels"]
+        );
+        let mut policy = objects[3]["manifest"].clone();
+        assert!(differences("NetworkPolicy", &objects[3]["manifest"], &policy).is_empty());
+        policy["spec"]["ingress"] = json!([{}]);
+        assert_eq!(
+            differences("NetworkPolicy", &objects[3]["manifest"], &policy),
+            ["spec"]
+        );
+        assert!(differences("ServiceAccount", &objects[4]["manifest"], &json!({})).is_empty());
     }
 }

@@ -275,7 +275,15 @@ fn plan(tenant: &Tenant, request: &str) -> Result<Vec<Step>, PluginError> {
         description: format!(
             "Kubernetes namespace `{namespace}`: quota, limits, network policy, worker service account and role"
         ),
-        input: json!({"namespace": namespace, "objects": objects}).to_string(),
+        // The quota and the namespace's tier label follow the tenant's tier when applied and
+        // observed; the operator's overrides stay on top of whichever tier that is.
+        input: json!({
+            "namespace": namespace,
+            "objects": objects,
+            "by_tier": true,
+            "quota_overrides": k8s["quotas"],
+        })
+        .to_string(),
     });
     Ok(steps)
 }
@@ -453,19 +461,28 @@ fn apply_variables(tenant: &Tenant, input: &Value) -> Result<Outcome, PluginErro
     })))
 }
 
-fn manifests(input: &Value) -> Vec<Value> {
-    input["objects"]
-        .as_array()
-        .map(|objects| objects.iter().map(|o| o["manifest"].clone()).collect())
-        .unwrap_or_default()
+/// The step's objects as they stand for the tenant's tier now.
+fn kube_objects(tenant: &Tenant, input: &Value) -> Result<Vec<Value>, PluginError> {
+    kube::for_tier(input, &tenant.tier).map_err(permanent)
 }
 
-fn apply_kubernetes(input: &Value) -> Result<Outcome, PluginError> {
+/// Where an object lives in the API: a namespace at its own path, the rest in their collection.
+fn kube_path(object: &Value) -> Result<String, PluginError> {
+    let (kind, name) = (
+        str_at(object, "kind", "kubernetes")?,
+        str_at(object, "name", "kubernetes")?,
+    );
+    Ok(if kind == "Namespace" {
+        format!("/api/v1/namespaces/{name}")
+    } else {
+        format!("{}/{name}", str_at(object, "collection", "kubernetes")?)
+    })
+}
+
+fn apply_kubernetes(tenant: &Tenant, input: &Value) -> Result<Outcome, PluginError> {
     let namespace = str_at(input, "namespace", "kubernetes")?;
-    let objects = input["objects"]
-        .as_array()
-        .ok_or_else(|| permanent("step `kubernetes`: its input has no `objects`"))?;
-    let artifacts = manifests(input);
+    let objects = kube_objects(tenant, input)?;
+    let artifacts: Vec<Value> = objects.iter().map(|o| o["manifest"].clone()).collect();
     let Some(kube) = Kubernetes::configured(Redactor::new()) else {
         log::info("no Kubernetes API configured: manifests rendered only");
         return Ok(outcome(json!({
@@ -476,7 +493,7 @@ fn apply_kubernetes(input: &Value) -> Result<Outcome, PluginError> {
         })));
     };
     let mut results = Vec::new();
-    for object in objects {
+    for object in &objects {
         let kind = str_at(object, "kind", "kubernetes")?;
         let name = str_at(object, "name", "kubernetes")?;
         let collection = str_at(object, "collection", "kubernetes")?;
@@ -500,12 +517,45 @@ fn apply_kubernetes(input: &Value) -> Result<Outcome, PluginError> {
             }
             Err(err) => return Err(err),
         };
+        let mut changes = Vec::new();
         let result = match created {
             Created::Created => "created",
-            Created::Existed => "exists",
+            Created::Existed => {
+                // Found: brought back to its manifest where it differs (a tier change's quota,
+                // an edit by hand).
+                let path = kube_path(object)?;
+                let manifest = &object["manifest"];
+                match kube.get(&path, &format!("reading Kubernetes {kind} `{name}`"))? {
+                    Some(have) => {
+                        changes = kube::differences(kind, manifest, &have);
+                        if changes.is_empty() {
+                            "exists"
+                        } else {
+                            let patch = kube::patch(kind, manifest, &have)
+                                .expect("an object with differences has owned fields");
+                            kube.merge_patch(
+                                &path,
+                                &patch,
+                                &format!("updating Kubernetes {kind} `{name}`"),
+                            )?;
+                            "updated"
+                        }
+                    }
+                    // Deleted between the POST and the GET: the next apply creates it.
+                    None => {
+                        return Err(transient(format!(
+                            "Kubernetes {kind} `{name}` was deleted while being applied"
+                        )));
+                    }
+                }
+            }
         };
         log::info(&format!("Kubernetes {kind} {name}: {result}"));
-        results.push(json!({"kind": kind, "name": name, "result": result}));
+        let mut entry = json!({"kind": kind, "name": name, "result": result});
+        if !changes.is_empty() {
+            entry["changes"] = json!(changes);
+        }
+        results.push(entry);
     }
     Ok(outcome(json!({
         "namespace": namespace,
@@ -859,18 +909,22 @@ fn observe(tenant: &Tenant, applied: &[(Step, Outcome)]) -> Result<Vec<Drift>, P
                 let Some(kube) = Kubernetes::configured(Redactor::new()) else {
                     continue;
                 };
-                for object in input["objects"].as_array().into_iter().flatten() {
+                // Judged against the tenant's tier now: a missed tier change is drift.
+                for object in kube_objects(tenant, &input)? {
                     let (kind, name) = (
-                        str_at(object, "kind", "kubernetes")?,
-                        str_at(object, "name", "kubernetes")?,
+                        str_at(&object, "kind", "kubernetes")?,
+                        str_at(&object, "name", "kubernetes")?,
                     );
-                    let path = if kind == "Namespace" {
-                        format!("/api/v1/namespaces/{name}")
-                    } else {
-                        format!("{}/{name}", str_at(object, "collection", "kubernetes")?)
-                    };
-                    if !kube.exists(&path, &format!("reading Kubernetes {kind} `{name}`"))? {
-                        drift(format!("Kubernetes {kind} {name}"), "missing".into());
+                    let resource = format!("Kubernetes {kind} {name}");
+                    let what = format!("reading Kubernetes {kind} `{name}`");
+                    match kube.get(&kube_path(&object)?, &what)? {
+                        None => drift(resource, "missing".into()),
+                        Some(have) => {
+                            let changes = kube::differences(kind, &object["manifest"], &have);
+                            if !changes.is_empty() {
+                                drift(resource, format!("changed: {}", changes.join(", ")));
+                            }
+                        }
                     }
                 }
             }
@@ -1045,7 +1099,7 @@ impl Provisioner for AirflowPlugin {
         match step.id.as_str() {
             "pool" => apply_pool(&tenant, &input),
             "variables" => apply_variables(&tenant, &input),
-            "kubernetes" => apply_kubernetes(&input),
+            "kubernetes" => apply_kubernetes(&tenant, &input),
             id if id.starts_with("connection:") => apply_connection(&step, &input),
             other => Err(permanent(format!(
                 "step `{other}` is not a step of this plugin"

@@ -2,7 +2,8 @@
 //! this tiny actix-web server on loopback stands in for the API server. It keeps the objects
 //! POSTed to it and answers like the real API for what the `airflow` plugin does: `POST` to a
 //! collection → 201 (409 `AlreadyExists` when the name is taken, 404 when the namespace does not
-//! exist), `GET` of an object → 200/404, `DELETE` → 200/404 (deleting a namespace deletes
+//! exist), `GET` of an object → 200/404, `PATCH` with a JSON merge patch (RFC 7386, content type
+//! `application/merge-patch+json`; 415 for any other) → 200/404, `DELETE` → 200/404 (deleting a namespace deletes
 //! everything in it, at once rather than after a `Terminating` phase), 401 without the expected
 //! bearer token. It records every request.
 
@@ -47,6 +48,25 @@ fn namespace_of(path: &str) -> Option<&str> {
     let mut parts = path.split('/').skip_while(|p| *p != "namespaces").skip(1);
     let ns = parts.next()?;
     parts.next().map(|_| ns)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let target = target.as_object_mut().expect("an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
 }
 
 async fn handle(
@@ -116,6 +136,30 @@ async fn handle(
                 .body(object.to_string()),
             None => status(404, "NotFound", format!("{path} not found")),
         },
+        "PATCH" => {
+            let content_type = req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if content_type != "application/merge-patch+json" {
+                return status(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("the body of the request was in an unknown format: {content_type}"),
+                );
+            }
+            let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+                return status(400, "BadRequest", "the body is not JSON".into());
+            };
+            let Some((_, object)) = state.objects.get_mut(&path) else {
+                return status(404, "NotFound", format!("{path} not found"));
+            };
+            merge(object, &patch);
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(object.to_string())
+        }
         "DELETE" => {
             let Some((kind, object)) = state.objects.remove(&path) else {
                 return status(404, "NotFound", format!("{path} not found"));
@@ -193,6 +237,13 @@ impl KubeDouble {
             .objects
             .get(path)
             .map(|(_, o)| o.clone())
+    }
+
+    /// Changes an object behind the plugin's back (as `kubectl edit` would).
+    pub fn edit(&self, path: &str, change: impl FnOnce(&mut Value)) {
+        let mut state = self.state.lock().expect("kube double state");
+        let (_, object) = state.objects.get_mut(path).expect("the object to edit");
+        change(object);
     }
 
     /// Removes an object behind the plugin's back.
