@@ -30,9 +30,13 @@ pub(super) fn lease(ctx: &Context) -> chrono::Duration {
 }
 
 pub(super) async fn claim(ctx: &Context, owner: &str) -> AppResult<Option<RunRow>> {
-    let now = clock::now();
-    let until = now + lease(ctx);
-    transaction!(ctx.db, |tx| { sql::claim_run(tx, owner, now, until).await })
+    transaction!(ctx.db, |tx| {
+        // Read once the transaction holds the database (on SQLite, after waiting for the write
+        // lock): a run whose predecessor ended while this claim waited starts after that end,
+        // never before it.
+        let now = clock::now();
+        sql::claim_run(tx, owner, now, now + lease(ctx)).await
+    })
 }
 
 /// Keeps the lease of a run alive while it executes; `lost` is set when another server holds it.
