@@ -24,6 +24,8 @@ struct MinuteBucket {
     minute: u64,
     requests: u64,
     errors: u64,
+    /// Requests refused (429) at the tenant's API-call budget; not among `requests`.
+    throttled: u64,
     latency: [u64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
@@ -43,6 +45,10 @@ pub struct TrafficWindow {
     /// The 95th-percentile response time in milliseconds, interpolated in its histogram
     /// bucket.
     pub p95_ms: f64,
+    /// Requests refused at the tenant's API-call budget.
+    pub throttled: u64,
+    /// Refused requests in percent of all it sent (admitted and refused).
+    pub throttled_rate: f64,
 }
 
 /// Why a tenant's quota policy failed.
@@ -110,6 +116,23 @@ impl Alerting {
             .iter()
             .position(|bound| ms <= *bound)
             .unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.in_bucket(tenant_id, minute, |current| {
+            current.requests += 1;
+            if status >= 500 {
+                current.errors += 1;
+            }
+            current.latency[bucket] += 1;
+        });
+    }
+
+    /// Counts one request of `tenant_id` refused at its API-call budget.
+    pub fn record_throttled(&self, tenant_id: &str) {
+        self.in_bucket(tenant_id, minute_now(), |current| current.throttled += 1);
+        self.mark(tenant_id);
+    }
+
+    /// Runs `change` on `tenant_id`'s bucket of `minute`, dropping buckets out of the window.
+    fn in_bucket(&self, tenant_id: &str, minute: u64, change: impl FnOnce(&mut MinuteBucket)) {
         let mut traffic = self.traffic.lock().expect("alerting lock");
         let tenant = match traffic.get_mut(tenant_id) {
             Some(t) => t,
@@ -127,11 +150,7 @@ impl Alerting {
                 tenant.buckets.last_mut().expect("pushed")
             }
         };
-        current.requests += 1;
-        if status >= 500 {
-            current.errors += 1;
-        }
-        current.latency[bucket] += 1;
+        change(current);
     }
 
     /// `tenant_id`'s traffic over the window; none without a request in it.
@@ -144,6 +163,7 @@ impl Alerting {
         let traffic = self.traffic.lock().expect("alerting lock");
         let mut requests = 0;
         let mut errors = 0;
+        let mut throttled = 0;
         let mut latency = [0u64; LATENCY_BOUNDS_MS.len() + 1];
         for b in traffic
             .get(tenant_id)?
@@ -153,15 +173,18 @@ impl Alerting {
         {
             requests += b.requests;
             errors += b.errors;
+            throttled += b.throttled;
             for (sum, n) in latency.iter_mut().zip(b.latency) {
                 *sum += n;
             }
         }
-        (requests > 0).then(|| TrafficWindow {
+        (requests + throttled > 0).then(|| TrafficWindow {
             requests,
             errors,
-            error_rate: errors as f64 * 100.0 / requests as f64,
+            error_rate: errors as f64 * 100.0 / requests.max(1) as f64,
             p95_ms: percentile(&latency, requests, 0.95),
+            throttled,
+            throttled_rate: throttled as f64 * 100.0 / (requests + throttled) as f64,
         })
     }
 

@@ -192,6 +192,10 @@ fn start_with(
                 fixed.is_some(),
                 actix_web::middleware::from_fn(fixed_principal),
             ))
+            // A tenant addressed by its id is served at its slug's address.
+            .wrap(actix_web::middleware::from_fn(
+                crate::http::tenant_id::by_id,
+            ))
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
                 let method = crate::metrics::method_label(req.method());

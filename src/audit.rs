@@ -33,7 +33,13 @@ impl Actor {
 
     /// The operator running a CLI command on this machine.
     pub fn cli() -> Self {
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        // `$USER` as the shell has it, else the account of the process's uid (a cron job, a
+        // container without a login shell).
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| whoami::username().ok())
+            .unwrap_or_else(|| "unknown".into());
         Self {
             name: format!("cli:{user}"),
             source_ip: None,
@@ -309,7 +315,13 @@ pub async fn list(db: &Db, query: &AuditQuery) -> AppResult<AuditPage> {
     let rows = store::audit::list(
         &mut conn,
         &AuditFilter {
-            tenant_slug: query.tenant.clone(),
+            // A tenant is named by its slug or its id.
+            tenant_slug: query.tenant.clone().filter(|t| !is_id(t)),
+            tenant_id: query
+                .tenant
+                .as_deref()
+                .filter(|t| is_id(t))
+                .map(str::to_ascii_lowercase),
             action: query.action.clone(),
             actor: query.actor.clone(),
             since: query.since,
@@ -331,4 +343,9 @@ pub async fn list(db: &Db, query: &AuditQuery) -> AppResult<AuditPage> {
         None
     };
     Ok(AuditPage { items, next_before })
+}
+
+/// Whether a tenant is named by its id (a hyphenated UUID) rather than its slug.
+fn is_id(tenant: &str) -> bool {
+    tenant.len() == 36 && uuid::Uuid::try_parse(tenant).is_ok()
 }

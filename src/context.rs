@@ -48,6 +48,20 @@ impl Context {
         );
         let plugins = PluginHost::new(services, Some(config.data_dir.join("plugin-cache")))?;
         let limits = Arc::new(crate::limits::Limits::new(&config, metrics.clone())?);
+        // A change of a tenant heard from any server (its tier, its status, an override of its
+        // quotas) makes its quota decision be asked again on its next request here.
+        let quota_decisions = Arc::new(crate::limits::QuotaDecisions::default());
+        let decisions = Arc::downgrade(&quota_decisions);
+        db.changes().subscribe(move |change| {
+            let Some(decisions) = decisions.upgrade() else {
+                return;
+            };
+            match change {
+                crate::store::changes::Change::Tenant(id) => decisions.forget(id),
+                crate::store::changes::Change::Everything => decisions.forget_all(),
+                _ => {}
+            }
+        });
         Ok(Self {
             caches: crate::caches::Caches::new(&db, &config.cache, metrics.clone()),
             db,
@@ -57,7 +71,7 @@ impl Context {
             plugins: Arc::new(plugins),
             runs_queued: Arc::new(tokio::sync::Notify::new()),
             providers: Arc::new(crate::identity_providers::Providers::new(&config.auth)?),
-            quota_decisions: Arc::new(crate::limits::QuotaDecisions::default()),
+            quota_decisions,
             api_calls: Arc::new(crate::limits::ApiCallMeter::default()),
             alerting: Arc::new(crate::alerting::Alerting::new(
                 config.alerts.traffic_window_minutes,

@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod database_probes;
 pub mod error;
 pub mod health;
 pub mod http;

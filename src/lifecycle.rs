@@ -88,24 +88,25 @@ pub async fn update(
 /// Removes a canceled, deleted or failed tenant for good, once its retention period has passed
 /// (or at once with `force`), and undoes everything it was provisioned with in every backend.
 /// The audit log keeps the record of it.
+/// Purges a tenant: its registry row goes at once, and a `purge` run (its id, when the tenant
+/// held resources in backends) undoes what it holds in each.
 pub async fn purge(
     ctx: &Context,
     actor: &Actor,
     slug: &str,
     force: bool,
     reason: &str,
-) -> AppResult<()> {
+) -> AppResult<Option<String>> {
     let reason = tenants::check_reason(reason)?;
     let retention_days = ctx.config.retention_days;
-    transaction!(ctx.db, |tx| {
+    let run = transaction!(ctx.db, |tx| {
         let row = tenants::purge_in(tx, actor, slug, force, &reason, retention_days).await?;
         // The tenant's resources outlive its row: the run reads them to undo each.
         let tenant = Tenant::from_row(&row, retention_days)?;
-        queue(ctx, tx, actor, &tenant, LifecycleChange::Purge, &reason).await?;
-        Ok(())
+        queue(ctx, tx, actor, &tenant, LifecycleChange::Purge, &reason).await
     })?;
     committed(ctx).await;
-    Ok(())
+    Ok(run)
 }
 
 async fn queue(

@@ -1,6 +1,12 @@
 //! Prometheus metrics. Request counters are updated by the HTTP middleware; tenant gauges are
 //! read from the database when `/metrics` is scraped (one indexed GROUP BY, not a scan per tenant).
 
+mod refusals;
+mod scraped;
+
+pub use refusals::{Refusals, Throttle};
+pub use scraped::{PoolStats, ScrapedMetrics};
+
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -49,6 +55,10 @@ pub struct Metrics {
     pub redis_leased: IntCounter,
     pub cache_lookups: IntCounterVec,
     pub change_feed_live: IntGauge,
+    /// Series set at scrape from the database and the process.
+    pub scraped: ScrapedMetrics,
+    /// Requests refused with 429, by reason.
+    pub refusals: Refusals,
 }
 
 impl Metrics {
@@ -317,7 +327,11 @@ impl Metrics {
         registry
             .register(Box::new(tenants.clone()))
             .expect("register");
+        let scraped = ScrapedMetrics::new(&registry);
+        let refusals = Refusals::new(&registry);
         Self {
+            scraped,
+            refusals,
             registry,
             http_requests,
             http_duration,
@@ -365,6 +379,9 @@ impl Metrics {
             "latency",
             "trial_ending",
             "job_failing",
+            "throttled",
+            "database_down",
+            "database_slow",
         ] {
             for severity in ["warning", "critical", "blocked"] {
                 self.alerts_raised.with_label_values(&[kind, severity]);

@@ -186,6 +186,24 @@ fn traffic_observations(ctx: &Context, tenant: &Tenant) -> Option<Vec<Observatio
             ),
         });
     }
+    // Throttling is judged on everything the tenant sent, refused requests included.
+    let sent = window.requests + window.throttled;
+    let line = config.throttled_warning_percent;
+    let judged = sent >= config.min_requests;
+    out.push(Observation {
+        kind: AlertKind::Throttled,
+        subject: "throttled".into(),
+        period: String::new(),
+        threshold: AlertSeverity::Warning.as_str(),
+        severity: AlertSeverity::Warning,
+        crossed: judged && window.throttled_rate > line,
+        value: if judged { window.throttled_rate } else { 0.0 },
+        line: Some(line),
+        message: format!(
+            "{:.1} % of {}'s API requests were refused at its API-call budget over the last {minutes} minutes ({} of {}; the line is {line} %)",
+            window.throttled_rate, tenant.slug, window.throttled, sent
+        ),
+    });
     Some(out)
 }
 
@@ -247,11 +265,18 @@ pub async fn evaluate_tenant(ctx: &Context, tenant: &Tenant) -> AppResult<Change
             }
             (Some(r), true) => steps.push(Step::Touch(r.id.clone(), o.clone())),
             (Some(r), false) if r.status == store::alerts::OPEN => {
-                let line = o.line.unwrap_or(r.raised_value) * hysteresis;
-                if o.value < line && !held(r) {
+                // A line is crossed back below it (or the value it was raised at) less the
+                // hysteresis; at risk, a condition, is over as soon as it no longer holds.
+                let back = o.kind == AlertKind::AtRisk
+                    || o.value < o.line.unwrap_or(r.raised_value) * hysteresis;
+                if back && !held(r) {
                     steps.push(Step::Resolve(r.id.clone(), o.value, o.message.clone()));
                 } else {
-                    steps.push(Step::Touch(r.id.clone(), o.clone()));
+                    // Still open (inside the hysteresis, or held for `min_open_seconds`): its
+                    // message stays the one that says why it is open.
+                    let mut still = o.clone();
+                    still.message = r.message.clone();
+                    steps.push(Step::Touch(r.id.clone(), still));
                 }
             }
             _ => {}

@@ -44,10 +44,17 @@ pub enum AlertKind {
     TrialEnding,
     /// A scheduled job failed (subject: the job; raised on the platform's own tenant).
     JobFailing,
+    /// The share of the tenant's API requests refused (429) at its API-call budget over the
+    /// traffic window.
+    Throttled,
+    /// The tenant's database did not answer its probes for `probes.down_after_seconds`.
+    DatabaseDown,
+    /// The tenant's database answered its probes slowly (their 95th percentile).
+    DatabaseSlow,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 7] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::Quota,
         AlertKind::AtRisk,
         AlertKind::PolicyFailing,
@@ -55,6 +62,9 @@ impl AlertKind {
         AlertKind::Latency,
         AlertKind::TrialEnding,
         AlertKind::JobFailing,
+        AlertKind::Throttled,
+        AlertKind::DatabaseDown,
+        AlertKind::DatabaseSlow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +76,9 @@ impl AlertKind {
             AlertKind::Latency => "latency",
             AlertKind::TrialEnding => "trial_ending",
             AlertKind::JobFailing => "job_failing",
+            AlertKind::Throttled => "throttled",
+            AlertKind::DatabaseDown => "database_down",
+            AlertKind::DatabaseSlow => "database_slow",
         }
     }
 

@@ -31,7 +31,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 struct AlertParams {
     /// A tenant's slug.
     tenant: Option<String>,
-    /// quota, at_risk, policy_failing, error_rate, latency, trial_ending or job_failing.
+    /// quota, at_risk, policy_failing, error_rate, latency, throttled, trial_ending, job_failing, database_down or database_slow.
     kind: Option<String>,
     /// The metric of a quota alert (`error_rate`, `p95_latency_ms`, `at_risk` or a policy's name
     /// for the others).
@@ -83,7 +83,7 @@ async fn list_alerts(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct TenantAlertParams {
-    /// quota, at_risk, policy_failing, error_rate, latency, trial_ending or job_failing.
+    /// quota, at_risk, policy_failing, error_rate, latency, throttled, trial_ending, job_failing, database_down or database_slow.
     kind: Option<String>,
     /// warning, critical or blocked.
     severity: Option<String>,

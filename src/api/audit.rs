@@ -18,7 +18,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct AuditParams {
-    /// Tenant slug.
+    /// Tenant slug or id. A tenant's own admin key reads its tenant's records only (and may
+    /// leave this out).
     tenant: Option<String>,
     /// Exact action (`tenant.suspend`) or a prefix ending in a dot (`tenant.`).
     action: Option<String>,
@@ -48,12 +49,28 @@ async fn list_audit(
     caller: ApiCaller,
     params: web::Query<AuditParams>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_platform()?;
     let p = params.into_inner();
+    // A tenant's admins read their tenant's records, found by its id (which outlives a slug).
+    let tenant = match &caller.principal.tenant {
+        None => {
+            caller.principal.require_platform()?;
+            p.tenant
+        }
+        Some(scope) => {
+            if let Some(asked) = p.tenant.as_deref()
+                && asked != scope.slug
+                && !asked.eq_ignore_ascii_case(&scope.id)
+            {
+                return Err(crate::error::AppError::not_found("tenant", asked));
+            }
+            caller.principal.require_tenant_admin(&scope.slug)?;
+            Some(scope.id.clone())
+        }
+    };
     let page = audit::list(
         &ctx.db,
         &AuditQuery {
-            tenant: p.tenant,
+            tenant,
             action: p.action,
             actor: p.actor,
             since: p.since.map(|t| t.naive_utc()),

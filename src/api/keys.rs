@@ -1,5 +1,6 @@
 //! `/api/v1/tenant/{slug}/api-keys…` (a tenant's API keys, for platform admins and that tenant's
-//! admins) and `/api/v1/admin/tokens/{id}/rotate`.
+//! admins), `/api/v1/admin/tokens/{id}/rotate`, and `/api/v1/api-keys/{prefix}` (whose key is
+//! this?).
 
 use actix_web::{HttpResponse, delete, get, post, web};
 use serde::Deserialize;
@@ -19,7 +20,38 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(list_keys)
         .service(revoke_key)
         .service(rotate_key)
-        .service(rotate_platform_token);
+        .service(rotate_platform_token)
+        .service(key_owner);
+}
+
+/// Whose key is this: the API key or platform token with this prefix (`tny_abcd1234` or
+/// `abcd1234`: never the whole token, which an address would carry into access logs), never its
+/// secret, and the tenant it belongs to.
+#[utoipa::path(
+    tag = "admin",
+    params(("prefix" = String, Path, description = "The key's public prefix: `tny_abcd1234` or `abcd1234`")),
+    responses(
+        (status = 200, description = "The key and its tenant (none for a platform token)", body = crate::auth::key_owner::KeyOwner),
+        (status = 404, description = "No key has this prefix", body = ErrorBody),
+        (status = 422, description = "Not a prefix, or a whole token", body = ErrorBody),
+    ),
+)]
+#[get("/api-keys/{prefix}")]
+async fn key_owner(
+    ctx: web::Data<Context>,
+    caller: crate::http::ApiCaller,
+    prefix: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    // Keys' metadata is for administrators, as the keys' lists are.
+    caller.principal.require_admin()?;
+    if prefix.trim_start_matches("tny_").contains('_') {
+        return Err(AppError::invalid(
+            "prefix",
+            "not_a_token",
+            "give the key's prefix (tny_abcd1234), never the whole token: an address is written to access logs; revoke this key if it was sent here",
+        ));
+    }
+    Ok(HttpResponse::Ok().json(crate::auth::key_owner::find(&ctx, &prefix).await?))
 }
 
 /// A new tenant API key.

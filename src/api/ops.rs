@@ -150,6 +150,15 @@ async fn metrics(req: actix_web::HttpRequest, ctx: web::Data<Context>) -> HttpRe
         Ok(counts) => ctx.metrics.set_run_counts(&counts),
         Err(err) => tracing::warn!("metrics: counting runs failed: {err}"),
     }
+    match crate::provisioning::run_totals(&ctx).await {
+        Ok(totals) => ctx.metrics.scraped.set_run_totals(&totals),
+        Err(err) => tracing::warn!("metrics: reading the run totals failed: {err}"),
+    }
+    ctx.metrics.scraped.set_pool(&ctx.db.pool_stats());
+    match crate::database_probes::counts(&ctx).await {
+        Ok(counts) => ctx.metrics.scraped.set_database_counts(&counts),
+        Err(err) => tracing::warn!("metrics: counting the probed databases failed: {err}"),
+    }
     if let Err(err) = crate::alerts::refresh_metrics(&ctx).await {
         tracing::warn!("metrics: counting alerts failed: {err}");
     }

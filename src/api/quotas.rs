@@ -28,7 +28,49 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(check_quota)
         .service(get_usage)
         .service(report_usage)
-        .service(measure_usage);
+        .service(measure_usage)
+        .service(reset_usage);
+}
+
+/// Why a counter is reset.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageResetRequest {
+    /// Why (required; in the audit record with the value it held).
+    pub reason: String,
+}
+
+/// Reset a counter or rate of the current period to zero (platform admins only): the runbooks'
+/// "manually reset if needed". Audited as `quota.usage_reset` with what it held and why.
+#[utoipa::path(
+    tag = "quotas",
+    request_body = UsageResetRequest,
+    params(("slug" = String, Path, description = "The tenant's slug or id"), ("metric" = String, Path, description = "A counter or rate of the catalogue")),
+    responses(
+        (status = 200, description = "What the counter held, and its period", body = crate::quotas::overrides::UsageReset),
+        (status = 422, description = "An unknown metric, a gauge, or no reason", body = ErrorBody),
+    ),
+)]
+#[post("/tenant/{slug}/usage/{metric}/reset")]
+async fn reset_usage(
+    ctx: web::Data<Context>,
+    caller: ApiAdmin,
+    path: web::Path<(String, String)>,
+    body: ApiJson<UsageResetRequest>,
+) -> AppResult<HttpResponse> {
+    let (slug, metric) = path.into_inner();
+    record_tenant(&slug);
+    let tenant = tenants::get(&ctx, &slug).await?;
+    Ok(HttpResponse::Ok().json(
+        crate::quotas::overrides::reset_usage(
+            &ctx,
+            &caller.actor,
+            &tenant,
+            &metric,
+            &body.0.reason,
+        )
+        .await?,
+    ))
 }
 
 /// The catalogue of metrics: the built-in ones and the operator's, with how each counts (a
@@ -140,9 +182,12 @@ async fn get_quotas(
 }
 
 /// Overrides by metric: a limit, `null` to go back to the tier's default, or
-/// `{"limit": …, "hard": …}` (a soft quota is counted past its limit and alerted on).
+/// `{"limit": …, "hard": …}` (a soft quota is counted past its limit and alerted on). A temporary
+/// override adds `expires_in_hours` (1–8784) or `expires_at` (RFC 3339) and a `reason`
+/// (required then): it falls back to the tier's default by itself, audited when set and when it
+/// ends.
 #[derive(ToSchema)]
-#[schema(as = QuotaOverrides, value_type = Object, example = json!({"agents": 500, "users": null, "storage_gb": {"limit": 200, "hard": false}}))]
+#[schema(as = QuotaOverrides, value_type = Object, example = json!({"agents": 500, "users": null, "storage_gb": {"limit": 200, "hard": false}, "api_calls_per_minute": {"limit": 5000, "expires_in_hours": 48, "reason": "launch week"}}))]
 #[allow(dead_code)]
 struct QuotaOverrides(Value);
 

@@ -58,6 +58,9 @@ const ALERT_KINDS: &[&str] = &[
     "latency",
     "trial_ending",
     "job_failing",
+    "throttled",
+    "database_down",
+    "database_slow",
     "",
 ];
 const TENANT_ROLES: &[&str] = &["tenant-admin", "member"];

@@ -7,7 +7,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
-use crate::health::{self, TenantDatabaseHealth};
 use crate::http::body::ApiJson;
 use crate::http::{ApiAdmin, ApiCaller};
 use crate::lifecycle;
@@ -164,7 +163,8 @@ struct DeleteParams {
     params(("slug" = String, Path, description = "The tenant's slug"), DeleteParams),
     responses(
         (status = 200, description = "Soft-deleted", body = Tenant),
-        (status = 204, description = "Purged"),
+        (status = 202, description = "Purged from the registry; the purge run that undoes its resources in the backends is queued (`run`, `url`)", body = Object),
+        (status = 204, description = "Purged (it held nothing in any backend)"),
         (status = 409, description = "Not allowed in the current status or retention period", body = ErrorBody),
     ),
 )]
@@ -181,8 +181,16 @@ async fn delete_tenant(
             .reason
             .clone()
             .unwrap_or_else(|| "purged through the API".into());
-        lifecycle::purge(&ctx, &caller.actor, &slug, params.force, &reason).await?;
-        return Ok(HttpResponse::NoContent().finish());
+        return Ok(
+            match lifecycle::purge(&ctx, &caller.actor, &slug, params.force, &reason).await? {
+                Some(run) => HttpResponse::Accepted().json(serde_json::json!({
+                    "purged": slug.as_str(),
+                    "run": run,
+                    "url": crate::provisioning::run_url(&run),
+                })),
+                None => HttpResponse::NoContent().finish(),
+            },
+        );
     }
     let reason = params
         .reason
@@ -470,7 +478,7 @@ async fn import_tenant_bundle(
 #[utoipa::path(
     tag = "tenants",
     responses(
-        (status = 200, description = "connected, unreachable, not_configured or unsupported", body = TenantDatabaseHealth),
+        (status = 200, description = "connected, unreachable, not_configured or unsupported, and the probe job's last probe", body = crate::database_probes::DatabaseHealthReport),
     ),
 )]
 #[get("/tenant/{slug}/health/database")]
@@ -480,5 +488,5 @@ async fn tenant_database_health(
     slug: web::Path<String>,
 ) -> AppResult<HttpResponse> {
     caller.principal.require_tenant_read(&slug)?;
-    Ok(HttpResponse::Ok().json(health::tenant_database(&ctx, &slug).await?))
+    Ok(HttpResponse::Ok().json(crate::database_probes::report(&ctx, &slug).await?))
 }

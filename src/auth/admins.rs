@@ -164,10 +164,15 @@ pub async fn password_login(
     let subject: String = username.chars().take(64).collect();
     let refusal = |refused: Refusal| match refused {
         Refusal::Unavailable(detail) => AppError::Unavailable(detail),
-        Refusal::Spent { wait, .. } => AppError::RateLimited {
-            what: "too many failed logins".into(),
-            retry_after_secs: wait.as_secs().max(1),
-        },
+        Refusal::Spent { wait, .. } => {
+            ctx.metrics
+                .refusals
+                .count(crate::metrics::Throttle::AbuseBlock);
+            AppError::RateLimited {
+                what: "too many failed logins".into(),
+                retry_after_secs: wait.as_secs().max(1),
+            }
+        }
     };
     if let Some(wait) = ctx
         .limits

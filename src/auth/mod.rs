@@ -5,6 +5,7 @@
 //! (tokens are 190 bits of randomness: a slow hash adds nothing). Passwords are argon2id.
 
 mod admins;
+pub mod key_owner;
 mod keys;
 pub mod login;
 mod sessions;

@@ -194,10 +194,15 @@ pub async fn test_connection(
     if let Err(refused) = ctx.limits.check_login(&tenant.id, address).await {
         return Err(match refused {
             crate::limits::Refusal::Unavailable(detail) => AppError::Unavailable(detail),
-            crate::limits::Refusal::Spent { wait, .. } => AppError::RateLimited {
-                what: "too many provider tests".into(),
-                retry_after_secs: wait.as_secs().max(1),
-            },
+            crate::limits::Refusal::Spent { wait, .. } => {
+                ctx.metrics
+                    .refusals
+                    .count(crate::metrics::Throttle::AbuseBlock);
+                AppError::RateLimited {
+                    what: "too many provider tests".into(),
+                    retry_after_secs: wait.as_secs().max(1),
+                }
+            }
         });
     }
     Ok(identity_providers::test_connection(&ctx.providers, &issuer, &scopes).await)

@@ -117,12 +117,18 @@ pub(super) async fn admin_command(
                         "live"
                     };
                     let role = t.role.as_str();
-                    [&t.id, &t.name, &t.prefix, role, state]
+                    // When it last authenticated a request (written at most once a minute),
+                    // so that unused tokens can be found and revoked.
+                    let last_used = t.last_used_at.map_or_else(
+                        || "never".to_owned(),
+                        |at| crate::clock::rfc3339(at.naive_utc()),
+                    );
+                    [&t.id, &t.name, &t.prefix, role, state, &last_used]
                         .map(String::from)
                         .to_vec()
                 });
                 table(
-                    &["ID", "NAME", "PREFIX", "ROLE", "STATE"],
+                    &["ID", "NAME", "PREFIX", "ROLE", "STATE", "LAST USED"],
                     rows.collect(),
                     "no tokens",
                 )

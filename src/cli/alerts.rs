@@ -14,7 +14,7 @@ pub enum AlertsCommand {
     List {
         #[arg(long)]
         tenant: Option<String>,
-        /// quota, at_risk, policy_failing, error_rate, latency, trial_ending or job_failing.
+        /// quota, at_risk, policy_failing, error_rate, latency, throttled, trial_ending, job_failing, database_down or database_slow.
         #[arg(long)]
         kind: Option<String>,
         /// The metric of a quota alert.

@@ -1,4 +1,4 @@
-//! `tenantry tenant api-key …` and `tenantry admin token rotate`.
+//! `tenantry tenant api-key …`, `tenantry admin token rotate` and `tenantry key find`.
 
 use clap::{Subcommand, ValueEnum};
 
@@ -148,6 +148,57 @@ pub async fn api_key_command(
                 format!(
                     "{}\n(the old key works for {grace_minutes} more minutes)",
                     new_key_text(&key)
+                )
+            })
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Whose key is this: the tenant (or the platform) a key belongs to, from its prefix
+    /// (`tny_abcd1234`) or the whole token (only its prefix is read).
+    Find {
+        /// `tny_abcd1234`, `abcd1234`, or a whole token.
+        key: String,
+    },
+}
+
+pub async fn key_command(ctx: &Context, out: Output, cmd: KeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeyCommand::Find { key } => {
+            let owner = crate::auth::key_owner::find(ctx, &key)
+                .await
+                .map_err(app_error)?;
+            print(out, &owner, || {
+                let k = &owner.key;
+                let state = if k.live {
+                    "live"
+                } else if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "expired"
+                };
+                let whose = match &owner.tenant {
+                    Some(t) => format!(
+                        "tenant {} ({}, {}, id {})",
+                        t.slug,
+                        t.name,
+                        t.status.as_str(),
+                        t.id
+                    ),
+                    None if k.tenant_id.is_some() => "a tenant that no longer exists".to_owned(),
+                    None => "the platform (an API token)".to_owned(),
+                };
+                format!(
+                    "tny_{} is `{}` of {whose}\nrole {}, {state}, created {} by {}, last used {}",
+                    k.prefix,
+                    k.name,
+                    k.role.as_str(),
+                    k.created_at.to_rfc3339(),
+                    k.created_by,
+                    k.last_used_at
+                        .map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
                 )
             })
         }

@@ -13,6 +13,7 @@ mod admin;
 mod alerts;
 mod audit;
 mod bundles;
+mod health;
 mod jobs;
 mod keys;
 mod plugin;
@@ -75,6 +76,9 @@ pub enum Command {
     /// Manage platform administration (bootstrap password, API tokens).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Find API keys and platform tokens.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
     /// Read and check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -157,13 +161,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init(&config);
             app::serve(config).await
         }
-        Command::Openapi => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&crate::api::openapi_document())?
-            );
-            Ok(())
-        }
+        Command::Openapi => write_stdout(&serde_json::to_string_pretty(
+            &crate::api::openapi_document(),
+        )?),
         Command::Plugin(PluginCommand::New {
             name,
             world,
@@ -266,6 +266,11 @@ install it: tenantry plugin install {dir}/{name}.wasm",
             let (keyring, _) = crate::secrets::Keyring::load(&config)?;
             let ctx = app::open_with_keyring(config, keyring).await?;
             let applied = ctx.db.migrate().await?;
+            // Like the server's start-up, `migrate` brings the platform tenant in line with
+            // `[admin_tenant]` (creating it on a new database).
+            tenants::ensure_admin_tenant(&ctx)
+                .await
+                .map_err(app_error)?;
             print(
                 out,
                 &serde_json::json!({ "applied": applied, "database": ctx.db.display_url() }),
@@ -288,6 +293,7 @@ install it: tenantry plugin install {dir}/{name}.wasm",
             let outcome = match command {
                 Command::Tenant(cmd) => tenant::tenant_command(&ctx, &actor, out, cmd).await,
                 Command::Admin(cmd) => admin::admin_command(&ctx, &actor, out, cmd).await,
+                Command::Key(cmd) => keys::key_command(&ctx, out, cmd).await,
                 Command::Audit(cmd) => audit::audit_command(&ctx, out, cmd).await,
                 Command::Secrets(SecretsCommand::RotateKey { new_key_file }) => {
                     let report =
@@ -314,7 +320,7 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                     provisioning::template_command(&ctx, &actor, out, cmd).await
                 }
                 Command::Run(cmd) => provisioning::run_command(&ctx, out, cmd).await,
-                Command::Usage(cmd) => quotas::usage_command(&ctx, out, cmd).await,
+                Command::Usage(cmd) => quotas::usage_command(&ctx, &actor, out, cmd).await,
                 Command::Alerts(cmd) => alerts::alerts_command(&ctx, out, cmd).await,
                 Command::Webhook(cmd) => alerts::webhook_command(&ctx, &actor, out, cmd).await,
                 Command::Job(cmd) => jobs::job_command(&ctx, out, cmd).await,
@@ -337,14 +343,13 @@ install it: tenantry plugin install {dir}/{name}.wasm",
     }
 }
 
-/// Opens the database for a command: migrated, with the platform tenant in place.
+/// Opens the database for a command: migrated, with the built-in plugins recorded. The
+/// platform tenant is left as the registry has it: only `serve` and `migrate` apply
+/// `[admin_tenant]`, so a command run with other settings (or none) never rewrites it.
 async fn open_for_cli(config: Config) -> anyhow::Result<Context> {
     let (keyring, _) = crate::secrets::Keyring::load(&config)?;
     let ctx = app::open_with_keyring(config, keyring).await?;
     ctx.db.migrate().await?;
-    tenants::ensure_admin_tenant(&ctx)
-        .await
-        .map_err(app_error)?;
     crate::plugin_registry::record_builtins(&ctx)
         .await
         .map_err(app_error)?;
@@ -361,11 +366,24 @@ fn print<T: Serialize>(
     value: &T,
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
-    match out {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Output::Text => println!("{}", text()),
+    let text = match out {
+        Output::Json => serde_json::to_string_pretty(value)?,
+        Output::Text => text(),
+    };
+    write_stdout(&text)
+}
+
+/// Writes a command's output and a newline. A reader that stopped reading (`tenantry … | head`)
+/// ends the output quietly, as it ends any Unix tool's, instead of failing the command.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(err).context("writing to standard output"))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// A text table: the header and one line a row, each column as wide as its widest cell (the

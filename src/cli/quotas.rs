@@ -28,6 +28,13 @@ pub enum QuotaCommand {
         /// Make these metrics' quotas hard: use past the limit is refused.
         #[arg(long, value_name = "METRIC")]
         hard: Vec<String>,
+        /// Make the `--limit`s temporary: they fall back to the tier's default after this
+        /// many hours by themselves (audited when set and when they end). Needs `--reason`.
+        #[arg(long, value_name = "HOURS", requires = "reason")]
+        expires_in_hours: Option<u64>,
+        /// Why (required with `--expires-in-hours`; kept with the override).
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// The quota policy that decides for the tenant; `--use NAME` chooses one for it,
     /// `--default` goes back to its tier's (or the default).
@@ -64,6 +71,15 @@ pub enum UsageCommand {
     /// Measure a tenant's usage in its backends now (each enabled provisioner's `measure`,
     /// WIT 0.2.0) and record the gauges of the catalogue.
     Measure { slug: String },
+    /// Reset a counter or rate of the current period to zero (audited as `quota.usage_reset`
+    /// with what it held and why).
+    Reset {
+        slug: String,
+        #[arg(long)]
+        metric: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn quota_rows(views: &[QuotaView]) -> String {
@@ -149,6 +165,8 @@ pub async fn quota_command(
             limits,
             soft,
             hard,
+            expires_in_hours,
+            reason,
         } => {
             let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
             let mut body = Map::new();
@@ -161,6 +179,18 @@ pub async fn quota_command(
                     n => Value::from(n.parse::<u64>().map_err(|_| {
                         anyhow::anyhow!("--limit {item}: `{n}` is not a whole number")
                     })?),
+                };
+                let value = match (&value, expires_in_hours, &reason) {
+                    (Value::Number(_), hours, Some(reason)) => {
+                        let mut object = Map::new();
+                        object.insert("limit".into(), value.clone());
+                        object.insert("reason".into(), Value::from(reason.clone()));
+                        if let Some(hours) = hours {
+                            object.insert("expires_in_hours".into(), Value::from(hours));
+                        }
+                        Value::Object(object)
+                    }
+                    _ => value,
                 };
                 body.insert(metric.trim().to_owned(), value);
             }
@@ -196,7 +226,12 @@ pub async fn quota_command(
     }
 }
 
-pub async fn usage_command(ctx: &Context, out: Output, cmd: UsageCommand) -> anyhow::Result<()> {
+pub async fn usage_command(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    cmd: UsageCommand,
+) -> anyhow::Result<()> {
     match cmd {
         UsageCommand::Report {
             slug,
@@ -219,6 +254,22 @@ pub async fn usage_command(ctx: &Context, out: Output, cmd: UsageCommand) -> any
                 .map_err(app_error)?;
             print(out, &outcome, || {
                 format!("{id}: {}", outcome.events[0].outcome)
+            })
+        }
+        UsageCommand::Reset {
+            slug,
+            metric,
+            reason,
+        } => {
+            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
+            let reset = quotas::overrides::reset_usage(ctx, actor, &tenant, &metric, &reason)
+                .await
+                .map_err(app_error)?;
+            print(out, &reset, || {
+                format!(
+                    "{} of {} ({}) reset: {} → 0",
+                    reset.metric, tenant.slug, reset.period, reset.from
+                )
             })
         }
         UsageCommand::Measure { slug } => {

@@ -67,7 +67,9 @@ pub enum TenantCommand {
     /// database, and each backend it holds resources in (`observe`: drift, or why it cannot be
     /// asked). Exit 1 when anything is not healthy.
     Health { slug: String },
-    /// Export a tenant as a JSON bundle (record with sealed secrets, status history).
+    /// Export a tenant as a bundle: by default a tar archive of the whole tenant (its registry
+    /// record with sealed secrets, status history, keys, overrides, usage, and each backend's
+    /// part, its data included); `--format json` for the record and history only.
     Export {
         slug: String,
         /// Write the bundle to this file (mode 0600) instead of standard output.
@@ -83,7 +85,7 @@ pub enum TenantCommand {
         format: String,
     },
     /// Restore a tenant from a bundle: the registry (all or nothing), its resources re-applied
-    /// in its backends, each backend's own part imported, the counts verified (exit 1 on any
+    /// in its backends, each backend's own part imported, the content verified (exit 1 on any
     /// difference).
     Import {
         /// The bundle (`-` for standard input): a `.tar` bundle or a JSON one.
@@ -434,97 +436,25 @@ pub(super) async fn tenant_command(
         } => {
             if hard {
                 let reason = reason.unwrap_or_else(|| "purged from the command line".into());
-                crate::lifecycle::purge(ctx, actor, &slug, force, &reason)
+                let run = crate::lifecycle::purge(ctx, actor, &slug, force, &reason)
                     .await
                     .map_err(app_error)?;
-                print(out, &serde_json::json!({ "purged": slug }), || {
-                    format!("tenant {slug} purged")
-                })
+                print(
+                    out,
+                    &serde_json::json!({ "purged": slug, "run": run }),
+                    || match &run {
+                        Some(run) => format!(
+                            "tenant {slug} purged; its backends are undone by run {run} (tenantry run show {run})"
+                        ),
+                        None => format!("tenant {slug} purged"),
+                    },
+                )
             } else {
                 let reason = reason.unwrap_or_else(|| "deleted from the command line".into());
                 transition(slug, Transition::Delete, reason).await
             }
         }
-        TenantCommand::Health { slug } => {
-            let tenant = crate::health::tenant(ctx, &slug).await.map_err(app_error)?;
-            let database = crate::health::tenant_database(ctx, &slug)
-                .await
-                .map_err(app_error)?;
-            let oauth = crate::auth::sso::oauth_health(ctx, &slug)
-                .await
-                .map_err(app_error)?;
-            let backends = {
-                let found = tenants::get(ctx, &slug).await.map_err(app_error)?;
-                crate::provisioning::backend_health(ctx, &found)
-                    .await
-                    .map_err(app_error)?
-            };
-            let report = serde_json::json!({ "tenant": tenant, "database": database, "oauth": oauth, "backends": backends });
-            print(out, &report, || {
-                let mut lines = Vec::new();
-                for b in &backends.backends {
-                    lines.push(format!(
-                        "\nbackend {}: {} ({} resources, asked at {} in {} ms){}",
-                        b.plugin,
-                        b.status,
-                        b.resources,
-                        b.observed_at,
-                        b.duration_ms,
-                        b.error
-                            .as_deref()
-                            .map(|e| format!(" — {e}"))
-                            .unwrap_or_default()
-                    ));
-                    for d in &b.drift {
-                        lines.push(format!("\n  {} — {}", d.resource, d.problem));
-                    }
-                }
-                format!(
-                    "tenant {}: {} ({})\noauth: {}{}{}\ndatabase: {}{}{}{}",
-                    tenant.tenant,
-                    tenant.status,
-                    tenant.tenant_status,
-                    oauth.status.replace('_', " "),
-                    oauth
-                        .discovery
-                        .as_ref()
-                        .map(|d| format!(
-                            " (discovery {} ms{})",
-                            d.response_time_ms,
-                            oauth
-                                .jwks
-                                .as_ref()
-                                .map(|j| format!(", keys {} ms", j.response_time_ms))
-                                .unwrap_or_default()
-                        ))
-                        .unwrap_or_default(),
-                    if oauth.problems.is_empty() || oauth.status == "not_configured" {
-                        String::new()
-                    } else {
-                        format!(" — {}", oauth.problems.join("; "))
-                    },
-                    database.status.replace('_', " "),
-                    database
-                        .response_time_ms
-                        .map(|ms| format!(" in {ms:.1} ms"))
-                        .unwrap_or_default(),
-                    database
-                        .detail
-                        .as_deref()
-                        .map(|d| format!(" — {d}"))
-                        .unwrap_or_default(),
-                    lines.concat()
-                )
-            })?;
-            anyhow::ensure!(
-                tenant.status == "healthy"
-                    && matches!(database.status.as_str(), "connected" | "not_configured")
-                    && matches!(oauth.status.as_str(), "healthy" | "not_configured")
-                    && backends.status == "healthy",
-                "tenant {slug} is not healthy"
-            );
-            Ok(())
-        }
+        TenantCommand::Health { slug } => super::health::tenant_health(ctx, out, &slug).await,
         TenantCommand::Export {
             slug,
             file,

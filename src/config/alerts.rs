@@ -28,6 +28,9 @@ pub struct AlertsConfig {
     /// 95th-percentile response time (milliseconds) that raises a warning, and a critical alert.
     pub latency_warning_ms: f64,
     pub latency_critical_ms: f64,
+    /// Share of a tenant's API requests refused (429) at its API-call budget over the traffic
+    /// window (percent of all it sent) that raises a `throttled` warning.
+    pub throttled_warning_percent: f64,
     /// Webhook deliveries.
     pub webhooks: WebhooksConfig,
 }
@@ -44,6 +47,7 @@ impl Default for AlertsConfig {
             error_rate_critical_percent: 5.0,
             latency_warning_ms: 500.0,
             latency_critical_ms: 2000.0,
+            throttled_warning_percent: 5.0,
             webhooks: WebhooksConfig::default(),
         }
     }
@@ -107,6 +111,7 @@ impl AlertsConfig {
         )?;
         positive("latency_warning_ms", self.latency_warning_ms)?;
         positive("latency_critical_ms", self.latency_critical_ms)?;
+        positive("throttled_warning_percent", self.throttled_warning_percent)?;
         anyhow::ensure!(
             self.error_rate_warning_percent < self.error_rate_critical_percent,
             "invalid configuration: alerts.error_rate_warning_percent must be below alerts.error_rate_critical_percent"

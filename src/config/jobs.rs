@@ -86,3 +86,68 @@ impl TrialsConfig {
         Ok(())
     }
 }
+
+/// `[database_probes]`: the `database-probes` job, which probes each tenant database tenantry
+/// knows (a tenant's own URI, or the connection it was provisioned with). Each run takes the
+/// databases whose last probe is oldest, at most `per_second` a second, so a tenant's database is
+/// probed every `interval_seconds` or, with more of them than `per_second × interval_seconds`,
+/// every `databases / per_second` seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseProbesConfig {
+    /// Seconds between two probes of one database at most often; 0 turns the job off.
+    pub interval_seconds: u64,
+    /// Seconds between runs of the job (each run probes what is due, paced).
+    pub run_every_seconds: u64,
+    /// Probes a second across the fleet at most (the job runs on one server at a time).
+    pub per_second: u32,
+    /// Probes under way at once at most.
+    pub concurrency: u32,
+    /// A database failing its probes this long raises a critical `database_down` alert.
+    pub down_after_seconds: u64,
+    /// A 95th-percentile probe time over this (milliseconds) raises a `database_slow` warning;
+    /// it resolves below the line less `alerts.hysteresis_percent`.
+    pub slow_p95_ms: f64,
+    /// The answered probes the 95th percentile is taken over.
+    pub samples: u32,
+}
+
+impl Default for DatabaseProbesConfig {
+    fn default() -> Self {
+        Self {
+            interval_seconds: 60,
+            run_every_seconds: 30,
+            per_second: 20,
+            concurrency: 4,
+            down_after_seconds: 300,
+            slow_p95_ms: 1000.0,
+            samples: 20,
+        }
+    }
+}
+
+impl DatabaseProbesConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=3600).contains(&self.run_every_seconds),
+            "invalid configuration: database_probes.run_every_seconds must be 1–3600"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.per_second),
+            "invalid configuration: database_probes.per_second must be 1–10000"
+        );
+        anyhow::ensure!(
+            (1..=64).contains(&self.concurrency),
+            "invalid configuration: database_probes.concurrency must be 1–64"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&self.samples),
+            "invalid configuration: database_probes.samples must be 1–1000"
+        );
+        anyhow::ensure!(
+            self.slow_p95_ms.is_finite() && self.slow_p95_ms > 0.0,
+            "invalid configuration: database_probes.slow_p95_ms must be above 0"
+        );
+        Ok(())
+    }
+}

@@ -9,15 +9,17 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod admin_tenant;
 mod alerts;
 mod auth;
 mod cache;
 mod jobs;
 mod quotas;
+pub use admin_tenant::AdminTenantConfig;
 pub use alerts::{AlertsConfig, WebhooksConfig};
 pub use auth::AuthConfig;
 pub use cache::CacheConfig;
-pub use jobs::{JobsConfig, TrialEndAction, TrialsConfig};
+pub use jobs::{DatabaseProbesConfig, JobsConfig, TrialEndAction, TrialsConfig};
 pub use quotas::{
     BUILTIN_METRICS, BuiltinMetric, DEFAULT_MAX_VALUE, FailMode, MetricConfig, MetricKind,
     QuotasConfig, Window, valid_metric_name,
@@ -31,37 +33,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
-}
-
-/// The platform's own `admin` tenant, created at start and kept in line with this section.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminTenantConfig {
-    pub name: String,
-    pub oauth_issuer: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub scopes: String,
-    pub db_uri: Option<String>,
-    pub default_schema: Option<String>,
-    /// Who of the platform's identity provider's users gets which platform role; absent: every
-    /// user who can log in there is a `platform-admin`.
-    pub role_mapping: Option<crate::roles::RoleMapping>,
-}
-
-impl Default for AdminTenantConfig {
-    fn default() -> Self {
-        Self {
-            name: "Platform Administration".into(),
-            oauth_issuer: None,
-            client_id: None,
-            client_secret: None,
-            scopes: "openid,profile,email".into(),
-            db_uri: None,
-            default_schema: None,
-            role_mapping: None,
-        }
-    }
 }
 
 /// The plugin host: sandbox limits and pool sizes.
@@ -329,6 +300,8 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// The end of trials.
     pub trials: TrialsConfig,
+    /// Probes of the tenants' databases.
+    pub database_probes: DatabaseProbesConfig,
 }
 
 impl Default for Config {
@@ -366,6 +339,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             jobs: JobsConfig::default(),
             trials: TrialsConfig::default(),
+            database_probes: DatabaseProbesConfig::default(),
         }
     }
 }
@@ -402,13 +376,14 @@ impl Config {
                     .only(&["DATABASE_URL"])
                     .map(|_| "database_url".into()),
             );
-        let config: Config = figment.extract().map_err(|err| {
+        let mut config: Config = figment.extract().map_err(|err| {
             // figment's message names the key and its source (file or variable).
             anyhow::anyhow!(
                 "invalid configuration: {}",
                 err.to_string().replace('\n', "; ")
             )
         })?;
+        config.admin_tenant.fold_db_uri()?;
         config.validate()?;
         Ok(config)
     }
@@ -568,6 +543,7 @@ impl Config {
         self.cache.validate()?;
         self.jobs.validate()?;
         self.trials.validate()?;
+        self.database_probes.validate()?;
         Ok(())
     }
 

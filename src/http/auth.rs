@@ -15,6 +15,7 @@ use crate::audit::Actor;
 use crate::auth::{self, Principal, SessionKind};
 use crate::context::Context;
 use crate::error::AppError;
+use crate::metrics::Throttle;
 use crate::quotas::meter::RequestRefused;
 
 /// An authenticated API caller (`Authorization: Bearer …`); 401 otherwise.
@@ -66,7 +67,10 @@ pub async fn authenticate(
                         ))
                         .into());
                 }
-                auth::KeyOutcome::Blocked(wait) => return Err(blocked(wait)),
+                auth::KeyOutcome::Blocked(wait) => {
+                    ctx.metrics.refusals.count(Throttle::AbuseBlock);
+                    return Err(blocked(wait));
+                }
             },
             None => session_principal(&ctx, req.request()).await?,
         };
@@ -75,6 +79,7 @@ pub async fn authenticate(
             match crate::quotas::meter::admit_request(&ctx, &principal).await {
                 Ok(admitted) => budget = admitted,
                 Err(RequestRefused::KeyLimit { per_minute, wait }) => {
+                    ctx.metrics.refusals.count(Throttle::KeyLimit);
                     return Err(AppError::RateLimited {
                         what: format!(
                             "key `{}` allows {per_minute} requests a minute",
@@ -85,6 +90,11 @@ pub async fn authenticate(
                     .into());
                 }
                 Err(RequestRefused::Calls(refused)) => {
+                    ctx.metrics.refusals.count(Throttle::TenantBudget);
+                    if let Some(tenant) = &principal.tenant {
+                        // The tenant's own view of being throttled (its `throttled` alert).
+                        ctx.alerting.record_throttled(&tenant.id);
+                    }
                     let slug = principal.tenant.as_ref().map_or("", |t| t.slug.as_str());
                     return Err(too_many_calls(slug, &refused));
                 }

@@ -43,6 +43,27 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                 .unwrap_or("")
                 .trim()
                 .to_ascii_lowercase();
+            // A POST with neither a body nor a type (`curl -X POST …/suspend`) is read as `{}`,
+            // so that what the operation needs is named (422 `reason` is required) instead of
+            // the type it was not sent in.
+            if content_type.is_empty() && declared.unwrap_or(0) == 0 {
+                let mut body = web::BytesMut::new();
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        AppError::BadRequest(format!("reading the request body: {e}"))
+                    })?;
+                    body.extend_from_slice(&chunk);
+                    if body.len() > limit {
+                        return Err(AppError::PayloadTooLarge { limit });
+                    }
+                }
+                if body.is_empty() {
+                    return parse(b"{}").map(ApiJson).map_err(without_a_body);
+                }
+                return Err(AppError::UnsupportedMediaType(
+                    "expected Content-Type: application/json, got `nothing`".into(),
+                ));
+            }
             if mime != "application/json" && !mime.ends_with("+json") {
                 return Err(AppError::UnsupportedMediaType(format!(
                     "expected Content-Type: application/json, got `{}`",
@@ -67,6 +88,28 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
     }
 }
 
+/// The 422 of a request sent without a body: each missing field says how to send it.
+fn without_a_body(err: AppError) -> AppError {
+    match err {
+        AppError::Validation(fields) => AppError::Validation(
+            fields
+                .into_iter()
+                .map(|mut f| {
+                    if f.rule == "required" {
+                        f.message = format!(
+                            "{} is required: the request had no body; send a JSON object such as \
+                             {{\"{}\": \"…\"}} with Content-Type: application/json",
+                            f.field, f.field
+                        );
+                    }
+                    f
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Parses a JSON document into `T`, telling syntax errors (400) from shape errors (422). Every
 /// body of the API is a JSON object: anything else (serde would read a struct from an array of
 /// its fields in order) is a 422. A number with an integral value is an integer whatever its
@@ -86,16 +129,32 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
 }
 
 /// Reads a parsed JSON document into `T`, a struct only from an object at any depth; a shape
-/// error is a 422 naming the field.
+/// error is a 422 naming the field. Every unknown field of the document is named at once (each
+/// is set aside and the document read again), then the first other error, if any.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, AppError> {
-    serde_path_to_error::deserialize::<_, T>(super::strict::Strict(value)).map_err(|err| {
+    let mut value = value;
+    let mut errors: Vec<FieldError> = Vec::new();
+    // Bounded: each round removes one key of the document.
+    for _ in 0..256 {
+        let err =
+            match serde_path_to_error::deserialize::<_, T>(super::strict::Strict(value.clone())) {
+                Ok(read) if errors.is_empty() => return Ok(read),
+                Ok(_) => break,
+                Err(err) => err,
+            };
         let path = err.path().to_string();
+        let segments: Vec<serde_path_to_error::Segment> = err.path().iter().cloned().collect();
         let message = err.into_inner().to_string();
         // serde_path_to_error's path already ends in an unknown field's name; for a missing
         // field it is the path of the object that lacks it.
-        let (field, rule) = if message.starts_with("unknown field `") {
-            (path, "unknown_field")
-        } else if let Some(name) = message
+        if message.starts_with("unknown field `") {
+            errors.push(FieldError::new(path, "unknown_field", message));
+            if remove_at(&mut value, &segments) {
+                continue;
+            }
+            break;
+        }
+        let (field, rule) = if let Some(name) = message
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split('`').next())
         {
@@ -103,8 +162,39 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
         } else {
             (if path == "." { "body".to_owned() } else { path }, "type")
         };
-        AppError::Validation(vec![FieldError::new(field, rule, message)])
-    })
+        errors.push(FieldError::new(field, rule, message));
+        break;
+    }
+    Err(AppError::Validation(errors))
+}
+
+/// Removes the member at `path` (an unknown field) from the document; false when the path does
+/// not lead to one.
+fn remove_at(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        at = match (segment, at) {
+            (Segment::Map { key }, serde_json::Value::Object(map)) => match map.get_mut(key) {
+                Some(next) => next,
+                None => return false,
+            },
+            (Segment::Seq { index }, serde_json::Value::Array(items)) => {
+                match items.get_mut(*index) {
+                    Some(next) => next,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+    }
+    match (last, at) {
+        (Segment::Map { key }, serde_json::Value::Object(map)) => map.remove(key).is_some(),
+        _ => false,
+    }
 }
 
 /// Turns every number with an integral value written as a float (`2.0`, `1e3`) into an integer.

@@ -10,6 +10,7 @@ pub mod body;
 pub mod envelope;
 pub mod head;
 pub mod strict;
+pub mod tenant_id;
 
 use actix_web::HttpRequest;
 

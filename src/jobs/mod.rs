@@ -66,6 +66,15 @@ pub fn specs(ctx: &Context) -> Vec<JobSpec> {
             interval: Duration::from_secs(config.jobs.trials_interval_seconds),
         },
         JobSpec {
+            name: "database-probes",
+            description: "each tenant database tenantry knows probed (connect and SELECT 1), paced at database_probes.per_second; database_down and database_slow alerts",
+            interval: if config.database_probes.interval_seconds == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(config.database_probes.run_every_seconds)
+            },
+        },
+        JobSpec {
             name: "usage-measure",
             description: "active tenants that hold resources measured in their backends (measure)",
             interval: Duration::from_secs(config.quotas.measure_interval_seconds),
@@ -341,6 +350,7 @@ async fn run(ctx: &Context, name: &str) -> AppResult<String> {
         "housekeeping" => housekeeping(ctx).await,
         "retention" => retention(ctx).await,
         "trials" => trials(ctx).await,
+        "database-probes" => crate::database_probes::run(ctx).await,
         "usage-measure" => {
             let (measured, failed) = crate::quotas::measure::measure_all(ctx).await?;
             if failed > 0 {

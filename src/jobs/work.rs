@@ -18,8 +18,9 @@ pub(super) async fn housekeeping(ctx: &Context) -> AppResult<String> {
     let keys = store::provisioning::expire_keys(&mut conn, now).await?;
     drop(conn);
     let events = crate::quotas::report::forget_old_events(ctx).await?;
+    let overrides = crate::quotas::overrides::end_expired(ctx, &job_actor("housekeeping")).await?;
     Ok(format!(
-        "swept {sessions} sessions, {attempts} login attempts, {links} setup links, {keys} idempotency keys, {events} reported-event ids"
+        "swept {sessions} sessions, {attempts} login attempts, {links} setup links, {keys} idempotency keys, {events} reported-event ids, {overrides} ended temporary overrides"
     ))
 }
 
@@ -54,7 +55,7 @@ pub(super) async fn retention(ctx: &Context) -> AppResult<String> {
             continue;
         }
         match crate::lifecycle::purge(ctx, &actor, &slug, false, &reason).await {
-            Ok(()) => purged.push(slug),
+            Ok(_) => purged.push(slug),
             // Restored, purged or changed meanwhile: not this run's to purge.
             Err(AppError::NotFound { .. } | AppError::Conflict { .. }) => {}
             Err(err) => failed.push(format!("{slug}: {err}")),

@@ -180,4 +180,24 @@ impl ApiCallMeter {
             _ => {}
         }
     }
+
+    /// Forgets what this server counted of `tenant_id`'s `metric` in `period` (an operator reset
+    /// the counter): its calls in the minute or month, and what it had not yet written.
+    pub fn reset(&self, tenant_id: &str, metric: &str, period: &str) {
+        let mut map = self.by_tenant.lock().expect("api call meter");
+        let Some(calls) = map.get_mut(tenant_id) else {
+            return;
+        };
+        match metric {
+            "api_calls_per_minute" if calls.minute == period => {
+                calls.in_minute = 0;
+                calls.minute_base = 0;
+            }
+            "api_calls_per_month" if calls.month == period => calls.month_base = 0,
+            _ => {}
+        }
+        calls
+            .pending
+            .retain(|(m, p, _)| !(*m == metric && p == period));
+    }
 }

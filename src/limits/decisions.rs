@@ -24,6 +24,9 @@ pub struct CachedDecision {
     /// The usage it was asked on (a fingerprint).
     pub usage: u64,
     pub decided_at: Instant,
+    /// When a temporary override it was decided under ends: past it the decision is no longer
+    /// the tenant's, whatever its age.
+    pub valid_until: Option<Instant>,
     /// Each metric's limit without the tenant's overrides (the tier's default).
     pub defaults: HashMap<String, Option<u64>>,
     /// Whether each metric's quota is hard (refused past its limit).
@@ -54,6 +57,11 @@ impl QuotaDecisions {
         }
         map.insert(tenant_id.to_owned(), decision.clone());
         decision
+    }
+
+    /// Forgets every tenant's decision.
+    pub fn forget_all(&self) {
+        self.by_tenant.lock().expect("quota decisions").clear();
     }
 
     /// The hard limit of `metric` in the tenant's decision, if it has one.
@@ -91,5 +99,13 @@ impl QuotaDecisions {
             .lock()
             .expect("quota decisions")
             .remove(tenant_id);
+    }
+}
+
+impl CachedDecision {
+    /// Whether a temporary override it was decided under has ended.
+    pub fn outlived(&self) -> bool {
+        self.valid_until
+            .is_some_and(|until| Instant::now() >= until)
     }
 }

@@ -64,6 +64,10 @@ const ASK_STALE: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct Leases {
     by_tenant: Mutex<HashMap<String, Lease>>,
+    /// Unspent calls of leases a changed limit dropped, to give back with the idle ones: the
+    /// shared count holds them until then (so a lowered limit refuses a little early, never
+    /// admits past itself).
+    dropped: Mutex<Vec<(String, u64)>>,
 }
 
 impl Leases {
@@ -79,7 +83,14 @@ impl Leases {
             return Take::Lease(1);
         };
         if lease.window != window || lease.limit != limit {
-            // A new minute, or a changed limit: what was leased under the old one is not used.
+            // A new minute, or a changed limit: what was leased under the old one is not used,
+            // and a changed limit's unspent calls of this minute are given back.
+            if lease.window == window && lease.tokens > 0 {
+                self.dropped
+                    .lock()
+                    .expect("leases lock")
+                    .push((lease.window.clone(), lease.tokens));
+            }
             *lease = Lease::asking(window, limit, now);
             return Take::Lease(1);
         }
@@ -140,8 +151,8 @@ impl Leases {
     /// The unspent calls of leases untouched for [`IDLE`] (or of a minute that is over), taken
     /// out to be given back: (counter key, calls). Leases idle for a minute are forgotten.
     pub fn idle(&self, now: Instant) -> Vec<(String, u64)> {
+        let mut back = std::mem::take(&mut *self.dropped.lock().expect("leases lock"));
         let mut leases = self.by_tenant.lock().expect("leases lock");
-        let mut back = Vec::new();
         leases.retain(|_, lease| {
             let idle = now.saturating_duration_since(lease.last_take);
             if lease.tokens > 0 && idle >= IDLE && !lease.asking {
@@ -157,12 +168,15 @@ impl Leases {
     /// Every unspent call, taken out to be given back (a server stopping, or one that can no
     /// longer hear blocks and so stops admitting from leases).
     pub fn drain(&self) -> Vec<(String, u64)> {
+        let mut back = std::mem::take(&mut *self.dropped.lock().expect("leases lock"));
         let mut leases = self.by_tenant.lock().expect("leases lock");
-        leases
-            .values_mut()
-            .filter(|lease| lease.tokens > 0)
-            .map(|lease| (lease.window.clone(), std::mem::take(&mut lease.tokens)))
-            .collect()
+        back.extend(
+            leases
+                .values_mut()
+                .filter(|lease| lease.tokens > 0)
+                .map(|lease| (lease.window.clone(), std::mem::take(&mut lease.tokens))),
+        );
+        back
     }
 }
 
@@ -233,8 +247,13 @@ mod tests {
             Take::Local { .. }
         ));
         assert_eq!(leases.take("t", "w2", 1000, t0), Take::Lease(1));
+        // The minute's turn gives nothing back: the old minute's counter is gone with it.
+        assert_eq!(leases.idle(t0), []);
         leases.granted("t", "w2", 1000, 10, 990, t0);
         assert_eq!(leases.take("t", "w2", 500, t0), Take::Lease(1));
+        // A changed limit gives back the nine calls leased under the old one, at once.
+        assert_eq!(leases.idle(t0), [("w2".to_owned(), 9)]);
+        assert_eq!(leases.idle(t0), []);
     }
 
     #[test]

@@ -382,6 +382,19 @@ impl SharedBudgets {
             .map(|_| ())
     }
 
+    /// Forgets the budget counted under `key` (an operator reset it).
+    pub async fn clear(&self, key: &str) -> Result<(), Unreachable> {
+        let key = key.to_owned();
+        self.roundtrip(|mut conn| async move {
+            redis::cmd("DEL")
+                .arg(&key)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// One PING: how long Redis took to answer.
     pub async fn ping(&self) -> Result<Duration, Unreachable> {
         let started = Instant::now();

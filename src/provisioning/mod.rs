@@ -73,7 +73,7 @@ pub enum Provisioned {
     /// A new run was queued.
     Queued(Accepted),
     /// The idempotency key was used before with the same request and its run has finished: the
-    /// first answer, replayed.
+    /// first answer, replayed, with the run's status now.
     Replayed(Accepted),
 }
 
@@ -147,7 +147,7 @@ async fn earlier_use(
         ));
     }
     let run = sql::find_run(conn, &row.run_id).await?;
-    if let Some(run) = run
+    if let Some(run) = &run
         && run.status.is_open()
     {
         return Err(AppError::conflict(
@@ -159,7 +159,11 @@ async fn earlier_use(
             json!({ "run": run.id, "url": run_url(&run.id), "status": run.status }),
         ));
     }
-    let accepted: Accepted = serde_json::from_str(&row.response).map_err(AppError::internal)?;
+    let mut accepted: Accepted = serde_json::from_str(&row.response).map_err(AppError::internal)?;
+    // The first answer, with the run as it stands now (it said `queued`).
+    if let Some(run) = run {
+        accepted.status = run.status;
+    }
     Ok(Some(Provisioned::Replayed(accepted)))
 }
 
@@ -509,6 +513,12 @@ pub fn resource_context(tenant_id: &str, plugin: &str, step: &str) -> String {
 pub async fn open_run_counts(ctx: &Context) -> AppResult<Vec<(String, i64)>> {
     let mut conn = ctx.db.conn().await?;
     sql::count_by_status(&mut conn).await
+}
+
+/// Every ended run counted so far, whichever process ran it: (kind, outcome, runs, seconds).
+pub async fn run_totals(ctx: &Context) -> AppResult<Vec<(String, String, i64, f64)>> {
+    let mut conn = ctx.db.conn().await?;
+    sql::run_totals(&mut conn).await
 }
 
 pub async fn enabled_backends(ctx: &Context) -> AppResult<Vec<String>> {

@@ -221,10 +221,13 @@ impl Executor<'_> {
         self.run.updated_at = now;
         let (run, owner) = (self.run.clone(), self.owner.to_owned());
         let ok = status == RunStatus::Succeeded;
+        let seconds = (now - run.created_at).num_milliseconds() as f64 / 1000.0;
         let saved = transaction!(self.ctx.db, |tx| {
             if !sql::save_run(tx, &run, &owner).await? {
                 return Ok(false);
             }
+            // Counted where every process's /metrics reads it, whoever ran the run.
+            sql::count_ended_run(tx, run.kind.as_str(), status.as_str(), seconds).await?;
             if run.kind == RunKind::Provision {
                 let reason = match &error {
                     None => "provisioned".to_owned(),
@@ -466,6 +469,10 @@ impl Executor<'_> {
     async fn backward(&mut self, step: &mut StepRow) -> AppResult<Ended> {
         let input = self.input(step)?;
         let mut attempts = 0u32;
+        // A compensated step's times are its compensation's: from the apply's start they would
+        // count every other step of the run and its retries.
+        step.started_at = Some(clock::now());
+        step.finished_at = None;
         loop {
             if self.keeper.lost() {
                 return Ok(Ended::LeaseLost);

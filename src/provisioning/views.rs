@@ -154,11 +154,21 @@ pub async fn list_runs(
                 .map_err(|e| AppError::invalid("status", "one_of", e.to_string()))
         })
         .transpose()?;
-    let tenant_id = match tenant_slug {
-        Some(slug) => Some(tenants::get(ctx, slug).await?.id),
-        None => None,
-    };
     let mut conn = ctx.db.conn().await?;
+    let tenant_id = match tenant_slug {
+        None => None,
+        Some(slug) => match tenants::get(ctx, slug).await {
+            Ok(tenant) => Some(tenant.id),
+            // Purged: its runs (its purge run above all) are still found by the slug (or id)
+            // they were made for.
+            Err(AppError::NotFound { .. }) => Some(
+                sql::tenant_of_runs(&mut conn, slug)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("tenant", slug))?,
+            ),
+            Err(err) => return Err(err),
+        },
+    };
     let runs = sql::list_runs(&mut conn, tenant_id.as_deref(), status, limit.clamp(1, 500)).await?;
     let mut views = Vec::with_capacity(runs.len());
     for run in runs {

@@ -30,6 +30,16 @@ pub enum Need {
     Severities,
 }
 
+/// When the first temporary override among `overrides` ends, as an instant of this process.
+fn valid_until(overrides: &[QuotaOverrideRow]) -> Option<Instant> {
+    let now = crate::clock::now();
+    overrides
+        .iter()
+        .filter_map(|o| o.expires_at)
+        .min()
+        .map(|at| Instant::now() + (at - now).to_std().unwrap_or_default())
+}
+
 /// The decision of `tenant`'s policy on `usage` (metric → use) under `overrides`.
 pub async fn decide(
     ctx: &Context,
@@ -53,7 +63,7 @@ pub async fn decide(
     if let Some(cached) = &cached {
         let age = cached.decided_at.elapsed();
         let usage_ok = need == Need::Limits || cached.usage == usage_fp;
-        if cached.key == key && age < ttl && usage_ok {
+        if cached.key == key && age < ttl && usage_ok && !cached.outlived() {
             return Ok(cached.clone());
         }
     }
@@ -66,6 +76,7 @@ pub async fn decide(
                     key,
                     usage: usage_fp,
                     decided_at: Instant::now(),
+                    valid_until: valid_until(overrides),
                     defaults,
                     hard: hardness(metrics, overrides),
                     decision,
@@ -183,6 +194,7 @@ fn unlimited(metrics: &[Metric], usage: &HashMap<String, u64>) -> CachedDecision
         key: String::new(),
         usage: 0,
         decided_at: Instant::now(),
+        valid_until: None,
         defaults: metrics.iter().map(|m| (m.name.clone(), None)).collect(),
         hard: metrics.iter().map(|m| (m.name.clone(), m.hard)).collect(),
         decision: Decision {

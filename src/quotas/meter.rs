@@ -56,7 +56,10 @@ pub async fn admit_request(
     let at = now.naive_utc();
     let minute = period_of(Some(Window::Minute), at);
     let reset_minute = Duration::from_secs(60 - u64::from(now.second()));
-    let limits = tenant.map_or(CallLimits::default(), |t| call_limits(ctx, t));
+    let limits = match tenant {
+        Some(t) => call_limits(ctx, t).await,
+        None => CallLimits::default(),
+    };
     let shared_calls = match (tenant, limits.per_minute) {
         (Some(t), Some(limit)) if ctx.limits.shared.is_some() => Some((
             ctx.limits.shared_key(&format!("calls:{}:{minute}", t.id)),
@@ -131,8 +134,17 @@ pub async fn admit_request(
 
 /// The tenant's hard limits on API calls, from its kept decision (asked for in the background
 /// when missing or old: the request is not held up).
-fn call_limits(ctx: &Context, tenant: &TenantScope) -> CallLimits {
-    let kept = ctx.quota_decisions.get(&tenant.id);
+async fn call_limits(ctx: &Context, tenant: &TenantScope) -> CallLimits {
+    let mut kept = ctx.quota_decisions.get(&tenant.id);
+    // Without a decision in force (none yet, one forgotten because an override changed on
+    // any server, or one a temporary override has outlived) the request waits for the policy:
+    // admitting it under no limit, or an old one, would not be exact.
+    if kept.as_ref().is_none_or(|d| d.outlived()) {
+        if let Err(err) = refresh(ctx, &tenant.slug).await {
+            tracing::warn!(tenant = %tenant.slug, "cannot decide the quota limits: {err}");
+        }
+        kept = ctx.quota_decisions.get(&tenant.id);
+    }
     let ttl = Duration::from_secs(ctx.config.quotas.decision_ttl_seconds);
     if kept.as_ref().is_none_or(|d| d.decided_at.elapsed() >= ttl) {
         refresh_in_background(ctx, tenant);

@@ -12,7 +12,7 @@ pub mod catalogue;
 pub mod decision;
 pub mod measure;
 pub mod meter;
-mod overrides;
+pub mod overrides;
 pub mod policy;
 pub mod report;
 
@@ -81,6 +81,10 @@ pub struct QuotaView {
     pub default_limit: Option<u64>,
     /// The tenant's own limit, when an operator set one.
     pub override_limit: Option<u64>,
+    /// When a temporary override ends (the limit falls back to the tier's then).
+    pub override_expires_at: Option<DateTime<Utc>>,
+    /// Why the override was set.
+    pub override_reason: Option<String>,
     /// The limit in effect.
     pub limit: Option<u64>,
     /// Whether use past the limit is refused (true) or only alerted on.
@@ -248,6 +252,8 @@ impl Standing {
                     window: m.window,
                     default_limit: decided.defaults.get(&m.name).copied().flatten(),
                     override_limit: over.and_then(|o| o.limit_value).map(|l| l.max(0) as u64),
+                    override_expires_at: over.and_then(|o| o.expires_at).map(clock::to_utc),
+                    override_reason: over.and_then(|o| o.reason.clone()),
                     limit,
                     hard: over.map_or(m.hard, |o| o.hard),
                     used,

@@ -21,7 +21,14 @@ use super::{QuotaView, catalogue, metrics, quotas};
 pub struct OverrideChange {
     pub limit: Option<u64>,
     pub hard: Option<bool>,
+    /// Why (required for a temporary override).
+    pub reason: Option<String>,
+    /// When it ends by itself; none: until changed.
+    pub expires_at: Option<chrono::NaiveDateTime>,
 }
+
+/// The longest a temporary override may last (a year).
+pub const MAX_TEMPORARY_HOURS: u64 = 24 * 366;
 
 /// Reads a `PUT …/quotas` body: `{"metric": limit | null | {"limit": …, "hard": …}}`. A null
 /// clears the override; a number sets the limit (keeping its hardness).
@@ -64,6 +71,8 @@ pub fn parse_overrides(
                         Some(OverrideChange {
                             limit: Some(l),
                             hard: None,
+                            reason: None,
+                            expires_at: None,
                         }),
                     );
                 }
@@ -73,7 +82,10 @@ pub fn parse_overrides(
                 let mut change = OverrideChange {
                     limit: None,
                     hard: None,
+                    reason: None,
+                    expires_at: None,
                 };
+                let now = clock::now();
                 for (key, v) in fields {
                     let field = format!("{name}.{key}");
                     match key.as_str() {
@@ -88,12 +100,69 @@ pub fn parse_overrides(
                                 errors.push(FieldError::new(field, "type", "must be true or false"))
                             }
                         },
+                        "reason" => match v.as_str().map(str::trim) {
+                            Some(r) if !r.is_empty() && r.chars().count() <= 500 => {
+                                change.reason = Some(r.to_owned())
+                            }
+                            _ => errors.push(FieldError::new(
+                                field,
+                                "length",
+                                "must be 1 to 500 characters",
+                            )),
+                        },
+                        "expires_in_hours" => match v.as_u64() {
+                            Some(h) if (1..=MAX_TEMPORARY_HOURS).contains(&h) => {
+                                change.expires_at = Some(now + chrono::Duration::hours(h as i64))
+                            }
+                            _ => errors.push(FieldError::new(
+                                field,
+                                "range",
+                                format!("must be a whole number of hours from 1 to {MAX_TEMPORARY_HOURS}"),
+                            )),
+                        },
+                        "expires_at" => match v
+                            .as_str()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.naive_utc())
+                        {
+                            Some(at)
+                                if at > now
+                                    && at
+                                        <= now + chrono::Duration::hours(MAX_TEMPORARY_HOURS as i64) =>
+                            {
+                                change.expires_at = Some(at)
+                            }
+                            Some(_) => errors.push(FieldError::new(
+                                field,
+                                "range",
+                                format!("must lie in the future, at most {MAX_TEMPORARY_HOURS} hours ahead"),
+                            )),
+                            None => errors.push(FieldError::new(
+                                field,
+                                "format",
+                                "must be an RFC 3339 time (2026-12-31T18:00:00Z)",
+                            )),
+                        },
                         _ => errors.push(FieldError::new(
                             field,
                             "unknown_field",
-                            "unknown field (expected `limit` or `hard`)",
+                            "unknown field (expected `limit`, `hard`, `reason`, `expires_in_hours` or `expires_at`)",
                         )),
                     }
+                }
+                if fields.contains_key("expires_in_hours") && fields.contains_key("expires_at") {
+                    errors.push(FieldError::new(
+                        format!("{name}.expires_at"),
+                        "exclusive",
+                        "give expires_at or expires_in_hours, not both",
+                    ));
+                }
+                if change.expires_at.is_some() && change.reason.is_none() {
+                    errors.push(FieldError::new(
+                        format!("{name}.reason"),
+                        "required",
+                        "a temporary override says why (it is audited when set and when it ends)",
+                    ));
                 }
                 changes.insert(name.clone(), Some(change));
             }
@@ -127,7 +196,16 @@ pub async fn set_overrides(
         for (metric, change) in changes {
             let before = existing.iter().find(|o| &o.metric == metric);
             let shown = |o: Option<&QuotaOverrideRow>| {
-                o.map(|o| json!({ "limit": o.limit_value, "hard": o.hard }))
+                o.map(|o| {
+                    let mut shown = json!({ "limit": o.limit_value, "hard": o.hard });
+                    if let Some(at) = o.expires_at {
+                        shown["expires_at"] = json!(clock::rfc3339(at));
+                    }
+                    if let Some(reason) = &o.reason {
+                        shown["reason"] = json!(reason);
+                    }
+                    shown
+                })
             };
             match change {
                 None => {
@@ -151,9 +229,15 @@ pub async fn set_overrides(
                             .unwrap_or(default_hard),
                         updated_by: actor.name.clone(),
                         updated_at: now,
+                        reason: change.reason.clone(),
+                        expires_at: change.expires_at,
                     };
-                    let same = before
-                        .is_some_and(|b| b.limit_value == row.limit_value && b.hard == row.hard);
+                    let same = before.is_some_and(|b| {
+                        b.limit_value == row.limit_value
+                            && b.hard == row.hard
+                            && b.expires_at == row.expires_at
+                            && b.reason == row.reason
+                    });
                     if !same {
                         store::usage::put_override(tx, &row).await?;
                         changed.push(json!({
@@ -183,4 +267,129 @@ pub async fn set_overrides(
     ctx.quota_decisions.forget(&tenant.id);
     ctx.alerting.mark(&tenant.id);
     quotas(ctx, tenant).await
+}
+
+/// Ends the temporary overrides whose time has come: each removed with a `quota.override_expired`
+/// audit record of what it was, as `actor`. How many ended.
+pub async fn end_expired(ctx: &Context, actor: &Actor) -> AppResult<usize> {
+    let now = clock::now();
+    let expired = {
+        let mut conn = ctx.db.conn().await?;
+        store::usage::expired_overrides(&mut conn, now).await?
+    };
+    let mut ended = 0;
+    for row in expired {
+        let slug = crate::tenants::get_by_id(ctx, &row.tenant_id)
+            .await?
+            .map(|t| t.slug)
+            .unwrap_or_default();
+        let removed = transaction!(ctx.db, |tx| {
+            if !store::usage::delete_expired_override(tx, &row.tenant_id, &row.metric, now).await? {
+                return Ok(false);
+            }
+            audit::record(
+                tx,
+                actor,
+                AuditEvent::tenant(
+                    "quota.override_expired",
+                    &row.tenant_id,
+                    &slug,
+                    json!({
+                        "metric": row.metric,
+                        "limit": row.limit_value,
+                        "hard": row.hard,
+                        "reason": row.reason,
+                        "set_by": row.updated_by,
+                        "expired_at": row.expires_at.map(clock::rfc3339),
+                    }),
+                ),
+            )
+            .await?;
+            Ok(true)
+        })?;
+        if removed {
+            ctx.quota_decisions.forget(&row.tenant_id);
+            ctx.alerting.mark(&row.tenant_id);
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
+/// What a reset did: the counter, its period, and what it held.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageReset {
+    pub metric: String,
+    pub period: String,
+    /// What the counter held before (0 when it held nothing).
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Sets `tenant`'s counter or rate `metric` of the current period back to zero (the runbooks'
+/// "manually reset if needed"), with a `quota.usage_reset` audit record of what it held and why.
+/// A gauge is measured, not counted: it is refused. This server forgets what it counted of the
+/// period, and the shared budget of a per-minute rate is cleared; another server's calls not yet
+/// written (a few seconds' worth) are added after the reset.
+pub async fn reset_usage(
+    ctx: &Context,
+    actor: &Actor,
+    tenant: &Tenant,
+    metric: &str,
+    reason: &str,
+) -> AppResult<UsageReset> {
+    let metrics = metrics(ctx);
+    let found = catalogue::metric(&metrics, "metric", metric)?;
+    if found.is_gauge() {
+        return Err(AppError::invalid(
+            "metric",
+            "gauge",
+            format!("{metric} is a gauge: it is measured, not counted; report a new value instead"),
+        ));
+    }
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(AppError::invalid(
+            "reason",
+            "length",
+            "must be 1 to 500 characters",
+        ));
+    }
+    let period = found.period(clock::now());
+    let from = transaction!(ctx.db, |tx| {
+        let from = store::usage::reset_counter(tx, &tenant.id, metric, &period)
+            .await?
+            .unwrap_or(0);
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::tenant(
+                "quota.usage_reset",
+                &tenant.id,
+                &tenant.slug,
+                json!({ "metric": metric, "period": period, "from": from, "to": 0, "reason": reason }),
+            ),
+        )
+        .await?;
+        Ok(from)
+    })?;
+    ctx.api_calls.reset(&tenant.id, metric, &period);
+    if metric == "api_calls_per_minute"
+        && let Some(shared) = &ctx.limits.shared
+    {
+        let key = ctx
+            .limits
+            .shared_key(&format!("calls:{}:{period}", tenant.id));
+        if let Err(err) = shared.clear(&key).await {
+            tracing::warn!(tenant = %tenant.slug, "cannot clear the shared minute budget: {err}");
+        }
+    }
+    ctx.quota_decisions.forget(&tenant.id);
+    ctx.alerting.mark(&tenant.id);
+    Ok(UsageReset {
+        metric: metric.to_owned(),
+        period,
+        from,
+        to: 0,
+    })
 }

@@ -77,6 +77,9 @@ pub struct EventOutcome {
     pub id: String,
     /// `counted`, `duplicate` or `stale`.
     pub outcome: &'static str,
+    /// The event's metric in its period once the report was counted: a counter's total (this
+    /// event's increment included when it was counted), a gauge's value held.
+    pub total: i64,
 }
 
 /// A checked event.
@@ -293,6 +296,16 @@ pub async fn report(
             .collect();
         let stale = apply_gauges(tx, tenant, &counted, now).await?;
         add_counters(tx, tenant, &counted, &hard_limit, &prefix, now).await?;
+        // Each metric's total now, read in the same transaction.
+        let mut periods: Vec<String> = checked.iter().map(|c| c.period.clone()).collect();
+        periods.sort();
+        periods.dedup();
+        let totals: HashMap<(String, String), i64> =
+            store::usage::counters_in(tx, &tenant.id, &periods)
+                .await?
+                .into_iter()
+                .map(|row| ((row.metric, row.period), row.value))
+                .collect();
         Ok(checked
             .iter()
             .zip(&firsts)
@@ -305,12 +318,17 @@ pub async fn report(
                 } else {
                     "counted"
                 },
+                total: totals
+                    .get(&(c.metric.name.clone(), c.period.clone()))
+                    .copied()
+                    .unwrap_or(0),
             })
             .collect::<Vec<_>>())
     });
     let events = match outcome {
         Ok(events) => events,
         Err(err @ AppError::QuotaExceeded { .. }) => {
+            ctx.metrics.refusals.count(crate::metrics::Throttle::Quota);
             ctx.metrics
                 .quota_rejections
                 .with_label_values(&[

@@ -62,6 +62,7 @@ pub async fn append(conn: &mut Conn, row: &AuditRow) -> AppResult<()> {
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {
     pub tenant_slug: Option<String>,
+    pub tenant_id: Option<String>,
     pub action: Option<String>,
     pub actor: Option<String>,
     pub since: Option<NaiveDateTime>,
@@ -75,6 +76,9 @@ pub async fn list(conn: &mut Conn, filter: &AuditFilter) -> AppResult<Vec<AuditR
         let mut query = audit_log::table.select(AuditRow::as_select()).into_boxed();
         if let Some(slug) = &filter.tenant_slug {
             query = query.filter(audit_log::tenant_slug.eq(slug.clone()));
+        }
+        if let Some(id) = &filter.tenant_id {
+            query = query.filter(audit_log::tenant_id.eq(id.clone()));
         }
         if let Some(action) = &filter.action {
             // `tenant.` matches every tenant action; a full name matches exactly.

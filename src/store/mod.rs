@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod logins;
 pub mod models;
 pub mod plugins;
+pub mod probes;
 pub mod provisioning;
 pub mod schema;
 pub mod sealed;
@@ -88,7 +89,24 @@ pub struct Db {
     url: String,
     /// The URL with any password removed, for messages.
     display_url: String,
+    /// Waits for a pooled connection (shared by every clone).
+    waits: std::sync::Arc<PoolWaits>,
 }
+
+/// Waits for a pooled connection: how many took longer than [`PoolWaits::SLOW`], and the time
+/// all of them waited.
+#[derive(Debug, Default)]
+struct PoolWaits {
+    slow: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl PoolWaits {
+    /// A checkout at least this long waited for another caller to give a connection back.
+    const SLOW: Duration = Duration::from_millis(1);
+}
+
+pub use crate::metrics::PoolStats;
 
 /// One pooled connection. Created by [`Db::conn`] (reads) or [`Db::begin`] (a transaction).
 pub struct Conn {
@@ -224,6 +242,7 @@ impl Db {
                 pools,
                 url: path.to_owned(),
                 display_url,
+                waits: Default::default(),
             };
             db.conn()
                 .await
@@ -244,6 +263,7 @@ impl Db {
                 pools,
                 url: url.to_owned(),
                 display_url: display_url.clone(),
+                waits: Default::default(),
             };
             // Fail at start, with the reason, rather than on the first request.
             AsyncPgConnection::establish(url)
@@ -254,6 +274,23 @@ impl Db {
             anyhow::bail!(
                 "DATABASE_URL must start with sqlite:// or postgres:// (got {display_url})"
             )
+        }
+    }
+
+    /// The pool now, and the waits for it so far.
+    pub fn pool_stats(&self) -> PoolStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let status = match &self.pools {
+            Pools::Postgres(pool) => pool.status(),
+            Pools::Sqlite(pool) => pool.status(),
+        };
+        PoolStats {
+            max_size: status.max_size,
+            size: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+            slow_checkouts: self.waits.slow.load(Relaxed),
+            wait_seconds: self.waits.micros.load(Relaxed) as f64 / 1e6,
         }
     }
 
@@ -304,10 +341,19 @@ impl Db {
 
     /// A connection for reads (each statement commits on its own).
     pub async fn conn(&self) -> AppResult<Conn> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let asked = std::time::Instant::now();
         let pooled = match &self.pools {
             Pools::Postgres(pool) => Pooled::Postgres(pool.get().await?),
             Pools::Sqlite(pool) => Pooled::Sqlite(pool.get().await?),
         };
+        let waited = asked.elapsed();
+        if waited >= PoolWaits::SLOW {
+            self.waits.slow.fetch_add(1, Relaxed);
+            self.waits
+                .micros
+                .fetch_add(waited.as_micros() as u64, Relaxed);
+        }
         Ok(Conn {
             inner: Some(pooled),
             in_transaction: false,

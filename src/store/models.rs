@@ -398,6 +398,12 @@ pub struct QuotaOverrideRow {
     pub hard: bool,
     pub updated_by: String,
     pub updated_at: NaiveDateTime,
+    /// Why it was set (a temporary raise says why).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When it ends by itself (a temporary override); none: until changed.
+    #[serde(default)]
+    pub expires_at: Option<NaiveDateTime>,
 }
 
 /// An alert on a tenant, open or resolved.

@@ -9,8 +9,8 @@ use super::models::{
     IdempotencyRow, ResourceRow, RunRow, StepRow, TemplateRow, TemplateVersionRow,
 };
 use super::schema::{
-    idempotency_keys, provisioning_runs, provisioning_steps, template_versions, templates,
-    tenant_resources,
+    idempotency_keys, provisioning_run_totals, provisioning_runs, provisioning_steps,
+    template_versions, templates, tenant_resources,
 };
 use super::vocabulary::RunStatus;
 use crate::error::AppResult;
@@ -181,6 +181,59 @@ pub async fn count_by_status(conn: &mut Conn) -> AppResult<Vec<(String, i64)>> {
         .select((provisioning_runs::status, diesel::dsl::count_star()))
         .load(c)
         .await)?)
+}
+
+/// Counts a run that ended, in the transaction that ends it: one more run of `kind` with
+/// `outcome`, and its seconds.
+pub async fn count_ended_run(
+    conn: &mut Conn,
+    kind: &str,
+    outcome: &str,
+    seconds: f64,
+) -> AppResult<()> {
+    use diesel::upsert::excluded;
+    use provisioning_run_totals::dsl as t;
+    with_conn!(conn, |c| diesel::insert_into(t::provisioning_run_totals)
+        .values((
+            t::kind.eq(kind),
+            t::outcome.eq(outcome),
+            t::runs.eq(1i64),
+            t::seconds.eq(seconds),
+        ))
+        .on_conflict((t::kind, t::outcome))
+        .do_update()
+        .set((
+            t::runs.eq(t::runs + 1i64),
+            t::seconds.eq(t::seconds + excluded(t::seconds))
+        ))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+/// Every ended run counted so far: (kind, outcome, runs, seconds).
+pub async fn run_totals(conn: &mut Conn) -> AppResult<Vec<(String, String, i64, f64)>> {
+    use provisioning_run_totals::dsl as t;
+    Ok(with_conn!(conn, |c| t::provisioning_run_totals
+        .select((t::kind, t::outcome, t::runs, t::seconds))
+        .load(c)
+        .await)?)
+}
+
+/// The id of the tenant whose runs were made for `slug_or_id` (the newest such run's tenant):
+/// a purged tenant's runs outlive it.
+pub async fn tenant_of_runs(conn: &mut Conn, slug_or_id: &str) -> AppResult<Option<String>> {
+    Ok(with_conn!(conn, |c| provisioning_runs::table
+        .filter(
+            provisioning_runs::tenant_slug
+                .eq(slug_or_id)
+                .or(provisioning_runs::tenant_id.eq(slug_or_id)),
+        )
+        .order(provisioning_runs::created_at.desc())
+        .select(provisioning_runs::tenant_id)
+        .first::<String>(c)
+        .await
+        .optional())?)
 }
 
 /// Whether the tenant has a run that has not finished.

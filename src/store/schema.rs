@@ -368,6 +368,8 @@ diesel::table! {
         hard -> Bool,
         updated_by -> Text,
         updated_at -> Timestamp,
+        reason -> Nullable<Text>,
+        expires_at -> Nullable<Timestamp>,
     }
 }
 
@@ -476,3 +478,27 @@ diesel::table! {
         database_key -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    provisioning_run_totals (kind, outcome) {
+        kind -> Text,
+        outcome -> Text,
+        runs -> BigInt,
+        seconds -> Double,
+    }
+}
+
+diesel::table! {
+    tenant_database_probes (tenant_id) {
+        tenant_id -> Text,
+        status -> Text,
+        latency_ms -> Nullable<Double>,
+        recent_ms -> Text,
+        detail -> Nullable<Text>,
+        failing_since -> Nullable<Timestamp>,
+        checked_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(tenant_database_probes -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(tenants, tenant_database_probes, tenant_requests);

@@ -89,7 +89,15 @@ pub async fn delete(conn: &mut Conn, id: &str) -> AppResult<()> {
 }
 
 pub async fn list(conn: &mut Conn, filter: &TenantFilter) -> AppResult<Vec<TenantRow>> {
+    // A search for a whole tenant id finds that tenant (audit records and webhooks name
+    // tenants by id).
+    let by_id = filter
+        .search
+        .as_deref()
+        .filter(|s| s.len() == 36 && uuid::Uuid::try_parse(s).is_ok())
+        .map(str::to_ascii_lowercase);
     let candidates = match &filter.search {
+        _ if by_id.is_some() => None,
         Some(search) => search_candidates(conn, search).await?,
         None => None,
     };
@@ -101,7 +109,9 @@ pub async fn list(conn: &mut Conn, filter: &TenantFilter) -> AppResult<Vec<Tenan
         if let Some(tier) = &filter.tier {
             query = query.filter(tenants::tier.eq(tier.clone()));
         }
-        if let Some(search) = &filter.search {
+        if let Some(id) = &by_id {
+            query = query.filter(tenants::id.eq(id.clone()));
+        } else if let Some(search) = &filter.search {
             let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
             query = query.filter(
                 lower(tenants::slug)

@@ -206,10 +206,17 @@ pub async fn sweep_events(conn: &mut Conn, before: NaiveDateTime) -> AppResult<u
     .await)?)
 }
 
-/// The tenant's quota overrides, by metric.
+/// The tenant's quota overrides in force, by metric (a temporary one past its end is not, even
+/// before it is swept).
 pub async fn overrides(conn: &mut Conn, tenant_id: &str) -> AppResult<Vec<QuotaOverrideRow>> {
+    let now = crate::clock::now();
     Ok(with_conn!(conn, |c| quota_overrides::table
         .filter(quota_overrides::tenant_id.eq(tenant_id))
+        .filter(
+            quota_overrides::expires_at
+                .is_null()
+                .or(quota_overrides::expires_at.gt(now)),
+        )
         .order(quota_overrides::metric.asc())
         .select(QuotaOverrideRow::as_select())
         .load(c)
@@ -226,6 +233,59 @@ pub async fn put_override(conn: &mut Conn, row: &QuotaOverrideRow) -> AppResult<
         .execute(c)
         .await)?;
     Ok(())
+}
+
+/// Sets a counter back to zero; what it held (none when it held nothing).
+pub async fn reset_counter(
+    conn: &mut Conn,
+    tenant_id: &str,
+    metric: &str,
+    period: &str,
+) -> AppResult<Option<i64>> {
+    let held = counter(conn, tenant_id, metric, period)
+        .await?
+        .map(|row| row.value);
+    with_conn!(conn, |c| diesel::delete(
+        usage_counters::table
+            .filter(usage_counters::tenant_id.eq(tenant_id))
+            .filter(usage_counters::metric.eq(metric))
+            .filter(usage_counters::period.eq(period))
+    )
+    .execute(c)
+    .await)?;
+    Ok(held)
+}
+
+/// The temporary overrides that ended by `now` (at most a thousand a sweep).
+pub async fn expired_overrides(
+    conn: &mut Conn,
+    now: NaiveDateTime,
+) -> AppResult<Vec<QuotaOverrideRow>> {
+    Ok(with_conn!(conn, |c| quota_overrides::table
+        .filter(quota_overrides::expires_at.le(now))
+        .select(QuotaOverrideRow::as_select())
+        .limit(1000)
+        .load(c)
+        .await)?)
+}
+
+/// Removes a temporary override that ended by `now`; false when it was changed or removed
+/// meanwhile.
+pub async fn delete_expired_override(
+    conn: &mut Conn,
+    tenant_id: &str,
+    metric: &str,
+    now: NaiveDateTime,
+) -> AppResult<bool> {
+    let n = with_conn!(conn, |c| diesel::delete(
+        quota_overrides::table
+            .filter(quota_overrides::tenant_id.eq(tenant_id))
+            .filter(quota_overrides::metric.eq(metric))
+            .filter(quota_overrides::expires_at.le(now))
+    )
+    .execute(c)
+    .await)?;
+    Ok(n == 1)
 }
 
 /// Clears an override; false when there was none.

@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 pub use input::{NewTenant, TenantPatch};
 pub use model::{
     ADMIN_SLUG, StatusChange, Tenant, TenantScope, TenantSlug, TenantStatus, Tier, Transition,
+    is_tenant_id,
 };
 
 use crate::audit::{self, Actor, AuditEvent};
@@ -184,11 +185,19 @@ pub async fn open_client_secret(ctx: &Context, tenant_id: &str) -> AppResult<Opt
 
 /// The tenant with this slug.
 pub async fn get(ctx: &Context, slug: &str) -> AppResult<Tenant> {
-    let row = ctx
-        .caches
-        .tenant_by_slug(slug)
-        .await?
-        .ok_or_else(|| AppError::not_found("tenant", slug))?;
+    let by_id = if is_tenant_id(slug) {
+        ctx.caches.tenant_by_id(slug).await?
+    } else {
+        None
+    };
+    let row = match by_id {
+        Some(row) => row,
+        None => ctx
+            .caches
+            .tenant_by_slug(slug)
+            .await?
+            .ok_or_else(|| AppError::not_found("tenant", slug))?,
+    };
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 
@@ -201,7 +210,13 @@ pub async fn get_by_id(ctx: &Context, id: &str) -> AppResult<Option<Tenant>> {
         .transpose()
 }
 
+/// The tenant with this slug, or with this id (a tenant is addressed by either).
 pub(super) async fn find_in(conn: &mut Conn, slug: &str) -> AppResult<TenantRow> {
+    if is_tenant_id(slug)
+        && let Some(row) = store::tenants::find_by_id(conn, slug).await?
+    {
+        return Ok(row);
+    }
     store::tenants::find_by_slug(conn, slug)
         .await?
         .ok_or_else(|| AppError::not_found("tenant", slug))

@@ -53,6 +53,11 @@ pub const ADMIN_SLUG: &str = "admin";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct TenantSlug(String);
 
+/// Whether `text` is shaped like a tenant id (a UUID in its hyphenated form).
+pub fn is_tenant_id(text: &str) -> bool {
+    text.len() == 36 && uuid::Uuid::try_parse(text).is_ok()
+}
+
 impl TenantSlug {
     /// Checks the syntax rules; `reserved` says whether the reserved list applies.
     pub fn parse(input: &str, reserved: bool) -> Result<Self, FieldError> {
@@ -72,6 +77,12 @@ impl TenantSlug {
         }
         if input.starts_with('-') || input.ends_with('-') {
             return err("hyphen_edge", "must not start or end with a hyphen");
+        }
+        if is_tenant_id(input) {
+            return err(
+                "not_an_id",
+                "must not be shaped like a tenant id (a UUID): tenants are addressed by either",
+            );
         }
         if reserved && RESERVED_SLUGS.contains(&input) {
             return err("reserved", "is reserved by the platform");
@@ -358,4 +369,19 @@ pub fn split_scopes(scopes: &str) -> Vec<String> {
 pub struct TenantScope {
     pub id: String,
     pub slug: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TenantSlug, is_tenant_id};
+
+    #[test]
+    fn a_slug_is_never_shaped_like_an_id() {
+        let id = "0193a7c2-5b1e-7c4d-9f00-1234567890ab";
+        assert!(is_tenant_id(id));
+        assert!(!is_tenant_id("0193a7c25b1e7c4d9f001234567890ab"));
+        assert!(!is_tenant_id("acme-corp"));
+        assert_eq!(TenantSlug::parse(id, true).unwrap_err().rule, "not_an_id");
+        assert!(TenantSlug::parse("0193a7c2-5b1e", true).is_ok());
+    }
 }

@@ -36,11 +36,7 @@ pub async fn ensure_admin_tenant(ctx: &Context) -> AppResult<bool> {
                 default_schema: config.default_schema.clone(),
                 role_mapping: config.role_mapping.clone(),
             };
-            let valid = request.validate(false).map_err(|err| {
-                AppError::internal(anyhow::anyhow!(
-                    "admin_tenant configuration is invalid: {err}"
-                ))
-            })?;
+            let valid = request.validate(false).map_err(invalid_configuration)?;
             match insert_valid(
                 ctx,
                 &actor,
@@ -94,12 +90,16 @@ pub async fn ensure_admin_tenant(ctx: &Context) -> AppResult<bool> {
             }
             update(ctx, &actor, ADMIN_SLUG, &patch)
                 .await
-                .map_err(|err| {
-                    AppError::internal(anyhow::anyhow!(
-                        "admin_tenant configuration is invalid: {err}"
-                    ))
-                })?;
+                .map_err(invalid_configuration)?;
             Ok(false)
         }
     }
+}
+
+/// A platform tenant the configuration cannot make: the rule broken, and where to fix it.
+fn invalid_configuration(err: impl std::fmt::Display) -> AppError {
+    AppError::internal(anyhow::anyhow!(
+        "admin_tenant configuration is invalid: {err} (set it in [admin_tenant] of the \
+         configuration file or as TENANTRY_ADMIN_TENANT__<FIELD>, as the server runs with)"
+    ))
 }

@@ -20,6 +20,7 @@ backend_tests!(
     a_failing_policy_raises_its_alert,
     error_rate_and_latency_alerts_come_from_the_tenants_own_requests,
     a_tenant_sees_its_own_alerts_and_metrics_stay_bounded,
+    an_alert_held_open_keeps_saying_why_it_is_open_and_at_risk_ends_with_its_condition,
 );
 
 /// Alerts fire within a second of a change in these tests (no minimum open time).
@@ -551,5 +552,62 @@ async fn a_tenant_sees_its_own_alerts_and_metrics_stay_bounded(backend: Backend)
     assert_eq!(named, 5);
     let named = common::assert_dashboard_names_exported("tenantry-quotas.json", metrics);
     assert!(named >= 10, "{named}");
+    app.stop().await;
+}
+
+/// An alert held open for `min_open_seconds` after what it watches fell back keeps the message
+/// that says why it is open (never "no longer at risk" on an open alert); at risk — a condition,
+/// not a line — ends as soon as it no longer holds, once it may.
+async fn an_alert_held_open_keeps_saying_why_it_is_open_and_at_risk_ends_with_its_condition(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.alerts.min_open_seconds = 3;
+        config.alerts.evaluate_interval_seconds = 1;
+    })
+    .await;
+    app.create_tenant("acme").await;
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            "/api/v1/tenant/acme/quotas",
+            Some(json!({ "agents": 100 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    report(&app, "acme", "a1", "agents", 100).await;
+    let items = alerts_until(&app, "tenant=acme&kind=at_risk", |items| !items.is_empty()).await;
+    let raised = items[0]["message"].as_str().unwrap().to_owned();
+    assert!(raised.contains("is at risk"), "{raised}");
+    // Well below, while held: open, still saying why.
+    report(&app, "acme", "a2", "agents", 10).await;
+    let items = alerts_until(&app, "tenant=acme&kind=at_risk", |items| {
+        items.first().is_some_and(|a| a["value"] != 100.0)
+    })
+    .await;
+    assert_eq!(items[0]["status"], "open");
+    assert_eq!(items[0]["message"], raised, "{items:#?}");
+    let (_, quota) = app.get("/api/v1/alerts?tenant=acme&kind=quota").await;
+    for alert in quota["items"].as_array().unwrap() {
+        assert!(
+            alert["message"]
+                .as_str()
+                .unwrap()
+                .contains("has used 100 of its 100 agents"),
+            "{alert}"
+        );
+    }
+    // Once it may, at risk resolves (its condition is over); nothing open is left.
+    alerts_until(&app, "tenant=acme", |items| items.is_empty()).await;
+    let (_, resolved) = app
+        .get("/api/v1/alerts?tenant=acme&kind=at_risk&status=resolved")
+        .await;
+    assert!(
+        resolved["items"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer at risk"),
+        "{resolved}"
+    );
     app.stop().await;
 }

@@ -353,6 +353,14 @@ async fn a_tenant_key_reaches_nothing_of_another_tenant_or_the_platform(backend:
                     status == StatusCode::FORBIDDEN || status == StatusCode::NOT_FOUND,
                     "{method} {concrete} with acme's key: {status} {body}"
                 );
+            } else if concrete == "/api/v1/audit" {
+                // A tenant's admins read their own tenant's audit log, and nothing else of it.
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let items = body["items"].as_array().unwrap();
+                assert!(
+                    items.iter().all(|r| r["tenant"] == "acme"),
+                    "acme's key read another's audit records: {body}"
+                );
             } else {
                 assert_eq!(
                     status,
@@ -559,7 +567,56 @@ backend_tests!(
     a_key_is_rate_limited_and_platform_tokens_rotate,
     a_tenant_key_reaches_nothing_of_another_tenant_or_the_platform,
     a_tenant_session_reaches_nothing_of_another_tenant_or_the_platform,
+    a_key_is_found_by_its_prefix_with_its_tenant,
 );
+
+/// "Which tenant does this key belong to?": a key by its public prefix, with its tenant; a
+/// platform token has none; a whole token in the address is refused and not echoed.
+async fn a_key_is_found_by_its_prefix_with_its_tenant(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let acme = app.create_tenant("acme").await;
+    let key = new_key(&app, "acme", json!({ "name": "etl", "role": "member" })).await;
+    let prefix = key["prefix"].as_str().unwrap().to_owned();
+    for form in [format!("tny_{prefix}"), prefix.clone()] {
+        let (status, found) = app.get(&format!("/api/v1/api-keys/{form}")).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(found["key"]["name"], "etl");
+        assert_eq!(found["key"]["id"], key["id"]);
+        assert_eq!(found["tenant"]["slug"], "acme");
+        assert_eq!(found["tenant"]["id"], acme["id"]);
+        assert!(found["key"].get("token").is_none(), "{found}");
+    }
+    let (_, tokens) = app.get("/api/v1/admin/tokens").await;
+    let platform_prefix = tokens[0]["prefix"].as_str().unwrap();
+    let (status, found) = app
+        .get(&format!("/api/v1/api-keys/{platform_prefix}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["tenant"], Value::Null, "a platform token: {found}");
+    let (status, _) = app.get("/api/v1/api-keys/tny_zzzz9999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let whole = key["token"].as_str().unwrap();
+    let (status, body) = app.get(&format!("/api/v1/api-keys/{whole}")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        common::field_rules(&body),
+        vec![("prefix".to_owned(), "not_a_token".to_owned())]
+    );
+    assert!(!body.to_string().contains(&whole[13..]), "{body}");
+    let (status, _) = app.get("/api/v1/api-keys/not-a-prefix").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A tenant's key may not look keys up.
+    let (status, _) = call(
+        &app,
+        whole,
+        Method::GET,
+        &format!("/api/v1/api-keys/{prefix}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}
 
 /// The command line manages the same keys (real binary, same database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -606,6 +663,18 @@ async fn keys_from_the_command_line() {
     let token = created["token"].as_str().unwrap().to_owned();
     let (status, _) = call(&app, &token, Method::GET, "/api/v1/tenant/acme", None).await;
     assert_eq!(status, StatusCode::OK);
+    // Whose key is this? The whole token pasted (only its prefix is read, never echoed).
+    let found = run(&["key", "find", &token]);
+    let prefix = created["prefix"].as_str().unwrap();
+    assert!(
+        found.starts_with(&format!("tny_{prefix} is `etl` of tenant acme (")),
+        "{found}"
+    );
+    assert!(found.contains("role tenant-admin, live"), "{found}");
+    assert!(
+        !found.contains(&token[13..]),
+        "the secret is printed: {found}"
+    );
     let id = created["id"].as_str().unwrap().to_owned();
     let listed = run(&["tenant", "api-key", "list", "acme"]);
     assert!(

@@ -23,6 +23,8 @@ backend_tests!(
     a_tenants_api_calls_are_metered_and_limited_per_minute,
     another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leaves_the_last_decision,
     a_wasi_built_policy_that_prints_sleeps_or_panics_answers_or_fails_as_a_policy,
+    a_temporary_override_falls_back_by_itself_audited_when_set_and_when_it_ends,
+    a_counter_is_reset_by_a_platform_admin_with_a_reason_and_audited_with_what_it_held,
 );
 
 /// The quota of `metric` in a `GET …/quotas` answer.
@@ -202,6 +204,26 @@ async fn overrides_are_audited_with_old_and_new_values_and_bad_ones_change_nothi
             "type",
         ),
         (json!({}), "body", "required"),
+        (
+            json!({ "agents": { "limit": 5, "expires_in_hours": 2 } }),
+            "agents.reason",
+            "required",
+        ),
+        (
+            json!({ "agents": { "limit": 5, "expires_in_hours": 0, "reason": "x" } }),
+            "agents.expires_in_hours",
+            "range",
+        ),
+        (
+            json!({ "agents": { "limit": 5, "expires_at": "2001-01-01T00:00:00Z", "reason": "x" } }),
+            "agents.expires_at",
+            "range",
+        ),
+        (
+            json!({ "agents": { "limit": 5, "expires_at": "tomorrow", "reason": "x" } }),
+            "agents.expires_at",
+            "format",
+        ),
     ] {
         let (status, error) = put_quotas(&app, "acme", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
@@ -243,11 +265,14 @@ async fn a_reported_event_is_counted_once_per_id(backend: Backend) {
     let (status, body) = report(&app, "acme", event.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["counted"], 1);
+    // The answer carries the new total, so a reporter needs no second call.
+    assert_eq!(body["events"][0]["total"], 120, "{body}");
     let (status, body) = report(&app, "acme", event).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["counted"], 0);
     assert_eq!(body["duplicates"], 1);
     assert_eq!(body["events"][0]["outcome"], "duplicate");
+    assert_eq!(body["events"][0]["total"], 120, "not counted twice: {body}");
 
     // A batch: a new id, an id seen before, and a new id twice.
     let (status, body) = report(
@@ -265,6 +290,14 @@ async fn a_reported_event_is_counted_once_per_id(backend: Backend) {
     assert_eq!(body["counted"], 2);
     assert_eq!(body["duplicates"], 2);
     assert_eq!(used(&app, "acme", "llm_tokens_per_day").await, 155);
+    assert!(
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["total"] == 155),
+        "{body}"
+    );
 
     // Ids are the tenant's own: another tenant may use the same id.
     app.create_tenant("globex").await;
@@ -907,6 +940,42 @@ async fn a_tenants_api_calls_are_metered_and_limited_per_minute(backend: Backend
             .contains("tenant acme may make 5 API calls a minute"),
         "{body}"
     );
+    // Every refusal is counted by its reason, and a tenant refused this much is alerted on.
+    for _ in 0..19 {
+        assert_eq!(get().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tenantry_refusals_total{reason=\"tenant_budget\"} 20"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tenantry_refusals_total{reason=\"key_limit\"} 0"));
+    let mut throttled = Value::Null;
+    for _ in 0..50 {
+        let (_, alerts) = app.get("/api/v1/alerts?tenant=acme&kind=throttled").await;
+        if alerts["items"].as_array().is_some_and(|a| !a.is_empty()) {
+            throttled = alerts["items"][0].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(throttled["kind"], "throttled", "{throttled}");
+    assert_eq!(throttled["severity"], "warning", "{throttled}");
+    assert!(
+        throttled["message"]
+            .as_str()
+            .unwrap()
+            .contains("80.0 % of acme's API requests were refused at its API-call budget"),
+        "{throttled}"
+    );
     // The admitted calls reach the database within the flush interval; the refused one is not
     // counted. A platform token's calls are not the tenant's.
     let mut month = 0;
@@ -1055,7 +1124,7 @@ async fn another_policy_decides_for_one_tenant_or_a_tier_and_a_failing_one_leave
     let (_, metrics) = app.get("/metrics").await;
     let named =
         common::assert_rules_name_exported("tenantry-quota-alerts.yml", metrics.as_str().unwrap());
-    assert_eq!(named, 2);
+    assert_eq!(named, 3);
     app.stop().await;
 }
 
@@ -1127,4 +1196,174 @@ async fn a_wasi_built_policy_that_prints_sleeps_or_panics_answers_or_fails_as_a_
         );
         app.stop().await;
     }
+}
+
+/// "Raise quota temporarily; log it": an override with a reason and an end, in force until then,
+/// gone by itself at its end (before any sweep), and audited when set and when it ended.
+async fn a_temporary_override_falls_back_by_itself_audited_when_set_and_when_it_ends(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme").await;
+    let (_, before) = app.get("/api/v1/tenant/acme/quotas").await;
+    let default = quota(&before, "agents")["limit"].clone();
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (status, views) = put_quotas(
+        &app,
+        "acme",
+        json!({ "agents": {
+            "limit": 900,
+            "expires_at": ends.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "reason": "launch week",
+        } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{views}");
+    let agents = quota(&views, "agents");
+    assert_eq!(agents["limit"], 900, "{agents}");
+    assert_eq!(agents["override_reason"], "launch week");
+    assert!(agents["override_expires_at"].is_string(), "{agents}");
+    let (_, audit) = app
+        .get("/api/v1/audit?tenant=acme&action=quota.updated")
+        .await;
+    let set = &audit["items"][0]["details"]["changes"][0]["to"];
+    assert_eq!(set["reason"], "launch week", "{audit}");
+    assert!(set["expires_at"].is_string(), "{audit}");
+
+    // Past its end it no longer applies, swept or not.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let (_, after) = app.get("/api/v1/tenant/acme/quotas").await;
+    let agents = quota(&after, "agents");
+    assert_eq!(agents["limit"], default, "{agents}");
+    assert_eq!(agents["override_limit"], Value::Null, "{agents}");
+    // The sweep removes it, audited as its end.
+    let actor = tenantry::audit::Actor {
+        name: "job:housekeeping".into(),
+        source_ip: None,
+        request_id: None,
+    };
+    assert_eq!(
+        tenantry::quotas::overrides::end_expired(&app.ctx, &actor)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        tenantry::quotas::overrides::end_expired(&app.ctx, &actor)
+            .await
+            .unwrap(),
+        0
+    );
+    let (_, audit) = app
+        .get("/api/v1/audit?tenant=acme&action=quota.override_expired")
+        .await;
+    let ended = &audit["items"][0];
+    assert_eq!(ended["actor"], "job:housekeeping", "{audit}");
+    assert_eq!(ended["details"]["metric"], "agents");
+    assert_eq!(ended["details"]["limit"], 900);
+    assert_eq!(ended["details"]["reason"], "launch week");
+    app.stop().await;
+}
+
+/// "Manually reset if needed": a counter back to zero, by a platform admin, with a reason,
+/// audited with what it held; a gauge cannot be reset, and nobody else may.
+async fn a_counter_is_reset_by_a_platform_admin_with_a_reason_and_audited_with_what_it_held(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    app.create_tenant("acme").await;
+    report(
+        &app,
+        "acme",
+        json!({ "id": "e1", "metric": "llm_tokens_per_day", "increment": 120 }),
+    )
+    .await;
+    assert_eq!(used(&app, "acme", "llm_tokens_per_day").await, 120);
+    let (status, reset) = app
+        .post(
+            "/api/v1/tenant/acme/usage/llm_tokens_per_day/reset",
+            json!({ "reason": "runaway agent, refunded" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reset}");
+    assert_eq!(reset["from"], 120);
+    assert_eq!(reset["to"], 0);
+    assert_eq!(used(&app, "acme", "llm_tokens_per_day").await, 0);
+    let (_, audit) = app
+        .get("/api/v1/audit?tenant=acme&action=quota.usage_reset")
+        .await;
+    let record = &audit["items"][0]["details"];
+    assert_eq!(record["from"], 120, "{audit}");
+    assert_eq!(record["reason"], "runaway agent, refunded");
+    assert_eq!(record["metric"], "llm_tokens_per_day");
+    // Counting goes on from zero.
+    let (_, body) = report(
+        &app,
+        "acme",
+        json!({ "id": "e2", "metric": "llm_tokens_per_day", "increment": 5 }),
+    )
+    .await;
+    assert_eq!(body["events"][0]["total"], 5, "{body}");
+
+    for (path, body, field, rule) in [
+        (
+            "/api/v1/tenant/acme/usage/llm_tokens_per_day/reset",
+            json!({}),
+            "reason",
+            "required",
+        ),
+        (
+            "/api/v1/tenant/acme/usage/llm_tokens_per_day/reset",
+            json!({ "reason": " " }),
+            "reason",
+            "length",
+        ),
+        (
+            "/api/v1/tenant/acme/usage/storage_gb/reset",
+            json!({ "reason": "x" }),
+            "metric",
+            "gauge",
+        ),
+        (
+            "/api/v1/tenant/acme/usage/widgets/reset",
+            json!({ "reason": "x" }),
+            "metric",
+            "metric",
+        ),
+    ] {
+        let (status, error) = app.post(path, body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path} {body}: {error}"
+        );
+        assert!(
+            field_rules(&error).contains(&(field.to_owned(), rule.to_owned())),
+            "{path} {body}: {error}"
+        );
+    }
+    assert_eq!(used(&app, "acme", "llm_tokens_per_day").await, 5);
+    // A viewer may not reset, nor may the tenant's own admins.
+    let viewer = app
+        .token_with_role("viewer", tenantry::auth::Role::PlatformViewer)
+        .await;
+    let (_, key) = app
+        .post(
+            "/api/v1/tenant/acme/api-keys",
+            json!({ "name": "ops", "role": "tenant-admin" }),
+        )
+        .await;
+    for token in [viewer, key["token"].as_str().unwrap().to_owned()] {
+        let response = app
+            .client
+            .post(app.url("/api/v1/tenant/acme/usage/llm_tokens_per_day/reset"))
+            .bearer_auth(token)
+            .json(&json!({ "reason": "x" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(used(&app, "acme", "llm_tokens_per_day").await, 5);
+    app.stop().await;
 }

@@ -32,6 +32,7 @@ backend_tests!(
     import_refuses_a_bundle_sealed_with_a_key_the_server_lacks,
     tenant_database_health_reports_the_round_trip,
     tenant_health_is_public_and_unavailable_when_suspended,
+    a_tenant_is_found_by_its_id_in_the_api_the_search_and_the_audit_log,
 );
 
 async fn create_returns_the_tenant_with_secrets_only_as_fingerprints(backend: Backend) {
@@ -220,6 +221,29 @@ async fn malformed_json_is_400_and_unknown_field_is_422(backend: Backend) {
         field_rules(&body),
         vec![("colour".to_owned(), "unknown_field".to_owned())]
     );
+    // Every unknown field at once, at any depth, then what else is wrong.
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant",
+            json!({
+                "slug": "acme", "colour": "red", "max_agents": 5,
+                "contact": {"emial": "ops@acme.example", "name": "Ops"},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut rules = field_rules(&body);
+    rules.sort();
+    assert_eq!(
+        rules,
+        [
+            ("colour".to_owned(), "unknown_field".to_owned()),
+            ("contact.emial".to_owned(), "unknown_field".to_owned()),
+            ("max_agents".to_owned(), "unknown_field".to_owned()),
+            ("name".to_owned(), "required".to_owned()),
+        ],
+        "{body}"
+    );
 
     let (status, body) = app
         .post("/api/v1/tenant", json!({ "slug": "acme", "name": 5 }))
@@ -243,6 +267,30 @@ async fn malformed_json_is_400_and_unknown_field_is_422(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(tenant_count(&app).await, before);
+
+    // A lifecycle POST without a body (`curl -X POST …/suspend`) is told what it lacks and how
+    // to send it, not which Content-Type it did not send.
+    let created = app.create_tenant("acme").await;
+    let response = app
+        .request(Method::POST, "/api/v1/tenant/acme/suspend")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::into_json(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        field_rules(&body),
+        vec![("reason".to_owned(), "required".to_owned())]
+    );
+    let message = body["error"]["details"]["fields"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("no body") && message.contains("Content-Type: application/json"),
+        "{message}"
+    );
+    let (_, tenant) = app.get("/api/v1/tenant/acme").await;
+    assert_eq!(tenant["status"], created["status"], "nothing changed");
     app.stop().await;
 }
 
@@ -1016,5 +1064,126 @@ async fn tenant_health_is_public_and_unavailable_when_suspended(backend: Backend
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+/// Audit records, webhooks and runs name tenants by id: an operator pastes the id anywhere a
+/// tenant is named, and a tenant's own admins read its audit log.
+async fn a_tenant_is_found_by_its_id_in_the_api_the_search_and_the_audit_log(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let acme = app.create_tenant("acme").await;
+    app.create_tenant("globex").await;
+    let id = acme["id"].as_str().unwrap().to_owned();
+
+    let (status, found) = app.get(&format!("/api/v1/tenant/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["slug"], "acme");
+    let (status, suspended) = app
+        .post(
+            &format!("/api/v1/tenant/{id}/suspend"),
+            json!({"reason": "found by id"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{suspended}");
+    assert_eq!(suspended["status"], "suspended");
+    let (_, history) = app.get(&format!("/api/v1/tenant/{id}/history")).await;
+    assert_eq!(history[0]["reason"], "found by id", "{history}");
+
+    // The search finds the whole id; an id no tenant has finds nothing and is a 404.
+    let (_, page) = app.get(&format!("/api/v1/tenant?q={id}")).await;
+    let slugs: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["acme"], "{page}");
+    let unknown = "0193a7c2-5b1e-7c4d-9f00-1234567890ab";
+    let (_, page) = app.get(&format!("/api/v1/tenant?q={unknown}")).await;
+    assert_eq!(page["items"], json!([]), "{page}");
+    let (status, _) = app.get(&format!("/api/v1/tenant/{unknown}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The audit log by id: the same records as by slug, none of another tenant's.
+    let (_, by_id) = app.get(&format!("/api/v1/audit?tenant={id}")).await;
+    let (_, by_slug) = app.get("/api/v1/audit?tenant=acme").await;
+    let actions = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["tenant"].as_str().unwrap(),
+                    r["action"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert!(!actions(&by_id).is_empty());
+    assert_eq!(actions(&by_id), actions(&by_slug));
+    assert!(
+        actions(&by_id).contains(&"acme tenant.suspend".to_string()),
+        "{by_id}"
+    );
+
+    // A slug shaped like an id is refused: ids and slugs share the tenant's addresses.
+    let (status, body) = app
+        .post("/api/v1/tenant", json!({"slug": unknown, "name": "Shaped"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        common::field_rules(&body),
+        vec![("slug".to_owned(), "not_an_id".to_owned())]
+    );
+
+    // A tenant's admin key reads its own tenant's audit log, by its key alone or naming it;
+    // another tenant's is not found; a member key may not read it.
+    app.post(
+        &format!("/api/v1/tenant/{id}/reactivate"),
+        json!({"reason": "back"}),
+    )
+    .await;
+    let (_, key) = app
+        .post(
+            "/api/v1/tenant/acme/api-keys",
+            json!({"name": "ops", "role": "tenant-admin"}),
+        )
+        .await;
+    let token = key["token"].as_str().unwrap().to_owned();
+    let (_, member) = app
+        .post(
+            "/api/v1/tenant/acme/api-keys",
+            json!({"name": "app", "role": "member"}),
+        )
+        .await;
+    let member = member["token"].as_str().unwrap().to_owned();
+    let read = |token: String, query: &'static str| {
+        let request = app
+            .client
+            .get(app.url(&format!("/api/v1/audit{query}")))
+            .bearer_auth(token);
+        async move { common::into_json(request.send().await.unwrap()).await }
+    };
+    let (status, own) = read(token.clone(), "").await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    let tenants: Vec<&str> = own["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tenant"].as_str().unwrap())
+        .collect();
+    assert!(
+        !tenants.is_empty() && tenants.iter().all(|t| *t == "acme"),
+        "{own}"
+    );
+    let (status, named) = read(token.clone(), "?tenant=acme").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(named["items"], own["items"]);
+    let (status, _) = read(token.clone(), "?tenant=globex").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = read(member, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     app.stop().await;
 }

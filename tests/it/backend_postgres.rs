@@ -453,7 +453,7 @@ async fn a_database_per_tenant_is_made_isolated_kept_in_step_and_purged() {
             "/api/v1/tenant/{slug_a}?hard=true&force=true&reason=test"
         ))
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (_, runs) = f.app.get("/api/v1/provisioning?limit=1").await;
     let purge = f.wait(runs[0]["url"].as_str().unwrap()).await;
     assert_eq!(purge["kind"], "purge");
@@ -942,7 +942,7 @@ async fn a_schema_per_tenant_in_a_shared_database_keeps_each_to_its_own() {
             "/api/v1/tenant/{a_slug}?hard=true&force=true&reason=test"
         ))
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (_, runs) = f.app.get("/api/v1/provisioning?limit=1").await;
     let purge = f.wait(runs[0]["url"].as_str().unwrap()).await;
     assert_eq!(purge["status"], "succeeded", "{purge:#}");
@@ -1116,7 +1116,7 @@ async fn a_shared_database_keeps_each_tenant_to_its_rows() {
             "/api/v1/tenant/{a_slug}?hard=true&force=true&reason=test"
         ))
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (_, runs) = f.app.get("/api/v1/provisioning?limit=1").await;
     let purge = f.wait(runs[0]["url"].as_str().unwrap()).await;
     assert_eq!(purge["status"], "succeeded", "{purge:#}");
@@ -1234,7 +1234,7 @@ async fn purge(f: &Fixture, slug: &str) {
             "/api/v1/tenant/{slug}?hard=true&force=true&reason=test"
         ))
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (_, runs) = f.app.get("/api/v1/provisioning?limit=1").await;
     let run = f.wait(runs[0]["url"].as_str().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");

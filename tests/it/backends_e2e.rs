@@ -191,7 +191,7 @@ async fn purge(app: &TestApp, slug: &str) -> Value {
             "/api/v1/tenant/{slug}?hard=true&force=true&reason=e2e"
         ))
         .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(status, StatusCode::ACCEPTED);
     let (_, runs) = app.get("/api/v1/provisioning?limit=1").await;
     let purge = wait_run(app, runs[0]["url"].as_str().unwrap()).await;
     assert_eq!(purge["status"], "succeeded", "{purge:#}");

@@ -537,6 +537,8 @@ const COMMANDS: &[&str] = &[
     "admin token create",
     "admin token list",
     "admin token revoke",
+    "key",
+    "key find",
     "audit",
     "audit list",
     "audit verify",
@@ -717,6 +719,8 @@ backend_tests!(
     serve_with_a_bad_bind_address_exits_non_zero_with_one_line_before_touching_anything,
     backup_writes_every_tenant_and_skips_the_unchanged_next_time,
     a_bundle_for_another_installation_is_resealed_to_its_key,
+    commands_never_rewrite_the_platform_tenant_only_migrate_applies_admin_tenant,
+    an_action_without_user_is_audited_as_the_account_of_the_uid,
 );
 
 async fn a_bundle_for_another_installation_is_resealed_to_its_key(backend: Backend) {
@@ -785,6 +789,8 @@ async fn a_bundle_for_another_installation_is_resealed_to_its_key(backend: Backe
 
 async fn backup_writes_every_tenant_and_skips_the_unchanged_next_time(backend: Backend) {
     let cli = Cli::new(backend).await;
+    // Installed as an operator installs: `migrate` makes the platform tenant.
+    cli.ok(&["migrate"]).await;
     for slug in ["acme", "globex"] {
         cli.ok(&["tenant", "create", "--slug", slug, "--name", slug])
             .await;
@@ -938,11 +944,21 @@ async fn token_create_prints_a_tny_token_that_list_shows_without_its_secret_and_
     assert_eq!(tokens[0]["prefix"], prefix);
     assert!(tokens[0].get("token").is_none(), "{}", tokens[0]);
     assert!(tokens[0]["revoked_at"].is_null());
+    // Never used yet: its last use says so, and the list shows it.
+    let listing = cli.ok(&["admin", "token", "list"]).await;
     assert!(
-        cli.ok(&["admin", "token", "list"])
-            .await
+        listing
             .lines()
-            .any(|l| l.contains("ci") && l.ends_with("live"))
+            .next()
+            .unwrap()
+            .ends_with("STATE  LAST USED"),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("ci") && l.contains(" live ") && l.ends_with("never")),
+        "{listing}"
     );
 
     // The printed token is the one that authenticates.
@@ -953,6 +969,19 @@ async fn token_create_prints_a_tny_token_that_list_shows_without_its_secret_and_
         .await
         .expect("lookup");
     assert_eq!(principal.expect("the token authenticates").name, "token:ci");
+    // Its use shows in the list, so that unused tokens can be told from used ones.
+    let used = cli.json(&["admin", "token", "list"]).await;
+    let last_used = used[0]["last_used_at"]
+        .as_str()
+        .expect("last_used_at")
+        .to_owned();
+    let listing = cli.ok(&["admin", "token", "list"]).await;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains("ci") && l.contains(" live ") && !l.ends_with("never")),
+        "{listing} ({last_used})"
+    );
 
     let revoked = cli.ok(&["admin", "token", "revoke", "ci"]).await;
     assert_eq!(revoked.trim_end(), "token `ci` revoked");
@@ -962,7 +991,7 @@ async fn token_create_prints_a_tny_token_that_list_shows_without_its_secret_and_
         cli.ok(&["admin", "token", "list"])
             .await
             .lines()
-            .any(|l| l.contains("ci") && l.ends_with("revoked"))
+            .any(|l| l.contains("ci") && l.contains(" revoked "))
     );
     assert!(
         tenantry::auth::authenticate_token(&ctx, &token)
@@ -1021,6 +1050,8 @@ async fn token_with_the_name_of_a_live_token_exits_non_zero_with_one_line(backen
 
 async fn tenant_lifecycle_through_the_cli_never_prints_secrets(backend: Backend) {
     let cli = Cli::new(backend).await;
+    // Installed as an operator installs: `migrate` makes the platform tenant.
+    cli.ok(&["migrate"]).await;
     let created = create_acme(&cli).await;
     assert_eq!(created["slug"], "acme");
     assert_eq!(created["status"], "active");
@@ -1225,6 +1256,8 @@ async fn tenant_lifecycle_through_the_cli_never_prints_secrets(backend: Backend)
 
 async fn tenant_list_filters_by_status_tier_and_search(backend: Backend) {
     let cli = Cli::new(backend).await;
+    // Installed as an operator installs: `migrate` makes the platform tenant.
+    cli.ok(&["migrate"]).await;
     for (slug, name, tier) in [
         ("shop-one", "Shop Number One", "starter"),
         ("shop-two", "Shop Number Two", "enterprise"),
@@ -1302,6 +1335,8 @@ async fn illegal_transition_exits_non_zero_naming_the_current_status_and_stores_
     backend: Backend,
 ) {
     let cli = Cli::new(backend).await;
+    // Installed as an operator installs: `migrate` makes the platform tenant.
+    cli.ok(&["migrate"]).await;
     cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
         .await;
     let audit_before = cli.audit().await.len();
@@ -1469,6 +1504,8 @@ async fn set_password_reads_stdin_refuses_short_ones_and_the_new_password_logs_i
 
 async fn audit_list_shows_cli_actions_with_the_cli_actor(backend: Backend) {
     let cli = Cli::new(backend).await;
+    // Installed as an operator installs: `migrate` makes the platform tenant.
+    cli.ok(&["migrate"]).await;
     cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
         .await;
     cli.ok(&["tenant", "suspend", "acme", "--reason", "payment failure"])
@@ -1499,7 +1536,7 @@ async fn audit_list_shows_cli_actions_with_the_cli_actor(backend: Backend) {
             ("tenant.create", "acme")
         ]
     );
-    // The platform tenant was created by the system on the first command.
+    // The platform tenant was created by the system when `migrate` applied [admin_tenant].
     assert!(audit.iter().any(|r| r["actor"] == "system"
         && r["tenant"] == "admin"
         && r["action"] == "tenant.create"));
@@ -1537,6 +1574,7 @@ async fn audit_list_shows_cli_actions_with_the_cli_actor(backend: Backend) {
 
 /// Three audit records: the platform tenant (1), then two tenants created by the CLI (2, 3).
 async fn three_audit_records(cli: &Cli) {
+    cli.ok(&["migrate"]).await;
     cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
         .await;
     cli.ok(&["tenant", "create", "--slug", "globex", "--name", "Globex"])
@@ -2167,14 +2205,26 @@ async fn tenant_health_reports_the_database_round_trip_and_fails_when_unreachabl
     ])
     .await;
     let text = cli.ok(&["tenant", "health", "good"]).await;
-    assert!(text.contains("tenant good: healthy (active)"), "{text}");
+    assert!(text.starts_with("tenant good: healthy\n"), "{text}");
+    assert!(text.contains("serving: healthy (active)"), "{text}");
     assert!(text.contains("database: connected in"), "{text}");
     let run = cli.run(&["tenant", "health", "down"]).await;
     assert!(!run.status.success());
+    // The first line and the error say the same: not healthy, and why.
+    assert!(
+        run.stdout
+            .starts_with("tenant down: not healthy (database: unreachable)\n"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("database: unreachable"),
         "{}",
         run.stdout
+    );
+    assert_eq!(
+        run.stderr.trim_end(),
+        "error: tenant down is not healthy: database: unreachable"
     );
     assert!(!run.stdout.contains("hidden-pw") && !run.stderr.contains("hidden-pw"));
     cli.finish().await;
@@ -2610,4 +2660,140 @@ async fn plugin_changes_from_the_cli_bind_the_next_call_of_a_running_server(back
     assert_eq!(agreed_calls(&cli, &base, &token).await, calls);
     server.terminate().await;
     cli.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI reads the platform's configuration and never rewrites it
+
+/// The platform tenant as `tenant show` prints it, without its status history (read-only).
+async fn platform_tenant(cli: &Cli) -> Value {
+    let mut shown = cli.json(&["tenant", "show", "admin"]).await;
+    if let Some(object) = shown.as_object_mut() {
+        object.remove("history");
+    }
+    shown
+}
+
+async fn commands_never_rewrite_the_platform_tenant_only_migrate_applies_admin_tenant(
+    backend: Backend,
+) {
+    let mut cli = Cli::new(backend).await;
+    // The server's settings, applied by `migrate` (as by `serve`), the database URI under the
+    // name the API also accepts.
+    cli.set_env(
+        "TENANTRY_ADMIN_TENANT__SCOPES",
+        "openid,profile,email,groups",
+    );
+    cli.set_env(
+        "TENANTRY_ADMIN_TENANT__DB_SQLALCHEMY_URI",
+        "postgresql://reporter:s3cret-pw@db.example:5432/platform",
+    );
+    cli.ok(&["migrate"]).await;
+    let admin = platform_tenant(&cli).await;
+    assert_eq!(
+        admin["scopes"],
+        json!(["openid", "profile", "email", "groups"]),
+        "{admin}"
+    );
+    assert_eq!(admin["db_uri"]["set"], true, "{admin}");
+    assert!(!admin.to_string().contains("s3cret-pw"));
+    let audit = cli.audit().await;
+
+    // Another operator's shell: other scopes, and a client secret without its client id.
+    cli.env
+        .retain(|(k, _)| k != "TENANTRY_ADMIN_TENANT__DB_SQLALCHEMY_URI");
+    cli.set_env("TENANTRY_ADMIN_TENANT__SCOPES", "openid");
+    cli.set_env("TENANTRY_ADMIN_TENANT__CLIENT_SECRET", "not-the-servers");
+    for command in [
+        &["template", "list"][..],
+        &["tenant", "list"],
+        &["audit", "list"],
+        &["plugin", "list"],
+        &["admin", "token", "list"],
+    ] {
+        cli.ok(command).await;
+    }
+    assert_eq!(
+        platform_tenant(&cli).await,
+        admin,
+        "the platform tenant changed"
+    );
+    assert_eq!(
+        cli.audit().await,
+        audit,
+        "a read-only command wrote to the audit log"
+    );
+    // Actions that write other things leave the platform tenant alone too.
+    cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
+        .await;
+    assert_eq!(platform_tenant(&cli).await, admin);
+    assert_eq!(cli.audit().await.len(), audit.len() + 1);
+
+    // `migrate` applies the configuration: refused whole, naming the field and where to fix it.
+    let line = cli.fails(&["migrate"]).await;
+    assert!(
+        line.contains("admin_tenant configuration is invalid")
+            && line.contains("client_id")
+            && line.contains("TENANTRY_ADMIN_TENANT__"),
+        "{line}"
+    );
+    assert!(!line.contains("not-the-servers"), "{line}");
+    assert_eq!(platform_tenant(&cli).await, admin);
+    // Both names of the database URI at once: refused before anything is read.
+    cli.set_env("TENANTRY_ADMIN_TENANT__CLIENT_ID", "platform-client");
+    cli.set_env(
+        "TENANTRY_ADMIN_TENANT__DB_URI",
+        "postgresql://a@db.example/x",
+    );
+    cli.set_env(
+        "TENANTRY_ADMIN_TENANT__DB_SQLALCHEMY_URI",
+        "postgresql://b@db.example/x",
+    );
+    let line = cli.fails(&["migrate"]).await;
+    assert!(
+        line.contains("db_uri or db_sqlalchemy_uri, not both"),
+        "{line}"
+    );
+    cli.finish().await;
+}
+
+async fn an_action_without_user_is_audited_as_the_account_of_the_uid(backend: Backend) {
+    let cli = Cli::new(backend).await;
+    let mut command = cli.command(&["tenant", "create", "--slug", "acme", "--name", "Acme"]);
+    command.env_remove("USER");
+    let run = run_command(command, None).await;
+    assert!(run.status.success(), "{run:#?}");
+    let account = whoami::username().expect("the uid's account");
+    let created = cli
+        .audit()
+        .await
+        .into_iter()
+        .find(|r| r["action"] == "tenant.create" && r["tenant"] == "acme")
+        .expect("the creation is audited");
+    assert_eq!(created["actor"], format!("cli:{account}"));
+    assert_ne!(created["actor"], "cli:unknown");
+    cli.finish().await;
+}
+
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly_without_a_panic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for args in [&["tenant", "list"][..], &["openapi"]] {
+        let mut command = bare_command(dir.path());
+        command.args(args).env("TENANTRY_DATA_DIR", dir.path());
+        let mut child = command.spawn().expect("start tenantry");
+        // The reader goes away before the command has written anything (`tenantry … | head`
+        // once head has its lines).
+        drop(child.stdout.take());
+        let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+            .await
+            .expect("tenantry finishes in time")
+            .expect("wait for tenantry");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "tenantry {args:?} panicked: {stderr}"
+        );
+        assert!(output.status.success(), "tenantry {args:?}: {stderr}");
+    }
 }

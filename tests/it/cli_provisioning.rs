@@ -134,6 +134,14 @@ async fn templates_and_provisioning_from_the_command_line(backend: Backend) {
     assert_eq!(double.creations("cli-acme-alpha"), 1);
     let runs = cli.json(&["run", "list", "--tenant", "cli-acme"]).await;
     assert_eq!(runs.as_array().unwrap().len(), 1);
+    // A server that ran none of it shows the CLI's run in its /metrics.
+    let metrics = cli.server_metrics().await;
+    assert!(
+        metrics.contains(
+            "tenantry_provisioning_runs_ended_total{kind=\"provision\",outcome=\"succeeded\"} 1"
+        ),
+        "{metrics}"
+    );
     let resources = cli.ok(&["tenant", "resources", "cli-acme"]).await;
     assert!(
         resources.contains("recorder/alpha") && resources.contains("(from pg@2)"),
@@ -180,6 +188,12 @@ async fn templates_and_provisioning_from_the_command_line(backend: Backend) {
     let health: serde_json::Value = serde_json::from_str(&health.stdout).expect("the report");
     assert_eq!(health["database"]["status"], "unreachable", "{health}");
     assert_eq!(health["backends"]["status"], "healthy", "{health}");
+    assert_eq!(health["status"], "unhealthy", "{health}");
+    assert_eq!(
+        health["problems"],
+        serde_json::json!(["database: unreachable"]),
+        "{health}"
+    );
     assert_eq!(
         health["backends"]["backends"][0]["plugin"], "recorder",
         "{health}"

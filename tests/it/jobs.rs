@@ -166,6 +166,7 @@ async fn the_cli_lists_the_jobs() {
             "housekeeping",
             "retention",
             "trials",
+            "database-probes",
             "usage-measure"
         ]
     );

@@ -26,6 +26,7 @@ mod cli_plugin_call;
 mod cli_provisioning;
 mod cli_quotas;
 mod crash;
+mod database_probes;
 mod jobs;
 mod oidc_harness;
 mod oidc_login;

@@ -20,6 +20,7 @@ backend_tests!(
     a_busy_tenant_is_admitted_from_leases_whatever_others_fail,
     calls_leased_and_left_unspent_are_given_back,
     a_redis_outage_follows_the_setting_and_recovers,
+    a_lowered_limit_is_exact_at_once_on_every_server,
 );
 
 /// A second server on the first one's database and configuration.
@@ -155,8 +156,9 @@ async fn calls_leased_and_left_unspent_are_given_back(backend: Backend) {
     let http = reqwest::Client::new();
     let base = app.url("");
     let base = base.trim_end_matches('/');
-    // The other server asks for the tenant's limits with its first call (not yet limited, so
-    // not counted); this one knows them since the change.
+    // The other server asks for the tenant's limits with its first call, which waits for them
+    // and is counted under them; this one knows them since the change.
+    let first_minute = chrono::Utc::now().format("%H:%M").to_string();
     assert_eq!(
         get(&http, format!("{other}/api/v1/tenant/acme"), &key).await,
         StatusCode::OK
@@ -164,6 +166,8 @@ async fn calls_leased_and_left_unspent_are_given_back(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     early_in_a_minute().await;
     let minute = chrono::Utc::now().format("%H:%M").to_string();
+    // The first call, when it fell in this minute, spent one of its hundred.
+    let carried = usize::from(minute == first_minute);
 
     let mut admitted = 0;
     for _ in 0..60 {
@@ -189,8 +193,8 @@ async fn calls_leased_and_left_unspent_are_given_back(backend: Backend) {
         "the calls fit in one minute"
     );
     assert_eq!(
-        (admitted, refused),
-        (100, 20),
+        (admitted + carried, refused),
+        (100, 20 + carried),
         "exactly the limit of 100 admitted"
     );
     app.stop().await;
@@ -431,4 +435,49 @@ impl Drop for RedisGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Both servers admitting a tenant under a high limit (from leases of its minute), then the
+/// limit lowered on one of them: from that moment the two together admit exactly the new limit
+/// in the minute — the other server hears of the override at once (not after its decision's
+/// time to live), and what it leased under the old limit is given back, not spent.
+async fn a_lowered_limit_is_exact_at_once_on_every_server(backend: Backend) {
+    let (app, other, _server) = two_servers(backend).await;
+    app.create_tenant("acme").await;
+    limit_calls(&app, "acme", 1000).await;
+    let good = key_for(&app, "acme", json!({ "name": "app" })).await;
+    let http = reqwest::Client::new();
+    early_in_a_minute().await;
+    for _ in 0..3 {
+        for base in [app.url(""), format!("{other}/")] {
+            let url = format!(
+                "{}api/v1/tenant/acme",
+                base.trim_end_matches('/').to_owned() + "/"
+            );
+            assert_eq!(get(&http, url, &good).await, StatusCode::OK);
+        }
+    }
+    // Six calls so far in this minute; the limit goes down to ten.
+    limit_calls(&app, "acme", 10).await;
+    let mut admitted = 0;
+    for round in 0..20 {
+        // Give the other server's dropped lease a moment to go back (it holds the shared count
+        // meanwhile: a lowered limit may refuse early, never admit past itself).
+        if round == 2 {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        }
+        for base in [app.url(""), format!("{other}/")] {
+            let url = format!(
+                "{}api/v1/tenant/acme",
+                base.trim_end_matches('/').to_owned() + "/"
+            );
+            match get(&http, url, &good).await {
+                StatusCode::OK => admitted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                status => panic!("{status}"),
+            }
+        }
+    }
+    assert_eq!(admitted, 4, "ten in the minute: six before, four after");
+    app.stop().await;
 }

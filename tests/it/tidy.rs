@@ -71,6 +71,7 @@ const LAYERS: &[Layer] = &[
             "quotas",
             "bundles",
             "alerts",
+            "database_probes",
             "key_rotation",
             "jobs",
         ],

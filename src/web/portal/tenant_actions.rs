@@ -81,7 +81,13 @@ pub async fn purge(
         .as_deref()
         .is_some_and(|f| f == "on" || f == "true");
     match crate::lifecycle::purge(&ctx, &portal.actor, &slug, force, &form.reason).await {
-        Ok(()) => Ok(redirect_with(
+        Ok(Some(run)) => Ok(redirect_with(
+            &format!("/runs/{run}"),
+            Flash::success(format!(
+                "Tenant {slug} was purged; this run undoes it in its backends."
+            )),
+        )),
+        Ok(None) => Ok(redirect_with(
             "/tenants",
             Flash::success(format!("Tenant {slug} was purged.")),
         )),

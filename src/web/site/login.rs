@@ -124,6 +124,11 @@ async fn refused(
     failure: &LoginFailure,
 ) -> PageResult {
     let error = LoginError::from(failure);
+    if failure.status == actix_web::http::StatusCode::TOO_MANY_REQUESTS {
+        ctx.metrics
+            .refusals
+            .count(crate::metrics::Throttle::AbuseBlock);
+    }
     let mut response = if page.tenant.slug == ADMIN_SLUG {
         login_page(req, ctx, next, Some(&error), failure.status).await?
     } else {
@@ -235,6 +240,7 @@ pub async fn callback(
         match crate::quotas::admit_user(&ctx, &page.tenant, &user.issuer, &user.subject).await {
             Ok(()) => {}
             Err(crate::error::AppError::QuotaExceeded { details, .. }) => {
+                ctx.metrics.refusals.count(crate::metrics::Throttle::Quota);
                 ctx.metrics
                     .quota_rejections
                     .with_label_values(&["users", page.tenant.tier.as_str()])

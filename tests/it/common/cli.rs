@@ -80,6 +80,32 @@ impl Cli {
         run.stdout
     }
 
+    /// `/metrics` of a server started (in this process) on this installation's database, as
+    /// a replica that did none of the work the commands did would answer it.
+    pub async fn server_metrics(&self) -> String {
+        let config = tenantry::config::Config {
+            data_dir: self.dir.path().to_path_buf(),
+            database_url: Some(self.database.url.clone()),
+            master_key: Some(self.master_key.clone()),
+            database_pool_size: 2,
+            log_level: "off".into(),
+            ..tenantry::config::Config::default()
+        };
+        let (ctx, _) = tenantry::app::open(config).await.expect("open the server");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let server = tenantry::app::start(ctx, listener).expect("start the server");
+        let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics");
+        server.worker_stop.notify_one();
+        let _ = server.worker.await;
+        server.handle.stop(true).await;
+        metrics
+    }
+
     pub async fn json(&self, args: &[&str]) -> Value {
         let mut all = vec!["--output", "json"];
         all.extend_from_slice(args);

@@ -156,8 +156,15 @@ pub fn test_config(dir: &std::path::Path, database_url: &str) -> Config {
     let mut auth = tenantry::config::AuthConfig::default();
     // The OpenID provider test double listens on loopback.
     auth.allow_loopback_providers = true;
+    // The database probes run when a test runs them (tests/it/database_probes.rs), not every
+    // 30 s beside tests that count alerts.
+    let database_probes = tenantry::config::DatabaseProbesConfig {
+        interval_seconds: 0,
+        ..Default::default()
+    };
     Config {
         auth,
+        database_probes,
         bind: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
         database_url: Some(database_url.to_owned()),
