@@ -15,24 +15,31 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Upper bounds of the latency histogram's buckets, in milliseconds (the last is unbounded).
-const LATENCY_BOUNDS_MS: [f64; 11] = [
+pub const LATENCY_BOUNDS_MS: [f64; 11] = [
     5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
 
-#[derive(Debug, Default, Clone, Copy)]
-struct MinuteBucket {
-    minute: u64,
-    requests: u64,
-    errors: u64,
+/// A tenant's API traffic in one minute.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct MinuteBucket {
+    /// Minutes since 1970.
+    pub minute: u64,
+    pub requests: u64,
+    /// Responses 5xx.
+    pub errors: u64,
     /// Requests refused (429) at the tenant's API-call budget; not among `requests`.
-    throttled: u64,
-    latency: [u64; LATENCY_BOUNDS_MS.len() + 1],
+    pub throttled: u64,
+    /// Requests by response time, in the buckets of [`LATENCY_BOUNDS_MS`].
+    pub latency: [u64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
 /// One tenant's traffic, one bucket per minute of the window.
 #[derive(Debug, Default)]
 struct TenantTraffic {
     buckets: Vec<MinuteBucket>,
+    /// What was counted since the last flush to the database (every server's traffic is
+    /// summed there, for the API's views of it).
+    pending: Vec<MinuteBucket>,
 }
 
 /// A tenant's API traffic over the window.
@@ -132,7 +139,7 @@ impl Alerting {
     }
 
     /// Runs `change` on `tenant_id`'s bucket of `minute`, dropping buckets out of the window.
-    fn in_bucket(&self, tenant_id: &str, minute: u64, change: impl FnOnce(&mut MinuteBucket)) {
+    fn in_bucket(&self, tenant_id: &str, minute: u64, change: impl Fn(&mut MinuteBucket)) {
         let mut traffic = self.traffic.lock().expect("alerting lock");
         let tenant = match traffic.get_mut(tenant_id) {
             Some(t) => t,
@@ -151,6 +158,46 @@ impl Alerting {
             }
         };
         change(current);
+        let pending = match tenant.pending.iter_mut().position(|b| b.minute == minute) {
+            Some(i) => &mut tenant.pending[i],
+            None => {
+                tenant.pending.push(MinuteBucket {
+                    minute,
+                    ..MinuteBucket::default()
+                });
+                tenant.pending.last_mut().expect("pushed")
+            }
+        };
+        change(pending);
+    }
+
+    /// Takes what was counted since the last flush: (tenant id, its minutes).
+    pub fn take_pending(&self) -> Vec<(String, MinuteBucket)> {
+        let mut traffic = self.traffic.lock().expect("alerting lock");
+        let mut taken = Vec::new();
+        for (tenant, t) in traffic.iter_mut() {
+            taken.extend(t.pending.drain(..).map(|b| (tenant.clone(), b)));
+        }
+        taken
+    }
+
+    /// Gives back what could not be written, for the next flush.
+    pub fn restore_pending(&self, pending: Vec<(String, MinuteBucket)>) {
+        let mut traffic = self.traffic.lock().expect("alerting lock");
+        for (tenant, bucket) in pending {
+            let t = traffic.entry(tenant).or_default();
+            match t.pending.iter_mut().find(|b| b.minute == bucket.minute) {
+                Some(b) => {
+                    b.requests += bucket.requests;
+                    b.errors += bucket.errors;
+                    b.throttled += bucket.throttled;
+                    for (sum, n) in b.latency.iter_mut().zip(bucket.latency) {
+                        *sum += n;
+                    }
+                }
+                None => t.pending.push(bucket),
+            }
+        }
     }
 
     /// `tenant_id`'s traffic over the window; none without a request in it.
@@ -194,7 +241,8 @@ impl Alerting {
         let oldest = minute_now().saturating_sub(self.window_minutes - 1);
         let mut traffic = self.traffic.lock().expect("alerting lock");
         let tenants = traffic.keys().cloned().collect();
-        traffic.retain(|_, t| t.buckets.iter().any(|b| b.minute >= oldest));
+        traffic
+            .retain(|_, t| !t.pending.is_empty() || t.buckets.iter().any(|b| b.minute >= oldest));
         tenants
     }
 
@@ -235,7 +283,7 @@ impl Alerting {
 
 /// The `q` quantile of a histogram of `total` observations, interpolated linearly inside its
 /// bucket.
-fn percentile(latency: &[u64], total: u64, q: f64) -> f64 {
+pub fn percentile(latency: &[u64], total: u64, q: f64) -> f64 {
     let rank = q * total as f64;
     let mut below = 0u64;
     for (i, n) in latency.iter().enumerate() {

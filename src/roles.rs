@@ -48,6 +48,21 @@ impl Role {
         }
     }
 
+    /// What a runbook's name for a tenant role (`analyst`, `ADMIN`, `tenant_admin`) is here,
+    /// for an error that says where to look.
+    pub fn tenant_role_hint(text: &str) -> Option<&'static str> {
+        match text.trim().to_lowercase().replace('_', "-").as_str() {
+            "tenant-admin" | "admin" | "administrator" | "owner" => Some(
+                "`tenant-admin` (a tenant's administrator: its keys, SSO and users; README \"Roles\")",
+            ),
+            "member" | "analyst" | "viewer" | "user" | "editor" | "read-only" | "readonly"
+            | "developer" => Some(
+                "`member` (every other user of the tenant; what they may do in a backend is the backend's own role, set by its plugin; README \"Roles\")",
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether the role belongs to one tenant (rather than to the platform).
     pub fn is_tenant_role(self) -> bool {
         matches!(self, Role::TenantAdmin | Role::Member)

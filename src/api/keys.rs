@@ -107,7 +107,16 @@ async fn create_key(
         Some(r) => Role::parse(r)
             .filter(|r| r.is_tenant_role())
             .ok_or_else(|| {
-                AppError::invalid("role", "one_of", "must be `member` or `tenant-admin`")
+                AppError::invalid(
+                    "role",
+                    "one_of",
+                    match Role::tenant_role_hint(r) {
+                        Some(hint) => {
+                            format!("must be `member` or `tenant-admin`; `{r}` here is {hint}")
+                        }
+                        None => "must be `member` or `tenant-admin`".to_owned(),
+                    },
+                )
             })?,
     };
     let key = auth::create_key(

@@ -29,7 +29,60 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_usage)
         .service(report_usage)
         .service(measure_usage)
-        .service(reset_usage);
+        .service(reset_usage)
+        .service(heaviest_tenants);
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct HeaviestParams {
+    /// Minutes back from now, 1–60 (default 15).
+    window_minutes: Option<i64>,
+    /// How many, 1–500 (default 20).
+    limit: Option<i64>,
+    /// requests (default), errors, error_rate, p95_ms or throttled.
+    by: Option<crate::quotas::traffic::RankBy>,
+}
+
+/// The heaviest tenants: each tenant's API traffic over the window (every server's), the
+/// heaviest first — the runbooks' "find heavy tenants".
+#[utoipa::path(
+    tag = "quotas",
+    params(HeaviestParams),
+    responses((status = 200, body = Vec<crate::quotas::traffic::TrafficView>)),
+)]
+#[get("/usage/heaviest")]
+async fn heaviest_tenants(
+    ctx: web::Data<Context>,
+    caller: ApiCaller,
+    params: web::Query<HeaviestParams>,
+) -> AppResult<HttpResponse> {
+    caller.principal.require_platform()?;
+    let p = params.into_inner();
+    if let Some(w) = p.window_minutes
+        && !(1..=crate::quotas::traffic::KEPT_MINUTES).contains(&w)
+    {
+        return Err(AppError::invalid(
+            "window_minutes",
+            "range",
+            "must be from 1 to 60",
+        ));
+    }
+    if let Some(l) = p.limit
+        && !(1..=500).contains(&l)
+    {
+        return Err(AppError::invalid("limit", "range", "must be from 1 to 500"));
+    }
+    Ok(HttpResponse::Ok().json(
+        crate::quotas::traffic::heaviest(
+            &ctx,
+            p.window_minutes.unwrap_or(15),
+            p.limit.unwrap_or(20),
+            p.by.unwrap_or(crate::quotas::traffic::RankBy::Requests),
+        )
+        .await?,
+    ))
 }
 
 /// Why a counter is reset.

@@ -134,6 +134,20 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Tenant specs written in other shapes.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpecCommand {
+    /// Convert the Airflow guide's tenant YAML (`tenant:`, `warehouse:`, `resources:`) into a
+    /// `tenantry/v1` spec on standard output; every field left out or changed is listed on
+    /// standard error, with why. Touches no database.
+    Convert {
+        /// The guide's YAML (`-` for standard input).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +174,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             crate::telemetry::init(&config);
             app::serve(config).await
+        }
+        Command::Spec(SpecCommand::Convert { file }) => {
+            let text = read_file_or_stdin(&file)?;
+            let converted = crate::provisioning::spec::convert::from_guide(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for note in &converted.notes {
+                eprintln!("note: {note}");
+            }
+            match out {
+                Output::Json => write_stdout(&serde_json::to_string_pretty(&converted.spec)?),
+                Output::Text => write_stdout(converted.yaml()?.trim_end()),
+            }
         }
         Command::Openapi => write_stdout(&serde_json::to_string_pretty(
             &crate::api::openapi_document(),
@@ -330,7 +356,7 @@ install it: tenantry plugin install {dir}/{name}.wasm",
                 Command::Apply { file, yes, no_wait } => {
                     provisioning::apply(&ctx, &actor, out, &file, yes, !no_wait).await
                 }
-                Command::Serve { .. } | Command::Migrate | Command::Openapi => {
+                Command::Serve { .. } | Command::Migrate | Command::Openapi | Command::Spec(_) => {
                     unreachable!("handled above")
                 }
             };

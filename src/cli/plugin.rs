@@ -301,7 +301,7 @@ pub(super) fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
 
 fn plugin_text(p: &crate::plugin_registry::PluginView) -> String {
     format!(
-        "{} {} ({}{}) — world {}, WIT {}, deadline {} ms\n{}\nhosts:   requested {} | granted {}\nsecrets: requested {} | granted {}\ncalls: {} ({} failed, mean {:.2} ms)",
+        "{} {} ({}{}) — world {}, WIT {}, deadline {} ms\n{}\nhosts:   requested {} | granted {}\nsecrets: requested {} | granted {}\ndatabases: requested {} | granted {}\ncalls: {} ({} failed, mean {:.2} ms)",
         p.name,
         p.version,
         if p.enabled { "enabled" } else { "disabled" },
@@ -314,6 +314,8 @@ fn plugin_text(p: &crate::plugin_registry::PluginView) -> String {
         list_or_none(&p.granted.hosts),
         list_or_none(&p.requested.secrets),
         list_or_none(&p.granted.secrets),
+        list_or_none(&p.requested.databases),
+        list_or_none(&p.granted.databases),
         p.stats.calls,
         p.stats.failures,
         p.stats.mean_ms
@@ -355,9 +357,17 @@ pub(super) async fn plugin_command(
                         p.world.as_str().to_owned(),
                         p.wit_version.clone(),
                         if p.enabled { "enabled" } else { "disabled" }.into(),
-                        [p.granted.hosts.clone(), p.granted.secrets.clone()]
-                            .concat()
-                            .join(", "),
+                        [
+                            p.granted.hosts.clone(),
+                            p.granted.secrets.clone(),
+                            p.granted
+                                .databases
+                                .iter()
+                                .map(|d| format!("database {d}"))
+                                .collect(),
+                        ]
+                        .concat()
+                        .join(", "),
                     ]
                 });
                 table(

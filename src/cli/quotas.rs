@@ -71,6 +71,17 @@ pub enum UsageCommand {
     /// Measure a tenant's usage in its backends now (each enabled provisioner's `measure`,
     /// WIT 0.2.0) and record the gauges of the catalogue.
     Measure { slug: String },
+    /// The heaviest tenants: API traffic over the window (every server's), heaviest first.
+    Heaviest {
+        /// Minutes back from now, 1–60.
+        #[arg(long, default_value_t = 15)]
+        window_minutes: i64,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// requests, errors, error-rate, p95-ms or throttled.
+        #[arg(long, value_enum, default_value_t = CliRankBy::Requests)]
+        by: CliRankBy,
+    },
     /// Reset a counter or rate of the current period to zero (audited as `quota.usage_reset`
     /// with what it held and why).
     Reset {
@@ -226,6 +237,15 @@ pub async fn quota_command(
     }
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CliRankBy {
+    Requests,
+    Errors,
+    ErrorRate,
+    P95Ms,
+    Throttled,
+}
+
 pub async fn usage_command(
     ctx: &Context,
     actor: &Actor,
@@ -254,6 +274,50 @@ pub async fn usage_command(
                 .map_err(app_error)?;
             print(out, &outcome, || {
                 format!("{id}: {}", outcome.events[0].outcome)
+            })
+        }
+        UsageCommand::Heaviest {
+            window_minutes,
+            limit,
+            by,
+        } => {
+            use crate::quotas::traffic::{RankBy, heaviest};
+            let by = match by {
+                CliRankBy::Requests => RankBy::Requests,
+                CliRankBy::Errors => RankBy::Errors,
+                CliRankBy::ErrorRate => RankBy::ErrorRate,
+                CliRankBy::P95Ms => RankBy::P95Ms,
+                CliRankBy::Throttled => RankBy::Throttled,
+            };
+            let ranked = heaviest(ctx, window_minutes, limit, by)
+                .await
+                .map_err(app_error)?;
+            print(out, &ranked, || {
+                let rows = ranked
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.tenant.clone().unwrap_or_default(),
+                            v.requests.to_string(),
+                            format!("{:.1}", v.requests_per_minute),
+                            format!("{:.2} %", v.error_rate),
+                            format!("{:.0} ms", v.p95_ms),
+                            v.throttled.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "TENANT",
+                        "REQUESTS",
+                        "PER MINUTE",
+                        "ERRORS",
+                        "P95",
+                        "THROTTLED",
+                    ],
+                    rows,
+                    &format!("no API traffic in the last {window_minutes} minutes"),
+                )
             })
         }
         UsageCommand::Reset {

@@ -31,6 +31,9 @@ pub struct AlertsConfig {
     /// Share of a tenant's API requests refused (429) at its API-call budget over the traffic
     /// window (percent of all it sent) that raises a `throttled` warning.
     pub throttled_warning_percent: f64,
+    /// How many of the busiest tenants `/metrics` shows per-tenant traffic series for (beside
+    /// those with an open error-rate, latency or throttling alert); 0: none.
+    pub per_tenant_series: u32,
     /// Webhook deliveries.
     pub webhooks: WebhooksConfig,
 }
@@ -48,6 +51,7 @@ impl Default for AlertsConfig {
             latency_warning_ms: 500.0,
             latency_critical_ms: 2000.0,
             throttled_warning_percent: 5.0,
+            per_tenant_series: 20,
             webhooks: WebhooksConfig::default(),
         }
     }
@@ -112,6 +116,10 @@ impl AlertsConfig {
         positive("latency_warning_ms", self.latency_warning_ms)?;
         positive("latency_critical_ms", self.latency_critical_ms)?;
         positive("throttled_warning_percent", self.throttled_warning_percent)?;
+        anyhow::ensure!(
+            self.per_tenant_series <= 1000,
+            "invalid configuration: alerts.per_tenant_series must be at most 1000"
+        );
         anyhow::ensure!(
             self.error_rate_warning_percent < self.error_rate_critical_percent,
             "invalid configuration: alerts.error_rate_warning_percent must be below alerts.error_rate_critical_percent"

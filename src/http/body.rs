@@ -148,6 +148,10 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
         // serde_path_to_error's path already ends in an unknown field's name; for a missing
         // field it is the path of the object that lacks it.
         if message.starts_with("unknown field `") {
+            let message = match unknown_field_hint(&path) {
+                Some(hint) => format!("{message}; {hint}"),
+                None => message,
+            };
             errors.push(FieldError::new(path, "unknown_field", message));
             if remove_at(&mut value, &segments) {
                 continue;
@@ -166,6 +170,27 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
         break;
     }
     Err(AppError::Validation(errors))
+}
+
+/// Where to look when a runbook's shape is close to ours: a limit spelled as a field
+/// (`max_agents`), or a field the registry keeps in `metadata`.
+fn unknown_field_hint(path: &str) -> Option<String> {
+    let name = path.rsplit('.').next().unwrap_or(path);
+    if let Some(metric) = name.strip_prefix("max_") {
+        return Some(format!(
+            "limits are not fields: drop `max_` and set `{metric}` with PUT \
+             /api/v1/tenant/{{slug}}/quotas (docs/quotas.md)"
+        ));
+    }
+    match name {
+        "environment" | "features" | "sla" | "billing" | "cost_center" | "cost_centre"
+        | "labels" | "annotations" | "owner" | "team" => Some(format!(
+            "keep `{name}` in the tenant's `metadata` object (README \"Tenants\")"
+        )),
+        "plan" => Some("a tenant's plan is its `tier`".to_owned()),
+        "tenant_id" | "tenant_slug" => Some("a tenant is named by its `slug`".to_owned()),
+        _ => None,
+    }
 }
 
 /// Removes the member at `path` (an unknown field) from the document; false when the path does

@@ -34,6 +34,9 @@ pub struct ScrapedMetrics {
     pool_wait_seconds: Counter,
     databases: IntGaugeVec,
     probe_seconds: Histogram,
+    tenant_requests: prometheus::GaugeVec,
+    tenant_errors: prometheus::GaugeVec,
+    tenant_p95: prometheus::GaugeVec,
 }
 
 /// Raises a counter to `total` (a counter only goes up; a total that went down is left alone).
@@ -108,6 +111,26 @@ impl ScrapedMetrics {
         for status in ["up", "slow", "down", "unsupported"] {
             databases.with_label_values(&[status]);
         }
+        let tenant_gauge = |name: &str, help: &str| {
+            let gauge = prometheus::GaugeVec::new(Opts::new(name, help), &["tenant"])
+                .expect("metric definition");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("register");
+            gauge
+        };
+        let tenant_requests = tenant_gauge(
+            "tenantry_tenant_requests_per_minute",
+            "API requests a minute over the last 5 minutes, every server's, for the busiest tenants and those with an open traffic alert (alerts.per_tenant_series)",
+        );
+        let tenant_errors = tenant_gauge(
+            "tenantry_tenant_error_ratio",
+            "Share of a tenant's API requests answered 5xx over the last 5 minutes (the same tenants)",
+        );
+        let tenant_p95 = tenant_gauge(
+            "tenantry_tenant_request_p95_seconds",
+            "95th-percentile response time of a tenant's API requests over the last 5 minutes (the same tenants)",
+        );
         registry
             .register(Box::new(databases.clone()))
             .expect("register");
@@ -169,6 +192,23 @@ impl ScrapedMetrics {
             pool_wait_seconds,
             databases,
             probe_seconds,
+            tenant_requests,
+            tenant_errors,
+            tenant_p95,
+        }
+    }
+
+    /// Sets the per-tenant traffic series of a bounded set of tenants: (slug, requests a
+    /// minute, error ratio, p95 seconds); the tenants of the last scrape that are not among
+    /// them are dropped.
+    pub fn set_tenant_traffic(&self, tenants: &[(String, f64, f64, f64)]) {
+        for gauge in [&self.tenant_requests, &self.tenant_errors, &self.tenant_p95] {
+            gauge.reset();
+        }
+        for (slug, rpm, errors, p95) in tenants {
+            self.tenant_requests.with_label_values(&[slug]).set(*rpm);
+            self.tenant_errors.with_label_values(&[slug]).set(*errors);
+            self.tenant_p95.with_label_values(&[slug]).set(*p95);
         }
     }
 

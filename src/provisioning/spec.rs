@@ -4,6 +4,7 @@
 //! Secrets never sit in a spec: it names the environment variables that hold them
 //! (`client_secret_env`, `uri_env`, `placeholders_env`), which the command line reads.
 
+pub mod convert;
 mod plan;
 pub(crate) use plan::{plan_steps, queue_apply};
 
@@ -12,7 +13,7 @@ pub use plan::{Applied, ApplyPlan, PlanItem, apply, plan};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::request::{Assets, ConnectionTemplate, DatabaseSettings, ProvisionRequest};
 use crate::tenants::NewTenant;
@@ -34,6 +35,29 @@ pub struct TenantSpec {
 pub struct SpecMetadata {
     pub slug: String,
     pub name: String,
+    /// Short words that describe the tenant (`environment: production`, `cost-centre: 4711`):
+    /// kept in its registry `metadata` under `labels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Anything else the operator keeps with the tenant (contacts, SLA, billing, features):
+    /// kept in its registry `metadata`, key by key.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
+}
+
+impl SpecMetadata {
+    /// The registry `metadata` the labels and annotations stand for; none when the spec has
+    /// neither (the tenant's metadata is then left as it is).
+    pub fn registry_metadata(&self) -> Option<Map<String, Value>> {
+        if self.labels.is_empty() && self.annotations.is_empty() {
+            return None;
+        }
+        let mut metadata = self.annotations.clone();
+        if !self.labels.is_empty() {
+            metadata.insert("labels".into(), serde_json::json!(self.labels));
+        }
+        Some(metadata)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -53,9 +77,10 @@ pub struct SpecBody {
     pub connection_template: Option<SpecConnection>,
     #[serde(default)]
     pub assets: Option<SpecAssets>,
-    /// Backend plugin → its settings.
-    #[serde(default)]
-    pub backends: BTreeMap<String, Value>,
+    /// Backend plugin → its settings. Absent: every enabled backend plugin, as a provisioning
+    /// request without `backends` has it; `{}`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<BTreeMap<String, Value>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -111,8 +136,22 @@ pub struct SpecAssets {
 impl TenantSpec {
     /// Parses a YAML (or JSON) spec; errors name the line and the field.
     pub fn parse(text: &str) -> anyhow::Result<TenantSpec> {
-        let spec: TenantSpec = serde_yaml_ng::from_str(text)
-            .map_err(|e| anyhow::anyhow!("invalid tenant spec: {e}"))?;
+        let spec: TenantSpec = serde_yaml_ng::from_str(text).map_err(|e| {
+            // A document shaped like the Airflow guide's tenant YAML (`tenant:` at the top,
+            // no `apiVersion`) is named as such, with where to look.
+            let guide_shaped = serde_yaml_ng::from_str::<serde_json::Value>(text)
+                .ok()
+                .is_some_and(|v| v.get("tenant").is_some() && v.get("apiVersion").is_none());
+            if guide_shaped {
+                anyhow::anyhow!(
+                    "invalid tenant spec: {e}. This is the shape of the Airflow guide's tenant \
+                     YAML (`tenant:` at the top); `tenantry spec convert FILE` writes the \
+                     `tenantry/v1` spec it stands for (README \"Declarative tenants\")"
+                )
+            } else {
+                anyhow::anyhow!("invalid tenant spec: {e}")
+            }
+        })?;
         anyhow::ensure!(
             spec.api_version == "tenantry/v1",
             "invalid tenant spec: apiVersion must be `tenantry/v1`"
@@ -141,7 +180,7 @@ impl TenantSpec {
             tier: s.tier.clone(),
             trial_days: s.trial_days,
             contact: s.contact.clone(),
-            metadata: None,
+            metadata: self.metadata.registry_metadata(),
             oauth_issuer: auth.oauth_issuer.clone(),
             client_id: auth.client_id.clone(),
             client_secret: auth
@@ -193,7 +232,7 @@ impl TenantSpec {
             tier: None,
             trial_days: None,
             contact: None,
-            backends: Some(json!(s.backends)),
+            backends: s.backends.as_ref().map(|b| json!(b)),
             idempotency_key: None,
         })
     }

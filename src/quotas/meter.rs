@@ -254,6 +254,9 @@ pub fn spawn_flusher(ctx: &Context) -> tokio::task::JoinHandle<()> {
             if let Err(err) = flush(&ctx).await {
                 tracing::warn!("cannot write the counted API calls: {err}");
             }
+            if let Err(err) = super::traffic::flush(&ctx).await {
+                tracing::warn!("cannot write the tenants' API traffic: {err}");
+            }
         }
     })
 }

@@ -15,6 +15,7 @@ pub mod meter;
 pub mod overrides;
 pub mod policy;
 pub mod report;
+pub mod traffic;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -113,6 +114,8 @@ pub struct UsageSummary {
     pub api_calls_this_month: u64,
     /// The tenant's latest API call or user login; none when it was never seen.
     pub last_active: Option<DateTime<Utc>>,
+    /// Its API traffic over the last hour, every server's: request rate, error rate, p95.
+    pub traffic: traffic::TrafficView,
     pub measured_at: DateTime<Utc>,
 }
 
@@ -226,6 +229,7 @@ pub async fn summary(ctx: &Context, tenant: &Tenant) -> AppResult<UsageSummary> 
             .copied()
             .unwrap_or(0),
         last_active: last_active.map(clock::to_utc),
+        traffic: traffic::of_tenant(ctx, &tenant.id, traffic::KEPT_MINUTES).await?,
         metrics: views,
         measured_at: Utc::now(),
     })

@@ -24,6 +24,7 @@ pub mod sealed;
 pub mod sessions;
 pub mod tenant_requests;
 pub mod tenants;
+pub mod traffic;
 pub mod usage;
 pub mod vocabulary;
 pub mod webhooks;

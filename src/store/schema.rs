@@ -502,3 +502,28 @@ diesel::table! {
 
 diesel::joinable!(tenant_database_probes -> tenants (tenant_id));
 diesel::allow_tables_to_appear_in_same_query!(tenants, tenant_database_probes, tenant_requests);
+
+diesel::table! {
+    tenant_traffic (tenant_id, minute) {
+        tenant_id -> Text,
+        minute -> BigInt,
+        requests -> BigInt,
+        errors -> BigInt,
+        throttled -> BigInt,
+        l0 -> BigInt,
+        l1 -> BigInt,
+        l2 -> BigInt,
+        l3 -> BigInt,
+        l4 -> BigInt,
+        l5 -> BigInt,
+        l6 -> BigInt,
+        l7 -> BigInt,
+        l8 -> BigInt,
+        l9 -> BigInt,
+        l10 -> BigInt,
+        l11 -> BigInt,
+    }
+}
+
+diesel::joinable!(tenant_traffic -> tenants (tenant_id));
+diesel::allow_tables_to_appear_in_same_query!(tenants, tenant_traffic);

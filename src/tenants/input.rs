@@ -184,10 +184,18 @@ impl Checks {
     }
 
     pub fn tier(&mut self, tier: &str) -> Option<Tier> {
-        self.keep(
-            tier.parse::<Tier>()
-                .map_err(|m| FieldError::new("tier", "one_of", m)),
-        )
+        self.keep(tier.parse::<Tier>().map_err(|m| {
+            // `ENTERPRISE`, ` Starter`: the runbooks' spelling of a tier we know.
+            let near = tier.trim().to_lowercase();
+            match near.parse::<Tier>() {
+                Ok(_) if near != tier => FieldError::new(
+                    "tier",
+                    "one_of",
+                    format!("{m}; tiers are lowercase: use `{near}`"),
+                ),
+                _ => FieldError::new("tier", "one_of", m),
+            }
+        }))
     }
 
     pub fn contact(&mut self, contact: &Contact) -> Option<Contact> {

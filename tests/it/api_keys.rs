@@ -575,6 +575,21 @@ backend_tests!(
 async fn a_key_is_found_by_its_prefix_with_its_tenant(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let acme = app.create_tenant("acme").await;
+    // A runbook's role names the role it stands for here.
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant/acme/api-keys",
+            json!({ "name": "bi", "role": "analyst" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["details"]["fields"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`analyst` here is `member`"),
+        "{body}"
+    );
     let key = new_key(&app, "acme", json!({ "name": "etl", "role": "member" })).await;
     let prefix = key["prefix"].as_str().unwrap().to_owned();
     for form in [format!("tny_{prefix}"), prefix.clone()] {

@@ -25,6 +25,7 @@ backend_tests!(
     a_wasi_built_policy_that_prints_sleeps_or_panics_answers_or_fails_as_a_policy,
     a_temporary_override_falls_back_by_itself_audited_when_set_and_when_it_ends,
     a_counter_is_reset_by_a_platform_admin_with_a_reason_and_audited_with_what_it_held,
+    each_tenants_traffic_is_in_its_summary_a_ranking_and_a_bounded_set_of_series,
 );
 
 /// The quota of `metric` in a `GET …/quotas` answer.
@@ -1365,5 +1366,82 @@ async fn a_counter_is_reset_by_a_platform_admin_with_a_reason_and_audited_with_w
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
     }
     assert_eq!(used(&app, "acme", "llm_tokens_per_day").await, 5);
+    app.stop().await;
+}
+
+/// The runbooks' "find heavy tenants": each tenant's API traffic, every server's, in its usage
+/// summary and in a ranking; `/metrics` shows per-tenant series only for the busiest few.
+async fn each_tenants_traffic_is_in_its_summary_a_ranking_and_a_bounded_set_of_series(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.alerts.per_tenant_series = 1;
+        // Written by the test, not by the flusher in the middle of it.
+        config.quotas.flush_interval_ms = 3_600_000;
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for slug in ["acme", "globex"] {
+        app.create_tenant(slug).await;
+        let (_, key) = app
+            .post(&format!("/api/v1/tenant/{slug}/api-keys"), json!({ "name": "app" }))
+            .await;
+        tokens.push((slug, key["token"].as_str().unwrap().to_owned()));
+    }
+    for (slug, token) in &tokens {
+        let calls = if *slug == "acme" { 12 } else { 3 };
+        for _ in 0..calls {
+            let response = app
+                .client
+                .get(app.url(&format!("/api/v1/tenant/{slug}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+    tenantry::quotas::traffic::flush(&app.ctx).await.unwrap();
+
+    let (_, usage) = app.get("/api/v1/tenant/acme/usage").await;
+    let traffic = &usage["traffic"];
+    assert_eq!(traffic["requests"], 12, "{usage}");
+    assert_eq!(traffic["errors"], 0);
+    assert_eq!(traffic["window_minutes"], 60);
+    assert!(traffic["p95_ms"].as_f64().unwrap() > 0.0, "{traffic}");
+
+    let (status, ranked) = app.get("/api/v1/usage/heaviest?window_minutes=5").await;
+    assert_eq!(status, StatusCode::OK, "{ranked}");
+    let order: Vec<(&str, u64)> = ranked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["tenant"].as_str().unwrap(), v["requests"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(order, [("acme", 12), ("globex", 3)]);
+    let (status, body) = app.get("/api/v1/usage/heaviest?window_minutes=90").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // Per-tenant series for the busiest one only (alerts.per_tenant_series = 1).
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tenantry_tenant_requests_per_minute{tenant=\"acme\"} 2.4"),
+        "{metrics}"
+    );
+    for series in [
+        "tenantry_tenant_requests_per_minute{tenant=\"globex\"}",
+        "tenantry_tenant_error_ratio{tenant=\"globex\"}",
+        "tenantry_tenant_request_p95_seconds{tenant=\"globex\"}",
+    ] {
+        assert!(!metrics.contains(series), "{series}: {metrics}");
+    }
     app.stop().await;
 }

@@ -244,6 +244,42 @@ async fn malformed_json_is_400_and_unknown_field_is_422(backend: Backend) {
         ],
         "{body}"
     );
+    // Where a runbook's shape is close, the error says where to look.
+    let message_of = |body: &Value, field: &str| -> String {
+        body["error"]["details"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == field)
+            .map(|f| f["message"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {field} in {body}"))
+    };
+    assert!(
+        message_of(&body, "max_agents").contains("drop `max_` and set `agents`"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "A", "tier": "ENTERPRISE", "environment": "prod" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        message_of(&body, "environment").contains("`metadata`"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/api/v1/tenant",
+            json!({ "slug": "acme", "name": "A", "tier": "ENTERPRISE" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        message_of(&body, "tier").contains("tiers are lowercase: use `enterprise`"),
+        "{body}"
+    );
 
     let (status, body) = app
         .post("/api/v1/tenant", json!({ "slug": "acme", "name": 5 }))

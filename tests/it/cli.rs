@@ -545,6 +545,8 @@ const COMMANDS: &[&str] = &[
     "secrets",
     "secrets rotate-key",
     "openapi",
+    "spec",
+    "spec convert",
     "tenant health",
     "tenant export",
     "tenant import",

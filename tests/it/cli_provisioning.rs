@@ -365,6 +365,53 @@ async fn apply_shows_a_plan_converges_and_is_idempotent(backend: Backend) {
     let run = cli.run(&["apply", "-f", path(&unknown)]).await;
     assert!(!run.ok);
     assert!(run.stderr.contains("colour"), "{}", run.stderr);
+
+    // The Airflow guide's tenant YAML is named as such, and `spec convert` writes the spec it
+    // stands for, saying what it changed or left out.
+    let guide = cli.file(
+        "guide.yaml",
+        "tenant:\n  name: guide-co\n  display_name: Guide Co\n  tier: standard\n  environment: staging\n  contacts:\n    technical:\n      - {name: Ops, email: ops@guide.example}\nresources:\n  kubernetes:\n    quotas:\n      requests: {cpu: \"4\"}\n",
+    );
+    let run = cli.run(&["apply", "-f", path(&guide)]).await;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("Airflow guide") && run.stderr.contains("tenantry spec convert"),
+        "{}",
+        run.stderr
+    );
+    let converted = cli.run(&["spec", "convert", path(&guide)]).await;
+    assert!(converted.ok, "{}", converted.stderr);
+    assert!(
+        converted.stdout.contains("apiVersion: tenantry/v1")
+            && converted.stdout.contains("slug: guide-co")
+            && converted.stdout.contains("environment: staging"),
+        "{}",
+        converted.stdout
+    );
+    assert!(
+        converted
+            .stderr
+            .contains("note: tenant.tier `standard` is `professional`"),
+        "{}",
+        converted.stderr
+    );
+
+    // Labels and annotations land in the tenant's metadata; a spec without `backends` uses
+    // every enabled backend plugin, as a provisioning request without them does.
+    let meta = cli.file(
+        "meta.yaml",
+        "apiVersion: tenantry/v1\nkind: Tenant\nmetadata:\n  slug: meta-co\n  name: Meta Co\n  labels: {environment: staging, cost-centre: \"4711\"}\n  annotations: {sla: {uptime: 99.9}}\nspec:\n  tier: starter\n",
+    );
+    let plan = cli.ok(&["apply", "-f", path(&meta)]).await;
+    assert!(plan.contains("recorder/"), "every enabled backend: {plan}");
+    cli.ok(&["apply", "-f", path(&meta), "--yes"]).await;
+    let shown = cli.json(&["tenant", "show", "meta-co"]).await;
+    assert_eq!(
+        shown["metadata"]["labels"]["environment"], "staging",
+        "{shown}"
+    );
+    assert_eq!(shown["metadata"]["labels"]["cost-centre"], "4711");
+    assert_eq!(shown["metadata"]["sla"]["uptime"], 99.9);
     cli.database.drop_database().await;
     double.stop().await;
 }

@@ -181,6 +181,33 @@ async fn configuration_is_set_from_the_cli(backend: Backend) {
     let inspected = cli.ok(&["plugin", "inspect", "provisioner-v2"]).await;
     assert!(inspected.contains("seats = 9"), "{inspected}");
     assert!(inspected.contains("plan = (not set)"), "{inspected}");
+    // A database grant shows in the listing and the inspection (by alias, never its URL).
+    let url = cli.file(
+        "warehouse.url",
+        "postgresql://reader:never-shown@db.example/warehouse",
+    );
+    cli.ok(&[
+        "plugin",
+        "grant",
+        "provisioner-v2",
+        "--database",
+        "warehouse",
+        "--url-file",
+        url.to_str().unwrap(),
+    ])
+    .await;
+    let listed = cli.ok(&["plugin", "list"]).await;
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("provisioner-v2"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("database warehouse"), "{listed}");
+    let inspected = cli.ok(&["plugin", "inspect", "provisioner-v2"]).await;
+    assert!(
+        inspected.contains("databases: requested warehouse | granted warehouse"),
+        "{inspected}"
+    );
+    assert!(!listed.contains("never-shown") && !inspected.contains("never-shown"));
     // The plugin sees it.
     let plan = cli
         .json(&[

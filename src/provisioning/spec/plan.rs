@@ -146,6 +146,16 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
         patch.contact = Some(Some(v.contact.clone()));
         changed_fields = true;
     }
+    if req.tenant.metadata.is_some()
+        && field(
+            "metadata",
+            json!(tenant.metadata).to_string(),
+            json!(v.metadata).to_string(),
+        )
+    {
+        patch.metadata = Some(v.metadata.clone());
+        changed_fields = true;
+    }
     let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "(none)".into());
     if req.tenant.oauth_issuer.is_some()
         && field(
