@@ -1384,7 +1384,10 @@ async fn each_tenants_traffic_is_in_its_summary_a_ranking_and_a_bounded_set_of_s
     for slug in ["acme", "globex"] {
         app.create_tenant(slug).await;
         let (_, key) = app
-            .post(&format!("/api/v1/tenant/{slug}/api-keys"), json!({ "name": "app" }))
+            .post(
+                &format!("/api/v1/tenant/{slug}/api-keys"),
+                json!({ "name": "app" }),
+            )
             .await;
         tokens.push((slug, key["token"].as_str().unwrap().to_owned()));
     }
@@ -1416,7 +1419,12 @@ async fn each_tenants_traffic_is_in_its_summary_a_ranking_and_a_bounded_set_of_s
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| (v["tenant"].as_str().unwrap(), v["requests"].as_u64().unwrap()))
+        .map(|v| {
+            (
+                v["tenant"].as_str().unwrap(),
+                v["requests"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(order, [("acme", 12), ("globex", 3)]);
     let (status, body) = app.get("/api/v1/usage/heaviest?window_minutes=90").await;
