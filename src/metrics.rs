@@ -1,6 +1,7 @@
 //! Prometheus metrics. Request counters are updated by the HTTP middleware; tenant gauges are
 //! read from the database when `/metrics` is scraped (one indexed GROUP BY, not a scan per tenant).
 
+mod process;
 mod refusals;
 mod scraped;
 

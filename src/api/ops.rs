@@ -155,6 +155,7 @@ async fn metrics(req: actix_web::HttpRequest, ctx: web::Data<Context>) -> HttpRe
         Err(err) => tracing::warn!("metrics: reading the run totals failed: {err}"),
     }
     ctx.metrics.scraped.set_pool(&ctx.db.pool_stats());
+    ctx.metrics.scraped.refresh_process();
     match crate::quotas::traffic::series(&ctx).await {
         Ok(tenants) => ctx.metrics.scraped.set_tenant_traffic(&tenants),
         Err(err) => tracing::warn!("metrics: reading the tenants' traffic failed: {err}"),

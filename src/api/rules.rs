@@ -314,6 +314,21 @@ fn body_requirements() -> Vec<(&'static str, &'static [&'static str])> {
 fn parameter_rules() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
+            "GET /api/v1/api-keys/{prefix}",
+            "prefix",
+            json!({ "pattern": "^(tny_)?[a-z0-9]{8}$" }),
+        ),
+        (
+            "GET /api/v1/usage/heaviest",
+            "window_minutes",
+            json!({ "minimum": 1, "maximum": 60 }),
+        ),
+        (
+            "GET /api/v1/usage/heaviest",
+            "limit",
+            json!({ "minimum": 1, "maximum": 500 }),
+        ),
+        (
             "PUT /api/v1/quotas/policies/{tier}",
             "tier",
             json!({ "enum": TIERS }),
@@ -498,6 +513,7 @@ pub fn state(doc: &mut Value) {
         // The component's bytes, as they are.
         *schema = json!({ "type": "string", "format": "binary" });
     }
+    optional_empty_bodies(doc);
     for (operation, parameter, rule) in parameter_rules() {
         let pointer = format!("{}/parameters", operation_pointer(operation));
         let Some(parameters) = doc.pointer_mut(&pointer).and_then(Value::as_array_mut) else {
@@ -511,6 +527,45 @@ pub fn state(doc: &mut Value) {
             panic!("{operation} has no parameter `{parameter}`");
         };
         apply(target, &rule);
+    }
+}
+
+/// A request without a body is read as `{}` (`http::body`): an operation whose JSON body has no
+/// required field takes no body at all, and the document says so.
+fn optional_empty_bodies(doc: &mut Value) {
+    let schemas = doc["components"]["schemas"].clone();
+    let required_of = |schema: &Value| -> bool {
+        let resolved = match schema["$ref"].as_str() {
+            Some(r) => schemas
+                .get(r.trim_start_matches("#/components/schemas/"))
+                .cloned()
+                .unwrap_or(Value::Null),
+            None => schema.clone(),
+        };
+        let direct = resolved["required"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty());
+        let in_all_of = resolved["allOf"].as_array().is_some_and(|parts| {
+            parts
+                .iter()
+                .any(|p| p["required"].as_array().is_some_and(|r| !r.is_empty()))
+        });
+        direct || in_all_of || resolved["type"] != "object"
+    };
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            let body = &mut operation["requestBody"];
+            let schema = &body["content"]["application/json"]["schema"];
+            if schema.is_object() && !required_of(schema) {
+                body["required"] = json!(false);
+            }
+        }
     }
 }
 

@@ -25,7 +25,7 @@ pub enum TenantCommand {
         status: Option<String>,
         #[arg(long)]
         tier: Option<String>,
-        /// Substring of the slug or the name.
+        /// Substring of the slug or the name, or a whole tenant id.
         #[arg(long)]
         search: Option<String>,
         /// Page size (1–200).

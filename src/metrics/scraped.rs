@@ -37,6 +37,8 @@ pub struct ScrapedMetrics {
     tenant_requests: prometheus::GaugeVec,
     tenant_errors: prometheus::GaugeVec,
     tenant_p95: prometheus::GaugeVec,
+    /// The process's CPU, memory and open files (Linux).
+    process: Option<super::process::ProcessMetrics>,
 }
 
 /// Raises a counter to `total` (a counter only goes up; a total that went down is left alone).
@@ -174,14 +176,7 @@ impl ScrapedMetrics {
         registry
             .register(Box::new(pool_wait_seconds.clone()))
             .expect("register");
-        // The process's CPU seconds, resident and virtual memory, open file descriptors and
-        // start time (`process_*`), where the platform has them (Linux).
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("register");
+        let process = super::process::ProcessMetrics::new(registry);
         Self {
             runs_ended,
             runs_ended_seconds,
@@ -195,6 +190,14 @@ impl ScrapedMetrics {
             tenant_requests,
             tenant_errors,
             tenant_p95,
+            process,
+        }
+    }
+
+    /// Reads the process's CPU, memory and open files again.
+    pub fn refresh_process(&self) {
+        if let Some(process) = &self.process {
+            process.refresh();
         }
     }
 

@@ -339,7 +339,9 @@ pub async fn reset_usage(
     reason: &str,
 ) -> AppResult<UsageReset> {
     let metrics = metrics(ctx);
-    let found = catalogue::metric(&metrics, "metric", metric)?;
+    // The metric is the address's: one the catalogue lacks is not found.
+    let found = catalogue::metric(&metrics, "metric", metric)
+        .map_err(|_| AppError::not_found("metric", metric))?;
     if found.is_gauge() {
         return Err(AppError::invalid(
             "metric",

@@ -1058,6 +1058,11 @@ async fn tenant_lifecycle_through_the_cli_never_prints_secrets(backend: Backend)
     assert_eq!(created["slug"], "acme");
     assert_eq!(created["status"], "active");
     assert_eq!(created["tier"], "enterprise");
+    // A tenant is named by its id as well as its slug (audit records and webhooks carry it).
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(cli.json(&["tenant", "show", id]).await["slug"], "acme");
+    let found = cli.json(&["tenant", "list", "--search", id]).await;
+    assert_eq!(slugs(&found), ["acme"]);
     assert_eq!(created["client_secret"]["set"], true);
     assert_eq!(created["db_uri"]["set"], true);
     assert_no_secret(&created.to_string(), &[ACME_SECRET]);

@@ -217,6 +217,19 @@ async fn dashboards_and_rules_name_what_metrics_exports_and_promtool_accepts_the
     assert!(status.is_success(), "{body}");
     let (status, _) = app.get("/api/v1/tenant/nobody").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A tenant's own request, written: its per-tenant traffic series are exported then.
+    let (_, key) = app
+        .post("/api/v1/tenant/acme/api-keys", json!({ "name": "app" }))
+        .await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/tenant/acme"))
+        .bearer_auth(key["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    tenantry::quotas::traffic::flush(&app.ctx).await.unwrap();
     let exported = app
         .client
         .get(app.url("/metrics"))
