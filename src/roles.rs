@@ -53,11 +53,11 @@ impl Role {
     pub fn tenant_role_hint(text: &str) -> Option<&'static str> {
         match text.trim().to_lowercase().replace('_', "-").as_str() {
             "tenant-admin" | "admin" | "administrator" | "owner" => Some(
-                "`tenant-admin` (a tenant's administrator: its keys, SSO and users; README \"Roles\")",
+                "`tenant-admin` (a tenant's administrator: its keys, SSO and users; README \"Tenant login\")",
             ),
             "member" | "analyst" | "viewer" | "user" | "editor" | "read-only" | "readonly"
             | "developer" => Some(
-                "`member` (every other user of the tenant; what they may do in a backend is the backend's own role, set by its plugin; README \"Roles\")",
+                "`member` (every other user of the tenant; what they may do in a backend is the backend's own role, set by its plugin; README \"Tenant login\")",
             ),
             _ => None,
         }

@@ -46,7 +46,7 @@ struct HeaviestParams {
 }
 
 /// The heaviest tenants: each tenant's API traffic over the window (every server's), the
-/// heaviest first — the runbooks' "find heavy tenants".
+/// heaviest first — the operators' "find heavy tenants".
 #[utoipa::path(
     tag = "quotas",
     params(HeaviestParams),
@@ -93,7 +93,7 @@ pub struct UsageResetRequest {
     pub reason: String,
 }
 
-/// Reset a counter or rate of the current period to zero (platform admins only): the runbooks'
+/// Reset a counter or rate of the current period to zero (platform admins only): the operators'
 /// "manually reset if needed". Audited as `quota.usage_reset` with what it held and why.
 #[utoipa::path(
     tag = "quotas",

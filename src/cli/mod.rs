@@ -141,11 +141,11 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SpecCommand {
-    /// Convert the Airflow guide's tenant YAML (`tenant:`, `warehouse:`, `resources:`) into a
+    /// Convert an Airflow tenant config (`tenant:`, `warehouse:`, `resources:`) into a
     /// `tenantry/v1` spec on standard output; every field left out or changed is listed on
     /// standard error, with why. Touches no database.
     Convert {
-        /// The guide's YAML (`-` for standard input).
+        /// The Airflow tenant config (`-` for standard input).
         file: PathBuf,
     },
 }
@@ -177,7 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Spec(SpecCommand::Convert { file }) => {
             let text = read_file_or_stdin(&file)?;
-            let converted = crate::provisioning::spec::convert::from_guide(&text)
+            let converted = crate::provisioning::spec::convert::from_airflow(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             for note in &converted.notes {
                 eprintln!("note: {note}");

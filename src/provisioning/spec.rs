@@ -137,15 +137,15 @@ impl TenantSpec {
     /// Parses a YAML (or JSON) spec; errors name the line and the field.
     pub fn parse(text: &str) -> anyhow::Result<TenantSpec> {
         let spec: TenantSpec = serde_yaml_ng::from_str(text).map_err(|e| {
-            // A document shaped like the Airflow guide's tenant YAML (`tenant:` at the top,
+            // A document shaped like an Airflow tenant config (`tenant:` at the top,
             // no `apiVersion`) is named as such, with where to look.
-            let guide_shaped = serde_yaml_ng::from_str::<serde_json::Value>(text)
+            let airflow_shaped = serde_yaml_ng::from_str::<serde_json::Value>(text)
                 .ok()
                 .is_some_and(|v| v.get("tenant").is_some() && v.get("apiVersion").is_none());
-            if guide_shaped {
+            if airflow_shaped {
                 anyhow::anyhow!(
-                    "invalid tenant spec: {e}. This is the shape of the Airflow guide's tenant \
-                     YAML (`tenant:` at the top); `tenantry spec convert FILE` writes the \
+                    "invalid tenant spec: {e}. This is the shape of an Airflow tenant config \
+                     (`tenant:` at the top); `tenantry spec convert FILE` writes the \
                      `tenantry/v1` spec it stands for (README \"Declarative tenants\")"
                 )
             } else {

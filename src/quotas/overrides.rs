@@ -326,7 +326,7 @@ pub struct UsageReset {
     pub to: i64,
 }
 
-/// Sets `tenant`'s counter or rate `metric` of the current period back to zero (the runbooks'
+/// Sets `tenant`'s counter or rate `metric` of the current period back to zero (the operators'
 /// "manually reset if needed"), with a `quota.usage_reset` audit record of what it held and why.
 /// A gauge is measured, not counted: it is refused. This server forgets what it counted of the
 /// period, and the shared budget of a per-minute rate is cleared; another server's calls not yet

@@ -185,7 +185,7 @@ impl Checks {
 
     pub fn tier(&mut self, tier: &str) -> Option<Tier> {
         self.keep(tier.parse::<Tier>().map_err(|m| {
-            // `ENTERPRISE`, ` Starter`: the runbooks' spelling of a tier we know.
+            // `ENTERPRISE`, ` Starter`: the operators' spelling of a tier we know.
             let near = tier.trim().to_lowercase();
             match near.parse::<Tier>() {
                 Ok(_) if near != tier => FieldError::new(

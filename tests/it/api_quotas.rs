@@ -1370,7 +1370,7 @@ async fn a_counter_is_reset_by_a_platform_admin_with_a_reason_and_audited_with_w
     app.stop().await;
 }
 
-/// The runbooks' "find heavy tenants": each tenant's API traffic, every server's, in its usage
+/// The operators' "find heavy tenants": each tenant's API traffic, every server's, in its usage
 /// summary and in a ranking; `/metrics` shows per-tenant series only for the busiest few.
 async fn each_tenants_traffic_is_in_its_summary_a_ranking_and_a_bounded_set_of_series(
     backend: Backend,

@@ -366,7 +366,7 @@ async fn apply_shows_a_plan_converges_and_is_idempotent(backend: Backend) {
     assert!(!run.ok);
     assert!(run.stderr.contains("colour"), "{}", run.stderr);
 
-    // The Airflow guide's tenant YAML is named as such, and `spec convert` writes the spec it
+    // An Airflow tenant config is named as such, and `spec convert` writes the spec it
     // stands for, saying what it changed or left out.
     let guide = cli.file(
         "guide.yaml",
@@ -375,7 +375,8 @@ async fn apply_shows_a_plan_converges_and_is_idempotent(backend: Backend) {
     let run = cli.run(&["apply", "-f", path(&guide)]).await;
     assert!(!run.ok);
     assert!(
-        run.stderr.contains("Airflow guide") && run.stderr.contains("tenantry spec convert"),
+        run.stderr.contains("Airflow tenant config")
+            && run.stderr.contains("tenantry spec convert"),
         "{}",
         run.stderr
     );

@@ -1,4 +1,4 @@
-//! `tenantry spec convert`: the Airflow guide's tenant YAML (`tenant:`, `warehouse:`,
+//! `tenantry spec convert`: an Airflow tenant config (`tenant:`, `warehouse:`,
 //! `resources:` at the top) as the `tenantry/v1` spec it stands for, with every field that has
 //! no home in tenantry named and why. Nothing is guessed silently: what is carried is carried
 //! whole (labels and annotations keep what the registry does not use), and what is not is
@@ -38,9 +38,9 @@ fn strip_nulls(value: &mut Value) {
     }
 }
 
-/// The guide's tiers, as tenantry's.
-fn tier_of(guide: &str) -> Option<&'static str> {
-    match guide.to_lowercase().as_str() {
+/// An Airflow tenant config's tiers, as tenantry's.
+fn tier_of(airflow: &str) -> Option<&'static str> {
+    match airflow.to_lowercase().as_str() {
         "free" => Some("free"),
         "basic" | "starter" => Some("starter"),
         "standard" | "professional" => Some("professional"),
@@ -55,8 +55,8 @@ fn is_expression(value: &Value) -> bool {
     value.as_str().is_some_and(|s| s.contains("{{"))
 }
 
-/// Converts the guide's tenant YAML.
-pub fn from_guide(text: &str) -> anyhow::Result<Converted> {
+/// Converts an Airflow tenant config.
+pub fn from_airflow(text: &str) -> anyhow::Result<Converted> {
     let doc: Value =
         serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("the file is not YAML: {e}"))?;
     let Some(top) = doc.as_object() else {
@@ -66,7 +66,7 @@ pub fn from_guide(text: &str) -> anyhow::Result<Converted> {
         .get("tenant")
         .and_then(Value::as_object)
         .ok_or_else(|| {
-            anyhow::anyhow!("no `tenant:` mapping at the top: not the guide's tenant YAML")
+            anyhow::anyhow!("no `tenant:` mapping at the top: not an Airflow tenant config")
         })?;
     let mut notes = Vec::new();
     let text_at = |map: &Map<String, Value>, key: &str| {
@@ -254,7 +254,7 @@ pub fn from_guide(text: &str) -> anyhow::Result<Converted> {
 mod tests {
     use super::*;
 
-    const GUIDE: &str = r#"
+    const AIRFLOW: &str = r#"
 tenant:
   name: acme-corp
   display_name: "ACME Corporation"
@@ -283,8 +283,8 @@ resources:
 "#;
 
     #[test]
-    fn the_guides_yaml_becomes_a_spec_and_says_what_it_left_out() {
-        let converted = from_guide(GUIDE).unwrap();
+    fn an_airflow_tenant_config_becomes_a_spec_and_says_what_it_left_out() {
+        let converted = from_airflow(AIRFLOW).unwrap();
         let spec = &converted.spec;
         assert_eq!(spec.metadata.slug, "acme-corp");
         assert_eq!(spec.metadata.name, "ACME Corporation");
