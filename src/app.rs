@@ -1,7 +1,7 @@
 //! Start-up and the HTTP server: configuration → keyring → database (migrated) → platform tenant
 //! and bootstrap administrator → actix-web with the API, the portal, metrics and request logging.
 
-use crate::plugins::World;
+use crate::plugin_host::World;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Instant;
 
@@ -19,7 +19,7 @@ use crate::context::Context;
 use crate::secrets::{Keyring, KeyringNotes};
 use crate::store::Db;
 use crate::telemetry::TenantRootSpan;
-use crate::{api, tenants, web as portal};
+use crate::{api, tenants};
 
 /// A request no route took: 405 with `Allow` for a documented API path asked with another
 /// method, else the portal's (or, under `/api/`, the API's) 404.
@@ -34,7 +34,7 @@ async fn unrouted(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
         }
         .error_response();
     }
-    portal::not_found(req).await
+    crate::web::not_found(req).await
 }
 
 /// What start-up did that the operator should hear about.
@@ -142,21 +142,21 @@ fn start_with(
     fixed: Option<auth::Principal>,
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
-    portal::templates()?;
+    crate::web::load_pages()?;
     let worker_stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let worker = crate::provisioning::saga::spawn(ctx.clone(), worker_stop.clone());
     crate::store::changes::spawn_listener(&ctx.db);
     ctx.plugins.spawn_stats_reporter();
     crate::quotas::meter::spawn_flusher(&ctx);
     crate::jobs::spawn(&ctx);
-    crate::limits::Limits::spawn(&ctx.limits);
+    crate::throttle::Limits::spawn(&ctx.limits);
     crate::alerts::evaluate::spawn(&ctx);
     crate::alerts::delivery::spawn_deliverer(&ctx)?;
     let trusted_proxies = crate::client::TrustedProxies::parse(&ctx.config.trusted_proxies)
         .map_err(|err| anyhow::anyhow!("trusted_proxies: {err}"))?;
     let server = HttpServer::new(move || {
         let metrics = ctx.metrics.clone();
-        let alerting = ctx.alerting.clone();
+        let alerting = ctx.alert_signals.clone();
         let mut app = App::new()
             .app_data(web::Data::new(ctx.clone()))
             .app_data(web::Data::new(trusted_proxies.clone()));
@@ -164,16 +164,18 @@ fn start_with(
             app = app.app_data(web::Data::new(principal.clone()));
         }
         let app = app
-            .app_data(web::QueryConfig::default().error_handler(portal::query_error))
+            .app_data(web::QueryConfig::default().error_handler(crate::web::query_error))
             .app_data(web::FormConfig::default().limit(ctx.config.max_body_bytes))
             .app_data(web::PayloadConfig::new(ctx.config.max_body_bytes))
             .app_data(web::PathConfig::default());
-        portal::mount(api::mount(app))
+        crate::web::mount(api::mount(app))
             .default_service(web::to(unrouted))
             // Innermost: `HEAD` routed as `GET` (the connection leaves out the body).
             .wrap(actix_web::middleware::from_fn(crate::http::head::as_get))
             // A page handler's error becomes the page of where it happened.
-            .wrap(actix_web::middleware::from_fn(portal::error::error_pages))
+            .wrap(actix_web::middleware::from_fn(
+                crate::web::error::error_pages,
+            ))
             .wrap(
                 DefaultHeaders::new()
                     .add(("X-Content-Type-Options", "nosniff"))
@@ -181,7 +183,7 @@ fn start_with(
                     .add(("Referrer-Policy", "same-origin"))
                     .add((
                         "Content-Security-Policy",
-                        portal::content_security_policy(None),
+                        crate::web::content_security_policy(None),
                     )),
             )
             .wrap(actix_web::middleware::Condition::new(
@@ -256,7 +258,7 @@ fn start_with(
             .wrap(actix_web::middleware::from_fn(crate::http::envelope::bound))
             // Before routing: `<slug>.<base_domain>/…` is served as `/t/<slug>/…`.
             .wrap(actix_web::middleware::from_fn(
-                portal::site::route_tenant_hosts,
+                crate::web::site::route_tenant_hosts,
             ))
             .wrap(TracingLogger::<TenantRootSpan>::new())
             // Outermost: who the request came from, before anything logs or counts it.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::plugins::{HostServices, PluginHost};
+use crate::plugin_host::{HostServices, PluginHost};
 use crate::secrets::Keyring;
 use crate::store::Db;
 
@@ -22,16 +22,16 @@ pub struct Context {
     pub runs_queued: Arc<tokio::sync::Notify>,
     /// Rate limits: API keys' own, tenants' API calls a minute, abuse limits on logins and
     /// failed API-key attempts (this server's, or shared through Redis).
-    pub limits: Arc<crate::limits::Limits>,
+    pub limits: Arc<crate::throttle::Limits>,
     /// Identity providers' discovery documents and keys, cached by issuer.
     pub providers: Arc<crate::identity_providers::Providers>,
     /// Tenants' quota decisions, as their policies last gave them (this server's copy).
-    pub quota_decisions: Arc<crate::limits::QuotaDecisions>,
+    pub quota_decisions: Arc<crate::throttle::QuotaDecisions>,
     /// Tenants' API calls as this server counts them, until they are written.
-    pub api_calls: Arc<crate::limits::ApiCallMeter>,
+    pub api_calls: Arc<crate::throttle::ApiCallMeter>,
     /// What the alert evaluator is told: tenants to look at again, their traffic, failing
     /// policies (this server's view).
-    pub alerting: Arc<crate::alerting::Alerting>,
+    pub alert_signals: Arc<crate::alert_signals::AlertSignals>,
     /// Wakes this server's webhook deliverer when a delivery is queued.
     pub deliveries_queued: Arc<tokio::sync::Notify>,
 }
@@ -47,10 +47,10 @@ impl Context {
             metrics.clone(),
         );
         let plugins = PluginHost::new(services, Some(config.data_dir.join("plugin-cache")))?;
-        let limits = Arc::new(crate::limits::Limits::new(&config, metrics.clone())?);
+        let limits = Arc::new(crate::throttle::Limits::new(&config, metrics.clone())?);
         // A change of a tenant heard from any server (its tier, its status, an override of its
         // quotas) makes its quota decision be asked again on its next request here.
-        let quota_decisions = Arc::new(crate::limits::QuotaDecisions::default());
+        let quota_decisions = Arc::new(crate::throttle::QuotaDecisions::default());
         let decisions = Arc::downgrade(&quota_decisions);
         db.changes().subscribe(move |change| {
             let Some(decisions) = decisions.upgrade() else {
@@ -72,8 +72,8 @@ impl Context {
             runs_queued: Arc::new(tokio::sync::Notify::new()),
             providers: Arc::new(crate::identity_providers::Providers::new(&config.auth)?),
             quota_decisions,
-            api_calls: Arc::new(crate::limits::ApiCallMeter::default()),
-            alerting: Arc::new(crate::alerting::Alerting::new(
+            api_calls: Arc::new(crate::throttle::ApiCallMeter::default()),
+            alert_signals: Arc::new(crate::alert_signals::AlertSignals::new(
                 config.alerts.traffic_window_minutes,
             )),
             deliveries_queued: Arc::new(tokio::sync::Notify::new()),

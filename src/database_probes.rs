@@ -57,14 +57,14 @@ impl From<&ProbeRow> for DatabaseProbe {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DatabaseHealthReport {
     #[serde(flatten)]
-    pub now: crate::health::TenantDatabaseHealth,
+    pub now: crate::tenant_health::TenantDatabaseHealth,
     /// The `database-probes` job's last probe of this database, if it probed it.
     pub last_probe: Option<DatabaseProbe>,
 }
 
 /// Checks the tenant's database now, beside the job's last probe of it.
 pub async fn report(ctx: &Context, slug: &str) -> AppResult<DatabaseHealthReport> {
-    let now = crate::health::tenant_database(ctx, slug).await?;
+    let now = crate::tenant_health::tenant_database(ctx, slug).await?;
     let tenant = crate::tenants::get(ctx, slug).await?;
     Ok(DatabaseHealthReport {
         now,
@@ -152,7 +152,7 @@ pub async fn run(ctx: &Context) -> AppResult<String> {
 /// Probes one tenant's database, records it and raises or resolves its alerts; its status.
 async fn probe(ctx: &Context, tenant_id: &str, slug: &str) -> AppResult<String> {
     let config = &ctx.config.database_probes;
-    let health = match crate::health::tenant_database(ctx, slug).await {
+    let health = match crate::tenant_health::tenant_database(ctx, slug).await {
         Ok(health) => health,
         // Purged since it was found due: nothing to probe.
         Err(crate::error::AppError::NotFound { .. }) => return Ok("gone".to_owned()),

@@ -79,6 +79,8 @@ fn validation_message(errors: &[FieldError]) -> String {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+const UNKNOWN_STORED_WORD: &str = "unknown_stored_word";
+
 impl AppError {
     pub fn not_found(what: &'static str, key: impl Into<String>) -> Self {
         Self::NotFound {
@@ -101,6 +103,24 @@ impl AppError {
             message: message.into(),
             details,
         }
+    }
+
+    /// A row holds a word outside its set (a downgrade, a hand-edited row): the row is not
+    /// used, and nothing is guessed in its place.
+    pub fn unknown_stored_word(word: &crate::words::UnknownValue) -> Self {
+        Self::Conflict {
+            code: UNKNOWN_STORED_WORD,
+            message: format!(
+                "the database holds an {word}, which this version does not know: the record \
+                 cannot be used until the row is corrected (or the version that wrote it runs)"
+            ),
+            details: json!({ "kind": word.what, "value": word.value }),
+        }
+    }
+
+    /// Whether this is [`AppError::unknown_stored_word`].
+    pub fn is_unknown_stored_word(&self) -> bool {
+        matches!(self, AppError::Conflict { code, .. } if *code == UNKNOWN_STORED_WORD)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -244,6 +264,17 @@ impl From<diesel::result::Error> for AppError {
                 "a record with this key already exists",
                 Value::Null,
             ),
+            Error::DeserializationError(inner) => {
+                // diesel wraps a field's error in one that names the field.
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
+                while let Some(error) = cause {
+                    if let Some(word) = error.downcast_ref::<crate::words::UnknownValue>() {
+                        return AppError::unknown_stored_word(word);
+                    }
+                    cause = error.source();
+                }
+                AppError::Internal(anyhow::anyhow!(inner.to_string()).context("database error"))
+            }
             other => AppError::Internal(anyhow::Error::new(other).context("database error")),
         }
     }

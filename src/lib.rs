@@ -2,7 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the map of this crate.
 
-pub mod alerting;
+pub mod alert_signals;
 pub mod alerts;
 pub mod api;
 pub mod app;
@@ -17,22 +17,23 @@ pub mod config;
 pub mod context;
 pub mod database_probes;
 pub mod error;
-pub mod health;
 pub mod http;
 pub mod identity_providers;
 pub mod jobs;
 pub mod key_rotation;
 pub mod lifecycle;
-pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod plugin_host;
 pub mod plugin_registry;
-pub mod plugins;
 pub mod provisioning;
 pub mod quotas;
 pub mod roles;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod tenant_health;
 pub mod tenants;
+pub mod throttle;
 pub mod web;
+pub mod words;

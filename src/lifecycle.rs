@@ -49,7 +49,7 @@ pub async fn transition(
 
 /// Applies a PATCH of a tenant (fields, OAuth settings and `is_active`): a suspension or
 /// reactivation it makes is carried into the backends, in the same transaction.
-pub async fn update(
+pub async fn patch_tenant(
     ctx: &Context,
     actor: &Actor,
     slug: &str,
@@ -68,7 +68,7 @@ pub async fn update(
         }
         // A new tier reaches the backends too: what depends on it (a connection limit, pool
         // slots) is applied again, in the same transaction as the change.
-        let tier_run = if before.as_deref() != Some(row.tier.as_str())
+        let tier_run = if before != Some(row.tier)
             && matches!(
                 tenant.status,
                 TenantStatus::Trial | TenantStatus::Active | TenantStatus::Suspended

@@ -14,8 +14,8 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::plugins::manifest::{self, Capabilities, Manifest, World};
-use crate::plugins::{BUILTINS, CallStats, Grants, grants_of};
+use crate::plugin_host::manifest::{self, Capabilities, Manifest, World};
+use crate::plugin_host::{BUILTINS, CallStats, Grants, grants_of};
 use crate::store::models::{PluginConfigRow, PluginGrantRow, PluginMetaRow, PluginRow};
 use crate::{store, transaction};
 
@@ -51,7 +51,7 @@ pub struct PluginView {
     #[schema(value_type = Option<Object>)]
     pub config_schema: Option<serde_json::Value>,
     /// The fields of its configuration (from `config_schema`).
-    pub config_fields: Vec<crate::plugins::config::Field>,
+    pub config_fields: Vec<crate::plugin_host::config::Field>,
     /// The configuration in force: what the operator set, else each field's default.
     #[schema(value_type = Object)]
     pub config: serde_json::Map<String, Value>,
@@ -114,9 +114,9 @@ async fn view(ctx: &Context, row: &PluginMetaRow) -> AppResult<PluginView> {
             .map(|r| (r.key, r.value))
             .collect()
     };
-    let config_fields = crate::plugins::config::fields(manifest.config_schema.as_ref())
+    let config_fields = crate::plugin_host::config::fields(manifest.config_schema.as_ref())
         .map_err(|e| AppError::internal(anyhow::anyhow!("plugin {}: {e}", row.name)))?;
-    let config = crate::plugins::config::effective(&config_fields, &set)
+    let config = crate::plugin_host::config::effective(&config_fields, &set)
         .into_iter()
         .map(|(k, v)| (k, serde_json::from_str(&v).unwrap_or(Value::String(v))))
         .collect();
@@ -189,7 +189,7 @@ fn plugin_row(
     Ok(PluginRow {
         name: inspection.manifest.name.clone(),
         version: inspection.manifest.version.clone(),
-        world: inspection.world.to_string(),
+        world: inspection.world,
         wit_version: inspection.wit_version.clone(),
         sha256: inspection.sha256.clone(),
         manifest: serde_json::to_string(&inspection.manifest).map_err(AppError::internal)?,
@@ -348,7 +348,7 @@ pub async fn set_enabled(
     })?;
     if enabled {
         ctx.metrics
-            .initialise_plugin_series(name, row.world == World::Provisioner.as_str());
+            .initialise_plugin_series(name, row.world == World::Provisioner);
     } else {
         ctx.plugins
             .cancel_calls(name, "it was disabled while the call ran");
@@ -443,7 +443,7 @@ pub async fn grant(
                 secret.clone(),
                 Some(
                     ctx.keyring
-                        .seal(value, &crate::plugins::secret_context(name, secret)),
+                        .seal(value, &crate::plugin_host::secret_context(name, secret)),
                 ),
             )
         }
@@ -477,7 +477,7 @@ pub async fn grant(
                 alias.clone(),
                 Some(
                     ctx.keyring
-                        .seal(url, &crate::plugins::database_context(name, alias)),
+                        .seal(url, &crate::plugin_host::database_context(name, alias)),
                 ),
             )
         }
@@ -514,9 +514,9 @@ pub async fn configure(
 ) -> AppResult<PluginView> {
     let row = find_row(ctx, name).await?;
     let manifest: Manifest = serde_json::from_str(&row.manifest).map_err(AppError::internal)?;
-    let fields = crate::plugins::config::fields(manifest.config_schema.as_ref())
+    let fields = crate::plugin_host::config::fields(manifest.config_schema.as_ref())
         .map_err(|e| AppError::internal(anyhow::anyhow!("plugin {name}: {e}")))?;
-    let refused = crate::plugins::config::check(&fields, &values);
+    let refused = crate::plugin_host::config::check(&fields, &values);
     if !refused.is_empty() {
         return Err(AppError::Validation(
             refused

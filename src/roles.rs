@@ -14,50 +14,32 @@ use utoipa::ToSchema;
 
 use crate::error::FieldError;
 
-/// What a principal may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Everything on the platform.
-    PlatformAdmin,
-    /// Read-only access to everything on the platform (dashboards, monitoring, audits).
-    PlatformViewer,
-    /// Everything a tenant may do for itself (its API keys, its settings), in its own tenant only.
-    TenantAdmin,
-    /// Reads its own tenant.
-    Member,
+crate::words::stored_words! {
+    /// What a principal may do.
+    pub enum Role ("role") {
+        /// Everything on the platform.
+        PlatformAdmin = "platform-admin",
+        /// Read-only access to everything on the platform (dashboards, monitoring, audits).
+        PlatformViewer = "platform-viewer",
+        /// Everything a tenant may do for itself (its API keys, its settings), in its own
+        /// tenant only.
+        TenantAdmin = "tenant-admin",
+        /// Reads its own tenant.
+        Member = "member",
+    }
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::PlatformAdmin => "platform-admin",
-            Role::PlatformViewer => "platform-viewer",
-            Role::TenantAdmin => "tenant-admin",
-            Role::Member => "member",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "platform-admin" => Some(Role::PlatformAdmin),
-            "platform-viewer" => Some(Role::PlatformViewer),
-            "tenant-admin" => Some(Role::TenantAdmin),
-            "member" => Some(Role::Member),
-            _ => None,
-        }
-    }
-
-    /// What a runbook's name for a tenant role (`analyst`, `ADMIN`, `tenant_admin`) is here,
+    /// What another product's name for a tenant role (`analyst`, `ADMIN`, `tenant_admin`) is here,
     /// for an error that says where to look.
     pub fn tenant_role_hint(text: &str) -> Option<&'static str> {
         match text.trim().to_lowercase().replace('_', "-").as_str() {
             "tenant-admin" | "admin" | "administrator" | "owner" => Some(
-                "`tenant-admin` (a tenant's administrator: its keys, SSO and users; README \"Tenant login\")",
+                "`tenant-admin` (a tenant's administrator: its keys, SSO and users; docs/tenants.md \"Tenant login\")",
             ),
             "member" | "analyst" | "viewer" | "user" | "editor" | "read-only" | "readonly"
             | "developer" => Some(
-                "`member` (every other user of the tenant; what they may do in a backend is the backend's own role, set by its plugin; README \"Tenant login\")",
+                "`member` (every other user of the tenant; what they may do in a backend is the backend's own role, set by its plugin; docs/tenants.md \"Tenant login\")",
             ),
             _ => None,
         }
@@ -204,13 +186,14 @@ impl RoleMapping {
         let best = values
             .iter()
             .filter_map(|v| self.values.get(v))
-            .filter_map(|r| Role::parse(r))
+            .filter_map(|r| r.parse::<Role>().ok())
             .max_by_key(|r| rank(*r));
         match best {
             Some(role) => RoleDecision::Granted(role),
-            None => match self.default_role.as_deref().and_then(Role::parse) {
-                Some(role) => RoleDecision::Granted(role),
-                None => RoleDecision::NoAccess,
+            None => match self.default_role.as_deref().map(str::parse::<Role>) {
+                Some(Ok(role)) => RoleDecision::Granted(role),
+                // `none`, which validation allows as the only word that is not a role.
+                Some(Err(_)) | None => RoleDecision::NoAccess,
             },
         }
     }

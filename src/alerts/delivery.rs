@@ -18,6 +18,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::store::models::DeliveryRow;
+use crate::store::vocabulary::DeliveryStatus;
 use crate::store::{self, webhooks::Attempt};
 use crate::transaction;
 
@@ -102,12 +103,12 @@ async fn attempt(
     let config = &ctx.config.alerts.webhooks;
     let now = clock::now();
     let (status, next, result) = match &error {
-        None => (store::webhooks::DELIVERED, None, "delivered"),
-        Some(_) if attempts >= config.max_attempts => (store::webhooks::FAILED, None, "failed"),
+        None => (DeliveryStatus::Delivered, None, "delivered"),
+        Some(_) if attempts >= config.max_attempts => (DeliveryStatus::Failed, None, "failed"),
         Some(_) => {
             let wait = chrono::Duration::from_std(backoff(config.retry_base_ms, attempts))
                 .unwrap_or_default();
-            (store::webhooks::PENDING, Some(now + wait), "retry")
+            (DeliveryStatus::Pending, Some(now + wait), "retry")
         }
     };
     ctx.metrics

@@ -24,6 +24,7 @@ use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::quotas::{self, Level, catalogue::period_of};
 use crate::store::models::AlertRow;
+use crate::store::vocabulary::AlertStatus;
 use crate::store::{self, Conn};
 use crate::tenants::Tenant;
 use crate::transaction;
@@ -46,7 +47,7 @@ struct Observation {
 
 impl Observation {
     fn is(&self, row: &AlertRow) -> bool {
-        row.kind == self.kind.as_str()
+        row.kind == self.kind
             && row.subject == self.subject
             && row.period == self.period
             && row.threshold == self.threshold
@@ -144,7 +145,7 @@ async fn quota_observations(
 /// none without traffic in the window.
 fn traffic_observations(ctx: &Context, tenant: &Tenant) -> Option<Vec<Observation>> {
     let config = &ctx.config.alerts;
-    let window = ctx.alerting.traffic_of(&tenant.id)?;
+    let window = ctx.alert_signals.traffic_of(&tenant.id)?;
     let judged = window.requests >= config.min_requests;
     let minutes = config.traffic_window_minutes;
     let mut out = Vec::new();
@@ -214,7 +215,7 @@ pub async fn evaluate_tenant(ctx: &Context, tenant: &Tenant) -> AppResult<Change
     let config = &ctx.config.alerts;
     let quota = quota_observations(ctx, tenant, now).await?;
     let traffic = traffic_observations(ctx, tenant);
-    let failure = ctx.alerting.policy_failure(&tenant.id);
+    let failure = ctx.alert_signals.policy_failure(&tenant.id);
     let mut observations: Vec<Observation> = Vec::new();
     if let Some(failure) = &failure {
         observations.push(Observation {
@@ -260,11 +261,11 @@ pub async fn evaluate_tenant(ctx: &Context, tenant: &Tenant) -> AppResult<Change
         let row = existing.iter().find(|r| o.is(r));
         match (row, o.crossed) {
             (None, true) => steps.push(Step::Raise(o.clone())),
-            (Some(r), true) if r.status == store::alerts::RESOLVED => {
+            (Some(r), true) if r.status == AlertStatus::Resolved => {
                 steps.push(Step::Reopen(r.id.clone(), o.clone()));
             }
             (Some(r), true) => steps.push(Step::Touch(r.id.clone(), o.clone())),
-            (Some(r), false) if r.status == store::alerts::OPEN => {
+            (Some(r), false) if r.status == AlertStatus::Open => {
                 // A line is crossed back below it (or the value it was raised at) less the
                 // hysteresis; at risk, a condition, is over as soon as it no longer holds.
                 let back = o.kind == AlertKind::AtRisk
@@ -285,10 +286,10 @@ pub async fn evaluate_tenant(ctx: &Context, tenant: &Tenant) -> AppResult<Change
     // Open alerts nothing observed any more.
     for r in existing
         .iter()
-        .filter(|r| r.status == store::alerts::OPEN)
+        .filter(|r| r.status == AlertStatus::Open)
         .filter(|r| !observations.iter().any(|o| o.is(r)))
     {
-        let resolution = match AlertKind::parse(&r.kind) {
+        let resolution = match Some(r.kind) {
             Some(AlertKind::Quota) if quota_known => Some(format!(
                 "{}: the period {} has ended, or the metric no longer has a limit",
                 r.subject, r.period
@@ -381,12 +382,12 @@ fn new_row(tenant: &Tenant, o: &Observation, now: NaiveDateTime) -> AlertRow {
     AlertRow {
         id: uuid::Uuid::now_v7().to_string(),
         tenant_id: tenant.id.clone(),
-        kind: o.kind.as_str().to_owned(),
+        kind: o.kind,
         subject: o.subject.clone(),
         period: o.period.clone(),
         threshold: o.threshold.to_owned(),
-        severity: o.severity.as_str().to_owned(),
-        status: store::alerts::OPEN.to_owned(),
+        severity: o.severity,
+        status: AlertStatus::Open,
         value: o.value,
         raised_value: o.value,
         message: o.message.clone(),
@@ -414,15 +415,15 @@ pub fn spawn(ctx: &Context) -> tokio::task::JoinHandle<()> {
         let mut next_sweep = tokio::time::Instant::now() + every;
         loop {
             tokio::select! {
-                _ = ctx.alerting.marked() => {}
+                _ = ctx.alert_signals.marked() => {}
                 _ = tokio::time::sleep_until(next_sweep) => {}
             }
             // Coalesce: what is marked within this pause is evaluated once.
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let mut ids = ctx.alerting.take_marked();
+            let mut ids = ctx.alert_signals.take_marked();
             if tokio::time::Instant::now() >= next_sweep {
                 next_sweep = tokio::time::Instant::now() + every;
-                ids.extend(ctx.alerting.traffic_tenants());
+                ids.extend(ctx.alert_signals.traffic_tenants());
                 match ctx.db.conn().await {
                     Ok(mut conn) => {
                         match store::alerts::tenants_with_open(&mut conn, 100_000).await {

@@ -26,95 +26,7 @@ use crate::store::models::AlertRow;
 use crate::store::{self, alerts::AlertFilter};
 use crate::tenants::Tenant;
 
-/// What an alert watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    /// A metric's use against its limit (subject: the metric).
-    Quota,
-    /// The tenant as a whole is above its policy's at-risk line.
-    AtRisk,
-    /// The tenant's quota policy fails (subject: the policy); its last decision stays in force.
-    PolicyFailing,
-    /// The share of the tenant's API requests answered 5xx over the traffic window.
-    ErrorRate,
-    /// The 95th-percentile response time of the tenant's API requests over the window.
-    Latency,
-    /// The tenant's trial ends within `trials.notice_days` (period: the day it ends).
-    TrialEnding,
-    /// A scheduled job failed (subject: the job; raised on the platform's own tenant).
-    JobFailing,
-    /// The share of the tenant's API requests refused (429) at its API-call budget over the
-    /// traffic window.
-    Throttled,
-    /// The tenant's database did not answer its probes for `probes.down_after_seconds`.
-    DatabaseDown,
-    /// The tenant's database answered its probes slowly (their 95th percentile).
-    DatabaseSlow,
-}
-
-impl AlertKind {
-    pub const ALL: [AlertKind; 10] = [
-        AlertKind::Quota,
-        AlertKind::AtRisk,
-        AlertKind::PolicyFailing,
-        AlertKind::ErrorRate,
-        AlertKind::Latency,
-        AlertKind::TrialEnding,
-        AlertKind::JobFailing,
-        AlertKind::Throttled,
-        AlertKind::DatabaseDown,
-        AlertKind::DatabaseSlow,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::Quota => "quota",
-            AlertKind::AtRisk => "at_risk",
-            AlertKind::PolicyFailing => "policy_failing",
-            AlertKind::ErrorRate => "error_rate",
-            AlertKind::Latency => "latency",
-            AlertKind::TrialEnding => "trial_ending",
-            AlertKind::JobFailing => "job_failing",
-            AlertKind::Throttled => "throttled",
-            AlertKind::DatabaseDown => "database_down",
-            AlertKind::DatabaseSlow => "database_slow",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertSeverity {
-    Warning,
-    Critical,
-    Blocked,
-}
-
-impl AlertSeverity {
-    pub const ALL: [AlertSeverity; 3] = [
-        AlertSeverity::Warning,
-        AlertSeverity::Critical,
-        AlertSeverity::Blocked,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertSeverity::Warning => "warning",
-            AlertSeverity::Critical => "critical",
-            AlertSeverity::Blocked => "blocked",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
+pub use crate::store::vocabulary::{AlertKind, AlertSeverity, AlertStatus};
 
 /// An alert, as the API, the CLI and the pages show it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -130,8 +42,7 @@ pub struct Alert {
     /// The line crossed: warning, critical, blocked, at_risk or failing.
     pub threshold: String,
     pub severity: AlertSeverity,
-    /// `open` or `resolved`.
-    pub status: String,
+    pub status: AlertStatus,
     /// What was last measured: percent of the limit, error rate in percent, p95 in ms.
     pub value: f64,
     pub message: String,
@@ -147,12 +58,12 @@ impl Alert {
         Alert {
             id: row.id.clone(),
             tenant: slug.to_owned(),
-            kind: AlertKind::parse(&row.kind).unwrap_or(AlertKind::Quota),
+            kind: row.kind,
             subject: row.subject.clone(),
             period: (!row.period.is_empty()).then(|| row.period.clone()),
             threshold: row.threshold.clone(),
-            severity: AlertSeverity::parse(&row.severity).unwrap_or(AlertSeverity::Warning),
-            status: row.status.clone(),
+            severity: row.severity,
+            status: row.status,
             value: row.value,
             message: row.message.clone(),
             times_raised: row.times_raised.max(0) as u64,
@@ -208,32 +119,20 @@ pub async fn list(ctx: &Context, query: &AlertQuery) -> AppResult<AlertPage> {
     let kind = match &query.kind {
         None => None,
         Some(k) => Some(
-            AlertKind::parse(k)
-                .ok_or_else(|| {
-                    AppError::invalid(
-                        "kind",
-                        "one_of",
-                        "must be quota, at_risk, policy_failing, error_rate or latency",
-                    )
-                })?
-                .as_str()
-                .to_owned(),
+            k.parse::<AlertKind>()
+                .map_err(|e| AppError::invalid("kind", "one_of", e.rule()))?,
         ),
     };
     let severity = match &query.severity {
         None => None,
         Some(s) => Some(
-            AlertSeverity::parse(s)
-                .ok_or_else(|| {
-                    AppError::invalid("severity", "one_of", "must be warning, critical or blocked")
-                })?
-                .as_str()
-                .to_owned(),
+            s.parse::<AlertSeverity>()
+                .map_err(|e| AppError::invalid("severity", "one_of", e.rule()))?,
         ),
     };
     let status = match query.status.as_deref() {
-        None | Some("open") => Some(store::alerts::OPEN.to_owned()),
-        Some("resolved") => Some(store::alerts::RESOLVED.to_owned()),
+        None | Some("open") => Some(AlertStatus::Open),
+        Some("resolved") => Some(AlertStatus::Resolved),
         Some("all") => None,
         Some(_) => {
             return Err(AppError::invalid(

@@ -11,6 +11,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::store::models::AlertRow;
+use crate::store::vocabulary::AlertStatus;
 use crate::store::{self, Conn};
 use crate::transaction;
 
@@ -41,12 +42,12 @@ pub async fn raise(ctx: &Context, alert: Raise<'_>) -> AppResult<Option<Alert>> 
                 let row = AlertRow {
                     id: uuid::Uuid::now_v7().to_string(),
                     tenant_id: alert.tenant_id.to_owned(),
-                    kind: alert.kind.as_str().to_owned(),
+                    kind: alert.kind,
                     subject: alert.subject.to_owned(),
                     period: alert.period.to_owned(),
                     threshold: THRESHOLD.to_owned(),
-                    severity: alert.severity.as_str().to_owned(),
-                    status: store::alerts::OPEN.to_owned(),
+                    severity: alert.severity,
+                    status: AlertStatus::Open,
                     value: alert.value,
                     raised_value: alert.value,
                     message: alert.message.clone(),
@@ -57,7 +58,7 @@ pub async fn raise(ctx: &Context, alert: Raise<'_>) -> AppResult<Option<Alert>> 
                 };
                 store::alerts::insert(tx, &row).await?.then_some(row.id)
             }
-            Some(row) if row.status == store::alerts::RESOLVED => {
+            Some(row) if row.status == AlertStatus::Resolved => {
                 store::alerts::reopen(tx, &row.id, alert.value, &alert.message, now)
                     .await?
                     .then_some(row.id)
@@ -108,7 +109,7 @@ pub async fn resolve(
         let open: Vec<AlertRow> = store::alerts::of_tenant(tx, tenant_id, &[])
             .await?
             .into_iter()
-            .filter(|r| r.kind == kind.as_str() && r.subject == subject)
+            .filter(|r| r.kind == kind && r.subject == subject)
             .collect();
         let mut resolved = Vec::new();
         for row in open {
@@ -135,7 +136,7 @@ async fn find(tx: &mut Conn, alert: &Raise<'_>) -> AppResult<Option<AlertRow>> {
             .await?
             .into_iter()
             .find(|r| {
-                r.kind == alert.kind.as_str()
+                r.kind == alert.kind
                     && r.subject == alert.subject
                     && r.period == alert.period
                     && r.threshold == THRESHOLD

@@ -23,6 +23,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store::models::{DeliveryRow, WebhookRow};
+use crate::store::vocabulary::DeliveryStatus;
 use crate::store::{self, Conn};
 use crate::transaction;
 
@@ -98,8 +99,8 @@ pub struct Delivery {
     pub id: String,
     pub webhook_id: String,
     pub event_type: String,
-    /// `pending`, `delivered` or `failed` (every attempt spent).
-    pub status: String,
+    /// `failed`: every attempt spent.
+    pub status: DeliveryStatus,
     pub attempts: u64,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_attempt_at: Option<DateTime<Utc>>,
@@ -118,11 +119,11 @@ impl From<&DeliveryRow> for Delivery {
             id: row.id.clone(),
             webhook_id: row.webhook_id.clone(),
             event_type: row.event_type.clone(),
-            status: row.status.clone(),
+            status: row.status,
             attempts: row.attempts.max(0) as u64,
             next_attempt_at: row
                 .next_attempt_at
-                .filter(|_| row.status == store::webhooks::PENDING)
+                .filter(|_| row.status == DeliveryStatus::Pending)
                 .map(clock::to_utc),
             last_attempt_at: row.last_attempt_at.map(clock::to_utc),
             last_status_code: row.last_status_code.and_then(|c| u16::try_from(c).ok()),
@@ -295,16 +296,16 @@ pub async fn create(ctx: &Context, actor: &Actor, input: &NewWebhook) -> AppResu
 async fn view(
     ctx: &Context,
     row: &WebhookRow,
-    counts: &[(String, String, i64)],
+    counts: &[(String, DeliveryStatus, i64)],
 ) -> AppResult<Webhook> {
     let tenant = match &row.tenant_id {
         None => None,
         Some(id) => crate::tenants::get_by_id(ctx, id).await?.map(|t| t.slug),
     };
-    let of = |status: &str| {
+    let of = |status: DeliveryStatus| {
         counts
             .iter()
-            .filter(|(w, s, _)| *w == row.id && s == status)
+            .filter(|(w, s, _)| *w == row.id && *s == status)
             .map(|(_, _, n)| (*n).max(0) as u64)
             .sum()
     };
@@ -318,9 +319,9 @@ async fn view(
         created_by: row.created_by.clone(),
         created_at: clock::to_utc(row.created_at),
         deliveries: DeliveryCounts {
-            pending: of(store::webhooks::PENDING),
-            delivered: of(store::webhooks::DELIVERED),
-            failed: of(store::webhooks::FAILED),
+            pending: of(DeliveryStatus::Pending),
+            delivered: of(DeliveryStatus::Delivered),
+            failed: of(DeliveryStatus::Failed),
         },
     })
 }
@@ -446,7 +447,7 @@ fn delivery_row(
         event_type: event_type.to_owned(),
         tenant_id: tenant_id.map(str::to_owned),
         payload: serde_json::to_string(&payload).map_err(AppError::internal)?,
-        status: store::webhooks::PENDING.to_owned(),
+        status: DeliveryStatus::Pending,
         attempts: 0,
         next_attempt_at: Some(now),
         lease_owner: None,

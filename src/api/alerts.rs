@@ -11,8 +11,8 @@ use crate::alerts::{self, AlertPage, AlertQuery};
 use crate::context::Context;
 use crate::error::{AppResult, ErrorBody};
 use crate::http::body::ApiJson;
-use crate::http::{ApiAdmin, ApiCaller, TenantReader};
-use crate::telemetry::record_tenant;
+use crate::http::tenant_path::{Read, TenantPath};
+use crate::http::{ApiAdmin, ApiCaller};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_alerts)
@@ -104,16 +104,14 @@ struct TenantAlertParams {
 #[get("/tenant/{slug}/alerts")]
 async fn tenant_alerts(
     ctx: web::Data<Context>,
-    _caller: TenantReader,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
     params: web::Query<TenantAlertParams>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
     let p = params.into_inner();
     let page = alerts::list(
         &ctx,
         &AlertQuery {
-            tenant: Some(slug.into_inner()),
+            tenant: Some(target.slug().to_owned()),
             kind: p.kind,
             metric: None,
             severity: p.severity,

@@ -7,13 +7,12 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::auth::{self, ApiTokenInfo, KeySpec, NewApiToken, Role, TenantScope};
+use crate::auth::{self, ApiTokenInfo, KeySpec, NewApiToken, Role};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
+use crate::http::ApiAdmin;
 use crate::http::body::ApiJson;
-use crate::http::{ApiAdmin, TenantAdminCaller};
-use crate::telemetry::record_tenant;
-use crate::tenants;
+use crate::http::tenant_path::{TenantAdmin, TenantPath};
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(create_key)
@@ -80,10 +79,6 @@ pub struct Rotate {
     pub grace_minutes: Option<u32>,
 }
 
-async fn scope(ctx: &Context, slug: &str) -> AppResult<TenantScope> {
-    Ok(tenants::get(ctx, slug).await?.scope())
-}
-
 /// Create an API key of a tenant; the key is in the answer, and only there.
 #[utoipa::path(
     tag = "tenants",
@@ -96,15 +91,15 @@ async fn scope(ctx: &Context, slug: &str) -> AppResult<TenantScope> {
 #[post("/tenant/{slug}/api-keys")]
 async fn create_key(
     ctx: web::Data<Context>,
-    caller: TenantAdminCaller,
-    slug: web::Path<String>,
+    target: TenantPath<TenantAdmin>,
     body: ApiJson<NewKey>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let scope = scope(&ctx, &slug).await?;
+    let scope = target.tenant.scope();
     let role = match body.0.role.as_deref() {
         None => Role::Member,
-        Some(r) => Role::parse(r)
+        Some(r) => r
+            .parse::<Role>()
+            .ok()
             .filter(|r| r.is_tenant_role())
             .ok_or_else(|| {
                 AppError::invalid(
@@ -121,7 +116,7 @@ async fn create_key(
     };
     let key = auth::create_key(
         &ctx,
-        &caller.actor,
+        &target.caller.actor,
         Some(&scope),
         &KeySpec {
             name: body.0.name.clone(),
@@ -142,11 +137,9 @@ async fn create_key(
 #[get("/tenant/{slug}/api-keys")]
 async fn list_keys(
     ctx: web::Data<Context>,
-    _caller: TenantAdminCaller,
-    slug: web::Path<String>,
+    target: TenantPath<TenantAdmin>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let scope = scope(&ctx, &slug).await?;
+    let scope = target.tenant.scope();
     Ok(HttpResponse::Ok().json(auth::list_tenant_keys(&ctx, &scope).await?))
 }
 
@@ -159,13 +152,12 @@ async fn list_keys(
 #[delete("/tenant/{slug}/api-keys/{id}")]
 async fn revoke_key(
     ctx: web::Data<Context>,
-    caller: TenantAdminCaller,
+    target: TenantPath<TenantAdmin>,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    let (slug, id) = path.into_inner();
-    record_tenant(&slug);
-    let scope = scope(&ctx, &slug).await?;
-    auth::revoke_key(&ctx, &caller.actor, &scope, &id).await?;
+    let (_, id) = path.into_inner();
+    let scope = target.tenant.scope();
+    auth::revoke_key(&ctx, &target.caller.actor, &scope, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -183,16 +175,15 @@ async fn revoke_key(
 #[post("/tenant/{slug}/api-keys/{id}/rotate")]
 async fn rotate_key(
     ctx: web::Data<Context>,
-    caller: TenantAdminCaller,
+    target: TenantPath<TenantAdmin>,
     path: web::Path<(String, String)>,
     body: ApiJson<Rotate>,
 ) -> AppResult<HttpResponse> {
-    let (slug, id) = path.into_inner();
-    record_tenant(&slug);
-    let scope = scope(&ctx, &slug).await?;
+    let (_, id) = path.into_inner();
+    let scope = target.tenant.scope();
     let key = auth::rotate_key(
         &ctx,
-        &caller.actor,
+        &target.caller.actor,
         Some(&scope),
         &id,
         body.0.grace_minutes.unwrap_or(60),

@@ -18,8 +18,10 @@
 
 use std::sync::OnceLock;
 
-use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema as _, ToSchema as _};
@@ -89,6 +91,23 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
                     })
                 })
             });
+            // A parameter an extractor reads from the route (the tenant's `{slug}` of
+            // `TenantPath`) rather than from a `web::Path` argument is declared here.
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
+            for (at, name) in path_names(path).into_iter().enumerate() {
+                let declared = parameters
+                    .iter()
+                    .any(|p| p.parameter_in == ParameterIn::Path && p.name == name);
+                if !declared {
+                    let parameter = ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .build();
+                    parameters.insert(at.min(parameters.len()), parameter);
+                }
+            }
             for parameter in operation.parameters.iter_mut().flatten() {
                 if parameter.parameter_in == ParameterIn::Path && parameter.description.is_none() {
                     parameter.description = path_parameter(&parameter.name).map(str::to_owned);
@@ -141,6 +160,14 @@ pub fn complete(api: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// The names of a path's `{parameters}`, in order.
+fn path_names(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What a path parameter of a given name is, where the handler does not say.

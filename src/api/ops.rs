@@ -178,9 +178,9 @@ async fn metrics(req: actix_web::HttpRequest, ctx: web::Data<Context>) -> HttpRe
 #[utoipa::path(
     tag = "operations",
     responses(
-        (status = 200, description = "The tenant is trial or active", body = crate::health::TenantHealth),
+        (status = 200, description = "The tenant is trial or active", body = crate::tenant_health::TenantHealth),
         (status = 404, description = "No such tenant", body = crate::error::ErrorBody),
-        (status = 503, description = "The tenant is suspended, canceled, deleted or failed", body = crate::health::TenantHealth),
+        (status = 503, description = "The tenant is suspended, canceled, deleted or failed", body = crate::tenant_health::TenantHealth),
     ),
     security(())
 )]
@@ -189,7 +189,7 @@ async fn tenant_health(
     ctx: web::Data<Context>,
     slug: web::Path<String>,
 ) -> Result<HttpResponse, crate::error::AppError> {
-    let report = crate::health::tenant(&ctx, &slug).await?;
+    let report = crate::tenant_health::tenant(&ctx, &slug).await?;
     Ok(if report.status == "healthy" {
         HttpResponse::Ok().json(report)
     } else {

@@ -13,8 +13,8 @@ use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::body::ApiJson;
 use crate::http::{ApiAdmin, ApiCaller};
+use crate::plugin_host::manifest::Inspection;
 use crate::plugin_registry::{self as registry, Capability, PluginView};
-use crate::plugins::manifest::Inspection;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_plugins)

@@ -9,6 +9,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::body::{self, ApiJson};
+use crate::http::tenant_path::{PlatformAdmin, Read, TenantPath};
 use crate::http::{ApiAdmin, ApiCaller};
 use crate::provisioning::templates::{self, TemplateInput, TemplateView, VersionSummary};
 use crate::provisioning::{
@@ -16,7 +17,6 @@ use crate::provisioning::{
     ResourceView, RunView,
 };
 use crate::telemetry::record_tenant;
-use crate::tenants;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_templates)
@@ -320,13 +320,10 @@ async fn get_run(
 #[get("/tenant/{slug}/resources")]
 async fn tenant_resources(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(provisioning::resources(&ctx, &tenant).await?))
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(provisioning::resources(&ctx, tenant).await?))
 }
 
 /// Asks each backend whether the tenant's resources are still as provisioned.
@@ -337,13 +334,10 @@ async fn tenant_resources(
 #[get("/tenant/{slug}/drift")]
 async fn tenant_drift(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(provisioning::drift(&ctx, &tenant).await?))
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(provisioning::drift(&ctx, tenant).await?))
 }
 
 /// Each backend's health for the tenant: its `observe`, when it was asked, how long it took,
@@ -355,13 +349,10 @@ async fn tenant_drift(
 #[get("/tenant/{slug}/health/backends")]
 async fn tenant_backend_health(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(provisioning::backend_health(&ctx, &tenant).await?))
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(provisioning::backend_health(&ctx, tenant).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -391,18 +382,16 @@ struct ReconcileParams {
 #[post("/tenant/{slug}/reconcile")]
 async fn reconcile_tenant(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
     params: web::Query<ReconcileParams>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
+    let tenant = &target.tenant;
     let templates = params.templates.unwrap_or_default();
-    let plan = provisioning::reconcile_plan(&ctx, &tenant, templates).await?;
+    let plan = provisioning::reconcile_plan(&ctx, tenant, templates).await?;
     if params.dry_run.unwrap_or(false) {
         return Ok(HttpResponse::Ok().json(plan));
     }
-    let plan = provisioning::reconcile(&ctx, &caller.actor, &tenant, plan).await?;
+    let plan = provisioning::reconcile(&ctx, &target.caller.actor, tenant, plan).await?;
     Ok(match &plan.run {
         Some(_) => HttpResponse::Accepted().json(plan),
         None => HttpResponse::Ok().json(plan),
@@ -425,12 +414,10 @@ async fn reconcile_tenant(
 #[post("/tenant/{slug}/provision/retry")]
 async fn retry_provision(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    let accepted = provisioning::retry(&ctx, &caller.actor, &tenant).await?;
+    let tenant = &target.tenant;
+    let accepted = provisioning::retry(&ctx, &target.caller.actor, tenant).await?;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", accepted.url.clone()))
         .json(accepted))

@@ -10,12 +10,12 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::body::{ApiJson, from_value};
-use crate::http::{ApiAdmin, ApiCaller, TenantReader};
+use crate::http::tenant_path::{Platform, PlatformAdmin, Read, TenantPath};
+use crate::http::{ApiAdmin, ApiCaller};
 use crate::quotas::policy::{self, PolicyChoice, PolicyChoices, PolicyInForce};
 use crate::quotas::report::{ReportOutcome, UsageBatch, UsageEvent};
 use crate::quotas::{self, CheckAnswer, CheckRequest, Metric, QuotaView, UsageSummary};
-use crate::telemetry::record_tenant;
-use crate::tenants::{self, Tier};
+use crate::tenants::Tier;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(list_metrics)
@@ -107,18 +107,16 @@ pub struct UsageResetRequest {
 #[post("/tenant/{slug}/usage/{metric}/reset")]
 async fn reset_usage(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
+    target: TenantPath<PlatformAdmin>,
     path: web::Path<(String, String)>,
     body: ApiJson<UsageResetRequest>,
 ) -> AppResult<HttpResponse> {
-    let (slug, metric) = path.into_inner();
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
+    let (_, metric) = path.into_inner();
     Ok(HttpResponse::Ok().json(
         crate::quotas::overrides::reset_usage(
             &ctx,
-            &caller.actor,
-            &tenant,
+            &target.caller.actor,
+            &target.tenant,
             &metric,
             &body.0.reason,
         )
@@ -186,13 +184,10 @@ async fn choose_tier_policy(
 #[get("/tenant/{slug}/quota-policy")]
 async fn get_tenant_policy(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Platform>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_platform()?;
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(quotas::policy_of(&ctx, &tenant).await?))
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(quotas::policy_of(&ctx, tenant).await?))
 }
 
 /// Choose the tenant's own quota policy; `null` goes back to its tier's or the default.
@@ -208,14 +203,12 @@ async fn get_tenant_policy(
 #[put("/tenant/{slug}/quota-policy")]
 async fn choose_tenant_policy(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
     body: ApiJson<PolicyChoice>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
+    let tenant = &target.tenant;
     Ok(HttpResponse::Ok()
-        .json(policy::choose_for_tenant(&ctx, &caller.actor, &tenant, &body.0).await?))
+        .json(policy::choose_for_tenant(&ctx, &target.caller.actor, tenant, &body.0).await?))
 }
 
 /// Each metric's tier default, the tenant's override, the limit in effect and the current use.
@@ -224,14 +217,9 @@ async fn choose_tenant_policy(
     responses((status = 200, body = Vec<QuotaView>)),
 )]
 #[get("/tenant/{slug}/quotas")]
-async fn get_quotas(
-    ctx: web::Data<Context>,
-    _caller: TenantReader,
-    slug: web::Path<String>,
-) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(quotas::quotas(&ctx, &tenant).await?))
+async fn get_quotas(ctx: web::Data<Context>, target: TenantPath<Read>) -> AppResult<HttpResponse> {
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(quotas::quotas(&ctx, tenant).await?))
 }
 
 /// Overrides by metric: a limit, `null` to go back to the tier's default, or
@@ -256,15 +244,13 @@ struct QuotaOverrides(Value);
 #[put("/tenant/{slug}/quotas")]
 async fn put_quotas(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
     body: ApiJson<serde_json::Map<String, Value>>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
+    let tenant = &target.tenant;
     let changes = quotas::parse_overrides(&ctx, &body.0)?;
     Ok(HttpResponse::Ok()
-        .json(quotas::set_overrides(&ctx, &caller.actor, &tenant, &changes).await?))
+        .json(quotas::set_overrides(&ctx, &target.caller.actor, tenant, &changes).await?))
 }
 
 /// Would this use be admitted now? Nothing is counted.
@@ -276,13 +262,11 @@ async fn put_quotas(
 #[post("/tenant/{slug}/quotas/check")]
 async fn check_quota(
     ctx: web::Data<Context>,
-    _caller: TenantReader,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
     body: ApiJson<CheckRequest>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(quotas::check(&ctx, &tenant, &body.0).await?))
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(quotas::check(&ctx, tenant, &body.0).await?))
 }
 
 /// The usage summary: tier, status, each metric's use, limit, percent and severity, at risk.
@@ -291,14 +275,9 @@ async fn check_quota(
     responses((status = 200, body = UsageSummary)),
 )]
 #[get("/tenant/{slug}/usage")]
-async fn get_usage(
-    ctx: web::Data<Context>,
-    _caller: TenantReader,
-    slug: web::Path<String>,
-) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(quotas::summary(&ctx, &tenant).await?))
+async fn get_usage(ctx: web::Data<Context>, target: TenantPath<Read>) -> AppResult<HttpResponse> {
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(quotas::summary(&ctx, tenant).await?))
 }
 
 /// One event, or a batch of up to 1,000.
@@ -324,19 +303,17 @@ enum UsageReport {
 #[post("/tenant/{slug}/usage")]
 async fn report_usage(
     ctx: web::Data<Context>,
-    _caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
     body: ApiJson<serde_json::Map<String, Value>>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
+    let tenant = &target.tenant;
     let body = Value::Object(body.0);
     let (events, single) = if body.get("events").is_some() {
         (from_value::<UsageBatch>(body)?.events, false)
     } else {
         (vec![from_value::<UsageEvent>(body)?], true)
     };
-    let outcome = quotas::report::report(&ctx, &tenant, &events, single).await?;
+    let outcome = quotas::report::report(&ctx, tenant, &events, single).await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
@@ -354,10 +331,8 @@ async fn report_usage(
 #[post("/tenant/{slug}/usage/measure")]
 async fn measure_usage(
     ctx: web::Data<Context>,
-    _caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(quotas::measure::measure(&ctx, &tenant).await?))
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(quotas::measure::measure(&ctx, tenant).await?))
 }

@@ -16,10 +16,8 @@ use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::http::body::ApiJson;
 use crate::http::request_origin;
-use crate::http::{ApiAdmin, ApiCaller, TenantAdminCaller};
+use crate::http::tenant_path::{Access, Platform, PlatformAdmin, Read, TenantAdmin, TenantPath};
 use crate::identity_providers::ConnectionReport;
-use crate::telemetry::record_tenant;
-use crate::tenants;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(get_sso)
@@ -34,15 +32,19 @@ pub fn routes(cfg: &mut ServiceConfig) {
 }
 
 /// Tenant settings are read by platform principals and by that tenant's admins.
-fn require_settings_read(principal: &Principal, slug: &str) -> AppResult<()> {
-    principal.require_tenant_read(slug)?;
-    if principal.role == Role::Member {
-        return Err(AppError::forbidden(format!(
-            "`{}` has the member role; a tenant's SSO settings and sessions are for its admins",
-            principal.name
-        )));
+struct SettingsRead;
+
+impl Access for SettingsRead {
+    fn check(principal: &Principal, slug: &str) -> AppResult<()> {
+        principal.require_tenant_read(slug)?;
+        if principal.role == Role::Member {
+            return Err(AppError::forbidden(format!(
+                "`{}` has the member role; a tenant's SSO settings and sessions are for its admins",
+                principal.name
+            )));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A tenant's SSO settings, with the redirect URIs to register at its provider.
@@ -56,14 +58,10 @@ fn require_settings_read(principal: &Principal, slug: &str) -> AppResult<()> {
 async fn get_sso(
     req: HttpRequest,
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<SettingsRead>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    require_settings_read(&caller.principal, &slug)?;
-    let tenant = tenants::get(&ctx, &slug).await?;
-    let urls = TenantUrls::new(&ctx.config, &slug, &request_origin(&req));
-    Ok(HttpResponse::Ok().json(SsoSettings::of(&tenant, &urls)))
+    let urls = TenantUrls::new(&ctx.config, target.slug(), &request_origin(&req));
+    Ok(HttpResponse::Ok().json(SsoSettings::of(&target.tenant, &urls)))
 }
 
 /// Change a tenant's SSO settings (issuer, client id, secret, scopes, role mapping). A new
@@ -79,13 +77,11 @@ async fn get_sso(
 async fn update_sso(
     req: HttpRequest,
     ctx: web::Data<Context>,
-    caller: TenantAdminCaller,
-    slug: web::Path<String>,
+    target: TenantPath<TenantAdmin>,
     body: ApiJson<SsoUpdate>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = sso::update(&ctx, &caller.actor, &slug, &body.0).await?;
-    let urls = TenantUrls::new(&ctx.config, &slug, &request_origin(&req));
+    let tenant = sso::update(&ctx, &target.caller.actor, target.slug(), &body.0).await?;
+    let urls = TenantUrls::new(&ctx.config, target.slug(), &request_origin(&req));
     Ok(HttpResponse::Ok().json(SsoSettings::of(&tenant, &urls)))
 }
 
@@ -101,15 +97,13 @@ async fn update_sso(
 #[post("/tenant/{slug}/sso/test")]
 async fn test_sso(
     ctx: web::Data<Context>,
-    caller: TenantAdminCaller,
-    slug: web::Path<String>,
+    target: TenantPath<TenantAdmin>,
     body: ApiJson<ConnectionTest>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    let address = caller.actor.source_ip.clone();
+    let tenant = &target.tenant;
+    let address = target.caller.actor.source_ip.clone();
     Ok(HttpResponse::Ok()
-        .json(sso::test_connection(&ctx, &tenant, &body.0, address.as_deref()).await?))
+        .json(sso::test_connection(&ctx, tenant, &body.0, address.as_deref()).await?))
 }
 
 /// A new setup link.
@@ -131,12 +125,9 @@ pub struct NewLink {
 #[get("/tenant/{slug}/sso/setup-links")]
 async fn list_setup_links(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Platform>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    caller.principal.require_platform()?;
-    let tenant = tenants::get(&ctx, &slug).await?;
+    let tenant = &target.tenant;
     Ok(HttpResponse::Ok().json(sso::list_setup_links(&ctx, &tenant.scope()).await?))
 }
 
@@ -153,16 +144,14 @@ async fn list_setup_links(
 async fn create_setup_link(
     req: HttpRequest,
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
     body: ApiJson<NewLink>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    let urls = TenantUrls::new(&ctx.config, &slug, &request_origin(&req));
+    let tenant = &target.tenant;
+    let urls = TenantUrls::new(&ctx.config, target.slug(), &request_origin(&req));
     let link = sso::create_setup_link(
         &ctx,
-        &caller.actor,
+        &target.caller.actor,
         &tenant.scope(),
         body.0.expires_in_hours,
         &urls,
@@ -185,13 +174,12 @@ async fn create_setup_link(
 #[delete("/tenant/{slug}/sso/setup-links/{id}")]
 async fn revoke_setup_link(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
+    target: TenantPath<PlatformAdmin>,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    let (slug, id) = path.into_inner();
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    sso::revoke_setup_link(&ctx, &caller.actor, &tenant.scope(), &id).await?;
+    let (_, id) = path.into_inner();
+    let scope = target.tenant.scope();
+    sso::revoke_setup_link(&ctx, &target.caller.actor, &scope, &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -205,13 +193,10 @@ async fn revoke_setup_link(
 #[get("/tenant/{slug}/sessions")]
 async fn list_sessions(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<SettingsRead>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    require_settings_read(&caller.principal, &slug)?;
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(auth::list_tenant_sessions(&ctx, &tenant.scope()).await?))
+    let scope = target.tenant.scope();
+    Ok(HttpResponse::Ok().json(auth::list_tenant_sessions(&ctx, &scope).await?))
 }
 
 /// Sign a user out: ends one of the tenant's sessions → 204.
@@ -226,13 +211,12 @@ async fn list_sessions(
 #[delete("/tenant/{slug}/sessions/{handle}")]
 async fn revoke_session(
     ctx: web::Data<Context>,
-    caller: TenantAdminCaller,
+    target: TenantPath<TenantAdmin>,
     path: web::Path<(String, String)>,
 ) -> AppResult<HttpResponse> {
-    let (slug, handle) = path.into_inner();
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    auth::revoke_tenant_session(&ctx, &caller.actor, &tenant.scope(), &handle).await?;
+    let (_, handle) = path.into_inner();
+    let scope = target.tenant.scope();
+    auth::revoke_tenant_session(&ctx, &target.caller.actor, &scope, &handle).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -247,10 +231,7 @@ async fn revoke_session(
 #[get("/tenant/{slug}/health/oauth")]
 async fn oauth_health(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    caller.principal.require_tenant_read(&slug)?;
-    Ok(HttpResponse::Ok().json(sso::oauth_health(&ctx, &slug).await?))
+    Ok(HttpResponse::Ok().json(sso::oauth_health(&ctx, target.slug()).await?))
 }

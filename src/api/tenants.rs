@@ -8,10 +8,11 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::http::body::ApiJson;
+use crate::http::tenant_path::{PlatformAdmin, Read, TenantPath};
 use crate::http::{ApiAdmin, ApiCaller};
 use crate::lifecycle;
 use crate::telemetry::record_tenant;
-use crate::tenants::bundle::{self, TenantBundle};
+use crate::tenants::record::{self, TenantBundle};
 use crate::tenants::{
     self, NewTenant, StatusChange, Tenant, TenantPage, TenantPatch, TenantQuery, Transition,
 };
@@ -112,14 +113,8 @@ async fn list_tenants(
     ),
 )]
 #[get("/tenant/{slug}")]
-async fn get_tenant(
-    ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
-) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
-    record_tenant(&slug);
-    Ok(HttpResponse::Ok().json(tenants::get(&ctx, &slug).await?))
+async fn get_tenant(target: TenantPath<Read>) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(&target.tenant))
 }
 
 /// Change a tenant: fields, OAuth settings (a new client secret keeps the previous one for a
@@ -135,12 +130,11 @@ async fn get_tenant(
 #[patch("/tenant/{slug}")]
 async fn update_tenant(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
     body: ApiJson<TenantPatch>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    Ok(HttpResponse::Ok().json(lifecycle::update(&ctx, &caller.actor, &slug, &body.0).await?))
+    Ok(HttpResponse::Ok()
+        .json(lifecycle::patch_tenant(&ctx, &target.caller.actor, target.slug(), &body.0).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -171,20 +165,26 @@ struct DeleteParams {
 #[delete("/tenant/{slug}")]
 async fn delete_tenant(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
     params: web::Query<DeleteParams>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
     if params.hard {
         let reason = params
             .reason
             .clone()
             .unwrap_or_else(|| "purged through the API".into());
         return Ok(
-            match lifecycle::purge(&ctx, &caller.actor, &slug, params.force, &reason).await? {
+            match lifecycle::purge(
+                &ctx,
+                &target.caller.actor,
+                target.slug(),
+                params.force,
+                &reason,
+            )
+            .await?
+            {
                 Some(run) => HttpResponse::Accepted().json(serde_json::json!({
-                    "purged": slug.as_str(),
+                    "purged": target.slug(),
                     "run": run,
                     "url": crate::provisioning::run_url(&run),
                 })),
@@ -196,8 +196,14 @@ async fn delete_tenant(
         .reason
         .clone()
         .unwrap_or_else(|| "deleted through the API".into());
-    let tenant =
-        lifecycle::transition(&ctx, &caller.actor, &slug, Transition::Delete, &reason).await?;
+    let tenant = lifecycle::transition(
+        &ctx,
+        &target.caller.actor,
+        target.slug(),
+        Transition::Delete,
+        &reason,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -211,13 +217,18 @@ pub struct LifecycleRequest {
 
 async fn lifecycle(
     ctx: &Context,
-    caller: &ApiAdmin,
-    slug: &str,
+    target: &TenantPath<PlatformAdmin>,
     transition: Transition,
     body: &LifecycleRequest,
 ) -> AppResult<HttpResponse> {
-    record_tenant(slug);
-    let tenant = lifecycle::transition(ctx, &caller.actor, slug, transition, &body.reason).await?;
+    let tenant = lifecycle::transition(
+        ctx,
+        &target.caller.actor,
+        target.slug(),
+        transition,
+        &body.reason,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(tenant))
 }
 
@@ -226,21 +237,20 @@ macro_rules! lifecycle_route {
         #[doc = $doc]
         #[utoipa::path(
             tag = "tenants",
-                    request_body = LifecycleRequest,
+            request_body = LifecycleRequest,
             responses(
                 (status = 200, description = "The tenant in its new status", body = Tenant),
                 (status = 409, description = "Not allowed from the current status (named in the error)", body = ErrorBody),
                 (status = 422, description = "Missing reason", body = ErrorBody),
             ),
-                )]
+        )]
         #[post($path)]
         async fn $fn(
             ctx: web::Data<Context>,
-            caller: ApiAdmin,
-            slug: web::Path<String>,
+            target: TenantPath<PlatformAdmin>,
             body: ApiJson<LifecycleRequest>,
         ) -> AppResult<HttpResponse> {
-            lifecycle(&ctx, &caller, &slug, $transition, &body.0).await
+            lifecycle(&ctx, &target, $transition, &body.0).await
         }
     };
 }
@@ -287,11 +297,10 @@ lifecycle_route!(
 #[post("/tenant/{slug}/client-secret/rollback")]
 async fn rollback_client_secret(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
-    Ok(HttpResponse::Ok().json(tenants::rollback_client_secret(&ctx, &caller.actor, &slug).await?))
+    Ok(HttpResponse::Ok()
+        .json(tenants::rollback_client_secret(&ctx, &target.caller.actor, target.slug()).await?))
 }
 
 /// A tenant's status history, newest first.
@@ -304,13 +313,10 @@ async fn rollback_client_secret(
 #[get("/tenant/{slug}/history")]
 async fn tenant_history(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
-    record_tenant(&slug);
-    let tenant = tenants::get(&ctx, &slug).await?;
-    Ok(HttpResponse::Ok().json(tenants::history(&ctx, &tenant).await?))
+    let tenant = &target.tenant;
+    Ok(HttpResponse::Ok().json(tenants::history(&ctx, tenant).await?))
 }
 
 /// Export a tenant as a self-contained bundle (its record with secrets still sealed, and its
@@ -324,14 +330,13 @@ async fn tenant_history(
 #[get("/tenant/{slug}/export")]
 async fn export_tenant(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
 ) -> AppResult<HttpResponse> {
-    let bundle = bundle::export(&ctx, &caller.actor, &slug).await?;
+    let bundle = record::export(&ctx, &target.caller.actor, target.slug()).await?;
     Ok(HttpResponse::Ok()
         .insert_header((
             "Content-Disposition",
-            format!("attachment; filename=\"tenant-{slug}.json\""),
+            format!("attachment; filename=\"tenant-{}.json\"", target.slug()),
         ))
         .json(bundle))
 }
@@ -355,7 +360,7 @@ async fn import_tenant(
     body: ApiJson<TenantBundle>,
 ) -> AppResult<HttpResponse> {
     record_tenant(&body.0.tenant.slug);
-    let tenant = bundle::import(&ctx, &caller.actor, &body.0).await?;
+    let tenant = record::import(&ctx, &caller.actor, &body.0).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/tenant/{}", tenant.slug)))
         .json(tenant))
@@ -375,14 +380,12 @@ async fn import_tenant(
 #[get("/tenant/{slug}/bundle")]
 async fn export_tenant_bundle(
     ctx: web::Data<Context>,
-    caller: ApiAdmin,
-    slug: web::Path<String>,
+    target: TenantPath<PlatformAdmin>,
 ) -> AppResult<HttpResponse> {
-    record_tenant(&slug);
     let bundle = crate::bundles::export(
         &ctx,
-        &caller.actor,
-        &slug,
+        &target.caller.actor,
+        target.slug(),
         crate::bundles::ExportOptions::default(),
     )
     .await?;
@@ -390,7 +393,7 @@ async fn export_tenant_bundle(
         .content_type(crate::bundles::MEDIA_TYPE)
         .insert_header((
             "Content-Disposition",
-            format!("attachment; filename=\"tenant-{slug}.tar\""),
+            format!("attachment; filename=\"tenant-{}.tar\"", target.slug()),
         ))
         .body(bundle.to_tar()?))
 }
@@ -484,9 +487,7 @@ async fn import_tenant_bundle(
 #[get("/tenant/{slug}/health/database")]
 async fn tenant_database_health(
     ctx: web::Data<Context>,
-    caller: ApiCaller,
-    slug: web::Path<String>,
+    target: TenantPath<Read>,
 ) -> AppResult<HttpResponse> {
-    caller.principal.require_tenant_read(&slug)?;
-    Ok(HttpResponse::Ok().json(crate::database_probes::report(&ctx, &slug).await?))
+    Ok(HttpResponse::Ok().json(crate::database_probes::report(&ctx, target.slug()).await?))
 }

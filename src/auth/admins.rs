@@ -159,7 +159,7 @@ pub async fn password_login(
     password: &str,
     address: Option<&str>,
 ) -> AppResult<PasswordLogin> {
-    use crate::limits::{Credential, Refusal};
+    use crate::throttle::{Credential, Refusal};
     // The budget of a user name: its first 64 characters (a limiter key per form is bounded).
     let subject: String = username.chars().take(64).collect();
     let refusal = |refused: Refusal| match refused {

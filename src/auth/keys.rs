@@ -1,20 +1,20 @@
 //! API keys: platform tokens (`platform-admin`, `platform-viewer`) and tenant keys
 //! (`tenant-admin`, `member`), `tny_<prefix>_<secret>`, shown once and stored as a SHA-256 of
-//! the secret; created, listed, rotated with a grace period, revoked, expiring; and the
-//! authentication of a request's key within the abuse limits.
+//! the secret; created, listed, rotated with a grace period, revoked, expiring (their
+//! authentication is `bearer`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{Principal, Role, TenantScope, constant_time_eq, random_string, sha256_hex};
+use super::{Role, TenantScope, random_string, sha256_hex};
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store;
-use crate::store::models::{ApiKeyRow, TenantRow};
+use crate::store::models::ApiKeyRow;
 use crate::transaction;
 
 // ---------------------------------------------------------------------------------------------
@@ -43,23 +43,6 @@ pub struct ApiTokenInfo {
     pub live: bool,
 }
 
-/// A key's stored role; a word this version does not know is an error (never a default: a
-/// rotation would write the default into the new key).
-fn stored_role(row: &ApiKeyRow) -> AppResult<Role> {
-    Role::parse(&row.role).ok_or_else(|| {
-        AppError::conflict(
-            "unknown_role",
-            format!(
-                "key `{}` has the stored role `{}`, which this version does not know: it cannot \
-                 authenticate, be shown or rotated (correct the row, or revoke the key in the \
-                 database)",
-                row.id, row.role
-            ),
-            json!({ "id": row.id, "role": row.role }),
-        )
-    })
-}
-
 impl ApiTokenInfo {
     pub fn from_row(row: &ApiKeyRow) -> AppResult<Self> {
         let now = clock::now();
@@ -67,7 +50,7 @@ impl ApiTokenInfo {
             id: row.id.clone(),
             name: row.name.clone(),
             prefix: row.prefix.clone(),
-            role: stored_role(row)?,
+            role: row.role,
             tenant_id: row.tenant_id.clone(),
             created_by: row.created_by.clone(),
             created_at: clock::to_utc(row.created_at),
@@ -172,7 +155,7 @@ fn new_key_row(
             name,
             prefix,
             secret_hash: sha256_hex(&secret),
-            role: spec.role.as_str().into(),
+            role: spec.role,
             created_by: actor.name.clone(),
             created_at: now,
             expires_at: expires_at.or_else(|| {
@@ -396,7 +379,7 @@ pub async fn rotate_key(
         }
         let spec = KeySpec {
             name: old.name.clone(),
-            role: stored_role(&old)?,
+            role: old.role,
             expires_in_days: None,
             rate_limit_per_minute: old.rate_limit_per_minute.map(|n| n as u32),
         };
@@ -427,168 +410,5 @@ pub async fn rotate_key(
     Ok(NewApiToken {
         token,
         info: ApiTokenInfo::from_row(&new_row)?,
-    })
-}
-
-/// What became of a bearer token.
-#[derive(Debug)]
-pub enum KeyOutcome {
-    Authenticated(Principal),
-    /// Not a live key (unknown, wrong secret, revoked, expired).
-    Refused,
-    /// A live key of a tenant that is not active (suspended, canceled, deleted…): the caller
-    /// holds a good key, so it is told why.
-    TenantInactive {
-        slug: String,
-        status: String,
-    },
-    /// Too many failed attempts from this address or against this tenant's keys: wait.
-    Blocked(std::time::Duration),
-}
-
-/// Resolves a bearer token to its principal. A correct key is accepted whatever others failed;
-/// a refused token counts against its source address and, when it names a key that exists,
-/// against that key, and once either budget is spent further failures get 429 (see
-/// `limits`). Attempts and failures are counted in the metrics by tenant.
-pub async fn authenticate_key(
-    ctx: &Context,
-    token: &str,
-    address: Option<&str>,
-) -> AppResult<KeyOutcome> {
-    let refuse = |tenant: &str, reason: &str| {
-        ctx.metrics
-            .auth_attempts
-            .with_label_values(&[tenant, "api_key"])
-            .inc();
-        ctx.metrics
-            .auth_failures
-            .with_label_values(&[tenant, "api_key", reason])
-            .inc();
-    };
-    let parts = token
-        .strip_prefix("tny_")
-        .and_then(|rest| rest.split_once('_'))
-        .filter(|(prefix, secret)| prefix.len() == 8 && secret.len() == 32);
-    let (key, tenant_row) = match parts {
-        Some((prefix, _)) => match ctx.caches.key_with_tenant(prefix).await? {
-            Some((key, tenant)) => (Some(key), tenant),
-            None => (None, None),
-        },
-        None => (None, None),
-    };
-    let row = key.as_ref().map(|key| &key.row);
-    let label = match (&row, &tenant_row) {
-        (_, Some(t)) => t.slug.as_str(),
-        (Some(r), None) if r.tenant_id.is_none() => "platform",
-        _ => "unknown",
-    };
-    let now = clock::now();
-    let verdict = match (&row, parts) {
-        (None, None) => Err("malformed"),
-        (None, Some(_)) => Err("unknown"),
-        (Some(row), Some((_, secret))) => {
-            if !constant_time_eq(&sha256_hex(secret), &row.secret_hash) {
-                Err("wrong_secret")
-            } else if row.revoked_at.is_some() {
-                Err("revoked")
-            } else if row.expires_at.is_some_and(|at| at <= now) {
-                Err("expired")
-            } else {
-                key_principal(row, tenant_row.as_deref())
-            }
-        }
-        (Some(_), None) => Err("malformed"),
-    };
-    let principal = match verdict {
-        Ok(principal) => {
-            ctx.metrics
-                .auth_attempts
-                .with_label_values(&[label, "api_key"])
-                .inc();
-            principal
-        }
-        Err("tenant_inactive") => {
-            refuse(label, "tenant_inactive");
-            let (slug, status) = tenant_row
-                .as_ref()
-                .map(|t| (t.slug.clone(), t.status.clone()))
-                .unwrap_or_default();
-            return Ok(KeyOutcome::TenantInactive { slug, status });
-        }
-        Err(reason) => {
-            refuse(label, reason);
-            // The attempt that spends a budget is the first one refused with 429; failures
-            // count against the key only when the token named one that exists.
-            return Ok(
-                match ctx
-                    .limits
-                    .key_failed(row.as_ref().map(|r| r.prefix.as_str()), address)
-                    .await
-                {
-                    Ok(Some(wait)) => KeyOutcome::Blocked(wait),
-                    Ok(None) => KeyOutcome::Refused,
-                    Err(crate::limits::Refusal::Unavailable(detail)) => {
-                        return Err(AppError::Unavailable(detail));
-                    }
-                    Err(crate::limits::Refusal::Spent { wait, .. }) => KeyOutcome::Blocked(wait),
-                },
-            );
-        }
-    };
-    let key = key.expect("a principal comes from a key");
-    // Last-used time, at most once a minute per key: not a write on every request.
-    if key.touch_due(now) {
-        let id = key.row.id.clone();
-        let db = ctx.db.clone();
-        let _ = transaction!(db, |tx| { store::admin::touch_key(tx, &id, now).await });
-    }
-    Ok(KeyOutcome::Authenticated(principal))
-}
-
-/// [`authenticate_key`] without a source address: the principal of a live token, if it is one.
-pub async fn authenticate_token(ctx: &Context, token: &str) -> AppResult<Option<Principal>> {
-    Ok(match authenticate_key(ctx, token, None).await? {
-        KeyOutcome::Authenticated(principal) => Some(principal),
-        KeyOutcome::Refused | KeyOutcome::Blocked(_) | KeyOutcome::TenantInactive { .. } => None,
-    })
-}
-
-/// The principal of a key whose secret matched, if its role and tenant allow one.
-fn key_principal(row: &ApiKeyRow, tenant: Option<&TenantRow>) -> Result<Principal, &'static str> {
-    let role = Role::parse(&row.role).ok_or("unknown_role")?;
-    let tenant = match (&row.tenant_id, tenant) {
-        (None, _) if role.is_tenant_role() => return Err("unknown_role"),
-        (None, _) => None,
-        (Some(_), None) => return Err("unknown"),
-        (Some(_), Some(t)) => {
-            let active = t
-                .status
-                .parse::<crate::tenants::TenantStatus>()
-                .is_ok_and(|s| s.is_active());
-            if !active {
-                return Err("tenant_inactive");
-            }
-            if !role.is_tenant_role() {
-                return Err("unknown_role");
-            }
-            Some(TenantScope {
-                id: t.id.clone(),
-                slug: t.slug.clone(),
-            })
-        }
-    };
-    let name = match &tenant {
-        None => format!("token:{}", row.name),
-        Some(t) => format!("key:{}/{}", t.slug, row.name),
-    };
-    Ok(Principal {
-        name,
-        role,
-        tenant,
-        key: Some((
-            row.id.clone(),
-            row.rate_limit_per_minute
-                .map(|n| n.clamp(1, u32::MAX as i64) as u32),
-        )),
     })
 }

@@ -146,8 +146,8 @@ impl LoginFailure {
         )
     }
 
-    fn limited(refusal: crate::limits::Refusal) -> Self {
-        use crate::limits::Refusal;
+    fn limited(refusal: crate::throttle::Refusal) -> Self {
+        use crate::throttle::Refusal;
         match refusal {
             Refusal::Spent { wait, .. } => Self::rate_limited(wait),
             Refusal::Unavailable(detail) => Self::new(

@@ -5,6 +5,7 @@
 //! (tokens are 190 bits of randomness: a slow hash adds nothing). Passwords are argon2id.
 
 mod admins;
+mod bearer;
 pub mod key_owner;
 mod keys;
 pub mod login;
@@ -12,6 +13,7 @@ mod sessions;
 pub(crate) use sessions::id_token_context;
 pub mod sso;
 pub use admins::*;
+pub use bearer::{KeyOutcome, authenticate_key, authenticate_token};
 pub use keys::*;
 pub use sessions::*;
 

@@ -150,7 +150,7 @@ pub async fn update(
 ) -> AppResult<Tenant> {
     let patch = change.to_patch();
     tenants::refuse_configured_fields(slug, &patch)?;
-    tenants::update(ctx, actor, slug, &patch).await
+    tenants::patch_fields(ctx, actor, slug, &patch).await
 }
 
 /// What "test connection" checks: the issuer (and scopes) given, or the saved ones.
@@ -193,8 +193,8 @@ pub async fn test_connection(
     // the tenant, so that tests cannot be fired at the server's rate.
     if let Err(refused) = ctx.limits.check_login(&tenant.id, address).await {
         return Err(match refused {
-            crate::limits::Refusal::Unavailable(detail) => AppError::Unavailable(detail),
-            crate::limits::Refusal::Spent { wait, .. } => {
+            crate::throttle::Refusal::Unavailable(detail) => AppError::Unavailable(detail),
+            crate::throttle::Refusal::Spent { wait, .. } => {
                 ctx.metrics
                     .refusals
                     .count(crate::metrics::Throttle::AbuseBlock);

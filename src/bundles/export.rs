@@ -11,7 +11,7 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::PluginError;
+use crate::plugin_host::PluginError;
 use crate::secrets::{Keyring, MasterKey};
 use crate::store::models::{ResourceRow, TenantRow};
 use crate::tenants::{Tenant, secret_context};
@@ -153,7 +153,7 @@ pub async fn export_with_digest(
             let mut keys = store::admin::list_tenant_keys(tx, &row.id).await?;
             keys.sort_by(|a, b| a.id.cmp(&b.id));
             let overrides = store::usage::overrides(tx, &row.id).await?;
-            let counters = store::bundle::counters_of(tx, &row.id).await?;
+            let counters = store::bundles::counters_of(tx, &row.id).await?;
             let resources = store::provisioning::resources(tx, &row.id).await?;
             let request = store::tenant_requests::get(tx, &row.id).await?;
             if audited {
@@ -169,7 +169,7 @@ pub async fn export_with_digest(
                 )
                 .await?;
             }
-            let records = store::bundle::audit_of(tx, &row.id).await?;
+            let records = store::bundles::audit_of(tx, &row.id).await?;
             Ok((
                 row, history, keys, overrides, counters, records, resources, request,
             ))

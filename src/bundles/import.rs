@@ -24,7 +24,7 @@ use super::{Bundle, Exclusion, ExportOptions, differences, export};
 use crate::audit::{self, Actor, AuditEvent};
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{BundlePart, PluginError};
+use crate::plugin_host::{BundlePart, PluginError};
 use crate::provisioning::{self, LifecycleChange, resource_context};
 use crate::store::models::ResourceRow;
 use crate::tenants::{Tenant, TenantStatus};
@@ -50,7 +50,7 @@ pub struct PlanLine {
 pub struct ImportPlan {
     pub tenant: String,
     pub tenant_id: String,
-    pub status: String,
+    pub status: crate::tenants::TenantStatus,
     pub exported_at: String,
     pub lines: Vec<PlanLine>,
     /// What the bundle leaves out, as its manifest says.
@@ -154,8 +154,8 @@ pub async fn import(
         request,
     } = checked;
     transaction!(ctx.db, |tx| {
-        crate::tenants::bundle::insert_restored(tx, &row, &history).await?;
-        store::bundle::insert_rows(tx, &keys, &overrides, &counters).await?;
+        crate::tenants::record::insert_restored(tx, &row, &history).await?;
+        store::bundles::insert_rows(tx, &keys, &overrides, &counters).await?;
         if let Some(r) = &request {
             // The database key comes back at the tenant's next provision or apply (working it
             // out here would mean rendering the connection).
@@ -210,7 +210,7 @@ async fn roll_back(
         .take(480)
         .collect();
     let run = transaction!(ctx.db, |tx| {
-        crate::tenants::bundle::withdraw_import_in(tx, actor, &tenant.slug, &reason).await?;
+        crate::tenants::record::withdraw_import_in(tx, actor, &tenant.slug, &reason).await?;
         provisioning::queue_lifecycle_in(
             tx,
             &ctx.keyring,
@@ -258,7 +258,7 @@ async fn restore(
             )?;
             steps.push((
                 r.plugin.clone(),
-                crate::plugins::Step {
+                crate::plugin_host::Step {
                     id: r.step_id.clone(),
                     description: r.description.clone(),
                     input,

@@ -103,7 +103,7 @@ pub(super) async fn alerts_command(
                     a.severity.as_str().to_owned(),
                     a.kind.as_str().to_owned(),
                     a.subject.clone(),
-                    a.status.clone(),
+                    a.status.to_string(),
                     a.message.clone(),
                 ]
             })
@@ -201,7 +201,7 @@ pub(super) async fn webhook_command(
                         vec![
                             d.id.clone(),
                             d.event_type.clone(),
-                            d.status.clone(),
+                            d.status.to_string(),
                             d.attempts.to_string(),
                             d.last_status_code.map_or("-".into(), |c| c.to_string()),
                             d.next_attempt_at

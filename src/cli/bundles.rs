@@ -25,7 +25,7 @@ pub(super) async fn export(
             recipient_key.is_none(),
             "--recipient-key re-seals a tar bundle; the JSON bundle keeps this installation's sealing"
         );
-        let bundle = tenants::bundle::export(ctx, actor, &slug)
+        let bundle = tenants::record::export(ctx, actor, &slug)
             .await
             .map_err(app_error)?;
         let mut json = serde_json::to_vec_pretty(&bundle)?;
@@ -88,11 +88,11 @@ pub(super) async fn import(
     if !crate::bundles::is_tar(&bytes) {
         anyhow::ensure!(!dry_run, "--dry-run needs a tar bundle");
         let bundle = crate::http::body::parse(&bytes).map_err(app_error)?;
-        let tenant = tenants::bundle::import(ctx, actor, &bundle)
+        let tenant = tenants::record::import(ctx, actor, &bundle)
             .await
             .map_err(app_error)?;
         if out == Output::Text {
-            eprintln!("note: {}", tenants::bundle::RECORD_ONLY);
+            eprintln!("note: {}", tenants::record::RECORD_ONLY);
         }
         return print(out, &tenant, || {
             format!(

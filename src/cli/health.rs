@@ -7,8 +7,10 @@ use crate::tenants;
 
 pub(super) async fn tenant_health(ctx: &Context, out: Output, slug: &str) -> anyhow::Result<()> {
     let slug = slug.to_owned();
-    let tenant = crate::health::tenant(ctx, &slug).await.map_err(app_error)?;
-    let database = crate::health::tenant_database(ctx, &slug)
+    let tenant = crate::tenant_health::tenant(ctx, &slug)
+        .await
+        .map_err(app_error)?;
+    let database = crate::tenant_health::tenant_database(ctx, &slug)
         .await
         .map_err(app_error)?;
     let oauth = crate::auth::sso::oauth_health(ctx, &slug)

@@ -201,7 +201,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 sdk.is_none(),
                 "--sdk is the Rust SDK crate; a JavaScript plugin takes none"
             );
-            let dir = crate::plugins::scaffold::create_js(&name, world.into(), dir.as_deref())?;
+            let dir = crate::plugin_host::scaffold::create_js(&name, world.into(), dir.as_deref())?;
             print(out, &serde_json::json!({ "created": dir }), || {
                 format!(
                     "created {dir}
@@ -218,7 +218,7 @@ install it: tenantry plugin install {dir}/{name}.wasm",
             sdk,
             lang: plugin::CliLang::Rust,
         }) => {
-            let dir = crate::plugins::scaffold::create(
+            let dir = crate::plugin_host::scaffold::create(
                 &name,
                 world.into(),
                 dir.as_deref(),
@@ -271,9 +271,10 @@ install it: tenantry plugin install {dir}/{name}.wasm",
         {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let package = crate::plugins::manifest::Package::beside(&file);
-            let manifest = crate::plugins::manifest::check_manifest_text(&text, package.as_ref())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let package = crate::plugin_host::manifest::Package::beside(&file);
+            let manifest =
+                crate::plugin_host::manifest::check_manifest_text(&text, package.as_ref())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             print(out, &manifest, || {
                 format!(
                     "ok: {} {} — world {}, WIT {} (the manifest alone: build the component and check it too)",

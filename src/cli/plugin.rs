@@ -242,17 +242,17 @@ pub enum CliLang {
     Js,
 }
 
-impl From<CliWorld> for crate::plugins::World {
+impl From<CliWorld> for crate::plugin_host::World {
     fn from(world: CliWorld) -> Self {
         match world {
-            CliWorld::Provisioner => crate::plugins::World::Provisioner,
-            CliWorld::Renderer => crate::plugins::World::Renderer,
-            CliWorld::QuotaPolicy => crate::plugins::World::QuotaPolicy,
+            CliWorld::Provisioner => crate::plugin_host::World::Provisioner,
+            CliWorld::Renderer => crate::plugin_host::World::Renderer,
+            CliWorld::QuotaPolicy => crate::plugin_host::World::QuotaPolicy,
         }
     }
 }
 
-pub(super) fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
+pub(super) fn plugin_check_text(i: &crate::plugin_host::Inspection) -> String {
     let lacks = i.version().lacks();
     let lacks = if lacks.is_empty() {
         String::new()
@@ -260,7 +260,7 @@ pub(super) fn plugin_check_text(i: &crate::plugins::Inspection) -> String {
         format!(
             "\nbuilt against WIT {}, which lacks (rebuild against {} for them):\n  - {}",
             i.wit_version,
-            crate::plugins::SUPPORTED_WIT_VERSIONS[0],
+            crate::plugin_host::SUPPORTED_WIT_VERSIONS[0],
             lacks.join("\n  - ")
         )
     };

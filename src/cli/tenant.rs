@@ -413,7 +413,7 @@ pub(super) async fn tenant_command(
                 default_schema: args.fields.default_schema.clone().map(Some),
                 ..TenantPatch::default()
             };
-            let tenant = crate::lifecycle::update(ctx, actor, &args.slug, &patch)
+            let tenant = crate::lifecycle::patch_tenant(ctx, actor, &args.slug, &patch)
                 .await
                 .map_err(app_error)?;
             print(out, &tenant, || {

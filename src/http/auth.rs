@@ -1,4 +1,4 @@
-//! actix-web middleware and extractors of who is calling the API: who is calling, and the request facts every
+//! actix-web middleware and extractors of who is calling the API, and the request facts every
 //! audit record carries (source address, request id).
 //!
 //! Authentication runs as middleware, before any extractor: a request without a valid token is
@@ -93,7 +93,7 @@ pub async fn authenticate(
                     ctx.metrics.refusals.count(Throttle::TenantBudget);
                     if let Some(tenant) = &principal.tenant {
                         // The tenant's own view of being throttled (its `throttled` alert).
-                        ctx.alerting.record_throttled(&tenant.id);
+                        ctx.alert_signals.record_throttled(&tenant.id);
                     }
                     let slug = principal.tenant.as_ref().map_or("", |t| t.slug.as_str());
                     return Err(too_many_calls(slug, &refused));
@@ -151,7 +151,7 @@ fn rate_limit_headers(
 
 /// 429 for a call past the tenant's API-call limit, with `Retry-After` and the `RateLimit`
 /// headers.
-fn too_many_calls(slug: &str, refused: &crate::limits::CallRefused) -> actix_web::Error {
+fn too_many_calls(slug: &str, refused: &crate::throttle::CallRefused) -> actix_web::Error {
     let per = if refused.metric == "api_calls_per_minute" {
         "a minute"
     } else {
@@ -185,7 +185,7 @@ async fn session_principal(
     let mut candidates = vec![(super::SESSION_COOKIE.to_owned(), SessionKind::Platform)];
     if let Some(slug) = req
         .path()
-        .strip_prefix("/api/v1/tenant/")
+        .strip_prefix(super::TENANT_API_PREFIX)
         .and_then(|rest| rest.split('/').next())
         .filter(|slug| !slug.is_empty())
     {
@@ -239,56 +239,28 @@ impl FromRequest for ApiCaller {
     }
 }
 
-/// Declares an extractor that is an [`ApiCaller`] who passed `check` (given the principal and
-/// the route's `{slug}`): decided before the request body is read, so that a refused caller
-/// learns nothing from the body's rules.
-macro_rules! checked_caller {
-    ($(#[$doc:meta])* $name:ident, |$principal:ident, $slug:ident| $check:expr) => {
-        $(#[$doc])*
-        pub struct $name(pub ApiCaller);
+/// An API caller allowed to change things (platform-admin); 401 without a token, 403 for a
+/// read-only one. Decided before the request body is read, so that a refused caller learns
+/// nothing from the body's rules. (A route of one tenant takes a `TenantPath` instead.)
+pub struct ApiAdmin(pub ApiCaller);
 
-        impl std::ops::Deref for $name {
-            type Target = ApiCaller;
+impl std::ops::Deref for ApiAdmin {
+    type Target = ApiCaller;
 
-            fn deref(&self) -> &ApiCaller {
-                &self.0
-            }
-        }
-
-        impl FromRequest for $name {
-            type Error = AppError;
-            type Future = Ready<Result<Self, AppError>>;
-
-            fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-                let caller = ApiCaller::from_request(req, payload).into_inner();
-                let $slug = req.match_info().get("slug").unwrap_or_default().to_owned();
-                ready(caller.and_then(|caller| {
-                    let $principal = &caller.principal;
-                    $check?;
-                    Ok($name(caller))
-                }))
-            }
-        }
-    };
+    fn deref(&self) -> &ApiCaller {
+        &self.0
+    }
 }
 
-checked_caller!(
-    /// An API caller allowed to change things (platform-admin); 401 without a token, 403 for a
-    /// read-only one.
-    ApiAdmin,
-    |principal, _slug| principal.require_admin()
-);
+impl FromRequest for ApiAdmin {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
 
-checked_caller!(
-    /// An API caller allowed to administer the tenant of the route's `{slug}` (platform admins,
-    /// and that tenant's admins).
-    TenantAdminCaller,
-    |principal, slug| principal.require_tenant_admin(&slug)
-);
-
-checked_caller!(
-    /// An API caller allowed to read the tenant of the route's `{slug}` (the platform, and that
-    /// tenant's principals; another tenant's get 404).
-    TenantReader,
-    |principal, slug| principal.require_tenant_read(&slug)
-);
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = ApiCaller::from_request(req, payload).into_inner();
+        ready(caller.and_then(|caller| {
+            caller.principal.require_admin()?;
+            Ok(ApiAdmin(caller))
+        }))
+    }
+}

@@ -185,7 +185,7 @@ fn unknown_field_hint(path: &str) -> Option<String> {
     match name {
         "environment" | "features" | "sla" | "billing" | "cost_center" | "cost_centre"
         | "labels" | "annotations" | "owner" | "team" => Some(format!(
-            "keep `{name}` in the tenant's `metadata` object (README \"Tenants and their lifecycle\")"
+            "keep `{name}` in the tenant's `metadata` object (docs/tenants.md \"Tenants and their lifecycle\")"
         )),
         "plan" => Some("a tenant's plan is its `tier`".to_owned()),
         "tenant_id" | "tenant_slug" => Some("a tenant is named by its `slug`".to_owned()),

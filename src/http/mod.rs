@@ -3,7 +3,9 @@
 //! ([`body`]), the session cookies' names, the origin a request was made to, and the answer to a
 //! malformed query string.
 //!
-//! It knows the services (it authenticates through `auth`), never the API's routes or the pages.
+//! It knows the services (it authenticates through `auth`). Of the routes it knows only where a
+//! tenant is named: [`TENANT_API_PREFIX`] (whose session cookie authenticates an API request,
+//! and whose id is read as a slug) and the portal's `/tenants/` — never a route's handler.
 
 pub mod auth;
 pub mod body;
@@ -11,15 +13,20 @@ pub mod envelope;
 pub mod head;
 pub mod strict;
 pub mod tenant_id;
+pub mod tenant_path;
 
 use actix_web::HttpRequest;
 
-pub use auth::{ApiAdmin, ApiCaller, TenantAdminCaller, TenantReader, actor_for, authenticate};
+pub use auth::{ApiAdmin, ApiCaller, actor_for, authenticate};
 pub use body::ApiJson;
+pub use tenant_path::TenantPath;
 
 use crate::error::{AppError, FieldError};
 
 pub const SESSION_COOKIE: &str = "tenantry_session";
+
+/// Where the API's routes of one tenant start: `/api/v1/tenant/{slug}/…`.
+pub const TENANT_API_PREFIX: &str = "/api/v1/tenant/";
 /// The cookie of a session of tenant `slug`'s user: one per tenant, so that a browser may be in
 /// the admin portal and in several tenants at once (on one host, with `/t/<slug>/` addresses).
 pub fn tenant_session_cookie(slug: &str) -> String {

@@ -32,7 +32,7 @@ pub async fn by_id(
 
 async fn rewritten(req: &ServiceRequest) -> Option<String> {
     let path = req.path();
-    let (prefix, rest) = ["/api/v1/tenant/", "/tenants/"]
+    let (prefix, rest) = [super::TENANT_API_PREFIX, "/tenants/"]
         .into_iter()
         .find_map(|prefix| path.strip_prefix(prefix).map(|rest| (prefix, rest)))?;
     let (id, tail) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));

@@ -10,7 +10,7 @@ use super::spec::plan_steps;
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::Step;
+use crate::plugin_host::Step;
 use crate::secrets::Keyring;
 use crate::store::{self, Conn};
 use crate::tenants::Tenant;

@@ -39,7 +39,7 @@ pub struct DriftReport {
 pub async fn applied_steps(
     ctx: &Context,
     tenant: &Tenant,
-) -> AppResult<HashMap<String, Vec<(crate::plugins::Step, crate::plugins::Outcome)>>> {
+) -> AppResult<HashMap<String, Vec<(crate::plugin_host::Step, crate::plugin_host::Outcome)>>> {
     let rows = held_resources(ctx, tenant).await?;
     applied_by_plugin(ctx, tenant, &rows)
 }
@@ -48,7 +48,7 @@ fn applied_by_plugin(
     ctx: &Context,
     tenant: &Tenant,
     rows: &[ResourceRow],
-) -> AppResult<HashMap<String, Vec<(crate::plugins::Step, crate::plugins::Outcome)>>> {
+) -> AppResult<HashMap<String, Vec<(crate::plugin_host::Step, crate::plugin_host::Outcome)>>> {
     let mut held: HashMap<String, Vec<_>> = HashMap::new();
     for r in rows {
         let input = ctx
@@ -59,12 +59,12 @@ fn applied_by_plugin(
             )
             .map_err(AppError::internal)?;
         held.entry(r.plugin.clone()).or_default().push((
-            crate::plugins::Step {
+            crate::plugin_host::Step {
                 id: r.step_id.clone(),
                 description: r.description.clone(),
                 input,
             },
-            crate::plugins::Outcome {
+            crate::plugin_host::Outcome {
                 output: r.output.clone(),
                 manual_follow_up: None,
             },
@@ -95,8 +95,8 @@ pub async fn drift(ctx: &Context, tenant: &Tenant) -> AppResult<DriftReport> {
                 resource: d.resource,
                 problem: d.problem,
             })),
-            Ok(Err(crate::plugins::PluginError::Transient(m)))
-            | Ok(Err(crate::plugins::PluginError::Permanent(m))) => errors.push(DriftItem {
+            Ok(Err(crate::plugin_host::PluginError::Transient(m)))
+            | Ok(Err(crate::plugin_host::PluginError::Permanent(m))) => errors.push(DriftItem {
                 plugin: plugin.clone(),
                 resource: "*".into(),
                 problem: m,

@@ -11,9 +11,9 @@
 
 mod desired;
 pub use desired::{has_provisioned_connection, provisioned_connection, request_context};
+mod backend_health;
+mod change_runs;
 mod drift;
-mod health;
-mod lifecycle;
 pub mod request;
 mod retry;
 pub mod saga;
@@ -21,13 +21,13 @@ pub mod spec;
 pub mod templates;
 mod views;
 
-pub use drift::{DriftItem, DriftReport, applied_steps, drift};
-pub use health::{
+pub use backend_health::{
     BackendHealth, BackendState, ReconcilePlan, RepairStep, RepairTemplate, TemplateVersions,
     backend_health, reconcile, reconcile_plan,
 };
-pub(crate) use lifecycle::{CarriedResource, TransitionInput};
-pub use lifecycle::{queue_lifecycle_in, queue_tier_change_in};
+pub(crate) use change_runs::{CarriedResource, TransitionInput};
+pub use change_runs::{queue_lifecycle_in, queue_tier_change_in};
+pub use drift::{DriftItem, DriftReport, applied_steps, drift};
 use views::held_resources;
 pub use views::{
     ResourceView, RunView, StepView, get_run, list_runs, resources, run_url, run_view,
@@ -44,13 +44,13 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{PluginTenant, World};
+use crate::plugin_host::{PluginTenant, World};
 use crate::store::models::{IdempotencyRow, RunRow, StepRow};
 pub use crate::store::vocabulary::{
     LifecycleChange, RunKind, RunStatus, StepAction, StepState, UnknownValue,
 };
 use crate::store::{self, Conn, provisioning as sql};
-use crate::tenants::{self, Tenant, TenantStatus};
+use crate::tenants::{self, Tenant, TenantStatus, Tier};
 use crate::transaction;
 pub use request::ProvisionRequest;
 pub use retry::retry;
@@ -83,7 +83,7 @@ pub fn plugin_tenant(tenant: &Tenant) -> PluginTenant {
         id: tenant.id.clone(),
         slug: tenant.slug.clone(),
         name: tenant.name.clone(),
-        tier: tenant.tier.to_string(),
+        tier: tenant.tier,
         status: tenant.status.to_string(),
     }
 }
@@ -210,13 +210,7 @@ pub async fn provision(
         TenantStatus::Provisioning,
         "provisioning",
     )?;
-    let ptenant = PluginTenant {
-        id: tenant_row.id.clone(),
-        slug: tenant_row.slug.clone(),
-        name: tenant_row.name.clone(),
-        tier: tenant_row.tier.clone(),
-        status: "provisioning".into(),
-    };
+    let ptenant = PluginTenant::of_row(&tenant_row);
     // Plan with every backend (pure calls: nothing changes yet).
     let mut steps = Vec::new();
     for plugin in &prepared.backends {
@@ -227,8 +221,8 @@ pub async fn provision(
             .await;
         let planned = match logged.result {
             Ok(Ok(planned)) => planned,
-            Ok(Err(crate::plugins::PluginError::Permanent(reason)))
-            | Ok(Err(crate::plugins::PluginError::Transient(reason))) => {
+            Ok(Err(crate::plugin_host::PluginError::Permanent(reason)))
+            | Ok(Err(crate::plugin_host::PluginError::Transient(reason))) => {
                 return Err(AppError::invalid(
                     format!("backends.{plugin}"),
                     "plan",
@@ -481,7 +475,7 @@ pub(crate) fn tenant_from_snapshot(json: &str) -> AppResult<PluginTenant> {
         id: String,
         slug: String,
         name: String,
-        tier: String,
+        tier: Tier,
         status: String,
     }
     let s: Snapshot = serde_json::from_str(json).map_err(|e| {

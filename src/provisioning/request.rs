@@ -437,7 +437,7 @@ async fn refuse_another_tenants_database(
         };
         // A tenant whose provision failed holds nothing (what it made was undone); its retry
         // is checked the same way when it comes.
-        if other.slug != slug && other.status != "failed" {
+        if other.slug != slug && other.status != crate::tenants::TenantStatus::Failed {
             let field = if connection["template"].is_null() {
                 "tenant.db_sqlalchemy_uri"
             } else {
@@ -563,13 +563,15 @@ async fn backends(
             ));
         } else if !enabled.contains(name) {
             let why = match ctx.plugins.loaded(name).await {
-                Err(crate::plugins::CallError::NotInstalled(_)) => {
+                Err(crate::plugin_host::CallError::NotInstalled(_)) => {
                     "is not an installed plugin".to_owned()
                 }
                 Err(err) => return Err(AppError::Unavailable(err.to_string())),
                 // The list of enabled provisioners was read first: a provisioner missing from
                 // it was disabled, even if this server's copy has not heard so yet.
-                Ok(p) if !p.enabled || p.manifest.world == crate::plugins::World::Provisioner => {
+                Ok(p)
+                    if !p.enabled || p.manifest.world == crate::plugin_host::World::Provisioner =>
+                {
                     "is disabled".to_owned()
                 }
                 Ok(p) => format!("is a {} plugin, not a provisioner", p.manifest.world),

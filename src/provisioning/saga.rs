@@ -33,7 +33,7 @@ use crate::clock;
 use crate::config::Fault;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{self, Outcome, PluginTenant, Step};
+use crate::plugin_host::{self, Outcome, PluginTenant, Step};
 use crate::store::models::{ResourceRow, RunRow, StepRow};
 use crate::store::provisioning as sql;
 use crate::{tenants, transaction};
@@ -360,10 +360,10 @@ impl Executor<'_> {
                     // never guessed.
                     let carried: TransitionInput = carried(step, &input, "transition")?;
                     let change = match carried.change {
-                        LifecycleChange::Suspend => plugins::LifecycleChange::Suspend,
-                        LifecycleChange::Reactivate => plugins::LifecycleChange::Reactivate,
-                        LifecycleChange::Cancel => plugins::LifecycleChange::Cancel,
-                        LifecycleChange::Purge => plugins::LifecycleChange::Purge,
+                        LifecycleChange::Suspend => plugin_host::LifecycleChange::Suspend,
+                        LifecycleChange::Reactivate => plugin_host::LifecycleChange::Reactivate,
+                        LifecycleChange::Cancel => plugin_host::LifecycleChange::Cancel,
+                        LifecycleChange::Purge => plugin_host::LifecycleChange::Purge,
                     };
                     split(
                         self.slot

@@ -146,7 +146,7 @@ impl TenantSpec {
                 anyhow::anyhow!(
                     "invalid tenant spec: {e}. This is the shape of an Airflow tenant config \
                      (`tenant:` at the top); `tenantry spec convert FILE` writes the \
-                     `tenantry/v1` spec it stands for (README \"Declarative tenants\")"
+                     `tenantry/v1` spec it stands for (docs/provisioning.md \"Declarative tenants\")"
                 )
             } else {
                 anyhow::anyhow!("invalid tenant spec: {e}")

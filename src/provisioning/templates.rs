@@ -16,7 +16,7 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::plugins::RenderError;
+use crate::plugin_host::RenderError;
 use crate::store::models::{TemplateRow, TemplateVersionRow};
 use crate::store::{self, provisioning as sql};
 use crate::transaction;

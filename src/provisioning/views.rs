@@ -3,7 +3,7 @@
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::LogLine;
+use crate::plugin_host::LogLine;
 use crate::store::models::{ResourceRow, RunRow, StepRow};
 use crate::store::provisioning as sql;
 use crate::tenants::{self, Tenant};

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use crate::config::FailMode;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::limits::CachedDecision;
-use crate::plugins::{Decision, LogLine, MetricDecision, Severity, Usage};
+use crate::plugin_host::{Decision, LogLine, MetricDecision, Severity, Usage};
 use crate::store::models::QuotaOverrideRow;
 use crate::tenants::Tenant;
+use crate::throttle::CachedDecision;
 
 use super::catalogue::Metric;
 
@@ -69,7 +69,7 @@ pub async fn decide(
     }
     match ask(ctx, policy, tenant, metrics, overrides, usage, None).await {
         Ok((decision, defaults)) => {
-            ctx.alerting.policy_answered(&tenant.id);
+            ctx.alert_signals.policy_answered(&tenant.id);
             Ok(ctx.quota_decisions.put(
                 &tenant.id,
                 CachedDecision {
@@ -84,9 +84,9 @@ pub async fn decide(
             ))
         }
         Err(reason) => {
-            ctx.alerting.policy_failed(
+            ctx.alert_signals.policy_failed(
                 &tenant.id,
-                crate::alerting::PolicyFailure {
+                crate::alert_signals::PolicyFailure {
                     policy: policy.clone(),
                     reason: reason.clone(),
                 },

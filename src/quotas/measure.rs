@@ -12,7 +12,7 @@ use super::report::{self, UsageEvent};
 use crate::config::MetricKind;
 use crate::context::Context;
 use crate::error::AppResult;
-use crate::plugins::World;
+use crate::plugin_host::World;
 use crate::tenants::Tenant;
 
 /// One figure a plugin measured.
@@ -118,8 +118,8 @@ pub async fn measure(ctx: &Context, tenant: &Tenant) -> AppResult<MeasureOutcome
                 failures.push(MeasureFailure {
                     plugin,
                     error: match err {
-                        crate::plugins::PluginError::Transient(m)
-                        | crate::plugins::PluginError::Permanent(m) => m,
+                        crate::plugin_host::PluginError::Transient(m)
+                        | crate::plugin_host::PluginError::Permanent(m) => m,
                     },
                 });
                 continue;

@@ -2,7 +2,7 @@
 //! `api_calls_per_minute` and `api_calls_per_month`.
 //!
 //! The request path checks the limits of the tenant's kept decision in O(1) and counts in
-//! memory ([`crate::limits::ApiCallMeter`]); it never waits for the policy (a decision that is
+//! memory ([`crate::throttle::ApiCallMeter`]); it never waits for the policy (a decision that is
 //! missing or old is asked for in the background, and the call is admitted meanwhile). The
 //! counts reach the database every `quotas.flush_interval_ms` (5 s at most) with atomic adds,
 //! so a crash loses at most that interval of API-call counts. The per-minute budget is this
@@ -17,9 +17,9 @@ use crate::clock;
 use crate::config::Window;
 use crate::context::Context;
 use crate::error::AppResult;
-use crate::limits::{CallAdmitted, CallLimits, CallRefused, Limited, QuotaDecisions, Refusal};
 use crate::store;
 use crate::tenants::{self, TenantScope};
+use crate::throttle::{CallAdmitted, CallLimits, CallRefused, Limited, QuotaDecisions, Refusal};
 use crate::transaction;
 
 use super::catalogue::period_of;
@@ -230,7 +230,7 @@ pub async fn flush(ctx: &Context) -> AppResult<()> {
                         .any(|m| m.metric == *metric && m.limit.is_some())
                 });
                 if limited {
-                    ctx.alerting.mark(tenant);
+                    ctx.alert_signals.mark(tenant);
                 }
             }
             Ok(())

@@ -29,11 +29,11 @@ use crate::clock;
 use crate::config::{MetricKind, Window};
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::limits::CachedDecision;
-use crate::plugins::Severity;
+use crate::plugin_host::Severity;
 use crate::store::models::QuotaOverrideRow;
 use crate::store::{self, Conn};
 use crate::tenants::{Tenant, TenantStatus, Tier};
+use crate::throttle::CachedDecision;
 use crate::transaction;
 
 pub use catalogue::{Metric, catalogue};
@@ -204,7 +204,7 @@ pub async fn summary(ctx: &Context, tenant: &Tenant) -> AppResult<UsageSummary> 
         let today = store::usage::value(
             &mut conn,
             &tenant.id,
-            crate::limits::API_CALLS_PER_DAY,
+            crate::throttle::API_CALLS_PER_DAY,
             &catalogue::period_of(Some(Window::Day), clock::now()),
         )
         .await?
@@ -290,12 +290,12 @@ pub async fn admit_user(
             .await?
             .decide(ctx, tenant, Need::Limits)
             .await?;
-        crate::limits::QuotaDecisions::hard_limit(&decided, "users")
+        crate::throttle::QuotaDecisions::hard_limit(&decided, "users")
     };
     transaction!(ctx.db, |tx| {
         let new = store::usage::record_user(tx, &tenant.id, issuer, subject, now).await?;
         if new {
-            ctx.alerting.mark(&tenant.id);
+            ctx.alert_signals.mark(&tenant.id);
         }
         if new && let Some(limit) = limit {
             let users = store::usage::value(tx, &tenant.id, "users", store::usage::GAUGE_PERIOD)
@@ -328,8 +328,8 @@ pub async fn evaluate(
     tenant: &Tenant,
     usage: Option<&HashMap<String, u64>>,
 ) -> AppResult<(
-    AppResult<crate::plugins::Decision>,
-    Vec<crate::plugins::LogLine>,
+    AppResult<crate::plugin_host::Decision>,
+    Vec<crate::plugin_host::LogLine>,
 )> {
     let mut standing = Standing::of(ctx, tenant).await?;
     if let Some(usage) = usage {
@@ -364,7 +364,7 @@ pub struct MetricDecisionView {
     pub severity: Level,
 }
 
-pub fn decision_view(decision: &crate::plugins::Decision) -> DecisionView {
+pub fn decision_view(decision: &crate::plugin_host::Decision) -> DecisionView {
     DecisionView {
         metrics: decision
             .metrics

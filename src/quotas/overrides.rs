@@ -265,7 +265,7 @@ pub async fn set_overrides(
         Ok(())
     })?;
     ctx.quota_decisions.forget(&tenant.id);
-    ctx.alerting.mark(&tenant.id);
+    ctx.alert_signals.mark(&tenant.id);
     quotas(ctx, tenant).await
 }
 
@@ -309,7 +309,7 @@ pub async fn end_expired(ctx: &Context, actor: &Actor) -> AppResult<usize> {
         })?;
         if removed {
             ctx.quota_decisions.forget(&row.tenant_id);
-            ctx.alerting.mark(&row.tenant_id);
+            ctx.alert_signals.mark(&row.tenant_id);
             ended += 1;
         }
     }
@@ -387,7 +387,7 @@ pub async fn reset_usage(
         }
     }
     ctx.quota_decisions.forget(&tenant.id);
-    ctx.alerting.mark(&tenant.id);
+    ctx.alert_signals.mark(&tenant.id);
     Ok(UsageReset {
         metric: metric.to_owned(),
         period,

@@ -11,8 +11,8 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
+use crate::plugin_host::World;
 use crate::plugin_registry;
-use crate::plugins::World;
 use crate::store::{self, Conn};
 use crate::tenants::{Tenant, Tier};
 use crate::transaction;
@@ -144,7 +144,7 @@ async fn choose(
     })?;
     // A tier's tenants are evaluated at the next sweep; a tenant's own choice at once.
     if let Some(tenant_id) = scope.strip_prefix("tenant:") {
-        ctx.alerting.mark(tenant_id);
+        ctx.alert_signals.mark(tenant_id);
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::transaction;
 
 use super::catalogue::{self, Metric};
 use super::decision::Need;
-use crate::limits::QuotaDecisions;
+use crate::throttle::QuotaDecisions;
 
 /// Events in one batch at the most.
 pub const MAX_BATCH: usize = 1000;
@@ -340,7 +340,7 @@ pub async fn report(
         }
         Err(err) => return Err(err),
     };
-    ctx.alerting.mark(&tenant.id);
+    ctx.alert_signals.mark(&tenant.id);
     let count = |what: &str| events.iter().filter(|e| e.outcome == what).count();
     Ok(ReportOutcome {
         counted: count("counted"),

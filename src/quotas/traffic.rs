@@ -6,7 +6,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::alerting::percentile;
+use crate::alert_signals::percentile;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::store;
@@ -61,7 +61,7 @@ fn view(row: &TrafficRow, window: i64, tenant: Option<String>) -> TrafficView {
 /// Writes what this server counted since its last flush; what cannot be written is kept for
 /// the next one. Once a minute or so, forgets the minutes past the hour kept.
 pub async fn flush(ctx: &Context) -> AppResult<()> {
-    let pending = ctx.alerting.take_pending();
+    let pending = ctx.alert_signals.take_pending();
     if pending.is_empty() {
         return Ok(());
     }
@@ -97,7 +97,7 @@ pub async fn flush(ctx: &Context) -> AppResult<()> {
     }
     .await;
     if let Err(err) = written {
-        ctx.alerting.restore_pending(pending);
+        ctx.alert_signals.restore_pending(pending);
         return Err(err);
     }
     Ok(())

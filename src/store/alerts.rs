@@ -10,11 +10,9 @@ use diesel_async::RunQueryDsl;
 use super::Conn;
 use super::models::AlertRow;
 use super::schema::{alerts, tenants};
+use super::vocabulary::{AlertKind, AlertSeverity, AlertStatus};
 use crate::error::AppResult;
 use crate::with_conn;
-
-pub const OPEN: &str = "open";
-pub const RESOLVED: &str = "resolved";
 
 /// The alerts of one tenant that are open, or belong to one of `periods` (the current ones;
 /// `""` for alerts without a period).
@@ -25,7 +23,11 @@ pub async fn of_tenant(
 ) -> AppResult<Vec<AlertRow>> {
     Ok(with_conn!(conn, |c| alerts::table
         .filter(alerts::tenant_id.eq(tenant_id))
-        .filter(alerts::status.eq(OPEN).or(alerts::period.eq_any(periods)))
+        .filter(
+            alerts::status
+                .eq(AlertStatus::Open)
+                .or(alerts::period.eq_any(periods))
+        )
         .select(AlertRow::as_select())
         .load(c)
         .await)?)
@@ -59,10 +61,10 @@ pub async fn reopen(
     let n = with_conn!(conn, |c| diesel::update(
         alerts::table
             .filter(alerts::id.eq(id))
-            .filter(alerts::status.eq(RESOLVED))
+            .filter(alerts::status.eq(AlertStatus::Resolved))
     )
     .set((
-        alerts::status.eq(OPEN),
+        alerts::status.eq(AlertStatus::Open),
         alerts::value.eq(value),
         alerts::raised_value.eq(value),
         alerts::message.eq(message),
@@ -87,10 +89,10 @@ pub async fn resolve(
     let n = with_conn!(conn, |c| diesel::update(
         alerts::table
             .filter(alerts::id.eq(id))
-            .filter(alerts::status.eq(OPEN))
+            .filter(alerts::status.eq(AlertStatus::Open))
     )
     .set((
-        alerts::status.eq(RESOLVED),
+        alerts::status.eq(AlertStatus::Resolved),
         alerts::value.eq(value),
         alerts::message.eq(message),
         alerts::updated_at.eq(now),
@@ -112,7 +114,7 @@ pub async fn touch(
     with_conn!(conn, |c| diesel::update(
         alerts::table
             .filter(alerts::id.eq(id))
-            .filter(alerts::status.eq(OPEN))
+            .filter(alerts::status.eq(AlertStatus::Open))
     )
     .set((
         alerts::value.eq(value),
@@ -128,10 +130,10 @@ pub async fn touch(
 #[derive(Debug, Default, Clone)]
 pub struct AlertFilter {
     pub tenant_id: Option<String>,
-    pub kind: Option<String>,
+    pub kind: Option<AlertKind>,
     pub subject: Option<String>,
-    pub severity: Option<String>,
-    pub status: Option<String>,
+    pub severity: Option<AlertSeverity>,
+    pub status: Option<AlertStatus>,
     /// Alerts with an id below this one (ids grow with time).
     pub before: Option<String>,
     pub limit: i64,
@@ -171,7 +173,7 @@ pub async fn list(conn: &mut Conn, filter: &AlertFilter) -> AppResult<Vec<(Alert
 /// Open alerts by severity.
 pub async fn open_by_severity(conn: &mut Conn) -> AppResult<Vec<(String, i64)>> {
     Ok(with_conn!(conn, |c| alerts::table
-        .filter(alerts::status.eq(OPEN))
+        .filter(alerts::status.eq(AlertStatus::Open))
         .group_by(alerts::severity)
         .select((alerts::severity, diesel::dsl::count_star()))
         .load(c)
@@ -181,7 +183,7 @@ pub async fn open_by_severity(conn: &mut Conn) -> AppResult<Vec<(String, i64)>> 
 /// The tenants with an open alert (at most `limit`).
 pub async fn tenants_with_open(conn: &mut Conn, limit: i64) -> AppResult<Vec<String>> {
     Ok(with_conn!(conn, |c| alerts::table
-        .filter(alerts::status.eq(OPEN))
+        .filter(alerts::status.eq(AlertStatus::Open))
         .select(alerts::tenant_id)
         .distinct()
         .limit(limit)
@@ -193,7 +195,7 @@ pub async fn tenants_with_open(conn: &mut Conn, limit: i64) -> AppResult<Vec<Str
 pub async fn open_quota_use(conn: &mut Conn) -> AppResult<Vec<(String, String, f64)>> {
     Ok(with_conn!(conn, |c| alerts::table
         .inner_join(tenants::table)
-        .filter(alerts::status.eq(OPEN))
+        .filter(alerts::status.eq(AlertStatus::Open))
         .filter(alerts::kind.eq("quota"))
         .select((tenants::slug, alerts::subject, alerts::value))
         .load(c)
@@ -217,7 +219,7 @@ pub async fn open_of_kind(
 ) -> AppResult<Vec<(AlertRow, String, String)>> {
     Ok(with_conn!(conn, |c| alerts::table
         .inner_join(tenants::table)
-        .filter(alerts::status.eq(OPEN))
+        .filter(alerts::status.eq(AlertStatus::Open))
         .filter(alerts::kind.eq(kind))
         .order(alerts::id.asc())
         .limit(limit)

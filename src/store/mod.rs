@@ -11,7 +11,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod audit;
-pub mod bundle;
+pub mod bundles;
 pub mod changes;
 pub mod jobs;
 pub mod logins;

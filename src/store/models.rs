@@ -5,6 +5,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::schema::{admin_users, api_keys, audit_log, sessions, tenant_status_history, tenants};
+use super::vocabulary::{
+    AlertKind, AlertSeverity, AlertStatus, DeliveryStatus, TenantStatus, Tier, World,
+};
+use crate::roles::Role;
 
 #[derive(
     Debug,
@@ -22,8 +26,8 @@ pub struct TenantRow {
     pub id: String,
     pub slug: String,
     pub name: String,
-    pub tier: String,
-    pub status: String,
+    pub tier: Tier,
+    pub status: TenantStatus,
     pub status_reason: Option<String>,
     pub status_changed_at: NaiveDateTime,
     pub trial_ends_at: Option<NaiveDateTime>,
@@ -56,8 +60,8 @@ pub struct TenantRow {
 pub struct StatusChangeRow {
     pub id: String,
     pub tenant_id: String,
-    pub from_status: Option<String>,
-    pub to_status: String,
+    pub from_status: Option<TenantStatus>,
+    pub to_status: TenantStatus,
     pub reason: String,
     pub actor: String,
     pub at: NaiveDateTime,
@@ -96,7 +100,7 @@ pub struct ApiKeyRow {
     pub name: String,
     pub prefix: String,
     pub secret_hash: String,
-    pub role: String,
+    pub role: Role,
     pub created_by: String,
     pub created_at: NaiveDateTime,
     pub expires_at: Option<NaiveDateTime>,
@@ -113,7 +117,7 @@ pub struct ApiKeyRow {
 pub struct SessionRow {
     pub id: String,
     pub principal: String,
-    pub role: String,
+    pub role: Role,
     pub tenant_id: Option<String>,
     pub csrf_token: String,
     pub source_ip: Option<String>,
@@ -180,7 +184,7 @@ pub struct SetupLinkRow {
 pub struct PluginRow {
     pub name: String,
     pub version: String,
-    pub world: String,
+    pub world: World,
     pub wit_version: String,
     pub sha256: String,
     /// The manifest as JSON.
@@ -203,7 +207,7 @@ pub struct PluginRow {
 pub struct PluginMetaRow {
     pub name: String,
     pub version: String,
-    pub world: String,
+    pub world: World,
     pub wit_version: String,
     pub sha256: String,
     pub manifest: String,
@@ -412,12 +416,12 @@ pub struct QuotaOverrideRow {
 pub struct AlertRow {
     pub id: String,
     pub tenant_id: String,
-    pub kind: String,
+    pub kind: AlertKind,
     pub subject: String,
     pub period: String,
     pub threshold: String,
-    pub severity: String,
-    pub status: String,
+    pub severity: AlertSeverity,
+    pub status: AlertStatus,
     pub value: f64,
     pub raised_value: f64,
     pub message: String,
@@ -452,7 +456,7 @@ pub struct DeliveryRow {
     pub event_type: String,
     pub tenant_id: Option<String>,
     pub payload: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: Option<NaiveDateTime>,
     pub lease_owner: Option<String>,

@@ -1,108 +1,135 @@
-//! The closed sets of values the store keeps as text: what a provisioning run is for and where
-//! it stands, what each of its steps does and where it stands, and the lifecycle change a run
-//! carries into the backends.
+//! The closed sets of words the store keeps as text: a tenant's status and tier; what a
+//! provisioning run is for and where it stands, what each of its steps does and where it
+//! stands, and the lifecycle change a run carries into the backends; a plugin's world; an
+//! alert's kind, severity and status; a webhook delivery's status. (A principal's role is the
+//! foundation's `roles::Role`.)
 //!
-//! Each is an enum stored as the same lowercase word as before. Reading is strict: a stored
-//! value outside the set is an error that names the value and what it should have been (the
-//! query fails; nothing goes on with a guess). Writing can only produce a value of the set.
+//! Each is an enum stored as its word (`crate::words`). Reading is strict: a stored word
+//! outside the set is an error that names it and the set (the query fails; nothing goes on
+//! with a guess). Writing can only produce a word of the set.
 
-use std::fmt;
+pub use crate::words::UnknownValue;
+use crate::words::stored_words;
 
-/// A stored word that is not one of its set's values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} `{value}` (expected one of: {expected})")]
-pub struct UnknownValue {
-    pub what: &'static str,
-    pub value: String,
-    pub expected: String,
+stored_words! {
+    /// A tenant's plan; it selects the default quotas (the tier table of `docs/quotas.md`).
+    pub enum Tier ("tier") {
+        Free = "free",
+        Starter = "starter",
+        Professional = "professional",
+        Enterprise = "enterprise",
+        Custom = "custom",
+    }
 }
 
-/// Declares an enum kept in a text column: `as_str`, `Display`, a strict `FromStr`, serde as the
-/// same words, an OpenAPI schema, and diesel's text mapping on both backends. The words are the
-/// variants' names in lowercase (serde's and the schema's `rename_all`); a test checks that
-/// `as_str` agrees.
-macro_rules! stored_words {
-    (
-        $(#[$meta:meta])*
-        pub enum $name:ident ($what:literal) {
-            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash,
-            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-            diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
-        )]
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name {
-            $( $(#[$vmeta])* $variant ),+
-        }
+stored_words! {
+    /// Where a tenant is in its lifecycle. A purged tenant no longer exists.
+    pub enum TenantStatus ("tenant status") {
+        Provisioning = "provisioning",
+        Trial = "trial",
+        Active = "active",
+        Suspended = "suspended",
+        Canceled = "canceled",
+        Deleted = "deleted",
+        Failed = "failed",
+    }
+}
 
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+impl TenantStatus {
+    /// Whether the tenant's users may log in and its keys work.
+    pub fn is_active(self) -> bool {
+        matches!(self, TenantStatus::Trial | TenantStatus::Active)
+    }
 
-            /// The stored word.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
+    /// States from which a tenant may be purged (once its retention period has passed).
+    pub fn is_purgeable(self) -> bool {
+        matches!(
+            self,
+            TenantStatus::Canceled | TenantStatus::Deleted | TenantStatus::Failed
+        )
+    }
+}
+
+stored_words! {
+    /// A plugin's world: what it exports and may import.
+    pub enum World ("plugin world") {
+        Provisioner = "provisioner",
+        Renderer = "renderer",
+        QuotaPolicy = "quota-policy",
+    }
+}
+
+impl World {
+    /// The interface the world exports.
+    pub fn export_interface(self) -> &'static str {
+        match self {
+            World::Provisioner => "provision",
+            World::Renderer => "render",
+            World::QuotaPolicy => "policy",
         }
+    }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
+    /// Whether the world may use the network, state and secrets.
+    pub fn has_capabilities(self) -> bool {
+        self == World::Provisioner
+    }
+}
 
-        impl std::str::FromStr for $name {
-            type Err = UnknownValue;
+stored_words! {
+    /// What an alert watches.
+    pub enum AlertKind ("alert kind") {
+        /// A metric's use against its limit (subject: the metric).
+        Quota = "quota",
+        /// The tenant as a whole is above its policy's at-risk line.
+        AtRisk = "at_risk",
+        /// The tenant's quota policy fails (subject: the policy); its last decision stays in
+        /// force.
+        PolicyFailing = "policy_failing",
+        /// The share of the tenant's API requests answered 5xx over the traffic window.
+        ErrorRate = "error_rate",
+        /// The 95th-percentile response time of the tenant's API requests over the window.
+        Latency = "latency",
+        /// The tenant's trial ends within `trials.notice_days` (period: the day it ends).
+        TrialEnding = "trial_ending",
+        /// A scheduled job failed (subject: the job; raised on the platform's own tenant).
+        JobFailing = "job_failing",
+        /// The share of the tenant's API requests refused (429) at its API-call budget over
+        /// the traffic window.
+        Throttled = "throttled",
+        /// The tenant's database did not answer its probes for `probes.down_after_seconds`.
+        DatabaseDown = "database_down",
+        /// The tenant's database answered its probes slowly (their 95th percentile).
+        DatabaseSlow = "database_slow",
+    }
+}
 
-            fn from_str(text: &str) -> Result<Self, UnknownValue> {
-                match text {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(UnknownValue {
-                        what: $what,
-                        value: other.to_owned(),
-                        expected: [$($text),+].join(", "),
-                    }),
-                }
-            }
-        }
+stored_words! {
+    /// How urgent an alert is, least first.
+    #[derive(PartialOrd, Ord)]
+    pub enum AlertSeverity ("alert severity") {
+        Warning = "warning",
+        Critical = "critical",
+        Blocked = "blocked",
+    }
+}
 
-        impl<DB> diesel::serialize::ToSql<diesel::sql_types::Text, DB> for $name
-        where
-            DB: diesel::backend::Backend,
-            str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
-        {
-            fn to_sql<'b>(
-                &'b self,
-                out: &mut diesel::serialize::Output<'b, '_, DB>,
-            ) -> diesel::serialize::Result {
-                <str as diesel::serialize::ToSql<diesel::sql_types::Text, DB>>::to_sql(
-                    self.as_str(),
-                    out,
-                )
-            }
-        }
+stored_words! {
+    /// Whether an alert is open.
+    pub enum AlertStatus ("alert status") {
+        Open = "open",
+        Resolved = "resolved",
+    }
+}
 
-        impl<DB> diesel::deserialize::FromSql<diesel::sql_types::Text, DB> for $name
-        where
-            DB: diesel::backend::Backend,
-            String: diesel::deserialize::FromSql<diesel::sql_types::Text, DB>,
-        {
-            fn from_sql(bytes: DB::RawValue<'_>) -> diesel::deserialize::Result<Self> {
-                let text = <String as diesel::deserialize::FromSql<
-                    diesel::sql_types::Text,
-                    DB,
-                >>::from_sql(bytes)?;
-                Ok(text.parse::<$name>()?)
-            }
-        }
-    };
+stored_words! {
+    /// Where a webhook delivery stands.
+    pub enum DeliveryStatus ("delivery status") {
+        /// Waiting for its first or next attempt.
+        Pending = "pending",
+        Delivered = "delivered",
+        /// Given up after the last attempt.
+        Failed = "failed",
+    }
 }
 
 stored_words! {
@@ -199,7 +226,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_words_are_the_lowercase_variant_names_everywhere() {
+    fn serde_writes_the_stored_words() {
+        for tier in Tier::ALL {
+            assert_eq!(serde_json::to_value(tier).unwrap(), tier.as_str());
+        }
+        for status in TenantStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for world in World::ALL {
+            assert_eq!(serde_json::to_value(world).unwrap(), world.as_str());
+        }
+        for kind in AlertKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        for severity in AlertSeverity::ALL {
+            assert_eq!(serde_json::to_value(severity).unwrap(), severity.as_str());
+        }
+        for status in DeliveryStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
         for kind in RunKind::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

@@ -11,12 +11,9 @@ use diesel_async::RunQueryDsl;
 use super::Conn;
 use super::models::{DeliveryRow, WebhookRow};
 use super::schema::{webhook_deliveries, webhooks};
+use super::vocabulary::DeliveryStatus;
 use crate::error::AppResult;
 use crate::with_conn;
-
-pub const PENDING: &str = "pending";
-pub const DELIVERED: &str = "delivered";
-pub const FAILED: &str = "failed";
 
 pub async fn insert(conn: &mut Conn, row: &WebhookRow) -> AppResult<()> {
     with_conn!(conn, |c| diesel::insert_into(webhooks::table)
@@ -117,7 +114,7 @@ pub async fn claim_due(
         },
         sqlite | c | {
             let ids: Vec<String> = webhook_deliveries::table
-                .filter(webhook_deliveries::status.eq(PENDING))
+                .filter(webhook_deliveries::status.eq(DeliveryStatus::Pending))
                 .filter(webhook_deliveries::next_attempt_at.le(now))
                 .filter(
                     webhook_deliveries::lease_expires_at
@@ -147,8 +144,8 @@ pub async fn claim_due(
 }
 
 /// What one attempt of a delivery came to.
-pub struct Attempt<'a> {
-    pub status: &'a str,
+pub struct Attempt {
+    pub status: DeliveryStatus,
     pub status_code: Option<i64>,
     pub error: Option<String>,
     pub next_attempt_at: Option<NaiveDateTime>,
@@ -161,9 +158,9 @@ pub async fn record_attempt(
     conn: &mut Conn,
     id: &str,
     owner: &str,
-    attempt: &Attempt<'_>,
+    attempt: &Attempt,
 ) -> AppResult<bool> {
-    let delivered_at = (attempt.status == DELIVERED).then_some(attempt.at);
+    let delivered_at = (attempt.status == DeliveryStatus::Delivered).then_some(attempt.at);
     let n = with_conn!(conn, |c| diesel::update(
         webhook_deliveries::table
             .filter(webhook_deliveries::id.eq(id))
@@ -196,10 +193,10 @@ pub async fn retry_now(
         webhook_deliveries::table
             .filter(webhook_deliveries::id.eq(id))
             .filter(webhook_deliveries::webhook_id.eq(webhook_id))
-            .filter(webhook_deliveries::status.ne(DELIVERED))
+            .filter(webhook_deliveries::status.ne(DeliveryStatus::Delivered))
     )
     .set((
-        webhook_deliveries::status.eq(PENDING),
+        webhook_deliveries::status.eq(DeliveryStatus::Pending),
         webhook_deliveries::next_attempt_at.eq(Some(now)),
     ))
     .execute(c)
@@ -229,7 +226,7 @@ pub async fn deliveries(
 }
 
 /// Deliveries by status, over every endpoint.
-pub async fn count_by_status(conn: &mut Conn) -> AppResult<Vec<(String, String, i64)>> {
+pub async fn count_by_status(conn: &mut Conn) -> AppResult<Vec<(String, DeliveryStatus, i64)>> {
     Ok(with_conn!(conn, |c| webhook_deliveries::table
         .group_by((webhook_deliveries::webhook_id, webhook_deliveries::status))
         .select((

@@ -191,9 +191,9 @@ impl Checks {
                 Ok(_) if near != tier => FieldError::new(
                     "tier",
                     "one_of",
-                    format!("{m}; tiers are lowercase: use `{near}`"),
+                    format!("{}; tiers are lowercase: use `{near}`", m.rule()),
                 ),
-                _ => FieldError::new("tier", "one_of", m),
+                _ => FieldError::new("tier", "one_of", m.rule()),
             }
         }))
     }

@@ -1,21 +1,21 @@
 //! The tenant registry and its lifecycle. Business rules live here; SQL lives in
 //! [`crate::store::tenants`]; HTTP lives in `api/` and `web/`.
 
-pub mod bundle;
 pub mod input;
 pub mod model;
 mod patch;
 mod platform;
-mod status;
+pub mod record;
+mod transitions;
 
 pub use patch::{
-    CheckedPatch, apply_patch, check_patch, refuse_configured_fields, rollback_client_secret,
-    update,
+    CheckedPatch, apply_patch, check_patch, patch_fields, refuse_configured_fields,
+    rollback_client_secret,
 };
 pub use platform::ensure_admin_tenant;
-use status::record_status;
-pub use status::{check_reason, history, purge_in, transition_in};
-pub(crate) use status::{finish_provisioning, retry_provisioning};
+use transitions::record_status;
+pub use transitions::{check_reason, history, purge_in, transition_in};
+pub(crate) use transitions::{finish_provisioning, retry_provisioning};
 
 use serde::Serialize;
 use serde_json::json;
@@ -106,8 +106,8 @@ pub(crate) fn new_row(
         id: id.clone(),
         slug: valid.slug.to_string(),
         name: valid.name,
-        tier: valid.tier.to_string(),
-        status: status.to_string(),
+        tier: valid.tier,
+        status,
         status_reason: Some(reason.to_owned()),
         status_changed_at: now,
         trial_ends_at: (valid.trial_days > 0)
@@ -134,7 +134,7 @@ pub(crate) fn new_row(
 
 /// Inserts a new tenant's row with its first status and its audit record, in `tx`.
 pub(crate) async fn insert_in(tx: &mut Conn, actor: &Actor, row: &TenantRow) -> AppResult<()> {
-    let status: TenantStatus = status_of(row)?;
+    let status: TenantStatus = row.status;
     let reason = row.status_reason.clone().unwrap_or_default();
     {
         store::tenants::insert(tx, row).await.map_err(|err| {
@@ -231,7 +231,7 @@ pub async fn list(ctx: &Context, query: &TenantQuery) -> AppResult<TenantPage> {
         .filter(|s| !s.is_empty())
         .and_then(|s| {
             s.parse::<TenantStatus>()
-                .map_err(|m| checks.push(FieldError::new("status", "one_of", m)))
+                .map_err(|m| checks.push(FieldError::new("status", "one_of", m.rule())))
                 .ok()
         });
     let tier = query
@@ -309,16 +309,6 @@ pub async fn counts(ctx: &Context) -> AppResult<Vec<(String, String, i64)>> {
         }
     }
     Ok(counts)
-}
-
-pub(super) fn status_of(row: &TenantRow) -> AppResult<TenantStatus> {
-    row.status.parse().map_err(|e| {
-        AppError::internal(anyhow::anyhow!(
-            "tenant {} has status {}: {e}",
-            row.slug,
-            row.status
-        ))
-    })
 }
 
 pub(super) async fn save(tx: &mut Conn, row: &TenantRow) -> AppResult<()> {

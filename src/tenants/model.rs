@@ -134,44 +134,7 @@ macro_rules! string_enum {
     };
 }
 
-string_enum!(
-    /// A tenant's plan; it selects the default quotas (the tier table of `docs/quotas.md`).
-    Tier {
-        Free => "free",
-        Starter => "starter",
-        Professional => "professional",
-        Enterprise => "enterprise",
-        Custom => "custom",
-    }
-);
-
-string_enum!(
-    /// Where a tenant is in its lifecycle. A purged tenant no longer exists.
-    TenantStatus {
-        Provisioning => "provisioning",
-        Trial => "trial",
-        Active => "active",
-        Suspended => "suspended",
-        Canceled => "canceled",
-        Deleted => "deleted",
-        Failed => "failed",
-    }
-);
-
-impl TenantStatus {
-    /// Whether the tenant's users may log in and its keys work.
-    pub fn is_active(self) -> bool {
-        matches!(self, TenantStatus::Trial | TenantStatus::Active)
-    }
-
-    /// States from which a tenant may be purged (once its retention period has passed).
-    pub fn is_purgeable(self) -> bool {
-        matches!(
-            self,
-            TenantStatus::Canceled | TenantStatus::Deleted | TenantStatus::Failed
-        )
-    }
-}
+pub use crate::store::vocabulary::{TenantStatus, Tier};
 
 string_enum!(
     /// An operator's lifecycle action.
@@ -294,20 +257,7 @@ impl Tenant {
     }
 
     pub fn from_row(row: &TenantRow, retention_days: u32) -> Result<Self, AppError> {
-        let status: TenantStatus = row.status.parse().map_err(|e| {
-            AppError::internal(anyhow::anyhow!(
-                "tenant {} has status {}: {e}",
-                row.slug,
-                row.status
-            ))
-        })?;
-        let tier: Tier = row.tier.parse().map_err(|e| {
-            AppError::internal(anyhow::anyhow!(
-                "tenant {} has tier {}: {e}",
-                row.slug,
-                row.tier
-            ))
-        })?;
+        let (status, tier) = (row.status, row.tier);
         let retention_ends_at = matches!(status, TenantStatus::Canceled | TenantStatus::Deleted)
             .then(|| {
                 clock::to_utc(row.status_changed_at) + chrono::Duration::days(retention_days.into())

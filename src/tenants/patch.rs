@@ -13,17 +13,17 @@ use crate::store::models::TenantRow;
 use crate::transaction;
 use serde_json::json;
 
-use super::status::{apply_transition, illegal};
+use super::transitions::{apply_transition, illegal};
 use super::{
     ADMIN_SLUG, Tenant, TenantPatch, TenantStatus, Tier, Transition, find_in, model, save,
-    secret_context, status_of,
+    secret_context,
 };
 
 /// Applies a PATCH of a tenant's fields and OAuth settings (a new secret keeps the old one for
 /// rollback), in one transaction with its audit record. A PATCH that sets `is_active` changes
 /// the tenant's lifecycle, which must reach its backends too: the lifecycle service applies
 /// such a PATCH (with [`apply_patch`] in its own transaction), and here it is refused.
-pub async fn update(
+pub async fn patch_fields(
     ctx: &Context,
     actor: &Actor,
     slug: &str,
@@ -39,7 +39,7 @@ pub async fn update(
         apply_patch(tx, &ctx.keyring, actor, slug, checked).await
     })?;
     // A new tier changes the tenant's limits.
-    ctx.alerting.mark(&row.id);
+    ctx.alert_signals.mark(&row.id);
     Tenant::from_row(&row, ctx.config.retention_days)
 }
 
@@ -174,8 +174,8 @@ pub async fn apply_patch(
             row.name = name;
         }
         if let Some(Some(tier)) = checked.tier {
-            set("tier", row.tier != tier.as_str());
-            row.tier = tier.to_string();
+            set("tier", row.tier != tier);
+            row.tier = tier;
         }
         if let Some(Some(contact)) = checked.contact {
             let contact = serde_json::to_string(&contact).map_err(AppError::internal)?;
@@ -259,11 +259,9 @@ pub async fn apply_patch(
         }
 
         let transition = match checked.patch.is_active {
-            Some(false) if status_of(&row)?.is_active() => Some(Transition::Suspend),
-            Some(true) if status_of(&row)? == TenantStatus::Suspended => {
-                Some(Transition::Reactivate)
-            }
-            Some(active) if active != status_of(&row)?.is_active() => {
+            Some(false) if row.status.is_active() => Some(Transition::Suspend),
+            Some(true) if row.status == TenantStatus::Suspended => Some(Transition::Reactivate),
+            Some(active) if active != row.status.is_active() => {
                 return Err(illegal(
                     &row,
                     if active {

@@ -8,7 +8,7 @@ use crate::error::{AppError, AppResult};
 use crate::secrets::fingerprint;
 use crate::store::{self};
 
-use super::{ADMIN_SLUG, NewTenant, TenantPatch, insert_valid, update};
+use super::{ADMIN_SLUG, NewTenant, TenantPatch, insert_valid, patch_fields};
 
 /// Creates the platform's own `admin` tenant from configuration, or brings its OAuth settings in
 /// line with the configuration when they differ. Returns whether it was created.
@@ -88,7 +88,7 @@ pub async fn ensure_admin_tenant(ctx: &Context) -> AppResult<bool> {
             if config.role_mapping.is_some() && row.role_mapping != mapping {
                 patch.role_mapping = Some(config.role_mapping.clone());
             }
-            update(ctx, &actor, ADMIN_SLUG, &patch)
+            patch_fields(ctx, &actor, ADMIN_SLUG, &patch)
                 .await
                 .map_err(invalid_configuration)?;
             Ok(false)

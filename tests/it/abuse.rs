@@ -6,7 +6,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, hold_writes};
+use crate::common::{Backend, TestApp, hold_writes, run_sql};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_names_routes_never_tokens_and_cannot_be_forged() {
@@ -803,26 +803,6 @@ async fn metrics_can_be_kept_to_the_scraper_and_readiness_says_no_why(backend: B
         "no address, no error text: {body}"
     );
     app.stop().await;
-}
-
-/// Runs `statement` on the test server's database, whichever it is.
-async fn run_sql(app: &TestApp, statement: &str) {
-    use diesel_async::SimpleAsyncConnection as _;
-    match app.backend {
-        Backend::Sqlite => {
-            use diesel::Connection as _;
-            let path = app.database.url.trim_start_matches("sqlite://").to_owned();
-            let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
-            diesel::connection::SimpleConnection::batch_execute(&mut conn, statement).unwrap();
-        }
-        Backend::Postgres => {
-            use diesel_async::AsyncConnection as _;
-            let mut conn = diesel_async::AsyncPgConnection::establish(&app.database.url)
-                .await
-                .unwrap();
-            conn.batch_execute(statement).await.unwrap();
-        }
-    }
 }
 
 /// A stored role this version does not know (a downgrade, a hand-edited row) is an error

@@ -8,7 +8,7 @@ use crate::common;
 use std::time::Duration;
 
 use crate::common::webhooks::Receiver;
-use crate::common::{Backend, TestApp, field_rules};
+use crate::common::{Backend, TestApp, field_rules, run_sql};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -21,6 +21,7 @@ backend_tests!(
     error_rate_and_latency_alerts_come_from_the_tenants_own_requests,
     a_tenant_sees_its_own_alerts_and_metrics_stay_bounded,
     an_alert_held_open_keeps_saying_why_it_is_open_and_at_risk_ends_with_its_condition,
+    an_alert_whose_stored_kind_this_version_does_not_know_is_an_error_not_a_quota_alert,
 );
 
 /// Alerts fire within a second of a change in these tests (no minimum open time).
@@ -465,12 +466,12 @@ async fn error_rate_and_latency_alerts_come_from_the_tenants_own_requests(backen
     }
     let window = app
         .ctx
-        .alerting
+        .alert_signals
         .traffic_of(&tenant_id)
         .expect("traffic measured");
     assert_eq!((window.requests, window.errors), (25, 0));
     // 25 healthy requests under the lines: no alert.
-    app.ctx.alerting.mark(&tenant_id);
+    app.ctx.alert_signals.mark(&tenant_id);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (_, page) = app.get("/api/v1/alerts?tenant=acme").await;
     assert_eq!(page["items"], json!([]));
@@ -480,10 +481,10 @@ async fn error_rate_and_latency_alerts_come_from_the_tenants_own_requests(backen
         let status = if i < 6 { 503 } else { 200 };
         let took = if i < 10 { 900 } else { 20 };
         app.ctx
-            .alerting
+            .alert_signals
             .record_request(&tenant_id, status, Duration::from_millis(took));
     }
-    app.ctx.alerting.mark(&tenant_id);
+    app.ctx.alert_signals.mark(&tenant_id);
     let items = alerts_until(&app, "tenant=acme", |items| items.len() == 3).await;
     // 6 of 100 failed: past both lines (1 %, 5 %).
     let warning = find(&items, "error_rate", "warning").expect("error rate warning");
@@ -609,5 +610,50 @@ async fn an_alert_held_open_keeps_saying_why_it_is_open_and_at_risk_ends_with_it
             .contains("no longer at risk"),
         "{resolved}"
     );
+    app.stop().await;
+}
+
+/// A stored alert kind or severity this version does not know (a downgrade, a hand-edited row)
+/// is an error that names the word, never shown as a quota warning.
+async fn an_alert_whose_stored_kind_this_version_does_not_know_is_an_error_not_a_quota_alert(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
+    app.create_tenant("acme").await;
+    app.call(
+        Method::PUT,
+        "/api/v1/tenant/acme/quotas",
+        Some(json!({ "agents": 10 })),
+    )
+    .await;
+    report(&app, "acme", "a1", "agents", 9).await;
+    alerts_until(&app, "tenant=acme", |items| items.len() == 1).await;
+
+    run_sql(&app, "UPDATE alerts SET kind = 'disk_full'").await;
+    let (status, body) = app.get("/api/v1/alerts?tenant=acme").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_stored_word", "{body}");
+    assert_eq!(body["error"]["details"]["value"], "disk_full", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alert kind `disk_full`"),
+        "{body}"
+    );
+
+    run_sql(
+        &app,
+        "UPDATE alerts SET kind = 'quota', severity = 'apocalyptic'",
+    )
+    .await;
+    let (status, body) = app.get("/api/v1/alerts?tenant=acme").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["details"]["value"], "apocalyptic", "{body}");
+
+    run_sql(&app, "UPDATE alerts SET severity = 'warning'").await;
+    let (status, body) = app.get("/api/v1/alerts?tenant=acme").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"][0]["kind"], "quota", "{body}");
     app.stop().await;
 }

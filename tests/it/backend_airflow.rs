@@ -14,7 +14,7 @@ use crate::common::airflow::{
 use crate::common::kube::KubeDouble;
 use crate::common::{Backend, TestApp};
 use serde_json::{Value, json};
-use tenantry::plugins::{LifecycleChange, Outcome, PluginError, PluginTenant, Step};
+use tenantry::plugin_host::{LifecycleChange, Outcome, PluginError, PluginTenant, Step};
 
 /// A tenant of this test, created through the API.
 /// Runs, in the real Airflow, a DAG tagged with the tenant's slug whose two tasks use its pool
@@ -77,7 +77,7 @@ async fn create_tenant(app: &TestApp, tier: &str) -> PluginTenant {
         id: field("id"),
         slug: field("slug"),
         name: field("name"),
-        tier: field("tier"),
+        tier: field("tier").parse().expect("a tier"),
         status: field("status"),
     }
 }
@@ -263,7 +263,7 @@ async fn airflow_plugin_provisions_observes_suspends_and_compensates_in_a_real_a
     // new tier (what a tier change's run does) gives the new tier's slots, and drift is judged
     // against the tier the tenant has now.
     let enterprise = PluginTenant {
-        tier: "enterprise".into(),
+        tier: tenantry::tenants::Tier::Enterprise,
         ..tenant.clone()
     };
     let drifted = observe(&app, &enterprise, &applied).await;

@@ -9,7 +9,7 @@ use crate::common::crm::CrmClient;
 use crate::common::{Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tenantry::plugins::{LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step};
+use tenantry::plugin_host::{LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step};
 
 const PLUGIN: &str = "crm";
 
@@ -20,7 +20,11 @@ async fn create_tenant(app: &TestApp, slug: &str) -> PluginTenant {
         id: body["id"].as_str().expect("tenant id").to_owned(),
         slug: body["slug"].as_str().expect("tenant slug").to_owned(),
         name: body["name"].as_str().expect("tenant name").to_owned(),
-        tier: body["tier"].as_str().unwrap_or("free").to_owned(),
+        tier: body["tier"]
+            .as_str()
+            .unwrap_or("free")
+            .parse()
+            .expect("a tier"),
         status: body["status"].as_str().unwrap_or("active").to_owned(),
     }
 }

@@ -8,8 +8,10 @@ use crate::common::{Backend, TestApp, postgres_admin_url};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
+use tenantry::plugin_host::{
+    Drift, LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step,
+};
 use tenantry::plugin_registry::{self as registry, Capability};
-use tenantry::plugins::{Drift, LifecycleChange, Logged, Outcome, PluginError, PluginTenant, Step};
 
 /// A PostgreSQL database holding a tenant's data: `orders(id int, tenant_id text)`.
 struct TenantData {
@@ -98,7 +100,11 @@ async fn tenant(app: &TestApp, slug: &str) -> PluginTenant {
         id: t["id"].as_str().unwrap().into(),
         slug: t["slug"].as_str().unwrap().into(),
         name: t["name"].as_str().unwrap().into(),
-        tier: t["tier"].as_str().unwrap_or("free").into(),
+        tier: t["tier"]
+            .as_str()
+            .unwrap_or("free")
+            .parse()
+            .expect("a tier"),
         status: t["status"].as_str().unwrap_or("active").into(),
     }
 }

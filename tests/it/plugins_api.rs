@@ -309,7 +309,7 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
         .plugins
         .render(
             "shout",
-            tenantry::plugins::Template {
+            tenantry::plugin_host::Template {
                 name: "greeting".into(),
                 body: "hello {who}".into(),
                 placeholders: vec!["who".into()],
@@ -384,14 +384,14 @@ async fn the_scaffolds_quota_policy_with_a_println_answers_and_its_output_is_log
     tenantry::plugin_registry::install(&app.ctx, &tenantry::audit::Actor::system(), wasm)
         .await
         .expect("installs");
-    let tenant = tenantry::plugins::PluginTenant {
+    let tenant = tenantry::plugin_host::PluginTenant {
         id: "id-acme".into(),
         slug: "acme".into(),
         name: "Acme".into(),
-        tier: "free".into(),
+        tier: tenantry::tenants::Tier::Free,
         status: "active".into(),
     };
-    let usage = vec![tenantry::plugins::Usage {
+    let usage = vec![tenantry::plugin_host::Usage {
         metric: "users".into(),
         used: 3,
         override_limit: Some(10),

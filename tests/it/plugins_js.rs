@@ -64,12 +64,12 @@ fn build_edited(dir: &Path, name: &str, world: &str, edit: impl FnOnce(&Path)) -
             .unwrap();
     assert_eq!(
         package["devDependencies"]["@bytecodealliance/componentize-js"],
-        tenantry::plugins::scaffold::COMPONENTIZE_JS_VERSION,
+        tenantry::plugin_host::scaffold::COMPONENTIZE_JS_VERSION,
         "the scaffold pins the version the tests build with"
     );
     assert_eq!(
         package["devDependencies"]["@bytecodealliance/preview2-shim"],
-        tenantry::plugins::scaffold::PREVIEW2_SHIM_VERSION,
+        tenantry::plugin_host::scaffold::PREVIEW2_SHIM_VERSION,
     );
     let built = Command::new("npm")
         .args(["run", "build"])
@@ -216,7 +216,7 @@ async fn a_javascript_renderer_renders_through_the_host() {
     tenantry::plugin_registry::install(&app.ctx, &actor, wasm)
         .await
         .expect("installs");
-    let template = tenantry::plugins::Template {
+    let template = tenantry::plugin_host::Template {
         name: "greeting".into(),
         body: "hello {who}, from {where}".into(),
         placeholders: vec!["who".into(), "where".into()],
@@ -240,7 +240,7 @@ async fn a_javascript_renderer_renders_through_the_host() {
         .await
         .unwrap();
     match missing {
-        Err(tenantry::plugins::RenderError::Missing(names)) => assert_eq!(names, ["where"]),
+        Err(tenantry::plugin_host::RenderError::Missing(names)) => assert_eq!(names, ["where"]),
         other => panic!("{other:?}"),
     }
     app.stop().await;
@@ -286,11 +286,11 @@ export const policy = {
         async move {
             let mut seen = Vec::new();
             for slug in ["acme", "globex", "initech"] {
-                let tenant = tenantry::plugins::PluginTenant {
+                let tenant = tenantry::plugin_host::PluginTenant {
                     id: format!("id-{slug}"),
                     slug: slug.into(),
                     name: slug.into(),
-                    tier: "free".into(),
+                    tier: tenantry::tenants::Tier::Free,
                     status: "active".into(),
                 };
                 let logged = ctx

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use crate::common::{Backend, TestApp, hold_writes};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
+use tenantry::plugin_host::{
+    CallError, PluginTenant, RenderError, Severity, Step, Template, Usage,
+};
 use tenantry::plugin_registry::{self as registry, Capability};
-use tenantry::plugins::{CallError, PluginTenant, RenderError, Severity, Step, Template, Usage};
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
@@ -19,7 +21,7 @@ fn tenant(slug: &str, tier: &str) -> PluginTenant {
         id: format!("id-{slug}"),
         slug: slug.into(),
         name: slug.into(),
-        tier: tier.into(),
+        tier: tier.parse().expect("a tier"),
         status: "active".into(),
     }
 }
@@ -1179,13 +1181,14 @@ async fn compiled_plugins_are_cached_on_disk_for_the_next_start() {
         "compiled code is trusted: only the owner may write it"
     );
     // A new host (a restart) loads the compiled code instead of compiling again.
-    let services = tenantry::plugins::HostServices::new(
+    let services = tenantry::plugin_host::HostServices::new(
         app.ctx.db.clone(),
         app.ctx.keyring.clone(),
         app.ctx.config.plugins.clone(),
         app.ctx.metrics.clone(),
     );
-    let host = Arc::new(tenantry::plugins::PluginHost::new(services, Some(cache.clone())).unwrap());
+    let host =
+        Arc::new(tenantry::plugin_host::PluginHost::new(services, Some(cache.clone())).unwrap());
     let plugin = app.ctx.plugins.loaded("superset").await.unwrap();
     let reloaded = host.loaded("superset").await.unwrap();
     let cached_file = std::fs::read_dir(&cache)

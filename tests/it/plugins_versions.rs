@@ -8,8 +8,8 @@ use crate::common;
 use crate::common::{Backend, TestApp};
 use serde_json::{Value, json};
 use tenantry::audit::Actor;
+use tenantry::plugin_host::{BundlePart, Outcome, PluginError, Step};
 use tenantry::plugin_registry as registry;
-use tenantry::plugins::{BundlePart, Outcome, PluginError, Step};
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));

@@ -964,11 +964,11 @@ async fn rolling_back_the_client_secret_and_checking_the_database_from_the_detai
 
 async fn plugins_page_shows_world_wit_version_capabilities_and_calls(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let tenant = tenantry::plugins::PluginTenant {
+    let tenant = tenantry::plugin_host::PluginTenant {
         id: "t1".into(),
         slug: "acme".into(),
         name: "Acme".into(),
-        tier: "free".into(),
+        tier: tenantry::tenants::Tier::Free,
         status: "active".into(),
     };
     app.ctx

@@ -7,6 +7,8 @@
 //!   rule `ARCHITECTURE.md` states; the import graph therefore has no cycle.
 //! - **Files hold one job.** A file of `src/` longer than [`LONG_FILE`] lines says why at its top,
 //!   in a line starting with `//! Long file:`.
+//! - **A stored word is never guessed.** A word the store keeps (a status, a role, a kind) is
+//!   parsed into its enum, and a failed parse is an error: never `parse(..).unwrap_or(..)`.
 //! - **The repository stands on its own.** Code and docs do not refer to documents the
 //!   repository does not contain.
 
@@ -26,6 +28,7 @@ const LAYERS: &[Layer] = &[
     Layer {
         name: "foundation",
         modules: &[
+            "words",
             "clock",
             "error",
             "roles",
@@ -44,15 +47,15 @@ const LAYERS: &[Layer] = &[
     },
     Layer {
         name: "plugin host",
-        modules: &["plugins"],
+        modules: &["plugin_host"],
         ordered: true,
     },
     Layer {
         name: "runtime",
         modules: &[
-            "limits",
+            "throttle",
             "identity_providers",
-            "alerting",
+            "alert_signals",
             "caches",
             "context",
         ],
@@ -65,7 +68,7 @@ const LAYERS: &[Layer] = &[
             "tenants",
             "auth",
             "provisioning",
-            "health",
+            "tenant_health",
             "lifecycle",
             "plugin_registry",
             "quotas",
@@ -402,6 +405,94 @@ fn long_files_say_why_at_their_top() {
     assert!(
         unexplained.is_empty(),
         "files over {LONG_FILE} lines without a `//! Long file:` reason at the top: {unexplained:?}"
+    );
+}
+
+/// The enums declared with `stored_words!` anywhere in `src/`.
+fn stored_word_types() -> Vec<String> {
+    let declaration = regex::Regex::new(r"pub enum (\w+) \(").unwrap();
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut types = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if text.contains("stored_words! {") {
+            types.extend(declaration.captures_iter(&text).map(|c| c[1].to_owned()));
+        }
+    }
+    types
+}
+
+/// Where `code` (comments and literals blanked) turns a failed parse of one of `types` into a
+/// default: `T::parse(..)`, `T::from_str(..)`, `.parse::<T>()` or a bare `.parse()` whose
+/// default is a `T::…`, followed by `.unwrap_or…` (after `.ok()` or not).
+fn defaulted_parses(code: &str, types: &[String]) -> Vec<String> {
+    let code: String = code.split_whitespace().collect::<Vec<_>>().join(" ");
+    let names = types.join("|");
+    let patterns = [
+        format!(r"\b(?:{names})::(?:parse|from_str)\([^;{{}}]*?\)(?: ?\. ?ok\(\))? ?\. ?unwrap_or"),
+        format!(r"\. ?parse ?::<(?:{names})> ?\(\)(?: ?\. ?ok\(\))? ?\. ?unwrap_or"),
+        format!(
+            r"\. ?parse ?\(\)(?: ?\. ?ok\(\))? ?\. ?unwrap_or(?:_else)? ?\([^;]*?\b(?:{names})::"
+        ),
+    ];
+    patterns
+        .iter()
+        .flat_map(|p| {
+            regex::Regex::new(p)
+                .unwrap()
+                .find_iter(&code)
+                .map(|m| m.as_str().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_defaulted_parse_check_sees_each_shape() {
+    let types = ["AlertKind".to_owned(), "Role".to_owned()];
+    for bad in [
+        "let k = AlertKind::parse(&row.kind).unwrap_or(AlertKind::Quota);",
+        "let r = Role::parse(&row.role)\n    .unwrap_or(Role::Member);",
+        "let r = row.role.parse::<Role>().ok().unwrap_or(Role::Member);",
+        "let r: Role = row.role.parse().unwrap_or(Role::Member);",
+        "let r: Role = row.role.parse().unwrap_or_else(|_| Role::Member);",
+    ] {
+        assert_eq!(defaulted_parses(bad, &types).len(), 1, "{bad}");
+    }
+    for good in [
+        "let k = row.kind.parse::<AlertKind>()?;",
+        "let n = text.parse::<usize>().unwrap_or(0);",
+        "let role = body.role.unwrap_or(Role::PlatformAdmin);",
+    ] {
+        assert!(defaulted_parses(good, &types).is_empty(), "{good}");
+    }
+}
+
+#[test]
+fn no_stored_word_is_parsed_with_a_default() {
+    let types = stored_word_types();
+    assert!(
+        types.iter().any(|t| t == "Role") && types.iter().any(|t| t == "TenantStatus"),
+        "the stored words were not found: {types:?}"
+    );
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        for hit in defaulted_parses(&code, &types) {
+            found.push(format!(
+                "{}: {hit}",
+                file.strip_prefix(root()).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "stored words parsed with a default (a word this version does not know must be an \
+         error):\n  {}",
+        found.join("\n  ")
     );
 }
 

@@ -122,7 +122,7 @@ async fn take_attempt(
     browser_cookie: Option<&str>,
     address: Option<&str>,
 ) -> Result<LoginAttemptRow, LoginFailure> {
-    use crate::limits::Credential;
+    use crate::throttle::Credential;
     if let Some(wait) = ctx
         .limits
         .blocked(Credential::LoginState, None, address)

@@ -6,14 +6,14 @@ use super::{ImportPlan, PlanLine, REQUEST_PART};
 use crate::bundles::Bundle;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::plugins::World;
+use crate::plugin_host::World;
 use crate::provisioning::{self, resource_context};
 use crate::store;
 use crate::store::models::{
     ApiKeyRow, QuotaOverrideRow, ResourceRow, StatusChangeRow, TenantRow, UsageCounterRow,
 };
 use crate::store::tenant_requests::RequestRow;
-use crate::tenants::{TenantSlug, TenantStatus, Tier};
+use crate::tenants::{TenantSlug, TenantStatus};
 use serde_json::json;
 
 pub(super) struct Checked {
@@ -60,14 +60,8 @@ pub(super) async fn check(ctx: &Context, bundle: &Bundle) -> AppResult<Checked> 
         e.field = "registry/tenant.json/slug".into();
         errors.push(e);
     }
-    if row.tier.parse::<Tier>().is_err() {
-        errors.push(invalid(
-            "registry/tenant.json/tier",
-            "one_of",
-            "is not a known tier",
-        ));
-    }
-    if row.status.parse::<TenantStatus>().is_err() || row.status == "provisioning" {
+    // A tier or status outside its words does not read at all (the part's parse names it).
+    if row.status == TenantStatus::Provisioning {
         errors.push(invalid(
             "registry/tenant.json/status",
             "one_of",
@@ -113,7 +107,7 @@ pub(super) async fn check(ctx: &Context, bundle: &Bundle) -> AppResult<Checked> 
     }
     // Every sealed value opens with this installation's keys.
     let key_of = |sealed: &str| sealed.split(':').nth(1).unwrap_or("?").to_owned();
-    errors.extend(crate::tenants::bundle::unopenable_secrets(
+    errors.extend(crate::tenants::record::unopenable_secrets(
         ctx,
         row,
         "registry/tenant.json/",
@@ -302,7 +296,7 @@ pub(super) fn plan_of(bundle: &Bundle, c: &Checked) -> ImportPlan {
     ImportPlan {
         tenant: c.row.slug.clone(),
         tenant_id: c.row.id.clone(),
-        status: c.row.status.clone(),
+        status: c.row.status,
         exported_at: bundle.manifest.exported_at.clone(),
         lines,
         excluded: bundle.manifest.excluded.clone(),

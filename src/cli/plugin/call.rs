@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{CallFunction, CliChange};
 use crate::cli::{Output, app_error, print, read_file_or_stdin};
 use crate::context::Context;
-use crate::plugins::{
+use crate::plugin_host::{
     CallError, LifecycleChange, LogLine, Outcome, PluginError, PluginTenant, RenderError, Step,
     Template,
 };
@@ -124,7 +124,7 @@ fn read_json<T: serde::de::DeserializeOwned>(file: &Path, what: &str) -> anyhow:
 /// The applied steps of `--applied FILE` (none without it).
 fn read_applied(
     file: Option<&Path>,
-) -> anyhow::Result<Vec<(crate::plugins::Step, crate::plugins::Outcome)>> {
+) -> anyhow::Result<Vec<(crate::plugin_host::Step, crate::plugin_host::Outcome)>> {
     let applied: Vec<AppliedJson> = match file {
         Some(file) => read_json(file, "a list of `{\"step\": …, \"outcome\": …}`")?,
         None => Vec::new(),
@@ -161,8 +161,8 @@ async fn tenant(ctx: &Context, slug: &str) -> anyhow::Result<PluginTenant> {
                 id,
                 slug: slug.to_owned(),
                 name: slug.to_owned(),
-                tier: "free".into(),
-                status: "active".into(),
+                tier: crate::tenants::Tier::Free,
+                status: crate::tenants::TenantStatus::Active.to_string(),
             })
         }
         Err(err) => Err(app_error(err)),
@@ -397,7 +397,7 @@ pub(super) async fn run(
             let data = base64::engine::general_purpose::STANDARD
                 .decode(part.data_base64.as_bytes())
                 .context("data_base64 is not base64")?;
-            let part = crate::plugins::BundlePart {
+            let part = crate::plugin_host::BundlePart {
                 media_type: part.media_type,
                 data,
                 instance_specific: part.instance_specific,

@@ -1,7 +1,7 @@
 //! How a step's plugin call ended, as the saga sees it: transient or permanent failures, and
 //! the step's log of every attempt.
 
-use crate::plugins::{Logged, PluginError};
+use crate::plugin_host::{Logged, PluginError};
 use crate::store::models::StepRow;
 
 /// Why a call failed, as the saga sees it.
@@ -10,7 +10,9 @@ pub(super) enum Failure {
     Permanent(String),
 }
 
-pub(super) fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plugins::LogLine>) {
+pub(super) fn split<T>(
+    logged: Logged<T>,
+) -> (Result<T, Failure>, Vec<crate::plugin_host::LogLine>) {
     let result = match logged.result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(PluginError::Transient(m))) => Err(Failure::Transient(m)),
@@ -24,8 +26,9 @@ pub(super) fn split<T>(logged: Logged<T>) -> (Result<T, Failure>, Vec<crate::plu
 }
 
 /// Keeps every attempt's lines (at most 500 in all).
-pub(super) fn append_log(step: &mut StepRow, lines: &[crate::plugins::LogLine]) {
-    let mut all: Vec<crate::plugins::LogLine> = serde_json::from_str(&step.log).unwrap_or_default();
+pub(super) fn append_log(step: &mut StepRow, lines: &[crate::plugin_host::LogLine]) {
+    let mut all: Vec<crate::plugin_host::LogLine> =
+        serde_json::from_str(&step.log).unwrap_or_default();
     all.extend(lines.iter().cloned());
     if all.len() > 500 {
         let cut = all.len() - 500;

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::Executor;
 use super::outcome::{Failure, split};
 use crate::error::AppResult;
-use crate::plugins::{Outcome, Step};
+use crate::plugin_host::{Outcome, Step};
 use crate::provisioning::{StepAction, StepState};
 use crate::store::models::StepRow;
 
@@ -17,7 +17,7 @@ impl Executor<'_> {
     pub(super) async fn validate(
         &self,
         step: &StepRow,
-    ) -> AppResult<(Result<Outcome, Failure>, Vec<crate::plugins::LogLine>)> {
+    ) -> AppResult<(Result<Outcome, Failure>, Vec<crate::plugin_host::LogLine>)> {
         let mut applied = Vec::new();
         for done in self.steps().await? {
             if done.plugin == step.plugin

@@ -10,7 +10,7 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{PluginError, PluginTenant};
+use crate::plugin_host::{PluginError, PluginTenant};
 use crate::store::models::StepRow;
 use crate::store::provisioning as sql;
 use crate::tenants::{self, Tenant, TenantPatch, TenantStatus};
@@ -42,7 +42,7 @@ pub struct ApplyPlan {
     #[serde(skip)]
     patch: Option<TenantPatch>,
     #[serde(skip)]
-    steps: Vec<(String, crate::plugins::Step)>,
+    steps: Vec<(String, crate::plugin_host::Step)>,
     /// The key of the database the request's connection names.
     #[serde(skip)]
     database_key: Option<String>,
@@ -81,8 +81,8 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
             id: "(new)".into(),
             slug: slug.clone(),
             name: prepared.tenant.name.clone(),
-            tier: prepared.tenant.tier.to_string(),
-            status: "provisioning".into(),
+            tier: prepared.tenant.tier,
+            status: crate::tenants::TenantStatus::Provisioning.to_string(),
         };
         for plugin in &prepared.backends {
             for step in plan_steps(ctx, &prepared, plugin, &ptenant).await? {
@@ -220,7 +220,7 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
     // Backends: the plan of each plugin against what the tenant holds.
     let held = held_resources(ctx, &tenant).await?;
     let ptenant = PluginTenant {
-        tier: v.tier.to_string(),
+        tier: v.tier,
         ..plugin_tenant(&tenant)
     };
     let mut steps = Vec::new();
@@ -299,8 +299,8 @@ pub(crate) async fn plan_steps(
     ctx: &Context,
     prepared: &request::Prepared,
     plugin: &str,
-    tenant: &crate::plugins::PluginTenant,
-) -> AppResult<Vec<crate::plugins::Step>> {
+    tenant: &crate::plugin_host::PluginTenant,
+) -> AppResult<Vec<crate::plugin_host::Step>> {
     let request = prepared.plan_request("(plan)", plugin).to_string();
     match ctx
         .plugins
@@ -354,7 +354,7 @@ pub async fn apply(
         };
     }
     if let Some(patch) = &plan.patch {
-        tenants::update(ctx, actor, &req.tenant.slug, patch).await?;
+        tenants::patch_fields(ctx, actor, &req.tenant.slug, patch).await?;
     }
     let tenant = tenants::get(ctx, &req.tenant.slug).await?;
     transaction!(ctx.db, |tx| {
@@ -424,7 +424,7 @@ pub(crate) async fn queue_apply(
     ctx: &Context,
     actor: &Actor,
     tenant: &Tenant,
-    steps: &[(String, crate::plugins::Step)],
+    steps: &[(String, crate::plugin_host::Step)],
     audit_action: &'static str,
 ) -> AppResult<String> {
     let now = clock::now();

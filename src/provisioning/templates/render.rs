@@ -5,7 +5,7 @@
 use super::*;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
-use crate::plugins::{RenderError, Template as WitTemplate};
+use crate::plugin_host::{RenderError, Template as WitTemplate};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;

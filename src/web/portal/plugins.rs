@@ -17,7 +17,7 @@ pub async fn list(ctx: web::Data<Context>, portal: PortalSession) -> PageResult 
     let plugins = registry::list(&ctx).await?;
     let mut context = tera::Context::new();
     context.insert("plugins", &plugins);
-    context.insert("supported", crate::plugins::SUPPORTED_WIT_VERSIONS);
+    context.insert("supported", crate::plugin_host::SUPPORTED_WIT_VERSIONS);
     context.insert("nav", "plugins");
     Ok(portal.page("plugins.html", context)?)
 }

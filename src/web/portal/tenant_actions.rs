@@ -154,7 +154,7 @@ pub async fn export(
     form: PortalForm,
 ) -> PageResult {
     form.session.require_admin()?;
-    let bundle = tenants::bundle::export(&ctx, &form.session.actor, &slug).await?;
+    let bundle = tenants::record::export(&ctx, &form.session.actor, &slug).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .insert_header((
@@ -229,7 +229,7 @@ pub async fn check_database(
 ) -> PageResult {
     let _portal = form.session;
     let location = format!("/tenants/{slug}");
-    let report = crate::health::tenant_database(&ctx, &slug).await?;
+    let report = crate::tenant_health::tenant_database(&ctx, &slug).await?;
     Ok(if report.status == "connected" {
         redirect_with(
             &location,

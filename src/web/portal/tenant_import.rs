@@ -220,8 +220,8 @@ fn refused(portal: &PortalSession, err: AppError) -> PageResult {
 
 /// The JSON bundle of earlier versions (the registry record and its status history).
 async fn import_json(ctx: &Context, portal: &PortalSession, bytes: &[u8]) -> PageResult {
-    let result = match crate::http::body::parse::<tenants::bundle::TenantBundle>(bytes) {
-        Ok(bundle) => tenants::bundle::import(ctx, &portal.actor, &bundle).await,
+    let result = match crate::http::body::parse::<tenants::record::TenantBundle>(bytes) {
+        Ok(bundle) => tenants::record::import(ctx, &portal.actor, &bundle).await,
         Err(AppError::BadRequest(message)) => Err(AppError::invalid("bundle", "json", message)),
         Err(err) => Err(err),
     };
@@ -232,7 +232,7 @@ async fn import_json(ctx: &Context, portal: &PortalSession, bytes: &[u8]) -> Pag
                 "Tenant {} restored ({}): {}.",
                 tenant.slug,
                 tenant.status,
-                tenants::bundle::RECORD_ONLY
+                tenants::record::RECORD_ONLY
             )),
         )),
         Err(err) => refused(portal, err),

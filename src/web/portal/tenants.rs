@@ -482,7 +482,7 @@ pub async fn update(
     let (portal, form) = (form.session, form.fields);
     portal.require_admin()?;
     let result = match form.to_patch() {
-        Ok(patch) => crate::lifecycle::update(&ctx, &portal.actor, &slug, &patch).await,
+        Ok(patch) => crate::lifecycle::patch_tenant(&ctx, &portal.actor, &slug, &patch).await,
         Err(err) => Err(err),
     };
     Ok(match result {

@@ -341,12 +341,12 @@ pub async fn into_json(response: reqwest::Response) -> (StatusCode, Value) {
 
 /// A tenant with a slug and a name, and nothing else set.
 /// Tenant `acme` (free, active) as a plugin sees it, for calls made straight to the host.
-pub fn plugin_acme() -> tenantry::plugins::PluginTenant {
-    tenantry::plugins::PluginTenant {
+pub fn plugin_acme() -> tenantry::plugin_host::PluginTenant {
+    tenantry::plugin_host::PluginTenant {
         id: "id-acme".into(),
         slug: "acme".into(),
         name: "Acme".into(),
-        tier: "free".into(),
+        tier: tenantry::tenants::Tier::Free,
         status: "active".into(),
     }
 }
@@ -509,6 +509,26 @@ pub async fn hold_writes(app: &TestApp, table: &str) -> WriteHold {
                 .await
                 .unwrap();
             WriteHold::Postgres(conn)
+        }
+    }
+}
+
+/// Runs `statement` on the app's database behind its back (a hand edit, a downgrade).
+pub async fn run_sql(app: &TestApp, statement: &str) {
+    use diesel_async::SimpleAsyncConnection as _;
+    match app.backend {
+        Backend::Sqlite => {
+            use diesel::Connection as _;
+            let path = app.database.url.trim_start_matches("sqlite://").to_owned();
+            let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, statement).unwrap();
+        }
+        Backend::Postgres => {
+            use diesel_async::AsyncConnection as _;
+            let mut conn = diesel_async::AsyncPgConnection::establish(&app.database.url)
+                .await
+                .unwrap();
+            conn.batch_execute(statement).await.unwrap();
         }
     }
 }

@@ -78,53 +78,7 @@ pub fn parse_manifest(text: &str, package: Option<&Package>) -> Result<Manifest,
     Ok(manifest)
 }
 
-/// A plugin's world: what it exports and may import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum World {
-    Provisioner,
-    Renderer,
-    QuotaPolicy,
-}
-
-impl World {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            World::Provisioner => "provisioner",
-            World::Renderer => "renderer",
-            World::QuotaPolicy => "quota-policy",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<World> {
-        match text {
-            "provisioner" => Some(World::Provisioner),
-            "renderer" => Some(World::Renderer),
-            "quota-policy" => Some(World::QuotaPolicy),
-            _ => None,
-        }
-    }
-
-    /// The interface the world exports.
-    fn export_interface(self) -> &'static str {
-        match self {
-            World::Provisioner => "provision",
-            World::Renderer => "render",
-            World::QuotaPolicy => "policy",
-        }
-    }
-
-    /// Whether the world may use the network, state and secrets.
-    pub fn has_capabilities(self) -> bool {
-        self == World::Provisioner
-    }
-}
-
-impl std::fmt::Display for World {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::store::vocabulary::World;
 
 /// Capabilities a plugin asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -58,6 +58,8 @@ use crate::config::PluginsConfig;
 use crate::metrics::Metrics;
 use crate::secrets::Keyring;
 use crate::store::Db;
+use crate::store::models::TenantRow;
+use crate::store::vocabulary::Tier;
 
 /// What the host may use of the server: the database (the plugin registry and plugins' state),
 /// the keyring (to open granted secrets), the outbound HTTP client, its configuration and the
@@ -94,17 +96,32 @@ pub struct PluginTenant {
     pub id: String,
     pub slug: String,
     pub name: String,
-    pub tier: String,
+    pub tier: Tier,
+    /// The tenant's status word, or [`PluginTenant::PURGED`] in a purge run.
     pub status: String,
 }
 
 impl PluginTenant {
+    /// The status a plugin is told while a purge run undoes the tenant.
+    pub const PURGED: &str = "purged";
+
+    /// The tenant of a registry row, as it is now.
+    pub fn of_row(row: &TenantRow) -> Self {
+        PluginTenant {
+            id: row.id.clone(),
+            slug: row.slug.clone(),
+            name: row.name.clone(),
+            tier: row.tier,
+            status: row.status.to_string(),
+        }
+    }
+
     fn to_wit(&self) -> bindings::provisioner::tenantry::plugin::types::Tenant {
         bindings::provisioner::tenantry::plugin::types::Tenant {
             id: self.id.clone(),
             slug: self.slug.clone(),
             name: self.name.clone(),
-            tier: self.tier.clone(),
+            tier: self.tier.to_string(),
             status: self.status.clone(),
         }
     }

@@ -25,7 +25,7 @@ use crate::audit::Actor;
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugins::{Outcome, PluginError, PluginTenant, Step};
+use crate::plugin_host::{Outcome, PluginError, PluginTenant, Step};
 use crate::tenants::Tenant;
 
 /// How one backend holds a tenant's resources.

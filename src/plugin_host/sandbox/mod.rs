@@ -421,7 +421,7 @@ fn sleeps_end_with_the_call(linker: &mut Linker<CallState>) -> wasmtime::Result<
         let duration = asked.min(left);
         state
             .clock_waits
-            .add(|| crate::plugins::SLEEP.into(), duration);
+            .add(|| crate::plugin_host::SLEEP.into(), duration);
         let sleep = state.table.push(Sleep {
             until: tokio::time::Instant::now() + duration,
             cancel: state.cancel.clone(),

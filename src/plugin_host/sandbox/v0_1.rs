@@ -5,8 +5,8 @@ use super::http::HttpUnit;
 use super::log::LogUnit;
 use super::secrets::SecretsUnit;
 use super::state::StateUnit;
-use crate::plugins::bindings::provisioner::tenantry::plugin as now;
-use crate::plugins::bindings::v0_1::provisioner::tenantry::plugin as old;
+use crate::plugin_host::bindings::provisioner::tenantry::plugin as now;
+use crate::plugin_host::bindings::v0_1::provisioner::tenantry::plugin as old;
 
 impl old::log::Host for LogUnit {
     fn write(&mut self, level: old::log::Level, message: String) {

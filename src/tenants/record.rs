@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{Tenant, TenantSlug, TenantStatus, Tier, secret_context};
+use super::{Tenant, TenantSlug, secret_context};
 use crate::audit::{self, Actor, AuditEvent};
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
@@ -136,20 +136,6 @@ pub async fn import(ctx: &Context, actor: &Actor, bundle: &TenantBundle) -> AppR
     if let Err(mut e) = TenantSlug::parse(&row.slug, true) {
         e.field = "tenant.slug".into();
         errors.push(e);
-    }
-    if row.tier.parse::<Tier>().is_err() {
-        errors.push(FieldError::new(
-            "tenant.tier",
-            "one_of",
-            "is not a known tier",
-        ));
-    }
-    if row.status.parse::<TenantStatus>().is_err() {
-        errors.push(FieldError::new(
-            "tenant.status",
-            "one_of",
-            "is not a known status",
-        ));
     }
     if uuid::Uuid::parse_str(&row.id).is_err() {
         errors.push(FieldError::new("tenant.id", "uuid", "must be a UUID"));

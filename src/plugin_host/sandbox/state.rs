@@ -3,8 +3,8 @@
 //! values of at most [`MAX_STATE_VALUE`] bytes.
 
 use crate::clock;
-use crate::plugins::bindings::provisioner::tenantry::plugin::state;
-use crate::plugins::{HostServices, PluginTenant};
+use crate::plugin_host::bindings::provisioner::tenantry::plugin::state;
+use crate::plugin_host::{HostServices, PluginTenant};
 use crate::store::{self, Db};
 
 const MAX_STATE_KEY: usize = 128;

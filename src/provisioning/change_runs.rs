@@ -5,6 +5,7 @@
 use crate::audit::Actor;
 use crate::clock;
 use crate::error::{AppError, AppResult};
+use crate::plugin_host::PluginTenant;
 use crate::store::{Conn, provisioning as sql};
 use crate::tenants::Tenant;
 
@@ -62,7 +63,7 @@ pub async fn queue_lifecycle_in(
     let run_id = uuid::Uuid::now_v7().to_string();
     let mut ptenant = plugin_tenant(tenant);
     if change == LifecycleChange::Purge {
-        ptenant.status = "purged".into();
+        ptenant.status = PluginTenant::PURGED.to_owned();
     }
     let mut steps = Vec::new();
     let mut push =

@@ -40,7 +40,7 @@ pub mod v0_1 {
             world: "provisioner",
             path: "wit/v0.1.0",
             with: {
-                "tenantry:plugin/types": crate::plugins::bindings::provisioner::tenantry::plugin::types,
+                "tenantry:plugin/types": crate::plugin_host::bindings::provisioner::tenantry::plugin::types,
             },
         });
     }
@@ -50,7 +50,7 @@ pub mod v0_1 {
             world: "renderer",
             path: "wit/v0.1.0",
             with: {
-                "tenantry:plugin/types": crate::plugins::bindings::provisioner::tenantry::plugin::types,
+                "tenantry:plugin/types": crate::plugin_host::bindings::provisioner::tenantry::plugin::types,
                 "tenantry:plugin/log": super::provisioner::tenantry::plugin::log,
             },
         });
@@ -61,7 +61,7 @@ pub mod v0_1 {
             world: "quota-policy",
             path: "wit/v0.1.0",
             with: {
-                "tenantry:plugin/types": crate::plugins::bindings::provisioner::tenantry::plugin::types,
+                "tenantry:plugin/types": crate::plugin_host::bindings::provisioner::tenantry::plugin::types,
                 "tenantry:plugin/log": super::provisioner::tenantry::plugin::log,
             },
         });

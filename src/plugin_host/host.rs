@@ -469,7 +469,7 @@ impl PluginHost {
             }
         };
         let ends = std::time::Instant::now() + deadline;
-        let end = crate::plugins::sandbox::CallEnd(ends);
+        let end = crate::plugin_host::sandbox::CallEnd(ends);
         let reuse = plugin.reuses_instances();
         let kept = if reuse { self.kept.take(plugin) } else { None };
         let (mut store, kept_instance) = match kept {

@@ -65,7 +65,7 @@ pub struct PolicyFailure {
     pub reason: String,
 }
 
-pub struct Alerting {
+pub struct AlertSignals {
     window_minutes: u64,
     dirty: Mutex<HashSet<String>>,
     wake: tokio::sync::Notify,
@@ -79,7 +79,7 @@ fn minute_now() -> u64 {
         .map_or(0, |d| d.as_secs() / 60)
 }
 
-impl Alerting {
+impl AlertSignals {
     pub fn new(window_minutes: u32) -> Self {
         Self {
             window_minutes: u64::from(window_minutes.max(1)),
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn the_error_rate_counts_5xx_in_the_window_only() {
-        let alerting = Alerting::new(5);
+        let alerting = AlertSignals::new(5);
         for i in 0..100 {
             let status = if i < 3 { 503 } else { 200 };
             alerting.record_request_at("t", status, ms(3), 1000);
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn p95_lies_in_the_bucket_of_the_95th_request() {
-        let alerting = Alerting::new(5);
+        let alerting = AlertSignals::new(5);
         for _ in 0..90 {
             alerting.record_request_at("t", 200, ms(20), 7);
         }
@@ -346,7 +346,7 @@ mod tests {
         }
         let p95 = alerting.traffic_at("t", 7).unwrap().p95_ms;
         assert!(p95 > 500.0 && p95 <= 1000.0, "{p95}");
-        let calm = Alerting::new(5);
+        let calm = AlertSignals::new(5);
         for _ in 0..100 {
             calm.record_request_at("t", 200, ms(20), 7);
         }
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn marks_coalesce() {
-        let alerting = Alerting::new(5);
+        let alerting = AlertSignals::new(5);
         alerting.mark("a");
         alerting.mark("a");
         alerting.mark("b");
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_policy_failure_is_new_once() {
-        let alerting = Alerting::new(5);
+        let alerting = AlertSignals::new(5);
         let failure = PolicyFailure {
             policy: "p".into(),
             reason: "trap".into(),

@@ -10,7 +10,7 @@ use crate::store::models::{StatusChangeRow, TenantRow};
 use crate::store::{self, Conn};
 use serde_json::json;
 
-use super::{ADMIN_SLUG, StatusChange, Tenant, TenantStatus, Transition, find_in, save, status_of};
+use super::{ADMIN_SLUG, StatusChange, Tenant, TenantStatus, Transition, find_in, save};
 
 /// Ends a tenant's provisioning: `trial` (while its trial runs) or `active` when `ok`, else
 /// `failed` with `reason`. Does nothing when the tenant is no longer `provisioning` (an operator
@@ -25,7 +25,7 @@ pub(crate) async fn finish_provisioning(
     let Some(mut row) = store::tenants::find_by_slug(tx, slug).await? else {
         return Ok(());
     };
-    let from = status_of(&row)?;
+    let from = row.status;
     if from != TenantStatus::Provisioning {
         return Ok(());
     }
@@ -67,7 +67,7 @@ pub(crate) async fn retry_provisioning(tx: &mut Conn, actor: &Actor, slug: &str)
     let mut row = store::tenants::find_by_slug(tx, slug)
         .await?
         .ok_or_else(|| AppError::not_found("tenant", slug))?;
-    let from = status_of(&row)?;
+    let from = row.status;
     if from != TenantStatus::Failed {
         return Err(AppError::conflict(
             "illegal_transition",
@@ -92,25 +92,16 @@ pub(crate) async fn retry_provisioning(tx: &mut Conn, actor: &Actor, slug: &str)
 pub async fn history(ctx: &Context, tenant: &Tenant) -> AppResult<Vec<StatusChange>> {
     let mut conn = ctx.db.conn().await?;
     let rows = store::tenants::status_history(&mut conn, &tenant.id).await?;
-    let status = |text: &str| {
-        text.parse::<TenantStatus>().map_err(|e| {
-            AppError::internal(anyhow::anyhow!(
-                "status history of tenant {} holds status `{text}`: {e}",
-                tenant.slug
-            ))
+    Ok(rows
+        .into_iter()
+        .map(|row| StatusChange {
+            from: row.from_status,
+            to: row.to_status,
+            reason: row.reason,
+            actor: row.actor,
+            at: clock::to_utc(row.at),
         })
-    };
-    rows.into_iter()
-        .map(|row| {
-            Ok(StatusChange {
-                from: row.from_status.as_deref().map(status).transpose()?,
-                to: status(&row.to_status)?,
-                reason: row.reason,
-                actor: row.actor,
-                at: clock::to_utc(row.at),
-            })
-        })
-        .collect()
+        .collect())
 }
 
 /// Runs a lifecycle action (suspend, reactivate, cancel, delete, restore) on tenant `slug` in
@@ -170,7 +161,7 @@ pub(super) async fn apply_transition(
             json!({ "current_status": row.status }),
         ));
     }
-    let from = status_of(&row)?;
+    let from = row.status;
     let now = clock::now();
     let in_trial = row.trial_ends_at.is_some_and(|end| end > now);
     let to = transition
@@ -215,7 +206,7 @@ pub async fn purge_in(
                 json!({ "current_status": row.status }),
             ));
         }
-        let status = status_of(&row)?;
+        let status = row.status;
         if !status.is_purgeable() {
             return Err(AppError::conflict(
                 "illegal_transition",
@@ -263,7 +254,7 @@ async fn change_status(
     actor: &Actor,
     now: chrono::NaiveDateTime,
 ) -> AppResult<()> {
-    row.status = to.to_string();
+    row.status = to;
     row.status_reason = Some(reason.to_owned());
     row.status_changed_at = now;
     row.updated_at = now;
@@ -285,8 +276,8 @@ pub(super) async fn record_status(
         &StatusChangeRow {
             id: uuid::Uuid::now_v7().to_string(),
             tenant_id: row.id.clone(),
-            from_status: from.map(|s| s.to_string()),
-            to_status: to.to_string(),
+            from_status: from,
+            to_status: to,
             reason: reason.to_owned(),
             actor: actor.name.clone(),
             at: row.status_changed_at,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::plugins::bindings::provisioner::tenantry::plugin::config;
+use crate::plugin_host::bindings::provisioner::tenantry::plugin::config;
 
 pub struct ConfigUnit {
     values: Arc<BTreeMap<String, String>>,

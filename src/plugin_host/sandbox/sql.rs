@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-use crate::plugins::bindings::provisioner::tenantry::plugin::sql;
-use crate::plugins::{HostServices, LoadedPlugin, database_context};
+use crate::plugin_host::bindings::provisioner::tenantry::plugin::sql;
+use crate::plugin_host::{HostServices, LoadedPlugin, database_context};
 use crate::secrets::Keyring;
 
 /// How long opening a connection may take (less when the call's end is nearer).

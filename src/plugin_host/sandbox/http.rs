@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::plugins::bindings::provisioner::tenantry::plugin::http;
-use crate::plugins::manifest::host_matches;
-use crate::plugins::{HostServices, LoadedPlugin};
+use crate::plugin_host::bindings::provisioner::tenantry::plugin::http;
+use crate::plugin_host::manifest::host_matches;
+use crate::plugin_host::{HostServices, LoadedPlugin};
 
 /// The host's outbound HTTP client, built on first use (it loads the system's CA certificates).
 pub type HttpClient = std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>;

@@ -2,8 +2,8 @@
 //! the call's journal (a provisioning step keeps them). Every world has it. At most
 //! [`MAX_LOG_LINES`] lines of at most [`MAX_LOG_LINE`] bytes per call.
 
-use crate::plugins::bindings::provisioner::tenantry::plugin::log;
-use crate::plugins::{LogLine, PluginTenant};
+use crate::plugin_host::bindings::provisioner::tenantry::plugin::log;
+use crate::plugin_host::{LogLine, PluginTenant};
 
 const MAX_LOG_LINE: usize = 4096;
 const MAX_LOG_LINES: usize = 256;

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::plugins::bindings::provisioner::tenantry::plugin::secrets;
-use crate::plugins::{HostServices, LoadedPlugin, secret_context};
+use crate::plugin_host::bindings::provisioner::tenantry::plugin::secrets;
+use crate::plugin_host::{HostServices, LoadedPlugin, secret_context};
 use crate::secrets::Keyring;
 
 pub struct SecretsUnit {

@@ -31,7 +31,7 @@ pub struct CachedDecision {
     pub defaults: HashMap<String, Option<u64>>,
     /// Whether each metric's quota is hard (refused past its limit).
     pub hard: HashMap<String, bool>,
-    pub decision: crate::plugins::Decision,
+    pub decision: crate::plugin_host::Decision,
 }
 
 impl QuotaDecisions {
