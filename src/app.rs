@@ -1,5 +1,14 @@
 //! Start-up and the HTTP server: configuration → keyring → database (migrated) → platform tenant
 //! and bootstrap administrator → actix-web with the API, the portal, metrics and request logging.
+//!
+//! The middleware, outermost first: `client::resolve` (who the request came from), the
+//! `TracingLogger` root span, `web::site::route_tenant_hosts` (tenant hosts served as
+//! `/t/<slug>/…`), `http::envelope::bound` (head size, body time), the request task (the rest
+//! runs as a task of its own, so a client that goes away never cancels a database call halfway;
+//! HTTP metrics, tenant traffic and `x-request-id` are recorded on the way out),
+//! `http::tenant_id::by_id`, `http::authenticate` (API requests; a fixed principal instead in
+//! [`start_unauthenticated`]), the security headers, `web::error::error_pages`, and
+//! `http::head::as_get` next to the router.
 
 use crate::plugin_host::World;
 use std::net::{SocketAddr, TcpListener};

@@ -16,6 +16,11 @@
 //! Unknown key prefixes and sessions are not cached (nothing negative is), so a guesser cannot
 //! fill the caches; each cache is bounded (`cache.max_entries`, least used first out) and each
 //! entry expires after `cache.ttl_seconds` as a backstop.
+//!
+//! Last use (keys) and last activity (sessions) are written back at most once a minute
+//! ([`TOUCH_INTERVAL_SECONDS`]): a touch is not a change, and nothing cached decides on it. A
+//! session this server finds idle is read again before it is refused
+//! ([`Caches::recheck_session`]): another server may have seen it since.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -1,5 +1,11 @@
-//! What every service and handler is given: the database, the keyring, the configuration, the
-//! metrics and the plugin host. Built once at start; cheap to clone.
+//! What every service and handler is given, built once at start and cheap to clone: the
+//! database (`db`), the caches of keys, sessions and tenants (`caches`), the keyring, the
+//! configuration, the metrics, the plugin host (`plugins`), the wakers of this server's
+//! provisioning worker and webhook deliverer (`runs_queued`, `deliveries_queued`), the rate
+//! limits (`limits`), the identity providers (`providers`), the kept quota decisions
+//! (`quota_decisions`), the API calls counted until written (`api_calls`) and what the alert
+//! evaluator is told (`alert_signals`). A change of a tenant heard on the change feed forgets
+//! its quota decision here.
 
 use std::sync::Arc;
 

@@ -6,13 +6,13 @@
 //!
 //! | status | when | operations |
 //! | --- | --- | --- |
-//! | 400 | a malformed query string or JSON body | with parameters or a body |
+//! | 400 | a malformed JSON body | with a body |
 //! | 401 | no valid credentials | authenticated |
 //! | 403 | a role that may not do this (a viewer changing, a tenant key elsewhere) | authenticated |
 //! | 404 | a path naming nothing | with path parameters |
-//! | 409 | a tenant changed meanwhile, or in a state that refuses the change | changes of a tenant |
+//! | 409 | a tenant changed meanwhile, or in a state that refuses the change; a stored word this version does not know (`unknown_stored_word`) | changes of a tenant |
 //! | 413, 415 | a body over the size limit, or not JSON | with a body |
-//! | 422 | a value breaking a rule (the field and the rule are named) | with parameters or a body |
+//! | 422 | a value breaking a rule, or a query parameter that does not parse (the field and the rule are named) | with parameters or a body |
 //! | 429 | an exhausted rate or abuse limit (`Retry-After`) | authenticated |
 //! | 503 | the database or a plugin is unavailable | all but liveness |
 

@@ -1,4 +1,6 @@
-//! `/health`, `/health/ready` and `/metrics`: the only routes without authentication.
+//! `/health`, `/health/ready`, `/metrics` and `/t/{slug}/health`: routes without authentication
+//! (`/metrics` asks for `metrics_token` when one is set). The OpenAPI document is the other
+//! route served without credentials (`api::mod`).
 
 use std::time::Instant;
 

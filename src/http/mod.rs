@@ -1,7 +1,10 @@
-//! What the JSON API and the web pages share about HTTP, below both: who is calling
-//! ([`auth`]: the authentication middleware and the caller extractors), the JSON body extractor
-//! ([`body`]), the session cookies' names, the origin a request was made to, and the answer to a
-//! malformed query string.
+//! What the JSON API and the web pages share about HTTP, below both: who is calling ([`auth`]:
+//! the authentication middleware and the `ApiCaller` and `ApiAdmin` extractors), the tenant a
+//! route names ([`tenant_path`]: access, span and tenant in one extractor), the JSON body
+//! extractor ([`body`], reading through [`strict`]), the bounds on a request's head and body
+//! time ([`envelope`]), `HEAD` as `GET` ([`head`]), a tenant's id served as its slug
+//! ([`tenant_id`]), the session cookies' names, the origin a request was made to, and the answer
+//! to a malformed query string.
 //!
 //! It knows the services (it authenticates through `auth`). Of the routes it knows only where a
 //! tenant is named: [`TENANT_API_PREFIX`] (whose session cookie authenticates an API request,

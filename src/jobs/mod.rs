@@ -9,8 +9,10 @@
 //! attempts, setup links and idempotency keys, and reported-event ids too old to come again:
 //! `jobs.housekeeping_interval_seconds`), `retention` (canceled and deleted tenants purged
 //! when their retention period ends: `jobs.retention_interval_seconds`), `trials` (trials that
-//! end suspended or converted, a `trial_ending` alert before: `jobs.trials_interval_seconds`)
-//! and `alerts` (every live tenant's alerts evaluated: `jobs.alerts_interval_seconds`).
+//! end suspended or converted, a `trial_ending` alert before: `jobs.trials_interval_seconds`),
+//! `alerts` (every live tenant's alerts evaluated: `jobs.alerts_interval_seconds`) and
+//! `database-probes` (each tenant database probed, paced across the fleet:
+//! `database_probes.run_every_seconds`).
 //!
 //! A failed run raises a `job_failing` alert on the platform's own tenant; the next run that
 //! succeeds resolves it.

@@ -1,5 +1,6 @@
-//! The plugins built into the server, compiled for wasm32-wasip2 by `build.rs` and embedded in
-//! the binary. The database records them like installed plugins (enabled flags, grants) but
+//! The plugins built into the server, compiled by `build.rs` — the backends for
+//! `wasm32-wasip2`, the renderer and the quota policy for `wasm32-unknown-unknown` (made
+//! components with `wit-component`) — and embedded in the binary. The database records them like installed plugins (enabled flags, grants) but
 //! holds no bytes for them.
 
 /// Name → component bytes.

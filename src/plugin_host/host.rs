@@ -1,5 +1,18 @@
 //! [`PluginHost`]: the engine, the loaded plugins, and one way of calling any of them —
 //! [`PluginHost::call`] — that every export of every world goes through.
+//!
+//! A call ([`PluginHost::call`]): the plugin as the database holds it (`table`), enabled and of
+//! the world asked; a permit of the semaphore (`max_concurrent_calls`); a fresh `Store`, or for
+//! a renderer or quota policy whose manifest says `reuse_instances` an instance kept from its
+//! last call that answered; its deadline; statistics counted in atomics and metrics. A
+//! provisioner, and any component that imports `wasi:io`, runs on the blocking pool. A lean
+//! renderer or quota policy runs on the calling thread within `inline_budget_ms`; one that runs
+//! past it is stopped and run again on the blocking pool (those worlds have no side effects),
+//! and that plugin's later calls go straight to the pool until it is loaded again.
+//!
+//! A pooled slot is reset in place: the pages the last call dirtied are found with the
+//! `PAGEMAP_SCAN` ioctl (Linux 6.7 and later) and written back, and up to 4 MiB stays resident,
+//! so a call costs no `madvise`, no page faults and no TLB shootdowns.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -12,13 +12,15 @@
 //! a few milliseconds, and on the blocking pool, from a fresh instance, if it needs longer.
 //! Pooled slots are reset in place (only the pages a call dirtied) and stay resident.
 //!
-//! The database is the truth about plugins. The host keeps the plugins it loaded and hears,
-//! through the database's change feed, when one changes — enabled flag, deadline, grants or its
-//! component — whoever changed it: this server, another replica or the CLI; while the feed is
-//! not live it reads the plugin's revision before each call. A disable or a revoke therefore
-//! binds the very next call. The host is given a narrow set of services ([`HostServices`]): the database for
-//! plugin state and the registry, the keyring for granted secrets, the HTTP client and its
-//! configuration — nothing else of the server.
+//! The database is the truth about plugins. The host keeps the plugins it loaded ([`table`]) and
+//! makes sure, before each call, that each is what the database holds: on SQLite by asking
+//! whether anyone committed since its last look, on PostgreSQL by reading the plugin's
+//! revision. The change feed also forgets a changed plugin and cancels the running calls a
+//! disable or a revoke no longer allows ([`in_flight`]). A disable or a revoke therefore binds
+//! the very next call, wherever it was made. The host is given a narrow set of services
+//! ([`HostServices`]): the database for plugin state and the registry, the keyring for granted
+//! secrets, the plugins' configuration, the metrics and the HTTP client — nothing else of the
+//! server.
 
 mod bindings;
 pub mod builtins;

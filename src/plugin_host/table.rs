@@ -1,9 +1,19 @@
-//! The plugins this server has loaded: a cache of the database. A change of a plugin (an install,
-//! an enable or disable, a new deadline, a grant or a revoke, made by this server, another
-//! replica or the CLI) is heard through the database's change feed and the plugin is loaded again
-//! before its next call, so a call needs no query while the feed is live. While it is not (the
-//! listener reconnecting), every call reads the plugin's revision first (one indexed read) and
-//! reloads what changed.
+//! The plugins this server has loaded: a cache of the database. Every change of a plugin, its
+//! configuration or its grants (an install, an enable or disable, a new deadline, a grant or a
+//! revoke, made by this server, another replica or the CLI) bumps the plugin's `revision` in the
+//! same transaction, and the change feed forgets the plugin when it hears the change.
+//!
+//! Before every call, [`Table::current`] makes sure the plugin is the one the database holds:
+//! - **SQLite**: [`ChangeFeed::heard_everything_committed`] asks the database whether another
+//!   connection committed since the last look (`PRAGMA data_version`, one in-process pragma) and,
+//!   if so, reads the change log, which forgets what changed; the cached plugin is then used
+//!   without a query. (A look that fails forgets everything, and the call reloads.)
+//! - **PostgreSQL**: a notification arrives only after its commit, if at all, so the plugin's
+//!   revision is read (one indexed read) before every call, whether or not the change feed is
+//!   live; the plugin is reloaded when the revision differs.
+//!
+//! A load is kept only when no change was heard while it ran (a generation stamp), so a load
+//! that raced a revoke cannot put the old grants back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,11 +2,15 @@
 //! `api_calls_per_minute` and `api_calls_per_month`.
 //!
 //! The request path checks the limits of the tenant's kept decision in O(1) and counts in
-//! memory ([`crate::throttle::ApiCallMeter`]); it never waits for the policy (a decision that is
-//! missing or old is asked for in the background, and the call is admitted meanwhile). The
-//! counts reach the database every `quotas.flush_interval_ms` (5 s at most) with atomic adds,
-//! so a crash loses at most that interval of API-call counts. The per-minute budget is this
-//! server's, plus what the other servers had written at the last flush.
+//! memory ([`crate::throttle::ApiCallMeter`]). A decision older than
+//! `quotas.decision_ttl_seconds` is asked for again in the background, the old one serving
+//! meanwhile. A request that finds no decision in force — none yet, one forgotten because any
+//! server changed the tenant or its overrides (an override's trigger notifies the change feed),
+//! or one a temporary override has outlived — waits for the policy: admitting it under no limit,
+//! or an old one, would not be exact. The counts reach the database every
+//! `quotas.flush_interval_ms` (5 s at most) with atomic adds, so a crash loses at most that
+//! interval of API-call counts. The per-minute budget is this server's, plus what the other
+//! servers had written at the last flush.
 
 use std::time::Duration;
 

@@ -1,4 +1,9 @@
 //! SQL of the hash-chained audit log.
+//!
+//! Appending locks the chain's head row (`audit_head`, `FOR UPDATE` on PostgreSQL; the
+//! `BEGIN IMMEDIATE` write lock on SQLite) inside the caller's transaction, so concurrent
+//! writers never fork the chain. A check that finds the chain intact leaves a checkpoint (the
+//! head's sequence number and hash, `audit_checkpoints`).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;

@@ -7,6 +7,12 @@
 //! Every write goes through a [`Conn`] in a transaction started by [`Db::begin`]: on SQLite that is
 //! `BEGIN IMMEDIATE`, so writers queue on the database's write lock (busy timeout) instead of
 //! failing when a read transaction would have to upgrade; on PostgreSQL it is a plain `BEGIN`.
+//!
+//! `with_conn!` runs one query body against whichever backend; its second form takes one body
+//! per backend where the SQL differs (`FOR UPDATE SKIP LOCKED`, FTS5). `transaction!` runs a
+//! block in a transaction. A `Conn` dropped inside an open transaction (a request given up
+//! midway) is detached from the pool, so closing it rolls back. A store function that changes a
+//! cached row (API key, session, tenant, plugin) notes it on its `Conn` ([`changes`]).
 
 pub mod admin;
 pub mod alerts;

@@ -1,4 +1,5 @@
-//! SQL of portal sessions (server-side, so that any replica serves them).
+//! SQL of sessions, the portal's and tenants' users' (server-side, so that any replica serves
+//! them).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;

@@ -1,4 +1,14 @@
 //! SQL of the tenant registry and its status history.
+//!
+//! A substring search of tenants (`q`) reads a trigram index (migration
+//! `000010_tenant_search`). On PostgreSQL: GIN `pg_trgm` indexes of `lower(slug)` and
+//! `lower(name)`, built without a pending list (`fastupdate = off`: tenants are created one at
+//! a time, and a pending list is read in full by every search until a vacuum merges it); the
+//! planner picks them for rare matches. On SQLite: an FTS5 trigram table (`tenant_search`) kept
+//! by triggers and joined by tenant id (never by rowid, which a `VACUUM` may renumber), read for
+//! at most [`MAX_SEARCH_CANDIDATES`] (1,000) candidates; a search that matches more, or is
+//! shorter than three characters, reads tenants in slug order, where matches are dense. The
+//! `LIKE` keeps exactly the matches either way.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;

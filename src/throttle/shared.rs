@@ -12,6 +12,14 @@
 //! And blocks: a key (`block:address:<ip>`, `block:key:<prefix>`) that refuses every *failed*
 //! attempt until it expires, set when a failure budget is spent. A correct credential never
 //! meets a block: blocks slow down guessing, they do not lock out the right key.
+//!
+//! Each check is one call of one Lua script (`redis::Script`) that reads and takes every
+//! budget of the request at once — window counts, GCRA budgets and blocks — on Redis's own
+//! clock (`TIME`), so servers with skewed clocks agree. Connections are `redis`'s connection
+//! managers, one per runtime thread (a thread-local map), so a check never hops to another
+//! thread of the runtime and back. What happens while Redis does not answer within
+//! `redis_timeout_ms` is `Limits`'s (`redis_on_failure`: `open` falls back to this server's own
+//! budgets, `closed` refuses with 503).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

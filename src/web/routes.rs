@@ -1,5 +1,5 @@
-//! The routes of both places this module serves: the admin portal (`/portal`) and each tenant's
-//! site (`/t/{slug}`, or the tenant's own host).
+//! The routes of both places this module serves: the admin portal (at `/`: `/login`,
+//! `/tenants`, …) and each tenant's site (`/t/{slug}/…`, or the tenant's own host).
 
 use actix_web::web;
 

@@ -1,13 +1,15 @@
 //! What one call of one plugin may see: the `Store` data of its instance, made of one unit per
 //! capability, each with its own state and its own access check (as Spin's host does it):
 //!
-//! - [`log`]: lines to the server's log and to the call's journal, capped;
+//! - [`log`]: lines to the server's log and to the call's journal, capped (every world);
+//! - [`config`]: the plugin's configuration (WIT 0.2.0, every world);
 //! - [`state`]: key-value state in the database, keyed by (plugin, the call's tenant);
 //! - [`secrets`]: the secrets the manifest requests and the operator granted, opened on read;
 //! - [`http`]: outbound requests to the hosts the manifest requests and the operator granted,
-//!   checked again at every redirect.
+//!   checked again at every redirect;
+//! - [`sql`]: statements on the databases granted by alias (WIT 0.2.0, provisioners).
 //!
-//! Renderers and quota policies get `log` only. WASI is linked with nothing behind it: no
+//! Renderers and quota policies get `log` and `config` only. WASI is linked with nothing behind it: no
 //! preopened directories, no environment, no arguments, no sockets; stdout and stderr go to
 //! capped in-memory pipes that end up in the log. The WASI context is built only when the guest
 //! first uses it. The units are built from the plugin as the
