@@ -30,7 +30,7 @@ use std::hint::black_box;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use tenantry::plugins::{PluginTenant, Template, Usage};
+use tenantry::plugin_host::{PluginTenant, Template, Usage};
 
 /// The JavaScript quota policy `plugin new --lang js` scaffolds, built in `dir` as `name`;
 /// `reuse` false takes `reuse_instances` out of its manifest (a fresh instance per call). None
@@ -41,9 +41,9 @@ fn js_policy(dir: &std::path::Path, name: &str, reuse: bool) -> Option<Vec<u8>> 
     if !toolchain.join("@bytecodealliance/componentize-js").is_dir() {
         return None;
     }
-    let crate_dir = tenantry::plugins::scaffold::create_js(
+    let crate_dir = tenantry::plugin_host::scaffold::create_js(
         name,
-        tenantry::plugins::World::QuotaPolicy,
+        tenantry::plugin_host::World::QuotaPolicy,
         Some(&dir.join(name)),
     )
     .expect("scaffold");
