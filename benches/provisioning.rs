@@ -157,7 +157,10 @@ impl Server {
                 .await
                 .expect("token")
                 .token;
-        let path = format!("{}/recorder.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+        let path = format!(
+            "{}/recorder.wasm",
+            tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+        );
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let plugin = registry::install(&ctx, &Actor::system(), bytes)
             .await

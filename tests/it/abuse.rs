@@ -394,7 +394,10 @@ async fn access_log_names_routes_never_tokens_and_cannot_be_forged() {
     let token: Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
     // A plugin whose log line would start a line of its own.
-    let probe = format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let probe = format!(
+        "{}/probe.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     assert!(
         run(&["plugin", "install", &probe])
             .output()

@@ -77,8 +77,11 @@ impl Setup {
 
     /// Installs the probe plugin through server A and grants it 127.0.0.1.
     async fn install_probe_granted(&self, http: &reqwest::Client) {
-        let probe =
-            std::fs::read(format!("{}/probe.wasm", env!("BUILT_PLUGINS_WASM_DIR"))).unwrap();
+        let probe = std::fs::read(format!(
+            "{}/probe.wasm",
+            tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+        ))
+        .unwrap();
         let installed = http
             .post(format!("{}/api/v1/plugin", self.a.base))
             .bearer_auth(&self.token)

@@ -9,7 +9,10 @@ backend_tests!(every_world_is_called_from_the_cli);
 
 async fn every_world_is_called_from_the_cli(backend: Backend) {
     let cli = Cli::new(backend).await;
-    let recorder = format!("{}/recorder.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let recorder = format!(
+        "{}/recorder.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     cli.ok(&["plugin", "install", &recorder]).await;
 
     // A renderer.
@@ -196,7 +199,10 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
     assert!(!refused.ok);
     assert!(refused.stderr.contains("not a step"), "{}", refused.stderr);
     // A quota policy's decision on a tenant of the registry, with what the policy logged.
-    let flat = format!("{}/flat_quota.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let flat = format!(
+        "{}/flat_quota.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     cli.ok(&["plugin", "install", &flat]).await;
     cli.ok(&["tenant", "create", "--slug", "acme", "--name", "Acme"])
         .await;
@@ -225,7 +231,10 @@ async fn every_world_is_called_from_the_cli(backend: Backend) {
     );
 
     // WIT 0.2.0's exports: what `export` prints is what `import` reads.
-    let v2 = format!("{}/provisioner_v2.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let v2 = format!(
+        "{}/provisioner_v2.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     cli.ok(&["plugin", "install", &v2]).await;
     let part = cli
         .json(&[

@@ -13,7 +13,10 @@ fn path(p: &Path) -> &str {
 }
 
 async fn setup(cli: &Cli, double: &RecorderBackend) {
-    let wasm = format!("{}/recorder.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let wasm = format!(
+        "{}/recorder.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     cli.ok(&["plugin", "install", &wasm]).await;
     let host = double.url.trim_start_matches("http://").to_owned();
     cli.ok(&["plugin", "grant", "recorder", "--host", &host])

@@ -27,7 +27,10 @@ use tenantry::auth::{self, Role};
 use tenantry::plugin_registry::{self as registry, Capability};
 
 fn wasm(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let path = format!(
+        "{}/{name}.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

@@ -9,8 +9,11 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR")))
-        .expect("test plugin built")
+    std::fs::read(format!(
+        "{}/{name}.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    ))
+    .expect("test plugin built")
 }
 
 backend_tests!(
@@ -253,7 +256,7 @@ async fn plugin_new_then_build_then_install_yields_a_plugin_the_server_calls() {
     );
 
     // The same target directory as build.rs: the SDK and wit-bindgen are compiled already.
-    let target_dir = std::path::Path::new(env!("BUILT_PLUGINS_WASM_DIR"))
+    let target_dir = std::path::Path::new(tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR)
         .parent()
         .unwrap()
         .to_path_buf();
@@ -356,7 +359,7 @@ async fn the_scaffolds_quota_policy_with_a_println_answers_and_its_output_is_log
     );
     assert_ne!(edited, source, "the scaffold's evaluate was found");
     std::fs::write(&lib, edited).unwrap();
-    let target_dir = std::path::Path::new(env!("BUILT_PLUGINS_WASM_DIR"))
+    let target_dir = std::path::Path::new(tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR)
         .parent()
         .unwrap()
         .to_path_buf();

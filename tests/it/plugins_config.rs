@@ -117,7 +117,10 @@ async fn configuration_is_set_through_the_api_checked_per_field_and_read_by_the_
 
 async fn configuration_is_set_from_the_cli(backend: Backend) {
     let cli = Cli::new(backend).await;
-    let wasm = format!("{}/provisioner_v2.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let wasm = format!(
+        "{}/provisioner_v2.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     cli.ok(&["plugin", "install", &wasm]).await;
     let shown = cli
         .ok(&[

@@ -12,7 +12,10 @@ use tenantry::plugin_host::{BundlePart, Outcome, PluginError, Step};
 use tenantry::plugin_registry as registry;
 
 fn wasm(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let path = format!(
+        "{}/{name}.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -174,7 +177,10 @@ fn plugin_check_names_what_a_0_1_plugin_lacks() {
     let check = |name: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(["plugin", "check"])
-            .arg(format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR")))
+            .arg(format!(
+                "{}/{name}.wasm",
+                tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+            ))
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -207,7 +213,10 @@ fn plugin_check_names_what_a_0_1_plugin_lacks() {
 #[test]
 fn plugin_call_runs_a_component_from_its_file_with_nothing_installed() {
     let home = tempfile::tempdir().unwrap();
-    let wasm = format!("{}/provisioner_v2.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let wasm = format!(
+        "{}/provisioner_v2.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_tenantry"))
             .args(args)

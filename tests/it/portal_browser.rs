@@ -319,7 +319,10 @@ mod provisioning_walk {
         .await;
         let double = RecorderBackend::start().await;
         let actor = Actor::system();
-        let path = format!("{}/recorder.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+        let path = format!(
+            "{}/recorder.wasm",
+            tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+        );
         let wasm = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         registry::install(&app.ctx, &actor, wasm)
             .await

@@ -47,7 +47,10 @@ fn field_block<'a>(html: &'a str, input_id: &str) -> &'a str {
 }
 
 fn wasm(name: &str) -> Vec<u8> {
-    let path = format!("{}/{name}.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let path = format!(
+        "{}/{name}.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

@@ -1,10 +1,12 @@
 //! Tidy checks of the source tree itself (as rust-analyzer keeps them): rules of the code base
 //! that a reviewer would otherwise have to remember.
 //!
-//! - **Layers point one way.** Every top-level module of `src/` belongs to one layer of
-//!   [`LAYERS`]; a module imports only modules of lower layers, or earlier modules of its own
-//!   layer where the layer is ordered. The web and API layers do not reach the store. This is the
-//!   rule `ARCHITECTURE.md` states; the import graph therefore has no cycle.
+//! - **Layers point one way.** Every top-level module of `src/` and of the crates under
+//!   `crates/` belongs to one layer of the table in `ARCHITECTURE.md` (read from there: it is
+//!   kept in one place); a module imports only modules of lower layers, or earlier modules of its
+//!   own layer where the layer is ordered. The web and API layers do not reach the store. Cargo
+//!   keeps the crates apart (the store cannot name the server); this keeps the order inside
+//!   each crate, and the import graph therefore has no cycle.
 //! - **Files hold one job.** A file of `src/` longer than [`LONG_FILE`] lines says why at its top,
 //!   in a line starting with `//! Long file:`.
 //! - **A stored word is never guessed.** A word the store keeps (a status, a role, a kind) is
@@ -17,85 +19,72 @@ use std::path::{Path, PathBuf};
 
 /// A group of modules at the same depth.
 struct Layer {
-    name: &'static str,
-    modules: &'static [&'static str],
+    name: String,
+    modules: Vec<String>,
     /// Whether a module may import the modules listed before it in the same layer.
     ordered: bool,
 }
 
-/// The layers, lowest first.
-const LAYERS: &[Layer] = &[
-    Layer {
-        name: "foundation",
-        modules: &[
-            "words",
-            "clock",
-            "error",
-            "roles",
-            "client",
-            "net",
-            "config",
-            "metrics",
-            "telemetry",
-        ],
-        ordered: true,
-    },
-    Layer {
-        name: "storage and secrets",
-        modules: &["secrets", "store"],
-        ordered: true,
-    },
-    Layer {
-        name: "plugin host",
-        modules: &["plugin_host"],
-        ordered: true,
-    },
-    Layer {
-        name: "runtime",
-        modules: &[
-            "throttle",
-            "identity_providers",
-            "alert_signals",
-            "caches",
-            "context",
-        ],
-        ordered: true,
-    },
-    Layer {
-        name: "services",
-        modules: &[
-            "audit",
-            "tenants",
-            "auth",
-            "provisioning",
-            "tenant_health",
-            "lifecycle",
-            "plugin_registry",
-            "quotas",
-            "bundles",
-            "alerts",
-            "database_probes",
-            "key_rotation",
-            "jobs",
-        ],
-        ordered: true,
-    },
-    Layer {
-        name: "http",
-        modules: &["http"],
-        ordered: true,
-    },
-    Layer {
-        name: "api and web",
-        modules: &["api", "web"],
-        ordered: false,
-    },
-    Layer {
-        name: "entry points",
-        modules: &["app", "cli"],
-        ordered: true,
-    },
-];
+/// The layers, lowest first, as the table of `ARCHITECTURE.md` ("Layers") states them: one row
+/// per layer, `| layer | crate | modules | order |`, with the modules in backticks and the order
+/// `ordered` (a module may import those before it) or `peers` (none imports another).
+fn layers() -> Vec<Layer> {
+    let map = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let table = map
+        .split("\n## Layers\n")
+        .nth(1)
+        .expect("ARCHITECTURE.md has a section `## Layers`");
+    let module = regex::Regex::new(r"`([a-z_]+)`").unwrap();
+    let layers: Vec<Layer> = table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|row| {
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(
+                cells.len(),
+                4,
+                "a row of the layer table has four cells: {row}"
+            );
+            assert!(
+                matches!(cells[3], "ordered" | "peers"),
+                "a layer's order is `ordered` or `peers`: {row}"
+            );
+            Layer {
+                name: cells[0].to_owned(),
+                modules: module
+                    .captures_iter(cells[2])
+                    .map(|c| c[1].to_owned())
+                    .collect(),
+                ordered: cells[3] == "ordered",
+            }
+        })
+        .collect();
+    assert!(layers.len() >= 5, "the layer table was not found");
+    layers
+}
+
+/// The directories of Rust sources: the server's `src/` and each crate's under `crates/`.
+fn source_roots() -> Vec<PathBuf> {
+    let mut roots = vec![root().join("src")];
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let src = entry.unwrap().path().join("src");
+        if src.is_dir() {
+            roots.push(src);
+        }
+    }
+    roots
+}
+
+/// Every Rust file of every source root.
+fn all_sources() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in source_roots() {
+        rust_files(&dir, &mut files);
+    }
+    files
+}
 
 /// Imports that skip layers they must go through: (from, to).
 const FORBIDDEN: &[(&str, &str)] = &[("api", "store"), ("web", "store"), ("http", "store")];
@@ -298,8 +287,8 @@ fn module_of(relative: &Path) -> Option<String> {
 }
 
 /// Where a module sits: (layer index, position in the layer).
-fn position(module: &str) -> Option<(usize, usize)> {
-    LAYERS.iter().enumerate().find_map(|(l, layer)| {
+fn position(layers: &[Layer], module: &str) -> Option<(usize, usize)> {
+    layers.iter().enumerate().find_map(|(l, layer)| {
         layer
             .modules
             .iter()
@@ -310,11 +299,12 @@ fn position(module: &str) -> Option<(usize, usize)> {
 
 /// module → (imported module → the files that import it).
 fn import_graph() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
-    let src = root().join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
     let mut graph: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
-    for file in files {
+    for (src, file) in source_roots().into_iter().flat_map(|src| {
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        files.into_iter().map(move |f| (src.clone(), f))
+    }) {
         let relative = file.strip_prefix(&src).unwrap().to_path_buf();
         let Some(module) = module_of(&relative) else {
             continue;
@@ -350,27 +340,31 @@ fn the_source_scanner_sees_only_code() {
 
 #[test]
 fn every_module_has_a_layer_and_imports_only_below_it() {
+    let layers = layers();
     let graph = import_graph();
-    let unplaced: Vec<&String> = graph.keys().filter(|m| position(m).is_none()).collect();
+    let unplaced: Vec<&String> = graph
+        .keys()
+        .filter(|m| position(&layers, m).is_none())
+        .collect();
     assert!(
         unplaced.is_empty(),
-        "modules without a layer (add them to LAYERS in tests/it/tidy.rs and to ARCHITECTURE.md): {unplaced:?}"
+        "modules without a layer (add them to the layer table of ARCHITECTURE.md): {unplaced:?}"
     );
     let mut wrong = Vec::new();
     for (module, edges) in &graph {
-        let (layer, at) = position(module).unwrap();
+        let (layer, at) = position(&layers, module).unwrap();
         for (target, files) in edges {
-            let Some((target_layer, target_at)) = position(target) else {
+            let Some((target_layer, target_at)) = position(&layers, target) else {
                 continue; // not a module: an item of the crate root
             };
             let allowed = target_layer < layer
-                || (target_layer == layer && LAYERS[layer].ordered && target_at < at);
+                || (target_layer == layer && layers[layer].ordered && target_at < at);
             let forbidden = FORBIDDEN.contains(&(module.as_str(), target.as_str()));
             if !allowed || forbidden {
                 wrong.push(format!(
                     "{module} ({}) → {target} ({}) in {}",
-                    LAYERS[layer].name,
-                    LAYERS[target_layer].name,
+                    layers[layer].name,
+                    layers[target_layer].name,
                     files.iter().cloned().collect::<Vec<_>>().join(", ")
                 ));
             }
@@ -385,10 +379,8 @@ fn every_module_has_a_layer_and_imports_only_below_it() {
 
 #[test]
 fn long_files_say_why_at_their_top() {
-    let mut files = Vec::new();
-    rust_files(&root().join("src"), &mut files);
     let mut unexplained = Vec::new();
-    for file in files {
+    for file in all_sources() {
         let text = std::fs::read_to_string(&file).unwrap();
         let lines = text.lines().count();
         let explained = text
@@ -411,10 +403,8 @@ fn long_files_say_why_at_their_top() {
 /// The enums declared with `stored_words!` anywhere in `src/`.
 fn stored_word_types() -> Vec<String> {
     let declaration = regex::Regex::new(r"pub enum (\w+) \(").unwrap();
-    let mut files = Vec::new();
-    rust_files(&root().join("src"), &mut files);
     let mut types = Vec::new();
-    for file in files {
+    for file in all_sources() {
         let text = std::fs::read_to_string(&file).unwrap();
         if text.contains("stored_words! {") {
             types.extend(declaration.captures_iter(&text).map(|c| c[1].to_owned()));
@@ -476,10 +466,8 @@ fn no_stored_word_is_parsed_with_a_default() {
         types.iter().any(|t| t == "Role") && types.iter().any(|t| t == "TenantStatus"),
         "the stored words were not found: {types:?}"
     );
-    let mut files = Vec::new();
-    rust_files(&root().join("src"), &mut files);
     let mut found = Vec::new();
-    for file in files {
+    for file in all_sources() {
         let code = code_only(&std::fs::read_to_string(&file).unwrap());
         for hit in defaulted_parses(&code, &types) {
             found.push(format!(
@@ -500,7 +488,7 @@ fn no_stored_word_is_parsed_with_a_default() {
 fn the_repository_names_no_document_it_does_not_contain() {
     let mut files = Vec::new();
     for dir in [
-        "src", "plugins", "docs", "tests", "wit", "scripts", "deploy", "benches",
+        "src", "crates", "plugins", "docs", "tests", "wit", "scripts", "deploy", "benches",
     ] {
         let dir = root().join(dir);
         if dir.is_dir() {

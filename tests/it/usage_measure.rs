@@ -182,7 +182,10 @@ async fn only_the_plugins_that_hold_a_tenant_measure_it_and_only_what_they_decla
 
 async fn measuring_from_the_cli(backend: Backend) {
     let cli = Cli::new(backend).await;
-    let wasm = format!("{}/provisioner_v2.wasm", env!("BUILT_PLUGINS_WASM_DIR"));
+    let wasm = format!(
+        "{}/provisioner_v2.wasm",
+        tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+    );
     cli.ok(&["plugin", "install", &wasm]).await;
     let request = cli.file(
         "acme.yaml",

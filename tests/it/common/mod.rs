@@ -283,8 +283,11 @@ impl TestApp {
 
     /// Installs the test plugin `<file>.wasm` (built with the test plugins) through the API.
     pub async fn install_test_plugin(&self, file: &str) {
-        let wasm = std::fs::read(format!("{}/{file}.wasm", env!("BUILT_PLUGINS_WASM_DIR")))
-            .unwrap_or_else(|e| panic!("the {file} test plugin is built: {e}"));
+        let wasm = std::fs::read(format!(
+            "{}/{file}.wasm",
+            tenantry::plugin_host::builtins::BUILT_PLUGINS_WASM_DIR
+        ))
+        .unwrap_or_else(|e| panic!("the {file} test plugin is built: {e}"));
         let response = self
             .request(Method::POST, "/api/v1/plugin")
             .header("content-type", "application/wasm")

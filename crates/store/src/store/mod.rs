@@ -53,8 +53,8 @@ use crate::error::{AppError, AppResult};
 
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Pragmas every SQLite connection gets: WAL so readers never block the writer, a busy timeout so
 /// writers wait for each other, foreign keys enforced.

@@ -1,7 +1,11 @@
 //! The plugins built into the server, compiled by `build.rs` — the backends for
 //! `wasm32-wasip2`, the renderer and the quota policy for `wasm32-unknown-unknown` (made
-//! components with `wit-component`) — and embedded in the binary. The database records them like installed plugins (enabled flags, grants) but
-//! holds no bytes for them.
+//! components with `wit-component`) — and embedded in the binary. The database records them
+//! like installed plugins (enabled flags, grants) but holds no bytes for them.
+
+/// Where the build put every plugin component it built: the built-ins, and the test plugins the
+/// tests load from here.
+pub const BUILT_PLUGINS_WASM_DIR: &str = env!("BUILT_PLUGINS_WASM_DIR");
 
 /// Name → component bytes.
 pub const BUILTINS: &[(&str, &[u8])] = &[

@@ -16,7 +16,8 @@ pub struct UnknownValue {
 /// Declares an enum kept in a text column: `as_str`, `Display`, a strict `FromStr`, serde as the
 /// same words, an OpenAPI schema, and diesel's text mapping on both backends. The words are the
 /// given words (serde's and the schema's names too).
-macro_rules! stored_words_impl {
+#[macro_export]
+macro_rules! stored_words {
     (
         $(#[$meta:meta])*
         pub enum $name:ident ($what:literal) {
@@ -99,7 +100,7 @@ macro_rules! stored_words_impl {
     };
 }
 
-pub(crate) use stored_words_impl as stored_words;
+pub use crate::stored_words;
 
 impl UnknownValue {
     /// The rule a request field breaks with this word: `must be one of: …`.

@@ -6,13 +6,13 @@
 //! (`sandbox::v0_1`).
 
 pub mod provisioner {
-    wasmtime::component::bindgen!({ world: "provisioner", path: "wit/v0.2.0" });
+    wasmtime::component::bindgen!({ world: "provisioner", path: "../../wit/v0.2.0" });
 }
 
 pub mod renderer {
     wasmtime::component::bindgen!({
         world: "renderer",
-        path: "wit/v0.2.0",
+        path: "../../wit/v0.2.0",
         with: {
             "tenantry:plugin/types": super::provisioner::tenantry::plugin::types,
             "tenantry:plugin/log": super::provisioner::tenantry::plugin::log,
@@ -24,7 +24,7 @@ pub mod renderer {
 pub mod quota {
     wasmtime::component::bindgen!({
         world: "quota-policy",
-        path: "wit/v0.2.0",
+        path: "../../wit/v0.2.0",
         with: {
             "tenantry:plugin/types": super::provisioner::tenantry::plugin::types,
             "tenantry:plugin/log": super::provisioner::tenantry::plugin::log,
@@ -38,7 +38,7 @@ pub mod v0_1 {
     pub mod provisioner {
         wasmtime::component::bindgen!({
             world: "provisioner",
-            path: "wit/v0.1.0",
+            path: "../../wit/v0.1.0",
             with: {
                 "tenantry:plugin/types": crate::plugin_host::bindings::provisioner::tenantry::plugin::types,
             },
@@ -48,7 +48,7 @@ pub mod v0_1 {
     pub mod renderer {
         wasmtime::component::bindgen!({
             world: "renderer",
-            path: "wit/v0.1.0",
+            path: "../../wit/v0.1.0",
             with: {
                 "tenantry:plugin/types": crate::plugin_host::bindings::provisioner::tenantry::plugin::types,
                 "tenantry:plugin/log": super::provisioner::tenantry::plugin::log,
@@ -59,7 +59,7 @@ pub mod v0_1 {
     pub mod quota {
         wasmtime::component::bindgen!({
             world: "quota-policy",
-            path: "wit/v0.1.0",
+            path: "../../wit/v0.1.0",
             with: {
                 "tenantry:plugin/types": crate::plugin_host::bindings::provisioner::tenantry::plugin::types,
                 "tenantry:plugin/log": super::provisioner::tenantry::plugin::log,

@@ -1,5 +1,5 @@
-//! Builds the plugins workspace (`plugins/`) as part of the normal build, so that the server can
-//! embed its built-in plugins and the tests can load the test plugins.
+//! Builds the plugins workspace (`plugins/`) as part of the normal build, so that the plugin host
+//! can embed the built-in plugins and the tests can load the test plugins.
 //!
 //! The plugins are built in a few `cargo build` runs, each of several packages at once (so that
 //! cargo builds them in parallel): one run per world of the guest SDK, since cargo unifies a
@@ -49,7 +49,13 @@ const PLUGINS: &[&[&str]] = &[
 ];
 
 fn main() {
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    // The repository's root: this crate is `crates/plugin-host`.
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .ancestors()
+        .nth(2)
+        .expect("the crate sits two levels below the repository's root")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     // <target>/<profile>/build/<package>-<hash>/out → <target>
     let target_dir = out_dir
@@ -125,11 +131,8 @@ fn main() {
         components.display()
     );
     write_sdk_files(&root, &out_dir);
-    println!("cargo:rerun-if-changed=plugins");
-    println!("cargo:rerun-if-changed=wit");
-    // The migrations are embedded (`embed_migrations!`), which does not tell Cargo to look at
-    // them: a migration added later would otherwise not reach an incremental build.
-    println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-changed={}", root.join("plugins").display());
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-changed=build.rs");
 }
 
