@@ -134,6 +134,7 @@ fn tiers_or_null() -> Vec<Value> {
 }
 
 /// (schema, property → rule): merged into the properties of the document's schemas.
+// Long function: a table, a schema an entry.
 fn schema_rules() -> Vec<(&'static str, Value)> {
     vec![
         (
@@ -311,6 +312,7 @@ fn body_requirements() -> Vec<(&'static str, &'static [&'static str])> {
 }
 
 /// (method and path, parameter → rule): merged into the operations' parameters.
+// Long function: a table, an operation's parameter an entry.
 fn parameter_rules() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (

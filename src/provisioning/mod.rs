@@ -45,7 +45,7 @@ use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
 use crate::plugin_host::{PluginTenant, World};
-use crate::store::models::{IdempotencyRow, RunRow, StepRow};
+use crate::store::models::{IdempotencyRow, RunRow, StepRow, TenantRow};
 pub use crate::store::vocabulary::{
     LifecycleChange, RunKind, RunStatus, StepAction, StepState, UnknownValue,
 };
@@ -176,24 +176,7 @@ pub async fn provision(
     body: &Value,
     header_key: Option<&str>,
 ) -> AppResult<Provisioned> {
-    let key = match (header_key, req.idempotency_key.as_deref()) {
-        (Some(h), Some(b)) if h != b => {
-            return Err(AppError::invalid(
-                "idempotency_key",
-                "mismatch",
-                "differs from the Idempotency-Key header; send one or make them equal",
-            ));
-        }
-        (Some(h), _) => {
-            check_key(h, "Idempotency-Key")?;
-            Some(h.to_owned())
-        }
-        (None, Some(b)) => {
-            check_key(b, "idempotency_key")?;
-            Some(b.to_owned())
-        }
-        (None, None) => None,
-    };
+    let key = idempotency_key(header_key, req.idempotency_key.as_deref())?;
     let fingerprint = body_fingerprint(body);
     if let Some(key) = &key {
         let mut conn = ctx.db.conn().await?;
@@ -211,54 +194,7 @@ pub async fn provision(
         "provisioning",
     )?;
     let ptenant = PluginTenant::of_row(&tenant_row);
-    // Plan with every backend (pure calls: nothing changes yet).
-    let mut steps = Vec::new();
-    for plugin in &prepared.backends {
-        let plan_request = prepared.plan_request(&run_id, plugin);
-        let logged = ctx
-            .plugins
-            .plan_logged(plugin, &ptenant, plan_request.to_string())
-            .await;
-        let planned = match logged.result {
-            Ok(Ok(planned)) => planned,
-            Ok(Err(crate::plugin_host::PluginError::Permanent(reason)))
-            | Ok(Err(crate::plugin_host::PluginError::Transient(reason))) => {
-                return Err(AppError::invalid(
-                    format!("backends.{plugin}"),
-                    "plan",
-                    format!("plugin `{plugin}` cannot plan this tenant: {reason}"),
-                ));
-            }
-            Err(err) => {
-                return Err(AppError::Unavailable(format!(
-                    "planning with plugin `{plugin}` failed: {err}"
-                )));
-            }
-        };
-        let mut seen = BTreeSet::new();
-        for step in planned {
-            if !seen.insert(step.id.clone()) {
-                return Err(AppError::Unavailable(format!(
-                    "plugin `{plugin}` planned step `{}` twice",
-                    step.id
-                )));
-            }
-            let seq = steps.len() as i64;
-            let sealed = ctx
-                .keyring
-                .seal(&step.input, &step_context(&run_id, plugin, &step.id));
-            steps.push(pending_step(
-                &run_id,
-                seq,
-                plugin,
-                &step.id,
-                StepAction::Apply,
-                step.description,
-                sealed,
-                serde_json::to_string(&logged.log).expect("lines"),
-            ));
-        }
-    }
+    let mut steps = plan_with_backends(ctx, &prepared, &run_id, &ptenant).await?;
     // The run ends by asking each backend whether it holds what the run created.
     let planned: Vec<String> = prepared
         .backends
@@ -287,56 +223,17 @@ pub async fn provision(
             .map(|s| format!("{}/{}", s.plugin, s.step_id))
             .collect(),
     };
-    let ttl = chrono::Duration::hours(ctx.config.provisioning.idempotency_ttl_hours.into());
-    let outcome = transaction!(ctx.db, |tx| {
-        if let Some(key) = &key {
-            // The key first: of concurrent identical requests exactly one inserts it.
-            if let Some(row) = sql::find_key(tx, key).await?
-                && row.expires_at < now
-            {
-                sql::expire_keys(tx, now).await?;
-            }
-            let inserted = sql::insert_key(
-                tx,
-                &IdempotencyRow {
-                    key: key.clone(),
-                    fingerprint: fingerprint.clone(),
-                    run_id: run_id.clone(),
-                    response: serde_json::to_string(&accepted).expect("json"),
-                    created_at: now,
-                    expires_at: now + ttl,
-                },
-            )
-            .await;
-            if let Err(err) = inserted {
-                return Err(store::unique_violation(err, || {
-                    AppError::conflict("idempotency_race", "retry", json!({}))
-                }));
-            }
-        }
-        tenants::insert_in(tx, actor, &tenant_row).await?;
-        desired::record_in(
-            tx,
-            &ctx.keyring,
-            &tenant_row.id,
-            &req,
-            prepared.database_key.as_deref(),
-        )
-        .await?;
-        sql::insert_run(tx, &run, &steps).await?;
-        audit::record(
-            tx,
-            actor,
-            AuditEvent::tenant(
-                "tenant.provision",
-                &tenant_row.id,
-                &tenant_row.slug,
-                json!({ "run": run_id, "backends": prepared.backends, "steps": steps.len() }),
-            ),
-        )
-        .await?;
-        Ok(())
-    });
+    let stored = StoredRun {
+        key: key.as_deref(),
+        fingerprint: &fingerprint,
+        accepted: &accepted,
+        tenant: &tenant_row,
+        run: &run,
+        steps: &steps,
+        database_key: prepared.database_key.as_deref(),
+        backends: &prepared.backends,
+    };
+    let outcome = store_run(ctx, actor, &req, &stored, now).await;
     match outcome {
         Ok(()) => {}
         Err(AppError::Conflict {
@@ -355,6 +252,154 @@ pub async fn provision(
     }
     ctx.runs_queued.notify_one();
     Ok(Provisioned::Queued(accepted))
+}
+
+/// The idempotency key of a request: the `Idempotency-Key` header's or the body's (equal when
+/// both are given).
+fn idempotency_key(header: Option<&str>, body: Option<&str>) -> AppResult<Option<String>> {
+    Ok(match (header, body) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(AppError::invalid(
+                "idempotency_key",
+                "mismatch",
+                "differs from the Idempotency-Key header; send one or make them equal",
+            ));
+        }
+        (Some(h), _) => {
+            check_key(h, "Idempotency-Key")?;
+            Some(h.to_owned())
+        }
+        (None, Some(b)) => {
+            check_key(b, "idempotency_key")?;
+            Some(b.to_owned())
+        }
+        (None, None) => None,
+    })
+}
+
+/// The `apply` steps of a new tenant's run: every backend's plan (pure calls: nothing changes
+/// yet), each step's input sealed.
+async fn plan_with_backends(
+    ctx: &Context,
+    prepared: &request::Prepared,
+    run_id: &str,
+    ptenant: &PluginTenant,
+) -> AppResult<Vec<StepRow>> {
+    let mut steps = Vec::new();
+    for plugin in &prepared.backends {
+        let plan_request = prepared.plan_request(run_id, plugin);
+        let logged = ctx
+            .plugins
+            .plan_logged(plugin, ptenant, plan_request.to_string())
+            .await;
+        let planned = match logged.result {
+            Ok(Ok(planned)) => planned,
+            Ok(Err(crate::plugin_host::PluginError::Permanent(reason)))
+            | Ok(Err(crate::plugin_host::PluginError::Transient(reason))) => {
+                return Err(AppError::invalid(
+                    format!("backends.{plugin}"),
+                    "plan",
+                    format!("plugin `{plugin}` cannot plan this tenant: {reason}"),
+                ));
+            }
+            Err(err) => {
+                return Err(AppError::Unavailable(format!(
+                    "planning with plugin `{plugin}` failed: {err}"
+                )));
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for step in planned {
+            if !seen.insert(step.id.clone()) {
+                return Err(AppError::Unavailable(format!(
+                    "plugin `{plugin}` planned step `{}` twice",
+                    step.id
+                )));
+            }
+            let seq = steps.len() as i64;
+            let sealed = ctx
+                .keyring
+                .seal(&step.input, &step_context(run_id, plugin, &step.id));
+            steps.push(pending_step(
+                run_id,
+                seq,
+                plugin,
+                &step.id,
+                StepAction::Apply,
+                step.description,
+                sealed,
+                serde_json::to_string(&logged.log).expect("lines"),
+            ));
+        }
+    }
+    Ok(steps)
+}
+
+/// What a provision request stores in one transaction.
+struct StoredRun<'a> {
+    key: Option<&'a str>,
+    fingerprint: &'a str,
+    accepted: &'a Accepted,
+    tenant: &'a TenantRow,
+    run: &'a RunRow,
+    steps: &'a [StepRow],
+    database_key: Option<&'a str>,
+    backends: &'a [String],
+}
+
+/// Stores the new tenant with its run, its desired state, its idempotency key (of concurrent
+/// identical requests exactly one inserts it: the others get `idempotency_race`) and the audit
+/// record, in one transaction.
+async fn store_run(
+    ctx: &Context,
+    actor: &Actor,
+    req: &ProvisionRequest,
+    run: &StoredRun<'_>,
+    now: chrono::NaiveDateTime,
+) -> AppResult<()> {
+    let ttl = chrono::Duration::hours(ctx.config.provisioning.idempotency_ttl_hours.into());
+    transaction!(ctx.db, |tx| {
+        if let Some(key) = run.key {
+            // The key first: of concurrent identical requests exactly one inserts it.
+            if let Some(row) = sql::find_key(tx, key).await?
+                && row.expires_at < now
+            {
+                sql::expire_keys(tx, now).await?;
+            }
+            let inserted = sql::insert_key(
+                tx,
+                &IdempotencyRow {
+                    key: key.to_owned(),
+                    fingerprint: run.fingerprint.to_owned(),
+                    run_id: run.run.id.clone(),
+                    response: serde_json::to_string(run.accepted).expect("json"),
+                    created_at: now,
+                    expires_at: now + ttl,
+                },
+            )
+            .await;
+            if let Err(err) = inserted {
+                return Err(store::unique_violation(err, || {
+                    AppError::conflict("idempotency_race", "retry", json!({}))
+                }));
+            }
+        }
+        tenants::insert_in(tx, actor, run.tenant).await?;
+        desired::record_in(tx, &ctx.keyring, &run.tenant.id, req, run.database_key).await?;
+        sql::insert_run(tx, run.run, run.steps).await?;
+        audit::record(
+            tx,
+            actor,
+            AuditEvent::tenant(
+                "tenant.provision",
+                &run.tenant.id,
+                &run.tenant.slug,
+                json!({ "run": run.run.id, "backends": run.backends, "steps": run.steps.len() }),
+            ),
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 /// The id of the step that ends a provision run in each backend: its `observe`.

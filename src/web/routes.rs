@@ -12,6 +12,7 @@ use super::site::{home, login as site_login};
 use super::{portal, sso};
 
 /// Adds the portal's routes to an actix `App`.
+// Long function: the table of the pages' routes, a route a line.
 pub fn mount<T>(app: actix_web::App<T>) -> actix_web::App<T>
 where
     T: actix_web::dev::ServiceFactory<

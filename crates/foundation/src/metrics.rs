@@ -1,6 +1,7 @@
 //! Prometheus metrics. Request counters are updated by the HTTP middleware; tenant gauges are
 //! read from the database when `/metrics` is scraped (one indexed GROUP BY, not a scan per tenant).
 
+pub mod define;
 mod process;
 mod refusals;
 mod scraped;
@@ -8,9 +9,10 @@ mod scraped;
 pub use refusals::{Refusals, Throttle};
 pub use scraped::{PoolStats, ScrapedMetrics};
 
+use define::{Def, registered};
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry, TextEncoder,
 };
 
 /// The `method` label of a request: one of the methods the server answers, or `other`. A label
@@ -28,6 +30,158 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
         _ => "other",
     }
 }
+
+// The server's own metrics, one definition each.
+
+const HTTP_REQUESTS: Def = Def {
+    name: "tenantry_http_requests_total",
+    help: "HTTP requests by route, method and status",
+    labels: &["route", "method", "status"],
+};
+
+const HTTP_DURATION: Def = Def {
+    name: "tenantry_http_request_duration_seconds",
+    help: "HTTP request latency by route",
+    labels: &["route", "method"],
+};
+
+const TENANTS: Def = Def {
+    name: "tenantry_tenants",
+    help: "Tenants by status and tier",
+    labels: &["status", "tier"],
+};
+
+const JOB_RUNS: Def = Def {
+    name: "tenantry_job_runs_total",
+    help: "Scheduled job runs by job and outcome (succeeded or failed), on this server",
+    labels: &["job", "outcome"],
+};
+
+const BACKEND_CHECKS: Def = Def {
+    name: "tenantry_backend_checks_total",
+    help: "Checks of a tenant's resources in a backend (observe) by plugin and status: healthy, drifted or unreachable",
+    labels: &["plugin", "status"],
+};
+
+const PLUGIN_DEADLINES: Def = Def {
+    name: "tenantry_plugin_deadline_hits_total",
+    help: "Plugin calls stopped at their deadline, by plugin (also counted as failed calls)",
+    labels: &["plugin"],
+};
+
+const PROVISIONING_RUNS: Def = Def {
+    name: "tenantry_provisioning_runs",
+    help: "Provisioning runs not finished, by status (queued, running, compensating): the queue",
+    labels: &["status"],
+};
+
+const PLUGIN_CALLS: Def = Def {
+    name: "tenantry_plugin_calls_total",
+    help: "Plugin calls by plugin and outcome (ok or failed)",
+    labels: &["plugin", "outcome"],
+};
+
+const PLUGIN_DURATION: Def = Def {
+    name: "tenantry_plugin_call_duration_seconds",
+    help: "Plugin call duration by plugin",
+    labels: &["plugin"],
+};
+
+const PROVISIONING_DURATION: Def = Def {
+    name: "tenantry_provisioning_duration_seconds",
+    help: "Duration of finished provisioning runs (creation to end) by kind and outcome",
+    labels: &["kind", "outcome"],
+};
+
+const STEP_FAILURES: Def = Def {
+    name: "tenantry_provisioning_step_failures_total",
+    help: "Failed attempts of provisioning steps by plugin and kind (transient or permanent)",
+    labels: &["plugin", "kind"],
+};
+
+const AUTH_ATTEMPTS: Def = Def {
+    name: "tenantry_auth_attempts_total",
+    help: "Authentication attempts by tenant and method (oidc: a login callback; api_key: a request with a key)",
+    labels: &["tenant", "method"],
+};
+
+const AUTH_FAILURES: Def = Def {
+    name: "tenantry_auth_failures_total",
+    help: "Refused authentication attempts by tenant, method and reason",
+    labels: &["tenant", "method", "reason"],
+};
+
+const QUOTA_REJECTIONS: Def = Def {
+    name: "tenantry_quota_rejections_total",
+    help: "Uses refused at a hard quota limit, by metric and tier",
+    labels: &["metric", "tier"],
+};
+
+const QUOTA_POLICY_FAILURES: Def = Def {
+    name: "tenantry_quota_policy_failures_total",
+    help: "Quota policy calls that failed (the last good decision stays in force)",
+    labels: &["policy"],
+};
+
+const ALERTS_RAISED: Def = Def {
+    name: "tenantry_alerts_raised_total",
+    help: "Alerts raised (or raised again after they resolved), by kind and severity",
+    labels: &["kind", "severity"],
+};
+
+const ALERTS_OPEN: Def = Def {
+    name: "tenantry_alerts_open",
+    help: "Open alerts by severity",
+    labels: &["severity"],
+};
+
+const TENANT_QUOTA_USE: Def = Def {
+    name: "tenantry_tenant_quota_use_ratio",
+    help: "Use of a quota as a fraction of its limit, only for tenants with an open quota alert (warning or above), so that series stay bounded",
+    labels: &["tenant", "metric"],
+};
+
+const WEBHOOK_DELIVERIES: Def = Def {
+    name: "tenantry_webhook_deliveries_total",
+    help: "Webhook delivery attempts by result (delivered, retry, failed: every attempt spent)",
+    labels: &["result"],
+};
+
+const REDIS_UP: Def = Def {
+    name: "tenantry_redis_up",
+    help: "Whether the last round trip to the Redis of the shared rate limits succeeded (1) or not (0); absent without redis_url",
+    labels: &[],
+};
+
+const REDIS_ERRORS: Def = Def {
+    name: "tenantry_redis_errors_total",
+    help: "Rate-limit checks that Redis did not answer in time (decided by redis_on_failure)",
+    labels: &[],
+};
+
+const REDIS_ROUNDTRIP: Def = Def {
+    name: "tenantry_redis_roundtrip_seconds",
+    help: "Round-trip time of the shared rate-limit checks",
+    labels: &[],
+};
+
+const REDIS_LEASED: Def = Def {
+    name: "tenantry_redis_leased_admissions_total",
+    help: "Requests admitted from per-minute budget this server had leased from Redis, without a round trip",
+    labels: &[],
+};
+
+const CACHE_LOOKUPS: Def = Def {
+    name: "tenantry_cache_lookups_total",
+    help: "Lookups of the caches of API keys, sessions and tenants by result (hit, miss; bypass while changes made elsewhere cannot be heard)",
+    labels: &["cache", "result"],
+};
+
+const CHANGE_FEED_LIVE: Def = Def {
+    name: "tenantry_change_feed_live",
+    help: "Whether this server hears the changes other servers make to cached rows (1), or bypasses its caches (0)",
+    labels: &[],
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -65,269 +219,71 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "tenantry_http_requests_total",
-                "HTTP requests by route, method and status",
+        let r = &registry;
+        let http_requests = registered(r, define::counters(&HTTP_REQUESTS));
+        let http_duration = registered(
+            r,
+            define::histograms(
+                &HTTP_DURATION,
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
             ),
-            &["route", "method", "status"],
-        )
-        .expect("metric definition");
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tenantry_http_request_duration_seconds",
-                "HTTP request latency by route",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["route", "method"],
-        )
-        .expect("metric definition");
-        let tenants = IntGaugeVec::new(
-            Opts::new("tenantry_tenants", "Tenants by status and tier"),
-            &["status", "tier"],
-        )
-        .expect("metric definition");
-        let job_runs = IntCounterVec::new(
-            Opts::new(
-                "tenantry_job_runs_total",
-                "Scheduled job runs by job and outcome (succeeded or failed), on this server",
+        );
+        let tenants = registered(r, define::gauges(&TENANTS));
+        let job_runs = registered(r, define::counters(&JOB_RUNS));
+        let backend_checks = registered(r, define::counters(&BACKEND_CHECKS));
+        let plugin_deadlines = registered(r, define::counters(&PLUGIN_DEADLINES));
+        let provisioning_runs = registered(r, define::gauges(&PROVISIONING_RUNS));
+        let plugin_calls = registered(r, define::counters(&PLUGIN_CALLS));
+        let plugin_duration = registered(
+            r,
+            define::histograms(
+                &PLUGIN_DURATION,
+                &[
+                    0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                    30.0,
+                ],
             ),
-            &["job", "outcome"],
-        )
-        .expect("metric definition");
-        let backend_checks = IntCounterVec::new(
-            Opts::new(
-                "tenantry_backend_checks_total",
-                "Checks of a tenant's resources in a backend (observe) by plugin and status: healthy, drifted or unreachable",
+        );
+        let provisioning_duration = registered(
+            r,
+            define::histograms(
+                &PROVISIONING_DURATION,
+                &[
+                    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                ],
             ),
-            &["plugin", "status"],
-        )
-        .expect("metric definition");
-        let plugin_deadlines = IntCounterVec::new(
-            Opts::new(
-                "tenantry_plugin_deadline_hits_total",
-                "Plugin calls stopped at their deadline, by plugin (also counted as failed calls)",
-            ),
-            &["plugin"],
-        )
-        .expect("metric definition");
-        let provisioning_runs = IntGaugeVec::new(
-            Opts::new(
-                "tenantry_provisioning_runs",
-                "Provisioning runs not finished, by status (queued, running, compensating): the queue",
-            ),
-            &["status"],
-        )
-        .expect("metric definition");
-        let plugin_calls = IntCounterVec::new(
-            Opts::new(
-                "tenantry_plugin_calls_total",
-                "Plugin calls by plugin and outcome (ok or failed)",
-            ),
-            &["plugin", "outcome"],
-        )
-        .expect("metric definition");
-        let plugin_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tenantry_plugin_call_duration_seconds",
-                "Plugin call duration by plugin",
-            )
-            .buckets(vec![
-                0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
-                30.0,
-            ]),
-            &["plugin"],
-        )
-        .expect("metric definition");
-        let provisioning_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tenantry_provisioning_duration_seconds",
-                "Duration of finished provisioning runs (creation to end) by kind and outcome",
-            )
-            .buckets(vec![
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-            ]),
-            &["kind", "outcome"],
-        )
-        .expect("metric definition");
-        let step_failures = IntCounterVec::new(
-            Opts::new(
-                "tenantry_provisioning_step_failures_total",
-                "Failed attempts of provisioning steps by plugin and kind (transient or permanent)",
-            ),
-            &["plugin", "kind"],
-        )
-        .expect("metric definition");
-        let auth_attempts = IntCounterVec::new(
-            Opts::new(
-                "tenantry_auth_attempts_total",
-                "Authentication attempts by tenant and method (oidc: a login callback; api_key: a request with a key)",
-            ),
-            &["tenant", "method"],
-        )
-        .expect("metric definition");
-        let auth_failures = IntCounterVec::new(
-            Opts::new(
-                "tenantry_auth_failures_total",
-                "Refused authentication attempts by tenant, method and reason",
-            ),
-            &["tenant", "method", "reason"],
-        )
-        .expect("metric definition");
-        let quota_rejections = IntCounterVec::new(
-            Opts::new(
-                "tenantry_quota_rejections_total",
-                "Uses refused at a hard quota limit, by metric and tier",
-            ),
-            &["metric", "tier"],
-        )
-        .expect("metric definition");
-        let quota_policy_failures = IntCounterVec::new(
-            Opts::new(
-                "tenantry_quota_policy_failures_total",
-                "Quota policy calls that failed (the last good decision stays in force)",
-            ),
-            &["policy"],
-        )
-        .expect("metric definition");
-        let alerts_raised = IntCounterVec::new(
-            Opts::new(
-                "tenantry_alerts_raised_total",
-                "Alerts raised (or raised again after they resolved), by kind and severity",
-            ),
-            &["kind", "severity"],
-        )
-        .expect("metric definition");
-        let alerts_open = IntGaugeVec::new(
-            Opts::new("tenantry_alerts_open", "Open alerts by severity"),
-            &["severity"],
-        )
-        .expect("metric definition");
-        let tenant_quota_use = GaugeVec::new(
-            Opts::new(
-                "tenantry_tenant_quota_use_ratio",
-                "Use of a quota as a fraction of its limit, only for tenants with an open quota alert (warning or above), so that series stay bounded",
-            ),
-            &["tenant", "metric"],
-        )
-        .expect("metric definition");
-        let webhook_deliveries = IntCounterVec::new(
-            Opts::new(
-                "tenantry_webhook_deliveries_total",
-                "Webhook delivery attempts by result (delivered, retry, failed: every attempt spent)",
-            ),
-            &["result"],
-        )
-        .expect("metric definition");
-        let redis_up = IntGauge::new(
-            "tenantry_redis_up",
-            "Whether the last round trip to the Redis of the shared rate limits succeeded (1) or not (0); absent without redis_url",
-        )
-        .expect("metric definition");
-        let redis_errors = IntCounter::new(
-            "tenantry_redis_errors_total",
-            "Rate-limit checks that Redis did not answer in time (decided by redis_on_failure)",
-        )
-        .expect("metric definition");
-        let redis_roundtrip = Histogram::with_opts(
-            HistogramOpts::new(
-                "tenantry_redis_roundtrip_seconds",
-                "Round-trip time of the shared rate-limit checks",
-            )
-            .buckets(vec![
+        );
+        let step_failures = registered(r, define::counters(&STEP_FAILURES));
+        let auth_attempts = registered(r, define::counters(&AUTH_ATTEMPTS));
+        let auth_failures = registered(r, define::counters(&AUTH_FAILURES));
+        let quota_rejections = registered(r, define::counters(&QUOTA_REJECTIONS));
+        let quota_policy_failures = registered(r, define::counters(&QUOTA_POLICY_FAILURES));
+        let alerts_raised = registered(r, define::counters(&ALERTS_RAISED));
+        let alerts_open = registered(r, define::gauges(&ALERTS_OPEN));
+        let tenant_quota_use = registered(r, define::float_gauges(&TENANT_QUOTA_USE));
+        let webhook_deliveries = registered(r, define::counters(&WEBHOOK_DELIVERIES));
+        let redis_up = define::gauge(&REDIS_UP);
+        let redis_errors = define::counter(&REDIS_ERRORS);
+        let redis_roundtrip = define::histogram(
+            &REDIS_ROUNDTRIP,
+            &[
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5,
-            ]),
-        )
-        .expect("metric definition");
-        let redis_leased = IntCounter::new(
-            "tenantry_redis_leased_admissions_total",
-            "Requests admitted from per-minute budget this server had leased from Redis, without a round trip",
-        )
-        .expect("metric definition");
-        let cache_lookups = IntCounterVec::new(
-            Opts::new(
-                "tenantry_cache_lookups_total",
-                "Lookups of the caches of API keys, sessions and tenants by result (hit, miss; bypass while changes made elsewhere cannot be heard)",
-            ),
-            &["cache", "result"],
-        )
-        .expect("metric definition");
-        let change_feed_live = IntGauge::new(
-            "tenantry_change_feed_live",
-            "Whether this server hears the changes other servers make to cached rows (1), or bypasses its caches (0)",
-        )
-        .expect("metric definition");
+            ],
+        );
+        let redis_leased = define::counter(&REDIS_LEASED);
+        let cache_lookups = registered(r, define::counters(&CACHE_LOOKUPS));
+        let change_feed_live = registered(r, define::gauge(&CHANGE_FEED_LIVE));
+        // Exported at zero from the start, so that a rule on them has a series to watch.
         for cache in ["key", "session", "tenant"] {
             for result in ["hit", "miss", "bypass"] {
                 cache_lookups.with_label_values(&[cache, result]);
             }
         }
-        registry
-            .register(Box::new(cache_lookups.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(change_feed_live.clone()))
-            .expect("register");
-        // Exported at zero from the start, so that a rule on them has a series to watch.
         for result in ["delivered", "retry", "failed"] {
             webhook_deliveries.with_label_values(&[result]);
         }
-        for m in [&alerts_raised, &webhook_deliveries] {
-            registry.register(Box::new(m.clone())).expect("register");
-        }
-        registry
-            .register(Box::new(alerts_open.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(tenant_quota_use.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(quota_rejections.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(quota_policy_failures.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(auth_attempts.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(auth_failures.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(provisioning_duration.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(step_failures.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(plugin_calls.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(job_runs.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(backend_checks.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(plugin_deadlines.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(provisioning_runs.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(plugin_duration.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(http_requests.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(http_duration.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(tenants.clone()))
-            .expect("register");
         let scraped = ScrapedMetrics::new(&registry);
         let refusals = Refusals::new(&registry);
         Self {

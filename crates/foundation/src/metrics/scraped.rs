@@ -4,9 +4,10 @@
 //! process alone: its connection pool and, on Linux, its CPU and memory.
 
 use prometheus::{
-    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
+
+use super::define::{self, Def, registered};
 
 /// The connection pool as it is now, and the waits for it since the process started.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +24,78 @@ pub struct PoolStats {
     /// Seconds every checkout waited in all.
     pub wait_seconds: f64,
 }
+
+const RUNS_ENDED: Def = Def {
+    name: "tenantry_provisioning_runs_ended_total",
+    help: "Provisioning runs that ended, by kind and outcome, whichever process ran them (the same figure on every server: aggregate with max, not sum)",
+    labels: &["kind", "outcome"],
+};
+
+const RUNS_ENDED_SECONDS: Def = Def {
+    name: "tenantry_provisioning_runs_ended_seconds_total",
+    help: "Seconds the provisioning runs that ended took in all (creation to end), by kind and outcome",
+    labels: &["kind", "outcome"],
+};
+
+const POOL_CONNECTIONS: Def = Def {
+    name: "tenantry_db_pool_connections",
+    help: "This server's database connections by state (in_use, idle)",
+    labels: &["state"],
+};
+
+const POOL_MAX: Def = Def {
+    name: "tenantry_db_pool_max_connections",
+    help: "The most connections this server's pool opens (database_pool_size)",
+    labels: &[],
+};
+
+const POOL_WAITING: Def = Def {
+    name: "tenantry_db_pool_waiting",
+    help: "Callers waiting for a database connection now",
+    labels: &[],
+};
+
+const POOL_SLOW_CHECKOUTS: Def = Def {
+    name: "tenantry_db_pool_waits_total",
+    help: "Checkouts of a database connection that waited (1 ms or more) for one to be given back",
+    labels: &[],
+};
+
+const POOL_WAIT_SECONDS: Def = Def {
+    name: "tenantry_db_pool_wait_seconds_total",
+    help: "Seconds callers waited for a database connection in all",
+    labels: &[],
+};
+
+const DATABASES: Def = Def {
+    name: "tenantry_tenant_databases",
+    help: "Tenant databases by the status of their last probe (up, slow, down, unsupported); the same figure on every server",
+    labels: &["status"],
+};
+
+const PROBE_SECONDS: Def = Def {
+    name: "tenantry_tenant_database_probe_seconds",
+    help: "Round trips of the tenant database probes this server ran (connect and SELECT 1) that answered",
+    labels: &[],
+};
+
+const TENANT_REQUESTS: Def = Def {
+    name: "tenantry_tenant_requests_per_minute",
+    help: "API requests a minute over the last 5 minutes, every server's, for the busiest tenants and those with an open traffic alert (alerts.per_tenant_series)",
+    labels: &["tenant"],
+};
+
+const TENANT_ERRORS: Def = Def {
+    name: "tenantry_tenant_error_ratio",
+    help: "Share of a tenant's API requests answered 5xx over the last 5 minutes (the same tenants)",
+    labels: &["tenant"],
+};
+
+const TENANT_P95: Def = Def {
+    name: "tenantry_tenant_request_p95_seconds",
+    help: "95th-percentile response time of a tenant's API requests over the last 5 minutes (the same tenants)",
+    labels: &["tenant"],
+};
 
 pub struct ScrapedMetrics {
     runs_ended: IntCounterVec,
@@ -48,97 +121,30 @@ fn raise_to(current: u64, total: u64) -> u64 {
 
 impl ScrapedMetrics {
     pub fn new(registry: &Registry) -> Self {
-        let runs_ended = IntCounterVec::new(
-            Opts::new(
-                "tenantry_provisioning_runs_ended_total",
-                "Provisioning runs that ended, by kind and outcome, whichever process ran them (the same figure on every server: aggregate with max, not sum)",
+        let runs_ended = registered(registry, define::counters(&RUNS_ENDED));
+        let runs_ended_seconds = registered(registry, define::float_counters(&RUNS_ENDED_SECONDS));
+        let pool_connections = registered(registry, define::gauges(&POOL_CONNECTIONS));
+        let pool_max = registered(registry, define::gauge(&POOL_MAX));
+        let pool_waiting = registered(registry, define::gauge(&POOL_WAITING));
+        let pool_slow_checkouts = registered(registry, define::counter(&POOL_SLOW_CHECKOUTS));
+        let pool_wait_seconds = registered(registry, define::float_counter(&POOL_WAIT_SECONDS));
+        let databases = registered(registry, define::gauges(&DATABASES));
+        let probe_seconds = registered(
+            registry,
+            define::histogram(
+                &PROBE_SECONDS,
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
             ),
-            &["kind", "outcome"],
-        )
-        .expect("metric definition");
-        let runs_ended_seconds = CounterVec::new(
-            Opts::new(
-                "tenantry_provisioning_runs_ended_seconds_total",
-                "Seconds the provisioning runs that ended took in all (creation to end), by kind and outcome",
-            ),
-            &["kind", "outcome"],
-        )
-        .expect("metric definition");
-        let pool_connections = IntGaugeVec::new(
-            Opts::new(
-                "tenantry_db_pool_connections",
-                "This server's database connections by state (in_use, idle)",
-            ),
-            &["state"],
-        )
-        .expect("metric definition");
-        let pool_max = IntGauge::new(
-            "tenantry_db_pool_max_connections",
-            "The most connections this server's pool opens (database_pool_size)",
-        )
-        .expect("metric definition");
-        let pool_waiting = IntGauge::new(
-            "tenantry_db_pool_waiting",
-            "Callers waiting for a database connection now",
-        )
-        .expect("metric definition");
-        let pool_slow_checkouts = IntCounter::new(
-            "tenantry_db_pool_waits_total",
-            "Checkouts of a database connection that waited (1 ms or more) for one to be given back",
-        )
-        .expect("metric definition");
-        let pool_wait_seconds = Counter::new(
-            "tenantry_db_pool_wait_seconds_total",
-            "Seconds callers waited for a database connection in all",
-        )
-        .expect("metric definition");
-        let databases = IntGaugeVec::new(
-            Opts::new(
-                "tenantry_tenant_databases",
-                "Tenant databases by the status of their last probe (up, slow, down, unsupported); the same figure on every server",
-            ),
-            &["status"],
-        )
-        .expect("metric definition");
-        let probe_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "tenantry_tenant_database_probe_seconds",
-                "Round trips of the tenant database probes this server ran (connect and SELECT 1) that answered",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-        )
-        .expect("metric definition");
+        );
+        let tenant_requests = registered(registry, define::float_gauges(&TENANT_REQUESTS));
+        let tenant_errors = registered(registry, define::float_gauges(&TENANT_ERRORS));
+        let tenant_p95 = registered(registry, define::float_gauges(&TENANT_P95));
+        // Exported at zero from the start, so that a rule on them has a series to watch.
         for status in ["up", "slow", "down", "unsupported"] {
             databases.with_label_values(&[status]);
         }
-        let tenant_gauge = |name: &str, help: &str| {
-            let gauge = prometheus::GaugeVec::new(Opts::new(name, help), &["tenant"])
-                .expect("metric definition");
-            registry
-                .register(Box::new(gauge.clone()))
-                .expect("register");
-            gauge
-        };
-        let tenant_requests = tenant_gauge(
-            "tenantry_tenant_requests_per_minute",
-            "API requests a minute over the last 5 minutes, every server's, for the busiest tenants and those with an open traffic alert (alerts.per_tenant_series)",
-        );
-        let tenant_errors = tenant_gauge(
-            "tenantry_tenant_error_ratio",
-            "Share of a tenant's API requests answered 5xx over the last 5 minutes (the same tenants)",
-        );
-        let tenant_p95 = tenant_gauge(
-            "tenantry_tenant_request_p95_seconds",
-            "95th-percentile response time of a tenant's API requests over the last 5 minutes (the same tenants)",
-        );
-        registry
-            .register(Box::new(databases.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(probe_seconds.clone()))
-            .expect("register");
         for kind in [
             "provision",
             "suspend",
@@ -155,27 +161,6 @@ impl ScrapedMetrics {
         for state in ["in_use", "idle"] {
             pool_connections.with_label_values(&[state]);
         }
-        registry
-            .register(Box::new(runs_ended.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(runs_ended_seconds.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(pool_connections.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(pool_max.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(pool_waiting.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(pool_slow_checkouts.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(pool_wait_seconds.clone()))
-            .expect("register");
         let process = super::process::ProcessMetrics::new(registry);
         Self {
             runs_ended,

@@ -57,6 +57,7 @@ quota-policy = []
 "#;
 
 /// Creates the crate `name` in `dir` (default `./name`); returns its directory.
+// Long function: most of it is the text of the files a new plugin starts from.
 pub fn create(
     name: &str,
     world: World,
@@ -290,6 +291,7 @@ pub const PREVIEW2_SHIM_VERSION: &str = "0.25.0";
 /// Creates the JavaScript plugin `name` in `dir` (default `./name`): a quota policy or a
 /// renderer in `src/plugin.js`, built by `npm run build` with componentize-js into a component
 /// against the WIT written into it, with its manifest embedded. Returns its directory.
+// Long function: most of it is the text of the files a new plugin starts from.
 pub fn create_js(name: &str, world: World, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     anyhow::ensure!(
         world != World::Provisioner,
