@@ -428,7 +428,7 @@ pub async fn open_setup_link(ctx: &Context, slug: &str, token: &str) -> AppResul
 
 /// The platform's own tenant has no setup links: whoever set up its SSO would choose who logs in
 /// as a platform administrator. Its SSO comes from the server's configuration or a platform
-/// admin. (A link made for it by an earlier version is refused, as not found.)
+/// admin. (A setup link stored for it anyway is refused, as not found.)
 fn refuse_platform_tenant(slug: &str) -> AppResult<()> {
     if slug == tenants::ADMIN_SLUG {
         return Err(AppError::forbidden(format!(

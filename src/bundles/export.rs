@@ -11,9 +11,12 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::clock;
 use crate::context::Context;
 use crate::error::{AppError, AppResult};
-use crate::plugin_host::PluginError;
+use crate::plugin_host::{BundlePart, PluginError};
 use crate::secrets::{Keyring, MasterKey};
-use crate::store::models::{ResourceRow, TenantRow};
+use crate::store::models::{
+    ApiKeyRow, AuditRow, QuotaOverrideRow, ResourceRow, StatusChangeRow, TenantRow, UsageCounterRow,
+};
+use crate::store::tenant_requests::RequestRow;
 use crate::tenants::{Tenant, secret_context};
 use crate::{store, transaction};
 
@@ -132,6 +135,18 @@ pub async fn export(
     Ok(export_with_digest(ctx, actor, slug, options).await?.0)
 }
 
+/// The tenant's rows, as one transaction read them.
+struct Registry {
+    row: TenantRow,
+    history: Vec<StatusChangeRow>,
+    keys: Vec<ApiKeyRow>,
+    overrides: Vec<QuotaOverrideRow>,
+    counters: Vec<UsageCounterRow>,
+    records: Vec<AuditRow>,
+    resources: Vec<ResourceRow>,
+    request: Option<RequestRow>,
+}
+
 /// [`export`], with a digest of what the bundle holds that changes only when the tenant does:
 /// every part but the audit log (which grows with the export itself), the backends' parts as
 /// their plugins handed them over (before sealing, whose nonces differ at every export), and
@@ -142,46 +157,101 @@ pub async fn export_with_digest(
     slug: &str,
     options: ExportOptions,
 ) -> AppResult<(Bundle, String)> {
-    let audited = !options.unaudited;
-    let (mut row, history, keys, overrides, counters, records, mut resources, mut request) =
-        transaction!(ctx.db, |tx| {
-            let row = store::tenants::find_by_slug(tx, slug)
-                .await?
-                .ok_or_else(|| AppError::not_found("tenant", slug))?;
-            let mut history = store::tenants::status_history(tx, &row.id).await?;
-            history.reverse();
-            let mut keys = store::admin::list_tenant_keys(tx, &row.id).await?;
-            keys.sort_by(|a, b| a.id.cmp(&b.id));
-            let overrides = store::usage::overrides(tx, &row.id).await?;
-            let counters = store::bundles::counters_of(tx, &row.id).await?;
-            let resources = store::provisioning::resources(tx, &row.id).await?;
-            let request = store::tenant_requests::get(tx, &row.id).await?;
-            if audited {
-                audit::record(
-                    tx,
-                    actor,
-                    AuditEvent::tenant(
-                        "tenant.export",
-                        &row.id,
-                        &row.slug,
-                        json!({ "format": FORMAT, "resources": resources.len() }),
-                    ),
-                )
-                .await?;
-            }
-            let records = store::bundles::audit_of(tx, &row.id).await?;
-            Ok((
-                row, history, keys, overrides, counters, records, resources, request,
-            ))
-        })?;
-    let tenant = Tenant::from_row(&row, ctx.config.retention_days)?;
-    // The backends' parts, from the steps applied for the tenant (inputs opened).
+    let mut registry = read_registry(ctx, actor, slug, !options.unaudited).await?;
+    let tenant = Tenant::from_row(&registry.row, ctx.config.retention_days)?;
+    let (backend_parts, excluded) = backend_exports(ctx, &tenant).await?;
+    let recipient = options.recipient.map(|key| Keyring::new(key, Vec::new()));
+    if let Some(to) = &recipient {
+        reseal_registry(ctx, to, &mut registry)?;
+    }
+    let sealed_for = recipient
+        .as_ref()
+        .map_or_else(|| ctx.keyring.primary_id(), |k| k.primary_id())
+        .to_owned();
+    let mut parts = Parts {
+        entries: Vec::new(),
+        bytes: BTreeMap::new(),
+    };
+    registry_parts(&mut parts, &registry)?;
+    let sealer = recipient.as_ref().unwrap_or(&ctx.keyring);
+    let unsealed = add_backend_parts(&mut parts, sealer, &registry.row.id, backend_parts)?;
+    let digest = digest_of(&parts.entries, &unsealed);
+    let row = &registry.row;
+    let bundle = Bundle {
+        manifest: Manifest {
+            format: FORMAT.into(),
+            tenant_id: row.id.clone(),
+            tenant_slug: row.slug.clone(),
+            exported_at: clock::rfc3339(clock::now()),
+            sealed_for,
+            audit_hash: "each record's `hash` is the hex SHA-256 of its fields prev_hash, seq, at (RFC 3339, microseconds), actor, tenant_id, tenant_slug, action, details, source_ip, request_id — each as an 8-byte big-endian length and its UTF-8 bytes, a missing value as the single character U+0000 — and `prev_hash` is the hash of the record before it in the installation's chain (`tenantry audit verify`)".into(),
+            parts: parts.entries,
+            excluded,
+        },
+        parts: parts.bytes,
+    };
+    Ok((bundle, digest))
+}
+
+/// The tenant's registry rows and audit records, in one transaction with the export's own
+/// audit record (when `audited`).
+async fn read_registry(
+    ctx: &Context,
+    actor: &Actor,
+    slug: &str,
+    audited: bool,
+) -> AppResult<Registry> {
+    transaction!(ctx.db, |tx| {
+        let row = store::tenants::find_by_slug(tx, slug)
+            .await?
+            .ok_or_else(|| AppError::not_found("tenant", slug))?;
+        let mut history = store::tenants::status_history(tx, &row.id).await?;
+        history.reverse();
+        let mut keys = store::admin::list_tenant_keys(tx, &row.id).await?;
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        let overrides = store::usage::overrides(tx, &row.id).await?;
+        let counters = store::bundles::counters_of(tx, &row.id).await?;
+        let resources = store::provisioning::resources(tx, &row.id).await?;
+        let request = store::tenant_requests::get(tx, &row.id).await?;
+        if audited {
+            audit::record(
+                tx,
+                actor,
+                AuditEvent::tenant(
+                    "tenant.export",
+                    &row.id,
+                    &row.slug,
+                    json!({ "format": FORMAT, "resources": resources.len() }),
+                ),
+            )
+            .await?;
+        }
+        let records = store::bundles::audit_of(tx, &row.id).await?;
+        Ok(Registry {
+            row,
+            history,
+            keys,
+            overrides,
+            counters,
+            records,
+            resources,
+            request,
+        })
+    })
+}
+
+/// Each backend plugin's `export` part of the tenant (from the steps applied for it, inputs
+/// opened), and the backends that keep nothing worth carrying.
+async fn backend_exports(
+    ctx: &Context,
+    tenant: &Tenant,
+) -> AppResult<(Vec<(String, BundlePart)>, Vec<Exclusion>)> {
     let mut backend_parts = Vec::new();
     let mut excluded = exclusions();
-    let applied = crate::provisioning::applied_steps(ctx, &tenant).await?;
+    let applied = crate::provisioning::applied_steps(ctx, tenant).await?;
     let mut plugins: Vec<_> = applied.into_iter().collect();
     plugins.sort_by(|a, b| a.0.cmp(&b.0));
-    let ptenant = crate::provisioning::plugin_tenant(&tenant);
+    let ptenant = crate::provisioning::plugin_tenant(tenant);
     for (plugin, steps) in plugins {
         let logged = ctx.plugins.export_tenant(&plugin, &ptenant, steps).await;
         match logged.result {
@@ -202,25 +272,32 @@ pub async fn export_with_digest(
             }
         }
     }
+    Ok((backend_parts, excluded))
+}
 
-    let recipient = options.recipient.map(|key| Keyring::new(key, Vec::new()));
-    if let Some(to) = &recipient {
-        reseal_row(ctx, to, &mut row)?;
-        reseal_resources(ctx, to, &mut resources)?;
-        if let Some(r) = request.as_mut() {
-            let context = crate::provisioning::request_context(&row.id);
-            r.request = reseal(ctx, to, &r.request, &context)?;
-        }
+/// The registry's sealed values, sealed again for the bundle's recipient.
+fn reseal_registry(ctx: &Context, to: &Keyring, registry: &mut Registry) -> AppResult<()> {
+    reseal_row(ctx, to, &mut registry.row)?;
+    reseal_resources(ctx, to, &mut registry.resources)?;
+    if let Some(r) = registry.request.as_mut() {
+        let context = crate::provisioning::request_context(&registry.row.id);
+        r.request = reseal(ctx, to, &r.request, &context)?;
     }
-    let sealed_for = recipient
-        .as_ref()
-        .map_or_else(|| ctx.keyring.primary_id(), |k| k.primary_id())
-        .to_owned();
+    Ok(())
+}
 
-    let mut parts = Parts {
-        entries: Vec::new(),
-        bytes: BTreeMap::new(),
-    };
+/// The registry's parts, each with what a comparison leaves out (instance-specific pointers).
+fn registry_parts(parts: &mut Parts, registry: &Registry) -> AppResult<()> {
+    let Registry {
+        row,
+        history,
+        keys,
+        overrides,
+        counters,
+        records,
+        resources,
+        request,
+    } = registry;
     parts.json(
         "registry/tenant.json",
         &serde_json::to_value(&row).map_err(AppError::internal)?,
@@ -284,15 +361,25 @@ pub async fn export_with_digest(
         &serde_json::to_value(&request).map_err(AppError::internal)?,
         &["/request"],
     )?;
+    Ok(())
+}
+
+/// The backends' parts, what their plugins name as possibly secret sealed; returns each part's
+/// digest before sealing (by path).
+fn add_backend_parts(
+    parts: &mut Parts,
+    sealer: &Keyring,
+    tenant_id: &str,
+    backend_parts: Vec<(String, BundlePart)>,
+) -> AppResult<BTreeMap<String, String>> {
     let mut unsealed: BTreeMap<String, String> = BTreeMap::new();
     for (plugin, mut part) in backend_parts {
         // What the plugin names as possibly secret is sealed, as the bundle's other secrets.
-        let sealer = recipient.as_ref().unwrap_or(&ctx.keyring);
         unsealed.insert(format!("backends/{plugin}"), sha256_hex(&part.data));
         let (data, sealed) = super::sealed_fields::map(&part.data, |pointer, value| {
             Ok(sealer.seal(
                 value,
-                &super::sealed_fields::context(&row.id, &plugin, pointer),
+                &super::sealed_fields::context(tenant_id, &plugin, pointer),
             ))
         })
         .map_err(|err| {
@@ -323,8 +410,13 @@ pub async fn export_with_digest(
         });
         parts.bytes.insert(path, part.data);
     }
+    Ok(unsealed)
+}
+
+/// The digest of what the bundle holds, the audit log aside, backends' parts as handed over.
+fn digest_of(entries: &[PartEntry], unsealed: &BTreeMap<String, String>) -> String {
     let mut digest = Sha256::new();
-    let mut entries: Vec<&PartEntry> = parts.entries.iter().collect();
+    let mut entries: Vec<&PartEntry> = entries.iter().collect();
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     for entry in entries {
         if entry.path == "audit/records.json" {
@@ -340,19 +432,5 @@ pub async fn export_with_digest(
         digest.update(content.as_bytes());
         digest.update([0]);
     }
-    let digest = hex::encode(digest.finalize());
-    let bundle = Bundle {
-        manifest: Manifest {
-            format: FORMAT.into(),
-            tenant_id: row.id.clone(),
-            tenant_slug: row.slug.clone(),
-            exported_at: clock::rfc3339(clock::now()),
-            sealed_for,
-            audit_hash: "each record's `hash` is the hex SHA-256 of its fields prev_hash, seq, at (RFC 3339, microseconds), actor, tenant_id, tenant_slug, action, details, source_ip, request_id — each as an 8-byte big-endian length and its UTF-8 bytes, a missing value as the single character U+0000 — and `prev_hash` is the hash of the record before it in the installation's chain (`tenantry audit verify`)".into(),
-            parts: parts.entries,
-            excluded,
-        },
-        parts: parts.bytes,
-    };
-    Ok((bundle, digest))
+    hex::encode(digest.finalize())
 }

@@ -303,30 +303,7 @@ pub(super) async fn tenant_command(
         })
     };
     match cmd {
-        TenantCommand::Create(args) => {
-            let (client_secret, db_uri) = args.fields.secrets()?;
-            let request = NewTenant {
-                slug: args.slug,
-                name: args.name,
-                tier: args.tier,
-                trial_days: args.trial_days,
-                contact: args.fields.contact(),
-                metadata: args.fields.metadata()?,
-                oauth_issuer: args.fields.oauth_issuer.clone(),
-                client_id: args.fields.client_id.clone(),
-                client_secret,
-                scopes: args.fields.scopes.clone().map(Scopes::Text),
-                db_uri,
-                default_schema: args.fields.default_schema.clone(),
-                role_mapping: None,
-            };
-            let tenant = tenants::create(ctx, actor, &request)
-                .await
-                .map_err(app_error)?;
-            print(out, &tenant, || {
-                format!("created tenant {} ({})", tenant.slug, tenant.status)
-            })
-        }
+        TenantCommand::Create(args) => create(ctx, actor, out, args).await,
         TenantCommand::List {
             status,
             tier,
@@ -334,95 +311,17 @@ pub(super) async fn tenant_command(
             limit,
             cursor,
         } => {
-            let page = tenants::list(
-                ctx,
-                &TenantQuery {
-                    status,
-                    tier,
-                    q: search,
-                    cursor,
-                    limit: Some(limit),
-                },
-            )
-            .await
-            .map_err(app_error)?;
-            print(out, &page, || {
-                let rows = page.items.iter().map(|t| {
-                    vec![
-                        t.slug.clone(),
-                        t.status.to_string(),
-                        t.tier.to_string(),
-                        t.name.clone(),
-                    ]
-                });
-                let mut text = table(
-                    &["SLUG", "STATUS", "TIER", "NAME"],
-                    rows.collect(),
-                    "no tenants",
-                );
-                if let Some(cursor) = &page.next_cursor {
-                    text.push_str(&format!("\nmore: --cursor {cursor}"));
-                }
-                text
-            })
-        }
-        TenantCommand::Show { slug } => {
-            let tenant = tenants::get(ctx, &slug).await.map_err(app_error)?;
-            let history = tenants::history(ctx, &tenant).await.map_err(app_error)?;
-            #[derive(Serialize)]
-            struct Shown<'a> {
-                #[serde(flatten)]
-                tenant: &'a Tenant,
-                history: &'a [tenants::StatusChange],
-            }
-            print(
-                out,
-                &Shown {
-                    tenant: &tenant,
-                    history: &history,
-                },
-                || {
-                    let mut text = tenant_text(&tenant);
-                    text.push_str("\nhistory:");
-                    for h in &history {
-                        text.push_str(&format!(
-                            "\n  {}  {} → {}  by {}: {}",
-                            h.at.to_rfc3339(),
-                            h.from.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                            h.to,
-                            h.actor,
-                            h.reason
-                        ));
-                    }
-                    text
-                },
-            )
-        }
-        TenantCommand::Update(args) => {
-            let (client_secret, db_uri) = args.fields.secrets()?;
-            let patch = TenantPatch {
-                name: args.name,
-                tier: args.tier,
-                contact: args.fields.contact().map(Some),
-                metadata: args.fields.metadata()?,
-                oauth_issuer: args.fields.oauth_issuer.clone().map(Some),
-                client_id: args.fields.client_id.clone().map(Some),
-                client_secret: client_secret.map(Some),
-                scopes: args.fields.scopes.clone().map(Scopes::Text),
-                db_uri: db_uri.map(Some),
-                default_schema: args.fields.default_schema.clone().map(Some),
-                ..TenantPatch::default()
+            let query = TenantQuery {
+                status,
+                tier,
+                q: search,
+                cursor,
+                limit: Some(limit),
             };
-            let tenant = crate::lifecycle::patch_tenant(ctx, actor, &args.slug, &patch)
-                .await
-                .map_err(app_error)?;
-            print(out, &tenant, || {
-                format!(
-                    "updated tenant {} (version {})",
-                    tenant.slug, tenant.version
-                )
-            })
+            list(ctx, out, &query).await
         }
+        TenantCommand::Show { slug } => show(ctx, out, &slug).await,
+        TenantCommand::Update(args) => update(ctx, actor, out, args).await,
         TenantCommand::Suspend(a) => transition(a.slug, Transition::Suspend, a.reason).await,
         TenantCommand::Reactivate(a) => transition(a.slug, Transition::Reactivate, a.reason).await,
         TenantCommand::Cancel(a) => transition(a.slug, Transition::Cancel, a.reason).await,
@@ -435,20 +334,7 @@ pub(super) async fn tenant_command(
             reason,
         } => {
             if hard {
-                let reason = reason.unwrap_or_else(|| "purged from the command line".into());
-                let run = crate::lifecycle::purge(ctx, actor, &slug, force, &reason)
-                    .await
-                    .map_err(app_error)?;
-                print(
-                    out,
-                    &serde_json::json!({ "purged": slug, "run": run }),
-                    || match &run {
-                        Some(run) => format!(
-                            "tenant {slug} purged; its backends are undone by run {run} (tenantry run show {run})"
-                        ),
-                        None => format!("tenant {slug} purged"),
-                    },
-                )
+                purge(ctx, actor, out, &slug, force, reason).await
             } else {
                 let reason = reason.unwrap_or_else(|| "deleted from the command line".into());
                 transition(slug, Transition::Delete, reason).await
@@ -489,11 +375,7 @@ pub(super) async fn tenant_command(
             yes,
             current_templates,
         } => {
-            let templates = if current_templates {
-                crate::provisioning::TemplateVersions::Current
-            } else {
-                crate::provisioning::TemplateVersions::Recorded
-            };
+            let templates = template_versions(current_templates);
             super::repair::reconcile(ctx, actor, out, &slug, yes, templates).await
         }
         TenantCommand::Retry { slug, no_wait } => {
@@ -501,17 +383,170 @@ pub(super) async fn tenant_command(
         }
         TenantCommand::Usage { slug } => super::quotas::usage(ctx, out, &slug).await,
         TenantCommand::Quota(cmd) => super::quotas::quota_command(ctx, actor, out, cmd).await,
-        TenantCommand::RollbackSecret { slug } => {
-            let tenant = tenants::rollback_client_secret(ctx, actor, &slug)
-                .await
-                .map_err(app_error)?;
-            print(out, &tenant, || {
-                format!(
-                    "tenant {} client secret rolled back to {}",
-                    tenant.slug,
-                    tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
-                )
-            })
-        }
+        TenantCommand::RollbackSecret { slug } => rollback_secret(ctx, actor, out, &slug).await,
     }
+}
+
+/// `tenant delete --hard`: the tenant purged, and the run that undoes it in its backends.
+async fn purge(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    slug: &str,
+    force: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let reason = reason.unwrap_or_else(|| "purged from the command line".into());
+    let run = crate::lifecycle::purge(ctx, actor, slug, force, &reason)
+        .await
+        .map_err(app_error)?;
+    print(
+        out,
+        &serde_json::json!({ "purged": slug, "run": run }),
+        || match &run {
+            Some(run) => format!(
+                "tenant {slug} purged; its backends are undone by run {run} (tenantry run show {run})"
+            ),
+            None => format!("tenant {slug} purged"),
+        },
+    )
+}
+
+/// `tenant rollback-secret`: the OAuth client secret before the last rotation, back.
+async fn rollback_secret(
+    ctx: &Context,
+    actor: &Actor,
+    out: Output,
+    slug: &str,
+) -> anyhow::Result<()> {
+    let tenant = tenants::rollback_client_secret(ctx, actor, slug)
+        .await
+        .map_err(app_error)?;
+    print(out, &tenant, || {
+        format!(
+            "tenant {} client secret rolled back to {}",
+            tenant.slug,
+            tenant.client_secret.fingerprint.as_deref().unwrap_or("-")
+        )
+    })
+}
+
+/// Which template versions a repair renders with: the current ones, or those recorded.
+fn template_versions(current: bool) -> crate::provisioning::TemplateVersions {
+    if current {
+        crate::provisioning::TemplateVersions::Current
+    } else {
+        crate::provisioning::TemplateVersions::Recorded
+    }
+}
+
+/// `tenant create`.
+async fn create(ctx: &Context, actor: &Actor, out: Output, args: CreateArgs) -> anyhow::Result<()> {
+    let (client_secret, db_uri) = args.fields.secrets()?;
+    let request = NewTenant {
+        slug: args.slug,
+        name: args.name,
+        tier: args.tier,
+        trial_days: args.trial_days,
+        contact: args.fields.contact(),
+        metadata: args.fields.metadata()?,
+        oauth_issuer: args.fields.oauth_issuer.clone(),
+        client_id: args.fields.client_id.clone(),
+        client_secret,
+        scopes: args.fields.scopes.clone().map(Scopes::Text),
+        db_uri,
+        default_schema: args.fields.default_schema.clone(),
+        role_mapping: None,
+    };
+    let tenant = tenants::create(ctx, actor, &request)
+        .await
+        .map_err(app_error)?;
+    print(out, &tenant, || {
+        format!("created tenant {} ({})", tenant.slug, tenant.status)
+    })
+}
+
+/// `tenant list`: a page of tenants.
+async fn list(ctx: &Context, out: Output, query: &TenantQuery) -> anyhow::Result<()> {
+    let page = tenants::list(ctx, query).await.map_err(app_error)?;
+    print(out, &page, || {
+        let rows = page.items.iter().map(|t| {
+            vec![
+                t.slug.clone(),
+                t.status.to_string(),
+                t.tier.to_string(),
+                t.name.clone(),
+            ]
+        });
+        let mut text = table(
+            &["SLUG", "STATUS", "TIER", "NAME"],
+            rows.collect(),
+            "no tenants",
+        );
+        if let Some(cursor) = &page.next_cursor {
+            text.push_str(&format!("\nmore: --cursor {cursor}"));
+        }
+        text
+    })
+}
+
+/// `tenant show`: the tenant and its status history.
+async fn show(ctx: &Context, out: Output, slug: &str) -> anyhow::Result<()> {
+    let tenant = tenants::get(ctx, slug).await.map_err(app_error)?;
+    let history = tenants::history(ctx, &tenant).await.map_err(app_error)?;
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        #[serde(flatten)]
+        tenant: &'a Tenant,
+        history: &'a [tenants::StatusChange],
+    }
+    print(
+        out,
+        &Shown {
+            tenant: &tenant,
+            history: &history,
+        },
+        || {
+            let mut text = tenant_text(&tenant);
+            text.push_str("\nhistory:");
+            for h in &history {
+                text.push_str(&format!(
+                    "\n  {}  {} → {}  by {}: {}",
+                    h.at.to_rfc3339(),
+                    h.from.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    h.to,
+                    h.actor,
+                    h.reason
+                ));
+            }
+            text
+        },
+    )
+}
+
+/// `tenant update`: a PATCH of the tenant's fields.
+async fn update(ctx: &Context, actor: &Actor, out: Output, args: UpdateArgs) -> anyhow::Result<()> {
+    let (client_secret, db_uri) = args.fields.secrets()?;
+    let patch = TenantPatch {
+        name: args.name,
+        tier: args.tier,
+        contact: args.fields.contact().map(Some),
+        metadata: args.fields.metadata()?,
+        oauth_issuer: args.fields.oauth_issuer.clone().map(Some),
+        client_id: args.fields.client_id.clone().map(Some),
+        client_secret: client_secret.map(Some),
+        scopes: args.fields.scopes.clone().map(Scopes::Text),
+        db_uri: db_uri.map(Some),
+        default_schema: args.fields.default_schema.clone().map(Some),
+        ..TenantPatch::default()
+    };
+    let tenant = crate::lifecycle::patch_tenant(ctx, actor, &args.slug, &patch)
+        .await
+        .map_err(app_error)?;
+    print(out, &tenant, || {
+        format!(
+            "updated tenant {} (version {})",
+            tenant.slug, tenant.version
+        )
+    })
 }

@@ -2,6 +2,9 @@
 //! placeholders, or direct database settings with an asset bundle) and its validation into what
 //! plugins plan from.
 
+mod rendered;
+
+use rendered::{rendered_assets, rendered_connections};
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -9,7 +12,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use super::templates;
 use crate::context::Context;
 use crate::error::{AppError, AppResult, FieldError};
 use crate::tenants::NewTenant;
@@ -173,6 +175,44 @@ fn prefixed(err: AppError, prefix: &str, top_level: &[&str]) -> AppError {
 
 /// Validates everything, renders the templates, and resolves the backends. Changes nothing.
 pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepared> {
+    let valid = valid_tenant(req)?;
+    let mut errors: Vec<FieldError> = Vec::new();
+    let (backends, settings) = backends(ctx, req.backends.as_ref(), &mut errors).await?;
+    let bundle = checked_assets(req, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let (database_name, database) = database_settings(req, &valid);
+    let auto = tenant_values(
+        valid.slug.as_str(),
+        &valid.name,
+        valid.tier.as_str(),
+        valid.default_schema.as_deref(),
+        Some(&database_name),
+    );
+    let connections = rendered_connections(ctx, req, &valid, &auto, database).await?;
+    let assets = rendered_assets(ctx, req, &auto).await?;
+    let database_key = match connections.first().and_then(|c| c["uri"].as_str()) {
+        Some(uri) => database_key(uri),
+        None => None,
+    };
+    if let Some(key) = &database_key {
+        refuse_another_tenants_database(ctx, key, valid.slug.as_str(), &connections[0]).await?;
+    }
+    Ok(Prepared {
+        tenant: valid,
+        backends,
+        settings,
+        connections,
+        database_key,
+        assets,
+        asset_bundle: bundle,
+    })
+}
+
+/// The request's tenant, with the top-level `tier`, `trial_days` and `contact` over its own,
+/// checked (a top-level field's error is named as given).
+fn valid_tenant(req: &ProvisionRequest) -> AppResult<ValidTenant> {
     let mut tenant = req.tenant.clone();
     let mut top_level = Vec::new();
     if let Some(tier) = &req.tier {
@@ -187,12 +227,14 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
         tenant.contact = Some(contact.clone());
         top_level.push("contact");
     }
-    let valid = tenant
+    tenant
         .validate(true)
-        .map_err(|e| prefixed(e, "tenant.", &top_level))?;
+        .map_err(|e| prefixed(e, "tenant.", &top_level))
+}
 
-    let mut errors: Vec<FieldError> = Vec::new();
-    let (backends, settings) = backends(ctx, req.backends.as_ref(), &mut errors).await?;
+/// The rules between the request's connection and asset parts; the asset bundle, decoded and
+/// checked, as plugins receive it.
+fn checked_assets(req: &ProvisionRequest, errors: &mut Vec<FieldError>) -> Option<Value> {
     if req
         .connection_template
         .as_ref()
@@ -265,10 +307,11 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
             "use admin templates or a bundle, not both",
         ));
     }
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
-    }
+    bundle
+}
 
+/// The backend database's name and settings, as plugins receive them.
+fn database_settings(req: &ProvisionRequest, valid: &ValidTenant) -> (String, Value) {
     let db = req.database.clone().unwrap_or_default();
     let database_name = db
         .database_name
@@ -282,118 +325,7 @@ pub async fn prepare(ctx: &Context, req: &ProvisionRequest) -> AppResult<Prepare
         "allow_dml": db.allow_dml.unwrap_or(false),
         "allow_run_async": db.allow_run_async.unwrap_or(false),
     });
-    let auto = tenant_values(
-        valid.slug.as_str(),
-        &valid.name,
-        valid.tier.as_str(),
-        valid.default_schema.as_deref(),
-        Some(&database_name),
-    );
-    let with_tenant = |given: &BTreeMap<String, Value>, declared: &[String], connection: bool| {
-        with_tenant_values(given, declared, &auto, connection)
-    };
-    let mut connections = Vec::new();
-    if let Some(c) = &req.connection_template {
-        let declared = templates::get(ctx, &c.template_name, c.version)
-            .await
-            .map(|t| t.placeholders)
-            .unwrap_or_default();
-        let rendered = templates::render(
-            ctx,
-            "connection_template.placeholders",
-            &c.template_name,
-            c.version,
-            &with_tenant(&c.placeholders, &declared, true),
-        )
-        .await?;
-        let kind = templates::get(ctx, &rendered.template, Some(rendered.version))
-            .await?
-            .kind;
-        if kind != "connection" {
-            return Err(AppError::invalid(
-                "connection_template.template_name",
-                "kind",
-                format!(
-                    "template `{}` is an {kind} template, not a connection template",
-                    c.template_name
-                ),
-            ));
-        }
-        connections.push(json!({
-            "name": c.name.clone().unwrap_or_else(|| "primary".into()),
-            "template": rendered.template,
-            "version": rendered.version,
-            "fingerprint": rendered.fingerprint,
-            "uri": rendered.text,
-            "database": database,
-        }));
-    } else if let Some(uri) = &valid.db_uri {
-        connections.push(json!({
-            "name": "primary",
-            "template": Value::Null,
-            "version": Value::Null,
-            "fingerprint": Value::Null,
-            "uri": uri,
-            "database": database,
-        }));
-    }
-
-    let mut assets = Vec::new();
-    if let Some(a) = &req.assets
-        && a.use_admin_templates
-    {
-        let chosen = templates::assets_tagged(ctx, &a.template_tags).await?;
-        if chosen.is_empty() {
-            return Err(AppError::invalid(
-                "assets.template_tags",
-                "no_match",
-                format!(
-                    "no asset template carries any of the tags {}",
-                    a.template_tags.join(", ")
-                ),
-            ));
-        }
-        for t in chosen {
-            let mut values = with_tenant(&a.placeholders, &t.placeholders, false);
-            // Request values only for what this template declares: one set of values serves
-            // several templates.
-            values.retain(|k, _| t.placeholders.contains(k));
-            let rendered = templates::render(
-                ctx,
-                "assets.placeholders",
-                &t.name,
-                Some(t.version),
-                &values,
-            )
-            .await?;
-            assets.push(json!({
-                "name": t.name,
-                "template": rendered.template,
-                "version": rendered.version,
-                "tags": rendered.tags,
-                "fingerprint": rendered.fingerprint,
-                "format": t.format,
-                "body": rendered.text,
-            }));
-        }
-    }
-
-    let database_key = match connections.first().and_then(|c| c["uri"].as_str()) {
-        Some(uri) => database_key(uri),
-        None => None,
-    };
-    if let Some(key) = &database_key {
-        refuse_another_tenants_database(ctx, key, valid.slug.as_str(), &connections[0]).await?;
-    }
-    Ok(Prepared {
-        tenant: valid,
-        backends,
-        settings,
-        connections,
-        database_key,
-        assets,
-        asset_bundle: bundle,
-    })
+    (database_name, database)
 }
 
 /// The key of the database and user a connection URI names: a digest of

@@ -15,13 +15,15 @@ pub struct UnknownValue {
 
 /// Declares an enum kept in a text column: `as_str`, `Display`, a strict `FromStr`, serde as the
 /// same words, an OpenAPI schema, and diesel's text mapping on both backends. The words are the
-/// given words (serde's and the schema's names too).
+/// given words (serde's and the schema's names too). They are taken as token trees, not as
+/// `literal` fragments: a fragment reaches the derives wrapped in an invisible group, which
+/// utoipa's derive does not read as a `rename` (the schema then listed the variants' names).
 #[macro_export]
 macro_rules! stored_words {
     (
         $(#[$meta:meta])*
         pub enum $name:ident ($what:literal) {
-            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+            $( $(#[$vmeta:meta])* $variant:ident = $text:tt ),+ $(,)?
         }
     ) => {
         $(#[$meta])*

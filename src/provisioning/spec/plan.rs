@@ -13,6 +13,7 @@ use crate::error::{AppError, AppResult};
 use crate::plugin_host::{PluginError, PluginTenant};
 use crate::store::models::StepRow;
 use crate::store::provisioning as sql;
+use crate::tenants::input::ValidTenant;
 use crate::tenants::{self, Tenant, TenantPatch, TenantStatus};
 use crate::transaction;
 use serde::Serialize;
@@ -66,42 +67,7 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
     };
     let prepared = request::prepare(ctx, req).await?;
     let Some(tenant) = existing else {
-        // A new tenant: everything is created by one provisioning run.
-        let mut items = vec![item(
-            "create",
-            "tenant",
-            format!(
-                "{} ({}, tier {})",
-                slug,
-                prepared.tenant.name,
-                prepared.tenant.tier.as_str()
-            ),
-        )];
-        let ptenant = PluginTenant {
-            id: "(new)".into(),
-            slug: slug.clone(),
-            name: prepared.tenant.name.clone(),
-            tier: prepared.tenant.tier,
-            status: crate::tenants::TenantStatus::Provisioning.to_string(),
-        };
-        for plugin in &prepared.backends {
-            for step in plan_steps(ctx, &prepared, plugin, &ptenant).await? {
-                items.push(item(
-                    "create",
-                    format!("{plugin}/{}", step.id),
-                    step.description,
-                ));
-            }
-        }
-        return Ok(ApplyPlan {
-            tenant: slug,
-            exists: false,
-            items,
-            changes: true,
-            patch: None,
-            steps: Vec::new(),
-            database_key: prepared.database_key.clone(),
-        });
+        return plan_new(ctx, slug, &prepared).await;
     };
     if tenant.status == TenantStatus::Provisioning {
         return Err(AppError::conflict(
@@ -113,9 +79,74 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
         ));
     }
     let mut items = Vec::new();
+    let patch = field_changes(req, &tenant, &prepared.tenant, &mut items);
+    let steps = backend_changes(ctx, &prepared, &tenant, &mut items).await?;
+    let changes = patch.is_some() || !steps.is_empty();
+    Ok(ApplyPlan {
+        tenant: slug,
+        exists: true,
+        items,
+        changes,
+        patch,
+        steps,
+        database_key: prepared.database_key.clone(),
+    })
+}
+
+/// A new tenant: everything is created by one provisioning run.
+async fn plan_new(
+    ctx: &Context,
+    slug: String,
+    prepared: &request::Prepared,
+) -> AppResult<ApplyPlan> {
+    // A new tenant: everything is created by one provisioning run.
+    let mut items = vec![item(
+        "create",
+        "tenant",
+        format!(
+            "{} ({}, tier {})",
+            slug,
+            prepared.tenant.name,
+            prepared.tenant.tier.as_str()
+        ),
+    )];
+    let ptenant = PluginTenant {
+        id: "(new)".into(),
+        slug: slug.clone(),
+        name: prepared.tenant.name.clone(),
+        tier: prepared.tenant.tier,
+        status: crate::tenants::TenantStatus::Provisioning.to_string(),
+    };
+    for plugin in &prepared.backends {
+        for step in plan_steps(ctx, prepared, plugin, &ptenant).await? {
+            items.push(item(
+                "create",
+                format!("{plugin}/{}", step.id),
+                step.description,
+            ));
+        }
+    }
+    return Ok(ApplyPlan {
+        tenant: slug,
+        exists: false,
+        items,
+        changes: true,
+        patch: None,
+        steps: Vec::new(),
+        database_key: prepared.database_key.clone(),
+    });
+}
+
+/// The tenant's fields the spec changes, each as a plan item; the PATCH that applies them,
+/// when there is one. Secrets are compared by fingerprint and never shown.
+fn field_changes(
+    req: &ProvisionRequest,
+    tenant: &Tenant,
+    v: &ValidTenant,
+    items: &mut Vec<PlanItem>,
+) -> Option<TenantPatch> {
     let mut patch = TenantPatch::default();
     let mut changed_fields = false;
-    let v = &prepared.tenant;
     let mut field = |name: &str, now: String, wanted: String| {
         if now != wanted {
             items.push(item(
@@ -197,7 +228,19 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
         patch.default_schema = Some(v.default_schema.clone());
         changed_fields = true;
     }
-    // Secrets are compared by fingerprint and never shown.
+    changed_fields |= secret_changes(tenant, v, items, &mut patch);
+    changed_fields.then_some(patch)
+}
+
+/// The tenant's secrets the spec changes, compared by fingerprint and never shown; true when
+/// one changes.
+fn secret_changes(
+    tenant: &Tenant,
+    v: &ValidTenant,
+    items: &mut Vec<PlanItem>,
+    patch: &mut TenantPatch,
+) -> bool {
+    let mut changed = false;
     if let Some(secret) = &v.oauth.client_secret
         && tenant.client_secret.fingerprint.as_deref() != Some(&crate::secrets::fingerprint(secret))
     {
@@ -207,26 +250,35 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
             "(secret: a new value)",
         ));
         patch.client_secret = Some(Some(secret.clone()));
-        changed_fields = true;
+        changed = true;
     }
     if let Some(uri) = &v.db_uri
         && tenant.db_uri.fingerprint.as_deref() != Some(&crate::secrets::fingerprint(uri))
     {
         items.push(item("change", "tenant.db_uri", "(secret: a new value)"));
         patch.db_uri = Some(Some(uri.clone()));
-        changed_fields = true;
+        changed = true;
     }
+    changed
+}
 
-    // Backends: the plan of each plugin against what the tenant holds.
-    let held = held_resources(ctx, &tenant).await?;
+/// The steps of each backend's plan that are new or whose inputs changed, each as a plan item;
+/// what the tenant holds that the spec no longer names is left, and said so.
+async fn backend_changes(
+    ctx: &Context,
+    prepared: &request::Prepared,
+    tenant: &Tenant,
+    items: &mut Vec<PlanItem>,
+) -> AppResult<Vec<(String, crate::plugin_host::Step)>> {
+    let held = held_resources(ctx, tenant).await?;
     let ptenant = PluginTenant {
-        tier: v.tier,
-        ..plugin_tenant(&tenant)
+        tier: prepared.tenant.tier,
+        ..plugin_tenant(tenant)
     };
     let mut steps = Vec::new();
     let mut planned_keys = Vec::new();
     for plugin in &prepared.backends {
-        for step in plan_steps(ctx, &prepared, plugin, &ptenant).await? {
+        for step in plan_steps(ctx, prepared, plugin, &ptenant).await? {
             planned_keys.push((plugin.clone(), step.id.clone()));
             let existing = held
                 .iter()
@@ -273,16 +325,7 @@ pub async fn plan(ctx: &Context, req: &ProvisionRequest) -> AppResult<ApplyPlan>
             ));
         }
     }
-    let changes = changed_fields || !steps.is_empty();
-    Ok(ApplyPlan {
-        tenant: slug,
-        exists: true,
-        items,
-        changes,
-        patch: changed_fields.then_some(patch),
-        steps,
-        database_key: prepared.database_key.clone(),
-    })
+    Ok(steps)
 }
 
 pub(super) fn same_json(a: &str, b: &str) -> bool {

@@ -263,6 +263,26 @@ mod tests {
     }
 
     #[test]
+    fn the_openapi_schema_lists_the_stored_words() {
+        use utoipa::PartialSchema as _;
+        let schema = |s: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            serde_json::to_value(s).unwrap()["enum"].clone()
+        };
+        assert_eq!(
+            schema(Tier::schema()),
+            serde_json::json!(["free", "starter", "professional", "enterprise", "custom"])
+        );
+        assert_eq!(
+            schema(World::schema()),
+            serde_json::json!(["provisioner", "renderer", "quota-policy"])
+        );
+        assert_eq!(
+            schema(RunStatus::schema()),
+            serde_json::json!(["queued", "running", "compensating", "succeeded", "failed"])
+        );
+    }
+
+    #[test]
     fn every_word_reads_back_as_itself() {
         for kind in RunKind::ALL {
             assert_eq!(kind.as_str().parse::<RunKind>(), Ok(*kind));
