@@ -258,7 +258,7 @@ async fn main() {
         id: "bench".into(),
         slug: "bench".into(),
         name: "Bench".into(),
-        tier: "starter".into(),
+        tier: tenantry::tenants::Tier::Starter,
         status: "active".into(),
     };
     let usage: Vec<Usage> = [
