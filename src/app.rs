@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use tracing::Instrument as _;
 use tracing_actix_web::TracingLogger;
 
+use crate::alerts::{AlertKind, AlertSeverity};
 use crate::auth::{self, BootstrapAdmin};
 use crate::config::Config;
 use crate::context::Context;
@@ -60,15 +61,15 @@ pub struct StartupReport {
 pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     let (keyring, notes) = Keyring::load(&config)?;
     let ctx = open_with_keyring(config, keyring).await?;
-    let tiers: Vec<String> = tenants::Tier::ALL.iter().map(|t| t.to_string()).collect();
     let metric_names: Vec<String> = crate::quotas::metrics(&ctx)
         .into_iter()
         .map(|m| m.name)
         .collect();
     ctx.metrics.initialise_quota_series(
-        &tiers.iter().map(String::as_str).collect::<Vec<_>>(),
+        tenants::Tier::WORDS,
         &metric_names.iter().map(String::as_str).collect::<Vec<_>>(),
         &ctx.config.quotas.policy,
+        (AlertKind::WORDS, AlertSeverity::WORDS),
     );
     let migrations = ctx.db.migrate().await?;
     let admin_tenant_created = tenants::ensure_admin_tenant(&ctx).await?;
@@ -77,7 +78,7 @@ pub async fn open(config: Config) -> anyhow::Result<(Context, StartupReport)> {
     let jobs: Vec<&str> = crate::jobs::specs(&ctx).iter().map(|j| j.name).collect();
     ctx.metrics.initialise_operations_series(&jobs);
     // Every enabled plugin's series at zero (an install or an enable does the same for its own).
-    for world in [World::Provisioner, World::Renderer, World::QuotaPolicy] {
+    for &world in World::ALL {
         for name in ctx.plugins.enabled(world).await? {
             ctx.metrics
                 .initialise_plugin_series(&name, world == World::Provisioner);

@@ -10,7 +10,11 @@
 
 use serde_json::{Value, json};
 
+use crate::alerts::AlertKind;
+use crate::provisioning::RunStatus;
+use crate::roles::allowed_roles;
 use crate::tenants::input::{DB_URI, ISSUER};
+use crate::tenants::{TenantStatus, Tier};
 
 /// Trimmed, not empty, no control characters.
 const TEXT: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
@@ -39,32 +43,16 @@ const METRIC: &str = r"^[a-z][a-z0-9_]{0,62}$";
 /// An idempotency key: visible ASCII.
 const IDEMPOTENCY_KEY: &str = r"^[!-~]{1,255}$";
 
-const TIERS: &[&str] = &["free", "starter", "professional", "enterprise", "custom"];
-const STATUSES: &[&str] = &[
-    "provisioning",
-    "trial",
-    "active",
-    "suspended",
-    "canceled",
-    "deleted",
-    "failed",
-];
-const RUN_STATUSES: &[&str] = &["queued", "running", "compensating", "succeeded", "failed"];
-const ALERT_KINDS: &[&str] = &[
-    "quota",
-    "at_risk",
-    "policy_failing",
-    "error_rate",
-    "latency",
-    "trial_ending",
-    "job_failing",
-    "throttled",
-    "database_down",
-    "database_slow",
-    "",
-];
-const TENANT_ROLES: &[&str] = &["tenant-admin", "member"];
-const PLATFORM_ROLES: &[&str] = &["platform-admin", "platform-viewer"];
+const TIERS: &[&str] = Tier::WORDS;
+const STATUSES: &[&str] = TenantStatus::WORDS;
+const RUN_STATUSES: &[&str] = RunStatus::WORDS;
+const TENANT_ROLES: &[&str] = allowed_roles(false);
+const PLATFORM_ROLES: &[&str] = allowed_roles(true);
+
+/// The alert kinds, and `""` (as good as absent).
+fn alert_kinds() -> Vec<&'static str> {
+    AlertKind::WORDS.iter().copied().chain([""]).collect()
+}
 
 fn text(max: u64) -> Value {
     json!({ "pattern": TEXT, "maxLength": max })
@@ -370,7 +358,11 @@ fn parameter_rules() -> Vec<(&'static str, &'static str, Value)> {
             "severity",
             json!({ "enum": ["warning", "critical", "blocked", ""] }),
         ),
-        ("GET /api/v1/alerts", "kind", json!({ "enum": ALERT_KINDS })),
+        (
+            "GET /api/v1/alerts",
+            "kind",
+            json!({ "enum": alert_kinds() }),
+        ),
         (
             "GET /api/v1/alerts",
             "limit",
@@ -389,7 +381,7 @@ fn parameter_rules() -> Vec<(&'static str, &'static str, Value)> {
         (
             "GET /api/v1/tenant/{slug}/alerts",
             "kind",
-            json!({ "enum": ALERT_KINDS }),
+            json!({ "enum": alert_kinds() }),
         ),
         (
             "GET /api/v1/tenant/{slug}/alerts",

@@ -168,6 +168,18 @@ pub async fn start_session(
     ))
 }
 
+/// A session row this version cannot read (a stored word it does not know) authenticates
+/// nothing: as no session, and the operator hears of it.
+fn readable<T>(found: AppResult<Option<T>>) -> AppResult<Option<T>> {
+    match found {
+        Err(e) if e.is_unknown_stored_word() => {
+            tracing::error!("session refused: {e}");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
 /// The session behind a cookie value, if it is live (absolute and idle expiry) and of `kind`.
 /// A tenant session also needs its tenant to be `trial` or `active`.
 pub async fn load_session(
@@ -178,22 +190,14 @@ pub async fn load_session(
     let id = sha256_hex(cookie);
     let now = clock::now();
     let idle = chrono::Duration::minutes(ctx.config.session_idle_minutes.into());
-    let found = match ctx.caches.session_with_tenant(&id, now).await {
-        Ok(found) => found,
-        // A row this version cannot read authenticates nothing; the operator hears of it.
-        Err(e) if e.is_unknown_stored_word() => {
-            tracing::error!("session refused: {e}");
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
-    let Some((session, tenant_row)) = found else {
+    let Some((session, tenant_row)) = readable(ctx.caches.session_with_tenant(&id, now).await)?
+    else {
         return Ok(None);
     };
     let (session, tenant_row) = if now - session.last_seen() > idle {
         // Idle as this server saw it: another server may have seen it since.
         ctx.caches.recheck_session(&id);
-        match ctx.caches.session_with_tenant(&id, now).await? {
+        match readable(ctx.caches.session_with_tenant(&id, now).await)? {
             Some(fresh) if now - fresh.0.last_seen() <= idle => fresh,
             _ => return Ok(None),
         }

@@ -321,26 +321,22 @@ impl Metrics {
     /// Exports the quota and alert series at zero for every known label value — each tier and
     /// metric, the default policy, each kind and severity of alert — so that rules and
     /// dashboards have a series to watch before the first event.
-    pub fn initialise_quota_series(&self, tiers: &[&str], metrics: &[&str], policy: &str) {
+    pub fn initialise_quota_series(
+        &self,
+        tiers: &[&str],
+        metrics: &[&str],
+        policy: &str,
+        alerts: (&[&str], &[&str]),
+    ) {
         for tier in tiers {
             for metric in metrics {
                 self.quota_rejections.with_label_values(&[metric, tier]);
             }
         }
         self.quota_policy_failures.with_label_values(&[policy]);
-        for kind in [
-            "quota",
-            "at_risk",
-            "policy_failing",
-            "error_rate",
-            "latency",
-            "trial_ending",
-            "job_failing",
-            "throttled",
-            "database_down",
-            "database_slow",
-        ] {
-            for severity in ["warning", "critical", "blocked"] {
+        let (kinds, severities) = alerts;
+        for kind in kinds {
+            for severity in severities {
                 self.alerts_raised.with_label_values(&[kind, severity]);
             }
         }

@@ -204,7 +204,7 @@ fn default_role_name(platform: bool) -> &'static str {
 }
 
 /// The roles a tenant's users may get.
-pub fn allowed_roles(platform: bool) -> &'static [&'static str] {
+pub const fn allowed_roles(platform: bool) -> &'static [&'static str] {
     if platform {
         &["platform-admin", "platform-viewer"]
     } else {

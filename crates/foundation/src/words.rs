@@ -41,6 +41,9 @@ macro_rules! stored_words {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
+            /// Every stored word, in declaration order.
+            pub const WORDS: &'static [&'static str] = &[$($text),+];
+
             /// The stored word.
             pub fn as_str(self) -> &'static str {
                 match self {
